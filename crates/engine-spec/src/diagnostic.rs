@@ -1,0 +1,157 @@
+//! Diagnostics: what `engine validate` reports, each with a stable code and a location.
+
+use std::fmt;
+
+use crate::source::Location;
+
+/// How bad a [`Diagnostic`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The engine would run the connector, but part of it is ignored or suspicious.
+    Warning,
+    /// The connector cannot be run as written.
+    Error,
+}
+
+impl Severity {
+    /// `error` or `warning`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Warning => "warning",
+            Self::Error => "error",
+        }
+    }
+}
+
+macro_rules! codes {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $code:literal, $severity:ident, $slug:literal; )+) => {
+        /// A stable diagnostic code. The number never changes meaning; `docs/diagnostics.md`
+        /// explains each one.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
+        pub enum Code {
+            $( $(#[doc = $doc])* $variant ),+
+        }
+
+        impl Code {
+            /// Every code, in order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant),+];
+
+            /// The code as printed, e.g. `E0101`.
+            pub fn as_str(self) -> &'static str {
+                match self { $( Code::$variant => $code ),+ }
+            }
+
+            /// A short kebab-case name, used for fixture file names.
+            pub fn slug(self) -> &'static str {
+                match self { $( Code::$variant => $slug ),+ }
+            }
+
+            /// The severity a diagnostic with this code has.
+            pub fn severity(self) -> Severity {
+                match self { $( Code::$variant => Severity::$severity ),+ }
+            }
+        }
+    };
+}
+
+codes! {
+    /// The file is not valid JSON.
+    InvalidJson = "E0001", Error, "invalid-json";
+    /// A value has the wrong JSON type, or a required field is missing.
+    Schema = "E0002", Error, "schema";
+    /// A resource, parameter, vendor or configuration type the engine does not know.
+    UnknownKind = "E0003", Error, "unknown-kind";
+    /// A template or `configuration` parameter refers to a key `configuration[]` does not declare.
+    UndeclaredKey = "E0101", Error, "undeclared-key";
+    /// A `{placeholder}` in `path` or `vendorPath` that no parameter fills.
+    UnfilledPlaceholder = "E0102", Error, "unfilled-placeholder";
+    /// A template that does not parse.
+    InvalidTemplate = "E0103", Error, "invalid-template";
+    /// A JSONPath that does not compile.
+    InvalidJsonPath = "E0104", Error, "invalid-jsonpath";
+    /// `expires_in` is saved but no resource can refresh the token.
+    NoRefresh = "E0201", Error, "no-refresh";
+    /// The token is saved only by an `ON PROVISION` resource, which never sets `authentication.time`.
+    TokenOnProvision = "E0202", Error, "token-on-provision";
+    /// `session.management` is `fixed` but `session.timeout` is missing.
+    SessionTimeoutMissing = "E0203", Error, "session-timeout-missing";
+    /// The authentication type lacks what it needs (for example `oauth2` without `oauth.token.url`).
+    AuthIncomplete = "E0204", Error, "auth-incomplete";
+    /// Two resources have the same name.
+    DuplicateResource = "E0301", Error, "duplicate-resource";
+    /// `nextResource` names no resource.
+    UnknownNextResource = "E0302", Error, "unknown-next-resource";
+    /// `nextResource` chains loop back.
+    ChainCycle = "E0303", Error, "chain-cycle";
+    /// A `nextResource` chain is longer than 5.
+    ChainTooLong = "E0304", Error, "chain-too-long";
+    /// A query string written inside `vendorPath`.
+    QueryInVendorPath = "E0305", Error, "query-in-vendor-path";
+    /// A `value` parameter that looks like a credential written in clear.
+    SecretInValue = "E0401", Error, "secret-in-value";
+    /// A `PASSWORD` property with a default value.
+    PasswordDefault = "E0402", Error, "password-default";
+    /// Part of the file that the engine accepts but never executes (JavaScript hooks, converters).
+    NotExecuted = "W0501", Warning, "not-executed";
+    /// A field the engine does not know, next to the ones it does (probably a typo).
+    UnknownField = "W0502", Warning, "unknown-field";
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem found in a connector file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The stable code.
+    pub code: Code,
+    /// Error or warning (follows from the code).
+    pub severity: Severity,
+    /// What is wrong: lowercase, no trailing period, literals in backticks.
+    pub message: String,
+    /// Where.
+    pub location: Location,
+    /// A short note printed under the caret.
+    pub label: Option<String>,
+    /// What to do, or "did you mean".
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    /// A diagnostic with `code`'s severity.
+    pub fn new(code: Code, location: Location, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            severity: code.severity(),
+            message: message.into(),
+            location,
+            label: None,
+            help: None,
+        }
+    }
+
+    /// Adds the note printed under the caret.
+    #[must_use]
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// Adds a hint.
+    #[must_use]
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Adds a hint only when there is one.
+    #[must_use]
+    pub fn with_help_opt(mut self, help: Option<String>) -> Self {
+        self.help = help;
+        self
+    }
+}

@@ -1,0 +1,125 @@
+//! JSONPath: how response values are found, compiled once at load.
+//!
+//! Three forms are accepted: a top-level name (`access_token`), a dotted path
+//! (`data.session.token`) and an RFC 9535 JSONPath starting with `$` (`$.items[0].id`).
+//!
+//! ```
+//! use engine_spec::jsonpath::JsonPath;
+//!
+//! let body = serde_json::json!({"data": {"session": {"token": "t"}}});
+//! let path = JsonPath::compile("data.session.token")?;
+//! assert_eq!(path.find(&body), Some(&serde_json::json!("t")));
+//! let path = JsonPath::compile("$.data.session.token")?;
+//! assert_eq!(path.find(&body), Some(&serde_json::json!("t")));
+//! # Ok::<(), engine_spec::jsonpath::JsonPathError>(())
+//! ```
+
+use std::fmt;
+
+use jsonpath_rust::parser::model::JpQuery;
+use jsonpath_rust::parser::parse_json_path;
+use jsonpath_rust::query::js_path_process;
+use serde_json::Value;
+
+/// A compiled path into a JSON document.
+#[derive(Clone)]
+pub struct JsonPath {
+    source: String,
+    query: Option<JpQuery>,
+}
+
+impl fmt::Debug for JsonPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("JsonPath").field(&self.source).finish()
+    }
+}
+
+/// A JSONPath that does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct JsonPathError {
+    /// What the parser said.
+    pub message: String,
+}
+
+impl JsonPath {
+    /// Compiles `text`.
+    ///
+    /// Fails when a path starting with `$` is not valid RFC 9535 JSONPath, or a dotted path is
+    /// empty or has an empty segment.
+    pub fn compile(text: &str) -> Result<Self, JsonPathError> {
+        if text.starts_with('$') {
+            let query = parse_json_path(text).map_err(|error| JsonPathError {
+                message: error
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            })?;
+            return Ok(Self {
+                source: text.to_owned(),
+                query: Some(query),
+            });
+        }
+        if text.is_empty() || text.split('.').any(str::is_empty) {
+            return Err(JsonPathError {
+                message: format!("`{text}` is not a name, a dotted path or a JSONPath"),
+            });
+        }
+        Ok(Self {
+            source: text.to_owned(),
+            query: None,
+        })
+    }
+
+    /// The path as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The first value the path finds in `document`, if any. A dotted path first tries the whole
+    /// text as one key (`"access.token"`), then walks the segments.
+    pub fn find<'a>(&self, document: &'a Value) -> Option<&'a Value> {
+        match &self.query {
+            Some(query) => js_path_process(query, document)
+                .ok()?
+                .into_iter()
+                .next()
+                .map(|found| found.val),
+            None => document.get(&self.source).or_else(|| {
+                self.source
+                    .split('.')
+                    .try_fold(document, |node, segment| match node {
+                        Value::Array(items) => items.get(segment.parse::<usize>().ok()?),
+                        _ => node.get(segment),
+                    })
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn finds_names_dotted_paths_and_jsonpaths() {
+        let body = json!({"access_token": "a", "a.b": 1, "a": {"b": 2}, "items": [{"id": 7}]});
+        let find = |path: &str| JsonPath::compile(path).unwrap().find(&body).cloned();
+        assert_eq!(find("access_token"), Some(json!("a")));
+        assert_eq!(find("a.b"), Some(json!(1)));
+        assert_eq!(find("items.0.id"), Some(json!(7)));
+        assert_eq!(find("$.items[0].id"), Some(json!(7)));
+        assert_eq!(find("$.a.b"), Some(json!(2)));
+        assert_eq!(find("missing"), None);
+    }
+
+    #[test]
+    fn rejects_bad_paths() {
+        assert!(JsonPath::compile("$.items[").is_err());
+        assert!(JsonPath::compile("a..b").is_err());
+    }
+}

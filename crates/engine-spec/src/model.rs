@@ -1,0 +1,516 @@
+//! The validated connector. If you hold a [`Connector`], it is valid: its fields are private and
+//! [`crate::validate`] is the only way to build one.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::jsonpath::JsonPath;
+use crate::kinds::{
+    ConfigType, DataType, Grant, ParameterKind, RefreshIn, ResourceType, SessionManagement, Source,
+    VendorKind,
+};
+use crate::source::{Location, SourceFile};
+use crate::template::Template;
+
+/// Configuration keys the engine knows without a declaration.
+pub const RESERVED_KEYS: &[&str] = &[
+    "base.url",
+    "authentication.time",
+    "expires_in",
+    "username",
+    "password",
+    "oauth.api.key",
+    "oauth.api.secret",
+    "oauth.token.url",
+    "oauth.token.refresh_url",
+    "oauth.authorization.url",
+    "oauth.callback.url",
+    "oauth.scope",
+    "oauth.basic.header",
+    "oauth.user.token",
+    "oauth.user.refresh_token",
+    "oauth.user.refresh_time",
+    "oauth.user.refresh_interval",
+    "oauth.user.token_type",
+];
+
+/// Reserved keys whose values are secrets whether declared or not.
+pub const SECRET_KEYS: &[&str] = &[
+    "password",
+    "oauth.api.secret",
+    "oauth.user.token",
+    "oauth.user.refresh_token",
+];
+
+/// A valid connector definition.
+#[derive(Debug)]
+pub struct Connector {
+    pub(crate) source: Arc<SourceFile>,
+    pub(crate) name: String,
+    pub(crate) key: String,
+    pub(crate) authentication: Authentication,
+    pub(crate) session: Session,
+    pub(crate) configuration: Vec<ConfigProperty>,
+    pub(crate) parameters: Vec<Parameter>,
+    pub(crate) resources: Vec<Resource>,
+}
+
+impl Connector {
+    /// The file the connector was loaded from.
+    pub fn source(&self) -> &SourceFile {
+        &self.source
+    }
+
+    /// The path of that file.
+    pub fn path(&self) -> &Path {
+        self.source.path()
+    }
+
+    /// The display name (or the key, or the file stem).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The connector key (or the file stem).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// How the engine authenticates.
+    pub fn authentication(&self) -> &Authentication {
+        &self.authentication
+    }
+
+    /// How tokens age.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The declared configuration properties, in file order.
+    pub fn configuration(&self) -> &[ConfigProperty] {
+        &self.configuration
+    }
+
+    /// The declared property `key`, if any.
+    pub fn property(&self, key: &str) -> Option<&ConfigProperty> {
+        self.configuration
+            .iter()
+            .find(|property| property.key == key)
+    }
+
+    /// True when `key` is declared or reserved.
+    pub fn knows_key(&self, key: &str) -> bool {
+        RESERVED_KEYS.contains(&key) || self.property(key).is_some()
+    }
+
+    /// True when values of `key` must never be shown: `PASSWORD` properties, the reserved secret
+    /// keys, and every key a response parameter saves (tokens).
+    pub fn is_secret_key(&self, key: &str) -> bool {
+        SECRET_KEYS.contains(&key)
+            || self
+                .property(key)
+                .is_some_and(|property| property.kind == ConfigType::Password)
+            || self
+                .all_parameters()
+                .any(|parameter| parameter.saves_to_configuration() && parameter.name == key)
+    }
+
+    /// The global parameters, applied to every resource.
+    pub fn global_parameters(&self) -> &[Parameter] {
+        &self.parameters
+    }
+
+    /// All resources, in file order.
+    pub fn resources(&self) -> &[Resource] {
+        &self.resources
+    }
+
+    /// Every parameter: global ones, then each resource's.
+    pub fn all_parameters(&self) -> impl Iterator<Item = &Parameter> {
+        self.parameters.iter().chain(
+            self.resources
+                .iter()
+                .flat_map(|resource| resource.parameters.iter()),
+        )
+    }
+
+    /// The first resource of lifecycle type `kind`.
+    pub fn lifecycle(&self, kind: ResourceType) -> Option<&Resource> {
+        self.resources.iter().find(|resource| resource.kind == kind)
+    }
+
+    /// The resource a chain continues with after `resource`.
+    pub fn next_of(&self, resource: &Resource) -> Option<&Resource> {
+        resource.next.map(|index| &self.resources[index])
+    }
+
+    /// Finds a resource by what a caller types: its `name`, a lifecycle type in either spelling
+    /// (`onRefresh`, `ON REFRESH`), or `METHOD:/path` matching a resource's `method` and `path`
+    /// (path variables such as `{id}` match any segment).
+    pub fn find_resource(&self, selector: &str) -> Option<&Resource> {
+        if let Some(found) = self
+            .resources
+            .iter()
+            .find(|resource| resource.name.as_deref() == Some(selector))
+        {
+            return Some(found);
+        }
+        if let Some(kind) = ResourceType::parse(selector)
+            && !kind.is_api()
+        {
+            return self.lifecycle(kind);
+        }
+        let (method, path) = selector.split_once(':')?;
+        self.resources
+            .iter()
+            .find(|resource| resource.matches(method, path))
+    }
+
+    /// Names callers can use for resources, for "did you mean" and listings.
+    pub fn resource_names(&self) -> impl Iterator<Item = &str> {
+        self.resources
+            .iter()
+            .filter_map(|resource| resource.name.as_deref())
+    }
+}
+
+/// The authentication scheme of a connector, normalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    /// Lifecycle resources obtain and refresh tokens.
+    Custom,
+    /// The built-in OAuth2 client.
+    Oauth2,
+    /// HTTP Basic from `username` and `password`.
+    Basic,
+    /// An API key mapped by parameters.
+    ApiKey,
+    /// Nothing.
+    None,
+}
+
+/// How the engine authenticates.
+#[derive(Debug, Clone)]
+pub struct Authentication {
+    pub(crate) kind: AuthKind,
+    pub(crate) grant: Grant,
+    pub(crate) pkce: bool,
+    pub(crate) refresh_in: RefreshIn,
+}
+
+impl Authentication {
+    /// The scheme.
+    pub fn kind(&self) -> AuthKind {
+        self.kind
+    }
+
+    /// The OAuth2 grant that obtains the first token (`authorization_code` unless set).
+    pub fn grant(&self) -> Grant {
+        self.grant
+    }
+
+    /// True when the authorization code flow adds PKCE S256.
+    pub fn pkce(&self) -> bool {
+        self.pkce
+    }
+
+    /// Where refresh parameters go.
+    pub fn refresh_in(&self) -> RefreshIn {
+        self.refresh_in
+    }
+}
+
+/// How tokens age.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub(crate) management: SessionManagement,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) skew: Duration,
+    pub(crate) default_expires_in: Duration,
+    pub(crate) refresh_on_status: Vec<u16>,
+}
+
+impl Session {
+    /// The management mode.
+    pub fn management(&self) -> SessionManagement {
+        self.management
+    }
+
+    /// The fixed lifetime (`fixed` mode).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// How long before expiry the engine already refreshes.
+    pub fn skew(&self) -> Duration {
+        self.skew
+    }
+
+    /// The lifetime assumed when the vendor sends no `expires_in`.
+    pub fn default_expires_in(&self) -> Duration {
+        self.default_expires_in
+    }
+
+    /// Statuses that mean "token rejected": refresh once and retry.
+    pub fn refresh_on_status(&self) -> &[u16] {
+        &self.refresh_on_status
+    }
+}
+
+/// One declared configuration property.
+#[derive(Debug, Clone)]
+pub struct ConfigProperty {
+    pub(crate) key: String,
+    pub(crate) name: Option<String>,
+    pub(crate) kind: ConfigType,
+    pub(crate) default: Option<String>,
+    pub(crate) required: bool,
+    pub(crate) hidden: bool,
+    pub(crate) internal: bool,
+    pub(crate) description: Option<String>,
+    pub(crate) location: Location,
+}
+
+impl ConfigProperty {
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The display name.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The type.
+    pub fn kind(&self) -> ConfigType {
+        self.kind
+    }
+
+    /// The default value, as text (an empty default counts as none).
+    pub fn default_value(&self) -> Option<&str> {
+        self.default.as_deref()
+    }
+
+    /// True when an instance must provide a value.
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// True when hidden from people configuring an instance.
+    pub fn hidden(&self) -> bool {
+        self.hidden
+    }
+
+    /// True when the engine maintains the value.
+    pub fn internal(&self) -> bool {
+        self.internal
+    }
+
+    /// What the property is for.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// Where it is declared.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+}
+
+/// One parameter mapping.
+#[derive(Debug, Clone)]
+pub struct Parameter {
+    pub(crate) name: String,
+    pub(crate) kind: ParameterKind,
+    pub(crate) vendor_name: String,
+    pub(crate) vendor_kind: VendorKind,
+    pub(crate) data_type: DataType,
+    pub(crate) source: Source,
+    pub(crate) required: bool,
+    pub(crate) template: Option<Template>,
+    pub(crate) path: Option<JsonPath>,
+    pub(crate) location: Location,
+}
+
+impl Parameter {
+    /// Our side's name: a literal, a configuration key or the caller's input name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the value comes from (request) or is saved (response).
+    pub fn kind(&self) -> ParameterKind {
+        self.kind
+    }
+
+    /// The vendor side's name.
+    pub fn vendor_name(&self) -> &str {
+        &self.vendor_name
+    }
+
+    /// Where the value goes (request) or is read (response).
+    pub fn vendor_kind(&self) -> VendorKind {
+        self.vendor_kind
+    }
+
+    /// The conversion applied before sending.
+    pub fn data_type(&self) -> DataType {
+        self.data_type
+    }
+
+    /// Which side of the exchange.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// True when the caller must provide it.
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// The compiled template of a `value` parameter.
+    pub fn template(&self) -> Option<&Template> {
+        self.template.as_ref()
+    }
+
+    /// The compiled path: the vendor response field of a response parameter, or the previous
+    /// body's field of a `prevBodyField` parameter.
+    pub fn json_path(&self) -> Option<&JsonPath> {
+        self.path.as_ref()
+    }
+
+    /// True for a response parameter that saves into the instance configuration.
+    pub fn saves_to_configuration(&self) -> bool {
+        self.source == Source::Response && self.kind == ParameterKind::Configuration
+    }
+
+    /// Where it is declared.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+}
+
+/// One call the connector can make.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub(crate) index: usize,
+    pub(crate) name: Option<String>,
+    pub(crate) kind: ResourceType,
+    pub(crate) method: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) vendor_method: String,
+    pub(crate) vendor_path: Template,
+    pub(crate) parameters: Vec<Parameter>,
+    pub(crate) next: Option<usize>,
+    pub(crate) root_key: Option<JsonPath>,
+    pub(crate) location: Location,
+}
+
+impl Resource {
+    /// The position in `resources[]`.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// A name for messages: the name, else `METHOD path`, else the type label.
+    pub fn display_name(&self) -> String {
+        match (&self.name, &self.method, &self.path) {
+            (Some(name), _, _) => name.clone(),
+            (None, Some(method), Some(path)) if !path.is_empty() => format!("{method} {path}"),
+            _ => self.kind.label().to_owned(),
+        }
+    }
+
+    /// The type.
+    pub fn kind(&self) -> ResourceType {
+        self.kind
+    }
+
+    /// Our method.
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+
+    /// Our path.
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+
+    /// The vendor's HTTP method, upper case.
+    pub fn vendor_method(&self) -> &str {
+        &self.vendor_method
+    }
+
+    /// The compiled vendor path (relative to `base.url`, or absolute).
+    pub fn vendor_path(&self) -> &Template {
+        &self.vendor_path
+    }
+
+    /// The resource's own parameters.
+    pub fn parameters(&self) -> &[Parameter] {
+        &self.parameters
+    }
+
+    /// The compiled `rootKey`.
+    pub fn root_key(&self) -> Option<&JsonPath> {
+        self.root_key.as_ref()
+    }
+
+    /// Where it is declared.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// True when `method` and `path` select this resource. `path` matches the resource's path
+    /// exactly or its end after the `/hubs/<hub>` prefix element.json uses, segment by segment;
+    /// `{variables}` match any segment.
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        let (Some(own_method), Some(own_path)) = (&self.method, &self.path) else {
+            return false;
+        };
+        if !own_method.eq_ignore_ascii_case(method) {
+            return false;
+        }
+        let own: Vec<&str> = own_path.trim_matches('/').split('/').collect();
+        let wanted: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if wanted.len() > own.len() {
+            return false;
+        }
+        let tail = &own[own.len() - wanted.len()..];
+        let prefix = &own[..own.len() - wanted.len()];
+        let prefix_ok = prefix.is_empty() || (prefix.len() == 2 && prefix[0] == "hubs");
+        prefix_ok
+            && tail
+                .iter()
+                .zip(&wanted)
+                .all(|(own, wanted)| own == wanted || (own.starts_with('{') && own.ends_with('}')))
+    }
+
+    /// Binds `{variables}` of the resource's `path` from a concrete `path`, for `METHOD:/path`
+    /// selectors: `/contacts/{id}` with `/contacts/c1` gives `id = c1`.
+    pub fn bind_path(&self, path: &str) -> Vec<(String, String)> {
+        let Some(own_path) = &self.path else {
+            return Vec::new();
+        };
+        let own: Vec<&str> = own_path.trim_matches('/').split('/').collect();
+        let wanted: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if wanted.len() > own.len() {
+            return Vec::new();
+        }
+        own[own.len() - wanted.len()..]
+            .iter()
+            .zip(&wanted)
+            .filter_map(|(own, wanted)| {
+                let name = own.strip_prefix('{')?.strip_suffix('}')?;
+                Some((name.to_owned(), (*wanted).to_owned()))
+            })
+            .collect()
+    }
+}

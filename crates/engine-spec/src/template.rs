@@ -1,0 +1,466 @@
+//! Templates: the one renderer behind every templated string of a connector.
+//!
+//! Three syntaxes are accepted and all become one handlebars template, compiled once at load:
+//! - element.json's `${configuration.KEY}`: the key runs to the closing brace, dots included;
+//! - handlebars `{{...}}`, where `configuration.KEY` names a (flat, dotted) configuration key and
+//!   the helpers `base64`, `urlencode`, `concat` and `now` are available;
+//! - in URL templates (`vendorPath`) only: `{name}`, filled (percent-encoded) by the `path`
+//!   parameter whose `vendorName` is `name`.
+//!
+//! Rendering is strict (a missing value is an error) and never escapes HTML.
+//!
+//! ```
+//! use engine_spec::template::{Template, TemplateContext, TemplateKind};
+//!
+//! let template = Template::compile("Bearer ${configuration.oauth.user.token}", TemplateKind::Text)?;
+//! assert_eq!(template.keys().next(), Some("oauth.user.token"));
+//! let context = TemplateContext::new(serde_json::json!({
+//!     "configuration": {"oauth.user.token": "abc"}
+//! }));
+//! assert_eq!(template.render(&context)?, "Bearer abc");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::sync::LazyLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use handlebars::{
+    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError, Renderable,
+    StringOutput,
+};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+/// Characters left as they are in percent-encoded values (RFC 3986 unreserved).
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes `text` so that it is one URL path segment or query value.
+pub fn percent_encode(text: &str) -> String {
+    utf8_percent_encode(text, UNRESERVED).to_string()
+}
+
+mod helpers {
+    //! Helpers made by `handlebars_helper!`, which cannot carry doc comments.
+    #![allow(missing_docs)]
+    use base64::Engine as _;
+
+    use super::percent_encode;
+
+    handlebars::handlebars_helper!(base64_helper: |text: str| base64::engine::general_purpose::STANDARD.encode(text));
+    handlebars::handlebars_helper!(urlencode_helper: |text: str| percent_encode(text));
+}
+use helpers::{base64_helper, urlencode_helper};
+
+fn concat_helper(
+    helper: &Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
+    for param in helper.params() {
+        match param.value() {
+            Value::String(text) => out.write(text)?,
+            other => out.write(&other.to_string())?,
+        }
+    }
+    Ok(())
+}
+
+fn now_helper(
+    helper: &Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let elapsed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = helper.param(0).and_then(|param| param.value().as_str()) == Some("s");
+    let now = if seconds {
+        elapsed.as_secs().to_string()
+    } else {
+        elapsed.as_millis().to_string()
+    };
+    out.write(&now)?;
+    Ok(())
+}
+
+static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
+    let mut registry = Handlebars::new();
+    registry.set_strict_mode(true);
+    registry.register_escape_fn(handlebars::no_escape);
+    registry.register_helper("base64", Box::new(base64_helper));
+    registry.register_helper("urlencode", Box::new(urlencode_helper));
+    registry.register_helper("concat", Box::new(concat_helper));
+    registry.register_helper("now", Box::new(now_helper));
+    registry
+});
+
+/// Which syntaxes a template accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateKind {
+    /// Parameter values and headers: `${configuration.KEY}` and `{{...}}`.
+    Text,
+    /// `vendorPath` and `base.url`: also `{name}` placeholders, percent-encoded.
+    Url,
+}
+
+/// A name a template refers to, with its byte range in the template text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// The configuration key or placeholder name.
+    pub name: String,
+    /// First byte of the name in the template text.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+}
+
+/// A compiled template.
+#[derive(Clone)]
+pub struct Template {
+    source: String,
+    compiled: Option<handlebars::Template>,
+    keys: Vec<Reference>,
+    placeholders: Vec<Reference>,
+}
+
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Template").field(&self.source).finish()
+    }
+}
+
+/// A template that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TemplateError {
+    /// What is wrong.
+    pub message: String,
+    /// Byte offset in the template text where the problem is.
+    pub offset: usize,
+}
+
+/// The values a template is rendered with: `configuration` (flat map of keys) and `path`
+/// (placeholder values). Build it once per request and render every template with it.
+pub struct TemplateContext(Context);
+
+impl TemplateContext {
+    /// Wraps a JSON object such as `{"configuration": {...}, "path": {...}}`.
+    pub fn new(data: Value) -> Self {
+        Self(Context::from(data))
+    }
+}
+
+impl Template {
+    /// Compiles `text`.
+    ///
+    /// Fails when a `${` or `{{` is not closed, or when the handlebars part does not parse; the
+    /// error carries the byte offset in `text`.
+    pub fn compile(text: &str, kind: TemplateKind) -> Result<Self, TemplateError> {
+        let mut translated = String::with_capacity(text.len() + 16);
+        let mut keys = Vec::new();
+        let mut placeholders = Vec::new();
+        let mut rest = 0;
+        let bytes = text.as_bytes();
+        let mut index = 0;
+        let mut templated = false;
+        while index < bytes.len() {
+            if text[index..].starts_with("${configuration.") {
+                let key_start = index + "${configuration.".len();
+                let Some(length) = text[key_start..].find('}') else {
+                    return Err(TemplateError {
+                        message: "`${` is not closed by `}`".into(),
+                        offset: index,
+                    });
+                };
+                let key = &text[key_start..key_start + length];
+                translated.push_str(&escape_literal(&text[rest..index]));
+                translated.push_str("{{configuration.[");
+                translated.push_str(key);
+                translated.push_str("]}}");
+                keys.push(Reference {
+                    name: key.to_owned(),
+                    start: key_start,
+                    end: key_start + length,
+                });
+                index = key_start + length + 1;
+                rest = index;
+                templated = true;
+            } else if text[index..].starts_with("{{") {
+                let Some(length) = text[index..].find("}}") else {
+                    return Err(TemplateError {
+                        message: "`{{` is not closed by `}}`".into(),
+                        offset: index,
+                    });
+                };
+                let end = index + length + 2;
+                translated.push_str(&escape_literal(&text[rest..index]));
+                translate_expression(text, index, end, &mut translated, &mut keys);
+                index = end;
+                rest = index;
+                templated = true;
+            } else if kind == TemplateKind::Url
+                && bytes[index] == b'{'
+                && let Some(length) = text[index + 1..].find('}')
+                && is_placeholder_name(&text[index + 1..index + 1 + length])
+            {
+                let name = &text[index + 1..index + 1 + length];
+                translated.push_str(&escape_literal(&text[rest..index]));
+                translated.push_str("{{urlencode path.[");
+                translated.push_str(name);
+                translated.push_str("]}}");
+                placeholders.push(Reference {
+                    name: name.to_owned(),
+                    start: index + 1,
+                    end: index + 1 + length,
+                });
+                index += length + 2;
+                rest = index;
+                templated = true;
+            } else {
+                index += text[index..].chars().next().map_or(1, char::len_utf8);
+            }
+        }
+        let compiled = if templated {
+            translated.push_str(&escape_literal(&text[rest..]));
+            let compiled =
+                handlebars::Template::compile(&translated).map_err(|error| TemplateError {
+                    message: error.reason().to_string(),
+                    offset: error
+                        .pos()
+                        .map_or(0, |(line, column)| offset_of(text, line, column)),
+                })?;
+            Some(compiled)
+        } else {
+            None
+        };
+        Ok(Self {
+            source: text.to_owned(),
+            compiled,
+            keys,
+            placeholders,
+        })
+    }
+
+    /// The template text as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// True when the template has nothing to fill in.
+    pub fn is_literal(&self) -> bool {
+        self.compiled.is_none()
+    }
+
+    /// The configuration keys the template refers to.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|reference| reference.name.as_str())
+    }
+
+    /// The configuration keys with their byte ranges in the template text.
+    pub fn key_references(&self) -> &[Reference] {
+        &self.keys
+    }
+
+    /// The `{name}` placeholders of a URL template, with their byte ranges.
+    pub fn placeholders(&self) -> &[Reference] {
+        &self.placeholders
+    }
+
+    /// Renders the template.
+    ///
+    /// Fails when a referenced value is missing from `context` or a helper gets a wrong argument.
+    pub fn render(&self, context: &TemplateContext) -> Result<String, RenderError> {
+        let Some(compiled) = &self.compiled else {
+            return Ok(self.source.clone());
+        };
+        let mut render_context = RenderContext::new(None);
+        let mut output = StringOutput::new();
+        compiled.render(&REGISTRY, &context.0, &mut render_context, &mut output)?;
+        output.into_string().map_err(RenderError::from)
+    }
+}
+
+/// Fills `{name}` placeholders of a URL known only at run time (an instance's `base.url`), with
+/// percent-encoded values; unknown placeholders stay as written.
+pub fn fill_placeholders(text: &str, value_of: impl Fn(&str) -> Option<String>) -> String {
+    let mut output = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) if is_placeholder_name(&after[..close]) => {
+                output.push_str(&rest[..open]);
+                match value_of(&after[..close]) {
+                    Some(value) => output.push_str(&percent_encode(&value)),
+                    None => output.push_str(&rest[open..=open + close + 1]),
+                }
+                rest = &after[close + 1..];
+            }
+            _ => {
+                output.push_str(&rest[..=open]);
+                rest = after;
+            }
+        }
+    }
+    output.push_str(rest);
+    output
+}
+
+fn is_placeholder_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Literal text goes through handlebars unchanged except `\`, which escapes `{{`.
+fn escape_literal(text: &str) -> String {
+    text.replace('\\', "\\\\")
+}
+
+/// Copies a `{{...}}` expression, rewriting `configuration.KEY` to `configuration.[KEY]` so that a
+/// dotted key is one flat key, and recording each key.
+fn translate_expression(
+    text: &str,
+    start: usize,
+    end: usize,
+    translated: &mut String,
+    keys: &mut Vec<Reference>,
+) {
+    const PREFIX: &str = "configuration.";
+    let expression = &text[start..end];
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(found) = expression[search..].find(PREFIX) {
+        let at = search + found;
+        let preceded_ok = at == 0
+            || !expression[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        let key_start = at + PREFIX.len();
+        search = key_start;
+        if !preceded_ok {
+            continue;
+        }
+        let (key_start, key_end, bracketed) = if expression[key_start..].starts_with('[') {
+            let Some(close) = expression[key_start..].find(']') else {
+                continue;
+            };
+            (key_start + 1, key_start + close, true)
+        } else {
+            let length = expression[key_start..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+                .unwrap_or(expression.len() - key_start);
+            let key = expression[key_start..key_start + length].trim_end_matches('.');
+            (key_start, key_start + key.len(), false)
+        };
+        if key_start == key_end {
+            continue;
+        }
+        keys.push(Reference {
+            name: expression[key_start..key_end].to_owned(),
+            start: start + key_start,
+            end: start + key_end,
+        });
+        if !bracketed {
+            translated.push_str(&expression[copied..key_start]);
+            translated.push('[');
+            translated.push_str(&expression[key_start..key_end]);
+            translated.push(']');
+            copied = key_end;
+        }
+        search = key_end;
+    }
+    translated.push_str(&expression[copied..]);
+}
+
+/// The byte offset of a 1-based line and column of `text` (handlebars reports positions in the
+/// translated text; near enough for the original, which has the same lines).
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let line_start = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum::<usize>();
+    (line_start + column.saturating_sub(1)).min(text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn context() -> TemplateContext {
+        TemplateContext::new(json!({
+            "configuration": {"oauth.api.key": "id", "oauth.api.secret": "s&cret", "n": 3},
+            "path": {"id": "a b/c"}
+        }))
+    }
+
+    #[test]
+    fn renders_all_three_syntaxes_into_one() {
+        let template = Template::compile(
+            "/x/{id}?k=${configuration.oauth.api.key}&b={{base64 (concat configuration.oauth.api.key \":\" configuration.[oauth.api.secret])}}&n={{configuration.n}}",
+            TemplateKind::Url,
+        )
+        .unwrap();
+        assert_eq!(
+            template.keys().collect::<Vec<_>>(),
+            ["oauth.api.key", "oauth.api.key", "oauth.api.secret", "n"]
+        );
+        assert_eq!(template.placeholders()[0].name, "id");
+        assert_eq!(
+            template.render(&context()).unwrap(),
+            "/x/a%20b%2Fc?k=id&b=aWQ6cyZjcmV0&n=3"
+        );
+    }
+
+    #[test]
+    fn reference_ranges_point_at_the_key() {
+        let text = "Bearer ${configuration.authenticaton.time}";
+        let template = Template::compile(text, TemplateKind::Text).unwrap();
+        let reference = &template.key_references()[0];
+        assert_eq!(&text[reference.start..reference.end], "authenticaton.time");
+    }
+
+    #[test]
+    fn braces_are_literal_outside_urls() {
+        let text = r#"{"grant_type": "client_credentials"}"#;
+        let template = Template::compile(text, TemplateKind::Text).unwrap();
+        assert!(template.is_literal());
+        assert_eq!(template.render(&context()).unwrap(), text);
+    }
+
+    #[test]
+    fn strict_missing_value_is_an_error() {
+        let template = Template::compile("${configuration.missing}", TemplateKind::Text).unwrap();
+        assert!(template.render(&context()).is_err());
+    }
+
+    #[test]
+    fn unclosed_expressions_are_errors_with_offsets() {
+        let error = Template::compile("a {{configuration.x", TemplateKind::Text).unwrap_err();
+        assert_eq!(error.offset, 2);
+        let error = Template::compile("{{#if x}}y", TemplateKind::Text).unwrap_err();
+        assert!(!error.message.is_empty());
+    }
+
+    #[test]
+    fn fills_runtime_placeholders() {
+        let url = fill_placeholders("https://{tenant}.example.com/{keep}", |name| {
+            (name == "tenant").then(|| "a b".to_owned())
+        });
+        assert_eq!(url, "https://a%20b.example.com/{keep}");
+    }
+}

@@ -1,0 +1,852 @@
+//! The pipeline from a file to a [`Connector`]: parse, check the schema, decode the wire types,
+//! then validate their meaning into the model. Every problem is collected; nothing stops at the
+//! first one.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::check;
+use crate::diagnostic::{Code, Diagnostic, Severity};
+use crate::jsonpath::JsonPath;
+use crate::kinds::{
+    AuthenticationType, ConfigType, DataType, Grant, ParameterKind, RefreshIn, SessionManagement,
+    Source, VendorKind,
+};
+use crate::model::{
+    AuthKind, Authentication, ConfigProperty, Connector, Parameter, RESERVED_KEYS, Resource,
+    Session,
+};
+use crate::pointer::JsonPointer;
+use crate::raw::{RawConnector, RawParameter, RawResource};
+use crate::schema;
+use crate::source::{Location, Position, SourceFile, Span};
+use crate::source_map::SourceMap;
+use crate::suggest;
+use crate::template::{Template, TemplateKind};
+
+/// The default skew: refresh this long before the token expires.
+pub const DEFAULT_SKEW: Duration = Duration::from_secs(30);
+/// The lifetime assumed when the vendor sends no `expires_in`.
+pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_hours(1);
+
+/// The result of validating one file: the diagnostics, and the connector when there is no error.
+#[derive(Debug)]
+pub struct Report {
+    source: Arc<SourceFile>,
+    diagnostics: Vec<Diagnostic>,
+    spans: Vec<Option<Span>>,
+    connector: Option<Connector>,
+}
+
+impl Report {
+    /// The file.
+    pub fn source(&self) -> &SourceFile {
+        &self.source
+    }
+
+    /// Every diagnostic, in file order.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
+    /// The byte range of each diagnostic in the file, in the same order as
+    /// [`Report::diagnostics`].
+    pub fn span(&self, index: usize) -> Option<Span> {
+        self.spans.get(index).copied().flatten()
+    }
+
+    /// The 1-based line and column of each diagnostic.
+    pub fn position(&self, index: usize) -> Position {
+        self.span(index)
+            .map_or(Position { line: 1, column: 1 }, |span| {
+                self.source.position(span.start)
+            })
+    }
+
+    /// True when any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|diagnostic| diagnostic.severity == Severity::Error)
+    }
+
+    /// The connector, when the file has no error.
+    pub fn connector(&self) -> Option<&Connector> {
+        self.connector.as_ref()
+    }
+
+    /// Takes the connector out, when the file has no error.
+    pub fn into_connector(self) -> Option<Connector> {
+        self.connector
+    }
+}
+
+/// Reads and validates the connector at `path`.
+///
+/// Fails only when the file cannot be read; every problem in its content is a diagnostic.
+pub fn load(path: &Path) -> std::io::Result<Report> {
+    Ok(validate(SourceFile::load(path)?))
+}
+
+/// Validates a connector's text.
+pub fn validate(source: SourceFile) -> Report {
+    let source = Arc::new(source);
+    let file = source.path().to_owned();
+    let (mut diagnostics, connector) = match serde_json::from_str::<Value>(source.text()) {
+        Err(error) => {
+            let offset = source.offset(Position {
+                line: error.line(),
+                column: error.column(),
+            });
+            let message = error.to_string();
+            let message = message
+                .rsplit_once(" at line ")
+                .map_or(message.as_str(), |(message, _)| message);
+            let diagnostic = Diagnostic::new(
+                Code::InvalidJson,
+                Location::new(&file, JsonPointer::root()),
+                format!("invalid JSON: {message}"),
+            )
+            .with_label("here")
+            .with_help(
+                "fix the syntax; connector files are strict JSON (no comments, no trailing commas)",
+            );
+            return Report {
+                spans: vec![Some(Span {
+                    start: offset,
+                    end: (offset + 1).min(source.text().len()).max(offset),
+                })],
+                source,
+                diagnostics: vec![diagnostic],
+                connector: None,
+            };
+        }
+        Ok(document) => decode_and_validate(&source, &document),
+    };
+    diagnostics.sort_by_key(|diagnostic| diagnostic.location.pointer.clone());
+    let spans = if diagnostics.is_empty() {
+        Vec::new()
+    } else {
+        let map = SourceMap::new(source.text());
+        diagnostics
+            .iter()
+            .map(|diagnostic| map.span(&diagnostic.location))
+            .collect()
+    };
+    let mut order: Vec<usize> = (0..diagnostics.len()).collect();
+    order.sort_by_key(|&index| spans[index].map_or(0, |span| span.start));
+    let diagnostics_sorted = order
+        .iter()
+        .map(|&index| diagnostics[index].clone())
+        .collect();
+    let spans = order.iter().map(|&index| spans[index]).collect();
+    diagnostics = diagnostics_sorted;
+    let has_errors = diagnostics
+        .iter()
+        .any(|diagnostic| diagnostic.severity == Severity::Error);
+    Report {
+        source,
+        diagnostics,
+        spans,
+        connector: connector.filter(|_| !has_errors),
+    }
+}
+
+fn decode_and_validate(
+    source: &Arc<SourceFile>,
+    document: &Value,
+) -> (Vec<Diagnostic>, Option<Connector>) {
+    let file = source.path();
+    let diagnostics = schema::check(document, file);
+    if !diagnostics.is_empty() {
+        return (diagnostics, None);
+    }
+    let raw: RawConnector = match serde_path_to_error::deserialize(document) {
+        Ok(raw) => raw,
+        Err(error) => {
+            let pointer = error
+                .path()
+                .iter()
+                .fold(JsonPointer::root(), |pointer, segment| {
+                    use serde_path_to_error::Segment;
+                    match segment {
+                        Segment::Seq { index } => pointer.index(*index),
+                        Segment::Map { key } => pointer.field(key),
+                        Segment::Enum { variant } => pointer.field(variant),
+                        Segment::Unknown => pointer,
+                    }
+                });
+            let diagnostic = Diagnostic::new(
+                Code::Schema,
+                Location::new(file, pointer),
+                error.inner().to_string(),
+            );
+            return (vec![diagnostic], None);
+        }
+    };
+    let mut builder = Builder {
+        file: file.to_owned(),
+        diagnostics: Vec::new(),
+        raw: &raw,
+    };
+    let connector = Some(builder.build(source));
+    let mut diagnostics = builder.diagnostics;
+    check::run(&raw, connector.as_ref(), file, &mut diagnostics);
+    (diagnostics, connector)
+}
+
+struct Builder<'a> {
+    file: std::path::PathBuf,
+    diagnostics: Vec<Diagnostic>,
+    raw: &'a RawConnector,
+}
+
+impl Builder<'_> {
+    fn location(&self, pointer: JsonPointer) -> Location {
+        Location::new(&self.file, pointer)
+    }
+
+    fn build(&mut self, source: &Arc<SourceFile>) -> Connector {
+        let raw = self.raw;
+        let stem = source.path().file_stem().map_or_else(
+            || "connector".to_owned(),
+            |stem| stem.to_string_lossy().into_owned(),
+        );
+        let key = raw.key.clone().unwrap_or_else(|| stem.clone());
+        let name = raw.name.clone().unwrap_or_else(|| key.clone());
+        let configuration = raw
+            .configuration
+            .iter()
+            .enumerate()
+            .map(|(index, property)| {
+                let pointer = JsonPointer::root().field("configuration").index(index);
+                let default = property
+                    .default_value
+                    .as_ref()
+                    .and_then(|value| match value {
+                        Value::String(text) if text.is_empty() => None,
+                        Value::String(text) => Some(text.clone()),
+                        Value::Null => None,
+                        other => Some(other.to_string()),
+                    });
+                ConfigProperty {
+                    key: property.key.clone(),
+                    name: property.name.clone(),
+                    kind: property.kind.unwrap_or(ConfigType::Textfield1000),
+                    default,
+                    required: property.required.unwrap_or(false),
+                    hidden: property.hide_from_console.unwrap_or(false),
+                    internal: property.internal.unwrap_or(false),
+                    description: property.description.clone(),
+                    location: self.location(pointer),
+                }
+            })
+            .collect();
+        let authentication = self.authentication();
+        let session = self.session();
+        let parameters = raw
+            .parameters
+            .iter()
+            .enumerate()
+            .map(|(index, parameter)| {
+                self.parameter(
+                    parameter,
+                    JsonPointer::root().field("parameters").index(index),
+                )
+            })
+            .collect();
+        let resources: Vec<Resource> = raw
+            .resources
+            .iter()
+            .enumerate()
+            .map(|(index, resource)| self.resource(index, resource))
+            .collect();
+        let mut connector = Connector {
+            source: Arc::clone(source),
+            name,
+            key,
+            authentication,
+            session,
+            configuration,
+            parameters,
+            resources,
+        };
+        self.link_chains(&mut connector);
+        connector
+    }
+
+    fn authentication(&self) -> Authentication {
+        let raw = self.raw.authentication.as_ref();
+        let kind = raw.and_then(|raw| raw.kind);
+        let grant = raw.and_then(|raw| raw.grant);
+        let (kind, grant, pkce) = match kind {
+            Some(AuthenticationType::Oauth2) => (AuthKind::Oauth2, grant, false),
+            Some(AuthenticationType::Oauth2ClientCredentials) => (
+                AuthKind::Oauth2,
+                grant.or(Some(Grant::ClientCredentials)),
+                false,
+            ),
+            Some(AuthenticationType::Oauth2Password) => {
+                (AuthKind::Oauth2, grant.or(Some(Grant::Password)), false)
+            }
+            Some(AuthenticationType::Oauth2Pkce) => (
+                AuthKind::Oauth2,
+                grant.or(Some(Grant::AuthorizationCode)),
+                true,
+            ),
+            Some(AuthenticationType::Basic) => (AuthKind::Basic, grant, false),
+            Some(AuthenticationType::ApiKey) => (AuthKind::ApiKey, grant, false),
+            Some(AuthenticationType::None) => (AuthKind::None, grant, false),
+            Some(AuthenticationType::Custom) | None => (AuthKind::Custom, grant, false),
+        };
+        Authentication {
+            kind,
+            grant: grant.unwrap_or(Grant::AuthorizationCode),
+            pkce: pkce || raw.and_then(|raw| raw.pkce).unwrap_or(false),
+            refresh_in: raw
+                .and_then(|raw| raw.refresh_in)
+                .unwrap_or(RefreshIn::Body),
+        }
+    }
+
+    fn session(&mut self) -> Session {
+        let raw = self.raw.session.as_ref();
+        let management = raw
+            .and_then(|raw| raw.management)
+            .unwrap_or(SessionManagement::Auto);
+        let timeout = raw.and_then(|raw| raw.timeout).map(Duration::from_secs);
+        if management == SessionManagement::Fixed && timeout.is_none() {
+            let pointer = JsonPointer::root().field("session").field("management");
+            self.diagnostics.push(
+                Diagnostic::new(
+                    Code::SessionTimeoutMissing,
+                    self.location(pointer),
+                    "session management `fixed` needs `session.timeout`",
+                )
+                .with_label("refreshes every `timeout` seconds")
+                .with_help("add `\"timeout\": SECONDS` to `session`, or use `\"management\": \"auto\"` to follow the vendor's `expires_in`"),
+            );
+        }
+        Session {
+            management,
+            timeout,
+            skew: raw
+                .and_then(|raw| raw.skew)
+                .map_or(DEFAULT_SKEW, Duration::from_secs),
+            default_expires_in: raw
+                .and_then(|raw| raw.default_expires_in)
+                .map_or(DEFAULT_EXPIRES_IN, Duration::from_secs),
+            refresh_on_status: raw
+                .and_then(|raw| raw.refresh_on_status.clone())
+                .unwrap_or_else(|| vec![401]),
+        }
+    }
+
+    fn parameter(&mut self, raw: &RawParameter, pointer: JsonPointer) -> Parameter {
+        let source = raw.source.unwrap_or(Source::Request);
+        let vendor_kind = raw.vendor_type.unwrap_or(match raw.kind {
+            ParameterKind::Configuration | ParameterKind::Value | ParameterKind::Header => {
+                VendorKind::Header
+            }
+            ParameterKind::Query => VendorKind::Query,
+            ParameterKind::Path => VendorKind::Path,
+            ParameterKind::Body | ParameterKind::PrevBody => VendorKind::Body,
+            ParameterKind::BodyField | ParameterKind::PrevBodyField => VendorKind::BodyField,
+            ParameterKind::Form => VendorKind::Form,
+        });
+        let vendor_name = raw
+            .vendor_name
+            .clone()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| raw.name.clone());
+        let mut template = None;
+        let mut path = None;
+        match source {
+            Source::Request => {
+                if raw.kind == ParameterKind::Value {
+                    template = self.template(&raw.name, TemplateKind::Text, pointer.field("name"));
+                }
+                if raw.kind == ParameterKind::Configuration {
+                    self.check_key(&raw.name, pointer.field("name"), None);
+                }
+                if raw.kind == ParameterKind::PrevBodyField {
+                    path = self.json_path(&raw.name, pointer.field("name"));
+                }
+            }
+            Source::Response => {
+                if matches!(
+                    vendor_kind,
+                    VendorKind::BodyField | VendorKind::BodyToken | VendorKind::Body
+                ) {
+                    path = self.json_path(&vendor_name, pointer.field("vendorName"));
+                }
+                if raw.kind == ParameterKind::Configuration {
+                    self.check_key(&raw.name, pointer.field("name"), None);
+                }
+            }
+        }
+        Parameter {
+            name: raw.name.clone(),
+            kind: raw.kind,
+            vendor_name,
+            vendor_kind,
+            data_type: raw
+                .data_type
+                .as_deref()
+                .and_then(DataType::parse)
+                .unwrap_or(DataType::String),
+            source,
+            required: raw.required.unwrap_or(false),
+            template,
+            path,
+            location: self.location(pointer),
+        }
+    }
+
+    fn resource(&mut self, index: usize, raw: &RawResource) -> Resource {
+        let pointer = JsonPointer::root().field("resources").index(index);
+        let parameters: Vec<Parameter> = raw
+            .parameters
+            .iter()
+            .enumerate()
+            .map(|(position, parameter)| {
+                self.parameter(parameter, pointer.field("parameters").index(position))
+            })
+            .collect();
+        let vendor_path_text = raw.vendor_path.clone().unwrap_or_default();
+        let vendor_path = self
+            .template(
+                &vendor_path_text,
+                TemplateKind::Url,
+                pointer.field("vendorPath"),
+            )
+            .unwrap_or_else(|| {
+                Template::compile("", TemplateKind::Url).expect("the empty template compiles")
+            });
+        self.check_placeholders(raw, &vendor_path, &parameters, &pointer);
+        let root_key = raw
+            .root_key
+            .as_deref()
+            .filter(|key| !key.is_empty())
+            .and_then(|key| self.json_path(key, pointer.field("rootKey")));
+        let method = raw.method.clone().filter(|method| !method.is_empty());
+        let vendor_method = raw
+            .vendor_method
+            .clone()
+            .filter(|method| !method.is_empty())
+            .or_else(|| method.clone())
+            .unwrap_or_else(|| if raw.kind.is_api() { "GET" } else { "POST" }.to_owned())
+            .to_ascii_uppercase();
+        Resource {
+            index,
+            name: raw.name.clone().filter(|name| !name.is_empty()),
+            kind: raw.kind,
+            method: method.map(|method| method.to_ascii_uppercase()),
+            path: raw.path.clone().filter(|path| !path.is_empty()),
+            vendor_method,
+            vendor_path,
+            parameters,
+            next: None,
+            root_key,
+            location: self.location(pointer),
+        }
+    }
+
+    /// Every `{placeholder}` of `vendorPath` must be filled by a `path` parameter of the resource
+    /// or a global one.
+    fn check_placeholders(
+        &mut self,
+        raw: &RawResource,
+        vendor_path: &Template,
+        parameters: &[Parameter],
+        pointer: &JsonPointer,
+    ) {
+        let fillers: Vec<&str> = parameters
+            .iter()
+            .map(|parameter| {
+                (
+                    parameter.vendor_kind,
+                    parameter.source,
+                    parameter.vendor_name.as_str(),
+                )
+            })
+            .chain(self.raw.parameters.iter().map(|parameter| {
+                (
+                    parameter.vendor_type.unwrap_or(VendorKind::Header),
+                    parameter.source.unwrap_or(Source::Request),
+                    parameter.vendor_name.as_deref().unwrap_or(&parameter.name),
+                )
+            }))
+            .filter(|(kind, source, _)| *kind == VendorKind::Path && *source == Source::Request)
+            .map(|(_, _, name)| name)
+            .collect();
+        for placeholder in vendor_path.placeholders() {
+            if !fillers.contains(&placeholder.name.as_str()) {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::UnfilledPlaceholder,
+                        self.location(pointer.field("vendorPath"))
+                            .narrow(placeholder.start - 1, placeholder.end + 1),
+                        format!("no parameter fills `{{{}}}`", placeholder.name),
+                    )
+                    .with_label("no `path` parameter has this `vendorName`")
+                    .with_help_opt(suggest::hint(&placeholder.name, fillers.iter().copied()).or_else(|| Some(format!(
+                        "add a parameter with `\"vendorType\": \"path\"` and `\"vendorName\": \"{}\"`",
+                        placeholder.name
+                    )))),
+                );
+            }
+        }
+        // `path` placeholders (our side) bind caller inputs of type `path`.
+        if let Some(path) = &raw.path {
+            let inputs: Vec<&str> = parameters
+                .iter()
+                .filter(|parameter| parameter.kind == ParameterKind::Path)
+                .map(|parameter| parameter.name.as_str())
+                .collect();
+            let mut offset = 0;
+            while let Some(open) = path[offset..].find('{') {
+                let start = offset + open + 1;
+                let Some(length) = path[start..].find('}') else {
+                    break;
+                };
+                let name = &path[start..start + length];
+                if !inputs.contains(&name) && !fillers.contains(&name) {
+                    self.diagnostics.push(
+                        Diagnostic::new(
+                            Code::UnfilledPlaceholder,
+                            self.location(pointer.field("path"))
+                                .narrow(start - 1, start + length + 1),
+                            format!("no parameter fills `{{{name}}}`"),
+                        )
+                        .with_label("no `path` parameter has this name")
+                        .with_help(format!(
+                            "add a parameter with `\"type\": \"path\"` and `\"name\": \"{name}\"`"
+                        )),
+                    );
+                }
+                offset = start + length;
+            }
+        }
+    }
+
+    fn template(
+        &mut self,
+        text: &str,
+        kind: TemplateKind,
+        pointer: JsonPointer,
+    ) -> Option<Template> {
+        match Template::compile(text, kind) {
+            Ok(template) => {
+                for reference in template.key_references() {
+                    self.check_key(
+                        &reference.name,
+                        pointer.clone(),
+                        Some((reference.start, reference.end)),
+                    );
+                }
+                Some(template)
+            }
+            Err(error) => {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::InvalidTemplate,
+                        self.location(pointer).narrow(error.offset, error.offset + 1),
+                        format!("invalid template: {}", error.message),
+                    )
+                    .with_label("here")
+                    .with_help("templates use `${configuration.KEY}` or handlebars `{{...}}`; see docs/connector-format.md#templates"),
+                );
+                None
+            }
+        }
+    }
+
+    fn json_path(&mut self, text: &str, pointer: JsonPointer) -> Option<JsonPath> {
+        match JsonPath::compile(text) {
+            Ok(path) => Some(path),
+            Err(error) => {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::InvalidJsonPath,
+                        self.location(pointer),
+                        format!("invalid JSONPath `{text}`: {}", error.message),
+                    )
+                    .with_label("does not compile")
+                    .with_help("write a top-level name (`access_token`), a dotted path (`data.token`) or a JSONPath starting with `$`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A configuration key used by a template or a `configuration` parameter must be declared
+    /// (or reserved).
+    fn check_key(&mut self, key: &str, pointer: JsonPointer, inner: Option<(usize, usize)>) {
+        let declared = self
+            .raw
+            .configuration
+            .iter()
+            .any(|property| property.key == key)
+            || RESERVED_KEYS.contains(&key);
+        if declared {
+            return;
+        }
+        let candidates = self
+            .raw
+            .configuration
+            .iter()
+            .map(|property| property.key.as_str())
+            .chain(RESERVED_KEYS.iter().copied());
+        let mut location = self.location(pointer);
+        if let Some((start, end)) = inner {
+            location = location.narrow(start, end);
+        }
+        self.diagnostics.push(
+            Diagnostic::new(
+                Code::UndeclaredKey,
+                location,
+                format!("unknown configuration key `{key}`"),
+            )
+            .with_label("not declared in `configuration`")
+            .with_help_opt(suggest::hint(key, candidates).or_else(|| {
+                Some(format!(
+                    "declare it: add `{{\"key\": \"{key}\", \"type\": \"TEXTFIELD_1000\"}}` to `configuration`"
+                ))
+            })),
+        );
+    }
+
+    /// Resolves `nextResource` into indexes, reporting unknown targets, cycles and chains longer
+    /// than [`MAX_CHAIN`] hops.
+    fn link_chains(&mut self, connector: &mut Connector) {
+        for index in 0..connector.resources.len() {
+            let Some(next) = self.raw.resources[index]
+                .next_resource
+                .as_deref()
+                .filter(|next| !next.is_empty())
+            else {
+                continue;
+            };
+            let target = connector
+                .resources
+                .iter()
+                .position(|resource| resource.name.as_deref() == Some(next))
+                .or_else(|| {
+                    let (method, path) = next.split_once(':')?;
+                    connector
+                        .resources
+                        .iter()
+                        .position(|resource| resource.matches(method, path))
+                });
+            if let Some(target) = target {
+                connector.resources[index].next = Some(target);
+            } else {
+                {
+                    let pointer = JsonPointer::root()
+                        .field("resources")
+                        .index(index)
+                        .field("nextResource");
+                    let names: Vec<String> = connector
+                        .resources
+                        .iter()
+                        .filter_map(|resource| {
+                            match (&resource.name, &resource.method, &resource.path) {
+                                (Some(name), _, _) => Some(name.clone()),
+                                (None, Some(method), Some(path)) => {
+                                    Some(format!("{method}:{path}"))
+                                }
+                                _ => None,
+                            }
+                        })
+                        .collect();
+                    self.diagnostics.push(
+                        Diagnostic::new(
+                            Code::UnknownNextResource,
+                            self.location(pointer),
+                            format!("`nextResource` `{next}` names no resource"),
+                        )
+                        .with_label("no resource has this name or `METHOD:/path`")
+                        .with_help_opt(suggest::hint(next, names.iter().map(String::as_str))),
+                    );
+                }
+            }
+        }
+        for start in 0..connector.resources.len() {
+            let mut seen = vec![start];
+            let mut current = start;
+            while let Some(next) = connector.resources[current].next {
+                if seen.contains(&next) {
+                    // Report a cycle once, at its first member in file order.
+                    if next == start && seen.iter().all(|&member| member >= start) {
+                        let pointer = JsonPointer::root()
+                            .field("resources")
+                            .index(start)
+                            .field("nextResource");
+                        let path: Vec<String> = seen
+                            .iter()
+                            .chain(std::iter::once(&start))
+                            .map(|&member| connector.resources[member].display_name())
+                            .collect();
+                        self.diagnostics.push(
+                            Diagnostic::new(
+                                Code::ChainCycle,
+                                self.location(pointer),
+                                format!("`nextResource` chain loops: {}", path.join(" -> ")),
+                            )
+                            .with_label("the chain comes back here")
+                            .with_help("remove `nextResource` from the last resource of the chain"),
+                        );
+                    }
+                    break;
+                }
+                seen.push(next);
+                current = next;
+            }
+            let hops = seen.len() - 1;
+            let is_head = !connector
+                .resources
+                .iter()
+                .any(|resource| resource.next == Some(start));
+            if hops > MAX_CHAIN && is_head {
+                let pointer = JsonPointer::root()
+                    .field("resources")
+                    .index(start)
+                    .field("nextResource");
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::ChainTooLong,
+                        self.location(pointer),
+                        format!(
+                            "`nextResource` chain has {hops} steps; at most {MAX_CHAIN} are allowed"
+                        ),
+                    )
+                    .with_label("the chain starts here")
+                    .with_help("split the chain, or fold steps into one resource"),
+                );
+            }
+        }
+    }
+}
+
+/// The most `nextResource` hops one run may take.
+pub const MAX_CHAIN: usize = 5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(text: &str) -> Report {
+        validate(SourceFile::new("c.json", text))
+    }
+
+    #[test]
+    fn a_minimal_connector_is_valid() {
+        let report = report(
+            r#"{"name": "x", "resources": [{"name": "ip", "type": "api", "vendorPath": "/"}]}"#,
+        );
+        assert!(
+            report.diagnostics().is_empty(),
+            "{:?}",
+            report.diagnostics()
+        );
+        let connector = report.connector().unwrap();
+        assert_eq!(
+            connector.find_resource("ip").unwrap().vendor_method(),
+            "GET"
+        );
+    }
+
+    #[test]
+    fn malformed_json_points_at_the_error() {
+        let report = report("{\n  \"name\": \"x\",\n}");
+        assert_eq!(report.diagnostics()[0].code, Code::InvalidJson);
+        assert_eq!(report.position(0), Position { line: 3, column: 1 });
+    }
+
+    #[test]
+    fn undeclared_key_suggests_the_declared_one() {
+        let report = report(
+            r#"{"configuration": [{"key": "expires_in"}], "resources": [{"type": "api", "parameters": [{"name": "Bearer ${configuration.expires-in}", "type": "value", "vendorName": "X", "vendorType": "header"}]}]}"#,
+        );
+        let diagnostic = &report.diagnostics()[0];
+        assert_eq!(diagnostic.code, Code::UndeclaredKey);
+        assert_eq!(
+            diagnostic.help.as_deref(),
+            Some("did you mean `expires_in`?")
+        );
+        let span = report.span(0).unwrap();
+        assert_eq!(&report.source().text()[span.start..span.end], "expires-in");
+    }
+
+    #[test]
+    fn unknown_resource_type_is_reported_by_pointer() {
+        let report = report(r#"{"resources": [{"type": "ON REFRESHH"}]}"#);
+        let diagnostic = &report.diagnostics()[0];
+        assert_eq!(diagnostic.code, Code::UnknownKind);
+        assert_eq!(diagnostic.location.pointer.as_str(), "/resources/0/type");
+        assert_eq!(
+            diagnostic.help.as_deref(),
+            Some("did you mean `ON REFRESH`?")
+        );
+    }
+
+    #[test]
+    fn chains_resolve_by_name_and_method_path() {
+        let report = report(
+            r#"{"resources": [
+                {"type": "api", "method": "GET", "path": "/hubs/general/one", "nextResource": "GET:/two"},
+                {"type": "api", "method": "GET", "path": "/hubs/general/two", "nextResource": "three"},
+                {"name": "three", "type": "api"}
+            ]}"#,
+        );
+        assert!(
+            report.diagnostics().is_empty(),
+            "{:?}",
+            report.diagnostics()
+        );
+        let connector = report.connector().unwrap();
+        let first = &connector.resources()[0];
+        let second = connector.next_of(first).unwrap();
+        assert_eq!(connector.next_of(second).unwrap().name(), Some("three"));
+    }
+
+    #[test]
+    fn compat_exports_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/compat");
+        for name in [
+            "clover",
+            "ipify",
+            "noendpoint_element",
+            "rocketzen",
+            "httprequestresponse_element",
+        ] {
+            let report = load(&dir.join(format!("{name}.json"))).unwrap();
+            for (index, diagnostic) in report.diagnostics().iter().enumerate() {
+                eprintln!(
+                    "{name}: {} {} {:?} {}",
+                    diagnostic.code,
+                    diagnostic.message,
+                    diagnostic.help,
+                    report.position(index)
+                );
+            }
+            assert!(!report.has_errors(), "{name}");
+        }
+    }
+
+    #[test]
+    fn chain_cycles_are_reported_once() {
+        let report = report(
+            r#"{"resources": [
+                {"name": "a", "type": "api", "nextResource": "b"},
+                {"name": "b", "type": "api", "nextResource": "a"}
+            ]}"#,
+        );
+        let codes: Vec<Code> = report.diagnostics().iter().map(|d| d.code).collect();
+        assert_eq!(codes, [Code::ChainCycle]);
+    }
+}
