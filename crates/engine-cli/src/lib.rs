@@ -1,0 +1,42 @@
+//! The `engine` command line: argument parsing, the `validate`, `run` and `authorize` commands,
+//! diagnostic rendering and exit codes. This is the only crate that prints.
+#![allow(missing_docs)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod exit;
+mod printer;
+mod render;
+mod run;
+mod validate;
+
+pub use exit::Exit;
+
+/// A declarative connector engine: validate and run vendor API connectors described in JSON.
+#[derive(Debug, Parser)]
+#[command(name = "engine", version, about, long_about = None)]
+#[command(propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check connector files against the schema and their meaning.
+    Validate(validate::ValidateArgs),
+    /// Run one resource of a connector against an instance, keeping its token fresh.
+    Run(run::RunArgs),
+}
+
+/// Parses the arguments, runs the command and returns its exit code (see [`Exit`]).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let exit = match cli.command {
+        Command::Validate(args) => validate::validate(&args),
+        Command::Run(args) => run::run(args),
+    };
+    exit.into()
+}

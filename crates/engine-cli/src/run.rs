@@ -1,0 +1,313 @@
+//! `engine run CONNECTOR RESOURCE --config INSTANCE`: runs one resource and prints the vendor's
+//! answer as JSON on stdout; every message goes to stderr.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use engine_runtime::{
+    Engine, EngineBuilder, Event, Inputs, Observer, RefreshReason, RunError, RunErrorKind,
+    RunRequest,
+};
+use engine_spec::{Connector, SourceMap};
+use engine_store::{FileStore, StoreErrorKind};
+
+use crate::Exit;
+use crate::printer;
+use crate::render::{Level, Message, Source};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The connector file.
+    connector: PathBuf,
+    /// A resource name, a lifecycle type (`provisionAuthValidation`, `ON REFRESH`...), or
+    /// `METHOD:/path` matching a resource's path (`GET:/contacts/c1`).
+    resource: String,
+    /// The instance file: a JSON object of configuration key to value. Tokens the run obtains are
+    /// written back to it.
+    #[arg(long, short = 'c', value_name = "INSTANCE")]
+    config: PathBuf,
+    /// A query, path or form input of the resource.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_pair)]
+    params: Vec<(String, String)>,
+    /// A header input of the resource (headers no parameter takes are sent as they are).
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE", value_parser = parse_pair)]
+    headers: Vec<(String, String)>,
+    /// The request body: a JSON file, or `-` for standard input.
+    #[arg(long, value_name = "FILE|-")]
+    body: Option<PathBuf>,
+    /// Print the requests the run would send (secrets masked) and send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print each lifecycle step to stderr.
+    #[arg(long, short = 'v')]
+    verbose: bool,
+    /// The total timeout of one request, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    timeout: f64,
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("expected `NAME=VALUE`, got `{text}`")),
+    }
+}
+
+pub(crate) fn run(args: RunArgs) -> Exit {
+    let Some(connector) = load_connector(&args.connector) else {
+        return Exit::Invalid;
+    };
+    let body = match read_body(args.body.as_deref()) {
+        Ok(body) => body,
+        Err(message) => {
+            printer::error(&Message::new(Level::Error, &message));
+            return Exit::Invalid;
+        }
+    };
+    let inputs = Inputs {
+        params: args.params.clone(),
+        headers: args.headers.clone(),
+        body,
+    };
+    if !args.config.exists() {
+        let message = format!("instance file `{}` does not exist", args.config.display());
+        let mut rendered = Message::new(Level::Error, &message);
+        rendered.help = Some("create it with the instance's configuration, e.g. `{\"oauth.api.key\": \"...\"}`");
+        printer::error(&rendered);
+        return Exit::Invalid;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let message = format!("cannot start the async runtime: {error}");
+            printer::error(&Message::new(Level::Error, &message));
+            return Exit::VendorError;
+        }
+    };
+    let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(30));
+    let engine = match EngineBuilder::new().timeout(timeout).build() {
+        Ok(engine) => engine,
+        Err(error) => return report(&error, &connector),
+    };
+    let store = FileStore::for_file(&args.config);
+    let observer = Verbose {
+        enabled: args.verbose,
+    };
+    let request = RunRequest {
+        connector: &connector,
+        selector: &args.resource,
+        inputs: &inputs,
+        instance: "instance",
+        dry_run: args.dry_run,
+    };
+    match runtime.block_on(run_once(&engine, &request, &store, &observer)) {
+        Ok(output) => {
+            if args.dry_run {
+                let text: Vec<String> = output
+                    .planned
+                    .iter()
+                    .map(|request| request.display(&output.redactor))
+                    .collect();
+                printer::stdout(&text.join("\n"));
+            } else {
+                let text = serde_json::to_string_pretty(&output.body).unwrap_or_default();
+                printer::stdout(&format!("{text}\n"));
+            }
+            Exit::Success
+        }
+        Err(error) => report(&error, &connector),
+    }
+}
+
+/// Loads and validates the connector; on failure prints its diagnostics (or why it cannot be
+/// read) and returns `None`. Warnings are not shown here: `engine validate` shows them.
+fn load_connector(path: &Path) -> Option<Connector> {
+    let report = match engine_spec::load(path) {
+        Ok(report) => report,
+        Err(error) => {
+            let message = format!("cannot read connector `{}`: {error}", path.display());
+            printer::error(&Message::new(Level::Error, &message));
+            return None;
+        }
+    };
+    if report.has_errors() {
+        for index in 0..report.diagnostics().len() {
+            if report.diagnostics()[index].severity == engine_spec::Severity::Error {
+                printer::error(&Message::from_diagnostic(&report, index));
+            }
+        }
+        let message = format!(
+            "connector `{}` is invalid; nothing was sent",
+            path.display()
+        );
+        printer::error(&Message::new(Level::Error, &message));
+        return None;
+    }
+    report.into_connector()
+}
+
+async fn run_once(
+    engine: &Engine,
+    request: &RunRequest<'_>,
+    store: &FileStore,
+    observer: &Verbose,
+) -> Result<engine_runtime::RunOutput, RunError> {
+    engine.run(request, store, observer).await
+}
+
+fn read_body(path: Option<&Path>) -> Result<Option<serde_json::Value>, String> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let (name, text) = if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|error| format!("cannot read the body from standard input: {error}"))?;
+        ("standard input".to_owned(), text)
+    } else {
+        let text = fs_err::read_to_string(path).map_err(|error| error.to_string())?;
+        (format!("`{}`", path.display()), text)
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|error| format!("the body in {name} is not valid JSON: {error}"))
+}
+
+/// The exit code of a failed run.
+fn exit_of(error: &RunError) -> Exit {
+    match error.kind() {
+        RunErrorKind::VendorStatus { .. } => Exit::VendorError,
+        RunErrorKind::AuthFailed { .. }
+        | RunErrorKind::NoToken { .. }
+        | RunErrorKind::TokenRejected { .. }
+        | RunErrorKind::NotAuthorized { .. }
+        | RunErrorKind::Authorize { .. } => Exit::AuthFailed,
+        RunErrorKind::Transport { .. } => Exit::Transport,
+        RunErrorKind::Store(error) => match error.kind() {
+            StoreErrorKind::Io { operation, .. } if *operation != "read" => Exit::VendorError,
+            StoreErrorKind::LockTimeout { .. } => Exit::VendorError,
+            _ => Exit::Invalid,
+        },
+        _ => Exit::Invalid,
+    }
+}
+
+/// Prints a failed run: the message, where in the connector it comes from, the vendor's body,
+/// and what to do.
+fn report(error: &RunError, connector: &Connector) -> Exit {
+    let text = error.to_string();
+    let hint = error.hint();
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            causes.push(cause_text);
+        }
+        source = cause.source();
+    }
+    match error.kind() {
+        RunErrorKind::VendorStatus { body, .. } | RunErrorKind::AuthFailed { body, .. }
+            if !body.is_empty() =>
+        {
+            causes.push(format!("the vendor answered: {}", truncate(body, 2000)));
+        }
+        _ => {}
+    }
+    let location = error.location();
+    let span = location.and_then(|location| SourceMap::new(connector.source().text()).span(location));
+    let mut message = Message::new(Level::Error, &text);
+    message.help = hint.as_deref();
+    message.causes = causes;
+    if let Some(span) = span {
+        message.source = Some(Source {
+            text: connector.source().text(),
+            path: connector.path(),
+            span: span.start..span.end,
+            label: Some("defined here"),
+        });
+    }
+    printer::error(&message);
+    exit_of(error)
+}
+
+fn truncate(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        text.to_owned()
+    } else {
+        let mut cut: String = text.chars().take(limit).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// `-v`: each lifecycle step as one line on stderr.
+struct Verbose {
+    enabled: bool,
+}
+
+impl Observer for Verbose {
+    fn event(&self, event: &Event) {
+        if !self.enabled {
+            return;
+        }
+        let line = match event {
+            Event::Refreshing { reason, by } => {
+                let why = match reason {
+                    RefreshReason::NotProvisioned => "instance not provisioned yet".to_owned(),
+                    RefreshReason::NoToken => "no access token yet".to_owned(),
+                    RefreshReason::Expired { at_ms } => {
+                        format!("token expired at {}", format_time(*at_ms))
+                    }
+                    RefreshReason::SessionAlways => "session management is `always`".to_owned(),
+                    RefreshReason::Rejected { status } => {
+                        format!("the vendor rejected the token with {status}")
+                    }
+                };
+                format!("refresh: {why}; running {by}")
+            }
+            Event::RefreshedElsewhere => {
+                "refresh: another process refreshed while we waited; using its token".to_owned()
+            }
+            Event::Fresh { until_ms: Some(until) } => {
+                format!("token: fresh until {}", format_time(*until))
+            }
+            Event::Fresh { until_ms: None } => "token: no expiry to check".to_owned(),
+            Event::Sending {
+                resource,
+                method,
+                url,
+            } => format!("send: {resource}: {method} {url}"),
+            Event::Received { status, elapsed } => {
+                format!("receive: {status} in {} ms", elapsed.as_millis())
+            }
+            Event::Skipped { parameter, reason } => {
+                format!("skip: `{parameter}` not sent: {reason}")
+            }
+            Event::Saved { keys } => format!("save: {}", keys.join(", ")),
+            Event::Retrying {
+                attempt,
+                after,
+                cause,
+            } => format!(
+                "retry: attempt {attempt} in {} ms after {cause}",
+                after.as_millis()
+            ),
+        };
+        printer::verbose(&line);
+    }
+}
+
+/// Epoch milliseconds as an RFC 3339 UTC time.
+fn format_time(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(|| ms.to_string(), |time| time.to_string())
+}

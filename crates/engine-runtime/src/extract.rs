@@ -1,0 +1,97 @@
+//! Reading a vendor response: response parameters save values into the configuration or the
+//! output, and `rootKey` unwraps the body.
+
+use engine_spec::kinds::{ParameterKind, VendorKind};
+use engine_spec::{Connector, Resource};
+use engine_store::State;
+use serde_json::Value;
+
+use crate::request::response_parameters;
+use crate::send::VendorResponse;
+
+/// What a response gave.
+#[derive(Debug, Default)]
+pub(crate) struct Extracted {
+    /// Configuration keys to save, with their values (always strings).
+    pub(crate) saved: State,
+    /// The body for the caller: `rootKey` applied, output parameters added.
+    pub(crate) output: Value,
+}
+
+/// Applies the response parameters of `resource` to `response`. A parameter that finds nothing
+/// saves nothing: a stored value is never overwritten with empty.
+pub(crate) fn extract(connector: &Connector, resource: &Resource, response: &VendorResponse) -> Extracted {
+    let mut extracted = Extracted {
+        saved: State::new(),
+        output: resource
+            .root_key()
+            .and_then(|root| root.find(&response.body))
+            .cloned()
+            .unwrap_or_else(|| response.body.clone()),
+    };
+    for parameter in response_parameters(connector, resource) {
+        let found = match parameter.vendor_kind() {
+            VendorKind::Header => response
+                .header(parameter.vendor_name())
+                .map(|value| Value::String(value.to_owned())),
+            _ => parameter
+                .json_path()
+                .and_then(|path| path.find(&response.body))
+                .cloned(),
+        };
+        let Some(found) = found.filter(|value| !value.is_null() && value != &Value::String(String::new())) else {
+            continue;
+        };
+        match parameter.kind() {
+            ParameterKind::Configuration => {
+                let text = match found {
+                    Value::String(text) => text,
+                    other => other.to_string(),
+                };
+                extracted
+                    .saved
+                    .insert(parameter.name().to_owned(), Value::String(text));
+            }
+            _ => {
+                if let Value::Object(output) = &mut extracted.output {
+                    output.insert(parameter.name().to_owned(), found);
+                }
+            }
+        }
+    }
+    extracted
+}
+
+/// Parses an `expires_in` the way vendors send it: `3600`, `"3600"` or `3600.0`, in seconds.
+pub fn parse_seconds(value: &Value) -> Option<u64> {
+    let number = match value {
+        Value::Number(number) => number.as_f64()?,
+        Value::String(text) => text.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (number.is_finite() && number >= 0.0).then(|| {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "finite, non-negative and rounded: a lifetime in seconds"
+        )]
+        let seconds = number.round() as u64;
+        seconds
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn expires_in_accepts_numbers_strings_and_floats() {
+        assert_eq!(parse_seconds(&json!(3600)), Some(3600));
+        assert_eq!(parse_seconds(&json!("3600")), Some(3600));
+        assert_eq!(parse_seconds(&json!(3600.0)), Some(3600));
+        assert_eq!(parse_seconds(&json!("soon")), None);
+        assert_eq!(parse_seconds(&json!(-1)), None);
+    }
+}

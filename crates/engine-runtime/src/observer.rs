@@ -1,0 +1,95 @@
+//! What a run reports while it works. The runtime never prints: it tells an [`Observer`], and
+//! the CLI decides what a person sees (`-v`).
+
+use std::time::Duration;
+
+/// Why the engine obtains or refreshes a token before a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshReason {
+    /// The instance has never been provisioned (no `authentication.time`).
+    NotProvisioned,
+    /// No access token is stored.
+    NoToken,
+    /// The token expired (or expires within the skew) at this epoch-millisecond time.
+    Expired {
+        /// When it expires, epoch milliseconds.
+        at_ms: u64,
+    },
+    /// `session.management` is `always`.
+    SessionAlways,
+    /// The vendor rejected the token with this status.
+    Rejected {
+        /// The status, usually 401.
+        status: u16,
+    },
+}
+
+/// One step of a run.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A token will be obtained or refreshed, and why.
+    Refreshing {
+        /// Why.
+        reason: RefreshReason,
+        /// What does it (`ON REFRESH`, `PROVISION AUTH VALIDATION`, `oauth2 refresh_token`).
+        by: String,
+    },
+    /// Another process refreshed while this one waited for the lock; the refresh is skipped.
+    RefreshedElsewhere,
+    /// The token is fresh until this time.
+    Fresh {
+        /// Epoch milliseconds; `None` when it never expires.
+        until_ms: Option<u64>,
+    },
+    /// A request is about to be sent (URL already redacted).
+    Sending {
+        /// What runs: a resource's display name.
+        resource: String,
+        /// HTTP method.
+        method: String,
+        /// The URL, secrets masked.
+        url: String,
+    },
+    /// A response arrived.
+    Received {
+        /// HTTP status.
+        status: u16,
+        /// How long the exchange took.
+        elapsed: Duration,
+    },
+    /// A parameter was left out of the request, and why.
+    Skipped {
+        /// The parameter's vendor name.
+        parameter: String,
+        /// Why, e.g. "`oauth.user.token` has no value yet".
+        reason: String,
+    },
+    /// Configuration keys saved into the instance (names only, never values).
+    Saved {
+        /// The keys.
+        keys: Vec<String>,
+    },
+    /// A transient failure will be retried after a pause.
+    Retrying {
+        /// Which attempt comes next, from 2.
+        attempt: u32,
+        /// The pause.
+        after: Duration,
+        /// What failed.
+        cause: String,
+    },
+}
+
+/// Receives [`Event`]s.
+pub trait Observer: Send + Sync {
+    /// Called for each event, in order.
+    fn event(&self, event: &Event);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn event(&self, _: &Event) {}
+}

@@ -1,0 +1,156 @@
+//! Secrets never reach output: [`Secret`] hides a value by type, and [`Redactor`] masks every
+//! known secret value in any text (messages, vendor bodies, URLs) before it leaves the runtime.
+
+use std::fmt;
+
+use engine_spec::Connector;
+use engine_store::State;
+
+/// What a masked value is shown as.
+pub const MASK: &str = "****";
+
+/// A value that must never be printed: `Debug` and `Display` show `****`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+/// True when a header, form field or query name usually carries a credential.
+pub fn is_secret_name(name: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "authorization",
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "api-key",
+        "cookie",
+        "assertion",
+        "code_verifier",
+        "credential",
+        "session",
+        "signature",
+    ];
+    let name = name.to_ascii_lowercase();
+    WORDS.iter().any(|word| name.contains(word))
+}
+
+/// Masks known secret values in text.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// A redactor that knows the secret values of `state`: `PASSWORD` properties, the reserved
+    /// secret keys, every key a response parameter saves, and keys named like secrets.
+    pub fn for_state(connector: &Connector, state: &State) -> Self {
+        let mut redactor = Self::default();
+        redactor.learn_state(connector, state);
+        redactor
+    }
+
+    /// Learns the secret values of `state` (see [`Redactor::for_state`]).
+    pub fn learn_state(&mut self, connector: &Connector, state: &State) {
+        for (key, value) in state {
+            if connector.is_secret_key(key) || is_secret_name(key) {
+                match value {
+                    serde_json::Value::String(text) => self.learn(text),
+                    serde_json::Value::Null => {}
+                    other => self.learn(&other.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Learns one secret value. Values shorter than 4 characters are not masked (they would
+    /// mask half of every message) and cannot be secrets worth the name.
+    pub fn learn(&mut self, secret: &str) {
+        if secret.len() < 4 || self.secrets.iter().any(|known| known == secret) {
+            return;
+        }
+        self.secrets.push(secret.to_owned());
+        // Also its percent-encoded form, as it appears in URLs and form bodies.
+        let encoded = engine_spec::template::percent_encode(secret);
+        if encoded != secret {
+            self.secrets.push(encoded);
+        }
+        // Longest first, so a secret that contains another is masked whole.
+        self.secrets.sort_by_key(|known| std::cmp::Reverse(known.len()));
+    }
+
+    /// `text` with every known secret replaced by `****`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for secret in &self.secrets {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), MASK);
+            }
+        }
+        text
+    }
+
+    /// A header value as it may be shown: masked whole when the name is secret-like (keeping an
+    /// `Bearer`/`Basic` scheme word), else with known secrets masked.
+    pub fn header(&self, name: &str, value: &str) -> String {
+        if is_secret_name(name) || name.eq_ignore_ascii_case("x-api-key") {
+            match value.split_once(' ') {
+                Some((scheme, _)) if scheme.len() <= 10 && !scheme.is_empty() => {
+                    format!("{scheme} {MASK}")
+                }
+                _ => MASK.to_owned(),
+            }
+        } else {
+            self.redact(value)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug_or_display() {
+        let secret = Secret::new("hunter22");
+        assert_eq!(format!("{secret} {secret:?}"), "**** ****");
+        assert_eq!(secret.expose(), "hunter22");
+    }
+
+    #[test]
+    fn masks_values_and_their_encoded_forms() {
+        let mut redactor = Redactor::default();
+        redactor.learn("s3cr3t/+value");
+        redactor.learn("abc");
+        assert_eq!(
+            redactor.redact("x=s3cr3t%2F%2Bvalue y=s3cr3t/+value abc"),
+            "x=**** y=**** abc"
+        );
+        assert_eq!(redactor.header("Authorization", "Bearer xyz"), "Bearer ****");
+        assert_eq!(redactor.header("Accept", "application/json"), "application/json");
+    }
+}

@@ -1,0 +1,617 @@
+//! Building the vendor request of one resource: render, then build. Pure: nothing is sent here.
+//!
+//! The mapping rules are in `docs/connector-format.md` ("Parameters"): global parameters first,
+//! then the resource's, a resource parameter replacing a global one for the same vendor slot.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use engine_spec::kinds::{DataType, ParameterKind, Source, VendorKind};
+use engine_spec::template::{TemplateContext, fill_placeholders};
+use engine_spec::{AuthKind, Connector, Parameter, Resource};
+use engine_store::State;
+use serde_json::{Map, Value};
+
+use crate::observer::{Event, Observer};
+use crate::redact::Redactor;
+use crate::run_error::{MissingKey, RunError, RunErrorKind};
+
+/// What the caller passes to a run: `--param`, `--header`, `--body`.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// Query, path and form inputs by parameter `name`.
+    pub params: Vec<(String, String)>,
+    /// Header inputs by parameter `name`; headers no parameter takes are sent as they are.
+    pub headers: Vec<(String, String)>,
+    /// The request body.
+    pub body: Option<Value>,
+}
+
+impl Inputs {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// A request body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestBody {
+    /// No body.
+    Empty,
+    /// A JSON body.
+    Json(Value),
+    /// An `application/x-www-form-urlencoded` body.
+    Form(Vec<(String, String)>),
+}
+
+/// A request ready to send: every template rendered, every value in place.
+#[derive(Debug, Clone)]
+pub struct PreparedRequest {
+    /// The resource's display name.
+    pub resource: String,
+    /// HTTP method.
+    pub method: String,
+    /// The full URL with its query string.
+    pub url: url::Url,
+    /// Headers in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: RequestBody,
+}
+
+impl PreparedRequest {
+    /// A human-readable rendering with every secret masked: what `--dry-run` prints.
+    pub fn display(&self, redactor: &Redactor) -> String {
+        let mut text = format!("{} {}\n", self.method, redact_url(&self.url, redactor));
+        for (name, value) in &self.headers {
+            let _ = writeln!(text, "{name}: {}", redactor.header(name, value));
+        }
+        match &self.body {
+            RequestBody::Empty => {}
+            RequestBody::Json(body) => {
+                let mut body = body.clone();
+                mask_json(&mut body);
+                let pretty = serde_json::to_string_pretty(&body).unwrap_or_default();
+                let _ = write!(text, "\n{}\n", redactor.redact(&pretty));
+            }
+            RequestBody::Form(fields) => {
+                let encoded: Vec<String> = fields
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = if crate::redact::is_secret_name(name) {
+                            crate::redact::MASK.to_owned()
+                        } else {
+                            redactor.redact(&engine_spec::template::percent_encode(value))
+                        };
+                        format!("{}={value}", engine_spec::template::percent_encode(name))
+                    })
+                    .collect();
+                let _ = write!(text, "\n{}\n", encoded.join("&"));
+            }
+        }
+        text
+    }
+}
+
+/// The URL with secret-named query values and known secrets masked.
+pub fn redact_url(url: &url::Url, redactor: &Redactor) -> String {
+    let mut url = url.clone();
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if crate::redact::is_secret_name(&name) {
+                    crate::redact::MASK.to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    if url.password().is_some() {
+        let _ = url.set_password(Some(crate::redact::MASK));
+    }
+    redactor
+        .redact(url.as_str())
+        .replace("%2A%2A%2A%2A", crate::redact::MASK)
+}
+
+fn mask_json(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if crate::redact::is_secret_name(key) && (value.is_string() || value.is_number()) {
+                    *value = Value::String(crate::redact::MASK.to_owned());
+                } else {
+                    mask_json(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_json),
+        _ => {}
+    }
+}
+
+/// The instance configuration as templates see it: declared defaults, overlaid by the stored
+/// values.
+pub(crate) fn effective_configuration(connector: &Connector, state: &State) -> State {
+    let mut configuration = State::new();
+    for property in connector.configuration() {
+        if let Some(default) = property.default_value() {
+            configuration.insert(property.key().to_owned(), Value::String(default.to_owned()));
+        }
+    }
+    for (key, value) in state {
+        if !value.is_null() {
+            configuration.insert(key.clone(), value.clone());
+        }
+    }
+    configuration
+}
+
+/// Keys the engine maintains itself: never "missing" even when declared `required`.
+fn maintained_by_engine(key: &str) -> bool {
+    matches!(key, "authentication.time" | "expires_in") || key.starts_with("oauth.user.")
+}
+
+/// Every required key the configuration lacks, with its description.
+pub(crate) fn missing_required(connector: &Connector, configuration: &State) -> Vec<MissingKey> {
+    connector
+        .configuration()
+        .iter()
+        .filter(|property| property.required() && !maintained_by_engine(property.key()))
+        .filter(|property| {
+            configuration
+                .get(property.key())
+                .and_then(text_of)
+                .is_none()
+        })
+        .map(|property| MissingKey {
+            key: property.key().to_owned(),
+            description: property
+                .description()
+                .or(property.name())
+                .map(str::to_owned),
+        })
+        .collect()
+}
+
+/// A configuration or JSON value as request text: strings as they are, numbers and booleans
+/// printed, objects as JSON; `None` for null and the empty string.
+pub(crate) fn text_of(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(text) if text.is_empty() => None,
+        Value::String(text) => Some(text.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// The parameters that apply to `resource`, request side: globals first, the resource's own
+/// replacing a global one with the same vendor slot.
+pub(crate) fn request_parameters<'a>(connector: &'a Connector, resource: &'a Resource) -> Vec<&'a Parameter> {
+    merged(connector, resource, Source::Request)
+}
+
+/// The response-side parameters that apply to `resource`.
+pub(crate) fn response_parameters<'a>(
+    connector: &'a Connector,
+    resource: &'a Resource,
+) -> Vec<&'a Parameter> {
+    merged(connector, resource, Source::Response)
+}
+
+fn merged<'a>(connector: &'a Connector, resource: &'a Resource, source: Source) -> Vec<&'a Parameter> {
+    let own: Vec<&Parameter> = resource
+        .parameters()
+        .iter()
+        .filter(|parameter| parameter.source() == source)
+        .collect();
+    connector
+        .global_parameters()
+        .iter()
+        .filter(|parameter| parameter.source() == source)
+        .filter(|global| {
+            !own.iter().any(|parameter| {
+                parameter.vendor_kind() == global.vendor_kind()
+                    && parameter.vendor_name().eq_ignore_ascii_case(global.vendor_name())
+            })
+        })
+        .chain(own.iter().copied())
+        .collect()
+}
+
+/// Everything [`build`] reads.
+pub(crate) struct BuildContext<'a> {
+    /// The connector.
+    pub(crate) connector: &'a Connector,
+    /// The effective configuration.
+    pub(crate) configuration: &'a State,
+    /// The caller's inputs.
+    pub(crate) inputs: &'a Inputs,
+    /// Path variables bound from a `METHOD:/path` selector.
+    pub(crate) bound_path: &'a [(String, String)],
+    /// The previous response body of a chain.
+    pub(crate) previous: Option<&'a Value>,
+    /// True for API resources, which get the connector's authentication header.
+    pub(crate) authenticate: bool,
+    /// Masks values in events.
+    pub(crate) redactor: &'a Redactor,
+    /// Receives `Skipped` events.
+    pub(crate) observer: &'a dyn Observer,
+}
+
+/// Builds the vendor request of `resource`.
+///
+/// Fails when a required input is missing or unknown, a value does not convert, a template does
+/// not render, or the URL is invalid.
+pub(crate) fn build(context: &BuildContext<'_>, resource: &Resource) -> Result<PreparedRequest, RunError> {
+    let parameters = request_parameters(context.connector, resource);
+    check_inputs(context, resource, &parameters)?;
+    let configuration_value = Value::Object(context.configuration.clone());
+    let template_context = TemplateContext::new(serde_json::json!({
+        "configuration": &configuration_value,
+    }));
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut query: Vec<(String, String)> = Vec::new();
+    let mut form: Vec<(String, String)> = Vec::new();
+    let mut path_values = Map::new();
+    let mut body: Option<Value> = None;
+    for (name, value) in context.bound_path {
+        path_values.insert(name.clone(), Value::String(value.clone()));
+    }
+    for parameter in &parameters {
+        let Some(value) = value_of(context, resource, parameter, &template_context)? else {
+            continue;
+        };
+        let value = convert(parameter, value, context.redactor)?;
+        let vendor_name = parameter.vendor_name().to_owned();
+        match parameter.vendor_kind() {
+            VendorKind::Header => headers.push((vendor_name, as_text(&value))),
+            VendorKind::Query => query.push((vendor_name, as_text(&value))),
+            VendorKind::Path => {
+                path_values.insert(vendor_name, Value::String(as_text(&value)));
+            }
+            VendorKind::Form => form.push((vendor_name, as_text(&value))),
+            VendorKind::Body => body = Some(value),
+            VendorKind::BodyField | VendorKind::BodyToken => {
+                let object = body.get_or_insert_with(|| Value::Object(Map::new()));
+                set_dotted(object, &vendor_name, value);
+            }
+            VendorKind::NoOp => {}
+        }
+    }
+    // Caller headers no parameter takes go out as they are.
+    for (name, value) in &context.inputs.headers {
+        let taken = parameters.iter().any(|parameter| {
+            parameter.kind() == ParameterKind::Header && parameter.name().eq_ignore_ascii_case(name)
+        });
+        if !taken {
+            headers.push((name.clone(), value.clone()));
+        }
+    }
+    // A caller body no parameter takes is sent whole.
+    if body.is_none()
+        && let Some(input) = &context.inputs.body
+        && !parameters.iter().any(|parameter| {
+            matches!(parameter.kind(), ParameterKind::Body | ParameterKind::BodyField)
+        })
+    {
+        body = Some(input.clone());
+    }
+    if context.authenticate {
+        add_authentication(context, &mut headers);
+    }
+    let url = build_url(context, resource, &path_values, &query, &configuration_value)?;
+    let body = if !form.is_empty() {
+        RequestBody::Form(form)
+    } else if let Some(body) = body {
+        RequestBody::Json(body)
+    } else {
+        RequestBody::Empty
+    };
+    Ok(PreparedRequest {
+        resource: resource.display_name(),
+        method: resource.vendor_method().to_owned(),
+        url,
+        headers,
+        body,
+    })
+}
+
+/// Every `--param` must feed a parameter of the resource (or a bound path variable), and every
+/// required caller input must be present.
+fn check_inputs(
+    context: &BuildContext<'_>,
+    resource: &Resource,
+    parameters: &[&Parameter],
+) -> Result<(), RunError> {
+    let takes_param = |parameter: &&&Parameter| {
+        matches!(
+            parameter.kind(),
+            ParameterKind::Query | ParameterKind::Path | ParameterKind::Form
+        )
+    };
+    for (name, _) in &context.inputs.params {
+        let known = parameters
+            .iter()
+            .filter(takes_param)
+            .any(|parameter| parameter.name() == name)
+            || context.bound_path.iter().any(|(bound, _)| bound == name);
+        if !known {
+            let candidates: Vec<&str> = parameters
+                .iter()
+                .filter(takes_param)
+                .map(|parameter| parameter.name())
+                .collect();
+            return Err(RunErrorKind::UnknownInput {
+                resource: resource.display_name(),
+                name: name.clone(),
+                suggestion: engine_spec::suggest::did_you_mean(name, candidates)
+                    .map(str::to_owned),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn value_of(
+    context: &BuildContext<'_>,
+    resource: &Resource,
+    parameter: &Parameter,
+    template_context: &TemplateContext,
+) -> Result<Option<Value>, RunError> {
+    let inputs = context.inputs;
+    let found = match parameter.kind() {
+        ParameterKind::Value => {
+            let template = parameter
+                .template()
+                .expect("a validated `value` parameter has a compiled template");
+            if let Some(missing) = template
+                .keys()
+                .find(|key| context.configuration.get(*key).and_then(text_of).is_none())
+            {
+                context.observer.event(&Event::Skipped {
+                    parameter: parameter.vendor_name().to_owned(),
+                    reason: format!("`{missing}` has no value yet"),
+                });
+                return Ok(None);
+            }
+            let text = template.render(template_context).map_err(|error| {
+                RunError::from(RunErrorKind::Render {
+                    template: template.source().to_owned(),
+                    message: context.redactor.redact(&error.to_string()),
+                })
+                .at(parameter.location())
+            })?;
+            return Ok(Some(Value::String(text)));
+        }
+        ParameterKind::Configuration => {
+            let value = context.configuration.get(parameter.name()).filter(|value| text_of(value).is_some());
+            if value.is_none() {
+                context.observer.event(&Event::Skipped {
+                    parameter: parameter.vendor_name().to_owned(),
+                    reason: format!("`{}` has no value yet", parameter.name()),
+                });
+            }
+            return Ok(value.cloned());
+        }
+        ParameterKind::Header => inputs
+            .header(parameter.name())
+            .map(|value| Value::String(value.to_owned())),
+        ParameterKind::Query | ParameterKind::Form => inputs
+            .param(parameter.name())
+            .map(|value| Value::String(value.to_owned())),
+        ParameterKind::Path => inputs
+            .param(parameter.name())
+            .or_else(|| {
+                context
+                    .bound_path
+                    .iter()
+                    .find(|(name, _)| name == parameter.name())
+                    .map(|(_, value)| value.as_str())
+            })
+            .map(|value| Value::String(value.to_owned())),
+        ParameterKind::Body => inputs.body.clone(),
+        ParameterKind::BodyField => inputs.body.as_ref().and_then(|body| {
+            parameter
+                .json_path()
+                .and_then(|path| path.find(body))
+                .cloned()
+        }),
+        ParameterKind::PrevBody => context.previous.cloned(),
+        ParameterKind::PrevBodyField => context.previous.and_then(|previous| {
+            parameter
+                .json_path()
+                .and_then(|path| path.find(previous))
+                .cloned()
+        }),
+    };
+    if found.is_none() && parameter.required() {
+        let flag = match parameter.kind() {
+            ParameterKind::Header => "--header",
+            ParameterKind::Body | ParameterKind::BodyField => "--body",
+            _ => "--param",
+        };
+        return Err(RunError::from(RunErrorKind::MissingInput {
+            resource: resource.display_name(),
+            name: parameter.name().to_owned(),
+            flag,
+        })
+        .at(parameter.location()));
+    }
+    Ok(found)
+}
+
+/// Applies `dataType`: text becomes a JSON number, boolean, object or array where declared.
+fn convert(parameter: &Parameter, value: Value, redactor: &Redactor) -> Result<Value, RunError> {
+    let Value::String(text) = &value else {
+        return Ok(value);
+    };
+    let bad = || {
+        RunError::from(RunErrorKind::BadValue {
+            name: parameter.name().to_owned(),
+            data_type: parameter.data_type().as_str().to_owned(),
+            value: redactor.redact(text),
+        })
+        .at(parameter.location())
+    };
+    Ok(match parameter.data_type() {
+        DataType::Integer => Value::from(text.trim().parse::<i64>().map_err(|_| bad())?),
+        DataType::Number => {
+            let number = text.trim().parse::<f64>().map_err(|_| bad())?;
+            serde_json::Number::from_f64(number).map_or(value, Value::Number)
+        }
+        DataType::Boolean => match text.trim() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => return Err(bad()),
+        },
+        DataType::Object | DataType::Array => serde_json::from_str(text).unwrap_or(value),
+        DataType::String | DataType::Date => value,
+    })
+}
+
+fn as_text(value: &Value) -> String {
+    text_of(value).unwrap_or_default()
+}
+
+/// Sets `name` (dotted: `a.b.c` builds nested objects) in a JSON object.
+fn set_dotted(target: &mut Value, name: &str, value: Value) {
+    let mut node = target;
+    let mut segments = name.split('.').peekable();
+    while let Some(segment) = segments.next() {
+        if !node.is_object() {
+            *node = Value::Object(Map::new());
+        }
+        let object = node.as_object_mut().expect("made an object just above");
+        if segments.peek().is_none() {
+            object.insert(segment.to_owned(), value);
+            return;
+        }
+        node = object
+            .entry(segment.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+/// Adds the authentication the connector's type implies, unless a parameter already set the
+/// `Authorization` header: Basic from `username`/`password`, Bearer from `oauth.user.token`.
+fn add_authentication(context: &BuildContext<'_>, headers: &mut Vec<(String, String)>) {
+    if headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+    {
+        return;
+    }
+    let value = |key: &str| context.configuration.get(key).and_then(text_of);
+    match context.connector.authentication().kind() {
+        AuthKind::Basic => {
+            if let (Some(user), Some(password)) = (value("username"), value("password")) {
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                headers.push(("Authorization".into(), format!("Basic {encoded}")));
+            }
+        }
+        AuthKind::Oauth2 => {
+            if let Some(token) = value("oauth.user.token") {
+                headers.push(("Authorization".into(), format!("Bearer {token}")));
+            }
+        }
+        AuthKind::Custom | AuthKind::ApiKey | AuthKind::None => {}
+    }
+}
+
+fn build_url(
+    context: &BuildContext<'_>,
+    resource: &Resource,
+    path_values: &Map<String, Value>,
+    query: &[(String, String)],
+    configuration: &Value,
+) -> Result<url::Url, RunError> {
+    let template = resource.vendor_path();
+    if let Some(missing) = template
+        .placeholders()
+        .iter()
+        .find(|placeholder| !path_values.contains_key(&placeholder.name))
+    {
+        return Err(RunError::from(RunErrorKind::MissingInput {
+            resource: resource.display_name(),
+            name: missing.name.clone(),
+            flag: "--param",
+        })
+        .at(resource.location()));
+    }
+    let path_context = TemplateContext::new(serde_json::json!({
+        "configuration": configuration,
+        "path": path_values,
+    }));
+    let path = template.render(&path_context).map_err(|error| {
+        RunError::from(RunErrorKind::Render {
+            template: template.source().to_owned(),
+            message: context.redactor.redact(&error.to_string()),
+        })
+        .at(resource.location())
+    })?;
+    let full = if path.starts_with("http://") || path.starts_with("https://") {
+        path
+    } else {
+        let Some(base) = context.configuration.get("base.url").and_then(text_of) else {
+            return Err(RunErrorKind::MissingConfiguration {
+                missing: vec![MissingKey {
+                    key: "base.url".into(),
+                    description: Some("the vendor's base URL".into()),
+                }],
+            }
+            .into());
+        };
+        let base = fill_placeholders(&base, |name| path_values.get(name).map(as_text));
+        match (base.ends_with('/'), path.starts_with('/') || path.is_empty()) {
+            (true, true) => format!("{}{path}", base.trim_end_matches('/')),
+            (false, false) => format!("{base}/{path}"),
+            _ => format!("{base}{path}"),
+        }
+    };
+    let mut url = url::Url::parse(&full).map_err(|error| {
+        RunError::from(RunErrorKind::InvalidUrl {
+            url: context.redactor.redact(&full),
+            message: error.to_string(),
+        })
+        .at(resource.location())
+    })?;
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn dotted_names_build_nested_objects() {
+        let mut body = Value::Null;
+        set_dotted(&mut body, "credentials.user", json!("u"));
+        set_dotted(&mut body, "credentials.secret", json!("s"));
+        set_dotted(&mut body, "top", json!(1));
+        assert_eq!(body, json!({"credentials": {"user": "u", "secret": "s"}, "top": 1}));
+    }
+}

@@ -1,0 +1,140 @@
+//! Sending a [`PreparedRequest`] with reqwest (rustls), and reading the response whole.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::request::{PreparedRequest, RequestBody};
+
+/// A vendor response, read whole.
+#[derive(Debug, Clone)]
+pub struct VendorResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers, names lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body: parsed JSON when it is JSON, a string otherwise, `null` when empty.
+    pub body: Value,
+    /// How long the exchange took.
+    pub elapsed: Duration,
+}
+
+impl VendorResponse {
+    /// True for 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The first header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// A short problem description from an error body: OAuth2's `error` and
+    /// `error_description`, problem+json's `title`/`detail`, or a `message`.
+    pub fn problem(&self) -> Option<String> {
+        let body = &self.body;
+        let field = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_owned);
+        if let Some(error) = field("error") {
+            return Some(
+                match field("error_description").or_else(|| field("message")) {
+                    Some(description) => format!("{error}: {description}"),
+                    None => error,
+                },
+            );
+        }
+        if let Some(title) = field("title") {
+            return Some(match field("detail") {
+                Some(detail) => format!("{title}: {detail}"),
+                None => title,
+            });
+        }
+        field("message").or_else(|| {
+            body.as_str()
+                .map(|text| text.chars().take(200).collect::<String>())
+                .filter(|text| !text.trim().is_empty())
+        })
+    }
+
+    /// The body as text, for messages.
+    pub fn body_text(&self) -> String {
+        match &self.body {
+            Value::String(text) => text.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Sends `request` and reads the whole response.
+///
+/// Fails on connect, TLS, timeout or a reset connection.
+pub(crate) async fn send(client: &reqwest::Client, request: &PreparedRequest) -> Result<VendorResponse, reqwest::Error> {
+    let method = reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut builder = client.request(method, request.url.clone());
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    let has_content_type = request
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    builder = match &request.body {
+        RequestBody::Empty => builder,
+        RequestBody::Json(body) if has_content_type => builder.body(serde_json::to_vec(body).unwrap_or_default()),
+        RequestBody::Json(body) => builder.json(body),
+        RequestBody::Form(fields) => builder.form(fields),
+    };
+    let started = Instant::now();
+    let response = builder.send().await?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let bytes = response.bytes().await?;
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Ok(VendorResponse {
+        status,
+        headers,
+        body,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The error and its causes on one line: `error sending request: connection refused`.
+pub(crate) fn describe(error: &reqwest::Error) -> String {
+    let mut message = if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        error.to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    let mut seen = vec![message.clone()];
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !seen.iter().any(|known| known.contains(&text)) {
+            message.push_str(": ");
+            message.push_str(&text);
+            seen.push(text);
+        }
+        source = cause.source();
+    }
+    message
+}
