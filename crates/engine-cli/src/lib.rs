@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod authorize;
 mod exit;
 mod printer;
 mod render;
@@ -29,6 +30,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Run one resource of a connector against an instance, keeping its token fresh.
     Run(run::RunArgs),
+    /// Sign in through a browser (OAuth2 authorization code) and save the tokens.
+    Authorize(authorize::AuthorizeArgs),
 }
 
 /// Parses the arguments, runs the command and returns its exit code (see [`Exit`]).
@@ -36,7 +39,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let exit = match cli.command {
         Command::Validate(args) => validate::validate(&args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(&args),
+        Command::Authorize(args) => authorize::authorize(&args),
     };
     exit.into()
 }

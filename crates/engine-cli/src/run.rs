@@ -54,7 +54,7 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
     }
 }
 
-pub(crate) fn run(args: RunArgs) -> Exit {
+pub(crate) fn run(args: &RunArgs) -> Exit {
     let Some(connector) = load_connector(&args.connector) else {
         return Exit::Invalid;
     };
@@ -126,7 +126,7 @@ pub(crate) fn run(args: RunArgs) -> Exit {
 
 /// Loads and validates the connector; on failure prints its diagnostics (or why it cannot be
 /// read) and returns `None`. Warnings are not shown here: `engine validate` shows them.
-fn load_connector(path: &Path) -> Option<Connector> {
+pub(crate) fn load_connector(path: &Path) -> Option<Connector> {
     let report = match engine_spec::load(path) {
         Ok(report) => report,
         Err(error) => {
@@ -200,7 +200,7 @@ fn exit_of(error: &RunError) -> Exit {
 
 /// Prints a failed run: the message, where in the connector it comes from, the vendor's body,
 /// and what to do.
-fn report(error: &RunError, connector: &Connector) -> Exit {
+pub(crate) fn report(error: &RunError, connector: &Connector) -> Exit {
     let text = error.to_string();
     let hint = error.hint();
     let mut causes = Vec::new();

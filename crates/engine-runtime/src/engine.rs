@@ -254,25 +254,44 @@ impl<'a> Run<'a> {
         store: &'a dyn StateStore,
         observer: &'a dyn Observer,
     ) -> Result<Self, RunError> {
-        let state = store.load(request.instance)?;
-        let redactor = Redactor::for_state(request.connector, &state);
-        let run = Self {
+        let run = Self::new(
             engine,
-            connector: request.connector,
+            request.connector,
             store,
-            instance: request.instance,
+            request.instance,
             observer,
-            state,
-            pending: State::new(),
-            redactor,
-            plan_only: request.dry_run,
-            planned: Vec::new(),
-        };
+            request.dry_run,
+        )?;
         let missing = missing_required(run.connector, &run.configuration());
         if !missing.is_empty() {
             return Err(RunErrorKind::MissingConfiguration { missing }.into());
         }
         Ok(run)
+    }
+
+    /// A run over the stored state of `instance`, without the required-key check.
+    pub(crate) fn new(
+        engine: &'a Engine,
+        connector: &'a Connector,
+        store: &'a dyn StateStore,
+        instance: &'a str,
+        observer: &'a dyn Observer,
+        plan_only: bool,
+    ) -> Result<Self, RunError> {
+        let state = store.load(instance)?;
+        let redactor = Redactor::for_state(connector, &state);
+        Ok(Self {
+            engine,
+            connector,
+            store,
+            instance,
+            observer,
+            state,
+            pending: State::new(),
+            redactor,
+            plan_only,
+            planned: Vec::new(),
+        })
     }
 
     /// The effective configuration: defaults, the stored state, then this run's pending values.
@@ -435,7 +454,7 @@ impl<'a> Run<'a> {
 
     /// Writes pending values: lock, re-read, merge (keys this run did not touch keep their
     /// stored value), write atomically.
-    fn persist_pending(&mut self) -> Result<(), RunError> {
+    pub(crate) fn persist_pending(&mut self) -> Result<(), RunError> {
         if self.pending.is_empty() || self.plan_only {
             return Ok(());
         }

@@ -44,6 +44,7 @@ mod request;
 mod run_error;
 mod send;
 
+pub use auth::authorize::PendingAuthorization;
 pub use auth::oauth2;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineBuilder, RunOutput, RunRequest};

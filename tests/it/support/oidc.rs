@@ -417,7 +417,7 @@ fn html_attr_after(html: &str, marker: &str, attr: &str) -> Option<String> {
 
 /// `tests/oidc`.
 fn oidc_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/oidc")
 }
 
 /// Runs `npm ci` in `tests/oidc` unless `node_modules` already holds the pinned oidc-provider.

@@ -1,6 +1,7 @@
 //! Obtaining and refreshing tokens, one file per scheme: [`custom`] runs the connector's own
 //! lifecycle resources, [`oauth2`] is the built-in OAuth2 client.
 
+pub(crate) mod authorize;
 pub(crate) mod custom;
 pub mod oauth2;
 
