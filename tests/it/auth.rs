@@ -16,7 +16,9 @@ use crate::support::oidc::{
 };
 
 fn fixture(name: &str) -> PathBuf {
-    crate::support::repo_root().join("tests/fixtures/oauth2").join(name)
+    crate::support::repo_root()
+        .join("tests/fixtures/oauth2")
+        .join(name)
 }
 
 fn write_instance(dir: &Path, instance: &Value) -> PathBuf {
@@ -73,8 +75,14 @@ fn client_credentials_then_a_new_token_after_expiry() {
     let connector = fixture("client-credentials.json");
     let (code, stdout, stderr) = run_me(&connector, &instance);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap()["client_id"], POST_CLIENT_ID);
-    assert!(stderr.contains("no access token yet; running oauth2"), "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap()["client_id"],
+        POST_CLIENT_ID
+    );
+    assert!(
+        stderr.contains("no access token yet; running oauth2"),
+        "{stderr}"
+    );
     let first = read_instance(&instance);
     assert_eq!(first["oauth.user.refresh_interval"], "2");
 
@@ -82,7 +90,10 @@ fn client_credentials_then_a_new_token_after_expiry() {
     let (code, stdout, stderr) = run_me(&connector, &instance);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("token expired at"), "{stderr}");
-    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap()["client_id"], POST_CLIENT_ID);
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap()["client_id"],
+        POST_CLIENT_ID
+    );
     let second = read_instance(&instance);
     assert_ne!(first["oauth.user.token"], second["oauth.user.token"]);
     // Secrets never reach the output.
@@ -118,7 +129,14 @@ fn wrong_client_secret_is_an_authentication_failure() {
 /// Starts `engine authorize --no-browser` and returns the child and the URL it printed.
 fn start_authorize(connector: &Path, instance: &Path) -> (Child, String) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(["authorize", connector.to_str().unwrap(), "--no-browser", "--timeout", "30", "--config"])
+        .args([
+            "authorize",
+            connector.to_str().unwrap(),
+            "--no-browser",
+            "--timeout",
+            "30",
+            "--config",
+        ])
         .arg(instance)
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -158,7 +176,9 @@ async fn authorize(server: &OidcServer, dir: &Path, callback: &str) -> PathBuf {
     assert!(url.contains("code_challenge_method=S256"), "{url}");
     assert!(url.contains("state="), "{url}");
     // A callback with a wrong state is refused, and the engine keeps waiting.
-    let forged = reqwest::get(format!("{callback}?code=forged&state=wrong")).await.unwrap();
+    let forged = reqwest::get(format!("{callback}?code=forged&state=wrong"))
+        .await
+        .unwrap();
     assert_eq!(forged.status(), 400);
     let answer = drive_login(&url, callback, false).await;
     let page = reqwest::get(&answer).await.unwrap();
@@ -187,9 +207,15 @@ async fn authorization_code_with_pkce_then_three_rotating_refreshes() {
                 .unwrap();
         assert_eq!(code, 0, "round {round}: {stderr}");
         assert!(stderr.contains("running oauth2"), "round {round}: {stderr}");
-        assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap()["sub"], "test-user");
+        assert_eq!(
+            serde_json::from_str::<Value>(&stdout).unwrap()["sub"],
+            "test-user"
+        );
         let now = read_instance(&instance)["oauth.user.refresh_token"].clone();
-        assert!(!refresh_tokens.contains(&now), "round {round}: the refresh token did not rotate");
+        assert!(
+            !refresh_tokens.contains(&now),
+            "round {round}: the refresh token did not rotate"
+        );
         refresh_tokens.push(now);
     }
 }
@@ -205,7 +231,9 @@ async fn reused_refresh_token_is_invalid_grant_and_keeps_the_instance() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (connector_path, instance_path) = (connector.clone(), instance.clone());
     let (code, _, stderr) =
-        tokio::task::spawn_blocking(move || run_me(&connector_path, &instance_path)).await.unwrap();
+        tokio::task::spawn_blocking(move || run_me(&connector_path, &instance_path))
+            .await
+            .unwrap();
     assert_eq!(code, 0, "{stderr}");
     // Put the rotated-out refresh token back, as a lost write would: the server revokes the grant.
     fs_write(&instance, &stale);
@@ -216,7 +244,10 @@ async fn reused_refresh_token_is_invalid_grant_and_keeps_the_instance() {
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("invalid_grant"), "{stderr}");
     assert!(stderr.contains("re-authenticate"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(dir.path().join("instance.json")).unwrap(), stale);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("instance.json")).unwrap(),
+        stale
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,14 +293,27 @@ fn no_callback_within_the_timeout_exits_4() {
         }),
     );
     let output = engine()
-        .args(["authorize", "tests/fixtures/oauth2/authorization-code.json", "--no-browser", "--timeout", "1", "--config"])
+        .args([
+            "authorize",
+            "tests/fixtures/oauth2/authorization-code.json",
+            "--no-browser",
+            "--timeout",
+            "1",
+            "--config",
+        ])
         .arg(&instance)
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(4));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.starts_with("http://127.0.0.1:9/auth?response_type=code&client_id=basic-client"), "{stdout}");
+    assert!(
+        stdout.starts_with("http://127.0.0.1:9/auth?response_type=code&client_id=basic-client"),
+        "{stdout}"
+    );
     assert_eq!(stdout.lines().count(), 1);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("no callback arrived within 1 s"), "{stderr}");
+    assert!(
+        stderr.contains("no callback arrived within 1 s"),
+        "{stderr}"
+    );
 }

@@ -73,7 +73,9 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     if !args.config.exists() {
         let message = format!("instance file `{}` does not exist", args.config.display());
         let mut rendered = Message::new(Level::Error, &message);
-        rendered.help = Some("create it with the instance's configuration, e.g. `{\"oauth.api.key\": \"...\"}`");
+        rendered.help = Some(
+            "create it with the instance's configuration, e.g. `{\"oauth.api.key\": \"...\"}`",
+        );
         printer::error(&rendered);
         return Exit::Invalid;
     }
@@ -221,7 +223,8 @@ pub(crate) fn report(error: &RunError, connector: &Connector) -> Exit {
         _ => {}
     }
     let location = error.location();
-    let span = location.and_then(|location| SourceMap::new(connector.source().text()).span(location));
+    let span =
+        location.and_then(|location| SourceMap::new(connector.source().text()).span(location));
     let mut message = Message::new(Level::Error, &text);
     message.help = hint.as_deref();
     message.causes = causes;
@@ -275,7 +278,9 @@ impl Observer for Verbose {
             Event::RefreshedElsewhere => {
                 "refresh: another process refreshed while we waited; using its token".to_owned()
             }
-            Event::Fresh { until_ms: Some(until) } => {
+            Event::Fresh {
+                until_ms: Some(until),
+            } => {
                 format!("token: fresh until {}", format_time(*until))
             }
             Event::Fresh { until_ms: None } => "token: no expiry to check".to_owned(),

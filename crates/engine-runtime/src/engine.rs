@@ -326,6 +326,8 @@ impl<'a> Run<'a> {
             .map(|(_, path)| resource.bind_path(path))
             .unwrap_or_default();
         if resource.kind().is_api() {
+            // Bad caller inputs are found before anything is sent, the refresh included.
+            self.check_inputs(resource, request.inputs, &bound)?;
             self.ensure_fresh().await?;
         } else {
             return self.run_lifecycle_directly(resource, request.inputs).await;
@@ -333,10 +335,19 @@ impl<'a> Run<'a> {
         let mut current = resource;
         let mut previous: Option<Value> = None;
         for _ in 0..=engine_spec::MAX_CHAIN {
-            let inputs = if previous.is_none() { request.inputs } else { &Inputs::default() };
-            let bound_now = if previous.is_none() { bound.as_slice() } else { &[] };
-            let Some((response, extracted)) =
-                self.call(current, inputs, bound_now, previous.as_ref()).await?
+            let inputs = if previous.is_none() {
+                request.inputs
+            } else {
+                &Inputs::default()
+            };
+            let bound_now = if previous.is_none() {
+                bound.as_slice()
+            } else {
+                &[]
+            };
+            let Some((response, extracted)) = self
+                .call(current, inputs, bound_now, previous.as_ref())
+                .await?
             else {
                 return Ok((None, Value::Null));
             };
@@ -370,7 +381,9 @@ impl<'a> Run<'a> {
         if resource.kind() == ResourceType::ProvisionAuthValidation
             && let Some(on_provision) = self.connector.lifecycle(ResourceType::OnProvision)
         {
-            let (_, extracted) = self.execute_lifecycle(on_provision, &Inputs::default()).await?;
+            let (_, extracted) = self
+                .execute_lifecycle(on_provision, &Inputs::default())
+                .await?;
             self.save(&extracted.saved);
         }
         Ok((Some(response.status), extracted.output))
@@ -389,11 +402,7 @@ impl<'a> Run<'a> {
 
     /// Refreshes under the instance lock, unless the re-read state shows that another process
     /// already did (see [`Recheck`]).
-    async fn refresh(
-        &mut self,
-        reason: RefreshReason,
-        recheck: Recheck,
-    ) -> Result<(), RunError> {
+    async fn refresh(&mut self, reason: RefreshReason, recheck: Recheck) -> Result<(), RunError> {
         let lifecycle = Lifecycle::of(self.connector);
         if self.plan_only {
             self.observer.event(&Event::Refreshing {
@@ -474,7 +483,8 @@ impl<'a> Run<'a> {
         previous: Option<&Value>,
     ) -> Result<Option<(VendorResponse, Extracted)>, RunError> {
         if self.plan_only {
-            self.plan(resource, inputs, previous)?;
+            let prepared = self.prepare(resource, inputs, bound, previous, true)?;
+            self.plan_request(prepared);
             return Ok(None);
         }
         let lifecycle = Lifecycle::of(self.connector);
@@ -510,7 +520,9 @@ impl<'a> Run<'a> {
                 resource: resource.display_name(),
                 status: response.status,
                 url: crate::request::redact_url(&prepared.url, &self.redactor),
-                problem: response.problem().map(|problem| self.redactor.redact(&problem)),
+                problem: response
+                    .problem()
+                    .map(|problem| self.redactor.redact(&problem)),
                 body: self.redactor.redact(&response.body_text()),
             })
             .at(&vendor_path_of(resource)));
@@ -522,12 +534,8 @@ impl<'a> Run<'a> {
 
     /// Records values a response saved, learning them as secrets (tokens) first.
     pub(crate) fn save(&mut self, saved: &State) {
-        for value in saved.values() {
-            if let Some(text) = value.as_str() {
-                self.redactor.learn(text);
-            }
-        }
         self.pending.extend(saved.clone());
+        self.redactor.learn_state(self.connector, saved);
     }
 
     /// Runs a lifecycle resource (`PROVISION AUTH VALIDATION`, `ON REFRESH`, `ON PROVISION`,
@@ -548,7 +556,9 @@ impl<'a> Run<'a> {
             return Err(RunError::from(RunErrorKind::AuthFailed {
                 step: resource.kind().label().to_owned(),
                 status: response.status,
-                problem: response.problem().map(|problem| self.redactor.redact(&problem)),
+                problem: response
+                    .problem()
+                    .map(|problem| self.redactor.redact(&problem)),
                 body: self.redactor.redact(&response.body_text()),
             })
             .at(resource.location()));
@@ -560,11 +570,7 @@ impl<'a> Run<'a> {
                 Value::String(self.now_ms().to_string()),
             );
         }
-        for value in extracted.saved.values() {
-            if let Some(text) = value.as_str() {
-                self.redactor.learn(text);
-            }
-        }
+        self.redactor.learn_state(self.connector, &extracted.saved);
         Ok((response, extracted))
     }
 
@@ -590,6 +596,32 @@ impl<'a> Run<'a> {
             },
             resource,
         )
+    }
+
+    /// Builds the request of `resource` without sending it or telling the observer, so that a
+    /// missing, unknown or unconvertible input fails the run before any request (a refresh
+    /// included) is sent.
+    fn check_inputs(
+        &self,
+        resource: &Resource,
+        inputs: &Inputs,
+        bound: &[(String, String)],
+    ) -> Result<(), RunError> {
+        let configuration = self.configuration();
+        build(
+            &BuildContext {
+                connector: self.connector,
+                configuration: &configuration,
+                inputs,
+                bound_path: bound,
+                previous: None,
+                authenticate: true,
+                redactor: &self.redactor,
+                observer: &crate::observer::NoObserver,
+            },
+            resource,
+        )
+        .map(|_| ())
     }
 
     /// Adds the request `resource` would send to the dry-run plan.
@@ -635,8 +667,7 @@ impl<'a> Run<'a> {
                         status: response.status,
                         elapsed: response.elapsed,
                     });
-                    let transient =
-                        lifecycle && (response.status == 429 || response.status >= 500);
+                    let transient = lifecycle && (response.status == 429 || response.status >= 500);
                     if !transient || attempt > self.engine.retries {
                         return Ok(response);
                     }

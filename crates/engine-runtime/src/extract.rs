@@ -20,7 +20,11 @@ pub(crate) struct Extracted {
 
 /// Applies the response parameters of `resource` to `response`. A parameter that finds nothing
 /// saves nothing: a stored value is never overwritten with empty.
-pub(crate) fn extract(connector: &Connector, resource: &Resource, response: &VendorResponse) -> Extracted {
+pub(crate) fn extract(
+    connector: &Connector,
+    resource: &Resource,
+    response: &VendorResponse,
+) -> Extracted {
     let mut extracted = Extracted {
         saved: State::new(),
         output: resource
@@ -39,7 +43,9 @@ pub(crate) fn extract(connector: &Connector, resource: &Resource, response: &Ven
                 .and_then(|path| path.find(&response.body))
                 .cloned(),
         };
-        let Some(found) = found.filter(|value| !value.is_null() && value != &Value::String(String::new())) else {
+        let Some(found) =
+            found.filter(|value| !value.is_null() && value != &Value::String(String::new()))
+        else {
             continue;
         };
         match parameter.kind() {

@@ -84,9 +84,7 @@ pub fn check_fresh(connector: &Connector, configuration: &State, now_ms: u64) ->
         return Freshness::Fresh(None);
     }
     let (time_key, lifetime_key) = lifecycle.keys();
-    let obtained = configuration
-        .get(time_key)
-        .and_then(parse_seconds_or_ms);
+    let obtained = configuration.get(time_key).and_then(parse_seconds_or_ms);
     if matches!(lifecycle, Lifecycle::Oauth2)
         && configuration
             .get("oauth.user.token")
@@ -164,7 +162,8 @@ mod tests {
     #[test]
     fn auto_uses_expires_in_with_a_skew() {
         let connector = connector("");
-        let configuration = state(json!({"authentication.time": "1000000000000", "expires_in": "3600"}));
+        let configuration =
+            state(json!({"authentication.time": "1000000000000", "expires_in": "3600"}));
         let expires = 1_000_000_000_000 + 3_600_000;
         assert_eq!(
             check_fresh(&connector, &configuration, expires - 31_000),
@@ -182,13 +181,22 @@ mod tests {
             check_fresh(&connector(""), &State::new(), 0),
             Freshness::Stale(RefreshReason::NotProvisioned)
         );
-        let provisioned = state(json!({"authentication.time": 1_000_000_000_000_u64, "expires_in": 1}));
+        let provisioned =
+            state(json!({"authentication.time": 1_000_000_000_000_u64, "expires_in": 1}));
         assert_eq!(
-            check_fresh(&connector(r#""session": {"management": "none"},"#), &provisioned, u64::MAX),
+            check_fresh(
+                &connector(r#""session": {"management": "none"},"#),
+                &provisioned,
+                u64::MAX
+            ),
             Freshness::Fresh(None)
         );
         assert_eq!(
-            check_fresh(&connector(r#""session": {"management": "always"},"#), &provisioned, 0),
+            check_fresh(
+                &connector(r#""session": {"management": "always"},"#),
+                &provisioned,
+                0
+            ),
             Freshness::Stale(RefreshReason::SessionAlways)
         );
         let fixed = connector(r#""session": {"management": "fixed", "timeout": 60, "skew": 0},"#);

@@ -77,7 +77,11 @@ impl Redactor {
     /// Learns the secret values of `state` (see [`Redactor::for_state`]).
     pub fn learn_state(&mut self, connector: &Connector, state: &State) {
         for (key, value) in state {
-            if connector.is_secret_key(key) || is_secret_name(key) {
+            let named_like_secret = is_secret_name(key)
+                && !key.ends_with(".url")
+                && !key.ends_with("_url")
+                && !engine_spec::NOT_SECRET_KEYS.contains(&key.as_str());
+            if connector.is_secret_key(key) || named_like_secret {
                 match value {
                     serde_json::Value::String(text) => self.learn(text),
                     serde_json::Value::Null => {}
@@ -100,7 +104,8 @@ impl Redactor {
             self.secrets.push(encoded);
         }
         // Longest first, so a secret that contains another is masked whole.
-        self.secrets.sort_by_key(|known| std::cmp::Reverse(known.len()));
+        self.secrets
+            .sort_by_key(|known| std::cmp::Reverse(known.len()));
     }
 
     /// `text` with every known secret replaced by `****`.
@@ -150,7 +155,13 @@ mod tests {
             redactor.redact("x=s3cr3t%2F%2Bvalue y=s3cr3t/+value abc"),
             "x=**** y=**** abc"
         );
-        assert_eq!(redactor.header("Authorization", "Bearer xyz"), "Bearer ****");
-        assert_eq!(redactor.header("Accept", "application/json"), "application/json");
+        assert_eq!(
+            redactor.header("Authorization", "Bearer xyz"),
+            "Bearer ****"
+        );
+        assert_eq!(
+            redactor.header("Accept", "application/json"),
+            "application/json"
+        );
     }
 }

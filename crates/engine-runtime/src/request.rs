@@ -203,7 +203,10 @@ pub(crate) fn text_of(value: &Value) -> Option<String> {
 
 /// The parameters that apply to `resource`, request side: globals first, the resource's own
 /// replacing a global one with the same vendor slot.
-pub(crate) fn request_parameters<'a>(connector: &'a Connector, resource: &'a Resource) -> Vec<&'a Parameter> {
+pub(crate) fn request_parameters<'a>(
+    connector: &'a Connector,
+    resource: &'a Resource,
+) -> Vec<&'a Parameter> {
     merged(connector, resource, Source::Request)
 }
 
@@ -215,7 +218,11 @@ pub(crate) fn response_parameters<'a>(
     merged(connector, resource, Source::Response)
 }
 
-fn merged<'a>(connector: &'a Connector, resource: &'a Resource, source: Source) -> Vec<&'a Parameter> {
+fn merged<'a>(
+    connector: &'a Connector,
+    resource: &'a Resource,
+    source: Source,
+) -> Vec<&'a Parameter> {
     let own: Vec<&Parameter> = resource
         .parameters()
         .iter()
@@ -226,9 +233,14 @@ fn merged<'a>(connector: &'a Connector, resource: &'a Resource, source: Source) 
         .iter()
         .filter(|parameter| parameter.source() == source)
         .filter(|global| {
+            // Same slot, or a resource `no-op` parameter of the same vendor name: it removes the
+            // global one (e.g. a global `Authorization` header from a token request).
             !own.iter().any(|parameter| {
-                parameter.vendor_kind() == global.vendor_kind()
-                    && parameter.vendor_name().eq_ignore_ascii_case(global.vendor_name())
+                (parameter.vendor_kind() == global.vendor_kind()
+                    || parameter.vendor_kind() == VendorKind::NoOp)
+                    && parameter
+                        .vendor_name()
+                        .eq_ignore_ascii_case(global.vendor_name())
             })
         })
         .chain(own.iter().copied())
@@ -259,7 +271,10 @@ pub(crate) struct BuildContext<'a> {
 ///
 /// Fails when a required input is missing or unknown, a value does not convert, a template does
 /// not render, or the URL is invalid.
-pub(crate) fn build(context: &BuildContext<'_>, resource: &Resource) -> Result<PreparedRequest, RunError> {
+pub(crate) fn build(
+    context: &BuildContext<'_>,
+    resource: &Resource,
+) -> Result<PreparedRequest, RunError> {
     let parameters = request_parameters(context.connector, resource);
     check_inputs(context, resource, &parameters)?;
     let configuration_value = Value::Object(context.configuration.clone());
@@ -308,7 +323,10 @@ pub(crate) fn build(context: &BuildContext<'_>, resource: &Resource) -> Result<P
     if body.is_none()
         && let Some(input) = &context.inputs.body
         && !parameters.iter().any(|parameter| {
-            matches!(parameter.kind(), ParameterKind::Body | ParameterKind::BodyField)
+            matches!(
+                parameter.kind(),
+                ParameterKind::Body | ParameterKind::BodyField
+            )
         })
     {
         body = Some(input.clone());
@@ -316,7 +334,13 @@ pub(crate) fn build(context: &BuildContext<'_>, resource: &Resource) -> Result<P
     if context.authenticate {
         add_authentication(context, &mut headers);
     }
-    let url = build_url(context, resource, &path_values, &query, &configuration_value)?;
+    let url = build_url(
+        context,
+        resource,
+        &path_values,
+        &query,
+        &configuration_value,
+    )?;
     let body = if !form.is_empty() {
         RequestBody::Form(form)
     } else if let Some(body) = body {
@@ -361,8 +385,7 @@ fn check_inputs(
             return Err(RunErrorKind::UnknownInput {
                 resource: resource.display_name(),
                 name: name.clone(),
-                suggestion: engine_spec::suggest::did_you_mean(name, candidates)
-                    .map(str::to_owned),
+                suggestion: engine_spec::suggest::did_you_mean(name, candidates).map(str::to_owned),
             }
             .into());
         }
@@ -402,7 +425,10 @@ fn value_of(
             return Ok(Some(Value::String(text)));
         }
         ParameterKind::Configuration => {
-            let value = context.configuration.get(parameter.name()).filter(|value| text_of(value).is_some());
+            let value = context
+                .configuration
+                .get(parameter.name())
+                .filter(|value| text_of(value).is_some());
             if value.is_none() {
                 context.observer.event(&Event::Skipped {
                     parameter: parameter.vendor_name().to_owned(),
@@ -581,7 +607,10 @@ fn build_url(
             .into());
         };
         let base = fill_placeholders(&base, |name| path_values.get(name).map(as_text));
-        match (base.ends_with('/'), path.starts_with('/') || path.is_empty()) {
+        match (
+            base.ends_with('/'),
+            path.starts_with('/') || path.is_empty(),
+        ) {
             (true, true) => format!("{}{path}", base.trim_end_matches('/')),
             (false, false) => format!("{base}/{path}"),
             _ => format!("{base}{path}"),
@@ -612,6 +641,9 @@ mod tests {
         set_dotted(&mut body, "credentials.user", json!("u"));
         set_dotted(&mut body, "credentials.secret", json!("s"));
         set_dotted(&mut body, "top", json!(1));
-        assert_eq!(body, json!({"credentials": {"user": "u", "secret": "s"}, "top": 1}));
+        assert_eq!(
+            body,
+            json!({"credentials": {"user": "u", "secret": "s"}, "top": 1})
+        );
     }
 }

@@ -8,6 +8,9 @@ use engine_store::StoreError;
 #[derive(Debug, thiserror::Error)]
 #[error("{kind}")]
 pub struct RunError {
+    /// Also the source, so that `source()` goes on with the kind's cause (a store error's
+    /// `io::Error`) for the `caused by:` lines.
+    #[source]
     kind: Box<RunErrorKind>,
     location: Option<Location>,
 }
@@ -36,6 +39,10 @@ impl RunError {
             RunErrorKind::MissingConfiguration { .. } => {
                 Some("add the keys to the instance file, then run again".into())
             }
+            RunErrorKind::MissingInput { flag, .. } if *flag == "--body" => Some(
+                "pass the body with `--body FILE`, or `--body -` to read it from standard input"
+                    .into(),
+            ),
             RunErrorKind::MissingInput { flag, name, .. } => {
                 Some(format!("pass it with `{flag} {name}=VALUE`"))
             }

@@ -72,8 +72,12 @@ impl VendorResponse {
 /// Sends `request` and reads the whole response.
 ///
 /// Fails on connect, TLS, timeout or a reset connection.
-pub(crate) async fn send(client: &reqwest::Client, request: &PreparedRequest) -> Result<VendorResponse, reqwest::Error> {
-    let method = reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+pub(crate) async fn send(
+    client: &reqwest::Client,
+    request: &PreparedRequest,
+) -> Result<VendorResponse, reqwest::Error> {
+    let method =
+        reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut builder = client.request(method, request.url.clone());
     for (name, value) in &request.headers {
         builder = builder.header(name, value);
@@ -84,7 +88,9 @@ pub(crate) async fn send(client: &reqwest::Client, request: &PreparedRequest) ->
         .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
     builder = match &request.body {
         RequestBody::Empty => builder,
-        RequestBody::Json(body) if has_content_type => builder.body(serde_json::to_vec(body).unwrap_or_default()),
+        RequestBody::Json(body) if has_content_type => {
+            builder.body(serde_json::to_vec(body).unwrap_or_default())
+        }
         RequestBody::Json(body) => builder.json(body),
         RequestBody::Form(fields) => builder.form(fields),
     };

@@ -41,8 +41,8 @@ mod validate;
 
 pub use diagnostic::{Code, Diagnostic, Severity};
 pub use model::{
-    AuthKind, Authentication, ConfigProperty, Connector, Parameter, RESERVED_KEYS, Resource,
-    SECRET_KEYS, Session,
+    AuthKind, Authentication, ConfigProperty, Connector, NOT_SECRET_KEYS, Parameter, RESERVED_KEYS,
+    Resource, SECRET_KEYS, Session,
 };
 pub use pointer::JsonPointer;
 pub use source::{Location, Position, SourceFile, Span};

@@ -43,6 +43,16 @@ pub const SECRET_KEYS: &[&str] = &[
     "oauth.user.refresh_token",
 ];
 
+/// Keys whose values are never secret even when a response saves them: lifetimes and times.
+/// Keys ending in `.url` or `_url` are not secret either.
+pub const NOT_SECRET_KEYS: &[&str] = &[
+    "expires_in",
+    "authentication.time",
+    "oauth.user.refresh_time",
+    "oauth.user.refresh_interval",
+    "oauth.user.token_type",
+];
+
 /// A valid connector definition.
 #[derive(Debug)]
 pub struct Connector {
@@ -105,8 +115,12 @@ impl Connector {
     }
 
     /// True when values of `key` must never be shown: `PASSWORD` properties, the reserved secret
-    /// keys, and every key a response parameter saves (tokens).
+    /// keys, and every key a response parameter saves (tokens), except the bookkeeping keys that
+    /// cannot be secrets (`expires_in`, `authentication.time`, URLs: see [`NOT_SECRET_KEYS`]).
     pub fn is_secret_key(&self, key: &str) -> bool {
+        if NOT_SECRET_KEYS.contains(&key) || key.ends_with(".url") || key.ends_with("_url") {
+            return false;
+        }
         SECRET_KEYS.contains(&key)
             || self
                 .property(key)

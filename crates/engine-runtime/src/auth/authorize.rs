@@ -20,11 +20,11 @@ use sha2::Digest as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::Inputs;
 use crate::engine::{Engine, Run};
 use crate::observer::Observer;
 use crate::request::text_of;
 use crate::run_error::{MissingKey, RunError, RunErrorKind};
-use crate::Inputs;
 
 /// An authorization in progress: the URL a person opens, and the listener waiting for the
 /// callback.
@@ -82,20 +82,25 @@ impl Engine {
         let state = store.load(instance)?;
         let configuration = crate::request::effective_configuration(connector, &state);
         let value = |key: &str| configuration.get(key).and_then(text_of);
-        let authorization_url = value("oauth.authorization.url")
-            .ok_or_else(|| missing("oauth.authorization.url", "the OAuth2 authorization endpoint"))?;
-        let client_id =
-            value("oauth.api.key").ok_or_else(|| missing("oauth.api.key", "the OAuth2 client id"))?;
+        let authorization_url = value("oauth.authorization.url").ok_or_else(|| {
+            missing(
+                "oauth.authorization.url",
+                "the OAuth2 authorization endpoint",
+            )
+        })?;
+        let client_id = value("oauth.api.key")
+            .ok_or_else(|| missing("oauth.api.key", "the OAuth2 client id"))?;
         let redirect_uri = value("oauth.callback.url").ok_or_else(|| {
             missing(
                 "oauth.callback.url",
                 "where the browser returns, e.g. `http://127.0.0.1:8765/callback`",
             )
         })?;
-        let callback = url::Url::parse(&redirect_uri).map_err(|error| RunErrorKind::InvalidUrl {
-            url: redirect_uri.clone(),
-            message: error.to_string(),
-        })?;
+        let callback =
+            url::Url::parse(&redirect_uri).map_err(|error| RunErrorKind::InvalidUrl {
+                url: redirect_uri.clone(),
+                message: error.to_string(),
+            })?;
         let host = callback.host_str().unwrap_or_default().to_owned();
         let loopback = matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
         if callback.scheme() != "http" || !loopback || callback.port().is_none() {
@@ -114,12 +119,11 @@ impl Engine {
                 message: format!("cannot listen on `{bind_host}:{port}` for the callback: {error}"),
             })?;
         let csrf = random_token(24)?;
-        let mut url = url::Url::parse(&authorization_url).map_err(|error| {
-            RunErrorKind::InvalidUrl {
+        let mut url =
+            url::Url::parse(&authorization_url).map_err(|error| RunErrorKind::InvalidUrl {
                 url: authorization_url.clone(),
                 message: error.to_string(),
-            }
-        })?;
+            })?;
         let mut verifier = None;
         {
             let mut query = url.query_pairs_mut();
@@ -209,12 +213,17 @@ impl Engine {
                 let message = format!("the vendor answered `{error}`{description}");
                 let _ = callback.reply.send(page(
                     StatusCode::OK,
-                    &format!("Sign-in failed: {}. You can close this window.", html_escape(&message)),
+                    &format!(
+                        "Sign-in failed: {}. You can close this window.",
+                        html_escape(&message)
+                    ),
                 ));
                 break Err(RunErrorKind::Authorize { message }.into());
             }
             let Some(code) = parameters.get("code") else {
-                let _ = callback.reply.send(page(StatusCode::BAD_REQUEST, "No code in the answer."));
+                let _ = callback
+                    .reply
+                    .send(page(StatusCode::BAD_REQUEST, "No code in the answer."));
                 continue;
             };
             let result = self
@@ -245,7 +254,10 @@ impl Engine {
 
     /// Exchanges an authorization code: the connector's `oauthOnTokenExchange` resource when it
     /// has one, else the built-in `authorization_code` grant. Saves the tokens.
-    #[expect(clippy::too_many_arguments, reason = "one call site; the flow's own values")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the flow's own values"
+    )]
     async fn exchange_code(
         &self,
         connector: &Connector,
@@ -283,8 +295,12 @@ impl Engine {
             };
             let (response, extracted) = run.execute_lifecycle(resource, &inputs).await?;
             run.save(&extracted.saved);
-            let saved =
-                super::oauth2::apply_token_response(&run, &response.body, "oauthOnTokenExchange", true)?;
+            let saved = super::oauth2::apply_token_response(
+                &run,
+                &response.body,
+                "oauthOnTokenExchange",
+                true,
+            )?;
             run.save(&saved);
         } else {
             let configuration = run.configuration();
@@ -308,7 +324,9 @@ impl Engine {
                 return Err(RunErrorKind::AuthFailed {
                     step: "oauth2 authorization_code".into(),
                     status: response.status,
-                    problem: response.problem().map(|problem| run.redactor.redact(&problem)),
+                    problem: response
+                        .problem()
+                        .map(|problem| run.redactor.redact(&problem)),
                     body: run.redactor.redact(&response.body_text()),
                 }
                 .into());
@@ -342,11 +360,10 @@ async fn callback(
     AxumState(sender): AxumState<mpsc::Sender<Callback>>,
     uri: Uri,
 ) -> (StatusCode, Html<String>) {
-    let parameters: HashMap<String, String> = url::form_urlencoded::parse(
-        uri.query().unwrap_or_default().as_bytes(),
-    )
-    .into_owned()
-    .collect();
+    let parameters: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     if !["code", "error", "state"]
         .iter()
         .any(|name| parameters.contains_key(*name))
@@ -355,11 +372,17 @@ async fn callback(
     }
     let (reply, answer) = oneshot::channel();
     if sender.send(Callback { parameters, reply }).await.is_err() {
-        return page(StatusCode::GONE, "This sign-in is over. You can close this window.");
+        return page(
+            StatusCode::GONE,
+            "This sign-in is over. You can close this window.",
+        );
     }
-    answer
-        .await
-        .unwrap_or_else(|_| page(StatusCode::GONE, "This sign-in is over. You can close this window."))
+    answer.await.unwrap_or_else(|_| {
+        page(
+            StatusCode::GONE,
+            "This sign-in is over. You can close this window.",
+        )
+    })
 }
 
 fn page(status: StatusCode, text: &str) -> (StatusCode, Html<String>) {

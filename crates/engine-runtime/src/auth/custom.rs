@@ -36,7 +36,9 @@ pub(crate) async fn obtain(
     if matches!(reason, RefreshReason::NotProvisioned)
         && let Some(on_provision) = on_provision
     {
-        let (_, extracted) = run.execute_lifecycle(on_provision, &Inputs::default()).await?;
+        let (_, extracted) = run
+            .execute_lifecycle(on_provision, &Inputs::default())
+            .await?;
         run.save(&extracted.saved);
     }
     Ok(())

@@ -15,12 +15,19 @@ use crate::request::text_of;
 use crate::run_error::RunError;
 
 /// What obtains the token for `reason`, for messages: `ON REFRESH`, `oauth2 refresh_token` ...
-pub(crate) fn step_name(connector: &Connector, lifecycle: Lifecycle<'_>, reason: &RefreshReason) -> String {
+pub(crate) fn step_name(
+    connector: &Connector,
+    lifecycle: Lifecycle<'_>,
+    reason: &RefreshReason,
+) -> String {
     match lifecycle {
         Lifecycle::None => "nothing".into(),
-        Lifecycle::Custom { provision, refresh, .. } => {
-            custom::step(provision, refresh, reason).kind().label().to_owned()
-        }
+        Lifecycle::Custom {
+            provision, refresh, ..
+        } => custom::step(provision, refresh, reason)
+            .kind()
+            .label()
+            .to_owned(),
         Lifecycle::Oauth2 => {
             let _ = connector;
             "oauth2".into()
@@ -49,13 +56,19 @@ pub(crate) async fn obtain(
 pub(crate) fn plan(run: &mut Run<'_>, lifecycle: Lifecycle<'_>) -> Result<(), RunError> {
     match lifecycle {
         Lifecycle::None => Ok(()),
-        Lifecycle::Custom { provision, refresh, .. } => {
+        Lifecycle::Custom {
+            provision, refresh, ..
+        } => {
             let reason = if lifecycle.marker(&run.configuration()).is_none() {
                 RefreshReason::NotProvisioned
             } else {
                 RefreshReason::SessionAlways
             };
-            run.plan(custom::step(provision, refresh, &reason), &crate::Inputs::default(), None)
+            run.plan(
+                custom::step(provision, refresh, &reason),
+                &crate::Inputs::default(),
+                None,
+            )
         }
         Lifecycle::Oauth2 => {
             let request = oauth2::next_token_request(run)?;

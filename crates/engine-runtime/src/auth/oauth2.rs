@@ -49,7 +49,9 @@ pub(crate) async fn obtain(run: &mut Run<'_>) -> Result<(), RunError> {
         run.save(&saved);
     }
     if let Some(on_refresh) = connector.lifecycle(ResourceType::OnRefresh) {
-        let (_, extracted) = run.execute_lifecycle(on_refresh, &Inputs::default()).await?;
+        let (_, extracted) = run
+            .execute_lifecycle(on_refresh, &Inputs::default())
+            .await?;
         run.save(&extracted.saved);
     }
     Ok(())
@@ -222,7 +224,10 @@ pub(crate) fn apply_token_response(
         .unwrap_or_else(|| run.connector.session().default_expires_in().as_secs());
     saved.insert("oauth.user.token".into(), Value::String(token));
     if let Some(refresh_token) = field("refresh_token").and_then(text_of) {
-        saved.insert("oauth.user.refresh_token".into(), Value::String(refresh_token));
+        saved.insert(
+            "oauth.user.refresh_token".into(),
+            Value::String(refresh_token),
+        );
     }
     if let Some(token_type) = field("token_type").and_then(text_of) {
         saved.insert("oauth.user.token_type".into(), Value::String(token_type));
@@ -247,7 +252,11 @@ fn seconds_until(value: &Value, now_ms: u64) -> Option<u64> {
         }
         other => {
             let number = parse_seconds(other)?;
-            if number < 100_000_000_000 { number * 1000 } else { number }
+            if number < 100_000_000_000 {
+                number * 1000
+            } else {
+                number
+            }
         }
     };
     Some(at_ms.saturating_sub(now_ms) / 1000)
