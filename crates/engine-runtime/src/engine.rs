@@ -706,3 +706,7 @@ impl<'a> Run<'a> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -77,10 +77,7 @@ impl Redactor {
     /// Learns the secret values of `state` (see [`Redactor::for_state`]).
     pub fn learn_state(&mut self, connector: &Connector, state: &State) {
         for (key, value) in state {
-            let named_like_secret = is_secret_name(key)
-                && !key.ends_with(".url")
-                && !key.ends_with("_url")
-                && !engine_spec::NOT_SECRET_KEYS.contains(&key.as_str());
+            let named_like_secret = is_secret_name(key) && !engine_spec::is_never_secret(key);
             if connector.is_secret_key(key) || named_like_secret {
                 match value {
                     serde_json::Value::String(text) => self.learn(text),

@@ -53,6 +53,13 @@ pub const NOT_SECRET_KEYS: &[&str] = &[
     "oauth.user.token_type",
 ];
 
+/// True for keys whose values are never secret: [`NOT_SECRET_KEYS`] and URLs (keys whose last
+/// segment is `url` or ends in `_url`).
+pub fn is_never_secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    NOT_SECRET_KEYS.contains(&key) || last == "url" || last.ends_with("_url")
+}
+
 /// A valid connector definition.
 #[derive(Debug)]
 pub struct Connector {
@@ -118,7 +125,10 @@ impl Connector {
     /// keys, and every key a response parameter saves (tokens), except the bookkeeping keys that
     /// cannot be secrets (`expires_in`, `authentication.time`, URLs: see [`NOT_SECRET_KEYS`]).
     pub fn is_secret_key(&self, key: &str) -> bool {
-        if NOT_SECRET_KEYS.contains(&key) || key.ends_with(".url") || key.ends_with("_url") {
+        let is_url = key
+            .strip_suffix("url")
+            .is_some_and(|rest| rest.ends_with(['.', '_']));
+        if NOT_SECRET_KEYS.contains(&key) || is_url {
             return false;
         }
         SECRET_KEYS.contains(&key)

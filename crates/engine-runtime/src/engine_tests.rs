@@ -1,0 +1,332 @@
+//! The token lifecycle driven by an injected clock against wiremock: expiry without sleeping.
+
+use std::sync::Arc;
+
+use engine_spec::{Connector, SourceFile, validate};
+use engine_store::{MemoryStore, State, StateStore};
+use serde_json::{Value, json};
+use wiremock::matchers::{body_string_contains, header, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::{EngineBuilder, Inputs, ManualClock, NoObserver, RunErrorKind, RunRequest};
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn oauth2_connector(authentication: &str) -> Connector {
+    let text = format!(
+        r#"{{"authentication": {authentication},
+            "configuration": [{{"key": "oauth.token.url", "type": "TEXTFIELD_1000", "required": true}}],
+            "resources": [{{"name": "me", "type": "api", "vendorPath": "/me"}}]}}"#
+    );
+    validate(SourceFile::new("c.json", text))
+        .into_connector()
+        .expect("valid")
+}
+
+fn instance(server: &MockServer, extra: &Value) -> State {
+    let mut state = json!({
+        "base.url": server.uri(),
+        "oauth.token.url": format!("{}/token", server.uri()),
+        "oauth.api.key": "client-id",
+        "oauth.api.secret": "client-secret",
+    });
+    for (key, value) in extra.as_object().expect("an object") {
+        state[key] = value.clone();
+    }
+    match state {
+        Value::Object(map) => map,
+        _ => unreachable!(),
+    }
+}
+
+async fn run(
+    connector: &Connector,
+    store: &MemoryStore,
+    clock: &ManualClock,
+) -> Result<Value, crate::RunError> {
+    let engine = EngineBuilder::new()
+        .clock(Arc::new(clock.clone()))
+        .backoff(std::time::Duration::from_millis(1))
+        .build()?;
+    let inputs = Inputs::default();
+    let request = RunRequest {
+        connector,
+        selector: "me",
+        inputs: &inputs,
+        instance: "i",
+        dry_run: false,
+    };
+    engine
+        .run(&request, store, &NoObserver)
+        .await
+        .map(|output| output.body)
+}
+
+async fn me_answers(server: &MockServer, token: &str) {
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .and(header("authorization", format!("Bearer {token}").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": token})))
+        .mount(server)
+        .await;
+}
+
+fn token_response(token: &str, extra: &Value) -> ResponseTemplate {
+    let mut body = json!({"access_token": token, "token_type": "Bearer"});
+    for (key, value) in extra.as_object().expect("an object") {
+        body[key] = value.clone();
+    }
+    ResponseTemplate::new(200).set_body_json(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_credentials_token_is_reused_until_the_clock_passes_expiry() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("grant_type=client_credentials"))
+        .respond_with(token_response("t1", &json!({"expires_in": "120"})))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(token_response("t2", &json!({"expires_in": 120})))
+        .mount(&server)
+        .await;
+    me_answers(&server, "t1").await;
+    me_answers(&server, "t2").await;
+    let connector = oauth2_connector(r#"{"type": "oauth2ClientCredentials"}"#);
+    let store = MemoryStore::new();
+    store.insert("i", instance(&server, &json!({})));
+    let clock = ManualClock::new(NOW);
+
+    assert_eq!(
+        run(&connector, &store, &clock).await.unwrap(),
+        json!({"ok": "t1"})
+    );
+    let state = store.get("i").unwrap();
+    assert_eq!(state["oauth.user.refresh_time"], NOW.to_string());
+    assert_eq!(state["oauth.user.refresh_interval"], "120");
+    // 89 s later (the skew is 30 s): still fresh, no token request.
+    clock.advance(89_000);
+    assert_eq!(
+        run(&connector, &store, &clock).await.unwrap(),
+        json!({"ok": "t1"})
+    );
+    // 90 s: within the skew, refreshed first.
+    clock.advance(1_000);
+    assert_eq!(
+        run(&connector, &store, &clock).await.unwrap(),
+        json!({"ok": "t2"})
+    );
+    let token_requests = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|request| request.url.path() == "/token")
+        .count();
+    assert_eq!(token_requests, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_rotates_and_a_response_without_refresh_token_keeps_the_old_one() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("refresh_token=r1"))
+        .respond_with(token_response(
+            "t2",
+            &json!({"expires_in": 60, "refresh_token": "r2"}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("refresh_token=r2"))
+        .respond_with(token_response("t3", &json!({"expires_in": 60})))
+        .mount(&server)
+        .await;
+    me_answers(&server, "t2").await;
+    me_answers(&server, "t3").await;
+    let connector = oauth2_connector(r#"{"type": "oauth2"}"#);
+    let store = MemoryStore::new();
+    store.insert(
+        "i",
+        instance(
+            &server,
+            &json!({"oauth.user.token": "t1", "oauth.user.refresh_token": "r1",
+                    "oauth.user.refresh_time": (NOW - 3_600_000).to_string(),
+                    "oauth.user.refresh_interval": "3600"}),
+        ),
+    );
+    let clock = ManualClock::new(NOW);
+    assert_eq!(
+        run(&connector, &store, &clock).await.unwrap(),
+        json!({"ok": "t2"})
+    );
+    assert_eq!(store.get("i").unwrap()["oauth.user.refresh_token"], "r2");
+    clock.advance(60_000);
+    assert_eq!(
+        run(&connector, &store, &clock).await.unwrap(),
+        json!({"ok": "t3"})
+    );
+    assert_eq!(store.get("i").unwrap()["oauth.user.refresh_token"], "r2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_from_expires_at_jwt_or_the_declared_default() {
+    let server = MockServer::start().await;
+    let payload = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        format!(r#"{{"exp": {}}}"#, NOW / 1000 + 300),
+    );
+    let jwt = format!("eyJhbGciOiJub25lIn0.{payload}.x");
+    let cases = [
+        (
+            json!({"expires_at": "2027-01-15T08:01:40Z"}),
+            (1_800_000_100_000 - NOW) / 1000,
+        ),
+        (json!({"expires_on": (NOW / 1000 + 200).to_string()}), 200),
+        (json!({"jwt": true}), 300),
+        (json!({}), 900),
+    ];
+    let connector = validate(SourceFile::new(
+        "c.json",
+        r#"{"authentication": {"type": "oauth2", "grant": "client_credentials"},
+            "session": {"defaultExpiresIn": 900},
+            "configuration": [{"key": "oauth.token.url", "type": "TEXTFIELD_1000", "required": true}],
+            "resources": [{"name": "me", "type": "api", "vendorPath": "/me"}]}"#,
+    ))
+    .into_connector()
+    .unwrap();
+    for (extra, expected) in cases {
+        server.reset().await;
+        let token = if extra.get("jwt").is_some() {
+            jwt.clone()
+        } else {
+            "opaque".to_owned()
+        };
+        let mut response = extra.clone();
+        if let Some(object) = response.as_object_mut() {
+            object.remove("jwt");
+        }
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(token_response(&token, &response))
+            .mount(&server)
+            .await;
+        me_answers(&server, &token).await;
+        let store = MemoryStore::new();
+        store.insert("i", instance(&server, &json!({})));
+        run(&connector, &store, &ManualClock::new(NOW))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get("i").unwrap()["oauth.user.refresh_interval"],
+            expected.to_string(),
+            "{extra}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_client_authentication_and_refresh_parameters_in_the_query() {
+    let server = MockServer::start().await;
+    // base64("client-id:client-secret")
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(header(
+            "authorization",
+            "Basic Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ=",
+        ))
+        .and(query_param("grant_type", "refresh_token"))
+        .and(query_param("refresh_token", "r1"))
+        .respond_with(token_response("t2", &json!({"expires_in": 60})))
+        .mount(&server)
+        .await;
+    me_answers(&server, "t2").await;
+    let connector = oauth2_connector(r#"{"type": "oauth2", "refreshIn": "query"}"#);
+    let store = MemoryStore::new();
+    store.insert(
+        "i",
+        instance(
+            &server,
+            &json!({"oauth.basic.header": "true", "oauth.user.refresh_token": "r1"}),
+        ),
+    );
+    assert_eq!(
+        run(&connector, &store, &ManualClock::new(NOW))
+            .await
+            .unwrap(),
+        json!({"ok": "t2"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_token_errors_are_retried_and_invalid_grant_is_not() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "0"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(token_response("t1", &json!({"expires_in": 60})))
+        .mount(&server)
+        .await;
+    me_answers(&server, "t1").await;
+    let connector = oauth2_connector(r#"{"type": "oauth2ClientCredentials"}"#);
+    let store = MemoryStore::new();
+    store.insert("i", instance(&server, &json!({})));
+    assert_eq!(
+        run(&connector, &store, &ManualClock::new(NOW))
+            .await
+            .unwrap(),
+        json!({"ok": "t1"})
+    );
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            json!({"error": "invalid_grant", "error_description": "refresh token revoked"}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let connector = oauth2_connector(r#"{"type": "oauth2"}"#);
+    let store = MemoryStore::new();
+    let before = instance(&server, &json!({"oauth.user.refresh_token": "r-old"}));
+    store.insert("i", before.clone());
+    let error = run(&connector, &store, &ManualClock::new(NOW))
+        .await
+        .unwrap_err();
+    match error.kind() {
+        RunErrorKind::AuthFailed { problem, .. } => assert_eq!(
+            problem.as_deref(),
+            Some("invalid_grant: refresh token revoked")
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.load("i").unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_code_without_tokens_asks_for_engine_authorize() {
+    let server = MockServer::start().await;
+    let connector = oauth2_connector(r#"{"type": "oauth2"}"#);
+    let store = MemoryStore::new();
+    store.insert("i", instance(&server, &json!({})));
+    let error = run(&connector, &store, &ManualClock::new(NOW))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.kind(), RunErrorKind::NotAuthorized { .. }),
+        "{error}"
+    );
+    assert!(error.hint().unwrap().contains("engine authorize"));
+}
