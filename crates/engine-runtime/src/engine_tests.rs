@@ -330,3 +330,38 @@ async fn authorization_code_without_tokens_asks_for_engine_authorize() {
     );
     assert!(error.hint().unwrap().contains("engine authorize"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_mapped_elsewhere_gets_no_bearer_header() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .and(query_param("access_token", "t1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true})))
+        .mount(&server)
+        .await;
+    let connector = validate(SourceFile::new(
+        "c.json",
+        r#"{"authentication": {"type": "oauth2"},
+            "configuration": [{"key": "oauth.token.url", "type": "TEXTFIELD_1000", "required": true}],
+            "resources": [{"name": "me", "type": "api", "vendorPath": "/me", "parameters": [
+              {"name": "${configuration.oauth.user.token}", "type": "value",
+               "vendorName": "access_token", "vendorType": "query"}]}]}"#,
+    ))
+    .into_connector()
+    .unwrap();
+    let store = MemoryStore::new();
+    store.insert(
+        "i",
+        instance(
+            &server,
+            &json!({"oauth.user.token": "t1", "oauth.user.refresh_time": NOW.to_string(),
+                    "oauth.user.refresh_interval": "3600"}),
+        ),
+    );
+    run(&connector, &store, &ManualClock::new(NOW))
+        .await
+        .unwrap();
+    let requests = server.received_requests().await.unwrap();
+    assert!(requests[0].headers.get("authorization").is_none());
+}

@@ -332,7 +332,7 @@ pub(crate) fn build(
         body = Some(input.clone());
     }
     if context.authenticate {
-        add_authentication(context, &mut headers);
+        add_authentication(context, &parameters, &mut headers);
     }
     let url = build_url(
         context,
@@ -536,15 +536,26 @@ fn set_dotted(target: &mut Value, name: &str, value: Value) {
     }
 }
 
-/// Adds the authentication the connector's type implies, unless a parameter already set the
-/// `Authorization` header: Basic from `username`/`password`, Bearer from `oauth.user.token`.
-fn add_authentication(context: &BuildContext<'_>, headers: &mut Vec<(String, String)>) {
+/// Adds the authentication the connector's type implies: Basic from `username`/`password`,
+/// Bearer from `oauth.user.token`. Not when a parameter already sets `Authorization`, nor (for
+/// OAuth2) when a parameter maps `oauth.user.token` somewhere else, such as a query parameter.
+fn add_authentication(
+    context: &BuildContext<'_>,
+    parameters: &[&Parameter],
+    headers: &mut Vec<(String, String)>,
+) {
     if headers
         .iter()
         .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
     {
         return;
     }
+    let maps_token = parameters.iter().any(|parameter| {
+        (parameter.kind() == ParameterKind::Configuration && parameter.name() == "oauth.user.token")
+            || parameter
+                .template()
+                .is_some_and(|template| template.keys().any(|key| key == "oauth.user.token"))
+    });
     let value = |key: &str| context.configuration.get(key).and_then(text_of);
     match context.connector.authentication().kind() {
         AuthKind::Basic => {
@@ -554,12 +565,12 @@ fn add_authentication(context: &BuildContext<'_>, headers: &mut Vec<(String, Str
                 headers.push(("Authorization".into(), format!("Basic {encoded}")));
             }
         }
-        AuthKind::Oauth2 => {
+        AuthKind::Oauth2 if !maps_token => {
             if let Some(token) = value("oauth.user.token") {
                 headers.push(("Authorization".into(), format!("Bearer {token}")));
             }
         }
-        AuthKind::Custom | AuthKind::ApiKey | AuthKind::None => {}
+        AuthKind::Oauth2 | AuthKind::Custom | AuthKind::ApiKey | AuthKind::None => {}
     }
 }
 
