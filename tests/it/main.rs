@@ -5,5 +5,8 @@
 mod support;
 
 mod auth;
+mod lifecycle;
+mod run;
+mod store;
 
 mod validate;

@@ -40,6 +40,8 @@ impl fmt::Debug for JsonPath {
 pub struct JsonPathError {
     /// What the parser said.
     pub message: String,
+    /// The byte offset in the path where the parser stopped, when it says.
+    pub offset: Option<usize>,
 }
 
 impl JsonPath {
@@ -49,14 +51,8 @@ impl JsonPath {
     /// empty or has an empty segment.
     pub fn compile(text: &str) -> Result<Self, JsonPathError> {
         if text.starts_with('$') {
-            let query = parse_json_path(text).map_err(|error| JsonPathError {
-                message: error
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
-            })?;
+            let query =
+                parse_json_path(text).map_err(|error| parse_error(text, &error.to_string()))?;
             return Ok(Self {
                 source: text.to_owned(),
                 query: Some(query),
@@ -65,6 +61,7 @@ impl JsonPath {
         if text.is_empty() || text.split('.').any(str::is_empty) {
             return Err(JsonPathError {
                 message: format!("`{text}` is not a name, a dotted path or a JSONPath"),
+                offset: None,
             });
         }
         Ok(Self {
@@ -99,6 +96,32 @@ impl JsonPath {
     }
 }
 
+/// The parser's report as one short message and an offset. Its text reads
+/// `Failed to parse rule:  --> 1:22 | ... | = expected int`: keep the `expected ...` line and the
+/// column.
+fn parse_error(text: &str, report: &str) -> JsonPathError {
+    let expected = report
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("= "))
+        .next_back();
+    let offset = report
+        .split_once("--> ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|position| position.split_once(':'))
+        .and_then(|(_, column)| column.parse::<usize>().ok())
+        .map(|column| {
+            text.char_indices()
+                .nth(column.saturating_sub(1))
+                .map_or(text.len(), |(index, _)| index)
+        });
+    let message = match (expected, offset) {
+        (Some(expected), Some(offset)) => format!("{expected} at column {}", offset + 1),
+        (Some(expected), None) => expected.to_owned(),
+        _ => report.lines().next().unwrap_or_default().to_owned(),
+    };
+    JsonPathError { message, offset }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -119,7 +142,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_paths() {
-        assert!(JsonPath::compile("$.items[").is_err());
+        let error = JsonPath::compile("$.items[").unwrap_err();
+        assert_eq!(error.message, "expected selector at column 9");
+        assert_eq!(error.offset, Some(8));
         assert!(JsonPath::compile("a..b").is_err());
     }
 }

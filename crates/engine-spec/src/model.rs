@@ -1,5 +1,5 @@
 //! The validated connector. If you hold a [`Connector`], it is valid: its fields are private and
-//! [`crate::validate`] is the only way to build one.
+//! [`crate::validate()`] is the only way to build one.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! These types are the single source of truth for the JSON Schema
 //! (`schemas/connector.schema.json` is generated from them by [`crate::schema`]). Fields that real
 //! element.json exports carry and the engine does not use are accepted through the `extra` maps and
-//! ignored; [`crate::validate`] turns these types into the [`crate::Connector`] model.
+//! ignored; [`crate::validate()`] turns these types into the [`crate::Connector`] model.
 
 use std::collections::BTreeMap;
 

@@ -1,10 +1,10 @@
 //! The JSON Schema of connector files: generated from the wire types in [`crate::raw`], checked in
-//! as `schemas/connector.schema.json` for editors, and used by [`crate::validate`] to report every
+//! as `schemas/connector.schema.json` for editors, and used by [`crate::validate()`] to report every
 //! structural problem at once, by pointer.
 
 use std::sync::LazyLock;
 
-use jsonschema::error::ValidationErrorKind;
+use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::Value;
 
 use crate::diagnostic::{Code, Diagnostic};
@@ -46,10 +46,108 @@ pub fn connector_schema_text() -> String {
     text
 }
 
+static SCHEMA: LazyLock<Value> = LazyLock::new(connector_schema);
+
 static VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
-    jsonschema::validator_for(&connector_schema())
+    jsonschema::validator_for(&SCHEMA)
         .expect("the generated schema is valid draft 2020-12 (tested)")
 });
+
+/// An object of a connector file that has a fixed set of fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ObjectKind {
+    /// The document.
+    Connector,
+    /// `authentication`.
+    Authentication,
+    /// `session`.
+    Session,
+    /// An element of `configuration`.
+    Configuration,
+    /// An element of `parameters` (global or a resource's).
+    Parameter,
+    /// An element of `resources`.
+    Resource,
+}
+
+impl ObjectKind {
+    /// What the object is called in messages.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Self::Connector => "the connector",
+            Self::Authentication => "`authentication`",
+            Self::Session => "`session`",
+            Self::Configuration => "a configuration property",
+            Self::Parameter => "a parameter",
+            Self::Resource => "a resource",
+        }
+    }
+
+    /// The object a pointer addresses, when it is one of these.
+    pub(crate) fn at(pointer: &JsonPointer) -> Option<Self> {
+        let tokens: Vec<String> = pointer.tokens().collect();
+        let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        let is_index = |token: &str| token.parse::<usize>().is_ok();
+        Some(match tokens.as_slice() {
+            [] => Self::Connector,
+            ["authentication"] => Self::Authentication,
+            ["session"] => Self::Session,
+            ["configuration", index] if is_index(index) => Self::Configuration,
+            ["parameters", index] if is_index(index) => Self::Parameter,
+            ["resources", index] if is_index(index) => Self::Resource,
+            ["resources", index, "parameters", position]
+                if is_index(index) && is_index(position) =>
+            {
+                Self::Parameter
+            }
+            _ => return None,
+        })
+    }
+
+    /// The fields the schema declares for this object, read from the generated schema (the one
+    /// source of truth: the wire types in [`crate::raw`]).
+    pub(crate) fn known_fields(self) -> &'static [String] {
+        static FIELDS: LazyLock<Vec<(ObjectKind, Vec<String>)>> = LazyLock::new(|| {
+            use schemars::JsonSchema;
+
+            use crate::raw::{
+                RawAuthentication, RawConfiguration, RawParameter, RawResource, RawSession,
+            };
+            let properties = |object: &Value| -> Vec<String> {
+                object
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .map(|properties| properties.keys().cloned().collect())
+                    .unwrap_or_default()
+            };
+            let definition = |name: &str| properties(&SCHEMA["$defs"][name]);
+            vec![
+                (ObjectKind::Connector, properties(&SCHEMA)),
+                (
+                    ObjectKind::Authentication,
+                    definition(&RawAuthentication::schema_name()),
+                ),
+                (ObjectKind::Session, definition(&RawSession::schema_name())),
+                (
+                    ObjectKind::Configuration,
+                    definition(&RawConfiguration::schema_name()),
+                ),
+                (
+                    ObjectKind::Parameter,
+                    definition(&RawParameter::schema_name()),
+                ),
+                (
+                    ObjectKind::Resource,
+                    definition(&RawResource::schema_name()),
+                ),
+            ]
+        });
+        FIELDS
+            .iter()
+            .find(|(kind, _)| *kind == self)
+            .map_or(&[], |(_, fields)| fields.as_slice())
+    }
+}
 
 /// Checks `document` against the schema; one diagnostic per problem, none when it conforms.
 pub(crate) fn check(document: &Value, file: &std::path::Path) -> Vec<Diagnostic> {
@@ -103,13 +201,79 @@ fn diagnose(error: &jsonschema::ValidationError<'_>, file: &std::path::Path) -> 
             ),
         )
         .with_label("in this object"),
-        ValidationErrorKind::AdditionalProperties { unexpected } => Diagnostic::new(
-            Code::Schema,
-            location,
-            format!("unknown field `{}`", unexpected.join("`, `")),
-        )
-        .with_label("not allowed here"),
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let known = ObjectKind::at(&pointer).map_or(&[][..], ObjectKind::known_fields);
+            let first = unexpected.first().map_or("", String::as_str);
+            Diagnostic::new(
+                Code::Schema,
+                Location::new(file, pointer.field(first)),
+                format!("unknown field `{}`", unexpected.join("`, `")),
+            )
+            .with_label("not allowed here")
+            .with_help_opt(
+                suggest::hint(first, known.iter().map(String::as_str)).or_else(|| {
+                    (!known.is_empty()).then(|| {
+                        format!(
+                            "expected one of: {}",
+                            known
+                                .iter()
+                                .map(|field| format!("`{field}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })
+                }),
+            )
+        }
+        ValidationErrorKind::Type { kind } => {
+            let expected: Vec<String> = match kind {
+                TypeKind::Single(single) => vec![single.to_string()],
+                TypeKind::Multiple(set) => set.iter().map(|one| one.to_string()).collect(),
+            };
+            let expected: Vec<String> = expected
+                .iter()
+                .filter(|name| *name != "null")
+                .map(|name| with_article(name))
+                .collect();
+            let found = with_article(match error.instance().as_ref() {
+                Value::Null => "null",
+                Value::Bool(_) => "boolean",
+                Value::Number(_) => "number",
+                Value::String(_) => "string",
+                Value::Array(_) => "array",
+                Value::Object(_) => "object",
+            });
+            Diagnostic::new(
+                Code::Schema,
+                location,
+                format!(
+                    "wrong type for `{}`: expected {}, found {found}",
+                    field_name(&pointer),
+                    expected.join(" or ")
+                ),
+            )
+            .with_label("wrong type")
+        }
         _ => Diagnostic::new(Code::Schema, location, error.to_string()).with_label("wrong value"),
+    }
+}
+
+/// `a boolean`, `an object`.
+fn with_article(name: &str) -> String {
+    if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {name}")
+    } else {
+        format!("a {name}")
+    }
+}
+
+/// The field a pointer ends at, as people write it: `required`, `resources[0]`, `(document)`.
+fn field_name(pointer: &JsonPointer) -> String {
+    let tokens: Vec<String> = pointer.tokens().collect();
+    match tokens.as_slice() {
+        [] => "(document)".to_owned(),
+        [.., parent, index] if index.parse::<usize>().is_ok() => format!("{parent}[{index}]"),
+        [.., last] => last.clone(),
     }
 }
 

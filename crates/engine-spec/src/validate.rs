@@ -372,7 +372,10 @@ impl Builder<'_> {
                 if raw.kind == ParameterKind::Configuration {
                     self.check_key(&raw.name, pointer.field("name"), None);
                 }
-                if raw.kind == ParameterKind::PrevBodyField {
+                if matches!(
+                    raw.kind,
+                    ParameterKind::PrevBodyField | ParameterKind::BodyField
+                ) {
                     path = self.json_path(&raw.name, pointer.field("name"));
                 }
             }
@@ -569,13 +572,17 @@ impl Builder<'_> {
         match JsonPath::compile(text) {
             Ok(path) => Some(path),
             Err(error) => {
+                let location = match error.offset {
+                    Some(offset) => self.location(pointer).narrow(offset, offset + 1),
+                    None => self.location(pointer),
+                };
                 self.diagnostics.push(
                     Diagnostic::new(
                         Code::InvalidJsonPath,
-                        self.location(pointer),
+                        location,
                         format!("invalid JSONPath `{text}`: {}", error.message),
                     )
-                    .with_label("does not compile")
+                    .with_label("here")
                     .with_help("write a top-level name (`access_token`), a dotted path (`data.token`) or a JSONPath starting with `$`"),
                 );
                 None

@@ -3,6 +3,7 @@
 use assert_cmd::Command;
 
 pub(crate) mod oidc;
+pub(crate) mod run;
 
 /// The repository root.
 pub fn repo_root() -> std::path::PathBuf {
@@ -14,6 +15,9 @@ pub fn repo_root() -> std::path::PathBuf {
 #[must_use]
 pub fn engine() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_engine"));
-    command.current_dir(repo_root()).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    command
+        .current_dir(repo_root())
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG");
     command
 }

@@ -1,14 +1,43 @@
 //! Semantic checks that run on a decoded connector, one file per family. Each pushes
 //! [`Diagnostic`]s; none stops the others.
 //!
-//! Checks that need compiled templates and JSONPaths (undeclared keys, placeholders, chains) run
-//! while [`crate::validate`] builds the model; the ones here look at the whole connector.
+//! Checks that need compiled templates and JSONPaths while they are compiled (undeclared keys,
+//! placeholders, chains) run while [`crate::validate()`] builds the model; the ones here look at the
+//! whole connector:
+//!
+//! | file | codes |
+//! | --- | --- |
+//! | [`lifecycle`] | E0201 `no-refresh`, E0202 `token-on-provision` |
+//! | [`auth`] | E0204 `auth-incomplete` |
+//! | [`resources`] | E0301 `duplicate-resource` |
+//! | [`paths`] | E0305 `query-in-vendor-path` |
+//! | [`secrets`] | E0401 `secret-in-value`, E0402 `password-default` |
+//! | [`unsupported`] | W0501 `not-executed` |
+//! | [`fields`] | W0502 `unknown-field` |
 
 use std::path::Path;
 
 use crate::diagnostic::Diagnostic;
 use crate::model::Connector;
 use crate::raw::RawConnector;
+
+mod auth;
+mod fields;
+mod lifecycle;
+mod paths;
+mod resources;
+mod secrets;
+mod unsupported;
+
+/// What every check reads: the wire types as written, the model built from them, and the file.
+pub(crate) struct Input<'a> {
+    /// The connector as written.
+    pub(crate) raw: &'a RawConnector,
+    /// The model built from it (possibly with errors already reported).
+    pub(crate) connector: &'a Connector,
+    /// The file, for locations.
+    pub(crate) file: &'a Path,
+}
 
 /// Runs every check. `connector` is the model built so far (`None` when building failed).
 pub(crate) fn run(
@@ -17,5 +46,64 @@ pub(crate) fn run(
     file: &Path,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    let _ = (raw, connector, file, diagnostics);
+    // Unknown fields need only the wire types.
+    fields::check(raw, file, diagnostics);
+    let Some(connector) = connector else {
+        return;
+    };
+    let input = Input {
+        raw,
+        connector,
+        file,
+    };
+    lifecycle::check(&input, diagnostics);
+    auth::check(&input, diagnostics);
+    resources::check(&input, diagnostics);
+    paths::check(&input, diagnostics);
+    secrets::check(&input, diagnostics);
+    unsupported::check(&input, diagnostics);
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Runs the whole pipeline on a text and keeps the codes, for the checks' unit tests.
+
+    use crate::diagnostic::{Code, Diagnostic};
+    use crate::source::SourceFile;
+
+    /// Every diagnostic of `text`.
+    pub(crate) fn diagnostics(text: &str) -> Vec<Diagnostic> {
+        crate::validate(SourceFile::new("c.json", text))
+            .diagnostics()
+            .to_vec()
+    }
+
+    /// The diagnostics of `text` with `code`.
+    pub(crate) fn with_code(text: &str, code: Code) -> Vec<Diagnostic> {
+        diagnostics(text)
+            .into_iter()
+            .filter(|diagnostic| diagnostic.code == code)
+            .collect()
+    }
+
+    /// Every file of the compat exports, as text.
+    pub(crate) fn compat() -> Vec<(String, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/compat");
+        let mut files: Vec<_> = fs_err::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| {
+                path.extension()
+                    .is_some_and(|extension| extension == "json")
+            })
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|path| {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, fs_err::read_to_string(&path).unwrap())
+            })
+            .collect()
+    }
 }
