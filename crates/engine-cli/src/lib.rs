@@ -17,7 +17,7 @@ pub use exit::Exit;
 
 /// A declarative connector engine: validate and run vendor API connectors described in JSON.
 #[derive(Debug, Parser)]
-#[command(name = "engine", version, about, long_about = None)]
+#[command(name = "engine", version)]
 #[command(propagate_version = true, max_term_width = 100)]
 struct Cli {
     #[command(subcommand)]
