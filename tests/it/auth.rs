@@ -28,11 +28,11 @@ fn write_instance(dir: &Path, instance: &Value) -> PathBuf {
 }
 
 fn fs_write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
+    fs_err::write(path, text).unwrap();
 }
 
 fn read_instance(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    serde_json::from_str(&fs_err::read_to_string(path).unwrap()).unwrap()
 }
 
 fn free_port() -> u16 {
@@ -116,14 +116,14 @@ fn wrong_client_secret_is_an_authentication_failure() {
             "oauth.api.secret": "not-the-secret",
         }),
     );
-    let before = std::fs::read_to_string(&instance).unwrap();
+    let before = fs_err::read_to_string(&instance).unwrap();
     let (code, _, stderr) = run_me(&fixture("client-credentials.json"), &instance);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("authentication failed"), "{stderr}");
     assert!(stderr.contains("invalid_client"), "{stderr}");
     assert!(stderr.contains("re-authenticate"), "{stderr}");
     assert!(!stderr.contains("not-the-secret"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(&instance).unwrap(), before);
+    assert_eq!(fs_err::read_to_string(&instance).unwrap(), before);
 }
 
 /// Starts `engine authorize --no-browser` and returns the child and the URL it printed.
@@ -227,7 +227,7 @@ async fn reused_refresh_token_is_invalid_grant_and_keeps_the_instance() {
     let callback = format!("http://127.0.0.1:{}/callback", free_port());
     let instance = authorize(&server, dir.path(), &callback).await;
     let connector = fixture("authorization-code.json");
-    let stale = std::fs::read_to_string(&instance).unwrap();
+    let stale = fs_err::read_to_string(&instance).unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (connector_path, instance_path) = (connector.clone(), instance.clone());
     let (code, _, stderr) =
@@ -245,7 +245,7 @@ async fn reused_refresh_token_is_invalid_grant_and_keeps_the_instance() {
     assert!(stderr.contains("invalid_grant"), "{stderr}");
     assert!(stderr.contains("re-authenticate"), "{stderr}");
     assert_eq!(
-        std::fs::read_to_string(dir.path().join("instance.json")).unwrap(),
+        fs_err::read_to_string(dir.path().join("instance.json")).unwrap(),
         stale
     );
 }
@@ -266,7 +266,7 @@ async fn declined_sign_in_shows_the_vendor_error() {
             "oauth.api.secret": BASIC_CLIENT_SECRET,
         }),
     );
-    let before = std::fs::read_to_string(&instance).unwrap();
+    let before = fs_err::read_to_string(&instance).unwrap();
     let (child, url) = start_authorize(&fixture("authorization-code.json"), &instance);
     let answer = drive_login(&url, &callback, true).await;
     let page = reqwest::get(&answer).await.unwrap();
@@ -274,7 +274,7 @@ async fn declined_sign_in_shows_the_vendor_error() {
     let (code, stderr) = finish(child);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("access_denied"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(&instance).unwrap(), before);
+    assert_eq!(fs_err::read_to_string(&instance).unwrap(), before);
 }
 
 #[test]

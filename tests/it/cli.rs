@@ -41,5 +41,8 @@ fn usage_errors_exit_2() {
         "novalue",
     ]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("expected `NAME=VALUE`, got `novalue`"), "{stderr}");
+    assert!(
+        stderr.contains("expected `NAME=VALUE`, got `novalue`"),
+        "{stderr}"
+    );
 }

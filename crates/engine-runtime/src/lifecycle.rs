@@ -16,11 +16,11 @@ use crate::observer::RefreshReason;
 /// How a connector obtains its tokens.
 #[derive(Debug, Clone, Copy)]
 pub enum Lifecycle<'a> {
-    /// No tokens: basic, API key, none, or custom without `PROVISION AUTH VALIDATION`.
+    /// No tokens: basic, API key, none, or custom without lifecycle resources.
     None,
     /// The connector's own lifecycle resources.
     Custom {
-        /// `PROVISION AUTH VALIDATION`: obtains the first token.
+        /// `PROVISION AUTH VALIDATION` (else `ON REFRESH`): obtains the first token.
         provision: &'a Resource,
         /// `ON REFRESH`, when the connector has one (else `provision` runs again).
         refresh: Option<&'a Resource>,
@@ -36,7 +36,11 @@ impl<'a> Lifecycle<'a> {
     pub fn of(connector: &'a Connector) -> Self {
         match connector.authentication().kind() {
             AuthKind::Oauth2 => Self::Oauth2,
-            AuthKind::Custom => match connector.lifecycle(ResourceType::ProvisionAuthValidation) {
+            // Without `PROVISION AUTH VALIDATION`, `ON REFRESH` obtains the first token too.
+            AuthKind::Custom => match connector
+                .lifecycle(ResourceType::ProvisionAuthValidation)
+                .or_else(|| connector.lifecycle(ResourceType::OnRefresh))
+            {
                 Some(provision) => Self::Custom {
                     provision,
                     refresh: connector.lifecycle(ResourceType::OnRefresh),

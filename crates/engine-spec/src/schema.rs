@@ -1,6 +1,6 @@
 //! The JSON Schema of connector files: generated from the wire types in [`crate::raw`], checked in
-//! as `schemas/connector.schema.json` for editors, and used by [`crate::validate()`] to report every
-//! structural problem at once, by pointer.
+//! as `schemas/connector.schema.json` for editors, and used by [`crate::validate()`] to report
+//! every structural problem at once, by pointer.
 
 use std::sync::LazyLock;
 

@@ -1,9 +1,9 @@
 //! Semantic checks that run on a decoded connector, one file per family. Each pushes
 //! [`Diagnostic`]s; none stops the others.
 //!
-//! Checks that need compiled templates and JSONPaths while they are compiled (undeclared keys,
-//! placeholders, chains) run while [`crate::validate()`] builds the model; the ones here look at the
-//! whole connector:
+//! Checks that need templates and JSONPaths while they are compiled (undeclared keys,
+//! placeholders, chains) run while [`crate::validate()`] builds the model; the ones here look at
+//! the whole connector:
 //!
 //! | file | codes |
 //! | --- | --- |

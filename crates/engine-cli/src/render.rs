@@ -1,0 +1,272 @@
+//! The one renderer of messages for people: validation diagnostics and runtime errors alike.
+//!
+//! Build a [`Message`] and call [`render_human`]; print the result to stderr. The output follows
+//! rustc, Hurl and just:
+//!
+//! ```text
+//! error[E0101]: unknown configuration key `authenticaton.time`
+//!   --> connectors/acme.json:14:34
+//!    |
+//! 14 |       "name": "${configuration.authenticaton.time}",
+//!    |                                  ^^^^^^^^^^^^^^^^^^ not declared in `configuration`
+//!    |
+//! hint: did you mean `authentication.time`?
+//! caused by: …
+//! ```
+//!
+//! A message without a location prints its title, one indented `caused by: …` line per cause,
+//! then its hint. Only the line where the span starts is shown (a span running over several
+//! lines is underlined to the end of its first line), so a diagnostic on a large object stays
+//! short.
+//! Colour is the caller's decision ([`color_enabled`] for stderr).
+//!
+//! `annotate-snippets` does the drawing; its types stay in this module.
+
+use std::io::IsTerminal;
+use std::ops::Range;
+use std::path::Path;
+
+use annotate_snippets::{AnnotationKind, Group, Level as SnippetLevel, Renderer, Snippet};
+use engine_spec::{Diagnostic, Report, Severity};
+
+/// How bad a [`Message`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// `error`.
+    Error,
+    /// `warning`.
+    Warning,
+}
+
+/// A place in a source file a [`Message`] points at.
+#[derive(Debug, Clone)]
+pub(crate) struct Source<'a> {
+    /// The whole text of the file.
+    pub(crate) text: &'a str,
+    /// The path as shown after `-->`.
+    pub(crate) path: &'a Path,
+    /// The byte range the carets underline.
+    pub(crate) span: Range<usize>,
+    /// The note printed after the carets.
+    pub(crate) label: Option<&'a str>,
+}
+
+/// Something to tell a person: a diagnostic, or an error of another command.
+#[derive(Debug, Clone)]
+pub(crate) struct Message<'a> {
+    /// Error or warning.
+    pub(crate) level: Level,
+    /// A stable code such as `E0101`, printed as `error[E0101]`.
+    pub(crate) code: Option<&'a str>,
+    /// What is wrong: lowercase, no trailing period.
+    pub(crate) title: &'a str,
+    /// Where, when known.
+    pub(crate) source: Option<Source<'a>>,
+    /// What to do, printed as `hint: …`.
+    pub(crate) help: Option<&'a str>,
+    /// The causal chain, outermost first, printed as `caused by: …`.
+    pub(crate) causes: Vec<String>,
+}
+
+impl<'a> Message<'a> {
+    /// A message with nothing but a level and a text.
+    pub(crate) fn new(level: Level, title: &'a str) -> Self {
+        Self {
+            level,
+            code: None,
+            title,
+            source: None,
+            help: None,
+            causes: Vec::new(),
+        }
+    }
+
+    /// The message of diagnostic `index` of `report`.
+    pub(crate) fn from_diagnostic(report: &'a Report, index: usize) -> Self {
+        let diagnostic: &'a Diagnostic = &report.diagnostics()[index];
+        let source = report.span(index).map(|span| Source {
+            text: report.source().text(),
+            path: report.source().path(),
+            span: span.start..span.end,
+            label: diagnostic.label.as_deref(),
+        });
+        Self {
+            level: match diagnostic.severity {
+                Severity::Error => Level::Error,
+                Severity::Warning => Level::Warning,
+            },
+            code: Some(diagnostic.code.as_str()),
+            title: &diagnostic.message,
+            source,
+            help: diagnostic.help.as_deref(),
+            causes: Vec::new(),
+        }
+    }
+}
+
+/// True when messages on stderr may be coloured: stderr is a terminal and `NO_COLOR` is unset or
+/// empty.
+pub(crate) fn color_enabled() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|no| no.is_empty())
+}
+
+/// Renders `message` for people, with ANSI colours when `color` is true. The text ends with a
+/// newline.
+pub(crate) fn render_human(message: &Message<'_>, color: bool) -> String {
+    let level = match message.level {
+        Level::Error => SnippetLevel::ERROR,
+        Level::Warning => SnippetLevel::WARNING,
+    };
+    let mut title = level.primary_title(message.title);
+    if let Some(code) = message.code {
+        title = title.id(code);
+    }
+    let mut group = Group::with_title(title);
+    // Only the first line of the span is shown; `line_text` borrows it from the whole text.
+    if let Some(source) = &message.source {
+        let (line, line_start, line_text) = first_line(source.text, source.span.start);
+        let start = source.span.start - line_start;
+        let end = source
+            .span
+            .end
+            .saturating_sub(line_start)
+            .clamp(start, line_text.len());
+        let mut annotation = AnnotationKind::Primary.span(start..end);
+        if let Some(label) = source.label {
+            annotation = annotation.label(label);
+        }
+        group = group.element(
+            Snippet::source(line_text)
+                .line_start(line)
+                .path(source.path.display().to_string())
+                .annotation(annotation),
+        );
+    }
+    let renderer = if color {
+        Renderer::styled()
+    } else {
+        Renderer::plain()
+    };
+    let hint = message
+        .help
+        .map(|help| Group::with_title(SnippetLevel::HELP.with_name("hint").secondary_title(help)));
+    let mut text = if message.source.is_some() {
+        // The hint follows the snippet's closing gutter line, at the left margin.
+        let mut groups = vec![group];
+        groups.extend(hint);
+        groups.extend(message.causes.iter().map(|cause| {
+            Group::with_title(
+                SnippetLevel::NOTE
+                    .with_name("caused by")
+                    .secondary_title(cause.as_str()),
+            )
+        }));
+        renderer.render(&groups)
+    } else {
+        // Without a snippet there is no gutter: one line each, causes indented under the title.
+        let mut text = renderer.render(&[group]);
+        for cause in &message.causes {
+            let cause = Group::with_title(
+                SnippetLevel::NOTE
+                    .with_name("caused by")
+                    .secondary_title(cause.as_str()),
+            );
+            text.push_str("\n  ");
+            text.push_str(&renderer.render(&[cause]));
+        }
+        if let Some(hint) = hint {
+            text.push('\n');
+            text.push_str(&renderer.render(&[hint]));
+        }
+        text
+    };
+    text.push('\n');
+    text
+}
+
+/// The 1-based number, byte offset and text (without its newline) of the line holding `offset`.
+fn first_line(text: &str, offset: usize) -> (usize, usize, &str) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let start = text[..offset].rfind('\n').map_or(0, |index| index + 1);
+    let end = text[offset..]
+        .find('\n')
+        .map_or(text.len(), |index| offset + index);
+    let line = text[..start].bytes().filter(|&byte| byte == b'\n').count() + 1;
+    (line, start, text[start..end].trim_end_matches('\r'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_location_source_line_carets_hint_and_causes() {
+        let text = "{\n  \"resources\": [\n    {\"name\": \"${configuration.authenticaton.time}\"}\n  ]\n}\n";
+        let start = text.find("authenticaton").unwrap();
+        let message = Message {
+            level: Level::Error,
+            code: Some("E0101"),
+            title: "unknown configuration key `authenticaton.time`",
+            source: Some(Source {
+                text,
+                path: Path::new("connectors/acme.json"),
+                span: start..start + "authenticaton.time".len(),
+                label: Some("not declared in `configuration`"),
+            }),
+            help: Some("did you mean `authentication.time`?"),
+            causes: vec!["a cause".to_owned()],
+        };
+        assert_eq!(
+            render_human(&message, false),
+            r#"error[E0101]: unknown configuration key `authenticaton.time`
+ --> connectors/acme.json:3:31
+  |
+3 |     {"name": "${configuration.authenticaton.time}"}
+  |                               ^^^^^^^^^^^^^^^^^^ not declared in `configuration`
+  |
+hint: did you mean `authentication.time`?
+caused by: a cause
+"#
+        );
+    }
+
+    #[test]
+    fn renders_causes_and_hint_without_a_location() {
+        let mut message = Message::new(Level::Error, "cannot read `missing.json`");
+        message.help = Some("check the path");
+        message.causes = vec!["No such file or directory (os error 2)".to_owned()];
+        assert_eq!(
+            render_human(&message, false),
+            "error: cannot read `missing.json`\n  caused by: No such file or directory (os error 2)\nhint: check the path\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_spans_show_their_first_line() {
+        let text = "{\n  \"hooks\": [\n    {\"type\": \"event\"}\n  ]\n}";
+        let start = text.find('[').unwrap();
+        let message = Message {
+            source: Some(Source {
+                text,
+                path: Path::new("c.json"),
+                span: start..text.len() - 2,
+                label: Some("not executed"),
+            }),
+            ..Message::new(Level::Warning, "hooks")
+        };
+        assert_eq!(
+            render_human(&message, false),
+            "warning: hooks\n --> c.json:2:12\n  |\n2 |   \"hooks\": [\n  |            ^ not executed\n"
+        );
+    }
+
+    #[test]
+    fn colour_adds_escapes_only_when_asked() {
+        let message = Message::new(Level::Warning, "w");
+        assert!(!render_human(&message, false).contains('\x1b'));
+        assert!(render_human(&message, true).contains('\x1b'));
+    }
+}

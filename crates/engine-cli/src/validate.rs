@@ -1,0 +1,367 @@
+//! `engine validate PATH...`: checks connector files and reports every problem.
+//!
+//! Each path is a file, or a directory searched recursively for `*.json` (hidden directories and
+//! `node_modules` are skipped), in sorted order. Diagnostics go to stderr for people (`human`, the
+//! default, followed by a summary line), or to stdout as data (`json`: one object per line;
+//! `github`: workflow annotations). The exit code is 0 without errors, 3 with errors (or with
+//! warnings under `--deny-warnings`), 3 when a path cannot be read.
+//!
+//! Files are checked on every core; the output is in file order whatever the number of threads.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use engine_spec::{Report, Severity};
+
+use crate::Exit;
+use crate::render::{self, Level, Message};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ValidateArgs {
+    /// Connector files, or directories searched recursively for `*.json`.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+
+    /// How to report diagnostics: `human` on stderr, or as data on stdout: `json` (one object per
+    /// line) or `github` (workflow annotations).
+    #[arg(long, value_enum, default_value_t = Format::Human, value_name = "FORMAT")]
+    format: Format,
+
+    /// Exit with 3 when there are warnings, not only errors.
+    #[arg(long)]
+    deny_warnings: bool,
+}
+
+/// The output formats of `engine validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// rustc-style messages with the source line and a caret, on stderr.
+    Human,
+    /// One JSON object per diagnostic and line, on stdout.
+    Json,
+    /// GitHub Actions workflow commands (`::error file=...`), on stdout.
+    Github,
+}
+
+/// What was found over all files.
+#[derive(Debug, Default)]
+struct Tally {
+    files: usize,
+    errors: usize,
+    warnings: usize,
+}
+
+pub(crate) fn validate(args: &ValidateArgs) -> Exit {
+    let color = args.format == Format::Human && render::color_enabled();
+    let mut stdout = io::stdout().lock();
+    let mut stderr = io::stderr().lock();
+    let mut tally = Tally::default();
+    for path in &args.paths {
+        let mut unreadable = Vec::new();
+        let files = discover(path, &mut unreadable);
+        for (path, error) in &unreadable {
+            tally.errors += 1;
+            let _ = stderr.write_all(unreadable_message(path, error, color).as_bytes());
+        }
+        for checked in check_all(&files, args.format, color) {
+            tally.files += usize::from(checked.read);
+            tally.errors += checked.errors;
+            tally.warnings += checked.warnings;
+            // A closed pipe is not ours to report; the exit code still tells.
+            let _ = stdout.write_all(checked.stdout.as_bytes());
+            let _ = stderr.write_all(checked.stderr.as_bytes());
+        }
+    }
+    let _ = stdout.flush();
+    let _ = writeln!(stderr, "{}", summary(&tally));
+    if tally.errors > 0 || (args.deny_warnings && tally.warnings > 0) {
+        Exit::Invalid
+    } else {
+        Exit::Success
+    }
+}
+
+/// What checking one file gives: its counts and its rendered output.
+#[derive(Debug, Default)]
+struct Checked {
+    /// False when the file could not be read.
+    read: bool,
+    errors: usize,
+    warnings: usize,
+    stdout: String,
+    stderr: String,
+}
+
+/// Checks `files` on every core, and returns the results in the order of `files` (the output is
+/// the same whatever the number of threads).
+fn check_all(files: &[PathBuf], format: Format, color: bool) -> Vec<Checked> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(files.len());
+    if workers <= 1 {
+        return files
+            .iter()
+            .map(|file| check_file(file, format, color))
+            .collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut checked: Vec<(usize, Checked)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(file) = files.get(index) else {
+                            break done;
+                        };
+                        done.push((index, check_file(file, format, color)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    checked.sort_by_key(|(index, _)| *index);
+    checked.into_iter().map(|(_, checked)| checked).collect()
+}
+
+/// Loads and validates one file, and renders its diagnostics in `format`.
+fn check_file(file: &Path, format: Format, color: bool) -> Checked {
+    let report = match engine_spec::load(file) {
+        Ok(report) => report,
+        Err(error) => {
+            return Checked {
+                errors: 1,
+                stderr: unreadable_message(file, &error, color),
+                ..Checked::default()
+            };
+        }
+    };
+    let mut checked = Checked {
+        read: true,
+        ..Checked::default()
+    };
+    for diagnostic in report.diagnostics() {
+        match diagnostic.severity {
+            Severity::Error => checked.errors += 1,
+            Severity::Warning => checked.warnings += 1,
+        }
+    }
+    match format {
+        Format::Human => checked.stderr = human(&report, color),
+        Format::Json => checked.stdout = json(&report),
+        Format::Github => checked.stdout = github(&report),
+    }
+    checked
+}
+
+/// The files to check under `path`: the path itself when it is not a directory, else every
+/// `*.json` below it, sorted. Paths that cannot be read are added to `unreadable`.
+fn discover(path: &Path, unreadable: &mut Vec<(PathBuf, io::Error)>) -> Vec<PathBuf> {
+    match fs_err::metadata(path) {
+        Ok(metadata) if metadata.is_dir() => {
+            let mut files = Vec::new();
+            walk(path, &mut files, unreadable);
+            files.sort();
+            files
+        }
+        Ok(_) => vec![path.to_owned()],
+        Err(error) => {
+            unreadable.push((path.to_owned(), error));
+            Vec::new()
+        }
+    }
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>, unreadable: &mut Vec<(PathBuf, io::Error)>) {
+    let entries = match fs_err::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            unreadable.push((dir.to_owned(), error));
+            return;
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => {
+                unreadable.push((dir.to_owned(), error));
+                continue;
+            }
+        };
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        if is_dir {
+            if !name.starts_with('.') && name != "node_modules" {
+                walk(&path, files, unreadable);
+            }
+        } else if path
+            .extension()
+            .is_some_and(|extension| extension == "json")
+        {
+            files.push(path);
+        }
+    }
+}
+
+/// Every diagnostic of `report`, rendered for people, each followed by a blank line.
+fn human(report: &Report, color: bool) -> String {
+    let mut text = String::new();
+    for index in 0..report.diagnostics().len() {
+        text.push_str(&render::render_human(
+            &Message::from_diagnostic(report, index),
+            color,
+        ));
+        text.push('\n');
+    }
+    text
+}
+
+/// One JSON object per diagnostic, one per line.
+fn json(report: &Report) -> String {
+    let mut text = String::new();
+    for (index, diagnostic) in report.diagnostics().iter().enumerate() {
+        let position = report.position(index);
+        let object = serde_json::json!({
+            "file": report.source().path().display().to_string(),
+            "line": position.line,
+            "column": position.column,
+            "pointer": diagnostic.location.pointer.as_str(),
+            "code": diagnostic.code.as_str(),
+            "severity": diagnostic.severity.as_str(),
+            "message": diagnostic.message,
+            "hint": diagnostic.help,
+        });
+        text.push_str(&object.to_string());
+        text.push('\n');
+    }
+    text
+}
+
+/// One GitHub Actions workflow command per diagnostic; the hint is a second line of the message.
+fn github(report: &Report) -> String {
+    let mut text = String::new();
+    let file = report.source().path().display().to_string();
+    for (index, diagnostic) in report.diagnostics().iter().enumerate() {
+        let position = report.position(index);
+        let mut message = diagnostic.message.clone();
+        if let Some(help) = &diagnostic.help {
+            message.push_str("\nhint: ");
+            message.push_str(help);
+        }
+        // Writing to a `String` cannot fail.
+        let _ = writeln!(
+            text,
+            "::{} file={},line={},col={},title={}::{}",
+            diagnostic.severity.as_str(),
+            escape_property(&file),
+            position.line,
+            position.column,
+            diagnostic.code,
+            escape_data(&message),
+        );
+    }
+    text
+}
+
+/// Escapes the message of a workflow command.
+fn escape_data(text: &str) -> String {
+    text.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Escapes a property value of a workflow command.
+fn escape_property(text: &str) -> String {
+    escape_data(text).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// `error: cannot read PATH` with the cause, for people, followed by a blank line.
+fn unreadable_message(path: &Path, error: &io::Error, color: bool) -> String {
+    let title = format!("cannot read `{}`", path.display());
+    let mut message = Message::new(Level::Error, &title);
+    message.causes = vec![root_cause(error, path)];
+    let mut text = render::render_human(&message, color);
+    text.push('\n');
+    text
+}
+
+/// The innermost cause of an I/O error, without the path the title already names (fs-err
+/// writes "failed to open file `PATH`: CAUSE").
+fn root_cause(error: &io::Error, path: &Path) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    if let Some(inner) = error.get_ref() {
+        cause = inner;
+    }
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let text = cause.to_string();
+    let marker = format!("`{}`: ", path.display());
+    match text.find(&marker) {
+        Some(index) => text[index + marker.len()..].to_owned(),
+        None => text,
+    }
+}
+
+/// `checked 7 files: 2 errors, 1 warning`, or `checked 7 files: no problems`.
+fn summary(tally: &Tally) -> String {
+    let plural = |count: usize, word: &str| {
+        if count == 1 {
+            format!("1 {word}")
+        } else {
+            format!("{count} {word}s")
+        }
+    };
+    let files = plural(tally.files, "file");
+    let problems = match (tally.errors, tally.warnings) {
+        (0, 0) => "no problems".to_owned(),
+        (errors, 0) => plural(errors, "error"),
+        (0, warnings) => plural(warnings, "warning"),
+        (errors, warnings) => format!(
+            "{}, {}",
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        ),
+    };
+    format!("checked {files}: {problems}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_count_and_pluralise() {
+        let tally = |files, errors, warnings| Tally {
+            files,
+            errors,
+            warnings,
+        };
+        assert_eq!(
+            summary(&tally(7, 2, 1)),
+            "checked 7 files: 2 errors, 1 warning"
+        );
+        assert_eq!(summary(&tally(1, 0, 0)), "checked 1 file: no problems");
+        assert_eq!(summary(&tally(0, 1, 0)), "checked 0 files: 1 error");
+        assert_eq!(summary(&tally(2, 0, 3)), "checked 2 files: 3 warnings");
+    }
+
+    #[test]
+    fn workflow_commands_are_escaped() {
+        assert_eq!(escape_data("50% done\nhint: x"), "50%25 done%0Ahint: x");
+        assert_eq!(escape_property("a:b,c"), "a%3Ab%2Cc");
+    }
+}

@@ -1,0 +1,211 @@
+//! W0501: parts of element.json exports the engine accepts but never executes: JavaScript hooks,
+//! parameter converters, and the `onDelete` and `oauthOnAuthorizeUrl` resources.
+//!
+//! One warning per site: per resource (its type and its hooks together), per converter
+//! parameter, and one for the connector's own hooks, so that a large export stays readable.
+
+use serde_json::Value;
+
+use crate::check::Input;
+use crate::diagnostic::{Code, Diagnostic};
+use crate::kinds::ResourceType;
+use crate::pointer::JsonPointer;
+use crate::raw::RawParameter;
+use crate::source::Location;
+
+const HOOKS_HELP: &str = "the engine runs no JavaScript: do the work with parameters, templates \
+                          and `nextResource` chains, or remove the hooks";
+
+pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
+    if !input.raw.hooks.is_empty() {
+        diagnostics.push(
+            Diagnostic::new(
+                Code::NotExecuted,
+                Location::new(input.file, JsonPointer::root().field("hooks")),
+                format!(
+                    "the connector has {}; the engine accepts but never executes {}",
+                    describe_hooks(&input.raw.hooks),
+                    them(&input.raw.hooks)
+                ),
+            )
+            .with_label("not executed")
+            .with_help(HOOKS_HELP),
+        );
+    }
+    for (index, parameter) in input.raw.parameters.iter().enumerate() {
+        let pointer = JsonPointer::root().field("parameters").index(index);
+        converter(input, parameter, &pointer, diagnostics);
+    }
+    for (resource, raw) in input.connector.resources().iter().zip(&input.raw.resources) {
+        let pointer = &resource.location().pointer;
+        let name = resource.display_name();
+        let never_runs = matches!(
+            resource.kind(),
+            ResourceType::OnDelete | ResourceType::OauthOnAuthorizeUrl
+        );
+        if never_runs {
+            let label = resource.kind().label();
+            // Both never-run types start with a vowel: `an ON DELETE resource`.
+            let subject = if name == label {
+                format!("an `{label}` resource")
+            } else {
+                format!("resource `{name}` of type `{label}`")
+            };
+            let (hooks, verb) = if raw.hooks.is_empty() {
+                (String::new(), "is")
+            } else {
+                (format!(" and its {}", describe_hooks(&raw.hooks)), "are")
+            };
+            diagnostics.push(
+                Diagnostic::new(
+                    Code::NotExecuted,
+                    Location::new(input.file, pointer.field("type")),
+                    format!("{subject}{hooks} {verb} accepted but never executed"),
+                )
+                .with_label("the engine never runs this resource type")
+                .with_help("remove the resource, or run the call it makes as an `API` resource"),
+            );
+        } else if !raw.hooks.is_empty() {
+            diagnostics.push(
+                Diagnostic::new(
+                    Code::NotExecuted,
+                    Location::new(input.file, pointer.field("hooks")),
+                    format!(
+                        "resource `{name}` has {}; the engine accepts but never executes {}",
+                        describe_hooks(&raw.hooks),
+                        them(&raw.hooks)
+                    ),
+                )
+                .with_label("not executed")
+                .with_help(HOOKS_HELP),
+            );
+        }
+        for (position, parameter) in raw.parameters.iter().enumerate() {
+            let pointer = pointer.field("parameters").index(position);
+            converter(input, parameter, &pointer, diagnostics);
+        }
+    }
+}
+
+/// A parameter with a `converter` field or a `converter:` vendor name.
+fn converter(
+    input: &Input<'_>,
+    parameter: &RawParameter,
+    pointer: &JsonPointer,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let from_vendor_name = parameter
+        .vendor_name
+        .as_deref()
+        .and_then(|name| name.strip_prefix("converter:"));
+    let (converter, field) = match parameter.extra.get("converter") {
+        Some(Value::String(converter)) => (converter.as_str(), "converter"),
+        Some(_) => ("", "converter"),
+        None => match from_vendor_name {
+            Some(converter) => (converter, "vendorName"),
+            None => return,
+        },
+    };
+    let what = if converter.is_empty() {
+        "a converter".to_owned()
+    } else {
+        format!("converter `{converter}`")
+    };
+    diagnostics.push(
+        Diagnostic::new(
+            Code::NotExecuted,
+            Location::new(input.file, pointer.field(field)),
+            format!(
+                "parameter `{}` uses {what}; the engine accepts but never executes converters",
+                parameter.name
+            ),
+        )
+        .with_label("not executed: the value is sent unconverted")
+        .with_help("map the value with plain parameters and `dataType`, or remove the parameter"),
+    );
+}
+
+fn them(hooks: &[Value]) -> &'static str {
+    if hooks.len() == 1 { "it" } else { "them" }
+}
+
+/// `1 JavaScript hook (`preRequest`)`, `2 JavaScript hooks (`preRequest`, `postRequest`)`.
+fn describe_hooks(hooks: &[Value]) -> String {
+    let mut kinds: Vec<&str> = Vec::new();
+    for kind in hooks
+        .iter()
+        .filter_map(|hook| hook.get("type").and_then(Value::as_str))
+    {
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    let count = match hooks.len() {
+        1 => "1 JavaScript hook".to_owned(),
+        count => format!("{count} JavaScript hooks"),
+    };
+    if kinds.is_empty() {
+        count
+    } else {
+        let kinds: Vec<String> = kinds.iter().map(|kind| format!("`{kind}`")).collect();
+        format!("{count} ({})", kinds.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::check::test_support::{compat, with_code};
+    use crate::diagnostic::Code;
+
+    #[test]
+    fn hooks_warn_once_per_site() {
+        let text = r#"{"hooks": [{"type": "event", "body": "x"}], "resources": [
+            {"name": "a", "type": "api", "hooks": [{"type": "preRequest"}, {"type": "postRequest"}, {"type": "preRequest"}]},
+            {"name": "b", "type": "api", "hooks": []},
+            {"name": "c", "type": "onDelete", "hooks": [{"type": "preRequest"}]}]}"#;
+        let found = with_code(text, Code::NotExecuted);
+        let messages: Vec<&str> = found.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "the connector has 1 JavaScript hook (`event`); the engine accepts but never executes it",
+                "resource `a` has 3 JavaScript hooks (`preRequest`, `postRequest`); the engine accepts but never executes them",
+                "resource `c` of type `ON DELETE` and its 1 JavaScript hook (`preRequest`) are accepted but never executed",
+            ]
+        );
+    }
+
+    #[test]
+    fn converters_warn_once_per_parameter() {
+        let text = r#"{"resources": [{"type": "api", "parameters": [
+            {"name": "where", "type": "query", "vendorName": "converter:toQueryParameters", "vendorType": "query", "converter": "toQueryParameters"},
+            {"name": "q", "type": "query", "vendorName": "converter:toQuery"}]}]}"#;
+        let found = with_code(text, Code::NotExecuted);
+        assert_eq!(found.len(), 2);
+        assert_eq!(
+            found[0].location.pointer.as_str(),
+            "/resources/0/parameters/0/converter"
+        );
+        assert_eq!(
+            found[1].location.pointer.as_str(),
+            "/resources/0/parameters/1/vendorName"
+        );
+    }
+
+    #[test]
+    fn compat_exports_warn_readably() {
+        let counts: Vec<(String, usize)> = compat()
+            .into_iter()
+            .map(|(name, text)| {
+                let count = with_code(&text, Code::NotExecuted).len();
+                (name, count)
+            })
+            .collect();
+        let clover = counts
+            .iter()
+            .find(|(name, _)| name == "clover.json")
+            .unwrap();
+        // The connector's hooks, and 12 resources with hooks (one is `oauthOnAuthroizeUrl`).
+        assert_eq!(clover.1, 13, "{counts:?}");
+    }
+}
