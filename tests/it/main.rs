@@ -1,10 +1,15 @@
 //! The one integration-test binary: drives the built `engine` binary against real servers on
 //! loopback.
 #![allow(missing_docs, unreachable_pub)]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test, with its location"
+)]
 
 mod support;
 
 mod auth;
+mod cli;
 mod lifecycle;
 mod run;
 mod store;

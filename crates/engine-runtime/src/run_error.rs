@@ -59,6 +59,12 @@ impl RunError {
                 "run `engine authorize CONNECTOR --config INSTANCE` to sign in through a browser"
                     .into(),
             ),
+            RunErrorKind::Store(error) if matches!(
+                error.kind(),
+                engine_store::StoreErrorKind::Io { operation, .. } if *operation != "read"
+            ) || matches!(error.kind(), engine_store::StoreErrorKind::LockTimeout { .. }) => Some(
+                "the instance file was left as it was; a token the vendor issued during this run may be lost: fix the file's permissions or free disk space and run again (re-authenticate if the vendor rotates refresh tokens)".into(),
+            ),
             RunErrorKind::Transport { .. } => Some(
                 "check that the vendor is reachable, or raise `--timeout`".into(),
             ),

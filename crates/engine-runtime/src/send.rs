@@ -124,13 +124,19 @@ pub(crate) async fn send(
 
 /// The error and its causes on one line: `error sending request: connection refused`.
 pub(crate) fn describe(error: &reqwest::Error) -> String {
+    // Never `error.to_string()`: reqwest puts the whole URL in it, query string included.
     let mut message = if error.is_timeout() {
-        "timed out".to_owned()
+        "timed out"
     } else if error.is_connect() {
-        "could not connect".to_owned()
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "could not read the response"
+    } else if error.is_redirect() {
+        "too many redirects"
     } else {
-        error.to_string()
-    };
+        "the request failed"
+    }
+    .to_owned();
     let mut source = std::error::Error::source(error);
     let mut seen = vec![message.clone()];
     while let Some(cause) = source {

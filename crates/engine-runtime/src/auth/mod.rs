@@ -57,7 +57,9 @@ pub(crate) fn plan(run: &mut Run<'_>, lifecycle: Lifecycle<'_>) -> Result<(), Ru
     match lifecycle {
         Lifecycle::None => Ok(()),
         Lifecycle::Custom {
-            provision, refresh, ..
+            provision,
+            refresh,
+            on_provision,
         } => {
             let reason = if lifecycle.marker(&run.configuration()).is_none() {
                 RefreshReason::NotProvisioned
@@ -68,7 +70,13 @@ pub(crate) fn plan(run: &mut Run<'_>, lifecycle: Lifecycle<'_>) -> Result<(), Ru
                 custom::step(provision, refresh, &reason),
                 &crate::Inputs::default(),
                 None,
-            )
+            )?;
+            match (reason, on_provision) {
+                (RefreshReason::NotProvisioned, Some(on_provision)) => {
+                    run.plan(on_provision, &crate::Inputs::default(), None)
+                }
+                _ => Ok(()),
+            }
         }
         Lifecycle::Oauth2 => {
             let request = oauth2::next_token_request(run)?;

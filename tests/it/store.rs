@@ -1,0 +1,320 @@
+//! The instance file as `engine run` keeps it: atomic writes that keep untouched keys, their
+//! order and the file mode; a state that cannot be written fails loudly; a process killed while
+//! refreshing never leaves a torn file.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use engine_store::{FileStore, State, StateStore as _};
+use serde_json::{Value, json};
+use wiremock::matchers::{any, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::run::{Outcome, TestContext, run_snapshot, time_ago, token_response};
+
+const CLIENT_SECRET: &str = "FAKE-client-secret-9f3a";
+const NEW_TOKEN: &str = "FAKE-new-token-2222";
+
+/// A vendor for the custom connector: tokens (after `delay`), `/me` and `/contacts`.
+async fn vendor(delay: Duration) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(
+            token_response(NEW_TOKEN, Some("FAKE-new-refresh-4444"), json!(3600)).set_delay(delay),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"account": {"id": "acc-42"}})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// An instance whose token expired an hour ago.
+fn expired(server: &MockServer) -> Value {
+    json!({
+        "base.url": server.uri(),
+        "client.id": "demo-client",
+        "client.secret": CLIENT_SECRET,
+        "access.token": "FAKE-old-token-1111",
+        "refresh.token": "FAKE-old-refresh-3333",
+        "authentication.time": time_ago(7200),
+        "expires_in": "3600",
+    })
+}
+
+/// The names in `dir`, sorted.
+#[track_caller]
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs_err::read_dir(dir)
+        .expect("listing the temp dir")
+        .map(|entry| {
+            entry
+                .expect("a directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The keys of a JSON object, in order.
+#[track_caller]
+fn keys(value: &Value) -> Vec<&str> {
+    value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+#[tokio::test]
+async fn writes_keep_untouched_keys_their_order_and_the_file_mode() {
+    let server = vendor(Duration::ZERO).await;
+    let context = TestContext::fixture("custom");
+    // Keys in no particular order, some the connector does not declare, a nested value.
+    let original = json!({
+        "zeta.note": "kept as is",
+        "client.secret": CLIENT_SECRET,
+        "base.url": server.uri(),
+        "nested": {"b": 1, "a": [true, null]},
+        "client.id": "demo-client",
+        "access.token": "FAKE-old-token-1111",
+        "alpha": 42,
+    });
+    context.write_instance(&original);
+    fs_err::set_permissions(
+        context.instance_path(),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+
+    context.run("list-contacts").output().assert_success();
+
+    let after = context.instance();
+    assert_eq!(
+        keys(&after),
+        [
+            "zeta.note",
+            "client.secret",
+            "base.url",
+            "nested",
+            "client.id",
+            "access.token",
+            "alpha",
+            "refresh.token",
+            "expires_in",
+            "authentication.time",
+            "account.id",
+        ]
+    );
+    for key in [
+        "zeta.note",
+        "client.secret",
+        "base.url",
+        "nested",
+        "client.id",
+        "alpha",
+    ] {
+        assert_eq!(after[key], original[key], "{key}");
+    }
+    assert_eq!(after["access.token"], NEW_TOKEN);
+    let mode = fs_err::metadata(context.instance_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+    // Only the file and its lock: no temp file left behind.
+    assert_eq!(
+        file_names(context.dir()),
+        [".instance.json.lock", "instance.json"]
+    );
+}
+
+#[test]
+fn a_new_state_file_is_readable_by_its_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("new.json");
+    let store = FileStore::for_file(&file);
+    let mut state = State::new();
+    state.insert("oauth.user.token".to_owned(), json!("FAKE-token"));
+
+    store.lock("new").unwrap().persist(&state).unwrap();
+
+    let mode = fs_err::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(store.load("new").unwrap(), state);
+}
+
+#[tokio::test]
+async fn a_state_that_cannot_be_locked_fails_with_exit_1_before_sending() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("custom").with_instance(&expired(&server));
+    // The lock sidecar cannot be opened as a file.
+    fs_err::create_dir(context.dir().join(".instance.json.lock")).unwrap();
+    let before = context.instance_text();
+
+    let outcome = context.run("list-contacts").output();
+    run_snapshot!(context, outcome, @r#"
+    exit code: 1
+    ----- stdout -----
+
+    ----- stderr -----
+    error: failed to lock `[TEMP]/.instance.json.lock`
+      caused by: failed to open file `[TEMP]/.instance.json.lock`: Is a directory (os error 21)
+    hint: the instance file was left as it was; a token the vendor issued during this run may be lost: fix the file's permissions or free disk space and run again (re-authenticate if the vendor rotates refresh tokens)
+    "#);
+    assert_eq!(context.instance_text(), before);
+}
+
+#[tokio::test]
+async fn a_token_that_cannot_be_written_fails_with_exit_1_and_keeps_the_old_file() {
+    let server = vendor(Duration::ZERO).await;
+    let context = TestContext::fixture("custom").with_instance(&expired(&server));
+    let before = context.instance_text();
+
+    // Files may not grow: the refreshed token is obtained, then its write fails (EFBIG).
+    let outcome = context
+        .run("list-contacts")
+        .output_after("trap '' XFSZ; ulimit -f 0");
+    run_snapshot!(context, outcome, @r#"
+    exit code: 1
+    ----- stdout -----
+
+    ----- stderr -----
+    error: failed to write `[TEMP]/instance.json`
+      caused by: File too large (os error 27)
+    hint: the instance file was left as it was; a token the vendor issued during this run may be lost: fix the file's permissions or free disk space and run again (re-authenticate if the vendor rotates refresh tokens)
+    "#);
+    assert_eq!(context.instance_text(), before);
+    assert_eq!(
+        file_names(context.dir()),
+        [".instance.json.lock", "instance.json"]
+    );
+    // The refresh was made; the API call was not.
+    let paths: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|request| request.url.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/oauth/token"]);
+}
+
+#[tokio::test]
+async fn a_kill_during_a_refresh_never_leaves_a_torn_file() {
+    let server = vendor(Duration::from_millis(50)).await;
+    let fresh = || TestContext::fixture("custom").with_instance(&expired(&server));
+    // How long a whole run takes here, refresh and write included.
+    let calibration = fresh();
+    let started = Instant::now();
+    Outcome::of(calibration.run("list-contacts").spawn()).assert_success();
+    let whole = started.elapsed();
+
+    // Kill runs at moments spread over that time and a bit beyond: before, during and after the
+    // token request and the write that follows it.
+    // The last one, at three times the calibrated time, leaves room for a slow machine.
+    let moments: Vec<Duration> = (0..=8)
+        .map(|eighth| whole * eighth / 8)
+        .chain([whole * 3])
+        .collect();
+    let contexts: Vec<TestContext> = moments.iter().map(|_| fresh()).collect();
+    let originals: Vec<String> = contexts.iter().map(TestContext::instance_text).collect();
+    for (moment, context) in moments.iter().zip(&contexts) {
+        let mut child = context.run("list-contacts").spawn();
+        std::thread::sleep(*moment);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    let mut refreshed = 0;
+    for (context, original) in contexts.iter().zip(&originals) {
+        let text = context.instance_text();
+        let state: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|error| panic!("torn instance file: {error}\n{text}"));
+        if text != *original {
+            refreshed += 1;
+            assert_eq!(state["access.token"], NEW_TOKEN, "{text}");
+            assert_eq!(state["client.secret"], CLIENT_SECRET, "{text}");
+        }
+        let stray = file_names(context.dir())
+            .into_iter()
+            .filter(|name| {
+                Path::new(name)
+                    .extension()
+                    .is_some_and(|extension| extension == "tmp")
+            })
+            .count();
+        assert!(stray <= 1, "{:?}", file_names(context.dir()));
+    }
+    assert!(
+        refreshed < contexts.len(),
+        "no kill landed before the write"
+    );
+    assert!(
+        refreshed > 0,
+        "no run lived long enough to write ({whole:?})"
+    );
+    // A killed process holds no lock: the next runs go through.
+    std::thread::scope(|scope| {
+        for context in &contexts {
+            scope.spawn(move || {
+                context.run("list-contacts").output().assert_success();
+                assert_eq!(context.instance()["access.token"], NEW_TOKEN);
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_malformed_instance_file_is_exit_3_and_points_at_the_error() {
+    let server = MockServer::start().await;
+    let context = TestContext::fixture("custom");
+    context.write_instance_text(
+        "{\n  \"base.url\": \"http://127.0.0.1:1\",\n  \"client.id\": 'x'\n}\n",
+    );
+
+    let outcome = context.run("list-contacts").output();
+    run_snapshot!(context, outcome, @r#"
+    exit code: 3
+    ----- stdout -----
+
+    ----- stderr -----
+    error: instance file `[TEMP]/instance.json` is not valid JSON at line 3, column 16: expected value
+    "#);
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[test]
+fn a_missing_instance_file_is_exit_3() {
+    let context = TestContext::fixture("custom");
+    let outcome = context.run("list-contacts").output();
+    run_snapshot!(context, outcome, @r#"
+    exit code: 3
+    ----- stdout -----
+
+    ----- stderr -----
+    error: instance file `[TEMP]/instance.json` does not exist
+    hint: create it with the instance's configuration, e.g. `{"oauth.api.key": "..."}`
+    "#);
+}
