@@ -9,8 +9,7 @@ use engine_store::FileStore;
 
 use crate::Exit;
 use crate::printer;
-use crate::render::{Level, Message};
-use crate::run::{load_connector, report};
+use crate::run::{load_connector, prepare, report};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct AuthorizeArgs {
@@ -31,22 +30,8 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
     let Some(connector) = load_connector(&args.connector) else {
         return Exit::Invalid;
     };
-    if !args.config.exists() {
-        let message = format!("instance file `{}` does not exist", args.config.display());
-        printer::error(&Message::new(Level::Error, &message));
+    let Some(runtime) = prepare(&args.config) else {
         return Exit::Invalid;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            let message = format!("cannot start the async runtime: {error}");
-            printer::error(&Message::new(Level::Error, &message));
-            return Exit::VendorError;
-        }
     };
     let store = FileStore::for_file(&args.config);
     let result = runtime.block_on(async {

@@ -70,26 +70,8 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         headers: args.headers.clone(),
         body,
     };
-    if !args.config.exists() {
-        let message = format!("instance file `{}` does not exist", args.config.display());
-        let mut rendered = Message::new(Level::Error, &message);
-        rendered.help = Some(
-            "create it with the instance's configuration, e.g. `{\"oauth.api.key\": \"...\"}`",
-        );
-        printer::error(&rendered);
+    let Some(runtime) = prepare(&args.config) else {
         return Exit::Invalid;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            let message = format!("cannot start the async runtime: {error}");
-            printer::error(&Message::new(Level::Error, &message));
-            return Exit::VendorError;
-        }
     };
     let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(30));
     let engine = match EngineBuilder::new().timeout(timeout).build() {
@@ -123,6 +105,32 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             Exit::Success
         }
         Err(error) => report(&error, &connector),
+    }
+}
+
+/// Checks that the instance file exists and starts the async runtime; on failure prints why
+/// and returns `None` (exit 3: nothing was sent).
+pub(crate) fn prepare(instance: &Path) -> Option<tokio::runtime::Runtime> {
+    if !instance.exists() {
+        let message = format!("instance file `{}` does not exist", instance.display());
+        let mut rendered = Message::new(Level::Error, &message);
+        rendered.help = Some(
+            "create it with the instance's configuration, e.g. `{\"oauth.api.key\": \"...\"}`",
+        );
+        printer::error(&rendered);
+        return None;
+    }
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            let message = format!("cannot start the async runtime: {error}");
+            printer::error(&Message::new(Level::Error, &message));
+            None
+        }
     }
 }
 

@@ -20,11 +20,12 @@ use sha2::Digest as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use super::oauth2::missing;
 use crate::Inputs;
 use crate::engine::{Engine, Run};
 use crate::observer::Observer;
 use crate::request::text_of;
-use crate::run_error::{MissingKey, RunError, RunErrorKind};
+use crate::run_error::{RunError, RunErrorKind};
 
 /// An authorization in progress: the URL a person opens, and the listener waiting for the
 /// callback.
@@ -55,16 +56,6 @@ fn random_token(bytes: usize) -> Result<String, RunError> {
         message: format!("no random numbers available: {error}"),
     })?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buffer))
-}
-
-fn missing(key: &str, description: &str) -> RunError {
-    RunErrorKind::MissingConfiguration {
-        missing: vec![MissingKey {
-            key: key.into(),
-            description: Some(description.into()),
-        }],
-    }
-    .into()
 }
 
 impl Engine {

@@ -175,7 +175,8 @@ pub(crate) fn token_request(
     })
 }
 
-fn missing(key: &str, description: &str) -> RunError {
+/// A missing-configuration error for one key.
+pub(crate) fn missing(key: &str, description: &str) -> RunError {
     RunErrorKind::MissingConfiguration {
         missing: vec![MissingKey {
             key: key.into(),
