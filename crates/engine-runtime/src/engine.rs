@@ -9,7 +9,7 @@
 //!    the request carried forces one refresh and one retry; never a loop;
 //! 4. extract, follow `nextResource`, and persist every saved value before returning.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use engine_spec::kinds::ResourceType;
@@ -24,7 +24,8 @@ use crate::lifecycle::{Freshness, Lifecycle, check_fresh};
 use crate::observer::{Event, Observer, RefreshReason};
 use crate::redact::Redactor;
 use crate::request::{
-    BuildContext, Inputs, PreparedRequest, build, effective_configuration, missing_required,
+    BuildContext, Inputs, PreparedRequest, build, effective_configuration,
+    effective_configuration_with, missing_required,
 };
 use crate::run_error::{RunError, RunErrorKind};
 use crate::send::{VendorResponse, describe, send};
@@ -205,22 +206,19 @@ fn vendor_path_of(resource: &Resource) -> engine_spec::Location {
     location
 }
 
-fn redact_json(value: Value, redactor: &Redactor) -> Value {
-    match value {
-        Value::String(text) => Value::String(redactor.redact(&text)),
-        Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(|item| redact_json(item, redactor))
-                .collect(),
-        ),
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(key, value)| (key, redact_json(value, redactor)))
-                .collect(),
-        ),
-        other => other,
+/// `value` with known secrets masked in every string, in place: only a string that holds one is
+/// rewritten.
+fn redact_json(mut value: Value, redactor: &Redactor) -> Value {
+    fn walk(value: &mut Value, redactor: &Redactor) {
+        match value {
+            Value::String(text) if redactor.finds_secret(text) => *text = redactor.redact(text),
+            Value::Array(items) => items.iter_mut().for_each(|item| walk(item, redactor)),
+            Value::Object(map) => map.values_mut().for_each(|item| walk(item, redactor)),
+            _ => {}
+        }
     }
+    walk(&mut value, redactor);
+    value
 }
 
 /// How a refresh decides, after taking the lock, that another process already refreshed.
@@ -231,6 +229,36 @@ enum Recheck {
     Marker(Option<String>),
 }
 
+/// A request built by [`Run::check_inputs`], with the events building it reported.
+struct Checked {
+    request: PreparedRequest,
+    events: Vec<Event>,
+}
+
+impl Checked {
+    /// Tells `observer` what building the request reported, as [`Run::prepare`] would have,
+    /// and gives the request.
+    fn replay(self, observer: &dyn Observer) -> PreparedRequest {
+        for event in &self.events {
+            observer.event(event);
+        }
+        self.request
+    }
+}
+
+/// Keeps the events it is told, in order.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl Observer for Recorder {
+    fn event(&self, event: &Event) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event.clone());
+    }
+}
+
 /// The state of one run.
 pub(crate) struct Run<'a> {
     pub(crate) engine: &'a Engine,
@@ -238,10 +266,13 @@ pub(crate) struct Run<'a> {
     store: &'a dyn StateStore,
     instance: &'a str,
     pub(crate) observer: &'a dyn Observer,
-    /// The instance as last read from the store.
+    /// The instance as last read from the store. Change it with [`Run::set_state`].
     state: State,
-    /// Values this run saved that are not persisted yet.
+    /// Values this run saved that are not persisted yet. Change it with [`Run::set_pending`].
     pending: State,
+    /// The effective configuration of `state` and `pending`, kept in step with them so that a
+    /// call does not rebuild it at each step.
+    configuration: State,
     pub(crate) redactor: Redactor,
     pub(crate) plan_only: bool,
     planned: Vec<PreparedRequest>,
@@ -262,7 +293,7 @@ impl<'a> Run<'a> {
             observer,
             request.dry_run,
         )?;
-        let missing = missing_required(run.connector, &run.configuration());
+        let missing = missing_required(run.connector, &run.configuration);
         if !missing.is_empty() {
             return Err(RunErrorKind::MissingConfiguration { missing }.into());
         }
@@ -286,6 +317,7 @@ impl<'a> Run<'a> {
             store,
             instance,
             observer,
+            configuration: effective_configuration(connector, &state),
             state,
             pending: State::new(),
             redactor,
@@ -296,9 +328,21 @@ impl<'a> Run<'a> {
 
     /// The effective configuration: defaults, the stored state, then this run's pending values.
     pub(crate) fn configuration(&self) -> State {
-        let mut state = self.state.clone();
-        state.extend(self.pending.clone());
-        effective_configuration(self.connector, &state)
+        self.configuration.clone()
+    }
+
+    /// Replaces the stored state (and the effective configuration with it).
+    fn set_state(&mut self, state: State) {
+        self.state = state;
+        self.configuration =
+            effective_configuration_with(self.connector, &self.state, &self.pending);
+    }
+
+    /// Replaces the pending values (and the effective configuration with them).
+    fn set_pending(&mut self, pending: State) {
+        self.pending = pending;
+        self.configuration =
+            effective_configuration_with(self.connector, &self.state, &self.pending);
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
@@ -325,10 +369,14 @@ impl<'a> Run<'a> {
             .filter(|_| resource.name() != Some(request.selector))
             .map(|(_, path)| resource.bind_path(path))
             .unwrap_or_default();
+        let mut checked = None;
         if resource.kind().is_api() {
             // Bad caller inputs are found before anything is sent, the refresh included.
-            self.check_inputs(resource, request.inputs, &bound)?;
-            self.ensure_fresh().await?;
+            let built = self.check_inputs(resource, request.inputs, &bound)?;
+            // Without a refresh the configuration is unchanged: that request is the one to send.
+            if !self.ensure_fresh().await? {
+                checked = Some(built);
+            }
         } else {
             return self.run_lifecycle_directly(resource, request.inputs).await;
         }
@@ -346,7 +394,13 @@ impl<'a> Run<'a> {
                 &[]
             };
             let Some((response, extracted)) = self
-                .call(current, inputs, bound_now, previous.as_ref())
+                .call(
+                    current,
+                    inputs,
+                    bound_now,
+                    previous.as_ref(),
+                    checked.take(),
+                )
                 .await?
             else {
                 return Ok((None, Value::Null));
@@ -389,14 +443,18 @@ impl<'a> Run<'a> {
         Ok((Some(response.status), extracted.output))
     }
 
-    /// Step 2 of the cycle: makes sure the token is fresh before an API call.
-    async fn ensure_fresh(&mut self) -> Result<(), RunError> {
-        match check_fresh(self.connector, &self.configuration(), self.now_ms()) {
+    /// Step 2 of the cycle: makes sure the token is fresh before an API call. True when it took
+    /// the refresh path (the state may have changed).
+    async fn ensure_fresh(&mut self) -> Result<bool, RunError> {
+        match check_fresh(self.connector, &self.configuration, self.now_ms()) {
             Freshness::Fresh(until_ms) => {
                 self.observer.event(&Event::Fresh { until_ms });
-                Ok(())
+                Ok(false)
             }
-            Freshness::Stale(reason) => self.refresh(reason, Recheck::Freshness).await,
+            Freshness::Stale(reason) => self
+                .refresh(reason, Recheck::Freshness)
+                .await
+                .map(|()| true),
         }
     }
 
@@ -423,7 +481,7 @@ impl<'a> Run<'a> {
                 Freshness::Fresh(_)
             ),
         };
-        self.state = stored;
+        self.set_state(stored);
         self.redactor.learn_state(self.connector, &self.state);
         if done_elsewhere {
             self.observer.event(&Event::RefreshedElsewhere);
@@ -436,7 +494,7 @@ impl<'a> Run<'a> {
         // A failed refresh leaves the instance as it was: nothing it saved is kept.
         let before = self.pending.clone();
         if let Err(error) = auth::obtain(self, lifecycle, &reason).await {
-            self.pending = before;
+            self.set_pending(before);
             return Err(error);
         }
         self.persist_with(&mut *lock)
@@ -453,10 +511,13 @@ impl<'a> Run<'a> {
             Err(error) => return Err(error.into()),
         };
         let keys: Vec<String> = self.pending.keys().cloned().collect();
-        state.extend(std::mem::take(&mut self.pending));
+        // Taken through `set_pending` so that `configuration` stays in step even if the write fails.
+        let pending = std::mem::take(&mut self.pending);
+        self.set_pending(State::new());
+        state.extend(pending);
         lock.persist(&state)?;
         self.redactor.learn_state(self.connector, &state);
-        self.state = state;
+        self.set_state(state);
         self.observer.event(&Event::Saved { keys });
         Ok(())
     }
@@ -473,14 +534,16 @@ impl<'a> Run<'a> {
         self.persist_with(&mut *lock)
     }
 
-    /// Builds, sends (retrying transient failures) and handles a token rejection by refreshing
-    /// once and retrying once. `None` in a dry run.
+    /// Builds (or takes the `checked` request built from the same state), sends (retrying
+    /// transient failures) and handles a token rejection by refreshing once and retrying once.
+    /// `None` in a dry run.
     async fn call(
         &mut self,
         resource: &Resource,
         inputs: &Inputs,
         bound: &[(String, String)],
         previous: Option<&Value>,
+        checked: Option<Checked>,
     ) -> Result<Option<(VendorResponse, Extracted)>, RunError> {
         if self.plan_only {
             let prepared = self.prepare(resource, inputs, bound, previous, true)?;
@@ -488,8 +551,11 @@ impl<'a> Run<'a> {
             return Ok(None);
         }
         let lifecycle = Lifecycle::of(self.connector);
-        let marker = lifecycle.marker(&self.configuration());
-        let prepared = self.prepare(resource, inputs, bound, previous, true)?;
+        let marker = lifecycle.marker(&self.configuration);
+        let prepared = match checked {
+            Some(checked) => checked.replay(self.observer),
+            None => self.prepare(resource, inputs, bound, previous, true)?,
+        };
         let mut response = self.send_with_retries(&prepared, false).await?;
         let rejected = |response: &VendorResponse| {
             self.connector
@@ -534,7 +600,11 @@ impl<'a> Run<'a> {
 
     /// Records values a response saved, learning them as secrets (tokens) first.
     pub(crate) fn save(&mut self, saved: &State) {
-        self.pending.extend(saved.clone());
+        if !saved.is_empty() {
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend(saved.clone());
+            self.set_pending(pending);
+        }
         self.redactor.learn_state(self.connector, saved);
     }
 
@@ -582,11 +652,10 @@ impl<'a> Run<'a> {
         previous: Option<&Value>,
         authenticate: bool,
     ) -> Result<PreparedRequest, RunError> {
-        let configuration = self.configuration();
         build(
             &BuildContext {
                 connector: self.connector,
-                configuration: &configuration,
+                configuration: &self.configuration,
                 inputs,
                 bound_path: bound,
                 previous,
@@ -600,28 +669,34 @@ impl<'a> Run<'a> {
 
     /// Builds the request of `resource` without sending it or telling the observer, so that a
     /// missing, unknown or unconvertible input fails the run before any request (a refresh
-    /// included) is sent.
+    /// included) is sent. The events the building would report are kept for [`Checked::replay`].
     fn check_inputs(
         &self,
         resource: &Resource,
         inputs: &Inputs,
         bound: &[(String, String)],
-    ) -> Result<(), RunError> {
-        let configuration = self.configuration();
+    ) -> Result<Checked, RunError> {
+        let recorder = Recorder::default();
         build(
             &BuildContext {
                 connector: self.connector,
-                configuration: &configuration,
+                configuration: &self.configuration,
                 inputs,
                 bound_path: bound,
                 previous: None,
                 authenticate: true,
                 redactor: &self.redactor,
-                observer: &crate::observer::NoObserver,
+                observer: &recorder,
             },
             resource,
         )
-        .map(|_| ())
+        .map(|request| Checked {
+            request,
+            events: recorder
+                .0
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner),
+        })
     }
 
     /// Adds the request `resource` would send to the dry-run plan.

@@ -55,8 +55,12 @@ pub fn is_secret_name(name: &str) -> bool {
         "session",
         "signature",
     ];
-    let name = name.to_ascii_lowercase();
-    WORDS.iter().any(|word| name.contains(word))
+    // `WORDS` are lower-case ASCII: compare case-insensitively in place instead of lowering a copy.
+    let name = name.as_bytes();
+    WORDS.iter().any(|word| {
+        name.windows(word.len())
+            .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+    })
 }
 
 /// Masks known secret values in text.
@@ -103,6 +107,13 @@ impl Redactor {
         // Longest first, so a secret that contains another is masked whole.
         self.secrets
             .sort_by_key(|known| std::cmp::Reverse(known.len()));
+    }
+
+    /// True when `text` holds a known secret, that is when [`Redactor::redact`] may change it.
+    pub(crate) fn finds_secret(&self, text: &str) -> bool {
+        self.secrets
+            .iter()
+            .any(|secret| text.contains(secret.as_str()))
     }
 
     /// `text` with every known secret replaced by `****`.

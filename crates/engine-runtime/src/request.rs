@@ -149,14 +149,31 @@ fn mask_json(value: &mut Value) {
 /// The instance configuration as templates see it: declared defaults, overlaid by the stored
 /// values.
 pub(crate) fn effective_configuration(connector: &Connector, state: &State) -> State {
-    let mut configuration = State::new();
+    effective_configuration_with(connector, state, &State::new())
+}
+
+/// [`effective_configuration`] of `state` extended by `pending` (a value in `pending` replaces
+/// the stored one in place), without cloning either map first: the same keys, values and order.
+pub(crate) fn effective_configuration_with(
+    connector: &Connector,
+    state: &State,
+    pending: &State,
+) -> State {
+    let mut configuration =
+        State::with_capacity(connector.configuration().len() + state.len() + pending.len());
     for property in connector.configuration() {
         if let Some(default) = property.default_value() {
             configuration.insert(property.key().to_owned(), Value::String(default.to_owned()));
         }
     }
     for (key, value) in state {
+        let value = pending.get(key).unwrap_or(value);
         if !value.is_null() {
+            configuration.insert(key.clone(), value.clone());
+        }
+    }
+    for (key, value) in pending {
+        if !value.is_null() && !state.contains_key(key) {
             configuration.insert(key.clone(), value.clone());
         }
     }
@@ -174,12 +191,7 @@ pub(crate) fn missing_required(connector: &Connector, configuration: &State) -> 
         .configuration()
         .iter()
         .filter(|property| property.required() && !maintained_by_engine(property.key()))
-        .filter(|property| {
-            configuration
-                .get(property.key())
-                .and_then(text_of)
-                .is_none()
-        })
+        .filter(|property| !configuration.get(property.key()).is_some_and(has_text))
         .map(|property| MissingKey {
             key: property.key().to_owned(),
             description: property
@@ -188,6 +200,11 @@ pub(crate) fn missing_required(connector: &Connector, configuration: &State) -> 
                 .map(str::to_owned),
         })
         .collect()
+}
+
+/// True when [`text_of`] gives `Some`, without building the text.
+fn has_text(value: &Value) -> bool {
+    !value.is_null() && value.as_str() != Some("")
 }
 
 /// A configuration or JSON value as request text: strings as they are, numbers and booleans
@@ -277,10 +294,7 @@ pub(crate) fn build(
 ) -> Result<PreparedRequest, RunError> {
     let parameters = request_parameters(context.connector, resource);
     check_inputs(context, resource, &parameters)?;
-    let configuration_value = Value::Object(context.configuration.clone());
-    let template_context = TemplateContext::new(serde_json::json!({
-        "configuration": &configuration_value,
-    }));
+    let template_context = TemplateContext::new(context.configuration, None);
     let mut headers: Vec<(String, String)> = Vec::new();
     let mut query: Vec<(String, String)> = Vec::new();
     let mut form: Vec<(String, String)> = Vec::new();
@@ -334,13 +348,7 @@ pub(crate) fn build(
     if context.authenticate {
         add_authentication(context, &parameters, &mut headers);
     }
-    let url = build_url(
-        context,
-        resource,
-        &path_values,
-        &query,
-        &configuration_value,
-    )?;
+    let url = build_url(context, resource, &path_values, &query)?;
     let body = if !form.is_empty() {
         RequestBody::Form(form)
     } else if let Some(body) = body {
@@ -397,7 +405,7 @@ fn value_of(
     context: &BuildContext<'_>,
     resource: &Resource,
     parameter: &Parameter,
-    template_context: &TemplateContext,
+    template_context: &TemplateContext<'_>,
 ) -> Result<Option<Value>, RunError> {
     let inputs = context.inputs;
     let found = match parameter.kind() {
@@ -407,7 +415,7 @@ fn value_of(
                 .expect("a validated `value` parameter has a compiled template");
             if let Some(missing) = template
                 .keys()
-                .find(|key| context.configuration.get(*key).and_then(text_of).is_none())
+                .find(|key| !context.configuration.get(*key).is_some_and(has_text))
             {
                 context.observer.event(&Event::Skipped {
                     parameter: parameter.vendor_name().to_owned(),
@@ -428,7 +436,7 @@ fn value_of(
             let value = context
                 .configuration
                 .get(parameter.name())
-                .filter(|value| text_of(value).is_some());
+                .filter(|value| has_text(value));
             if value.is_none() {
                 context.observer.event(&Event::Skipped {
                     parameter: parameter.vendor_name().to_owned(),
@@ -579,7 +587,6 @@ fn build_url(
     resource: &Resource,
     path_values: &Map<String, Value>,
     query: &[(String, String)],
-    configuration: &Value,
 ) -> Result<url::Url, RunError> {
     let template = resource.vendor_path();
     if let Some(missing) = template
@@ -594,10 +601,7 @@ fn build_url(
         })
         .at(resource.location()));
     }
-    let path_context = TemplateContext::new(serde_json::json!({
-        "configuration": configuration,
-        "path": path_values,
-    }));
+    let path_context = TemplateContext::new(context.configuration, Some(path_values));
     let path = template.render(&path_context).map_err(|error| {
         RunError::from(RunErrorKind::Render {
             template: template.source().to_owned(),

@@ -14,13 +14,13 @@
 //!
 //! let template = Template::compile("Bearer ${configuration.oauth.user.token}", TemplateKind::Text)?;
 //! assert_eq!(template.keys().next(), Some("oauth.user.token"));
-//! let context = TemplateContext::new(serde_json::json!({
-//!     "configuration": {"oauth.user.token": "abc"}
-//! }));
+//! let configuration = serde_json::json!({"oauth.user.token": "abc"});
+//! let context = TemplateContext::new(configuration.as_object().unwrap(), None);
 //! assert_eq!(template.render(&context)?, "Bearer abc");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,7 +30,7 @@ use handlebars::{
     StringOutput,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Characters left as they are in percent-encoded values (RFC 3986 unreserved).
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
@@ -128,8 +128,22 @@ pub struct Reference {
 pub struct Template {
     source: String,
     compiled: Option<handlebars::Template>,
+    /// The same template as plain segments, when it has no `{{...}}`: rendered without building
+    /// a handlebars context. Decided once, at compile time.
+    segments: Option<Vec<Segment>>,
     keys: Vec<Reference>,
     placeholders: Vec<Reference>,
+}
+
+/// A piece of a template without handlebars expressions.
+#[derive(Clone)]
+enum Segment {
+    /// Literal text.
+    Text(String),
+    /// `${configuration.KEY}`.
+    Key(String),
+    /// `{name}`, percent-encoded.
+    Placeholder(String),
 }
 
 impl fmt::Debug for Template {
@@ -148,14 +162,40 @@ pub struct TemplateError {
     pub offset: usize,
 }
 
-/// The values a template is rendered with: `configuration` (flat map of keys) and `path`
-/// (placeholder values). Build it once per request and render every template with it.
-pub struct TemplateContext(Context);
+/// The values a template is rendered with: `configuration` (the flat map of keys) and `path`
+/// (placeholder values). Build it once per request and render every template with it; the
+/// handlebars context is made from it only when a template needs one.
+pub struct TemplateContext<'a> {
+    configuration: &'a Map<String, Value>,
+    path: Option<&'a Map<String, Value>>,
+    handlebars: OnceCell<Context>,
+}
 
-impl TemplateContext {
-    /// Wraps a JSON object such as `{"configuration": {...}, "path": {...}}`.
-    pub fn new(data: Value) -> Self {
-        Self(Context::from(data))
+impl<'a> TemplateContext<'a> {
+    /// The context of a configuration and, for URL templates, the placeholder values.
+    pub fn new(
+        configuration: &'a Map<String, Value>,
+        path: Option<&'a Map<String, Value>>,
+    ) -> Self {
+        Self {
+            configuration,
+            path,
+            handlebars: OnceCell::new(),
+        }
+    }
+
+    fn handlebars(&self) -> &Context {
+        self.handlebars.get_or_init(|| {
+            let mut data = Map::with_capacity(2);
+            data.insert(
+                "configuration".to_owned(),
+                Value::Object(self.configuration.clone()),
+            );
+            if let Some(path) = self.path {
+                data.insert("path".to_owned(), Value::Object(path.clone()));
+            }
+            Context::from(Value::Object(data))
+        })
     }
 }
 
@@ -172,6 +212,15 @@ impl Template {
         let bytes = text.as_bytes();
         let mut index = 0;
         let mut templated = false;
+        let mut segments = Some(Vec::new());
+        let push = |segments: &mut Option<Vec<Segment>>, literal: &str, segment: Segment| {
+            if let Some(segments) = segments {
+                if !literal.is_empty() {
+                    segments.push(Segment::Text(literal.to_owned()));
+                }
+                segments.push(segment);
+            }
+        };
         while index < bytes.len() {
             if text[index..].starts_with("${configuration.") {
                 let key_start = index + "${configuration.".len();
@@ -182,6 +231,11 @@ impl Template {
                     });
                 };
                 let key = &text[key_start..key_start + length];
+                push(
+                    &mut segments,
+                    &text[rest..index],
+                    Segment::Key(key.to_owned()),
+                );
                 translated.push_str(&escape_literal(&text[rest..index]));
                 translated.push_str("{{configuration.[");
                 translated.push_str(key);
@@ -202,6 +256,7 @@ impl Template {
                     });
                 };
                 let end = index + length + 2;
+                segments = None;
                 translated.push_str(&escape_literal(&text[rest..index]));
                 translate_expression(text, index, end, &mut translated, &mut keys);
                 index = end;
@@ -213,6 +268,11 @@ impl Template {
                 && is_placeholder_name(&text[index + 1..index + 1 + length])
             {
                 let name = &text[index + 1..index + 1 + length];
+                push(
+                    &mut segments,
+                    &text[rest..index],
+                    Segment::Placeholder(name.to_owned()),
+                );
                 translated.push_str(&escape_literal(&text[rest..index]));
                 translated.push_str("{{urlencode path.[");
                 translated.push_str(name);
@@ -242,8 +302,14 @@ impl Template {
         } else {
             None
         };
+        if let Some(segments) = &mut segments
+            && rest < text.len()
+        {
+            segments.push(Segment::Text(text[rest..].to_owned()));
+        }
         Ok(Self {
             source: text.to_owned(),
+            segments: segments.filter(|_| compiled.is_some()),
             compiled,
             keys,
             placeholders,
@@ -282,10 +348,43 @@ impl Template {
         let Some(compiled) = &self.compiled else {
             return Ok(self.source.clone());
         };
+        if let Some(text) = self.render_segments(context) {
+            return Ok(text);
+        }
         let mut render_context = RenderContext::new(None);
         let mut output = StringOutput::new();
-        compiled.render(&REGISTRY, &context.0, &mut render_context, &mut output)?;
+        compiled.render(
+            &REGISTRY,
+            context.handlebars(),
+            &mut render_context,
+            &mut output,
+        )?;
         output.into_string().map_err(RenderError::from)
+    }
+
+    /// Renders a template without `{{...}}` from its segments, exactly as handlebars would.
+    /// `None` when it has handlebars expressions, or a value is missing or not a string, number
+    /// or boolean: handlebars then renders it, and reports the error.
+    fn render_segments(&self, context: &TemplateContext<'_>) -> Option<String> {
+        let segments = self.segments.as_ref()?;
+        let mut output = String::with_capacity(self.source.len() + 32);
+        for segment in segments {
+            match segment {
+                Segment::Text(text) => output.push_str(text),
+                Segment::Key(key) => match context.configuration.get(key)? {
+                    Value::String(value) => output.push_str(value),
+                    value @ (Value::Number(_) | Value::Bool(_)) => {
+                        output.push_str(&value.to_string());
+                    }
+                    _ => return None,
+                },
+                Segment::Placeholder(name) => match context.path?.get(name)? {
+                    Value::String(value) => output.push_str(&percent_encode(value)),
+                    _ => return None,
+                },
+            }
+        }
+        Some(output)
     }
 }
 
@@ -401,11 +500,45 @@ mod tests {
 
     use super::*;
 
-    fn context() -> TemplateContext {
-        TemplateContext::new(json!({
-            "configuration": {"oauth.api.key": "id", "oauth.api.secret": "s&cret", "n": 3},
-            "path": {"id": "a b/c"}
-        }))
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("an object"),
+        }
+    }
+
+    fn configuration() -> Map<String, Value> {
+        object(json!({"oauth.api.key": "id", "oauth.api.secret": "s&cret", "n": 3, "t": true}))
+    }
+
+    fn path() -> Map<String, Value> {
+        object(json!({"id": "a b/c"}))
+    }
+
+    #[test]
+    fn plain_templates_render_as_handlebars_would() {
+        let (configuration, path) = (configuration(), path());
+        let context = TemplateContext::new(&configuration, Some(&path));
+        for (plain, handlebars) in [
+            (
+                "Bearer ${configuration.oauth.api.key}",
+                "Bearer {{configuration.[oauth.api.key]}}",
+            ),
+            (
+                "n=${configuration.n}&t=${configuration.t}",
+                "n={{configuration.n}}&t={{configuration.t}}",
+            ),
+            ("/x/{id}/y", "/x/{{urlencode path.[id]}}/y"),
+        ] {
+            let plain = Template::compile(plain, TemplateKind::Url).unwrap();
+            assert!(plain.segments.is_some());
+            let handlebars = Template::compile(handlebars, TemplateKind::Url).unwrap();
+            assert!(handlebars.segments.is_none());
+            assert_eq!(
+                plain.render(&context).unwrap(),
+                handlebars.render(&context).unwrap()
+            );
+        }
     }
 
     #[test]
@@ -420,8 +553,11 @@ mod tests {
             ["oauth.api.key", "oauth.api.key", "oauth.api.secret", "n"]
         );
         assert_eq!(template.placeholders()[0].name, "id");
+        let (configuration, path) = (configuration(), path());
         assert_eq!(
-            template.render(&context()).unwrap(),
+            template
+                .render(&TemplateContext::new(&configuration, Some(&path)))
+                .unwrap(),
             "/x/a%20b%2Fc?k=id&b=aWQ6cyZjcmV0&n=3"
         );
     }
@@ -439,13 +575,23 @@ mod tests {
         let text = r#"{"grant_type": "client_credentials"}"#;
         let template = Template::compile(text, TemplateKind::Text).unwrap();
         assert!(template.is_literal());
-        assert_eq!(template.render(&context()).unwrap(), text);
+        let configuration = configuration();
+        assert_eq!(
+            template
+                .render(&TemplateContext::new(&configuration, None))
+                .unwrap(),
+            text
+        );
     }
 
     #[test]
     fn strict_missing_value_is_an_error() {
         let template = Template::compile("${configuration.missing}", TemplateKind::Text).unwrap();
-        assert!(template.render(&context()).is_err());
+        let configuration = configuration();
+        let error = template
+            .render(&TemplateContext::new(&configuration, None))
+            .unwrap_err();
+        assert!(error.to_string().contains("missing"), "{error}");
     }
 
     #[test]
