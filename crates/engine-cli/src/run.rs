@@ -264,6 +264,10 @@ struct Verbose {
 }
 
 impl Observer for Verbose {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     fn event(&self, event: &Event) {
         if !self.enabled {
             return;

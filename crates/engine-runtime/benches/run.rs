@@ -222,9 +222,10 @@ fn bench_run(c: &mut Criterion) {
         .throughput(Throughput::Elements(1));
 
     // Each sample runs its iterations in one task on a runtime worker, as a service would.
-    for (name, client) in [
-        ("reqwest", &client),
-        ("reqwest/engine-settings", &configured),
+    for (name, client, parse) in [
+        ("reqwest", &client, false),
+        ("reqwest/engine-settings", &configured, false),
+        ("reqwest/json", &configured, true),
     ] {
         group.bench_function(name, |b| {
             b.iter_custom(|iterations| {
@@ -242,7 +243,13 @@ fn bench_run(c: &mut Criterion) {
                                 .await
                                 .expect("send");
                             assert_eq!(response.status(), reqwest::StatusCode::OK);
-                            std::hint::black_box(response.bytes().await.expect("body"));
+                            if parse {
+                                // What the engine hands back: the body as a JSON value.
+                                let body: Value = response.json().await.expect("JSON body");
+                                std::hint::black_box(body);
+                            } else {
+                                std::hint::black_box(response.bytes().await.expect("body"));
+                            }
                         }
                         started.elapsed()
                     }))

@@ -405,13 +405,12 @@ impl<'a> Run<'a> {
             else {
                 return Ok((None, Value::Null));
             };
-            match connector.next_of(current) {
-                Some(next) => {
-                    previous = Some(response.body);
-                    current = next;
-                }
-                None => return Ok((Some(response.status), extracted.output)),
-            }
+            let Some(next) = connector.next_of(current) else {
+                let status = Some(response.status);
+                return Ok((status, extracted.into_output(current, response.body)));
+            };
+            previous = Some(response.body);
+            current = next;
         }
         Err(RunErrorKind::ChainTooLong {
             max: engine_spec::MAX_CHAIN,
@@ -440,7 +439,10 @@ impl<'a> Run<'a> {
                 .await?;
             self.save(&extracted.saved);
         }
-        Ok((Some(response.status), extracted.output))
+        Ok((
+            Some(response.status),
+            extracted.into_output(resource, response.body),
+        ))
     }
 
     /// Step 2 of the cycle: makes sure the token is fresh before an API call. True when it took
@@ -730,11 +732,13 @@ impl<'a> Run<'a> {
         let mut attempt = 1;
         let mut pause = self.engine.backoff;
         loop {
-            self.observer.event(&Event::Sending {
-                resource: request.resource.clone(),
-                method: request.method.clone(),
-                url: crate::request::redact_url(&request.url, &self.redactor),
-            });
+            if self.observer.enabled() {
+                self.observer.event(&Event::Sending {
+                    resource: request.resource.clone(),
+                    method: request.method.clone(),
+                    url: crate::request::redact_url(&request.url, &self.redactor),
+                });
+            }
             let mut wait = pause;
             let cause = match send(&self.engine.client, request).await {
                 Ok(response) => {

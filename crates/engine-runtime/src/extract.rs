@@ -14,8 +14,23 @@ use crate::send::VendorResponse;
 pub(crate) struct Extracted {
     /// Configuration keys to save, with their values (always strings).
     pub(crate) saved: State,
-    /// The body for the caller: `rootKey` applied, output parameters added.
-    pub(crate) output: Value,
+    /// Fields the output parameters add to the caller's body.
+    outputs: Vec<(String, Value)>,
+}
+
+impl Extracted {
+    /// The body for the caller, made from the response body without copying it: `rootKey`
+    /// applied, output parameters added.
+    pub(crate) fn into_output(self, resource: &Resource, body: Value) -> Value {
+        let mut output = match resource.root_key() {
+            Some(root) => root.find(&body).cloned().unwrap_or(body),
+            None => body,
+        };
+        if let Value::Object(object) = &mut output {
+            object.extend(self.outputs);
+        }
+        output
+    }
 }
 
 /// Applies the response parameters of `resource` to `response`. A parameter that finds nothing
@@ -25,14 +40,7 @@ pub(crate) fn extract(
     resource: &Resource,
     response: &VendorResponse,
 ) -> Extracted {
-    let mut extracted = Extracted {
-        saved: State::new(),
-        output: resource
-            .root_key()
-            .and_then(|root| root.find(&response.body))
-            .cloned()
-            .unwrap_or_else(|| response.body.clone()),
-    };
+    let mut extracted = Extracted::default();
     for parameter in response_parameters(connector, resource) {
         let found = match parameter.vendor_kind() {
             VendorKind::Header => response
@@ -58,11 +66,7 @@ pub(crate) fn extract(
                     .saved
                     .insert(parameter.name().to_owned(), Value::String(text));
             }
-            _ => {
-                if let Value::Object(output) = &mut extracted.output {
-                    output.insert(parameter.name().to_owned(), found);
-                }
-            }
+            _ => extracted.outputs.push((parameter.name().to_owned(), found)),
         }
     }
     extracted

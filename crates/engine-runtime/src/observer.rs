@@ -84,6 +84,12 @@ pub enum Event {
 pub trait Observer: Send + Sync {
     /// Called for each event, in order.
     fn event(&self, event: &Event);
+
+    /// False when the observer ignores every event: the runtime then skips building events
+    /// that cost something (a redacted URL).
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// An observer that ignores everything.
@@ -92,4 +98,8 @@ pub struct NoObserver;
 
 impl Observer for NoObserver {
     fn event(&self, _: &Event) {}
+
+    fn enabled(&self) -> bool {
+        false
+    }
 }

@@ -39,27 +39,31 @@ impl fmt::Display for Secret {
 
 /// True when a header, form field or query name usually carries a credential.
 pub fn is_secret_name(name: &str) -> bool {
-    const WORDS: &[&str] = &[
-        "authorization",
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "api_key",
-        "apikey",
-        "api-key",
-        "cookie",
-        "assertion",
-        "code_verifier",
-        "credential",
-        "session",
-        "signature",
+    const WORDS: &[&[u8]] = &[
+        b"authorization",
+        b"password",
+        b"passwd",
+        b"secret",
+        b"token",
+        b"api_key",
+        b"apikey",
+        b"api-key",
+        b"cookie",
+        b"assertion",
+        b"code_verifier",
+        b"credential",
+        b"session",
+        b"signature",
     ];
-    // `WORDS` are lower-case ASCII: compare case-insensitively in place instead of lowering a copy.
+    // Called for every key of every instance: one pass, no allocation, no searcher set-up.
     let name = name.as_bytes();
-    WORDS.iter().any(|word| {
-        name.windows(word.len())
-            .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+    (0..name.len()).any(|start| {
+        let rest = &name[start..];
+        WORDS.iter().any(|word| {
+            rest.len() >= word.len()
+                && rest[0].eq_ignore_ascii_case(&word[0])
+                && rest[..word.len()].eq_ignore_ascii_case(word)
+        })
     })
 }
 
@@ -81,8 +85,9 @@ impl Redactor {
     /// Learns the secret values of `state` (see [`Redactor::for_state`]).
     pub fn learn_state(&mut self, connector: &Connector, state: &State) {
         for (key, value) in state {
-            let named_like_secret = is_secret_name(key) && !engine_spec::is_never_secret(key);
-            if connector.is_secret_key(key) || named_like_secret {
+            let secret = connector.is_secret_key(key)
+                || (is_secret_name(key) && !engine_spec::is_never_secret(key));
+            if secret {
                 match value {
                     serde_json::Value::String(text) => self.learn(text),
                     serde_json::Value::Null => {}

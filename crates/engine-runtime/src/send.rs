@@ -11,8 +11,8 @@ use crate::request::{PreparedRequest, RequestBody};
 pub struct VendorResponse {
     /// HTTP status.
     pub status: u16,
-    /// Response headers, names lower case.
-    pub headers: Vec<(String, String)>,
+    /// Response headers.
+    headers: reqwest::header::HeaderMap,
     /// The body: parsed JSON when it is JSON, a string otherwise, `null` when empty.
     pub body: Value,
     /// How long the exchange took.
@@ -27,10 +27,7 @@ impl VendorResponse {
 
     /// The first header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+        self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
     /// A short problem description from an error body: OAuth2's `error` and
@@ -95,18 +92,9 @@ pub(crate) async fn send(
         RequestBody::Form(fields) => builder.form(fields),
     };
     let started = Instant::now();
-    let response = builder.send().await?;
+    let mut response = builder.send().await?;
     let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = std::mem::take(response.headers_mut());
     let bytes = response.bytes().await?;
     let body = if bytes.is_empty() {
         Value::Null

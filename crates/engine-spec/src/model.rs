@@ -71,6 +71,8 @@ pub struct Connector {
     pub(crate) configuration: Vec<ConfigProperty>,
     pub(crate) parameters: Vec<Parameter>,
     pub(crate) resources: Vec<Resource>,
+    /// The keys response parameters save, computed once by `validate`.
+    pub(crate) saved_keys: Vec<String>,
 }
 
 impl Connector {
@@ -135,9 +137,7 @@ impl Connector {
             || self
                 .property(key)
                 .is_some_and(|property| property.kind == ConfigType::Password)
-            || self
-                .all_parameters()
-                .any(|parameter| parameter.saves_to_configuration() && parameter.name == key)
+            || self.saved_keys.iter().any(|saved| saved == key)
     }
 
     /// The global parameters, applied to every resource.

@@ -273,7 +273,16 @@ impl Builder<'_> {
             configuration,
             parameters,
             resources,
+            saved_keys: Vec::new(),
         };
+        let mut saved_keys: Vec<String> = connector
+            .all_parameters()
+            .filter(|parameter| parameter.saves_to_configuration())
+            .map(|parameter| parameter.name.clone())
+            .collect();
+        saved_keys.sort();
+        saved_keys.dedup();
+        connector.saved_keys = saved_keys;
         self.link_chains(&mut connector);
         connector
     }
