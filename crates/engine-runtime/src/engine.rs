@@ -24,8 +24,8 @@ use crate::lifecycle::{Freshness, Lifecycle, check_fresh};
 use crate::observer::{Event, Observer, RefreshReason};
 use crate::redact::Redactor;
 use crate::request::{
-    BuildContext, Inputs, PreparedRequest, build, effective_configuration,
-    effective_configuration_with, missing_required,
+    BuildContext, Inputs, PreparedRequest, build, effective_configuration, missing_required,
+    overlay,
 };
 use crate::run_error::{RunError, RunErrorKind};
 use crate::send::{VendorResponse, describe, send};
@@ -266,9 +266,7 @@ pub(crate) struct Run<'a> {
     store: &'a dyn StateStore,
     instance: &'a str,
     pub(crate) observer: &'a dyn Observer,
-    /// The instance as last read from the store. Change it with [`Run::set_state`].
-    state: State,
-    /// Values this run saved that are not persisted yet. Change it with [`Run::set_pending`].
+    /// Values this run saved that are not persisted yet. Change them with [`Run::save`].
     pending: State,
     /// The effective configuration of `state` and `pending`, kept in step with them so that a
     /// call does not rebuild it at each step.
@@ -311,15 +309,15 @@ impl<'a> Run<'a> {
     ) -> Result<Self, RunError> {
         let state = store.load(instance)?;
         let redactor = Redactor::for_state(connector, &state);
+        let pending = State::new();
         Ok(Self {
             engine,
             connector,
             store,
             instance,
             observer,
-            configuration: effective_configuration(connector, &state),
-            state,
-            pending: State::new(),
+            configuration: effective_configuration(connector, state, &pending),
+            pending,
             redactor,
             plan_only,
             planned: Vec::new(),
@@ -331,18 +329,10 @@ impl<'a> Run<'a> {
         self.configuration.clone()
     }
 
-    /// Replaces the stored state (and the effective configuration with it).
-    fn set_state(&mut self, state: State) {
-        self.state = state;
-        self.configuration =
-            effective_configuration_with(self.connector, &self.state, &self.pending);
-    }
-
-    /// Replaces the pending values (and the effective configuration with them).
-    fn set_pending(&mut self, pending: State) {
-        self.pending = pending;
-        self.configuration =
-            effective_configuration_with(self.connector, &self.state, &self.pending);
+    /// Bases the effective configuration on a state just read from the store (this run's
+    /// pending values stay on top).
+    fn rebase(&mut self, state: State) {
+        self.configuration = effective_configuration(self.connector, state, &self.pending);
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
@@ -473,18 +463,15 @@ impl<'a> Run<'a> {
         }
         let mut lock = tokio::task::block_in_place(|| self.store.lock(self.instance))?;
         let stored = lock.load()?;
-        let mut configuration = stored.clone();
-        configuration.extend(self.pending.clone());
-        let configuration = effective_configuration(self.connector, &configuration);
+        self.redactor.learn_state(self.connector, &stored);
+        self.rebase(stored);
         let done_elsewhere = match &recheck {
-            Recheck::Marker(marker) => lifecycle.marker(&configuration) != *marker,
+            Recheck::Marker(marker) => lifecycle.marker(&self.configuration) != *marker,
             Recheck::Freshness => matches!(
-                check_fresh(self.connector, &configuration, self.now_ms()),
+                check_fresh(self.connector, &self.configuration, self.now_ms()),
                 Freshness::Fresh(_)
             ),
         };
-        self.set_state(stored);
-        self.redactor.learn_state(self.connector, &self.state);
         if done_elsewhere {
             self.observer.event(&Event::RefreshedElsewhere);
             return Ok(());
@@ -494,9 +481,9 @@ impl<'a> Run<'a> {
             reason: reason.clone(),
         });
         // A failed refresh leaves the instance as it was: nothing it saved is kept.
-        let before = self.pending.clone();
+        let before = (self.pending.clone(), self.configuration.clone());
         if let Err(error) = auth::obtain(self, lifecycle, &reason).await {
-            self.set_pending(before);
+            (self.pending, self.configuration) = before;
             return Err(error);
         }
         self.persist_with(&mut *lock)
@@ -513,13 +500,10 @@ impl<'a> Run<'a> {
             Err(error) => return Err(error.into()),
         };
         let keys: Vec<String> = self.pending.keys().cloned().collect();
-        // Taken through `set_pending` so that `configuration` stays in step even if the write fails.
-        let pending = std::mem::take(&mut self.pending);
-        self.set_pending(State::new());
-        state.extend(pending);
+        state.extend(std::mem::take(&mut self.pending));
         lock.persist(&state)?;
         self.redactor.learn_state(self.connector, &state);
-        self.set_state(state);
+        self.rebase(state);
         self.observer.event(&Event::Saved { keys });
         Ok(())
     }
@@ -602,11 +586,8 @@ impl<'a> Run<'a> {
 
     /// Records values a response saved, learning them as secrets (tokens) first.
     pub(crate) fn save(&mut self, saved: &State) {
-        if !saved.is_empty() {
-            let mut pending = std::mem::take(&mut self.pending);
-            pending.extend(saved.clone());
-            self.set_pending(pending);
-        }
+        self.pending.extend(saved.clone());
+        overlay(&mut self.configuration, saved);
         self.redactor.learn_state(self.connector, saved);
     }
 

@@ -37,35 +37,7 @@ impl fmt::Display for Secret {
     }
 }
 
-/// True when a header, form field or query name usually carries a credential.
-pub fn is_secret_name(name: &str) -> bool {
-    const WORDS: &[&[u8]] = &[
-        b"authorization",
-        b"password",
-        b"passwd",
-        b"secret",
-        b"token",
-        b"api_key",
-        b"apikey",
-        b"api-key",
-        b"cookie",
-        b"assertion",
-        b"code_verifier",
-        b"credential",
-        b"session",
-        b"signature",
-    ];
-    // Called for every key of every instance: one pass, no allocation, no searcher set-up.
-    let name = name.as_bytes();
-    (0..name.len()).any(|start| {
-        let rest = &name[start..];
-        WORDS.iter().any(|word| {
-            rest.len() >= word.len()
-                && rest[0].eq_ignore_ascii_case(&word[0])
-                && rest[..word.len()].eq_ignore_ascii_case(word)
-        })
-    })
-}
+pub use engine_spec::is_secret_name;
 
 /// Masks known secret values in text.
 #[derive(Debug, Clone, Default)]
@@ -85,9 +57,7 @@ impl Redactor {
     /// Learns the secret values of `state` (see [`Redactor::for_state`]).
     pub fn learn_state(&mut self, connector: &Connector, state: &State) {
         for (key, value) in state {
-            let secret = connector.is_secret_key(key)
-                || (is_secret_name(key) && !engine_spec::is_never_secret(key));
-            if secret {
+            if connector.is_secret_key(key) {
                 match value {
                     serde_json::Value::String(text) => self.learn(text),
                     serde_json::Value::Null => {}
@@ -116,8 +86,10 @@ impl Redactor {
 
     /// True when `text` holds a known secret, that is when [`Redactor::redact`] may change it.
     pub(crate) fn finds_secret(&self, text: &str) -> bool {
+        // Longest first: most texts are shorter than every secret and need no search at all.
         self.secrets
             .iter()
+            .filter(|secret| secret.len() <= text.len())
             .any(|secret| text.contains(secret.as_str()))
     }
 
@@ -125,7 +97,7 @@ impl Redactor {
     pub fn redact(&self, text: &str) -> String {
         let mut text = text.to_owned();
         for secret in &self.secrets {
-            if text.contains(secret.as_str()) {
+            if secret.len() <= text.len() && text.contains(secret.as_str()) {
                 text = text.replace(secret.as_str(), MASK);
             }
         }

@@ -147,16 +147,10 @@ fn mask_json(value: &mut Value) {
 }
 
 /// The instance configuration as templates see it: declared defaults, overlaid by the stored
-/// values.
-pub(crate) fn effective_configuration(connector: &Connector, state: &State) -> State {
-    effective_configuration_with(connector, state, &State::new())
-}
-
-/// [`effective_configuration`] of `state` extended by `pending` (a value in `pending` replaces
-/// the stored one in place), without cloning either map first: the same keys, values and order.
-pub(crate) fn effective_configuration_with(
+/// values (moved, not copied) and then by `pending` (this run's values not yet written).
+pub(crate) fn effective_configuration(
     connector: &Connector,
-    state: &State,
+    state: State,
     pending: &State,
 ) -> State {
     let mut configuration =
@@ -167,17 +161,21 @@ pub(crate) fn effective_configuration_with(
         }
     }
     for (key, value) in state {
-        let value = pending.get(key).unwrap_or(value);
+        if !value.is_null() {
+            configuration.insert(key, value);
+        }
+    }
+    overlay(&mut configuration, pending);
+    configuration
+}
+
+/// Puts `values` over `configuration` (null values leave the key as it was).
+pub(crate) fn overlay(configuration: &mut State, values: &State) {
+    for (key, value) in values {
         if !value.is_null() {
             configuration.insert(key.clone(), value.clone());
         }
     }
-    for (key, value) in pending {
-        if !value.is_null() && !state.contains_key(key) {
-            configuration.insert(key.clone(), value.clone());
-        }
-    }
-    configuration
 }
 
 /// Keys the engine maintains itself: never "missing" even when declared `required`.

@@ -53,6 +53,37 @@ pub const NOT_SECRET_KEYS: &[&str] = &[
     "oauth.user.token_type",
 ];
 
+/// True for names that usually carry credentials: `Authorization`, `client_secret`,
+/// `X-API-Key`, `password`, `refresh_token`, `Cookie`... Case-insensitive; one pass, no
+/// allocation.
+pub fn is_secret_name(name: &str) -> bool {
+    const WORDS: &[&[u8]] = &[
+        b"authorization",
+        b"password",
+        b"passwd",
+        b"secret",
+        b"token",
+        b"api_key",
+        b"apikey",
+        b"api-key",
+        b"cookie",
+        b"assertion",
+        b"code_verifier",
+        b"credential",
+        b"session",
+        b"signature",
+    ];
+    let name = name.as_bytes();
+    name.iter().enumerate().any(|(start, first)| {
+        let first = first.to_ascii_lowercase();
+        WORDS.iter().any(|word| {
+            word[0] == first
+                && name.len() - start >= word.len()
+                && name[start..start + word.len()].eq_ignore_ascii_case(word)
+        })
+    })
+}
+
 /// True for keys whose values are never secret: [`NOT_SECRET_KEYS`] and URLs (keys whose last
 /// segment is `url` or ends in `_url`).
 pub fn is_never_secret(key: &str) -> bool {
@@ -73,6 +104,8 @@ pub struct Connector {
     pub(crate) resources: Vec<Resource>,
     /// The keys response parameters save, computed once by `validate`.
     pub(crate) saved_keys: Vec<String>,
+    /// The known keys whose values are secrets, sorted, computed once by `validate`.
+    pub(crate) secret_keys: Vec<String>,
 }
 
 impl Connector {
@@ -124,20 +157,31 @@ impl Connector {
     }
 
     /// True when values of `key` must never be shown: `PASSWORD` properties, the reserved secret
-    /// keys, and every key a response parameter saves (tokens), except the bookkeeping keys that
-    /// cannot be secrets (`expires_in`, `authentication.time`, URLs: see [`NOT_SECRET_KEYS`]).
+    /// keys, every key a response parameter saves (tokens) and keys named like credentials
+    /// ([`is_secret_name`]), except the bookkeeping keys that cannot be secrets (`expires_in`,
+    /// `authentication.time`, URLs: see [`is_never_secret`]). Keys the connector knows are
+    /// decided once, at load; other keys of an instance file by their name.
     pub fn is_secret_key(&self, key: &str) -> bool {
-        let is_url = key
-            .strip_suffix("url")
-            .is_some_and(|rest| rest.ends_with(['.', '_']));
-        if NOT_SECRET_KEYS.contains(&key) || is_url {
-            return false;
+        if self
+            .secret_keys
+            .binary_search_by(|known| known.as_str().cmp(key))
+            .is_ok()
+        {
+            return true;
         }
-        SECRET_KEYS.contains(&key)
-            || self
-                .property(key)
-                .is_some_and(|property| property.kind == ConfigType::Password)
-            || self.saved_keys.iter().any(|saved| saved == key)
+        let known = self.knows_key(key) || self.saved_keys.iter().any(|saved| saved == key);
+        !known && !is_never_secret(key) && is_secret_name(key)
+    }
+
+    /// The rule of [`Connector::is_secret_key`] for a key the connector knows.
+    pub(crate) fn decide_secret(&self, key: &str) -> bool {
+        !is_never_secret(key)
+            && (SECRET_KEYS.contains(&key)
+                || is_secret_name(key)
+                || self
+                    .property(key)
+                    .is_some_and(|property| property.kind == ConfigType::Password)
+                || self.saved_keys.iter().any(|saved| saved == key))
     }
 
     /// The global parameters, applied to every resource.

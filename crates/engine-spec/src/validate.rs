@@ -274,6 +274,7 @@ impl Builder<'_> {
             parameters,
             resources,
             saved_keys: Vec::new(),
+            secret_keys: Vec::new(),
         };
         let mut saved_keys: Vec<String> = connector
             .all_parameters()
@@ -283,6 +284,17 @@ impl Builder<'_> {
         saved_keys.sort();
         saved_keys.dedup();
         connector.saved_keys = saved_keys;
+        let mut secret_keys: Vec<String> = connector
+            .configuration
+            .iter()
+            .map(|property| property.key.clone())
+            .chain(connector.saved_keys.iter().cloned())
+            .chain(RESERVED_KEYS.iter().map(|key| (*key).to_owned()))
+            .filter(|key| connector.decide_secret(key))
+            .collect();
+        secret_keys.sort();
+        secret_keys.dedup();
+        connector.secret_keys = secret_keys;
         self.link_chains(&mut connector);
         connector
     }

@@ -71,7 +71,8 @@ impl Engine {
         instance: &str,
     ) -> Result<PendingAuthorization, RunError> {
         let state = store.load(instance)?;
-        let configuration = crate::request::effective_configuration(connector, &state);
+        let configuration =
+            crate::request::effective_configuration(connector, state, &engine_store::State::new());
         let value = |key: &str| configuration.get(key).and_then(text_of);
         let authorization_url = value("oauth.authorization.url").ok_or_else(|| {
             missing(

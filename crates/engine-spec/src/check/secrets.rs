@@ -81,7 +81,7 @@ fn secret_in_value(input: &Input<'_>, parameter: &Parameter) -> Option<Diagnosti
         {
             (Some(scheme), value.len() - rest.trim_start().len())
         }
-        _ if is_secret_name(vendor_name) && !is_public_value(value) => (None, 0),
+        _ if crate::model::is_secret_name(vendor_name) && !is_public_value(value) => (None, 0),
         _ => return None,
     };
     let key = suggested_key(vendor_name, scheme.is_some());
@@ -109,16 +109,6 @@ fn normalise(name: &str) -> String {
         .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_lowercase())
         .collect()
-}
-
-/// True for names that carry credentials: `Authorization`, `X-API-Key`, `api_key`,
-/// `client_secret`, `password`, `token`, ...
-fn is_secret_name(name: &str) -> bool {
-    let name = normalise(name);
-    name.ends_with("authorization")
-        || ["apikey", "secret", "password", "passwd", "token"]
-            .iter()
-            .any(|word| name.contains(word))
 }
 
 /// True for values that are obviously not secrets: MIME types, booleans, numbers, keywords and
