@@ -604,18 +604,10 @@ impl<'a> Run<'a> {
             ResourceType::ProvisionAuthValidation | ResourceType::OnRefresh
         );
         let prepared = self.prepare(resource, inputs, &[], None, !obtains_token)?;
-        let response = self.send_with_retries(&prepared, true).await?;
-        if !response.is_success() {
-            return Err(RunError::from(RunErrorKind::AuthFailed {
-                step: resource.kind().label().to_owned(),
-                status: response.status,
-                problem: response
-                    .problem()
-                    .map(|problem| self.redactor.redact(&problem)),
-                body: self.redactor.redact(&response.body_text()),
-            })
-            .at(resource.location()));
-        }
+        let response = self
+            .send_lifecycle(&prepared, resource.kind().label())
+            .await
+            .map_err(|error| error.at(resource.location()))?;
         let mut extracted = extract(self.connector, resource, &response);
         if obtains_token {
             extracted.saved.insert(
@@ -701,6 +693,28 @@ impl<'a> Run<'a> {
     /// Adds an already built request to the dry-run plan.
     pub(crate) fn plan_request(&mut self, request: PreparedRequest) {
         self.planned.push(request);
+    }
+
+    /// Sends a lifecycle request (token endpoints, lifecycle resources) with the lifecycle's
+    /// retries; an error status is an authentication failure of `step`, with the vendor's error.
+    pub(crate) async fn send_lifecycle(
+        &self,
+        request: &PreparedRequest,
+        step: &str,
+    ) -> Result<VendorResponse, RunError> {
+        let response = self.send_with_retries(request, true).await?;
+        if response.is_success() {
+            return Ok(response);
+        }
+        Err(RunErrorKind::AuthFailed {
+            step: step.to_owned(),
+            status: response.status,
+            problem: response
+                .problem()
+                .map(|problem| self.redactor.redact(&problem)),
+            body: self.redactor.redact(&response.body_text()),
+        }
+        .into())
     }
 
     /// Sends with bounded retries: connection failures always; with `lifecycle`, also 429 and

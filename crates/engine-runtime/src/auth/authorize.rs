@@ -311,18 +311,9 @@ impl Engine {
                 "authorization_code",
                 fields,
             )?;
-            let response = run.send_with_retries(&request, true).await?;
-            if !response.is_success() {
-                return Err(RunErrorKind::AuthFailed {
-                    step: "oauth2 authorization_code".into(),
-                    status: response.status,
-                    problem: response
-                        .problem()
-                        .map(|problem| run.redactor.redact(&problem)),
-                    body: run.redactor.redact(&response.body_text()),
-                }
-                .into());
-            }
+            let response = run
+                .send_lifecycle(&request, "oauth2 authorization_code")
+                .await?;
             let saved = super::oauth2::apply_token_response(
                 &run,
                 &response.body,

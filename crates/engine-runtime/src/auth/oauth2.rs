@@ -33,18 +33,7 @@ pub(crate) async fn obtain(run: &mut Run<'_>) -> Result<(), RunError> {
     } else {
         let request = next_token_request(run)?;
         let step = step_of(&request);
-        let response = run.send_with_retries(&request, true).await?;
-        if !response.is_success() {
-            return Err(RunErrorKind::AuthFailed {
-                step,
-                status: response.status,
-                problem: response
-                    .problem()
-                    .map(|problem| run.redactor.redact(&problem)),
-                body: run.redactor.redact(&response.body_text()),
-            }
-            .into());
-        }
+        let response = run.send_lifecycle(&request, &step).await?;
         let saved = apply_token_response(run, &response.body, &step, false)?;
         run.save(&saved);
     }
