@@ -308,12 +308,12 @@ pub(crate) fn build(
         let value = convert(parameter, value, context.redactor)?;
         let vendor_name = parameter.vendor_name().to_owned();
         match parameter.vendor_kind() {
-            VendorKind::Header => headers.push((vendor_name, as_text(&value))),
-            VendorKind::Query => query.push((vendor_name, as_text(&value))),
+            VendorKind::Header => headers.push((vendor_name, into_text(value))),
+            VendorKind::Query => query.push((vendor_name, into_text(value))),
             VendorKind::Path => {
-                path_values.insert(vendor_name, Value::String(as_text(&value)));
+                path_values.insert(vendor_name, Value::String(into_text(value)));
             }
-            VendorKind::Form => form.push((vendor_name, as_text(&value))),
+            VendorKind::Form => form.push((vendor_name, into_text(value))),
             VendorKind::Body => body = Some(value),
             VendorKind::BodyField | VendorKind::BodyToken => {
                 let object = body.get_or_insert_with(|| Value::Object(Map::new()));
@@ -521,6 +521,14 @@ fn convert(parameter: &Parameter, value: Value, redactor: &Redactor) -> Result<V
 
 fn as_text(value: &Value) -> String {
     text_of(value).unwrap_or_default()
+}
+
+/// [`as_text`] of a value that is no longer needed: a string is moved, not copied.
+fn into_text(value: Value) -> String {
+    match value {
+        Value::String(text) => text,
+        other => as_text(&other),
+    }
 }
 
 /// Sets `name` (dotted: `a.b.c` builds nested objects) in a JSON object.
