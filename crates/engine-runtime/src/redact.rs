@@ -75,8 +75,7 @@ impl Redactor {
         }
         self.secrets.push(secret.to_owned());
         // Also its percent-encoded form, as it appears in URLs and form bodies.
-        let encoded = engine_spec::template::percent_encode(secret);
-        if encoded != secret {
+        if let std::borrow::Cow::Owned(encoded) = engine_spec::template::percent_encode(secret) {
             self.secrets.push(encoded);
         }
         // Longest first, so a secret that contains another is masked whole.

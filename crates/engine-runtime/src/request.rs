@@ -222,14 +222,14 @@ pub(crate) fn request_parameters<'a>(
     connector: &'a Connector,
     resource: &'a Resource,
 ) -> Vec<&'a Parameter> {
-    merged(connector, resource, Source::Request)
+    merged(connector, resource, Source::Request).collect()
 }
 
-/// The response-side parameters that apply to `resource`.
+/// The response-side parameters that apply to `resource`, in the same order.
 pub(crate) fn response_parameters<'a>(
     connector: &'a Connector,
     resource: &'a Resource,
-) -> Vec<&'a Parameter> {
+) -> impl Iterator<Item = &'a Parameter> {
     merged(connector, resource, Source::Response)
 }
 
@@ -237,20 +237,21 @@ fn merged<'a>(
     connector: &'a Connector,
     resource: &'a Resource,
     source: Source,
-) -> Vec<&'a Parameter> {
-    let own: Vec<&Parameter> = resource
-        .parameters()
-        .iter()
-        .filter(|parameter| parameter.source() == source)
-        .collect();
+) -> impl Iterator<Item = &'a Parameter> {
+    let own = move || {
+        resource
+            .parameters()
+            .iter()
+            .filter(move |parameter| parameter.source() == source)
+    };
     connector
         .global_parameters()
         .iter()
-        .filter(|parameter| parameter.source() == source)
-        .filter(|global| {
+        .filter(move |parameter| parameter.source() == source)
+        .filter(move |global| {
             // Same slot, or a resource `no-op` parameter of the same vendor name: it removes the
             // global one (e.g. a global `Authorization` header from a token request).
-            !own.iter().any(|parameter| {
+            !own().any(|parameter| {
                 (parameter.vendor_kind() == global.vendor_kind()
                     || parameter.vendor_kind() == VendorKind::NoOp)
                     && parameter
@@ -258,8 +259,7 @@ fn merged<'a>(
                         .eq_ignore_ascii_case(global.vendor_name())
             })
         })
-        .chain(own.iter().copied())
-        .collect()
+        .chain(own())
 }
 
 /// Everything [`build`] reads.
@@ -618,7 +618,12 @@ fn build_url(
     let full = if path.starts_with("http://") || path.starts_with("https://") {
         path
     } else {
-        let Some(base) = context.configuration.get("base.url").and_then(text_of) else {
+        let Some(base) = context
+            .configuration
+            .get("base.url")
+            .and_then(Value::as_str)
+            .filter(|base| !base.is_empty())
+        else {
             return Err(RunErrorKind::MissingConfiguration {
                 missing: vec![MissingKey {
                     key: "base.url".into(),
@@ -627,7 +632,7 @@ fn build_url(
             }
             .into());
         };
-        let base = fill_placeholders(&base, |name| path_values.get(name).map(as_text));
+        let base = fill_placeholders(base, |name| path_values.get(name).map(as_text));
         match (
             base.ends_with('/'),
             path.starts_with('/') || path.is_empty(),

@@ -20,6 +20,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::fmt;
 use std::sync::LazyLock;
@@ -39,9 +40,10 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Percent-encodes `text` so that it is one URL path segment or query value.
-pub fn percent_encode(text: &str) -> String {
-    utf8_percent_encode(text, UNRESERVED).to_string()
+/// Percent-encodes `text` so that it is one URL path segment or query value; borrowed when
+/// there is nothing to encode.
+pub fn percent_encode(text: &str) -> Cow<'_, str> {
+    utf8_percent_encode(text, UNRESERVED).into()
 }
 
 mod helpers {
@@ -52,7 +54,7 @@ mod helpers {
     use super::percent_encode;
 
     handlebars::handlebars_helper!(base64_helper: |text: str| base64::engine::general_purpose::STANDARD.encode(text));
-    handlebars::handlebars_helper!(urlencode_helper: |text: str| percent_encode(text));
+    handlebars::handlebars_helper!(urlencode_helper: |text: str| percent_encode(text).into_owned());
 }
 use helpers::{base64_helper, urlencode_helper};
 
@@ -389,8 +391,11 @@ impl Template {
 }
 
 /// Fills `{name}` placeholders of a URL known only at run time (an instance's `base.url`), with
-/// percent-encoded values; unknown placeholders stay as written.
-pub fn fill_placeholders(text: &str, value_of: impl Fn(&str) -> Option<String>) -> String {
+/// percent-encoded values; unknown placeholders stay as written. Borrowed when there is none.
+pub fn fill_placeholders(text: &str, value_of: impl Fn(&str) -> Option<String>) -> Cow<'_, str> {
+    if !text.contains('{') {
+        return Cow::Borrowed(text);
+    }
     let mut output = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(open) = rest.find('{') {
@@ -411,7 +416,7 @@ pub fn fill_placeholders(text: &str, value_of: impl Fn(&str) -> Option<String>) 
         }
     }
     output.push_str(rest);
-    output
+    Cow::Owned(output)
 }
 
 fn is_placeholder_name(name: &str) -> bool {

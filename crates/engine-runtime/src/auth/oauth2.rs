@@ -124,7 +124,7 @@ pub(crate) fn token_request(
     let mut headers = vec![("Accept".to_owned(), "application/json".to_owned())];
     let basic = value("oauth.basic.header").is_some_and(|flag| flag == "true");
     if basic {
-        let encode = |text: &str| engine_spec::template::percent_encode(text);
+        let encode = |text: &str| engine_spec::template::percent_encode(text).into_owned();
         let credentials = format!(
             "{}:{}",
             encode(&client_id),
