@@ -157,7 +157,7 @@ fn a_new_state_file_is_readable_by_its_owner_only() {
 
     let mode = fs_err::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    assert_eq!(store.load("new").unwrap(), state);
+    assert_eq!(*store.load("new").unwrap(), state);
 }
 
 #[tokio::test]

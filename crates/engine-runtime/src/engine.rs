@@ -10,7 +10,7 @@
 //! 4. extract, follow `nextResource`, and persist every saved value before returning.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engine_spec::kinds::ResourceType;
 use engine_spec::{Connector, Resource};
@@ -19,14 +19,12 @@ use serde_json::Value;
 
 use crate::auth;
 use crate::clock::{Clock, SystemClock};
+use crate::configuration::Configuration;
 use crate::extract::{Extracted, extract};
 use crate::lifecycle::{Freshness, Lifecycle, check_fresh};
 use crate::observer::{Event, Observer, RefreshReason};
 use crate::redact::Redactor;
-use crate::request::{
-    BuildContext, Inputs, PreparedRequest, build, effective_configuration, missing_required,
-    overlay,
-};
+use crate::request::{BuildContext, Inputs, PreparedRequest, build, missing_required};
 use crate::run_error::{RunError, RunErrorKind};
 use crate::send::{VendorResponse, describe, send};
 
@@ -266,11 +264,9 @@ pub(crate) struct Run<'a> {
     store: &'a dyn StateStore,
     instance: &'a str,
     pub(crate) observer: &'a dyn Observer,
-    /// Values this run saved that are not persisted yet. Change them with [`Run::save`].
-    pending: State,
-    /// The effective configuration of `state` and `pending`, kept in step with them so that a
-    /// call does not rebuild it at each step.
-    configuration: State,
+    /// The stored state, the defaults, and the values this run saved that are not persisted
+    /// yet. Save with [`Run::save`].
+    configuration: Configuration<'a>,
     pub(crate) redactor: Redactor,
     pub(crate) plan_only: bool,
     planned: Vec<PreparedRequest>,
@@ -309,15 +305,13 @@ impl<'a> Run<'a> {
     ) -> Result<Self, RunError> {
         let state = store.load(instance)?;
         let redactor = Redactor::for_state(connector, &state);
-        let pending = State::new();
         Ok(Self {
             engine,
             connector,
             store,
             instance,
             observer,
-            configuration: effective_configuration(connector, state, &pending),
-            pending,
+            configuration: Configuration::new(connector, state),
             redactor,
             plan_only,
             planned: Vec::new(),
@@ -325,14 +319,8 @@ impl<'a> Run<'a> {
     }
 
     /// The effective configuration: defaults, the stored state, then this run's pending values.
-    pub(crate) fn configuration(&self) -> State {
-        self.configuration.clone()
-    }
-
-    /// Bases the effective configuration on a state just read from the store (this run's
-    /// pending values stay on top).
-    fn rebase(&mut self, state: State) {
-        self.configuration = effective_configuration(self.connector, state, &self.pending);
+    pub(crate) fn configuration(&self) -> &Configuration<'a> {
+        &self.configuration
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
@@ -464,7 +452,7 @@ impl<'a> Run<'a> {
         let mut lock = tokio::task::block_in_place(|| self.store.lock(self.instance))?;
         let stored = lock.load()?;
         self.redactor.learn_state(self.connector, &stored);
-        self.rebase(stored);
+        self.configuration.rebase(Arc::new(stored));
         let done_elsewhere = match &recheck {
             Recheck::Marker(marker) => lifecycle.marker(&self.configuration) != *marker,
             Recheck::Freshness => matches!(
@@ -481,9 +469,9 @@ impl<'a> Run<'a> {
             reason: reason.clone(),
         });
         // A failed refresh leaves the instance as it was: nothing it saved is kept.
-        let before = (self.pending.clone(), self.configuration.clone());
+        let before = self.configuration.pending().clone();
         if let Err(error) = auth::obtain(self, lifecycle, &reason).await {
-            (self.pending, self.configuration) = before;
+            self.configuration.restore_pending(before);
             return Err(error);
         }
         self.persist_with(&mut *lock)
@@ -491,7 +479,7 @@ impl<'a> Run<'a> {
 
     /// Writes pending values under a lock already held.
     fn persist_with(&mut self, lock: &mut dyn StateLock) -> Result<(), RunError> {
-        if self.pending.is_empty() {
+        if self.configuration.pending().is_empty() {
             return Ok(());
         }
         let mut state = match lock.load() {
@@ -499,11 +487,12 @@ impl<'a> Run<'a> {
             Err(error) if matches!(error.kind(), StoreErrorKind::NotFound { .. }) => State::new(),
             Err(error) => return Err(error.into()),
         };
-        let keys: Vec<String> = self.pending.keys().cloned().collect();
-        state.extend(std::mem::take(&mut self.pending));
+        let pending = self.configuration.take_pending();
+        let keys: Vec<String> = pending.keys().cloned().collect();
+        state.extend(pending);
         lock.persist(&state)?;
         self.redactor.learn_state(self.connector, &state);
-        self.rebase(state);
+        self.configuration.rebase(Arc::new(state));
         self.observer.event(&Event::Saved { keys });
         Ok(())
     }
@@ -511,7 +500,7 @@ impl<'a> Run<'a> {
     /// Writes pending values: lock, re-read, merge (keys this run did not touch keep their
     /// stored value), write atomically.
     pub(crate) fn persist_pending(&mut self) -> Result<(), RunError> {
-        if self.pending.is_empty() || self.plan_only {
+        if self.configuration.pending().is_empty() || self.plan_only {
             return Ok(());
         }
         let store = self.store;
@@ -537,7 +526,6 @@ impl<'a> Run<'a> {
             return Ok(None);
         }
         let lifecycle = Lifecycle::of(self.connector);
-        let marker = lifecycle.marker(&self.configuration);
         let prepared = match checked {
             Some(checked) => checked.replay(self.observer),
             None => self.prepare(resource, inputs, bound, previous, true)?,
@@ -550,6 +538,9 @@ impl<'a> Run<'a> {
                 .contains(&response.status)
         };
         if rejected(&response) && !matches!(lifecycle, Lifecycle::None) {
+            // The configuration has not changed since the request was built: its marker is the
+            // one of the token the vendor rejected.
+            let marker = lifecycle.marker(&self.configuration);
             self.refresh(
                 RefreshReason::Rejected {
                     status: response.status,
@@ -586,8 +577,7 @@ impl<'a> Run<'a> {
 
     /// Records values a response saved, learning them as secrets (tokens) first.
     pub(crate) fn save(&mut self, saved: &State) {
-        self.pending.extend(saved.clone());
-        overlay(&mut self.configuration, saved);
+        self.configuration.save(saved);
         self.redactor.learn_state(self.connector, saved);
     }
 
@@ -735,12 +725,16 @@ impl<'a> Run<'a> {
                 });
             }
             let mut wait = pause;
+            // Timed only for an observer that listens: reading the clock is not free.
+            let started = self.observer.enabled().then(Instant::now);
             let cause = match send(&self.engine.client, request).await {
                 Ok(response) => {
-                    self.observer.event(&Event::Received {
-                        status: response.status,
-                        elapsed: response.elapsed,
-                    });
+                    if let Some(started) = started {
+                        self.observer.event(&Event::Received {
+                            status: response.status,
+                            elapsed: started.elapsed(),
+                        });
+                    }
                     let transient = lifecycle && (response.status == 429 || response.status >= 500);
                     if !transient || attempt > self.engine.retries {
                         return Ok(response);

@@ -312,7 +312,7 @@ async fn transient_token_errors_are_retried_and_invalid_grant_is_not() {
         ),
         other => panic!("{other:?}"),
     }
-    assert_eq!(store.load("i").unwrap(), before);
+    assert_eq!(*store.load("i").unwrap(), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

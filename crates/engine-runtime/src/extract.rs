@@ -75,8 +75,14 @@ pub(crate) fn extract(
 /// Parses an `expires_in` the way vendors send it: `3600`, `"3600"` or `3600.0`, in seconds.
 pub fn parse_seconds(value: &Value) -> Option<u64> {
     let number = match value {
-        Value::Number(number) => number.as_f64()?,
-        Value::String(text) => text.trim().parse::<f64>().ok()?,
+        Value::Number(number) => match number.as_u64() {
+            Some(whole) => return Some(whole),
+            None => number.as_f64()?,
+        },
+        Value::String(text) => match text.trim().parse::<u64>() {
+            Ok(whole) => return Some(whole),
+            Err(_) => text.trim().parse::<f64>().ok()?,
+        },
         _ => return None,
     };
     (number.is_finite() && number >= 0.0).then(|| {

@@ -35,6 +35,7 @@
 
 mod auth;
 mod clock;
+mod configuration;
 mod engine;
 mod extract;
 mod lifecycle;

@@ -7,8 +7,8 @@
 //! refreshes, `always` refreshes before every call.
 
 use engine_spec::kinds::{ResourceType, SessionManagement};
+use engine_spec::template::Values;
 use engine_spec::{AuthKind, Connector, Resource};
-use engine_store::State;
 
 use crate::extract::parse_seconds;
 use crate::observer::RefreshReason;
@@ -62,9 +62,9 @@ impl<'a> Lifecycle<'a> {
 
     /// A value that changes whenever a token is obtained: the time it was obtained. Two runs
     /// that see the same marker saw the same token.
-    pub fn marker(self, configuration: &State) -> Option<String> {
+    pub fn marker(self, configuration: &dyn Values) -> Option<String> {
         configuration
-            .get(self.keys().0)
+            .value(self.keys().0)
             .and_then(crate::request::text_of)
     }
 }
@@ -82,16 +82,16 @@ pub enum Freshness {
 ///
 /// The skew (default 30 s) is capped at half the lifetime, so that short-lived tokens are still
 /// used before being refreshed.
-pub fn check_fresh(connector: &Connector, configuration: &State, now_ms: u64) -> Freshness {
+pub fn check_fresh(connector: &Connector, configuration: &dyn Values, now_ms: u64) -> Freshness {
     let lifecycle = Lifecycle::of(connector);
     if matches!(lifecycle, Lifecycle::None) {
         return Freshness::Fresh(None);
     }
     let (time_key, lifetime_key) = lifecycle.keys();
-    let obtained = configuration.get(time_key).and_then(parse_seconds_or_ms);
+    let obtained = configuration.value(time_key).and_then(parse_seconds_or_ms);
     if matches!(lifecycle, Lifecycle::Oauth2)
         && configuration
-            .get("oauth.user.token")
+            .value("oauth.user.token")
             .and_then(crate::request::text_of)
             .is_none()
     {
@@ -109,7 +109,7 @@ pub fn check_fresh(connector: &Connector, configuration: &State, now_ms: u64) ->
         SessionManagement::Always => return Freshness::Stale(RefreshReason::SessionAlways),
         SessionManagement::Fixed => session.timeout().unwrap_or(session.default_expires_in()),
         SessionManagement::Auto => configuration
-            .get(lifetime_key)
+            .value(lifetime_key)
             .and_then(parse_seconds)
             .map_or(session.default_expires_in(), std::time::Duration::from_secs),
     };
@@ -139,6 +139,7 @@ fn parse_seconds_or_ms(value: &serde_json::Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use engine_spec::{SourceFile, validate};
+    use engine_store::State;
     use serde_json::json;
 
     use super::*;

@@ -86,7 +86,7 @@ pub trait Observer: Send + Sync {
     fn event(&self, event: &Event);
 
     /// False when the observer ignores every event: the runtime then skips building events
-    /// that cost something (a redacted URL).
+    /// that cost something (a redacted URL, the timing of a response).
     fn enabled(&self) -> bool {
         true
     }

@@ -7,11 +7,11 @@ use std::fmt::Write as _;
 
 use base64::Engine as _;
 use engine_spec::kinds::{DataType, ParameterKind, Source, VendorKind};
-use engine_spec::template::{TemplateContext, fill_placeholders};
+use engine_spec::template::{TemplateContext, Values, fill_placeholders};
 use engine_spec::{AuthKind, Connector, Parameter, Resource};
-use engine_store::State;
 use serde_json::{Map, Value};
 
+use crate::configuration::Configuration;
 use crate::observer::{Event, Observer};
 use crate::redact::Redactor;
 use crate::run_error::{MissingKey, RunError, RunErrorKind};
@@ -146,45 +146,16 @@ fn mask_json(value: &mut Value) {
     }
 }
 
-/// The instance configuration as templates see it: declared defaults, overlaid by the stored
-/// values (moved, not copied) and then by `pending` (this run's values not yet written).
-pub(crate) fn effective_configuration(
-    connector: &Connector,
-    state: State,
-    pending: &State,
-) -> State {
-    let mut configuration =
-        State::with_capacity(connector.configuration().len() + state.len() + pending.len());
-    for property in connector.configuration() {
-        if let Some(default) = property.default_value() {
-            configuration.insert(property.key().to_owned(), Value::String(default.to_owned()));
-        }
-    }
-    for (key, value) in state {
-        if !value.is_null() {
-            configuration.insert(key, value);
-        }
-    }
-    overlay(&mut configuration, pending);
-    configuration
-}
-
-/// Puts `values` over `configuration` (null values leave the key as it was).
-pub(crate) fn overlay(configuration: &mut State, values: &State) {
-    for (key, value) in values {
-        if !value.is_null() {
-            configuration.insert(key.clone(), value.clone());
-        }
-    }
-}
-
 /// Keys the engine maintains itself: never "missing" even when declared `required`.
 fn maintained_by_engine(key: &str) -> bool {
     matches!(key, "authentication.time" | "expires_in") || key.starts_with("oauth.user.")
 }
 
 /// Every required key the configuration lacks, with its description.
-pub(crate) fn missing_required(connector: &Connector, configuration: &State) -> Vec<MissingKey> {
+pub(crate) fn missing_required(
+    connector: &Connector,
+    configuration: &Configuration<'_>,
+) -> Vec<MissingKey> {
     connector
         .configuration()
         .iter()
@@ -267,7 +238,7 @@ pub(crate) struct BuildContext<'a> {
     /// The connector.
     pub(crate) connector: &'a Connector,
     /// The effective configuration.
-    pub(crate) configuration: &'a State,
+    pub(crate) configuration: &'a Configuration<'a>,
     /// The caller's inputs.
     pub(crate) inputs: &'a Inputs,
     /// Path variables bound from a `METHOD:/path` selector.
@@ -296,28 +267,28 @@ pub(crate) fn build(
     let mut headers: Vec<(String, String)> = Vec::new();
     let mut query: Vec<(String, String)> = Vec::new();
     let mut form: Vec<(String, String)> = Vec::new();
-    let mut path_values = Map::new();
+    let mut path_values = PathValues::default();
     let mut body: Option<Value> = None;
     for (name, value) in context.bound_path {
-        path_values.insert(name.clone(), Value::String(value.clone()));
+        path_values.insert(name, Value::String(value.clone()));
     }
     for parameter in &parameters {
         let Some(value) = value_of(context, resource, parameter, &template_context)? else {
             continue;
         };
         let value = convert(parameter, value, context.redactor)?;
-        let vendor_name = parameter.vendor_name().to_owned();
+        let vendor_name = parameter.vendor_name();
         match parameter.vendor_kind() {
-            VendorKind::Header => headers.push((vendor_name, into_text(value))),
-            VendorKind::Query => query.push((vendor_name, into_text(value))),
+            VendorKind::Header => headers.push((vendor_name.to_owned(), into_text(value))),
+            VendorKind::Query => query.push((vendor_name.to_owned(), into_text(value))),
             VendorKind::Path => {
                 path_values.insert(vendor_name, Value::String(into_text(value)));
             }
-            VendorKind::Form => form.push((vendor_name, into_text(value))),
+            VendorKind::Form => form.push((vendor_name.to_owned(), into_text(value))),
             VendorKind::Body => body = Some(value),
             VendorKind::BodyField | VendorKind::BodyToken => {
                 let object = body.get_or_insert_with(|| Value::Object(Map::new()));
-                set_dotted(object, &vendor_name, value);
+                set_dotted(object, vendor_name, value);
             }
             VendorKind::NoOp => {}
         }
@@ -361,6 +332,36 @@ pub(crate) fn build(
         headers,
         body,
     })
+}
+
+/// The values of a URL's `{name}` placeholders: path parameters by vendor name, and path
+/// variables bound from a `METHOD:/path` selector. A later value replaces an earlier one.
+#[derive(Default)]
+struct PathValues<'a>(Vec<(&'a str, Value)>);
+
+impl<'a> PathValues<'a> {
+    fn insert(&mut self, name: &'a str, value: Value) {
+        match self.0.iter_mut().find(|(known, _)| *known == name) {
+            Some((_, known)) => *known = value,
+            None => self.0.push((name, value)),
+        }
+    }
+}
+
+impl Values for PathValues<'_> {
+    fn value(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, value)| value)
+    }
+
+    fn to_map(&self) -> Map<String, Value> {
+        self.0
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect()
+    }
 }
 
 /// Every `--param` must feed a parameter of the resource (or a bound path variable), and every
@@ -413,7 +414,7 @@ fn value_of(
                 .expect("a validated `value` parameter has a compiled template");
             if let Some(missing) = template
                 .keys()
-                .find(|key| !context.configuration.get(*key).is_some_and(has_text))
+                .find(|key| !context.configuration.get(key).is_some_and(has_text))
             {
                 context.observer.event(&Event::Skipped {
                     parameter: parameter.vendor_name().to_owned(),
@@ -591,14 +592,14 @@ fn add_authentication(
 fn build_url(
     context: &BuildContext<'_>,
     resource: &Resource,
-    path_values: &Map<String, Value>,
+    path_values: &PathValues<'_>,
     query: &[(String, String)],
 ) -> Result<url::Url, RunError> {
     let template = resource.vendor_path();
     if let Some(missing) = template
         .placeholders()
         .iter()
-        .find(|placeholder| !path_values.contains_key(&placeholder.name))
+        .find(|placeholder| path_values.value(&placeholder.name).is_none())
     {
         return Err(RunError::from(RunErrorKind::MissingInput {
             resource: resource.display_name(),
@@ -632,15 +633,22 @@ fn build_url(
             }
             .into());
         };
-        let base = fill_placeholders(base, |name| path_values.get(name).map(as_text));
+        let base = fill_placeholders(base, |name| path_values.value(name).map(as_text));
+        // Joined by hand: `format!` costs more than the rest of the joining.
+        let mut full = String::with_capacity(base.len() + path.len() + 1);
         match (
             base.ends_with('/'),
             path.starts_with('/') || path.is_empty(),
         ) {
-            (true, true) => format!("{}{path}", base.trim_end_matches('/')),
-            (false, false) => format!("{base}/{path}"),
-            _ => format!("{base}{path}"),
+            (true, true) => full.push_str(base.trim_end_matches('/')),
+            (false, false) => {
+                full.push_str(&base);
+                full.push('/');
+            }
+            _ => full.push_str(&base),
         }
+        full.push_str(&path);
+        full
     };
     let mut url = url::Url::parse(&full).map_err(|error| {
         RunError::from(RunErrorKind::InvalidUrl {

@@ -1,7 +1,5 @@
 //! Sending a [`PreparedRequest`] with reqwest (rustls), and reading the response whole.
 
-use std::time::{Duration, Instant};
-
 use serde_json::Value;
 
 use crate::request::{PreparedRequest, RequestBody};
@@ -15,8 +13,6 @@ pub struct VendorResponse {
     headers: reqwest::header::HeaderMap,
     /// The body: parsed JSON when it is JSON, a string otherwise, `null` when empty.
     pub body: Value,
-    /// How long the exchange took.
-    pub elapsed: Duration,
 }
 
 impl VendorResponse {
@@ -91,7 +87,6 @@ pub(crate) async fn send(
         RequestBody::Json(body) => builder.json(body),
         RequestBody::Form(fields) => builder.form(fields),
     };
-    let started = Instant::now();
     let mut response = builder.send().await?;
     let status = response.status().as_u16();
     let headers = std::mem::take(response.headers_mut());
@@ -106,7 +101,6 @@ pub(crate) async fn send(
         status,
         headers,
         body,
-        elapsed: started.elapsed(),
     })
 }
 

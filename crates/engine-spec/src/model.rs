@@ -1,6 +1,7 @@
 //! The validated connector. If you hold a [`Connector`], it is valid: its fields are private and
 //! [`crate::validate()`] is the only way to build one.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,8 +105,12 @@ pub struct Connector {
     pub(crate) resources: Vec<Resource>,
     /// The keys response parameters save, computed once by `validate`.
     pub(crate) saved_keys: Vec<String>,
-    /// The known keys whose values are secrets, sorted, computed once by `validate`.
-    pub(crate) secret_keys: Vec<String>,
+    /// Every key the connector knows (declared, reserved, saved), with whether its values are
+    /// secrets: computed once by `validate`, looked up for every key of every instance a run
+    /// loads (hence the fast, non-cryptographic hasher: the keys come from the connector).
+    pub(crate) known_keys: HashMap<String, bool, foldhash::fast::RandomState>,
+    /// The declared default values by key, as configuration values, computed once by `validate`.
+    pub(crate) defaults: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Connector {
@@ -144,6 +149,12 @@ impl Connector {
         &self.configuration
     }
 
+    /// The declared default values by key (properties without a default are absent), as the
+    /// configuration holds them.
+    pub fn defaults(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.defaults
+    }
+
     /// The declared property `key`, if any.
     pub fn property(&self, key: &str) -> Option<&ConfigProperty> {
         self.configuration
@@ -162,15 +173,10 @@ impl Connector {
     /// `authentication.time`, URLs: see [`is_never_secret`]). Keys the connector knows are
     /// decided once, at load; other keys of an instance file by their name.
     pub fn is_secret_key(&self, key: &str) -> bool {
-        if self
-            .secret_keys
-            .binary_search_by(|known| known.as_str().cmp(key))
-            .is_ok()
-        {
-            return true;
+        match self.known_keys.get(key) {
+            Some(secret) => *secret,
+            None => !is_never_secret(key) && is_secret_name(key),
         }
-        let known = self.knows_key(key) || self.saved_keys.iter().any(|saved| saved == key);
-        !known && !is_never_secret(key) && is_secret_name(key)
     }
 
     /// The rule of [`Connector::is_secret_key`] for a key the connector knows.

@@ -2,6 +2,7 @@
 //! then validate their meaning into the model. Every problem is collected; nothing stops at the
 //! first one.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,8 +275,20 @@ impl Builder<'_> {
             parameters,
             resources,
             saved_keys: Vec::new(),
-            secret_keys: Vec::new(),
+            known_keys: HashMap::default(),
+            defaults: serde_json::Map::new(),
         };
+        connector.defaults = connector
+            .configuration
+            .iter()
+            .filter_map(|property| {
+                let default = property.default.as_ref()?;
+                Some((
+                    property.key.clone(),
+                    serde_json::Value::String(default.clone()),
+                ))
+            })
+            .collect();
         let mut saved_keys: Vec<String> = connector
             .all_parameters()
             .filter(|parameter| parameter.saves_to_configuration())
@@ -284,17 +297,20 @@ impl Builder<'_> {
         saved_keys.sort();
         saved_keys.dedup();
         connector.saved_keys = saved_keys;
-        let mut secret_keys: Vec<String> = connector
+        let known_keys: Vec<String> = connector
             .configuration
             .iter()
             .map(|property| property.key.clone())
             .chain(connector.saved_keys.iter().cloned())
             .chain(RESERVED_KEYS.iter().map(|key| (*key).to_owned()))
-            .filter(|key| connector.decide_secret(key))
             .collect();
-        secret_keys.sort();
-        secret_keys.dedup();
-        connector.secret_keys = secret_keys;
+        connector.known_keys = known_keys
+            .into_iter()
+            .map(|key| {
+                let secret = connector.decide_secret(&key);
+                (key, secret)
+            })
+            .collect();
         self.link_chains(&mut connector);
         connector
     }

@@ -2,6 +2,7 @@ use std::ffi::OsString;
 use std::fs::TryLockError;
 use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -101,8 +102,8 @@ impl FileStore {
 }
 
 impl StateStore for FileStore {
-    fn load(&self, instance: &str) -> Result<State, StoreError> {
-        load_file(&self.path_of(instance)?)
+    fn load(&self, instance: &str) -> Result<Arc<State>, StoreError> {
+        load_file(&self.path_of(instance)?).map(Arc::new)
     }
 
     fn lock(&self, instance: &str) -> Result<Box<dyn StateLock + '_>, StoreError> {
@@ -361,7 +362,7 @@ mod tests {
 }
 "#
         );
-        assert_eq!(store.load("acme").unwrap(), state);
+        assert_eq!(*store.load("acme").unwrap(), state);
     }
 
     #[test]
@@ -370,7 +371,7 @@ mod tests {
         let store = FileStore::new(dir.path());
         let expected = state(json!({ "a": "1" }));
         store.lock("new").unwrap().persist(&expected).unwrap();
-        assert_eq!(store.load("new").unwrap(), expected);
+        assert_eq!(*store.load("new").unwrap(), expected);
     }
 
     #[cfg(unix)]
@@ -471,7 +472,7 @@ mod tests {
             file_names(dir.path()),
             [".instance.json.lock", "instance.json"]
         );
-        assert_eq!(store.load("y").unwrap(), State::new());
+        assert_eq!(*store.load("y").unwrap(), State::new());
     }
 
     #[test]
@@ -529,7 +530,7 @@ mod tests {
         // What a crash between creating and renaming the temp file leaves behind.
         fs_err::write(dir.path().join(".acme.json.a1b2c3.tmp"), r#"{"count": "#).unwrap();
 
-        assert_eq!(store.load("acme").unwrap(), state(json!({ "count": 1 })));
+        assert_eq!(*store.load("acme").unwrap(), state(json!({ "count": 1 })));
         let mut lock = store.lock("acme").unwrap();
         lock.persist(&state(json!({ "count": 2 }))).unwrap();
         assert_eq!(lock.load().unwrap(), state(json!({ "count": 2 })));

@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use file_store::FileStore;
@@ -53,12 +54,14 @@ pub type State = serde_json::Map<String, serde_json::Value>;
 ///
 /// Implementations are shared between threads; [`StateStore::lock`] serializes writers.
 pub trait StateStore: Send + Sync {
-    /// Reads the current state of `instance` without locking, as a snapshot.
+    /// Reads the current state of `instance` without locking, as a shared snapshot: later
+    /// writes replace the store's state and never change a snapshot already handed out (a
+    /// [`MemoryStore`] hands out the state it holds without copying it).
     ///
     /// Fails with [`StoreErrorKind::NotFound`] when the instance has no state, and with
     /// [`StoreErrorKind::Malformed`] or [`StoreErrorKind::NotAnObject`] when its file cannot be
     /// parsed.
-    fn load(&self, instance: &str) -> Result<State, StoreError>;
+    fn load(&self, instance: &str) -> Result<Arc<State>, StoreError>;
 
     /// Takes the exclusive lock for `instance`, blocking until it is free.
     ///

@@ -17,7 +17,7 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    states: Mutex<HashMap<String, State>>,
+    states: Mutex<HashMap<String, Arc<State>>>,
     /// The ids whose lock is held; a [`MemoryLock`] removes its id on drop.
     held: Mutex<HashSet<String>>,
     released: Condvar,
@@ -31,12 +31,17 @@ impl MemoryStore {
 
     /// Sets the state of `instance`, replacing any previous one. Does not wait for the lock.
     pub fn insert(&self, instance: &str, state: State) {
-        self.inner.states().insert(instance.to_owned(), state);
+        self.inner
+            .states()
+            .insert(instance.to_owned(), Arc::new(state));
     }
 
     /// Returns a copy of the state of `instance`, or `None` when it has none.
     pub fn get(&self, instance: &str) -> Option<State> {
-        self.inner.states().get(instance).cloned()
+        self.inner
+            .states()
+            .get(instance)
+            .map(|state| State::clone(state))
     }
 
     /// Waits until `instance` is unlocked or `deadline` passes, then takes the lock. Returns
@@ -78,7 +83,7 @@ impl MemoryStore {
 // The mutexes only guard plain inserts and removals, which cannot leave the data half-updated, so a
 // poisoned mutex still holds consistent data and is used as is.
 impl Inner {
-    fn states(&self) -> MutexGuard<'_, HashMap<String, State>> {
+    fn states(&self) -> MutexGuard<'_, HashMap<String, Arc<State>>> {
         self.states.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -86,8 +91,9 @@ impl Inner {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn load(&self, instance: &str) -> Result<State, StoreError> {
-        self.states().get(instance).cloned().ok_or_else(|| {
+    /// The state of `instance`, shared: writes replace it, never change it.
+    fn load(&self, instance: &str) -> Result<Arc<State>, StoreError> {
+        self.states().get(instance).map(Arc::clone).ok_or_else(|| {
             StoreErrorKind::NotFound {
                 path: PathBuf::from(instance),
             }
@@ -97,7 +103,7 @@ impl Inner {
 }
 
 impl StateStore for MemoryStore {
-    fn load(&self, instance: &str) -> Result<State, StoreError> {
+    fn load(&self, instance: &str) -> Result<Arc<State>, StoreError> {
         self.inner.load(instance)
     }
 
@@ -133,13 +139,15 @@ struct MemoryLock<'a> {
 
 impl StateLock for MemoryLock<'_> {
     fn load(&self) -> Result<State, StoreError> {
-        self.inner.load(&self.instance)
+        self.inner
+            .load(&self.instance)
+            .map(|state| State::clone(&state))
     }
 
     fn persist(&mut self, state: &State) -> Result<(), StoreError> {
         self.inner
             .states()
-            .insert(self.instance.clone(), state.clone());
+            .insert(self.instance.clone(), Arc::new(state.clone()));
         Ok(())
     }
 }
@@ -190,7 +198,7 @@ mod tests {
         store.insert("acme", counter(1));
         assert_eq!(clone.get("acme"), Some(counter(1)));
         clone.lock("acme").unwrap().persist(&counter(2)).unwrap();
-        assert_eq!(store.load("acme").unwrap(), counter(2));
+        assert_eq!(*store.load("acme").unwrap(), counter(2));
         assert_eq!(store.get("other"), None);
     }
 

@@ -71,8 +71,7 @@ impl Engine {
         instance: &str,
     ) -> Result<PendingAuthorization, RunError> {
         let state = store.load(instance)?;
-        let configuration =
-            crate::request::effective_configuration(connector, state, &engine_store::State::new());
+        let configuration = crate::configuration::Configuration::new(connector, state);
         let value = |key: &str| configuration.get(key).and_then(text_of);
         let authorization_url = value("oauth.authorization.url").ok_or_else(|| {
             missing(
@@ -306,7 +305,7 @@ impl Engine {
             }
             let request = super::oauth2::token_request(
                 &run,
-                &configuration,
+                configuration,
                 "oauth.token.url",
                 "authorization_code",
                 fields,

@@ -61,7 +61,7 @@ pub(crate) fn plan(run: &mut Run<'_>, lifecycle: Lifecycle<'_>) -> Result<(), Ru
             refresh,
             on_provision,
         } => {
-            let reason = if lifecycle.marker(&run.configuration()).is_none() {
+            let reason = if lifecycle.marker(run.configuration()).is_none() {
                 RefreshReason::NotProvisioned
             } else {
                 RefreshReason::SessionAlways

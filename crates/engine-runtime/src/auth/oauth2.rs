@@ -14,6 +14,7 @@ use engine_store::State;
 use serde_json::Value;
 
 use crate::Inputs;
+use crate::configuration::Configuration;
 use crate::engine::Run;
 use crate::extract::parse_seconds;
 use crate::request::{PreparedRequest, RequestBody, text_of};
@@ -100,7 +101,7 @@ pub(crate) fn next_token_request(run: &Run<'_>) -> Result<PreparedRequest, RunEr
     } else {
         "oauth.token.url"
     };
-    token_request(run, &configuration, url_key, grant, fields)
+    token_request(run, configuration, url_key, grant, fields)
 }
 
 /// Builds a token endpoint request: client authentication by Basic header when
@@ -108,7 +109,7 @@ pub(crate) fn next_token_request(run: &Run<'_>) -> Result<PreparedRequest, RunEr
 /// refresh puts its fields in the query string when `authentication.refreshIn` is `query`.
 pub(crate) fn token_request(
     run: &Run<'_>,
-    configuration: &State,
+    configuration: &Configuration<'_>,
     url_key: &str,
     grant: &str,
     mut fields: Vec<(String, String)>,
