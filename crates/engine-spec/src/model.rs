@@ -162,11 +162,6 @@ impl Connector {
             .find(|property| property.key == key)
     }
 
-    /// True when `key` is declared or reserved.
-    pub fn knows_key(&self, key: &str) -> bool {
-        RESERVED_KEYS.contains(&key) || self.property(key).is_some()
-    }
-
     /// True when values of `key` must never be shown: `PASSWORD` properties, the reserved secret
     /// keys, every key a response parameter saves (tokens) and keys named like credentials
     /// ([`is_secret_name`]), except the bookkeeping keys that cannot be secrets (`expires_in`,
