@@ -48,7 +48,7 @@ impl<'a> Lifecycle<'a> {
                 },
                 None => Self::None,
             },
-            AuthKind::Basic | AuthKind::ApiKey | AuthKind::None => Self::None,
+            AuthKind::Basic | AuthKind::ApiKey | AuthKind::None | AuthKind::Oauth1 => Self::None,
         }
     }
 

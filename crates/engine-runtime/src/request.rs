@@ -284,13 +284,17 @@ pub(crate) fn build(
             VendorKind::Path => {
                 path_values.insert(vendor_name, Value::String(into_text(value)));
             }
-            VendorKind::Form => form.push((vendor_name.to_owned(), into_text(value))),
+            // Multipart parts go out as form fields until the multipart body is built (issue 8).
+            VendorKind::Form | VendorKind::Multipart => {
+                form.push((vendor_name.to_owned(), into_text(value)));
+            }
             VendorKind::Body => body = Some(value),
             VendorKind::BodyField | VendorKind::BodyToken => {
                 let object = body.get_or_insert_with(|| Value::Object(Map::new()));
                 set_dotted(object, vendor_name, value);
             }
-            VendorKind::NoOp => {}
+            // The model turns `vendorType: value` into a header.
+            VendorKind::NoOp | VendorKind::Value => {}
         }
     }
     // Caller headers no parameter takes go out as they are.
@@ -374,7 +378,10 @@ fn check_inputs(
     let takes_param = |parameter: &&&Parameter| {
         matches!(
             parameter.kind(),
-            ParameterKind::Query | ParameterKind::Path | ParameterKind::Form
+            ParameterKind::Query
+                | ParameterKind::Path
+                | ParameterKind::Form
+                | ParameterKind::Multipart
         )
     };
     for (name, _) in &context.inputs.params {
@@ -447,7 +454,7 @@ fn value_of(
         ParameterKind::Header => inputs
             .header(parameter.name())
             .map(|value| Value::String(value.to_owned())),
-        ParameterKind::Query | ParameterKind::Form => inputs
+        ParameterKind::Query | ParameterKind::Form | ParameterKind::Multipart => inputs
             .param(parameter.name())
             .map(|value| Value::String(value.to_owned())),
         ParameterKind::Path => inputs
@@ -585,7 +592,11 @@ fn add_authentication(
                 headers.push(("Authorization".into(), format!("Bearer {token}")));
             }
         }
-        AuthKind::Oauth2 | AuthKind::Custom | AuthKind::ApiKey | AuthKind::None => {}
+        AuthKind::Oauth2
+        | AuthKind::Custom
+        | AuthKind::ApiKey
+        | AuthKind::None
+        | AuthKind::Oauth1 => {}
     }
 }
 

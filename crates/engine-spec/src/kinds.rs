@@ -101,6 +101,13 @@ wire_enum! {
         OauthOnTokenRefresh => ["oauthOnTokenRefresh", "OAUTH ON TOKEN REFRESH"],
         /// Builds the OAuth2 authorization URL in element.json exports (not executed by the engine).
         OauthOnAuthorizeUrl => ["oauthOnAuthorizeUrl", "oauthOnAuthroizeUrl", "OAUTH ON AUTHORIZE URL"],
+        /// Registers the vendor webhook when an instance is provisioned (not executed by the engine).
+        OnProvisionWebhook => ["onProvisionWebhook", "ON PROVISION WEBHOOK"],
+        /// Removes the vendor webhook when an instance is deleted (not executed by the engine).
+        OnDeleteWebhook => ["onDeleteWebhook", "ON DELETE WEBHOOK"],
+        /// The token request of element.json's `oauth2Password` authentication (not executed by
+        /// the engine: use `"authentication": {"type": "oauth2", "grant": "password"}`).
+        Oauth2Password => ["oauth2Password", "OAUTH2 PASSWORD"],
     }
 }
 
@@ -122,7 +129,23 @@ impl ResourceType {
             Self::OauthOnTokenExchange => "OAUTH ON TOKEN EXCHANGE",
             Self::OauthOnTokenRefresh => "OAUTH ON TOKEN REFRESH",
             Self::OauthOnAuthorizeUrl => "OAUTH ON AUTHORIZE URL",
+            Self::OnProvisionWebhook => "ON PROVISION WEBHOOK",
+            Self::OnDeleteWebhook => "ON DELETE WEBHOOK",
+            Self::Oauth2Password => "OAUTH2 PASSWORD",
         }
+    }
+
+    /// True for resource types the engine accepts but never runs: `onDelete`, the webhook
+    /// resources, `oauthOnAuthorizeUrl` and the `oauth2Password` token request.
+    pub fn is_never_executed(self) -> bool {
+        matches!(
+            self,
+            Self::OnDelete
+                | Self::OauthOnAuthorizeUrl
+                | Self::OnProvisionWebhook
+                | Self::OnDeleteWebhook
+                | Self::Oauth2Password
+        )
     }
 }
 
@@ -145,6 +168,9 @@ wire_enum! {
         BodyField => ["bodyField"],
         /// A caller form field (`--param`).
         Form => ["form"],
+        /// A caller `multipart/form-data` part (`--param NAME=@FILE` for a file, `@-` for stdin,
+        /// text otherwise).
+        Multipart => ["multipart"],
         /// The whole previous response body of a chain.
         PrevBody => ["prevBody"],
         /// A field of the previous response body of a chain.
@@ -163,6 +189,8 @@ wire_enum! {
         Path => ["path"],
         /// A field of an `application/x-www-form-urlencoded` body.
         Form => ["form"],
+        /// A part of a `multipart/form-data` body.
+        Multipart => ["multipart"],
         /// The whole JSON body.
         Body => ["body"],
         /// A field of the JSON body; a dotted name builds nested objects. On the response side a
@@ -172,6 +200,10 @@ wire_enum! {
         BodyToken => ["bodyToken"],
         /// Not sent.
         NoOp => ["no-op", "noop"],
+        /// element.json's reversed form: the parameter's `name` is the header and `vendorName` is
+        /// its (templated) value, e.g. `{"name": "Authorization", "type": "header", "vendorName":
+        /// "Basic CE.b64(...)", "vendorType": "value"}`.
+        Value => ["value"],
     }
 }
 
@@ -210,6 +242,10 @@ wire_enum! {
         Number => ["NUMBER"],
         /// One of `options`.
         Combo => ["COMBO"],
+        /// Text edited as code (JSON, JavaScript, XML): a text value.
+        CodeEditor => ["CODE_EDITOR"],
+        /// A boolean shown as yes/no: `true`/`false` values are sent as `yes`/`no`.
+        BooleanYesNo => ["BOOLEAN_YESNO"],
     }
 }
 
@@ -248,6 +284,8 @@ wire_enum! {
         Oauth2Pkce => ["oauth2Pkce"],
         /// HTTP Basic with the configuration keys `username` and `password`.
         Basic => ["basic"],
+        /// OAuth 1.0a (accepted, not executed: requests go out unsigned).
+        Oauth1 => ["oauth1"],
         /// An API key mapped by the connector's parameters.
         ApiKey => ["apiKey"],
         /// No authentication.

@@ -99,6 +99,7 @@ pub struct Connector {
     pub(crate) name: String,
     pub(crate) key: String,
     pub(crate) authentication: Authentication,
+    pub(crate) protocol: Protocol,
     pub(crate) session: Session,
     pub(crate) configuration: Vec<ConfigProperty>,
     pub(crate) parameters: Vec<Parameter>,
@@ -142,6 +143,11 @@ impl Connector {
     /// How tokens age.
     pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// How the vendor is reached.
+    pub fn protocol(&self) -> &Protocol {
+        &self.protocol
     }
 
     /// The declared configuration properties, in file order.
@@ -255,8 +261,19 @@ pub enum AuthKind {
     Basic,
     /// An API key mapped by parameters.
     ApiKey,
+    /// OAuth 1.0a: accepted, never executed (`engine run` refuses such a connector).
+    Oauth1,
     /// Nothing.
     None,
+}
+
+/// How the vendor is reached (element.json's `protocolType`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP requests (`http`, `soap`, or no `protocolType`): executed.
+    Http,
+    /// Any other protocol (`jdbc`, `odata`, ...): loaded, never executed.
+    NotExecuted(String),
 }
 
 /// How the engine authenticates.
@@ -400,6 +417,7 @@ pub struct Parameter {
     pub(crate) required: bool,
     pub(crate) template: Option<Template>,
     pub(crate) path: Option<JsonPath>,
+    pub(crate) credential: bool,
     pub(crate) location: Location,
 }
 
@@ -448,6 +466,13 @@ impl Parameter {
     /// body's field of a `prevBodyField` parameter.
     pub fn json_path(&self) -> Option<&JsonPath> {
         self.path.as_ref()
+    }
+
+    /// True for a literal request value that looks like a credential written in clear (a
+    /// `Bearer`/`Basic` value, or a literal under a credential name such as `X-API-Key`): the
+    /// validator warns about it (W0506) and every output of a run masks it.
+    pub fn is_literal_credential(&self) -> bool {
+        self.credential
     }
 
     /// True for a response parameter that saves into the instance configuration.

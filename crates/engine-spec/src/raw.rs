@@ -46,6 +46,10 @@ pub struct RawConnector {
     /// JavaScript hooks from element.json exports; accepted but never executed.
     #[serde(default)]
     pub hooks: Vec<Value>,
+    /// How the vendor is reached: `http` (default) and `soap` are executed over HTTP; `jdbc`,
+    /// `odata` and other protocols of element.json exports load but are never executed.
+    #[schemars(extend("examples" = ["http", "soap"]))]
+    pub protocol_type: Option<String>,
     /// Fields of element.json exports the engine does not use (`id`, `hub`, `objects`, ...).
     #[serde(flatten)]
     #[schemars(skip)]

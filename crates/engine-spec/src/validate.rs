@@ -17,8 +17,8 @@ use crate::kinds::{
     Source, VendorKind,
 };
 use crate::model::{
-    AuthKind, Authentication, ConfigProperty, Connector, Parameter, RESERVED_KEYS, Resource,
-    Session,
+    AuthKind, Authentication, ConfigProperty, Connector, Parameter, Protocol, RESERVED_KEYS,
+    Resource, Session,
 };
 use crate::pointer::JsonPointer;
 use crate::raw::{RawConnector, RawParameter, RawResource};
@@ -247,6 +247,13 @@ impl Builder<'_> {
             })
             .collect();
         let authentication = self.authentication();
+        let protocol = match raw.protocol_type.as_deref() {
+            None | Some("") => Protocol::Http,
+            Some(name) if name.eq_ignore_ascii_case("http") || name.eq_ignore_ascii_case("soap") => {
+                Protocol::Http
+            }
+            Some(name) => Protocol::NotExecuted(name.to_owned()),
+        };
         let session = self.session();
         let parameters = raw
             .parameters
@@ -270,6 +277,7 @@ impl Builder<'_> {
             name,
             key,
             authentication,
+            protocol,
             session,
             configuration,
             parameters,
@@ -336,6 +344,7 @@ impl Builder<'_> {
             ),
             Some(AuthenticationType::Basic) => (AuthKind::Basic, grant, false),
             Some(AuthenticationType::ApiKey) => (AuthKind::ApiKey, grant, false),
+            Some(AuthenticationType::Oauth1) => (AuthKind::Oauth1, grant, false),
             Some(AuthenticationType::None) => (AuthKind::None, grant, false),
             Some(AuthenticationType::Custom) | None => (AuthKind::Custom, grant, false),
         };
@@ -384,36 +393,42 @@ impl Builder<'_> {
 
     fn parameter(&mut self, raw: &RawParameter, pointer: JsonPointer) -> Parameter {
         let source = raw.source.unwrap_or(Source::Request);
-        let vendor_kind = raw.vendor_type.unwrap_or(match raw.kind {
-            ParameterKind::Configuration | ParameterKind::Value | ParameterKind::Header => {
-                VendorKind::Header
-            }
-            ParameterKind::Query => VendorKind::Query,
-            ParameterKind::Path => VendorKind::Path,
-            ParameterKind::Body | ParameterKind::PrevBody => VendorKind::Body,
-            ParameterKind::BodyField | ParameterKind::PrevBodyField => VendorKind::BodyField,
-            ParameterKind::Form => VendorKind::Form,
-        });
-        let vendor_name = raw
-            .vendor_name
-            .clone()
+        // element.json's reversed form, `"vendorType": "value"`: `name` is the header and
+        // `vendorName` its templated value. The model holds it as the usual `value` parameter.
+        let reversed = raw.vendor_type == Some(VendorKind::Value);
+        let (kind, name, name_field, written_vendor_name) = if reversed {
+            (
+                ParameterKind::Value,
+                raw.vendor_name.clone().unwrap_or_default(),
+                "vendorName",
+                Some(raw.name.clone()),
+            )
+        } else {
+            (raw.kind, raw.name.clone(), "name", raw.vendor_name.clone())
+        };
+        let vendor_kind = match raw.vendor_type {
+            Some(VendorKind::Value) => VendorKind::Header,
+            Some(kind) => kind,
+            None => default_vendor_kind(raw.kind),
+        };
+        let vendor_name = written_vendor_name
             .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| raw.name.clone());
+            .unwrap_or_else(|| name.clone());
         let mut template = None;
         let mut path = None;
         match source {
             Source::Request => {
-                if raw.kind == ParameterKind::Value {
-                    template = self.template(&raw.name, TemplateKind::Text, pointer.field("name"));
+                if kind == ParameterKind::Value {
+                    template = self.template(&name, TemplateKind::Text, pointer.field(name_field));
                 }
-                if raw.kind == ParameterKind::Configuration {
-                    self.check_key(&raw.name, pointer.field("name"), None);
+                if kind == ParameterKind::Configuration {
+                    self.check_key(&name, pointer.field("name"), None);
                 }
                 if matches!(
-                    raw.kind,
+                    kind,
                     ParameterKind::PrevBodyField | ParameterKind::BodyField
                 ) {
-                    path = self.json_path(&raw.name, pointer.field("name"));
+                    path = self.json_path(&name, pointer.field("name"));
                 }
             }
             Source::Response => {
@@ -423,14 +438,18 @@ impl Builder<'_> {
                 ) {
                     path = self.json_path(&vendor_name, pointer.field("vendorName"));
                 }
-                if raw.kind == ParameterKind::Configuration {
-                    self.check_key(&raw.name, pointer.field("name"), None);
+                if kind == ParameterKind::Configuration {
+                    self.check_key(&name, pointer.field("name"), None);
                 }
             }
         }
+        let credential = source == Source::Request
+            && kind == ParameterKind::Value
+            && template.as_ref().is_some_and(Template::is_literal)
+            && check::literal_credential(&name, &vendor_name).is_some();
         Parameter {
-            name: raw.name.clone(),
-            kind: raw.kind,
+            name,
+            kind,
             vendor_name,
             vendor_kind,
             data_type: raw
@@ -440,6 +459,7 @@ impl Builder<'_> {
                 .unwrap_or(DataType::String),
             source,
             required: raw.required.unwrap_or(false),
+            credential,
             template,
             path,
             location: self.location(pointer),
@@ -773,6 +793,22 @@ impl Builder<'_> {
                 );
             }
         }
+    }
+}
+
+/// Where a parameter's value goes when it has no `vendorType`: decided here, once, for every
+/// check and for the runtime.
+fn default_vendor_kind(kind: ParameterKind) -> VendorKind {
+    match kind {
+        ParameterKind::Configuration | ParameterKind::Value | ParameterKind::Header => {
+            VendorKind::Header
+        }
+        ParameterKind::Query => VendorKind::Query,
+        ParameterKind::Path => VendorKind::Path,
+        ParameterKind::Body | ParameterKind::PrevBody => VendorKind::Body,
+        ParameterKind::BodyField | ParameterKind::PrevBodyField => VendorKind::BodyField,
+        ParameterKind::Form => VendorKind::Form,
+        ParameterKind::Multipart => VendorKind::Multipart,
     }
 }
 

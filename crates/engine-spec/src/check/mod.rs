@@ -29,6 +29,8 @@ mod resources;
 mod secrets;
 mod unsupported;
 
+pub(crate) use secrets::literal_credential;
+
 /// What every check reads: the wire types as written, the model built from them, and the file.
 pub(crate) struct Input<'a> {
     /// The connector as written.

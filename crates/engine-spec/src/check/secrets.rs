@@ -4,10 +4,9 @@
 
 use crate::check::Input;
 use crate::diagnostic::{Code, Diagnostic};
-use crate::kinds::{ConfigType, ParameterKind, Source};
+use crate::kinds::ConfigType;
 use crate::model::Parameter;
 use crate::source::Location;
-use crate::template::Template;
 
 /// Authorization schemes whose credentials follow a space.
 const SCHEMES: &[&str] = &["bearer", "basic", "token", "digest"];
@@ -63,27 +62,15 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
     }
 }
 
-/// E0401 for a literal request `value` parameter that looks like a credential: `Bearer <x>`,
-/// `Basic <x>`, or any literal under a credential name other than an obvious public value.
+/// The warning for a literal request `value` parameter that looks like a credential (the model
+/// decided it: [`Parameter::is_literal_credential`]).
 fn secret_in_value(input: &Input<'_>, parameter: &Parameter) -> Option<Diagnostic> {
-    if parameter.source() != Source::Request
-        || parameter.kind() != ParameterKind::Value
-        || !parameter.template().is_some_and(Template::is_literal)
-    {
+    if !parameter.is_literal_credential() {
         return None;
     }
     let value = parameter.name();
     let vendor_name = parameter.vendor_name();
-    let (scheme, secret_start) = match value.split_once(' ') {
-        Some((scheme, rest))
-            if SCHEMES.contains(&scheme.to_ascii_lowercase().as_str())
-                && !rest.trim().is_empty() =>
-        {
-            (Some(scheme), value.len() - rest.trim_start().len())
-        }
-        _ if crate::model::is_secret_name(vendor_name) && !is_public_value(value) => (None, 0),
-        _ => return None,
-    };
+    let (scheme, secret_start) = literal_credential(value, vendor_name)?;
     let key = suggested_key(vendor_name, scheme.is_some());
     let reference = match scheme {
         Some(scheme) => format!("{scheme} ${{configuration.{key}}}"),
@@ -104,6 +91,35 @@ fn secret_in_value(input: &Input<'_>, parameter: &Parameter) -> Option<Diagnosti
     )
 }
 
+/// Whether a literal `value` sent as `vendor_name` looks like a credential: `Bearer <x>`,
+/// `Basic <x>`, or a literal under a credential name (`client_secret`, `X-API-Key`, `key`) that
+/// is not an obvious public value (a keyword, a MIME type, a URN, a number). A template (`${`)
+/// is never one. Returns the scheme, if any, and where the secret starts in `value`.
+pub(crate) fn literal_credential<'a>(
+    value: &'a str,
+    vendor_name: &str,
+) -> Option<(Option<&'a str>, usize)> {
+    if value.contains("${") {
+        return None;
+    }
+    match value.split_once(' ') {
+        Some((scheme, rest))
+            if SCHEMES.contains(&scheme.to_ascii_lowercase().as_str())
+                && !rest.trim().is_empty() =>
+        {
+            Some((Some(scheme), value.len() - rest.trim_start().len()))
+        }
+        _ if is_credential_name(vendor_name) && !is_public_value(value) => Some((None, 0)),
+        _ => None,
+    }
+}
+
+/// Credential names: [`crate::is_secret_name`], and names ending in `key` (`key`, `X-Key`,
+/// `appkey`, `Subscription-Key`).
+fn is_credential_name(name: &str) -> bool {
+    crate::model::is_secret_name(name) || normalise(name).ends_with("key")
+}
+
 fn normalise(name: &str) -> String {
     name.chars()
         .filter(char::is_ascii_alphanumeric)
@@ -122,8 +138,14 @@ fn is_public_value(value: &str) -> bool {
             && !subtype.is_empty()
             && !subtype.contains('/')
     });
+    let is_urn = lower.starts_with("urn:");
+    let is_word = value.chars().all(|c| c.is_ascii_alphabetic())
+        && value.chars().any(|c| c.is_ascii_lowercase())
+        && value.chars().skip(1).any(|c| c.is_ascii_uppercase());
     value.chars().count() < 4
         || is_mime
+        || is_urn
+        || is_word
         || value.chars().all(|c| c.is_ascii_digit())
         || PUBLIC_WORDS.contains(&lower.as_str())
 }
