@@ -338,7 +338,8 @@ impl Session {
         self.default_expires_in
     }
 
-    /// Statuses that mean "token rejected": refresh once and retry.
+    /// Statuses that mean "token rejected": refresh once and retry. `[401]` unless the connector
+    /// lists them; empty under management `none`, which never refreshes unless it lists them.
     pub fn refresh_on_status(&self) -> &[u16] {
         &self.refresh_on_status
     }
@@ -499,6 +500,7 @@ pub struct Resource {
     pub(crate) parameters: Vec<Parameter>,
     pub(crate) next: Option<usize>,
     pub(crate) root_key: Option<JsonPath>,
+    pub(crate) hooks_may_authenticate: bool,
     pub(crate) location: Location,
 }
 
@@ -555,6 +557,13 @@ impl Resource {
     /// The compiled `rootKey`.
     pub fn root_key(&self) -> Option<&JsonPath> {
         self.root_key.as_ref()
+    }
+
+    /// True when a `preRequest` JavaScript hook of the resource or the connector touches headers
+    /// or authentication: the engine never runs hooks, so the request may go out without what
+    /// the hook would have added (warned at validate, said by `-v` at run).
+    pub fn hooks_may_authenticate(&self) -> bool {
+        self.hooks_may_authenticate
     }
 
     /// Where it is declared.

@@ -385,9 +385,17 @@ impl Builder<'_> {
             default_expires_in: raw
                 .and_then(|raw| raw.default_expires_in)
                 .map_or(DEFAULT_EXPIRES_IN, Duration::from_secs),
+            // Management `none` never refreshes, not even on a `401`, unless the connector lists
+            // the statuses itself.
             refresh_on_status: raw
                 .and_then(|raw| raw.refresh_on_status.clone())
-                .unwrap_or_else(|| vec![401]),
+                .unwrap_or_else(|| {
+                    if management == SessionManagement::None {
+                        Vec::new()
+                    } else {
+                        vec![401]
+                    }
+                }),
         }
     }
 
@@ -511,6 +519,8 @@ impl Builder<'_> {
             parameters,
             next: None,
             root_key,
+            hooks_may_authenticate: hooks_may_authenticate(&raw.hooks)
+                || hooks_may_authenticate(&self.raw.hooks),
             location: self.location(pointer),
         }
     }
@@ -794,6 +804,20 @@ impl Builder<'_> {
             }
         }
     }
+}
+
+/// True when a `preRequest` JavaScript hook mentions headers or authentication: the engine does
+/// not run it, so the request may go out without what the hook would have added.
+fn hooks_may_authenticate(hooks: &[Value]) -> bool {
+    hooks.iter().any(|hook| {
+        hook.get("type").and_then(Value::as_str) == Some("preRequest")
+            && hook.get("body").and_then(Value::as_str).is_some_and(|body| {
+                let body = body.to_ascii_lowercase();
+                ["headers", "authorization", "token", "signature"]
+                    .iter()
+                    .any(|word| body.contains(word))
+            })
+    })
 }
 
 /// Where a parameter's value goes when it has no `vendorType`: decided here, once, for every
