@@ -3,7 +3,8 @@
 //! - `tests/fixtures/validate/err/<slug>_<case>.json`: one or more per diagnostic code (the slug
 //!   is [`Code::slug`]); the rendered output of each is an insta snapshot.
 //! - `tests/fixtures/validate/ok/*.json` and `connectors/*.json`: valid with zero diagnostics.
-//! - `../shared/compat/*.json`: real element.json exports; valid, warnings allowed.
+//! - `tests/fixtures/compat/*.json` and `tests/fixtures/corpus/*.json`: real element.json exports
+//!   (sources in their READMEs); every one loads, warnings allowed, their codes snapshotted.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -184,7 +185,7 @@ fn shipped_connectors_are_valid() {
 /// Real element.json exports load and validate; what the engine will not execute is a warning.
 #[test]
 fn compat_exports_are_valid_with_warnings() {
-    let compat = repo_root().join("../shared/compat");
+    let compat = repo_root().join("tests/fixtures/compat");
     let files = json_files(&compat);
     assert!(
         files.len() >= 5,
@@ -193,18 +194,70 @@ fn compat_exports_are_valid_with_warnings() {
     );
     for file in &files {
         let name = format!(
-            "../shared/compat/{}",
+            "tests/fixtures/compat/{}",
             file.file_name().unwrap().to_string_lossy()
         );
         let run = validate(&[&name]);
         assert_eq!(run.code, 0, "{name}:\n{}", run.stderr);
         assert!(!run.stderr.contains("error"), "{name}:\n{}", run.stderr);
     }
-    let run = validate(&["--format", "github", "../shared/compat"]);
+    let run = validate(&["--format", "github", "tests/fixtures/compat"]);
     settings().bind(|| {
         insta::assert_snapshot!("validate_compat_github", run.stdout);
     });
-    assert_eq!(run.stderr, "checked 5 files: 30 warnings\n");
+    assert!(
+        run.stderr.starts_with("checked 5 files: ") && !run.stderr.contains("error"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Every real export of the corpus and the compat set loads (exit 0, no error); the warning
+/// codes of each file are snapshotted so that a change in what the engine says is seen in review.
+#[test]
+fn real_exports_load_and_their_warnings_are_snapshotted() {
+    let dirs = ["tests/fixtures/corpus", "tests/fixtures/compat"];
+    let files: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|dir| json_files(&repo_root().join(dir)))
+        .collect();
+    assert!(files.len() >= 49, "expected the real exports in {dirs:?}");
+    let run = validate(&["--format", "json", dirs[0], dirs[1]]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut codes: std::collections::BTreeMap<String, std::collections::BTreeMap<String, usize>> =
+        files
+            .iter()
+            .map(|file| {
+                let name = file.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::collections::BTreeMap::new())
+            })
+            .collect();
+    for line in run.stdout.lines() {
+        let diagnostic: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(diagnostic["severity"], "warning", "{line}");
+        let file = diagnostic["file"].as_str().unwrap();
+        let name = Path::new(file).file_name().unwrap().to_string_lossy();
+        let code = diagnostic["code"].as_str().unwrap().to_owned();
+        *codes
+            .get_mut(name.as_ref())
+            .unwrap()
+            .entry(code)
+            .or_default() += 1;
+    }
+    let mut summary = String::new();
+    for (name, codes) in &codes {
+        let codes: Vec<String> = codes
+            .iter()
+            .map(|(code, count)| format!("{code}x{count}"))
+            .collect();
+        summary.push_str(name);
+        summary.push_str(": ");
+        summary.push_str(&codes.join(" "));
+        summary.push('\n');
+    }
+    settings().bind(|| {
+        insta::assert_snapshot!("validate_real_exports_codes", summary);
+    });
 }
 
 #[test]

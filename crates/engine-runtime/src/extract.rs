@@ -23,7 +23,7 @@ impl Extracted {
     /// applied, output parameters added.
     pub(crate) fn into_output(self, resource: &Resource, body: Value) -> Value {
         let mut output = match resource.root_key() {
-            Some(root) => root.find(&body).cloned().unwrap_or(body),
+            Some(root) => root.select(&body).unwrap_or(body),
             None => body,
         };
         if let Value::Object(object) = &mut output {

@@ -62,18 +62,15 @@ codes! {
     Schema = "E0002", Error, "schema";
     /// A resource, parameter, vendor or configuration type the engine does not know.
     UnknownKind = "E0003", Error, "unknown-kind";
-    /// A template or `configuration` parameter refers to a key `configuration[]` does not declare.
+    /// A `vendorPath` refers to a key that nothing declares, reserves or saves: the request
+    /// cannot be sent.
     UndeclaredKey = "E0101", Error, "undeclared-key";
-    /// A `{placeholder}` in `path` or `vendorPath` that no parameter fills.
-    UnfilledPlaceholder = "E0102", Error, "unfilled-placeholder";
     /// A template that does not parse.
     InvalidTemplate = "E0103", Error, "invalid-template";
     /// A JSONPath that does not compile.
     InvalidJsonPath = "E0104", Error, "invalid-jsonpath";
     /// `expires_in` is saved but no resource can refresh the token.
     NoRefresh = "E0201", Error, "no-refresh";
-    /// The token is saved only by an `ON PROVISION` resource, which never sets `authentication.time`.
-    TokenOnProvision = "E0202", Error, "token-on-provision";
     /// `session.management` is `fixed` but `session.timeout` is missing.
     SessionTimeoutMissing = "E0203", Error, "session-timeout-missing";
     /// The authentication type lacks what it needs (for example `oauth2` without `oauth.token.url`).
@@ -86,16 +83,28 @@ codes! {
     ChainCycle = "E0303", Error, "chain-cycle";
     /// A `nextResource` chain is longer than 5.
     ChainTooLong = "E0304", Error, "chain-too-long";
-    /// A query string written inside `vendorPath`.
-    QueryInVendorPath = "E0305", Error, "query-in-vendor-path";
-    /// A `value` parameter that looks like a credential written in clear.
-    SecretInValue = "E0401", Error, "secret-in-value";
-    /// A `PASSWORD` property with a default value.
-    PasswordDefault = "E0402", Error, "password-default";
-    /// Part of the file that the engine accepts but never executes (JavaScript hooks, converters).
+    /// Part of the file that the engine accepts but never executes (JavaScript hooks, converters,
+    /// webhook resources, OAuth 1, JDBC, events, bulk, pagination).
     NotExecuted = "W0501", Warning, "not-executed";
     /// A field the engine does not know, next to the ones it does (probably a typo).
     UnknownField = "W0502", Warning, "unknown-field";
+    /// A parameter reads a key that nothing declares, reserves or saves: it is sent only when
+    /// the instance has a value.
+    UnknownKey = "W0503", Warning, "unknown-key";
+    /// A `{placeholder}` in `vendorPath` that no parameter and no path variable fills.
+    UnfilledPlaceholder = "W0504", Warning, "unfilled-placeholder";
+    /// The token is saved only by an `ON PROVISION` resource, which never sets `authentication.time`.
+    TokenOnProvision = "W0505", Warning, "token-on-provision";
+    /// A `value` parameter that looks like a credential written in clear.
+    SecretInValue = "W0506", Warning, "secret-in-value";
+    /// A `PASSWORD` property with a default value.
+    PasswordDefault = "W0507", Warning, "password-default";
+    /// A template calls a `CE.*` function the engine does not know.
+    UnknownFunction = "W0508", Warning, "unknown-function";
+    /// A `vendorMethod` or `method` that is not an HTTP method.
+    UnknownMethod = "W0509", Warning, "unknown-method";
+    /// A `dataType` that is neither a known type nor a model of the connector: sent as text.
+    UnknownDataType = "W0510", Warning, "unknown-data-type";
 }
 
 impl fmt::Display for Code {

@@ -1,7 +1,9 @@
 //! JSONPath: how response values are found, compiled once at load.
 //!
 //! Three forms are accepted: a top-level name (`access_token`), a dotted path
-//! (`data.session.token`) and an RFC 9535 JSONPath starting with `$` (`$.items[0].id`).
+//! (`data.session.token`) and an RFC 9535 JSONPath starting with `$` (`$.items[0].id`). A path
+//! starting with `.` (`.workers[*]`, as element.json exports write `rootKey`) is a JSONPath
+//! relative to the document: `$.workers[*]`.
 //!
 //! ```
 //! use engine_spec::jsonpath::JsonPath;
@@ -26,6 +28,9 @@ use serde_json::Value;
 pub struct JsonPath {
     source: String,
     query: Option<JpQuery>,
+    /// True when the query may select several values (wildcards, descendants, filters,
+    /// slices, unions).
+    plural: bool,
 }
 
 impl fmt::Debug for JsonPath {
@@ -50,12 +55,31 @@ impl JsonPath {
     /// Fails when a path starting with `$` is not valid RFC 9535 JSONPath, or a dotted path is
     /// empty or has an empty segment.
     pub fn compile(text: &str) -> Result<Self, JsonPathError> {
-        if text.starts_with('$') {
-            let query =
-                parse_json_path(text).map_err(|error| parse_error(text, &error.to_string()))?;
+        if text.starts_with('$') || text.starts_with('.') {
+            let absolute = if text.starts_with('.') {
+                format!("${text}")
+            } else {
+                text.to_owned()
+            };
+            let shift = absolute.len() - text.len();
+            let query = parse_json_path(&absolute).map_err(|error| {
+                let mut error = parse_error(&absolute, &error.to_string());
+                error.offset = error.offset.map(|offset| offset.saturating_sub(shift));
+                error
+            })?;
+            let plural = absolute.contains('*')
+                || absolute.contains("..")
+                || absolute.contains('?')
+                || absolute.split('[').skip(1).any(|inside| {
+                    inside
+                        .split(']')
+                        .next()
+                        .is_some_and(|inside| inside.contains(':') || inside.contains(','))
+                });
             return Ok(Self {
                 source: text.to_owned(),
                 query: Some(query),
+                plural,
             });
         }
         if text.is_empty() || text.split('.').any(str::is_empty) {
@@ -67,7 +91,25 @@ impl JsonPath {
         Ok(Self {
             source: text.to_owned(),
             query: None,
+            plural: false,
         })
+    }
+
+    /// What the path selects in `document`: the one value of a singular path, or every value
+    /// (as an array) of a path that may select several (`$.items[*]`). `None` when it finds
+    /// nothing.
+    pub fn select(&self, document: &Value) -> Option<Value> {
+        match &self.query {
+            Some(query) if self.plural => {
+                let found: Vec<Value> = js_path_process(query, document)
+                    .ok()?
+                    .into_iter()
+                    .map(|found| found.val.clone())
+                    .collect();
+                (!found.is_empty()).then_some(Value::Array(found))
+            }
+            _ => self.find(document).cloned(),
+        }
     }
 
     /// The path as written.
@@ -138,6 +180,16 @@ mod tests {
         assert_eq!(find("$.items[0].id"), Some(json!(7)));
         assert_eq!(find("$.a.b"), Some(json!(2)));
         assert_eq!(find("missing"), None);
+    }
+
+    #[test]
+    fn a_leading_dot_is_relative_to_the_document_and_wildcards_select_all() {
+        let body = json!({"workers": [{"id": 1}, {"id": 2}], "one": {"id": 3}});
+        let path = JsonPath::compile(".workers[*]").unwrap();
+        assert_eq!(path.select(&body), Some(json!([{"id": 1}, {"id": 2}])));
+        let path = JsonPath::compile(".one").unwrap();
+        assert_eq!(path.select(&body), Some(json!({"id": 3})));
+        assert_eq!(JsonPath::compile(".workers[").unwrap_err().offset, Some(9));
     }
 
     #[test]

@@ -252,8 +252,8 @@ wire_enum! {
 wire_enum! {
     /// How a parameter value is converted before it is sent.
     pub enum DataType {
-        /// Sent as text.
-        String => ["string"],
+        /// Sent as text (`file`: a multipart file part).
+        String => ["string", "file"],
         /// A JSON integer in JSON bodies.
         Integer => ["integer", "int", "long"],
         /// A JSON number in JSON bodies.
@@ -261,11 +261,11 @@ wire_enum! {
         /// A JSON boolean in JSON bodies.
         Boolean => ["boolean", "bool"],
         /// Parsed as JSON.
-        Object => ["object", "json"],
+        Object => ["object", "json", "body"],
         /// Parsed as a JSON array.
         Array => ["array"],
         /// Sent as text (element.json dates).
-        Date => ["date"],
+        Date => ["date", "datetime"],
     }
 }
 

@@ -204,3 +204,14 @@ pub struct RawResource {
     #[schemars(skip)]
     pub extra: BTreeMap<String, Value>,
 }
+
+impl RawConnector {
+    /// Every parameter: global ones, then each resource's.
+    pub fn all_parameters(&self) -> impl Iterator<Item = &RawParameter> {
+        self.parameters.iter().chain(
+            self.resources
+                .iter()
+                .flat_map(|resource| &resource.parameters),
+        )
+    }
+}

@@ -5,7 +5,12 @@
 //! - handlebars `{{...}}`, where `configuration.KEY` names a (flat, dotted) configuration key and
 //!   the helpers `base64`, `urlencode`, `concat` and `now` are available;
 //! - in URL templates (`vendorPath`) only: `{name}`, filled (percent-encoded) by the `path`
-//!   parameter whose `vendorName` is `name`.
+//!   parameter whose `vendorName` is `name`;
+//! - element.json's functions, outside `{{...}}`: `CE.b64(TEXT)` (base64 of the text, which may
+//!   hold `${configuration.KEY}` references and other calls) and
+//!   `CE.hmacSha256Base64(KEY, MESSAGE)` (HMAC-SHA256 of the message with the key, base64).
+//!   A template that calls any other `CE.*` function still compiles; it fails when rendered
+//!   (validation warns, see [`Template::unknown_functions`]).
 //!
 //! Rendering is strict (a missing value is an error) and never escapes HTML.
 //!
@@ -26,10 +31,12 @@ use std::fmt;
 use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError, Renderable,
-    StringOutput,
+    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
+    RenderErrorReason, Renderable, StringOutput,
 };
+use hmac::Mac as _;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 
@@ -131,16 +138,19 @@ pub struct Reference {
     pub end: usize,
 }
 
-/// A compiled template.
+/// The `CE.*` functions templates may call, by name.
+pub const FUNCTIONS: &[&str] = &["b64", "hmacSha256Base64"];
+
+/// A compiled template: handlebars when it has `{{...}}`, plain segments otherwise (rendered
+/// without building a handlebars context). Decided once, at compile time.
 #[derive(Clone)]
 pub struct Template {
     source: String,
     compiled: Option<handlebars::Template>,
-    /// The same template as plain segments, when it has no `{{...}}`: rendered without building
-    /// a handlebars context. Decided once, at compile time.
-    segments: Option<Vec<Segment>>,
+    segments: Vec<Segment>,
     keys: Vec<Reference>,
     placeholders: Vec<Reference>,
+    unknown_functions: Vec<Reference>,
 }
 
 /// A piece of a template without handlebars expressions.
@@ -152,6 +162,8 @@ enum Segment {
     Key(String),
     /// `{name}`, percent-encoded.
     Placeholder(String),
+    /// `CE.name(arguments)`; each argument is itself a list of segments.
+    Call(String, Vec<Vec<Segment>>),
 }
 
 impl fmt::Debug for Template {
@@ -231,92 +243,29 @@ impl Template {
     /// Fails when a `${` or `{{` is not closed, or when the handlebars part does not parse; the
     /// error carries the byte offset in `text`.
     pub fn compile(text: &str, kind: TemplateKind) -> Result<Self, TemplateError> {
-        let mut translated = String::with_capacity(text.len() + 16);
-        let mut keys = Vec::new();
-        let mut placeholders = Vec::new();
-        let mut rest = 0;
-        let bytes = text.as_bytes();
-        let mut index = 0;
-        let mut templated = false;
-        let mut segments = Some(Vec::new());
-        let push = |segments: &mut Option<Vec<Segment>>, literal: &str, segment: Segment| {
-            if let Some(segments) = segments {
-                if !literal.is_empty() {
-                    segments.push(Segment::Text(literal.to_owned()));
-                }
-                segments.push(segment);
-            }
+        let mut parser = Parser {
+            text,
+            kind,
+            keys: Vec::new(),
+            placeholders: Vec::new(),
+            unknown_functions: Vec::new(),
+            handlebars: false,
         };
-        while index < bytes.len() {
-            if text[index..].starts_with("${configuration.") {
-                let key_start = index + "${configuration.".len();
-                let Some(length) = text[key_start..].find('}') else {
-                    return Err(TemplateError {
-                        message: "`${` is not closed by `}`".into(),
-                        offset: index,
-                    });
-                };
-                let key = &text[key_start..key_start + length];
-                push(
-                    &mut segments,
-                    &text[rest..index],
-                    Segment::Key(key.to_owned()),
-                );
-                translated.push_str(&escape_literal(&text[rest..index]));
-                translated.push_str("{{configuration.[");
-                translated.push_str(key);
-                translated.push_str("]}}");
-                keys.push(Reference {
-                    name: key.to_owned(),
-                    start: key_start,
-                    end: key_start + length,
+        let mut translated = String::new();
+        let segments = parser.segments(0, text.len(), Some(&mut translated))?;
+        let compiled = if parser.handlebars {
+            if let Some(call) = segments.iter().find_map(|segment| match segment {
+                Segment::Call(name, _) => Some(name),
+                _ => None,
+            }) {
+                return Err(TemplateError {
+                    message: format!(
+                        "`CE.{call}` cannot be used in a template that also has `{{{{...}}}}`: \
+                         use the `base64` helper there"
+                    ),
+                    offset: text.find("CE.").unwrap_or(0),
                 });
-                index = key_start + length + 1;
-                rest = index;
-                templated = true;
-            } else if text[index..].starts_with("{{") {
-                let Some(length) = text[index..].find("}}") else {
-                    return Err(TemplateError {
-                        message: "`{{` is not closed by `}}`".into(),
-                        offset: index,
-                    });
-                };
-                let end = index + length + 2;
-                segments = None;
-                translated.push_str(&escape_literal(&text[rest..index]));
-                translate_expression(text, index, end, &mut translated, &mut keys);
-                index = end;
-                rest = index;
-                templated = true;
-            } else if kind == TemplateKind::Url
-                && bytes[index] == b'{'
-                && let Some(length) = text[index + 1..].find('}')
-                && is_placeholder_name(&text[index + 1..index + 1 + length])
-            {
-                let name = &text[index + 1..index + 1 + length];
-                push(
-                    &mut segments,
-                    &text[rest..index],
-                    Segment::Placeholder(name.to_owned()),
-                );
-                translated.push_str(&escape_literal(&text[rest..index]));
-                translated.push_str("{{urlencode path.[");
-                translated.push_str(name);
-                translated.push_str("]}}");
-                placeholders.push(Reference {
-                    name: name.to_owned(),
-                    start: index + 1,
-                    end: index + 1 + length,
-                });
-                index += length + 2;
-                rest = index;
-                templated = true;
-            } else {
-                index += text[index..].chars().next().map_or(1, char::len_utf8);
             }
-        }
-        let compiled = if templated {
-            translated.push_str(&escape_literal(&text[rest..]));
             let compiled =
                 handlebars::Template::compile(&translated).map_err(|error| TemplateError {
                     message: error.reason().to_string(),
@@ -328,17 +277,13 @@ impl Template {
         } else {
             None
         };
-        if let Some(segments) = &mut segments
-            && rest < text.len()
-        {
-            segments.push(Segment::Text(text[rest..].to_owned()));
-        }
         Ok(Self {
             source: text.to_owned(),
-            segments: segments.filter(|_| compiled.is_some()),
             compiled,
-            keys,
-            placeholders,
+            segments,
+            keys: parser.keys,
+            placeholders: parser.placeholders,
+            unknown_functions: parser.unknown_functions,
         })
     }
 
@@ -350,6 +295,16 @@ impl Template {
     /// True when the template has nothing to fill in.
     pub fn is_literal(&self) -> bool {
         self.compiled.is_none()
+            && self
+                .segments
+                .iter()
+                .all(|segment| matches!(segment, Segment::Text(_)))
+    }
+
+    /// The `CE.*` calls to functions the engine does not know, with the byte range of each
+    /// name: rendering the template fails.
+    pub fn unknown_functions(&self) -> &[Reference] {
+        &self.unknown_functions
     }
 
     /// The configuration keys the template refers to.
@@ -369,14 +324,14 @@ impl Template {
 
     /// Renders the template.
     ///
-    /// Fails when a referenced value is missing from `context` or a helper gets a wrong argument.
+    /// Fails when a referenced value is missing from `context`, a helper gets a wrong argument,
+    /// or the template calls an unknown `CE.*` function.
     pub fn render(&self, context: &TemplateContext) -> Result<String, RenderError> {
         let Some(compiled) = &self.compiled else {
-            return Ok(self.source.clone());
+            let mut output = String::with_capacity(self.source.len() + 32);
+            render_segments(&self.segments, context, &mut output)?;
+            return Ok(output);
         };
-        if let Some(text) = self.render_segments(context) {
-            return Ok(text);
-        }
         let mut render_context = RenderContext::new(None);
         let mut output = StringOutput::new();
         compiled.render(
@@ -387,31 +342,262 @@ impl Template {
         )?;
         output.into_string().map_err(RenderError::from)
     }
+}
 
-    /// Renders a template without `{{...}}` from its segments, exactly as handlebars would.
-    /// `None` when it has handlebars expressions, or a value is missing or not a string, number
-    /// or boolean: handlebars then renders it, and reports the error.
-    fn render_segments(&self, context: &TemplateContext<'_>) -> Option<String> {
-        let segments = self.segments.as_ref()?;
-        let mut output = String::with_capacity(self.source.len() + 32);
-        for segment in segments {
-            match segment {
-                Segment::Text(text) => output.push_str(text),
-                Segment::Key(key) => match context.configuration.value(key)? {
-                    Value::String(value) => output.push_str(value),
-                    value @ (Value::Number(_) | Value::Bool(_)) => {
-                        output.push_str(&value.to_string());
+/// Renders plain segments: text, keys and placeholders as handlebars would (strict), and calls.
+fn render_segments(
+    segments: &[Segment],
+    context: &TemplateContext<'_>,
+    output: &mut String,
+) -> Result<(), RenderError> {
+    let missing =
+        |name: &str| RenderError::from(RenderErrorReason::MissingVariable(Some(name.to_owned())));
+    for segment in segments {
+        match segment {
+            Segment::Text(text) => output.push_str(text),
+            Segment::Key(key) => match context.configuration.value(key) {
+                None | Some(Value::Null) => {
+                    return Err(missing(&format!("configuration.[{key}]")));
+                }
+                Some(Value::String(value)) => output.push_str(value),
+                Some(value) => output.push_str(&value.to_string()),
+            },
+            Segment::Placeholder(name) => match context.path.and_then(|path| path.value(name)) {
+                None | Some(Value::Null) => return Err(missing(&format!("path.[{name}]"))),
+                Some(Value::String(value)) => output.push_str(&percent_encode(value)),
+                Some(value) => output.push_str(&percent_encode(&value.to_string())),
+            },
+            Segment::Call(name, arguments) => {
+                let mut values = Vec::with_capacity(arguments.len());
+                for argument in arguments {
+                    let mut value = String::new();
+                    render_segments(argument, context, &mut value)?;
+                    values.push(value);
+                }
+                let engine = base64::engine::general_purpose::STANDARD;
+                match (name.as_str(), values.as_slice()) {
+                    ("b64", [text]) => output.push_str(&engine.encode(text)),
+                    ("hmacSha256Base64", [key, message]) => {
+                        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes())
+                            .expect("HMAC takes keys of any length");
+                        mac.update(message.as_bytes());
+                        output.push_str(&engine.encode(mac.finalize().into_bytes()));
                     }
-                    _ => return None,
-                },
-                Segment::Placeholder(name) => match context.path?.value(name)? {
-                    Value::String(value) => output.push_str(&percent_encode(value)),
-                    _ => return None,
-                },
+                    _ => {
+                        return Err(RenderErrorReason::HelperNotFound(format!(
+                            "CE.{name} (with {} arguments)",
+                            values.len()
+                        ))
+                        .into());
+                    }
+                }
             }
         }
-        Some(output)
     }
+    Ok(())
+}
+
+/// Splits a template text into segments, recording references; translates it for handlebars
+/// on the way (`translated`, top level only).
+struct Parser<'a> {
+    text: &'a str,
+    kind: TemplateKind,
+    keys: Vec<Reference>,
+    placeholders: Vec<Reference>,
+    unknown_functions: Vec<Reference>,
+    /// True once a `{{...}}` expression was seen.
+    handlebars: bool,
+}
+
+impl Parser<'_> {
+    /// The segments of `text[start..end]`.
+    fn segments(
+        &mut self,
+        start: usize,
+        end: usize,
+        mut translated: Option<&mut String>,
+    ) -> Result<Vec<Segment>, TemplateError> {
+        let text = self.text;
+        let bytes = text.as_bytes();
+        let mut segments = Vec::new();
+        let mut rest = start;
+        let mut index = start;
+        let flush = |segments: &mut Vec<Segment>,
+                     translated: &mut Option<&mut String>,
+                     from: usize,
+                     to: usize| {
+            if from < to {
+                segments.push(Segment::Text(text[from..to].to_owned()));
+                if let Some(translated) = translated.as_deref_mut() {
+                    translated.push_str(&escape_literal(&text[from..to]));
+                }
+            }
+        };
+        while index < end {
+            let here = &text[index..end];
+            if here.starts_with("${configuration.") {
+                let key_start = index + "${configuration.".len();
+                let Some(length) = text[key_start..end].find('}') else {
+                    return Err(TemplateError {
+                        message: "`${` is not closed by `}`".into(),
+                        offset: index,
+                    });
+                };
+                let key = &text[key_start..key_start + length];
+                flush(&mut segments, &mut translated, rest, index);
+                segments.push(Segment::Key(key.to_owned()));
+                if let Some(translated) = translated.as_deref_mut() {
+                    translated.push_str("{{configuration.[");
+                    translated.push_str(key);
+                    translated.push_str("]}}");
+                }
+                self.keys.push(Reference {
+                    name: key.to_owned(),
+                    start: key_start,
+                    end: key_start + length,
+                });
+                index = key_start + length + 1;
+                rest = index;
+            } else if here.starts_with("{{") {
+                let Some(length) = here.find("}}") else {
+                    return Err(TemplateError {
+                        message: "`{{` is not closed by `}}`".into(),
+                        offset: index,
+                    });
+                };
+                let close = index + length + 2;
+                flush(&mut segments, &mut translated, rest, index);
+                self.handlebars = true;
+                let mut expression = String::new();
+                translate_expression(text, index, close, &mut expression, &mut self.keys);
+                if let Some(translated) = translated.as_deref_mut() {
+                    translated.push_str(&expression);
+                }
+                index = close;
+                rest = index;
+            } else if let Some((name, open)) = call_at(here) {
+                let name_start = index + 3;
+                let arguments_start = index + open + 1;
+                let Some(close) = matching_parenthesis(text, arguments_start, end) else {
+                    return Err(TemplateError {
+                        message: format!("`CE.{name}(` is not closed by `)`"),
+                        offset: index,
+                    });
+                };
+                flush(&mut segments, &mut translated, rest, index);
+                let arity = match name {
+                    "b64" => Some(1),
+                    "hmacSha256Base64" => Some(2),
+                    _ => None,
+                };
+                if arity.is_none() {
+                    self.unknown_functions.push(Reference {
+                        name: name.to_owned(),
+                        start: name_start,
+                        end: name_start + name.len(),
+                    });
+                }
+                let ranges = if arity == Some(1) {
+                    vec![(arguments_start, close)]
+                } else {
+                    split_arguments(text, arguments_start, close)
+                };
+                let mut arguments = Vec::with_capacity(ranges.len());
+                for (from, to) in ranges {
+                    arguments.push(self.segments(from, to, None)?);
+                }
+                if let Some(expected) = arity
+                    && arguments.len() != expected
+                {
+                    return Err(TemplateError {
+                        message: format!(
+                            "`CE.{name}` takes {expected} arguments, not {}",
+                            arguments.len()
+                        ),
+                        offset: index,
+                    });
+                }
+                segments.push(Segment::Call(name.to_owned(), arguments));
+                index = close + 1;
+                rest = index;
+            } else if self.kind == TemplateKind::Url
+                && bytes[index] == b'{'
+                && let Some(length) = text[index + 1..end].find('}')
+                && is_placeholder_name(&text[index + 1..index + 1 + length])
+            {
+                let name = &text[index + 1..index + 1 + length];
+                flush(&mut segments, &mut translated, rest, index);
+                segments.push(Segment::Placeholder(name.to_owned()));
+                if let Some(translated) = translated.as_deref_mut() {
+                    translated.push_str("{{urlencode path.[");
+                    translated.push_str(name);
+                    translated.push_str("]}}");
+                }
+                self.placeholders.push(Reference {
+                    name: name.to_owned(),
+                    start: index + 1,
+                    end: index + 1 + length,
+                });
+                index += length + 2;
+                rest = index;
+            } else {
+                index += here.chars().next().map_or(1, char::len_utf8);
+            }
+        }
+        flush(&mut segments, &mut translated, rest, end);
+        Ok(segments)
+    }
+}
+
+/// `CE.name(` at the start of `text`: the name and the offset of `(`.
+fn call_at(text: &str) -> Option<(&str, usize)> {
+    let after = text.strip_prefix("CE.")?;
+    let length = after
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(after.len());
+    (length > 0 && after[length..].starts_with('(')).then(|| (&after[..length], 3 + length))
+}
+
+/// The offset of the `)` closing a parenthesis opened just before `start`, nested ones counted.
+fn matching_parenthesis(text: &str, start: usize, end: usize) -> Option<usize> {
+    let mut depth = 0_usize;
+    for (offset, byte) in text.as_bytes()[start..end].iter().enumerate() {
+        match byte {
+            b'(' => depth += 1,
+            b')' if depth == 0 => return Some(start + offset),
+            b')' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The byte ranges of the comma-separated arguments in `text[start..end]` (commas inside
+/// parentheses belong to a nested call), each without surrounding blanks.
+fn split_arguments(text: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
+    let mut ranges = Vec::new();
+    let mut depth = 0_usize;
+    let mut from = start;
+    let trimmed = |from: usize, to: usize| {
+        let piece = &text[from..to];
+        let leading = piece.len() - piece.trim_start().len();
+        (from + leading, from + piece.trim_end().len())
+    };
+    for (offset, byte) in text.as_bytes()[start..end].iter().enumerate() {
+        match byte {
+            b'(' => depth += 1,
+            b')' => depth = depth.saturating_sub(1),
+            b',' if depth == 0 => {
+                ranges.push(trimmed(from, start + offset));
+                from = start + offset + 1;
+            }
+            _ => {}
+        }
+    }
+    if from < end || !ranges.is_empty() {
+        ranges.push(trimmed(from, end));
+    }
+    ranges
 }
 
 /// Fills `{name}` placeholders of a URL known only at run time (an instance's `base.url`), with
@@ -570,9 +756,9 @@ mod tests {
             ("/x/{id}/y", "/x/{{urlencode path.[id]}}/y"),
         ] {
             let plain = Template::compile(plain, TemplateKind::Url).unwrap();
-            assert!(plain.segments.is_some());
+            assert!(plain.compiled.is_none());
             let handlebars = Template::compile(handlebars, TemplateKind::Url).unwrap();
-            assert!(handlebars.segments.is_none());
+            assert!(handlebars.compiled.is_some());
             assert_eq!(
                 plain.render(&context).unwrap(),
                 handlebars.render(&context).unwrap()

@@ -161,10 +161,29 @@ fn decode_and_validate(
     document: &Value,
 ) -> (Vec<Diagnostic>, Option<Connector>) {
     let file = source.path();
-    let diagnostics = schema::check(document, file);
-    if !diagnostics.is_empty() {
-        return (diagnostics, None);
-    }
+    let mut diagnostics = schema::check(document, file);
+    // An unknown kind is reported and checking goes on, with a stand-in in its place; any other
+    // structural problem stops here, as the wire types cannot be decoded.
+    let patched;
+    let document = if diagnostics.is_empty() {
+        document
+    } else {
+        let mut copy = document.clone();
+        for diagnostic in &diagnostics {
+            let stand_in = (diagnostic.code == Code::UnknownKind)
+                .then(|| stand_in(&diagnostic.location.pointer))
+                .flatten();
+            match (
+                stand_in,
+                copy.pointer_mut(diagnostic.location.pointer.as_str()),
+            ) {
+                (Some(stand_in), Some(value)) => *value = Value::String(stand_in.to_owned()),
+                _ => return (diagnostics, None),
+            }
+        }
+        patched = copy;
+        &patched
+    };
     let raw: RawConnector = match serde_path_to_error::deserialize(document) {
         Ok(raw) => raw,
         Err(error) => {
@@ -180,21 +199,22 @@ fn decode_and_validate(
                         Segment::Unknown => pointer,
                     }
                 });
-            let diagnostic = Diagnostic::new(
+            diagnostics.push(Diagnostic::new(
                 Code::Schema,
                 Location::new(file, pointer),
                 error.inner().to_string(),
-            );
-            return (vec![diagnostic], None);
+            ));
+            return (diagnostics, None);
         }
     };
     let mut builder = Builder {
         file: file.to_owned(),
         diagnostics: Vec::new(),
         raw: &raw,
+        models: model_names(&raw),
     };
     let connector = Some(builder.build(source));
-    let mut diagnostics = builder.diagnostics;
+    diagnostics.append(&mut builder.diagnostics);
     check::run(&raw, connector.as_ref(), file, &mut diagnostics);
     (diagnostics, connector)
 }
@@ -203,6 +223,8 @@ struct Builder<'a> {
     file: std::path::PathBuf,
     diagnostics: Vec<Diagnostic>,
     raw: &'a RawConnector,
+    /// The models `dataType` may name.
+    models: Vec<String>,
 }
 
 impl Builder<'_> {
@@ -249,7 +271,9 @@ impl Builder<'_> {
         let authentication = self.authentication();
         let protocol = match raw.protocol_type.as_deref() {
             None | Some("") => Protocol::Http,
-            Some(name) if name.eq_ignore_ascii_case("http") || name.eq_ignore_ascii_case("soap") => {
+            Some(name)
+                if name.eq_ignore_ascii_case("http") || name.eq_ignore_ascii_case("soap") =>
+            {
                 Protocol::Http
             }
             Some(name) => Protocol::NotExecuted(name.to_owned()),
@@ -427,10 +451,11 @@ impl Builder<'_> {
         match source {
             Source::Request => {
                 if kind == ParameterKind::Value {
-                    template = self.template(&name, TemplateKind::Text, pointer.field(name_field));
+                    template =
+                        self.template(&name, TemplateKind::Text, pointer.field(name_field), false);
                 }
                 if kind == ParameterKind::Configuration {
-                    self.check_key(&name, pointer.field("name"), None);
+                    self.check_key(&name, pointer.field("name"), None, KeyUse::Optional);
                 }
                 if matches!(
                     kind,
@@ -447,7 +472,7 @@ impl Builder<'_> {
                     path = self.json_path(&vendor_name, pointer.field("vendorName"));
                 }
                 if kind == ParameterKind::Configuration {
-                    self.check_key(&name, pointer.field("name"), None);
+                    self.check_key(&name, pointer.field("name"), None, KeyUse::Saved);
                 }
             }
         }
@@ -460,11 +485,7 @@ impl Builder<'_> {
             kind,
             vendor_name,
             vendor_kind,
-            data_type: raw
-                .data_type
-                .as_deref()
-                .and_then(DataType::parse)
-                .unwrap_or(DataType::String),
+            data_type: self.data_type(raw, &pointer),
             source,
             required: raw.required.unwrap_or(false),
             credential,
@@ -472,6 +493,38 @@ impl Builder<'_> {
             path,
             location: self.location(pointer),
         }
+    }
+
+    /// The `dataType` of a parameter: a known type in any case (`Object`, `dateTime`), a model
+    /// (of the connector, or any on a whole body: sent as it is), or else a warning and text.
+    fn data_type(&mut self, raw: &RawParameter, pointer: &JsonPointer) -> DataType {
+        let Some(text) = raw.data_type.as_deref().filter(|text| !text.is_empty()) else {
+            return DataType::String;
+        };
+        if let Some(data_type) =
+            DataType::parse(text).or_else(|| DataType::parse(&text.to_ascii_lowercase()))
+        {
+            return data_type;
+        }
+        // A whole body's `dataType` names its model, often one the export does not carry.
+        let whole_body = matches!(raw.kind, ParameterKind::Body | ParameterKind::PrevBody)
+            || raw.vendor_type == Some(VendorKind::Body);
+        if whole_body || self.models.iter().any(|model| model == text) {
+            return DataType::String;
+        }
+        self.diagnostics.push(
+            Diagnostic::new(
+                Code::UnknownDataType,
+                self.location(pointer.field("dataType")),
+                format!("unknown `dataType` `{text}`: the value is sent as text"),
+            )
+            .with_label("neither a type nor a model of this connector")
+            .with_help_opt(
+                suggest::hint(text, DataType::SPELLINGS.iter().copied())
+                    .or_else(|| Some(format!("use one of: {}", DataType::SPELLINGS.join(", ")))),
+            ),
+        );
+        DataType::String
     }
 
     fn resource(&mut self, index: usize, raw: &RawResource) -> Resource {
@@ -490,17 +543,38 @@ impl Builder<'_> {
                 &vendor_path_text,
                 TemplateKind::Url,
                 pointer.field("vendorPath"),
+                !raw.kind.is_never_executed(),
             )
             .unwrap_or_else(|| {
                 Template::compile("", TemplateKind::Url).expect("the empty template compiles")
             });
-        self.check_placeholders(raw, &vendor_path, &parameters, &pointer);
         let root_key = raw
             .root_key
             .as_deref()
             .filter(|key| !key.is_empty())
             .and_then(|key| self.json_path(key, pointer.field("rootKey")));
         let method = raw.method.clone().filter(|method| !method.is_empty());
+        for (field, written) in [
+            ("method", &raw.method),
+            ("vendorMethod", &raw.vendor_method),
+        ] {
+            if let Some(written) = written.as_deref().filter(|method| !method.is_empty())
+                && !HTTP_METHODS.contains(&written.to_ascii_uppercase().as_str())
+            {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::UnknownMethod,
+                        self.location(pointer.field(field)),
+                        format!("`{written}` is not an HTTP method"),
+                    )
+                    .with_label("sent as written; most vendors reject it")
+                    .with_help_opt(
+                        suggest::hint(&written.to_ascii_uppercase(), HTTP_METHODS.iter().copied())
+                            .or_else(|| Some(format!("use one of: {}", HTTP_METHODS.join(", ")))),
+                    ),
+                );
+            }
+        }
         let vendor_method = raw
             .vendor_method
             .clone()
@@ -525,89 +599,14 @@ impl Builder<'_> {
         }
     }
 
-    /// Every `{placeholder}` of `vendorPath` must be filled by a `path` parameter of the resource
-    /// or a global one.
-    fn check_placeholders(
-        &mut self,
-        raw: &RawResource,
-        vendor_path: &Template,
-        parameters: &[Parameter],
-        pointer: &JsonPointer,
-    ) {
-        let fillers: Vec<&str> = parameters
-            .iter()
-            .map(|parameter| {
-                (
-                    parameter.vendor_kind,
-                    parameter.source,
-                    parameter.vendor_name.as_str(),
-                )
-            })
-            .chain(self.raw.parameters.iter().map(|parameter| {
-                (
-                    parameter.vendor_type.unwrap_or(VendorKind::Header),
-                    parameter.source.unwrap_or(Source::Request),
-                    parameter.vendor_name.as_deref().unwrap_or(&parameter.name),
-                )
-            }))
-            .filter(|(kind, source, _)| *kind == VendorKind::Path && *source == Source::Request)
-            .map(|(_, _, name)| name)
-            .collect();
-        for placeholder in vendor_path.placeholders() {
-            if !fillers.contains(&placeholder.name.as_str()) {
-                self.diagnostics.push(
-                    Diagnostic::new(
-                        Code::UnfilledPlaceholder,
-                        self.location(pointer.field("vendorPath"))
-                            .narrow(placeholder.start - 1, placeholder.end + 1),
-                        format!("no parameter fills `{{{}}}`", placeholder.name),
-                    )
-                    .with_label("no `path` parameter has this `vendorName`")
-                    .with_help_opt(suggest::hint(&placeholder.name, fillers.iter().copied()).or_else(|| Some(format!(
-                        "add a parameter with `\"vendorType\": \"path\"` and `\"vendorName\": \"{}\"`",
-                        placeholder.name
-                    )))),
-                );
-            }
-        }
-        // `path` placeholders (our side) bind caller inputs of type `path`.
-        if let Some(path) = &raw.path {
-            let inputs: Vec<&str> = parameters
-                .iter()
-                .filter(|parameter| parameter.kind == ParameterKind::Path)
-                .map(|parameter| parameter.name.as_str())
-                .collect();
-            let mut offset = 0;
-            while let Some(open) = path[offset..].find('{') {
-                let start = offset + open + 1;
-                let Some(length) = path[start..].find('}') else {
-                    break;
-                };
-                let name = &path[start..start + length];
-                if !inputs.contains(&name) && !fillers.contains(&name) {
-                    self.diagnostics.push(
-                        Diagnostic::new(
-                            Code::UnfilledPlaceholder,
-                            self.location(pointer.field("path"))
-                                .narrow(start - 1, start + length + 1),
-                            format!("no parameter fills `{{{name}}}`"),
-                        )
-                        .with_label("no `path` parameter has this name")
-                        .with_help(format!(
-                            "add a parameter with `\"type\": \"path\"` and `\"name\": \"{name}\"`"
-                        )),
-                    );
-                }
-                offset = start + length;
-            }
-        }
-    }
-
+    /// Compiles a template, checking the keys it refers to. `required`: the request cannot be
+    /// sent without them (a `vendorPath`), so an unknown key is an error rather than a warning.
     fn template(
         &mut self,
         text: &str,
         kind: TemplateKind,
         pointer: JsonPointer,
+        required: bool,
     ) -> Option<Template> {
         match Template::compile(text, kind) {
             Ok(template) => {
@@ -616,6 +615,34 @@ impl Builder<'_> {
                         &reference.name,
                         pointer.clone(),
                         Some((reference.start, reference.end)),
+                        if required {
+                            KeyUse::Required
+                        } else {
+                            KeyUse::Optional
+                        },
+                    );
+                }
+                for call in template.unknown_functions() {
+                    self.diagnostics.push(
+                        Diagnostic::new(
+                            Code::UnknownFunction,
+                            self.location(pointer.clone()).narrow(call.start, call.end),
+                            format!("unknown function `CE.{}`", call.name),
+                        )
+                        .with_label("the engine cannot run this function")
+                        .with_help_opt(
+                            suggest::hint(&call.name, crate::template::FUNCTIONS.iter().copied())
+                                .or_else(|| {
+                                    Some(format!(
+                                        "the engine knows {}; a run that needs this value fails",
+                                        crate::template::FUNCTIONS
+                                            .iter()
+                                            .map(|name| format!("`CE.{name}`"))
+                                            .collect::<Vec<_>>()
+                                            .join(", ")
+                                    ))
+                                }),
+                        ),
                     );
                 }
                 Some(template)
@@ -657,16 +684,32 @@ impl Builder<'_> {
         }
     }
 
-    /// A configuration key used by a template or a `configuration` parameter must be declared
-    /// (or reserved).
-    fn check_key(&mut self, key: &str, pointer: JsonPointer, inner: Option<(usize, usize)>) {
-        let declared = self
+    /// A configuration key used by a template or a `configuration` parameter must be declared,
+    /// reserved or saved by a response parameter. `required`: the request cannot be sent without
+    /// it (an error); otherwise the parameter is skipped while the key has no value (a warning).
+    fn check_key(
+        &mut self,
+        key: &str,
+        pointer: JsonPointer,
+        inner: Option<(usize, usize)>,
+        use_: KeyUse,
+    ) {
+        let saved = |parameter: &RawParameter| {
+            parameter.source == Some(Source::Response)
+                && parameter.kind == ParameterKind::Configuration
+        };
+        let known = self
             .raw
             .configuration
             .iter()
             .any(|property| property.key == key)
-            || RESERVED_KEYS.contains(&key);
-        if declared {
+            || RESERVED_KEYS.contains(&key)
+            || (use_ != KeyUse::Saved
+                && self
+                    .raw
+                    .all_parameters()
+                    .any(|parameter| saved(parameter) && parameter.name == key));
+        if known {
             return;
         }
         let candidates = self
@@ -679,18 +722,28 @@ impl Builder<'_> {
         if let Some((start, end)) = inner {
             location = location.narrow(start, end);
         }
-        self.diagnostics.push(
-            Diagnostic::new(
+        let (code, label) = match use_ {
+            KeyUse::Required => (
                 Code::UndeclaredKey,
-                location,
-                format!("unknown configuration key `{key}`"),
-            )
-            .with_label("not declared in `configuration`")
-            .with_help_opt(suggest::hint(key, candidates).or_else(|| {
-                Some(format!(
-                    "declare it: add `{{\"key\": \"{key}\", \"type\": \"TEXTFIELD_1000\"}}` to `configuration`"
-                ))
-            })),
+                "not declared in `configuration`: the request cannot be built",
+            ),
+            KeyUse::Optional => (
+                Code::UnknownKey,
+                "not declared in `configuration`: sent only when the instance has a value",
+            ),
+            KeyUse::Saved => (
+                Code::UnknownKey,
+                "saved, but not declared in `configuration`",
+            ),
+        };
+        self.diagnostics.push(
+            Diagnostic::new(code, location, format!("unknown configuration key `{key}`"))
+                .with_label(label)
+                .with_help_opt(suggest::hint(key, candidates).or_else(|| {
+                    Some(format!(
+                        "declare it: add `{{\"key\": \"{key}\", \"type\": \"TEXTFIELD_1000\"}}` to `configuration`"
+                    ))
+                })),
         );
     }
 
@@ -811,12 +864,15 @@ impl Builder<'_> {
 fn hooks_may_authenticate(hooks: &[Value]) -> bool {
     hooks.iter().any(|hook| {
         hook.get("type").and_then(Value::as_str) == Some("preRequest")
-            && hook.get("body").and_then(Value::as_str).is_some_and(|body| {
-                let body = body.to_ascii_lowercase();
-                ["headers", "authorization", "token", "signature"]
-                    .iter()
-                    .any(|word| body.contains(word))
-            })
+            && hook
+                .get("body")
+                .and_then(Value::as_str)
+                .is_some_and(|body| {
+                    let body = body.to_ascii_lowercase();
+                    ["headers", "authorization", "token", "signature"]
+                        .iter()
+                        .any(|word| body.contains(word))
+                })
     })
 }
 
@@ -834,6 +890,70 @@ fn default_vendor_kind(kind: ParameterKind) -> VendorKind {
         ParameterKind::Form => VendorKind::Form,
         ParameterKind::Multipart => VendorKind::Multipart,
     }
+}
+
+/// How a configuration key is used where it is referred to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyUse {
+    /// The request cannot be built without a value (a `vendorPath`).
+    Required,
+    /// The parameter is skipped while the key has no value.
+    Optional,
+    /// A response parameter saves into the key.
+    Saved,
+}
+
+/// A known spelling to decode in place of an unknown kind at `pointer`, so that the checks after
+/// it still run (the unknown kind itself is already an error). `None` where there is no kind.
+fn stand_in(pointer: &JsonPointer) -> Option<&'static str> {
+    let tokens: Vec<String> = pointer.tokens().collect();
+    let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    Some(match tokens.as_slice() {
+        ["resources", _, "type"] => "api",
+        [.., "parameters", _, "type"] => "value",
+        [.., "parameters", _, "vendorType"] => "no-op",
+        [.., "parameters", _, "source"] => "request",
+        ["configuration", _, "type"] => "TEXTFIELD_1000",
+        ["authentication", "type"] => "custom",
+        ["authentication", "grant"] => "authorization_code",
+        ["authentication", "refreshIn"] => "body",
+        ["session", "management"] => "auto",
+        _ => return None,
+    })
+}
+
+/// The HTTP methods a resource may use.
+const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// The names of the models an element.json export declares (top-level `models`, and each
+/// resource's `model`: its `name`, `requestName` and swagger definitions): `dataType` may name one.
+fn model_names(raw: &RawConnector) -> Vec<String> {
+    let mut names = Vec::new();
+    let add = |names: &mut Vec<String>, value: Option<&Value>| {
+        if let Some(name) = value.and_then(Value::as_str) {
+            names.push(name.to_owned());
+        }
+    };
+    if let Some(Value::Array(models)) = raw.extra.get("models") {
+        for model in models {
+            add(&mut names, model.get("name"));
+        }
+    }
+    for resource in &raw.resources {
+        let Some(model) = resource.extra.get("model") else {
+            continue;
+        };
+        add(&mut names, model.get("name"));
+        add(&mut names, model.get("requestName"));
+        for swagger in ["swagger", "requestSwagger"] {
+            if let Some(Value::Object(definitions)) = model.get(swagger) {
+                names.extend(definitions.keys().cloned());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The most `nextResource` hops one run may take.
@@ -877,7 +997,8 @@ mod tests {
             r#"{"configuration": [{"key": "expires_in"}], "resources": [{"type": "api", "parameters": [{"name": "Bearer ${configuration.expires-in}", "type": "value", "vendorName": "X", "vendorType": "header"}]}]}"#,
         );
         let diagnostic = &report.diagnostics()[0];
-        assert_eq!(diagnostic.code, Code::UndeclaredKey);
+        // A parameter is skipped while its key has no value: a warning, not an error.
+        assert_eq!(diagnostic.code, Code::UnknownKey);
         assert_eq!(
             diagnostic.help.as_deref(),
             Some("did you mean `expires_in`?")
@@ -920,7 +1041,8 @@ mod tests {
 
     #[test]
     fn compat_exports_load() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/compat");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/compat");
         for name in [
             "clover",
             "ipify",

@@ -90,7 +90,8 @@ pub(crate) mod test_support {
 
     /// Every file of the compat exports, as text.
     pub(crate) fn compat() -> Vec<(String, String)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/compat");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/compat");
         let mut files: Vec<_> = fs_err::read_dir(&dir)
             .unwrap()
             .map(|entry| entry.unwrap().path())

@@ -1,82 +1,102 @@
-//! E0305: a query string written inside `vendorPath`.
+//! W0504: a `{placeholder}` of `vendorPath` that nothing fills.
 //!
-//! The engine builds the query string from `query` parameters (percent-encoding their values and
-//! merging them with the caller's); a literal `?a=b` in the path would be sent as it is, unencoded,
-//! and clash with them.
+//! A placeholder is filled by a `path` parameter whose `vendorName` names it (the resource's or
+//! a global one), or, as element.json did, by the caller's path value of the same name: a
+//! `{variable}` of the resource's own `path`, or `--param NAME=VALUE`. One that no parameter and
+//! no path variable names can only come from `--param`; the run stops (exit 3) when it is missing.
+//! Query strings inside `vendorPath` are supported: their pairs are merged with `query`
+//! parameters and their placeholders filled and encoded like the path's.
 
 use crate::check::Input;
 use crate::diagnostic::{Code, Diagnostic};
+use crate::kinds::{ParameterKind, Source, VendorKind};
 use crate::source::Location;
+use crate::suggest;
 
 pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
-    for (resource, raw) in input.connector.resources().iter().zip(&input.raw.resources) {
-        let Some(vendor_path) = raw.vendor_path.as_deref() else {
+    let connector = input.connector;
+    for resource in connector.resources() {
+        if resource.kind().is_never_executed() {
             continue;
-        };
-        let Some(question) = vendor_path.find('?') else {
+        }
+        let placeholders = resource.vendor_path().placeholders();
+        if placeholders.is_empty() {
             continue;
-        };
-        let query = &vendor_path[question + 1..];
-        let pairs: Vec<String> = query
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| format!("`{pair}`"))
+        }
+        let parameters: Vec<_> = connector
+            .global_parameters()
+            .iter()
+            .chain(resource.parameters())
+            .filter(|parameter| parameter.source() == Source::Request)
             .collect();
-        let help = match pairs.as_slice() {
-            [] => "remove the `?`: query parameters come from parameters with `\"vendorType\": \
-                   \"query\"`"
-                .to_owned(),
-            [pair] => format!("move {pair} into a parameter with `\"vendorType\": \"query\"`"),
-            _ => format!(
-                "move {} into parameters with `\"vendorType\": \"query\"`",
-                pairs.join(", ")
-            ),
-        };
-        diagnostics.push(
-            Diagnostic::new(
-                Code::QueryInVendorPath,
-                Location::new(input.file, resource.location().pointer.field("vendorPath"))
-                    .narrow(question, vendor_path.len()),
-                "query string in `vendorPath`",
+        let mut fillers: Vec<&str> = parameters
+            .iter()
+            .filter_map(
+                |parameter| match (parameter.vendor_kind(), parameter.kind()) {
+                    (VendorKind::Path, _) => Some(parameter.vendor_name()),
+                    (_, ParameterKind::Path) => Some(parameter.name()),
+                    _ => None,
+                },
             )
-            .with_label("sent as written, without encoding")
-            .with_help(help),
-        );
+            .collect();
+        fillers.extend(path_variables(resource.path().unwrap_or_default()));
+        for placeholder in placeholders {
+            if fillers.contains(&placeholder.name.as_str()) {
+                continue;
+            }
+            let name = &placeholder.name;
+            diagnostics.push(
+                Diagnostic::new(
+                    Code::UnfilledPlaceholder,
+                    Location::new(input.file, resource.location().pointer.field("vendorPath"))
+                        .narrow(placeholder.start - 1, placeholder.end + 1),
+                    format!("nothing fills `{{{name}}}`"),
+                )
+                .with_label("no `path` parameter and no path variable has this name")
+                .with_help_opt(
+                    suggest::hint(name, fillers.iter().copied()).or_else(|| {
+                        Some(format!(
+                            "callers must pass `--param {name}=VALUE`; or add a parameter with \
+                         `\"type\": \"path\"` and `\"vendorName\": \"{name}\"`"
+                        ))
+                    }),
+                ),
+            );
+        }
     }
+}
+
+/// The `{variable}` names of a resource's own `path`.
+fn path_variables(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter_map(|segment| {
+        segment
+            .strip_prefix('{')
+            .and_then(|segment| segment.strip_suffix('}'))
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::check::test_support::{compat, with_code};
+    use crate::check::test_support::with_code;
     use crate::diagnostic::Code;
 
     #[test]
-    fn a_query_string_is_reported_with_its_pairs() {
-        let text =
-            r#"{"resources": [{"type": "api", "vendorPath": "/v1/items?limit=10&sort=name"}]}"#;
-        let found = with_code(text, Code::QueryInVendorPath);
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].location.inner, Some((9, 28)));
-        assert_eq!(
-            found[0].help.as_deref(),
-            Some("move `limit=10`, `sort=name` into parameters with `\"vendorType\": \"query\"`")
-        );
-        let text = r#"{"resources": [{"type": "api", "vendorPath": "/v1/items?limit=10"}]}"#;
-        assert_eq!(
-            with_code(text, Code::QueryInVendorPath)[0].help.as_deref(),
-            Some("move `limit=10` into a parameter with `\"vendorType\": \"query\"`")
-        );
+    fn placeholders_bind_by_name_to_path_variables_and_global_parameters() {
+        // `{id}` is the caller's path value; `{tenant}` a global `path` parameter without
+        // `vendorType` (its default is decided once, in the model).
+        let text = r#"{"parameters": [{"name": "tenant", "type": "path"}],
+            "resources": [{"type": "api", "method": "GET", "path": "/hubs/crm/contacts/{id}",
+                           "vendorPath": "/{tenant}/contacts/{id}?fields={fields}"}]}"#;
+        let found = with_code(text, Code::UnfilledPlaceholder);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].message, "nothing fills `{fields}`");
+        assert_eq!(found[0].location.inner, Some((31, 39)));
     }
 
     #[test]
-    fn paths_without_query_are_fine() {
-        let text = r#"{"resources": [{"type": "api", "vendorPath": "https://x.example/v1/{id}"}]}"#;
-        assert!(with_code(text, Code::QueryInVendorPath).is_empty());
-        for (name, text) in compat() {
-            assert!(
-                with_code(&text, Code::QueryInVendorPath).is_empty(),
-                "{name}"
-            );
-        }
+    fn never_executed_resources_are_not_checked() {
+        let text =
+            r#"{"resources": [{"type": "onDeleteWebhook", "vendorPath": "/hooks/{hookId}"}]}"#;
+        assert!(with_code(text, Code::UnfilledPlaceholder).is_empty());
     }
 }

@@ -1,14 +1,17 @@
 //! W0501: parts of element.json exports the engine accepts but never executes: JavaScript hooks,
-//! parameter converters, and the `onDelete` and `oauthOnAuthorizeUrl` resources.
+//! parameter converters, the resources it never runs (`onDelete`, the webhook resources,
+//! `oauthOnAuthorizeUrl`, `oauth2Password`), OAuth 1, protocols other than HTTP (`jdbc`, `odata`),
+//! pagination, events and bulk.
 //!
 //! One warning per site: per resource (its type and its hooks together), per converter
-//! parameter, and one for the connector's own hooks, so that a large export stays readable.
+//! parameter, one for the connector's own hooks, and one for each connector-wide feature, so that
+//! a large export stays readable.
 
 use serde_json::Value;
 
 use crate::check::Input;
 use crate::diagnostic::{Code, Diagnostic};
-use crate::kinds::ResourceType;
+use crate::model::{AuthKind, Protocol};
 use crate::pointer::JsonPointer;
 use crate::raw::RawParameter;
 use crate::source::Location;
@@ -17,6 +20,7 @@ const HOOKS_HELP: &str = "the engine runs no JavaScript: do the work with parame
                           and `nextResource` chains, or remove the hooks";
 
 pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
+    connector_wide(input, diagnostics);
     if !input.raw.hooks.is_empty() {
         diagnostics.push(
             Diagnostic::new(
@@ -39,13 +43,9 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
     for (resource, raw) in input.connector.resources().iter().zip(&input.raw.resources) {
         let pointer = &resource.location().pointer;
         let name = resource.display_name();
-        let never_runs = matches!(
-            resource.kind(),
-            ResourceType::OnDelete | ResourceType::OauthOnAuthorizeUrl
-        );
-        if never_runs {
+        if resource.kind().is_never_executed() {
             let label = resource.kind().label();
-            // Both never-run types start with a vowel: `an ON DELETE resource`.
+            // Every never-run type starts with a vowel: `an ON DELETE resource`.
             let subject = if name == label {
                 format!("an `{label}` resource")
             } else {
@@ -62,16 +62,22 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
                     Location::new(input.file, pointer.field("type")),
                     format!("{subject}{hooks} {verb} accepted but never executed"),
                 )
-                .with_label("the engine never runs this resource type")
+                .with_label("the engine never runs this resource type; `engine run` refuses it")
                 .with_help("remove the resource, or run the call it makes as an `API` resource"),
             );
         } else if !raw.hooks.is_empty() {
+            let authentication = if resource.hooks_may_authenticate() {
+                ": a `preRequest` hook sets headers or authentication, so the request may go out \
+                 unauthenticated"
+            } else {
+                ""
+            };
             diagnostics.push(
                 Diagnostic::new(
                     Code::NotExecuted,
                     Location::new(input.file, pointer.field("hooks")),
                     format!(
-                        "resource `{name}` has {}; the engine accepts but never executes {}",
+                        "resource `{name}` has {}; the engine accepts but never executes {}{authentication}",
                         describe_hooks(&raw.hooks),
                         them(&raw.hooks)
                     ),
@@ -84,6 +90,116 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
             let pointer = pointer.field("parameters").index(position);
             converter(input, parameter, &pointer, diagnostics);
         }
+    }
+}
+
+/// Connector-wide features the engine does not run: OAuth 1, a protocol other than HTTP,
+/// pagination, events, bulk. One warning each.
+fn connector_wide(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
+    let connector = input.connector;
+    let at = |pointer: JsonPointer| Location::new(input.file, pointer);
+    let mut warn = |location: Location, message: String, label: &str, help: &str| {
+        diagnostics.push(
+            Diagnostic::new(Code::NotExecuted, location, message)
+                .with_label(label)
+                .with_help(help),
+        );
+    };
+    if connector.authentication().kind() == AuthKind::Oauth1 {
+        warn(
+            at(JsonPointer::root().field("authentication").field("type")),
+            "OAuth 1 authentication is accepted but never executed".to_owned(),
+            "requests would go out unsigned; `engine run` refuses this connector",
+            "use `oauth2`, `basic`, `apiKey` or `custom` authentication if the vendor offers it",
+        );
+    }
+    if let Protocol::NotExecuted(name) = connector.protocol() {
+        warn(
+            at(JsonPointer::root().field("protocolType")),
+            format!("protocol `{name}` is accepted but never executed: the engine runs HTTP only"),
+            "`engine run` refuses this connector",
+            "describe the vendor's HTTP API with `http` resources, or run it on its platform",
+        );
+    }
+    let paginated: Vec<usize> = input
+        .raw
+        .resources
+        .iter()
+        .enumerate()
+        .filter(|(_, resource)| {
+            ["paginationType", "nextPageKey"].iter().any(|field| {
+                resource
+                    .extra
+                    .get(*field)
+                    .is_some_and(|value| value.as_str().is_none_or(|text| !text.is_empty()))
+            })
+        })
+        .map(|(index, _)| index)
+        .collect();
+    if let Some(&first) = paginated.first() {
+        let field = if input.raw.resources[first]
+            .extra
+            .contains_key("paginationType")
+        {
+            "paginationType"
+        } else {
+            "nextPageKey"
+        };
+        warn(
+            at(JsonPointer::root()
+                .field("resources")
+                .index(first)
+                .field(field)),
+            format!(
+                "pagination settings ({} resource{}) are accepted but never executed",
+                paginated.len(),
+                if paginated.len() == 1 { "" } else { "s" }
+            ),
+            "each run returns one page",
+            "pass the vendor's page parameters (`page`, `cursor`, ...) with `--param` on each run",
+        );
+    }
+    let key_index = |prefix: &str| {
+        connector
+            .configuration()
+            .iter()
+            .position(|property| property.key().starts_with(prefix))
+    };
+    // Event hooks are reported with the connector's hooks.
+    let events = key_index("event.").map(|index| {
+        JsonPointer::root()
+            .field("configuration")
+            .index(index)
+            .field("key")
+    });
+    if let Some(pointer) = events {
+        warn(
+            at(pointer),
+            "events (webhooks and polling) are accepted but never executed".to_owned(),
+            "no event is received or polled",
+            "poll the vendor yourself by running its `API` resources",
+        );
+    }
+    let bulk_flag = ["bulkDownloadEnabled", "bulkUploadEnabled"]
+        .into_iter()
+        .find(|flag| input.raw.extra.get(*flag) == Some(&Value::Bool(true)));
+    let bulk = bulk_flag
+        .map(|flag| JsonPointer::root().field(flag))
+        .or_else(|| {
+            key_index("bulk.").map(|index| {
+                JsonPointer::root()
+                    .field("configuration")
+                    .index(index)
+                    .field("key")
+            })
+        });
+    if let Some(pointer) = bulk {
+        warn(
+            at(pointer),
+            "bulk upload and download are accepted but never executed".to_owned(),
+            "no bulk job is started",
+            "run the `API` resources record by record",
+        );
     }
 }
 
@@ -205,7 +321,8 @@ mod tests {
             .iter()
             .find(|(name, _)| name == "clover.json")
             .unwrap();
-        // The connector's hooks, and 12 resources with hooks (one is `oauthOnAuthroizeUrl`).
-        assert_eq!(clover.1, 13, "{counts:?}");
+        // The connector's hooks, 12 resources with hooks (one is `oauthOnAuthroizeUrl`), and
+        // one warning each for its pagination, events and bulk settings.
+        assert_eq!(clover.1, 16, "{counts:?}");
     }
 }
