@@ -828,6 +828,36 @@ mod tests {
     }
 
     #[test]
+    fn ce_functions_render_base64_and_hmac() {
+        let configuration = object(json!({"username": "ada", "password": "p:w", "key": "key"}));
+        let context = TemplateContext::new(&configuration, None);
+        let render = |text: &str| {
+            Template::compile(text, TemplateKind::Text)
+                .unwrap()
+                .render(&context)
+                .map_err(|error| error.to_string())
+        };
+        assert_eq!(
+            render("Basic CE.b64(${configuration.username}:${configuration.password})").unwrap(),
+            "Basic YWRhOnA6dw=="
+        );
+        // RFC 4231-style known answer: HMAC-SHA256("key", "The quick brown fox ...").
+        assert_eq!(
+            render("CE.hmacSha256Base64(${configuration.key}, The quick brown fox jumps over the lazy dog)")
+                .unwrap(),
+            "97yD9DBThCSxMpjmqm+xQ+9NWaFJRhdZl0edvC0aPNg="
+        );
+        assert_eq!(render("CE.b64(CE.b64(a))").unwrap(), "WVE9PQ==");
+        let template = Template::compile("CE.sha1(x)", TemplateKind::Text).unwrap();
+        assert_eq!(template.unknown_functions()[0].name, "sha1");
+        assert!(!template.is_literal());
+        assert!(render("CE.sha1(x)").unwrap_err().contains("CE.sha1"));
+        assert!(render("CE.b64(${configuration.missing})").unwrap_err().contains("missing"));
+        assert!(Template::compile("CE.b64(x", TemplateKind::Text).is_err());
+        assert!(Template::compile("CE.b64(x) {{now}}", TemplateKind::Text).is_err());
+    }
+
+    #[test]
     fn fills_runtime_placeholders() {
         let url = fill_placeholders("https://{tenant}.example.com/{keep}", |name| {
             (name == "tenant").then(|| "a b".to_owned())
