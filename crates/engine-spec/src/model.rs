@@ -409,6 +409,9 @@ impl ConfigProperty {
 /// One parameter mapping.
 #[derive(Debug, Clone)]
 pub struct Parameter {
+    /// Written in element.json's reversed form (`"vendorType": "value"`): the template is in
+    /// `vendorName`, the header name in `name`.
+    pub(crate) reversed: bool,
     pub(crate) name: String,
     pub(crate) kind: ParameterKind,
     pub(crate) vendor_name: String,
@@ -456,6 +459,12 @@ impl Parameter {
     /// True when the caller must provide it.
     pub fn required(&self) -> bool {
         self.required
+    }
+
+    /// The field of the file that holds the template of a `value` parameter: `name`, or
+    /// `vendorName` in element.json's reversed form.
+    pub fn template_field(&self) -> &'static str {
+        if self.reversed { "vendorName" } else { "name" }
     }
 
     /// The compiled template of a `value` parameter.

@@ -852,7 +852,11 @@ mod tests {
         assert_eq!(template.unknown_functions()[0].name, "sha1");
         assert!(!template.is_literal());
         assert!(render("CE.sha1(x)").unwrap_err().contains("CE.sha1"));
-        assert!(render("CE.b64(${configuration.missing})").unwrap_err().contains("missing"));
+        assert!(
+            render("CE.b64(${configuration.missing})")
+                .unwrap_err()
+                .contains("missing")
+        );
         assert!(Template::compile("CE.b64(x", TemplateKind::Text).is_err());
         assert!(Template::compile("CE.b64(x) {{now}}", TemplateKind::Text).is_err());
     }

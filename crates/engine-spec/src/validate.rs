@@ -382,24 +382,12 @@ impl Builder<'_> {
         }
     }
 
-    fn session(&mut self) -> Session {
+    fn session(&self) -> Session {
         let raw = self.raw.session.as_ref();
         let management = raw
             .and_then(|raw| raw.management)
             .unwrap_or(SessionManagement::Auto);
         let timeout = raw.and_then(|raw| raw.timeout).map(Duration::from_secs);
-        if management == SessionManagement::Fixed && timeout.is_none() {
-            let pointer = JsonPointer::root().field("session").field("management");
-            self.diagnostics.push(
-                Diagnostic::new(
-                    Code::SessionTimeoutMissing,
-                    self.location(pointer),
-                    "session management `fixed` needs `session.timeout`",
-                )
-                .with_label("refreshes every `timeout` seconds")
-                .with_help("add `\"timeout\": SECONDS` to `session`, or use `\"management\": \"auto\"` to follow the vendor's `expires_in`"),
-            );
-        }
         Session {
             management,
             timeout,
@@ -451,11 +439,7 @@ impl Builder<'_> {
         match source {
             Source::Request => {
                 if kind == ParameterKind::Value {
-                    template =
-                        self.template(&name, TemplateKind::Text, pointer.field(name_field), false);
-                }
-                if kind == ParameterKind::Configuration {
-                    self.check_key(&name, pointer.field("name"), None, KeyUse::Optional);
+                    template = self.template(&name, TemplateKind::Text, pointer.field(name_field));
                 }
                 if matches!(
                     kind,
@@ -471,9 +455,6 @@ impl Builder<'_> {
                 ) {
                     path = self.json_path(&vendor_name, pointer.field("vendorName"));
                 }
-                if kind == ParameterKind::Configuration {
-                    self.check_key(&name, pointer.field("name"), None, KeyUse::Saved);
-                }
             }
         }
         let credential = source == Source::Request
@@ -481,6 +462,7 @@ impl Builder<'_> {
             && template.as_ref().is_some_and(Template::is_literal)
             && check::literal_credential(&name, &vendor_name).is_some();
         Parameter {
+            reversed,
             name,
             kind,
             vendor_name,
@@ -543,7 +525,6 @@ impl Builder<'_> {
                 &vendor_path_text,
                 TemplateKind::Url,
                 pointer.field("vendorPath"),
-                !raw.kind.is_never_executed(),
             )
             .unwrap_or_else(|| {
                 Template::compile("", TemplateKind::Url).expect("the empty template compiles")
@@ -599,54 +580,16 @@ impl Builder<'_> {
         }
     }
 
-    /// Compiles a template, checking the keys it refers to. `required`: the request cannot be
-    /// sent without them (a `vendorPath`), so an unknown key is an error rather than a warning.
+    /// Compiles a template; one that does not parse is reported here, the keys and functions it
+    /// refers to are checked on the model (`check::keys`).
     fn template(
         &mut self,
         text: &str,
         kind: TemplateKind,
         pointer: JsonPointer,
-        required: bool,
     ) -> Option<Template> {
         match Template::compile(text, kind) {
-            Ok(template) => {
-                for reference in template.key_references() {
-                    self.check_key(
-                        &reference.name,
-                        pointer.clone(),
-                        Some((reference.start, reference.end)),
-                        if required {
-                            KeyUse::Required
-                        } else {
-                            KeyUse::Optional
-                        },
-                    );
-                }
-                for call in template.unknown_functions() {
-                    self.diagnostics.push(
-                        Diagnostic::new(
-                            Code::UnknownFunction,
-                            self.location(pointer.clone()).narrow(call.start, call.end),
-                            format!("unknown function `CE.{}`", call.name),
-                        )
-                        .with_label("the engine cannot run this function")
-                        .with_help_opt(
-                            suggest::hint(&call.name, crate::template::FUNCTIONS.iter().copied())
-                                .or_else(|| {
-                                    Some(format!(
-                                        "the engine knows {}; a run that needs this value fails",
-                                        crate::template::FUNCTIONS
-                                            .iter()
-                                            .map(|name| format!("`CE.{name}`"))
-                                            .collect::<Vec<_>>()
-                                            .join(", ")
-                                    ))
-                                }),
-                        ),
-                    );
-                }
-                Some(template)
-            }
+            Ok(template) => Some(template),
             Err(error) => {
                 self.diagnostics.push(
                     Diagnostic::new(
@@ -684,71 +627,8 @@ impl Builder<'_> {
         }
     }
 
-    /// A configuration key used by a template or a `configuration` parameter must be declared,
-    /// reserved or saved by a response parameter. `required`: the request cannot be sent without
-    /// it (an error); otherwise the parameter is skipped while the key has no value (a warning).
-    fn check_key(
-        &mut self,
-        key: &str,
-        pointer: JsonPointer,
-        inner: Option<(usize, usize)>,
-        use_: KeyUse,
-    ) {
-        let saved = |parameter: &RawParameter| {
-            parameter.source == Some(Source::Response)
-                && parameter.kind == ParameterKind::Configuration
-        };
-        let known = self
-            .raw
-            .configuration
-            .iter()
-            .any(|property| property.key == key)
-            || RESERVED_KEYS.contains(&key)
-            || (use_ != KeyUse::Saved
-                && self
-                    .raw
-                    .all_parameters()
-                    .any(|parameter| saved(parameter) && parameter.name == key));
-        if known {
-            return;
-        }
-        let candidates = self
-            .raw
-            .configuration
-            .iter()
-            .map(|property| property.key.as_str())
-            .chain(RESERVED_KEYS.iter().copied());
-        let mut location = self.location(pointer);
-        if let Some((start, end)) = inner {
-            location = location.narrow(start, end);
-        }
-        let (code, label) = match use_ {
-            KeyUse::Required => (
-                Code::UndeclaredKey,
-                "not declared in `configuration`: the request cannot be built",
-            ),
-            KeyUse::Optional => (
-                Code::UnknownKey,
-                "not declared in `configuration`: sent only when the instance has a value",
-            ),
-            KeyUse::Saved => (
-                Code::UnknownKey,
-                "saved, but not declared in `configuration`",
-            ),
-        };
-        self.diagnostics.push(
-            Diagnostic::new(code, location, format!("unknown configuration key `{key}`"))
-                .with_label(label)
-                .with_help_opt(suggest::hint(key, candidates).or_else(|| {
-                    Some(format!(
-                        "declare it: add `{{\"key\": \"{key}\", \"type\": \"TEXTFIELD_1000\"}}` to `configuration`"
-                    ))
-                })),
-        );
-    }
-
-    /// Resolves `nextResource` into indexes, reporting unknown targets, cycles and chains longer
-    /// than [`MAX_CHAIN`] hops.
+    /// Resolves `nextResource` into indexes, reporting unknown targets (cycles and lengths are
+    /// checked on the model, in `check::chains`).
     fn link_chains(&mut self, connector: &mut Connector) {
         for index in 0..connector.resources.len() {
             let Some(next) = self.raw.resources[index]
@@ -802,60 +682,6 @@ impl Builder<'_> {
                 }
             }
         }
-        for start in 0..connector.resources.len() {
-            let mut seen = vec![start];
-            let mut current = start;
-            while let Some(next) = connector.resources[current].next {
-                if seen.contains(&next) {
-                    // Report a cycle once, at its first member in file order.
-                    if next == start && seen.iter().all(|&member| member >= start) {
-                        let pointer = JsonPointer::root()
-                            .field("resources")
-                            .index(start)
-                            .field("nextResource");
-                        let path: Vec<String> = seen
-                            .iter()
-                            .chain(std::iter::once(&start))
-                            .map(|&member| connector.resources[member].display_name())
-                            .collect();
-                        self.diagnostics.push(
-                            Diagnostic::new(
-                                Code::ChainCycle,
-                                self.location(pointer),
-                                format!("`nextResource` chain loops: {}", path.join(" -> ")),
-                            )
-                            .with_label("the chain comes back here")
-                            .with_help("remove `nextResource` from the last resource of the chain"),
-                        );
-                    }
-                    break;
-                }
-                seen.push(next);
-                current = next;
-            }
-            let hops = seen.len() - 1;
-            let is_head = !connector
-                .resources
-                .iter()
-                .any(|resource| resource.next == Some(start));
-            if hops > MAX_CHAIN && is_head {
-                let pointer = JsonPointer::root()
-                    .field("resources")
-                    .index(start)
-                    .field("nextResource");
-                self.diagnostics.push(
-                    Diagnostic::new(
-                        Code::ChainTooLong,
-                        self.location(pointer),
-                        format!(
-                            "`nextResource` chain has {hops} steps; at most {MAX_CHAIN} are allowed"
-                        ),
-                    )
-                    .with_label("the chain starts here")
-                    .with_help("split the chain, or fold steps into one resource"),
-                );
-            }
-        }
     }
 }
 
@@ -890,17 +716,6 @@ fn default_vendor_kind(kind: ParameterKind) -> VendorKind {
         ParameterKind::Form => VendorKind::Form,
         ParameterKind::Multipart => VendorKind::Multipart,
     }
-}
-
-/// How a configuration key is used where it is referred to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyUse {
-    /// The request cannot be built without a value (a `vendorPath`).
-    Required,
-    /// The parameter is skipped while the key has no value.
-    Optional,
-    /// A response parameter saves into the key.
-    Saved,
 }
 
 /// A known spelling to decode in place of an unknown kind at `pointer`, so that the checks after

@@ -3,7 +3,8 @@
 //! The engine knows a token's age from `authentication.time`, which only `PROVISION AUTH
 //! VALIDATION` and `ON REFRESH` set (see docs/connector-format.md#the-token-lifecycle):
 //! - E0201: `expires_in` is saved, but no resource could refresh the token when it expires;
-//! - E0202: a token is saved only by `ON PROVISION`, so its age is never known and it is never
+//! - E0203: session management `fixed` without `session.timeout`;
+//! - W0505: a token is saved only by `ON PROVISION`, so its age is never known and it is never
 //!   refreshed.
 
 use std::collections::BTreeSet;
@@ -32,6 +33,26 @@ const REFRESHERS: &[ResourceType] = &[
 
 pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
     let connector = input.connector;
+    let session = connector.session();
+    if session.management() == SessionManagement::Fixed && session.timeout().is_none() {
+        diagnostics.push(
+            Diagnostic::new(
+                Code::SessionTimeoutMissing,
+                Location::new(
+                    input.file,
+                    crate::JsonPointer::root()
+                        .field("session")
+                        .field("management"),
+                ),
+                "session management `fixed` needs `session.timeout`",
+            )
+            .with_label("refreshes every `timeout` seconds")
+            .with_help(
+                "add `\"timeout\": SECONDS` to `session`, or use `\"management\": \"auto\"` to \
+                 follow the vendor's `expires_in`",
+            ),
+        );
+    }
     no_refresh(input, connector, diagnostics);
     token_on_provision(input, connector, diagnostics);
 }

@@ -1,17 +1,20 @@
 //! Semantic checks that run on a decoded connector, one file per family. Each pushes
 //! [`Diagnostic`]s; none stops the others.
 //!
-//! Checks that need templates and JSONPaths while they are compiled (undeclared keys,
-//! placeholders, chains) run while [`crate::validate()`] builds the model; the ones here look at
-//! the whole connector:
+//! Building the model ([`crate::validate()`]) reports only what stops a part from being built:
+//! a schema problem or unknown kind (E0002, E0003), a template or JSONPath that does not compile
+//! (E0103, E0104), a `nextResource` naming nothing (E0302), and the fallbacks it takes (W0509,
+//! W0510). Every default is decided there, once; every other check runs here, on the model:
 //!
 //! | file | codes |
 //! | --- | --- |
-//! | [`lifecycle`] | E0201 `no-refresh`, E0202 `token-on-provision` |
+//! | [`keys`] | E0101 `undeclared-key`, W0503 `unknown-key`, W0508 `unknown-function` |
+//! | [`lifecycle`] | E0201 `no-refresh`, E0203 `session-timeout-missing`, W0505 `token-on-provision` |
 //! | [`auth`] | E0204 `auth-incomplete` |
 //! | [`resources`] | E0301 `duplicate-resource` |
-//! | [`paths`] | E0305 `query-in-vendor-path` |
-//! | [`secrets`] | E0401 `secret-in-value`, E0402 `password-default` |
+//! | [`chains`] | E0303 `chain-cycle`, E0304 `chain-too-long` |
+//! | [`paths`] | W0504 `unfilled-placeholder` |
+//! | [`secrets`] | W0506 `secret-in-value`, W0507 `password-default` |
 //! | [`unsupported`] | W0501 `not-executed` |
 //! | [`fields`] | W0502 `unknown-field` |
 
@@ -22,7 +25,9 @@ use crate::model::Connector;
 use crate::raw::RawConnector;
 
 mod auth;
+mod chains;
 mod fields;
+mod keys;
 mod lifecycle;
 mod paths;
 mod resources;
@@ -58,9 +63,11 @@ pub(crate) fn run(
         connector,
         file,
     };
+    keys::check(&input, diagnostics);
     lifecycle::check(&input, diagnostics);
     auth::check(&input, diagnostics);
     resources::check(&input, diagnostics);
+    chains::check(&input, diagnostics);
     paths::check(&input, diagnostics);
     secrets::check(&input, diagnostics);
     unsupported::check(&input, diagnostics);
