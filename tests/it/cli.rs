@@ -46,3 +46,54 @@ fn usage_errors_exit_2() {
         "{stderr}"
     );
 }
+
+#[test]
+fn explain_prints_the_section_of_a_code_by_code_or_name() {
+    let (code, stdout, stderr) = output_of(&["explain", "W0504"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("### W0504 unfilled-placeholder\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("**Fix.**"), "{stdout}");
+    let (_, by_name, _) = output_of(&["explain", "unfilled-placeholder"]);
+    assert_eq!(by_name, stdout);
+    insta::assert_snapshot!("explain_e0101", output_of(&["explain", "e0101"]).1);
+}
+
+#[test]
+fn explain_says_what_became_of_a_retired_code_and_suggests_for_typos() {
+    let (code, stdout, stderr) = output_of(&["explain", "E0401"]);
+    assert_eq!((code, stdout.as_str()), (2, ""));
+    assert_eq!(
+        stderr,
+        "error: unknown diagnostic code `E0401`\nhint: `E0401` was retired: it is now `W0506`; run `engine explain W0506`\n"
+    );
+    let (code, _, stderr) = output_of(&["explain", "unknown-kinds"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("did you mean `unknown-kind`?"), "{stderr}");
+}
+
+/// Colour only on a terminal: piped output has no escape codes unless `CLICOLOR_FORCE` asks, and
+/// `NO_COLOR` wins over both.
+#[test]
+fn colour_follows_the_terminal_no_color_and_clicolor_force() {
+    let file = "tests/fixtures/validate/err/unknown-method_typo.json";
+    let stderr_with = |variables: &[(&str, &str)]| {
+        let mut command = engine();
+        command
+            .args(["validate", file])
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE");
+        for (name, value) in variables {
+            command.env(name, value);
+        }
+        String::from_utf8(command.output().unwrap().stderr).unwrap()
+    };
+    let piped = stderr_with(&[]);
+    assert!(piped.starts_with("warning[W0509]"), "{piped}");
+    assert!(!piped.contains('\u{1b}'), "{piped}");
+    assert!(stderr_with(&[("CLICOLOR_FORCE", "1")]).contains("\u{1b}["));
+    assert!(!stderr_with(&[("CLICOLOR_FORCE", "0")]).contains('\u{1b}'));
+    assert!(!stderr_with(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]).contains('\u{1b}'));
+}

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod authorize;
 mod exit;
+mod explain;
 mod printer;
 mod render;
 mod run;
@@ -32,6 +33,8 @@ enum Command {
     Run(run::RunArgs),
     /// Sign in through a browser (OAuth2 authorization code) and save the tokens.
     Authorize(authorize::AuthorizeArgs),
+    /// Explain a diagnostic code of `engine validate` (`engine explain E0101`).
+    Explain(explain::ExplainArgs),
 }
 
 /// Parses the arguments, runs the command and returns its exit code (see [`Exit`]).
@@ -41,6 +44,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::validate(&args),
         Command::Run(args) => run::run(&args),
         Command::Authorize(args) => authorize::authorize(&args),
+        Command::Explain(args) => explain::explain(&args),
     };
     exit.into()
 }

@@ -104,10 +104,16 @@ impl<'a> Message<'a> {
     }
 }
 
-/// True when messages on stderr may be coloured: stderr is a terminal and `NO_COLOR` is unset or
-/// empty.
+/// True when messages on stderr may be coloured: never with `NO_COLOR` set (non-empty); always
+/// with `CLICOLOR_FORCE` set (non-empty, not `0`); otherwise when stderr is a terminal.
 pub(crate) fn color_enabled() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|no| no.is_empty())
+    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+    if set("NO_COLOR") {
+        return false;
+    }
+    let forced =
+        std::env::var_os("CLICOLOR_FORCE").is_some_and(|value| !value.is_empty() && value != "0");
+    forced || std::io::stderr().is_terminal()
 }
 
 /// Renders `message` for people, with ANSI colours when `color` is true. The text ends with a

@@ -58,6 +58,7 @@ pub(crate) fn validate(args: &ValidateArgs) -> Exit {
     let mut stdout = io::stdout().lock();
     let mut stderr = io::stderr().lock();
     let mut tally = Tally::default();
+    let mut codes: Vec<engine_spec::Code> = Vec::new();
     for path in &args.paths {
         let mut unreadable = Vec::new();
         let files = discover(path, &mut unreadable);
@@ -69,12 +70,18 @@ pub(crate) fn validate(args: &ValidateArgs) -> Exit {
             tally.files += usize::from(checked.read);
             tally.errors += checked.errors;
             tally.warnings += checked.warnings;
+            codes.extend(&checked.codes);
             // A closed pipe is not ours to report; the exit code still tells.
             let _ = stdout.write_all(checked.stdout.as_bytes());
             let _ = stderr.write_all(checked.stderr.as_bytes());
         }
     }
     let _ = stdout.flush();
+    codes.sort();
+    codes.dedup();
+    if let (Format::Human, Some(pointer)) = (args.format, crate::explain::pointer(&codes)) {
+        let _ = stderr.write_all(pointer.as_bytes());
+    }
     let _ = writeln!(stderr, "{}", summary(&tally));
     if tally.errors > 0 || (args.deny_warnings && tally.warnings > 0) {
         Exit::Invalid
@@ -90,6 +97,8 @@ struct Checked {
     read: bool,
     errors: usize,
     warnings: usize,
+    /// The codes reported, for the `engine explain` pointer.
+    codes: Vec<engine_spec::Code>,
     stdout: String,
     stderr: String,
 }
@@ -155,6 +164,9 @@ fn check_file(file: &Path, format: Format, color: bool) -> Checked {
         match diagnostic.severity {
             Severity::Error => checked.errors += 1,
             Severity::Warning => checked.warnings += 1,
+        }
+        if !checked.codes.contains(&diagnostic.code) {
+            checked.codes.push(diagnostic.code);
         }
     }
     match format {
