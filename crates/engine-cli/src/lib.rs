@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod authorize;
+mod completions;
 mod exit;
 mod explain;
 mod printer;
@@ -20,7 +21,7 @@ pub use exit::Exit;
 #[derive(Debug, Parser)]
 #[command(name = "engine", version)]
 #[command(propagate_version = true, max_term_width = 100)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -35,6 +36,8 @@ enum Command {
     Authorize(authorize::AuthorizeArgs),
     /// Explain a diagnostic code of `engine validate` (`engine explain E0101`).
     Explain(explain::ExplainArgs),
+    /// Print a shell completion script (`engine completions bash > /etc/bash_completion.d/engine`).
+    Completions(completions::CompletionsArgs),
 }
 
 /// Parses the arguments, runs the command and returns its exit code (see [`Exit`]).
@@ -45,6 +48,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Authorize(args) => authorize::authorize(&args),
         Command::Explain(args) => explain::explain(&args),
+        Command::Completions(args) => completions::completions(&args),
     };
     exit.into()
 }
