@@ -1,5 +1,5 @@
-//! `engine completions SHELL` and the man page, both generated from the same clap definitions as
-//! the parser (clap_complete, clap_mangen), so they never drift from the real flags.
+//! `engine completions SHELL` and the man pages, both generated from the same clap definitions as
+//! the parser (`clap_complete`, `clap_mangen`), so they never drift from the real flags.
 
 use clap::CommandFactory as _;
 
@@ -21,30 +21,30 @@ pub(crate) fn completions(args: &CompletionsArgs) -> Exit {
     Exit::Success
 }
 
-/// The man pages of `engine` and of each command (`engine-run(1)`...), in roff, by file name:
-/// `docs/man/` holds them.
-pub(crate) fn man_pages() -> Vec<(String, String)> {
-    let command = Cli::command();
-    let render = |command: clap::Command| {
-        let mut page = Vec::new();
-        clap_mangen::Man::new(command)
-            .render(&mut page)
-            .expect("rendering into memory cannot fail");
-        String::from_utf8_lossy(&page).into_owned()
-    };
-    let mut pages = vec![("engine.1".to_owned(), render(command.clone()))];
-    for subcommand in command.get_subcommands() {
-        let name = format!("engine-{}", subcommand.get_name());
-        pages.push((format!("{name}.1"), render(subcommand.clone().name(name))));
-    }
-    pages
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::*;
+
+    /// The man pages of `engine` and of each command (`engine-run(1)`...), in roff, by file name:
+    /// `docs/man/` holds them.
+    fn man_pages() -> Vec<(String, String)> {
+        let command = Cli::command();
+        let render = |command: clap::Command| {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut page)
+                .expect("rendering into memory cannot fail");
+            String::from_utf8_lossy(&page).into_owned()
+        };
+        let mut pages = vec![("engine.1".to_owned(), render(command.clone()))];
+        for subcommand in command.get_subcommands() {
+            let name = format!("engine-{}", subcommand.get_name());
+            pages.push((format!("{name}.1"), render(subcommand.clone().name(name))));
+        }
+        pages
+    }
 
     /// The checked-in man pages are the generated ones; `ENGINE_BLESS=1 cargo test` rewrites them.
     #[test]
