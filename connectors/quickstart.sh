@@ -6,10 +6,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet -p engine-cli -p engine-emulator
-engine=target/release/engine
+# Colour only on a terminal; NO_COLOR turns it off, CLICOLOR_FORCE (not 0) on.
+if [ -n "${NO_COLOR:-}" ]; then
+  bold='' plain=''
+elif [ -t 1 ] || { [ -n "${CLICOLOR_FORCE:-}" ] && [ "${CLICOLOR_FORCE}" != 0 ]; }; then
+  bold=$'\033[1m' plain=$'\033[0m'
+else
+  bold='' plain=''
+fi
+
+echo "building engine and vendor-emulator (release; the first build takes a few minutes)"
+cargo build --release --locked -p engine-cli -p engine-emulator
+# Wherever cargo puts its output (CARGO_TARGET_DIR, .cargo/config.toml): ask it.
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+engine="$target_dir/release/engine"
+emulator_bin="$target_dir/release/vendor-emulator"
+for binary in "$engine" "$emulator_bin"; do
+  [ -x "$binary" ] || { echo "error: \`$binary\` is missing after the build" >&2; exit 1; }
+done
 work=$(mktemp -d)
-target/release/vendor-emulator --port 0 --token-ttl 4 >"$work/emulator.out" &
+"$emulator_bin" --port 0 --token-ttl 4 >"$work/emulator.out" &
 emulator=$!
 trap 'kill "$emulator" 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -18,14 +35,18 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 url=$(sed -n 's/^listening on //p' "$work/emulator.out")
-[ -n "$url" ] || { echo "the vendor emulator did not start" >&2; exit 1; }
+[ -n "$url" ] || {
+  echo "error: the vendor emulator (\`$emulator_bin\`) did not start; its output:" >&2
+  cat "$work/emulator.out" >&2
+  exit 1
+}
 
 instance="$work/instance.json"
 cat >"$instance" <<JSON
 {"base.url": "$url", "client.id": "demo-client", "client.secret": "demo-secret"}
 JSON
 
-step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "${*:2}"; "${@:2}"; }
+step() { printf '\n%s== %s%s\n$ %s\n' "$bold" "$1" "$plain" "${*:2}"; "${@:2}"; }
 
 echo "vendor emulator on $url (tokens live 4 s); instance file $instance"
 step "1. validate the connector" "$engine" validate connectors/demo.json
@@ -42,6 +63,6 @@ step "5. the vendor revoked the token early: 401, one refresh, one retry" \
   "$engine" run connectors/demo.json me --config "$instance" -v
 step "6. what the next call would send (secrets masked)" \
   "$engine" run connectors/demo.json list-contacts --config "$instance" --dry-run
-printf '\n== 7. the instance file keeps every token the runs obtained (values not shown)\n'
+printf '\n%s== 7. the instance file keeps every token the runs obtained (values not shown)%s\n' "$bold" "$plain"
 python3 -c "import json,sys; print(', '.join(json.load(open(sys.argv[1]))))" "$instance"
 python3 -c "import json,urllib.request; print('vendor saw:', json.load(urllib.request.urlopen('$url/_stats')))"

@@ -84,6 +84,12 @@ impl Emulator {
         self.state.lock().store.expire_all(Instant::now());
     }
 
+    /// Revokes every refresh token and expires every access and session token, as a vendor does
+    /// when a user withdraws consent: the next refresh fails with `invalid_grant`.
+    pub fn revoke_all_tokens(&self) {
+        self.state.lock().store.revoke_all(Instant::now());
+    }
+
     /// Stops accepting connections, lets open ones finish (up to 5 seconds) and waits for the
     /// server task to end.
     pub async fn shutdown(mut self) {
@@ -125,6 +131,7 @@ fn router(state: AppState) -> Router {
         .route("/session/login", post(session::login))
         .route("/_stats", get(stats))
         .route("/_admin/expire", post(expire))
+        .route("/_admin/revoke", post(revoke))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -139,6 +146,12 @@ async fn stats(State(state): State<AppState>) -> Json<Stats> {
 /// Handles `POST /_admin/expire`: expires all access and session tokens, then 204.
 async fn expire(State(state): State<AppState>) -> StatusCode {
     state.lock().store.expire_all(Instant::now());
+    StatusCode::NO_CONTENT
+}
+
+/// Handles `POST /_admin/revoke`: revokes every token, then 204.
+async fn revoke(State(state): State<AppState>) -> StatusCode {
+    state.lock().store.revoke_all(Instant::now());
     StatusCode::NO_CONTENT
 }
 

@@ -20,11 +20,13 @@
 //! | `GET`, `POST /api/v1/echo` | reflects method, path, query, `x-*`/`content-type`/`accept` headers, body |
 //! | `GET /_stats` | the [`Stats`] counters |
 //! | `POST /_admin/expire` | [`Emulator::expire_all_tokens`], then 204 |
+//! | `POST /_admin/revoke` | [`Emulator::revoke_all_tokens`], then 204 |
 //!
 //! The token endpoint authenticates the client by HTTP Basic or by `client_id`/`client_secret`
 //! parameters, and reads parameters from both the query string and the form body. Refresh tokens
 //! rotate: each refresh returns a new refresh token and retires the presented one, and presenting
-//! a retired one revokes the whole chain (`invalid_grant`).
+//! a retired one revokes the whole chain (`invalid_grant`); with
+//! [`EmulatorConfig::rotate_refresh_tokens`] false the same refresh token keeps working.
 //!
 //! The login answers `{"data": {"session": {"token": "st_…", "ttl": "3600"}}}` (the lifetime is a
 //! *string*) and repeats the token in an `X-Session-Token` header.
@@ -76,6 +78,9 @@ pub struct EmulatorConfig {
     pub clients: Vec<(String, String)>,
     /// Accepted users as `(name, password)`, for the password grant and the login.
     pub users: Vec<(String, String)>,
+    /// Each refresh returns a new refresh token and retires the presented one (default); when
+    /// false the same refresh token keeps working, as with vendors that never rotate.
+    pub rotate_refresh_tokens: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -87,6 +92,7 @@ impl Default for EmulatorConfig {
             session_ttl: Duration::from_hours(1),
             clients: vec![("demo-client".to_owned(), "demo-secret".to_owned())],
             users: vec![("demo".to_owned(), "demo-password".to_owned())],
+            rotate_refresh_tokens: true,
         }
     }
 }
@@ -180,6 +186,46 @@ mod tests {
         let (status, body) = token(&emulator, &client, &[CLIENT[0], CLIENT[1]]).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body, json!({"error": "unsupported_grant_type"}));
+        emulator.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn without_rotation_a_refresh_token_keeps_working_until_revoked() {
+        let config = EmulatorConfig {
+            rotate_refresh_tokens: false,
+            ..EmulatorConfig::default()
+        };
+        let emulator = Emulator::start(config, 0).await.unwrap();
+        let client = reqwest::Client::new();
+        let password = [
+            CLIENT[0],
+            CLIENT[1],
+            ("grant_type", "password"),
+            ("username", "demo"),
+            ("password", "demo-password"),
+        ];
+        let (_, body) = token(&emulator, &client, &password).await;
+        let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+        let grant = [
+            CLIENT[0],
+            CLIENT[1],
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.as_str()),
+        ];
+        for _ in 0..2 {
+            let (status, body) = token(&emulator, &client, &grant).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body["refresh_token"], refresh.as_str());
+        }
+        let response = client
+            .post(format!("{}/_admin/revoke", emulator.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        let (status, body) = token(&emulator, &client, &grant).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"], "invalid_grant");
         emulator.shutdown().await;
     }
 

@@ -2,7 +2,7 @@
 //! SIGTERM.
 //!
 //! ```text
-//! vendor-emulator [--port N] [--token-ttl SECS] [--session-ttl SECS]
+//! vendor-emulator [--port N] [--token-ttl SECS] [--session-ttl SECS] [--no-rotation]
 //! ```
 //!
 //! Once bound it prints exactly one line, `listening on http://127.0.0.1:PORT`, to stdout. Bad
@@ -19,13 +19,38 @@ const DEFAULT_PORT: u16 = 8787;
 
 /// The usage text shown by `--help` and after a flag error.
 const USAGE: &str = "\
-Usage: vendor-emulator [--port N] [--token-ttl SECS] [--session-ttl SECS]
+A vendor API on 127.0.0.1 for running connectors offline: an OAuth2-style token endpoint, a JSON
+session login and a protected API, with admin endpoints to expire and revoke tokens. See
+docs/emulator.md for a curl line per route.
+
+Usage: vendor-emulator [--port N] [--token-ttl SECS] [--session-ttl SECS] [--no-rotation]
 
 Options:
   --port N             port on 127.0.0.1 (default 8787, 0 picks a free port)
-  --token-ttl SECS     access token lifetime in seconds (default 3600)
-  --session-ttl SECS   session token lifetime in seconds (default 3600)
-  -h, --help           print this help";
+  --token-ttl SECS     access token lifetime in seconds, sent as `expires_in` (default 3600)
+  --session-ttl SECS   session token lifetime in seconds, sent as the string `ttl` (default 3600)
+  --no-rotation        refresh tokens keep working after a refresh (default: each refresh
+                       returns a new one and retires the old; reusing an old one revokes the chain)
+  -h, --help           print this help
+
+Demo credentials:
+  client  demo-client / demo-secret   (HTTP Basic, or client_id/client_secret parameters)
+  user    demo / demo-password        (password grant, session login)
+
+Routes:
+  POST /oauth/token            grants: client_credentials, password, refresh_token
+  POST /session/login          {\"credentials\": {\"user\", \"secret\"}} -> {\"data\": {\"session\": {\"token\", \"ttl\"}}}
+  GET  /api/v1/me              the account (Authorization: Bearer TOKEN, or X-Session-Token)
+  GET  /api/v1/contacts        five contacts; ?limit=N&page=P
+  GET  /api/v1/contacts/{id}   one contact, or 404
+  POST /api/v1/contacts        201, the body with an id added
+  GET|POST /api/v1/echo        reflects method, path, query, x-* headers and body
+  An expired or unknown token gets 401 with `WWW-Authenticate: Bearer error=\"invalid_token\"`.
+
+Admin:
+  GET  /_stats                 request counters (token grants, API calls, rejections)
+  POST /_admin/expire          expire every access and session token (refresh tokens stay valid)
+  POST /_admin/revoke          revoke every token: the next refresh fails with invalid_grant";
 
 /// What the command line asked for.
 #[derive(Debug)]
@@ -51,6 +76,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
             None => (arg, None),
         };
+        if flag == "--no-rotation" && inline.is_none() {
+            config.rotate_refresh_tokens = false;
+            continue;
+        }
         if !matches!(flag.as_str(), "--port" | "--token-ttl" | "--session-ttl") {
             return Err(format!("unexpected argument `{flag}`"));
         }
@@ -161,8 +190,38 @@ mod tests {
         assert_eq!(port, 0);
         assert_eq!(config.token_ttl, Duration::from_secs(5));
         assert_eq!(config.session_ttl, Duration::from_secs(7));
+        assert!(config.rotate_refresh_tokens);
+        let Ok(Command::Run { config, .. }) = parse(&["--no-rotation"]) else {
+            panic!("expected a run command");
+        };
+        assert!(!config.rotate_refresh_tokens);
         assert!(matches!(parse(&[]), Ok(Command::Run { port: 8787, .. })));
         assert!(matches!(parse(&["-h"]), Ok(Command::Help)));
+    }
+
+    #[test]
+    fn help_names_every_route_credential_and_knob() {
+        for needle in [
+            "/oauth/token",
+            "client_credentials",
+            "password",
+            "refresh_token",
+            "/session/login",
+            "/api/v1/me",
+            "/api/v1/contacts",
+            "/api/v1/contacts/{id}",
+            "/api/v1/echo",
+            "/_stats",
+            "/_admin/expire",
+            "/_admin/revoke",
+            "demo-client / demo-secret",
+            "demo / demo-password",
+            "--token-ttl",
+            "--session-ttl",
+            "--no-rotation",
+        ] {
+            assert!(USAGE.contains(needle), "--help does not mention `{needle}`");
+        }
     }
 
     #[test]

@@ -131,9 +131,14 @@ fn grant(state: &AppState, params: &HashMap<String, String>) -> Result<Response,
         }
         Some("refresh_token") => {
             let presented = params.get("refresh_token").map_or("", String::as_str);
-            let next = random_token("rt_")?;
-            let rotated = state.lock().store.rotate(presented, next.clone());
-            let scope = rotated.map_err(|error| invalid_grant(error.description()))?;
+            let (next, scope) = if state.config.rotate_refresh_tokens {
+                let next = random_token("rt_")?;
+                let rotated = state.lock().store.rotate(presented, next.clone());
+                (next, rotated)
+            } else {
+                (presented.to_owned(), state.lock().store.keep(presented))
+            };
+            let scope = scope.map_err(|error| invalid_grant(error.description()))?;
             let access = state.issue_access(TokenKind::OAuth, state.config.token_ttl)?;
             state.count(|stats| stats.refresh_grants += 1);
             Ok(token_response(state, &access, &scope, Some(&next)))

@@ -156,6 +156,26 @@ impl TokenStore {
         Ok(scope)
     }
 
+    /// Revokes every refresh family and expires every access and session token at `now`, as a
+    /// vendor does when a user withdraws consent: the next refresh fails with `invalid_grant`.
+    pub(crate) fn revoke_all(&mut self, now: Instant) {
+        for family in &mut self.families {
+            family.revoked = true;
+        }
+        self.expire_all(now);
+    }
+
+    /// Keeps `presented` valid instead of rotating it (vendors that never rotate): returns the
+    /// family's scope. Fails like [`TokenStore::rotate`] for an unknown or revoked token.
+    pub(crate) fn keep(&self, presented: &str) -> Result<String, RefreshError> {
+        let entry = self.refresh.get(presented).ok_or(RefreshError::Unknown)?;
+        let family = &self.families[entry.family];
+        if family.revoked {
+            return Err(RefreshError::Revoked);
+        }
+        Ok(family.scope.clone())
+    }
+
     /// Makes every access and session token issued so far expired at `now`.
     ///
     /// Refresh tokens are untouched, so clients can still recover through a refresh.
@@ -171,6 +191,25 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn revoking_all_fails_every_refresh_and_access() {
+        let mut store = store_with_family();
+        let now = Instant::now();
+        store.insert_access(
+            "at_1".into(),
+            TokenKind::OAuth,
+            now + Duration::from_secs(60),
+        );
+        assert_eq!(store.keep("rt_1"), Ok("read".to_owned()));
+        store.revoke_all(now);
+        assert_eq!(
+            store.rotate("rt_1", "rt_2".into()),
+            Err(RefreshError::Revoked)
+        );
+        assert_eq!(store.keep("rt_1"), Err(RefreshError::Revoked));
+        assert_eq!(store.check_access("at_1", now), Lookup::Expired);
+    }
 
     fn store_with_family() -> TokenStore {
         let mut store = TokenStore::default();
