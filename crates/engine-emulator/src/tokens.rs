@@ -199,7 +199,7 @@ mod tests {
         store.insert_access(
             "at_1".into(),
             TokenKind::OAuth,
-            now + Duration::from_secs(60),
+            now + Duration::from_mins(1),
         );
         assert_eq!(store.keep("rt_1"), Ok("read".to_owned()));
         store.revoke_all(now);
