@@ -260,6 +260,37 @@ fn real_exports_load_and_their_warnings_are_snapshotted() {
     });
 }
 
+/// A directory walk tells connectors from the other JSON files of a repository (instance files,
+/// tests): those are skipped with a note; named on the command line, they are errors.
+#[test]
+fn directory_walks_skip_json_files_that_are_not_connectors() {
+    let dir = tempfile::tempdir().unwrap();
+    fs_err::copy(
+        repo_root().join("connectors/demo.json"),
+        dir.path().join("demo.json"),
+    )
+    .unwrap();
+    let instance = dir.path().join("instance.json");
+    fs_err::write(&instance, r#"{"client.id": "demo-client"}"#).unwrap();
+    let run = validate(&[dir.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "note: skipped `{}`: not a connector (no `resources`)\n\
+             checked 1 file (skipped 1 file that is not a connector): no problems\n",
+            instance.display()
+        )
+    );
+    let run = validate(&[instance.to_str().unwrap()]);
+    assert_eq!(run.code, 3);
+    assert!(
+        run.stderr.starts_with("error[E0004]: not a connector"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn json_format_prints_one_object_per_diagnostic_on_stdout() {
     let run = validate(&[
@@ -345,7 +376,14 @@ fn directories_are_searched_recursively_in_order() {
         .filter_map(|line| line.trim_start().strip_prefix("--> "))
         .collect();
     assert_eq!(files, ["./a/c.json:1:25", "./b.json:1:25"]);
-    assert!(stderr.ends_with("checked 3 files: 2 errors\n"), "{stderr}");
+    assert!(
+        stderr.contains("note: skipped `./a.json`: not a connector"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("checked 2 files (skipped 1 file that is not a connector): 2 errors\n"),
+        "{stderr}"
+    );
 }
 
 #[test]

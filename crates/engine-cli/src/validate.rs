@@ -51,6 +51,8 @@ struct Tally {
     files: usize,
     errors: usize,
     warnings: usize,
+    /// Files found by a directory walk that are not connectors (instance files, tests).
+    skipped: usize,
 }
 
 pub(crate) fn validate(args: &ValidateArgs) -> Exit {
@@ -66,8 +68,10 @@ pub(crate) fn validate(args: &ValidateArgs) -> Exit {
             tally.errors += 1;
             let _ = stderr.write_all(unreadable_message(path, error, color).as_bytes());
         }
-        for checked in check_all(&files, args.format, color) {
-            tally.files += usize::from(checked.read);
+        let walked = files.len() != 1 || files[0] != *path;
+        for checked in check_all(&files, walked, args.format, color) {
+            tally.files += usize::from(checked.read && !checked.skipped);
+            tally.skipped += usize::from(checked.skipped);
             tally.errors += checked.errors;
             tally.warnings += checked.warnings;
             codes.extend(&checked.codes);
@@ -95,6 +99,8 @@ pub(crate) fn validate(args: &ValidateArgs) -> Exit {
 struct Checked {
     /// False when the file could not be read.
     read: bool,
+    /// True when a directory walk found it and it is not a connector.
+    skipped: bool,
     errors: usize,
     warnings: usize,
     /// The codes reported, for the `engine explain` pointer.
@@ -105,14 +111,14 @@ struct Checked {
 
 /// Checks `files` on every core, and returns the results in the order of `files` (the output is
 /// the same whatever the number of threads).
-fn check_all(files: &[PathBuf], format: Format, color: bool) -> Vec<Checked> {
+fn check_all(files: &[PathBuf], walked: bool, format: Format, color: bool) -> Vec<Checked> {
     let workers = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .min(files.len());
     if workers <= 1 {
         return files
             .iter()
-            .map(|file| check_file(file, format, color))
+            .map(|file| check_file(file, walked, format, color))
             .collect();
     }
     let next = AtomicUsize::new(0);
@@ -126,7 +132,7 @@ fn check_all(files: &[PathBuf], format: Format, color: bool) -> Vec<Checked> {
                         let Some(file) = files.get(index) else {
                             break done;
                         };
-                        done.push((index, check_file(file, format, color)));
+                        done.push((index, check_file(file, walked, format, color)));
                     }
                 })
             })
@@ -144,8 +150,9 @@ fn check_all(files: &[PathBuf], format: Format, color: bool) -> Vec<Checked> {
     checked.into_iter().map(|(_, checked)| checked).collect()
 }
 
-/// Loads and validates one file, and renders its diagnostics in `format`.
-fn check_file(file: &Path, format: Format, color: bool) -> Checked {
+/// Loads and validates one file, and renders its diagnostics in `format`. A file a directory walk
+/// found (`walked`) that is not a connector is skipped, with a note.
+fn check_file(file: &Path, walked: bool, format: Format, color: bool) -> Checked {
     let report = match engine_spec::load(file) {
         Ok(report) => report,
         Err(error) => {
@@ -156,6 +163,22 @@ fn check_file(file: &Path, format: Format, color: bool) -> Checked {
             };
         }
     };
+    if walked && report.is_not_a_connector() {
+        let stderr = if format == Format::Human {
+            format!(
+                "note: skipped `{}`: not a connector (no `resources`)\n",
+                file.display()
+            )
+        } else {
+            String::new()
+        };
+        return Checked {
+            read: true,
+            skipped: true,
+            stderr,
+            ..Checked::default()
+        };
+    }
     let mut checked = Checked {
         read: true,
         ..Checked::default()
@@ -348,7 +371,15 @@ fn summary(tally: &Tally) -> String {
             plural(warnings, "warning")
         ),
     };
-    format!("checked {files}: {problems}")
+    if tally.skipped > 0 {
+        let skipped = match tally.skipped {
+            1 => "1 file that is not a connector".to_owned(),
+            count => format!("{count} files that are not connectors"),
+        };
+        format!("checked {files} (skipped {skipped}): {problems}")
+    } else {
+        format!("checked {files}: {problems}")
+    }
 }
 
 #[cfg(test)]
@@ -356,11 +387,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn summaries_count_skipped_files() {
+        let tally = Tally {
+            files: 3,
+            skipped: 2,
+            ..Tally::default()
+        };
+        assert_eq!(
+            summary(&tally),
+            "checked 3 files (skipped 2 files that are not connectors): no problems"
+        );
+    }
+
+    #[test]
     fn summaries_count_and_pluralise() {
         let tally = |files, errors, warnings| Tally {
             files,
             errors,
             warnings,
+            skipped: 0,
         };
         assert_eq!(
             summary(&tally(7, 2, 1)),

@@ -62,6 +62,10 @@ codes! {
     Schema = "E0002", Error, "schema";
     /// A resource, parameter, vendor or configuration type the engine does not know.
     UnknownKind = "E0003", Error, "unknown-kind";
+    /// A JSON document that is not a connector: no `resources`.
+    NotAConnector = "E0004", Error, "not-a-connector";
+    /// A misspelled field whose correct spelling is absent: its value is certainly lost.
+    MisspelledField = "E0005", Error, "misspelled-field";
     /// A `vendorPath` refers to a key that nothing declares, reserves or saves: the request
     /// cannot be sent.
     UndeclaredKey = "E0101", Error, "undeclared-key";
@@ -105,6 +109,8 @@ codes! {
     UnknownMethod = "W0509", Warning, "unknown-method";
     /// A `dataType` that is neither a known type nor a model of the connector: sent as text.
     UnknownDataType = "W0510", Warning, "unknown-data-type";
+    /// A `path` parameter of a resource whose `vendorName` is no placeholder: it fills nothing.
+    UnusedPathParameter = "W0511", Warning, "unused-path-parameter";
 }
 
 impl fmt::Display for Code {

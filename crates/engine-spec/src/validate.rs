@@ -74,6 +74,14 @@ impl Report {
             .any(|diagnostic| diagnostic.severity == Severity::Error)
     }
 
+    /// True when the file is JSON but not a connector at all (no `resources`: an instance file,
+    /// a test, a request body): its only diagnostic is E0004 at the document. Directory walks
+    /// skip such files instead of failing on them.
+    pub fn is_not_a_connector(&self) -> bool {
+        matches!(self.diagnostics.as_slice(), [diagnostic]
+            if diagnostic.code == Code::NotAConnector && diagnostic.location.pointer.as_str().is_empty())
+    }
+
     /// The connector, when the file has no error.
     pub fn connector(&self) -> Option<&Connector> {
         self.connector.as_ref()
@@ -98,20 +106,32 @@ pub fn validate(source: SourceFile) -> Report {
     let file = source.path().to_owned();
     let (mut diagnostics, connector) = match serde_json::from_str::<Value>(source.text()) {
         Err(error) => {
-            let offset = source.offset(Position {
+            let mut offset = source.offset(Position {
                 line: error.line(),
                 column: error.column(),
             });
             let message = error.to_string();
-            let message = message
+            let mut message = message
                 .rsplit_once(" at line ")
-                .map_or(message.as_str(), |(message, _)| message);
+                .map_or(message.as_str(), |(message, _)| message)
+                .to_owned();
+            let mut label = "here";
+            // A missing comma is found at the next value; point after the value that needs it, as
+            // rustc and Hurl do.
+            if message.starts_with("expected `,` or `") {
+                let before = source.text()[..offset.min(source.text().len())].trim_end();
+                if let Some(last) = before.chars().next_back() {
+                    offset = before.len() - last.len_utf8();
+                    "expected `,` after this value".clone_into(&mut message);
+                    label = "a `,` is missing after this";
+                }
+            }
             let diagnostic = Diagnostic::new(
                 Code::InvalidJson,
                 Location::new(&file, JsonPointer::root()),
                 format!("invalid JSON: {message}"),
             )
-            .with_label("here")
+            .with_label(label)
             .with_help(
                 "fix the syntax; connector files are strict JSON (no comments, no trailing commas)",
             );
@@ -215,7 +235,7 @@ fn decode_and_validate(
     };
     let connector = Some(builder.build(source));
     diagnostics.append(&mut builder.diagnostics);
-    check::run(&raw, connector.as_ref(), file, &mut diagnostics);
+    check::run(document, &raw, connector.as_ref(), file, &mut diagnostics);
     (diagnostics, connector)
 }
 

@@ -1,4 +1,8 @@
-//! W0502: an unknown field that is probably a typo of a known one.
+//! Fields of the document:
+//! - E0004: a document that is not a connector (no `resources`, or none at all);
+//! - E0005: an unknown field that is a typo of a known one which the object lacks (`vendorPth`
+//!   without `vendorPath`, `resource` without `resources`): the value the author meant is lost;
+//! - W0502: the same typo next to the field it resembles (probably a leftover).
 //!
 //! element.json exports carry many fields the engine does not use (`id`, `hub`, `createdDate`,
 //! `paginationType`, ...); they are accepted and ignored silently. Only a field within a few edits
@@ -17,8 +21,36 @@ use crate::schema::ObjectKind;
 use crate::source::Location;
 use crate::suggest;
 
-pub(super) fn check(raw: &RawConnector, file: &Path, diagnostics: &mut Vec<Diagnostic>) {
+pub(super) fn check(
+    document: &Value,
+    raw: &RawConnector,
+    file: &Path,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     let root = JsonPointer::root();
+    let misspelled_resources = raw
+        .extra
+        .keys()
+        .any(|field| suggest::did_you_mean(field, ["resources"]).is_some());
+    if raw.resources.is_empty() && !misspelled_resources {
+        let has_field = document.get("resources").is_some();
+        diagnostics.push(
+            Diagnostic::new(
+                Code::NotAConnector,
+                Location::new(file, if has_field { root.field("resources") } else { root.clone() }),
+                if has_field {
+                    "a connector needs at least one resource"
+                } else {
+                    "not a connector: there is no `resources`"
+                },
+            )
+            .with_label(if has_field { "empty" } else { "a connector is an object with `resources`" })
+            .with_help(
+                "add a resource (`{\"name\": \"me\", \"type\": \"API\", \"vendorPath\": \"/me\"}`); \
+                 instance files, tests and request bodies are not connectors",
+            ),
+        );
+    }
     let mut objects: Vec<(ObjectKind, JsonPointer, &BTreeMap<String, Value>)> =
         vec![(ObjectKind::Connector, root.clone(), &raw.extra)];
     if let Some(authentication) = &raw.authentication {
@@ -55,18 +87,28 @@ pub(super) fn check(raw: &RawConnector, file: &Path, diagnostics: &mut Vec<Diagn
     }
     for (kind, pointer, extra) in objects {
         let known = kind.known_fields();
+        let object = document.pointer(pointer.as_str());
         for field in extra.keys() {
-            let Some(hint) = suggest::hint(field, known.iter().map(String::as_str)) else {
+            let Some(meant) = suggest::did_you_mean(field, known.iter().map(String::as_str)) else {
                 continue;
+            };
+            let lost = object.is_some_and(|object| object.get(meant).is_none());
+            let (code, label) = if lost {
+                (
+                    Code::MisspelledField,
+                    format!("ignored: `{meant}` is missing"),
+                )
+            } else {
+                (Code::UnknownField, "ignored".to_owned())
             };
             diagnostics.push(
                 Diagnostic::new(
-                    Code::UnknownField,
+                    code,
                     Location::new(file, pointer.field(field)),
                     format!("unknown field `{field}` in {}", kind.describe()),
                 )
-                .with_label("ignored")
-                .with_help(hint),
+                .with_label(label)
+                .with_help(format!("did you mean `{meant}`?")),
             );
         }
     }
@@ -78,12 +120,35 @@ mod tests {
     use crate::diagnostic::Code;
 
     #[test]
+    fn a_document_without_resources_is_not_a_connector() {
+        let report = crate::validate(crate::SourceFile::new("i.json", r#"{"client.id": "x"}"#));
+        assert!(report.is_not_a_connector());
+        let report = crate::validate(crate::SourceFile::new("c.json", r#"{"resources": []}"#));
+        assert_eq!(report.diagnostics()[0].code, Code::NotAConnector);
+        assert!(
+            !report.is_not_a_connector(),
+            "an empty list is reported where it is"
+        );
+        let report = crate::validate(crate::SourceFile::new("c.json", r#"{"resource": []}"#));
+        let codes: Vec<Code> = report.diagnostics().iter().map(|d| d.code).collect();
+        assert_eq!(codes, [Code::MisspelledField]);
+    }
+
+    #[test]
+    fn a_typo_is_an_error_when_the_field_it_means_is_missing() {
+        let text = r#"{"resources": [{"type": "api", "vendorPth": "/a"}, {"type": "api", "vendorPath": "/b", "vendorPth": "/a"}]}"#;
+        assert_eq!(with_code(text, Code::MisspelledField).len(), 1);
+        assert_eq!(with_code(text, Code::UnknownField).len(), 1);
+    }
+
+    #[test]
     fn near_misses_are_reported_with_the_known_field() {
+        // Every object lacks the field its typo means: each is lost, an error.
         let text = r#"{"nmae": "x", "authentication": {"type": "custom", "refreshin": "query"},
             "configuration": [{"key": "a", "defaultvalue": "b"}],
             "parameters": [{"name": "a", "type": "value", "vendor_name": "X"}],
             "resources": [{"type": "api", "vendor_path": "/x", "parameters": [{"name": "b", "type": "query", "dataTyp": "string"}]}]}"#;
-        let found = with_code(text, Code::UnknownField);
+        let found = with_code(text, Code::MisspelledField);
         let found: Vec<(&str, &str)> = found
             .iter()
             .map(|d| (d.location.pointer.as_str(), d.help.as_deref().unwrap()))

@@ -16,7 +16,8 @@
 //! | [`paths`] | W0504 `unfilled-placeholder` |
 //! | [`secrets`] | W0506 `secret-in-value`, W0507 `password-default` |
 //! | [`unsupported`] | W0501 `not-executed` |
-//! | [`fields`] | W0502 `unknown-field` |
+//! | [`paths`] | W0511 `unused-path-parameter` |
+//! | [`fields`] | E0004 `not-a-connector`, E0005 `misspelled-field`, W0502 `unknown-field` |
 
 use std::path::Path;
 
@@ -48,13 +49,14 @@ pub(crate) struct Input<'a> {
 
 /// Runs every check. `connector` is the model built so far (`None` when building failed).
 pub(crate) fn run(
+    document: &serde_json::Value,
     raw: &RawConnector,
     connector: Option<&Connector>,
     file: &Path,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    // Unknown fields need only the wire types.
-    fields::check(raw, file, diagnostics);
+    // Unknown fields need only the wire types and the document.
+    fields::check(document, raw, file, diagnostics);
     let Some(connector) = connector else {
         return;
     };
@@ -80,11 +82,15 @@ pub(crate) mod test_support {
     use crate::diagnostic::{Code, Diagnostic};
     use crate::source::SourceFile;
 
-    /// Every diagnostic of `text`.
+    /// Every diagnostic of `text`, but E0004: the checks' tests use connectors cut down to what
+    /// they check, often without resources.
     pub(crate) fn diagnostics(text: &str) -> Vec<Diagnostic> {
         crate::validate(SourceFile::new("c.json", text))
             .diagnostics()
-            .to_vec()
+            .iter()
+            .filter(|diagnostic| diagnostic.code != Code::NotAConnector)
+            .cloned()
+            .collect()
     }
 
     /// The diagnostics of `text` with `code`.

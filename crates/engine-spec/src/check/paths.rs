@@ -1,4 +1,6 @@
-//! W0504: a `{placeholder}` of `vendorPath` that nothing fills.
+//! - W0504: a `{placeholder}` of `vendorPath` that nothing fills;
+//! - W0511: a resource's `path` parameter whose `vendorName` is no placeholder of its `vendorPath`
+//!   (nor of the default `base.url`): its value goes nowhere.
 //!
 //! A placeholder is filled by a `path` parameter whose `vendorName` names it (the resource's or
 //! a global one), or, as element.json did, by the caller's path value of the same name: a
@@ -15,11 +17,39 @@ use crate::suggest;
 
 pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
     let connector = input.connector;
+    let base_url = connector
+        .property("base.url")
+        .and_then(crate::ConfigProperty::default_value)
+        .unwrap_or_default();
     for resource in connector.resources() {
         if resource.kind().is_never_executed() {
             continue;
         }
         let placeholders = resource.vendor_path().placeholders();
+        for parameter in resource.parameters() {
+            let name = parameter.vendor_name();
+            let used = placeholders
+                .iter()
+                .any(|placeholder| placeholder.name == name)
+                || base_url.contains(&format!("{{{name}}}"));
+            if parameter.source() == Source::Request
+                && parameter.vendor_kind() == VendorKind::Path
+                && !used
+            {
+                diagnostics.push(
+                    Diagnostic::new(
+                        Code::UnusedPathParameter,
+                        Location::new(input.file, parameter.location().pointer.field("vendorName")),
+                        format!("`path` parameter `{name}` fills no placeholder"),
+                    )
+                    .with_label("no `{...}` of this name in `vendorPath` or `base.url`")
+                    .with_help_opt(
+                        suggest::hint(name, placeholders.iter().map(|placeholder| placeholder.name.as_str()))
+                            .or_else(|| Some(format!("write `{{{name}}}` where the value goes in `vendorPath`, or remove the parameter"))),
+                    ),
+                );
+            }
+        }
         if placeholders.is_empty() {
             continue;
         }
