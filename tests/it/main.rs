@@ -10,6 +10,7 @@ mod support;
 
 mod auth;
 mod cli;
+mod compat_run;
 mod lifecycle;
 mod run;
 mod store;

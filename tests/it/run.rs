@@ -914,9 +914,9 @@ fn run_help() {
 
     Options:
       -c, --config <INSTANCE>    The instance file: a JSON object of configuration key to value. Tokens the run obtains are written back to it
-      -p, --param <NAME=VALUE>   A query, path or form input of the resource
+      -p, --param <NAME=VALUE>   A query, path, form or multipart input of the resource, or a `{NAME}` of its vendor path (a multipart value `@FILE` sends a file, `@-` standard input)
       -H, --header <NAME=VALUE>  A header input of the resource (headers no parameter takes are sent as they are)
-          --body <FILE|->        The request body: a JSON file, or `-` for standard input
+          --body <FILE|->        The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input
           --dry-run              Print the requests the run would send (secrets masked) and send nothing
       -v, --verbose              Print each lifecycle step to stderr
           --timeout <SECONDS>    The total timeout of one request, in seconds [default: 30]

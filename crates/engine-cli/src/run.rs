@@ -27,13 +27,15 @@ pub(crate) struct RunArgs {
     /// written back to it.
     #[arg(long, short = 'c', value_name = "INSTANCE")]
     config: PathBuf,
-    /// A query, path or form input of the resource.
+    /// A query, path, form or multipart input of the resource, or a `{NAME}` of its vendor path
+    /// (a multipart value `@FILE` sends a file, `@-` standard input).
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_pair)]
     params: Vec<(String, String)>,
     /// A header input of the resource (headers no parameter takes are sent as they are).
     #[arg(long = "header", short = 'H', value_name = "NAME=VALUE", value_parser = parse_pair)]
     headers: Vec<(String, String)>,
-    /// The request body: a JSON file, or `-` for standard input.
+    /// The request body: a JSON file (a text file for resources with `bodyToken` parameters), or
+    /// `-` for standard input.
     #[arg(long, value_name = "FILE|-")]
     body: Option<PathBuf>,
     /// Print the requests the run would send (secrets masked) and send nothing.
@@ -58,17 +60,45 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let Some(connector) = load_connector(&args.connector) else {
         return Exit::Invalid;
     };
-    let body = match read_body(args.body.as_deref()) {
+    let stdin_part = args.params.iter().any(|(_, value)| value == "@-");
+    if stdin_part
+        && args
+            .body
+            .as_deref()
+            .is_some_and(|body| body.as_os_str() == "-")
+    {
+        let mut message = Message::new(
+            Level::Error,
+            "standard input can feed `--body -` or a `--param NAME=@-` part, not both",
+        );
+        message.help = Some("pass the body or the part from a file");
+        printer::error(&message);
+        return Exit::Invalid;
+    }
+    let (body, body_text) = match read_body(args.body.as_deref()) {
         Ok(body) => body,
         Err(message) => {
             printer::error(&Message::new(Level::Error, &message));
             return Exit::Invalid;
         }
     };
+    let stdin = if stdin_part {
+        let mut bytes = Vec::new();
+        if let Err(error) = std::io::stdin().read_to_end(&mut bytes) {
+            let message = format!("cannot read standard input: {error}");
+            printer::error(&Message::new(Level::Error, &message));
+            return Exit::Invalid;
+        }
+        Some(bytes)
+    } else {
+        None
+    };
     let inputs = Inputs {
         params: args.params.clone(),
         headers: args.headers.clone(),
         body,
+        body_text,
+        stdin,
     };
     let Some(runtime) = prepare(&args.config) else {
         return Exit::Invalid;
@@ -170,23 +200,24 @@ async fn run_once(
     engine.run(request, store, observer).await
 }
 
-fn read_body(path: Option<&Path>) -> Result<Option<serde_json::Value>, String> {
+/// The body as JSON when it is JSON, and as written: a text body is a template for resources
+/// with `bodyToken` parameters; the runtime refuses it for the others.
+type Body = (Option<serde_json::Value>, Option<String>);
+
+fn read_body(path: Option<&Path>) -> Result<Body, String> {
     let Some(path) = path else {
-        return Ok(None);
+        return Ok((None, None));
     };
-    let (name, text) = if path.as_os_str() == "-" {
+    let text = if path.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .map_err(|error| format!("cannot read the body from standard input: {error}"))?;
-        ("standard input".to_owned(), text)
+        text
     } else {
-        let text = fs_err::read_to_string(path).map_err(|error| error.to_string())?;
-        (format!("`{}`", path.display()), text)
+        fs_err::read_to_string(path).map_err(|error| error.to_string())?
     };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|error| format!("the body in {name} is not valid JSON: {error}"))
+    Ok((serde_json::from_str(&text).ok(), Some(text)))
 }
 
 /// The exit code of a failed run.
@@ -308,6 +339,10 @@ impl Observer for Verbose {
                 format!("skip: `{parameter}` not sent: {reason}")
             }
             Event::Saved { keys } => format!("save: {}", keys.join(", ")),
+            Event::HookNotExecuted { resource } => format!(
+                "note: `{resource}` has a pre-request JavaScript hook that the engine does not \
+                 execute; the request may go out unauthenticated"
+            ),
             Event::Retrying {
                 attempt,
                 after,

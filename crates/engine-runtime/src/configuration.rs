@@ -2,9 +2,10 @@
 //! the stored state over the connector's declared defaults. A view over the three layers: looking
 //! a key up copies nothing, and the stored state is the store's shared snapshot.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use engine_spec::Connector;
+use engine_spec::kinds::ConfigType;
 use engine_spec::template::Values;
 use engine_store::State;
 use serde_json::{Map, Value};
@@ -28,16 +29,33 @@ impl<'c> Configuration<'c> {
     }
 
     /// The value of `key`: pending, else stored, else the declared default. A null value counts
-    /// as none, so that the next layer shows through.
+    /// as none, so that the next layer shows through. A `BOOLEAN_YESNO` property's `true` or
+    /// `false` (boolean or text) reads as `yes` or `no`, as the vendor expects it.
     pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         let present = |value: &&Value| !value.is_null();
-        lookup(&self.pending, key)
+        let value = lookup(&self.pending, key)
             .filter(present)
             .or_else(|| lookup(&self.stored, key).filter(present))
-            .or_else(|| lookup(self.connector.defaults(), key))
+            .or_else(|| lookup(self.connector.defaults(), key))?;
+        Some(self.yes_no(key, value).unwrap_or(value))
     }
 
-    /// Every key with its value, the layers merged.
+    /// `yes` or `no` for a boolean value of a `BOOLEAN_YESNO` property; `None` otherwise. The
+    /// property is looked up only for boolean values.
+    fn yes_no(&self, key: &str, value: &Value) -> Option<&'static Value> {
+        static YES_NO: LazyLock<[Value; 2]> =
+            LazyLock::new(|| [Value::from("yes"), Value::from("no")]);
+        let truth = match value {
+            Value::Bool(truth) => *truth,
+            Value::String(text) if text.eq_ignore_ascii_case("true") => true,
+            Value::String(text) if text.eq_ignore_ascii_case("false") => false,
+            _ => return None,
+        };
+        let property = self.connector.property(key)?;
+        (property.kind() == ConfigType::BooleanYesNo).then(|| &YES_NO[usize::from(!truth)])
+    }
+
+    /// Every key with its value, the layers merged (`BOOLEAN_YESNO` values as `yes`/`no`).
     pub(crate) fn to_map(&self) -> State {
         let mut map = self.connector.defaults().clone();
         for layer in [&*self.stored, &self.pending] {
@@ -45,6 +63,11 @@ impl<'c> Configuration<'c> {
                 if !value.is_null() {
                     map.insert(key.clone(), value.clone());
                 }
+            }
+        }
+        for (key, value) in &mut map {
+            if let Some(yes_no) = self.yes_no(key, value) {
+                *value = yes_no.clone();
             }
         }
         map
@@ -164,6 +187,38 @@ mod tests {
             state(json!({"token": "t2", "region": null}))
         );
         assert_eq!(configuration.get("token"), Some(&json!("t3")));
+    }
+
+    #[test]
+    fn boolean_yes_no_properties_read_as_yes_and_no() {
+        let text = r#"{
+          "name": "YesNo", "key": "yesno",
+          "configuration": [
+            {"key": "sandbox", "type": "BOOLEAN_YESNO", "defaultValue": "false"},
+            {"key": "plain", "type": "BOOLEAN"}
+          ],
+          "resources": [{"name": "me", "type": "API", "method": "GET", "path": "/me",
+                         "vendorMethod": "GET", "vendorPath": "/me"}]
+        }"#;
+        let connector = engine_spec::validate(SourceFile::new("yesno.json", text))
+            .into_connector()
+            .expect("a valid connector");
+        let configuration = Configuration::new(&connector, Arc::new(State::new()));
+        assert_eq!(configuration.get("sandbox"), Some(&json!("no")));
+        for (stored, shown) in [
+            (json!(true), "yes"),
+            (json!("TRUE"), "yes"),
+            (json!(false), "no"),
+        ] {
+            let stored = state(json!({"sandbox": stored, "plain": true}));
+            let configuration = Configuration::new(&connector, Arc::new(stored));
+            assert_eq!(configuration.get("sandbox"), Some(&json!(shown)));
+            assert_eq!(configuration.get("plain"), Some(&json!(true)));
+            assert_eq!(configuration.to_map()["sandbox"], json!(shown));
+        }
+        let stored = state(json!({"sandbox": "maybe"}));
+        let configuration = Configuration::new(&connector, Arc::new(stored));
+        assert_eq!(configuration.get("sandbox"), Some(&json!("maybe")));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use engine_spec::kinds::ResourceType;
-use engine_spec::{Connector, Resource};
+use engine_spec::{AuthKind, Connector, Protocol, Resource};
 use engine_store::{State, StateLock, StateStore, StoreErrorKind};
 use serde_json::Value;
 
@@ -199,9 +199,34 @@ impl Engine {
 
 /// The location of a resource's `vendorPath`, where a vendor error points.
 fn vendor_path_of(resource: &Resource) -> engine_spec::Location {
+    field_of(resource, "vendorPath")
+}
+
+/// The location of the field `name` of a resource.
+fn field_of(resource: &Resource, name: &str) -> engine_spec::Location {
     let mut location = resource.location().clone();
-    location.pointer = location.pointer.field("vendorPath");
+    location.pointer = location.pointer.field(name);
     location
+}
+
+/// Refuses connectors the engine loads but cannot execute faithfully, before anything is sent:
+/// a protocol other than HTTP (`jdbc`, `odata`...), and OAuth 1.0a (requests would go out
+/// unsigned).
+fn refuse_unexecutable(connector: &Connector) -> Result<(), RunError> {
+    if let Protocol::NotExecuted(protocol) = connector.protocol() {
+        return Err(RunErrorKind::ProtocolNotExecuted {
+            connector: connector.name().to_owned(),
+            protocol: protocol.clone(),
+        }
+        .into());
+    }
+    if connector.authentication().kind() == AuthKind::Oauth1 {
+        return Err(RunErrorKind::Oauth1 {
+            connector: connector.name().to_owned(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// `value` with known secrets masked in every string, in place: only a string that holds one is
@@ -329,6 +354,7 @@ impl<'a> Run<'a> {
 
     async fn go(&mut self, request: &RunRequest<'_>) -> Result<(Option<u16>, Value), RunError> {
         let connector = self.connector;
+        refuse_unexecutable(connector)?;
         let Some(resource) = connector.find_resource(request.selector) else {
             return Err(RunErrorKind::UnknownResource {
                 connector: connector.name().to_owned(),
@@ -341,6 +367,13 @@ impl<'a> Run<'a> {
             }
             .into());
         };
+        if resource.kind().is_never_executed() {
+            return Err(RunError::from(RunErrorKind::NeverExecuted {
+                resource: resource.display_name(),
+                kind: resource.kind().label().to_owned(),
+            })
+            .at(&field_of(resource, "type")));
+        }
         let bound = request
             .selector
             .split_once(':')
@@ -520,6 +553,7 @@ impl<'a> Run<'a> {
         previous: Option<&Value>,
         checked: Option<Checked>,
     ) -> Result<Option<(VendorResponse, Extracted)>, RunError> {
+        self.warn_hooks(resource);
         if self.plan_only {
             let prepared = self.prepare(resource, inputs, bound, previous, true)?;
             self.plan_request(prepared);
@@ -593,6 +627,7 @@ impl<'a> Run<'a> {
             resource.kind(),
             ResourceType::ProvisionAuthValidation | ResourceType::OnRefresh
         );
+        self.warn_hooks(resource);
         let prepared = self.prepare(resource, inputs, &[], None, !obtains_token)?;
         let response = self
             .send_lifecycle(&prepared, resource.kind().label())
@@ -664,6 +699,16 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// Tells the observer when a `preRequest` hook of `resource` would have added headers or
+    /// authentication: the engine runs no JavaScript.
+    fn warn_hooks(&self, resource: &Resource) {
+        if resource.hooks_may_authenticate() {
+            self.observer.event(&Event::HookNotExecuted {
+                resource: resource.display_name(),
+            });
+        }
+    }
+
     /// Adds the request `resource` would send to the dry-run plan.
     pub(crate) fn plan(
         &mut self,
@@ -675,6 +720,7 @@ impl<'a> Run<'a> {
             resource.kind(),
             ResourceType::ProvisionAuthValidation | ResourceType::OnRefresh
         );
+        self.warn_hooks(resource);
         let prepared = self.prepare(resource, inputs, &[], previous, authenticate)?;
         self.planned.push(prepared);
         Ok(())

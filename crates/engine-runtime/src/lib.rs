@@ -34,6 +34,7 @@
 //! ```
 
 mod auth;
+mod body;
 mod clock;
 mod configuration;
 mod engine;
@@ -47,6 +48,7 @@ mod send;
 
 pub use auth::authorize::PendingAuthorization;
 pub use auth::oauth2;
+pub use body::{Part, PartContent};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineBuilder, RunOutput, RunRequest};
 pub use extract::parse_seconds;

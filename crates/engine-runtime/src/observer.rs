@@ -69,6 +69,12 @@ pub enum Event {
         /// The keys.
         keys: Vec<String>,
     },
+    /// The resource has a `preRequest` JavaScript hook that touches headers or authentication;
+    /// the engine does not run it, so the request may go out unauthenticated.
+    HookNotExecuted {
+        /// The resource's display name.
+        resource: String,
+    },
     /// A transient failure will be retried after a pause.
     Retrying {
         /// Which attempt comes next, from 2.

@@ -48,10 +48,28 @@ pub struct Redactor {
 impl Redactor {
     /// A redactor that knows the secret values of `state`: `PASSWORD` properties, the reserved
     /// secret keys, every key a response parameter saves, and keys named like secrets.
+    /// The connector's literal credentials too ([`Redactor::learn_connector`]).
     pub fn for_state(connector: &Connector, state: &State) -> Self {
         let mut redactor = Self::default();
+        redactor.learn_connector(connector);
         redactor.learn_state(connector, state);
         redactor
+    }
+
+    /// Learns the literal credentials written in the connector's parameters
+    /// ([`engine_spec::Parameter::is_literal_credential`]): the whole value, and the part after
+    /// a `Bearer`/`Basic` scheme word.
+    pub fn learn_connector(&mut self, connector: &Connector) {
+        for parameter in connector.all_parameters() {
+            if !parameter.is_literal_credential() {
+                continue;
+            }
+            let value = parameter.name();
+            self.learn(value);
+            if let Some((_, credential)) = value.split_once(' ') {
+                self.learn(credential.trim());
+            }
+        }
     }
 
     /// Learns the secret values of `state` (see [`Redactor::for_state`]).

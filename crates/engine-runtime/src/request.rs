@@ -11,6 +11,7 @@ use engine_spec::template::{TemplateContext, Values, fill_placeholders};
 use engine_spec::{AuthKind, Connector, Parameter, Resource};
 use serde_json::{Map, Value};
 
+use crate::body::{Escape, Part, PartContent, fill_tokens};
 use crate::configuration::Configuration;
 use crate::observer::{Event, Observer};
 use crate::redact::Redactor;
@@ -19,12 +20,20 @@ use crate::run_error::{MissingKey, RunError, RunErrorKind};
 /// What the caller passes to a run: `--param`, `--header`, `--body`.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
-    /// Query, path and form inputs by parameter `name`.
+    /// Query, path, form and multipart inputs by parameter `name`, and values of `{name}`
+    /// placeholders of `vendorPath` that no parameter fills. A multipart value `@FILE` is a file
+    /// part, `@-` a part read from [`Inputs::stdin`].
     pub params: Vec<(String, String)>,
     /// Header inputs by parameter `name`; headers no parameter takes are sent as they are.
     pub headers: Vec<(String, String)>,
-    /// The request body.
+    /// The request body, when it is JSON.
     pub body: Option<Value>,
+    /// The request body as written: the template of a text body (`bodyToken` resources). When
+    /// it is set and [`Inputs::body`] is not, the body is not JSON, and only a resource with
+    /// `bodyToken` parameters takes it.
+    pub body_text: Option<String>,
+    /// Standard input, read by the caller for multipart parts given as `@-`.
+    pub stdin: Option<Vec<u8>>,
 }
 
 impl Inputs {
@@ -54,6 +63,10 @@ pub enum RequestBody {
     Json(Value),
     /// An `application/x-www-form-urlencoded` body.
     Form(Vec<(String, String)>),
+    /// A `multipart/form-data` body.
+    Multipart(Vec<Part>),
+    /// A text body (a filled `bodyToken` template), sent as it is.
+    Text(String),
 }
 
 /// A request ready to send: every template rendered, every value in place.
@@ -100,6 +113,15 @@ impl PreparedRequest {
                     .collect();
                 let _ = write!(text, "\n{}\n", encoded.join("&"));
             }
+            RequestBody::Multipart(parts) => {
+                text.push_str("\nmultipart/form-data:\n");
+                for part in parts {
+                    let _ = writeln!(text, "{}", part.describe(redactor));
+                }
+            }
+            RequestBody::Text(body) => {
+                let _ = write!(text, "\n{}\n", redactor.redact(body));
+            }
         }
         text
     }
@@ -108,19 +130,21 @@ impl PreparedRequest {
 /// The URL with secret-named query values and known secrets masked.
 pub fn redact_url(url: &url::Url, redactor: &Redactor) -> String {
     let mut url = url.clone();
-    if url.query().is_some() {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(name, value)| {
-                let value = if crate::redact::is_secret_name(&name) {
-                    crate::redact::MASK.to_owned()
+    if let Some(query) = url.query() {
+        // Pair by pair as written, so that the URL shown is the URL sent.
+        let masked: Vec<String> = query
+            .split('&')
+            .map(|pair| {
+                let (name, _) = pair.split_once('=').unwrap_or((pair, ""));
+                let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+                if crate::redact::is_secret_name(&decoded) {
+                    format!("{name}={}", crate::redact::MASK)
                 } else {
-                    value.into_owned()
-                };
-                (name.into_owned(), value)
+                    pair.to_owned()
+                }
             })
             .collect();
-        url.query_pairs_mut().clear().extend_pairs(pairs);
+        url.set_query(Some(&masked.join("&")));
     }
     if url.password().is_some() {
         let _ = url.set_password(Some(crate::redact::MASK));
@@ -263,38 +287,73 @@ pub(crate) fn build(
 ) -> Result<PreparedRequest, RunError> {
     let parameters = request_parameters(context.connector, resource);
     check_inputs(context, resource, &parameters)?;
+    // `bodyToken` parameters make the body a text template (SOAP envelopes): their values fill
+    // its `{vendorName}` tokens instead of becoming JSON fields.
+    let text_body = parameters
+        .iter()
+        .any(|parameter| parameter.vendor_kind() == VendorKind::BodyToken);
+    if !text_body
+        && context.inputs.body.is_none()
+        && let Some(text) = &context.inputs.body_text
+        && let Err(error) = serde_json::from_str::<Value>(text)
+    {
+        return Err(RunErrorKind::BodyNotJson {
+            message: error.to_string(),
+        }
+        .into());
+    }
     let template_context = TemplateContext::new(context.configuration, None);
     let mut headers: Vec<(String, String)> = Vec::new();
     let mut query: Vec<(String, String)> = Vec::new();
     let mut form: Vec<(String, String)> = Vec::new();
+    let mut parts: Vec<Part> = Vec::new();
+    let mut tokens: Vec<(&Parameter, Option<String>)> = Vec::new();
     let mut path_values = PathValues::default();
     let mut body: Option<Value> = None;
     for (name, value) in context.bound_path {
         path_values.insert(name, Value::String(value.clone()));
     }
+    // `{name}` placeholders no parameter fills take the caller's value of the same name.
+    for placeholder in unmapped_placeholders(resource, &parameters) {
+        if let Some(value) = context.inputs.param(placeholder) {
+            path_values.insert(placeholder, Value::String(value.to_owned()));
+        }
+    }
     for parameter in &parameters {
-        let Some(value) = value_of(context, resource, parameter, &template_context)? else {
+        let found = value_of(context, resource, parameter, &template_context, text_body)?;
+        if text_body && parameter.vendor_kind() == VendorKind::BodyToken {
+            let value = found
+                .map(|value| convert(parameter, value, context.redactor))
+                .transpose()?;
+            tokens.push((parameter, value.map(into_text)));
+            continue;
+        }
+        let Some(value) = found else {
             continue;
         };
-        let value = convert(parameter, value, context.redactor)?;
         let vendor_name = parameter.vendor_name();
+        if parameter.vendor_kind() == VendorKind::Multipart {
+            let stdin = context.inputs.stdin.as_deref();
+            let part = Part::from_value(vendor_name, parameter.name(), into_text(value), stdin)
+                .map_err(|error| error.at(parameter.location()))?;
+            parts.push(part);
+            continue;
+        }
+        let value = convert(parameter, value, context.redactor)?;
         match parameter.vendor_kind() {
             VendorKind::Header => headers.push((vendor_name.to_owned(), into_text(value))),
             VendorKind::Query => query.push((vendor_name.to_owned(), into_text(value))),
             VendorKind::Path => {
                 path_values.insert(vendor_name, Value::String(into_text(value)));
             }
-            // Multipart parts go out as form fields until the multipart body is built (issue 8).
-            VendorKind::Form | VendorKind::Multipart => {
-                form.push((vendor_name.to_owned(), into_text(value)));
-            }
+            VendorKind::Form => form.push((vendor_name.to_owned(), into_text(value))),
             VendorKind::Body => body = Some(value),
             VendorKind::BodyField | VendorKind::BodyToken => {
                 let object = body.get_or_insert_with(|| Value::Object(Map::new()));
                 set_dotted(object, vendor_name, value);
             }
-            // The model turns `vendorType: value` into a header.
-            VendorKind::NoOp | VendorKind::Value => {}
+            // Handled above; the model turns `vendorType: value` into a header.
+            VendorKind::Multipart | VendorKind::NoOp | VendorKind::Value => {}
         }
     }
     // Caller headers no parameter takes go out as they are.
@@ -306,15 +365,17 @@ pub(crate) fn build(
             headers.push((name.clone(), value.clone()));
         }
     }
+    let takes_body = parameters.iter().any(|parameter| {
+        matches!(
+            parameter.kind(),
+            ParameterKind::Body | ParameterKind::BodyField
+        )
+    });
     // A caller body no parameter takes is sent whole.
     if body.is_none()
+        && !text_body
         && let Some(input) = &context.inputs.body
-        && !parameters.iter().any(|parameter| {
-            matches!(
-                parameter.kind(),
-                ParameterKind::Body | ParameterKind::BodyField
-            )
-        })
+        && !takes_body
     {
         body = Some(input.clone());
     }
@@ -322,7 +383,65 @@ pub(crate) fn build(
         add_authentication(context, &parameters, &mut headers);
     }
     let url = build_url(context, resource, &path_values, &query)?;
-    let body = if !form.is_empty() {
+    let body = if text_body {
+        let template = match body {
+            Some(Value::String(text)) => Some(text),
+            Some(other) => Some(other.to_string()),
+            None if !takes_body => context.inputs.body_text.clone(),
+            None => None,
+        };
+        let Some(template) = template else {
+            return Err(RunErrorKind::MissingInput {
+                resource: resource.display_name(),
+                name: "body".to_owned(),
+                flag: "--body",
+            }
+            .into());
+        };
+        let content_type = headers
+            .iter()
+            .rev()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.as_str());
+        let named: Vec<(&str, Option<String>)> = tokens
+            .iter()
+            .map(|(parameter, value)| (parameter.vendor_name(), value.clone()))
+            .collect();
+        let text = fill_tokens(&template, &named, Escape::for_content_type(content_type)).map_err(
+            |token| {
+                let parameter = tokens
+                    .iter()
+                    .map(|(parameter, _)| *parameter)
+                    .find(|parameter| parameter.vendor_name() == token);
+                let input = parameter
+                    .filter(|parameter| {
+                        matches!(
+                            parameter.kind(),
+                            ParameterKind::Query | ParameterKind::Path | ParameterKind::Form
+                        )
+                    })
+                    .map(|parameter| parameter.name().to_owned());
+                let error = RunError::from(RunErrorKind::UnfilledToken {
+                    resource: resource.display_name(),
+                    token,
+                    input,
+                });
+                match parameter {
+                    Some(parameter) => error.at(parameter.location()),
+                    None => error,
+                }
+            },
+        )?;
+        RequestBody::Text(text)
+    } else if !parts.is_empty() {
+        // Form fields join the parts as text; the client sets `Content-Type` with the boundary.
+        parts.extend(form.into_iter().map(|(name, value)| Part {
+            name,
+            content: PartContent::Text(value),
+        }));
+        headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-type"));
+        RequestBody::Multipart(parts)
+    } else if !form.is_empty() {
         RequestBody::Form(form)
     } else if let Some(body) = body {
         RequestBody::Json(body)
@@ -336,6 +455,25 @@ pub(crate) fn build(
         headers,
         body,
     })
+}
+
+/// The `{name}` placeholders of the resource's `vendorPath` that no `path` parameter fills: the
+/// caller's path value of the same name fills them (`--param NAME=VALUE`, or a variable bound
+/// from a `METHOD:/path` selector), as element.json did.
+fn unmapped_placeholders<'a>(
+    resource: &'a Resource,
+    parameters: &'a [&'a Parameter],
+) -> impl Iterator<Item = &'a str> {
+    resource
+        .vendor_path()
+        .placeholders()
+        .iter()
+        .map(|placeholder| placeholder.name.as_str())
+        .filter(|name| {
+            !parameters.iter().any(|parameter| {
+                parameter.vendor_kind() == VendorKind::Path && parameter.vendor_name() == *name
+            })
+        })
 }
 
 /// The values of a URL's `{name}` placeholders: path parameters by vendor name, and path
@@ -384,17 +522,20 @@ fn check_inputs(
                 | ParameterKind::Multipart
         )
     };
+    let placeholders: Vec<&str> = unmapped_placeholders(resource, parameters).collect();
     for (name, _) in &context.inputs.params {
         let known = parameters
             .iter()
             .filter(takes_param)
             .any(|parameter| parameter.name() == name)
-            || context.bound_path.iter().any(|(bound, _)| bound == name);
+            || context.bound_path.iter().any(|(bound, _)| bound == name)
+            || placeholders.contains(&name.as_str());
         if !known {
             let candidates: Vec<&str> = parameters
                 .iter()
                 .filter(takes_param)
                 .map(|parameter| parameter.name())
+                .chain(placeholders.iter().copied())
                 .collect();
             return Err(RunErrorKind::UnknownInput {
                 resource: resource.display_name(),
@@ -412,6 +553,7 @@ fn value_of(
     resource: &Resource,
     parameter: &Parameter,
     template_context: &TemplateContext<'_>,
+    text_body: bool,
 ) -> Result<Option<Value>, RunError> {
     let inputs = context.inputs;
     let found = match parameter.kind() {
@@ -467,6 +609,12 @@ fn value_of(
                     .map(|(_, value)| value.as_str())
             })
             .map(|value| Value::String(value.to_owned())),
+        // A text body's template is the caller's body as written.
+        ParameterKind::Body if text_body => inputs
+            .body_text
+            .clone()
+            .map(Value::String)
+            .or_else(|| inputs.body.clone()),
         ParameterKind::Body => inputs.body.clone(),
         ParameterKind::BodyField => inputs.body.as_ref().and_then(|body| {
             parameter
@@ -627,8 +775,31 @@ fn build_url(
         })
         .at(resource.location())
     })?;
+    // A query string written in `vendorPath` (`/token?grant_type=client_credentials`, OData's
+    // `$filter=Name eq '{name}'`): its pairs are merged with the `query` parameters below.
+    let (path, literal_query) = match path.split_once('?') {
+        Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+        None => (path, None),
+    };
     let full = if path.starts_with("http://") || path.starts_with("https://") {
         path
+    } else if path.is_empty() {
+        // No `vendorPath`: the URL is `base.url` as it is (SOAP services, single endpoints).
+        let Some(base) = context
+            .configuration
+            .get("base.url")
+            .and_then(Value::as_str)
+            .filter(|base| !base.is_empty())
+        else {
+            return Err(RunErrorKind::MissingConfiguration {
+                missing: vec![MissingKey {
+                    key: "base.url".into(),
+                    description: Some("the vendor's base URL".into()),
+                }],
+            }
+            .into());
+        };
+        fill_placeholders(base, |name| path_values.value(name).map(as_text)).into_owned()
     } else {
         let Some(base) = context
             .configuration
@@ -668,10 +839,54 @@ fn build_url(
         })
         .at(resource.location())
     })?;
-    if !query.is_empty() {
-        url.query_pairs_mut().extend_pairs(query);
+    match literal_query {
+        Some(literal) => url.set_query(Some(&merge_query(&literal, query))),
+        None if !query.is_empty() => {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        None => {}
     }
     Ok(url)
+}
+
+/// The query string of a `vendorPath` query `literal` (pairs kept as written: placeholders are
+/// already filled and percent-encoded) merged with the `query` parameters: a parameter with the
+/// name of a literal pair replaces it in place, the others follow, `application/x-www-form-urlencoded`
+/// like every query parameter.
+fn merge_query(literal: &str, query: &[(String, String)]) -> String {
+    let encode =
+        |text: &str| -> String { url::form_urlencoded::byte_serialize(text.as_bytes()).collect() };
+    let mut used = vec![false; query.len()];
+    let mut pairs: Vec<String> = Vec::new();
+    for pair in literal.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, _) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        let replacement = query
+            .iter()
+            .enumerate()
+            .filter(|(index, (query_name, _))| !used[*index] && *query_name == decoded)
+            .map(|(index, _)| index)
+            .next_back();
+        match replacement {
+            Some(index) => {
+                // Every parameter of that name is taken; the last one is sent.
+                for (other, (query_name, _)) in query.iter().enumerate() {
+                    if *query_name == decoded {
+                        used[other] = true;
+                    }
+                }
+                // The name as the connector wrote it (`$top`), the caller's value.
+                pairs.push(format!("{name}={}", encode(&query[index].1)));
+            }
+            None => pairs.push(pair.to_owned()),
+        }
+    }
+    for (index, (name, value)) in query.iter().enumerate() {
+        if !used[index] {
+            pairs.push(format!("{}={}", encode(name), encode(value)));
+        }
+    }
+    pairs.join("&")
 }
 
 #[cfg(test)]
@@ -679,6 +894,22 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn vendor_path_queries_merge_with_query_parameters() {
+        let query = [
+            ("limit".to_owned(), "5".to_owned()),
+            ("grant_type".to_owned(), "a b".to_owned()),
+        ];
+        assert_eq!(
+            merge_query(
+                "grant_type=client_credentials&$filter=Name eq 'x%20y'",
+                &query
+            ),
+            "grant_type=a+b&$filter=Name eq 'x%20y'&limit=5"
+        );
+        assert_eq!(merge_query("a=1&&b", &[]), "a=1&b");
+    }
 
     #[test]
     fn dotted_names_build_nested_objects() {

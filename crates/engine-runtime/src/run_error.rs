@@ -68,6 +68,30 @@ impl RunError {
             RunErrorKind::Transport { .. } => Some(
                 "check that the vendor is reachable, or raise `--timeout`".into(),
             ),
+            RunErrorKind::InputFile { name, path, .. } if path == "-" => Some(format!(
+                "pipe the part's content into `engine run`, or pass `--param {name}=@FILE`"
+            )),
+            RunErrorKind::InputFile { name, .. } => Some(format!(
+                "check the path, or pass a text part with `--param {name}=VALUE`"
+            )),
+            RunErrorKind::NeverExecuted { kind, .. } if kind == "OAUTH2 PASSWORD" => Some(
+                "use `\"authentication\": {\"type\": \"oauth2\", \"grant\": \"password\"}`: the engine then obtains the token itself".into(),
+            ),
+            RunErrorKind::NeverExecuted { .. } => Some(
+                "run an `API` resource (or a token lifecycle resource); to make this call, copy it into an `API` resource".into(),
+            ),
+            RunErrorKind::Oauth1 { .. } => Some(
+                "the engine cannot sign OAuth 1.0a requests: use the vendor's OAuth 2.0 or API key authentication if it has one".into(),
+            ),
+            RunErrorKind::ProtocolNotExecuted { .. } => Some(
+                "call the vendor through its HTTP API with a connector whose `protocolType` is `http` or `soap`".into(),
+            ),
+            RunErrorKind::BodyNotJson { .. } => Some(
+                "pass a JSON body; only resources with `bodyToken` parameters take a text body".into(),
+            ),
+            RunErrorKind::UnfilledToken { input: Some(name), .. } => {
+                Some(format!("pass it with `--param {name}=VALUE`"))
+            }
             _ => None,
         }
     }
@@ -228,6 +252,60 @@ pub enum RunErrorKind {
     ChainTooLong {
         /// The limit.
         max: usize,
+    },
+    /// A multipart file input (`--param NAME=@FILE`) could not be read; nothing was sent.
+    #[error("cannot read the file `{path}` of part `{name}`: {message}")]
+    InputFile {
+        /// The parameter (`--param` name).
+        name: String,
+        /// The path as given (`-` for standard input).
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The resource's type is accepted at load but never executed (webhooks, `onDelete`, ...).
+    #[error(
+        "resource `{resource}` of type `{kind}` is never executed by the engine; nothing was sent"
+    )]
+    NeverExecuted {
+        /// The resource.
+        resource: String,
+        /// Its type, as a label (`ON PROVISION WEBHOOK`).
+        kind: String,
+    },
+    /// The connector authenticates with OAuth 1.0a, which the engine does not sign.
+    #[error(
+        "connector `{connector}` uses OAuth 1.0a authentication, which the engine does not execute: its requests would go out unsigned; nothing was sent"
+    )]
+    Oauth1 {
+        /// The connector.
+        connector: String,
+    },
+    /// The connector's protocol is not HTTP (`jdbc`, `odata`, ...).
+    #[error(
+        "connector `{connector}` uses protocol `{protocol}`: only HTTP is executed; nothing was sent"
+    )]
+    ProtocolNotExecuted {
+        /// The connector.
+        connector: String,
+        /// Its `protocolType`.
+        protocol: String,
+    },
+    /// The caller's body is not JSON, and the resource takes a JSON body.
+    #[error("the body is not valid JSON: {message}")]
+    BodyNotJson {
+        /// The parser's message.
+        message: String,
+    },
+    /// A `{token}` of a text body names a `bodyToken` parameter that has no value.
+    #[error("the body of `{resource}` has the token `{{{token}}}` but its parameter has no value")]
+    UnfilledToken {
+        /// The resource.
+        resource: String,
+        /// The token (the parameter's `vendorName`).
+        token: String,
+        /// The caller input that fills it, when it is one (`--param NAME`).
+        input: Option<String>,
     },
     /// The authorization flow failed (`engine authorize`).
     #[error("authorization failed: {message}")]

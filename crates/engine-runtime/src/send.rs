@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 
+use crate::body::PartContent;
 use crate::request::{PreparedRequest, RequestBody};
 
 /// A vendor response, read whole.
@@ -86,6 +87,20 @@ pub(crate) async fn send(
         }
         RequestBody::Json(body) => builder.json(body),
         RequestBody::Form(fields) => builder.form(fields),
+        RequestBody::Text(text) => builder.body(text.clone()),
+        RequestBody::Multipart(parts) => {
+            let mut form = reqwest::multipart::Form::new();
+            for part in parts {
+                form = match &part.content {
+                    PartContent::Text(text) => form.text(part.name.clone(), text.clone()),
+                    PartContent::File { file_name, bytes } => form.part(
+                        part.name.clone(),
+                        reqwest::multipart::Part::bytes(bytes.clone()).file_name(file_name.clone()),
+                    ),
+                };
+            }
+            builder.multipart(form)
+        }
     };
     let mut response = builder.send().await?;
     let status = response.status().as_u16();

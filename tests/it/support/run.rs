@@ -189,6 +189,17 @@ impl RunCommand {
         self.arg("--body").arg("-")
     }
 
+    /// Feeds `bytes` to standard input (for `--param NAME=@-` or `--body -`).
+    pub(crate) fn stdin(mut self, bytes: &[u8]) -> Self {
+        self.stdin = Some(bytes.to_vec());
+        self
+    }
+
+    /// `--body -` with `text` (not JSON: a text body template) on standard input.
+    pub(crate) fn body_text(self, text: &str) -> Self {
+        self.stdin(text.as_bytes()).arg("--body").arg("-")
+    }
+
     /// `--dry-run`.
     pub(crate) fn dry_run(self) -> Self {
         self.arg("--dry-run")
