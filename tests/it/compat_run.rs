@@ -194,7 +194,6 @@ fn odata(server: &MockServer) -> TestContext {
 }
 
 #[tokio::test]
-#[ignore = "needs engine-spec with E0305 and E0102 relaxed to warnings (issue 8, on main)"]
 async fn vendor_path_queries_are_filled_encoded_and_merged() {
     let server = ok_server().await;
     let context = odata(&server);
@@ -237,7 +236,6 @@ async fn vendor_path_queries_are_filled_encoded_and_merged() {
 }
 
 #[tokio::test]
-#[ignore = "needs engine-spec with E0305 and E0102 relaxed to warnings (issue 8, on main)"]
 async fn placeholders_no_parameter_maps_take_the_callers_value_of_that_name() {
     let server = ok_server().await;
     let context = odata(&server);
@@ -543,7 +541,6 @@ fn literal_credential(server: &MockServer) -> TestContext {
 }
 
 #[tokio::test]
-#[ignore = "needs engine-spec with E0401 relaxed to warning W0506 (issue 8, on main)"]
 async fn literal_credentials_are_masked_in_dry_runs_verbose_output_and_errors() {
     let server = MockServer::start().await;
     Mock::given(any())
