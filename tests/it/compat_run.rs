@@ -612,3 +612,63 @@ async fn verbose_runs_say_a_pre_request_hook_is_not_executed() {
     assert_eq!(outcome.stderr, "");
     assert_eq!(outcome.json(), json!({"ok": true}));
 }
+
+fn ce_functions(server: &MockServer) -> TestContext {
+    TestContext::fixture("ce-functions").with_instance(&json!({
+        "base.url": server.uri(),
+        "username": "ada",
+        "password": "s3cret-pass",
+        "account.name": "Acme Ltd",
+    }))
+}
+
+/// `CE.b64(...)` and `CE.hmacSha256Base64(...)` are rendered, not sent literally. The dry run
+/// shows a plain value's base64 and masks the header built from a password and the signature
+/// (a credential by name); the vendor gets them exact.
+#[tokio::test]
+async fn ce_functions_render_base64_and_hmac_values() {
+    let server = ok_server().await;
+    let context = ce_functions(&server);
+    let outcome = context.run("me").dry_run().output();
+    run_snapshot!(context, outcome, @r#"
+    exit code: 0
+    ----- stdout -----
+    GET http://[SERVER]/me?signature=****
+    Authorization: Basic ****
+    X-Account: QWNtZSBMdGQ=
+
+    ----- stderr -----
+    "#);
+    context.run("me").output().assert_success();
+    let requests = received_at(&server, "/me").await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        header_of(&requests[0], "authorization"),
+        Some("Basic YWRhOnMzY3JldC1wYXNz")
+    );
+    assert_eq!(header_of(&requests[0], "x-account"), Some("QWNtZSBMdGQ="));
+    assert_eq!(
+        query_of(&requests[0]),
+        [(
+            "signature".to_owned(),
+            "d/H6FO9TObs12mQl8VSViLfl8B0RUDkpS67oCtkEVUU=".to_owned()
+        )]
+    );
+}
+
+/// A value sent in another form than its `dataType` says is said by `-v`, never silent.
+#[tokio::test]
+async fn values_sent_as_text_are_said_by_verbose() {
+    let server = ok_server().await;
+    let context = ce_functions(&server);
+    let outcome = context
+        .run("me")
+        .param("filter", "name = 'x'")
+        .verbose()
+        .output();
+    outcome.assert_success().assert_stderr_has(&[
+        "note: `filter`: `dataType` is `object` but the value is not JSON: sent as text",
+    ]);
+    let requests = received_at(&server, "/me").await;
+    assert!(query_of(&requests[0]).contains(&("filter".to_owned(), "name = 'x'".to_owned())));
+}

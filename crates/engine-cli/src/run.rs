@@ -338,6 +338,9 @@ impl Observer for Verbose {
             Event::Skipped { parameter, reason } => {
                 format!("skip: `{parameter}` not sent: {reason}")
             }
+            Event::SentAsText { parameter, reason } => {
+                format!("note: `{parameter}`: {reason}")
+            }
             Event::Saved { keys } => format!("save: {}", keys.join(", ")),
             Event::HookNotExecuted { resource } => format!(
                 "note: `{resource}` has a pre-request JavaScript hook that the engine does not \

@@ -64,6 +64,15 @@ pub enum Event {
         /// Why, e.g. "`oauth.user.token` has no value yet".
         reason: String,
     },
+    /// A value was sent in a form other than its `dataType` says: an object or array as its
+    /// JSON text in a header, query, path or form field, or an `object`/`array` parameter whose
+    /// text is not JSON, sent as text.
+    SentAsText {
+        /// The parameter's vendor name.
+        parameter: String,
+        /// What happened, e.g. "an object, sent as its JSON text".
+        reason: String,
+    },
     /// Configuration keys saved into the instance (names only, never values).
     Saved {
         /// The keys.

@@ -323,7 +323,7 @@ pub(crate) fn build(
         let found = value_of(context, resource, parameter, &template_context, text_body)?;
         if text_body && parameter.vendor_kind() == VendorKind::BodyToken {
             let value = found
-                .map(|value| convert(parameter, value, context.redactor))
+                .map(|value| convert(context, parameter, value))
                 .transpose()?;
             tokens.push((parameter, value.map(into_text)));
             continue;
@@ -339,7 +339,24 @@ pub(crate) fn build(
             parts.push(part);
             continue;
         }
-        let value = convert(parameter, value, context.redactor)?;
+        let value = convert(context, parameter, value)?;
+        let textual = matches!(
+            parameter.vendor_kind(),
+            VendorKind::Header | VendorKind::Query | VendorKind::Path | VendorKind::Form
+        );
+        if textual && (value.is_object() || value.is_array()) {
+            context.observer.event(&Event::SentAsText {
+                parameter: vendor_name.to_owned(),
+                reason: format!(
+                    "{}, sent as its JSON text",
+                    if value.is_object() {
+                        "an object"
+                    } else {
+                        "an array"
+                    }
+                ),
+            });
+        }
         match parameter.vendor_kind() {
             VendorKind::Header => headers.push((vendor_name.to_owned(), into_text(value))),
             VendorKind::Query => query.push((vendor_name.to_owned(), into_text(value))),
@@ -647,7 +664,12 @@ fn value_of(
 }
 
 /// Applies `dataType`: text becomes a JSON number, boolean, object or array where declared.
-fn convert(parameter: &Parameter, value: Value, redactor: &Redactor) -> Result<Value, RunError> {
+fn convert(
+    context: &BuildContext<'_>,
+    parameter: &Parameter,
+    value: Value,
+) -> Result<Value, RunError> {
+    let redactor = context.redactor;
     let Value::String(text) = &value else {
         return Ok(value);
     };
@@ -670,7 +692,20 @@ fn convert(parameter: &Parameter, value: Value, redactor: &Redactor) -> Result<V
             "false" => Value::Bool(false),
             _ => return Err(bad()),
         },
-        DataType::Object | DataType::Array => serde_json::from_str(text).unwrap_or(value),
+        DataType::Object | DataType::Array => {
+            if let Ok(parsed) = serde_json::from_str(text) {
+                parsed
+            } else {
+                context.observer.event(&Event::SentAsText {
+                    parameter: parameter.vendor_name().to_owned(),
+                    reason: format!(
+                        "`dataType` is `{}` but the value is not JSON: sent as text",
+                        parameter.data_type()
+                    ),
+                });
+                value
+            }
+        }
         DataType::String | DataType::Date => value,
     })
 }
