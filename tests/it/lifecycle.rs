@@ -549,10 +549,20 @@ async fn transient_token_endpoint_failures_are_retried() {
     let context = TestContext::fixture("custom").with_instance(&provisioned(&server, 7200));
 
     let outcome = context.run("list-contacts").verbose().output();
+    // The backoff is jittered (at most 200 ms before the second attempt); a `Retry-After: 1`
+    // is obeyed exactly.
     outcome.assert_success().assert_stderr_has(&[
-        "retry: attempt 2 in 200 ms after status 500",
+        "after status 500",
         "retry: attempt 3 in 1000 ms after status 429",
     ]);
+    let pause: u64 = outcome
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("retry: attempt 2 in "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|ms| ms.parse().ok())
+        .expect("a retry line for attempt 2");
+    assert!(pause <= 200, "{pause} ms");
     assert_eq!(received_at(&server, "/oauth/token").await.len(), 3);
 }
 

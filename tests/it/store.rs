@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use engine_store::{FileStore, State, StateStore as _};
+use engine_store::{FileStore, InstanceStore as _, State};
 use serde_json::{Value, json};
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -120,6 +120,8 @@ async fn writes_keep_untouched_keys_their_order_and_the_file_mode() {
             "expires_in",
             "authentication.time",
             "account.id",
+            // The store's version of the instance, always last (docs/running.md).
+            "engine.version",
         ]
     );
     for key in [
@@ -145,19 +147,19 @@ async fn writes_keep_untouched_keys_their_order_and_the_file_mode() {
     );
 }
 
-#[test]
-fn a_new_state_file_is_readable_by_its_owner_only() {
+#[tokio::test]
+async fn a_new_state_file_is_readable_by_its_owner_only() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("new.json");
     let store = FileStore::for_file(&file);
     let mut state = State::new();
     state.insert("oauth.user.token".to_owned(), json!("FAKE-token"));
 
-    store.lock("new").unwrap().persist(&state).unwrap();
+    store.write("new", state.clone(), 0).await.unwrap();
 
     let mode = fs_err::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    assert_eq!(*store.load("new").unwrap(), state);
+    assert_eq!(*store.load("new").await.unwrap().state, state);
 }
 
 #[tokio::test]
