@@ -1,5 +1,5 @@
 //! [`Engine::run`]: one resource of a connector against one instance, with the whole token
-//! lifecycle (docs/token-lifecycle.md). The I/O around the pure parts: the [`Scheme`] decides,
+//! lifecycle (docs/running.md, "The token lifecycle"). The I/O around the pure parts: the [`Scheme`] decides,
 //! the [`Transport`] sends, the [`InstanceStore`] keeps.
 //!
 //! 1. load the instance, apply defaults, refuse to start when required keys are missing;

@@ -3,7 +3,7 @@
 //!
 //! The entry point is [`Engine::run`]: it runs one resource of a validated
 //! [`engine_spec::Connector`] against one instance held in an [`engine_store::InstanceStore`],
-//! obtaining and refreshing the token on the way (see `docs/token-lifecycle.md`), and reports
+//! obtaining and refreshing the token on the way (see `docs/running.md`, "The token lifecycle"), and reports
 //! each step to an [`Observer`]. Nothing here prints. One [`Engine`] serves a whole process:
 //! share it between tasks; it holds one HTTP connection pool and makes concurrent refreshes of
 //! one instance share one.
