@@ -913,14 +913,15 @@ fn run_help() {
       <RESOURCE>   A resource name, a lifecycle type (`provisionAuthValidation`, `ON REFRESH`...), or `METHOD:/path` matching a resource's path (`GET:/contacts/c1`)
 
     Options:
-      -c, --config <INSTANCE>    The instance file: a JSON object of configuration key to value. Tokens the run obtains are written back to it
-      -p, --param <NAME=VALUE>   A query, path, form or multipart input of the resource, or a `{NAME}` of its vendor path (a multipart value `@FILE` sends a file, `@-` standard input)
-      -H, --header <NAME=VALUE>  A header input of the resource (headers no parameter takes are sent as they are)
-          --body <FILE|->        The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input
-          --dry-run              Print the requests the run would send (secrets masked) and send nothing
-      -v, --verbose              Print each lifecycle step to stderr
-          --timeout <SECONDS>    The total timeout of one request, in seconds [default: 30]
-      -h, --help                 Print help
-      -V, --version              Print version
+      -c, --config <INSTANCE>       The instance file: a JSON object of configuration key to value. Tokens the run obtains are written back to it
+      -p, --param <NAME=VALUE>      A query, path, form or multipart input of the resource, or a `{NAME}` of its vendor path (a multipart value `@FILE` sends a file, `@-` standard input)
+      -H, --header <NAME=VALUE>     A header input of the resource (headers no parameter takes are sent as they are)
+          --body <FILE|->           The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input
+          --dry-run                 Print the requests the run would send (secrets masked) and send nothing
+      -v, --verbose                 Print each lifecycle step to stderr
+          --timeout <SECONDS>       The total timeout of one request, in seconds [default: 30]
+          --lock-timeout <SECONDS>  How long to wait for the instance's lock when another process holds it, in seconds [default: 30]
+      -h, --help                    Print help
+      -V, --version                 Print version
     "#);
 }

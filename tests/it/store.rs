@@ -320,3 +320,38 @@ fn a_missing_instance_file_is_exit_3() {
     hint: create it with the instance's configuration, e.g. `{"oauth.api.key": "..."}`
     "#);
 }
+
+/// Issue 9 and 11: a lock held by a stopped or hung process makes `engine run` wait a bounded
+/// time (`--lock-timeout`), saying so in `-v`, then fail with an error naming the instance; no
+/// token request is sent while it waits.
+#[tokio::test]
+async fn a_lock_held_elsewhere_is_waited_for_a_bounded_time() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("custom").with_instance(&expired(&server));
+    let store = FileStore::for_file(context.instance_path());
+    let held = store.lock("instance", None).await.unwrap();
+
+    let started = Instant::now();
+    let outcome = context
+        .run("list-contacts")
+        .arg("--lock-timeout")
+        .arg("1")
+        .verbose()
+        .output();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    run_snapshot!(context, outcome, @r#"
+    exit code: 1
+    ----- stdout -----
+
+    ----- stderr -----
+    lock: `[TEMP]/instance.json` is locked by another process; waiting up to 1 s
+    error: timed out after 1s waiting for the lock on `[TEMP]/.instance.json.lock`
+    hint: another process holds this lock (a refresh in progress, or a process that hung or was stopped): run again when it is done, or raise `--lock-timeout`; nothing was written
+    "#);
+    drop(held);
+}

@@ -49,6 +49,9 @@ pub(crate) struct RunArgs {
     /// The total timeout of one request, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     timeout: f64,
+    /// How long to wait for the instance's lock when another process holds it, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    lock_timeout: u64,
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -107,7 +110,9 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     };
     let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(30));
     let recording = args.dry_run.then(RecordingTransport::new);
-    let mut builder = EngineBuilder::new().timeout(timeout);
+    let mut builder = EngineBuilder::new()
+        .timeout(timeout)
+        .lock_timeout(Some(Duration::from_secs(args.lock_timeout)));
     if let Some(recording) = &recording {
         builder = builder.transport(Arc::new(recording.clone()));
     }
@@ -266,11 +271,14 @@ pub(crate) fn hint(error: &RunError) -> Option<String> {
             RunErrorKind::Store(error) if matches!(
                 error.kind(),
                 engine_store::StoreErrorKind::Io { operation, .. } if *operation != "read"
-            ) || matches!(error.kind(), engine_store::StoreErrorKind::LockTimeout { .. }) => Some(
+            ) => Some(
                 "the instance file was left as it was; a token the vendor issued during this run may be lost: fix the file's permissions or free disk space and run again (re-authenticate if the vendor rotates refresh tokens)".into(),
             ),
             RunErrorKind::BodyTooLarge { .. } => Some(
                 "the vendor's answer is larger than the engine reads; ask for less (a smaller page)".into(),
+            ),
+            RunErrorKind::Store(error) if matches!(error.kind(), StoreErrorKind::LockTimeout { .. }) => Some(
+                "another process holds this lock (a refresh in progress, or a process that hung or was stopped): run again when it is done, or raise `--lock-timeout`; nothing was written".into(),
             ),
             RunErrorKind::Transport { .. } => Some(
                 "check that the vendor is reachable, or raise `--timeout`".into(),
@@ -424,6 +432,13 @@ impl Observer for Verbose {
             Event::SentAsText { parameter, reason } => {
                 format!("note: `{parameter}`: {reason}")
             }
+            Event::WaitingForLock { instance, timeout } => match timeout {
+                Some(timeout) => format!(
+                    "lock: `{instance}` is locked by another process; waiting up to {} s",
+                    timeout.as_secs()
+                ),
+                None => format!("lock: `{instance}` is locked by another process; waiting"),
+            },
             Event::Saved { keys } => format!("save: {}", keys.join(", ")),
             Event::HookNotExecuted { resource } => format!(
                 "note: `{resource}` has a pre-request JavaScript hook that the engine does not \

@@ -488,10 +488,7 @@ impl<'a> Run<'a> {
     async fn refresh(&mut self, reason: RefreshReason, recheck: Recheck) -> Result<(), RunError> {
         let flight = self.engine.flights.of(self.store.identity(self.instance));
         let _in_process = flight.lock().await;
-        let mut lock = self
-            .store
-            .lock(self.instance, self.engine.lock_timeout)
-            .await?;
+        let mut lock = self.lock_instance().await?;
         let read = lock.load().await?;
         self.redactor.learn_state(self.connector, &read.state);
         self.configuration.rebase(Arc::clone(&read.state));
@@ -570,13 +567,30 @@ impl<'a> Run<'a> {
         if self.configuration.pending().is_empty() {
             return Ok(());
         }
-        let mut lock = self
-            .store
-            .lock(self.instance, self.engine.lock_timeout)
-            .await?;
+        let mut lock = self.lock_instance().await?;
         let read = lock.load().await?;
         self.write_under(&mut *lock, read.version, &read.state)
             .await
+    }
+
+    /// Takes the store's lock of the instance; when another holds it, says so and waits at most
+    /// the engine's lock timeout.
+    async fn lock_instance(&self) -> Result<Box<dyn InstanceLock>, RunError> {
+        match self.store.lock(self.instance, Some(Duration::ZERO)).await {
+            Ok(lock) => return Ok(lock),
+            Err(error) if !matches!(error.kind(), StoreErrorKind::LockTimeout { .. }) => {
+                return Err(error.into());
+            }
+            Err(_) => {}
+        }
+        self.observer.event(&Event::WaitingForLock {
+            instance: self.store.identity(self.instance),
+            timeout: self.engine.lock_timeout,
+        });
+        Ok(self
+            .store
+            .lock(self.instance, self.engine.lock_timeout)
+            .await?)
     }
 
     /// Builds (or takes the `checked` request built from the same state), sends (retrying

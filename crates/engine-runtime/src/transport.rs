@@ -30,8 +30,8 @@ pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
 pub struct VendorResponse {
     /// HTTP status.
     pub status: u16,
-    /// Response headers, names in lower case.
-    headers: Vec<(String, String)>,
+    /// Response headers.
+    headers: reqwest::header::HeaderMap,
     /// The body: parsed JSON when it is JSON, a string otherwise, `null` when empty.
     pub body: Value,
     /// True when no vendor answered: a [`RecordingTransport`] made it up.
@@ -39,14 +39,21 @@ pub struct VendorResponse {
 }
 
 impl VendorResponse {
-    /// A response with these parts (headers as received; names are compared case-insensitively).
+    /// A response with these parts (header names are compared case-insensitively; a pair that is
+    /// not a valid header is left out).
     pub fn new(status: u16, headers: Vec<(String, String)>, body: Value) -> Self {
+        let headers = headers
+            .into_iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    reqwest::header::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    reqwest::header::HeaderValue::from_str(&value).ok()?,
+                ))
+            })
+            .collect();
         Self {
             status,
-            headers: headers
-                .into_iter()
-                .map(|(name, value)| (name.to_ascii_lowercase(), value))
-                .collect(),
+            headers,
             body,
             recorded: false,
         }
@@ -75,10 +82,7 @@ impl VendorResponse {
 
     /// The first header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(known, _)| known.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+        self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
     /// A short problem description from an error body: OAuth2's `error` and
@@ -229,16 +233,7 @@ impl HttpTransport {
         };
         let mut response = builder.send().await.map_err(|error| describe(&error))?;
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_owned(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = std::mem::take(response.headers_mut());
         let too_large = || TransportError {
             kind: TransportErrorKind::BodyTooLarge {
                 limit: self.max_body,
@@ -248,23 +243,29 @@ impl HttpTransport {
                 self.max_body
             ),
         };
-        if response
-            .content_length()
-            .is_some_and(|length| length > self.max_body as u64)
-        {
-            return Err(too_large());
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|error| describe(&error))? {
-            if bytes.len() + chunk.len() > self.max_body {
-                return Err(too_large());
+        let body = match response.content_length() {
+            Some(length) if length > self.max_body as u64 => return Err(too_large()),
+            // A declared length within the limit (hyper enforces it): read at once.
+            Some(_) => {
+                let bytes = response.bytes().await.map_err(|error| describe(&error))?;
+                VendorResponse::body_of(&bytes)
             }
-            bytes.extend_from_slice(&chunk);
-        }
+            // Chunked: read chunk by chunk, stopping at the limit.
+            None => {
+                let mut bytes = Vec::new();
+                while let Some(chunk) = response.chunk().await.map_err(|error| describe(&error))? {
+                    if bytes.len() + chunk.len() > self.max_body {
+                        return Err(too_large());
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                VendorResponse::body_of(&bytes)
+            }
+        };
         Ok(VendorResponse {
             status,
             headers,
-            body: VendorResponse::body_of(&bytes),
+            body,
             recorded: false,
         })
     }
@@ -313,7 +314,7 @@ impl Transport for RecordingTransport {
                 .push(request.clone());
             Ok(VendorResponse {
                 status: 200,
-                headers: Vec::new(),
+                headers: reqwest::header::HeaderMap::new(),
                 body: Value::Null,
                 recorded: true,
             })

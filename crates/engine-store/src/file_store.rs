@@ -135,7 +135,7 @@ impl FileStore {
                         let remaining = timeout.saturating_sub(start.elapsed());
                         if remaining.is_zero() {
                             return Err(StoreErrorKind::LockTimeout {
-                                path,
+                                path: lock_file.path().to_owned(),
                                 waited: timeout,
                             }
                             .into());
@@ -739,7 +739,7 @@ mod tests {
         assert!(start.elapsed() >= timeout);
         assert!(
             matches!(error.kind(), StoreErrorKind::LockTimeout { path, waited }
-                if *path == dir.path().join("acme.json") && *waited == timeout),
+                if *path == dir.path().join(".acme.json.lock") && *waited == timeout),
             "{error:?}"
         );
         // Other instances are not affected.

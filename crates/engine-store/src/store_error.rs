@@ -74,7 +74,8 @@ pub enum StoreErrorKind {
     /// Another holder kept the instance's lock for longer than the caller was willing to wait.
     #[error("timed out after {waited:?} waiting for the lock on `{}`", path.display())]
     LockTimeout {
-        /// The instance file whose lock was wanted.
+        /// The lock that was wanted: a file store's sidecar lock file, a memory store's
+        /// instance id.
         path: PathBuf,
         /// How long the caller waited (the requested timeout).
         waited: Duration,
