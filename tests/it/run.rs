@@ -925,3 +925,34 @@ fn run_help() {
       -V, --version                 Print version
     "#);
 }
+
+/// Issue 10: the vendor's data stays data. `account.id`, saved by `ON PROVISION` and used in
+/// URLs, is not a secret: `me` prints it as the vendor sent it, while the token stays masked
+/// wherever it shows.
+#[test]
+fn saved_values_that_are_not_credentials_pass_through() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let emulator = runtime
+        .block_on(engine_emulator::Emulator::start(
+            engine_emulator::EmulatorConfig::default(),
+            0,
+        ))
+        .unwrap();
+    let context =
+        TestContext::for_connector("connectors/chained-provisioning.json").with_instance(&json!({
+            "base.url": emulator.url(),
+            "client.id": "demo-client",
+            "client.secret": "demo-secret",
+        }));
+    let outcome = context.run("me").output();
+    outcome.assert_success();
+    assert_eq!(outcome.json()["id"], "acc-42");
+    let instance = context.instance();
+    assert_eq!(instance["account.id"], "acc-42");
+    let token = instance["access.token"].as_str().unwrap().to_owned();
+    // The token is still masked when the vendor echoes it.
+    let outcome = context.run("account-echo").param("note", &token).output();
+    outcome.assert_success();
+    assert!(!outcome.stdout.contains(&token), "{}", outcome.stdout);
+    runtime.block_on(emulator.shutdown());
+}
