@@ -148,3 +148,33 @@ fn authorize_refuses_connectors_that_do_not_sign_in_through_a_browser() {
     hint: `engine authorize` is for OAuth2's authorization code grant; this connector obtains its tokens by itself on `engine run` from the credentials in the instance file
     ");
 }
+
+/// `engine new` writes a connector that validates with no diagnostic (for every auth kind) and an
+/// instance file to fill in, and never overwrites a file.
+#[test]
+fn new_writes_a_valid_connector_and_an_instance_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+    for auth in ["oauth2", "custom", "basic", "apikey"] {
+        let name = format!("acme-{auth}");
+        let (code, stdout, stderr) = output_of(&["new", &name, "--auth", auth, "--dir", dir_arg]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.starts_with("wrote `"), "{stdout}");
+        let connector = dir.path().join(format!("{name}.json"));
+        let (code, _, stderr) =
+            output_of(&["validate", "--deny-warnings", connector.to_str().unwrap()]);
+        assert_eq!(
+            (code, stderr.as_str()),
+            (0, "checked 1 file: no problems\n"),
+            "{auth}"
+        );
+        let instance: serde_json::Value = serde_json::from_str(
+            &fs_err::read_to_string(dir.path().join(format!("{name}.instance.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(instance["base.url"], "", "{auth}");
+    }
+    let (code, _, stderr) = output_of(&["new", "acme-basic", "--auth", "basic", "--dir", dir_arg]);
+    assert_eq!(code, 3);
+    assert!(stderr.contains("already exists"), "{stderr}");
+}
