@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
-    Summary, VERSION_KEY, Versioned, expiry_of,
+    Summary, VERSION_KEY, Versioned, connector_of, expiry_of,
 };
 
 /// The first pause between two attempts at a held lock; it doubles up to [`LOCK_POLL_MAX`].
@@ -250,6 +250,7 @@ impl InstanceStore for FileStore {
                         id,
                         version: read.version,
                         expires_at_ms: expiry_of(&read.state),
+                        connector: connector_of(&read.state).map(str::to_owned),
                     });
                 }
                 Ok(Listing { instances, next })

@@ -71,6 +71,16 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// never part of the [`State`] handed out.
 pub const VERSION_KEY: &str = "engine.version";
 
+/// The reserved key under which every store records the connector an instance belongs to (its
+/// `name`, or the file it was imported with). It is part of the [`State`]: the SQL stores also
+/// copy it into a column at each write, so that listings filter on it without reading states.
+pub const CONNECTOR_KEY: &str = "engine.connector";
+
+/// The connector `state` belongs to, from [`CONNECTOR_KEY`]; `None` when it was never recorded.
+pub fn connector_of(state: &State) -> Option<&str> {
+    state.get(CONNECTOR_KEY)?.as_str()
+}
+
 /// An instance's state with the version it was read at.
 #[derive(Debug, Clone, Default)]
 pub struct Versioned {
@@ -117,6 +127,8 @@ pub struct Summary {
     pub version: u64,
     /// When its token expires (epoch ms), as [`expiry_of`] reads it; `None` when unknown.
     pub expires_at_ms: Option<u64>,
+    /// The connector it belongs to, as [`connector_of`] reads it; `None` when never recorded.
+    pub connector: Option<String>,
 }
 
 /// When an instance's token expires, in epoch milliseconds, from the engine's bookkeeping keys:

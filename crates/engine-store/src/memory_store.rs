@@ -7,7 +7,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::{
     BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
-    Summary, Versioned, expiry_of,
+    Summary, Versioned, connector_of, expiry_of,
 };
 
 /// An [`InstanceStore`] in memory, for tests and dry runs. Clones share the same state and locks.
@@ -149,6 +149,7 @@ impl InstanceStore for MemoryStore {
                     id: id.clone(),
                     version: stored.version,
                     expires_at_ms: expiry_of(&stored.state),
+                    connector: connector_of(&stored.state).map(str::to_owned),
                 })
                 .collect();
             let next = (instances.len() > page.limit).then(|| {

@@ -42,6 +42,14 @@ pub enum StoreErrorKind {
         /// The file that was looked for.
         path: PathBuf,
     },
+    /// A database store holds no instance with this id.
+    #[error("instance `{instance}` does not exist in `{store}`")]
+    UnknownInstance {
+        /// The instance id.
+        instance: String,
+        /// The store, as its URL without credentials (`sqlite:state.db`).
+        store: String,
+    },
     /// The instance file is not valid JSON.
     #[error(
         "instance file `{}` is not valid JSON at line {line}, column {column}: {message}",

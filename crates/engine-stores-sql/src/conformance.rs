@@ -1,0 +1,444 @@
+//! One conformance suite, run against every backend: the file store, SQLite and PostgreSQL.
+//!
+//! Each case is an `async fn(&dyn Backend)`; [`conformance!`] makes one test per case and
+//! backend. PostgreSQL tests read `ENGINE_TEST_POSTGRES` (a `postgres://` URL); where it is
+//! unset they print one line saying so and pass. Each PostgreSQL test works in a schema of its
+//! own, created before and dropped after (also when the case fails).
+
+use std::io::Write as _;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use engine_store::{BoxFuture, FileStore, InstanceStore, Page, State, StoreErrorKind};
+use serde_json::json;
+
+use crate::{PostgresStore, SqliteStore};
+
+/// Opens handles on one backend's storage: each [`Backend::open`] is a new handle (for a
+/// database: a new pool, as another process would have) on the same instances.
+trait Backend: Send + Sync {
+    fn open(&self) -> BoxFuture<'_, Box<dyn InstanceStore>>;
+    /// The number of schema steps applied, for the stores that migrate.
+    fn schema_version(&self) -> BoxFuture<'_, Option<i64>>;
+}
+
+struct Files(tempfile::TempDir);
+
+impl Backend for Files {
+    fn open(&self) -> BoxFuture<'_, Box<dyn InstanceStore>> {
+        Box::pin(async move { Box::new(FileStore::new(self.0.path())) as Box<dyn InstanceStore> })
+    }
+    fn schema_version(&self) -> BoxFuture<'_, Option<i64>> {
+        Box::pin(async { None })
+    }
+}
+
+struct Sqlite(tempfile::TempDir);
+
+impl Sqlite {
+    async fn store(&self) -> SqliteStore {
+        SqliteStore::open(self.0.path().join("state.db"))
+            .await
+            .expect("the SQLite file opens")
+    }
+}
+
+impl Backend for Sqlite {
+    fn open(&self) -> BoxFuture<'_, Box<dyn InstanceStore>> {
+        Box::pin(async move { Box::new(self.store().await) as Box<dyn InstanceStore> })
+    }
+    fn schema_version(&self) -> BoxFuture<'_, Option<i64>> {
+        Box::pin(async move {
+            Some(i64::from(
+                self.store().await.schema_version().await.unwrap(),
+            ))
+        })
+    }
+}
+
+pub(crate) struct Postgres {
+    url: String,
+    schema: String,
+}
+
+impl Postgres {
+    /// A fresh schema in the test server, or `None` (after one printed line) without
+    /// `ENGINE_TEST_POSTGRES`.
+    pub(crate) async fn create() -> Option<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let Ok(url) = std::env::var("ENGINE_TEST_POSTGRES") else {
+            static SAID: Once = Once::new();
+            // Written to the process's stderr, past the test harness's capture: never silent.
+            SAID.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipping the PostgreSQL store tests: ENGINE_TEST_POSTGRES is not set"
+                );
+            });
+            return None;
+        };
+        let schema = format!(
+            "engine_test_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            crate::epoch_ms() % 1_000_000
+        );
+        Self::admin(&url, &format!("CREATE SCHEMA {schema}")).await;
+        Some(Self { url, schema })
+    }
+
+    async fn admin(url: &str, sql: &str) {
+        use sqlx::Connection as _;
+        let mut connection = sqlx::PgConnection::connect(url)
+            .await
+            .expect("the test server at ENGINE_TEST_POSTGRES answers");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    }
+
+    pub(crate) async fn drop_schema(&self) {
+        Self::admin(&self.url, &format!("DROP SCHEMA {} CASCADE", self.schema)).await;
+    }
+
+    pub(crate) async fn store(&self) -> PostgresStore {
+        PostgresStore::connect_in_schema(&self.url, &self.schema)
+            .await
+            .expect("the test schema migrates")
+    }
+}
+
+impl Backend for Postgres {
+    fn open(&self) -> BoxFuture<'_, Box<dyn InstanceStore>> {
+        Box::pin(async move { Box::new(self.store().await) as Box<dyn InstanceStore> })
+    }
+    fn schema_version(&self) -> BoxFuture<'_, Option<i64>> {
+        Box::pin(async move { Some(self.store().await.schema_version().await.unwrap()) })
+    }
+}
+
+fn state(value: serde_json::Value) -> State {
+    match value {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("test states are objects"),
+    }
+}
+
+fn is_absent(kind: &StoreErrorKind) -> bool {
+    matches!(
+        kind,
+        StoreErrorKind::NotFound { .. } | StoreErrorKind::UnknownInstance { .. }
+    )
+}
+
+/// A stale writer (one that read an older version) fails with `Conflict` and, re-reading, sees
+/// the newer state; the newer state is never overwritten.
+async fn cas_conflict(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let other = backend.open().await;
+    let first = store
+        .write("acme", state(json!({"access.token": "t1"})), 0)
+        .await
+        .unwrap();
+    assert_eq!(first, 1);
+    // Creating it again is a conflict too.
+    let again = store.write("acme", State::new(), 0).await.unwrap_err();
+    assert!(matches!(
+        again.kind(),
+        StoreErrorKind::Conflict {
+            expected: 0,
+            found: 1,
+            ..
+        }
+    ));
+    let read_by_one = store.load("acme").await.unwrap();
+    let read_by_two = other.load("acme").await.unwrap();
+    assert_eq!((read_by_one.version, read_by_two.version), (1, 1));
+    let newer = other
+        .write(
+            "acme",
+            state(json!({"access.token": "t2"})),
+            read_by_two.version,
+        )
+        .await
+        .unwrap();
+    assert_eq!(newer, 2);
+    let stale = store
+        .write(
+            "acme",
+            state(json!({"access.token": "t-stale"})),
+            read_by_one.version,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            stale.kind(),
+            StoreErrorKind::Conflict {
+                expected: 1,
+                found: 2,
+                ..
+            }
+        ),
+        "{stale:?}"
+    );
+    let reread = store.load("acme").await.unwrap();
+    assert_eq!(reread.version, 2);
+    assert_eq!(reread.state["access.token"], "t2");
+}
+
+/// The lock excludes a second locker (another handle, as another process), which times out,
+/// and passes on when dropped; writes under it are compare-and-swaps too.
+async fn lock_excludes(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let other = backend.open().await;
+    let mut held = store
+        .lock("acme", Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let absent = held.load().await.unwrap();
+    assert_eq!(absent.version, 0, "an absent instance reads as version 0");
+    let waited = other
+        .lock("acme", Some(Duration::from_millis(200)))
+        .await
+        .err()
+        .expect("the second locker times out");
+    assert!(
+        matches!(waited.kind(), StoreErrorKind::LockTimeout { .. }),
+        "{waited:?}"
+    );
+    let busy = other
+        .lock("acme", Some(Duration::ZERO))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(busy.kind(), StoreErrorKind::LockTimeout { .. }));
+    assert_eq!(held.write(state(json!({"a": 1})), 0).await.unwrap(), 1);
+    let fenced = held.write(state(json!({"a": 2})), 0).await.unwrap_err();
+    assert!(matches!(fenced.kind(), StoreErrorKind::Conflict { .. }));
+    drop(held);
+    let mut next = other
+        .lock("acme", Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(next.load().await.unwrap().version, 1);
+}
+
+/// Listings are in id order, paged, and carry each instance's version, expiry and connector.
+async fn list_pages(backend: &dyn Backend) {
+    let store = backend.open().await;
+    for (index, id) in ["c", "a", "e", "b", "d"].iter().enumerate() {
+        let expires = json!({
+            "engine.connector": if index % 2 == 0 { "demo" } else { "other" },
+            "authentication.time": 1_700_000_000_000_u64 + index as u64,
+            "expires_in": 60,
+        });
+        store.write(id, state(expires), 0).await.unwrap();
+    }
+    store.write("a", state(json!({"x": 1})), 1).await.unwrap();
+    let mut ids = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let listing = store.list(Page { after, limit: 2 }).await.unwrap();
+        pages += 1;
+        ids.extend(listing.instances.iter().map(|summary| summary.id.clone()));
+        if let Some(c) = listing.instances.iter().find(|summary| summary.id == "c") {
+            assert_eq!(c.expires_at_ms, Some(1_700_000_060_000));
+            assert_eq!(c.connector.as_deref(), Some("demo"));
+            assert_eq!(c.version, 1);
+        }
+        if let Some(a) = listing.instances.iter().find(|summary| summary.id == "a") {
+            assert_eq!(
+                (a.version, a.expires_at_ms, a.connector.as_deref()),
+                (2, None, None)
+            );
+        }
+        match listing.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(ids, ["a", "b", "c", "d", "e"]);
+    assert_eq!(pages, 3);
+    let empty = store
+        .list(Page {
+            after: Some("e".to_owned()),
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert!(empty.instances.is_empty() && empty.next.is_none());
+}
+
+/// Delete is fenced by the version and leaves nothing behind.
+async fn delete_fenced(backend: &dyn Backend) {
+    let store = backend.open().await;
+    store
+        .write("gone", state(json!({"a": 1})), 0)
+        .await
+        .unwrap();
+    store
+        .write("gone", state(json!({"a": 2})), 1)
+        .await
+        .unwrap();
+    let stale = store.delete("gone", 1).await.unwrap_err();
+    assert!(matches!(
+        stale.kind(),
+        StoreErrorKind::Conflict {
+            expected: 1,
+            found: 2,
+            ..
+        }
+    ));
+    store.delete("gone", 2).await.unwrap();
+    assert!(is_absent(store.load("gone").await.unwrap_err().kind()));
+    assert!(is_absent(store.delete("gone", 2).await.unwrap_err().kind()));
+    assert!(
+        store
+            .list(Page::default())
+            .await
+            .unwrap()
+            .instances
+            .is_empty()
+    );
+    // Recreated, it starts over at version 1.
+    assert_eq!(store.write("gone", State::new(), 0).await.unwrap(), 1);
+}
+
+/// States come back as written, key order included.
+async fn round_trip(backend: &dyn Backend) {
+    let store = backend.open().await;
+    let written = state(json!({"z": "last-first", "a": {"nested": [1, 2]}, "m": null}));
+    store.write("order", written.clone(), 0).await.unwrap();
+    let read = store.load("order").await.unwrap();
+    assert_eq!(*read.state, written);
+    assert_eq!(
+        read.state.keys().collect::<Vec<_>>(),
+        ["z", "a", "m"],
+        "key order is kept"
+    );
+    let invalid = store.write("../etc", State::new(), 0).await.unwrap_err();
+    assert!(matches!(
+        invalid.kind(),
+        StoreErrorKind::InvalidInstanceId { .. }
+    ));
+}
+
+/// A migrating store creates its schema on first use, and opening it again (also two at once)
+/// changes nothing and keeps the instances.
+async fn migrations(backend: &dyn Backend) {
+    let (one, two) = tokio::join!(backend.open(), backend.open());
+    let Some(version) = backend.schema_version().await else {
+        return;
+    };
+    assert!(version >= 1);
+    one.write("kept", state(json!({"a": 1})), 0).await.unwrap();
+    drop((one, two));
+    let again = backend.open().await;
+    assert_eq!(backend.schema_version().await, Some(version));
+    assert_eq!(again.load("kept").await.unwrap().version, 1);
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod file {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(&super::Files(tempfile::tempdir().unwrap())).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&super::Sqlite(tempfile::tempdir().unwrap())).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(backend) = super::Postgres::create().await else { return };
+                    let backend = std::sync::Arc::new(backend);
+                    let running = std::sync::Arc::clone(&backend);
+                    let outcome = tokio::spawn(async move { super::$case(&*running).await }).await;
+                    backend.drop_schema().await;
+                    if let Err(error) = outcome {
+                        std::panic::resume_unwind(error.into_panic());
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    cas_conflict,
+    lock_excludes,
+    list_pages,
+    delete_fenced,
+    round_trip,
+    migrations,
+);
+
+/// PostgreSQL only: a lock holder that goes silent past the lock's lifetime loses the lock to
+/// another process, and its late write, naming the version it read, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lost_lock_is_fenced() {
+    let Some(backend) = Postgres::create().await else {
+        return;
+    };
+    let outcome = tokio::spawn({
+        let store = backend
+            .store()
+            .await
+            .lock_lifetime(Duration::from_millis(500));
+        async move {
+            store
+                .write("acme", state(json!({"access.token": "old"})), 0)
+                .await
+                .unwrap();
+            let mut paused = store
+                .lock("acme", Some(Duration::from_secs(5)))
+                .await
+                .unwrap();
+            let read = paused.load().await.unwrap();
+            // Silent for longer than the lock's lifetime: the server ends the holder's session.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let mut other = store
+                .lock("acme", Some(Duration::from_secs(5)))
+                .await
+                .unwrap();
+            let current = other.load().await.unwrap();
+            other
+                .write(state(json!({"access.token": "new"})), current.version)
+                .await
+                .unwrap();
+            drop(other);
+            let late = paused
+                .write(state(json!({"access.token": "older"})), read.version)
+                .await
+                .unwrap_err();
+            assert!(matches!(
+                late.kind(),
+                StoreErrorKind::Conflict {
+                    expected: 1,
+                    found: 2,
+                    ..
+                }
+            ));
+            assert_eq!(paused.load().await.unwrap().state["access.token"], "new");
+        }
+    })
+    .await;
+    backend.drop_schema().await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}

@@ -1,0 +1,402 @@
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine_store::{
+    BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
+    Summary, Versioned, connector_of, expiry_of,
+};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection as _, PgConnection, Row as _};
+
+use crate::{backend, epoch_ms, to_i64};
+
+/// How long a lock survives a holder that stopped talking to the server (paused, partitioned)
+/// unless [`PostgresStore::lock_lifetime`] says otherwise.
+pub const DEFAULT_LOCK_LIFETIME: Duration = Duration::from_mins(1);
+
+/// The connections of the pool used for reads and writes.
+const POOL_SIZE: u32 = 16;
+
+/// The schema migrations shipped in the binary, applied by [`PostgresStore::connect`].
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// An [`InstanceStore`] in PostgreSQL, shared by engine processes on any number of machines.
+///
+/// # Schema
+///
+/// Versioned migrations shipped in the binary (`migrations/postgres/`, [`sqlx::migrate!`]) are
+/// applied by [`PostgresStore::connect`]. The migrator holds a PostgreSQL advisory lock for the
+/// whole run, so when two processes start at once one applies them and the other then finds
+/// them applied. Tables live in the connection's `search_path` (add
+/// `?options=-c%20search_path%3Dengine` to the URL for a schema of their own).
+///
+/// # Versions
+///
+/// A write is one statement: `UPDATE ... SET version = version + 1 WHERE id = $1 AND version =
+/// $2` (an `INSERT ... ON CONFLICT DO NOTHING` for a new instance). The whole state, a rotated
+/// refresh token with its access token, is one column of one row, committed together or not
+/// at all.
+///
+/// # Locking: an advisory lock with a lifetime, fenced by the version
+///
+/// [`InstanceStore::lock`] opens a connection of its own (outside the pool, so that a task
+/// holding a lock can never starve the pool its own writes need), begins a transaction, and takes
+/// `pg_advisory_xact_lock(hashtextextended(id, 0))`, waiting at most the lock timeout
+/// (`lock_timeout`). Reads and writes under the lock go through the pool; the lock's connection
+/// only holds the lock. It is released when the guard is dropped (the connection closes and the
+/// server ends the transaction), and by the server when the holder dies (its socket closes).
+///
+/// A holder that is alive but silent (a paused process, a partitioned machine) would keep the
+/// lock forever. The transaction sets `idle_in_transaction_session_timeout` to the lock's
+/// lifetime ([`DEFAULT_LOCK_LIFETIME`]): past it the server ends the session and the lock passes
+/// on. When the paused holder resumes it still believes it holds the lock, which is why every
+/// write is a compare-and-swap on the version: its write names the version it read, finds a
+/// newer one, fails with [`StoreErrorKind::Conflict`], and the engine re-reads the newer token
+/// instead of overwriting it.
+///
+/// A row lock (`SELECT ... FOR UPDATE`) would also work, but only for rows that exist, and it
+/// would hold a row lock that blocks plain writers for the duration of a vendor call; the
+/// advisory lock excludes only other lockers.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    options: Arc<PgConnectOptions>,
+    lock_lifetime: Duration,
+    display: Arc<str>,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/database`) and applies the migrations.
+    ///
+    /// Fails with [`StoreErrorKind::Backend`] when the URL is invalid, the server cannot be
+    /// reached, or a migration fails.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, None).await
+    }
+
+    /// Connects like [`PostgresStore::connect`], with `search_path` set to `schema`, which must
+    /// exist: the tables and the migrations' bookkeeping live in it.
+    pub async fn connect_in_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, Some(schema)).await
+    }
+
+    async fn connect_with(url: &str, schema: Option<&str>) -> Result<Self, StoreError> {
+        let display: Arc<str> = Arc::from(crate::display_url(url));
+        let error = |source: sqlx::Error| backend(&display, source);
+        let mut options = PgConnectOptions::from_str(url).map_err(error)?;
+        if let Some(schema) = schema {
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect_with(options.clone())
+            .await
+            .map_err(error)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| backend(&display, source))?;
+        Ok(Self {
+            pool,
+            options: Arc::new(options),
+            lock_lifetime: DEFAULT_LOCK_LIFETIME,
+            display,
+        })
+    }
+
+    /// Sets how long a lock outlives a holder that stopped talking to the server (see the type's
+    /// documentation). A refresh that takes longer than this may lose its lock; its write is
+    /// then fenced by the version.
+    #[must_use]
+    pub fn lock_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lock_lifetime = lifetime;
+        self
+    }
+
+    /// Returns the number of migrations applied to the database.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|source| backend(&self.display, source))
+    }
+
+    /// Applies the migrations again: a no-op when they are all applied.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|source| backend(&self.display, source))
+    }
+
+    fn unknown(&self, instance: &str) -> StoreError {
+        StoreErrorKind::UnknownInstance {
+            instance: instance.to_owned(),
+            store: self.display.to_string(),
+        }
+        .into()
+    }
+
+    async fn load_or_absent(&self, instance: &str) -> Result<Option<Versioned>, StoreError> {
+        let row = sqlx::query("SELECT version, state FROM instances WHERE id = $1")
+            .bind(instance)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|source| backend(instance, source))?;
+        let Some(row) = row else { return Ok(None) };
+        let version: i64 = row.try_get(0).map_err(|source| backend(instance, source))?;
+        let text: String = row.try_get(1).map_err(|source| backend(instance, source))?;
+        crate::decode(instance, version, &text).map(Some)
+    }
+
+    async fn version_of(&self, instance: &str) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar("SELECT version FROM instances WHERE id = $1")
+            .bind(instance)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|source| backend(instance, source))
+    }
+
+    async fn write_checked(
+        &self,
+        instance: &str,
+        state: State,
+        expected: u64,
+    ) -> Result<u64, StoreError> {
+        crate::valid_id(instance)?;
+        let text = serde_json::Value::Object(state.clone()).to_string();
+        let connector = connector_of(&state);
+        let expires_at = expiry_of(&state).map(to_i64);
+        let now = to_i64(epoch_ms());
+        let written: Option<i64> = if expected == 0 {
+            sqlx::query_scalar(
+                "INSERT INTO instances (id, version, connector, expires_at, state, updated_at)
+                 VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING version",
+            )
+            .bind(instance)
+            .bind(connector)
+            .bind(expires_at)
+            .bind(&text)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+        } else {
+            sqlx::query_scalar(
+                "UPDATE instances SET version = version + 1, connector = $3, expires_at = $4,
+                   state = $5, updated_at = $6
+                 WHERE id = $1 AND version = $2 RETURNING version",
+            )
+            .bind(instance)
+            .bind(to_i64(expected))
+            .bind(connector)
+            .bind(expires_at)
+            .bind(&text)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+        }
+        .map_err(|source| backend(instance, source))?;
+        match written {
+            Some(version) => Ok(u64::try_from(version).unwrap_or(0)),
+            None => Err(StoreErrorKind::Conflict {
+                instance: instance.to_owned(),
+                expected,
+                found: self
+                    .version_of(instance)
+                    .await?
+                    .map_or(0, |found| u64::try_from(found).unwrap_or(0)),
+            }
+            .into()),
+        }
+    }
+
+    async fn acquire(
+        &self,
+        instance: &str,
+        timeout: Option<Duration>,
+    ) -> Result<PostgresLock, StoreError> {
+        crate::valid_id(instance)?;
+        let error = |source: sqlx::Error| backend(instance, source);
+        let mut connection = PgConnection::connect_with(&self.options)
+            .await
+            .map_err(error)?;
+        sqlx::query("BEGIN")
+            .execute(&mut connection)
+            .await
+            .map_err(error)?;
+        sqlx::query(
+            "SELECT set_config('idle_in_transaction_session_timeout', $1, true),
+                    set_config('lock_timeout', $2, true)",
+        )
+        .bind(millis(self.lock_lifetime).max(1).to_string())
+        .bind(
+            timeout
+                .map_or(0, |timeout| millis(timeout).max(1))
+                .to_string(),
+        )
+        .execute(&mut connection)
+        .await
+        .map_err(error)?;
+        let timed_out = || {
+            StoreError::from(StoreErrorKind::LockTimeout {
+                path: format!("{}#{instance}", self.display).into(),
+                waited: timeout.unwrap_or_default(),
+            })
+        };
+        if timeout == Some(Duration::ZERO) {
+            let taken: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+                    .bind(instance)
+                    .fetch_one(&mut connection)
+                    .await
+                    .map_err(error)?;
+            if !taken {
+                return Err(timed_out());
+            }
+        } else {
+            let taken = sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(instance)
+                .execute(&mut connection)
+                .await;
+            match taken {
+                Ok(_) => {}
+                // 55P03 lock_not_available: `lock_timeout` passed.
+                Err(sqlx::Error::Database(database))
+                    if database.code().as_deref() == Some("55P03") =>
+                {
+                    return Err(timed_out());
+                }
+                Err(source) => return Err(error(source)),
+            }
+        }
+        Ok(PostgresLock {
+            store: self.clone(),
+            instance: instance.to_owned(),
+            _connection: connection,
+        })
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl InstanceStore for PostgresStore {
+    fn load<'a>(&'a self, instance: &'a str) -> BoxFuture<'a, Result<Versioned, StoreError>> {
+        Box::pin(async move {
+            self.load_or_absent(instance)
+                .await?
+                .ok_or_else(|| self.unknown(instance))
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        instance: &'a str,
+        state: State,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.write_checked(instance, state, expected))
+    }
+
+    fn lock<'a>(
+        &'a self,
+        instance: &'a str,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn InstanceLock>, StoreError>> {
+        Box::pin(async move {
+            let lock: Box<dyn InstanceLock> = Box::new(self.acquire(instance, timeout).await?);
+            Ok(lock)
+        })
+    }
+
+    fn list(&self, page: Page) -> BoxFuture<'_, Result<Listing, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, version, expires_at, connector FROM instances
+                 WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2",
+            )
+            .bind(page.after.as_deref())
+            .bind(to_i64(page.limit as u64).saturating_add(1))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| backend("list", source))?;
+            let summaries = rows
+                .iter()
+                .map(|row| {
+                    Ok(Summary {
+                        id: row.try_get(0)?,
+                        version: u64::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
+                        expires_at_ms: row
+                            .try_get::<Option<i64>, _>(2)?
+                            .and_then(|at| u64::try_from(at).ok()),
+                        connector: row.try_get(3)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(|source| backend("list", source))?;
+            Ok(crate::paginate(summaries, page.limit))
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        instance: &'a str,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let deleted = sqlx::query("DELETE FROM instances WHERE id = $1 AND version = $2")
+                .bind(instance)
+                .bind(to_i64(expected))
+                .execute(&self.pool)
+                .await
+                .map_err(|source| backend(instance, source))?;
+            if deleted.rows_affected() == 1 {
+                return Ok(());
+            }
+            match self.version_of(instance).await? {
+                None => Err(self.unknown(instance)),
+                Some(found) => Err(StoreErrorKind::Conflict {
+                    instance: instance.to_owned(),
+                    expected,
+                    found: u64::try_from(found).unwrap_or(0),
+                }
+                .into()),
+            }
+        })
+    }
+
+    fn identity(&self, instance: &str) -> String {
+        format!("{}#{instance}", self.display)
+    }
+}
+
+/// The guard of [`PostgresStore`]: a connection in a transaction that holds the instance's
+/// advisory lock. Dropping it closes the connection, which ends the transaction and releases
+/// the lock.
+struct PostgresLock {
+    store: PostgresStore,
+    instance: String,
+    _connection: PgConnection,
+}
+
+impl InstanceLock for PostgresLock {
+    fn load(&mut self) -> BoxFuture<'_, Result<Versioned, StoreError>> {
+        Box::pin(async move {
+            Ok(self
+                .store
+                .load_or_absent(&self.instance)
+                .await?
+                .unwrap_or_default())
+        })
+    }
+
+    fn write(&mut self, state: State, expected: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            self.store
+                .write_checked(&self.instance, state, expected)
+                .await
+        })
+    }
+}

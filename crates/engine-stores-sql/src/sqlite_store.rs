@@ -1,0 +1,506 @@
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use engine_store::{
+    BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
+    Summary, Versioned, connector_of, expiry_of,
+};
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+
+use crate::{backend, decode, epoch_ms, to_i64, valid_id};
+
+/// How long a statement waits for another connection's write lock before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first pause between two attempts at a held instance lock; it doubles up to
+/// [`LOCK_POLL_MAX`].
+const LOCK_POLL_FIRST: Duration = Duration::from_millis(2);
+/// The longest pause between two attempts at a held instance lock.
+const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
+
+/// The schema, one step per version: `PRAGMA user_version` is the number of steps applied.
+/// Steps are only ever appended.
+const MIGRATIONS: &[&str] = &[
+    // 1: instances, with the columns listings filter on, copied from the state at each write.
+    "CREATE TABLE instances (
+        id TEXT PRIMARY KEY NOT NULL,
+        version INTEGER NOT NULL,
+        connector TEXT,
+        expires_at INTEGER,
+        state TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX instances_expires_at ON instances (expires_at);
+    CREATE INDEX instances_connector ON instances (connector, id);",
+];
+
+/// An [`InstanceStore`] in one SQLite file: many instances, no server.
+///
+/// # Storage
+///
+/// The file is created and migrated on first use ([`SqliteStore::open`]): versioned steps, the
+/// applied count kept in `PRAGMA user_version`, applied inside a `BEGIN IMMEDIATE` transaction so
+/// that two processes opening a new file at once apply them once. The journal is in WAL mode
+/// (readers never wait for the writer) with `synchronous = FULL` (a committed token survives a
+/// power cut), and every connection waits up to 30 s for another's write (`busy_timeout`).
+/// Every call runs on tokio's blocking pool, on a connection taken from a small pool.
+///
+/// Each instance is a row: its state as JSON text, its version, and two columns copied from the
+/// state at each write for listings: `expires_at` (from [`expiry_of`], indexed: the next due
+/// instances are found without a scan) and `connector` (from [`connector_of`]).
+///
+/// # Versions
+///
+/// A write is a compare-and-swap inside one `BEGIN IMMEDIATE` transaction: read the row's
+/// version, compare, write the whole state. The state (a rotated refresh token together with its
+/// access token) is one column of one row: a crash commits all of it or none of it.
+///
+/// # Locking
+///
+/// The lock of an instance is an OS file lock ([`std::fs::File::try_lock`]) on
+/// `PATH.locks/<id>.lock`, taken by polling without blocking a thread. It is not a database
+/// transaction held for the lock's life: `BEGIN IMMEDIATE` takes the *whole file's* write lock, so
+/// holding it across a vendor call would serialise every refresh of every instance. A file lock is
+/// per instance, and the kernel releases it when the holder dies (`kill -9` never leaves a stale
+/// lock, and there is no lease to wait out). SQLite in WAL mode only works on one host (its
+/// shared memory index must be local), so a host-local lock covers every process that can open
+/// the file. The version fence still guards every write, locked or not.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    locks: PathBuf,
+    /// Idle connections; one is opened when none is idle.
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating the file and applying the schema's missing steps.
+    ///
+    /// Fails with [`StoreErrorKind::Backend`] when the file cannot be opened or migrated (a
+    /// directory that does not exist, a file that is not a database, a schema newer than this
+    /// `engine`).
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let path = path.into();
+        let locks = locks_dir_of(&path);
+        let inner = Arc::new(Inner {
+            path,
+            locks,
+            idle: Mutex::new(Vec::new()),
+        });
+        let opened = Arc::clone(&inner);
+        run_blocking(move || {
+            let connection = opened.connect()?;
+            migrate(&connection).map_err(|source| opened.error(source))?;
+            fs_err::create_dir_all(&opened.locks).map_err(|source| {
+                StoreError::from(StoreErrorKind::Io {
+                    path: opened.locks.clone(),
+                    operation: "write",
+                    source,
+                })
+            })?;
+            opened.give_back(connection);
+            Ok(())
+        })
+        .await?;
+        Ok(Self { inner })
+    }
+
+    /// Returns the database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Returns the number of schema steps applied to the file (`PRAGMA user_version`).
+    pub async fn schema_version(&self) -> Result<u32, StoreError> {
+        self.with("schema", |connection| {
+            connection.pragma_query_value(None, "user_version", |row| row.get(0))
+        })
+        .await
+    }
+
+    /// Runs `work` on a pooled connection on the blocking pool; database errors become
+    /// [`StoreErrorKind::Backend`] naming `instance`.
+    async fn with<T: Send + 'static>(
+        &self,
+        instance: &str,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let instance = instance.to_owned();
+        self.with_checked(move |connection| {
+            work(connection).map_err(|source| backend(&instance, source))
+        })
+        .await
+    }
+
+    /// Like [`SqliteStore::with`], for work that reports its own [`StoreError`]s.
+    async fn with_checked<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let mut connection = inner.take()?;
+            let result = work(&mut connection);
+            inner.give_back(connection);
+            result
+        })
+        .await
+    }
+
+    fn unknown(&self, instance: &str) -> StoreError {
+        StoreErrorKind::UnknownInstance {
+            instance: instance.to_owned(),
+            store: format!("sqlite:{}", self.inner.path.display()),
+        }
+        .into()
+    }
+
+    async fn load_or_absent(&self, instance: &str) -> Result<Option<Versioned>, StoreError> {
+        let id = instance.to_owned();
+        let row = self
+            .with(instance, move |connection| {
+                connection
+                    .query_row(
+                        "SELECT version, state FROM instances WHERE id = ?1",
+                        [&id],
+                        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+                    )
+                    .optional()
+            })
+            .await?;
+        row.map(|(version, text)| decode(instance, version, &text))
+            .transpose()
+    }
+
+    async fn write_checked(
+        &self,
+        instance: &str,
+        state: State,
+        expected: u64,
+    ) -> Result<u64, StoreError> {
+        valid_id(instance)?;
+        let id = instance.to_owned();
+        self.with_checked(move |connection| {
+            let error = |source| backend(&id, source);
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(error)?;
+            let found = transaction
+                .query_row(
+                    "SELECT version FROM instances WHERE id = ?1",
+                    [&id],
+                    |row| row.get::<_, i64>(0),
+                )
+                .optional()
+                .map_err(error)?
+                .map_or(0, |version| u64::try_from(version).unwrap_or(0));
+            if found != expected {
+                return Err(StoreErrorKind::Conflict {
+                    instance: id,
+                    expected,
+                    found,
+                }
+                .into());
+            }
+            let version = found + 1;
+            let text = serde_json::Value::Object(state.clone()).to_string();
+            transaction
+                .execute(
+                    "INSERT INTO instances (id, version, connector, expires_at, state, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (id) DO UPDATE SET version = excluded.version,
+                       connector = excluded.connector, expires_at = excluded.expires_at,
+                       state = excluded.state, updated_at = excluded.updated_at",
+                    params![
+                        id,
+                        to_i64(version),
+                        connector_of(&state),
+                        expiry_of(&state).map(to_i64),
+                        text,
+                        to_i64(epoch_ms()),
+                    ],
+                )
+                .map_err(error)?;
+            transaction.commit().map_err(error)?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn acquire(
+        &self,
+        instance: &str,
+        timeout: Option<Duration>,
+    ) -> Result<SqliteLock, StoreError> {
+        valid_id(instance)?;
+        let lock_path = self.inner.locks.join(format!("{instance}.lock"));
+        let file = fs_err::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|source| io_error(&lock_path, source))?;
+        let start = Instant::now();
+        let mut pause = LOCK_POLL_FIRST;
+        loop {
+            match file.file().try_lock() {
+                Ok(()) => {
+                    return Ok(SqliteLock {
+                        store: self.clone(),
+                        instance: instance.to_owned(),
+                        _file: file,
+                    });
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if let Some(timeout) = timeout {
+                        let remaining = timeout.saturating_sub(start.elapsed());
+                        if remaining.is_zero() {
+                            return Err(StoreErrorKind::LockTimeout {
+                                path: lock_path,
+                                waited: timeout,
+                            }
+                            .into());
+                        }
+                        pause = pause.min(remaining);
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LOCK_POLL_MAX);
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(io_error(&lock_path, source));
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let connection = Connection::open(&self.path).map_err(|source| self.error(source))?;
+        let setup = || -> rusqlite::Result<()> {
+            connection.busy_timeout(BUSY_TIMEOUT)?;
+            let mode: String =
+                connection
+                    .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+            debug_assert_eq!(mode.to_lowercase(), "wal");
+            connection.pragma_update(None, "synchronous", "FULL")?;
+            Ok(())
+        };
+        setup().map_err(|source| self.error(source))?;
+        Ok(connection)
+    }
+
+    fn take(&self) -> Result<Connection, StoreError> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        match idle {
+            Some(connection) => Ok(connection),
+            None => self.connect(),
+        }
+    }
+
+    fn give_back(&self, connection: Connection) {
+        // A pushed connection is whole whatever panicked elsewhere: the poisoned list is usable.
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(connection);
+    }
+
+    fn error(&self, source: rusqlite::Error) -> StoreError {
+        backend(&format!("sqlite:{}", self.path.display()), source)
+    }
+}
+
+/// Applies the steps of [`MIGRATIONS`] the file lacks, in one `BEGIN IMMEDIATE` transaction:
+/// a second process opening the file at the same time waits (`busy_timeout`), then finds them
+/// applied.
+fn migrate(connection: &Connection) -> rusqlite::Result<()> {
+    connection.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+        if applied > MIGRATIONS.len() {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "the database's schema version {applied} is newer than this engine's ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for step in &MIGRATIONS[applied..] {
+            connection.execute_batch(step)?;
+        }
+        connection.pragma_update(None, "user_version", to_i64(MIGRATIONS.len() as u64))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => connection.execute_batch("COMMIT"),
+        Err(error) => {
+            // The rollback's own failure would hide the cause; the cause is what matters.
+            let _ = connection.execute_batch("ROLLBACK");
+            Err(error)
+        }
+    }
+}
+
+/// `state.db` → `state.db.locks`.
+fn locks_dir_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".locks");
+    PathBuf::from(name)
+}
+
+fn io_error(path: &Path, source: io::Error) -> StoreError {
+    StoreErrorKind::Io {
+        path: path.to_owned(),
+        operation: "lock",
+        source,
+    }
+    .into()
+}
+
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| backend("sqlite", io::Error::other(error.to_string())))?
+}
+
+impl InstanceStore for SqliteStore {
+    fn load<'a>(&'a self, instance: &'a str) -> BoxFuture<'a, Result<Versioned, StoreError>> {
+        Box::pin(async move {
+            self.load_or_absent(instance)
+                .await?
+                .ok_or_else(|| self.unknown(instance))
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        instance: &'a str,
+        state: State,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.write_checked(instance, state, expected))
+    }
+
+    fn lock<'a>(
+        &'a self,
+        instance: &'a str,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn InstanceLock>, StoreError>> {
+        Box::pin(async move {
+            let lock: Box<dyn InstanceLock> = Box::new(self.acquire(instance, timeout).await?);
+            Ok(lock)
+        })
+    }
+
+    fn list(&self, page: Page) -> BoxFuture<'_, Result<Listing, StoreError>> {
+        Box::pin(async move {
+            let limit = page.limit;
+            let rows = self
+                .with("list", move |connection| {
+                    let mut statement = connection.prepare_cached(
+                        "SELECT id, version, expires_at, connector FROM instances
+                         WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
+                    )?;
+                    let rows = statement.query_map(
+                        params![page.after, to_i64(limit as u64).saturating_add(1)],
+                        |row| {
+                            Ok(Summary {
+                                id: row.get(0)?,
+                                version: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                                expires_at_ms: row
+                                    .get::<_, Option<i64>>(2)?
+                                    .and_then(|at| u64::try_from(at).ok()),
+                                connector: row.get(3)?,
+                            })
+                        },
+                    )?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .await?;
+            Ok(crate::paginate(rows, limit))
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        instance: &'a str,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let id = instance.to_owned();
+            let found = self
+                .with(instance, move |connection| {
+                    let transaction =
+                        connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let found = transaction
+                        .query_row(
+                            "SELECT version FROM instances WHERE id = ?1",
+                            [&id],
+                            |row| row.get::<_, i64>(0),
+                        )
+                        .optional()?;
+                    if found == Some(to_i64(expected)) {
+                        transaction.execute("DELETE FROM instances WHERE id = ?1", [&id])?;
+                    }
+                    transaction.commit()?;
+                    Ok(found)
+                })
+                .await?;
+            match found {
+                None => Err(self.unknown(instance)),
+                Some(found) if found == to_i64(expected) => Ok(()),
+                Some(found) => Err(StoreErrorKind::Conflict {
+                    instance: instance.to_owned(),
+                    expected,
+                    found: u64::try_from(found).unwrap_or(0),
+                }
+                .into()),
+            }
+        })
+    }
+
+    fn identity(&self, instance: &str) -> String {
+        format!("sqlite:{}#{instance}", self.inner.path.display())
+    }
+}
+
+/// The guard of [`SqliteStore`]: the open, locked `PATH.locks/<id>.lock`. Closing it releases
+/// the lock.
+struct SqliteLock {
+    store: SqliteStore,
+    instance: String,
+    _file: fs_err::File,
+}
+
+impl InstanceLock for SqliteLock {
+    fn load(&mut self) -> BoxFuture<'_, Result<Versioned, StoreError>> {
+        Box::pin(async move {
+            Ok(self
+                .store
+                .load_or_absent(&self.instance)
+                .await?
+                .unwrap_or_default())
+        })
+    }
+
+    fn write(&mut self, state: State, expected: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            self.store
+                .write_checked(&self.instance, state, expected)
+                .await
+        })
+    }
+}
