@@ -906,7 +906,7 @@ fn run_help() {
     insta::assert_snapshot!(String::from_utf8(outcome.stdout).unwrap(), @"
     Run one resource of a connector against an instance, keeping its token fresh
 
-    Usage: engine run [OPTIONS] --config <INSTANCE> <CONNECTOR> [RESOURCE]
+    Usage: engine run [OPTIONS] <CONNECTOR> [RESOURCE]
 
     Arguments:
       <CONNECTOR>  The connector file
@@ -914,6 +914,8 @@ fn run_help() {
 
     Options:
       -c, --config <INSTANCE>       The instance file: a JSON object of configuration key to value. Tokens the run obtains are written back to it
+          --instance <ID>           A stored instance's id, in the store of `--store` (instead of `--config FILE`)
+          --store <URL>             The instance store of `--instance`: `sqlite:PATH`, `postgres://USER@HOST/DB` or `file:DIR` [env: ENGINE_STORE]
       -p, --param <NAME=VALUE>      A query, path, form or multipart input of the resource, or a `{NAME}` of its vendor path (a multipart value `@FILE` sends a file, `@-` standard input)
       -H, --header <NAME=VALUE>     A header input of the resource (headers no parameter takes are sent as they are)
           --body <FILE|->           The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input

@@ -10,6 +10,7 @@ mod authorize;
 mod completions;
 mod exit;
 mod explain;
+mod instances;
 mod new;
 mod printer;
 mod render;
@@ -35,6 +36,8 @@ enum Command {
     Run(run::RunArgs),
     /// Sign in through a browser (OAuth2 authorization code) and save the tokens.
     Authorize(authorize::AuthorizeArgs),
+    /// Import, list, show, delete and export the instances of a store (`--store URL`).
+    Instances(instances::InstancesArgs),
     /// Explain a diagnostic code of `engine validate` (`engine explain E0101`).
     Explain(explain::ExplainArgs),
     /// Write a minimal, valid connector and an instance file to fill in (`engine new acme --auth oauth2`).
@@ -50,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::validate(&args),
         Command::Run(args) => run::run(&args),
         Command::Authorize(args) => authorize::authorize(&args),
+        Command::Instances(args) => instances::instances(&args),
         Command::Explain(args) => explain::explain(&args),
         Command::Completions(args) => completions::completions(&args),
         Command::New(args) => new::new(&args),

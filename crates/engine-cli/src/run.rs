@@ -28,8 +28,21 @@ pub(crate) struct RunArgs {
     resource: Option<String>,
     /// The instance file: a JSON object of configuration key to value. Tokens the run obtains are
     /// written back to it.
-    #[arg(long, short = 'c', value_name = "INSTANCE")]
-    config: PathBuf,
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "INSTANCE",
+        required_unless_present = "instance",
+        conflicts_with = "instance"
+    )]
+    config: Option<PathBuf>,
+    /// A stored instance's id, in the store of `--store` (instead of `--config FILE`).
+    #[arg(long, value_name = "ID")]
+    instance: Option<String>,
+    /// The instance store of `--instance`: `sqlite:PATH`, `postgres://USER@HOST/DB` or
+    /// `file:DIR`.
+    #[arg(long, env = "ENGINE_STORE", hide_env_values = true, value_name = "URL")]
+    store: Option<String>,
     /// A query, path, form or multipart input of the resource, or a `{NAME}` of its vendor path
     /// (a multipart value `@FILE` sends a file, `@-` standard input).
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_pair)]
@@ -117,10 +130,33 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         body_text,
         stdin,
     };
-    let Some(runtime) = prepare(&args.config, &connector) else {
-        return Exit::Invalid;
+    let target = match (&args.config, &args.instance, &args.store) {
+        (Some(config), _, _) => Target::File(config),
+        (None, Some(instance), Some(store)) => Target::Stored { instance, store },
+        (None, _, _) => {
+            let mut message = Message::new(Level::Error, "`--instance` needs a store");
+            message.help = Some(
+                "pass `--store URL` (or set `ENGINE_STORE`), or run on an instance file with `--config FILE`",
+            );
+            printer::error(&message);
+            return Exit::Usage;
+        }
     };
-    warn_unknown_keys(&args.config, &connector);
+    let runtime = match target {
+        Target::File(config) => {
+            let Some(runtime) = prepare(config, &connector) else {
+                return Exit::Invalid;
+            };
+            warn_unknown_keys(config, &connector);
+            runtime
+        }
+        Target::Stored { .. } => {
+            let Some(runtime) = crate::instances::runtime() else {
+                return Exit::Invalid;
+            };
+            runtime
+        }
+    };
     let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(30));
     let recording = args.dry_run.then(RecordingTransport::new);
     let mut builder = EngineBuilder::new()
@@ -133,7 +169,6 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         Ok(engine) => engine,
         Err(error) => return report(&error, &connector),
     };
-    let file = FileStore::for_file(&args.config);
     let observer = Verbose {
         enabled: args.verbose,
     };
@@ -141,22 +176,45 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         connector: &connector,
         selector: resource,
         inputs: &inputs,
-        instance: "instance",
+        instance: match target {
+            Target::File(_) => "instance",
+            Target::Stored { instance, .. } => instance,
+        },
     };
     let result = runtime.block_on(async {
+        let opened: Arc<dyn InstanceStore> = match target {
+            Target::File(config) => Arc::new(FileStore::for_file(config)),
+            Target::Stored { store, .. } => match engine_stores_sql::open(store).await {
+                Ok(opened) => opened,
+                Err(error) => return Err(Opened::Store(error, store)),
+            },
+        };
         // A dry run works on a copy of the instance and records instead of sending: the same
         // run, with nothing sent and nothing written.
         let copy;
         let store: &dyn InstanceStore = if recording.is_some() {
             copy = MemoryStore::new();
-            let stored = file.load("instance").await?;
-            copy.insert("instance", (*stored.state).clone());
+            let stored = opened
+                .load(request.instance)
+                .await
+                .map_err(|error| Opened::Run(error.into()))?;
+            copy.insert(request.instance, (*stored.state).clone());
             &copy
         } else {
-            &file
+            &*opened
         };
-        engine.run(&request, store, &observer).await
+        engine
+            .run(&request, store, &observer)
+            .await
+            .map_err(Opened::Run)
     });
+    let result = match result {
+        Ok(output) => Ok(output),
+        Err(Opened::Run(error)) => Err(error),
+        Err(Opened::Store(error, store)) => {
+            return crate::instances::Failure::of_store(&error, store).print();
+        }
+    };
     match result {
         Ok(output) => {
             if let Some(recording) = &recording {
@@ -174,6 +232,21 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         }
         Err(error) => report(&error, &connector),
     }
+}
+
+/// Where the run's instance lives.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// `--config FILE`: the one-file form.
+    File(&'a Path),
+    /// `--instance ID --store URL`.
+    Stored { instance: &'a str, store: &'a str },
+}
+
+/// Why a run against a store failed: opening the store, or the run.
+enum Opened<'a> {
+    Store(engine_store::StoreError, &'a str),
+    Run(RunError),
 }
 
 /// Checks that the instance file exists and starts the async runtime; on failure prints why
@@ -231,7 +304,7 @@ fn warn_unknown_keys(instance: &Path, connector: &Connector) {
     };
     let known: Vec<&str> = connector.keys().collect();
     for key in state.keys() {
-        if known.contains(&key.as_str()) || key == engine_store::VERSION_KEY {
+        if known.contains(&key.as_str()) || key.starts_with("engine.") {
             continue;
         }
         if let Some(meant) = engine_spec::suggest::did_you_mean(key, known.iter().copied()) {
@@ -338,6 +411,9 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
             ),
             RunErrorKind::BodyTooLarge { .. } => Some(
                 "the vendor's answer is larger than the engine reads; ask for less (a smaller page)".into(),
+            ),
+            RunErrorKind::Store(error) if matches!(error.kind(), StoreErrorKind::UnknownInstance { .. }) => Some(
+                "list the stored instances with `engine instances list`, or import this one with `engine instances import FILE`".into(),
             ),
             RunErrorKind::Store(error) if matches!(error.kind(), StoreErrorKind::LockTimeout { .. }) => Some(
                 "another process holds this lock (a refresh in progress, or a process that hung or was stopped): run again when it is done, or raise `--lock-timeout`; nothing was written".into(),
@@ -556,7 +632,7 @@ impl Observer for Verbose {
 }
 
 /// Epoch milliseconds as an RFC 3339 UTC time.
-fn format_time(ms: u64) -> String {
+pub(crate) fn format_time(ms: u64) -> String {
     i64::try_from(ms)
         .ok()
         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())

@@ -1,0 +1,463 @@
+//! `engine instances import | list | show | delete | export`: the instances of a store
+//! (`--store URL` or `ENGINE_STORE`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use engine_store::{
+    CONNECTOR_KEY, InstanceStore, Page, State, StoreError, StoreErrorKind, VERSION_KEY,
+};
+
+use crate::Exit;
+use crate::printer;
+use crate::render::{Level, Message};
+
+/// Where instances live.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StoreArgs {
+    /// The instance store: `sqlite:PATH`, `postgres://USER@HOST/DB`, or `file:DIR` (a
+    /// directory of `<id>.json` files).
+    #[arg(long, env = "ENGINE_STORE", hide_env_values = true, value_name = "URL")]
+    pub(crate) store: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct InstancesArgs {
+    #[command(subcommand)]
+    command: InstancesCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum InstancesCommand {
+    /// Store instance files; an instance's id is its file's stem (`cust42.json` → `cust42`).
+    Import {
+        /// The instance files (JSON objects of configuration key to value).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The id of the instance (only with one file).
+        #[arg(long)]
+        id: Option<String>,
+        /// The connector the instances belong to, recorded with each one.
+        #[arg(long, value_name = "CONNECTOR")]
+        connector: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the instances: id, connector, state and token expiry.
+    List {
+        /// Only the instances of this connector.
+        #[arg(long, value_name = "CONNECTOR")]
+        connector: Option<String>,
+        /// Only the instances in this state.
+        #[arg(long, value_enum)]
+        state: Option<InstanceState>,
+        /// `table` for people, `json` for programs.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print an instance with its secrets masked.
+    Show {
+        /// The instance id.
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete an instance.
+    Delete {
+        /// The instance id.
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print an instance as an instance file (secrets included), or write it with `--output`.
+    Export {
+        /// The instance id.
+        id: String,
+        /// Write the file here (owner-only permissions) instead of standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    Table,
+    Json,
+}
+
+/// What `engine instances list` says of an instance's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum InstanceState {
+    /// The token is valid now.
+    Fresh,
+    /// The token expired.
+    Expired,
+    /// No expiry is known (not provisioned yet, or a token without expiry).
+    Unknown,
+}
+
+impl InstanceState {
+    fn of(expires_at_ms: Option<u64>, now_ms: u64) -> Self {
+        match expires_at_ms {
+            Some(at) if at > now_ms => Self::Fresh,
+            Some(_) => Self::Expired,
+            None => Self::Unknown,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Fresh => "fresh",
+            Self::Expired => "expired",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+pub(crate) fn instances(args: &InstancesArgs) -> Exit {
+    let Some(runtime) = runtime() else {
+        return Exit::Invalid;
+    };
+    runtime.block_on(async {
+        let result = match &args.command {
+            InstancesCommand::Import {
+                files,
+                id,
+                connector,
+                store,
+            } => import(store, files, id.as_deref(), connector.as_deref()).await,
+            InstancesCommand::List {
+                connector,
+                state,
+                format,
+                store,
+            } => list(store, connector.as_deref(), *state, *format).await,
+            InstancesCommand::Show { id, store } => show(store, id).await,
+            InstancesCommand::Delete { id, store } => delete(store, id).await,
+            InstancesCommand::Export { id, output, store } => {
+                export(store, id, output.as_deref()).await
+            }
+        };
+        result.unwrap_or_else(Failure::print)
+    })
+}
+
+/// A failed command: its message, hint and exit code.
+pub(crate) struct Failure {
+    title: String,
+    help: Option<String>,
+    causes: Vec<String>,
+    exit: Exit,
+}
+
+impl Failure {
+    pub(crate) fn new(title: String, exit: Exit) -> Self {
+        Self {
+            title,
+            help: None,
+            causes: Vec::new(),
+            exit,
+        }
+    }
+
+    fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub(crate) fn print(self) -> Exit {
+        let mut message = Message::new(Level::Error, &self.title);
+        message.help = self.help.as_deref();
+        message.causes = self.causes;
+        printer::error(&message);
+        self.exit
+    }
+
+    /// A store's error: its message and causes; an unknown instance is exit 3 with a hint, a
+    /// backend failure exit 1.
+    pub(crate) fn of_store(error: &StoreError, store: &str) -> Self {
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        let (exit, help) = match error.kind() {
+            StoreErrorKind::UnknownInstance { .. } | StoreErrorKind::NotFound { .. } => (
+                Exit::Invalid,
+                Some(format!(
+                    "list the instances with `engine instances list --store {}`, or import one with `engine instances import FILE --store {0}`",
+                    engine_stores_sql::display_url(store)
+                )),
+            ),
+            StoreErrorKind::InvalidInstanceId { .. } => (Exit::Invalid, None),
+            _ => (Exit::VendorError, None),
+        };
+        Self {
+            title: error.to_string(),
+            help,
+            causes,
+            exit,
+        }
+    }
+}
+
+/// A multi-threaded runtime for the store's async calls; `None` after printing why it failed.
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            let message = format!("cannot start the async runtime: {error}");
+            printer::error(&Message::new(Level::Error, &message));
+            None
+        }
+    }
+}
+
+/// Opens the store of `args`.
+pub(crate) async fn open(args: &StoreArgs) -> Result<Arc<dyn InstanceStore>, Failure> {
+    engine_stores_sql::open(&args.store)
+        .await
+        .map_err(|error| Failure::of_store(&error, &args.store))
+}
+
+async fn import(
+    args: &StoreArgs,
+    files: &[PathBuf],
+    id: Option<&str>,
+    connector: Option<&str>,
+) -> Result<Exit, Failure> {
+    if id.is_some() && files.len() > 1 {
+        return Err(Failure::new(
+            "`--id` names one instance, but several files were given".to_owned(),
+            Exit::Usage,
+        )
+        .help("import the files one at a time, or let each file's stem be its id"));
+    }
+    let store = open(args).await?;
+    for file in files {
+        let instance = match id {
+            Some(id) => id.to_owned(),
+            None => file
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let mut state = read_instance_file(file)?;
+        state.shift_remove(VERSION_KEY);
+        if let Some(connector) = connector {
+            state.insert(CONNECTOR_KEY.to_owned(), connector.into());
+        }
+        match store.write(&instance, state, 0).await {
+            Ok(_) => printer::verbose(&format!("imported `{instance}` from `{}`", file.display())),
+            Err(error) if matches!(error.kind(), StoreErrorKind::Conflict { .. }) => {
+                return Err(Failure::new(
+                    format!("instance `{instance}` already exists in the store"),
+                    Exit::Invalid,
+                )
+                .help(format!(
+                    "delete it first (`engine instances delete {instance}`), or import under another id with `--id`"
+                )));
+            }
+            Err(error) => return Err(Failure::of_store(&error, &args.store)),
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn read_instance_file(path: &Path) -> Result<State, Failure> {
+    let text = fs_err::read_to_string(path)
+        .map_err(|error| Failure::new(error.to_string(), Exit::Invalid))?;
+    match serde_json::from_str(&text) {
+        Ok(serde_json::Value::Object(state)) => Ok(state),
+        Ok(_) => Err(Failure::new(
+            format!(
+                "instance file `{}` must contain a JSON object at the top level",
+                path.display()
+            ),
+            Exit::Invalid,
+        )),
+        Err(error) => Err(Failure::new(
+            format!(
+                "instance file `{}` is not valid JSON: {error}",
+                path.display()
+            ),
+            Exit::Invalid,
+        )),
+    }
+}
+
+async fn list(
+    args: &StoreArgs,
+    connector: Option<&str>,
+    state: Option<InstanceState>,
+    format: Format,
+) -> Result<Exit, Failure> {
+    let store = open(args).await?;
+    let now_ms = jiff::Timestamp::now()
+        .as_millisecond()
+        .try_into()
+        .unwrap_or(0);
+    let mut rows = Vec::new();
+    let mut page = Page {
+        after: None,
+        limit: 1000,
+    };
+    loop {
+        let listing = store
+            .list(page.clone())
+            .await
+            .map_err(|error| Failure::of_store(&error, &args.store))?;
+        for summary in listing.instances {
+            let instance_state = InstanceState::of(summary.expires_at_ms, now_ms);
+            if connector.is_some_and(|wanted| summary.connector.as_deref() != Some(wanted))
+                || state.is_some_and(|wanted| wanted != instance_state)
+            {
+                continue;
+            }
+            rows.push((summary, instance_state));
+        }
+        match listing.next {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
+    let text = match format {
+        Format::Json => {
+            let items: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(summary, state)| {
+                    serde_json::json!({
+                        "id": summary.id,
+                        "connector": summary.connector,
+                        "state": state.label(),
+                        "expires_at": summary.expires_at_ms.map(crate::run::format_time),
+                        "version": summary.version,
+                    })
+                })
+                .collect();
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&items).unwrap_or_default()
+            )
+        }
+        Format::Table => {
+            let mut table = vec![[
+                "ID".to_owned(),
+                "CONNECTOR".to_owned(),
+                "STATE".to_owned(),
+                "EXPIRES".to_owned(),
+            ]];
+            table.extend(rows.iter().map(|(summary, state)| {
+                [
+                    summary.id.clone(),
+                    summary.connector.clone().unwrap_or_else(|| "-".to_owned()),
+                    state.label().to_owned(),
+                    summary
+                        .expires_at_ms
+                        .map_or_else(|| "-".to_owned(), crate::run::format_time),
+                ]
+            }));
+            render_table(&table)
+        }
+    };
+    printer::stdout(&text);
+    Ok(Exit::Success)
+}
+
+/// Columns padded to their widest cell, two spaces apart, no trailing spaces.
+fn render_table(rows: &[[String; 4]]) -> String {
+    let mut widths = [0; 4];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (index, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if index > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            line.extend(std::iter::repeat_n(' ', width - cell.chars().count()));
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+async fn show(args: &StoreArgs, id: &str) -> Result<Exit, Failure> {
+    let store = open(args).await?;
+    let read = store
+        .load(id)
+        .await
+        .map_err(|error| Failure::of_store(&error, &args.store))?;
+    let mut shown = serde_json::Map::new();
+    shown.insert("id".to_owned(), id.into());
+    shown.insert("version".to_owned(), read.version.into());
+    let mut state = State::clone(&read.state);
+    for (key, value) in &mut state {
+        let secret = !engine_spec::is_never_secret(key) && engine_spec::is_secret_name(key);
+        if secret && !value.is_null() {
+            *value = "****".into();
+        }
+    }
+    shown.insert("state".to_owned(), serde_json::Value::Object(state));
+    let text = serde_json::to_string_pretty(&shown).unwrap_or_default();
+    printer::stdout(&format!("{text}\n"));
+    Ok(Exit::Success)
+}
+
+async fn delete(args: &StoreArgs, id: &str) -> Result<Exit, Failure> {
+    let store = open(args).await?;
+    let read = store
+        .load(id)
+        .await
+        .map_err(|error| Failure::of_store(&error, &args.store))?;
+    store
+        .delete(id, read.version)
+        .await
+        .map_err(|error| Failure::of_store(&error, &args.store))?;
+    printer::verbose(&format!("deleted `{id}`"));
+    Ok(Exit::Success)
+}
+
+async fn export(args: &StoreArgs, id: &str, output: Option<&Path>) -> Result<Exit, Failure> {
+    let store = open(args).await?;
+    let read = store
+        .load(id)
+        .await
+        .map_err(|error| Failure::of_store(&error, &args.store))?;
+    let text = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&*read.state).unwrap_or_default()
+    );
+    match output {
+        None => printer::stdout(&text),
+        Some(path) => {
+            let target = engine_store::FileStore::for_file(path);
+            let state = State::clone(&read.state);
+            let version = match target.load("instance").await {
+                Ok(existing) => existing.version,
+                Err(_) => 0,
+            };
+            target
+                .write("instance", state, version)
+                .await
+                .map_err(|error| Failure::of_store(&error, &args.store))?;
+            printer::verbose(&format!("exported `{id}` to `{}`", path.display()));
+        }
+    }
+    Ok(Exit::Success)
+}

@@ -1,0 +1,422 @@
+//! Instances in stores (`--store URL`): `engine instances import | list | show | export |
+//! delete`, and `engine run --instance ID` against SQLite and PostgreSQL, with many processes on
+//! one expired instance.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::engine;
+use crate::support::run::{Outcome, now_ms, received_at, time_ago, token_response};
+
+const CONNECTOR: &str = "tests/fixtures/run/custom/connector.json";
+const CLIENT_SECRET: &str = "FAKE-client-secret-9f3a";
+const OLD_TOKEN: &str = "FAKE-old-token-1111";
+const NEW_TOKEN: &str = "FAKE-new-token-2222";
+
+/// A vendor whose token endpoint answers after `delay` (so that concurrent runs overlap).
+async fn vendor(delay: Duration) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(
+            token_response(NEW_TOKEN, Some("FAKE-new-refresh-4444"), json!(3600)).set_delay(delay),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn instance(base_url: &str, authenticated_seconds_ago: u64) -> Value {
+    json!({
+        "base.url": base_url,
+        "client.id": "demo-client",
+        "client.secret": CLIENT_SECRET,
+        "access.token": OLD_TOKEN,
+        "refresh.token": "FAKE-old-refresh-3333",
+        "authentication.time": time_ago(authenticated_seconds_ago),
+        "expires_in": "3600",
+    })
+}
+
+/// `engine ARGS...` to the end.
+#[track_caller]
+fn engine_output(args: &[&str]) -> Outcome {
+    let output = engine().args(args).output().expect("running `engine`");
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Writes `value` to `dir/<name>.json`.
+#[track_caller]
+fn write_file(dir: &Path, name: &str, value: &Value) -> PathBuf {
+    let file = dir.join(format!("{name}.json"));
+    fs_err::write(&file, serde_json::to_string_pretty(value).unwrap()).unwrap();
+    file
+}
+
+/// A PostgreSQL schema of its own for one test, dropped on drop; `None` (after one printed line)
+/// without `ENGINE_TEST_POSTGRES`.
+struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Schema {
+    fn create(test: &str) -> Option<Self> {
+        let Ok(url) = std::env::var("ENGINE_TEST_POSTGRES") else {
+            static SAID: Once = Once::new();
+            // Past the test harness's capture: a skipped test is never silent.
+            SAID.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipping the PostgreSQL `engine` tests: ENGINE_TEST_POSTGRES is not set"
+                );
+            });
+            return None;
+        };
+        let name = format!("engine_it_{test}_{}", std::process::id());
+        psql(
+            &url,
+            &format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"),
+        );
+        Some(Self { url, name })
+    }
+
+    /// The store URL whose tables live in this schema.
+    fn store_url(&self) -> String {
+        format!("{}?options=-c%20search_path%3D{}", self.url, self.name)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        psql(
+            &self.url,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+        );
+    }
+}
+
+/// Runs `sql` with a short-lived connection of its own.
+fn psql(url: &str, sql: &str) {
+    let url = url.to_owned();
+    let sql = sql.to_owned();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                use sqlx::Connection as _;
+                let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+            });
+    })
+    .join()
+    .unwrap();
+}
+
+/// Import, list (table, JSON, filtered), show (secrets masked), export (the file back), a second
+/// import of the same id refused, delete.
+#[test]
+fn instances_commands_on_sqlite() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let expired = write_file(temp.path(), "cust1", &instance("http://127.0.0.1:9", 7200));
+    let fresh = write_file(temp.path(), "cust2", &instance("http://127.0.0.1:9", 60));
+    let other = write_file(temp.path(), "other", &json!({"client.id": "x"}));
+
+    let imported = engine_output(&[
+        "instances",
+        "import",
+        expired.to_str().unwrap(),
+        fresh.to_str().unwrap(),
+        "--connector",
+        "custom",
+        "--store",
+        &store,
+    ]);
+    imported.assert_success();
+    assert_eq!(imported.stderr.lines().count(), 2, "{}", imported.render());
+    engine()
+        .args(["instances", "import", other.to_str().unwrap()])
+        .env("ENGINE_STORE", &store)
+        .assert()
+        .success();
+
+    let listed = engine_output(&["instances", "list", "--store", &store]);
+    let table = regex_like_times(&listed.stdout);
+    insta::assert_snapshot!(table, @r"
+    ID     CONNECTOR  STATE    EXPIRES
+    cust1  custom     expired  [TIME]
+    cust2  custom     fresh    [TIME]
+    other  -          unknown  -
+    ");
+    let json = engine_output(&[
+        "instances",
+        "list",
+        "--store",
+        &store,
+        "--state",
+        "expired",
+        "--format",
+        "json",
+    ]);
+    let items: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(items.as_array().unwrap().len(), 1);
+    assert_eq!(items[0]["id"], "cust1");
+    assert_eq!(items[0]["version"], 1);
+    let by_connector = engine_output(&[
+        "instances",
+        "list",
+        "--store",
+        &store,
+        "--connector",
+        "custom",
+    ]);
+    assert_eq!(
+        by_connector.stdout.lines().count(),
+        3,
+        "{}",
+        by_connector.render()
+    );
+
+    let shown = engine_output(&["instances", "show", "cust1", "--store", &store]);
+    shown
+        .assert_success()
+        .assert_hides(&[CLIENT_SECRET, OLD_TOKEN, "FAKE-old-refresh-3333"]);
+    let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(shown["state"]["client.secret"], "****");
+    assert_eq!(shown["state"]["client.id"], "demo-client");
+    assert_eq!(shown["state"]["engine.connector"], "custom");
+
+    let exported = engine_output(&["instances", "export", "cust1", "--store", &store]);
+    exported.assert_success();
+    let mut original = instance("http://127.0.0.1:9", 7200);
+    let exported: Value = serde_json::from_str(&exported.stdout).unwrap();
+    original["authentication.time"] = exported["authentication.time"].clone();
+    original["engine.connector"] = json!("custom");
+    assert_eq!(exported, original);
+
+    let again = engine_output(&[
+        "instances",
+        "import",
+        expired.to_str().unwrap(),
+        "--store",
+        &store,
+    ]);
+    insta::assert_snapshot!(again.render(), @r"
+    exit code: 3
+    ----- stdout -----
+
+    ----- stderr -----
+    error: instance `cust1` already exists in the store
+    hint: delete it first (`engine instances delete cust1`), or import under another id with `--id`
+    ");
+
+    engine_output(&["instances", "delete", "cust1", "--store", &store]).assert_success();
+    let missing = engine_output(&["instances", "show", "cust1", "--store", &store]);
+    assert_eq!(missing.code, 3, "{}", missing.render());
+    assert!(
+        missing
+            .stderr
+            .starts_with("error: instance `cust1` does not exist in `sqlite:"),
+        "{}",
+        missing.render()
+    );
+    let listed = engine_output(&["instances", "list", "--store", &store]);
+    assert_eq!(listed.stdout.lines().count(), 3);
+}
+
+/// RFC 3339 times → `[TIME]`, for snapshots.
+fn regex_like_times(text: &str) -> String {
+    text.split('\n')
+        .map(|line| {
+            line.split("  ")
+                .map(|cell| {
+                    if cell.len() >= 20 && cell.as_bytes()[4] == b'-' && cell.contains('T') {
+                        "[TIME]".to_owned()
+                    } else {
+                        cell.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("  ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `engine run --instance ID --store URL` refreshes an expired stored instance once, writes the
+/// new token with the next version, and the next run uses it without a token request.
+async fn run_refreshes_a_stored_instance(store: &str) {
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let file = write_file(temp.path(), "cust42", &instance(&server.uri(), 7200));
+    engine_output(&[
+        "instances",
+        "import",
+        file.to_str().unwrap(),
+        "--store",
+        store,
+    ])
+    .assert_success();
+
+    for _ in 0..2 {
+        let outcome = engine_output(&[
+            "run",
+            CONNECTOR,
+            "list-contacts",
+            "--instance",
+            "cust42",
+            "--store",
+            store,
+        ]);
+        outcome.assert_success();
+        assert_eq!(outcome.json(), json!([]));
+    }
+    assert_eq!(received_at(&server, "/oauth/token").await.len(), 1);
+    let stored = engine_output(&["instances", "export", "cust42", "--store", store]);
+    let stored: Value = serde_json::from_str(&stored.stdout).unwrap();
+    assert_eq!(stored["access.token"], NEW_TOKEN);
+    assert_eq!(stored["refresh.token"], "FAKE-new-refresh-4444");
+    let listed = engine_output(&["instances", "list", "--store", store, "--format", "json"]);
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(
+        (listed[0]["version"].clone(), listed[0]["state"].clone()),
+        (json!(2), json!("fresh"))
+    );
+
+    let unknown = engine_output(&[
+        "run",
+        CONNECTOR,
+        "list-contacts",
+        "--instance",
+        "nobody",
+        "--store",
+        store,
+    ]);
+    assert_eq!(unknown.code, 3, "{}", unknown.render());
+    assert!(
+        unknown
+            .stderr
+            .contains("hint: list the stored instances with `engine instances list`"),
+        "{}",
+        unknown.render()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refreshes_a_stored_instance_in_sqlite() {
+    let temp = tempfile::tempdir().unwrap();
+    run_refreshes_a_stored_instance(&format!(
+        "sqlite:{}",
+        temp.path().join("state.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refreshes_a_stored_instance_in_postgres() {
+    let Some(schema) = Schema::create("run") else {
+        return;
+    };
+    run_refreshes_a_stored_instance(&schema.store_url()).await;
+}
+
+/// Ten `engine run` processes at once on one expired instance: exactly one token request, every
+/// process exits 0 with the new token stored.
+async fn ten_processes_refresh_once(store: &str) {
+    let server = vendor(Duration::from_millis(300)).await;
+    let temp = tempfile::tempdir().unwrap();
+    let file = write_file(temp.path(), "shared", &instance(&server.uri(), 7200));
+    engine_output(&[
+        "instances",
+        "import",
+        file.to_str().unwrap(),
+        "--store",
+        store,
+    ])
+    .assert_success();
+
+    let children: Vec<_> = (0..10)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_engine"))
+                .args([
+                    "run",
+                    CONNECTOR,
+                    "list-contacts",
+                    "--instance",
+                    "shared",
+                    "--store",
+                    store,
+                    "-v",
+                ])
+                .current_dir(crate::support::repo_root())
+                .env("NO_COLOR", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outcomes: Vec<Outcome> = children.into_iter().map(Outcome::of).collect();
+    for outcome in &outcomes {
+        outcome
+            .assert_success()
+            .assert_hides(&[CLIENT_SECRET, NEW_TOKEN]);
+    }
+    assert_eq!(received_at(&server, "/oauth/token").await.len(), 1);
+    assert_eq!(received_at(&server, "/contacts").await.len(), 10);
+    let waited = outcomes
+        .iter()
+        .filter(|outcome| outcome.stderr.contains("another process refreshed"))
+        .count();
+    assert!(waited >= 1, "no process saw another's refresh");
+    let stored = engine_output(&["instances", "export", "shared", "--store", store]);
+    let stored: Value = serde_json::from_str(&stored.stdout).unwrap();
+    assert_eq!(stored["access.token"], NEW_TOKEN);
+    assert!(
+        stored["authentication.time"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            <= now_ms()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_processes_refresh_a_sqlite_instance_once() {
+    let temp = tempfile::tempdir().unwrap();
+    ten_processes_refresh_once(&format!(
+        "sqlite:{}",
+        temp.path().join("state.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_processes_refresh_a_postgres_instance_once() {
+    let Some(schema) = Schema::create("ten") else {
+        return;
+    };
+    ten_processes_refresh_once(&schema.store_url()).await;
+}
