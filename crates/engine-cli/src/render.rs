@@ -359,7 +359,10 @@ caused by: a cause
         ];
         let line = text.trim_end();
         let middle = text.find("key900").unwrap();
-        assert_eq!(window(line, middle, middle + 30), middle - 1024..middle + 1054);
+        assert_eq!(
+            window(line, middle, middle + 30),
+            middle - 1024..middle + 1054
+        );
         let wide = text.find("\"wide").unwrap();
         assert_eq!(window(line, wide, wide + 9), 0..line.len());
         let labels = [None, Some("short"), Some(&*"a long label ".repeat(20))];

@@ -131,7 +131,10 @@ pub fn validate(source: SourceFile) -> Report {
     let spans = if diagnostics.is_empty() {
         Vec::new()
     } else {
-        let map = SourceMap::new(source.text());
+        let map = SourceMap::for_locations(
+            source.text(),
+            diagnostics.iter().map(|diagnostic| &diagnostic.location),
+        );
         diagnostics
             .iter()
             .map(|diagnostic| map.span(&diagnostic.location))
