@@ -187,7 +187,11 @@ fn decode_and_validate(
         patched = copy;
         &patched
     };
-    let raw: RawConnector = match serde_path_to_error::deserialize(document) {
+    // Decoding without tracking the path is faster; the path is tracked only to report a
+    // failure, by decoding again.
+    let decoded = serde::Deserialize::deserialize(document)
+        .or_else(|_: serde_json::Error| serde_path_to_error::deserialize(document));
+    let raw: RawConnector = match decoded {
         Ok(raw) => raw,
         Err(error) => {
             let pointer = error
