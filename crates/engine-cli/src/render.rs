@@ -331,9 +331,11 @@ caused by: a cause
     /// line's, whatever the span, label and colour.
     #[test]
     fn long_lines_are_cut_without_changing_the_output() {
+        use std::fmt::Write as _;
+
         let mut text = String::from("{\"a\": \"\u{e9}\u{4e2d}\t\",");
         for index in 0..2000 {
-            text.push_str(&format!("\"key{index}\": {{\"v\": [1, 2, \"x y\"]}}, "));
+            write!(text, "\"key{index}\": {{\"v\": [1, 2, \"x y\"]}}, ").unwrap();
             if index == 700 {
                 text.push_str("\"wide\": \"\u{4e2d}\u{6587}\u{e9}\", \"tab\": \"\t\", ");
             }

@@ -28,11 +28,11 @@ use serde_json::Value;
 /// A compiled path into a JSON document. Cloning is cheap: the compiled query is shared.
 #[derive(Clone)]
 pub struct JsonPath {
-    inner: Arc<Compiled>,
+    inner: Arc<Parts>,
 }
 
 /// What [`JsonPath::compile`] makes of a text.
-struct Compiled {
+struct Parts {
     source: String,
     query: Option<JpQuery>,
     /// True when the query may select several values (wildcards, descendants, filters,
@@ -89,7 +89,7 @@ impl JsonPath {
         compiled
     }
 
-    fn compile_uncached(text: &str) -> Result<Compiled, JsonPathError> {
+    fn compile_uncached(text: &str) -> Result<Parts, JsonPathError> {
         if text.starts_with('$') || text.starts_with('.') {
             let absolute = if text.starts_with('.') {
                 format!("${text}")
@@ -111,7 +111,7 @@ impl JsonPath {
                         .next()
                         .is_some_and(|inside| inside.contains(':') || inside.contains(','))
                 });
-            return Ok(Compiled {
+            return Ok(Parts {
                 source: text.to_owned(),
                 query: Some(query),
                 plural,
@@ -123,7 +123,7 @@ impl JsonPath {
                 offset: None,
             });
         }
-        Ok(Compiled {
+        Ok(Parts {
             source: text.to_owned(),
             query: None,
             plural: false,

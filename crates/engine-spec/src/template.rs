@@ -150,11 +150,11 @@ pub const FUNCTIONS: &[&str] = &["b64", "hmacSha256Base64"];
 /// compiled parts are shared.
 #[derive(Clone)]
 pub struct Template {
-    inner: Arc<Compiled>,
+    inner: Arc<Parts>,
 }
 
 /// What [`Template::compile`] makes of a text.
-struct Compiled {
+struct Parts {
     source: String,
     compiled: Option<handlebars::Template>,
     segments: Vec<Segment>,
@@ -312,7 +312,7 @@ impl Template {
             None
         };
         Ok(Self {
-            inner: Arc::new(Compiled {
+            inner: Arc::new(Parts {
                 source: text.to_owned(),
                 compiled,
                 segments,
