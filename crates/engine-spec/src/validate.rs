@@ -96,17 +96,22 @@ pub fn load(path: &Path) -> std::io::Result<Report> {
 pub fn validate(source: SourceFile) -> Report {
     let source = Arc::new(source);
     let file = source.path().to_owned();
-    let (mut diagnostics, connector) = match serde_json::from_str::<Value>(source.text()) {
-        Err(error) => {
-            let offset = source.offset(Position {
-                line: error.line(),
-                column: error.column(),
-            });
-            let message = error.to_string();
-            let message = message
-                .rsplit_once(" at line ")
-                .map_or(message.as_str(), |(message, _)| message);
-            let diagnostic = Diagnostic::new(
+    // A file that conforms to the schema is decoded without a `Value`; any other takes the path
+    // that reports why.
+    let conforming = schema::decode_conforming(source.text());
+    let (mut diagnostics, connector) = match conforming {
+        Some(raw) => build_and_check(&source, &raw, Vec::new()),
+        None => match serde_json::from_str::<Value>(source.text()) {
+            Err(error) => {
+                let offset = source.offset(Position {
+                    line: error.line(),
+                    column: error.column(),
+                });
+                let message = error.to_string();
+                let message = message
+                    .rsplit_once(" at line ")
+                    .map_or(message.as_str(), |(message, _)| message);
+                let diagnostic = Diagnostic::new(
                 Code::InvalidJson,
                 Location::new(&file, JsonPointer::root()),
                 format!("invalid JSON: {message}"),
@@ -115,17 +120,18 @@ pub fn validate(source: SourceFile) -> Report {
             .with_help(
                 "fix the syntax; connector files are strict JSON (no comments, no trailing commas)",
             );
-            return Report {
-                spans: vec![Some(Span {
-                    start: offset,
-                    end: (offset + 1).min(source.text().len()).max(offset),
-                })],
-                source,
-                diagnostics: vec![diagnostic],
-                connector: None,
-            };
-        }
-        Ok(document) => decode_and_validate(&source, &document),
+                return Report {
+                    spans: vec![Some(Span {
+                        start: offset,
+                        end: (offset + 1).min(source.text().len()).max(offset),
+                    })],
+                    source,
+                    diagnostics: vec![diagnostic],
+                    connector: None,
+                };
+            }
+            Ok(document) => decode_and_validate(&source, &document),
+        },
     };
     diagnostics.sort_by_key(|diagnostic| diagnostic.location.pointer.clone());
     let spans = if diagnostics.is_empty() {
@@ -214,15 +220,25 @@ fn decode_and_validate(
             return (diagnostics, None);
         }
     };
+    build_and_check(source, &raw, diagnostics)
+}
+
+/// Builds the model of decoded wire types and checks it; `diagnostics` are those found so far.
+fn build_and_check(
+    source: &Arc<SourceFile>,
+    raw: &RawConnector,
+    mut diagnostics: Vec<Diagnostic>,
+) -> (Vec<Diagnostic>, Option<Connector>) {
+    let file = source.path();
     let mut builder = Builder {
         file: file.to_owned(),
         diagnostics: Vec::new(),
-        raw: &raw,
-        models: model_names(&raw),
+        raw,
+        models: model_names(raw),
     };
     let connector = Some(builder.build(source));
     diagnostics.append(&mut builder.diagnostics);
-    check::run(&raw, connector.as_ref(), file, &mut diagnostics);
+    check::run(raw, connector.as_ref(), file, &mut diagnostics);
     (diagnostics, connector)
 }
 
