@@ -74,7 +74,7 @@ hyperfine --shell=none --warmup 3 --runs "$runs" \
 echo "machine: load average $(cut -d' ' -f1-3 /proc/loadavg)"
 hyperfine --shell=none --warmup 3 --runs "$runs" \
   --command-name "engine validate (1.8 MB export)" "$engine validate $export_file" \
-  --export-json "$results/export.json" || true  # the export has warnings, not errors: exit 0
+  --export-json "$results/export.json"  # the export has warnings, not errors: it exits with 0
 
 python3 - "$results/vs-ajv.json" "$results/export.json" <<'PY'
 import json, sys
