@@ -339,7 +339,10 @@ mod tests {
                 let path = entry.unwrap().path();
                 if path.is_dir() {
                     directories.push(path);
-                } else if path.extension().is_some_and(|extension| extension == "json") {
+                } else if path
+                    .extension()
+                    .is_some_and(|extension| extension == "json")
+                {
                     files.push(path);
                 }
             }
