@@ -258,7 +258,13 @@ fn build_and_check(
     };
     let connector = Some(builder.build(source));
     diagnostics.append(&mut builder.diagnostics);
-    check::run(source.text(), raw, connector.as_ref(), file, &mut diagnostics);
+    check::run(
+        source.text(),
+        raw,
+        connector.as_ref(),
+        file,
+        &mut diagnostics,
+    );
     (diagnostics, connector)
 }
 

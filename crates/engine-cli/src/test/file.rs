@@ -73,7 +73,7 @@ pub(crate) enum ExchangeSpec {
     /// An exchange of a cassette: `{"cassette": "demo.cassette.json", "run": 0, "exchange": 1}`.
     FromCassette(CassetteRef),
     /// An exchange written in the test.
-    Inline(Exchange),
+    Inline(Box<Exchange>),
 }
 
 /// An exchange of a cassette file, by position.
@@ -264,4 +264,68 @@ pub(crate) struct RecordedExchange {
     pub(crate) response: ResponseSpec,
     /// How long the exchange took, in milliseconds.
     pub(crate) elapsed_ms: u64,
+}
+
+/// The JSON Schema of a test file (`schemas/connector-test.schema.json`) or of a cassette
+/// (`schemas/cassette.schema.json`), generated from these types, as the checked-in files hold it.
+#[cfg(test)]
+pub(crate) fn schema_text(cassette: bool) -> String {
+    let (mut schema, name) = if cassette {
+        (schemars::schema_for!(Cassette).to_value(), "cassette")
+    } else {
+        (schemars::schema_for!(TestFile).to_value(), "connector-test")
+    };
+    if let Value::Object(object) = &mut schema {
+        object.insert(
+            "$id".into(),
+            Value::String(format!(
+                "https://github.com/connector-engine/engine/raw/main/schemas/{name}.schema.json"
+            )),
+        );
+    }
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked-in schemas are generated from the wire types; `ENGINE_BLESS=1` rewrites them.
+    #[test]
+    fn checked_in_schemas_have_not_drifted() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
+        for (cassette, file) in [
+            (false, "connector-test.schema.json"),
+            (true, "cassette.schema.json"),
+        ] {
+            let path = dir.join(file);
+            let expected = schema_text(cassette);
+            if std::env::var_os("ENGINE_BLESS").is_some() {
+                fs_err::write(&path, &expected).unwrap();
+            }
+            let actual = fs_err::read_to_string(&path).unwrap_or_default();
+            assert!(
+                actual == expected,
+                "`schemas/{file}` is out of date: run `ENGINE_BLESS=1 cargo test -p engine-cli --lib` and commit it"
+            );
+        }
+    }
+
+    /// Every shipped test file and cassette decodes.
+    #[test]
+    fn shipped_tests_and_cassettes_decode() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../connectors");
+        for entry in fs_err::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let text = fs_err::read_to_string(&path).unwrap();
+            if name.ends_with(".test.json") {
+                serde_json::from_str::<TestFile>(&text).unwrap();
+            } else if name.ends_with(".cassette.json") {
+                serde_json::from_str::<Cassette>(&text).unwrap();
+            }
+        }
+    }
 }

@@ -161,69 +161,82 @@ fn discover(path: &Path, files: &mut Vec<PathBuf>) {
 }
 
 /// A test file that cannot run.
-fn invalid(path: &Path, message: String) -> Option<FileOutcome> {
-    Some(FileOutcome {
+fn invalid(path: &Path, message: String) -> FileOutcome {
+    FileOutcome {
         path: path.to_owned(),
         steps: Vec::new(),
         invalid: Some(message),
-    })
+    }
 }
 
 /// Runs one test file; `None` when `--filter` leaves it out.
 async fn run_file(path: &Path, args: &TestArgs) -> Option<FileOutcome> {
-    let text = match fs_err::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) => return invalid(path, error.to_string()),
+    let source = match fs_err::read_to_string(path) {
+        Ok(source) => source,
+        Err(error) => return Some(invalid(path, error.to_string())),
     };
-    let mut test: TestFile = match parse(&text) {
-        Ok(test) => test,
-        Err(message) => return invalid(path, message),
+    let mut file: TestFile = match parse(&source) {
+        Ok(file) => file,
+        Err(message) => return Some(invalid(path, message)),
     };
     if let Some(filter) = &args.filter {
         let named = path.to_string_lossy().contains(filter.as_str())
-            || test
-                .steps
-                .iter()
-                .any(|step| step.name.as_deref().is_some_and(|name| name.contains(filter.as_str())));
+            || file.steps.iter().any(|step| {
+                step.name
+                    .as_deref()
+                    .is_some_and(|name| name.contains(filter.as_str()))
+            });
         if !named {
             return None;
         }
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let connector = match engine_spec::load(&dir.join(&test.connector)) {
+    let connector = match engine_spec::load(&dir.join(&file.connector)) {
         Ok(report) if !report.has_errors() => report.into_connector()?,
         Ok(_) => {
-            return invalid(
+            return Some(invalid(
                 path,
-                format!("connector `{}` is invalid: run `engine validate` on it", test.connector),
-            );
+                format!(
+                    "connector `{}` is invalid: run `engine validate` on it",
+                    file.connector
+                ),
+            ));
         }
         Err(error) => {
-            return invalid(path, format!("cannot read connector `{}`: {error}", test.connector));
+            return Some(invalid(
+                path,
+                format!("cannot read connector `{}`: {error}", file.connector),
+            ));
         }
     };
-    let now = test.now.as_deref().unwrap_or(DEFAULT_NOW);
+    let now = file.now.as_deref().unwrap_or(DEFAULT_NOW);
     let Ok(start) = now.parse::<jiff::Timestamp>() else {
-        return invalid(path, format!("`now` is not an RFC 3339 time: `{now}`"));
+        return Some(invalid(
+            path,
+            format!("`now` is not an RFC 3339 time: `{now}`"),
+        ));
     };
     let clock = ManualClock::new(u64::try_from(start.as_millisecond()).unwrap_or(0));
     let store = MemoryStore::new();
-    store.insert("i", test.instance.clone().into_iter().collect());
-    let map = SourceMap::new(&text);
+    store.insert("i", file.instance.clone().into_iter().collect());
+    let map = SourceMap::new(&source);
     let mut steps = Vec::new();
     let mut changed = false;
-    for index in 0..test.steps.len() {
+    for index in 0..file.steps.len() {
         let pointer = JsonPointer::root().field("steps").index(index);
         let position = map
             .span(&Location::new(path, pointer))
-            .map(|span| engine_spec::SourceFile::new(path, text.clone()).position(span.start));
+            .map(|span| engine_spec::SourceFile::new(path, source.clone()).position(span.start));
         let (line, column) = position.map_or((1, 1), |position| (position.line, position.column));
-        let step = &test.steps[index];
-        let name = step.name.clone().unwrap_or_else(|| match (&step.run, &step.advance) {
-            (Some(run), _) => format!("run `{}`", run.resource),
-            (None, Some(advance)) => format!("advance {advance}"),
-            (None, None) => format!("step {}", index + 1),
-        });
+        let step = &file.steps[index];
+        let name = step
+            .name
+            .clone()
+            .unwrap_or_else(|| match (&step.run, &step.advance) {
+                (Some(run), _) => format!("run `{}`", run.resource),
+                (None, Some(advance)) => format!("advance {advance}"),
+                (None, None) => format!("step {}", index + 1),
+            });
         let mut outcome = StepOutcome {
             index,
             name,
@@ -233,25 +246,29 @@ async fn run_file(path: &Path, args: &TestArgs) -> Option<FileOutcome> {
         };
         if let Some(advance) = &step.advance {
             match humantime::parse_duration(advance) {
-                Ok(duration) => clock.advance(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
-                Err(error) => outcome.failures.push(format!("`advance` `{advance}`: {error}")),
+                Ok(duration) => {
+                    clock.advance(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+                }
+                Err(error) => outcome
+                    .failures
+                    .push(format!("`advance` `{advance}`: {error}")),
             }
         }
         if step.run.is_some() {
             let (failures, actual) = run_step(&connector, dir, step, &store, &clock).await;
             outcome.failures = failures;
             if args.update && !outcome.failures.is_empty() {
-                update(&mut test.steps[index], &actual);
+                update(&mut file.steps[index], &actual);
                 changed = true;
             }
         }
         steps.push(outcome);
     }
     if changed {
-        let mut updated = serde_json::to_string_pretty(&test).unwrap_or_default();
+        let mut updated = serde_json::to_string_pretty(&file).unwrap_or_default();
         updated.push('\n');
         if let Err(error) = fs_err::write(path, updated) {
-            return invalid(path, format!("cannot update: {error}"));
+            return Some(invalid(path, format!("cannot update: {error}")));
         }
     }
     Some(FileOutcome {
@@ -261,9 +278,56 @@ async fn run_file(path: &Path, args: &TestArgs) -> Option<FileOutcome> {
     })
 }
 
+/// Checks a test file (`cassette`: a cassette) for `engine validate`: `None` when it decodes,
+/// else what is wrong and the byte range where.
+pub(crate) fn check_text(
+    text: &str,
+    cassette: bool,
+) -> Option<(String, Option<engine_spec::Span>)> {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(error) => {
+            let source = engine_spec::SourceFile::new("", text.to_owned());
+            let offset = source.offset(engine_spec::Position {
+                line: error.line(),
+                column: error.column(),
+            });
+            return Some((
+                format!("invalid JSON: {error}"),
+                Some(engine_spec::Span {
+                    start: offset,
+                    end: (offset + 1).min(text.len()),
+                }),
+            ));
+        }
+    };
+    let error = if cassette {
+        serde_path_to_error::deserialize::<_, Cassette>(&value).err()?
+    } else {
+        serde_path_to_error::deserialize::<_, TestFile>(&value).err()?
+    };
+    let pointer = error
+        .path()
+        .iter()
+        .fold(JsonPointer::root(), |pointer, segment| {
+            use serde_path_to_error::Segment;
+            match segment {
+                Segment::Seq { index } => pointer.index(*index),
+                Segment::Map { key } => pointer.field(key),
+                Segment::Enum { variant } => pointer.field(variant),
+                Segment::Unknown => pointer,
+            }
+        });
+    let message = error.inner().to_string();
+    let hint = suggestion(&message);
+    let span = SourceMap::new(text).span(&Location::new("", pointer));
+    Some((format!("{message}{hint}"), span))
+}
+
 /// Parses a test file, naming the line, column and field of the first problem.
 fn parse(text: &str) -> Result<TestFile, String> {
-    let value: Value = serde_json::from_str(text).map_err(|error| format!("invalid JSON: {error}"))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|error| format!("invalid JSON: {error}"))?;
     serde_path_to_error::deserialize(&value).map_err(|error| {
         let path = error.path().to_string();
         let message = error.inner().to_string();
@@ -272,7 +336,7 @@ fn parse(text: &str) -> Result<TestFile, String> {
     })
 }
 
-/// "did you mean" for serde's `unknown field `x`, expected one of `a`, `b``.
+/// "did you mean" for serde's message "unknown field \`x\`, expected one of \`a\`, \`b\`".
 fn suggestion(message: &str) -> String {
     let Some(rest) = message.strip_prefix("unknown field `") else {
         return String::new();
@@ -323,7 +387,10 @@ async fn run_step(
         .filter(|key| connector.is_secret_key(key))
         .cloned()
         .collect();
-    let transport = Arc::new(ReplayTransport::new(script, Placeholders::new(values, secrets)));
+    let transport = Arc::new(ReplayTransport::new(
+        script,
+        Placeholders::new(values, secrets),
+    ));
     let engine = match EngineBuilder::new()
         .clock(Arc::new(clock.clone()))
         .transport(transport.clone())
@@ -333,8 +400,16 @@ async fn run_step(
         Err(error) => return (vec![error.to_string()], Actual::default()),
     };
     let inputs = Inputs {
-        params: run.params.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
-        headers: run.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
+        params: run
+            .params
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+        headers: run
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
         body: run.body.clone(),
         body_text: run.body.as_ref().map(|body| match body {
             Value::String(text) => text.clone(),
@@ -379,7 +454,11 @@ async fn run_step(
     let wanted = expect.exit.unwrap_or(ExitClass::Ok);
     if wanted != exit {
         let why = error.map(|error| format!(": {error}")).unwrap_or_default();
-        failures.push(format!("expected exit `{}`, got `{}`{why}", wanted.as_str(), exit.as_str()));
+        failures.push(format!(
+            "expected exit `{}`, got `{}`{why}",
+            wanted.as_str(),
+            exit.as_str()
+        ));
     }
     for check in &expect.output {
         if let Some(failure) = check_output(check, &output) {
@@ -389,11 +468,19 @@ async fn run_step(
     let after: State = store.get("i").unwrap_or_default();
     let now = engine_runtime::Clock::now_ms(clock);
     for (key, check) in &expect.instance {
-        if let Some(failure) = check_key(key, check, &before, &after, now.max(now_before), connector) {
+        if let Some(failure) =
+            check_key(key, check, &before, &after, now.max(now_before), connector)
+        {
             failures.push(failure);
         }
     }
-    (failures, Actual { exit: Some(exit), output })
+    (
+        failures,
+        Actual {
+            exit: Some(exit),
+            output,
+        },
+    )
 }
 
 /// The exit class of a failed run: the exit code `engine run` would give.
@@ -412,14 +499,15 @@ fn resolve(specs: &[ExchangeSpec], dir: &Path) -> Result<Vec<Exchange>, String> 
     specs
         .iter()
         .map(|spec| match spec {
-            ExchangeSpec::Inline(exchange) => Ok(exchange.clone()),
+            ExchangeSpec::Inline(exchange) => Ok((**exchange).clone()),
             ExchangeSpec::FromCassette(CassetteRef {
                 cassette,
                 run,
                 exchange,
             }) => {
                 if !cassettes.contains_key(cassette) {
-                    let text = fs_err::read_to_string(dir.join(cassette)).map_err(|error| error.to_string())?;
+                    let text = fs_err::read_to_string(dir.join(cassette))
+                        .map_err(|error| error.to_string())?;
                     let parsed: Cassette = serde_json::from_str(&text)
                         .map_err(|error| format!("cassette `{cassette}`: {error}"))?;
                     cassettes.insert(cassette.clone(), parsed);
@@ -428,7 +516,9 @@ fn resolve(specs: &[ExchangeSpec], dir: &Path) -> Result<Vec<Exchange>, String> 
                     .runs
                     .get(*run)
                     .and_then(|recorded| recorded.exchanges.get(*exchange))
-                    .ok_or_else(|| format!("cassette `{cassette}` has no exchange {exchange} in run {run}"))?;
+                    .ok_or_else(|| {
+                        format!("cassette `{cassette}` has no exchange {exchange} in run {run}")
+                    })?;
                 Ok(Exchange {
                     request: recorded.request.clone(),
                     response: recorded.response.clone(),
@@ -453,14 +543,14 @@ fn check_output(check: &OutputCheck, output: &Value) -> Option<String> {
             if exists { "" } else { "not " }
         ));
     }
-    if let Some(equals) = &check.equals {
-        if found.as_ref() != Some(equals) {
-            return Some(format!(
-                "output `{}`: expected `{equals}`, got `{}`",
-                check.path,
-                found.map_or_else(|| "nothing".to_owned(), |value| value.to_string())
-            ));
-        }
+    if let Some(equals) = &check.equals
+        && found.as_ref() != Some(equals)
+    {
+        return Some(format!(
+            "output `{}`: expected `{equals}`, got `{}`",
+            check.path,
+            found.map_or_else(|| "nothing".to_owned(), |value| value.to_string())
+        ));
     }
     if let Some(pattern) = &check.matches {
         let text = match &found {
@@ -470,8 +560,18 @@ fn check_output(check: &OutputCheck, output: &Value) -> Option<String> {
         };
         match regex::Regex::new(pattern) {
             Ok(regex) if regex.is_match(&text) => {}
-            Ok(_) => return Some(format!("output `{}`: `{text}` does not match `{pattern}`", check.path)),
-            Err(error) => return Some(format!("output `{}`: invalid regex `{pattern}`: {error}", check.path)),
+            Ok(_) => {
+                return Some(format!(
+                    "output `{}`: `{text}` does not match `{pattern}`",
+                    check.path
+                ));
+            }
+            Err(error) => {
+                return Some(format!(
+                    "output `{}`: invalid regex `{pattern}`: {error}",
+                    check.path
+                ));
+            }
         }
     }
     if let Some(count) = check.count {
@@ -481,7 +581,10 @@ fn check_output(check: &OutputCheck, output: &Value) -> Option<String> {
             None => 0,
         };
         if got != count {
-            return Some(format!("output `{}`: expected {count} values, got {got}", check.path));
+            return Some(format!(
+                "output `{}`: expected {count} values, got {got}",
+                check.path
+            ));
         }
     }
     None

@@ -23,7 +23,12 @@ const CASSETTE_SCHEMA: &str =
     "https://github.com/connector-engine/engine/raw/main/schemas/cassette.schema.json";
 
 /// Response headers worth keeping in a cassette: the ones lifecycles and retries read.
-const KEPT_HEADERS: &[&str] = &["content-type", "retry-after", "location", "www-authenticate"];
+const KEPT_HEADERS: &[&str] = &[
+    "content-type",
+    "retry-after",
+    "location",
+    "www-authenticate",
+];
 
 /// Sends over HTTP and keeps each exchange. Clones share the record.
 #[derive(Clone)]
@@ -52,8 +57,9 @@ impl RecordingHttp {
         after: &State,
     ) -> Result<(), String> {
         let mut cassette = match fs_err::read_to_string(path) {
-            Ok(text) => serde_json::from_str::<Cassette>(&text)
-                .map_err(|error| format!("cannot append to cassette `{}`: {error}", path.display()))?,
+            Ok(text) => serde_json::from_str::<Cassette>(&text).map_err(|error| {
+                format!("cannot append to cassette `{}`: {error}", path.display())
+            })?,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Cassette {
                 schema: Some(CASSETTE_SCHEMA.to_owned()),
                 runs: Vec::new(),
@@ -80,14 +86,19 @@ impl RecordingHttp {
                 let headers = request
                     .headers
                     .iter()
-                    .map(|(name, value)| (name.clone(), masker.text(value, is_secret_name(name), &mut tokens)))
+                    .map(|(name, value)| {
+                        (
+                            name.clone(),
+                            masker.text(value, is_secret_name(name), &mut tokens),
+                        )
+                    })
                     .collect();
                 let mut url = request.url.clone();
                 let pairs: Vec<(String, String)> = url
                     .query_pairs()
                     .map(|(name, value)| {
-                        let masked = masker.text(&value, is_secret_name(&name), &mut tokens);
-                        (name.into_owned(), masked)
+                        let replaced = masker.text(&value, is_secret_name(&name), &mut tokens);
+                        (name.into_owned(), replaced)
                     })
                     .collect();
                 if !pairs.is_empty() {
@@ -98,7 +109,11 @@ impl RecordingHttp {
                     request: RequestSpec {
                         method: request.method.clone(),
                         url: {
-                            let url = url.to_string().replace("%3C", "<").replace("%3E", ">").replace("%3A", ":");
+                            let url = url
+                                .to_string()
+                                .replace("%3C", "<")
+                                .replace("%3E", ">")
+                                .replace("%3A", ":");
                             match &base_url {
                                 Some(base) if url.starts_with(base.as_str()) => {
                                     format!("<config:base.url>{}", &url[base.len()..])
@@ -115,7 +130,9 @@ impl RecordingHttp {
                         headers: response
                             .headers()
                             .filter(|(name, _)| KEPT_HEADERS.contains(name))
-                            .map(|(name, value)| (name.to_owned(), masker.text(value, false, &mut tokens)))
+                            .map(|(name, value)| {
+                                (name.to_owned(), masker.text(value, false, &mut tokens))
+                            })
                             .collect(),
                         body: masker.response_value(&response.body, &mut tokens),
                     },
@@ -128,7 +145,8 @@ impl RecordingHttp {
             started: started.to_string(),
             exchanges,
         });
-        let mut text = serde_json::to_string_pretty(&cassette).map_err(|error| error.to_string())?;
+        let mut text =
+            serde_json::to_string_pretty(&cassette).map_err(|error| error.to_string())?;
         text.push('\n');
         fs_err::write(path, text).map_err(|error| error.to_string())
     }
@@ -199,17 +217,20 @@ impl Masker {
     /// `<any>`.
     fn text(&self, text: &str, credential: bool, seen: &mut Vec<String>) -> String {
         let mut masked = text.to_owned();
-        let mut tokens: Vec<&String> = self.tokens.iter().filter(|token| masked.contains(token.as_str())).collect();
+        let mut tokens: Vec<&String> = self
+            .tokens
+            .iter()
+            .filter(|token| masked.contains(token.as_str()))
+            .collect();
         tokens.sort_by_key(|token| masked.find(token.as_str()));
         for token in tokens {
-            let number = self.offset
-                + match seen.iter().position(|known| known == token) {
-                    Some(position) => position + 1,
-                    None => {
-                        seen.push(token.clone());
-                        seen.len()
-                    }
-                };
+            let position = if let Some(position) = seen.iter().position(|known| known == token) {
+                position + 1
+            } else {
+                seen.push(token.clone());
+                seen.len()
+            };
+            let number = self.offset + position;
             masked = masked.replace(token.as_str(), &format!("<token:{number}>"));
         }
         for (value, placeholder) in &self.secrets {
@@ -225,7 +246,12 @@ impl Masker {
     fn response_value(&self, value: &Value, seen: &mut Vec<String>) -> Value {
         match value {
             Value::String(text) => Value::String(self.text(text, false, seen)),
-            Value::Array(items) => Value::Array(items.iter().map(|item| self.response_value(item, seen)).collect()),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|item| self.response_value(item, seen))
+                    .collect(),
+            ),
             Value::Object(map) => Value::Object(
                 map.iter()
                     .map(|(key, item)| (key.clone(), self.response_value(item, seen)))
@@ -238,10 +264,20 @@ impl Masker {
     fn value(&self, value: &Value, credential: bool, seen: &mut Vec<String>) -> Value {
         match value {
             Value::String(text) => Value::String(self.text(text, credential, seen)),
-            Value::Array(items) => Value::Array(items.iter().map(|item| self.value(item, credential, seen)).collect()),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|item| self.value(item, credential, seen))
+                    .collect(),
+            ),
             Value::Object(map) => Value::Object(
                 map.iter()
-                    .map(|(key, item)| (key.clone(), self.value(item, credential || is_secret_name(key), seen)))
+                    .map(|(key, item)| {
+                        (
+                            key.clone(),
+                            self.value(item, credential || is_secret_name(key), seen),
+                        )
+                    })
                     .collect(),
             ),
             other => other.clone(),

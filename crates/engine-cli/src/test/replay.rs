@@ -5,6 +5,7 @@
 //! (`FAKE-token-N`) in answers and requests alike.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 
 use engine_runtime::{
@@ -68,7 +69,9 @@ impl Placeholders {
     pub(crate) fn fill_value(&self, value: &Value) -> Value {
         match value {
             Value::String(text) => Value::String(self.fill(text)),
-            Value::Array(items) => Value::Array(items.iter().map(|item| self.fill_value(item)).collect()),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|item| self.fill_value(item)).collect())
+            }
             Value::Object(map) => Value::Object(
                 map.iter()
                     .map(|(key, item)| (key.clone(), self.fill_value(item)))
@@ -230,7 +233,7 @@ pub(crate) fn describe(request: &PreparedRequest) -> String {
         .collect();
     let mut text = format!("{} {}", request.method, request.url);
     if !headers.is_empty() {
-        text.push_str(&format!(" [{}]", headers.join("; ")));
+        let _ = write!(text, " [{}]", headers.join("; "));
     }
     if !body.is_null() {
         text.push(' ');
@@ -247,7 +250,7 @@ fn describe_spec(spec: &RequestSpec) -> String {
             .iter()
             .map(|(name, value)| format!("{name}: {value}"))
             .collect();
-        text.push_str(&format!(" [{}]", headers.join("; ")));
+        let _ = write!(text, " [{}]", headers.join("; "));
     }
     if let Some(body) = &spec.body {
         text.push(' ');
@@ -286,9 +289,9 @@ pub(crate) fn differences(
             }
             let mut sent: Vec<(String, String)> = actual.url.query_pairs().into_owned().collect();
             for (name, value) in wanted.query_pairs() {
-                let found = sent
-                    .iter()
-                    .position(|(sent_name, sent_value)| *sent_name == name && text_matches(&value, sent_value));
+                let found = sent.iter().position(|(sent_name, sent_value)| {
+                    *sent_name == name && text_matches(&value, sent_value)
+                });
                 match found {
                     Some(position) => {
                         sent.remove(position);
@@ -361,7 +364,10 @@ pub(crate) fn value_matches(expected: &Value, actual: &Value, subset: bool) -> b
                     .all(|(expected, actual)| value_matches(expected, actual, subset))
         }
         // A form field is text: an expected number or boolean matches its text.
-        (Value::Number(_) | Value::Bool(_), Value::String(actual)) => expected.to_string() == *actual,
+        (Value::Number(number), Value::String(actual)) => number.to_string() == *actual,
+        (Value::Bool(truth), Value::String(actual)) => {
+            actual == if *truth { "true" } else { "false" }
+        }
         _ => expected == actual,
     }
 }
@@ -393,16 +399,34 @@ mod tests {
             placeholders.fill("a=<secret:client.secret>&t=<token:2>&<token:x>"),
             "a=s3cret-value&t=FAKE-token-2&<token:x>"
         );
-        assert_eq!(placeholders.mask("x s3cret-value y"), "x <secret:client.secret> y");
+        assert_eq!(
+            placeholders.mask("x s3cret-value y"),
+            "x <secret:client.secret> y"
+        );
     }
 
     #[test]
     fn bodies_match_as_subsets_unless_exact() {
-        let sent = object(&[("grant_type", json!("client_credentials")), ("scope", json!("read"))]);
-        assert!(value_matches(&json!({"grant_type": "client_credentials"}), &sent, true));
-        assert!(!value_matches(&json!({"grant_type": "client_credentials"}), &sent, false));
+        let sent = object(&[
+            ("grant_type", json!("client_credentials")),
+            ("scope", json!("read")),
+        ]);
+        assert!(value_matches(
+            &json!({"grant_type": "client_credentials"}),
+            &sent,
+            true
+        ));
+        assert!(!value_matches(
+            &json!({"grant_type": "client_credentials"}),
+            &sent,
+            false
+        ));
         assert!(value_matches(&json!({"scope": "<any>"}), &sent, true));
-        assert!(!value_matches(&json!({"grant_type": "password"}), &sent, true));
+        assert!(!value_matches(
+            &json!({"grant_type": "password"}),
+            &sent,
+            true
+        ));
         assert!(value_matches(&json!({"n": 2}), &json!({"n": "2"}), true));
     }
 }

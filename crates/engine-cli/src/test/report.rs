@@ -1,4 +1,4 @@
-//! How `engine test` reports: human (stderr), JSON lines, GitHub workflow commands, JUnit XML.
+//! How `engine test` reports: human (stderr), JSON lines, GitHub workflow commands, `JUnit` XML.
 
 use std::fmt::Write as _;
 
@@ -14,7 +14,7 @@ pub(crate) enum Format {
     Json,
     /// GitHub Actions annotations on stdout.
     Github,
-    /// JUnit XML on stdout.
+    /// `JUnit` XML on stdout.
     Junit,
 }
 
@@ -42,7 +42,11 @@ pub(crate) fn print(outcomes: &[FileOutcome], format: Format) {
                     let _ = writeln!(out, "error: `{path}` cannot run: {message}");
                     continue;
                 }
-                let bad: Vec<_> = outcome.steps.iter().filter(|step| !step.failures.is_empty()).collect();
+                let bad: Vec<_> = outcome
+                    .steps
+                    .iter()
+                    .filter(|step| !step.failures.is_empty())
+                    .collect();
                 if bad.is_empty() {
                     let _ = writeln!(out, "ok: {path} ({} steps)", outcome.steps.len());
                 }
@@ -75,7 +79,8 @@ pub(crate) fn print(outcomes: &[FileOutcome], format: Format) {
             for outcome in outcomes {
                 let file = outcome.path.display().to_string();
                 if let Some(message) = &outcome.invalid {
-                    let line = serde_json::json!({"file": file, "status": "invalid", "message": message});
+                    let line =
+                        serde_json::json!({"file": file, "status": "invalid", "message": message});
                     let _ = writeln!(out, "{line}");
                 }
                 for step in &outcome.steps {
@@ -94,9 +99,17 @@ pub(crate) fn print(outcomes: &[FileOutcome], format: Format) {
             for outcome in outcomes {
                 let file = outcome.path.display();
                 if let Some(message) = &outcome.invalid {
-                    let _ = writeln!(out, "::error file={file},title=engine test::{}", escape(message));
+                    let _ = writeln!(
+                        out,
+                        "::error file={file},title=engine test::{}",
+                        escape(message)
+                    );
                 }
-                for step in outcome.steps.iter().filter(|step| !step.failures.is_empty()) {
+                for step in outcome
+                    .steps
+                    .iter()
+                    .filter(|step| !step.failures.is_empty())
+                {
                     let _ = writeln!(
                         out,
                         "::error file={file},line={},col={},title=engine test: {}::{}",
@@ -118,7 +131,11 @@ pub(crate) fn print(outcomes: &[FileOutcome], format: Format) {
             );
             for outcome in outcomes {
                 let file = xml(&outcome.path.display().to_string());
-                let failures = outcome.steps.iter().filter(|step| !step.failures.is_empty()).count();
+                let failures = outcome
+                    .steps
+                    .iter()
+                    .filter(|step| !step.failures.is_empty())
+                    .count();
                 let _ = writeln!(
                     out,
                     "  <testsuite name=\"{file}\" tests=\"{}\" failures=\"{failures}\" errors=\"{}\">",
@@ -135,12 +152,13 @@ pub(crate) fn print(outcomes: &[FileOutcome], format: Format) {
                 for step in &outcome.steps {
                     let name = xml(&format!("{}. {}", step.index + 1, step.name));
                     if step.failures.is_empty() {
-                        let _ = writeln!(out, "    <testcase name=\"{name}\" classname=\"{file}\"/>");
+                        let _ =
+                            writeln!(out, "    <testcase name=\"{name}\" classname=\"{file}\"/>");
                     } else {
                         let _ = writeln!(
                             out,
                             "    <testcase name=\"{name}\" classname=\"{file}\"><failure message=\"{}\">{}</failure></testcase>",
-                            xml(&step.failures[0].lines().next().unwrap_or_default().to_owned()),
+                            xml(step.failures[0].lines().next().unwrap_or_default()),
                             xml(&step.failures.join("\n"))
                         );
                     }
@@ -154,7 +172,9 @@ pub(crate) fn print(outcomes: &[FileOutcome], format: Format) {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    text.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn xml(text: &str) -> String {

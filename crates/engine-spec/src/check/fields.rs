@@ -21,11 +21,17 @@ use crate::schema::ObjectKind;
 use crate::source::Location;
 use crate::suggest;
 
-pub(super) fn check(text: &str, raw: &RawConnector, file: &Path, diagnostics: &mut Vec<Diagnostic>) {
+pub(super) fn check(
+    text: &str,
+    raw: &RawConnector,
+    file: &Path,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     // The document is parsed again only when a check needs to know whether a field is present
     // (a near miss, or no resources): rare, so a file that conforms is never parsed twice.
     let document = std::cell::OnceCell::new();
-    let document = || document.get_or_init(|| serde_json::from_str::<Value>(text).unwrap_or_default());
+    let document =
+        || document.get_or_init(|| serde_json::from_str::<Value>(text).unwrap_or_default());
     let root = JsonPointer::root();
     let misspelled_resources = raw
         .extra
