@@ -11,6 +11,7 @@ mod support;
 mod auth;
 mod cli;
 mod compat_run;
+mod engine_test;
 mod instances;
 mod lifecycle;
 mod run;

@@ -15,6 +15,7 @@ mod new;
 mod printer;
 mod render;
 mod run;
+mod test;
 mod validate;
 
 pub use exit::Exit;
@@ -38,6 +39,8 @@ enum Command {
     Authorize(authorize::AuthorizeArgs),
     /// Import, list, show, delete and export the instances of a store (`--store URL`).
     Instances(instances::InstancesArgs),
+    /// Run connector tests (`*.test.json`) offline: scripted vendor answers, a virtual clock.
+    Test(test::TestArgs),
     /// Explain a diagnostic code of `engine validate` (`engine explain E0101`).
     Explain(explain::ExplainArgs),
     /// Write a minimal, valid connector and an instance file to fill in (`engine new acme --auth oauth2`).
@@ -55,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Authorize(args) => authorize::authorize(&args),
         Command::Instances(args) => instances::instances(&args),
         Command::Explain(args) => explain::explain(&args),
+        Command::Test(args) => test::test(&args),
         Command::Completions(args) => completions::completions(&args),
         Command::New(args) => new::new(&args),
     };

@@ -8,8 +8,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use engine_runtime::{
-    EngineBuilder, Event, InputKind, Inputs, Observer, RecordingTransport, RefreshReason, RunError,
-    RunErrorKind, RunRequest,
+    DEFAULT_MAX_BODY, EngineBuilder, Event, HttpTransport, InputKind, Inputs, Observer,
+    RecordingTransport, RefreshReason, RunError, RunErrorKind, RunRequest,
 };
 use engine_spec::{Connector, SourceMap};
 use engine_store::{FileStore, InstanceStore, MemoryStore, StoreErrorKind};
@@ -63,6 +63,10 @@ pub(crate) struct RunArgs {
     /// The total timeout of one request, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     timeout: f64,
+    /// Record every exchange of the run into this cassette (appended as a new run; secrets
+    /// replaced by placeholders), for `engine test`.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// How long to wait for the instance's lock when another process holds it, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     lock_timeout: u64,
@@ -165,6 +169,21 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     if let Some(recording) = &recording {
         builder = builder.transport(Arc::new(recording.clone()));
     }
+    let recorder = match (&args.record, args.dry_run) {
+        (Some(_), false) => {
+            match HttpTransport::new(timeout, Duration::from_secs(10), DEFAULT_MAX_BODY) {
+                Ok(http) => Some(crate::test::record::RecordingHttp::new(http)),
+                Err(error) => {
+                    printer::error(&Message::new(Level::Error, &error.message));
+                    return Exit::Transport;
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some(recorder) = &recorder {
+        builder = builder.transport(Arc::new(recorder.clone()));
+    }
     let engine = match builder.build() {
         Ok(engine) => engine,
         Err(error) => return report(&error, &connector),
@@ -181,40 +200,43 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             Target::Stored { instance, .. } => instance,
         },
     };
+    let opened: Arc<dyn InstanceStore> = match target {
+        Target::File(config) => Arc::new(FileStore::for_file(config)),
+        Target::Stored { store, .. } => match runtime.block_on(engine_stores_sql::open(store)) {
+            Ok(opened) => opened,
+            Err(error) => return crate::instances::Failure::of_store(&error, store).print(),
+        },
+    };
+    let started = jiff::Timestamp::now();
+    let before = recorder.as_ref().and_then(|_| {
+        runtime
+            .block_on(opened.load(request.instance))
+            .ok()
+            .map(|stored| (*stored.state).clone())
+    });
     let result = runtime.block_on(async {
-        let opened: Arc<dyn InstanceStore> = match target {
-            Target::File(config) => Arc::new(FileStore::for_file(config)),
-            Target::Stored { store, .. } => match engine_stores_sql::open(store).await {
-                Ok(opened) => opened,
-                Err(error) => return Err(Opened::Store(error, store)),
-            },
-        };
         // A dry run works on a copy of the instance and records instead of sending: the same
         // run, with nothing sent and nothing written.
         let copy;
         let store: &dyn InstanceStore = if recording.is_some() {
             copy = MemoryStore::new();
-            let stored = opened
-                .load(request.instance)
-                .await
-                .map_err(|error| Opened::Run(error.into()))?;
+            let stored = opened.load(request.instance).await?;
             copy.insert(request.instance, (*stored.state).clone());
             &copy
         } else {
             &*opened
         };
-        engine
-            .run(&request, store, &observer)
-            .await
-            .map_err(Opened::Run)
+        engine.run(&request, store, &observer).await
     });
-    let result = match result {
-        Ok(output) => Ok(output),
-        Err(Opened::Run(error)) => Err(error),
-        Err(Opened::Store(error, store)) => {
-            return crate::instances::Failure::of_store(&error, store).print();
+    if let (Some(recorder), Some(path), Some(before)) = (&recorder, &args.record, &before) {
+        let after = runtime
+            .block_on(opened.load(request.instance))
+            .map(|stored| (*stored.state).clone())
+            .unwrap_or_default();
+        if let Err(message) = recorder.append(path, resource, started, &connector, before, &after) {
+            printer::error(&Message::new(Level::Error, &message));
         }
-    };
+    }
     match result {
         Ok(output) => {
             if let Some(recording) = &recording {
@@ -241,12 +263,6 @@ enum Target<'a> {
     File(&'a Path),
     /// `--instance ID --store URL`.
     Stored { instance: &'a str, store: &'a str },
-}
-
-/// Why a run against a store failed: opening the store, or the run.
-enum Opened<'a> {
-    Store(engine_store::StoreError, &'a str),
-    Run(RunError),
 }
 
 /// Checks that the instance file exists and starts the async runtime; on failure prints why
@@ -486,7 +502,7 @@ pub(crate) fn resource_list(connector: &Connector) -> String {
 }
 
 /// The exit code of a failed run.
-fn exit_of(error: &RunError) -> Exit {
+pub(crate) fn exit_of(error: &RunError) -> Exit {
     match error.kind() {
         RunErrorKind::VendorStatus { .. } => Exit::VendorError,
         RunErrorKind::AuthFailed { .. }

@@ -85,6 +85,13 @@ impl VendorResponse {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
+    /// Every header, in the order received (values that are not text are left out).
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+    }
+
     /// A short problem description from an error body: OAuth2's `error` and
     /// `error_description`, problem+json's `title`/`detail`, or a `message`.
     pub fn problem(&self) -> Option<String> {
@@ -405,6 +412,8 @@ pub(crate) struct Sending<'a> {
     pub(crate) observer: &'a dyn Observer,
     /// Masks URLs and messages.
     pub(crate) redactor: &'a Redactor,
+    /// Waits between attempts.
+    pub(crate) clock: &'a dyn crate::Clock,
 }
 
 /// Sends `request`, retrying what the policy allows: a failed connection always; with
@@ -477,7 +486,7 @@ pub(crate) async fn send_with_policy(
             after: pause,
             cause,
         });
-        tokio::time::sleep(pause).await;
+        sending.clock.sleep(pause).await;
     }
 }
 

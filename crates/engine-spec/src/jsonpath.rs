@@ -16,16 +16,23 @@
 //! # Ok::<(), engine_spec::jsonpath::JsonPathError>(())
 //! ```
 
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::Arc;
 
 use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
 use serde_json::Value;
 
-/// A compiled path into a JSON document.
+/// A compiled path into a JSON document. Cloning is cheap: the compiled query is shared.
 #[derive(Clone)]
 pub struct JsonPath {
+    inner: Arc<Parts>,
+}
+
+/// What [`JsonPath::compile`] makes of a text.
+struct Parts {
     source: String,
     query: Option<JpQuery>,
     /// True when the query may select several values (wildcards, descendants, filters,
@@ -35,9 +42,13 @@ pub struct JsonPath {
 
 impl fmt::Debug for JsonPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("JsonPath").field(&self.source).finish()
+        f.debug_tuple("JsonPath").field(&self.inner.source).finish()
     }
 }
+
+/// How many distinct texts [`JsonPath::compile`] remembers per thread; past that it starts again
+/// from none.
+pub const CACHED_PATHS: usize = 4096;
 
 /// A JSONPath that does not compile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,7 +65,31 @@ impl JsonPath {
     ///
     /// Fails when a path starting with `$` is not valid RFC 9535 JSONPath, or a dotted path is
     /// empty or has an empty segment.
+    ///
+    /// The same text compiled again on the same thread gives the first result back, shared:
+    /// connectors repeat the same paths across resources and files. Each thread remembers up to
+    /// [`CACHED_PATHS`] texts.
     pub fn compile(text: &str) -> Result<Self, JsonPathError> {
+        thread_local! {
+            static CACHE: RefCell<foldhash::HashMap<String, Result<JsonPath, JsonPathError>>> =
+                RefCell::default();
+        }
+        if let Some(found) = CACHE.with_borrow(|cache| cache.get(text).cloned()) {
+            return found;
+        }
+        let compiled = Self::compile_uncached(text).map(|compiled| Self {
+            inner: Arc::new(compiled),
+        });
+        CACHE.with_borrow_mut(|cache| {
+            if cache.len() >= CACHED_PATHS {
+                cache.clear();
+            }
+            cache.insert(text.to_owned(), compiled.clone());
+        });
+        compiled
+    }
+
+    fn compile_uncached(text: &str) -> Result<Parts, JsonPathError> {
         if text.starts_with('$') || text.starts_with('.') {
             let absolute = if text.starts_with('.') {
                 format!("${text}")
@@ -76,7 +111,7 @@ impl JsonPath {
                         .next()
                         .is_some_and(|inside| inside.contains(':') || inside.contains(','))
                 });
-            return Ok(Self {
+            return Ok(Parts {
                 source: text.to_owned(),
                 query: Some(query),
                 plural,
@@ -88,7 +123,7 @@ impl JsonPath {
                 offset: None,
             });
         }
-        Ok(Self {
+        Ok(Parts {
             source: text.to_owned(),
             query: None,
             plural: false,
@@ -99,8 +134,8 @@ impl JsonPath {
     /// (as an array) of a path that may select several (`$.items[*]`). `None` when it finds
     /// nothing.
     pub fn select(&self, document: &Value) -> Option<Value> {
-        match &self.query {
-            Some(query) if self.plural => {
+        match &self.inner.query {
+            Some(query) if self.inner.plural => {
                 let found: Vec<Value> = js_path_process(query, document)
                     .ok()?
                     .into_iter()
@@ -114,20 +149,21 @@ impl JsonPath {
 
     /// The path as written.
     pub fn source(&self) -> &str {
-        &self.source
+        &self.inner.source
     }
 
     /// The first value the path finds in `document`, if any. A dotted path first tries the whole
     /// text as one key (`"access.token"`), then walks the segments.
     pub fn find<'a>(&self, document: &'a Value) -> Option<&'a Value> {
-        match &self.query {
+        match &self.inner.query {
             Some(query) => js_path_process(query, document)
                 .ok()?
                 .into_iter()
                 .next()
                 .map(|found| found.val),
-            None => document.get(&self.source).or_else(|| {
-                self.source
+            None => document.get(&self.inner.source).or_else(|| {
+                self.inner
+                    .source
                     .split('.')
                     .try_fold(document, |node, segment| match node {
                         Value::Array(items) => items.get(segment.parse::<usize>().ok()?),

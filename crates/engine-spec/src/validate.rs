@@ -104,29 +104,34 @@ pub fn load(path: &Path) -> std::io::Result<Report> {
 pub fn validate(source: SourceFile) -> Report {
     let source = Arc::new(source);
     let file = source.path().to_owned();
-    let (mut diagnostics, connector) = match serde_json::from_str::<Value>(source.text()) {
-        Err(error) => {
-            let mut offset = source.offset(Position {
-                line: error.line(),
-                column: error.column(),
-            });
-            let message = error.to_string();
-            let mut message = message
-                .rsplit_once(" at line ")
-                .map_or(message.as_str(), |(message, _)| message)
-                .to_owned();
-            let mut label = "here";
-            // A missing comma is found at the next value; point after the value that needs it, as
-            // rustc and Hurl do.
-            if message.starts_with("expected `,` or `") {
-                let before = source.text()[..offset.min(source.text().len())].trim_end();
-                if let Some(last) = before.chars().next_back() {
-                    offset = before.len() - last.len_utf8();
-                    "expected `,` after this value".clone_into(&mut message);
-                    label = "a `,` is missing after this";
+    // A file that conforms to the schema is decoded without a `Value`; any other takes the path
+    // that reports why.
+    let conforming = schema::decode_conforming(source.text());
+    let (mut diagnostics, connector) = match conforming {
+        Some(raw) => build_and_check(&source, &raw, Vec::new()),
+        None => match serde_json::from_str::<Value>(source.text()) {
+            Err(error) => {
+                let mut offset = source.offset(Position {
+                    line: error.line(),
+                    column: error.column(),
+                });
+                let message = error.to_string();
+                let mut message = message
+                    .rsplit_once(" at line ")
+                    .map_or(message.as_str(), |(message, _)| message)
+                    .to_owned();
+                let mut label = "here";
+                // A missing comma is found at the next value; point after the value that needs
+                // it, as rustc and Hurl do.
+                if message.starts_with("expected `,` or `") {
+                    let before = source.text()[..offset.min(source.text().len())].trim_end();
+                    if let Some(last) = before.chars().next_back() {
+                        offset = before.len() - last.len_utf8();
+                        "expected `,` after this value".clone_into(&mut message);
+                        label = "a `,` is missing after this";
+                    }
                 }
-            }
-            let diagnostic = Diagnostic::new(
+                let diagnostic = Diagnostic::new(
                 Code::InvalidJson,
                 Location::new(&file, JsonPointer::root()),
                 format!("invalid JSON: {message}"),
@@ -135,23 +140,27 @@ pub fn validate(source: SourceFile) -> Report {
             .with_help(
                 "fix the syntax; connector files are strict JSON (no comments, no trailing commas)",
             );
-            return Report {
-                spans: vec![Some(Span {
-                    start: offset,
-                    end: (offset + 1).min(source.text().len()).max(offset),
-                })],
-                source,
-                diagnostics: vec![diagnostic],
-                connector: None,
-            };
-        }
-        Ok(document) => decode_and_validate(&source, &document),
+                return Report {
+                    spans: vec![Some(Span {
+                        start: offset,
+                        end: (offset + 1).min(source.text().len()).max(offset),
+                    })],
+                    source,
+                    diagnostics: vec![diagnostic],
+                    connector: None,
+                };
+            }
+            Ok(document) => decode_and_validate(&source, &document),
+        },
     };
     diagnostics.sort_by_key(|diagnostic| diagnostic.location.pointer.clone());
     let spans = if diagnostics.is_empty() {
         Vec::new()
     } else {
-        let map = SourceMap::new(source.text());
+        let map = SourceMap::for_locations(
+            source.text(),
+            diagnostics.iter().map(|diagnostic| &diagnostic.location),
+        );
         diagnostics
             .iter()
             .map(|diagnostic| map.span(&diagnostic.location))
@@ -204,7 +213,11 @@ fn decode_and_validate(
         patched = copy;
         &patched
     };
-    let raw: RawConnector = match serde_path_to_error::deserialize(document) {
+    // Decoding without tracking the path is faster; the path is tracked only to report a
+    // failure, by decoding again.
+    let decoded = serde::Deserialize::deserialize(document)
+        .or_else(|_: serde_json::Error| serde_path_to_error::deserialize(document));
+    let raw: RawConnector = match decoded {
         Ok(raw) => raw,
         Err(error) => {
             let pointer = error
@@ -227,15 +240,31 @@ fn decode_and_validate(
             return (diagnostics, None);
         }
     };
+    build_and_check(source, &raw, diagnostics)
+}
+
+/// Builds the model of decoded wire types and checks it; `diagnostics` are those found so far.
+fn build_and_check(
+    source: &Arc<SourceFile>,
+    raw: &RawConnector,
+    mut diagnostics: Vec<Diagnostic>,
+) -> (Vec<Diagnostic>, Option<Connector>) {
+    let file = source.path();
     let mut builder = Builder {
         file: file.to_owned(),
         diagnostics: Vec::new(),
-        raw: &raw,
-        models: model_names(&raw),
+        raw,
+        models: model_names(raw),
     };
     let connector = Some(builder.build(source));
     diagnostics.append(&mut builder.diagnostics);
-    check::run(document, &raw, connector.as_ref(), file, &mut diagnostics);
+    check::run(
+        source.text(),
+        raw,
+        connector.as_ref(),
+        file,
+        &mut diagnostics,
+    );
     (diagnostics, connector)
 }
 
