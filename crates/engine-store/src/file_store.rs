@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
-    Summary, VERSION_KEY, Versioned, connector_of, expiry_of,
+    Summary, VERSION_KEY, Versioned, connector_of, expiry_of, status_of,
 };
 
 /// The first pause between two attempts at a held lock; it doubles up to [`LOCK_POLL_MAX`].
@@ -251,6 +251,7 @@ impl InstanceStore for FileStore {
                         version: read.version,
                         expires_at_ms: expiry_of(&read.state),
                         connector: connector_of(&read.state).map(str::to_owned),
+                        status: status_of(&read.state).map(str::to_owned),
                     });
                 }
                 Ok(Listing { instances, next })
@@ -284,6 +285,42 @@ impl InstanceStore for FileStore {
             .await?;
             drop(lock);
             Ok(())
+        })
+    }
+
+    fn append_history<'a>(
+        &'a self,
+        instance: &'a str,
+        entry: serde_json::Value,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let lock = self.acquire(instance, None).await?;
+            let path = history_path_of(&lock.path);
+            blocking(&path.clone(), move || {
+                let mut entries = read_history(&path)?;
+                entries.push(entry);
+                let start = entries.len().saturating_sub(keep);
+                let mut text = String::new();
+                for entry in &entries[start..] {
+                    text.push_str(&entry.to_string());
+                    text.push('\n');
+                }
+                persist_text(&path, text.as_bytes())
+            })
+            .await?;
+            drop(lock);
+            Ok(())
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, StoreError>> {
+        Box::pin(async move {
+            let path = history_path_of(&self.path_of(instance)?);
+            blocking(&path.clone(), move || read_history(&path)).await
         })
     }
 
@@ -352,6 +389,25 @@ impl InstanceLock for FileLock {
                 .map_or_else(String::new, |stem| stem.to_string_lossy().into_owned());
             self.write_checked(instance, state, expected).await
         })
+    }
+}
+
+/// Returns the history of the instance file `path`: `dir/x.json` → `dir/.x.json.history.jsonl`,
+/// one JSON object per line, oldest first.
+fn history_path_of(path: &Path) -> PathBuf {
+    parent_of(path).join(hidden_name(path, ".history.jsonl"))
+}
+
+/// Reads a history file; an absent one is empty, and a line that does not parse (a write cut
+/// short by a crash before the rename, which cannot happen, or a hand edit) is skipped.
+fn read_history(path: &Path) -> Result<Vec<Value>, StoreError> {
+    match fs_err::read_to_string(path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()),
+        Err(source) if source.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(io_error(path, "read", source)),
     }
 }
 
@@ -431,6 +487,19 @@ fn load_file(path: &Path) -> Result<Versioned, StoreError> {
 /// Writes `state` at `version` to `path` atomically; see [`FileStore`] for the steps. On error
 /// the temp file is removed (by dropping it) and `path` is untouched.
 fn persist_file(path: &Path, state: &State, version: u64) -> Result<(), StoreError> {
+    persist_with(path, |file| write_pretty(file, state, version))
+}
+
+/// Writes `bytes` to `path` atomically, like [`persist_file`].
+fn persist_text(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    persist_with(path, |file| file.write_all(bytes))
+}
+
+/// The steps of [`persist_file`], with `write` filling the temp file.
+fn persist_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> io::Result<()>,
+) -> Result<(), StoreError> {
     let dir = parent_of(path);
     let permissions = match fs_err::metadata(path) {
         Ok(metadata) => Some(metadata.permissions()),
@@ -453,8 +522,7 @@ fn persist_file(path: &Path, state: &State, version: u64) -> Result<(), StoreErr
             .set_permissions(permissions)
             .map_err(|source| io_error(path, "write", source))?;
     }
-    write_pretty(temp.as_file_mut(), state, version)
-        .map_err(|source| io_error(path, "write", source))?;
+    write(temp.as_file_mut()).map_err(|source| io_error(path, "write", source))?;
     temp.as_file()
         .sync_all()
         .map_err(|source| io_error(path, "sync", source))?;

@@ -76,6 +76,18 @@ pub const VERSION_KEY: &str = "engine.version";
 /// copy it into a column at each write, so that listings filter on it without reading states.
 pub const CONNECTOR_KEY: &str = "engine.connector";
 
+/// The reserved key of an instance's status: `needs-reauth` when `engine refresh` gave up on it
+/// after consecutive rejected refreshes; absent otherwise.
+pub const STATUS_KEY: &str = "engine.status";
+
+/// The reserved key counting an instance's consecutive refreshes the vendor rejected.
+pub const FAILURES_KEY: &str = "engine.failures";
+
+/// The status of `state`, from [`STATUS_KEY`].
+pub fn status_of(state: &State) -> Option<&str> {
+    state.get(STATUS_KEY)?.as_str()
+}
+
 /// The connector `state` belongs to, from [`CONNECTOR_KEY`]; `None` when it was never recorded.
 pub fn connector_of(state: &State) -> Option<&str> {
     state.get(CONNECTOR_KEY)?.as_str()
@@ -129,6 +141,8 @@ pub struct Summary {
     pub expires_at_ms: Option<u64>,
     /// The connector it belongs to, as [`connector_of`] reads it; `None` when never recorded.
     pub connector: Option<String>,
+    /// Its status, as [`status_of`] reads it (`needs-reauth`); `None` when it has none.
+    pub status: Option<String>,
 }
 
 /// When an instance's token expires, in epoch milliseconds, from the engine's bookkeeping keys:
@@ -197,6 +211,21 @@ pub trait InstanceStore: Send + Sync {
         instance: &'a str,
         expected: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Appends `entry` (one refresh, as JSON) to the history of `instance` and drops the oldest
+    /// entries beyond `keep`. The instance need not exist.
+    fn append_history<'a>(
+        &'a self,
+        instance: &'a str,
+        entry: serde_json::Value,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Returns the history of `instance`, oldest first (empty when it has none).
+    fn history<'a>(
+        &'a self,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, StoreError>>;
 
     /// A name for `instance` that is the same for every handle on the same stored instance in
     /// this process (a file store: the file's path): the engine's in-process single-flight keys

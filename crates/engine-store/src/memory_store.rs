@@ -7,7 +7,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::{
     BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
-    Summary, Versioned, connector_of, expiry_of,
+    Summary, Versioned, connector_of, expiry_of, status_of,
 };
 
 /// An [`InstanceStore`] in memory, for tests and dry runs. Clones share the same state and locks.
@@ -23,6 +23,8 @@ pub struct MemoryStore {
 struct Inner {
     /// The stored instances, by id (sorted, for listings).
     states: Mutex<BTreeMap<String, Versioned>>,
+    /// The refresh history of each instance, oldest first.
+    histories: Mutex<HashMap<String, std::collections::VecDeque<serde_json::Value>>>,
     /// One async lock per instance, made on first use.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -150,6 +152,7 @@ impl InstanceStore for MemoryStore {
                     version: stored.version,
                     expires_at_ms: expiry_of(&stored.state),
                     connector: connector_of(&stored.state).map(str::to_owned),
+                    status: status_of(&stored.state).map(str::to_owned),
                 })
                 .collect();
             let next = (instances.len() > page.limit).then(|| {
@@ -186,6 +189,44 @@ impl InstanceStore for MemoryStore {
             }
             states.remove(instance);
             Ok(())
+        })
+    }
+
+    fn append_history<'a>(
+        &'a self,
+        instance: &'a str,
+        entry: serde_json::Value,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut histories = self
+                .inner
+                .histories
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let history = histories.entry(instance.to_owned()).or_default();
+            history.push_back(entry);
+            while history.len() > keep {
+                history.pop_front();
+            }
+            Ok(())
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, StoreError>> {
+        Box::pin(async move {
+            let histories = self
+                .inner
+                .histories
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            Ok(histories
+                .get(instance)
+                .map(|history| history.iter().cloned().collect())
+                .unwrap_or_default())
         })
     }
 

@@ -342,6 +342,49 @@ async fn migrations(backend: &dyn Backend) {
     assert_eq!(again.load("kept").await.unwrap().version, 1);
 }
 
+/// The history keeps the last `keep` entries per instance, oldest first, apart per instance.
+async fn history_bounds(backend: &dyn Backend) {
+    let store = backend.open().await;
+    assert!(store.history("acme").await.unwrap().is_empty());
+    for attempt in 0..7 {
+        store
+            .append_history("acme", json!({"attempt": attempt}), 5)
+            .await
+            .unwrap();
+    }
+    store
+        .append_history("other", json!({"attempt": 99}), 5)
+        .await
+        .unwrap();
+    let history = store.history("acme").await.unwrap();
+    let attempts: Vec<i64> = history
+        .iter()
+        .map(|entry| entry["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, [2, 3, 4, 5, 6]);
+    assert_eq!(
+        store.history("other").await.unwrap(),
+        [json!({"attempt": 99})]
+    );
+}
+
+/// Listings carry the instance's status (`engine.status`).
+async fn status_listed(backend: &dyn Backend) {
+    let store = backend.open().await;
+    store
+        .write("stuck", state(json!({"engine.status": "needs-reauth"})), 0)
+        .await
+        .unwrap();
+    store.write("fine", State::new(), 0).await.unwrap();
+    let listing = store.list(Page::default()).await.unwrap();
+    let statuses: Vec<(&str, Option<&str>)> = listing
+        .instances
+        .iter()
+        .map(|summary| (summary.id.as_str(), summary.status.as_deref()))
+        .collect();
+    assert_eq!(statuses, [("fine", None), ("stuck", Some("needs-reauth"))]);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod file {
@@ -385,6 +428,8 @@ conformance!(
     delete_fenced,
     round_trip,
     migrations,
+    history_bounds,
+    status_listed,
 );
 
 /// PostgreSQL only: a lock holder that goes silent past the lock's lifetime loses the lock to

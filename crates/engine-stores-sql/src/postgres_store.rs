@@ -314,7 +314,8 @@ impl InstanceStore for PostgresStore {
     fn list(&self, page: Page) -> BoxFuture<'_, Result<Listing, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT id, version, expires_at, connector FROM instances
+                "SELECT id, version, expires_at, connector, state::json ->> 'engine.status'
+                 FROM instances
                  WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2",
             )
             .bind(page.after.as_deref())
@@ -332,6 +333,7 @@ impl InstanceStore for PostgresStore {
                             .try_get::<Option<i64>, _>(2)?
                             .and_then(|at| u64::try_from(at).ok()),
                         connector: row.try_get(3)?,
+                        status: row.try_get(4)?,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -364,6 +366,52 @@ impl InstanceStore for PostgresStore {
                 }
                 .into()),
             }
+        })
+    }
+
+    fn append_history<'a>(
+        &'a self,
+        instance: &'a str,
+        entry: serde_json::Value,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let error = |source| backend(instance, source);
+            let mut transaction = self.pool.begin().await.map_err(error)?;
+            sqlx::query("INSERT INTO history (instance, entry) VALUES ($1, $2)")
+                .bind(instance)
+                .bind(entry.to_string())
+                .execute(&mut *transaction)
+                .await
+                .map_err(error)?;
+            sqlx::query(
+                "DELETE FROM history WHERE instance = $1 AND seq NOT IN
+                   (SELECT seq FROM history WHERE instance = $1 ORDER BY seq DESC LIMIT $2)",
+            )
+            .bind(instance)
+            .bind(to_i64(keep as u64))
+            .execute(&mut *transaction)
+            .await
+            .map_err(error)?;
+            transaction.commit().await.map_err(error)
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, StoreError>> {
+        Box::pin(async move {
+            let texts: Vec<String> =
+                sqlx::query_scalar("SELECT entry FROM history WHERE instance = $1 ORDER BY seq")
+                    .bind(instance)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|source| backend(instance, source))?;
+            Ok(texts
+                .iter()
+                .filter_map(|text| serde_json::from_str(text).ok())
+                .collect())
         })
     }
 

@@ -33,6 +33,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX instances_expires_at ON instances (expires_at);
     CREATE INDEX instances_connector ON instances (connector, id);",
+    // 2: the refresh history of each instance, oldest first (seq), bounded by the writer.
+    "CREATE TABLE history (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance TEXT NOT NULL,
+        entry TEXT NOT NULL
+    );
+    CREATE INDEX history_instance ON history (instance, seq);",
 ];
 
 /// An [`InstanceStore`] in one SQLite file: many instances, no server.
@@ -411,7 +418,8 @@ impl InstanceStore for SqliteStore {
             let rows = self
                 .with("list", move |connection| {
                     let mut statement = connection.prepare_cached(
-                        "SELECT id, version, expires_at, connector FROM instances
+                        "SELECT id, version, expires_at, connector, json_extract(state, '$.\"engine.status\"')
+                         FROM instances
                          WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
                     )?;
                     let rows = statement.query_map(
@@ -424,6 +432,7 @@ impl InstanceStore for SqliteStore {
                                     .get::<_, Option<i64>>(2)?
                                     .and_then(|at| u64::try_from(at).ok()),
                                 connector: row.get(3)?,
+                                status: row.get(4)?,
                             })
                         },
                     )?;
@@ -469,6 +478,54 @@ impl InstanceStore for SqliteStore {
                 }
                 .into()),
             }
+        })
+    }
+
+    fn append_history<'a>(
+        &'a self,
+        instance: &'a str,
+        entry: serde_json::Value,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let id = instance.to_owned();
+            self.with(instance, move |connection| {
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                transaction.execute(
+                    "INSERT INTO history (instance, entry) VALUES (?1, ?2)",
+                    params![id, entry.to_string()],
+                )?;
+                transaction.execute(
+                    "DELETE FROM history WHERE instance = ?1 AND seq NOT IN
+                       (SELECT seq FROM history WHERE instance = ?1 ORDER BY seq DESC LIMIT ?2)",
+                    params![id, to_i64(keep as u64)],
+                )?;
+                transaction.commit()
+            })
+            .await
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        instance: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, StoreError>> {
+        Box::pin(async move {
+            let id = instance.to_owned();
+            let texts = self
+                .with(instance, move |connection| {
+                    let mut statement = connection.prepare_cached(
+                        "SELECT entry FROM history WHERE instance = ?1 ORDER BY seq",
+                    )?;
+                    let rows = statement.query_map([&id], |row| row.get::<_, String>(0))?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .await?;
+            Ok(texts
+                .iter()
+                .filter_map(|text| serde_json::from_str(text).ok())
+                .collect())
         })
     }
 
