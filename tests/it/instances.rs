@@ -304,6 +304,15 @@ async fn run_refreshes_a_stored_instance(store: &str) {
         (json!(2), json!("fresh"))
     );
 
+    // The run's refresh is in the instance's history, with its trigger.
+    let history = engine_output(&["history", "cust42", "--store", store, "--format", "json"]);
+    let entries: Value = serde_json::from_str(&history.stdout).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
+    assert_eq!(
+        (&entries[0]["trigger"], &entries[0]["outcome"]),
+        (&json!("expiry"), &json!("ok"))
+    );
+
     let unknown = engine_output(&[
         "run",
         CONNECTOR,
@@ -419,4 +428,192 @@ async fn ten_processes_refresh_a_postgres_instance_once() {
         return;
     };
     ten_processes_refresh_once(&schema.store_url()).await;
+}
+
+/// Imports `instances` (id → seconds since authentication) with the custom connector recorded,
+/// into a new SQLite store; returns the store URL.
+#[track_caller]
+fn sqlite_with(temp: &Path, base_url: &str, instances: &[(&str, u64)]) -> String {
+    let store = format!("sqlite:{}", temp.join("state.db").display());
+    for (id, ago) in instances {
+        let file = write_file(temp, id, &instance(base_url, *ago));
+        engine_output(&[
+            "instances",
+            "import",
+            file.to_str().unwrap(),
+            "--connector",
+            CONNECTOR,
+            "--store",
+            &store,
+        ])
+        .assert_success();
+    }
+    store
+}
+
+/// Lines with durations replaced, sorted (instances finish in any order).
+fn sorted_lines(text: &str) -> String {
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let mut words: Vec<&str> = line.split(' ').collect();
+            for index in 1..words.len() {
+                if words[index].starts_with("ms") && words[index - 1].parse::<u64>().is_ok() {
+                    words[index - 1] = "[N]";
+                }
+            }
+            words.join(" ")
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+/// `engine refresh` refreshes the instances due within a fifth of their lifetime (or
+/// `--ahead`), one line each on a pipe, records each refresh in the history with token
+/// fingerprints and never a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_refreshes_due_instances_and_records_history() {
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    // Lifetimes of an hour: expired, fresh for 59 minutes, fresh for 10 minutes (< a fifth).
+    let store = sqlite_with(
+        temp.path(),
+        &server.uri(),
+        &[("expired", 7200), ("fresh", 60), ("soon", 3000)],
+    );
+
+    let outcome = engine_output(&["refresh", "--store", &store]);
+    assert_eq!(outcome.code, 0, "{}", outcome.render());
+    insta::assert_snapshot!(sorted_lines(&outcome.stderr), @r"
+    2 refreshed
+    refreshed: expired: ON REFRESH, 200, [N] ms
+    refreshed: soon: ON REFRESH, 200, [N] ms
+    ");
+    assert_eq!(received_at(&server, "/oauth/token").await.len(), 2);
+
+    let history = engine_output(&["history", "expired", "--store", &store, "--format", "json"]);
+    history
+        .assert_success()
+        .assert_hides(&[OLD_TOKEN, NEW_TOKEN, CLIENT_SECRET]);
+    let entries: Value = serde_json::from_str(&history.stdout).unwrap();
+    let entry = &entries[0];
+    assert_eq!(entries.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (
+            &entry["trigger"],
+            &entry["resource"],
+            &entry["status"],
+            &entry["outcome"]
+        ),
+        (
+            &json!("schedule"),
+            &json!("ON REFRESH"),
+            &json!(200),
+            &json!("ok")
+        )
+    );
+    assert_eq!(entry["old_token"], engine_runtime::fingerprint(OLD_TOKEN));
+    assert_eq!(entry["new_token"], engine_runtime::fingerprint(NEW_TOKEN));
+    assert_eq!(entry["old_token"].as_str().unwrap().len(), 8);
+
+    // Nothing else is due; `--ahead 2h` makes the fresh one due.
+    let again = engine_output(&["refresh", "--store", &store]);
+    assert_eq!((again.code, again.stderr.as_str()), (0, "nothing due\n"));
+    let ahead = engine_output(&["refresh", "--store", &store, "--ahead", "2h", "--jobs", "1"]);
+    assert_eq!(ahead.code, 0, "{}", ahead.render());
+    assert!(
+        ahead.stderr.ends_with("3 refreshed\n"),
+        "{}",
+        ahead.render()
+    );
+    assert_eq!(received_at(&server, "/oauth/token").await.len(), 5);
+
+    // The table form: a header and one line per refresh.
+    let table = engine_output(&["history", "fresh", "--store", &store]);
+    assert_eq!(table.stdout.lines().count(), 2, "{}", table.render());
+    assert!(table.stdout.starts_with("AT "), "{}", table.render());
+}
+
+/// After three consecutive rejected refreshes (`invalid_grant`) an instance is marked
+/// `needs-reauth`: `engine refresh` exits 4 and lists it, then no longer refreshes it; the
+/// vendor's error is recorded with secrets masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_rejections_mark_an_instance_needs_reauth() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error": "invalid_grant",
+            "error_description": "refresh token FAKE-old-refresh-3333 was revoked",
+        })))
+        .mount(&server)
+        .await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = sqlite_with(temp.path(), &server.uri(), &[("revoked", 7200)]);
+
+    for attempt in 1..=3 {
+        let outcome = engine_output(&["refresh", "--store", &store]);
+        assert_eq!(outcome.code, 4, "{}", outcome.render());
+        outcome.assert_hides(&["FAKE-old-refresh-3333", CLIENT_SECRET]);
+        assert!(
+            outcome.stderr.contains("rejected: revoked: "),
+            "{}",
+            outcome.render()
+        );
+        assert!(
+            outcome.stderr.contains("re-authenticate: revoked"),
+            "{}",
+            outcome.render()
+        );
+        assert_eq!(
+            outcome
+                .stderr
+                .contains("3 consecutive rejections: marked `needs-reauth`"),
+            attempt == 3,
+            "{}",
+            outcome.render()
+        );
+    }
+    let listed = engine_output(&[
+        "instances",
+        "list",
+        "--store",
+        &store,
+        "--state",
+        "needs-reauth",
+    ]);
+    assert_eq!(
+        listed
+            .stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .nth(2),
+        Some("needs-reauth")
+    );
+    let skipped = engine_output(&["refresh", "--store", &store]);
+    assert_eq!(
+        (skipped.code, skipped.stderr.as_str()),
+        (0, "nothing due\n")
+    );
+    assert_eq!(received_at(&server, "/oauth/token").await.len(), 3);
+
+    let history = engine_output(&["history", "revoked", "--store", &store, "--format", "json"]);
+    history.assert_hides(&["FAKE-old-refresh-3333", CLIENT_SECRET]);
+    let entries: Value = serde_json::from_str(&history.stdout).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 3);
+    assert_eq!(
+        (&entries[2]["outcome"], &entries[2]["status"]),
+        (&json!("failed"), &json!(400))
+    );
+    assert!(
+        entries[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+        "{entries}"
+    );
+    assert_eq!(entries[2]["new_token"], Value::Null);
 }

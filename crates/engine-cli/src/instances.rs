@@ -92,6 +92,8 @@ pub(crate) enum Format {
 /// What `engine instances list` says of an instance's token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum InstanceState {
+    /// `engine refresh` gave up after consecutive rejected refreshes: re-authenticate.
+    NeedsReauth,
     /// The token is valid now.
     Fresh,
     /// The token expired.
@@ -101,8 +103,11 @@ pub(crate) enum InstanceState {
 }
 
 impl InstanceState {
-    fn of(expires_at_ms: Option<u64>, now_ms: u64) -> Self {
-        match expires_at_ms {
+    fn of(summary: &engine_store::Summary, now_ms: u64) -> Self {
+        if summary.status.as_deref() == Some("needs-reauth") {
+            return Self::NeedsReauth;
+        }
+        match summary.expires_at_ms {
             Some(at) if at > now_ms => Self::Fresh,
             Some(_) => Self::Expired,
             None => Self::Unknown,
@@ -111,6 +116,7 @@ impl InstanceState {
 
     fn label(self) -> &'static str {
         match self {
+            Self::NeedsReauth => "needs-reauth",
             Self::Fresh => "fresh",
             Self::Expired => "expired",
             Self::Unknown => "unknown",
@@ -317,7 +323,7 @@ async fn list(
             .await
             .map_err(|error| Failure::of_store(&error, &args.store))?;
         for summary in listing.instances {
-            let instance_state = InstanceState::of(summary.expires_at_ms, now_ms);
+            let instance_state = InstanceState::of(&summary, now_ms);
             if connector.is_some_and(|wanted| summary.connector.as_deref() != Some(wanted))
                 || state.is_some_and(|wanted| wanted != instance_state)
             {
@@ -374,9 +380,11 @@ async fn list(
 }
 
 /// Columns padded to their widest cell, two spaces apart, no trailing spaces.
-fn render_table(rows: &[[String; 4]]) -> String {
-    let mut widths = [0; 4];
+pub(crate) fn render_table<Row: AsRef<[String]>>(rows: &[Row]) -> String {
+    let columns = rows.first().map_or(0, |row| row.as_ref().len());
+    let mut widths = vec![0; columns];
     for row in rows {
+        let row = row.as_ref();
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -384,12 +392,15 @@ fn render_table(rows: &[[String; 4]]) -> String {
     let mut text = String::new();
     for row in rows {
         let mut line = String::new();
-        for (index, (cell, width)) in row.iter().zip(widths).enumerate() {
+        for (index, (cell, width)) in row.as_ref().iter().zip(&widths).enumerate() {
             if index > 0 {
                 line.push_str("  ");
             }
             line.push_str(cell);
-            line.extend(std::iter::repeat_n(' ', width - cell.chars().count()));
+            line.extend(std::iter::repeat_n(
+                ' ',
+                width.saturating_sub(cell.chars().count()),
+            ));
         }
         text.push_str(line.trim_end());
         text.push('\n');

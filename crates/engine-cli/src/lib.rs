@@ -10,9 +10,11 @@ mod authorize;
 mod completions;
 mod exit;
 mod explain;
+mod history;
 mod instances;
 mod new;
 mod printer;
+mod refresh;
 mod render;
 mod run;
 mod test;
@@ -39,6 +41,10 @@ enum Command {
     Authorize(authorize::AuthorizeArgs),
     /// Import, list, show, delete and export the instances of a store (`--store URL`).
     Instances(instances::InstancesArgs),
+    /// Refresh every due instance of a store ahead of expiry (`engine refresh --store URL`).
+    Refresh(refresh::RefreshArgs),
+    /// Show the refresh history of a stored instance.
+    History(history::HistoryArgs),
     /// Run connector tests (`*.test.json`) offline: scripted vendor answers, a virtual clock.
     Test(test::TestArgs),
     /// Explain a diagnostic code of `engine validate` (`engine explain E0101`).
@@ -57,6 +63,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Authorize(args) => authorize::authorize(&args),
         Command::Instances(args) => instances::instances(&args),
+        Command::Refresh(args) => refresh::refresh(&args),
+        Command::History(args) => history::history(&args),
         Command::Explain(args) => explain::explain(&args),
         Command::Test(args) => test::test(&args),
         Command::Completions(args) => completions::completions(&args),

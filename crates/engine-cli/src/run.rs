@@ -226,7 +226,24 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         } else {
             &*opened
         };
-        engine.run(&request, store, &observer).await
+        let history = crate::history::Recorder::new(&observer);
+        let result = engine.run(&request, store, &history).await;
+        // The refreshes of a stored instance go into its history; a dry run refreshes nothing.
+        if let (Target::Stored { .. }, None) = (target, &recording) {
+            let reports = history.take();
+            crate::history::record(
+                store,
+                request.instance,
+                &reports,
+                crate::history::Trigger::Run,
+                crate::history::DEFAULT_KEEP,
+            )
+            .await;
+            if result.is_ok() && reports.iter().any(|report| report.error.is_none()) {
+                crate::refresh::clear_needs_reauth(store, request.instance).await;
+            }
+        }
+        result
     });
     if let (Some(recorder), Some(path), Some(before)) = (&recorder, &args.record, &before) {
         let after = runtime
@@ -585,6 +602,8 @@ impl Observer for Verbose {
             return;
         }
         let line = match event {
+            // The history records it; `-v` already said what refreshed.
+            Event::RefreshFinished(_) => return,
             Event::Refreshing { reason, by } => {
                 let why = match reason {
                     RefreshReason::NotProvisioned => "instance not provisioned yet".to_owned(),

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engine_spec::kinds::ResourceType;
 use engine_spec::{AuthKind, Connector, Protocol, Resource};
@@ -25,7 +25,7 @@ use crate::auth::{Freshness, Scheme, Step, oauth2};
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Configuration;
 use crate::extract::{Extracted, extract};
-use crate::observer::{Event, Observer, RefreshReason};
+use crate::observer::{Event, Observer, RefreshReason, RefreshReport};
 use crate::redact::Redactor;
 use crate::request::{
     BuildContext, Inputs, PreparedRequest, build, missing_required, redact_url, request_parameters,
@@ -194,6 +194,17 @@ pub struct RunRequest<'a> {
     pub instance: &'a str,
 }
 
+/// What [`Engine::refresh`] refreshes.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshRequest<'a> {
+    /// The connector of the instance.
+    pub connector: &'a Connector,
+    /// The instance id in the store.
+    pub instance: &'a str,
+    /// Refresh when the token expires within this (zero: only an expired or missing token).
+    pub ahead: Duration,
+}
+
 /// What a run gave.
 #[derive(Debug)]
 pub struct RunOutput {
@@ -241,9 +252,40 @@ impl Engine {
         })
     }
 
+    /// Refreshes the token of `request.instance` if it expires within `request.ahead` (or is
+    /// missing), under the same single-flight, lock, re-read and re-check as a run, and sends
+    /// nothing else. Returns true when the refresh path was taken (by this process, or found done
+    /// by another while waiting for the lock), false when the token was fresh.
+    ///
+    /// Fails like [`Engine::run`]: failed authentication, a transport failure, a state that
+    /// could not be written. The instance is left as it was by a failed refresh.
+    pub async fn refresh(
+        &self,
+        request: &RefreshRequest<'_>,
+        store: &dyn InstanceStore,
+        observer: &dyn Observer,
+    ) -> Result<bool, RunError> {
+        refuse_unexecutable(request.connector)?;
+        let mut run = Run::new(self, request.connector, store, request.instance, observer).await?;
+        run.ahead_ms = u64::try_from(request.ahead.as_millis()).unwrap_or(u64::MAX);
+        let refreshed = run.ensure_fresh().await?;
+        run.persist_pending().await?;
+        Ok(refreshed)
+    }
+
     /// The clock's time, epoch milliseconds.
     pub(crate) fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+}
+
+/// The HTTP status a failed step got, when it got one.
+fn status_of(error: &RunError) -> Option<u16> {
+    match error.kind() {
+        RunErrorKind::AuthFailed { status, .. } | RunErrorKind::VendorStatus { status, .. } => {
+            Some(*status)
+        }
+        _ => None,
     }
 }
 
@@ -345,6 +387,9 @@ pub(crate) struct Run<'a> {
     /// Save with [`Run::save`].
     configuration: Configuration<'a>,
     pub(crate) redactor: Redactor,
+    /// How far ahead of the clock freshness is judged: a token that expires within this is
+    /// stale ([`Engine::refresh`]); 0 for a run.
+    ahead_ms: u64,
 }
 
 impl<'a> Run<'a> {
@@ -367,7 +412,13 @@ impl<'a> Run<'a> {
             observer,
             configuration: Configuration::new(connector, stored.state),
             redactor,
+            ahead_ms: 0,
         })
+    }
+
+    /// The time freshness is judged at: the clock's, plus [`Run::ahead_ms`].
+    fn judged_at(&self) -> u64 {
+        self.engine.now_ms().saturating_add(self.ahead_ms)
     }
 
     async fn go(&mut self, request: &RunRequest<'_>) -> Result<(u16, Value), RunError> {
@@ -467,7 +518,7 @@ impl<'a> Run<'a> {
     /// Step 2 of the cycle: makes sure the token is fresh before an API call. True when it took
     /// the refresh path (the state may have changed).
     async fn ensure_fresh(&mut self) -> Result<bool, RunError> {
-        let now_ms = self.engine.now_ms();
+        let now_ms = self.judged_at();
         match self
             .scheme
             .check_fresh(self.connector, &self.configuration, now_ms)
@@ -496,7 +547,7 @@ impl<'a> Run<'a> {
             Recheck::Marker(marker) => self.scheme.marker(&self.configuration) != *marker,
             Recheck::Freshness => matches!(
                 self.scheme
-                    .check_fresh(self.connector, &self.configuration, self.engine.now_ms()),
+                    .check_fresh(self.connector, &self.configuration, self.judged_at()),
                 Freshness::Fresh(_)
             ),
         };
@@ -507,24 +558,81 @@ impl<'a> Run<'a> {
         let steps = self
             .scheme
             .steps(self.connector, &self.configuration, &reason)?;
+        let by = match (self.scheme, steps.first()) {
+            (Scheme::Oauth2, _) => "oauth2".to_owned(),
+            (_, Some(step)) => step.name(),
+            (_, None) => "nothing".to_owned(),
+        };
         self.observer.event(&Event::Refreshing {
-            by: match (self.scheme, steps.first()) {
-                (Scheme::Oauth2, _) => "oauth2".to_owned(),
-                (_, Some(step)) => step.name(),
-                (_, None) => "nothing".to_owned(),
-            },
-            reason,
+            by: by.clone(),
+            reason: reason.clone(),
         });
+        let started = Instant::now();
+        let mut report = RefreshReport {
+            reason,
+            by,
+            status: None,
+            elapsed: Duration::ZERO,
+            error: None,
+            old_token: None,
+            new_token: None,
+        };
         // A failed refresh leaves the instance as it was: nothing it saved is kept.
         let before = self.configuration.pending().clone();
         for step in &steps {
-            if let Err(error) = self.execute(step).await {
-                self.configuration.restore_pending(before);
-                return Err(error);
+            match self.execute(step).await {
+                Ok(response) => report.status = Some(response.status),
+                Err(error) => {
+                    self.configuration.restore_pending(before);
+                    report.status = status_of(&error).or(report.status);
+                    report.elapsed = started.elapsed();
+                    report.error = Some(self.redactor.redact(&error.to_string()));
+                    let key = self.token_key(read.state.keys());
+                    report.old_token = Self::token_fingerprint(&read.state, &key);
+                    self.observer.event(&Event::RefreshFinished(report));
+                    return Err(error);
+                }
             }
         }
-        self.write_under(&mut *lock, read.version, &read.state)
-            .await
+        let saved = self.configuration.pending().clone();
+        let written = self
+            .write_under(&mut *lock, read.version, &read.state)
+            .await;
+        report.elapsed = started.elapsed();
+        let key = self.token_key(saved.keys());
+        report.old_token = Self::token_fingerprint(&read.state, &key);
+        report.new_token = Self::token_fingerprint(&saved, &key);
+        if let Err(error) = &written {
+            report.error = Some(self.redactor.redact(&error.to_string()));
+        }
+        self.observer.event(&Event::RefreshFinished(report));
+        written
+    }
+
+    /// The key holding the access token among `keys`: a secret key with `access` in its name,
+    /// else one with `token` (not a refresh token), else `oauth.user.token`.
+    fn token_key<'k>(&self, keys: impl Iterator<Item = &'k String>) -> String {
+        let secret: Vec<&String> = keys
+            .filter(|key| self.connector.is_secret_key(key))
+            .collect();
+        secret
+            .iter()
+            .find(|key| key.contains("access"))
+            .or_else(|| {
+                secret
+                    .iter()
+                    .find(|key| key.contains("token") && !key.contains("refresh"))
+            })
+            .map_or_else(|| "oauth.user.token".to_owned(), |key| (*key).clone())
+    }
+
+    /// The fingerprint of the value of `key` in `state`, when it holds a token.
+    fn token_fingerprint(state: &State, key: &str) -> Option<String> {
+        state
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|token| !token.is_empty())
+            .map(crate::observer::fingerprint)
     }
 
     /// Writes the pending values over `stored` (read at `version` under `lock`): a

@@ -34,6 +34,8 @@ pub enum Event {
         /// What does it (`ON REFRESH`, `PROVISION AUTH VALIDATION`, `oauth2 refresh_token`).
         by: String,
     },
+    /// A refresh this process made ended (succeeded or failed); see [`RefreshReport`].
+    RefreshFinished(RefreshReport),
     /// Another process refreshed while this one waited for the lock; the refresh is skipped.
     RefreshedElsewhere,
     /// The token is fresh until this time.
@@ -103,6 +105,41 @@ pub enum Event {
     },
 }
 
+/// What one refresh did, for a refresh history: reported by [`Event::RefreshFinished`] after
+/// every refresh this process made, failed ones included. Holds no secret: tokens appear only
+/// as fingerprints, and the error is redacted.
+#[derive(Debug, Clone)]
+pub struct RefreshReport {
+    /// Why the token was refreshed.
+    pub reason: RefreshReason,
+    /// What refreshed it (`ON REFRESH`, `oauth2`...).
+    pub by: String,
+    /// The last HTTP status of the refresh's requests, when one was answered.
+    pub status: Option<u16>,
+    /// How long the refresh took, requests and write.
+    pub elapsed: Duration,
+    /// Why it failed (secrets masked); `None` when it succeeded.
+    pub error: Option<String>,
+    /// The [`fingerprint`] of the token before.
+    pub old_token: Option<String>,
+    /// The [`fingerprint`] of the token after; `None` when it failed.
+    pub new_token: Option<String>,
+}
+
+/// A token's fingerprint: the first 8 hex digits of its SHA-256. It tells two tokens apart in a
+/// history without revealing either.
+pub fn fingerprint(token: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    digest[..4]
+        .iter()
+        .fold(String::with_capacity(8), |mut text, byte| {
+            use std::fmt::Write as _;
+            let _ = write!(text, "{byte:02x}");
+            text
+        })
+}
+
 /// Receives [`Event`]s.
 pub trait Observer: Send + Sync {
     /// Called for each event, in order.
@@ -124,5 +161,14 @@ impl Observer for NoObserver {
 
     fn enabled(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fingerprints_are_the_first_8_hex_digits_of_sha256() {
+        // SHA-256("abc") = ba7816bf8f01cfea...
+        assert_eq!(super::fingerprint("abc"), "ba7816bf");
     }
 }

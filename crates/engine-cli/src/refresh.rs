@@ -1,0 +1,418 @@
+//! `engine refresh --store URL`: refreshes every due instance of a store ahead of expiry, N at a
+//! time, records each refresh in the instance's history, and marks an instance `needs-reauth`
+//! after consecutive rejected refreshes.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine_runtime::{Engine, EngineBuilder, NoObserver, RefreshRequest, RunError, RunErrorKind};
+use engine_spec::Connector;
+use engine_store::{FAILURES_KEY, InstanceStore, Page, STATUS_KEY, State, StoreErrorKind, Summary};
+use tokio::sync::Semaphore;
+
+use crate::Exit;
+use crate::history::{self, Recorder, Trigger};
+use crate::instances::{Failure, StoreArgs, open, runtime};
+use crate::printer;
+
+/// The status `engine refresh` gives up with.
+const NEEDS_REAUTH: &str = "needs-reauth";
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RefreshArgs {
+    /// Refresh tokens that expire within this (`30s`, `5m`, `1h`); default: within a fifth of
+    /// each token's lifetime.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    ahead: Option<Duration>,
+    /// Only the instances of this connector (as recorded by `engine instances import
+    /// --connector`).
+    #[arg(long, value_name = "CONNECTOR")]
+    connector: Option<String>,
+    /// How many refreshes run at once.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    jobs: u32,
+    /// After this many consecutive refreshes the vendor rejected, an instance is marked
+    /// `needs-reauth` and no longer refreshed.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    max_failures: u64,
+    /// How many refreshes each instance's history keeps.
+    #[arg(long, value_name = "N", default_value_t = history::DEFAULT_KEEP)]
+    keep_history: usize,
+    /// The total timeout of one request, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    timeout: f64,
+    /// How long to wait for an instance's lock when another process holds it, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    lock_timeout: u64,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// How one instance's refresh ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Refreshed by this process.
+    Refreshed,
+    /// Found fresh, or refreshed by another process meanwhile.
+    Fresh,
+    /// The vendor rejected the refresh: re-authentication is needed.
+    Rejected,
+    /// A transient failure (network, 5xx, 429): the next run may succeed.
+    Transient,
+    /// Anything else (no connector recorded, an invalid connector, a store failure).
+    Failed,
+}
+
+pub(crate) fn refresh(args: &RefreshArgs) -> Exit {
+    let Some(runtime) = runtime() else {
+        return Exit::Invalid;
+    };
+    runtime.block_on(async {
+        match refresh_all(args).await {
+            Ok(exit) => exit,
+            Err(failure) => failure.print(),
+        }
+    })
+}
+
+async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
+    let store = open(&args.store).await?;
+    let due = due_instances(&*store, args).await?;
+    let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(30));
+    let engine = EngineBuilder::new()
+        .timeout(timeout)
+        .lock_timeout(Some(Duration::from_secs(args.lock_timeout)))
+        .build()
+        .map_err(|error| Failure::new(error.to_string(), Exit::Transport))?;
+    let engine = Arc::new(engine);
+    let mut connectors: HashMap<String, Option<Arc<Connector>>> = HashMap::new();
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(due.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let semaphore = Arc::new(Semaphore::new(args.jobs as usize));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (summary, ahead) in due {
+        let connector = match summary.connector.as_deref() {
+            Some(name) => connectors
+                .entry(name.to_owned())
+                .or_insert_with(|| crate::run::load_connector(name.as_ref()).map(Arc::new))
+                .clone(),
+            None => None,
+        };
+        let store = Arc::clone(&store);
+        let engine = Arc::clone(&engine);
+        let semaphore = Arc::clone(&semaphore);
+        let (max_failures, keep) = (args.max_failures, args.keep_history);
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            let Some(connector) = connector else {
+                let why = summary.connector.as_deref().map_or_else(
+                    || "no connector recorded: import it with `--connector FILE`".to_owned(),
+                    |name| format!("connector `{name}` cannot be loaded"),
+                );
+                return (summary.id, Outcome::Failed, why);
+            };
+            let (outcome, line) = refresh_one(
+                &engine,
+                &*store,
+                &connector,
+                &summary.id,
+                ahead,
+                max_failures,
+                keep,
+            )
+            .await;
+            (summary.id, outcome, line)
+        });
+    }
+    let mut counts: HashMap<&'static str, usize> = HashMap::new();
+    let mut rejected = Vec::new();
+    let mut worst = Exit::Success;
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((id, outcome, line)) = joined else {
+            worst = Exit::VendorError;
+            continue;
+        };
+        let (label, exit) = match outcome {
+            Outcome::Refreshed => ("refreshed", Exit::Success),
+            Outcome::Fresh => ("fresh", Exit::Success),
+            Outcome::Rejected => ("rejected", Exit::AuthFailed),
+            Outcome::Transient => ("failed transiently", Exit::Transport),
+            Outcome::Failed => ("failed", Exit::VendorError),
+        };
+        *counts.entry(label).or_default() += 1;
+        if outcome == Outcome::Rejected {
+            rejected.push(id.clone());
+        }
+        worst = worse(worst, exit);
+        let text = format!(
+            "{label}: {id}{}",
+            if line.is_empty() {
+                String::new()
+            } else {
+                format!(": {line}")
+            }
+        );
+        match &progress {
+            Some(bar) => {
+                bar.inc(1);
+                if outcome != Outcome::Refreshed && outcome != Outcome::Fresh {
+                    bar.println(&text);
+                }
+            }
+            None => printer::verbose(&text),
+        }
+    }
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    let summary: Vec<String> = [
+        "refreshed",
+        "fresh",
+        "rejected",
+        "failed transiently",
+        "failed",
+    ]
+    .iter()
+    .filter_map(|label| counts.get(label).map(|count| format!("{count} {label}")))
+    .collect();
+    printer::verbose(&if summary.is_empty() {
+        "nothing due".to_owned()
+    } else {
+        summary.join(", ")
+    });
+    if !rejected.is_empty() {
+        rejected.sort();
+        printer::verbose(&format!(
+            "re-authenticate: {} (see `engine history ID`)",
+            rejected.join(", ")
+        ));
+    }
+    Ok(worst)
+}
+
+/// The exit code that says more: 1 (other failures) over 4 (re-authenticate) over 5
+/// (transient) over 0.
+fn worse(current: Exit, next: Exit) -> Exit {
+    let rank = |exit: Exit| match exit {
+        Exit::Success => 0,
+        Exit::Transport => 1,
+        Exit::AuthFailed => 2,
+        _ => 3,
+    };
+    if rank(next) > rank(current) {
+        next
+    } else {
+        current
+    }
+}
+
+/// The instances to refresh, each with how far ahead its token counts as due: not marked
+/// `needs-reauth`, of `--connector`, with a known expiry within `--ahead` (or a fifth of its
+/// lifetime).
+async fn due_instances(
+    store: &dyn InstanceStore,
+    args: &RefreshArgs,
+) -> Result<Vec<(Summary, Duration)>, Failure> {
+    let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+    let mut due = Vec::new();
+    let mut page = Page {
+        after: None,
+        limit: 1000,
+    };
+    loop {
+        let listing = store
+            .list(page.clone())
+            .await
+            .map_err(|error| Failure::of_store(&error, &args.store.store))?;
+        for summary in listing.instances {
+            let Some(expires_at) = summary.expires_at_ms else {
+                continue;
+            };
+            if summary.status.as_deref() == Some(NEEDS_REAUTH)
+                || args
+                    .connector
+                    .as_deref()
+                    .is_some_and(|wanted| summary.connector.as_deref() != Some(wanted))
+            {
+                continue;
+            }
+            let ahead = if let Some(ahead) = args.ahead {
+                ahead
+            } else {
+                let Ok(read) = store.load(&summary.id).await else {
+                    continue;
+                };
+                lifetime_of(&read.state).map_or(Duration::ZERO, |lifetime| lifetime / 5)
+            };
+            let ahead_ms = u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX);
+            if expires_at <= now_ms.saturating_add(ahead_ms) {
+                due.push((summary, ahead));
+            }
+        }
+        match listing.next {
+            Some(next) => page.after = Some(next),
+            None => return Ok(due),
+        }
+    }
+}
+
+/// A token's lifetime from the engine's bookkeeping keys (`expires_in` or
+/// `oauth.user.refresh_interval`, seconds).
+fn lifetime_of(state: &State) -> Option<Duration> {
+    ["expires_in", "oauth.user.refresh_interval"]
+        .iter()
+        .find_map(|key| match state.get(*key)? {
+            serde_json::Value::Number(number) => number.as_u64(),
+            serde_json::Value::String(text) => text.trim().parse().ok(),
+            _ => None,
+        })
+        .map(Duration::from_secs)
+}
+
+/// Refreshes one instance, records its history and its consecutive rejections; returns the
+/// outcome and a line about it.
+async fn refresh_one(
+    engine: &Engine,
+    store: &dyn InstanceStore,
+    connector: &Connector,
+    id: &str,
+    ahead: Duration,
+    max_failures: u64,
+    keep: usize,
+) -> (Outcome, String) {
+    let recorder = Recorder::new(&NoObserver);
+    let request = RefreshRequest {
+        connector,
+        instance: id,
+        ahead,
+    };
+    let result = engine.refresh(&request, store, &recorder).await;
+    let reports = recorder.take();
+    history::record(store, id, &reports, Trigger::Schedule, keep).await;
+    let did_refresh = reports.iter().any(|report| report.error.is_none());
+    match result {
+        Ok(_) => {
+            if let Err(error) = set_failures(store, id, false, max_failures).await {
+                return (Outcome::Failed, error);
+            }
+            let line = reports
+                .iter()
+                .rev()
+                .find(|report| report.error.is_none())
+                .map(|report| {
+                    format!(
+                        "{}, {}, {} ms",
+                        report.by,
+                        report
+                            .status
+                            .map_or_else(|| "-".to_owned(), |status| status.to_string()),
+                        report.elapsed.as_millis()
+                    )
+                })
+                .unwrap_or_default();
+            if did_refresh {
+                (Outcome::Refreshed, line)
+            } else {
+                (Outcome::Fresh, String::new())
+            }
+        }
+        Err(error) => {
+            let outcome = classify(&error);
+            let mut line = error.to_string();
+            if outcome == Outcome::Rejected {
+                match set_failures(store, id, true, max_failures).await {
+                    Ok(Some(count)) if count >= max_failures => {
+                        let _ = write!(
+                            line,
+                            " ({count} consecutive rejections: marked `{NEEDS_REAUTH}`)"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        let _ = write!(line, " (not recorded: {error})");
+                    }
+                }
+            }
+            (outcome, line)
+        }
+    }
+}
+
+/// Which outcome a failed refresh is.
+fn classify(error: &RunError) -> Outcome {
+    match error.kind() {
+        RunErrorKind::AuthFailed { status, .. } if *status == 429 || *status >= 500 => {
+            Outcome::Transient
+        }
+        RunErrorKind::AuthFailed { .. }
+        | RunErrorKind::NoToken { .. }
+        | RunErrorKind::TokenRejected { .. }
+        | RunErrorKind::NotAuthorized { .. } => Outcome::Rejected,
+        RunErrorKind::Transport { .. } => Outcome::Transient,
+        RunErrorKind::Store(store)
+            if matches!(store.kind(), StoreErrorKind::LockTimeout { .. }) =>
+        {
+            Outcome::Transient
+        }
+        _ => Outcome::Failed,
+    }
+}
+
+/// Clears the rejection count and a `needs-reauth` mark after a successful refresh by `engine
+/// run`; a failure to clear is a warning.
+pub(crate) async fn clear_needs_reauth(store: &dyn InstanceStore, id: &str) {
+    if let Err(error) = set_failures(store, id, false, 0).await {
+        printer::verbose(&format!(
+            "warning: `{id}` keeps its rejection count: {error}"
+        ));
+    }
+}
+
+/// Counts one more rejection (`Some`), or clears the count and the status after a success
+/// (`None`); marks the instance `needs-reauth` at `max_failures`. A compare-and-swap, retried
+/// when another writer got there first. Returns the new count.
+async fn set_failures(
+    store: &dyn InstanceStore,
+    id: &str,
+    rejected: bool,
+    max_failures: u64,
+) -> Result<Option<u64>, String> {
+    for _ in 0..10 {
+        let read = store.load(id).await.map_err(|error| error.to_string())?;
+        let mut state = State::clone(&read.state);
+        let count = if rejected {
+            let count = state
+                .get(FAILURES_KEY)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+                + 1;
+            state.insert(FAILURES_KEY.to_owned(), count.into());
+            if count >= max_failures {
+                state.insert(STATUS_KEY.to_owned(), NEEDS_REAUTH.into());
+            }
+            Some(count)
+        } else {
+            if !state.contains_key(FAILURES_KEY) && !state.contains_key(STATUS_KEY) {
+                return Ok(None);
+            }
+            state.shift_remove(FAILURES_KEY);
+            state.shift_remove(STATUS_KEY);
+            None
+        };
+        match store.write(id, state, read.version).await {
+            Ok(_) => return Ok(count),
+            Err(error) if matches!(error.kind(), StoreErrorKind::Conflict { .. }) => {}
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+    Err("the instance kept changing".to_owned())
+}
