@@ -51,7 +51,7 @@ fn instance(base_url: &str, authenticated_seconds_ago: u64) -> Value {
 
 /// `engine ARGS...` to the end.
 #[track_caller]
-fn engine_output(args: &[&str]) -> Outcome {
+pub(crate) fn engine_output(args: &[&str]) -> Outcome {
     let output = engine().args(args).output().expect("running `engine`");
     Outcome {
         code: output.status.code().unwrap_or(-1),
@@ -62,7 +62,7 @@ fn engine_output(args: &[&str]) -> Outcome {
 
 /// Writes `value` to `dir/<name>.json`.
 #[track_caller]
-fn write_file(dir: &Path, name: &str, value: &Value) -> PathBuf {
+pub(crate) fn write_file(dir: &Path, name: &str, value: &Value) -> PathBuf {
     let file = dir.join(format!("{name}.json"));
     fs_err::write(&file, serde_json::to_string_pretty(value).unwrap()).unwrap();
     file
@@ -70,13 +70,13 @@ fn write_file(dir: &Path, name: &str, value: &Value) -> PathBuf {
 
 /// A PostgreSQL schema of its own for one test, dropped on drop; `None` (after one printed line)
 /// without `ENGINE_TEST_POSTGRES`.
-struct Schema {
+pub(crate) struct Schema {
     url: String,
     name: String,
 }
 
 impl Schema {
-    fn create(test: &str) -> Option<Self> {
+    pub(crate) fn create(test: &str) -> Option<Self> {
         let Ok(url) = std::env::var("ENGINE_TEST_POSTGRES") else {
             static SAID: Once = Once::new();
             // Past the test harness's capture: a skipped test is never silent.
@@ -97,7 +97,7 @@ impl Schema {
     }
 
     /// The store URL whose tables live in this schema.
-    fn store_url(&self) -> String {
+    pub(crate) fn store_url(&self) -> String {
         format!("{}?options=-c%20search_path%3D{}", self.url, self.name)
     }
 }

@@ -15,6 +15,7 @@ mod engine_test;
 mod instances;
 mod lifecycle;
 mod run;
+mod shared_instances;
 mod store;
 
 mod validate;

@@ -230,9 +230,28 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
 
 /// Opens the store of `args`.
 pub(crate) async fn open(args: &StoreArgs) -> Result<Arc<dyn InstanceStore>, Failure> {
-    engine_stores_sql::open(&args.store)
+    open_url(&args.store).await
+}
+
+/// Opens the store `url` names. `ENGINE_STORE_LOCK_LIFETIME` (`30s`, `2m`) sets how long a
+/// PostgreSQL lock outlives a holder that went silent (docs/stores.md).
+pub(crate) async fn open_url(url: &str) -> Result<Arc<dyn InstanceStore>, Failure> {
+    let mut options = engine_stores_sql::Options::default();
+    if let Ok(text) = std::env::var("ENGINE_STORE_LOCK_LIFETIME") {
+        match humantime::parse_duration(&text) {
+            Ok(lifetime) => options.lock_lifetime = Some(lifetime),
+            Err(error) => {
+                return Err(Failure::new(
+                    format!("invalid `ENGINE_STORE_LOCK_LIFETIME` `{text}`: {error}"),
+                    Exit::Usage,
+                )
+                .help("write a duration such as `30s` or `2m`"));
+            }
+        }
+    }
+    engine_stores_sql::open_with(url, &options)
         .await
-        .map_err(|error| Failure::of_store(&error, &args.store))
+        .map_err(|error| Failure::of_store(&error, url))
 }
 
 async fn import(

@@ -202,9 +202,9 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     };
     let opened: Arc<dyn InstanceStore> = match target {
         Target::File(config) => Arc::new(FileStore::for_file(config)),
-        Target::Stored { store, .. } => match runtime.block_on(engine_stores_sql::open(store)) {
+        Target::Stored { store, .. } => match runtime.block_on(crate::instances::open_url(store)) {
             Ok(opened) => opened,
-            Err(error) => return crate::instances::Failure::of_store(&error, store).print(),
+            Err(failure) => return failure.print(),
         },
     };
     let started = jiff::Timestamp::now();

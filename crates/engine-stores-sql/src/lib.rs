@@ -57,12 +57,30 @@ mod conformance;
 /// Fails with [`StoreErrorKind::Backend`] when the database cannot be opened, reached or
 /// migrated.
 pub async fn open(url: &str) -> Result<Arc<dyn InstanceStore>, StoreError> {
+    open_with(url, &Options::default()).await
+}
+
+/// How [`open_with`] opens a store, beyond its URL.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The lifetime of a [`PostgresStore`] lock held by a silent holder
+    /// ([`PostgresStore::lock_lifetime`]); `None`: [`DEFAULT_LOCK_LIFETIME`]. Other stores' locks
+    /// have no lifetime: the OS releases them when their holder dies.
+    pub lock_lifetime: Option<std::time::Duration>,
+}
+
+/// Opens the store `url` names, like [`open`], with `options`.
+pub async fn open_with(url: &str, options: &Options) -> Result<Arc<dyn InstanceStore>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         let path = path.strip_prefix("//").unwrap_or(path);
         return Ok(Arc::new(SqliteStore::open(path).await?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(PostgresStore::connect(url).await?));
+        let store = PostgresStore::connect(url).await?;
+        return Ok(Arc::new(match options.lock_lifetime {
+            Some(lifetime) => store.lock_lifetime(lifetime),
+            None => store,
+        }));
     }
     let dir = url.strip_prefix("file:").unwrap_or(url);
     Ok(Arc::new(FileStore::new(dir)))
