@@ -154,7 +154,14 @@ fn instances_commands_on_sqlite() {
         &store,
     ]);
     imported.assert_success();
-    assert_eq!(imported.stderr.lines().count(), 2, "{}", imported.render());
+    assert_eq!(imported.stderr.lines().count(), 3, "{}", imported.render());
+    assert!(
+        imported
+            .stderr
+            .starts_with("note: `ENGINE_SECRET_KEY` is not set: secrets are stored unencrypted"),
+        "{}",
+        imported.render()
+    );
     engine()
         .args(["instances", "import", other.to_str().unwrap()])
         .env("ENGINE_STORE", &store)
@@ -222,11 +229,12 @@ fn instances_commands_on_sqlite() {
         "--store",
         &store,
     ]);
-    insta::assert_snapshot!(again.render(), @r"
+    insta::assert_snapshot!(again.render(), @"
     exit code: 3
     ----- stdout -----
 
     ----- stderr -----
+    note: `ENGINE_SECRET_KEY` is not set: secrets are stored unencrypted (docs/stores.md)
     error: instance `cust1` already exists in the store
     hint: delete it first (`engine instances delete cust1`), or import under another id with `--id`
     ");
@@ -616,4 +624,111 @@ async fn three_rejections_mark_an_instance_needs_reauth() {
         "{entries}"
     );
     assert_eq!(entries[2]["new_token"], Value::Null);
+}
+
+/// With `ENGINE_SECRET_KEY`, secrets are encrypted at rest (the SQLite file never holds them), a
+/// stored run works through the encryption, a wrong key is an error naming the key id, and
+/// `engine instances rekey` moves every instance to a new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_encrypted_at_rest_and_rekeyed() {
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K1_WRONG: &str = "k1:Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+    const K2: &str = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let database = temp.path().join("state.db");
+    let store = format!("sqlite:{}", database.display());
+    let file = write_file(temp.path(), "sealed", &instance(&server.uri(), 7200));
+    let with_key = |key: &str, args: &[&str]| {
+        let output = engine()
+            .args(args)
+            .env("ENGINE_SECRET_KEY", key)
+            .output()
+            .unwrap();
+        Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    };
+    let imported = with_key(
+        K1,
+        &[
+            "instances",
+            "import",
+            file.to_str().unwrap(),
+            "--store",
+            &store,
+        ],
+    );
+    imported.assert_success();
+    assert!(!imported.stderr.contains("note:"), "{}", imported.render());
+    with_key(
+        K1,
+        &[
+            "run",
+            CONNECTOR,
+            "list-contacts",
+            "--instance",
+            "sealed",
+            "--store",
+            &store,
+        ],
+    )
+    .assert_success();
+    let bytes = fs_err::read(&database).unwrap();
+    let wal = fs_err::read(temp.path().join("state.db-wal")).unwrap_or_default();
+    for secret in [CLIENT_SECRET, NEW_TOKEN, "FAKE-new-refresh-4444"] {
+        let found = |haystack: &[u8]| {
+            haystack
+                .windows(secret.len())
+                .any(|window| window == secret.as_bytes())
+        };
+        assert!(
+            !found(&bytes) && !found(&wal),
+            "`{secret}` is in the database file"
+        );
+    }
+    let exported = with_key(K1, &["instances", "export", "sealed", "--store", &store]);
+    let exported: Value = serde_json::from_str(&exported.stdout).unwrap();
+    assert_eq!(exported["access.token"], NEW_TOKEN);
+
+    let wrong = with_key(
+        K1_WRONG,
+        &["instances", "export", "sealed", "--store", &store],
+    );
+    assert_eq!(wrong.code, 1, "{}", wrong.render());
+    assert!(
+        wrong.stderr.contains("does not decrypt with key `k1`"),
+        "{}",
+        wrong.render()
+    );
+    let unkeyed = engine_output(&["instances", "export", "sealed", "--store", &store]);
+    assert!(
+        unkeyed.stdout.contains("enc:v1:k1:"),
+        "{}",
+        unkeyed.render()
+    );
+    unkeyed.assert_hides(&[CLIENT_SECRET, NEW_TOKEN]);
+
+    let rekeyed = engine()
+        .args(["instances", "rekey", "--store", &store])
+        .env("ENGINE_SECRET_KEY", K2)
+        .env("ENGINE_SECRET_KEYS_OLD", K1)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&rekeyed.stderr),
+        "rekeyed 1 of 1 instances with key `k2`\n"
+    );
+    let old = with_key(K1, &["instances", "export", "sealed", "--store", &store]);
+    assert!(
+        old.stderr
+            .contains("encrypted with key `k2`, which is not among the keys given"),
+        "{}",
+        old.render()
+    );
+    let new = with_key(K2, &["instances", "export", "sealed", "--store", &store]);
+    let new: Value = serde_json::from_str(&new.stdout).unwrap();
+    assert_eq!(new["client.secret"], CLIENT_SECRET);
 }

@@ -71,6 +71,12 @@ enum InstancesCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Re-encrypt every instance's secrets with the current key (`ENGINE_SECRET_KEY`), reading
+    /// values encrypted with the old keys (`ENGINE_SECRET_KEYS_OLD`) or not encrypted yet.
+    Rekey {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Print an instance as an instance file (secrets included), or write it with `--output`.
     Export {
         /// The instance id.
@@ -144,6 +150,7 @@ pub(crate) fn instances(args: &InstancesArgs) -> Exit {
             } => list(store, connector.as_deref(), *state, *format).await,
             InstancesCommand::Show { id, store } => show(store, id).await,
             InstancesCommand::Delete { id, store } => delete(store, id).await,
+            InstancesCommand::Rekey { store } => rekey(store).await,
             InstancesCommand::Export { id, output, store } => {
                 export(store, id, output.as_deref()).await
             }
@@ -249,9 +256,60 @@ pub(crate) async fn open_url(url: &str) -> Result<Arc<dyn InstanceStore>, Failur
             }
         }
     }
-    engine_stores_sql::open_with(url, &options)
+    let store = engine_stores_sql::open_with(url, &options)
         .await
-        .map_err(|error| Failure::of_store(&error, url))
+        .map_err(|error| Failure::of_store(&error, url))?;
+    Ok(match secret_keys()? {
+        Some((current, old)) => Arc::new(engine_stores_sql::EncryptedStore::new(
+            store,
+            current,
+            old,
+            is_secret_key,
+        )),
+        None => store,
+    })
+}
+
+/// The rule for which stored values are encrypted: keys named like secrets (passwords,
+/// tokens, secrets, API keys), except those that never are (`expires_in`, URLs).
+fn is_secret_key(key: &str) -> bool {
+    !engine_spec::is_never_secret(key) && engine_spec::is_secret_name(key)
+}
+
+/// The keys of `ENGINE_SECRET_KEY` (or the file `ENGINE_SECRET_KEY_FILE`) and
+/// `ENGINE_SECRET_KEYS_OLD` (comma-separated), each `ID:BASE64`; `None` without a key.
+pub(crate) fn secret_keys() -> Result<
+    Option<(
+        engine_stores_sql::SecretKey,
+        Vec<engine_stores_sql::SecretKey>,
+    )>,
+    Failure,
+> {
+    let invalid = |variable: &str, message: String| {
+        Failure::new(format!("invalid `{variable}`: {message}"), Exit::Usage)
+            .help("write `ID:BASE64`, 32 random bytes in base64: `echo k1:$(head -c 32 /dev/urandom | base64)`")
+    };
+    let current = match (
+        std::env::var("ENGINE_SECRET_KEY"),
+        std::env::var_os("ENGINE_SECRET_KEY_FILE"),
+    ) {
+        (Ok(text), _) => text,
+        (Err(_), Some(path)) => fs_err::read_to_string(&path)
+            .map_err(|error| Failure::new(error.to_string(), Exit::Usage))?,
+        (Err(_), None) => return Ok(None),
+    };
+    let current = engine_stores_sql::SecretKey::parse(&current)
+        .map_err(|message| invalid("ENGINE_SECRET_KEY", message))?;
+    let old = std::env::var("ENGINE_SECRET_KEYS_OLD")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|text| !text.trim().is_empty())
+        .map(|text| {
+            engine_stores_sql::SecretKey::parse(text)
+                .map_err(|message| invalid("ENGINE_SECRET_KEYS_OLD", message))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((current, old)))
 }
 
 async fn import(
@@ -268,6 +326,11 @@ async fn import(
         .help("import the files one at a time, or let each file's stem be its id"));
     }
     let store = open(args).await?;
+    if secret_keys()?.is_none() {
+        printer::verbose(
+            "note: `ENGINE_SECRET_KEY` is not set: secrets are stored unencrypted (docs/stores.md)",
+        );
+    }
     for file in files {
         let instance = match id {
             Some(id) => id.to_owned(),
@@ -447,6 +510,58 @@ async fn show(args: &StoreArgs, id: &str) -> Result<Exit, Failure> {
     let text = serde_json::to_string_pretty(&shown).unwrap_or_default();
     printer::stdout(&format!("{text}\n"));
     Ok(Exit::Success)
+}
+
+async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
+    let Some((current, old)) = secret_keys()? else {
+        return Err(Failure::new(
+            "`engine instances rekey` needs the key to encrypt with".to_owned(),
+            Exit::Usage,
+        )
+        .help(
+            "set `ENGINE_SECRET_KEY=ID:BASE64`, and the previous keys in `ENGINE_SECRET_KEYS_OLD`",
+        ));
+    };
+    let current_id = current.id().to_owned();
+    let plain = open_plain(&args.store).await?;
+    let store =
+        engine_stores_sql::EncryptedStore::new(Arc::clone(&plain), current, old, is_secret_key);
+    let (mut changed, mut total) = (0, 0);
+    let mut page = Page {
+        after: None,
+        limit: 1000,
+    };
+    loop {
+        let listing = plain
+            .list(page.clone())
+            .await
+            .map_err(|error| Failure::of_store(&error, &args.store))?;
+        for summary in &listing.instances {
+            total += 1;
+            if store
+                .rekey(&summary.id)
+                .await
+                .map_err(|error| Failure::of_store(&error, &args.store))?
+            {
+                changed += 1;
+            }
+        }
+        match listing.next {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
+    printer::verbose(&format!(
+        "rekeyed {changed} of {total} instances with key `{current_id}`"
+    ));
+    Ok(Exit::Success)
+}
+
+/// Opens the store without the encryption layer.
+async fn open_plain(url: &str) -> Result<Arc<dyn InstanceStore>, Failure> {
+    engine_stores_sql::open(url)
+        .await
+        .map_err(|error| Failure::of_store(&error, url))
 }
 
 async fn delete(args: &StoreArgs, id: &str) -> Result<Exit, Failure> {

@@ -385,6 +385,93 @@ async fn status_listed(backend: &dyn Backend) {
     assert_eq!(statuses, [("fine", None), ("stuck", Some("needs-reauth"))]);
 }
 
+fn key(text: &str) -> crate::SecretKey {
+    crate::SecretKey::parse(text).unwrap()
+}
+
+const KEY_ONE: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const KEY_ONE_WRONG: &str = "k1:Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+const KEY_TWO: &str = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+
+fn secret_name(key: &str) -> bool {
+    key.contains("token") || key.contains("secret")
+}
+
+/// Secrets at rest: encrypted in the inner store (never the plain value), decrypted on read, by
+/// the lock too; a wrong key under the same id and an unknown key id fail the read; rekeying
+/// rewrites every value under the current key, after which the old key is not needed.
+async fn encryption(backend: &dyn Backend) {
+    let raw: std::sync::Arc<dyn InstanceStore> = backend.open().await.into();
+    let one = crate::EncryptedStore::new(raw.clone(), key(KEY_ONE), Vec::new(), secret_name);
+    let written = state(json!({"client.id": "public", "access.token": "FAKE-token-123", "n": 5}));
+    one.write("acme", written.clone(), 0).await.unwrap();
+    assert_eq!(*one.load("acme").await.unwrap().state, written);
+    let at_rest = raw.load("acme").await.unwrap();
+    assert_eq!(at_rest.state["client.id"], "public");
+    let sealed = at_rest.state["access.token"].as_str().unwrap();
+    assert!(
+        sealed.starts_with("enc:v1:k1:") && !sealed.contains("FAKE-token"),
+        "{sealed}"
+    );
+
+    let mut lock = one
+        .lock("acme", Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let read = lock.load().await.unwrap();
+    assert_eq!(read.state["access.token"], "FAKE-token-123");
+    let mut next = State::clone(&read.state);
+    next.insert("refresh.token".to_owned(), json!("FAKE-refresh-456"));
+    lock.write(next, read.version).await.unwrap();
+    drop(lock);
+    assert!(crate::is_encrypted(
+        &raw.load("acme").await.unwrap().state["refresh.token"]
+    ));
+
+    let wrong =
+        crate::EncryptedStore::new(raw.clone(), key(KEY_ONE_WRONG), Vec::new(), secret_name);
+    let error = wrong.load("acme").await.unwrap_err();
+    assert!(
+        std::error::Error::source(&error)
+            .unwrap()
+            .to_string()
+            .contains("does not decrypt with key `k1`"),
+        "{error:?}"
+    );
+    let two = crate::EncryptedStore::new(raw.clone(), key(KEY_TWO), Vec::new(), secret_name);
+    let error = two.load("acme").await.unwrap_err();
+    assert!(
+        std::error::Error::source(&error)
+            .unwrap()
+            .to_string()
+            .contains("encrypted with key `k1`, which is not among"),
+        "{error:?}"
+    );
+
+    let rotating =
+        crate::EncryptedStore::new(raw.clone(), key(KEY_TWO), vec![key(KEY_ONE)], secret_name);
+    assert!(rotating.rekey("acme").await.unwrap());
+    assert!(
+        !rotating.rekey("acme").await.unwrap(),
+        "a second rekey changes nothing"
+    );
+    let rekeyed = two.load("acme").await.unwrap();
+    assert_eq!(
+        (
+            rekeyed.state["access.token"].as_str(),
+            rekeyed.state["refresh.token"].as_str()
+        ),
+        (Some("FAKE-token-123"), Some("FAKE-refresh-456"))
+    );
+    let at_rest = raw.load("acme").await.unwrap();
+    assert!(
+        at_rest.state["access.token"]
+            .as_str()
+            .unwrap()
+            .starts_with("enc:v1:k2:")
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod file {
@@ -430,6 +517,7 @@ conformance!(
     migrations,
     history_bounds,
     status_listed,
+    encryption,
 );
 
 /// PostgreSQL only: a lock holder that goes silent past the lock's lifetime loses the lock to

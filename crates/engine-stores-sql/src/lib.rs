@@ -39,9 +39,11 @@ use engine_store::{
     FileStore, InstanceStore, Listing, StoreError, StoreErrorKind, Summary, Versioned,
 };
 
+pub use encrypted_store::{EncryptedStore, IsSecret, SecretKey, is_encrypted};
 pub use postgres_store::{DEFAULT_LOCK_LIFETIME, PostgresStore};
 pub use sqlite_store::SqliteStore;
 
+mod encrypted_store;
 mod postgres_store;
 mod sqlite_store;
 

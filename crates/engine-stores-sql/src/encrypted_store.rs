@@ -1,0 +1,342 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use engine_store::{
+    BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
+    Versioned,
+};
+use serde_json::Value;
+
+/// The prefix of an encrypted value: `enc:v1:<key id>:<base64 of nonce and ciphertext>`.
+const PREFIX: &str = "enc:v1:";
+
+/// One secret key: an id, stored with every value it encrypts, and 32 bytes.
+#[derive(Clone)]
+pub struct SecretKey {
+    id: String,
+    cipher: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "SecretKey({}: ****)", self.id)
+    }
+}
+
+impl SecretKey {
+    /// Parses `ID:BASE64` (32 bytes of key, base64; the id: ASCII letters, digits, `-`, `_`).
+    ///
+    /// Fails with a message saying what is wrong, never repeating the key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (id, encoded) = text
+            .trim()
+            .split_once(':')
+            .ok_or("expected `ID:BASE64`, such as `k1:` followed by 32 bytes in base64")?;
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"-_".contains(&byte))
+        {
+            return Err(format!(
+                "key id `{id}`: use ASCII letters, digits, `-` and `_`"
+            ));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| format!("key `{id}` is not valid base64"))?;
+        let cipher = XChaCha20Poly1305::new_from_slice(&bytes)
+            .map_err(|_| format!("key `{id}` must be 32 bytes, not {}", bytes.len()))?;
+        Ok(Self {
+            id: id.to_owned(),
+            cipher,
+        })
+    }
+
+    /// Returns the key's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Which keys of a state are encrypted: the caller's rule (the CLI passes the engine's rule for
+/// secret names: passwords, tokens, secrets, API keys).
+pub type IsSecret = fn(&str) -> bool;
+
+/// An [`InstanceStore`] over another that keeps secret values encrypted at rest.
+///
+/// Every string value whose key `is_secret` says is a secret is written as
+/// `enc:v1:<key id>:<base64(nonce ‖ ciphertext)>`: XChaCha20-Poly1305 (`RustCrypto`) with a random
+/// 24-byte nonce and the instance id and key name as associated data (a value copied to another
+/// key or instance does not decrypt). Reads decrypt with the key of the value's id, among the
+/// current key and the old ones, so keys rotate: `engine instances rekey` rewrites every value
+/// with the current key. A value whose key id is unknown, or that does not decrypt (a wrong key
+/// under a known id), fails the read with [`StoreErrorKind::Backend`] saying so: never a silent
+/// garbage token. Versions, locks and listings are the inner store's.
+#[derive(Clone)]
+pub struct EncryptedStore {
+    inner: Arc<dyn InstanceStore>,
+    keys: Arc<Keys>,
+}
+
+#[derive(Debug)]
+struct Keys {
+    current: SecretKey,
+    old: Vec<SecretKey>,
+    is_secret: IsSecret,
+}
+
+impl std::fmt::Debug for EncryptedStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("EncryptedStore")
+            .field("key", &self.keys.current)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EncryptedStore {
+    /// Wraps `inner`: writes encrypt with `current`; reads decrypt with `current` or `old`.
+    pub fn new(
+        inner: Arc<dyn InstanceStore>,
+        current: SecretKey,
+        old: Vec<SecretKey>,
+        is_secret: IsSecret,
+    ) -> Self {
+        Self {
+            inner,
+            keys: Arc::new(Keys {
+                current,
+                old,
+                is_secret,
+            }),
+        }
+    }
+
+    /// Rewrites `instance` with every secret value encrypted by the current key (decrypting the
+    /// old ones); returns true when something changed. A compare-and-swap like any write.
+    pub async fn rekey(&self, instance: &str) -> Result<bool, StoreError> {
+        let stored = self.inner.load(instance).await?;
+        let plain = self.keys.decrypt(instance, &stored.state)?;
+        let needs = stored.state.iter().any(|(key, value)| {
+            (self.keys.is_secret)(key)
+                && value
+                    .as_str()
+                    .is_some_and(|text| !is_encrypted_with(text, self.keys.current.id()))
+        });
+        if !needs {
+            return Ok(false);
+        }
+        let encrypted = self.keys.encrypt(instance, plain)?;
+        self.inner
+            .write(instance, encrypted, stored.version)
+            .await?;
+        Ok(true)
+    }
+}
+
+fn is_encrypted_with(text: &str, id: &str) -> bool {
+    text.strip_prefix(PREFIX)
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(key_id, _)| key_id == id)
+}
+
+/// True when `value` is a string this store encrypted.
+pub fn is_encrypted(value: &Value) -> bool {
+    value.as_str().is_some_and(|text| text.starts_with(PREFIX))
+}
+
+fn failure(instance: &str, message: String) -> StoreError {
+    StoreErrorKind::Backend {
+        instance: instance.to_owned(),
+        source: message.into(),
+    }
+    .into()
+}
+
+impl Keys {
+    fn encrypt(&self, instance: &str, mut state: State) -> Result<State, StoreError> {
+        for (key, value) in &mut state {
+            let Some(text) = value.as_str() else { continue };
+            if !(self.is_secret)(key) || text.starts_with(PREFIX) {
+                continue;
+            }
+            let mut nonce = [0_u8; 24];
+            getrandom::fill(&mut nonce).map_err(|error| {
+                failure(instance, format!("no randomness for a nonce: {error}"))
+            })?;
+            let aad = format!("{instance}\0{key}");
+            let sealed = self
+                .current
+                .cipher
+                .encrypt(
+                    &XNonce::from(nonce),
+                    Payload {
+                        msg: text.as_bytes(),
+                        aad: aad.as_bytes(),
+                    },
+                )
+                .map_err(|_| failure(instance, format!("cannot encrypt `{key}`")))?;
+            let mut bytes = nonce.to_vec();
+            bytes.extend(sealed);
+            *value = Value::String(format!(
+                "{PREFIX}{}:{}",
+                self.current.id,
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            ));
+        }
+        Ok(state)
+    }
+
+    fn decrypt(&self, instance: &str, state: &State) -> Result<State, StoreError> {
+        let mut plain = state.clone();
+        for (key, value) in &mut plain {
+            let Some(rest) = value.as_str().and_then(|text| text.strip_prefix(PREFIX)) else {
+                continue;
+            };
+            let Some((id, encoded)) = rest.split_once(':') else {
+                return Err(failure(
+                    instance,
+                    format!("`{key}` is not a valid encrypted value"),
+                ));
+            };
+            let Some(secret) = std::iter::once(&self.current)
+                .chain(&self.old)
+                .find(|secret| secret.id == id)
+            else {
+                return Err(failure(
+                    instance,
+                    format!(
+                        "`{key}` is encrypted with key `{id}`, which is not among the keys given (`ENGINE_SECRET_KEY`, `ENGINE_SECRET_KEYS_OLD`)"
+                    ),
+                ));
+            };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()
+                .filter(|bytes| bytes.len() > 24)
+                .ok_or_else(|| {
+                    failure(instance, format!("`{key}` is not a valid encrypted value"))
+                })?;
+            let (nonce, sealed) = bytes.split_at(24);
+            let nonce: [u8; 24] = nonce.try_into().unwrap_or([0; 24]);
+            let aad = format!("{instance}\0{key}");
+            let opened = secret
+                .cipher
+                .decrypt(
+                    &XNonce::from(nonce),
+                    Payload {
+                        msg: sealed,
+                        aad: aad.as_bytes(),
+                    },
+                )
+                .map_err(|_| {
+                    failure(
+                        instance,
+                        format!("`{key}` does not decrypt with key `{id}`: a wrong key under that id, or a value moved from another instance"),
+                    )
+                })?;
+            let text = String::from_utf8(opened)
+                .map_err(|_| failure(instance, format!("`{key}` decrypts to invalid text")))?;
+            *value = Value::String(text);
+        }
+        Ok(plain)
+    }
+
+    fn decrypt_versioned(&self, instance: &str, read: &Versioned) -> Result<Versioned, StoreError> {
+        Ok(Versioned {
+            state: Arc::new(self.decrypt(instance, &read.state)?),
+            version: read.version,
+        })
+    }
+}
+
+impl InstanceStore for EncryptedStore {
+    fn load<'a>(&'a self, instance: &'a str) -> BoxFuture<'a, Result<Versioned, StoreError>> {
+        Box::pin(async move {
+            let read = self.inner.load(instance).await?;
+            self.keys.decrypt_versioned(instance, &read)
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        instance: &'a str,
+        state: State,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let encrypted = self.keys.encrypt(instance, state)?;
+            self.inner.write(instance, encrypted, expected).await
+        })
+    }
+
+    fn lock<'a>(
+        &'a self,
+        instance: &'a str,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn InstanceLock>, StoreError>> {
+        Box::pin(async move {
+            let inner = self.inner.lock(instance, timeout).await?;
+            let lock: Box<dyn InstanceLock> = Box::new(EncryptedLock {
+                inner,
+                keys: Arc::clone(&self.keys),
+                instance: instance.to_owned(),
+            });
+            Ok(lock)
+        })
+    }
+
+    fn list(&self, page: Page) -> BoxFuture<'_, Result<Listing, StoreError>> {
+        self.inner.list(page)
+    }
+
+    fn delete<'a>(
+        &'a self,
+        instance: &'a str,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.delete(instance, expected)
+    }
+
+    fn append_history<'a>(
+        &'a self,
+        instance: &'a str,
+        entry: Value,
+        keep: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.append_history(instance, entry, keep)
+    }
+
+    fn history<'a>(&'a self, instance: &'a str) -> BoxFuture<'a, Result<Vec<Value>, StoreError>> {
+        self.inner.history(instance)
+    }
+
+    fn identity(&self, instance: &str) -> String {
+        self.inner.identity(instance)
+    }
+}
+
+struct EncryptedLock {
+    inner: Box<dyn InstanceLock>,
+    keys: Arc<Keys>,
+    instance: String,
+}
+
+impl InstanceLock for EncryptedLock {
+    fn load(&mut self) -> BoxFuture<'_, Result<Versioned, StoreError>> {
+        Box::pin(async move {
+            let read = self.inner.load().await?;
+            self.keys.decrypt_versioned(&self.instance, &read)
+        })
+    }
+
+    fn write(&mut self, state: State, expected: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let encrypted = self.keys.encrypt(&self.instance, state)?;
+            self.inner.write(encrypted, expected).await
+        })
+    }
+}
