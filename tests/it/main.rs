@@ -15,5 +15,6 @@ mod engine_test;
 mod lifecycle;
 mod run;
 mod store;
+mod tls;
 
 mod validate;
