@@ -17,5 +17,6 @@ mod lifecycle;
 mod run;
 mod shared_instances;
 mod store;
+mod tls;
 
 mod validate;

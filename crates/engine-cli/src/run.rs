@@ -451,6 +451,10 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
             RunErrorKind::Store(error) if matches!(error.kind(), StoreErrorKind::LockTimeout { .. }) => Some(
                 "another process holds this lock (a refresh in progress, or a process that hung or was stopped): run again when it is done, or raise `--lock-timeout`; nothing was written".into(),
             ),
+            // rustls's words ("invalid peer certificate: UnknownIssuer" and the like).
+            RunErrorKind::Transport { message, .. } if message.contains("certificate") => Some(
+                "the vendor's TLS certificate is not trusted here: if a private CA signed it, point `SSL_CERT_FILE` (a PEM file) or `SSL_CERT_DIR` at that CA; otherwise the system's roots decide".into(),
+            ),
             RunErrorKind::Transport { .. } => Some(
                 "check that the vendor is reachable, or raise `--timeout`".into(),
             ),

@@ -1,7 +1,8 @@
 //! The one way requests leave the engine: the [`Transport`] trait, its implementations, and the
 //! retry policy.
 //!
-//! - [`HttpTransport`] sends with one shared reqwest client (rustls, connection reuse) and reads
+//! - [`HttpTransport`] sends with one shared reqwest client (rustls, connection reuse; the
+//!   platform's roots loaded on the first `https://` handshake, see `tls.rs`) and reads
 //!   each response body up to a limit (16 MiB by default): a larger one is an error naming the
 //!   limit, never an out-of-memory.
 //! - [`RecordingTransport`] sends nothing: it records each request and answers an empty `200`
@@ -196,6 +197,12 @@ impl HttpTransport {
             .timeout(timeout)
             .connect_timeout(connect_timeout)
             .user_agent(concat!("connector-engine/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(crate::tls::client_config().map_err(|error| {
+                TransportError {
+                    kind: TransportErrorKind::Other,
+                    message: format!("TLS could not be set up: {error}"),
+                }
+            })?)
             .build()
             .map_err(|error| describe(&error))?;
         Ok(Self { client, max_body })
