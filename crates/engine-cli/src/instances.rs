@@ -395,9 +395,13 @@ async fn list(
         .try_into()
         .unwrap_or(0);
     let mut rows = Vec::new();
+    // The store filters what it can (by its indexes); the rest is decided here.
     let mut page = Page {
         after: None,
         limit: 1000,
+        connector: connector.map(str::to_owned),
+        status: (state == Some(InstanceState::NeedsReauth)).then(|| "needs-reauth".to_owned()),
+        expires_before_ms: (state == Some(InstanceState::Expired)).then_some(now_ms),
     };
     loop {
         let listing = store
@@ -406,9 +410,7 @@ async fn list(
             .map_err(|error| Failure::of_store(&error, &args.store))?;
         for summary in listing.instances {
             let instance_state = InstanceState::of(&summary, now_ms);
-            if connector.is_some_and(|wanted| summary.connector.as_deref() != Some(wanted))
-                || state.is_some_and(|wanted| wanted != instance_state)
-            {
+            if state.is_some_and(|wanted| wanted != instance_state) {
                 continue;
             }
             rows.push((summary, instance_state));
@@ -530,6 +532,7 @@ async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
     let mut page = Page {
         after: None,
         limit: 1000,
+        ..Page::default()
     };
     loop {
         let listing = plain

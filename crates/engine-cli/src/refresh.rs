@@ -224,9 +224,16 @@ async fn due_instances(
 ) -> Result<Vec<(Summary, Duration)>, Failure> {
     let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
     let mut due = Vec::new();
+    // With `--ahead`, the store finds the due instances by its expiry index; otherwise each
+    // instance's lifetime decides, read from its state.
     let mut page = Page {
         after: None,
         limit: 1000,
+        connector: args.connector.clone(),
+        expires_before_ms: args.ahead.map(|ahead| {
+            now_ms.saturating_add(u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX))
+        }),
+        ..Page::default()
     };
     loop {
         let listing = store
@@ -237,12 +244,7 @@ async fn due_instances(
             let Some(expires_at) = summary.expires_at_ms else {
                 continue;
             };
-            if summary.status.as_deref() == Some(NEEDS_REAUTH)
-                || args
-                    .connector
-                    .as_deref()
-                    .is_some_and(|wanted| summary.connector.as_deref() != Some(wanted))
-            {
+            if summary.status.as_deref() == Some(NEEDS_REAUTH) {
                 continue;
             }
             let ahead = if let Some(ahead) = args.ahead {

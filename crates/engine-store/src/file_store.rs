@@ -246,13 +246,16 @@ impl InstanceStore for FileStore {
                         break;
                     }
                     let read = load_file(&store.path_of(&id)?)?;
-                    instances.push(Summary {
+                    let summary = Summary {
                         id,
                         version: read.version,
                         expires_at_ms: expiry_of(&read.state),
                         connector: connector_of(&read.state).map(str::to_owned),
                         status: status_of(&read.state).map(str::to_owned),
-                    });
+                    };
+                    if page.matches(&summary) {
+                        instances.push(summary);
+                    }
                 }
                 Ok(Listing { instances, next })
             })
@@ -877,6 +880,7 @@ mod tests {
             .list(Page {
                 after: None,
                 limit: 2,
+                ..Page::default()
             })
             .await
             .unwrap();
@@ -891,6 +895,7 @@ mod tests {
             .list(Page {
                 after: first.next,
                 limit: 2,
+                ..Page::default()
             })
             .await
             .unwrap();

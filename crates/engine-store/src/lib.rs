@@ -103,13 +103,20 @@ pub struct Versioned {
 }
 
 /// Which instances [`InstanceStore::list`] returns: ids after `after`, in id order, at most
-/// `limit`.
+/// `limit`, of those that match every filter that is set.
 #[derive(Debug, Clone)]
 pub struct Page {
     /// Start after this id (`None`: from the first).
     pub after: Option<String>,
     /// At most this many instances.
     pub limit: usize,
+    /// Only the instances of this connector ([`connector_of`]).
+    pub connector: Option<String>,
+    /// Only the instances with this status ([`status_of`]).
+    pub status: Option<String>,
+    /// Only the instances whose token expires ([`expiry_of`]) at or before this time, epoch
+    /// milliseconds; an instance without a known expiry never matches.
+    pub expires_before_ms: Option<u64>,
 }
 
 impl Default for Page {
@@ -117,7 +124,26 @@ impl Default for Page {
         Self {
             after: None,
             limit: 100,
+            connector: None,
+            status: None,
+            expires_before_ms: None,
         }
+    }
+}
+
+impl Page {
+    /// True when `summary` passes every filter of the page (`after` and `limit` aside).
+    pub fn matches(&self, summary: &Summary) -> bool {
+        self.connector
+            .as_deref()
+            .is_none_or(|wanted| summary.connector.as_deref() == Some(wanted))
+            && self
+                .status
+                .as_deref()
+                .is_none_or(|wanted| summary.status.as_deref() == Some(wanted))
+            && self
+                .expires_before_ms
+                .is_none_or(|before| summary.expires_at_ms.is_some_and(|at| at <= before))
     }
 }
 

@@ -146,7 +146,6 @@ impl InstanceStore for MemoryStore {
             let mut instances: Vec<Summary> = states
                 .iter()
                 .filter(|(id, _)| page.after.as_ref().is_none_or(|after| *id > after))
-                .take(page.limit.saturating_add(1))
                 .map(|(id, stored)| Summary {
                     id: id.clone(),
                     version: stored.version,
@@ -154,6 +153,8 @@ impl InstanceStore for MemoryStore {
                     connector: connector_of(&stored.state).map(str::to_owned),
                     status: status_of(&stored.state).map(str::to_owned),
                 })
+                .filter(|summary| page.matches(summary))
+                .take(page.limit.saturating_add(1))
                 .collect();
             let next = (instances.len() > page.limit).then(|| {
                 instances.truncate(page.limit);

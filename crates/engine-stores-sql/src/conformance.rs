@@ -242,7 +242,14 @@ async fn list_pages(backend: &dyn Backend) {
     let mut after = None;
     let mut pages = 0;
     loop {
-        let listing = store.list(Page { after, limit: 2 }).await.unwrap();
+        let listing = store
+            .list(Page {
+                after,
+                limit: 2,
+                ..Page::default()
+            })
+            .await
+            .unwrap();
         pages += 1;
         ids.extend(listing.instances.iter().map(|summary| summary.id.clone()));
         if let Some(c) = listing.instances.iter().find(|summary| summary.id == "c") {
@@ -267,6 +274,7 @@ async fn list_pages(backend: &dyn Backend) {
         .list(Page {
             after: Some("e".to_owned()),
             limit: 2,
+            ..Page::default()
         })
         .await
         .unwrap();
@@ -365,6 +373,87 @@ async fn history_bounds(backend: &dyn Backend) {
     assert_eq!(
         store.history("other").await.unwrap(),
         [json!({"attempt": 99})]
+    );
+}
+
+/// Listings filter by connector, status and expiry, paging over the matches only.
+async fn list_filters(backend: &dyn Backend) {
+    let store = backend.open().await;
+    for index in 0..6_u64 {
+        let value = json!({
+            "engine.connector": if index % 2 == 0 { "even" } else { "odd" },
+            "engine.status": if index == 3 { Some("needs-reauth") } else { None },
+            "authentication.time": 1_700_000_000_000_u64 + index * 1000,
+            "expires_in": 60,
+        });
+        store
+            .write(&format!("i{index}"), state(value), 0)
+            .await
+            .unwrap();
+    }
+    store.write("none", State::new(), 0).await.unwrap();
+    let ids = |page: Page| {
+        let store = &store;
+        async move {
+            let listing = store.list(page).await.unwrap();
+            let ids: Vec<String> = listing
+                .instances
+                .into_iter()
+                .map(|summary| summary.id)
+                .collect();
+            (ids, listing.next)
+        }
+    };
+    let even = ids(Page {
+        connector: Some("even".to_owned()),
+        limit: 2,
+        ..Page::default()
+    })
+    .await;
+    assert_eq!(
+        even,
+        (
+            vec!["i0".to_owned(), "i2".to_owned()],
+            Some("i2".to_owned())
+        )
+    );
+    let rest = ids(Page {
+        connector: Some("even".to_owned()),
+        after: Some("i2".to_owned()),
+        limit: 2,
+        ..Page::default()
+    })
+    .await;
+    assert_eq!(rest, (vec!["i4".to_owned()], None));
+    let stuck = ids(Page {
+        status: Some("needs-reauth".to_owned()),
+        ..Page::default()
+    })
+    .await;
+    assert_eq!(stuck.0, ["i3"]);
+    let due = ids(Page {
+        expires_before_ms: Some(1_700_000_062_000),
+        ..Page::default()
+    })
+    .await;
+    assert_eq!(
+        due.0,
+        ["i0", "i1", "i2"],
+        "inclusive, and never an instance without expiry"
+    );
+    // A status cleared by a write leaves the status listing.
+    let read = store.load("i3").await.unwrap();
+    let mut cleared = State::clone(&read.state);
+    cleared.shift_remove("engine.status");
+    store.write("i3", cleared, read.version).await.unwrap();
+    assert!(
+        ids(Page {
+            status: Some("needs-reauth".to_owned()),
+            ..Page::default()
+        })
+        .await
+        .0
+        .is_empty()
     );
 }
 
@@ -517,6 +606,7 @@ conformance!(
     migrations,
     history_bounds,
     status_listed,
+    list_filters,
     encryption,
 );
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use engine_store::{
     BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
-    Summary, Versioned, connector_of, expiry_of,
+    Summary, Versioned, connector_of, expiry_of, status_of,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, Row as _};
@@ -168,23 +168,25 @@ impl PostgresStore {
         let text = serde_json::Value::Object(state.clone()).to_string();
         let connector = connector_of(&state);
         let expires_at = expiry_of(&state).map(to_i64);
+        let status = status_of(&state);
         let now = to_i64(epoch_ms());
         let written: Option<i64> = if expected == 0 {
             sqlx::query_scalar(
-                "INSERT INTO instances (id, version, connector, expires_at, state, updated_at)
-                 VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING version",
+                "INSERT INTO instances (id, version, connector, expires_at, state, updated_at, status)
+                 VALUES ($1, 1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING version",
             )
             .bind(instance)
             .bind(connector)
             .bind(expires_at)
             .bind(&text)
             .bind(now)
+            .bind(status)
             .fetch_optional(&self.pool)
             .await
         } else {
             sqlx::query_scalar(
                 "UPDATE instances SET version = version + 1, connector = $3, expires_at = $4,
-                   state = $5, updated_at = $6
+                   state = $5, updated_at = $6, status = $7
                  WHERE id = $1 AND version = $2 RETURNING version",
             )
             .bind(instance)
@@ -193,6 +195,7 @@ impl PostgresStore {
             .bind(expires_at)
             .bind(&text)
             .bind(now)
+            .bind(status)
             .fetch_optional(&self.pool)
             .await
         }
@@ -313,16 +316,32 @@ impl InstanceStore for PostgresStore {
 
     fn list(&self, page: Page) -> BoxFuture<'_, Result<Listing, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT id, version, expires_at, connector, state::json ->> 'engine.status'
-                 FROM instances
-                 WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2",
-            )
-            .bind(page.after.as_deref())
-            .bind(to_i64(page.limit as u64).saturating_add(1))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|source| backend("list", source))?;
+            // Only the filters that are set, so that the planner can use their indexes.
+            let mut builder = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+                "SELECT id, version, expires_at, connector, status FROM instances WHERE true",
+            );
+            if let Some(after) = page.after {
+                builder.push(" AND id > ").push_bind(after);
+            }
+            if let Some(connector) = page.connector {
+                builder.push(" AND connector = ").push_bind(connector);
+            }
+            if let Some(status) = page.status {
+                builder.push(" AND status = ").push_bind(status);
+            }
+            if let Some(before) = page.expires_before_ms {
+                builder
+                    .push(" AND expires_at <= ")
+                    .push_bind(to_i64(before));
+            }
+            builder
+                .push(" ORDER BY id LIMIT ")
+                .push_bind(to_i64(page.limit as u64).saturating_add(1));
+            let rows = builder
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|source| backend("list", source))?;
             let summaries = rows
                 .iter()
                 .map(|row| {

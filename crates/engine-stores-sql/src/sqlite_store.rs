@@ -1,3 +1,4 @@
+use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -5,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use engine_store::{
     BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
-    Summary, Versioned, connector_of, expiry_of,
+    Summary, Versioned, connector_of, expiry_of, status_of,
 };
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
@@ -40,6 +41,11 @@ const MIGRATIONS: &[&str] = &[
         entry TEXT NOT NULL
     );
     CREATE INDEX history_instance ON history (instance, seq);",
+    // 3: the status (`needs-reauth`) as a column, indexed, so that listing the instances that
+    // need re-authentication reads only those.
+    "ALTER TABLE instances ADD COLUMN status TEXT;
+    UPDATE instances SET status = json_extract(state, '$.\"engine.status\"');
+    CREATE INDEX instances_status ON instances (status, id);",
 ];
 
 /// An [`InstanceStore`] in one SQLite file: many instances, no server.
@@ -219,11 +225,13 @@ impl SqliteStore {
             let text = serde_json::Value::Object(state.clone()).to_string();
             transaction
                 .execute(
-                    "INSERT INTO instances (id, version, connector, expires_at, state, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    "INSERT INTO instances
+                       (id, version, connector, expires_at, state, updated_at, status)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (id) DO UPDATE SET version = excluded.version,
                        connector = excluded.connector, expires_at = excluded.expires_at,
-                       state = excluded.state, updated_at = excluded.updated_at",
+                       state = excluded.state, updated_at = excluded.updated_at,
+                       status = excluded.status",
                     params![
                         id,
                         to_i64(version),
@@ -231,6 +239,7 @@ impl SqliteStore {
                         expiry_of(&state).map(to_i64),
                         text,
                         to_i64(epoch_ms()),
+                        status_of(&state),
                     ],
                 )
                 .map_err(error)?;
@@ -417,25 +426,41 @@ impl InstanceStore for SqliteStore {
             let limit = page.limit;
             let rows = self
                 .with("list", move |connection| {
-                    let mut statement = connection.prepare_cached(
-                        "SELECT id, version, expires_at, connector, json_extract(state, '$.\"engine.status\"')
-                         FROM instances
-                         WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
-                    )?;
-                    let rows = statement.query_map(
-                        params![page.after, to_i64(limit as u64).saturating_add(1)],
-                        |row| {
-                            Ok(Summary {
-                                id: row.get(0)?,
-                                version: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
-                                expires_at_ms: row
-                                    .get::<_, Option<i64>>(2)?
-                                    .and_then(|at| u64::try_from(at).ok()),
-                                connector: row.get(3)?,
-                                status: row.get(4)?,
-                            })
-                        },
-                    )?;
+                    // Only the filters that are set, so that SQLite can use their indexes.
+                    let mut sql = String::from(
+                        "SELECT id, version, expires_at, connector, status FROM instances WHERE 1",
+                    );
+                    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+                    let mut filter = |clause: &str, value: rusqlite::types::Value| {
+                        values.push(value);
+                        let _ = write!(sql, " AND {clause} ?{}", values.len());
+                    };
+                    if let Some(after) = page.after {
+                        filter("id >", after.into());
+                    }
+                    if let Some(connector) = page.connector {
+                        filter("connector =", connector.into());
+                    }
+                    if let Some(status) = page.status {
+                        filter("status =", status.into());
+                    }
+                    if let Some(before) = page.expires_before_ms {
+                        filter("expires_at <=", to_i64(before).into());
+                    }
+                    values.push(to_i64(limit as u64).saturating_add(1).into());
+                    let _ = write!(sql, " ORDER BY id LIMIT ?{}", values.len());
+                    let mut statement = connection.prepare_cached(&sql)?;
+                    let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+                        Ok(Summary {
+                            id: row.get(0)?,
+                            version: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                            expires_at_ms: row
+                                .get::<_, Option<i64>>(2)?
+                                .and_then(|at| u64::try_from(at).ok()),
+                            connector: row.get(3)?,
+                            status: row.get(4)?,
+                        })
+                    })?;
                     rows.collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .await?;
