@@ -11,6 +11,7 @@ mod support;
 mod auth;
 mod cli;
 mod compat_run;
+mod hostile;
 mod lifecycle;
 mod run;
 mod store;

@@ -131,12 +131,16 @@ pub(crate) fn render_human(message: &Message<'_>, color: bool) -> String {
     // Only the first line of the span is shown; `line_text` borrows it from the whole text.
     if let Some(source) = &message.source {
         let (line, line_start, line_text) = first_line(source.text, source.span.start);
-        let start = source.span.start - line_start;
-        let end = source
-            .span
-            .end
-            .saturating_sub(line_start)
-            .clamp(start, line_text.len());
+        // Any byte offsets are drawn: they are moved to the character boundaries around them.
+        let start = floor_boundary(line_text, source.span.start.saturating_sub(line_start));
+        let end = ceil_boundary(
+            line_text,
+            source
+                .span
+                .end
+                .saturating_sub(line_start)
+                .clamp(start, line_text.len()),
+        );
         let mut annotation = AnnotationKind::Primary.span(start..end);
         if let Some(label) = source.label {
             annotation = annotation.label(label);
@@ -188,6 +192,24 @@ pub(crate) fn render_human(message: &Message<'_>, color: bool) -> String {
     };
     text.push('\n');
     text
+}
+
+/// The largest character boundary of `text` at or before `offset` (clamped to the text).
+fn floor_boundary(text: &str, offset: usize) -> usize {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+/// The smallest character boundary of `text` at or after `offset` (clamped to the text).
+fn ceil_boundary(text: &str, offset: usize) -> usize {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset += 1;
+    }
+    offset
 }
 
 /// The 1-based number, byte offset and text (without its newline) of the line holding `offset`.
@@ -267,6 +289,26 @@ caused by: a cause
             render_human(&message, false),
             "warning: hooks\n --> c.json:2:12\n  |\n2 |   \"hooks\": [\n  |            ^ not executed\n"
         );
+    }
+
+    #[test]
+    fn any_byte_range_is_drawn_on_character_boundaries() {
+        let text = "{\"name\": \u{e9}\u{1f600}}\r\n\u{feff}x";
+        for start in 0..=text.len() + 2 {
+            for end in start..=text.len() + 2 {
+                let message = Message {
+                    source: Some(Source {
+                        text,
+                        path: Path::new("c.json"),
+                        span: start..end,
+                        label: Some("here"),
+                    }),
+                    ..Message::new(Level::Error, "e")
+                };
+                // No panic, whatever the offsets.
+                assert!(render_human(&message, false).starts_with("error: e"));
+            }
+        }
     }
 
     #[test]

@@ -44,16 +44,35 @@ pub(crate) struct RunArgs {
     /// Print each lifecycle step to stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
-    /// The total timeout of one request, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
-    timeout: f64,
+    /// The total timeout of one request, in seconds (more than 0, at most 86400).
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout)]
+    timeout: Duration,
 }
 
+/// The largest `--timeout`: a day.
+const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
+
+/// The largest `--body` or `--config` file: 16 MiB, as for connector files.
+const MAX_INPUT_SIZE: u64 = engine_spec::MAX_SOURCE_SIZE;
+
+/// `NAME=VALUE`. The error never repeats the text: a header or a parameter may hold a secret
+/// (see `crate::usage_error`, which keeps clap from repeating it either).
 fn parse_pair(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
-        _ => Err(format!("expected `NAME=VALUE`, got `{text}`")),
+        _ => Err("expected `NAME=VALUE`".to_owned()),
     }
+}
+
+/// A number of seconds, more than 0 and at most [`MAX_TIMEOUT_SECONDS`].
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let problem =
+        || format!("expected a number of seconds more than 0 and at most {MAX_TIMEOUT_SECONDS}");
+    let seconds: f64 = text.trim().parse().map_err(|_| problem())?;
+    if !(seconds > 0.0 && seconds <= MAX_TIMEOUT_SECONDS) {
+        return Err(problem());
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| problem())
 }
 
 pub(crate) fn run(args: &RunArgs) -> Exit {
@@ -103,8 +122,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let Some(runtime) = prepare(&args.config) else {
         return Exit::Invalid;
     };
-    let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(30));
-    let engine = match EngineBuilder::new().timeout(timeout).build() {
+    let engine = match EngineBuilder::new().timeout(args.timeout).build() {
         Ok(engine) => engine,
         Err(error) => return report(&error, &connector),
     };
@@ -148,6 +166,21 @@ pub(crate) fn prepare(instance: &Path) -> Option<tokio::runtime::Runtime> {
             "create it with the instance's configuration, e.g. `{\"oauth.api.key\": \"...\"}`",
         );
         printer::error(&rendered);
+        return None;
+    }
+    // A FIFO or a device (`/dev/zero`) would be read forever; a huge file to the end.
+    let problem = match fs_err::metadata(instance) {
+        Ok(metadata) if !metadata.is_file() => Some("is not a regular file".to_owned()),
+        Ok(metadata) if metadata.len() > MAX_INPUT_SIZE => Some(format!(
+            "is larger than the limit of {}",
+            engine_spec::human_size(MAX_INPUT_SIZE)
+        )),
+        Ok(_) => None,
+        Err(error) => Some(format!("cannot be read: {error}")),
+    };
+    if let Some(problem) = problem {
+        let message = format!("instance file `{}` {problem}", instance.display());
+        printer::error(&Message::new(Level::Error, &message));
         return None;
     }
     match tokio::runtime::Builder::new_multi_thread()
@@ -208,15 +241,28 @@ fn read_body(path: Option<&Path>) -> Result<Body, String> {
     let Some(path) = path else {
         return Ok((None, None));
     };
-    let text = if path.as_os_str() == "-" {
-        let mut text = String::new();
+    let bytes = if path.as_os_str() == "-" {
+        let mut bytes = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut text)
+            .take(MAX_INPUT_SIZE + 1)
+            .read_to_end(&mut bytes)
             .map_err(|error| format!("cannot read the body from standard input: {error}"))?;
-        text
+        if bytes.len() as u64 > MAX_INPUT_SIZE {
+            return Err(format!(
+                "the body on standard input is larger than the limit of {}",
+                engine_spec::human_size(MAX_INPUT_SIZE)
+            ));
+        }
+        bytes
     } else {
-        fs_err::read_to_string(path).map_err(|error| error.to_string())?
+        engine_spec::read_bounded(path, MAX_INPUT_SIZE).map_err(|error| error.to_string())?
     };
+    let text = String::from_utf8(bytes).map_err(|_| {
+        format!(
+            "cannot read the body from `{}`: it is not UTF-8",
+            path.display()
+        )
+    })?;
     Ok((serde_json::from_str(&text).ok(), Some(text)))
 }
 

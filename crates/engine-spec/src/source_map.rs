@@ -14,6 +14,8 @@ use crate::source::{Location, Span};
 #[derive(Debug, Default)]
 pub struct SourceMap {
     values: HashMap<JsonPointer, Span>,
+    /// The first of the values of a key an object repeats (`values` holds the last).
+    first: HashMap<JsonPointer, Span>,
 }
 
 impl SourceMap {
@@ -53,13 +55,18 @@ impl SourceMap {
                 array.range
             }
         };
-        self.values.insert(
-            pointer,
-            Span {
-                start: range.start,
-                end: range.end,
-            },
-        );
+        let span = Span {
+            start: range.start,
+            end: range.end,
+        };
+        if let Some(earlier) = self.values.insert(pointer.clone(), span) {
+            self.first.entry(pointer).or_insert(earlier);
+        }
+    }
+
+    /// The first value of a key its object repeats (`None` when the key is not repeated).
+    pub fn first_of_repeated(&self, pointer: &JsonPointer) -> Option<Span> {
+        self.first.get(pointer).copied()
     }
 
     /// The byte range a [`Location`] points at: the node itself, narrowed inside its string when
