@@ -549,10 +549,20 @@ async fn transient_token_endpoint_failures_are_retried() {
     let context = TestContext::fixture("custom").with_instance(&provisioned(&server, 7200));
 
     let outcome = context.run("list-contacts").verbose().output();
+    // The backoff is jittered (at most 200 ms before the second attempt); a `Retry-After: 1`
+    // is obeyed exactly.
     outcome.assert_success().assert_stderr_has(&[
-        "retry: attempt 2 in 200 ms after status 500",
+        "after status 500",
         "retry: attempt 3 in 1000 ms after status 429",
     ]);
+    let pause: u64 = outcome
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("retry: attempt 2 in "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|ms| ms.parse().ok())
+        .expect("a retry line for attempt 2");
+    assert!(pause <= 200, "{pause} ms");
     assert_eq!(received_at(&server, "/oauth/token").await.len(), 3);
 }
 
@@ -593,6 +603,117 @@ fn twenty_processes_on_an_expired_instance_refresh_once() {
     let instance = context.instance();
     assert_ne!(instance["access.token"], "at_expired_long_ago");
     runtime.block_on(emulator.shutdown());
+}
+
+/// The OS threads of this process.
+fn thread_count() -> usize {
+    fs_err::read_dir("/proc/self/task").map_or(0, Iterator::count)
+}
+
+/// Issue 11: 500 tasks of one process (the runtime as a library, a file store) and 10 `engine run`
+/// processes, all on one expired instance, produce exactly one token request; the tasks' process
+/// uses a bounded number of threads (the waiters wait on an async lock, not on a thread each).
+#[test]
+fn five_hundred_tasks_and_ten_processes_refresh_once() {
+    let emulator_runtime = tokio::runtime::Runtime::new().unwrap();
+    let emulator = emulator_runtime
+        .block_on(Emulator::start(EmulatorConfig::default(), 0))
+        .unwrap();
+    let context = TestContext::for_connector("connectors/demo.json").with_instance(&json!({
+        "base.url": emulator.url(),
+        "client.id": "demo-client",
+        "client.secret": "demo-secret",
+        "access.token": "at_expired_long_ago",
+        "authentication.time": time_ago(7200),
+        "expires_in": "3600",
+    }));
+    let connector = engine_spec::load(&crate::support::repo_root().join("connectors/demo.json"))
+        .unwrap()
+        .into_connector()
+        .unwrap();
+    let connector = std::sync::Arc::new(connector);
+    let store = std::sync::Arc::new(engine_store::FileStore::for_file(context.instance_path()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let before = thread_count();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(before));
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (
+            std::sync::Arc::clone(&peak),
+            std::sync::Arc::clone(&sampling),
+        );
+        std::thread::spawn(move || {
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(thread_count(), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    let children: Vec<_> = (0..10)
+        .map(|_| context.run("list-contacts").param("limit", "1").spawn())
+        .collect();
+    let results: Vec<Result<serde_json::Value, engine_runtime::RunError>> =
+        runtime.block_on(async {
+            let engine = engine_runtime::Engine::new().unwrap();
+            let tasks: Vec<_> = (0..500)
+                .map(|_| {
+                    let (engine, connector, store) = (
+                        engine.clone(),
+                        std::sync::Arc::clone(&connector),
+                        std::sync::Arc::clone(&store),
+                    );
+                    tokio::spawn(async move {
+                        let inputs = engine_runtime::Inputs {
+                            params: vec![("limit".into(), "1".into())],
+                            ..engine_runtime::Inputs::default()
+                        };
+                        let request = engine_runtime::RunRequest {
+                            connector: &connector,
+                            selector: "list-contacts",
+                            inputs: &inputs,
+                            instance: "instance",
+                        };
+                        engine
+                            .run(&request, &*store, &engine_runtime::NoObserver)
+                            .await
+                            .map(|output| output.body)
+                    })
+                })
+                .collect();
+            let mut results = Vec::new();
+            for task in tasks {
+                results.push(task.await.unwrap());
+            }
+            results
+        });
+    let outcomes: Vec<Outcome> = children.into_iter().map(Outcome::of).collect();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+
+    let expected = json!([{"id": "c1", "name": "Ada Lovelace", "email": "ada@example.com"}]);
+    for result in results {
+        assert_eq!(result.unwrap(), expected);
+    }
+    for outcome in &outcomes {
+        outcome.assert_success();
+        assert_eq!(outcome.json(), expected);
+    }
+    let stats = emulator.stats();
+    assert_eq!(stats.token_requests, 1, "{stats:?}");
+    assert_eq!(
+        (stats.api_calls, stats.api_unauthorized),
+        (510, 0),
+        "{stats:?}"
+    );
+    // The runtime's 2 workers and at most 4 blocking threads, whatever the number of tasks.
+    let grown = peak.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(grown <= 2 + 4 + 1, "{grown} threads more for 500 tasks");
+    emulator_runtime.block_on(emulator.shutdown());
 }
 
 #[test]

@@ -913,14 +913,46 @@ fn run_help() {
       <RESOURCE>   A resource name, a lifecycle type (`provisionAuthValidation`, `ON REFRESH`...), or `METHOD:/path` matching a resource's path (`GET:/contacts/c1`)
 
     Options:
-      -c, --config <INSTANCE>    The instance file: a JSON object of configuration key to value. Tokens the run obtains are written back to it
-      -p, --param <NAME=VALUE>   A query, path, form or multipart input of the resource, or a `{NAME}` of its vendor path (a multipart value `@FILE` sends a file, `@-` standard input)
-      -H, --header <NAME=VALUE>  A header input of the resource (headers no parameter takes are sent as they are)
-          --body <FILE|->        The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input
-          --dry-run              Print the requests the run would send (secrets masked) and send nothing
-      -v, --verbose              Print each lifecycle step to stderr
-          --timeout <SECONDS>    The total timeout of one request, in seconds [default: 30]
-      -h, --help                 Print help
-      -V, --version              Print version
+      -c, --config <INSTANCE>       The instance file: a JSON object of configuration key to value. Tokens the run obtains are written back to it
+      -p, --param <NAME=VALUE>      A query, path, form or multipart input of the resource, or a `{NAME}` of its vendor path (a multipart value `@FILE` sends a file, `@-` standard input)
+      -H, --header <NAME=VALUE>     A header input of the resource (headers no parameter takes are sent as they are)
+          --body <FILE|->           The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input
+          --dry-run                 Print the requests the run would send (secrets masked) and send nothing
+      -v, --verbose                 Print each lifecycle step to stderr
+          --timeout <SECONDS>       The total timeout of one request, in seconds [default: 30]
+          --lock-timeout <SECONDS>  How long to wait for the instance's lock when another process holds it, in seconds [default: 30]
+      -h, --help                    Print help
+      -V, --version                 Print version
     "#);
+}
+
+/// Issue 10: the vendor's data stays data. `account.id`, saved by `ON PROVISION` and used in
+/// URLs, is not a secret: `me` prints it as the vendor sent it, while the token stays masked
+/// wherever it shows.
+#[test]
+fn saved_values_that_are_not_credentials_pass_through() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let emulator = runtime
+        .block_on(engine_emulator::Emulator::start(
+            engine_emulator::EmulatorConfig::default(),
+            0,
+        ))
+        .unwrap();
+    let context =
+        TestContext::for_connector("connectors/chained-provisioning.json").with_instance(&json!({
+            "base.url": emulator.url(),
+            "client.id": "demo-client",
+            "client.secret": "demo-secret",
+        }));
+    let outcome = context.run("me").output();
+    outcome.assert_success();
+    assert_eq!(outcome.json()["id"], "acc-42");
+    let instance = context.instance();
+    assert_eq!(instance["account.id"], "acc-42");
+    let token = instance["access.token"].as_str().unwrap().to_owned();
+    // The token is still masked when the vendor echoes it.
+    let outcome = context.run("account-echo").param("note", &token).output();
+    outcome.assert_success();
+    assert!(!outcome.stdout.contains(&token), "{}", outcome.stdout);
+    runtime.block_on(emulator.shutdown());
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use engine_store::{FileStore, State, StateStore as _};
+use engine_store::{FileStore, InstanceStore as _, State};
 use serde_json::{Value, json};
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -120,6 +120,8 @@ async fn writes_keep_untouched_keys_their_order_and_the_file_mode() {
             "expires_in",
             "authentication.time",
             "account.id",
+            // The store's version of the instance, always last (docs/running.md).
+            "engine.version",
         ]
     );
     for key in [
@@ -145,19 +147,19 @@ async fn writes_keep_untouched_keys_their_order_and_the_file_mode() {
     );
 }
 
-#[test]
-fn a_new_state_file_is_readable_by_its_owner_only() {
+#[tokio::test]
+async fn a_new_state_file_is_readable_by_its_owner_only() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("new.json");
     let store = FileStore::for_file(&file);
     let mut state = State::new();
     state.insert("oauth.user.token".to_owned(), json!("FAKE-token"));
 
-    store.lock("new").unwrap().persist(&state).unwrap();
+    store.write("new", state.clone(), 0).await.unwrap();
 
     let mode = fs_err::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    assert_eq!(*store.load("new").unwrap(), state);
+    assert_eq!(*store.load("new").await.unwrap().state, state);
 }
 
 #[tokio::test]
@@ -317,4 +319,39 @@ fn a_missing_instance_file_is_exit_3() {
     error: instance file `[TEMP]/instance.json` does not exist
     hint: create it with the instance's configuration, e.g. `{"oauth.api.key": "..."}`
     "#);
+}
+
+/// Issue 9 and 11: a lock held by a stopped or hung process makes `engine run` wait a bounded
+/// time (`--lock-timeout`), saying so in `-v`, then fail with an error naming the instance; no
+/// token request is sent while it waits.
+#[tokio::test]
+async fn a_lock_held_elsewhere_is_waited_for_a_bounded_time() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("custom").with_instance(&expired(&server));
+    let store = FileStore::for_file(context.instance_path());
+    let held = store.lock("instance", None).await.unwrap();
+
+    let started = Instant::now();
+    let outcome = context
+        .run("list-contacts")
+        .arg("--lock-timeout")
+        .arg("1")
+        .verbose()
+        .output();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    run_snapshot!(context, outcome, @r#"
+    exit code: 1
+    ----- stdout -----
+
+    ----- stderr -----
+    lock: `[TEMP]/instance.json` is locked by another process; waiting up to 1 s
+    error: timed out after 1s waiting for the lock on `[TEMP]/.instance.json.lock`
+    hint: another process holds this lock (a refresh in progress, or a process that hung or was stopped): run again when it is done, or raise `--lock-timeout`; nothing was written
+    "#);
+    drop(held);
 }

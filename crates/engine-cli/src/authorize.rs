@@ -1,11 +1,27 @@
 //! `engine authorize CONNECTOR --config INSTANCE`: signs a person in through a browser (OAuth2
 //! authorization code, with PKCE when the connector enables it) and saves the tokens.
+//!
+//! The runtime builds the authorization URL and exchanges the code; this module owns the
+//! loopback callback server: it listens on the host and port of `oauth.callback.url`, accepts the
+//! code from the query string or the URL fragment (a small page forwards a fragment), answers
+//! `400` to a wrong or missing `state` and keeps waiting, and shows the vendor's error when the
+//! person declines.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use engine_runtime::{Engine, EngineBuilder, NoObserver};
+use axum::Router;
+use axum::extract::State as AxumState;
+use axum::http::{StatusCode, Uri};
+use axum::response::Html;
+use engine_runtime::{
+    AuthorizationRequest, Engine, EngineBuilder, NoObserver, RunError, RunErrorKind,
+};
+use engine_spec::Connector;
 use engine_store::FileStore;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::Exit;
 use crate::printer;
@@ -36,24 +52,24 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
     let store = FileStore::for_file(&args.config);
     let result = runtime.block_on(async {
         let engine: Engine = EngineBuilder::new().build()?;
-        let pending = engine
+        let request = engine
             .begin_authorization(&connector, &store, "instance")
             .await?;
-        printer::stdout(&format!("{}\n", pending.url()));
+        let listener = TcpListener::bind((request.host.as_str(), request.port))
+            .await
+            .map_err(|error| RunErrorKind::Authorize {
+                message: format!(
+                    "cannot listen on `{}:{}` for the callback: {error}",
+                    request.host, request.port
+                ),
+            })?;
+        printer::stdout(&format!("{}\n", request.url));
         if !args.no_browser {
-            open_browser(pending.url());
+            open_browser(&request.url);
         }
         printer::verbose("waiting for the browser to come back with the sign-in answer...");
-        engine
-            .complete_authorization(
-                pending,
-                &connector,
-                &store,
-                "instance",
-                &NoObserver,
-                Duration::from_secs(args.timeout),
-            )
-            .await
+        let timeout = Duration::from_secs(args.timeout);
+        serve(&engine, &connector, &store, &request, listener, timeout).await
     });
     match result {
         Ok(()) => {
@@ -65,6 +81,147 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
         }
         Err(error) => report(&error, &connector),
     }
+}
+
+/// Serves the callback until a genuine one arrives (or `timeout`), then exchanges its code.
+async fn serve(
+    engine: &Engine,
+    connector: &Connector,
+    store: &FileStore,
+    request: &AuthorizationRequest,
+    listener: TcpListener,
+    timeout: Duration,
+) -> Result<(), RunError> {
+    let (sender, mut callbacks) = mpsc::channel::<Callback>(8);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = Router::new()
+        .route(&request.path, axum::routing::get(callback))
+        .with_state(sender);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let outcome = loop {
+        let next = tokio::select! {
+            next = callbacks.recv() => next,
+            () = &mut deadline => None,
+        };
+        let Some(callback) = next else {
+            break Err(RunErrorKind::Authorize {
+                message: format!(
+                    "no callback arrived within {} s; run `engine authorize` again",
+                    timeout.as_secs()
+                ),
+            }
+            .into());
+        };
+        let parameters = &callback.parameters;
+        if parameters.get("state") != Some(&request.state) {
+            let _ = callback.reply.send(page(
+                StatusCode::BAD_REQUEST,
+                "The sign-in answer does not match this request (wrong or missing state). Still waiting for the genuine callback.",
+            ));
+            continue;
+        }
+        if let Some(error) = parameters.get("error") {
+            let description = parameters
+                .get("error_description")
+                .map(|description| format!(": {description}"))
+                .unwrap_or_default();
+            let message = format!("the vendor answered `{error}`{description}");
+            let _ = callback.reply.send(page(
+                StatusCode::OK,
+                &format!(
+                    "Sign-in failed: {}. You can close this window.",
+                    html_escape(&message)
+                ),
+            ));
+            break Err(RunErrorKind::Authorize { message }.into());
+        }
+        let Some(code) = parameters.get("code") else {
+            let _ = callback
+                .reply
+                .send(page(StatusCode::BAD_REQUEST, "No code in the answer."));
+            continue;
+        };
+        let result = engine
+            .complete_authorization(connector, store, "instance", &NoObserver, request, code)
+            .await;
+        let reply = match &result {
+            Ok(()) => page(StatusCode::OK, "Signed in. You can close this window."),
+            Err(_) => page(
+                StatusCode::OK,
+                "Sign-in failed while exchanging the code; see the terminal. You can close this window.",
+            ),
+        };
+        let _ = callback.reply.send(reply);
+        break result;
+    };
+    let _ = stop.send(());
+    let _ = server.await;
+    outcome
+}
+
+/// One callback request, handed from the listener to the waiting flow with a channel for the
+/// page to answer.
+struct Callback {
+    parameters: HashMap<String, String>,
+    reply: oneshot::Sender<(StatusCode, Html<String>)>,
+}
+
+/// The page that forwards a URL fragment (`#code=...`, implicit-style vendors) as a query string.
+const FRAGMENT_PAGE: &str = "<!doctype html><meta charset=utf-8><title>engine authorize</title>\
+<p id=m>Waiting for the sign-in answer…</p><script>if(location.hash.length>1){\
+location.replace(location.pathname+'?'+location.hash.slice(1));}else{\
+document.getElementById('m').textContent='No sign-in answer in this address.';}</script>";
+
+async fn callback(
+    AxumState(sender): AxumState<mpsc::Sender<Callback>>,
+    uri: Uri,
+) -> (StatusCode, Html<String>) {
+    let parameters: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    if !["code", "error", "state"]
+        .iter()
+        .any(|name| parameters.contains_key(*name))
+    {
+        return (StatusCode::OK, Html(FRAGMENT_PAGE.to_owned()));
+    }
+    let (reply, answer) = oneshot::channel();
+    if sender.send(Callback { parameters, reply }).await.is_err() {
+        return page(
+            StatusCode::GONE,
+            "This sign-in is over. You can close this window.",
+        );
+    }
+    answer.await.unwrap_or_else(|_| {
+        page(
+            StatusCode::GONE,
+            "This sign-in is over. You can close this window.",
+        )
+    })
+}
+
+fn page(status: StatusCode, text: &str) -> (StatusCode, Html<String>) {
+    (
+        status,
+        Html(format!(
+            "<!doctype html><meta charset=utf-8><title>engine authorize</title><p>{text}</p>"
+        )),
+    )
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Opens `url` in the default browser; a failure only means the person opens it by hand.

@@ -5,12 +5,14 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use engine_runtime::{
-    Engine, EngineBuilder, Event, Inputs, Observer, RefreshReason, RunError, RunErrorKind,
-    RunRequest,
+    EngineBuilder, Event, InputKind, Inputs, Observer, RecordingTransport, RefreshReason, RunError,
+    RunErrorKind, RunRequest,
 };
 use engine_spec::{Connector, SourceMap};
-use engine_store::{FileStore, StoreErrorKind};
+use engine_store::{FileStore, InstanceStore, MemoryStore, StoreErrorKind};
 
 use crate::Exit;
 use crate::printer;
@@ -47,6 +49,9 @@ pub(crate) struct RunArgs {
     /// The total timeout of one request, in seconds (more than 0, at most 86400).
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout)]
     timeout: Duration,
+    /// How long to wait for the instance's lock when another process holds it, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    lock_timeout: u64,
 }
 
 /// The largest `--timeout`: a day.
@@ -122,11 +127,18 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let Some(runtime) = prepare(&args.config) else {
         return Exit::Invalid;
     };
-    let engine = match EngineBuilder::new().timeout(args.timeout).build() {
+    let recording = args.dry_run.then(RecordingTransport::new);
+    let mut builder = EngineBuilder::new()
+        .timeout(args.timeout)
+        .lock_timeout(Some(Duration::from_secs(args.lock_timeout)));
+    if let Some(recording) = &recording {
+        builder = builder.transport(Arc::new(recording.clone()));
+    }
+    let engine = match builder.build() {
         Ok(engine) => engine,
         Err(error) => return report(&error, &connector),
     };
-    let store = FileStore::for_file(&args.config);
+    let file = FileStore::for_file(&args.config);
     let observer = Verbose {
         enabled: args.verbose,
     };
@@ -135,13 +147,26 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         selector: &args.resource,
         inputs: &inputs,
         instance: "instance",
-        dry_run: args.dry_run,
     };
-    match runtime.block_on(run_once(&engine, &request, &store, &observer)) {
+    let result = runtime.block_on(async {
+        // A dry run works on a copy of the instance and records instead of sending: the same
+        // run, with nothing sent and nothing written.
+        let copy;
+        let store: &dyn InstanceStore = if recording.is_some() {
+            copy = MemoryStore::new();
+            let stored = file.load("instance").await?;
+            copy.insert("instance", (*stored.state).clone());
+            &copy
+        } else {
+            &file
+        };
+        engine.run(&request, store, &observer).await
+    });
+    match result {
         Ok(output) => {
-            if args.dry_run {
-                let text: Vec<String> = output
-                    .planned
+            if let Some(recording) = &recording {
+                let text: Vec<String> = recording
+                    .requests()
                     .iter()
                     .map(|request| request.display(&output.redactor))
                     .collect();
@@ -224,15 +249,6 @@ pub(crate) fn load_connector(path: &Path) -> Option<Connector> {
     report.into_connector()
 }
 
-async fn run_once(
-    engine: &Engine,
-    request: &RunRequest<'_>,
-    store: &FileStore,
-    observer: &Verbose,
-) -> Result<engine_runtime::RunOutput, RunError> {
-    engine.run(request, store, observer).await
-}
-
 /// The body as JSON when it is JSON, and as written: a text body is a template for resources
 /// with `bodyToken` parameters; the runtime refuses it for the others.
 type Body = (Option<serde_json::Value>, Option<String>);
@@ -266,6 +282,81 @@ fn read_body(path: Option<&Path>) -> Result<Body, String> {
     Ok((serde_json::from_str(&text).ok(), Some(text)))
 }
 
+/// What the person should do next, when there is something to suggest: the runtime says what
+/// happened, the command line says which flag or command helps.
+pub(crate) fn hint(error: &RunError) -> Option<String> {
+    let flag = |input: &InputKind| match input {
+        InputKind::Param => "--param",
+        InputKind::Header => "--header",
+        InputKind::Body => "--body",
+    };
+    match error.kind() {
+            RunErrorKind::MissingConfiguration { .. } => {
+                Some("add the keys to the instance file, then run again".into())
+            }
+            RunErrorKind::MissingInput { input: InputKind::Body, .. } => Some(
+                "pass the body with `--body FILE`, or `--body -` to read it from standard input"
+                    .into(),
+            ),
+            RunErrorKind::MissingInput { input, name, .. } => {
+                Some(format!("pass it with `{} {name}=VALUE`", flag(input)))
+            }
+            RunErrorKind::UnknownResource { suggestion, .. } => suggestion
+                .as_ref()
+                .map(|suggestion| format!("did you mean `{suggestion}`?")),
+            RunErrorKind::UnknownInput { suggestion, .. } => suggestion
+                .as_ref()
+                .map(|suggestion| format!("did you mean `{suggestion}`?")),
+            RunErrorKind::AuthFailed { .. } | RunErrorKind::TokenRejected { .. } => Some(
+                "re-authenticate: fix the credentials in the instance file (or run `engine authorize`), then run again".into(),
+            ),
+            RunErrorKind::NotAuthorized { .. } => Some(
+                "run `engine authorize CONNECTOR --config INSTANCE` to sign in through a browser"
+                    .into(),
+            ),
+            RunErrorKind::Store(error) if matches!(
+                error.kind(),
+                engine_store::StoreErrorKind::Io { operation, .. } if *operation != "read"
+            ) => Some(
+                "the instance file was left as it was; a token the vendor issued during this run may be lost: fix the file's permissions or free disk space and run again (re-authenticate if the vendor rotates refresh tokens)".into(),
+            ),
+            RunErrorKind::BodyTooLarge { .. } => Some(
+                "the vendor's answer is larger than the engine reads; ask for less (a smaller page)".into(),
+            ),
+            RunErrorKind::Store(error) if matches!(error.kind(), StoreErrorKind::LockTimeout { .. }) => Some(
+                "another process holds this lock (a refresh in progress, or a process that hung or was stopped): run again when it is done, or raise `--lock-timeout`; nothing was written".into(),
+            ),
+            RunErrorKind::Transport { .. } => Some(
+                "check that the vendor is reachable, or raise `--timeout`".into(),
+            ),
+            RunErrorKind::InputFile { name, path, .. } if path == "-" => Some(format!(
+                "pipe the part's content into `engine run`, or pass `--param {name}=@FILE`"
+            )),
+            RunErrorKind::InputFile { name, .. } => Some(format!(
+                "check the path, or pass a text part with `--param {name}=VALUE`"
+            )),
+            RunErrorKind::NeverExecuted { kind, .. } if kind == "OAUTH2 PASSWORD" => Some(
+                "use `\"authentication\": {\"type\": \"oauth2\", \"grant\": \"password\"}`: the engine then obtains the token itself".into(),
+            ),
+            RunErrorKind::NeverExecuted { .. } => Some(
+                "run an `API` resource (or a token lifecycle resource); to make this call, copy it into an `API` resource".into(),
+            ),
+            RunErrorKind::Oauth1 { .. } => Some(
+                "the engine cannot sign OAuth 1.0a requests: use the vendor's OAuth 2.0 or API key authentication if it has one".into(),
+            ),
+            RunErrorKind::ProtocolNotExecuted { .. } => Some(
+                "call the vendor through its HTTP API with a connector whose `protocolType` is `http` or `soap`".into(),
+            ),
+            RunErrorKind::BodyNotJson { .. } => Some(
+                "pass a JSON body; only resources with `bodyToken` parameters take a text body".into(),
+            ),
+            RunErrorKind::UnfilledToken { input: Some(name), .. } => {
+                Some(format!("pass it with `--param {name}=VALUE`"))
+            }
+            _ => None,
+        }
+}
+
 /// The exit code of a failed run.
 fn exit_of(error: &RunError) -> Exit {
     match error.kind() {
@@ -275,7 +366,7 @@ fn exit_of(error: &RunError) -> Exit {
         | RunErrorKind::TokenRejected { .. }
         | RunErrorKind::NotAuthorized { .. }
         | RunErrorKind::Authorize { .. } => Exit::AuthFailed,
-        RunErrorKind::Transport { .. } => Exit::Transport,
+        RunErrorKind::Transport { .. } | RunErrorKind::BodyTooLarge { .. } => Exit::Transport,
         RunErrorKind::Store(error) => match error.kind() {
             StoreErrorKind::Io { operation, .. } if *operation != "read" => Exit::VendorError,
             StoreErrorKind::LockTimeout { .. } => Exit::VendorError,
@@ -289,7 +380,7 @@ fn exit_of(error: &RunError) -> Exit {
 /// and what to do.
 pub(crate) fn report(error: &RunError, connector: &Connector) -> Exit {
     let text = error.to_string();
-    let hint = error.hint();
+    let hint = hint(error);
     let mut causes = Vec::new();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -387,6 +478,13 @@ impl Observer for Verbose {
             Event::SentAsText { parameter, reason } => {
                 format!("note: `{parameter}`: {reason}")
             }
+            Event::WaitingForLock { instance, timeout } => match timeout {
+                Some(timeout) => format!(
+                    "lock: `{instance}` is locked by another process; waiting up to {} s",
+                    timeout.as_secs()
+                ),
+                None => format!("lock: `{instance}` is locked by another process; waiting"),
+            },
             Event::Saved { keys } => format!("save: {}", keys.join(", ")),
             Event::HookNotExecuted { resource } => format!(
                 "note: `{resource}` has a pre-request JavaScript hook that the engine does not \

@@ -1,41 +1,50 @@
 //! [`Engine::run`]: one resource of a connector against one instance, with the whole token
-//! lifecycle (docs/token-lifecycle.md):
+//! lifecycle (docs/running.md, "The token lifecycle"). The I/O around the pure parts: the [`Scheme`] decides,
+//! the [`Transport`] sends, the [`InstanceStore`] keeps.
 //!
 //! 1. load the instance, apply defaults, refuse to start when required keys are missing;
-//! 2. an API resource first makes sure the token is fresh: when it is stale, take the instance
-//!    lock, re-read, re-check (another process may have refreshed), refresh, persist atomically,
-//!    release;
+//! 2. an API resource first makes sure the token is fresh: when it is stale, take the
+//!    in-process single-flight lock of the instance, then the store's lock, re-read, re-check
+//!    (another task or process may have refreshed), run the scheme's steps, write with the
+//!    version read under the lock (compare-and-swap), release;
 //! 3. build and send; a status in `session.refreshOnStatus` (401) with the token still the one
 //!    the request carried forces one refresh and one retry; never a loop;
-//! 4. extract, follow `nextResource`, and persist every saved value before returning.
+//! 4. extract, follow `nextResource`, and write every saved value before returning.
 
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use engine_spec::kinds::ResourceType;
 use engine_spec::{AuthKind, Connector, Protocol, Resource};
-use engine_store::{State, StateLock, StateStore, StoreErrorKind};
+use engine_store::{InstanceLock, InstanceStore, State, StoreErrorKind};
 use serde_json::Value;
 
-use crate::auth;
+use crate::auth::custom::resource_step;
+use crate::auth::{Freshness, Scheme, Step, oauth2};
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Configuration;
 use crate::extract::{Extracted, extract};
-use crate::lifecycle::{Freshness, Lifecycle, check_fresh};
 use crate::observer::{Event, Observer, RefreshReason};
 use crate::redact::Redactor;
-use crate::request::{BuildContext, Inputs, PreparedRequest, build, missing_required};
+use crate::request::{
+    BuildContext, Inputs, PreparedRequest, build, missing_required, redact_url, request_parameters,
+};
 use crate::run_error::{RunError, RunErrorKind};
-use crate::send::{VendorResponse, describe, send};
+use crate::transport::{
+    DEFAULT_MAX_BODY, HttpTransport, RetryPolicy, Sending, Transport, VendorResponse,
+    send_with_policy,
+};
 
-/// Runs connectors. Build one per process and reuse it: it holds the HTTP connection pool.
+/// Runs connectors. Build one per process and share it (it is cheap to clone): it holds the
+/// transport (one HTTP connection pool) and the in-process single-flight of refreshes.
 #[derive(Clone)]
 pub struct Engine {
-    pub(crate) client: reqwest::Client,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) retries: u32,
-    pub(crate) backoff: Duration,
-    pub(crate) max_retry_after: Duration,
+    transport: Arc<dyn Transport>,
+    clock: Arc<dyn Clock>,
+    policy: RetryPolicy,
+    lock_timeout: Option<Duration>,
+    flights: Arc<Flights>,
 }
 
 /// Builds an [`Engine`].
@@ -43,10 +52,11 @@ pub struct Engine {
 pub struct EngineBuilder {
     timeout: Duration,
     connect_timeout: Duration,
+    max_body: usize,
     clock: Arc<dyn Clock>,
-    retries: u32,
-    backoff: Duration,
-    max_retry_after: Duration,
+    policy: RetryPolicy,
+    lock_timeout: Option<Duration>,
+    transport: Option<Arc<dyn Transport>>,
 }
 
 impl Default for EngineBuilder {
@@ -56,16 +66,18 @@ impl Default for EngineBuilder {
 }
 
 impl EngineBuilder {
-    /// Defaults: 30 s total timeout, 10 s connect timeout, the system clock, 2 retries of
-    /// transient failures starting at a 200 ms pause, `Retry-After` honoured up to 30 s.
+    /// Defaults: 30 s total timeout and 10 s connect timeout per request, response bodies up to
+    /// 16 MiB, the system clock, the default [`RetryPolicy`], instance locks waited for at most
+    /// 30 s, and HTTP.
     pub fn new() -> Self {
         Self {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            max_body: DEFAULT_MAX_BODY,
             clock: Arc::new(SystemClock),
-            retries: 2,
-            backoff: Duration::from_millis(200),
-            max_retry_after: Duration::from_secs(30),
+            policy: RetryPolicy::default(),
+            lock_timeout: Some(Duration::from_secs(30)),
+            transport: None,
         }
     }
 
@@ -81,6 +93,12 @@ impl EngineBuilder {
         self
     }
 
+    /// The largest response body read, in bytes; a larger one fails the request.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
     /// The clock the token lifecycle reads.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -89,19 +107,32 @@ impl EngineBuilder {
 
     /// How many times a transient failure is retried.
     pub fn retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
+        self.policy.retries = retries;
         self
     }
 
-    /// The first pause between retries; it doubles each time.
+    /// The first backoff between retries (jittered; it doubles each time, up to 10 s).
     pub fn backoff(mut self, backoff: Duration) -> Self {
-        self.backoff = backoff;
+        self.policy.base = backoff;
         self
     }
 
     /// The longest `Retry-After` the engine waits for; a longer one fails at once.
     pub fn max_retry_after(mut self, max: Duration) -> Self {
-        self.max_retry_after = max;
+        self.policy.max_retry_after = max;
+        self
+    }
+
+    /// How long to wait for an instance's lock (`None`: as long as it takes).
+    pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Sends through `transport` instead of HTTP: a [`crate::RecordingTransport`] for a dry
+    /// run, a replaying one for tests. The timeouts and body limit then do not apply.
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
         self
     }
 
@@ -109,22 +140,44 @@ impl EngineBuilder {
     ///
     /// Fails when the TLS backend cannot be initialised.
     pub fn build(self) -> Result<Engine, RunError> {
-        let client = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .connect_timeout(self.connect_timeout)
-            .user_agent(concat!("connector-engine/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|error| RunErrorKind::Transport {
-                url: String::new(),
-                message: describe(&error),
-            })?;
+        let transport = match self.transport {
+            Some(transport) => transport,
+            None => Arc::new(
+                HttpTransport::new(self.timeout, self.connect_timeout, self.max_body).map_err(
+                    |error| RunErrorKind::Transport {
+                        url: String::new(),
+                        message: error.message,
+                    },
+                )?,
+            ),
+        };
         Ok(Engine {
-            client,
+            transport,
             clock: self.clock,
-            retries: self.retries,
-            backoff: self.backoff,
-            max_retry_after: self.max_retry_after,
+            policy: self.policy,
+            lock_timeout: self.lock_timeout,
+            flights: Arc::default(),
         })
+    }
+}
+
+/// The in-process single-flight: one async mutex per stored instance (by
+/// [`InstanceStore::identity`]), held while its token is refreshed. Waiting tasks park on the
+/// mutex, not on a thread.
+#[derive(Default)]
+struct Flights(Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>);
+
+impl Flights {
+    /// The mutex of `key`, made on first use; entries nobody holds any more are dropped.
+    fn of(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
+        let mut flights = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(flight) = flights.get(&key).and_then(Weak::upgrade) {
+            return flight;
+        }
+        flights.retain(|_, flight| flight.strong_count() > 0);
+        let flight = Arc::new(tokio::sync::Mutex::new(()));
+        flights.insert(key, Arc::downgrade(&flight));
+        flight
     }
 }
 
@@ -139,19 +192,15 @@ pub struct RunRequest<'a> {
     pub inputs: &'a Inputs,
     /// The instance id in the store.
     pub instance: &'a str,
-    /// Build the requests, send nothing.
-    pub dry_run: bool,
 }
 
 /// What a run gave.
 #[derive(Debug)]
 pub struct RunOutput {
-    /// The last response's status (`None` in a dry run).
-    pub status: Option<u16>,
+    /// The last response's status.
+    pub status: u16,
     /// The last response's body after `rootKey`, secrets masked.
     pub body: Value,
-    /// In a dry run, the requests the run would send, in order.
-    pub planned: Vec<PreparedRequest>,
     /// Masks every secret the run knows of; use it on anything shown to a person.
     pub redactor: Redactor,
 }
@@ -164,36 +213,37 @@ impl Engine {
         EngineBuilder::new().build()
     }
 
-    /// Runs `request` against the instance state in `store`, telling `observer` each step.
+    /// Runs `request` against the instance in `store`, telling `observer` each step.
     ///
-    /// Fails with a [`RunError`] whose kind says what to do: invalid input or configuration
+    /// Fails with a [`RunError`] whose kind says what happened: invalid input or configuration
     /// (nothing was sent), a vendor error status, failed authentication, a transport failure, or
     /// a state that could not be written. The instance is left as it was by a failed refresh.
     pub async fn run(
         &self,
         request: &RunRequest<'_>,
-        store: &dyn StateStore,
+        store: &dyn InstanceStore,
         observer: &dyn Observer,
     ) -> Result<RunOutput, RunError> {
-        let mut run = Run::start(self, request, store, observer)?;
-        let result = run.go(request).await;
-        match result {
-            Ok((status, body)) => {
-                run.persist_pending()?;
-                Ok(RunOutput {
-                    status,
-                    body: redact_json(body, &run.redactor),
-                    planned: std::mem::take(&mut run.planned),
-                    redactor: run.redactor,
-                })
-            }
-            Err(error) => {
-                // Values saved before the failure (a chain's first step) are still kept; a
-                // failed refresh never reaches `pending`.
-                run.persist_pending()?;
-                Err(error)
-            }
+        let mut run = Run::new(self, request.connector, store, request.instance, observer).await?;
+        let missing = missing_required(run.connector, &run.configuration);
+        if !missing.is_empty() {
+            return Err(RunErrorKind::MissingConfiguration { missing }.into());
         }
+        let result = run.go(request).await;
+        // Values saved before a failure (a chain's first step) are kept; a failed refresh never
+        // reaches the pending values.
+        run.persist_pending().await?;
+        let (status, body) = result?;
+        Ok(RunOutput {
+            status,
+            body: redact_json(body, &run.redactor),
+            redactor: run.redactor,
+        })
+    }
+
+    /// The clock's time, epoch milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 }
 
@@ -244,7 +294,8 @@ fn redact_json(mut value: Value, redactor: &Redactor) -> Value {
     value
 }
 
-/// How a refresh decides, after taking the lock, that another process already refreshed.
+/// How a refresh decides, after taking the lock, that another task or process already
+/// refreshed.
 enum Recheck {
     /// The re-read token is fresh.
     Freshness,
@@ -284,75 +335,42 @@ impl Observer for Recorder {
 
 /// The state of one run.
 pub(crate) struct Run<'a> {
-    pub(crate) engine: &'a Engine,
-    pub(crate) connector: &'a Connector,
-    store: &'a dyn StateStore,
+    engine: &'a Engine,
+    connector: &'a Connector,
+    scheme: Scheme<'a>,
+    store: &'a dyn InstanceStore,
     instance: &'a str,
-    pub(crate) observer: &'a dyn Observer,
-    /// The stored state, the defaults, and the values this run saved that are not persisted
-    /// yet. Save with [`Run::save`].
+    observer: &'a dyn Observer,
+    /// The stored state, the defaults, and the values this run saved that are not written yet.
+    /// Save with [`Run::save`].
     configuration: Configuration<'a>,
     pub(crate) redactor: Redactor,
-    pub(crate) plan_only: bool,
-    planned: Vec<PreparedRequest>,
 }
 
 impl<'a> Run<'a> {
-    fn start(
-        engine: &'a Engine,
-        request: &RunRequest<'a>,
-        store: &'a dyn StateStore,
-        observer: &'a dyn Observer,
-    ) -> Result<Self, RunError> {
-        let run = Self::new(
-            engine,
-            request.connector,
-            store,
-            request.instance,
-            observer,
-            request.dry_run,
-        )?;
-        let missing = missing_required(run.connector, &run.configuration);
-        if !missing.is_empty() {
-            return Err(RunErrorKind::MissingConfiguration { missing }.into());
-        }
-        Ok(run)
-    }
-
-    /// A run over the stored state of `instance`, without the required-key check.
-    pub(crate) fn new(
+    /// A run over the stored state of `instance`.
+    pub(crate) async fn new(
         engine: &'a Engine,
         connector: &'a Connector,
-        store: &'a dyn StateStore,
+        store: &'a dyn InstanceStore,
         instance: &'a str,
         observer: &'a dyn Observer,
-        plan_only: bool,
     ) -> Result<Self, RunError> {
-        let state = store.load(instance)?;
-        let redactor = Redactor::for_state(connector, &state);
+        let stored = store.load(instance).await?;
+        let redactor = Redactor::for_state(connector, &stored.state);
         Ok(Self {
             engine,
             connector,
+            scheme: Scheme::of(connector),
             store,
             instance,
             observer,
-            configuration: Configuration::new(connector, state),
+            configuration: Configuration::new(connector, stored.state),
             redactor,
-            plan_only,
-            planned: Vec::new(),
         })
     }
 
-    /// The effective configuration: defaults, the stored state, then this run's pending values.
-    pub(crate) fn configuration(&self) -> &Configuration<'a> {
-        &self.configuration
-    }
-
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.engine.clock.now_ms()
-    }
-
-    async fn go(&mut self, request: &RunRequest<'_>) -> Result<(Option<u16>, Value), RunError> {
+    async fn go(&mut self, request: &RunRequest<'_>) -> Result<(u16, Value), RunError> {
         let connector = self.connector;
         refuse_unexecutable(connector)?;
         let Some(resource) = connector.find_resource(request.selector) else {
@@ -374,37 +392,32 @@ impl<'a> Run<'a> {
             })
             .at(&field_of(resource, "type")));
         }
+        if !resource.kind().is_api() {
+            return self.run_lifecycle_directly(resource, request.inputs).await;
+        }
         let bound = request
             .selector
             .split_once(':')
             .filter(|_| resource.name() != Some(request.selector))
             .map(|(_, path)| resource.bind_path(path))
             .unwrap_or_default();
-        let mut checked = None;
-        if resource.kind().is_api() {
-            // Bad caller inputs are found before anything is sent, the refresh included.
-            let built = self.check_inputs(resource, request.inputs, &bound)?;
-            // Without a refresh the configuration is unchanged: that request is the one to send.
-            if !self.ensure_fresh().await? {
-                checked = Some(built);
-            }
+        // Bad caller inputs are found before anything is sent, the refresh included.
+        let built = self.check_inputs(resource, request.inputs, &bound)?;
+        // Without a refresh the configuration is unchanged: that request is the one to send.
+        let mut checked = if self.ensure_fresh().await? {
+            None
         } else {
-            return self.run_lifecycle_directly(resource, request.inputs).await;
-        }
+            Some(built)
+        };
         let mut current = resource;
         let mut previous: Option<Value> = None;
         for _ in 0..=engine_spec::MAX_CHAIN {
-            let inputs = if previous.is_none() {
-                request.inputs
+            let (inputs, bound_now) = if previous.is_none() {
+                (request.inputs, bound.as_slice())
             } else {
-                &Inputs::default()
+                (&Inputs::default(), &[][..])
             };
-            let bound_now = if previous.is_none() {
-                bound.as_slice()
-            } else {
-                &[]
-            };
-            let Some((response, extracted)) = self
+            let (response, extracted) = self
                 .call(
                     current,
                     inputs,
@@ -412,13 +425,12 @@ impl<'a> Run<'a> {
                     previous.as_ref(),
                     checked.take(),
                 )
-                .await?
-            else {
-                return Ok((None, Value::Null));
-            };
+                .await?;
             let Some(next) = connector.next_of(current) else {
-                let status = Some(response.status);
-                return Ok((status, extracted.into_output(current, response.body)));
+                return Ok((
+                    response.status,
+                    extracted.into_output(current, response.body),
+                ));
             };
             previous = Some(response.body);
             current = next;
@@ -430,28 +442,24 @@ impl<'a> Run<'a> {
     }
 
     /// `engine run c.json provisionAuthValidation`: runs a lifecycle resource as the lifecycle
-    /// would, saving what it saves.
+    /// would (after `PROVISION AUTH VALIDATION`, `ON PROVISION` too), saving what it saves.
     async fn run_lifecycle_directly(
         &mut self,
-        resource: &Resource,
+        resource: &'a Resource,
         inputs: &Inputs,
-    ) -> Result<(Option<u16>, Value), RunError> {
-        if self.plan_only {
-            self.plan(resource, inputs, None)?;
-            return Ok((None, Value::Null));
-        }
-        let (response, extracted) = self.execute_lifecycle(resource, inputs).await?;
-        self.save(&extracted.saved);
+    ) -> Result<(u16, Value), RunError> {
+        let response = self
+            .execute(&resource_step(resource, inputs.clone()))
+            .await?;
         if resource.kind() == ResourceType::ProvisionAuthValidation
             && let Some(on_provision) = self.connector.lifecycle(ResourceType::OnProvision)
         {
-            let (_, extracted) = self
-                .execute_lifecycle(on_provision, &Inputs::default())
+            self.execute(&resource_step(on_provision, Inputs::default()))
                 .await?;
-            self.save(&extracted.saved);
         }
+        let extracted = extract(self.connector, resource, &response);
         Ok((
-            Some(response.status),
+            response.status,
             extracted.into_output(resource, response.body),
         ))
     }
@@ -459,7 +467,11 @@ impl<'a> Run<'a> {
     /// Step 2 of the cycle: makes sure the token is fresh before an API call. True when it took
     /// the refresh path (the state may have changed).
     async fn ensure_fresh(&mut self) -> Result<bool, RunError> {
-        match check_fresh(self.connector, &self.configuration, self.now_ms()) {
+        let now_ms = self.engine.now_ms();
+        match self
+            .scheme
+            .check_fresh(self.connector, &self.configuration, now_ms)
+        {
             Freshness::Fresh(until_ms) => {
                 self.observer.event(&Event::Fresh { until_ms });
                 Ok(false)
@@ -471,25 +483,20 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Refreshes under the instance lock, unless the re-read state shows that another process
-    /// already did (see [`Recheck`]).
+    /// Refreshes under the in-process single-flight and the store's lock, unless the re-read
+    /// state shows that another task or process already did (see [`Recheck`]).
     async fn refresh(&mut self, reason: RefreshReason, recheck: Recheck) -> Result<(), RunError> {
-        let lifecycle = Lifecycle::of(self.connector);
-        if self.plan_only {
-            self.observer.event(&Event::Refreshing {
-                by: auth::step_name(self.connector, lifecycle, &reason),
-                reason,
-            });
-            return auth::plan(self, lifecycle);
-        }
-        let mut lock = tokio::task::block_in_place(|| self.store.lock(self.instance))?;
-        let stored = lock.load()?;
-        self.redactor.learn_state(self.connector, &stored);
-        self.configuration.rebase(Arc::new(stored));
+        let flight = self.engine.flights.of(self.store.identity(self.instance));
+        let _in_process = flight.lock().await;
+        let mut lock = self.lock_instance().await?;
+        let read = lock.load().await?;
+        self.redactor.learn_state(self.connector, &read.state);
+        self.configuration.rebase(Arc::clone(&read.state));
         let done_elsewhere = match &recheck {
-            Recheck::Marker(marker) => lifecycle.marker(&self.configuration) != *marker,
+            Recheck::Marker(marker) => self.scheme.marker(&self.configuration) != *marker,
             Recheck::Freshness => matches!(
-                check_fresh(self.connector, &self.configuration, self.now_ms()),
+                self.scheme
+                    .check_fresh(self.connector, &self.configuration, self.engine.now_ms()),
                 Freshness::Fresh(_)
             ),
         };
@@ -497,54 +504,97 @@ impl<'a> Run<'a> {
             self.observer.event(&Event::RefreshedElsewhere);
             return Ok(());
         }
+        let steps = self
+            .scheme
+            .steps(self.connector, &self.configuration, &reason)?;
         self.observer.event(&Event::Refreshing {
-            by: auth::step_name(self.connector, lifecycle, &reason),
-            reason: reason.clone(),
+            by: match (self.scheme, steps.first()) {
+                (Scheme::Oauth2, _) => "oauth2".to_owned(),
+                (_, Some(step)) => step.name(),
+                (_, None) => "nothing".to_owned(),
+            },
+            reason,
         });
         // A failed refresh leaves the instance as it was: nothing it saved is kept.
         let before = self.configuration.pending().clone();
-        if let Err(error) = auth::obtain(self, lifecycle, &reason).await {
-            self.configuration.restore_pending(before);
-            return Err(error);
+        for step in &steps {
+            if let Err(error) = self.execute(step).await {
+                self.configuration.restore_pending(before);
+                return Err(error);
+            }
         }
-        self.persist_with(&mut *lock)
+        self.write_under(&mut *lock, read.version, &read.state)
+            .await
     }
 
-    /// Writes pending values under a lock already held.
-    fn persist_with(&mut self, lock: &mut dyn StateLock) -> Result<(), RunError> {
+    /// Writes the pending values over `stored` (read at `version` under `lock`): a
+    /// compare-and-swap. When another writer got there first (a store whose lock it could lose),
+    /// the newer stored state wins: this run re-reads it and goes on with it.
+    async fn write_under(
+        &mut self,
+        lock: &mut dyn InstanceLock,
+        version: u64,
+        stored: &State,
+    ) -> Result<(), RunError> {
         if self.configuration.pending().is_empty() {
             return Ok(());
         }
-        let mut state = match lock.load() {
-            Ok(state) => state,
-            Err(error) if matches!(error.kind(), StoreErrorKind::NotFound { .. }) => State::new(),
-            Err(error) => return Err(error.into()),
-        };
         let pending = self.configuration.take_pending();
         let keys: Vec<String> = pending.keys().cloned().collect();
+        let mut state = stored.clone();
         state.extend(pending);
-        lock.persist(&state)?;
-        self.redactor.learn_state(self.connector, &state);
-        self.configuration.rebase(Arc::new(state));
-        self.observer.event(&Event::Saved { keys });
-        Ok(())
+        match lock.write(state.clone(), version).await {
+            Ok(_) => {
+                self.redactor.learn_state(self.connector, &state);
+                self.configuration.rebase(Arc::new(state));
+                self.observer.event(&Event::Saved { keys });
+                Ok(())
+            }
+            Err(error) if matches!(error.kind(), StoreErrorKind::Conflict { .. }) => {
+                let newer = lock.load().await?;
+                self.redactor.learn_state(self.connector, &newer.state);
+                self.configuration.rebase(newer.state);
+                self.observer.event(&Event::RefreshedElsewhere);
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
-    /// Writes pending values: lock, re-read, merge (keys this run did not touch keep their
-    /// stored value), write atomically.
-    pub(crate) fn persist_pending(&mut self) -> Result<(), RunError> {
-        if self.configuration.pending().is_empty() || self.plan_only {
+    /// Writes the pending values: lock, re-read, merge (keys this run did not touch keep their
+    /// stored value), write with the version read.
+    pub(crate) async fn persist_pending(&mut self) -> Result<(), RunError> {
+        if self.configuration.pending().is_empty() {
             return Ok(());
         }
-        let store = self.store;
-        let instance = self.instance;
-        let mut lock = tokio::task::block_in_place(|| store.lock(instance))?;
-        self.persist_with(&mut *lock)
+        let mut lock = self.lock_instance().await?;
+        let read = lock.load().await?;
+        self.write_under(&mut *lock, read.version, &read.state)
+            .await
+    }
+
+    /// Takes the store's lock of the instance; when another holds it, says so and waits at most
+    /// the engine's lock timeout.
+    async fn lock_instance(&self) -> Result<Box<dyn InstanceLock>, RunError> {
+        match self.store.lock(self.instance, Some(Duration::ZERO)).await {
+            Ok(lock) => return Ok(lock),
+            Err(error) if !matches!(error.kind(), StoreErrorKind::LockTimeout { .. }) => {
+                return Err(error.into());
+            }
+            Err(_) => {}
+        }
+        self.observer.event(&Event::WaitingForLock {
+            instance: self.store.identity(self.instance),
+            timeout: self.engine.lock_timeout,
+        });
+        Ok(self
+            .store
+            .lock(self.instance, self.engine.lock_timeout)
+            .await?)
     }
 
     /// Builds (or takes the `checked` request built from the same state), sends (retrying
     /// transient failures) and handles a token rejection by refreshing once and retrying once.
-    /// `None` in a dry run.
     async fn call(
         &mut self,
         resource: &Resource,
@@ -552,29 +602,23 @@ impl<'a> Run<'a> {
         bound: &[(String, String)],
         previous: Option<&Value>,
         checked: Option<Checked>,
-    ) -> Result<Option<(VendorResponse, Extracted)>, RunError> {
+    ) -> Result<(VendorResponse, Extracted), RunError> {
         self.warn_hooks(resource);
-        if self.plan_only {
-            let prepared = self.prepare(resource, inputs, bound, previous, true)?;
-            self.plan_request(prepared);
-            return Ok(None);
-        }
-        let lifecycle = Lifecycle::of(self.connector);
         let prepared = match checked {
             Some(checked) => checked.replay(self.observer),
             None => self.prepare(resource, inputs, bound, previous, true)?,
         };
-        let mut response = self.send_with_retries(&prepared, false).await?;
+        let mut response = self.send(&prepared, false).await?;
         let rejected = |response: &VendorResponse| {
             self.connector
                 .session()
                 .refresh_on_status()
                 .contains(&response.status)
         };
-        if rejected(&response) && !matches!(lifecycle, Lifecycle::None) {
+        if rejected(&response) && self.scheme.obtains_tokens() {
             // The configuration has not changed since the request was built: its marker is the
             // one of the token the vendor rejected.
-            let marker = lifecycle.marker(&self.configuration);
+            let marker = self.scheme.marker(&self.configuration);
             self.refresh(
                 RefreshReason::Rejected {
                     status: response.status,
@@ -583,7 +627,7 @@ impl<'a> Run<'a> {
             )
             .await?;
             let prepared = self.prepare(resource, inputs, bound, previous, true)?;
-            response = self.send_with_retries(&prepared, false).await?;
+            response = self.send(&prepared, false).await?;
             if rejected(&response) {
                 return Err(RunErrorKind::TokenRejected {
                     resource: resource.display_name(),
@@ -596,7 +640,7 @@ impl<'a> Run<'a> {
             return Err(RunError::from(RunErrorKind::VendorStatus {
                 resource: resource.display_name(),
                 status: response.status,
-                url: crate::request::redact_url(&prepared.url, &self.redactor),
+                url: redact_url(&prepared.url, &self.redactor),
                 problem: response
                     .problem()
                     .map(|problem| self.redactor.redact(&problem)),
@@ -606,7 +650,7 @@ impl<'a> Run<'a> {
         }
         let extracted = extract(self.connector, resource, &response);
         self.save(&extracted.saved);
-        Ok(Some((response, extracted)))
+        Ok((response, extracted))
     }
 
     /// Records values a response saved, learning them as secrets (tokens) first.
@@ -615,35 +659,42 @@ impl<'a> Run<'a> {
         self.redactor.learn_state(self.connector, saved);
     }
 
-    /// Runs a lifecycle resource (`PROVISION AUTH VALIDATION`, `ON REFRESH`, `ON PROVISION`,
-    /// OAuth2 overrides): transient failures retried, an error status is an authentication
-    /// failure. Sets `authentication.time` for the resources that obtain tokens.
-    pub(crate) async fn execute_lifecycle(
-        &mut self,
-        resource: &Resource,
-        inputs: &Inputs,
-    ) -> Result<(VendorResponse, Extracted), RunError> {
-        let obtains_token = matches!(
-            resource.kind(),
-            ResourceType::ProvisionAuthValidation | ResourceType::OnRefresh
-        );
-        self.warn_hooks(resource);
-        let prepared = self.prepare(resource, inputs, &[], None, !obtains_token)?;
+    /// Runs one step of obtaining a token: builds its request from the configuration as it is
+    /// now, sends it as a lifecycle request, and saves what the scheme reads from the answer
+    /// (nothing from a recorded answer: nothing was sent).
+    pub(crate) async fn execute(&mut self, step: &Step<'_>) -> Result<VendorResponse, RunError> {
+        let (request, location) = match step {
+            Step::Resource {
+                resource,
+                inputs,
+                obtains_token,
+                ..
+            } => {
+                self.warn_hooks(resource);
+                let request = self.prepare(resource, inputs, &[], None, !obtains_token)?;
+                (request, Some(resource.location()))
+            }
+            Step::Token(grant) => (
+                oauth2::token_request(self.connector, &self.configuration, grant, &self.redactor)?,
+                None,
+            ),
+        };
         let response = self
-            .send_lifecycle(&prepared, resource.kind().label())
+            .send_lifecycle(&request, &step.name())
             .await
-            .map_err(|error| error.at(resource.location()))?;
-        let mut extracted = extract(self.connector, resource, &response);
-        if obtains_token {
-            extracted.saved.insert(
-                "authentication.time".into(),
-                Value::String(self.now_ms().to_string()),
-            );
+            .map_err(|error| match location {
+                Some(location) => error.at(location),
+                None => error,
+            })?;
+        if !response.is_recorded() {
+            let saved = Scheme::absorb(self.connector, step, &response, self.engine.now_ms())?;
+            self.save(&saved);
         }
-        self.redactor.learn_state(self.connector, &extracted.saved);
-        Ok((response, extracted))
+        Ok(response)
     }
 
+    /// Builds the request of `resource` from the current configuration; an API request
+    /// (`authenticate`) also gets the scheme's authentication.
     pub(crate) fn prepare(
         &self,
         resource: &Resource,
@@ -652,19 +703,43 @@ impl<'a> Run<'a> {
         previous: Option<&Value>,
         authenticate: bool,
     ) -> Result<PreparedRequest, RunError> {
-        build(
+        self.build_with(
+            resource,
+            inputs,
+            bound,
+            previous,
+            authenticate,
+            self.observer,
+        )
+    }
+
+    fn build_with(
+        &self,
+        resource: &Resource,
+        inputs: &Inputs,
+        bound: &[(String, String)],
+        previous: Option<&Value>,
+        authenticate: bool,
+        observer: &dyn Observer,
+    ) -> Result<PreparedRequest, RunError> {
+        let mut request = build(
             &BuildContext {
                 connector: self.connector,
                 configuration: &self.configuration,
                 inputs,
                 bound_path: bound,
                 previous,
-                authenticate,
                 redactor: &self.redactor,
-                observer: self.observer,
+                observer,
             },
             resource,
-        )
+        )?;
+        if authenticate {
+            let parameters = request_parameters(self.connector, resource);
+            self.scheme
+                .apply(&self.configuration, &parameters, &mut request.headers);
+        }
+        Ok(request)
     }
 
     /// Builds the request of `resource` without sending it or telling the observer, so that a
@@ -677,26 +752,14 @@ impl<'a> Run<'a> {
         bound: &[(String, String)],
     ) -> Result<Checked, RunError> {
         let recorder = Recorder::default();
-        build(
-            &BuildContext {
-                connector: self.connector,
-                configuration: &self.configuration,
-                inputs,
-                bound_path: bound,
-                previous: None,
-                authenticate: true,
-                redactor: &self.redactor,
-                observer: &recorder,
-            },
-            resource,
-        )
-        .map(|request| Checked {
-            request,
-            events: recorder
-                .0
-                .into_inner()
-                .unwrap_or_else(PoisonError::into_inner),
-        })
+        self.build_with(resource, inputs, bound, None, true, &recorder)
+            .map(|request| Checked {
+                request,
+                events: recorder
+                    .0
+                    .into_inner()
+                    .unwrap_or_else(PoisonError::into_inner),
+            })
     }
 
     /// Tells the observer when a `preRequest` hook of `resource` would have added headers or
@@ -709,26 +772,19 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Adds the request `resource` would send to the dry-run plan.
-    pub(crate) fn plan(
-        &mut self,
-        resource: &Resource,
-        inputs: &Inputs,
-        previous: Option<&Value>,
-    ) -> Result<(), RunError> {
-        let authenticate = !matches!(
-            resource.kind(),
-            ResourceType::ProvisionAuthValidation | ResourceType::OnRefresh
-        );
-        self.warn_hooks(resource);
-        let prepared = self.prepare(resource, inputs, &[], previous, authenticate)?;
-        self.planned.push(prepared);
-        Ok(())
-    }
-
-    /// Adds an already built request to the dry-run plan.
-    pub(crate) fn plan_request(&mut self, request: PreparedRequest) {
-        self.planned.push(request);
+    /// Sends `request` through the engine's transport and retry policy.
+    async fn send(
+        &self,
+        request: &PreparedRequest,
+        lifecycle: bool,
+    ) -> Result<VendorResponse, RunError> {
+        let sending = Sending {
+            transport: &*self.engine.transport,
+            policy: &self.engine.policy,
+            observer: self.observer,
+            redactor: &self.redactor,
+        };
+        send_with_policy(&sending, request, lifecycle).await
     }
 
     /// Sends a lifecycle request (token endpoints, lifecycle resources) with the lifecycle's
@@ -738,7 +794,7 @@ impl<'a> Run<'a> {
         request: &PreparedRequest,
         step: &str,
     ) -> Result<VendorResponse, RunError> {
-        let response = self.send_with_retries(request, true).await?;
+        let response = self.send(request, true).await?;
         if response.is_success() {
             return Ok(response);
         }
@@ -751,73 +807,6 @@ impl<'a> Run<'a> {
             body: self.redactor.redact(&response.body_text()),
         }
         .into())
-    }
-
-    /// Sends with bounded retries: connection failures always; with `lifecycle`, also 429 and
-    /// 5xx, honouring `Retry-After`.
-    pub(crate) async fn send_with_retries(
-        &self,
-        request: &PreparedRequest,
-        lifecycle: bool,
-    ) -> Result<VendorResponse, RunError> {
-        let mut attempt = 1;
-        let mut pause = self.engine.backoff;
-        loop {
-            if self.observer.enabled() {
-                self.observer.event(&Event::Sending {
-                    resource: request.resource.clone(),
-                    method: request.method.clone(),
-                    url: crate::request::redact_url(&request.url, &self.redactor),
-                });
-            }
-            let mut wait = pause;
-            // Timed only for an observer that listens: reading the clock is not free.
-            let started = self.observer.enabled().then(Instant::now);
-            let cause = match send(&self.engine.client, request).await {
-                Ok(response) => {
-                    if let Some(started) = started {
-                        self.observer.event(&Event::Received {
-                            status: response.status,
-                            elapsed: started.elapsed(),
-                        });
-                    }
-                    let transient = lifecycle && (response.status == 429 || response.status >= 500);
-                    if !transient || attempt > self.engine.retries {
-                        return Ok(response);
-                    }
-                    if let Some(after) = response
-                        .header("retry-after")
-                        .and_then(|value| value.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs)
-                    {
-                        if after > self.engine.max_retry_after {
-                            return Ok(response);
-                        }
-                        wait = after;
-                    }
-                    format!("status {}", response.status)
-                }
-                Err(error) => {
-                    let retryable = error.is_connect() || (lifecycle && error.is_timeout());
-                    if !retryable || attempt > self.engine.retries {
-                        return Err(RunErrorKind::Transport {
-                            url: crate::request::redact_url(&request.url, &self.redactor),
-                            message: self.redactor.redact(&describe(&error)),
-                        }
-                        .into());
-                    }
-                    self.redactor.redact(&describe(&error))
-                }
-            };
-            attempt += 1;
-            self.observer.event(&Event::Retrying {
-                attempt,
-                after: wait,
-                cause,
-            });
-            tokio::time::sleep(wait).await;
-            pause *= 2;
-        }
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use engine_spec::{Connector, SourceFile, validate};
-use engine_store::{MemoryStore, State, StateStore};
+use engine_store::{InstanceStore, MemoryStore, State};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_string_contains, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -54,7 +54,6 @@ async fn run(
         selector: "me",
         inputs: &inputs,
         instance: "i",
-        dry_run: false,
     };
     engine
         .run(&request, store, &NoObserver)
@@ -312,7 +311,7 @@ async fn transient_token_errors_are_retried_and_invalid_grant_is_not() {
         ),
         other => panic!("{other:?}"),
     }
-    assert_eq!(*store.load("i").unwrap(), before);
+    assert_eq!(*store.load("i").await.unwrap().state, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,7 +327,6 @@ async fn authorization_code_without_tokens_asks_for_engine_authorize() {
         matches!(error.kind(), RunErrorKind::NotAuthorized { .. }),
         "{error}"
     );
-    assert!(error.hint().unwrap().contains("engine authorize"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,4 +362,144 @@ async fn a_token_mapped_elsewhere_gets_no_bearer_header() {
         .unwrap();
     let requests = server.received_requests().await.unwrap();
     assert!(requests[0].headers.get("authorization").is_none());
+}
+
+/// Runs `me` with `engine` on instance `i` of `store`.
+async fn run_with(
+    engine: &crate::Engine,
+    connector: &Connector,
+    store: &dyn InstanceStore,
+) -> Result<Value, crate::RunError> {
+    let inputs = Inputs::default();
+    let request = RunRequest {
+        connector,
+        selector: "me",
+        inputs: &inputs,
+        instance: "i",
+    };
+    engine
+        .run(&request, store, &NoObserver)
+        .await
+        .map(|output| output.body)
+}
+
+/// Many tasks of one process on one expired instance share one refresh: the first takes the
+/// in-process single-flight and refreshes, the others wait on it (an async wait, no thread)
+/// and find the token fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_runs_in_one_process_share_one_refresh() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(
+            token_response("t1", &json!({"expires_in": 3600}))
+                .set_delay(std::time::Duration::from_millis(100)),
+        )
+        .mount(&server)
+        .await;
+    me_answers(&server, "t1").await;
+    let connector = Arc::new(oauth2_connector(r#"{"type": "oauth2ClientCredentials"}"#));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("i.json");
+    fs_err::write(
+        &file,
+        serde_json::to_string(&instance(&server, &json!({}))).unwrap(),
+    )
+    .unwrap();
+    let store = Arc::new(engine_store::FileStore::for_file(&file));
+    let engine = EngineBuilder::new()
+        .clock(Arc::new(ManualClock::new(NOW)))
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (engine, connector, store) =
+                (engine.clone(), Arc::clone(&connector), Arc::clone(&store));
+            tokio::spawn(async move { run_with(&engine, &connector, &*store).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), json!({"ok": "t1"}));
+    }
+    let token_requests = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|request| request.url.path() == "/token")
+        .count();
+    assert_eq!(token_requests, 1);
+}
+
+/// The runtime works on a current-thread tokio runtime: no `block_in_place` anywhere (it
+/// panics there), file locks waited for without blocking the only thread.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refresh_with_a_file_store_runs_on_a_current_thread_runtime() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(token_response("t1", &json!({"expires_in": 3600})))
+        .mount(&server)
+        .await;
+    me_answers(&server, "t1").await;
+    let connector = oauth2_connector(r#"{"type": "oauth2ClientCredentials"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("i.json");
+    fs_err::write(
+        &file,
+        serde_json::to_string(&instance(&server, &json!({}))).unwrap(),
+    )
+    .unwrap();
+    let store = engine_store::FileStore::for_file(&file);
+    let engine = EngineBuilder::new().build().unwrap();
+    let (first, second) = tokio::join!(
+        run_with(&engine, &connector, &store),
+        run_with(&engine, &connector, &store)
+    );
+    assert_eq!(
+        (first.unwrap(), second.unwrap()),
+        (json!({"ok": "t1"}), json!({"ok": "t1"}))
+    );
+    let stored = store.load("i").await.unwrap();
+    assert_eq!(
+        (stored.state["oauth.user.token"].as_str(), stored.version),
+        (Some("t1"), 1)
+    );
+}
+
+/// A response body over the limit is an error naming the limit, never read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_an_error_naming_it() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("x".repeat(4096)))
+        .mount(&server)
+        .await;
+    let connector = validate(SourceFile::new(
+        "c.json",
+        r#"{"resources": [{"name": "me", "type": "api", "vendorPath": "/me"}]}"#,
+    ))
+    .into_connector()
+    .unwrap();
+    let store = MemoryStore::new();
+    store.insert("i", instance(&server, &json!({})));
+    let engine = EngineBuilder::new().max_body(1024).build().unwrap();
+    let error = run_with(&engine, &connector, &store).await.unwrap_err();
+    assert!(
+        matches!(error.kind(), RunErrorKind::BodyTooLarge { limit: 1024, .. }),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("larger than the limit of 1024 bytes"),
+        "{error}"
+    );
+    // Under the limit, the same answer is read.
+    let engine = EngineBuilder::new().max_body(4096).build().unwrap();
+    assert_eq!(
+        run_with(&engine, &connector, &store).await.unwrap(),
+        json!("x".repeat(4096))
+    );
 }

@@ -7,7 +7,7 @@ use engine_store::State;
 use serde_json::Value;
 
 use crate::request::response_parameters;
-use crate::send::VendorResponse;
+use crate::transport::VendorResponse;
 
 /// What a response gave.
 #[derive(Debug, Default)]

@@ -2,9 +2,19 @@
 //! This is the only crate that knows HTTP and async.
 //!
 //! The entry point is [`Engine::run`]: it runs one resource of a validated
-//! [`engine_spec::Connector`] against one instance held in an [`engine_store::StateStore`],
-//! obtaining and refreshing the token on the way (see `docs/token-lifecycle.md`), and reports
-//! each step to an [`Observer`]. Nothing here prints.
+//! [`engine_spec::Connector`] against one instance held in an [`engine_store::InstanceStore`],
+//! obtaining and refreshing the token on the way (see `docs/running.md`, "The token lifecycle"), and reports
+//! each step to an [`Observer`]. Nothing here prints. One [`Engine`] serves a whole process:
+//! share it between tasks; it holds one HTTP connection pool and makes concurrent refreshes of
+//! one instance share one.
+//!
+//! The parts, each in its own module (`docs/architecture.md` draws them):
+//! - authentication without I/O: a [`Scheme`] per way a connector authenticates decides
+//!   freshness, the [`Step`]s that obtain a token, how an answer becomes state, and how the token
+//!   goes onto a request;
+//! - one [`Transport`]: [`HttpTransport`] (reqwest, a body limit), [`RecordingTransport`]
+//!   (`--dry-run`: records, sends nothing); the [`RetryPolicy`] in one place;
+//! - the store: any [`engine_store::InstanceStore`], with versioned, compare-and-swap writes.
 //!
 //! ```no_run
 //! use engine_runtime::{Engine, Inputs, NoObserver, RunRequest};
@@ -22,7 +32,6 @@
 //!             selector: "list-users",
 //!             inputs: &Inputs::default(),
 //!             instance: "instance",
-//!             dry_run: false,
 //!         },
 //!         &store,
 //!         &NoObserver,
@@ -34,27 +43,30 @@
 //! ```
 
 mod auth;
+mod authorization;
 mod body;
 mod clock;
 mod configuration;
 mod engine;
 mod extract;
-mod lifecycle;
 mod observer;
 mod redact;
 mod request;
 mod run_error;
-mod send;
+mod transport;
 
-pub use auth::authorize::PendingAuthorization;
-pub use auth::oauth2;
+pub use auth::authorize::AuthorizationRequest;
+pub use auth::oauth2::{self, Grant};
+pub use auth::{Freshness, Scheme, Step, check_fresh};
 pub use body::{Part, PartContent};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineBuilder, RunOutput, RunRequest};
 pub use extract::parse_seconds;
-pub use lifecycle::{Freshness, Lifecycle, check_fresh};
 pub use observer::{Event, NoObserver, Observer, RefreshReason};
 pub use redact::{MASK, Redactor, Secret, is_secret_name};
 pub use request::{Inputs, PreparedRequest, RequestBody, redact_url};
-pub use run_error::{MissingKey, RunError, RunErrorKind};
-pub use send::VendorResponse;
+pub use run_error::{InputKind, MissingKey, RunError, RunErrorKind};
+pub use transport::{
+    DEFAULT_MAX_BODY, HttpTransport, RecordingTransport, RetryPolicy, Transport, TransportError,
+    TransportErrorKind, VendorResponse, parse_retry_after,
+};

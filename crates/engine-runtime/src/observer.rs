@@ -73,6 +73,14 @@ pub enum Event {
         /// What happened, e.g. "an object, sent as its JSON text".
         reason: String,
     },
+    /// Another task or process holds the instance's lock (a refresh, a write): the run waits for
+    /// it, at most `timeout`.
+    WaitingForLock {
+        /// The instance (a file store: its path).
+        instance: String,
+        /// How long the run waits at most (`None`: as long as it takes).
+        timeout: Option<Duration>,
+    },
     /// Configuration keys saved into the instance (names only, never values).
     Saved {
         /// The keys.

@@ -5,17 +5,16 @@
 
 use std::fmt::Write as _;
 
-use base64::Engine as _;
 use engine_spec::kinds::{DataType, ParameterKind, Source, VendorKind};
 use engine_spec::template::{TemplateContext, Values, fill_placeholders};
-use engine_spec::{AuthKind, Connector, Parameter, Resource};
+use engine_spec::{Connector, Parameter, Resource};
 use serde_json::{Map, Value};
 
 use crate::body::{Escape, Part, PartContent, fill_tokens};
 use crate::configuration::Configuration;
 use crate::observer::{Event, Observer};
 use crate::redact::Redactor;
-use crate::run_error::{MissingKey, RunError, RunErrorKind};
+use crate::run_error::{InputKind, MissingKey, RunError, RunErrorKind};
 
 /// What the caller passes to a run: `--param`, `--header`, `--body`.
 #[derive(Debug, Clone, Default)]
@@ -269,8 +268,6 @@ pub(crate) struct BuildContext<'a> {
     pub(crate) bound_path: &'a [(String, String)],
     /// The previous response body of a chain.
     pub(crate) previous: Option<&'a Value>,
-    /// True for API resources, which get the connector's authentication header.
-    pub(crate) authenticate: bool,
     /// Masks values in events.
     pub(crate) redactor: &'a Redactor,
     /// Receives `Skipped` events.
@@ -396,9 +393,6 @@ pub(crate) fn build(
     {
         body = Some(input.clone());
     }
-    if context.authenticate {
-        add_authentication(context, &parameters, &mut headers);
-    }
     let url = build_url(context, resource, &path_values, &query)?;
     let body = if text_body {
         let template = match body {
@@ -411,7 +405,7 @@ pub(crate) fn build(
             return Err(RunErrorKind::MissingInput {
                 resource: resource.display_name(),
                 name: "body".to_owned(),
-                flag: "--body",
+                input: InputKind::Body,
             }
             .into());
         };
@@ -648,15 +642,15 @@ fn value_of(
         }),
     };
     if found.is_none() && parameter.required() {
-        let flag = match parameter.kind() {
-            ParameterKind::Header => "--header",
-            ParameterKind::Body | ParameterKind::BodyField => "--body",
-            _ => "--param",
+        let input = match parameter.kind() {
+            ParameterKind::Header => InputKind::Header,
+            ParameterKind::Body | ParameterKind::BodyField => InputKind::Body,
+            _ => InputKind::Param,
         };
         return Err(RunError::from(RunErrorKind::MissingInput {
             resource: resource.display_name(),
             name: parameter.name().to_owned(),
-            flag,
+            input,
         })
         .at(parameter.location()));
     }
@@ -741,48 +735,6 @@ fn set_dotted(target: &mut Value, name: &str, value: Value) {
     }
 }
 
-/// Adds the authentication the connector's type implies: Basic from `username`/`password`,
-/// Bearer from `oauth.user.token`. Not when a parameter already sets `Authorization`, nor (for
-/// OAuth2) when a parameter maps `oauth.user.token` somewhere else, such as a query parameter.
-fn add_authentication(
-    context: &BuildContext<'_>,
-    parameters: &[&Parameter],
-    headers: &mut Vec<(String, String)>,
-) {
-    if headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
-    {
-        return;
-    }
-    let maps_token = parameters.iter().any(|parameter| {
-        (parameter.kind() == ParameterKind::Configuration && parameter.name() == "oauth.user.token")
-            || parameter
-                .template()
-                .is_some_and(|template| template.keys().any(|key| key == "oauth.user.token"))
-    });
-    let value = |key: &str| context.configuration.get(key).and_then(text_of);
-    match context.connector.authentication().kind() {
-        AuthKind::Basic => {
-            if let (Some(user), Some(password)) = (value("username"), value("password")) {
-                let encoded =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-                headers.push(("Authorization".into(), format!("Basic {encoded}")));
-            }
-        }
-        AuthKind::Oauth2 if !maps_token => {
-            if let Some(token) = value("oauth.user.token") {
-                headers.push(("Authorization".into(), format!("Bearer {token}")));
-            }
-        }
-        AuthKind::Oauth2
-        | AuthKind::Custom
-        | AuthKind::ApiKey
-        | AuthKind::None
-        | AuthKind::Oauth1 => {}
-    }
-}
-
 fn build_url(
     context: &BuildContext<'_>,
     resource: &Resource,
@@ -798,7 +750,7 @@ fn build_url(
         return Err(RunError::from(RunErrorKind::MissingInput {
             resource: resource.display_name(),
             name: missing.name.clone(),
-            flag: "--param",
+            input: InputKind::Param,
         })
         .at(resource.location()));
     }

@@ -1,5 +1,6 @@
 //! [`RunError`]: everything that can stop a run, with the place in the connector file it came
-//! from when there is one.
+//! from when there is one. It says what happened (kind, resource, vendor status, source), never
+//! what a command line should do about it: the CLI turns it into exit codes and hints.
 
 use engine_spec::Location;
 use engine_store::StoreError;
@@ -32,69 +33,6 @@ impl RunError {
         self.location = Some(location.clone());
         self
     }
-
-    /// What the person should do next, when there is something to suggest.
-    pub fn hint(&self) -> Option<String> {
-        match &*self.kind {
-            RunErrorKind::MissingConfiguration { .. } => {
-                Some("add the keys to the instance file, then run again".into())
-            }
-            RunErrorKind::MissingInput { flag, .. } if *flag == "--body" => Some(
-                "pass the body with `--body FILE`, or `--body -` to read it from standard input"
-                    .into(),
-            ),
-            RunErrorKind::MissingInput { flag, name, .. } => {
-                Some(format!("pass it with `{flag} {name}=VALUE`"))
-            }
-            RunErrorKind::UnknownResource { suggestion, .. } => suggestion
-                .as_ref()
-                .map(|suggestion| format!("did you mean `{suggestion}`?")),
-            RunErrorKind::UnknownInput { suggestion, .. } => suggestion
-                .as_ref()
-                .map(|suggestion| format!("did you mean `{suggestion}`?")),
-            RunErrorKind::AuthFailed { .. } | RunErrorKind::TokenRejected { .. } => Some(
-                "re-authenticate: fix the credentials in the instance file (or run `engine authorize`), then run again".into(),
-            ),
-            RunErrorKind::NotAuthorized { .. } => Some(
-                "run `engine authorize CONNECTOR --config INSTANCE` to sign in through a browser"
-                    .into(),
-            ),
-            RunErrorKind::Store(error) if matches!(
-                error.kind(),
-                engine_store::StoreErrorKind::Io { operation, .. } if *operation != "read"
-            ) || matches!(error.kind(), engine_store::StoreErrorKind::LockTimeout { .. }) => Some(
-                "the instance file was left as it was; a token the vendor issued during this run may be lost: fix the file's permissions or free disk space and run again (re-authenticate if the vendor rotates refresh tokens)".into(),
-            ),
-            RunErrorKind::Transport { .. } => Some(
-                "check that the vendor is reachable, or raise `--timeout`".into(),
-            ),
-            RunErrorKind::InputFile { name, path, .. } if path == "-" => Some(format!(
-                "pipe the part's content into `engine run`, or pass `--param {name}=@FILE`"
-            )),
-            RunErrorKind::InputFile { name, .. } => Some(format!(
-                "check the path, or pass a text part with `--param {name}=VALUE`"
-            )),
-            RunErrorKind::NeverExecuted { kind, .. } if kind == "OAUTH2 PASSWORD" => Some(
-                "use `\"authentication\": {\"type\": \"oauth2\", \"grant\": \"password\"}`: the engine then obtains the token itself".into(),
-            ),
-            RunErrorKind::NeverExecuted { .. } => Some(
-                "run an `API` resource (or a token lifecycle resource); to make this call, copy it into an `API` resource".into(),
-            ),
-            RunErrorKind::Oauth1 { .. } => Some(
-                "the engine cannot sign OAuth 1.0a requests: use the vendor's OAuth 2.0 or API key authentication if it has one".into(),
-            ),
-            RunErrorKind::ProtocolNotExecuted { .. } => Some(
-                "call the vendor through its HTTP API with a connector whose `protocolType` is `http` or `soap`".into(),
-            ),
-            RunErrorKind::BodyNotJson { .. } => Some(
-                "pass a JSON body; only resources with `bodyToken` parameters take a text body".into(),
-            ),
-            RunErrorKind::UnfilledToken { input: Some(name), .. } => {
-                Some(format!("pass it with `--param {name}=VALUE`"))
-            }
-            _ => None,
-        }
-    }
 }
 
 impl From<RunErrorKind> for RunError {
@@ -110,6 +48,17 @@ impl From<StoreError> for RunError {
     fn from(error: StoreError) -> Self {
         RunErrorKind::Store(error).into()
     }
+}
+
+/// The kinds of caller input ([`crate::Inputs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// A query, path, form or multipart value (`Inputs::params`).
+    Param,
+    /// A header (`Inputs::headers`).
+    Header,
+    /// The body (`Inputs::body`).
+    Body,
 }
 
 /// A required configuration key the instance lacks.
@@ -149,8 +98,8 @@ pub enum RunErrorKind {
         resource: String,
         /// The input name.
         name: String,
-        /// The flag that passes it (`--param`, `--header`, `--body`).
-        flag: &'static str,
+        /// What kind of input it is.
+        input: InputKind,
     },
     /// The caller passed an input no parameter of the resource takes.
     #[error("resource `{resource}` takes no input `{name}`")]
@@ -235,6 +184,14 @@ pub enum RunErrorKind {
     NotAuthorized {
         /// The connector.
         connector: String,
+    },
+    /// The vendor's answer is larger than the engine reads.
+    #[error("the response from `{url}` is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The URL (redacted).
+        url: String,
+        /// The limit, in bytes.
+        limit: usize,
     },
     /// Connect, timeout, TLS or a reset, after the allowed retries.
     #[error("request to `{url}` failed: {message}")]

@@ -85,6 +85,13 @@ pub fn is_secret_name(name: &str) -> bool {
     })
 }
 
+/// True for the name of a request slot that carries a credential: a name like a secret
+/// ([`is_secret_name`]: `Authorization`, `X-API-Key`, `access_token`, `sessionKey`) or with
+/// `auth` in it (`X-Auth`).
+pub fn is_credential_slot(name: &str) -> bool {
+    is_secret_name(name) || name.to_ascii_lowercase().contains("auth")
+}
+
 /// True for keys whose values are never secret: [`NOT_SECRET_KEYS`] and URLs (keys whose last
 /// segment is `url` or ends in `_url`).
 pub fn is_never_secret(key: &str) -> bool {
@@ -168,11 +175,14 @@ impl Connector {
             .find(|property| property.key == key)
     }
 
-    /// True when values of `key` must never be shown: `PASSWORD` properties, the reserved secret
-    /// keys, every key a response parameter saves (tokens) and keys named like credentials
-    /// ([`is_secret_name`]), except the bookkeeping keys that cannot be secrets (`expires_in`,
-    /// `authentication.time`, URLs: see [`is_never_secret`]). Keys the connector knows are
-    /// decided once, at load; other keys of an instance file by their name.
+    /// True when values of `key` must never be shown. One rule, decided once at load for every
+    /// key the connector knows: the property's own `"secret"` when it says; else `PASSWORD`
+    /// properties, the reserved secret keys, keys named like credentials ([`is_secret_name`]),
+    /// and keys the connector sends as a credential (in a parameter named like one, such as
+    /// `Authorization: Bearer ${configuration.KEY}` or `X-API-Key`), except the bookkeeping keys
+    /// that cannot be secrets (`expires_in`, `authentication.time`, URLs: see
+    /// [`is_never_secret`]). A value a response saves is data (an account id) unless the rule
+    /// makes its key secret (a token). Other keys of an instance file are decided by their name.
     pub fn is_secret_key(&self, key: &str) -> bool {
         match self.known_keys.get(key) {
             Some(secret) => *secret,
@@ -181,14 +191,43 @@ impl Connector {
     }
 
     /// The rule of [`Connector::is_secret_key`] for a key the connector knows.
-    pub(crate) fn decide_secret(&self, key: &str) -> bool {
+    pub(crate) fn decide_secret(&self, key: &str, credential_keys: &[&str]) -> bool {
+        let property = self.property(key);
+        if let Some(secret) = property.and_then(ConfigProperty::secret) {
+            return secret;
+        }
         !is_never_secret(key)
             && (SECRET_KEYS.contains(&key)
                 || is_secret_name(key)
-                || self
-                    .property(key)
-                    .is_some_and(|property| property.kind == ConfigType::Password)
-                || self.saved_keys.iter().any(|saved| saved == key))
+                || property.is_some_and(|property| property.kind == ConfigType::Password)
+                || credential_keys.contains(&key))
+    }
+
+    /// The configuration keys the connector sends as credentials: read by a request parameter
+    /// whose vendor name is a credential's ([`is_credential_slot`]), directly or through a
+    /// template (`Bearer ${configuration.KEY}`).
+    pub fn credential_keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = Vec::new();
+        for parameter in self.all_parameters() {
+            if parameter.source != Source::Request
+                || parameter.vendor_kind == VendorKind::NoOp
+                || !is_credential_slot(&parameter.vendor_name)
+            {
+                continue;
+            }
+            match parameter.kind {
+                ParameterKind::Configuration => keys.push(&parameter.name),
+                ParameterKind::Value => {
+                    if let Some(template) = &parameter.template {
+                        keys.extend(template.keys());
+                    }
+                }
+                _ => {}
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        keys
     }
 
     /// The global parameters, applied to every resource.
@@ -355,6 +394,7 @@ pub struct ConfigProperty {
     pub(crate) required: bool,
     pub(crate) hidden: bool,
     pub(crate) internal: bool,
+    pub(crate) secret: Option<bool>,
     pub(crate) description: Option<String>,
     pub(crate) location: Location,
 }
@@ -393,6 +433,11 @@ impl ConfigProperty {
     /// True when the engine maintains the value.
     pub fn internal(&self) -> bool {
         self.internal
+    }
+
+    /// The connector's own word on whether values of this key are secret (`"secret"`).
+    pub fn secret(&self) -> Option<bool> {
+        self.secret
     }
 
     /// What the property is for.

@@ -115,6 +115,9 @@ pub struct RawConfiguration {
     pub hide_from_console: Option<bool>,
     /// Maintained by the engine, not by people.
     pub internal: Option<bool>,
+    /// `true`: values of this key are masked in every output; `false`: never masked (a saved
+    /// account id, a region). Without it the engine decides: see docs/running.md ("Secrets").
+    pub secret: Option<bool>,
     /// The choices of a `COMBO` property.
     pub options: Option<Value>,
     /// What the property is for.

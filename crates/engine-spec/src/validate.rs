@@ -343,6 +343,7 @@ impl Builder<'_> {
                     required: property.required.unwrap_or(false),
                     hidden: property.hide_from_console.unwrap_or(false),
                     internal: property.internal.unwrap_or(false),
+                    secret: property.secret,
                     description: property.description.clone(),
                     location: self.location(pointer),
                 }
@@ -416,13 +417,15 @@ impl Builder<'_> {
             .chain(connector.saved_keys.iter().cloned())
             .chain(RESERVED_KEYS.iter().map(|key| (*key).to_owned()))
             .collect();
-        connector.known_keys = known_keys
+        let credential_keys = connector.credential_keys();
+        let known_keys: HashMap<String, bool, foldhash::fast::RandomState> = known_keys
             .into_iter()
             .map(|key| {
-                let secret = connector.decide_secret(&key);
+                let secret = connector.decide_secret(&key, &credential_keys);
                 (key, secret)
             })
             .collect();
+        connector.known_keys = known_keys;
         self.link_chains(&mut connector);
         connector
     }

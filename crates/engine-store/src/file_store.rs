@@ -3,33 +3,43 @@ use std::fs::TryLockError;
 use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{State, StateLock, StateStore, StoreError, StoreErrorKind};
+use crate::{
+    BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
+    Summary, VERSION_KEY, Versioned, expiry_of,
+};
 
-/// How often [`StateStore::lock_timeout`] retries a held lock.
-const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// The first pause between two attempts at a held lock; it doubles up to [`LOCK_POLL_MAX`].
+const LOCK_POLL_FIRST: Duration = Duration::from_millis(2);
+/// The longest pause between two attempts at a held lock.
+const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
 
-/// A [`StateStore`] that keeps each instance in a JSON file.
+/// An [`InstanceStore`] that keeps each instance in a JSON file.
 ///
 /// # Locking
 ///
 /// The lock for `dir/x.json` is taken with [`std::fs::File::lock`] on a sidecar file,
 /// `dir/.x.json.lock`, which is created on first use and never deleted. The data file itself cannot
-/// carry the lock: [`StateLock::persist`] renames a new file over it, so a process waiting on the
+/// carry the lock: [`InstanceLock::write`] renames a new file over it, so a process waiting on the
 /// old inode would wake up holding a lock on a file that is no longer the instance. Deleting the
 /// sidecar would break the lock the same way, hence it stays. The lock is advisory and works across
 /// processes and across threads of one process.
 ///
 /// # Writing
 ///
-/// [`StateLock::persist`] writes a temp file `dir/.x.json.<random>.tmp` with the permissions of the
+/// [`InstanceLock::write`] writes a temp file `dir/.x.json.<random>.tmp` with the permissions of the
 /// file it replaces (`0600` on Unix for a new file), syncs it, renames it over `dir/x.json` and
 /// syncs the directory. A crash at any point leaves either the old or the new file, plus at worst
-/// a stray temp file that [`StateStore::load`] ignores. File ownership is not carried over.
+/// a stray temp file that loading ignores. File ownership is not carried over.
+///
+/// # Versions
+///
+/// The instance's version is the number under [`VERSION_KEY`] in the file (0 when it has none),
+/// written as the file's last key. Every write checks it under the lock ([`InstanceStore::write`]).
+/// All file work runs on tokio's blocking pool.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     layout: Layout,
@@ -101,54 +111,184 @@ impl FileStore {
     }
 }
 
-impl StateStore for FileStore {
-    fn load(&self, instance: &str) -> Result<Arc<State>, StoreError> {
-        load_file(&self.path_of(instance)?).map(Arc::new)
-    }
-
-    fn lock(&self, instance: &str) -> Result<Box<dyn StateLock + '_>, StoreError> {
-        let (path, lock_file) = self.open_lock_file(instance)?;
-        lock_file
-            .file()
-            .lock()
-            .map_err(|source| io_error(lock_file.path(), "lock", source))?;
-        Ok(Box::new(FileLock {
-            path,
-            _lock_file: lock_file,
-        }))
-    }
-
-    fn lock_timeout(
+impl FileStore {
+    /// Takes the lock of `instance` without blocking a thread: non-blocking attempts with short
+    /// async pauses, until `timeout`.
+    async fn acquire(
         &self,
         instance: &str,
-        timeout: Duration,
-    ) -> Result<Box<dyn StateLock + '_>, StoreError> {
+        timeout: Option<Duration>,
+    ) -> Result<FileLock, StoreError> {
         let (path, lock_file) = self.open_lock_file(instance)?;
         let start = Instant::now();
+        let mut pause = LOCK_POLL_FIRST;
         loop {
             match lock_file.file().try_lock() {
                 Ok(()) => {
-                    return Ok(Box::new(FileLock {
+                    return Ok(FileLock {
                         path,
                         _lock_file: lock_file,
-                    }));
+                    });
                 }
                 Err(TryLockError::WouldBlock) => {
-                    let remaining = timeout.saturating_sub(start.elapsed());
-                    if remaining.is_zero() {
-                        return Err(StoreErrorKind::LockTimeout {
-                            path,
-                            waited: timeout,
+                    if let Some(timeout) = timeout {
+                        let remaining = timeout.saturating_sub(start.elapsed());
+                        if remaining.is_zero() {
+                            return Err(StoreErrorKind::LockTimeout {
+                                path: lock_file.path().to_owned(),
+                                waited: timeout,
+                            }
+                            .into());
                         }
-                        .into());
+                        pause = pause.min(remaining);
                     }
-                    thread::sleep(remaining.min(LOCK_POLL_INTERVAL));
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LOCK_POLL_MAX);
                 }
                 Err(TryLockError::Error(source)) => {
                     return Err(io_error(lock_file.path(), "lock", source));
                 }
             }
         }
+    }
+
+    /// The ids of a directory store, sorted: the `*.json` files that are not hidden.
+    fn ids(&self) -> Result<Vec<String>, StoreError> {
+        match &self.layout {
+            Layout::File(path) => Ok(vec![path.file_stem().map_or_else(
+                || "instance".to_owned(),
+                |stem| stem.to_string_lossy().into_owned(),
+            )]),
+            Layout::Directory(dir) => {
+                let mut ids = Vec::new();
+                for entry in
+                    fs_err::read_dir(dir).map_err(|source| io_error(dir, "read", source))?
+                {
+                    let entry = entry.map_err(|source| io_error(dir, "read", source))?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if let Some(id) = name.strip_suffix(".json")
+                        && !id.starts_with('.')
+                        && self.path_of(id).is_ok()
+                    {
+                        ids.push(id.to_owned());
+                    }
+                }
+                ids.sort();
+                Ok(ids)
+            }
+        }
+    }
+}
+
+/// Runs blocking file work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        io_error(
+            path,
+            "read",
+            io::Error::other(format!("the file task failed: {error}")),
+        )
+    })?
+}
+
+impl InstanceStore for FileStore {
+    fn load<'a>(&'a self, instance: &'a str) -> BoxFuture<'a, Result<Versioned, StoreError>> {
+        Box::pin(async move {
+            let path = self.path_of(instance)?;
+            let read = path.clone();
+            blocking(&path, move || load_file(&read)).await
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        instance: &'a str,
+        state: State,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let mut lock = self.acquire(instance, None).await?;
+            lock.write_checked(instance.to_owned(), state, expected)
+                .await
+        })
+    }
+
+    fn lock<'a>(
+        &'a self,
+        instance: &'a str,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn InstanceLock>, StoreError>> {
+        Box::pin(async move {
+            let lock: Box<dyn InstanceLock> = Box::new(self.acquire(instance, timeout).await?);
+            Ok(lock)
+        })
+    }
+
+    fn list(&self, page: Page) -> BoxFuture<'_, Result<Listing, StoreError>> {
+        Box::pin(async move {
+            let store = self.clone();
+            let anchor = match &self.layout {
+                Layout::Directory(dir) | Layout::File(dir) => dir.clone(),
+            };
+            blocking(&anchor, move || {
+                let ids = store.ids()?;
+                let mut instances = Vec::new();
+                let mut next = None;
+                for id in ids
+                    .into_iter()
+                    .filter(|id| page.after.as_ref().is_none_or(|after| id > after))
+                {
+                    if instances.len() == page.limit {
+                        next = instances.last().map(|last: &Summary| last.id.clone());
+                        break;
+                    }
+                    let read = load_file(&store.path_of(&id)?)?;
+                    instances.push(Summary {
+                        id,
+                        version: read.version,
+                        expires_at_ms: expiry_of(&read.state),
+                    });
+                }
+                Ok(Listing { instances, next })
+            })
+            .await
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        instance: &'a str,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let lock = self.acquire(instance, None).await?;
+            let path = lock.path.clone();
+            let owned = instance.to_owned();
+            blocking(&path.clone(), move || {
+                let found = load_file(&path)?.version;
+                if found != expected {
+                    return Err(StoreErrorKind::Conflict {
+                        instance: owned,
+                        expected,
+                        found,
+                    }
+                    .into());
+                }
+                fs_err::remove_file(&path).map_err(|source| io_error(&path, "delete", source))?;
+                sync_dir(parent_of(&path))
+            })
+            .await?;
+            drop(lock);
+            Ok(())
+        })
+    }
+
+    fn identity(&self, instance: &str) -> String {
+        self.path_of(instance)
+            .map_or_else(|_| instance.to_owned(), |path| path.display().to_string())
     }
 }
 
@@ -159,13 +299,58 @@ struct FileLock {
     _lock_file: fs_err::File,
 }
 
-impl StateLock for FileLock {
-    fn load(&self) -> Result<State, StoreError> {
-        load_file(&self.path)
+impl FileLock {
+    /// The compare-and-swap write, under this lock.
+    async fn write_checked(
+        &mut self,
+        instance: String,
+        state: State,
+        expected: u64,
+    ) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        blocking(&self.path, move || {
+            let found = match load_file(&path) {
+                Ok(read) => read.version,
+                Err(error) if matches!(error.kind(), StoreErrorKind::NotFound { .. }) => 0,
+                Err(error) => return Err(error),
+            };
+            if found != expected {
+                return Err(StoreErrorKind::Conflict {
+                    instance,
+                    expected,
+                    found,
+                }
+                .into());
+            }
+            persist_file(&path, &state, found + 1)?;
+            Ok(found + 1)
+        })
+        .await
+    }
+}
+
+impl InstanceLock for FileLock {
+    fn load(&mut self) -> BoxFuture<'_, Result<Versioned, StoreError>> {
+        Box::pin(async move {
+            let path = self.path.clone();
+            blocking(&self.path, move || match load_file(&path) {
+                Err(error) if matches!(error.kind(), StoreErrorKind::NotFound { .. }) => {
+                    Ok(Versioned::default())
+                }
+                other => other,
+            })
+            .await
+        })
     }
 
-    fn persist(&mut self, state: &State) -> Result<(), StoreError> {
-        persist_file(&self.path, state)
+    fn write(&mut self, state: State, expected: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let instance = self
+                .path
+                .file_stem()
+                .map_or_else(String::new, |stem| stem.to_string_lossy().into_owned());
+            self.write_checked(instance, state, expected).await
+        })
     }
 }
 
@@ -199,7 +384,8 @@ fn io_error(path: &Path, operation: &'static str, source: io::Error) -> StoreErr
     .into()
 }
 
-fn load_file(path: &Path) -> Result<State, StoreError> {
+/// Reads an instance file: its state without [`VERSION_KEY`], and its version.
+fn load_file(path: &Path) -> Result<Versioned, StoreError> {
     let bytes = fs_err::read(path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => StoreErrorKind::NotFound {
             path: path.to_owned(),
@@ -208,7 +394,16 @@ fn load_file(path: &Path) -> Result<State, StoreError> {
         _ => io_error(path, "read", source),
     })?;
     match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(state)) => Ok(state),
+        Ok(Value::Object(mut state)) => {
+            let version = state
+                .shift_remove(VERSION_KEY)
+                .and_then(|version| version.as_u64())
+                .unwrap_or(0);
+            Ok(Versioned {
+                state: Arc::new(state),
+                version,
+            })
+        }
         Ok(_) => Err(StoreErrorKind::NotAnObject {
             path: path.to_owned(),
         }
@@ -232,9 +427,9 @@ fn load_file(path: &Path) -> Result<State, StoreError> {
     }
 }
 
-/// Writes `state` to `path` atomically; see [`FileStore`] for the steps. On error the temp file is
-/// removed (by dropping it) and `path` is untouched.
-fn persist_file(path: &Path, state: &State) -> Result<(), StoreError> {
+/// Writes `state` at `version` to `path` atomically; see [`FileStore`] for the steps. On error
+/// the temp file is removed (by dropping it) and `path` is untouched.
+fn persist_file(path: &Path, state: &State, version: u64) -> Result<(), StoreError> {
     let dir = parent_of(path);
     let permissions = match fs_err::metadata(path) {
         Ok(metadata) => Some(metadata.permissions()),
@@ -257,7 +452,8 @@ fn persist_file(path: &Path, state: &State) -> Result<(), StoreError> {
             .set_permissions(permissions)
             .map_err(|source| io_error(path, "write", source))?;
     }
-    write_pretty(temp.as_file_mut(), state).map_err(|source| io_error(path, "write", source))?;
+    write_pretty(temp.as_file_mut(), state, version)
+        .map_err(|source| io_error(path, "write", source))?;
     temp.as_file()
         .sync_all()
         .map_err(|source| io_error(path, "sync", source))?;
@@ -266,9 +462,12 @@ fn persist_file(path: &Path, state: &State) -> Result<(), StoreError> {
     sync_dir(dir)
 }
 
-fn write_pretty(file: &mut std::fs::File, state: &State) -> io::Result<()> {
+fn write_pretty(file: &mut std::fs::File, state: &State, version: u64) -> io::Result<()> {
     let mut writer = BufWriter::new(file);
-    serde_json::to_writer_pretty(&mut writer, state)?;
+    let mut versioned = state.clone();
+    versioned.shift_remove(VERSION_KEY);
+    versioned.insert(VERSION_KEY.to_owned(), Value::from(version));
+    serde_json::to_writer_pretty(&mut writer, &versioned)?;
     writer.write_all(b"\n")?;
     writer.flush()
 }
@@ -316,20 +515,20 @@ mod tests {
         names
     }
 
-    /// Takes the lock, adds one to `count` and persists, `times` times.
-    #[track_caller]
-    fn increment(store: &FileStore, times: usize) {
+    /// Takes the lock, adds one to `count` and writes, `times` times.
+    async fn increment(store: &FileStore, times: usize) {
         for _ in 0..times {
-            let mut lock = store.lock("acme").unwrap();
-            let mut state = lock.load().unwrap();
-            let count = state["count"].as_u64().unwrap();
-            state.insert("count".to_owned(), json!(count + 1));
-            lock.persist(&state).unwrap();
+            let mut lock = store.lock("acme", None).await.unwrap();
+            let read = lock.load().await.unwrap();
+            let count = read.state["count"].as_u64().unwrap();
+            lock.write(state(json!({"count": count + 1})), read.version)
+                .await
+                .unwrap();
         }
     }
 
-    #[test]
-    fn round_trip_keeps_key_order_and_untouched_keys() {
+    #[tokio::test]
+    async fn round_trip_keeps_key_order_and_untouched_keys_and_counts_versions() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
         let path = store.path_of("acme").unwrap();
@@ -339,12 +538,12 @@ mod tests {
         )
         .unwrap();
 
-        let mut lock = store.lock("acme").unwrap();
-        let mut state = lock.load().unwrap();
-        state.insert("authentication.time".to_owned(), json!("1700000000"));
-        state.insert("added".to_owned(), json!("new"));
-        lock.persist(&state).unwrap();
-        drop(lock);
+        let read = store.load("acme").await.unwrap();
+        assert_eq!(read.version, 0);
+        let mut written = (*read.state).clone();
+        written.insert("authentication.time".to_owned(), json!("1700000000"));
+        written.insert("added".to_owned(), json!("new"));
+        assert_eq!(store.write("acme", written.clone(), 0).await.unwrap(), 1);
 
         assert_eq!(
             fs_err::read_to_string(&path).unwrap(),
@@ -358,25 +557,58 @@ mod tests {
     ]
   },
   "b": true,
-  "added": "new"
+  "added": "new",
+  "engine.version": 1
 }
 "#
         );
-        assert_eq!(*store.load("acme").unwrap(), state);
+        let read = store.load("acme").await.unwrap();
+        assert_eq!((&*read.state, read.version), (&written, 1));
     }
 
-    #[test]
-    fn persist_creates_a_missing_instance() {
+    /// Compare-and-swap: of two writers that read the same version, the second fails with a
+    /// conflict, re-reads, and then succeeds; the first one's write is never lost.
+    #[tokio::test]
+    async fn a_stale_writer_gets_a_conflict_and_re_reads() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
-        let expected = state(json!({ "a": "1" }));
-        store.lock("new").unwrap().persist(&expected).unwrap();
-        assert_eq!(*store.load("new").unwrap(), expected);
+        store
+            .write("acme", state(json!({"token": "old"})), 0)
+            .await
+            .unwrap();
+        let first = store.load("acme").await.unwrap();
+        let second = store.load("acme").await.unwrap();
+        store
+            .write("acme", state(json!({"token": "new"})), first.version)
+            .await
+            .unwrap();
+        let error = store
+            .write("acme", state(json!({"token": "stale"})), second.version)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error.kind(),
+                StoreErrorKind::Conflict {
+                    expected: 1,
+                    found: 2,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let again = store.load("acme").await.unwrap();
+        assert_eq!(again.state["token"], "new");
+        store
+            .write("acme", state(json!({"token": "newer"})), again.version)
+            .await
+            .unwrap();
+        assert_eq!(store.load("acme").await.unwrap().version, 3);
     }
 
     #[cfg(unix)]
-    #[test]
-    fn persist_keeps_permissions_and_creates_owner_only_files() {
+    #[tokio::test]
+    async fn writes_keep_permissions_and_create_owner_only_files() {
         use std::os::unix::fs::PermissionsExt as _;
 
         let mode = |path: &Path| fs_err::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -386,38 +618,28 @@ mod tests {
         fs_err::write(&existing, "{}").unwrap();
         fs_err::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
 
-        store
-            .lock("existing")
-            .unwrap()
-            .persist(&State::new())
-            .unwrap();
-        store.lock("new").unwrap().persist(&State::new()).unwrap();
+        store.write("existing", State::new(), 0).await.unwrap();
+        store.write("new", State::new(), 0).await.unwrap();
 
         assert_eq!(mode(&existing), 0o640);
         assert_eq!(mode(&store.path_of("new").unwrap()), 0o600);
     }
 
-    #[test]
-    fn load_missing_instance_is_not_found() {
+    #[tokio::test]
+    async fn load_errors_name_the_file_and_the_position() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
-        let error = store.load("missing").unwrap_err();
+        let error = store.load("missing").await.unwrap_err();
         assert!(
             matches!(error.kind(), StoreErrorKind::NotFound { path } if *path == dir.path().join("missing.json")),
             "{error:?}"
         );
-    }
-
-    #[test]
-    fn load_malformed_file_reports_line_and_column() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::new(dir.path());
         fs_err::write(
             store.path_of("acme").unwrap(),
             "{\n  \"a\": \"1\",\n  \"b\" \"2\"\n}\n",
         )
         .unwrap();
-        let error = store.load("acme").unwrap_err();
+        let error = store.load("acme").await.unwrap_err();
         let StoreErrorKind::Malformed {
             line,
             column,
@@ -428,14 +650,8 @@ mod tests {
             panic!("expected Malformed, got {error:?}");
         };
         assert_eq!((*line, *column, message.as_str()), (3, 7, "expected `:`"));
-    }
-
-    #[test]
-    fn load_non_object_is_not_an_object() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::new(dir.path());
-        fs_err::write(store.path_of("acme").unwrap(), r#"["a"]"#).unwrap();
-        let error = store.load("acme").unwrap_err();
+        fs_err::write(store.path_of("list").unwrap(), r#"["a"]"#).unwrap();
+        let error = store.load("list").await.unwrap_err();
         assert!(
             matches!(error.kind(), StoreErrorKind::NotAnObject { .. }),
             "{error:?}"
@@ -460,19 +676,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn for_file_maps_every_instance_to_the_file() {
+    #[tokio::test]
+    async fn for_file_maps_every_instance_to_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("instance.json");
         fs_err::write(&path, r#"{"a": "1"}"#).unwrap();
         let store = FileStore::for_file(&path);
         assert_eq!(store.path_of("anything/../at all").unwrap(), path);
-        store.lock("x").unwrap().persist(&State::new()).unwrap();
+        store.write("x", State::new(), 0).await.unwrap();
         assert_eq!(
             file_names(dir.path()),
             [".instance.json.lock", "instance.json"]
         );
-        assert_eq!(*store.load("y").unwrap(), State::new());
+        assert_eq!(*store.load("y").await.unwrap().state, State::new());
+        let listing = store.list(Page::default()).await.unwrap();
+        assert_eq!(listing.instances.len(), 1);
+        assert_eq!(listing.instances[0].id, "instance");
     }
 
     #[test]
@@ -487,68 +706,75 @@ mod tests {
         );
     }
 
-    #[test]
-    fn lock_excludes_other_threads() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lock_excludes_other_tasks() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
         fs_err::write(store.path_of("acme").unwrap(), r#"{"count": 0}"#).unwrap();
-        thread::scope(|scope| {
-            scope.spawn(|| increment(&store, 50));
-            scope.spawn(|| increment(&store, 50));
-        });
-        assert_eq!(store.load("acme").unwrap()["count"], 100);
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { increment(&store, 25).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let read = store.load("acme").await.unwrap();
+        assert_eq!(
+            (read.state["count"].as_u64(), read.version),
+            (Some(100), 100)
+        );
     }
 
-    #[test]
-    fn lock_timeout_gives_up_while_the_lock_is_held() {
+    #[tokio::test]
+    async fn lock_timeout_gives_up_while_the_lock_is_held() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
-        let held = store.lock("acme").unwrap();
+        let held = store.lock("acme", None).await.unwrap();
 
         let timeout = Duration::from_millis(50);
         let start = Instant::now();
-        let error = store.lock_timeout("acme", timeout).err().unwrap();
+        let error = store.lock("acme", Some(timeout)).await.err().unwrap();
         assert!(start.elapsed() >= timeout);
         assert!(
             matches!(error.kind(), StoreErrorKind::LockTimeout { path, waited }
-                if *path == dir.path().join("acme.json") && *waited == timeout),
+                if *path == dir.path().join(".acme.json.lock") && *waited == timeout),
             "{error:?}"
         );
         // Other instances are not affected.
-        store.lock_timeout("other", timeout).unwrap();
+        store.lock("other", Some(timeout)).await.unwrap();
 
         drop(held);
-        store.lock_timeout("acme", timeout).unwrap();
+        store.lock("acme", Some(timeout)).await.unwrap();
     }
 
-    #[test]
-    fn leftover_temp_file_does_not_affect_load() {
+    #[tokio::test]
+    async fn leftover_temp_files_do_not_affect_loads_and_writes_leave_none() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
         let path = store.path_of("acme").unwrap();
         fs_err::write(&path, r#"{"count": 1}"#).unwrap();
         // What a crash between creating and renaming the temp file leaves behind.
-        fs_err::write(dir.path().join(".acme.json.a1b2c3.tmp"), r#"{"count": "#).unwrap();
-
-        assert_eq!(*store.load("acme").unwrap(), state(json!({ "count": 1 })));
-        let mut lock = store.lock("acme").unwrap();
-        lock.persist(&state(json!({ "count": 2 }))).unwrap();
-        assert_eq!(lock.load().unwrap(), state(json!({ "count": 2 })));
-    }
-
-    #[test]
-    fn persist_leaves_no_temp_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::new(dir.path());
-        let mut lock = store.lock("acme").unwrap();
-        for count in 0..3 {
-            lock.persist(&state(json!({ "count": count }))).unwrap();
+        let leftover = dir.path().join(".acme.json.a1b2c3.tmp");
+        fs_err::write(&leftover, r#"{"count": "#).unwrap();
+        assert_eq!(
+            *store.load("acme").await.unwrap().state,
+            state(json!({ "count": 1 }))
+        );
+        fs_err::remove_file(&leftover).unwrap();
+        let mut lock = store.lock("acme", None).await.unwrap();
+        for count in 0..3_u64 {
+            lock.write(state(json!({ "count": count })), count)
+                .await
+                .unwrap();
         }
+        drop(lock);
         assert_eq!(file_names(dir.path()), [".acme.json.lock", "acme.json"]);
     }
 
-    #[test]
-    fn failed_persist_removes_its_temp_file() {
+    #[tokio::test]
+    async fn a_failed_write_removes_its_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
         // A non-empty directory where the file should be makes the rename fail, even as root.
@@ -556,27 +782,69 @@ mod tests {
         fs_err::create_dir(&path).unwrap();
         fs_err::write(path.join("keep"), "").unwrap();
 
-        let error = store
-            .lock("acme")
-            .unwrap()
-            .persist(&State::new())
-            .unwrap_err();
+        let mut lock = store.lock("acme", None).await.unwrap();
+        let error = lock.write(State::new(), 0).await.unwrap_err();
         assert!(
-            matches!(
-                error.kind(),
-                StoreErrorKind::Io {
-                    operation: "rename",
-                    ..
-                }
-            ),
+            matches!(error.kind(), StoreErrorKind::Io { .. }),
             "{error:?}"
         );
+        drop(lock);
         assert_eq!(file_names(dir.path()), [".acme.json.lock", "acme.json"]);
         assert_eq!(file_names(&path), ["keep"]);
     }
 
-    #[test]
-    fn cross_process_increments_lose_no_update() {
+    #[tokio::test]
+    async fn list_pages_in_id_order_with_expiries_and_delete_is_versioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        for (id, time) in [("c", 3), ("a", 1), ("b", 2)] {
+            let expiring = state(
+                json!({"authentication.time": time * 1_000_000_000_000_u64, "expires_in": 60}),
+            );
+            store.write(id, expiring, 0).await.unwrap();
+        }
+        fs_err::write(dir.path().join("notes.txt"), "not an instance").unwrap();
+        let first = store
+            .list(Page {
+                after: None,
+                limit: 2,
+            })
+            .await
+            .unwrap();
+        let ids: Vec<&str> = first
+            .instances
+            .iter()
+            .map(|summary| summary.id.as_str())
+            .collect();
+        assert_eq!((ids, first.next.as_deref()), (vec!["a", "b"], Some("b")));
+        assert_eq!(first.instances[0].expires_at_ms, Some(1_000_000_060_000));
+        let second = store
+            .list(Page {
+                after: first.next,
+                limit: 2,
+            })
+            .await
+            .unwrap();
+        assert_eq!((second.instances.len(), second.next), (1, None));
+
+        let error = store.delete("a", 7).await.unwrap_err();
+        assert!(
+            matches!(error.kind(), StoreErrorKind::Conflict { .. }),
+            "{error:?}"
+        );
+        store.delete("a", 1).await.unwrap();
+        assert!(matches!(
+            store.load("a").await.unwrap_err().kind(),
+            StoreErrorKind::NotFound { .. }
+        ));
+        assert!(matches!(
+            store.delete("a", 1).await.unwrap_err().kind(),
+            StoreErrorKind::NotFound { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn cross_process_increments_lose_no_update() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
         fs_err::write(store.path_of("acme").unwrap(), r#"{"count": 0}"#).unwrap();
@@ -595,7 +863,7 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        increment(&store, 50);
+        increment(&store, 50).await;
         for child in children {
             let output = child.wait_with_output().unwrap();
             assert!(
@@ -605,14 +873,18 @@ mod tests {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        assert_eq!(store.load("acme").unwrap()["count"], 150);
+        let read = store.load("acme").await.unwrap();
+        assert_eq!(
+            (read.state["count"].as_u64(), read.version),
+            (Some(150), 150)
+        );
     }
 
     /// The child half of [`cross_process_increments_lose_no_update`]; does nothing on its own.
-    #[test]
-    fn cross_process_child() {
+    #[tokio::test]
+    async fn cross_process_child() {
         if let Some(dir) = std::env::var_os(CHILD_DIR_VAR) {
-            increment(&FileStore::new(dir), 50);
+            increment(&FileStore::new(dir), 50).await;
         }
     }
 }

@@ -2,40 +2,54 @@
 //!
 //! An instance's [`State`] is a flat JSON object mapping configuration keys to values. Keys such
 //! as `authentication.time` are one flat key each, not a path. This crate owns how that state is
-//! read, locked and written back; it knows nothing about connectors, HTTP or async.
+//! read, locked and written back, and knows nothing about connectors or HTTP.
 //!
-//! The entry point is the [`StateStore`] trait, with two implementations:
+//! The entry point is the async [`InstanceStore`] trait, with two implementations:
 //!
 //! - [`FileStore`] keeps each instance in `<dir>/<instance>.json` ([`FileStore::new`]) or in one
-//!   given file ([`FileStore::for_file`]). Its lock works across processes and its writes are
-//!   atomic, so a crash never leaves a torn file.
-//! - [`MemoryStore`] keeps state in memory, for tests.
+//!   given file ([`FileStore::for_file`]). Its lock works across processes, its writes are
+//!   atomic (a crash never leaves a torn file), and its blocking file work runs on tokio's
+//!   blocking pool, never on a runtime worker.
+//! - [`MemoryStore`] keeps state in memory, for tests and dry runs.
 //!
-//! A read-modify-write cycle (the token refresh, for instance) takes the instance's lock with
-//! [`StateStore::lock`], re-reads the state with [`StateLock::load`], writes it with
-//! [`StateLock::persist`] and releases the lock by dropping the guard. A plain
-//! [`StateStore::load`] is a lock-free snapshot.
+//! Every stored instance has a **version** ([`Versioned::version`]): 0 for an instance that does
+//! not exist or was never written by the engine, one more after each write. Every write is a
+//! compare-and-swap: it names the version it read and fails with [`StoreErrorKind::Conflict`]
+//! when the stored version is no longer that one, so a writer that read an older state (a paused
+//! process, another machine) can never overwrite a newer one; it re-reads instead. A file keeps
+//! its version in the reserved key [`VERSION_KEY`] (`engine.version`), so that processes that
+//! share nothing but the file still fence each other.
+//!
+//! A read-modify-write cycle that talks to a vendor in the middle (the token refresh) also takes
+//! the instance's **lock** with [`InstanceStore::lock`], re-reads under it
+//! ([`InstanceLock::load`]), writes ([`InstanceLock::write`]) and releases it by dropping the
+//! guard: one refresh at a time per instance, across processes.
 //!
 //! ```
-//! use engine_store::{FileStore, StateStore};
+//! use engine_store::{FileStore, InstanceStore};
 //! use serde_json::json;
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! let store = FileStore::new(dir.path());
 //! fs_err::write(store.path_of("acme")?, r#"{ "authentication.time": "0" }"#)?;
 //!
-//! let mut lock = store.lock("acme")?;
-//! let mut state = lock.load()?;
+//! let mut lock = store.lock("acme", None).await?;
+//! let read = lock.load().await?;
+//! let mut state = (*read.state).clone();
 //! state.insert("authentication.time".to_owned(), json!("1700000000"));
-//! lock.persist(&state)?;
+//! let version = lock.write(state, read.version).await?;
 //! drop(lock);
 //!
-//! assert_eq!(store.load("acme")?["authentication.time"], "1700000000");
+//! let stored = store.load("acme").await?;
+//! assert_eq!((stored.state["authentication.time"].as_str(), stored.version), (Some("1700000000"), version));
 //! # Ok(())
 //! # }
 //! ```
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,49 +64,169 @@ mod store_error;
 /// The state of one instance: configuration key → value, in file order.
 pub type State = serde_json::Map<String, serde_json::Value>;
 
-/// Where instance state lives.
-///
-/// Implementations are shared between threads; [`StateStore::lock`] serializes writers.
-pub trait StateStore: Send + Sync {
-    /// Reads the current state of `instance` without locking, as a shared snapshot: later
-    /// writes replace the store's state and never change a snapshot already handed out (a
-    /// [`MemoryStore`] hands out the state it holds without copying it).
-    ///
-    /// Fails with [`StoreErrorKind::NotFound`] when the instance has no state, and with
-    /// [`StoreErrorKind::Malformed`] or [`StoreErrorKind::NotAnObject`] when its file cannot be
-    /// parsed.
-    fn load(&self, instance: &str) -> Result<Arc<State>, StoreError>;
+/// A future the store traits return: boxed, so that the traits are `dyn`-compatible.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-    /// Takes the exclusive lock for `instance`, blocking until it is free.
-    ///
-    /// Returns a guard that holds the lock until it is dropped. The instance need not exist yet:
-    /// [`StateLock::persist`] creates it.
-    fn lock(&self, instance: &str) -> Result<Box<dyn StateLock + '_>, StoreError>;
+/// The reserved key under which a [`FileStore`] keeps an instance's version in its file. It is
+/// never part of the [`State`] handed out.
+pub const VERSION_KEY: &str = "engine.version";
 
-    /// Like [`StateStore::lock`], but gives up after `timeout`.
-    ///
-    /// Fails with [`StoreErrorKind::LockTimeout`] when the lock is still held by someone else
-    /// after `timeout`.
-    fn lock_timeout(
-        &self,
-        instance: &str,
-        timeout: Duration,
-    ) -> Result<Box<dyn StateLock + '_>, StoreError>;
+/// An instance's state with the version it was read at.
+#[derive(Debug, Clone, Default)]
+pub struct Versioned {
+    /// The state, shared: later writes replace the store's state and never change it.
+    pub state: Arc<State>,
+    /// 0 for an instance never written by the engine (or absent); one more after each write.
+    pub version: u64,
 }
 
-/// A held lock on one instance, from [`StateStore::lock`]. Dropping it releases the lock.
-pub trait StateLock: Send {
-    /// Re-reads the instance's state under the lock.
-    ///
-    /// Fails like [`StateStore::load`].
-    fn load(&self) -> Result<State, StoreError>;
+/// Which instances [`InstanceStore::list`] returns: ids after `after`, in id order, at most
+/// `limit`.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Start after this id (`None`: from the first).
+    pub after: Option<String>,
+    /// At most this many instances.
+    pub limit: usize,
+}
 
-    /// Replaces the instance's whole state with `state`, atomically.
+impl Default for Page {
+    fn default() -> Self {
+        Self {
+            after: None,
+            limit: 100,
+        }
+    }
+}
+
+/// One page of [`InstanceStore::list`].
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// The instances, in id order.
+    pub instances: Vec<Summary>,
+    /// The `after` of the next page, when there are more.
+    pub next: Option<String>,
+}
+
+/// What [`InstanceStore::list`] says of one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The instance id.
+    pub id: String,
+    /// Its version.
+    pub version: u64,
+    /// When its token expires (epoch ms), as [`expiry_of`] reads it; `None` when unknown.
+    pub expires_at_ms: Option<u64>,
+}
+
+/// When an instance's token expires, in epoch milliseconds, from the engine's bookkeeping keys:
+/// `authentication.time` + `expires_in` (custom lifecycles), or `oauth.user.refresh_time` +
+/// `oauth.user.refresh_interval` (built-in OAuth2). Times are epoch milliseconds (a value small
+/// enough to be seconds is taken as seconds), lifetimes seconds. `None` when either is missing.
+pub fn expiry_of(state: &State) -> Option<u64> {
+    let number = |key: &str| match state.get(key)? {
+        serde_json::Value::Number(number) => number.as_u64(),
+        serde_json::Value::String(text) => text.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    let (obtained, lifetime) = number("authentication.time")
+        .zip(number("expires_in"))
+        .or_else(|| number("oauth.user.refresh_time").zip(number("oauth.user.refresh_interval")))?;
+    let obtained_ms = if obtained < 1_000_000_000_000 {
+        obtained.saturating_mul(1000)
+    } else {
+        obtained
+    };
+    Some(obtained_ms.saturating_add(lifetime.saturating_mul(1000)))
+}
+
+/// Where instance state lives. Shared between tasks and threads; see the crate documentation
+/// for versions and locks.
+pub trait InstanceStore: Send + Sync {
+    /// Reads `instance` without locking.
     ///
-    /// Readers see either the old or the new state, never a mix. The output is pretty JSON with a
-    /// 2-space indent and a trailing newline, with keys in the order of `state`. Fails with
-    /// [`StoreErrorKind::Io`]; the stored state is then unchanged, except after a failed final
-    /// directory sync (operation `sync` on the directory), when the new state is in place but
-    /// may not survive a power loss.
-    fn persist(&mut self, state: &State) -> Result<(), StoreError>;
+    /// Fails with [`StoreErrorKind::NotFound`] when it has no state, and with
+    /// [`StoreErrorKind::Malformed`] or [`StoreErrorKind::NotAnObject`] when its file cannot be
+    /// parsed.
+    fn load<'a>(&'a self, instance: &'a str) -> BoxFuture<'a, Result<Versioned, StoreError>>;
+
+    /// Replaces the state of `instance` with `state` if its stored version is still `expected`
+    /// (0: absent or never written by the engine), and returns the new version. Atomic: readers
+    /// see the old or the new state, never a mix.
+    ///
+    /// Fails with [`StoreErrorKind::Conflict`] when the stored version is another one: re-read
+    /// and decide again.
+    fn write<'a>(
+        &'a self,
+        instance: &'a str,
+        state: State,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Takes the exclusive lock of `instance`, waiting at most `timeout` (`None`: as long as it
+    /// takes). The instance need not exist. Waiting never blocks a runtime worker thread.
+    ///
+    /// Fails with [`StoreErrorKind::LockTimeout`] when it is still held after `timeout`.
+    fn lock<'a>(
+        &'a self,
+        instance: &'a str,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn InstanceLock>, StoreError>>;
+
+    /// Lists the instances of `page`, with their versions and token expiries.
+    fn list(&self, page: Page) -> BoxFuture<'_, Result<Listing, StoreError>>;
+
+    /// Deletes `instance` if its stored version is still `expected`.
+    ///
+    /// Fails with [`StoreErrorKind::NotFound`] when it does not exist, and with
+    /// [`StoreErrorKind::Conflict`] when it was written since.
+    fn delete<'a>(
+        &'a self,
+        instance: &'a str,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// A name for `instance` that is the same for every handle on the same stored instance in
+    /// this process (a file store: the file's path): the engine's in-process single-flight keys
+    /// its refreshes by it.
+    fn identity(&self, instance: &str) -> String;
+}
+
+/// A held lock on one instance, from [`InstanceStore::lock`]. Dropping it releases the lock.
+pub trait InstanceLock: Send {
+    /// Re-reads the instance under the lock; an absent instance is an empty state at version 0.
+    ///
+    /// Fails like [`InstanceStore::load`] for a file that cannot be parsed.
+    fn load(&mut self) -> BoxFuture<'_, Result<Versioned, StoreError>>;
+
+    /// Writes like [`InstanceStore::write`], under the lock already held.
+    fn write(&mut self, state: State, expected: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn expiry_reads_either_pair_of_keys() {
+        let state = |value: serde_json::Value| match value {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            expiry_of(&state(
+                json!({"authentication.time": "1700000000000", "expires_in": 60})
+            )),
+            Some(1_700_000_060_000)
+        );
+        assert_eq!(
+            expiry_of(&state(
+                json!({"oauth.user.refresh_time": 1_700_000_000, "oauth.user.refresh_interval": "3600"})
+            )),
+            Some(1_700_003_600_000)
+        );
+        assert_eq!(expiry_of(&state(json!({"authentication.time": "1"}))), None);
+    }
 }

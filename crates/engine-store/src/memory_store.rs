@@ -1,15 +1,19 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use crate::{State, StateLock, StateStore, StoreError, StoreErrorKind};
+use tokio::sync::OwnedMutexGuard;
 
-/// A [`StateStore`] in memory, for tests. Clones share the same state and locks.
+use crate::{
+    BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
+    Summary, Versioned, expiry_of,
+};
+
+/// An [`InstanceStore`] in memory, for tests and dry runs. Clones share the same state and locks.
 ///
-/// Locks exclude other lockers of the same instance within the process. The guard is a plain
-/// value (not a [`MutexGuard`]), so it is `Send` and may be held across an `.await`. Errors report
-/// the instance id as their path.
+/// Locks exclude other lockers of the same instance within the process; waiting for one is an
+/// async wait, never a blocked thread. Errors report the instance id as their path.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -17,10 +21,10 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    states: Mutex<HashMap<String, Arc<State>>>,
-    /// The ids whose lock is held; a [`MemoryLock`] removes its id on drop.
-    held: Mutex<HashSet<String>>,
-    released: Condvar,
+    /// The stored instances, by id (sorted, for listings).
+    states: Mutex<BTreeMap<String, Versioned>>,
+    /// One async lock per instance, made on first use.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl MemoryStore {
@@ -29,11 +33,16 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// Sets the state of `instance`, replacing any previous one. Does not wait for the lock.
+    /// Sets the state of `instance` (at version 0), replacing any previous one. Does not wait for
+    /// the lock.
     pub fn insert(&self, instance: &str, state: State) {
-        self.inner
-            .states()
-            .insert(instance.to_owned(), Arc::new(state));
+        self.inner.states().insert(
+            instance.to_owned(),
+            Versioned {
+                state: Arc::new(state),
+                version: 0,
+            },
+        );
     }
 
     /// Returns a copy of the state of `instance`, or `None` when it has none.
@@ -41,128 +50,176 @@ impl MemoryStore {
         self.inner
             .states()
             .get(instance)
-            .map(|state| State::clone(state))
-    }
-
-    /// Waits until `instance` is unlocked or `deadline` passes, then takes the lock. Returns
-    /// `false` on timeout.
-    fn acquire(&self, instance: &str, deadline: Option<Instant>) -> bool {
-        let mut held = self.inner.held();
-        while held.contains(instance) {
-            held = match deadline {
-                None => self
-                    .inner
-                    .released
-                    .wait(held)
-                    .unwrap_or_else(PoisonError::into_inner),
-                Some(deadline) => {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    if remaining.is_zero() {
-                        return false;
-                    }
-                    self.inner
-                        .released
-                        .wait_timeout(held, remaining)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-            };
-        }
-        held.insert(instance.to_owned());
-        true
-    }
-
-    fn guard(&self, instance: &str) -> Box<dyn StateLock + '_> {
-        Box::new(MemoryLock {
-            inner: &self.inner,
-            instance: instance.to_owned(),
-        })
+            .map(|stored| State::clone(&stored.state))
     }
 }
 
 // The mutexes only guard plain inserts and removals, which cannot leave the data half-updated, so a
 // poisoned mutex still holds consistent data and is used as is.
 impl Inner {
-    fn states(&self) -> MutexGuard<'_, HashMap<String, Arc<State>>> {
+    fn states(&self) -> MutexGuard<'_, BTreeMap<String, Versioned>> {
         self.states.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn held(&self) -> MutexGuard<'_, HashSet<String>> {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock_of(&self, instance: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(locks.entry(instance.to_owned()).or_default())
     }
 
-    /// The state of `instance`, shared: writes replace it, never change it.
-    fn load(&self, instance: &str) -> Result<Arc<State>, StoreError> {
-        self.states().get(instance).map(Arc::clone).ok_or_else(|| {
+    fn load(&self, instance: &str) -> Result<Versioned, StoreError> {
+        self.states().get(instance).cloned().ok_or_else(|| {
             StoreErrorKind::NotFound {
                 path: PathBuf::from(instance),
             }
             .into()
         })
     }
-}
 
-impl StateStore for MemoryStore {
-    fn load(&self, instance: &str) -> Result<Arc<State>, StoreError> {
-        self.inner.load(instance)
-    }
-
-    fn lock(&self, instance: &str) -> Result<Box<dyn StateLock + '_>, StoreError> {
-        self.acquire(instance, None);
-        Ok(self.guard(instance))
-    }
-
-    fn lock_timeout(
-        &self,
-        instance: &str,
-        timeout: Duration,
-    ) -> Result<Box<dyn StateLock + '_>, StoreError> {
-        // A timeout too large to represent as a deadline waits forever.
-        if self.acquire(instance, Instant::now().checked_add(timeout)) {
-            Ok(self.guard(instance))
-        } else {
-            Err(StoreErrorKind::LockTimeout {
-                path: PathBuf::from(instance),
-                waited: timeout,
+    /// The compare-and-swap every write goes through.
+    fn write(&self, instance: &str, state: State, expected: u64) -> Result<u64, StoreError> {
+        let mut states = self.states();
+        let found = states.get(instance).map_or(0, |stored| stored.version);
+        if found != expected {
+            return Err(StoreErrorKind::Conflict {
+                instance: instance.to_owned(),
+                expected,
+                found,
             }
-            .into())
+            .into());
         }
+        let version = found + 1;
+        states.insert(
+            instance.to_owned(),
+            Versioned {
+                state: Arc::new(state),
+                version,
+            },
+        );
+        Ok(version)
     }
 }
 
-/// The guard of [`MemoryStore`]: releases the instance and wakes the waiters on drop.
+impl InstanceStore for MemoryStore {
+    fn load<'a>(&'a self, instance: &'a str) -> BoxFuture<'a, Result<Versioned, StoreError>> {
+        Box::pin(async move { self.inner.load(instance) })
+    }
+
+    fn write<'a>(
+        &'a self,
+        instance: &'a str,
+        state: State,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move { self.inner.write(instance, state, expected) })
+    }
+
+    fn lock<'a>(
+        &'a self,
+        instance: &'a str,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Box<dyn InstanceLock>, StoreError>> {
+        Box::pin(async move {
+            let mutex = self.inner.lock_of(instance);
+            let guard = match timeout {
+                None => mutex.lock_owned().await,
+                Some(timeout) => tokio::time::timeout(timeout, mutex.lock_owned())
+                    .await
+                    .map_err(|_| StoreErrorKind::LockTimeout {
+                        path: PathBuf::from(instance),
+                        waited: timeout,
+                    })?,
+            };
+            let lock: Box<dyn InstanceLock> = Box::new(MemoryLock {
+                inner: Arc::clone(&self.inner),
+                instance: instance.to_owned(),
+                _guard: guard,
+            });
+            Ok(lock)
+        })
+    }
+
+    fn list(&self, page: Page) -> BoxFuture<'_, Result<Listing, StoreError>> {
+        Box::pin(async move {
+            let states = self.inner.states();
+            let mut instances: Vec<Summary> = states
+                .iter()
+                .filter(|(id, _)| page.after.as_ref().is_none_or(|after| *id > after))
+                .take(page.limit.saturating_add(1))
+                .map(|(id, stored)| Summary {
+                    id: id.clone(),
+                    version: stored.version,
+                    expires_at_ms: expiry_of(&stored.state),
+                })
+                .collect();
+            let next = (instances.len() > page.limit).then(|| {
+                instances.truncate(page.limit);
+                instances
+                    .last()
+                    .map(|last| last.id.clone())
+                    .unwrap_or_default()
+            });
+            Ok(Listing { instances, next })
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        instance: &'a str,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut states = self.inner.states();
+            let Some(stored) = states.get(instance) else {
+                return Err(StoreErrorKind::NotFound {
+                    path: PathBuf::from(instance),
+                }
+                .into());
+            };
+            if stored.version != expected {
+                return Err(StoreErrorKind::Conflict {
+                    instance: instance.to_owned(),
+                    expected,
+                    found: stored.version,
+                }
+                .into());
+            }
+            states.remove(instance);
+            Ok(())
+        })
+    }
+
+    fn identity(&self, instance: &str) -> String {
+        format!("memory:{:p}/{instance}", Arc::as_ptr(&self.inner))
+    }
+}
+
+/// The guard of [`MemoryStore`]: the instance's async mutex, released on drop.
 #[derive(Debug)]
-struct MemoryLock<'a> {
-    inner: &'a Inner,
+struct MemoryLock {
+    inner: Arc<Inner>,
     instance: String,
+    _guard: OwnedMutexGuard<()>,
 }
 
-impl StateLock for MemoryLock<'_> {
-    fn load(&self) -> Result<State, StoreError> {
-        self.inner
-            .load(&self.instance)
-            .map(|state| State::clone(&state))
+impl InstanceLock for MemoryLock {
+    fn load(&mut self) -> BoxFuture<'_, Result<Versioned, StoreError>> {
+        Box::pin(async move {
+            Ok(self
+                .inner
+                .states()
+                .get(&self.instance)
+                .cloned()
+                .unwrap_or_default())
+        })
     }
 
-    fn persist(&mut self, state: &State) -> Result<(), StoreError> {
-        self.inner
-            .states()
-            .insert(self.instance.clone(), Arc::new(state.clone()));
-        Ok(())
-    }
-}
-
-impl Drop for MemoryLock<'_> {
-    fn drop(&mut self) {
-        self.inner.held().remove(&self.instance);
-        self.inner.released.notify_all();
+    fn write(&mut self, state: State, expected: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move { self.inner.write(&self.instance, state, expected) })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::thread;
-
     use serde_json::json;
 
     use super::*;
@@ -170,85 +227,78 @@ mod tests {
     /// The runtime holds the guard across `.await`, so it must be `Send`.
     const _: () = {
         const fn assert_send<T: Send>() {}
-        assert_send::<MemoryLock<'static>>();
-        assert_send::<Box<dyn StateLock>>();
+        assert_send::<MemoryLock>();
+        assert_send::<Box<dyn InstanceLock>>();
     };
 
-    #[track_caller]
-    fn increment(store: &MemoryStore, times: usize) {
-        for _ in 0..times {
-            let mut lock = store.lock("acme").unwrap();
-            let mut state = lock.load().unwrap();
-            let count = state["count"].as_u64().unwrap();
-            // Widen the window in which an unexcluded thread would interleave.
-            thread::sleep(Duration::from_micros(100));
-            state.insert("count".to_owned(), json!(count + 1));
-            lock.persist(&state).unwrap();
+    fn state(count: u64) -> State {
+        let mut state = State::new();
+        state.insert("count".to_owned(), json!(count));
+        state
+    }
+
+    #[tokio::test]
+    async fn locked_increments_from_many_tasks_lose_no_update() {
+        let store = MemoryStore::new();
+        store.insert("acme", state(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for _ in 0..25 {
+                        let mut lock = store.lock("acme", None).await.unwrap();
+                        let read = lock.load().await.unwrap();
+                        let count = read.state["count"].as_u64().unwrap();
+                        lock.write(state(count + 1), read.version).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
         }
-    }
-
-    fn counter(count: u64) -> State {
-        State::from_iter([("count".to_owned(), json!(count))])
-    }
-
-    #[test]
-    fn clones_share_state() {
-        let store = MemoryStore::new();
-        let clone = store.clone();
-        store.insert("acme", counter(1));
-        assert_eq!(clone.get("acme"), Some(counter(1)));
-        clone.lock("acme").unwrap().persist(&counter(2)).unwrap();
-        assert_eq!(*store.load("acme").unwrap(), counter(2));
-        assert_eq!(store.get("other"), None);
-    }
-
-    #[test]
-    fn load_missing_instance_is_not_found() {
-        let error = MemoryStore::new().load("missing").unwrap_err();
-        assert!(
-            matches!(error.kind(), StoreErrorKind::NotFound { path } if path.as_os_str() == "missing"),
-            "{error:?}"
+        let stored = store.load("acme").await.unwrap();
+        assert_eq!(
+            (stored.state["count"].as_u64(), stored.version),
+            (Some(200), 200)
         );
     }
 
-    #[test]
-    fn lock_excludes_other_threads() {
+    #[tokio::test]
+    async fn lock_timeout_gives_up_and_other_instances_are_free() {
         let store = MemoryStore::new();
-        store.insert("acme", counter(0));
-        thread::scope(|scope| {
-            scope.spawn(|| increment(&store, 50));
-            scope.spawn(|| increment(&store, 50));
-        });
-        assert_eq!(store.get("acme"), Some(counter(100)));
-    }
-
-    #[test]
-    fn lock_timeout_gives_up_while_the_lock_is_held() {
-        let store = MemoryStore::new();
-        let held = store.lock("acme").unwrap();
-        let timeout = Duration::from_millis(50);
-        let start = Instant::now();
-        let error = store.lock_timeout("acme", timeout).err().unwrap();
-        assert!(start.elapsed() >= timeout);
+        let held = store.lock("acme", None).await.unwrap();
+        let error = store
+            .lock("acme", Some(Duration::from_millis(20)))
+            .await
+            .err()
+            .unwrap();
         assert!(
-            matches!(error.kind(), StoreErrorKind::LockTimeout { waited, .. } if *waited == timeout),
+            matches!(error.kind(), StoreErrorKind::LockTimeout { .. }),
             "{error:?}"
         );
-        store.lock_timeout("other", timeout).unwrap();
+        store.lock("other", Some(Duration::ZERO)).await.unwrap();
         drop(held);
-        store.lock_timeout("acme", timeout).unwrap();
+        store
+            .lock("acme", Some(Duration::from_millis(20)))
+            .await
+            .unwrap();
     }
 
-    #[test]
-    fn blocked_lock_wakes_when_the_guard_is_dropped() {
+    #[tokio::test]
+    async fn missing_instances_are_not_found_but_empty_under_a_lock() {
         let store = MemoryStore::new();
-        let held = store.lock("acme").unwrap();
-        thread::scope(|scope| {
-            let waiter =
-                scope.spawn(|| store.lock_timeout("acme", Duration::from_secs(10)).is_ok());
-            thread::sleep(Duration::from_millis(20));
-            drop(held);
-            assert!(waiter.join().unwrap());
-        });
+        assert!(matches!(
+            store.load("missing").await.unwrap_err().kind(),
+            StoreErrorKind::NotFound { .. }
+        ));
+        let read = store
+            .lock("missing", None)
+            .await
+            .unwrap()
+            .load()
+            .await
+            .unwrap();
+        assert_eq!((read.state.len(), read.version), (0, 0));
     }
 }

@@ -2,7 +2,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// An error from a [`StateStore`](crate::StateStore) or a [`StateLock`](crate::StateLock).
+/// An error from an [`InstanceStore`](crate::InstanceStore) or an
+/// [`InstanceLock`](crate::InstanceLock).
 ///
 /// Match on [`StoreError::kind`] for the cause. `Display` is the kind's message and `source()`
 /// continues with the kind's cause, so a renderer can print the whole chain.
@@ -30,7 +31,8 @@ impl From<StoreErrorKind> for StoreError {
 /// The cause of a [`StoreError`].
 ///
 /// `path` is the instance file, except where a variant says otherwise. A
-/// [`MemoryStore`](crate::MemoryStore) has no files and reports the instance id as the path.
+/// [`MemoryStore`](crate::MemoryStore) has no files and reports the instance id as the path;
+/// other backends report their own failures as [`StoreErrorKind::Backend`], with the source.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum StoreErrorKind {
@@ -72,10 +74,33 @@ pub enum StoreErrorKind {
     /// Another holder kept the instance's lock for longer than the caller was willing to wait.
     #[error("timed out after {waited:?} waiting for the lock on `{}`", path.display())]
     LockTimeout {
-        /// The instance file whose lock was wanted.
+        /// The lock that was wanted: a file store's sidecar lock file, a memory store's
+        /// instance id.
         path: PathBuf,
         /// How long the caller waited (the requested timeout).
         waited: Duration,
+    },
+    /// A write or delete named a version that is no longer the stored one: another writer got
+    /// there first. Re-read and decide again.
+    #[error(
+        "instance `{instance}` changed since it was read (version {found}, expected {expected})"
+    )]
+    Conflict {
+        /// The instance id.
+        instance: String,
+        /// The version the writer read.
+        expected: u64,
+        /// The version stored now.
+        found: u64,
+    },
+    /// The backend failed (a database, a network store); `source` says why.
+    #[error("the instance store failed on `{instance}`")]
+    Backend {
+        /// The instance id, or what was being done for a listing.
+        instance: String,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A filesystem operation failed.
     #[error("failed to {operation} `{}`", path.display())]
@@ -115,6 +140,11 @@ mod tests {
                 path: path.clone(),
                 waited: Duration::from_millis(250),
             },
+            StoreErrorKind::Conflict {
+                instance: "acme".to_owned(),
+                expected: 3,
+                found: 4,
+            },
             StoreErrorKind::Io {
                 path,
                 operation: "rename",
@@ -133,6 +163,7 @@ mod tests {
                 "instance file `state/acme.json` must contain a JSON object at the top level",
                 "invalid instance id `../etc`: use only ASCII letters, digits, `.`, `_` and `-`, and do not start with `.`",
                 "timed out after 250ms waiting for the lock on `state/acme.json`",
+                "instance `acme` changed since it was read (version 4, expected 3)",
                 "failed to rename `state/acme.json`",
             ]
         );

@@ -113,14 +113,13 @@ impl Fixture {
                     selector: "get-contact",
                     inputs: &self.inputs,
                     instance: "bench",
-                    dry_run: false,
                 },
                 &self.store,
                 &NoObserver,
             )
             .await
             .expect("the run succeeds");
-        assert_eq!(output.status, Some(200));
+        assert_eq!(output.status, 200);
         output.body
     }
 }

@@ -2,11 +2,11 @@
 //! `ON PROVISION` resources obtain and refresh the token.
 
 use engine_spec::Resource;
+use engine_spec::kinds::ResourceType;
 
+use super::Step;
 use crate::Inputs;
-use crate::engine::Run;
 use crate::observer::RefreshReason;
-use crate::run_error::RunError;
 
 /// The resource that handles `reason`: provisioning for a new instance, else `ON REFRESH`, else
 /// provisioning again.
@@ -21,25 +21,39 @@ pub(crate) fn step<'a>(
     }
 }
 
-/// Runs the step for `reason`; after a first provisioning, `ON PROVISION` runs too, with the new
-/// token.
-pub(crate) async fn obtain(
-    run: &mut Run<'_>,
-    provision: &Resource,
-    refresh: Option<&Resource>,
-    on_provision: Option<&Resource>,
+/// The steps for `reason`: the resource of [`step`]; after a first provisioning, `ON PROVISION`
+/// too, which runs with the new token.
+pub(crate) fn steps<'a>(
+    provision: &'a Resource,
+    refresh: Option<&'a Resource>,
+    on_provision: Option<&'a Resource>,
     reason: &RefreshReason,
-) -> Result<(), RunError> {
-    let resource = step(provision, refresh, reason);
-    let (_, extracted) = run.execute_lifecycle(resource, &Inputs::default()).await?;
-    run.save(&extracted.saved);
+) -> Vec<Step<'a>> {
+    let mut steps = vec![resource_step(
+        step(provision, refresh, reason),
+        Inputs::default(),
+    )];
     if matches!(reason, RefreshReason::NotProvisioned)
         && let Some(on_provision) = on_provision
     {
-        let (_, extracted) = run
-            .execute_lifecycle(on_provision, &Inputs::default())
-            .await?;
-        run.save(&extracted.saved);
+        steps.push(resource_step(on_provision, Inputs::default()));
     }
-    Ok(())
+    steps
+}
+
+/// The step that runs `resource`: the resources that obtain a token set `authentication.time`
+/// and go out without the connector's own authentication.
+pub(crate) fn resource_step(resource: &Resource, inputs: Inputs) -> Step<'_> {
+    Step::Resource {
+        resource,
+        inputs,
+        obtains_token: matches!(
+            resource.kind(),
+            ResourceType::ProvisionAuthValidation | ResourceType::OnRefresh
+        ),
+        token_response: matches!(
+            resource.kind(),
+            ResourceType::OauthOnTokenRefresh | ResourceType::OauthOnTokenExchange
+        ),
+    }
 }

@@ -1,98 +1,484 @@
-//! Obtaining and refreshing tokens, one file per scheme: [`custom`] runs the connector's own
-//! lifecycle resources, [`oauth2`] is the built-in OAuth2 client.
+//! Authentication without I/O: one [`Scheme`] per way a connector authenticates. Given the
+//! connector, the instance's configuration and the time, a scheme answers
+//!
+//! - whether the token is fresh, and until when ([`Scheme::check_fresh`]);
+//! - which steps obtain or refresh one ([`Scheme::steps`]): a lifecycle resource to run, or a
+//!   token request to build ([`Step`]);
+//! - how a vendor's answer to a step becomes new state ([`Scheme::absorb`]);
+//! - how the token goes onto an outgoing API request ([`Scheme::apply`]).
+//!
+//! The engine does the I/O around it (`engine.rs`): nothing here sends, reads a store or
+//! sleeps, so every rule is unit-tested with plain values. One file per scheme: [`custom`] (the
+//! connector's lifecycle resources), [`oauth2`] (the built-in OAuth2 client), [`authorize`] (the
+//! authorization code flow's URL and code exchange); Basic, API key and none are here.
 
 pub(crate) mod authorize;
 pub(crate) mod custom;
 pub mod oauth2;
 
-use engine_spec::Connector;
-use engine_spec::kinds::Grant;
+use base64::Engine as _;
+use engine_spec::kinds::{ParameterKind, ResourceType, SessionManagement};
+use engine_spec::template::Values;
+use engine_spec::{AuthKind, Connector, Parameter, Resource};
+use engine_store::State;
+use serde_json::Value;
 
-use crate::engine::Run;
-use crate::lifecycle::Lifecycle;
+use crate::Inputs;
+use crate::extract::{extract, parse_seconds};
 use crate::observer::RefreshReason;
 use crate::request::text_of;
 use crate::run_error::RunError;
+use crate::transport::VendorResponse;
 
-/// What obtains the token for `reason`, for messages: `ON REFRESH`, `oauth2 refresh_token` ...
-pub(crate) fn step_name(
-    connector: &Connector,
-    lifecycle: Lifecycle<'_>,
-    reason: &RefreshReason,
-) -> String {
-    match lifecycle {
-        Lifecycle::None => "nothing".into(),
-        Lifecycle::Custom {
-            provision, refresh, ..
-        } => custom::step(provision, refresh, reason)
-            .kind()
-            .label()
-            .to_owned(),
-        Lifecycle::Oauth2 => {
-            let _ = connector;
-            "oauth2".into()
+/// How a connector obtains and keeps its token.
+#[derive(Debug, Clone, Copy)]
+pub enum Scheme<'a> {
+    /// Nothing to obtain: no authentication, an API key, or OAuth 1 (refused before a run).
+    None,
+    /// HTTP Basic from `username` and `password`: nothing to obtain either.
+    Basic,
+    /// The connector's own lifecycle resources.
+    Custom {
+        /// Obtains the first token (`PROVISION AUTH VALIDATION`, or `ON REFRESH` without one).
+        provision: &'a Resource,
+        /// Refreshes it (`ON REFRESH`), when the connector has one.
+        refresh: Option<&'a Resource>,
+        /// Runs once after the first provisioning (`ON PROVISION`).
+        on_provision: Option<&'a Resource>,
+    },
+    /// The built-in OAuth2 client.
+    Oauth2,
+}
+
+/// One step of obtaining or refreshing a token.
+#[derive(Debug, Clone)]
+pub enum Step<'a> {
+    /// Run a lifecycle resource of the connector.
+    Resource {
+        /// The resource.
+        resource: &'a Resource,
+        /// Its inputs (the authorization code for `oauthOnTokenExchange`).
+        inputs: Inputs,
+        /// The answer carries a token: `authentication.time` is set, and the request goes out
+        /// without the connector's own authentication.
+        obtains_token: bool,
+        /// The answer is also read as an OAuth2 token response (the OAuth2 override resources),
+        /// leniently: the resource may save the token through its own parameters.
+        token_response: bool,
+    },
+    /// Build and send an OAuth2 token request.
+    Token(oauth2::Grant),
+}
+
+impl Step<'_> {
+    /// What the step is called in messages: `ON REFRESH`, `oauth2 refresh_token`.
+    pub fn name(&self) -> String {
+        match self {
+            Step::Resource { resource, .. } => resource.kind().label().to_owned(),
+            Step::Token(grant) => format!("oauth2 {}", grant.name()),
         }
     }
 }
 
-/// Obtains or refreshes the token; the values to save go into the run's pending state.
-pub(crate) async fn obtain(
-    run: &mut Run<'_>,
-    lifecycle: Lifecycle<'_>,
-    reason: &RefreshReason,
-) -> Result<(), RunError> {
-    match lifecycle {
-        Lifecycle::None => Ok(()),
-        Lifecycle::Custom {
-            provision,
-            refresh,
-            on_provision,
-        } => custom::obtain(run, provision, refresh, on_provision, reason).await,
-        Lifecycle::Oauth2 => oauth2::obtain(run).await,
-    }
+/// Whether the stored token can be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Freshness {
+    /// Usable; expires at this epoch-ms time (`None`: never).
+    Fresh(Option<u64>),
+    /// Must be obtained or refreshed first.
+    Stale(RefreshReason),
 }
 
-/// Adds the requests [`obtain`] would send to a dry run's plan.
-pub(crate) fn plan(run: &mut Run<'_>, lifecycle: Lifecycle<'_>) -> Result<(), RunError> {
-    match lifecycle {
-        Lifecycle::None => Ok(()),
-        Lifecycle::Custom {
-            provision,
-            refresh,
-            on_provision,
-        } => {
-            let reason = if lifecycle.marker(run.configuration()).is_none() {
-                RefreshReason::NotProvisioned
-            } else {
-                RefreshReason::SessionAlways
-            };
-            run.plan(
-                custom::step(provision, refresh, &reason),
-                &crate::Inputs::default(),
-                None,
-            )?;
-            match (reason, on_provision) {
-                (RefreshReason::NotProvisioned, Some(on_provision)) => {
-                    run.plan(on_provision, &crate::Inputs::default(), None)
+impl<'a> Scheme<'a> {
+    /// The scheme of `connector`.
+    pub fn of(connector: &'a Connector) -> Self {
+        match connector.authentication().kind() {
+            AuthKind::Oauth2 => Self::Oauth2,
+            // Without `PROVISION AUTH VALIDATION`, `ON REFRESH` obtains the first token too.
+            AuthKind::Custom => match connector
+                .lifecycle(ResourceType::ProvisionAuthValidation)
+                .or_else(|| connector.lifecycle(ResourceType::OnRefresh))
+            {
+                Some(provision) => Self::Custom {
+                    provision,
+                    refresh: connector.lifecycle(ResourceType::OnRefresh),
+                    on_provision: connector.lifecycle(ResourceType::OnProvision),
+                },
+                None => Self::None,
+            },
+            AuthKind::Basic => Self::Basic,
+            AuthKind::ApiKey | AuthKind::None | AuthKind::Oauth1 => Self::None,
+        }
+    }
+
+    /// True when the scheme obtains tokens (custom lifecycles and OAuth2).
+    pub fn obtains_tokens(self) -> bool {
+        matches!(self, Self::Custom { .. } | Self::Oauth2)
+    }
+
+    /// The configuration keys that record when the token was obtained and how long it lives.
+    fn keys(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Oauth2 => ("oauth.user.refresh_time", "oauth.user.refresh_interval"),
+            Self::None | Self::Basic | Self::Custom { .. } => ("authentication.time", "expires_in"),
+        }
+    }
+
+    /// A value that changes whenever a token is obtained: the time it was obtained. Two runs
+    /// that see the same marker saw the same token.
+    pub fn marker(self, configuration: &dyn Values) -> Option<String> {
+        configuration.value(self.keys().0).and_then(text_of)
+    }
+
+    /// Checks the token of `configuration` (the effective configuration) at `now_ms`.
+    ///
+    /// The skew (default 30 s) is capped at half the lifetime, so that short-lived tokens are
+    /// still used before being refreshed.
+    pub fn check_fresh(
+        self,
+        connector: &Connector,
+        configuration: &dyn Values,
+        now_ms: u64,
+    ) -> Freshness {
+        if !self.obtains_tokens() {
+            return Freshness::Fresh(None);
+        }
+        let (time_key, lifetime_key) = self.keys();
+        if matches!(self, Self::Oauth2)
+            && configuration
+                .value("oauth.user.token")
+                .and_then(text_of)
+                .is_none()
+        {
+            return Freshness::Stale(RefreshReason::NoToken);
+        }
+        let Some(obtained_ms) = configuration.value(time_key).and_then(parse_seconds_or_ms) else {
+            return Freshness::Stale(match self {
+                Self::Oauth2 => RefreshReason::NoToken,
+                _ => RefreshReason::NotProvisioned,
+            });
+        };
+        let session = connector.session();
+        let lifetime = match session.management() {
+            SessionManagement::None => return Freshness::Fresh(None),
+            SessionManagement::Always => return Freshness::Stale(RefreshReason::SessionAlways),
+            SessionManagement::Fixed => session.timeout().unwrap_or(session.default_expires_in()),
+            SessionManagement::Auto => configuration
+                .value(lifetime_key)
+                .and_then(parse_seconds)
+                .map_or(session.default_expires_in(), std::time::Duration::from_secs),
+        };
+        let lifetime_ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
+        let skew_ms = u64::try_from(session.skew().as_millis())
+            .unwrap_or(u64::MAX)
+            .min(lifetime_ms / 2);
+        let expires_at = obtained_ms.saturating_add(lifetime_ms);
+        if expires_at.saturating_sub(skew_ms) <= now_ms {
+            Freshness::Stale(RefreshReason::Expired { at_ms: expires_at })
+        } else {
+            Freshness::Fresh(Some(expires_at))
+        }
+    }
+
+    /// The steps that obtain or refresh the token for `reason`, in order. Each step's request
+    /// is built when it runs, from the configuration the previous steps left.
+    ///
+    /// Fails when the OAuth2 grant needs a person to sign in first (`authorization_code`
+    /// without a refresh token).
+    pub fn steps(
+        self,
+        connector: &'a Connector,
+        configuration: &dyn Values,
+        reason: &RefreshReason,
+    ) -> Result<Vec<Step<'a>>, RunError> {
+        match self {
+            Self::None | Self::Basic => Ok(Vec::new()),
+            Self::Custom {
+                provision,
+                refresh,
+                on_provision,
+            } => Ok(custom::steps(provision, refresh, on_provision, reason)),
+            Self::Oauth2 => oauth2::steps(connector, configuration),
+        }
+    }
+
+    /// The state a vendor's answer to `step` gives, received at `now_ms`: the response
+    /// parameters' values, `authentication.time` for a step that obtains a token, and the
+    /// OAuth2 token contract for token steps (rotation: a new refresh token replaces the held
+    /// one; an answer without one keeps it).
+    ///
+    /// Fails when a token step's answer holds no access token.
+    pub fn absorb(
+        connector: &Connector,
+        step: &Step<'_>,
+        response: &VendorResponse,
+        now_ms: u64,
+    ) -> Result<State, RunError> {
+        match step {
+            Step::Resource {
+                resource,
+                obtains_token,
+                token_response,
+                ..
+            } => {
+                let mut saved = extract(connector, resource, response).saved;
+                if *obtains_token {
+                    saved.insert(
+                        "authentication.time".into(),
+                        Value::String(now_ms.to_string()),
+                    );
                 }
-                _ => Ok(()),
+                if *token_response {
+                    let name = step.name();
+                    saved.extend(oauth2::token_state(
+                        connector,
+                        &response.body,
+                        &name,
+                        true,
+                        now_ms,
+                    )?);
+                }
+                Ok(saved)
+            }
+            Step::Token(_) => {
+                oauth2::token_state(connector, &response.body, &step.name(), false, now_ms)
             }
         }
-        Lifecycle::Oauth2 => {
-            let request = oauth2::next_token_request(run)?;
-            run.plan_request(request);
-            Ok(())
+    }
+
+    /// Adds the authentication the scheme implies to an API request's headers: Basic from
+    /// `username`/`password`, Bearer from `oauth.user.token`. Not when a parameter already sets
+    /// `Authorization`, nor (OAuth2) when a parameter maps `oauth.user.token` somewhere else.
+    pub fn apply(
+        self,
+        configuration: &dyn Values,
+        parameters: &[&Parameter],
+        headers: &mut Vec<(String, String)>,
+    ) {
+        if headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        {
+            return;
+        }
+        let value = |key: &str| configuration.value(key).and_then(text_of);
+        match self {
+            Self::Basic => {
+                if let (Some(user), Some(password)) = (value("username"), value("password")) {
+                    let encoded = base64::engine::general_purpose::STANDARD
+                        .encode(format!("{user}:{password}"));
+                    headers.push(("Authorization".into(), format!("Basic {encoded}")));
+                }
+            }
+            Self::Oauth2 => {
+                let maps_token = parameters.iter().any(|parameter| {
+                    (parameter.kind() == ParameterKind::Configuration
+                        && parameter.name() == "oauth.user.token")
+                        || parameter.template().is_some_and(|template| {
+                            template.keys().any(|key| key == "oauth.user.token")
+                        })
+                });
+                if !maps_token && let Some(token) = value("oauth.user.token") {
+                    headers.push(("Authorization".into(), format!("Bearer {token}")));
+                }
+            }
+            Self::None | Self::Custom { .. } => {}
         }
     }
 }
 
-/// The OAuth2 grant that will run next: `refresh_token` when one is held, else the
-/// connector's grant.
-pub(crate) fn next_grant(run: &Run<'_>) -> Option<Grant> {
-    let held = run
-        .configuration()
-        .get("oauth.user.refresh_token")
-        .and_then(text_of)
-        .is_some();
-    (!held).then(|| run.connector.authentication().grant())
+/// Checks the token of `configuration` for `connector` at `now_ms`: [`Scheme::check_fresh`].
+pub fn check_fresh(connector: &Connector, configuration: &dyn Values, now_ms: u64) -> Freshness {
+    Scheme::of(connector).check_fresh(connector, configuration, now_ms)
+}
+
+/// `authentication.time` is epoch milliseconds; a value small enough to be seconds (before
+/// 2001 in ms) is taken as seconds, as some hand-written instance files have it.
+fn parse_seconds_or_ms(value: &Value) -> Option<u64> {
+    let number = parse_seconds(value)?;
+    Some(if number < 1_000_000_000_000 {
+        number.saturating_mul(1000)
+    } else {
+        number
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use engine_spec::{SourceFile, validate};
+    use serde_json::json;
+
+    use super::*;
+
+    pub(super) fn connector(text: &str) -> Connector {
+        validate(SourceFile::new("c.json", text))
+            .into_connector()
+            .expect("valid")
+    }
+
+    fn custom(session: &str) -> Connector {
+        connector(&format!(
+            r#"{{"authentication": {{"type": "custom"}}, {session}
+              "resources": [{{"type": "PROVISION AUTH VALIDATION", "vendorPath": "/token",
+                "parameters": [{{"name": "access.token", "type": "configuration", "source": "response",
+                                 "vendorName": "access_token", "vendorType": "bodyField"}},
+                               {{"name": "expires_in", "type": "configuration", "source": "response",
+                                 "vendorName": "expires_in", "vendorType": "bodyField"}}]}},
+                {{"type": "ON REFRESH", "vendorPath": "/token"}},
+                {{"name": "account", "type": "ON PROVISION", "vendorPath": "/me"}}]}}"#
+        ))
+    }
+
+    pub(super) fn state(value: Value) -> State {
+        match value {
+            Value::Object(map) => map,
+            _ => panic!("an object"),
+        }
+    }
+
+    #[test]
+    fn auto_uses_expires_in_with_a_skew() {
+        let connector = custom("");
+        let configuration =
+            state(json!({"authentication.time": "1000000000000", "expires_in": "3600"}));
+        let expires = 1_000_000_000_000 + 3_600_000;
+        assert_eq!(
+            check_fresh(&connector, &configuration, expires - 31_000),
+            Freshness::Fresh(Some(expires))
+        );
+        assert_eq!(
+            check_fresh(&connector, &configuration, expires - 30_000),
+            Freshness::Stale(RefreshReason::Expired { at_ms: expires })
+        );
+    }
+
+    #[test]
+    fn never_provisioned_and_modes() {
+        assert_eq!(
+            check_fresh(&custom(""), &State::new(), 0),
+            Freshness::Stale(RefreshReason::NotProvisioned)
+        );
+        let provisioned =
+            state(json!({"authentication.time": 1_000_000_000_000_u64, "expires_in": 1}));
+        assert_eq!(
+            check_fresh(
+                &custom(r#""session": {"management": "none"},"#),
+                &provisioned,
+                u64::MAX
+            ),
+            Freshness::Fresh(None)
+        );
+        assert_eq!(
+            check_fresh(
+                &custom(r#""session": {"management": "always"},"#),
+                &provisioned,
+                0
+            ),
+            Freshness::Stale(RefreshReason::SessionAlways)
+        );
+        let fixed = custom(r#""session": {"management": "fixed", "timeout": 60, "skew": 0},"#);
+        assert_eq!(
+            check_fresh(&fixed, &provisioned, 1_000_000_059_999),
+            Freshness::Fresh(Some(1_000_000_060_000))
+        );
+        // A time in seconds is read as seconds.
+        let seconds = state(json!({"authentication.time": 1_000_000_000_u64, "expires_in": 60}));
+        assert_eq!(
+            check_fresh(&custom(""), &seconds, 1_000_000_000_000),
+            Freshness::Fresh(Some(1_000_000_060_000))
+        );
+    }
+
+    #[test]
+    fn short_lifetimes_cap_the_skew() {
+        let configuration = state(json!({"authentication.time": "1000000000000", "expires_in": 4}));
+        assert_eq!(
+            check_fresh(&custom(""), &configuration, 1_000_000_001_000),
+            Freshness::Fresh(Some(1_000_000_004_000))
+        );
+    }
+
+    #[test]
+    fn custom_steps_provision_then_on_provision_and_refresh_alone() {
+        let connector = custom("");
+        let scheme = Scheme::of(&connector);
+        let names = |reason| {
+            scheme
+                .steps(&connector, &State::new(), &reason)
+                .unwrap()
+                .iter()
+                .map(Step::name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(RefreshReason::NotProvisioned),
+            ["PROVISION AUTH VALIDATION", "ON PROVISION"]
+        );
+        assert_eq!(names(RefreshReason::Expired { at_ms: 0 }), ["ON REFRESH"]);
+        assert_eq!(
+            names(RefreshReason::Rejected { status: 401 }),
+            ["ON REFRESH"]
+        );
+    }
+
+    #[test]
+    fn absorbing_a_custom_answer_saves_the_token_and_the_time() {
+        let connector = custom("");
+        let scheme = Scheme::of(&connector);
+        let steps = scheme
+            .steps(&connector, &State::new(), &RefreshReason::NotProvisioned)
+            .unwrap();
+        let response = VendorResponse::new(
+            200,
+            Vec::new(),
+            json!({"access_token": "t1", "expires_in": 3600}),
+        );
+        assert_eq!(
+            Scheme::absorb(&connector, &steps[0], &response, 42).unwrap(),
+            state(json!({"access.token": "t1", "expires_in": "3600", "authentication.time": "42"}))
+        );
+        // `ON PROVISION` saves what it saves and no time.
+        let response = VendorResponse::new(200, Vec::new(), json!({}));
+        assert!(
+            Scheme::absorb(&connector, &steps[1], &response, 42)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn basic_and_bearer_are_applied_unless_the_connector_sets_them() {
+        let configuration =
+            state(json!({"username": "ada", "password": "pw", "oauth.user.token": "t"}));
+        let mut headers = Vec::new();
+        Scheme::Basic.apply(&configuration, &[], &mut headers);
+        assert_eq!(
+            headers,
+            [("Authorization".to_owned(), "Basic YWRhOnB3".to_owned())]
+        );
+        let mut headers = Vec::new();
+        Scheme::Oauth2.apply(&configuration, &[], &mut headers);
+        assert_eq!(
+            headers,
+            [("Authorization".to_owned(), "Bearer t".to_owned())]
+        );
+        let mut headers = vec![("authorization".to_owned(), "Token x".to_owned())];
+        Scheme::Oauth2.apply(&configuration, &[], &mut headers);
+        assert_eq!(headers.len(), 1);
+        let mut headers = Vec::new();
+        Scheme::None.apply(&configuration, &[], &mut headers);
+        assert!(headers.is_empty());
+        // A token mapped into a query parameter gets no Bearer header.
+        let mapped = connector(
+            r#"{"authentication": {"type": "oauth2", "grant": "client_credentials"},
+                "configuration": [{"key": "oauth.token.url", "defaultValue": "https://x/token"}],
+                "resources": [{"name": "me", "type": "api", "vendorPath": "/me", "parameters": [
+                  {"name": "oauth.user.token", "type": "configuration", "vendorName": "access_token", "vendorType": "query"}]}]}"#,
+        );
+        let resource = mapped.find_resource("me").unwrap();
+        let parameters: Vec<&Parameter> = resource.parameters().iter().collect();
+        let mut headers = Vec::new();
+        Scheme::of(&mapped).apply(&configuration, &parameters, &mut headers);
+        assert!(headers.is_empty());
+    }
 }

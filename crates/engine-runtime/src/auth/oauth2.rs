@@ -9,75 +9,129 @@
 //! the refresh request; `onRefresh` still runs after a refresh when present.
 
 use base64::Engine as _;
-use engine_spec::kinds::{Grant, RefreshIn, ResourceType};
+use engine_spec::Connector;
+use engine_spec::kinds::{Grant as ConnectorGrant, RefreshIn, ResourceType};
+use engine_spec::template::Values;
 use engine_store::State;
 use serde_json::Value;
 
+use super::Step;
+use super::custom::resource_step;
 use crate::Inputs;
-use crate::configuration::Configuration;
-use crate::engine::Run;
 use crate::extract::parse_seconds;
+use crate::redact::Redactor;
 use crate::request::{PreparedRequest, RequestBody, text_of};
 use crate::run_error::{MissingKey, RunError, RunErrorKind};
 
-/// Refreshes (or first obtains) the token, saving the contract's values into the run.
-pub(crate) async fn obtain(run: &mut Run<'_>) -> Result<(), RunError> {
-    let connector = run.connector;
-    let holds_refresh_token = super::next_grant(run).is_none();
-    if holds_refresh_token
-        && let Some(resource) = connector.lifecycle(ResourceType::OauthOnTokenRefresh)
-    {
-        let (response, extracted) = run.execute_lifecycle(resource, &Inputs::default()).await?;
-        run.save(&extracted.saved);
-        let saved = apply_token_response(run, &response.body, "oauthOnTokenRefresh", true)?;
-        run.save(&saved);
-    } else {
-        let request = next_token_request(run)?;
-        let step = step_of(&request);
-        let response = run.send_lifecycle(&request, &step).await?;
-        let saved = apply_token_response(run, &response.body, &step, false)?;
-        run.save(&saved);
+/// The OAuth2 grant of a token request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// `refresh_token`, with the held refresh token.
+    RefreshToken,
+    /// `client_credentials`.
+    ClientCredentials,
+    /// `password`, with the instance's `username` and `password`.
+    Password,
+    /// `authorization_code`: the code the browser brought back.
+    AuthorizationCode {
+        /// The code.
+        code: String,
+        /// The redirect URI the code was issued for.
+        redirect_uri: String,
+        /// The PKCE verifier, when the flow used PKCE.
+        verifier: Option<String>,
+    },
+}
+
+impl Grant {
+    /// The `grant_type` value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::RefreshToken => "refresh_token",
+            Self::ClientCredentials => "client_credentials",
+            Self::Password => "password",
+            Self::AuthorizationCode { .. } => "authorization_code",
+        }
+    }
+}
+
+/// True when the instance holds a refresh token: the next token request refreshes.
+fn holds_refresh_token(configuration: &dyn Values) -> bool {
+    configuration
+        .value("oauth.user.refresh_token")
+        .and_then(text_of)
+        .is_some()
+}
+
+/// The steps that refresh (or first obtain) the token: the `oauthOnTokenRefresh` resource when
+/// the connector replaces the refresh and a refresh token is held, else the token request of
+/// the next grant; then the connector's `onRefresh` resource, when it has one.
+///
+/// Fails when the grant is `authorization_code` and no refresh token is held (a person must
+/// sign in first).
+pub(crate) fn steps<'a>(
+    connector: &'a Connector,
+    configuration: &dyn Values,
+) -> Result<Vec<Step<'a>>, RunError> {
+    let mut steps = Vec::new();
+    let held = holds_refresh_token(configuration);
+    match connector.lifecycle(ResourceType::OauthOnTokenRefresh) {
+        Some(resource) if held => steps.push(resource_step(resource, Inputs::default())),
+        _ => steps.push(Step::Token(next_grant(connector, configuration)?)),
     }
     if let Some(on_refresh) = connector.lifecycle(ResourceType::OnRefresh) {
-        let (_, extracted) = run
-            .execute_lifecycle(on_refresh, &Inputs::default())
-            .await?;
-        run.save(&extracted.saved);
+        steps.push(resource_step(on_refresh, Inputs::default()));
     }
-    Ok(())
+    Ok(steps)
 }
 
-fn step_of(request: &PreparedRequest) -> String {
-    format!("oauth2 {}", request.resource)
-}
-
-/// The token request the next refresh sends: `refresh_token` when one is held, else the
-/// connector's grant (`client_credentials` or `password`).
+/// The grant the next token request uses: `refresh_token` when one is held, else the
+/// connector's grant.
 ///
-/// Fails when the token URL or client credentials are missing, or when the grant is
-/// `authorization_code` and no refresh token is held (a person must sign in first).
-pub(crate) fn next_token_request(run: &Run<'_>) -> Result<PreparedRequest, RunError> {
-    let configuration = run.configuration();
-    let value = |key: &str| configuration.get(key).and_then(text_of);
-    let mut fields: Vec<(String, String)> = Vec::new();
-    let grant = match super::next_grant(run) {
-        None => {
-            fields.push(("grant_type".into(), "refresh_token".into()));
-            fields.push((
-                "refresh_token".into(),
-                value("oauth.user.refresh_token").unwrap_or_default(),
-            ));
-            "refresh_token"
+/// Fails for `authorization_code` without a refresh token.
+pub(crate) fn next_grant(
+    connector: &Connector,
+    configuration: &dyn Values,
+) -> Result<Grant, RunError> {
+    if holds_refresh_token(configuration) {
+        return Ok(Grant::RefreshToken);
+    }
+    match connector.authentication().grant() {
+        ConnectorGrant::ClientCredentials => Ok(Grant::ClientCredentials),
+        ConnectorGrant::Password => Ok(Grant::Password),
+        ConnectorGrant::AuthorizationCode => Err(RunErrorKind::NotAuthorized {
+            connector: connector.name().to_owned(),
         }
-        Some(Grant::ClientCredentials) => {
-            fields.push(("grant_type".into(), "client_credentials".into()));
+        .into()),
+    }
+}
+
+/// Builds the token endpoint request of `grant`: client authentication by Basic header when
+/// `oauth.basic.header` is true (RFC 6749 2.3.1), else `client_id`/`client_secret` fields; a
+/// refresh goes to `oauth.token.refresh_url` when set, and puts its fields in the query string
+/// when `authentication.refreshIn` is `query`.
+///
+/// Fails when the token URL, the client id or the password grant's credentials are missing, or
+/// the URL is invalid.
+pub(crate) fn token_request(
+    connector: &Connector,
+    configuration: &dyn Values,
+    grant: &Grant,
+    redactor: &Redactor,
+) -> Result<PreparedRequest, RunError> {
+    let value = |key: &str| configuration.value(key).and_then(text_of);
+    let mut fields: Vec<(String, String)> = vec![("grant_type".into(), grant.name().into())];
+    match grant {
+        Grant::RefreshToken => fields.push((
+            "refresh_token".into(),
+            value("oauth.user.refresh_token").unwrap_or_default(),
+        )),
+        Grant::ClientCredentials => {
             if let Some(scope) = value("oauth.scope") {
                 fields.push(("scope".into(), scope));
             }
-            "client_credentials"
         }
-        Some(Grant::Password) => {
-            fields.push(("grant_type".into(), "password".into()));
+        Grant::Password => {
             for key in ["username", "password"] {
                 let Some(found) = value(key) else {
                     return Err(missing(key, "the resource owner's credentials"));
@@ -87,35 +141,25 @@ pub(crate) fn next_token_request(run: &Run<'_>) -> Result<PreparedRequest, RunEr
             if let Some(scope) = value("oauth.scope") {
                 fields.push(("scope".into(), scope));
             }
-            "password"
         }
-        Some(Grant::AuthorizationCode) => {
-            return Err(RunErrorKind::NotAuthorized {
-                connector: run.connector.name().to_owned(),
+        Grant::AuthorizationCode {
+            code,
+            redirect_uri,
+            verifier,
+        } => {
+            fields.push(("code".into(), code.clone()));
+            fields.push(("redirect_uri".into(), redirect_uri.clone()));
+            if let Some(verifier) = verifier {
+                fields.push(("code_verifier".into(), verifier.clone()));
             }
-            .into());
         }
-    };
-    let url_key = if grant == "refresh_token" && value("oauth.token.refresh_url").is_some() {
-        "oauth.token.refresh_url"
-    } else {
-        "oauth.token.url"
-    };
-    token_request(run, configuration, url_key, grant, fields)
-}
-
-/// Builds a token endpoint request: client authentication by Basic header when
-/// `oauth.basic.header` is true (RFC 6749 2.3.1), else `client_id`/`client_secret` fields; a
-/// refresh puts its fields in the query string when `authentication.refreshIn` is `query`.
-pub(crate) fn token_request(
-    run: &Run<'_>,
-    configuration: &Configuration<'_>,
-    url_key: &str,
-    grant: &str,
-    mut fields: Vec<(String, String)>,
-) -> Result<PreparedRequest, RunError> {
-    let value = |key: &str| configuration.get(key).and_then(text_of);
-    let Some(url) = value(url_key).or_else(|| value("oauth.token.url")) else {
+    }
+    let refresh = *grant == Grant::RefreshToken;
+    let url = refresh
+        .then(|| value("oauth.token.refresh_url"))
+        .flatten()
+        .or_else(|| value("oauth.token.url"));
+    let Some(url) = url else {
         return Err(missing("oauth.token.url", "the OAuth2 token endpoint"));
     };
     let Some(client_id) = value("oauth.api.key") else {
@@ -145,11 +189,10 @@ pub(crate) fn token_request(
         }
     }
     let mut url = url::Url::parse(&url).map_err(|error| RunErrorKind::InvalidUrl {
-        url: run.redactor.redact(&url),
+        url: redactor.redact(&url),
         message: error.to_string(),
     })?;
-    let in_query =
-        grant == "refresh_token" && run.connector.authentication().refresh_in() == RefreshIn::Query;
+    let in_query = refresh && connector.authentication().refresh_in() == RefreshIn::Query;
     let body = if in_query {
         url.query_pairs_mut().extend_pairs(&fields);
         RequestBody::Empty
@@ -157,7 +200,7 @@ pub(crate) fn token_request(
         RequestBody::Form(fields)
     };
     Ok(PreparedRequest {
-        resource: grant.to_owned(),
+        resource: grant.name().to_owned(),
         method: "POST".into(),
         url,
         headers,
@@ -177,21 +220,22 @@ pub(crate) fn missing(key: &str, description: &str) -> RunError {
 }
 
 /// Maps a token response onto the contract (`access_token`, `token_type`, `expires_in`,
-/// `refresh_token`, `scope`) and returns the configuration values to save. A response without
-/// `refresh_token` keeps the held one. The lifetime comes from `expires_in` (number or string),
-/// else `expires_at`/`expires_on` (epoch seconds or ISO 8601), else the JWT's `exp`, else the
+/// `refresh_token`, `scope`) and returns the configuration values to save. Rotation: a
+/// `refresh_token` in the answer replaces the held one; an answer without one keeps it (it is
+/// not in the returned state). The lifetime comes from `expires_in` (number or string), else
+/// `expires_at`/`expires_on` (epoch seconds or ISO 8601), else the JWT's `exp`, else the
 /// connector's `session.defaultExpiresIn`.
 ///
 /// Fails when there is no `access_token` (unless `lenient`: a resource that replaces the
 /// refresh may save the token itself through its parameters).
-pub(crate) fn apply_token_response(
-    run: &Run<'_>,
+pub(crate) fn token_state(
+    connector: &Connector,
     body: &Value,
     step: &str,
     lenient: bool,
+    now_ms: u64,
 ) -> Result<State, RunError> {
     let mut saved = State::new();
-    let now_ms = run.now_ms();
     let field = |name: &str| body.get(name).filter(|value| !value.is_null());
     let token = field("access_token").and_then(text_of);
     let Some(token) = token else {
@@ -212,7 +256,7 @@ pub(crate) fn apply_token_response(
                 .and_then(|value| seconds_until(value, now_ms))
         })
         .or_else(|| jwt_seconds_until(&token, now_ms))
-        .unwrap_or_else(|| run.connector.session().default_expires_in().as_secs());
+        .unwrap_or_else(|| connector.session().default_expires_in().as_secs());
     saved.insert("oauth.user.token".into(), Value::String(token));
     if let Some(refresh_token) = field("refresh_token").and_then(text_of) {
         saved.insert(
@@ -276,6 +320,148 @@ mod tests {
         assert_eq!(seconds_until(&json!(1_700_000_060), now), Some(60));
         assert_eq!(seconds_until(&json!("1700000060"), now), Some(60));
         assert_eq!(seconds_until(&json!("2023-11-14T22:14:20Z"), now), Some(60));
+    }
+
+    fn oauth2(extra: &str) -> Connector {
+        super::super::tests::connector(&format!(
+            r#"{{"authentication": {{"type": "oauth2", "grant": "client_credentials"{extra}}},
+                "configuration": [{{"key": "oauth.token.url", "defaultValue": "https://idp.example/token"}},
+                                  {{"key": "oauth.token.refresh_url"}}],
+                "resources": [{{"name": "me", "type": "api", "vendorPath": "/me"}}]}}"#
+        ))
+    }
+
+    use super::super::tests::state;
+
+    #[test]
+    fn the_next_grant_refreshes_when_a_refresh_token_is_held() {
+        let connector = oauth2("");
+        let none = State::new();
+        assert_eq!(
+            next_grant(&connector, &none).unwrap(),
+            Grant::ClientCredentials
+        );
+        let held = state(json!({"oauth.user.refresh_token": "r1"}));
+        assert_eq!(next_grant(&connector, &held).unwrap(), Grant::RefreshToken);
+        let code = super::super::tests::connector(
+            r#"{"authentication": {"type": "oauth2", "grant": "authorization_code"},
+                "configuration": [{"key": "oauth.token.url", "required": true}],
+                "resources": [{"name": "me", "type": "api", "vendorPath": "/me"}]}"#,
+        );
+        let error = next_grant(&code, &none).unwrap_err();
+        assert!(
+            matches!(error.kind(), RunErrorKind::NotAuthorized { .. }),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn token_requests_authenticate_the_client_in_the_form_or_by_basic() {
+        let connector = oauth2("");
+        let redactor = Redactor::default();
+        let configuration = state(json!({"oauth.token.url": "https://idp.example/token",
+            "oauth.api.key": "id", "oauth.api.secret": "s:1", "oauth.scope": "read"}));
+        let request = token_request(
+            &connector,
+            &configuration,
+            &Grant::ClientCredentials,
+            &redactor,
+        )
+        .unwrap();
+        assert_eq!(request.url.as_str(), "https://idp.example/token");
+        assert_eq!(
+            request.body,
+            RequestBody::Form(vec![
+                ("grant_type".into(), "client_credentials".into()),
+                ("scope".into(), "read".into()),
+                ("client_id".into(), "id".into()),
+                ("client_secret".into(), "s:1".into()),
+            ])
+        );
+        let basic = state(json!({"oauth.token.url": "https://idp.example/token",
+            "oauth.api.key": "id", "oauth.api.secret": "s:1",
+            "oauth.basic.header": "true", "oauth.user.refresh_token": "r1",
+            "oauth.token.refresh_url": "https://idp.example/refresh"}));
+        let request = token_request(&connector, &basic, &Grant::RefreshToken, &redactor).unwrap();
+        assert_eq!(request.url.as_str(), "https://idp.example/refresh");
+        assert!(
+            request
+                .headers
+                .contains(&("Authorization".into(), "Basic aWQ6cyUzQTE=".into()))
+        );
+        assert_eq!(
+            request.body,
+            RequestBody::Form(vec![
+                ("grant_type".into(), "refresh_token".into()),
+                ("refresh_token".into(), "r1".into()),
+            ])
+        );
+        // Refresh parameters in the query string.
+        let query = oauth2(r#", "refreshIn": "query""#);
+        let request = token_request(&query, &basic, &Grant::RefreshToken, &redactor).unwrap();
+        assert_eq!(request.body, RequestBody::Empty);
+        assert_eq!(
+            request.url.query(),
+            Some("grant_type=refresh_token&refresh_token=r1")
+        );
+        let error =
+            token_request(&connector, &configuration, &Grant::Password, &redactor).unwrap_err();
+        assert!(
+            matches!(error.kind(), RunErrorKind::MissingConfiguration { .. }),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn the_token_contract_rotates_keeps_and_times() {
+        let connector = oauth2("");
+        let rotated = token_state(
+            &connector,
+            &json!({"access_token": "a2", "refresh_token": "r2", "expires_in": "60", "token_type": "Bearer"}),
+            "oauth2 refresh_token",
+            false,
+            1_000,
+        )
+        .unwrap();
+        assert_eq!(
+            rotated,
+            state(
+                json!({"oauth.user.token": "a2", "oauth.user.refresh_token": "r2",
+                "oauth.user.token_type": "Bearer", "oauth.user.refresh_interval": "60",
+                "oauth.user.refresh_time": "1000"})
+            )
+        );
+        // No refresh token in the answer: the held one is kept (not overwritten).
+        let kept = token_state(
+            &connector,
+            &json!({"access_token": "a3"}),
+            "x",
+            false,
+            1_000,
+        )
+        .unwrap();
+        assert!(!kept.contains_key("oauth.user.refresh_token"));
+        assert_eq!(
+            kept["oauth.user.refresh_interval"], "3600",
+            "the default lifetime"
+        );
+        let error = token_state(
+            &connector,
+            &json!({"token": "x"}),
+            "oauth2 refresh_token",
+            false,
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "authentication failed: `oauth2 refresh_token` answered without `access_token`"
+        );
+        assert!(
+            token_state(&connector, &json!({}), "x", true, 0)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

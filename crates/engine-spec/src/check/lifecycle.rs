@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use crate::check::Input;
 use crate::diagnostic::{Code, Diagnostic};
-use crate::kinds::{ParameterKind, ResourceType, SessionManagement, Source, VendorKind};
+use crate::kinds::{ResourceType, SessionManagement};
 use crate::model::{AuthKind, Connector, Parameter, Resource};
 use crate::source::Location;
 
@@ -94,8 +94,9 @@ fn no_refresh(input: &Input<'_>, connector: &Connector, diagnostics: &mut Vec<Di
 
 /// E0202: a token-like key saved by `ON PROVISION` resources only.
 fn token_on_provision(input: &Input<'_>, connector: &Connector, diagnostics: &mut Vec<Diagnostic>) {
-    let header_keys = keys_sent_in_auth_headers(connector);
-    let is_token = |key: &str| key.to_lowercase().contains("token") || header_keys.contains(key);
+    let credential_keys = connector.credential_keys();
+    let is_token =
+        |key: &str| key.to_lowercase().contains("token") || credential_keys.contains(&key);
     // Keys saved by a global response parameter are saved by every resource.
     let saved_everywhere: BTreeSet<&str> = connector
         .global_parameters()
@@ -144,45 +145,6 @@ fn token_on_provision(input: &Input<'_>, connector: &Connector, diagnostics: &mu
             );
         }
     }
-}
-
-/// Configuration keys that request parameters send in an authentication header, directly or
-/// through a template (`Bearer ${configuration.KEY}`).
-fn keys_sent_in_auth_headers(connector: &Connector) -> BTreeSet<&str> {
-    let mut keys = BTreeSet::new();
-    for parameter in connector.all_parameters() {
-        if parameter.source() != Source::Request
-            || parameter.vendor_kind() != VendorKind::Header
-            || !is_auth_header(parameter.vendor_name())
-        {
-            continue;
-        }
-        match parameter.kind() {
-            ParameterKind::Configuration => {
-                keys.insert(parameter.name());
-            }
-            ParameterKind::Value => {
-                if let Some(template) = parameter.template() {
-                    keys.extend(template.keys());
-                }
-            }
-            _ => {}
-        }
-    }
-    keys
-}
-
-/// True for headers that carry credentials: `Authorization`, `X-Auth-Token`, `X-API-Key`,
-/// `X-Session-Id` and the like.
-pub(super) fn is_auth_header(name: &str) -> bool {
-    let normalised: String = name
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    ["auth", "token", "apikey", "session"]
-        .iter()
-        .any(|word| normalised.contains(word))
 }
 
 /// The `name` of a parameter: the configuration key it saves.
@@ -269,12 +231,18 @@ mod tests {
     }
 
     #[test]
-    fn auth_headers_are_recognised() {
-        for header in ["Authorization", "X-Auth-Token", "x-api-key", "X-Session-Id"] {
-            assert!(is_auth_header(header), "{header}");
+    fn credential_slots_are_recognised() {
+        for header in [
+            "Authorization",
+            "X-Auth-Token",
+            "x-api-key",
+            "X-Session-Id",
+            "access_token",
+        ] {
+            assert!(crate::is_credential_slot(header), "{header}");
         }
         for header in ["Accept", "Content-Type", "X-Account-Id"] {
-            assert!(!is_auth_header(header), "{header}");
+            assert!(!crate::is_credential_slot(header), "{header}");
         }
     }
 
