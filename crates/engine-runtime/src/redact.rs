@@ -96,6 +96,28 @@ impl Redactor {
         if let std::borrow::Cow::Owned(encoded) = engine_spec::template::percent_encode(secret) {
             self.secrets.push(encoded);
         }
+        // The other forms the engine writes it in: JSON-escaped (a JSON body, a vendor's echo
+        // of one), form-encoded (`+` for a space), and base64 of a text holding it (`CE.b64`,
+        // `{{base64 ...}}`): the part of the base64 that only the secret decides, for each of
+        // the three alignments (8 bytes or more, so that the part is at least 8 characters).
+        let mut forms = Vec::new();
+        if let Ok(quoted) = serde_json::to_string(secret) {
+            forms.push(quoted[1..quoted.len() - 1].to_owned());
+        }
+        forms.push(url::form_urlencoded::byte_serialize(secret.as_bytes()).collect());
+        if secret.len() >= 8 {
+            use base64::Engine as _;
+            for skip in 0..3 {
+                let bytes = &secret.as_bytes()[skip..];
+                let whole = bytes.len() / 3 * 3;
+                forms.push(base64::engine::general_purpose::STANDARD.encode(&bytes[..whole]));
+            }
+        }
+        for form in forms {
+            if form.len() >= 4 && !self.secrets.contains(&form) {
+                self.secrets.push(form);
+            }
+        }
         // Longest first, so a secret that contains another is masked whole.
         self.secrets
             .sort_by_key(|known| std::cmp::Reverse(known.len()));
@@ -146,6 +168,77 @@ mod tests {
         let secret = Secret::new("hunter22");
         assert_eq!(format!("{secret} {secret:?}"), "**** ****");
         assert_eq!(secret.expose(), "hunter22");
+    }
+
+    mod properties {
+        //! For any secret, in every encoding the engine itself produces, inside any text, the
+        //! secret does not survive masking.
+        use base64::Engine as _;
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Secrets of 4 to 32 characters: ASCII punctuation (JSON and URL specials included),
+        /// spaces, letters, digits and non-ASCII letters. Not `*`: a secret made of the mask's
+        /// own character could be re-formed around a mask.
+        const SECRET: &str =
+            "[a-zA-Z0-9 !\"#$%&'()+,./:;<=>?@\\\\\\[\\]^_`{|}~\u{e9}\u{20ac}-]{4,32}";
+        const CONTEXT: &str = "[a-zA-Z0-9 =&:,{}\"]{0,16}";
+
+        fn redactor(secret: &str) -> Redactor {
+            let mut redactor = Redactor::default();
+            redactor.learn(secret);
+            redactor
+        }
+
+        fn json_escaped(secret: &str) -> String {
+            let quoted = serde_json::to_string(secret).unwrap();
+            quoted[1..quoted.len() - 1].to_owned()
+        }
+
+        fn form(secret: &str) -> String {
+            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect()
+        }
+
+        proptest! {
+            #[test]
+            fn raw_json_form_and_percent_forms_are_masked(
+                secret in SECRET, before in CONTEXT, after in CONTEXT
+            ) {
+                let redactor = redactor(&secret);
+                for encoded in [
+                    secret.clone(),
+                    json_escaped(&secret),
+                    form(&secret),
+                    engine_spec::template::percent_encode(&secret).into_owned(),
+                ] {
+                    let text = format!("{before}{encoded}{after}");
+                    let masked = redactor.redact(&text);
+                    prop_assert!(!masked.contains(&encoded), "{encoded:?} survived in {masked:?}");
+                    prop_assert!(masked.contains(MASK));
+                }
+                // A JSON body holding it, as the engine serialises one.
+                let body = serde_json::json!({"before": before, "password": secret}).to_string();
+                prop_assert!(!redactor.redact(&body).contains(&json_escaped(&secret)));
+            }
+
+            #[test]
+            fn base64_of_a_text_holding_the_secret_is_masked(
+                secret in "[a-zA-Z0-9 !:@%&/+=\u{e9}-]{8,32}", before in CONTEXT, after in CONTEXT
+            ) {
+                let redactor = redactor(&secret);
+                let engine = base64::engine::general_purpose::STANDARD;
+                let encoded = engine.encode(format!("{before}{secret}{after}"));
+                let masked = redactor.redact(&encoded);
+                // Whatever is left does not decode back to the secret.
+                let decoded = engine.decode(&masked).unwrap_or_default();
+                prop_assert!(
+                    !String::from_utf8_lossy(&decoded).contains(&secret),
+                    "{masked:?} decodes to the secret"
+                );
+                prop_assert!(masked.contains(MASK), "{masked:?}");
+            }
+        }
     }
 
     #[test]
