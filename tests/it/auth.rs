@@ -121,7 +121,10 @@ fn wrong_client_secret_is_an_authentication_failure() {
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("authentication failed"), "{stderr}");
     assert!(stderr.contains("invalid_client"), "{stderr}");
-    assert!(stderr.contains("re-authenticate"), "{stderr}");
+    assert!(
+        stderr.contains("hint: fix `oauth.api.key` and `oauth.api.secret` in the instance file"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("not-the-secret"), "{stderr}");
     assert_eq!(fs_err::read_to_string(&instance).unwrap(), before);
 }
@@ -243,7 +246,10 @@ async fn reused_refresh_token_is_invalid_grant_and_keeps_the_instance() {
         .unwrap();
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("invalid_grant"), "{stderr}");
-    assert!(stderr.contains("re-authenticate"), "{stderr}");
+    assert!(
+        stderr.contains("hint: sign in again through a browser: `engine authorize "),
+        "{stderr}"
+    );
     assert_eq!(
         fs_err::read_to_string(dir.path().join("instance.json")).unwrap(),
         stale

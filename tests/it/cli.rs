@@ -97,3 +97,84 @@ fn colour_follows_the_terminal_no_color_and_clicolor_force() {
     assert!(!stderr_with(&[("CLICOLOR_FORCE", "0")]).contains('\u{1b}'));
     assert!(!stderr_with(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]).contains('\u{1b}'));
 }
+
+/// `engine run CONNECTOR` without a resource lists the resources it can run.
+#[test]
+fn run_without_a_resource_lists_the_resources() {
+    let (code, stdout, stderr) =
+        output_of(&["run", "connectors/demo.json", "--config", "none.json"]);
+    assert_eq!((code, stdout.as_str()), (2, ""));
+    insta::assert_snapshot!(stderr, @"
+    error: which resource of `connectors/demo.json`?
+    hint: name one after the connector: `list-contacts`, `get-contact`, `create-contact`, `me`; or a lifecycle type such as `provisionAuthValidation`
+    ");
+}
+
+/// An instance key near one the connector declares is a typo until proven otherwise.
+#[test]
+fn an_instance_key_typo_gets_a_did_you_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let instance = dir.path().join("instance.json");
+    fs_err::write(
+        &instance,
+        r#"{"base.url": "http://127.0.0.1:9", "client.id": "x", "client.secret": "y", "clinet.secret": "z"}"#,
+    )
+    .unwrap();
+    let (_, _, stderr) = output_of(&[
+        "run",
+        "connectors/demo.json",
+        "me",
+        "--config",
+        instance.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(
+        stderr.starts_with(
+            "warning: instance key `clinet.secret` is not a key of connector `Demo vendor`\nhint: did you mean `client.secret`? the value of `clinet.secret` is not used\n"
+        ),
+        "{stderr}"
+    );
+}
+
+/// `engine authorize` says exactly why it does not apply to a connector without the OAuth2
+/// authorization code grant.
+#[test]
+fn authorize_refuses_connectors_that_do_not_sign_in_through_a_browser() {
+    let (code, _, stderr) =
+        output_of(&["authorize", "connectors/demo.json", "--config", "none.json"]);
+    assert_eq!(code, 3);
+    insta::assert_snapshot!(stderr, @"
+    error: connector `connectors/demo.json` does not sign in through a browser: its authentication is `custom` (its own lifecycle resources)
+    hint: `engine authorize` is for OAuth2's authorization code grant; this connector obtains its tokens by itself on `engine run` from the credentials in the instance file
+    ");
+}
+
+/// `engine new` writes a connector that validates with no diagnostic (for every auth kind) and an
+/// instance file to fill in, and never overwrites a file.
+#[test]
+fn new_writes_a_valid_connector_and_an_instance_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+    for auth in ["oauth2", "custom", "basic", "apikey"] {
+        let name = format!("acme-{auth}");
+        let (code, stdout, stderr) = output_of(&["new", &name, "--auth", auth, "--dir", dir_arg]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.starts_with("wrote `"), "{stdout}");
+        let connector = dir.path().join(format!("{name}.json"));
+        let (code, _, stderr) =
+            output_of(&["validate", "--deny-warnings", connector.to_str().unwrap()]);
+        assert_eq!(
+            (code, stderr.as_str()),
+            (0, "checked 1 file: no problems\n"),
+            "{auth}"
+        );
+        let instance: serde_json::Value = serde_json::from_str(
+            &fs_err::read_to_string(dir.path().join(format!("{name}.instance.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(instance["base.url"], "", "{auth}");
+    }
+    let (code, _, stderr) = output_of(&["new", "acme-basic", "--auth", "basic", "--dir", dir_arg]);
+    assert_eq!(code, 3);
+    assert!(stderr.contains("already exists"), "{stderr}");
+}

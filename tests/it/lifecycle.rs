@@ -404,14 +404,14 @@ async fn a_second_rejection_exits_4_without_looping() {
     outcome
         .assert_hides(&[OLD_TOKEN, NEW_TOKEN, CLIENT_SECRET])
         .assert_code(4);
-    run_snapshot!(context, outcome, @r#"
+    run_snapshot!(context, outcome, @"
     exit code: 4
     ----- stdout -----
 
     ----- stderr -----
     error: the vendor rejected the token for `list-contacts` with 401 even after a refresh
-    hint: re-authenticate: fix the credentials in the instance file (or run `engine authorize`), then run again
-    "#);
+    hint: fix the credentials in the instance file, then provision again: `engine run tests/fixtures/run/custom/connector.json provisionAuthValidation --config INSTANCE`
+    ");
     // The refreshed token is kept: the refresh itself worked.
     assert_eq!(context.instance()["access.token"], NEW_TOKEN);
 }
@@ -515,7 +515,7 @@ async fn a_failed_refresh_exits_4_and_leaves_the_instance_untouched() {
     36 |     {
        |     ^ defined here
        |
-    hint: re-authenticate: fix the credentials in the instance file (or run `engine authorize`), then run again
+    hint: fix the credentials in the instance file, then provision again: `engine run tests/fixtures/run/custom/connector.json provisionAuthValidation --config INSTANCE`
     caused by: the vendor answered: {"error":"invalid_grant","error_description":"the refresh token was revoked"}
     "#);
     assert_eq!(context.instance_text(), before);

@@ -320,14 +320,14 @@ async fn unknown_resources_get_a_did_you_mean() {
     let context = params_context(&server);
 
     let outcome = context.run("list-contact").output();
-    run_snapshot!(context, outcome, @r#"
+    run_snapshot!(context, outcome, @"
     exit code: 3
     ----- stdout -----
 
     ----- stderr -----
     error: connector `Params` has no resource `list-contact`
-    hint: did you mean `list-contacts`?
-    "#);
+    hint: did you mean `list-contacts`? the resources are: `update-item`, `submit-form`, `send-body`, `pass-through`, `absolute`, `get-contact`, `list-contacts`
+    ");
     assert!(received(&server).await.is_empty());
 }
 
@@ -774,7 +774,7 @@ async fn secrets_never_show_in_errors() {
     23 |     {
        |     ^ defined here
        |
-    hint: re-authenticate: fix the credentials in the instance file (or run `engine authorize`), then run again
+    hint: fix the credentials in the instance file, then provision again: `engine run tests/fixtures/run/redaction/connector.json provisionAuthValidation --config INSTANCE`
     caused by: the vendor answered: {"error":"invalid_client","error_description":"user demo with password **** and key **** rejected"}
     "#);
     assert_eq!(context.instance_text(), before);
@@ -903,14 +903,14 @@ fn run_help() {
         .output()
         .unwrap();
     assert!(outcome.status.success());
-    insta::assert_snapshot!(String::from_utf8(outcome.stdout).unwrap(), @r#"
+    insta::assert_snapshot!(String::from_utf8(outcome.stdout).unwrap(), @"
     Run one resource of a connector against an instance, keeping its token fresh
 
-    Usage: engine run [OPTIONS] --config <INSTANCE> <CONNECTOR> <RESOURCE>
+    Usage: engine run [OPTIONS] --config <INSTANCE> <CONNECTOR> [RESOURCE]
 
     Arguments:
       <CONNECTOR>  The connector file
-      <RESOURCE>   A resource name, a lifecycle type (`provisionAuthValidation`, `ON REFRESH`...), or `METHOD:/path` matching a resource's path (`GET:/contacts/c1`)
+      [RESOURCE]   A resource name, a lifecycle type (`provisionAuthValidation`, `ON REFRESH`...), or `METHOD:/path` matching a resource's path (`GET:/contacts/c1`); without it, the resources are listed
 
     Options:
       -c, --config <INSTANCE>       The instance file: a JSON object of configuration key to value. Tokens the run obtains are written back to it
@@ -923,7 +923,7 @@ fn run_help() {
           --lock-timeout <SECONDS>  How long to wait for the instance's lock when another process holds it, in seconds [default: 30]
       -h, --help                    Print help
       -V, --version                 Print version
-    "#);
+    ");
 }
 
 /// Issue 10: the vendor's data stays data. `account.id`, saved by `ON PROVISION` and used in

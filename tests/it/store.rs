@@ -317,7 +317,12 @@ fn a_missing_instance_file_is_exit_3() {
 
     ----- stderr -----
     error: instance file `[TEMP]/instance.json` does not exist
-    hint: create it with the instance's configuration, e.g. `{"oauth.api.key": "..."}`
+    hint: create it with this connector's configuration, for example:
+          {
+            "base.url": "",
+            "client.id": "",
+            "client.secret": ""
+          }
     "#);
 }
 

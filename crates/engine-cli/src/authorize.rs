@@ -46,7 +46,31 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
     let Some(connector) = load_connector(&args.connector) else {
         return Exit::Invalid;
     };
-    let Some(runtime) = prepare(&args.config) else {
+    let authentication = connector.authentication();
+    if authentication.kind() != engine_spec::AuthKind::Oauth2
+        || authentication.grant() != engine_spec::kinds::Grant::AuthorizationCode
+    {
+        let scheme = match authentication.kind() {
+            engine_spec::AuthKind::Oauth2 => {
+                format!("OAuth2 with the `{}` grant", authentication.grant())
+            }
+            engine_spec::AuthKind::Custom => "`custom` (its own lifecycle resources)".to_owned(),
+            engine_spec::AuthKind::Basic => "`basic`".to_owned(),
+            engine_spec::AuthKind::ApiKey => "`apiKey`".to_owned(),
+            engine_spec::AuthKind::None => "`none`".to_owned(),
+            engine_spec::AuthKind::Oauth1 => "`oauth1`".to_owned(),
+        };
+        let title = format!(
+            "connector `{}` does not sign in through a browser: its authentication is {scheme}",
+            args.connector.display()
+        );
+        let help = "`engine authorize` is for OAuth2's authorization code grant; this connector obtains its tokens by itself on `engine run` from the credentials in the instance file";
+        let mut message = crate::render::Message::new(crate::render::Level::Error, &title);
+        message.help = Some(help);
+        printer::error(&message);
+        return Exit::Invalid;
+    }
+    let Some(runtime) = prepare(&args.config, &connector) else {
         return Exit::Invalid;
     };
     let store = FileStore::for_file(&args.config);

@@ -12,6 +12,7 @@ mod authorize;
 mod completions;
 mod exit;
 mod explain;
+mod new;
 mod printer;
 mod render;
 mod run;
@@ -38,6 +39,8 @@ enum Command {
     Authorize(authorize::AuthorizeArgs),
     /// Explain a diagnostic code of `engine validate` (`engine explain E0101`).
     Explain(explain::ExplainArgs),
+    /// Write a minimal, valid connector and an instance file to fill in (`engine new acme --auth oauth2`).
+    New(new::NewArgs),
     /// Print a shell completion script (`engine completions bash > /etc/bash_completion.d/engine`).
     Completions(completions::CompletionsArgs),
 }
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
         Command::Authorize(args) => authorize::authorize(&args),
         Command::Explain(args) => explain::explain(&args),
         Command::Completions(args) => completions::completions(&args),
+        Command::New(args) => new::new(&args),
     };
     exit.into()
 }

@@ -23,8 +23,9 @@ pub(crate) struct RunArgs {
     /// The connector file.
     connector: PathBuf,
     /// A resource name, a lifecycle type (`provisionAuthValidation`, `ON REFRESH`...), or
-    /// `METHOD:/path` matching a resource's path (`GET:/contacts/c1`).
-    resource: String,
+    /// `METHOD:/path` matching a resource's path (`GET:/contacts/c1`); without it, the resources
+    /// are listed.
+    resource: Option<String>,
     /// The instance file: a JSON object of configuration key to value. Tokens the run obtains are
     /// written back to it.
     #[arg(long, short = 'c', value_name = "INSTANCE")]
@@ -84,6 +85,17 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let Some(connector) = load_connector(&args.connector) else {
         return Exit::Invalid;
     };
+    let Some(resource) = &args.resource else {
+        let title = format!("which resource of `{}`?", args.connector.display());
+        let help = format!(
+            "name one after the connector: {}; or a lifecycle type such as `provisionAuthValidation`",
+            resource_list(&connector)
+        );
+        let mut message = Message::new(Level::Error, &title);
+        message.help = Some(&help);
+        printer::error(&message);
+        return Exit::Usage;
+    };
     let stdin_part = args.params.iter().any(|(_, value)| value == "@-");
     if stdin_part
         && args
@@ -124,9 +136,10 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         body_text,
         stdin,
     };
-    let Some(runtime) = prepare(&args.config) else {
+    let Some(runtime) = prepare(&args.config, &connector) else {
         return Exit::Invalid;
     };
+    warn_unknown_keys(&args.config, &connector);
     let recording = args.dry_run.then(RecordingTransport::new);
     let mut builder = EngineBuilder::new()
         .timeout(args.timeout)
@@ -144,7 +157,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     };
     let request = RunRequest {
         connector: &connector,
-        selector: &args.resource,
+        selector: resource,
         inputs: &inputs,
         instance: "instance",
     };
@@ -182,14 +195,16 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
 }
 
 /// Checks that the instance file exists and starts the async runtime; on failure prints why
-/// and returns `None` (exit 3: nothing was sent).
-pub(crate) fn prepare(instance: &Path) -> Option<tokio::runtime::Runtime> {
+/// (for a missing file, the connector's required keys as a file to fill in) and returns `None`
+/// (exit 3: nothing was sent).
+pub(crate) fn prepare(instance: &Path, connector: &Connector) -> Option<tokio::runtime::Runtime> {
     if !instance.exists() {
         let message = format!("instance file `{}` does not exist", instance.display());
+        let example = instance_example(connector);
+        let help =
+            format!("create it with this connector's configuration, for example:\n{example}");
         let mut rendered = Message::new(Level::Error, &message);
-        rendered.help = Some(
-            "create it with the instance's configuration, e.g. `{\"oauth.api.key\": \"...\"}`",
-        );
+        rendered.help = Some(&help);
         printer::error(&rendered);
         return None;
     }
@@ -218,6 +233,49 @@ pub(crate) fn prepare(instance: &Path) -> Option<tokio::runtime::Runtime> {
             let message = format!("cannot start the async runtime: {error}");
             printer::error(&Message::new(Level::Error, &message));
             None
+        }
+    }
+}
+
+/// A ready-to-fill instance file: every required key the engine does not maintain, with an
+/// empty value (a declared default shown instead).
+fn instance_example(connector: &Connector) -> String {
+    let mut example = serde_json::Map::new();
+    for property in connector.configuration() {
+        let maintained = matches!(property.key(), "authentication.time" | "expires_in")
+            || property.key().starts_with("oauth.user.");
+        if property.required() && !maintained {
+            let value = property.default_value().unwrap_or_default();
+            example.insert(property.key().to_owned(), serde_json::Value::from(value));
+        }
+    }
+    serde_json::to_string_pretty(&example).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Warns about instance keys the connector does not know that are near a key it does
+/// (`user.pasword` for `user.password`): the value is most likely meant for that key.
+fn warn_unknown_keys(instance: &Path, connector: &Connector) {
+    let Ok(text) = fs_err::read_to_string(instance) else {
+        return;
+    };
+    let Ok(serde_json::Value::Object(state)) = serde_json::from_str::<serde_json::Value>(&text)
+    else {
+        return;
+    };
+    let known: Vec<&str> = connector.keys().collect();
+    for key in state.keys() {
+        if known.contains(&key.as_str()) || key == engine_store::VERSION_KEY {
+            continue;
+        }
+        if let Some(meant) = engine_spec::suggest::did_you_mean(key, known.iter().copied()) {
+            let title = format!(
+                "instance key `{key}` is not a key of connector `{}`",
+                connector.name()
+            );
+            let help = format!("did you mean `{meant}`? the value of `{key}` is not used");
+            let mut message = Message::new(Level::Warning, &title);
+            message.help = Some(&help);
+            printer::error(&message);
         }
     }
 }
@@ -284,7 +342,7 @@ fn read_body(path: Option<&Path>) -> Result<Body, String> {
 
 /// What the person should do next, when there is something to suggest: the runtime says what
 /// happened, the command line says which flag or command helps.
-pub(crate) fn hint(error: &RunError) -> Option<String> {
+pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
     let flag = |input: &InputKind| match input {
         InputKind::Param => "--param",
         InputKind::Header => "--header",
@@ -301,15 +359,19 @@ pub(crate) fn hint(error: &RunError) -> Option<String> {
             RunErrorKind::MissingInput { input, name, .. } => {
                 Some(format!("pass it with `{} {name}=VALUE`", flag(input)))
             }
-            RunErrorKind::UnknownResource { suggestion, .. } => suggestion
-                .as_ref()
-                .map(|suggestion| format!("did you mean `{suggestion}`?")),
+            RunErrorKind::UnknownResource { suggestion, .. } => {
+                let list = resource_list(connector);
+                Some(match suggestion {
+                    Some(suggestion) => format!("did you mean `{suggestion}`? the resources are: {list}"),
+                    None => format!("the resources are: {list}"),
+                })
+            }
             RunErrorKind::UnknownInput { suggestion, .. } => suggestion
                 .as_ref()
                 .map(|suggestion| format!("did you mean `{suggestion}`?")),
-            RunErrorKind::AuthFailed { .. } | RunErrorKind::TokenRejected { .. } => Some(
-                "re-authenticate: fix the credentials in the instance file (or run `engine authorize`), then run again".into(),
-            ),
+            RunErrorKind::AuthFailed { .. } | RunErrorKind::TokenRejected { .. } => {
+                Some(reauthenticate(connector))
+            }
             RunErrorKind::NotAuthorized { .. } => Some(
                 "run `engine authorize CONNECTOR --config INSTANCE` to sign in through a browser"
                     .into(),
@@ -357,6 +419,42 @@ pub(crate) fn hint(error: &RunError) -> Option<String> {
         }
 }
 
+/// What re-authenticating means for this connector's authentication.
+fn reauthenticate(connector: &Connector) -> String {
+    let path = connector.path().display();
+    match (connector.authentication().kind(), connector.authentication().grant()) {
+        (engine_spec::AuthKind::Oauth2, engine_spec::kinds::Grant::AuthorizationCode) => format!(
+            "sign in again through a browser: `engine authorize {path} --config INSTANCE`"
+        ),
+        (engine_spec::AuthKind::Oauth2, engine_spec::kinds::Grant::Password) => "fix `oauth.api.key`, `oauth.api.secret`, `username` and `password` in the instance file, then run again".into(),
+        (engine_spec::AuthKind::Oauth2, _) => "fix `oauth.api.key` and `oauth.api.secret` in the instance file, then run again".into(),
+        _ => format!(
+            "fix the credentials in the instance file, then provision again: `engine run {path} provisionAuthValidation --config INSTANCE`"
+        ),
+    }
+}
+
+/// The resources a caller can run, for messages: `me`, `list-contacts`, `GET /hubs/x`...
+pub(crate) fn resource_list(connector: &Connector) -> String {
+    let names: Vec<String> = connector
+        .resources()
+        .iter()
+        .filter(|resource| resource.kind().is_api())
+        .map(
+            |resource| match (resource.name(), resource.method(), resource.path()) {
+                (Some(name), _, _) => format!("`{name}`"),
+                (None, Some(method), Some(path)) => format!("`{method}:{path}`"),
+                _ => format!("`{}`", resource.display_name()),
+            },
+        )
+        .collect();
+    if names.is_empty() {
+        "none (only lifecycle resources)".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
 /// The exit code of a failed run.
 fn exit_of(error: &RunError) -> Exit {
     match error.kind() {
@@ -380,7 +478,7 @@ fn exit_of(error: &RunError) -> Exit {
 /// and what to do.
 pub(crate) fn report(error: &RunError, connector: &Connector) -> Exit {
     let text = error.to_string();
-    let hint = hint(error);
+    let hint = hint(error, connector);
     let mut causes = Vec::new();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

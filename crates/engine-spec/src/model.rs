@@ -281,6 +281,12 @@ impl Connector {
             .find(|resource| resource.matches(method, path))
     }
 
+    /// Every configuration key the connector knows: declared, reserved and saved by a response
+    /// parameter, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.known_keys.keys().map(String::as_str)
+    }
+
     /// Names callers can use for resources, for "did you mean" and listings.
     pub fn resource_names(&self) -> impl Iterator<Item = &str> {
         self.resources

@@ -540,8 +540,10 @@ impl Builder<'_> {
                 }
             }
         }
+        // A `no-op` parameter sends nothing: it is never a credential in clear.
         let credential = source == Source::Request
             && kind == ParameterKind::Value
+            && vendor_kind != VendorKind::NoOp
             && template.as_ref().is_some_and(Template::is_literal)
             && check::literal_credential(&name, &vendor_name).is_some();
         Parameter {
