@@ -34,6 +34,30 @@ use serde_json::Value;
 /// second and a few hundred megabytes.
 pub const MAX_WORK: usize = 1_000_000;
 
+/// The longest JSONPath starting with `$` or `.`, in bytes.
+pub const MAX_LENGTH: usize = 4096;
+
+/// The deepest a JSONPath may nest `[...]` and `(...)` (`$[?@.a[?@.b > 1]]` nests 2).
+pub const MAX_NESTING: usize = 10;
+
+/// The offset of the bracket or parenthesis that opens one level too many, if any.
+fn too_deep(text: &str) -> Option<usize> {
+    let mut depth = 0_usize;
+    for (offset, byte) in text.bytes().enumerate() {
+        match byte {
+            b'[' | b'(' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(offset);
+                }
+            }
+            b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The most segments a JSONPath may have (`$.a.b` has two).
 pub const MAX_SEGMENTS: usize = 256;
 
@@ -86,6 +110,22 @@ impl JsonPath {
             } else {
                 text.to_owned()
             };
+            // The parser backtracks on unclosed nested filters: its time doubles every few
+            // levels (a 1 KB path of 31 levels took minutes; found by fuzzing).
+            if text.len() > MAX_LENGTH {
+                return Err(JsonPathError {
+                    message: format!("a JSONPath is at most {MAX_LENGTH} bytes long"),
+                    offset: None,
+                });
+            }
+            if let Some(offset) = too_deep(&absolute) {
+                return Err(JsonPathError {
+                    message: format!(
+                        "a JSONPath nests brackets and parentheses at most {MAX_NESTING} deep"
+                    ),
+                    offset: Some(offset.saturating_sub(absolute.len() - text.len())),
+                });
+            }
             let shift = absolute.len() - text.len();
             let query = parse_json_path(&absolute).map_err(|error| {
                 let mut error = parse_error(&absolute, &error.to_string());
@@ -359,6 +399,27 @@ mod tests {
                 .unwrap()
                 .try_find(&document),
             Ok(Some(&json!("d")))
+        );
+    }
+
+    #[test]
+    fn deeply_nested_filters_are_refused_before_parsing() {
+        // Found by `cargo fuzz run jsonpath`: 1 KB of unclosed nested filters and function calls
+        // kept the parser busy for minutes.
+        let input = include_str!("../../../fuzz/regressions/jsonpath/timeout-nested-filters");
+        let error = JsonPath::compile(input).unwrap_err();
+        assert_eq!(
+            error.message,
+            "a JSONPath nests brackets and parentheses at most 10 deep"
+        );
+        let nested = format!("$[?@.a{}]", "[?@.a".repeat(12) + &"]".repeat(12));
+        assert!(JsonPath::compile(&nested).is_err());
+        let fine = format!("$[?@.a{}]", "[?@.a".repeat(8) + &"]".repeat(8));
+        JsonPath::compile(&fine).unwrap();
+        let long = format!("${}", ".a".repeat(MAX_LENGTH));
+        assert_eq!(
+            JsonPath::compile(&long).unwrap_err().message,
+            "a JSONPath is at most 4096 bytes long"
         );
     }
 
