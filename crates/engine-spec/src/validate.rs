@@ -732,6 +732,15 @@ impl Builder<'_> {
     /// Resolves `nextResource` into indexes, reporting unknown targets (cycles and lengths are
     /// checked on the model, in `check::chains`).
     fn link_chains(&mut self, connector: &mut Connector) {
+        // The first resource of each name: one lookup per chain link, not a scan.
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        for resource in &connector.resources {
+            if let Some(name) = &resource.name {
+                by_name.entry(name.clone()).or_insert(resource.index);
+            }
+        }
+        let mut names: Option<Vec<String>> = None;
+        let mut misses = 0_usize;
         for index in 0..connector.resources.len() {
             let Some(next) = self.raw.resources[index]
                 .next_resource
@@ -740,17 +749,13 @@ impl Builder<'_> {
             else {
                 continue;
             };
-            let target = connector
-                .resources
-                .iter()
-                .position(|resource| resource.name.as_deref() == Some(next))
-                .or_else(|| {
-                    let (method, path) = next.split_once(':')?;
-                    connector
-                        .resources
-                        .iter()
-                        .position(|resource| resource.matches(method, path))
-                });
+            let target = by_name.get(next).copied().or_else(|| {
+                let (method, path) = next.split_once(':')?;
+                connector
+                    .resources
+                    .iter()
+                    .position(|resource| resource.matches(method, path))
+            });
             if let Some(target) = target {
                 connector.resources[index].next = Some(target);
             } else {
@@ -759,19 +764,28 @@ impl Builder<'_> {
                         .field("resources")
                         .index(index)
                         .field("nextResource");
-                    let names: Vec<String> = connector
-                        .resources
-                        .iter()
-                        .filter_map(|resource| {
-                            match (&resource.name, &resource.method, &resource.path) {
-                                (Some(name), _, _) => Some(name.clone()),
-                                (None, Some(method), Some(path)) => {
-                                    Some(format!("{method}:{path}"))
+                    let names = names.get_or_insert_with(|| {
+                        connector
+                            .resources
+                            .iter()
+                            .filter_map(|resource| {
+                                match (&resource.name, &resource.method, &resource.path) {
+                                    (Some(name), _, _) => Some(name.clone()),
+                                    (None, Some(method), Some(path)) => {
+                                        Some(format!("{method}:{path}"))
+                                    }
+                                    _ => None,
                                 }
-                                _ => None,
-                            }
-                        })
-                        .collect();
+                            })
+                            .collect::<Vec<String>>()
+                    });
+                    // A suggestion compares with every name: only for as many as are shown.
+                    misses += 1;
+                    let hint = if misses <= 100 {
+                        suggest::hint(next, names.iter().map(String::as_str))
+                    } else {
+                        None
+                    };
                     self.diagnostics.push(
                         Diagnostic::new(
                             Code::UnknownNextResource,
@@ -779,7 +793,7 @@ impl Builder<'_> {
                             format!("`nextResource` `{next}` names no resource"),
                         )
                         .with_label("no resource has this name or `METHOD:/path`")
-                        .with_help_opt(suggest::hint(next, names.iter().map(String::as_str))),
+                        .with_help_opt(hint),
                     );
                 }
             }
