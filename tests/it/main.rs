@@ -11,9 +11,11 @@ mod support;
 mod auth;
 mod cli;
 mod compat_run;
+mod engine_test;
 mod hostile;
 mod lifecycle;
 mod run;
 mod store;
+mod tls;
 
 mod validate;

@@ -16,6 +16,7 @@ mod new;
 mod printer;
 mod render;
 mod run;
+mod test;
 mod validate;
 
 pub use exit::Exit;
@@ -37,6 +38,8 @@ enum Command {
     Run(run::RunArgs),
     /// Sign in through a browser (OAuth2 authorization code) and save the tokens.
     Authorize(authorize::AuthorizeArgs),
+    /// Run connector tests (`*.test.json`) offline: scripted vendor answers, a virtual clock.
+    Test(test::TestArgs),
     /// Explain a diagnostic code of `engine validate` (`engine explain E0101`).
     Explain(explain::ExplainArgs),
     /// Write a minimal, valid connector and an instance file to fill in (`engine new acme --auth oauth2`).
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Authorize(args) => authorize::authorize(&args),
         Command::Explain(args) => explain::explain(&args),
+        Command::Test(args) => test::test(&args),
         Command::Completions(args) => completions::completions(&args),
         Command::New(args) => new::new(&args),
     };

@@ -21,3 +21,8 @@ pub(crate) fn error(message: &Message<'_>) {
 pub(crate) fn verbose(line: &str) {
     eprintln!("{line}");
 }
+
+/// Writes a text for a person, as it is, to stderr.
+pub(crate) fn message(text: &str) {
+    eprint!("{text}");
+}

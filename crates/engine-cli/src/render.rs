@@ -119,6 +119,47 @@ pub(crate) fn color_enabled() -> bool {
 /// Renders `message` for people, with ANSI colours when `color` is true. The text ends with a
 /// newline.
 pub(crate) fn render_human(message: &Message<'_>, color: bool) -> String {
+    render(message, color, true)
+}
+
+/// Lines longer than this (minified exports are one line of megabytes) are cut around the span
+/// before `annotate-snippets` draws them: it measures the display width of every character of
+/// the line, for every message.
+const LONG_LINE: usize = 16 * 1024;
+
+/// Bytes of plain ASCII kept on each side of the span when a long line is cut: more than the
+/// renderer ever shows beside a span (its terminal width is 140 columns), so that the drawing is
+/// the same as the whole line's.
+const CONTEXT: usize = 1024;
+
+/// The part of `line` to draw for a span at `start..end` of it: the whole line, or for a long
+/// line a window around the span when the output is provably the same. It is when the line
+/// starts with a non-blank (the renderer trims the smallest indentation, 0 both ways), the window
+/// starts on a non-blank and at least [`CONTEXT`] printable ASCII bytes (one column each) lie
+/// between each cut and the span: every position the renderer computes moves by the same number
+/// of columns, the window is wider than what it shows, and both sides still get their `...`.
+fn window(line: &str, start: usize, end: usize) -> Range<usize> {
+    let whole = 0..line.len();
+    if line.len() <= LONG_LINE || line.starts_with(char::is_whitespace) {
+        return whole;
+    }
+    let bytes = line.as_bytes();
+    let plain = |range: Range<usize>| bytes[range].iter().all(|byte| (b' '..=b'~').contains(byte));
+    let mut left = start.saturating_sub(CONTEXT);
+    while left > 0 && bytes[left] == b' ' {
+        left -= 1;
+    }
+    if left > 0 && !plain(left..start) {
+        return whole;
+    }
+    let right = end.saturating_add(CONTEXT).min(line.len());
+    if !plain(end..right) {
+        return whole;
+    }
+    left..right
+}
+
+fn render(message: &Message<'_>, color: bool, windowed: bool) -> String {
     let level = match message.level {
         Level::Error => SnippetLevel::ERROR,
         Level::Warning => SnippetLevel::WARNING,
@@ -128,12 +169,14 @@ pub(crate) fn render_human(message: &Message<'_>, color: bool) -> String {
         title = title.id(code);
     }
     let mut group = Group::with_title(title);
+    // The `path:line:column` the renderer prints for a cut line, and the one to print instead.
+    let mut origin = None;
     // Only the first line of the span is shown; `line_text` borrows it from the whole text.
     if let Some(source) = &message.source {
         let (line, line_start, line_text) = first_line(source.text, source.span.start);
         // Any byte offsets are drawn: they are moved to the character boundaries around them.
-        let start = floor_boundary(line_text, source.span.start.saturating_sub(line_start));
-        let end = ceil_boundary(
+        let mut start = floor_boundary(line_text, source.span.start.saturating_sub(line_start));
+        let mut end = ceil_boundary(
             line_text,
             source
                 .span
@@ -141,6 +184,24 @@ pub(crate) fn render_human(message: &Message<'_>, color: bool) -> String {
                 .saturating_sub(line_start)
                 .clamp(start, line_text.len()),
         );
+        let cut = if windowed {
+            window(line_text, start, end)
+        } else {
+            0..line_text.len()
+        };
+        let line_text = if cut.start > 0 || cut.end < line_text.len() {
+            let path = source.path.display();
+            let column = |text: &str| text.chars().count() + 1;
+            origin = Some((
+                format!("{path}:{line}:{}", column(&line_text[cut.start..start])),
+                format!("{path}:{line}:{}", column(&line_text[..start])),
+            ));
+            start -= cut.start;
+            end -= cut.start;
+            &line_text[cut]
+        } else {
+            line_text
+        };
         let mut annotation = AnnotationKind::Primary.span(start..end);
         if let Some(label) = source.label {
             annotation = annotation.label(label);
@@ -190,6 +251,9 @@ pub(crate) fn render_human(message: &Message<'_>, color: bool) -> String {
         }
         text
     };
+    if let Some((drawn, actual)) = origin {
+        text = text.replacen(&drawn, &actual, 1);
+    }
     text.push('\n');
     text
 }
@@ -289,6 +353,69 @@ caused by: a cause
             render_human(&message, false),
             "warning: hooks\n --> c.json:2:12\n  |\n2 |   \"hooks\": [\n  |            ^ not executed\n"
         );
+    }
+
+    /// A long line is drawn from a window around the span, and the output is the whole
+    /// line's, whatever the span, label and colour.
+    #[test]
+    fn long_lines_are_cut_without_changing_the_output() {
+        use std::fmt::Write as _;
+
+        let mut text = String::from("{\"a\": \"\u{e9}\u{4e2d}\t\",");
+        for index in 0..2000 {
+            write!(text, "\"key{index}\": {{\"v\": [1, 2, \"x y\"]}}, ").unwrap();
+            if index == 700 {
+                text.push_str("\"wide\": \"\u{4e2d}\u{6587}\u{e9}\", \"tab\": \"\t\", ");
+            }
+        }
+        text.push_str("\"end\": 0}\n");
+        let spans = [
+            (5, 6),
+            (
+                text.find("key3\"").unwrap(),
+                text.find("key3\"").unwrap() + 4,
+            ),
+            (
+                text.find("key900").unwrap(),
+                text.find("key900").unwrap() + 30,
+            ),
+            (text.find("key901").unwrap(), text.find("key990").unwrap()),
+            (text.find("key1000").unwrap(), text.find("key1000").unwrap()),
+            (
+                text.find("\"wide").unwrap(),
+                text.find("\"wide").unwrap() + 9,
+            ),
+            (text.find("key1999").unwrap(), text.len() - 1),
+        ];
+        let line = text.trim_end();
+        let middle = text.find("key900").unwrap();
+        assert_eq!(
+            window(line, middle, middle + 30),
+            middle - 1024..middle + 1054
+        );
+        let wide = text.find("\"wide").unwrap();
+        assert_eq!(window(line, wide, wide + 9), 0..line.len());
+        let labels = [None, Some("short"), Some(&*"a long label ".repeat(20))];
+        for (start, end) in spans {
+            for label in labels {
+                for color in [false, true] {
+                    let message = Message {
+                        source: Some(Source {
+                            text: &text,
+                            path: Path::new("big.json"),
+                            span: start..end,
+                            label,
+                        }),
+                        ..Message::new(Level::Warning, "w")
+                    };
+                    assert_eq!(
+                        render(&message, color, true),
+                        render(&message, color, false),
+                        "span {start}..{end}, label {label:?}, colour {color}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

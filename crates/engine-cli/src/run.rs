@@ -8,8 +8,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use engine_runtime::{
-    EngineBuilder, Event, InputKind, Inputs, Observer, RecordingTransport, RefreshReason, RunError,
-    RunErrorKind, RunRequest,
+    DEFAULT_MAX_BODY, EngineBuilder, Event, HttpTransport, InputKind, Inputs, Observer,
+    RecordingTransport, RefreshReason, RunError, RunErrorKind, RunRequest,
 };
 use engine_spec::{Connector, SourceMap};
 use engine_store::{FileStore, InstanceStore, MemoryStore, StoreErrorKind};
@@ -50,6 +50,10 @@ pub(crate) struct RunArgs {
     /// The total timeout of one request, in seconds (more than 0, at most 86400).
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout)]
     timeout: Duration,
+    /// Record every exchange of the run into this cassette (appended as a new run; secrets
+    /// replaced by placeholders), for `engine test`.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// How long to wait for the instance's lock when another process holds it, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     lock_timeout: u64,
@@ -147,6 +151,21 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     if let Some(recording) = &recording {
         builder = builder.transport(Arc::new(recording.clone()));
     }
+    let recorder = match (&args.record, args.dry_run) {
+        (Some(_), false) => {
+            match HttpTransport::new(args.timeout, Duration::from_secs(10), DEFAULT_MAX_BODY) {
+                Ok(http) => Some(crate::test::record::RecordingHttp::new(http)),
+                Err(error) => {
+                    printer::error(&Message::new(Level::Error, &error.message));
+                    return Exit::Transport;
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some(recorder) = &recorder {
+        builder = builder.transport(Arc::new(recorder.clone()));
+    }
     let engine = match builder.build() {
         Ok(engine) => engine,
         Err(error) => return report(&error, &connector),
@@ -161,6 +180,13 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         inputs: &inputs,
         instance: "instance",
     };
+    let started = jiff::Timestamp::now();
+    let before = recorder.as_ref().and_then(|_| {
+        runtime
+            .block_on(file.load("instance"))
+            .ok()
+            .map(|stored| (*stored.state).clone())
+    });
     let result = runtime.block_on(async {
         // A dry run works on a copy of the instance and records instead of sending: the same
         // run, with nothing sent and nothing written.
@@ -175,6 +201,15 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         };
         engine.run(&request, store, &observer).await
     });
+    if let (Some(recorder), Some(path), Some(before)) = (&recorder, &args.record, &before) {
+        let after = runtime
+            .block_on(file.load("instance"))
+            .map(|stored| (*stored.state).clone())
+            .unwrap_or_default();
+        if let Err(message) = recorder.append(path, resource, started, &connector, before, &after) {
+            printer::error(&Message::new(Level::Error, &message));
+        }
+    }
     match result {
         Ok(output) => {
             if let Some(recording) = &recording {
@@ -388,6 +423,10 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
             RunErrorKind::Store(error) if matches!(error.kind(), StoreErrorKind::LockTimeout { .. }) => Some(
                 "another process holds this lock (a refresh in progress, or a process that hung or was stopped): run again when it is done, or raise `--lock-timeout`; nothing was written".into(),
             ),
+            // rustls's words ("invalid peer certificate: UnknownIssuer" and the like).
+            RunErrorKind::Transport { message, .. } if message.contains("certificate") => Some(
+                "the vendor's TLS certificate is not trusted here: if a private CA signed it, point `SSL_CERT_FILE` (a PEM file) or `SSL_CERT_DIR` at that CA; otherwise the system's roots decide".into(),
+            ),
             RunErrorKind::Transport { .. } => Some(
                 "check that the vendor is reachable, or raise `--timeout`".into(),
             ),
@@ -456,7 +495,7 @@ pub(crate) fn resource_list(connector: &Connector) -> String {
 }
 
 /// The exit code of a failed run.
-fn exit_of(error: &RunError) -> Exit {
+pub(crate) fn exit_of(error: &RunError) -> Exit {
     match error.kind() {
         RunErrorKind::VendorStatus { .. } => Exit::VendorError,
         RunErrorKind::AuthFailed { .. }

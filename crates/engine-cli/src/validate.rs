@@ -165,6 +165,13 @@ fn check_all(files: &[PathBuf], walked: bool, format: Format, color: bool) -> Ve
 /// Loads and validates one file, and renders its diagnostics in `format`. A file a directory walk
 /// found (`walked`) that is not a connector is skipped, with a note.
 fn check_file(file: &Path, walked: bool, format: Format, color: bool) -> Checked {
+    let name = file
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name.ends_with(".test.json") || name.ends_with(".cassette.json") {
+        return check_test_file(file, name.ends_with(".cassette.json"), format, color);
+    }
     let report = match engine_spec::load(file) {
         Ok(report) => report,
         Err(error) => {
@@ -223,6 +230,67 @@ fn check_file(file: &Path, walked: bool, format: Format, color: bool) -> Checked
 
 /// The most diagnostics shown for one file; the summary still counts them all.
 const MAX_SHOWN: usize = 100;
+
+/// Checks a test file or a cassette of `engine test` against its wire types.
+fn check_test_file(file: &Path, cassette: bool, format: Format, color: bool) -> Checked {
+    let text = match engine_spec::SourceFile::load(file) {
+        Ok(source) => source.text().to_owned(),
+        Err(error) => {
+            return Checked {
+                errors: 1,
+                stderr: unreadable_message(file, &error, color),
+                ..Checked::default()
+            };
+        }
+    };
+    let mut checked = Checked {
+        read: true,
+        ..Checked::default()
+    };
+    let Some((message, span)) = crate::test::check_text(&text, cassette) else {
+        return checked;
+    };
+    checked.errors = 1;
+    checked.codes.push(engine_spec::Code::Schema);
+    let what = if cassette { "cassette" } else { "test file" };
+    let title = format!("invalid {what}: {message}");
+    let source = engine_spec::SourceFile::new(file, text.clone());
+    let position = span.map_or(engine_spec::Position { line: 1, column: 1 }, |span| {
+        source.position(span.start)
+    });
+    match format {
+        Format::Human => {
+            let mut rendered = crate::render::Message::new(crate::render::Level::Error, &title);
+            rendered.code = Some(engine_spec::Code::Schema.as_str());
+            if let Some(span) = span {
+                rendered.source = Some(crate::render::Source {
+                    text: &text,
+                    path: file,
+                    span: span.start..span.end,
+                    label: Some("here"),
+                });
+            }
+            checked.stderr = crate::render::render_human(&rendered, color);
+        }
+        Format::Json => {
+            let line = serde_json::json!({
+                "file": file.display().to_string(), "line": position.line, "column": position.column,
+                "pointer": "", "code": "E0002", "severity": "error", "message": title, "hint": null,
+            });
+            checked.stdout = format!("{line}\n");
+        }
+        Format::Github => {
+            checked.stdout = format!(
+                "::error file={},line={},col={},title=E0002::{}\n",
+                file.display(),
+                position.line,
+                position.column,
+                escape_data(&title)
+            );
+        }
+    }
+    checked
+}
 
 /// The files to check under `path`: the path itself when it is not a directory, else every
 /// `*.json` below it, sorted. Paths that cannot be read are added to `unreadable`.

@@ -1,13 +1,22 @@
-//! Time, injected: the token lifecycle asks a [`Clock`], so expiry is testable without sleeping.
+//! Time, injected: the token lifecycle asks a [`Clock`] the time and retries wait on it, so
+//! expiry and backoff are testable without sleeping.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Tells the time in epoch milliseconds.
+use engine_store::BoxFuture;
+
+/// Tells the time in epoch milliseconds, and waits.
 pub trait Clock: Send + Sync {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+
+    /// Waits `duration` (a retry's backoff): a real sleep by default; a virtual clock moves
+    /// instead, so that tests never sleep.
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
 }
 
 /// The system's wall clock.
@@ -48,5 +57,11 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// Moves the clock forward by `duration`, at once.
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        self.advance(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        Box::pin(std::future::ready(()))
     }
 }

@@ -783,6 +783,7 @@ impl<'a> Run<'a> {
             policy: &self.engine.policy,
             observer: self.observer,
             redactor: &self.redactor,
+            clock: &*self.engine.clock,
         };
         send_with_policy(&sending, request, lifecycle).await
     }

@@ -53,6 +53,7 @@ mod observer;
 mod redact;
 mod request;
 mod run_error;
+mod tls;
 mod transport;
 
 pub use auth::authorize::AuthorizationRequest;

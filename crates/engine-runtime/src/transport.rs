@@ -1,7 +1,8 @@
 //! The one way requests leave the engine: the [`Transport`] trait, its implementations, and the
 //! retry policy.
 //!
-//! - [`HttpTransport`] sends with one shared reqwest client (rustls, connection reuse) and reads
+//! - [`HttpTransport`] sends with one shared reqwest client (rustls, connection reuse; the
+//!   platform's roots loaded on the first `https://` handshake, see `tls.rs`) and reads
 //!   each response body up to a limit (16 MiB by default): a larger one is an error naming the
 //!   limit, never an out-of-memory.
 //! - [`RecordingTransport`] sends nothing: it records each request and answers an empty `200`
@@ -83,6 +84,13 @@ impl VendorResponse {
     /// The first header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// Every header, in the order received (values that are not text are left out).
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
     }
 
     /// A short problem description from an error body: OAuth2's `error` and
@@ -189,6 +197,12 @@ impl HttpTransport {
             .timeout(timeout)
             .connect_timeout(connect_timeout)
             .user_agent(concat!("connector-engine/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(crate::tls::client_config().map_err(|error| {
+                TransportError {
+                    kind: TransportErrorKind::Other,
+                    message: format!("TLS could not be set up: {error}"),
+                }
+            })?)
             .build()
             .map_err(|error| describe(&error))?;
         Ok(Self { client, max_body })
@@ -405,6 +419,8 @@ pub(crate) struct Sending<'a> {
     pub(crate) observer: &'a dyn Observer,
     /// Masks URLs and messages.
     pub(crate) redactor: &'a Redactor,
+    /// Waits between attempts.
+    pub(crate) clock: &'a dyn crate::Clock,
 }
 
 /// Sends `request`, retrying what the policy allows: a failed connection always; with
@@ -477,7 +493,7 @@ pub(crate) async fn send_with_policy(
             after: pause,
             cause,
         });
-        tokio::time::sleep(pause).await;
+        sending.clock.sleep(pause).await;
     }
 }
 

@@ -22,7 +22,9 @@
 //! [`JsonPath::try_select`] and [`JsonPath::try_find`] report it; [`JsonPath::select`] and
 //! [`JsonPath::find`] then find nothing.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::Arc;
 
 use jsonpath_rust::parser::model::{JpQuery, Segment};
 use jsonpath_rust::parser::parse_json_path;
@@ -72,9 +74,14 @@ pub struct BudgetExceeded {
     pub path: String,
 }
 
-/// A compiled path into a JSON document.
+/// A compiled path into a JSON document. Cloning is cheap: the compiled query is shared.
 #[derive(Clone)]
 pub struct JsonPath {
+    inner: Arc<Parts>,
+}
+
+/// What [`JsonPath::compile`] makes of a text.
+struct Parts {
     source: String,
     query: Option<JpQuery>,
     /// True when the query may select several values (wildcards, descendants, filters,
@@ -84,9 +91,13 @@ pub struct JsonPath {
 
 impl fmt::Debug for JsonPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("JsonPath").field(&self.source).finish()
+        f.debug_tuple("JsonPath").field(&self.inner.source).finish()
     }
 }
+
+/// How many distinct texts [`JsonPath::compile`] remembers per thread; past that it starts again
+/// from none.
+pub const CACHED_PATHS: usize = 4096;
 
 /// A JSONPath that does not compile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,7 +114,31 @@ impl JsonPath {
     ///
     /// Fails when a path starting with `$` is not valid RFC 9535 JSONPath, or a dotted path is
     /// empty or has an empty segment.
+    ///
+    /// The same text compiled again on the same thread gives the first result back, shared:
+    /// connectors repeat the same paths across resources and files. Each thread remembers up to
+    /// [`CACHED_PATHS`] texts.
     pub fn compile(text: &str) -> Result<Self, JsonPathError> {
+        thread_local! {
+            static CACHE: RefCell<foldhash::HashMap<String, Result<JsonPath, JsonPathError>>> =
+                RefCell::default();
+        }
+        if let Some(found) = CACHE.with_borrow(|cache| cache.get(text).cloned()) {
+            return found;
+        }
+        let compiled = Self::compile_uncached(text).map(|compiled| Self {
+            inner: Arc::new(compiled),
+        });
+        CACHE.with_borrow_mut(|cache| {
+            if cache.len() >= CACHED_PATHS {
+                cache.clear();
+            }
+            cache.insert(text.to_owned(), compiled.clone());
+        });
+        compiled
+    }
+
+    fn compile_uncached(text: &str) -> Result<Parts, JsonPathError> {
         if text.starts_with('$') || text.starts_with('.') {
             let absolute = if text.starts_with('.') {
                 format!("${text}")
@@ -147,7 +182,7 @@ impl JsonPath {
                         .next()
                         .is_some_and(|inside| inside.contains(':') || inside.contains(','))
                 });
-            return Ok(Self {
+            return Ok(Parts {
                 source: text.to_owned(),
                 query: Some(query),
                 plural,
@@ -159,7 +194,7 @@ impl JsonPath {
                 offset: None,
             });
         }
-        Ok(Self {
+        Ok(Parts {
             source: text.to_owned(),
             query: None,
             plural: false,
@@ -177,8 +212,8 @@ impl JsonPath {
 
     /// [`JsonPath::select`], failing when the query would visit more than [`MAX_WORK`] nodes.
     pub fn try_select(&self, document: &Value) -> Result<Option<Value>, BudgetExceeded> {
-        match &self.query {
-            Some(query) if self.plural => {
+        match &self.inner.query {
+            Some(query) if self.inner.plural => {
                 let found: Vec<Value> = self
                     .evaluate(query, document)?
                     .into_iter()
@@ -193,7 +228,7 @@ impl JsonPath {
     /// True when the path has two or more descendant segments (`$..a..b`): its cost grows with
     /// the size of the document to the power of their number.
     pub fn has_chained_descendants(&self) -> bool {
-        self.query.as_ref().is_some_and(|query| {
+        self.inner.query.as_ref().is_some_and(|query| {
             query
                 .segments
                 .iter()
@@ -212,14 +247,14 @@ impl JsonPath {
         document: &'a Value,
     ) -> Result<Vec<&'a Value>, BudgetExceeded> {
         let exceeded = || BudgetExceeded {
-            path: self.source.clone(),
+            path: self.inner.source.clone(),
         };
         let run = |segments: &[Segment]| -> Vec<&'a Value> {
             js_path_process(&JpQuery::new(segments.to_vec()), document)
                 .map(|found| found.into_iter().map(QueryRef::val).collect())
                 .unwrap_or_default()
         };
-        if !self.plural {
+        if !self.inner.plural {
             // Names and indexes only: each segment selects at most one node.
             return Ok(run(&query.segments));
         }
@@ -263,7 +298,7 @@ impl JsonPath {
 
     /// The path as written.
     pub fn source(&self) -> &str {
-        &self.source
+        &self.inner.source
     }
 
     /// The first value the path finds in `document`, if any. A dotted path first tries the whole
@@ -276,10 +311,11 @@ impl JsonPath {
 
     /// [`JsonPath::find`], failing when the query would visit more than [`MAX_WORK`] nodes.
     pub fn try_find<'a>(&self, document: &'a Value) -> Result<Option<&'a Value>, BudgetExceeded> {
-        match &self.query {
+        match &self.inner.query {
             Some(query) => Ok(self.evaluate(query, document)?.into_iter().next()),
-            None => Ok(document.get(&self.source).or_else(|| {
-                self.source
+            None => Ok(document.get(&self.inner.source).or_else(|| {
+                self.inner
+                    .source
                     .split('.')
                     .try_fold(document, |node, segment| match node {
                         Value::Array(items) => items.get(segment.parse::<usize>().ok()?),

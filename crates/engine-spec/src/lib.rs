@@ -25,6 +25,7 @@
 //! Templates ([`template`]) and JSONPaths ([`jsonpath`]) are compiled here, once, at load; the
 //! runtime only renders and queries them.
 
+mod borrowed_json;
 mod check;
 mod diagnostic;
 pub mod jsonpath;

@@ -1,10 +1,10 @@
-//! Parses a connector's text into a [`Value`] in one pass, noting the keys an object repeats
-//! (JSON allows them; the last value wins, so the first is silently lost).
+//! Finds the keys an object of a connector's text repeats (JSON allows them; the last value
+//! wins, so the first is silently lost). One pass over the text that builds no values.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
 
 use crate::pointer::JsonPointer;
 
@@ -19,108 +19,104 @@ pub(crate) struct Duplicate {
     pub(crate) key: String,
 }
 
-/// Parses `text` as `serde_json::from_str` does (same errors, same nesting limit), and returns
-/// the repeated keys with the value.
-pub(crate) fn parse(text: &str) -> Result<(Value, Vec<Duplicate>), serde_json::Error> {
+/// The repeated keys of `text`, in file order. A text that is not JSON has none (its syntax is
+/// reported elsewhere).
+pub(crate) fn duplicates(text: &str) -> Vec<Duplicate> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let mut path = Vec::new();
-    let mut duplicates = Vec::new();
-    let value = ValueSeed {
+    let mut found = Vec::new();
+    // serde_json's nesting limit (128) applies: a deeper text is not JSON for the engine either.
+    let _ = Scan {
         path: &mut path,
-        duplicates: &mut duplicates,
+        found: &mut found,
     }
-    .deserialize(&mut deserializer)?;
-    deserializer.end()?;
-    Ok((value, duplicates))
+    .deserialize(&mut deserializer);
+    found
 }
 
 /// One step from a node to its child.
-enum Step {
-    Key(String),
+enum Step<'de> {
+    Key(Cow<'de, str>),
     Index(usize),
 }
 
-struct ValueSeed<'a> {
-    path: &'a mut Vec<Step>,
-    duplicates: &'a mut Vec<Duplicate>,
+struct Scan<'a, 'de> {
+    path: &'a mut Vec<Step<'de>>,
+    found: &'a mut Vec<Duplicate>,
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
-    type Value = Value;
+impl<'de> DeserializeSeed<'de> for Scan<'_, 'de> {
+    type Value = ();
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for ValueSeed<'_> {
-    type Value = Value;
+impl<'de> Visitor<'de> for Scan<'_, 'de> {
+    type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str("any valid JSON value")
     }
 
-    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
-        Ok(Value::Bool(value))
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
-        Ok(Value::from(value))
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
-        Ok(Value::from(value))
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
-        Ok(Value::String(value.to_owned()))
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_string<E>(self, value: String) -> Result<Value, E> {
-        Ok(Value::String(value))
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut sequence: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
+    fn visit_seq<A: SeqAccess<'de>>(self, mut sequence: A) -> Result<(), A::Error> {
+        let mut index = 0;
         loop {
-            self.path.push(Step::Index(items.len()));
-            let item = sequence.next_element_seed(ValueSeed {
+            self.path.push(Step::Index(index));
+            let item = sequence.next_element_seed(Scan {
                 path: &mut *self.path,
-                duplicates: &mut *self.duplicates,
+                found: &mut *self.found,
             });
             self.path.pop();
-            match item? {
-                Some(item) => items.push(item),
-                None => return Ok(Value::Array(items)),
+            if item?.is_none() {
+                return Ok(());
             }
+            index += 1;
         }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Value, A::Error> {
-        let mut map = Map::new();
-        while let Some(key) = entries.next_key::<String>()? {
-            self.path.push(Step::Key(key));
-            let value = entries.next_value_seed(ValueSeed {
-                path: &mut *self.path,
-                duplicates: &mut *self.duplicates,
-            });
-            let Some(Step::Key(key)) = self.path.pop() else {
-                unreachable!("the step pushed above")
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<(), A::Error> {
+        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        let mut seen: foldhash::HashSet<Cow<'de, str>> = foldhash::HashSet::default();
+        while let Some(key) = entries.next_key_seed(KeySeed)? {
+            // Small objects are searched; large ones hashed.
+            let repeated = if keys.len() < 16 {
+                keys.contains(&key)
+            } else {
+                if seen.is_empty() {
+                    seen.extend(keys.iter().cloned());
+                }
+                !seen.insert(key.clone())
             };
-            let value = value?;
-            if map.insert(key.clone(), value).is_some() && self.duplicates.len() < MAX_DUPLICATES {
+            if keys.len() < 16 && !repeated {
+                keys.push(key.clone());
+            }
+            if repeated && self.found.len() < MAX_DUPLICATES {
                 let pointer = self
                     .path
                     .iter()
@@ -129,10 +125,54 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                         Step::Index(index) => pointer.index(*index),
                     })
                     .field(&key);
-                self.duplicates.push(Duplicate { pointer, key });
+                self.found.push(Duplicate {
+                    pointer,
+                    key: key.clone().into_owned(),
+                });
             }
+            self.path.push(Step::Key(key));
+            let value = entries.next_value_seed(Scan {
+                path: &mut *self.path,
+                found: &mut *self.found,
+            });
+            self.path.pop();
+            value?;
         }
-        Ok(Value::Object(map))
+        Ok(())
+    }
+}
+
+/// A key, borrowed from the text when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Cow<'de, str>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(key))
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(key.to_owned()))
+    }
+
+    fn visit_string<E>(self, key: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(key))
     }
 }
 
@@ -141,22 +181,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_as_serde_json_does_and_notes_repeated_keys() {
+    fn notes_repeated_keys_with_their_pointer() {
         let text = r#"{"a": 1, "b": [{"c": true, "c": null}], "a": 2.5, "d": "\u00e9"}"#;
-        let (value, duplicates) = parse(text).unwrap();
-        assert_eq!(value, serde_json::from_str::<Value>(text).unwrap());
-        let found: Vec<(&str, &str)> = duplicates
-            .iter()
-            .map(|duplicate| (duplicate.pointer.as_str(), duplicate.key.as_str()))
+        let found: Vec<(String, String)> = duplicates(text)
+            .into_iter()
+            .map(|duplicate| (duplicate.pointer.as_str().to_owned(), duplicate.key))
             .collect();
-        assert_eq!(found, [("/b/0/c", "c"), ("/a", "a")]);
         assert_eq!(
-            parse("[1,]").unwrap_err().to_string(),
-            serde_json::from_str::<Value>("[1,]")
-                .unwrap_err()
-                .to_string()
+            found,
+            [
+                ("/b/0/c".to_owned(), "c".to_owned()),
+                ("/a".to_owned(), "a".to_owned())
+            ]
         );
-        assert!(parse(&"[".repeat(200_000)).is_err());
-        assert!(parse("{} x").is_err());
+        // Large objects are hashed, escaped keys compared by their value.
+        let mut object: Vec<String> = (0..40).map(|index| format!("\"k{index}\": 0")).collect();
+        object.push(r#""k\u0033": 1"#.to_owned());
+        let found = duplicates(&format!("{{{}}}", object.join(", ")));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].pointer.as_str(), "/k3");
+        assert!(duplicates("[1,]").is_empty());
+        assert!(duplicates(&"[".repeat(200_000)).is_empty());
     }
 }

@@ -20,16 +20,37 @@ impl JsonPointer {
     /// The pointer to the member `name` of this node.
     #[must_use]
     pub fn field(&self, name: &str) -> Self {
-        let mut text = self.0.clone();
+        let mut text = String::with_capacity(self.0.len() + 1 + name.len());
+        text.push_str(&self.0);
         text.push('/');
-        text.push_str(&name.replace('~', "~0").replace('/', "~1"));
+        if name.contains(['~', '/']) {
+            text.push_str(&name.replace('~', "~0").replace('/', "~1"));
+        } else {
+            text.push_str(name);
+        }
         Self(text)
     }
 
     /// The pointer to the element `index` of this node.
     #[must_use]
     pub fn index(&self, index: usize) -> Self {
-        Self(format!("{}/{index}", self.0))
+        // Digits without `format!`: pointers are built for every node the model keeps.
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut rest = index;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + u8::try_from(rest % 10).expect("a digit is below 10");
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        let mut text = String::with_capacity(self.0.len() + 1 + digits.len() - start);
+        text.push_str(&self.0);
+        text.push('/');
+        text.extend(digits[start..].iter().map(|&digit| char::from(digit)));
+        Self(text)
     }
 
     /// The pointer of the parent node; `None` for the document.
@@ -69,5 +90,10 @@ mod tests {
         assert_eq!(pointer.as_str(), "/a~1b/3/m~0n");
         assert_eq!(pointer.tokens().collect::<Vec<_>>(), ["a/b", "3", "m~n"]);
         assert_eq!(pointer.parent().unwrap().as_str(), "/a~1b/3");
+        assert_eq!(JsonPointer::root().index(0).index(1907).as_str(), "/0/1907");
+        assert_eq!(
+            JsonPointer::root().index(usize::MAX).as_str(),
+            format!("/{}", usize::MAX)
+        );
     }
 }

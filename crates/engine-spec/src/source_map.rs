@@ -21,18 +21,47 @@ pub struct SourceMap {
 impl SourceMap {
     /// Parses `text`; a document that does not parse gives an empty map.
     pub fn new(text: &str) -> Self {
+        Self::build(text, None)
+    }
+
+    /// Parses `text`, keeping only the nodes on the way to `locations` (each node and its
+    /// ancestors): [`SourceMap::span`] gives the same answer for those locations as with
+    /// [`SourceMap::new`], without a pointer for every node of a large file.
+    pub fn for_locations<'a>(
+        text: &str,
+        locations: impl IntoIterator<Item = &'a Location>,
+    ) -> Self {
+        let wanted: Vec<&str> = locations
+            .into_iter()
+            .map(|location| location.pointer.as_str())
+            .collect();
+        Self::build(text, Some(&wanted))
+    }
+
+    fn build(text: &str, wanted: Option<&[&str]>) -> Self {
         let mut map = Self::default();
         // Lenient: the map only locates nodes of a document serde_json already accepted.
         let options = ParseOptions::default();
         if let Ok(result) = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &options)
             && let Some(value) = result.value
         {
-            map.walk(&value, JsonPointer::root());
+            map.walk(&value, JsonPointer::root(), wanted);
         }
         map
     }
 
-    fn walk(&mut self, value: &Value<'_>, pointer: JsonPointer) {
+    /// True when `pointer` is one of `wanted` or an ancestor of one (all when `wanted` is `None`).
+    fn on_the_way(pointer: &JsonPointer, wanted: Option<&[&str]>) -> bool {
+        wanted.is_none_or(|wanted| {
+            wanted.iter().any(|wanted| {
+                wanted
+                    .strip_prefix(pointer.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+        })
+    }
+
+    fn walk(&mut self, value: &Value<'_>, pointer: JsonPointer, wanted: Option<&[&str]>) {
         let range = match value {
             Value::StringLit(node) => node.range,
             Value::NumberLit(node) => node.range,
@@ -44,13 +73,19 @@ impl SourceMap {
                         ObjectPropName::String(name) => name.value.as_ref(),
                         ObjectPropName::Word(name) => name.value,
                     };
-                    self.walk(&property.value, pointer.field(name));
+                    let child = pointer.field(name);
+                    if Self::on_the_way(&child, wanted) {
+                        self.walk(&property.value, child, wanted);
+                    }
                 }
                 object.range
             }
             Value::Array(array) => {
                 for (index, element) in array.elements.iter().enumerate() {
-                    self.walk(element, pointer.index(index));
+                    let child = pointer.index(index);
+                    if Self::on_the_way(&child, wanted) {
+                        self.walk(element, child, wanted);
+                    }
                 }
                 array.range
             }
@@ -114,5 +149,29 @@ mod tests {
             .span(&Location::new("f", JsonPointer::parse("/resources/0/name")))
             .unwrap();
         assert_eq!(&text[missing.start..missing.end], "{");
+    }
+
+    #[test]
+    fn a_map_for_some_locations_answers_as_the_whole_map() {
+        let text = r#"{"a": {"b/c": [1, {"d": "x~y"}], "e": 2}, "f": [true, null]}"#;
+        let whole = SourceMap::new(text);
+        let locations: Vec<Location> = [
+            "",
+            "/a/b~1c/1/d",
+            "/a/e",
+            "/a/missing/deeper",
+            "/f/1",
+            "/f/7",
+            "/g",
+        ]
+        .iter()
+        .map(|pointer| Location::new("f", JsonPointer::parse(pointer)))
+        .chain([Location::new("f", JsonPointer::parse("/a/b~1c/1/d")).narrow(1, 2)])
+        .collect();
+        let some = SourceMap::for_locations(text, &locations);
+        for location in &locations {
+            assert_eq!(some.span(location), whole.span(location), "{location:?}");
+        }
+        assert!(some.values.len() < whole.values.len());
     }
 }

@@ -31,10 +31,10 @@
 //! ```
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -153,13 +153,23 @@ pub struct Reference {
     pub end: usize,
 }
 
+/// How many distinct texts of each [`TemplateKind`] [`Template::compile`] remembers per thread;
+/// past that it starts again from none.
+pub const CACHED_TEMPLATES: usize = 4096;
+
 /// The `CE.*` functions templates may call, by name.
 pub const FUNCTIONS: &[&str] = &["b64", "hmacSha256Base64"];
 
 /// A compiled template: handlebars when it has `{{...}}`, plain segments otherwise (rendered
-/// without building a handlebars context). Decided once, at compile time.
+/// without building a handlebars context). Decided once, at compile time. Cloning is cheap: the
+/// compiled parts are shared.
 #[derive(Clone)]
 pub struct Template {
+    inner: Arc<Parts>,
+}
+
+/// What [`Template::compile`] makes of a text.
+struct Parts {
     source: String,
     compiled: Option<handlebars::Template>,
     segments: Vec<Segment>,
@@ -183,7 +193,7 @@ enum Segment {
 
 impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Template").field(&self.source).finish()
+        f.debug_tuple("Template").field(&self.inner.source).finish()
     }
 }
 
@@ -257,7 +267,31 @@ impl Template {
     ///
     /// Fails when a `${` or `{{` is not closed, or when the handlebars part does not parse; the
     /// error carries the byte offset in `text`.
+    ///
+    /// The same text (and kind) compiled again on the same thread gives the first result back,
+    /// shared: connectors repeat the same templates across resources and files, and compiling
+    /// handlebars is the costly part of loading one. Each thread remembers up to
+    /// [`CACHED_TEMPLATES`] texts.
     pub fn compile(text: &str, kind: TemplateKind) -> Result<Self, TemplateError> {
+        thread_local! {
+            static CACHE: RefCell<[foldhash::HashMap<String, Result<Template, TemplateError>>; 2]> =
+                RefCell::default();
+        }
+        let slot = usize::from(kind == TemplateKind::Url);
+        if let Some(found) = CACHE.with_borrow(|cache| cache[slot].get(text).cloned()) {
+            return found;
+        }
+        let compiled = Self::compile_uncached(text, kind);
+        CACHE.with_borrow_mut(|cache| {
+            if cache[slot].len() >= CACHED_TEMPLATES {
+                cache[slot].clear();
+            }
+            cache[slot].insert(text.to_owned(), compiled.clone());
+        });
+        compiled
+    }
+
+    fn compile_uncached(text: &str, kind: TemplateKind) -> Result<Self, TemplateError> {
         check_nesting(text)?;
         let mut parser = Parser {
             text,
@@ -295,24 +329,27 @@ impl Template {
             None
         };
         Ok(Self {
-            source: text.to_owned(),
-            compiled,
-            segments,
-            keys: parser.keys,
-            placeholders: parser.placeholders,
-            unknown_functions: parser.unknown_functions,
+            inner: Arc::new(Parts {
+                source: text.to_owned(),
+                compiled,
+                segments,
+                keys: parser.keys,
+                placeholders: parser.placeholders,
+                unknown_functions: parser.unknown_functions,
+            }),
         })
     }
 
     /// The template text as written.
     pub fn source(&self) -> &str {
-        &self.source
+        &self.inner.source
     }
 
     /// True when the template has nothing to fill in.
     pub fn is_literal(&self) -> bool {
-        self.compiled.is_none()
+        self.inner.compiled.is_none()
             && self
+                .inner
                 .segments
                 .iter()
                 .all(|segment| matches!(segment, Segment::Text(_)))
@@ -321,22 +358,25 @@ impl Template {
     /// The `CE.*` calls to functions the engine does not know, with the byte range of each
     /// name: rendering the template fails.
     pub fn unknown_functions(&self) -> &[Reference] {
-        &self.unknown_functions
+        &self.inner.unknown_functions
     }
 
     /// The configuration keys the template refers to.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(|reference| reference.name.as_str())
+        self.inner
+            .keys
+            .iter()
+            .map(|reference| reference.name.as_str())
     }
 
     /// The configuration keys with their byte ranges in the template text.
     pub fn key_references(&self) -> &[Reference] {
-        &self.keys
+        &self.inner.keys
     }
 
     /// The `{name}` placeholders of a URL template, with their byte ranges.
     pub fn placeholders(&self) -> &[Reference] {
-        &self.placeholders
+        &self.inner.placeholders
     }
 
     /// Renders the template.
@@ -344,9 +384,9 @@ impl Template {
     /// Fails when a referenced value is missing from `context`, a helper gets a wrong argument,
     /// or the template calls an unknown `CE.*` function.
     pub fn render(&self, context: &TemplateContext) -> Result<String, RenderError> {
-        let Some(compiled) = &self.compiled else {
-            let mut output = String::with_capacity(self.source.len() + 32);
-            render_segments(&self.segments, context, &mut output)?;
+        let Some(compiled) = &self.inner.compiled else {
+            let mut output = String::with_capacity(self.inner.source.len() + 32);
+            render_segments(&self.inner.segments, context, &mut output)?;
             return Ok(output);
         };
         let mut render_context = RenderContext::new(None);
@@ -948,9 +988,9 @@ mod tests {
             ("/x/{id}/y", "/x/{{urlencode path.[id]}}/y"),
         ] {
             let plain = Template::compile(plain, TemplateKind::Url).unwrap();
-            assert!(plain.compiled.is_none());
+            assert!(plain.inner.compiled.is_none());
             let handlebars = Template::compile(handlebars, TemplateKind::Url).unwrap();
-            assert!(handlebars.compiled.is_some());
+            assert!(handlebars.inner.compiled.is_some());
             assert_eq!(
                 plain.render(&context).unwrap(),
                 handlebars.render(&context).unwrap()

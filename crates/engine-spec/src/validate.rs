@@ -104,71 +104,83 @@ pub fn load(path: &Path) -> std::io::Result<Report> {
 pub fn validate(source: SourceFile) -> Report {
     let source = Arc::new(source);
     let file = source.path().to_owned();
-    let (diagnostics, connector) = match crate::parse::parse(source.text()) {
-        Err(error) => {
-            let mut offset = source.offset(Position {
-                line: error.line(),
-                column: error.column(),
-            });
-            let message = error.to_string();
-            let mut message = message
-                .rsplit_once(" at line ")
-                .map_or(message.as_str(), |(message, _)| message)
-                .to_owned();
-            let mut label = "here";
-            // A missing comma is found at the next value; point after the value that needs it, as
-            // rustc and Hurl do.
-            if message.starts_with("expected `,` or `") {
-                let before = source.text()[..offset.min(source.text().len())].trim_end();
-                if let Some(last) = before.chars().next_back() {
-                    offset = before.len() - last.len_utf8();
-                    "expected `,` after this value".clone_into(&mut message);
-                    label = "a `,` is missing after this";
+    // A file that conforms to the schema is decoded without a `Value`; any other takes the path
+    // that reports why. Either way, keys an object repeats are found by one more scan.
+    let conforming = schema::decode_conforming(source.text());
+    let (diagnostics, connector) = match conforming {
+        Some(raw) => build_and_check(&source, &raw, Vec::new()),
+        None => match serde_json::from_str::<Value>(source.text()) {
+            Err(error) => {
+                let mut offset = source.offset(Position {
+                    line: error.line(),
+                    column: error.column(),
+                });
+                let message = error.to_string();
+                let mut message = message
+                    .rsplit_once(" at line ")
+                    .map_or(message.as_str(), |(message, _)| message)
+                    .to_owned();
+                let mut label = "here";
+                // A missing comma is found at the next value; point after the value that needs
+                // it, as rustc and Hurl do.
+                if message.starts_with("expected `,` or `") {
+                    let before = source.text()[..offset.min(source.text().len())].trim_end();
+                    if let Some(last) = before.chars().next_back() {
+                        offset = before.len() - last.len_utf8();
+                        "expected `,` after this value".clone_into(&mut message);
+                        label = "a `,` is missing after this";
+                    }
                 }
+                let diagnostic = Diagnostic::new(
+                    Code::InvalidJson,
+                    Location::new(&file, JsonPointer::root()),
+                    format!("invalid JSON: {message}"),
+                )
+                .with_label(label)
+                .with_help(
+                    "fix the syntax; connector files are strict JSON (no comments, no trailing \
+                     commas)",
+                );
+                return Report {
+                    spans: vec![Some(Span {
+                        start: offset,
+                        // One character, whatever its width (the renderer slices on characters).
+                        end: offset
+                            + source.text()[offset..]
+                                .chars()
+                                .next()
+                                .map_or(0, char::len_utf8),
+                    })],
+                    source,
+                    diagnostics: vec![diagnostic],
+                    connector: None,
+                };
             }
-            let diagnostic = Diagnostic::new(
-                Code::InvalidJson,
-                Location::new(&file, JsonPointer::root()),
-                format!("invalid JSON: {message}"),
-            )
-            .with_label(label)
-            .with_help(
-                "fix the syntax; connector files are strict JSON (no comments, no trailing commas)",
-            );
-            return Report {
-                spans: vec![Some(Span {
-                    start: offset,
-                    // One character, whatever its width (the renderer slices on characters).
-                    end: offset
-                        + source.text()[offset..]
-                            .chars()
-                            .next()
-                            .map_or(0, char::len_utf8),
-                })],
-                source,
-                diagnostics: vec![diagnostic],
-                connector: None,
-            };
-        }
-        Ok((document, duplicates)) => {
-            let (mut diagnostics, connector) = decode_and_validate(&source, &document);
-            diagnostics.extend(duplicates.into_iter().map(|duplicate| {
+            Ok(document) => decode_and_validate(&source, &document),
+        },
+    };
+    let mut diagnostics = diagnostics;
+    diagnostics.extend(
+        crate::parse::duplicates(source.text())
+            .into_iter()
+            .map(|duplicate| {
                 Diagnostic::new(
                     Code::DuplicateKey,
                     Location::new(&file, duplicate.pointer),
                     format!("key `{}` is written twice in this object", duplicate.key),
                 )
                 .with_label("this value wins")
-            }));
-            (diagnostics, connector)
-        }
-    };
+            }),
+    );
     let mut diagnostics = merge_repeated(diagnostics);
     diagnostics.sort_by(|a, b| a.location.pointer.cmp(&b.location.pointer));
     let spans = if diagnostics.is_empty() {
         Vec::new()
     } else {
-        let map = SourceMap::new(source.text());
+        let map = SourceMap::for_locations(
+            source.text(),
+            diagnostics.iter().map(|diagnostic| &diagnostic.location),
+        );
         for diagnostic in &mut diagnostics {
             if diagnostic.code == Code::DuplicateKey
                 && let Some(first) = map.first_of_repeated(&diagnostic.location.pointer)
@@ -264,7 +276,11 @@ fn decode_and_validate(
         patched = copy;
         &patched
     };
-    let raw: RawConnector = match serde_path_to_error::deserialize(document) {
+    // Decoding without tracking the path is faster; the path is tracked only to report a
+    // failure, by decoding again.
+    let decoded = serde::Deserialize::deserialize(document)
+        .or_else(|_: serde_json::Error| serde_path_to_error::deserialize(document));
+    let raw: RawConnector = match decoded {
         Ok(raw) => raw,
         Err(error) => {
             let pointer = error
@@ -287,15 +303,31 @@ fn decode_and_validate(
             return (diagnostics, None);
         }
     };
+    build_and_check(source, &raw, diagnostics)
+}
+
+/// Builds the model of decoded wire types and checks it; `diagnostics` are those found so far.
+fn build_and_check(
+    source: &Arc<SourceFile>,
+    raw: &RawConnector,
+    mut diagnostics: Vec<Diagnostic>,
+) -> (Vec<Diagnostic>, Option<Connector>) {
+    let file = source.path();
     let mut builder = Builder {
         file: file.to_owned(),
         diagnostics: Vec::new(),
-        raw: &raw,
-        models: model_names(&raw),
+        raw,
+        models: model_names(raw),
     };
     let connector = Some(builder.build(source));
     diagnostics.append(&mut builder.diagnostics);
-    check::run(document, &raw, connector.as_ref(), file, &mut diagnostics);
+    check::run(
+        source.text(),
+        raw,
+        connector.as_ref(),
+        file,
+        &mut diagnostics,
+    );
     (diagnostics, connector)
 }
 

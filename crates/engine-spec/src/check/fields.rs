@@ -22,18 +22,23 @@ use crate::source::Location;
 use crate::suggest;
 
 pub(super) fn check(
-    document: &Value,
+    text: &str,
     raw: &RawConnector,
     file: &Path,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
+    // The document is parsed again only when a check needs to know whether a field is present
+    // (a near miss, or no resources): rare, so a file that conforms is never parsed twice.
+    let document = std::cell::OnceCell::new();
+    let document =
+        || document.get_or_init(|| serde_json::from_str::<Value>(text).unwrap_or_default());
     let root = JsonPointer::root();
     let misspelled_resources = raw
         .extra
         .keys()
         .any(|field| suggest::did_you_mean(field, ["resources"]).is_some());
     if raw.resources.is_empty() && !misspelled_resources {
-        let has_field = document.get("resources").is_some();
+        let has_field = document().get("resources").is_some();
         diagnostics.push(
             Diagnostic::new(
                 Code::NotAConnector,
@@ -87,12 +92,13 @@ pub(super) fn check(
     }
     for (kind, pointer, extra) in objects {
         let known = kind.known_fields();
-        let object = document.pointer(pointer.as_str());
         for field in extra.keys() {
             let Some(meant) = suggest::did_you_mean(field, known.iter().map(String::as_str)) else {
                 continue;
             };
-            let lost = object.is_some_and(|object| object.get(meant).is_none());
+            let lost = document()
+                .pointer(pointer.as_str())
+                .is_some_and(|object| object.get(meant).is_none());
             let (code, label) = if lost {
                 (
                     Code::MisspelledField,

@@ -49,14 +49,14 @@ pub(crate) struct Input<'a> {
 
 /// Runs every check. `connector` is the model built so far (`None` when building failed).
 pub(crate) fn run(
-    document: &serde_json::Value,
+    text: &str,
     raw: &RawConnector,
     connector: Option<&Connector>,
     file: &Path,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    // Unknown fields need only the wire types and the document.
-    fields::check(document, raw, file, diagnostics);
+    // Unknown fields need only the wire types (and, rarely, the text).
+    fields::check(text, raw, file, diagnostics);
     let Some(connector) = connector else {
         return;
     };
