@@ -919,7 +919,8 @@ fn run_help() {
           --body <FILE|->           The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input
           --dry-run                 Print the requests the run would send (secrets masked) and send nothing
       -v, --verbose                 Print each lifecycle step to stderr
-          --timeout <SECONDS>       The total timeout of one request, in seconds [default: 30]
+          --timeout <SECONDS>       The total timeout of one request, in seconds (more than 0, at most 86400) [default: 30]
+          --record <FILE>           Record every exchange of the run into this cassette (appended as a new run; secrets replaced by placeholders), for `engine test`
           --lock-timeout <SECONDS>  How long to wait for the instance's lock when another process holds it, in seconds [default: 30]
       -h, --help                    Print help
       -V, --version                 Print version
