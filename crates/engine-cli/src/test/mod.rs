@@ -220,14 +220,10 @@ async fn run_file(path: &Path, args: &TestArgs) -> Option<FileOutcome> {
     let store = MemoryStore::new();
     store.insert("i", file.instance.clone().into_iter().collect());
     let map = SourceMap::new(&source);
+    let positions = step_positions(&source, &map, path, file.steps.len());
     let mut steps = Vec::new();
     let mut changed = false;
-    for index in 0..file.steps.len() {
-        let pointer = JsonPointer::root().field("steps").index(index);
-        let position = map
-            .span(&Location::new(path, pointer))
-            .map(|span| engine_spec::SourceFile::new(path, source.clone()).position(span.start));
-        let (line, column) = position.map_or((1, 1), |position| (position.line, position.column));
+    for (index, &(line, column)) in positions.iter().enumerate() {
         let step = &file.steps[index];
         let name = step
             .name
@@ -276,6 +272,31 @@ async fn run_file(path: &Path, args: &TestArgs) -> Option<FileOutcome> {
         steps,
         invalid: None,
     })
+}
+
+/// The 1-based line and column of each of the first `count` steps, in one pass over the text
+/// (steps follow each other, so their offsets increase; counting from the start for each step
+/// made a long test file quadratic).
+fn step_positions(text: &str, map: &SourceMap, path: &Path, count: usize) -> Vec<(usize, usize)> {
+    let (mut offset, mut line, mut line_start) = (0, 1, 0);
+    (0..count)
+        .map(|index| {
+            let pointer = JsonPointer::root().field("steps").index(index);
+            let Some(span) = map.span(&Location::new(path, pointer)) else {
+                return (1, 1);
+            };
+            let target = span.start.min(text.len());
+            if target < offset {
+                (offset, line, line_start) = (0, 1, 0);
+            }
+            for (at, _) in text[offset..target].match_indices('\n') {
+                line += 1;
+                line_start = offset + at + 1;
+            }
+            offset = target;
+            (line, text[line_start..target].chars().count() + 1)
+        })
+        .collect()
 }
 
 /// Checks a test file (`cassette`: a cassette) for `engine validate`: `None` when it decodes,
@@ -653,5 +674,23 @@ mod tests {
     fn unknown_fields_get_a_did_you_mean() {
         let error = parse(r#"{"connector": "c.json", "stpes": []}"#).unwrap_err();
         assert!(error.contains("did you mean `steps`?"), "{error}");
+    }
+
+    #[test]
+    fn step_positions_agree_with_the_source_file() {
+        let text = "{\"steps\": [\n  {\"advance\": \"1h\"}, {\"name\": \"é\"},\n\n    {}\n]}";
+        let map = SourceMap::new(text);
+        let path = Path::new("t.test.json");
+        let source = engine_spec::SourceFile::new(path, text);
+        let expected: Vec<(usize, usize)> = (0..3)
+            .map(|index| {
+                let pointer = JsonPointer::root().field("steps").index(index);
+                let span = map.span(&Location::new(path, pointer)).unwrap();
+                let position = source.position(span.start);
+                (position.line, position.column)
+            })
+            .collect();
+        assert_eq!(expected, [(2, 3), (2, 22), (4, 5)]);
+        assert_eq!(step_positions(text, &map, path, 3), expected);
     }
 }
