@@ -957,3 +957,41 @@ fn saved_values_that_are_not_credentials_pass_through() {
     assert!(!outcome.stdout.contains(&token), "{}", outcome.stdout);
     runtime.block_on(emulator.shutdown());
 }
+
+/// A response JSONPath that would walk a large answer for minutes stops at the evaluation
+/// budget: exit 3 naming the resource and the path, nothing returned, nothing saved.
+#[tokio::test]
+async fn response_paths_over_the_jsonpath_budget_fail_instead_of_returning_the_whole_body() {
+    // About 100 KB of nested records: `..*` six times over would run for minutes.
+    let records: Vec<Value> = (0..2_000)
+        .map(|id| json!({"id": id, "a": [1, 2, 3], "b": {"c": "d", "e": [{"f": 1}, {"g": 2}]}}))
+        .collect();
+    let server = MockServer::start().await;
+    Mock::given(path("/records"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": records})))
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("budget").with_instance(&json!({"base.url": server.uri()}));
+
+    let outcome = context.run("records").output();
+    outcome.assert_code(3);
+    assert_eq!(outcome.stdout, "");
+    assert!(
+        outcome.stderr.contains(
+            "resource `records`: JSONPath `$..*..*..*..*..*..*` would visit more than 1000000 nodes of the response"
+        ),
+        "{}",
+        outcome.stderr
+    );
+
+    let outcome = context.run("save-last").output();
+    outcome.assert_code(3);
+    assert!(
+        outcome
+            .stderr
+            .contains("JSONPath `$..*..*..*..*..*..id` would visit more than"),
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(context.instance().get("last.id"), None, "nothing saved");
+}

@@ -429,7 +429,7 @@ impl<'a> Run<'a> {
             let Some(next) = connector.next_of(current) else {
                 return Ok((
                     response.status,
-                    extracted.into_output(current, response.body),
+                    extracted.into_output(current, response.body)?,
                 ));
             };
             previous = Some(response.body);
@@ -457,10 +457,10 @@ impl<'a> Run<'a> {
             self.execute(&resource_step(on_provision, Inputs::default()))
                 .await?;
         }
-        let extracted = extract(self.connector, resource, &response);
+        let extracted = extract(self.connector, resource, &response)?;
         Ok((
             response.status,
-            extracted.into_output(resource, response.body),
+            extracted.into_output(resource, response.body)?,
         ))
     }
 
@@ -648,7 +648,7 @@ impl<'a> Run<'a> {
             })
             .at(&vendor_path_of(resource)));
         }
-        let extracted = extract(self.connector, resource, &response);
+        let extracted = extract(self.connector, resource, &response)?;
         self.save(&extracted.saved);
         Ok((response, extracted))
     }

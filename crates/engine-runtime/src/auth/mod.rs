@@ -207,7 +207,8 @@ impl<'a> Scheme<'a> {
     /// OAuth2 token contract for token steps (rotation: a new refresh token replaces the held
     /// one; an answer without one keeps it).
     ///
-    /// Fails when a token step's answer holds no access token.
+    /// Fails when a token step's answer holds no access token, or when a response `bodyField`
+    /// would visit more of the answer than the JSONPath budget allows.
     pub fn absorb(
         connector: &Connector,
         step: &Step<'_>,
@@ -221,7 +222,7 @@ impl<'a> Scheme<'a> {
                 token_response,
                 ..
             } => {
-                let mut saved = extract(connector, resource, response).saved;
+                let mut saved = extract(connector, resource, response)?.saved;
                 if *obtains_token {
                     saved.insert(
                         "authentication.time".into(),
