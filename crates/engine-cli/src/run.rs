@@ -407,6 +407,9 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
             RunErrorKind::AuthFailed { .. } | RunErrorKind::TokenRejected { .. } => {
                 Some(reauthenticate(connector))
             }
+            RunErrorKind::NoToken { field, .. } => Some(format!(
+                "the vendor answered without the token: if it is down, run again later; if it sends the token under another name, map that name instead of `{field}`"
+            )),
             RunErrorKind::NotAuthorized { .. } => Some(
                 "run `engine authorize CONNECTOR --config INSTANCE` to sign in through a browser"
                     .into(),
@@ -528,7 +531,9 @@ pub(crate) fn report(error: &RunError, connector: &Connector) -> Exit {
         source = cause.source();
     }
     match error.kind() {
-        RunErrorKind::VendorStatus { body, .. } | RunErrorKind::AuthFailed { body, .. }
+        RunErrorKind::VendorStatus { body, .. }
+        | RunErrorKind::AuthFailed { body, .. }
+        | RunErrorKind::NoToken { body, .. }
             if !body.is_empty() =>
         {
             causes.push(format!("the vendor answered: {}", truncate(body, 2000)));

@@ -687,7 +687,22 @@ impl<'a> Run<'a> {
                 None => error,
             })?;
         if !response.is_recorded() {
-            let saved = Scheme::absorb(self.connector, step, &response, self.engine.now_ms())?;
+            let saved = Scheme::absorb(self.connector, step, &response, self.engine.now_ms())
+                .map_err(|error| match error.kind() {
+                    // The vendor's answer, masked, so that the caller sees what came instead.
+                    RunErrorKind::NoToken { step, field, .. } => {
+                        let error = RunError::from(RunErrorKind::NoToken {
+                            step: step.clone(),
+                            field: field.clone(),
+                            body: self.redactor.redact(&response.body_text()),
+                        });
+                        match location {
+                            Some(location) => error.at(location),
+                            None => error,
+                        }
+                    }
+                    _ => error,
+                })?;
             self.save(&saved);
         }
         Ok(response)

@@ -170,6 +170,8 @@ pub enum RunErrorKind {
         step: String,
         /// The field that was expected.
         field: String,
+        /// The whole body, redacted (empty until the engine fills it).
+        body: String,
     },
     /// The vendor still rejected the request after one refresh.
     #[error("the vendor rejected the token for `{resource}` with {status} even after a refresh")]

@@ -245,6 +245,7 @@ pub(crate) fn token_state(
         return Err(RunErrorKind::NoToken {
             step: step.to_owned(),
             field: "access_token".into(),
+            body: String::new(),
         }
         .into());
     };
