@@ -995,3 +995,35 @@ async fn response_paths_over_the_jsonpath_budget_fail_instead_of_returning_the_w
     );
     assert_eq!(context.instance().get("last.id"), None, "nothing saved");
 }
+
+/// What a vendor says reaches the terminal without its control characters: an error message
+/// and a body holding ESC (clear screen, recolour), CR and BEL are shown escaped.
+#[tokio::test]
+async fn vendor_text_reaches_stderr_without_control_characters() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "message": "bad\u{1b}[2J\u{1b}[31m request\r\u{7}",
+        })))
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("budget").with_instance(&json!({"base.url": server.uri()}));
+
+    let outcome = context.run("records").output();
+    outcome.assert_code(1);
+    for control in ['\u{1b}', '\r', '\u{7}'] {
+        assert!(
+            !outcome.stderr.contains(control),
+            "{:?} reached stderr: {:?}",
+            control,
+            outcome.stderr
+        );
+    }
+    assert!(
+        outcome.stderr.contains(
+            r"the vendor answered `records` with 400: bad\u{1b}[2J\u{1b}[31m request\r\u{7}"
+        ),
+        "{}",
+        outcome.stderr
+    );
+}

@@ -51,6 +51,24 @@ pub(crate) struct Source<'a> {
     pub(crate) label: Option<&'a str>,
 }
 
+/// `text` with every control character but newline and tab written as an escape (`\u{1b}`,
+/// `\r`): text that came from a vendor cannot move the cursor, recolour or clear the terminal.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.contains(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
 /// Something to tell a person: a diagnostic, or an error of another command.
 #[derive(Debug, Clone)]
 pub(crate) struct Message<'a> {
