@@ -565,6 +565,47 @@ async fn a_refresh_answered_200_without_a_token_exits_4_and_saves_nothing() {
     assert_eq!(context.instance_text(), before);
 }
 
+/// A token endpoint that redirects is not followed, even to its own host: the refresh token
+/// and the client secret are posted to the URL the connector names and nowhere else.
+#[tokio::test]
+async fn token_requests_never_follow_redirects() {
+    let server = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(307).insert_header(
+            "location",
+            format!("{}/oauth/token", elsewhere.uri()).as_str(),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": NEW_TOKEN})))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    let context = TestContext::fixture("custom").with_instance(&provisioned(&server, 7200));
+    let before = context.instance_text();
+
+    let outcome = context.run("list-contacts").output();
+    outcome
+        .assert_code(4)
+        .assert_hides(&[OLD_TOKEN, OLD_REFRESH, CLIENT_SECRET]);
+    assert!(
+        outcome
+            .stderr
+            .contains("authentication failed: `ON REFRESH` answered 307")
+            && outcome
+                .stderr
+                .contains("hint: the token endpoint redirects"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+    assert_eq!(context.instance_text(), before);
+}
+
 #[tokio::test]
 async fn transient_token_endpoint_failures_are_retried() {
     let server = MockServer::start().await;

@@ -1027,3 +1027,51 @@ async fn vendor_text_reaches_stderr_without_control_characters() {
         outcome.stderr
     );
 }
+
+/// An API call follows a redirect within its origin, and not one to another origin: that
+/// server gets nothing (no credentials leave), and the caller sees the `3xx` with what to do.
+#[tokio::test]
+async fn redirects_are_followed_only_within_the_origin() {
+    let vendor = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(path("/ping"))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", "/pong"))
+        .mount(&vendor)
+        .await;
+    Mock::given(path("/pong"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"pong": true})))
+        .mount(&vendor)
+        .await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"stolen": true})))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    let context = TestContext::fixture("tls").with_instance(&json!({"base.url": vendor.uri()}));
+    let outcome = context.run("ping").output();
+    outcome.assert_code(0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&outcome.stdout).unwrap(),
+        json!({"pong": true})
+    );
+
+    vendor.reset().await;
+    Mock::given(path("/ping"))
+        .respond_with(
+            ResponseTemplate::new(307)
+                .insert_header("location", format!("{}/ping", elsewhere.uri()).as_str()),
+        )
+        .mount(&vendor)
+        .await;
+    let outcome = context.run("ping").output();
+    outcome.assert_code(1);
+    assert!(
+        outcome.stderr.contains("the vendor answered `ping` with 307")
+            && outcome.stderr.contains(
+                "hint: the vendor redirects elsewhere: the engine follows redirects only to the same scheme, host and port"
+            ),
+        "{}",
+        outcome.stderr
+    );
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+}

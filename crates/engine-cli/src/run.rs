@@ -404,6 +404,12 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
             RunErrorKind::UnknownInput { suggestion, .. } => suggestion
                 .as_ref()
                 .map(|suggestion| format!("did you mean `{suggestion}`?")),
+            RunErrorKind::VendorStatus { status: 300..=399, .. } => Some(
+                "the vendor redirects elsewhere: the engine follows redirects only to the same scheme, host and port, so credentials never leave for another address; point `base.url` (or the resource's `vendorPath`) at where it redirects".into(),
+            ),
+            RunErrorKind::AuthFailed { status: 300..=399, .. } => Some(
+                "the token endpoint redirects: token requests carry credentials and are never redirected; point the connector at the address it redirects to".into(),
+            ),
             RunErrorKind::AuthFailed { .. } | RunErrorKind::TokenRejected { .. } => {
                 Some(reauthenticate(connector))
             }

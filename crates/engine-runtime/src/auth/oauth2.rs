@@ -205,6 +205,7 @@ pub(crate) fn token_request(
         url,
         headers,
         body,
+        lifecycle: true,
     })
 }
 
