@@ -258,8 +258,9 @@ pub(crate) fn prepare(instance: &Path, connector: &Connector) -> Option<tokio::r
         printer::error(&Message::new(Level::Error, &message));
         return None;
     }
-    match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One run is one sequence of requests: one thread drives it (file I/O goes to tokio's
+    // blocking pool), with no worker threads to start and wake.
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
