@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install -y valgrind" >&2; exit 2; }
-cargo build --release --quiet -p engine-runtime --example requests
-binary=target/release/examples/requests
+cargo build --profile profiling --quiet -p engine-runtime --example requests
+binary="${CARGO_TARGET_DIR:-target}/profiling/examples/requests"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 

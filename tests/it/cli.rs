@@ -42,7 +42,7 @@ fn usage_errors_exit_2() {
     ]);
     assert_eq!(code, 2);
     assert!(
-        stderr.contains("expected `NAME=VALUE`, got `novalue`"),
+        stderr.contains("expected `NAME=VALUE` (the value is not shown: it may hold a secret)"),
         "{stderr}"
     );
 }

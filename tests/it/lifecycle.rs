@@ -521,6 +521,91 @@ async fn a_failed_refresh_exits_4_and_leaves_the_instance_untouched() {
     assert_eq!(context.instance_text(), before);
 }
 
+/// A `200` that holds no token (a maintenance page) is not a refresh: exit 4 with the vendor's
+/// answer, no call made with a missing token, nothing saved (`authentication.time` included).
+#[tokio::test]
+async fn a_refresh_answered_200_without_a_token_exits_4_and_saves_nothing() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw("<html>down for maintenance</html>", "text/html"),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("custom").with_instance(&provisioned(&server, 7200));
+    let before = context.instance_text();
+
+    let outcome = context.run("list-contacts").output();
+    outcome
+        .assert_code(4)
+        .assert_hides(&[OLD_TOKEN, OLD_REFRESH, CLIENT_SECRET]);
+    run_snapshot!(context, outcome, @"
+    exit code: 4
+    ----- stdout -----
+
+    ----- stderr -----
+    error: authentication failed: `ON REFRESH` answered without `access_token`
+      --> tests/fixtures/run/custom/connector.json:36:5
+       |
+    36 |     {
+       |     ^ defined here
+       |
+    hint: the vendor answered without the token: if it is down, run again later; if it sends the token under another name, map that name instead of `access_token`
+    caused by: the vendor answered: <html>down for maintenance</html>
+    ");
+    assert_eq!(context.instance_text(), before);
+}
+
+/// A token endpoint that redirects is not followed, even to its own host: the refresh token
+/// and the client secret are posted to the URL the connector names and nowhere else.
+#[tokio::test]
+async fn token_requests_never_follow_redirects() {
+    let server = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(307).insert_header(
+            "location",
+            format!("{}/oauth/token", elsewhere.uri()).as_str(),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": NEW_TOKEN})))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    let context = TestContext::fixture("custom").with_instance(&provisioned(&server, 7200));
+    let before = context.instance_text();
+
+    let outcome = context.run("list-contacts").output();
+    outcome
+        .assert_code(4)
+        .assert_hides(&[OLD_TOKEN, OLD_REFRESH, CLIENT_SECRET]);
+    assert!(
+        outcome
+            .stderr
+            .contains("authentication failed: `ON REFRESH` answered 307")
+            && outcome
+                .stderr
+                .contains("hint: the token endpoint redirects"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+    assert_eq!(context.instance_text(), before);
+}
+
 #[tokio::test]
 async fn transient_token_endpoint_failures_are_retried() {
     let server = MockServer::start().await;

@@ -12,6 +12,7 @@ mod auth;
 mod cli;
 mod compat_run;
 mod engine_test;
+mod hostile;
 mod instances;
 mod lifecycle;
 mod run;

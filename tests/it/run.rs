@@ -921,7 +921,7 @@ fn run_help() {
           --body <FILE|->           The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input
           --dry-run                 Print the requests the run would send (secrets masked) and send nothing
       -v, --verbose                 Print each lifecycle step to stderr
-          --timeout <SECONDS>       The total timeout of one request, in seconds [default: 30]
+          --timeout <SECONDS>       The total timeout of one request, in seconds (more than 0, at most 86400) [default: 30]
           --record <FILE>           Record every exchange of the run into this cassette (appended as a new run; secrets replaced by placeholders), for `engine test`
           --lock-timeout <SECONDS>  How long to wait for the instance's lock when another process holds it, in seconds [default: 30]
       -h, --help                    Print help
@@ -958,4 +958,122 @@ fn saved_values_that_are_not_credentials_pass_through() {
     outcome.assert_success();
     assert!(!outcome.stdout.contains(&token), "{}", outcome.stdout);
     runtime.block_on(emulator.shutdown());
+}
+
+/// A response JSONPath that would walk a large answer for minutes stops at the evaluation
+/// budget: exit 3 naming the resource and the path, nothing returned, nothing saved.
+#[tokio::test]
+async fn response_paths_over_the_jsonpath_budget_fail_instead_of_returning_the_whole_body() {
+    // About 100 KB of nested records: `..*` six times over would run for minutes.
+    let records: Vec<Value> = (0..2_000)
+        .map(|id| json!({"id": id, "a": [1, 2, 3], "b": {"c": "d", "e": [{"f": 1}, {"g": 2}]}}))
+        .collect();
+    let server = MockServer::start().await;
+    Mock::given(path("/records"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": records})))
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("budget").with_instance(&json!({"base.url": server.uri()}));
+
+    let outcome = context.run("records").output();
+    outcome.assert_code(3);
+    assert_eq!(outcome.stdout, "");
+    assert!(
+        outcome.stderr.contains(
+            "resource `records`: JSONPath `$..*..*..*..*..*..*` would visit more than 1000000 nodes of the response"
+        ),
+        "{}",
+        outcome.stderr
+    );
+
+    let outcome = context.run("save-last").output();
+    outcome.assert_code(3);
+    assert!(
+        outcome
+            .stderr
+            .contains("JSONPath `$..*..*..*..*..*..id` would visit more than"),
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(context.instance().get("last.id"), None, "nothing saved");
+}
+
+/// What a vendor says reaches the terminal without its control characters: an error message
+/// and a body holding ESC (clear screen, recolour), CR and BEL are shown escaped.
+#[tokio::test]
+async fn vendor_text_reaches_stderr_without_control_characters() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "message": "bad\u{1b}[2J\u{1b}[31m request\r\u{7}",
+        })))
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("budget").with_instance(&json!({"base.url": server.uri()}));
+
+    let outcome = context.run("records").output();
+    outcome.assert_code(1);
+    for control in ['\u{1b}', '\r', '\u{7}'] {
+        assert!(
+            !outcome.stderr.contains(control),
+            "{:?} reached stderr: {:?}",
+            control,
+            outcome.stderr
+        );
+    }
+    assert!(
+        outcome.stderr.contains(
+            r"the vendor answered `records` with 400: bad\u{1b}[2J\u{1b}[31m request\r\u{7}"
+        ),
+        "{}",
+        outcome.stderr
+    );
+}
+
+/// An API call follows a redirect within its origin, and not one to another origin: that
+/// server gets nothing (no credentials leave), and the caller sees the `3xx` with what to do.
+#[tokio::test]
+async fn redirects_are_followed_only_within_the_origin() {
+    let vendor = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(path("/ping"))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", "/pong"))
+        .mount(&vendor)
+        .await;
+    Mock::given(path("/pong"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"pong": true})))
+        .mount(&vendor)
+        .await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"stolen": true})))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    let context = TestContext::fixture("tls").with_instance(&json!({"base.url": vendor.uri()}));
+    let outcome = context.run("ping").output();
+    outcome.assert_code(0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&outcome.stdout).unwrap(),
+        json!({"pong": true})
+    );
+
+    vendor.reset().await;
+    Mock::given(path("/ping"))
+        .respond_with(
+            ResponseTemplate::new(307)
+                .insert_header("location", format!("{}/ping", elsewhere.uri()).as_str()),
+        )
+        .mount(&vendor)
+        .await;
+    let outcome = context.run("ping").output();
+    outcome.assert_code(1);
+    assert!(
+        outcome.stderr.contains("the vendor answered `ping` with 307")
+            && outcome.stderr.contains(
+                "hint: the vendor redirects elsewhere: the engine follows redirects only to the same scheme, host and port"
+            ),
+        "{}",
+        outcome.stderr
+    );
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
 }

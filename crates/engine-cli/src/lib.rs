@@ -2,8 +2,10 @@
 //! diagnostic rendering and exit codes. This is the only crate that prints.
 #![allow(missing_docs)]
 
+use std::error::Error as _;
 use std::process::ExitCode;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Parser, Subcommand};
 
 mod authorize;
@@ -55,9 +57,19 @@ enum Command {
     Completions(completions::CompletionsArgs),
 }
 
+/// Validates `bytes` as a connector file and renders its diagnostics in every format of
+/// `engine validate`. For the fuzz targets in `fuzz/`: whatever the bytes, this never panics.
+#[doc(hidden)]
+pub fn fuzz_validate(bytes: &[u8]) -> String {
+    validate::render_bytes(bytes)
+}
+
 /// Parses the arguments, runs the command and returns its exit code (see [`Exit`]).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error).into(),
+    };
     let exit = match cli.command {
         Command::Validate(args) => validate::validate(&args),
         Command::Run(args) => run::run(&args),
@@ -71,4 +83,36 @@ pub fn main() -> ExitCode {
         Command::New(args) => new::new(&args),
     };
     exit.into()
+}
+
+/// The options whose values may hold a secret: a usage error never repeats them.
+const SECRET_OPTIONS: &[&str] = &["--header", "--param"];
+
+/// Prints a clap error (help and version too) and returns its exit code. An invalid value of
+/// [`SECRET_OPTIONS`] is reported without the value: clap's own message repeats it.
+fn usage_error(error: &clap::Error) -> Exit {
+    let option = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(option)) => option.clone(),
+        _ => String::new(),
+    };
+    let secret = SECRET_OPTIONS
+        .iter()
+        .any(|name| option.split([' ', '=']).next() == Some(*name));
+    if error.kind() != ErrorKind::ValueValidation || !secret {
+        let _ = error.print();
+        return if error.use_stderr() {
+            Exit::Usage
+        } else {
+            Exit::Success
+        };
+    }
+    let reason = error
+        .source()
+        .map_or_else(|| "expected `NAME=VALUE`".to_owned(), ToString::to_string);
+    let message = format!(
+        "error: invalid value for '{option}': {reason} (the value is not shown: it may hold a \
+         secret)\n\nFor more information, try '--help'.\n"
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
+    Exit::Usage
 }

@@ -51,6 +51,24 @@ pub(crate) struct Source<'a> {
     pub(crate) label: Option<&'a str>,
 }
 
+/// `text` with every control character but newline and tab written as an escape (`\u{1b}`,
+/// `\r`): text that came from a vendor cannot move the cursor, recolour or clear the terminal.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.contains(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
 /// Something to tell a person: a diagnostic, or an error of another command.
 #[derive(Debug, Clone)]
 pub(crate) struct Message<'a> {
@@ -174,12 +192,16 @@ fn render(message: &Message<'_>, color: bool, windowed: bool) -> String {
     // Only the first line of the span is shown; `line_text` borrows it from the whole text.
     if let Some(source) = &message.source {
         let (line, line_start, line_text) = first_line(source.text, source.span.start);
-        let mut start = source.span.start - line_start;
-        let mut end = source
-            .span
-            .end
-            .saturating_sub(line_start)
-            .clamp(start, line_text.len());
+        // Any byte offsets are drawn: they are moved to the character boundaries around them.
+        let mut start = floor_boundary(line_text, source.span.start.saturating_sub(line_start));
+        let mut end = ceil_boundary(
+            line_text,
+            source
+                .span
+                .end
+                .saturating_sub(line_start)
+                .clamp(start, line_text.len()),
+        );
         let cut = if windowed {
             window(line_text, start, end)
         } else {
@@ -252,6 +274,24 @@ fn render(message: &Message<'_>, color: bool, windowed: bool) -> String {
     }
     text.push('\n');
     text
+}
+
+/// The largest character boundary of `text` at or before `offset` (clamped to the text).
+fn floor_boundary(text: &str, offset: usize) -> usize {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+/// The smallest character boundary of `text` at or after `offset` (clamped to the text).
+fn ceil_boundary(text: &str, offset: usize) -> usize {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset += 1;
+    }
+    offset
 }
 
 /// The 1-based number, byte offset and text (without its newline) of the line holding `offset`.
@@ -392,6 +432,26 @@ caused by: a cause
                         "span {start}..{end}, label {label:?}, colour {color}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn any_byte_range_is_drawn_on_character_boundaries() {
+        let text = "{\"name\": \u{e9}\u{1f600}}\r\n\u{feff}x";
+        for start in 0..=text.len() + 2 {
+            for end in start..=text.len() + 2 {
+                let message = Message {
+                    source: Some(Source {
+                        text,
+                        path: Path::new("c.json"),
+                        span: start..end,
+                        label: Some("here"),
+                    }),
+                    ..Message::new(Level::Error, "e")
+                };
+                // No panic, whatever the offsets.
+                assert!(render_human(&message, false).starts_with("error: e"));
             }
         }
     }

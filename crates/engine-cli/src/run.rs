@@ -16,7 +16,7 @@ use engine_store::{FileStore, InstanceStore, MemoryStore, StoreErrorKind};
 
 use crate::Exit;
 use crate::printer;
-use crate::render::{Level, Message, Source};
+use crate::render::{Level, Message, Source, printable};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
@@ -60,9 +60,9 @@ pub(crate) struct RunArgs {
     /// Print each lifecycle step to stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
-    /// The total timeout of one request, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
-    timeout: f64,
+    /// The total timeout of one request, in seconds (more than 0, at most 86400).
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout)]
+    timeout: Duration,
     /// Record every exchange of the run into this cassette (appended as a new run; secrets
     /// replaced by placeholders), for `engine test`.
     #[arg(long, value_name = "FILE")]
@@ -72,11 +72,30 @@ pub(crate) struct RunArgs {
     lock_timeout: u64,
 }
 
+/// The largest `--timeout`: a day.
+const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
+
+/// The largest `--body` or `--config` file: 16 MiB, as for connector files.
+const MAX_INPUT_SIZE: u64 = engine_spec::MAX_SOURCE_SIZE;
+
+/// `NAME=VALUE`. The error never repeats the text: a header or a parameter may hold a secret
+/// (see `crate::usage_error`, which keeps clap from repeating it either).
 fn parse_pair(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
-        _ => Err(format!("expected `NAME=VALUE`, got `{text}`")),
+        _ => Err("expected `NAME=VALUE`".to_owned()),
     }
+}
+
+/// A number of seconds, more than 0 and at most [`MAX_TIMEOUT_SECONDS`].
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let problem =
+        || format!("expected a number of seconds more than 0 and at most {MAX_TIMEOUT_SECONDS}");
+    let seconds: f64 = text.trim().parse().map_err(|_| problem())?;
+    if !(seconds > 0.0 && seconds <= MAX_TIMEOUT_SECONDS) {
+        return Err(problem());
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| problem())
 }
 
 pub(crate) fn run(args: &RunArgs) -> Exit {
@@ -161,17 +180,16 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             runtime
         }
     };
-    let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(30));
     let recording = args.dry_run.then(RecordingTransport::new);
     let mut builder = EngineBuilder::new()
-        .timeout(timeout)
+        .timeout(args.timeout)
         .lock_timeout(Some(Duration::from_secs(args.lock_timeout)));
     if let Some(recording) = &recording {
         builder = builder.transport(Arc::new(recording.clone()));
     }
     let recorder = match (&args.record, args.dry_run) {
         (Some(_), false) => {
-            match HttpTransport::new(timeout, Duration::from_secs(10), DEFAULT_MAX_BODY) {
+            match HttpTransport::new(args.timeout, Duration::from_secs(10), DEFAULT_MAX_BODY) {
                 Ok(http) => Some(crate::test::record::RecordingHttp::new(http)),
                 Err(error) => {
                     printer::error(&Message::new(Level::Error, &error.message));
@@ -296,8 +314,24 @@ pub(crate) fn prepare(instance: &Path, connector: &Connector) -> Option<tokio::r
         printer::error(&rendered);
         return None;
     }
-    match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // A FIFO or a device (`/dev/zero`) would be read forever; a huge file to the end.
+    let problem = match fs_err::metadata(instance) {
+        Ok(metadata) if !metadata.is_file() => Some("is not a regular file".to_owned()),
+        Ok(metadata) if metadata.len() > MAX_INPUT_SIZE => Some(format!(
+            "is larger than the limit of {}",
+            engine_spec::human_size(MAX_INPUT_SIZE)
+        )),
+        Ok(_) => None,
+        Err(error) => Some(format!("cannot be read: {error}")),
+    };
+    if let Some(problem) = problem {
+        let message = format!("instance file `{}` {problem}", instance.display());
+        printer::error(&Message::new(Level::Error, &message));
+        return None;
+    }
+    // One run is one sequence of requests: one thread drives it (file I/O goes to tokio's
+    // blocking pool), with no worker threads to start and wake.
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -388,15 +422,28 @@ fn read_body(path: Option<&Path>) -> Result<Body, String> {
     let Some(path) = path else {
         return Ok((None, None));
     };
-    let text = if path.as_os_str() == "-" {
-        let mut text = String::new();
+    let bytes = if path.as_os_str() == "-" {
+        let mut bytes = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut text)
+            .take(MAX_INPUT_SIZE + 1)
+            .read_to_end(&mut bytes)
             .map_err(|error| format!("cannot read the body from standard input: {error}"))?;
-        text
+        if bytes.len() as u64 > MAX_INPUT_SIZE {
+            return Err(format!(
+                "the body on standard input is larger than the limit of {}",
+                engine_spec::human_size(MAX_INPUT_SIZE)
+            ));
+        }
+        bytes
     } else {
-        fs_err::read_to_string(path).map_err(|error| error.to_string())?
+        engine_spec::read_bounded(path, MAX_INPUT_SIZE).map_err(|error| error.to_string())?
     };
+    let text = String::from_utf8(bytes).map_err(|_| {
+        format!(
+            "cannot read the body from `{}`: it is not UTF-8",
+            path.display()
+        )
+    })?;
     Ok((serde_json::from_str(&text).ok(), Some(text)))
 }
 
@@ -429,9 +476,18 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
             RunErrorKind::UnknownInput { suggestion, .. } => suggestion
                 .as_ref()
                 .map(|suggestion| format!("did you mean `{suggestion}`?")),
+            RunErrorKind::VendorStatus { status: 300..=399, .. } => Some(
+                "the vendor redirects elsewhere: the engine follows redirects only to the same scheme, host and port, so credentials never leave for another address; point `base.url` (or the resource's `vendorPath`) at where it redirects".into(),
+            ),
+            RunErrorKind::AuthFailed { status: 300..=399, .. } => Some(
+                "the token endpoint redirects: token requests carry credentials and are never redirected; point the connector at the address it redirects to".into(),
+            ),
             RunErrorKind::AuthFailed { .. } | RunErrorKind::TokenRejected { .. } => {
                 Some(reauthenticate(connector))
             }
+            RunErrorKind::NoToken { field, .. } => Some(format!(
+                "the vendor answered without the token: if it is down, run again later; if it sends the token under another name, map that name instead of `{field}`"
+            )),
             RunErrorKind::NotAuthorized { .. } => Some(
                 "run `engine authorize CONNECTOR --config INSTANCE` to sign in through a browser"
                     .into(),
@@ -544,7 +600,8 @@ pub(crate) fn exit_of(error: &RunError) -> Exit {
 /// Prints a failed run: the message, where in the connector it comes from, the vendor's body,
 /// and what to do.
 pub(crate) fn report(error: &RunError, connector: &Connector) -> Exit {
-    let text = error.to_string();
+    // The vendor's words (its error, its body) reach the terminal: no control characters.
+    let text = printable(&error.to_string()).into_owned();
     let hint = hint(error, connector);
     let mut causes = Vec::new();
     let mut source = std::error::Error::source(error);
@@ -556,7 +613,9 @@ pub(crate) fn report(error: &RunError, connector: &Connector) -> Exit {
         source = cause.source();
     }
     match error.kind() {
-        RunErrorKind::VendorStatus { body, .. } | RunErrorKind::AuthFailed { body, .. }
+        RunErrorKind::VendorStatus { body, .. }
+        | RunErrorKind::AuthFailed { body, .. }
+        | RunErrorKind::NoToken { body, .. }
             if !body.is_empty() =>
         {
             causes.push(format!("the vendor answered: {}", truncate(body, 2000)));
@@ -568,7 +627,10 @@ pub(crate) fn report(error: &RunError, connector: &Connector) -> Exit {
         location.and_then(|location| SourceMap::new(connector.source().text()).span(location));
     let mut message = Message::new(Level::Error, &text);
     message.help = hint.as_deref();
-    message.causes = causes;
+    message.causes = causes
+        .iter()
+        .map(|cause| printable(cause).into_owned())
+        .collect();
     if let Some(span) = span {
         message.source = Some(Source {
             text: connector.source().text(),

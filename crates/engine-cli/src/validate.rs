@@ -6,6 +6,10 @@
 //! `github`: workflow annotations). The exit code is 0 without errors, 3 with errors (or with
 //! warnings under `--deny-warnings`), 3 when a path cannot be read.
 //!
+//! A problem repeated in a file is one diagnostic with a count, and at most 100 diagnostics are
+//! shown per file (a note says how many more there are). A directory walk skips `*.json` entries
+//! that are not regular files (FIFOs, sockets, devices), with a note.
+//!
 //! Files are checked on every core; the output is in file order whatever the number of threads.
 
 use std::fmt::Write as _;
@@ -63,10 +67,18 @@ pub(crate) fn validate(args: &ValidateArgs) -> Exit {
     let mut codes: Vec<engine_spec::Code> = Vec::new();
     for path in &args.paths {
         let mut unreadable = Vec::new();
-        let files = discover(path, &mut unreadable);
+        let mut special = Vec::new();
+        let files = discover(path, &mut unreadable, &mut special);
         for (path, error) in &unreadable {
             tally.errors += 1;
             let _ = stderr.write_all(unreadable_message(path, error, color).as_bytes());
+        }
+        for path in &special {
+            let _ = writeln!(
+                stderr,
+                "note: skipped `{}`: not a regular file",
+                path.display()
+            );
         }
         let walked = files.len() != 1 || files[0] != *path;
         for checked in check_all(&files, walked, args.format, color) {
@@ -204,13 +216,25 @@ fn check_file(file: &Path, walked: bool, format: Format, color: bool) -> Checked
         Format::Json => checked.stdout = json(&report),
         Format::Github => checked.stdout = github(&report),
     }
+    let omitted = report.diagnostics().len().saturating_sub(MAX_SHOWN);
+    if omitted > 0 {
+        let _ = writeln!(
+            checked.stderr,
+            "note: {omitted} more {} in `{}` not shown (at most {MAX_SHOWN} per file)\n",
+            if omitted == 1 { "problem" } else { "problems" },
+            file.display()
+        );
+    }
     checked
 }
 
+/// The most diagnostics shown for one file; the summary still counts them all.
+const MAX_SHOWN: usize = 100;
+
 /// Checks a test file or a cassette of `engine test` against its wire types.
 fn check_test_file(file: &Path, cassette: bool, format: Format, color: bool) -> Checked {
-    let text = match fs_err::read_to_string(file) {
-        Ok(text) => text,
+    let text = match engine_spec::SourceFile::load(file) {
+        Ok(source) => source.text().to_owned(),
         Err(error) => {
             return Checked {
                 errors: 1,
@@ -270,11 +294,16 @@ fn check_test_file(file: &Path, cassette: bool, format: Format, color: bool) -> 
 
 /// The files to check under `path`: the path itself when it is not a directory, else every
 /// `*.json` below it, sorted. Paths that cannot be read are added to `unreadable`.
-fn discover(path: &Path, unreadable: &mut Vec<(PathBuf, io::Error)>) -> Vec<PathBuf> {
+fn discover(
+    path: &Path,
+    unreadable: &mut Vec<(PathBuf, io::Error)>,
+    special: &mut Vec<PathBuf>,
+) -> Vec<PathBuf> {
     match fs_err::metadata(path) {
         Ok(metadata) if metadata.is_dir() => {
             let mut files = Vec::new();
-            walk(path, &mut files, unreadable);
+            walk(path, &mut files, unreadable, special);
+            special.sort();
             files.sort();
             files
         }
@@ -286,7 +315,14 @@ fn discover(path: &Path, unreadable: &mut Vec<(PathBuf, io::Error)>) -> Vec<Path
     }
 }
 
-fn walk(dir: &Path, files: &mut Vec<PathBuf>, unreadable: &mut Vec<(PathBuf, io::Error)>) {
+/// Adds the `*.json` files below `dir` to `files`. A `*.json` that is not a regular file (a FIFO,
+/// a socket, a device: reading it may never end) goes to `special` instead.
+fn walk(
+    dir: &Path,
+    files: &mut Vec<PathBuf>,
+    unreadable: &mut Vec<(PathBuf, io::Error)>,
+    special: &mut Vec<PathBuf>,
+) {
     let entries = match fs_err::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) => {
@@ -308,21 +344,40 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, unreadable: &mut Vec<(PathBuf, io:
         let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
         if is_dir {
             if !name.starts_with('.') && name != "node_modules" {
-                walk(&path, files, unreadable);
+                walk(&path, files, unreadable, special);
             }
         } else if path
             .extension()
             .is_some_and(|extension| extension == "json")
         {
-            files.push(path);
+            // Follows a symbolic link to what it names.
+            match fs_err::metadata(&path) {
+                Ok(metadata) if metadata.is_file() => files.push(path),
+                Ok(_) => special.push(path),
+                Err(error) => unreadable.push((path, error)),
+            }
         }
+    }
+}
+
+/// The diagnostics of `bytes` taken as a connector file, in every format (for fuzzing).
+pub(crate) fn render_bytes(bytes: &[u8]) -> String {
+    match engine_spec::SourceFile::from_bytes("fuzz.json", bytes.to_vec()) {
+        Ok(source) => {
+            let report = engine_spec::validate(source);
+            let mut text = human(&report, false);
+            text.push_str(&json(&report));
+            text.push_str(&github(&report));
+            text
+        }
+        Err(error) => unreadable_message(Path::new("fuzz.json"), &error, false),
     }
 }
 
 /// Every diagnostic of `report`, rendered for people, each followed by a blank line.
 fn human(report: &Report, color: bool) -> String {
     let mut text = String::new();
-    for index in 0..report.diagnostics().len() {
+    for index in 0..report.diagnostics().len().min(MAX_SHOWN) {
         text.push_str(&render::render_human(
             &Message::from_diagnostic(report, index),
             color,
@@ -335,7 +390,7 @@ fn human(report: &Report, color: bool) -> String {
 /// One JSON object per diagnostic, one per line.
 fn json(report: &Report) -> String {
     let mut text = String::new();
-    for (index, diagnostic) in report.diagnostics().iter().enumerate() {
+    for (index, diagnostic) in report.diagnostics().iter().enumerate().take(MAX_SHOWN) {
         let position = report.position(index);
         let object = serde_json::json!({
             "file": report.source().path().display().to_string(),
@@ -357,7 +412,7 @@ fn json(report: &Report) -> String {
 fn github(report: &Report) -> String {
     let mut text = String::new();
     let file = report.source().path().display().to_string();
-    for (index, diagnostic) in report.diagnostics().iter().enumerate() {
+    for (index, diagnostic) in report.diagnostics().iter().enumerate().take(MAX_SHOWN) {
         let position = report.position(index);
         let mut message = diagnostic.message.clone();
         if let Some(help) = &diagnostic.help {

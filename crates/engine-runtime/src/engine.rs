@@ -480,7 +480,7 @@ impl<'a> Run<'a> {
             let Some(next) = connector.next_of(current) else {
                 return Ok((
                     response.status,
-                    extracted.into_output(current, response.body),
+                    extracted.into_output(current, response.body)?,
                 ));
             };
             previous = Some(response.body);
@@ -508,10 +508,10 @@ impl<'a> Run<'a> {
             self.execute(&resource_step(on_provision, Inputs::default()))
                 .await?;
         }
-        let extracted = extract(self.connector, resource, &response);
+        let extracted = extract(self.connector, resource, &response)?;
         Ok((
             response.status,
-            extracted.into_output(resource, response.body),
+            extracted.into_output(resource, response.body)?,
         ))
     }
 
@@ -756,7 +756,7 @@ impl<'a> Run<'a> {
             })
             .at(&vendor_path_of(resource)));
         }
-        let extracted = extract(self.connector, resource, &response);
+        let extracted = extract(self.connector, resource, &response)?;
         self.save(&extracted.saved);
         Ok((response, extracted))
     }
@@ -795,7 +795,22 @@ impl<'a> Run<'a> {
                 None => error,
             })?;
         if !response.is_recorded() {
-            let saved = Scheme::absorb(self.connector, step, &response, self.engine.now_ms())?;
+            let saved = Scheme::absorb(self.connector, step, &response, self.engine.now_ms())
+                .map_err(|error| match error.kind() {
+                    // The vendor's answer, masked, so that the caller sees what came instead.
+                    RunErrorKind::NoToken { step, field, .. } => {
+                        let error = RunError::from(RunErrorKind::NoToken {
+                            step: step.clone(),
+                            field: field.clone(),
+                            body: self.redactor.redact(&response.body_text()),
+                        });
+                        match location {
+                            Some(location) => error.at(location),
+                            None => error,
+                        }
+                    }
+                    _ => error,
+                })?;
             self.save(&saved);
         }
         Ok(response)

@@ -1,12 +1,14 @@
 //! Reading a vendor response: response parameters save values into the configuration or the
 //! output, and `rootKey` unwraps the body.
 
+use engine_spec::jsonpath::BudgetExceeded;
 use engine_spec::kinds::{ParameterKind, VendorKind};
 use engine_spec::{Connector, Resource};
 use engine_store::State;
 use serde_json::Value;
 
 use crate::request::response_parameters;
+use crate::run_error::{RunError, RunErrorKind};
 use crate::transport::VendorResponse;
 
 /// What a response gave.
@@ -21,35 +23,46 @@ pub(crate) struct Extracted {
 impl Extracted {
     /// The body for the caller, made from the response body without copying it: `rootKey`
     /// applied, output parameters added.
-    pub(crate) fn into_output(self, resource: &Resource, body: Value) -> Value {
+    ///
+    /// Fails when `rootKey` would visit more of the body than the JSONPath budget allows.
+    pub(crate) fn into_output(self, resource: &Resource, body: Value) -> Result<Value, RunError> {
         let mut output = match resource.root_key() {
-            Some(root) => root.select(&body).unwrap_or(body),
+            Some(root) => root
+                .try_select(&body)
+                .map_err(|source| budget(resource, source))?
+                .unwrap_or(body),
             None => body,
         };
         if let Value::Object(object) = &mut output {
             object.extend(self.outputs);
         }
-        output
+        Ok(output)
     }
 }
 
 /// Applies the response parameters of `resource` to `response`. A parameter that finds nothing
 /// saves nothing: a stored value is never overwritten with empty.
+///
+/// Fails, saving nothing, when a `bodyField` would visit more of the body than the JSONPath
+/// budget allows.
 pub(crate) fn extract(
     connector: &Connector,
     resource: &Resource,
     response: &VendorResponse,
-) -> Extracted {
+) -> Result<Extracted, RunError> {
     let mut extracted = Extracted::default();
     for parameter in response_parameters(connector, resource) {
         let found = match parameter.vendor_kind() {
             VendorKind::Header => response
                 .header(parameter.vendor_name())
                 .map(|value| Value::String(value.to_owned())),
-            _ => parameter
-                .json_path()
-                .and_then(|path| path.find(&response.body))
-                .cloned(),
+            _ => match parameter.json_path() {
+                Some(path) => path
+                    .try_find(&response.body)
+                    .map_err(|source| budget(resource, source))?
+                    .cloned(),
+                None => None,
+            },
         };
         let Some(found) =
             found.filter(|value| !value.is_null() && value != &Value::String(String::new()))
@@ -69,7 +82,15 @@ pub(crate) fn extract(
             _ => extracted.outputs.push((parameter.name().to_owned(), found)),
         }
     }
-    extracted
+    Ok(extracted)
+}
+
+fn budget(resource: &Resource, source: BudgetExceeded) -> RunError {
+    RunErrorKind::JsonPathBudget {
+        resource: resource.display_name(),
+        source,
+    }
+    .into()
 }
 
 /// Parses an `expires_in` the way vendors send it: `3600`, `"3600"` or `3600.0`, in seconds.

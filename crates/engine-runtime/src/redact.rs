@@ -1,7 +1,10 @@
 //! Secrets never reach output: [`Secret`] hides a value by type, and [`Redactor`] masks every
 //! known secret value in any text (messages, vendor bodies, URLs) before it leaves the runtime.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use engine_spec::Connector;
 use engine_store::State;
@@ -42,7 +45,82 @@ pub use engine_spec::is_secret_name;
 /// Masks known secret values in text.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    secrets: Vec<String>,
+    /// Each known secret with the forms it may appear in.
+    known: Vec<Arc<Forms>>,
+    /// The length of the shortest form: a shorter text holds no secret.
+    shortest: usize,
+}
+
+/// The texts a secret may appear as.
+#[derive(Debug)]
+struct Forms {
+    /// The secret itself first, then its percent-encoded, JSON-escaped and form-encoded forms
+    /// (those that differ from it and have at least 4 characters).
+    texts: Vec<String>,
+    /// Base64 of the secret, the part only the secret decides: the whole base64 text around
+    /// one is masked, as its ends encode the secret's first and last bytes too.
+    base64: Vec<String>,
+}
+
+impl Forms {
+    /// The forms of `secret`, computed once per thread and secret: a run learns the same
+    /// secrets as the one before it on the same instance.
+    fn of(secret: &str) -> Arc<Self> {
+        /// Distinct secrets remembered per thread before the cache starts again.
+        const CAPACITY: usize = 4096;
+        thread_local! {
+            static CACHE: RefCell<HashMap<Box<str>, Arc<Forms>>> = RefCell::new(HashMap::new());
+        }
+        CACHE.with_borrow_mut(|cache| {
+            if let Some(forms) = cache.get(secret) {
+                return forms.clone();
+            }
+            if cache.len() >= CAPACITY {
+                cache.clear();
+            }
+            let forms = Arc::new(Self::compute(secret));
+            cache.insert(secret.into(), forms.clone());
+            forms
+        })
+    }
+
+    fn compute(secret: &str) -> Self {
+        let mut texts = vec![secret.to_owned()];
+        // The forms the engine writes it in: percent-encoded (URLs), JSON-escaped (a JSON body,
+        // a vendor's echo of one), form-encoded (`+` for a space).
+        if let std::borrow::Cow::Owned(encoded) = engine_spec::template::percent_encode(secret) {
+            texts.push(encoded);
+        }
+        if let Ok(quoted) = serde_json::to_string(secret) {
+            texts.push(quoted[1..quoted.len() - 1].to_owned());
+        }
+        texts.push(url::form_urlencoded::byte_serialize(secret.as_bytes()).collect());
+        let mut unique: Vec<String> = Vec::with_capacity(texts.len());
+        for text in texts {
+            if text.len() >= 4 && !unique.contains(&text) {
+                unique.push(text);
+            }
+        }
+        // Base64 of a text holding it (`CE.b64`, `{{base64 ...}}`): the part that only the
+        // secret decides, for each of the three alignments (8 bytes or more, so that the part
+        // is at least 8 characters).
+        let mut base64 = Vec::new();
+        if secret.len() >= 8 {
+            use base64::Engine as _;
+            for skip in 0..3 {
+                let bytes = &secret.as_bytes()[skip..];
+                let whole = bytes.len() / 3 * 3;
+                let core = base64::engine::general_purpose::STANDARD.encode(&bytes[..whole]);
+                if !base64.contains(&core) {
+                    base64.push(core);
+                }
+            }
+        }
+        Self {
+            texts: unique,
+            base64,
+        }
+    }
 }
 
 impl Redactor {
@@ -88,34 +166,62 @@ impl Redactor {
     /// Learns one secret value. Values shorter than 4 characters are not masked (they would
     /// mask half of every message) and cannot be secrets worth the name.
     pub fn learn(&mut self, secret: &str) {
-        if secret.len() < 4 || self.secrets.iter().any(|known| known == secret) {
+        if secret.len() < 4 || self.known.iter().any(|known| known.texts[0] == secret) {
             return;
         }
-        self.secrets.push(secret.to_owned());
-        // Also its percent-encoded form, as it appears in URLs and form bodies.
-        if let std::borrow::Cow::Owned(encoded) = engine_spec::template::percent_encode(secret) {
-            self.secrets.push(encoded);
-        }
-        // Longest first, so a secret that contains another is masked whole.
-        self.secrets
-            .sort_by_key(|known| std::cmp::Reverse(known.len()));
+        let forms = Forms::of(secret);
+        let shortest = forms
+            .texts
+            .iter()
+            .chain(&forms.base64)
+            .map(String::len)
+            .min()
+            .unwrap_or(usize::MAX);
+        self.shortest = if self.known.is_empty() {
+            shortest
+        } else {
+            self.shortest.min(shortest)
+        };
+        self.known.push(forms);
+    }
+
+    fn texts(&self) -> impl Iterator<Item = &str> {
+        self.known
+            .iter()
+            .flat_map(|known| known.texts.iter().map(String::as_str))
+    }
+
+    fn base64_cores(&self) -> impl Iterator<Item = &str> {
+        self.known
+            .iter()
+            .flat_map(|known| known.base64.iter().map(String::as_str))
     }
 
     /// True when `text` holds a known secret, that is when [`Redactor::redact`] may change it.
     pub(crate) fn finds_secret(&self, text: &str) -> bool {
-        // Longest first: most texts are shorter than every secret and need no search at all.
-        self.secrets
-            .iter()
-            .filter(|secret| secret.len() <= text.len())
-            .any(|secret| text.contains(secret.as_str()))
+        // Most texts of an answer (ids, names, flags) are shorter than any secret.
+        if self.known.is_empty() || text.len() < self.shortest {
+            return false;
+        }
+        self.texts()
+            .chain(self.base64_cores())
+            .any(|secret| secret.len() <= text.len() && text.contains(secret))
     }
 
     /// `text` with every known secret replaced by `****`.
     pub fn redact(&self, text: &str) -> String {
         let mut text = text.to_owned();
-        for secret in &self.secrets {
-            if secret.len() <= text.len() && text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), MASK);
+        // Longest first, so a secret that contains another is masked whole.
+        let mut texts: Vec<&str> = self.texts().collect();
+        texts.sort_by_key(|known| std::cmp::Reverse(known.len()));
+        for secret in texts {
+            if secret.len() <= text.len() && text.contains(secret) {
+                text = text.replace(secret, MASK);
+            }
+        }
+        for core in self.base64_cores() {
+            if text.contains(core) {
+                text = mask_base64_runs(&text, core);
             }
         }
         text
@@ -137,6 +243,29 @@ impl Redactor {
     }
 }
 
+/// `text` with every run of base64 characters that holds `core` replaced by `****`.
+fn mask_base64_runs(text: &str, core: &str) -> String {
+    let base64 = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/' | b'=');
+    let bytes = text.as_bytes();
+    let mut masked = String::with_capacity(text.len());
+    let mut copied = 0;
+    while let Some(found) = text[copied..].find(core) {
+        let mut start = copied + found;
+        while start > copied && base64(bytes[start - 1]) {
+            start -= 1;
+        }
+        let mut end = copied + found + core.len();
+        while end < bytes.len() && base64(bytes[end]) {
+            end += 1;
+        }
+        masked.push_str(&text[copied..start]);
+        masked.push_str(MASK);
+        copied = end;
+    }
+    masked.push_str(&text[copied..]);
+    masked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +275,80 @@ mod tests {
         let secret = Secret::new("hunter22");
         assert_eq!(format!("{secret} {secret:?}"), "**** ****");
         assert_eq!(secret.expose(), "hunter22");
+    }
+
+    mod properties {
+        //! For any secret, in every encoding the engine itself produces, inside any text, the
+        //! secret does not survive masking.
+        use base64::Engine as _;
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Secrets of 4 to 32 characters: ASCII punctuation (JSON and URL specials included),
+        /// spaces, letters, digits and non-ASCII letters. Not `*`: a secret made of the mask's
+        /// own character could be re-formed around a mask.
+        const SECRET: &str =
+            "[a-zA-Z0-9 !\"#$%&'()+,./:;<=>?@\\\\\\[\\]^_`{|}~\u{e9}\u{20ac}-]{4,32}";
+        const CONTEXT: &str = "[a-zA-Z0-9 =&:,{}\"]{0,16}";
+
+        fn redactor(secret: &str) -> Redactor {
+            let mut redactor = Redactor::default();
+            redactor.learn(secret);
+            redactor
+        }
+
+        fn json_escaped(secret: &str) -> String {
+            let quoted = serde_json::to_string(secret).unwrap();
+            quoted[1..quoted.len() - 1].to_owned()
+        }
+
+        fn form(secret: &str) -> String {
+            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect()
+        }
+
+        proptest! {
+            #[test]
+            fn raw_json_form_and_percent_forms_are_masked(
+                secret in SECRET, before in CONTEXT, after in CONTEXT
+            ) {
+                let redactor = redactor(&secret);
+                for encoded in [
+                    secret.clone(),
+                    json_escaped(&secret),
+                    form(&secret),
+                    engine_spec::template::percent_encode(&secret).into_owned(),
+                ] {
+                    let text = format!("{before}{encoded}{after}");
+                    let masked = redactor.redact(&text);
+                    prop_assert!(!masked.contains(&encoded), "{encoded:?} survived in {masked:?}");
+                    prop_assert!(masked.contains(MASK));
+                }
+                // A JSON body holding it, as the engine serialises one.
+                let body = serde_json::json!({"before": before, "password": secret}).to_string();
+                prop_assert!(!redactor.redact(&body).contains(&json_escaped(&secret)));
+            }
+
+            #[test]
+            fn base64_of_a_text_holding_the_secret_is_masked(
+                secret in "[a-zA-Z0-9 !:@%&/+=\u{e9}-]{8,32}", before in CONTEXT, after in CONTEXT
+            ) {
+                let redactor = redactor(&secret);
+                let engine = base64::engine::general_purpose::STANDARD;
+                let encoded = engine.encode(format!("{before}{secret}{after}"));
+                let masked = redactor.redact(&encoded);
+                // Whatever is left does not decode back to the secret.
+                let decoded = engine.decode(&masked).unwrap_or_default();
+                prop_assert!(
+                    !String::from_utf8_lossy(&decoded).contains(&secret),
+                    "{masked:?} decodes to the secret"
+                );
+                prop_assert!(masked.contains(MASK), "{masked:?}");
+                // The whole base64 text goes: its ends encode the secret's ends too.
+                let in_header = redactor.redact(&format!("X-Account: {encoded}"));
+                prop_assert_eq!(in_header, format!("X-Account: {MASK}"));
+            }
+        }
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct PreparedRequest {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: RequestBody,
+    /// A lifecycle request (a token request, `PROVISION AUTH VALIDATION`, `ON REFRESH`...): it
+    /// carries credentials, so a redirect is never followed (see [`crate::HttpTransport`]).
+    pub lifecycle: bool,
 }
 
 impl PreparedRequest {
@@ -465,6 +468,7 @@ pub(crate) fn build(
         url,
         headers,
         body,
+        lifecycle: !resource.kind().is_api(),
     })
 }
 

@@ -170,6 +170,8 @@ pub enum RunErrorKind {
         step: String,
         /// The field that was expected.
         field: String,
+        /// The whole body, redacted (empty until the engine fills it).
+        body: String,
     },
     /// The vendor still rejected the request after one refresh.
     #[error("the vendor rejected the token for `{resource}` with {status} even after a refresh")]
@@ -204,6 +206,15 @@ pub enum RunErrorKind {
     /// The instance state could not be read or written.
     #[error(transparent)]
     Store(StoreError),
+    /// A response JSONPath (`rootKey` or a response `bodyField`) would visit more of the
+    /// response than the evaluation budget allows; nothing was saved or returned.
+    #[error("resource `{resource}`: {source}")]
+    JsonPathBudget {
+        /// The resource whose response was read.
+        resource: String,
+        /// The path and the budget.
+        source: engine_spec::jsonpath::BudgetExceeded,
+    },
     /// A `nextResource` chain ran longer than allowed (cannot happen with a validated connector).
     #[error("the `nextResource` chain is longer than {max}")]
     ChainTooLong {

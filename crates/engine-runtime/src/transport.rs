@@ -176,12 +176,37 @@ pub trait Transport: Send + Sync {
     ) -> BoxFuture<'a, Result<VendorResponse, TransportError>>;
 }
 
-/// The [`Transport`] over HTTP: one reqwest client shared by every request (connection reuse),
+/// The [`Transport`] over HTTP: reqwest clients shared by every request (connection reuse),
 /// response bodies read up to `max_body` bytes.
+///
+/// Redirects: an API call follows at most 10, each to the same origin (scheme, host and port)
+/// as the request: a redirect to another host, another port or from https to http is not
+/// followed, and the `3xx` answer is the response (the request's credentials never reach
+/// another origin). A [`PreparedRequest::lifecycle`] request (it carries client secrets,
+/// passwords or refresh tokens) follows none.
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
+    lifecycle_client: reqwest::Client,
     max_body: usize,
+}
+
+/// The most redirects an API call follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// Follows a redirect only within the origin of the first request.
+fn same_origin_redirects(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let Some(first) = attempt.previous().first() else {
+        return attempt.stop();
+    };
+    if attempt.previous().len() > MAX_REDIRECTS {
+        return attempt.error("too many redirects");
+    }
+    if attempt.url().origin() == first.origin() {
+        attempt.follow()
+    } else {
+        attempt.stop()
+    }
 }
 
 impl HttpTransport {
@@ -193,19 +218,26 @@ impl HttpTransport {
         connect_timeout: Duration,
         max_body: usize,
     ) -> Result<Self, TransportError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(connect_timeout)
-            .user_agent(concat!("connector-engine/", env!("CARGO_PKG_VERSION")))
-            .tls_backend_preconfigured(crate::tls::client_config().map_err(|error| {
-                TransportError {
-                    kind: TransportErrorKind::Other,
-                    message: format!("TLS could not be set up: {error}"),
-                }
-            })?)
-            .build()
-            .map_err(|error| describe(&error))?;
-        Ok(Self { client, max_body })
+        // One TLS configuration (and so one set of roots, loaded once) for both clients.
+        let tls = crate::tls::client_config().map_err(|error| TransportError {
+            kind: TransportErrorKind::Other,
+            message: format!("TLS could not be set up: {error}"),
+        })?;
+        let client = |redirects: reqwest::redirect::Policy| {
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(connect_timeout)
+                .user_agent(concat!("connector-engine/", env!("CARGO_PKG_VERSION")))
+                .redirect(redirects)
+                .tls_backend_preconfigured(tls.clone())
+                .build()
+                .map_err(|error| describe(&error))
+        };
+        Ok(Self {
+            client: client(reqwest::redirect::Policy::custom(same_origin_redirects))?,
+            lifecycle_client: client(reqwest::redirect::Policy::none())?,
+            max_body,
+        })
     }
 
     async fn exchange(&self, request: &PreparedRequest) -> Result<VendorResponse, TransportError> {
@@ -214,7 +246,12 @@ impl HttpTransport {
                 kind: TransportErrorKind::Other,
                 message: format!("`{}` is not an HTTP method", request.method),
             })?;
-        let mut builder = self.client.request(method, request.url.clone());
+        let client = if request.lifecycle {
+            &self.lifecycle_client
+        } else {
+            &self.client
+        };
+        let mut builder = client.request(method, request.url.clone());
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
@@ -604,6 +641,7 @@ mod tests {
             url: url::Url::parse("https://api.example/me").unwrap(),
             headers: Vec::new(),
             body: RequestBody::Empty,
+            lifecycle: false,
         };
         let response = transport.send(&request).await.unwrap();
         assert!(response.is_recorded() && response.is_success());

@@ -111,6 +111,11 @@ codes! {
     UnknownDataType = "W0510", Warning, "unknown-data-type";
     /// A `path` parameter of a resource whose `vendorName` is no placeholder: it fills nothing.
     UnusedPathParameter = "W0511", Warning, "unused-path-parameter";
+    /// An object that has the same key twice: the last value wins and the first is lost.
+    DuplicateKey = "W0512", Warning, "duplicate-key";
+    /// A JSONPath with two or more descendant segments (`$..a..b`): its cost grows with the
+    /// size of the response to the power of their number, and it may go over the budget.
+    DescendantChain = "W0513", Warning, "descendant-chain";
 }
 
 impl fmt::Display for Code {

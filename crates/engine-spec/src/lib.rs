@@ -31,6 +31,7 @@ mod diagnostic;
 pub mod jsonpath;
 pub mod kinds;
 mod model;
+mod parse;
 mod pointer;
 pub mod raw;
 pub mod schema;
@@ -47,6 +48,8 @@ pub use model::{
     is_secret_name,
 };
 pub use pointer::JsonPointer;
-pub use source::{Location, Position, SourceFile, Span};
+pub use source::{
+    Location, MAX_SOURCE_SIZE, Position, SourceFile, Span, human_size, read_bounded, too_large,
+};
 pub use source_map::SourceMap;
 pub use validate::{DEFAULT_EXPIRES_IN, DEFAULT_SKEW, MAX_CHAIN, Report, load, validate};

@@ -351,6 +351,11 @@ mod tests {
         for file in &files {
             let text = fs_err::read_to_string(file).unwrap();
             let fast = decode_conforming(&text);
+            // A field written twice is refused by the fast decoder (serde's `duplicate field`)
+            // and taken, last value winning, by the slow path: W0512 reports it either way.
+            if fast.is_none() && !crate::parse::duplicates(&text).is_empty() {
+                continue;
+            }
             let slow = serde_json::from_str::<Value>(&text)
                 .ok()
                 .filter(|document| check(document, file).is_empty())

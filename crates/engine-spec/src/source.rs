@@ -1,6 +1,7 @@
 //! Source files and positions: what a diagnostic points at.
 
 use std::fmt;
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 
 use crate::pointer::JsonPointer;
@@ -12,22 +13,50 @@ pub struct SourceFile {
     text: String,
 }
 
+/// The largest connector file the engine reads: 16 MiB. The largest real export we know of is
+/// under 1 MB; a larger file (or an endless one such as `/dev/zero`) is refused with an error
+/// naming the file and this limit.
+pub const MAX_SOURCE_SIZE: u64 = 16 * 1024 * 1024;
+
 impl SourceFile {
-    /// Wraps text that was read from `path`.
+    /// Wraps text that was read from `path`. A leading UTF-8 byte-order mark (written by some
+    /// Windows editors) is dropped: positions count from the character after it.
     pub fn new(path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        let mut text = text.into();
+        if text.starts_with('\u{feff}') {
+            text.drain(..'\u{feff}'.len_utf8());
+        }
         Self {
             path: path.into(),
-            text: text.into(),
+            text,
         }
     }
 
-    /// Reads `path`.
+    /// Reads `path`, at most [`MAX_SOURCE_SIZE`] bytes.
     ///
-    /// Fails with the path in the message when the file cannot be read or is not UTF-8.
-    pub fn load(path: impl Into<PathBuf>) -> std::io::Result<Self> {
+    /// Fails with the path in the message when the file cannot be read, is larger than the
+    /// limit or is not UTF-8.
+    pub fn load(path: impl Into<PathBuf>) -> io::Result<Self> {
         let path = path.into();
-        let text = fs_err::read_to_string(&path)?;
-        Ok(Self { path, text })
+        let bytes = read_bounded(&path, MAX_SOURCE_SIZE)?;
+        Self::from_bytes(path, bytes)
+    }
+
+    /// Wraps bytes that were read from `path`, as [`SourceFile::new`] does text.
+    ///
+    /// Fails with the path in the message when the bytes are not UTF-8.
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> io::Result<Self> {
+        let path = path.into();
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(Self::new(path, text)),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "failed to read file `{}`: stream did not contain valid UTF-8",
+                    path.display()
+                ),
+            )),
+        }
     }
 
     /// The path the file was read from.
@@ -67,6 +96,44 @@ impl SourceFile {
                 .char_indices()
                 .nth(position.column.saturating_sub(1))
                 .map_or(line.len(), |(index, _)| index)
+    }
+}
+
+/// Reads the file at `path`, refusing one longer than `limit` bytes without reading more than
+/// `limit + 1` (so a FIFO fed forever or `/dev/zero` ends with an error, not a hang).
+///
+/// The error names the file and the limit.
+pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let file = fs_err::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(path, limit));
+    }
+    Ok(bytes)
+}
+
+/// The error of a file longer than `limit` bytes: it names the file and the limit.
+pub fn too_large(path: &Path, limit: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!(
+            "failed to read file `{}`: larger than the limit of {}",
+            path.display(),
+            human_size(limit)
+        ),
+    )
+}
+
+/// `16 MiB`, `512 KiB` or `100 bytes`.
+pub fn human_size(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= 1024 && bytes.is_multiple_of(1024) {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} bytes")
     }
 }
 
@@ -142,5 +209,42 @@ mod tests {
         let offset = file.text().find('1').unwrap();
         assert_eq!(file.position(offset), Position { line: 2, column: 8 });
         assert_eq!(file.offset(Position { line: 2, column: 8 }), offset);
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_dropped() {
+        let file = SourceFile::new("x.json", "\u{feff}{}");
+        assert_eq!(file.text(), "{}");
+        let file = SourceFile::from_bytes("x.json", b"\xef\xbb\xbf".to_vec()).unwrap();
+        assert_eq!(file.text(), "");
+        // Only a leading one: a later U+FEFF is content.
+        assert_eq!(SourceFile::new("x", "a\u{feff}").text(), "a\u{feff}");
+    }
+
+    #[test]
+    fn reads_are_bounded_and_name_the_file_and_the_limit() {
+        let dir = std::env::temp_dir().join(format!("engine-spec-bounded-{}", std::process::id()));
+        fs_err::create_dir_all(&dir).unwrap();
+        let path = dir.join("big.json");
+        fs_err::write(&path, vec![b' '; 101]).unwrap();
+        let error = read_bounded(&path, 100).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "failed to read file `{}`: larger than the limit of 100 bytes",
+                path.display()
+            )
+        );
+        assert_eq!(read_bounded(&path, 101).unwrap().len(), 101);
+        // An endless special file stops at the limit.
+        if Path::new("/dev/zero").exists() {
+            let error = read_bounded(Path::new("/dev/zero"), 1024).unwrap_err();
+            assert!(
+                error.to_string().contains("larger than the limit of 1 KiB"),
+                "{error}"
+            );
+        }
+        fs_err::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Built only when there is something to report: a clean file never pays for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use jsonc_parser::ast::{ObjectPropName, Value};
 use jsonc_parser::{CollectOptions, ParseOptions};
@@ -14,6 +14,8 @@ use crate::source::{Location, Span};
 #[derive(Debug, Default)]
 pub struct SourceMap {
     values: HashMap<JsonPointer, Span>,
+    /// The first of the values of a key an object repeats (`values` holds the last).
+    first: HashMap<JsonPointer, Span>,
 }
 
 impl SourceMap {
@@ -29,14 +31,20 @@ impl SourceMap {
         text: &str,
         locations: impl IntoIterator<Item = &'a Location>,
     ) -> Self {
-        let wanted: Vec<&str> = locations
-            .into_iter()
-            .map(|location| location.pointer.as_str())
-            .collect();
+        // Every wanted pointer and its ancestors, as prefixes of the pointers' texts: one lookup
+        // per node (comparing each node with every location was quadratic with many diagnostics).
+        let mut wanted: HashSet<&str> = HashSet::new();
+        for location in locations {
+            let pointer = location.pointer.as_str();
+            let mut end = pointer.len();
+            while wanted.insert(&pointer[..end]) && end > 0 {
+                end = pointer[..end].rfind('/').unwrap_or(0);
+            }
+        }
         Self::build(text, Some(&wanted))
     }
 
-    fn build(text: &str, wanted: Option<&[&str]>) -> Self {
+    fn build(text: &str, wanted: Option<&HashSet<&str>>) -> Self {
         let mut map = Self::default();
         // Lenient: the map only locates nodes of a document serde_json already accepted.
         let options = ParseOptions::default();
@@ -49,17 +57,11 @@ impl SourceMap {
     }
 
     /// True when `pointer` is one of `wanted` or an ancestor of one (all when `wanted` is `None`).
-    fn on_the_way(pointer: &JsonPointer, wanted: Option<&[&str]>) -> bool {
-        wanted.is_none_or(|wanted| {
-            wanted.iter().any(|wanted| {
-                wanted
-                    .strip_prefix(pointer.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
-        })
+    fn on_the_way(pointer: &JsonPointer, wanted: Option<&HashSet<&str>>) -> bool {
+        wanted.is_none_or(|wanted| wanted.contains(pointer.as_str()))
     }
 
-    fn walk(&mut self, value: &Value<'_>, pointer: JsonPointer, wanted: Option<&[&str]>) {
+    fn walk(&mut self, value: &Value<'_>, pointer: JsonPointer, wanted: Option<&HashSet<&str>>) {
         let range = match value {
             Value::StringLit(node) => node.range,
             Value::NumberLit(node) => node.range,
@@ -88,13 +90,18 @@ impl SourceMap {
                 array.range
             }
         };
-        self.values.insert(
-            pointer,
-            Span {
-                start: range.start,
-                end: range.end,
-            },
-        );
+        let span = Span {
+            start: range.start,
+            end: range.end,
+        };
+        if let Some(earlier) = self.values.insert(pointer.clone(), span) {
+            self.first.entry(pointer).or_insert(earlier);
+        }
+    }
+
+    /// The first value of a key its object repeats (`None` when the key is not repeated).
+    pub fn first_of_repeated(&self, pointer: &JsonPointer) -> Option<Span> {
+        self.first.get(pointer).copied()
     }
 
     /// The byte range a [`Location`] points at: the node itself, narrowed inside its string when
@@ -166,5 +173,52 @@ mod tests {
             assert_eq!(some.span(location), whole.span(location), "{location:?}");
         }
         assert!(some.values.len() < whole.values.len());
+    }
+
+    #[test]
+    fn a_map_for_many_locations_agrees_with_the_whole_map() {
+        let resources: Vec<String> = (0..300)
+            .map(|index| {
+                format!(
+                    r#"{{"name": "r{}", "type": "api", "a": {{"b": [1, 2]}}}}"#,
+                    index % 7
+                )
+            })
+            .collect();
+        let text = format!(
+            r#"{{"resources": [{}], "x~y": {{"a/b": 1}}}}"#,
+            resources.join(", ")
+        );
+        let pointers: Vec<JsonPointer> = (0..300)
+            .step_by(3)
+            .map(|index| {
+                JsonPointer::root()
+                    .field("resources")
+                    .index(index)
+                    .field("name")
+            })
+            .chain([
+                JsonPointer::parse("/resources/7/a/b/1"),
+                JsonPointer::parse("/x~0y/a~1b"),
+                JsonPointer::parse("/resources/9/missing"),
+                JsonPointer::root(),
+            ])
+            .collect();
+        let locations: Vec<Location> = pointers
+            .iter()
+            .map(|pointer| Location::new("f", pointer.clone()))
+            .collect();
+        let whole = SourceMap::new(&text);
+        let some = SourceMap::for_locations(&text, &locations);
+        for location in &locations {
+            assert_eq!(
+                some.span(location),
+                whole.span(location),
+                "{:?}",
+                location.pointer
+            );
+            assert!(some.span(location).is_some());
+        }
+        assert!(some.values.len() < whole.values.len() / 2);
     }
 }

@@ -14,6 +14,11 @@
 //!
 //! Rendering is strict (a missing value is an error) and never escapes HTML.
 //!
+//! Hostile templates are refused at compile time, so that rendering is bounded: a template nests
+//! at most [`MAX_NESTING`] levels (parentheses of subexpressions and `CE.*` calls, and
+//! `{{#block}}`s each count), and inline partials (`{{#*inline "p"}}`) may not call themselves,
+//! directly or through others, nor open more than [`MAX_PARTIAL_DEPTH`] partials at once.
+//!
 //! ```
 //! use engine_spec::template::{Template, TemplateContext, TemplateKind};
 //!
@@ -27,6 +32,7 @@
 
 use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -117,6 +123,15 @@ static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
     registry.register_helper("now", Box::new(now_helper));
     registry
 });
+
+/// The deepest a template may nest: each `(` (a handlebars subexpression, a `CE.*` call) and
+/// each `{{#block}}` opens a level. Real templates use two or three; the limit keeps compiling
+/// and rendering off the end of the stack.
+pub const MAX_NESTING: usize = 32;
+
+/// The most inline partials one render may have open at once (`{{> a}}` calling `{{> b}}`...).
+/// A partial that calls itself, directly or through others, is refused whatever its depth.
+pub const MAX_PARTIAL_DEPTH: usize = 8;
 
 /// Which syntaxes a template accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +292,7 @@ impl Template {
     }
 
     fn compile_uncached(text: &str, kind: TemplateKind) -> Result<Self, TemplateError> {
+        check_nesting(text)?;
         let mut parser = Parser {
             text,
             kind,
@@ -307,6 +323,7 @@ impl Template {
                         .pos()
                         .map_or(0, |(line, column)| offset_of(text, line, column)),
                 })?;
+            check_partials(&compiled, text)?;
             Some(compiled)
         } else {
             None
@@ -562,8 +579,7 @@ impl Parser<'_> {
                 rest = index;
             } else if self.kind == TemplateKind::Url
                 && bytes[index] == b'{'
-                && let Some(length) = text[index + 1..end].find('}')
-                && is_placeholder_name(&text[index + 1..index + 1 + length])
+                && let Some(length) = placeholder_at(&text[index + 1..end])
             {
                 let name = &text[index + 1..index + 1 + length];
                 flush(&mut segments, &mut translated, rest, index);
@@ -587,6 +603,183 @@ impl Parser<'_> {
         flush(&mut segments, &mut translated, rest, end);
         Ok(segments)
     }
+}
+
+/// Refuses a template nesting deeper than [`MAX_NESTING`], in one pass over its bytes.
+fn check_nesting(text: &str) -> Result<(), TemplateError> {
+    let bytes = text.as_bytes();
+    let (mut parentheses, mut blocks) = (0_usize, 0_usize);
+    for (index, &byte) in bytes.iter().enumerate() {
+        let opens_block = |marker: u8| {
+            bytes[index..].starts_with(b"{{")
+                && (bytes.get(index + 2) == Some(&marker)
+                    || (bytes.get(index + 2) == Some(&b'~')
+                        && bytes.get(index + 3) == Some(&marker)))
+        };
+        match byte {
+            b'(' => parentheses += 1,
+            b')' => parentheses = parentheses.saturating_sub(1),
+            b'{' if opens_block(b'#') => blocks += 1,
+            b'{' if opens_block(b'/') => blocks = blocks.saturating_sub(1),
+            _ => continue,
+        }
+        if parentheses + blocks > MAX_NESTING {
+            return Err(TemplateError {
+                message: format!(
+                    "the template nests deeper than {MAX_NESTING} levels (subexpressions, \
+                     `CE.*` calls and blocks)"
+                ),
+                offset: index,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The partials a compiled template defines inline and calls: refuses one that calls itself
+/// (directly or through others), a call whose name is computed, and chains of calls deeper than
+/// [`MAX_PARTIAL_DEPTH`].
+fn check_partials(compiled: &handlebars::Template, text: &str) -> Result<(), TemplateError> {
+    use handlebars::template::{Parameter, TemplateElement};
+
+    /// Inline partials by name, with the names each one calls; and the calls of the top level.
+    #[derive(Default)]
+    struct Partials {
+        calls: std::collections::BTreeMap<String, Vec<String>>,
+        top: Vec<String>,
+    }
+
+    fn name_of(parameter: &Parameter) -> Option<String> {
+        match parameter {
+            Parameter::Literal(Value::String(name)) => Some(name.clone()),
+            Parameter::Subexpression(_) | Parameter::Literal(_) => None,
+            _ => parameter.as_name().map(str::to_owned),
+        }
+    }
+
+    fn dynamic(text: &str) -> TemplateError {
+        TemplateError {
+            message: "a partial's name must be written out, not computed".into(),
+            offset: text.find("{{>").or_else(|| text.find("{{#>")).unwrap_or(0),
+        }
+    }
+
+    /// Records the calls in `template` as made by `caller` (`None`: the top level).
+    fn walk(
+        template: &handlebars::Template,
+        caller: Option<&str>,
+        partials: &mut Partials,
+        text: &str,
+    ) -> Result<(), TemplateError> {
+        for element in &template.elements {
+            match element {
+                TemplateElement::HelperBlock(helper) => {
+                    for inner in [&helper.template, &helper.inverse].into_iter().flatten() {
+                        walk(inner, caller, partials, text)?;
+                    }
+                }
+                TemplateElement::DecoratorBlock(decorator)
+                    if decorator.name.as_name() == Some("inline") =>
+                {
+                    let name = decorator
+                        .params
+                        .first()
+                        .and_then(name_of)
+                        .ok_or_else(|| dynamic(text))?;
+                    partials.calls.entry(name.clone()).or_default();
+                    if let Some(inner) = &decorator.template {
+                        walk(inner, Some(&name), partials, text)?;
+                    }
+                }
+                TemplateElement::PartialExpression(partial)
+                | TemplateElement::PartialBlock(partial) => {
+                    let name = name_of(&partial.name).ok_or_else(|| dynamic(text))?;
+                    if let Some(inner) = &partial.template {
+                        // A partial block's content runs inside the partial it calls.
+                        walk(inner, caller, partials, text)?;
+                        walk(inner, Some(&name), partials, text)?;
+                    }
+                    if name != "@partial-block" {
+                        match caller {
+                            Some(caller) => partials
+                                .calls
+                                .entry(caller.to_owned())
+                                .or_default()
+                                .push(name),
+                            None => partials.top.push(name),
+                        }
+                    }
+                }
+                TemplateElement::DecoratorBlock(decorator) => {
+                    if let Some(inner) = &decorator.template {
+                        walk(inner, caller, partials, text)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The depth of the deepest chain of calls from `name`; an error on a cycle.
+    fn depth(
+        name: &str,
+        partials: &Partials,
+        open: &mut Vec<String>,
+        done: &mut HashMap<String, usize>,
+        text: &str,
+    ) -> Result<usize, TemplateError> {
+        let refuse = |message: String| TemplateError {
+            offset: text
+                .find(&format!("\"{name}\""))
+                .or_else(|| text.find(&format!("{{{{> {name}")))
+                .unwrap_or(0),
+            message,
+        };
+        if open.iter().any(|caller| caller == name) {
+            return Err(refuse(if open.last().map(String::as_str) == Some(name) {
+                format!("partial `{name}` calls itself: partials may not recurse")
+            } else {
+                format!(
+                    "partial `{name}` calls itself through `{}`: partials may not recurse",
+                    open.last().map_or("", String::as_str)
+                )
+            }));
+        }
+        if let Some(&known) = done.get(name)
+            && open.len() + known <= MAX_PARTIAL_DEPTH
+        {
+            return Ok(known);
+        }
+        if open.len() >= MAX_PARTIAL_DEPTH {
+            return Err(refuse(format!(
+                "partials call each other more than {MAX_PARTIAL_DEPTH} deep"
+            )));
+        }
+        open.push(name.to_owned());
+        let mut deepest = 0;
+        for callee in partials.calls.get(name).into_iter().flatten() {
+            deepest = deepest.max(depth(callee, partials, open, done, text)?);
+        }
+        open.pop();
+        done.insert(name.to_owned(), deepest + 1);
+        Ok(deepest + 1)
+    }
+
+    let mut partials = Partials::default();
+    walk(compiled, None, &mut partials, text)?;
+    // The calls the template makes first, so that a cycle is told from where it is entered.
+    let names: Vec<String> = partials
+        .top
+        .iter()
+        .chain(partials.calls.keys())
+        .cloned()
+        .collect();
+    let mut done = HashMap::new();
+    for name in names {
+        depth(&name, &partials, &mut Vec::new(), &mut done, text)?;
+    }
+    Ok(())
 }
 
 /// `CE.name(` at the start of `text`: the name and the offset of `(`.
@@ -650,30 +843,29 @@ pub fn fill_placeholders(text: &str, value_of: impl Fn(&str) -> Option<String>) 
     let mut rest = text;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
-        match after.find('}') {
-            Some(close) if is_placeholder_name(&after[..close]) => {
-                output.push_str(&rest[..open]);
-                match value_of(&after[..close]) {
-                    Some(value) => output.push_str(&percent_encode(&value)),
-                    None => output.push_str(&rest[open..=open + close + 1]),
-                }
-                rest = &after[close + 1..];
+        if let Some(close) = placeholder_at(after) {
+            output.push_str(&rest[..open]);
+            match value_of(&after[..close]) {
+                Some(value) => output.push_str(&percent_encode(&value)),
+                None => output.push_str(&rest[open..=open + close + 1]),
             }
-            _ => {
-                output.push_str(&rest[..=open]);
-                rest = after;
-            }
+            rest = &after[close + 1..];
+        } else {
+            output.push_str(&rest[..=open]);
+            rest = after;
         }
     }
     output.push_str(rest);
     Cow::Owned(output)
 }
 
-fn is_placeholder_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+/// The length of the placeholder name at the start of `text` (just after a `{`) when a `}`
+/// closes it. Looks no further than the name, so that a text of many `{` is read once.
+fn placeholder_at(text: &str) -> Option<usize> {
+    let length = text
+        .bytes()
+        .position(|byte| !(byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.')))?;
+    (length > 0 && text.as_bytes()[length] == b'}').then_some(length)
 }
 
 /// Literal text goes through handlebars unchanged except `\`, which escapes `{{`.
@@ -899,6 +1091,90 @@ mod tests {
         );
         assert!(Template::compile("CE.b64(x", TemplateKind::Text).is_err());
         assert!(Template::compile("CE.b64(x) {{now}}", TemplateKind::Text).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let n = 5_000;
+        for text in [
+            format!(
+                "{{{{concat {}\"a\"{}}}}}",
+                "(concat ".repeat(n),
+                ")".repeat(n)
+            ),
+            format!("{}a{}", "CE.b64(".repeat(n), ")".repeat(n)),
+            format!("{}x{}", "{{#if a}}".repeat(n), "{{/if}}".repeat(n)),
+        ] {
+            let error = Template::compile(&text, TemplateKind::Text).unwrap_err();
+            assert!(error.message.contains("nests deeper than 32"), "{error}");
+        }
+        // At the limit, it compiles.
+        let text = format!(
+            "{}a{}",
+            "CE.b64(".repeat(MAX_NESTING),
+            ")".repeat(MAX_NESTING)
+        );
+        Template::compile(&text, TemplateKind::Text).unwrap();
+    }
+
+    #[test]
+    fn recursive_partials_are_refused() {
+        for (text, message) in [
+            (
+                r#"{{#*inline "p"}}{{> p}}{{/inline}}{{> p}}"#,
+                "partial `p` calls itself: partials may not recurse",
+            ),
+            (
+                r#"{{#*inline "a"}}{{> b}}{{/inline}}{{#*inline "b"}}{{#if x}}{{> a}}{{/if}}{{/inline}}{{> a}}"#,
+                "partial `a` calls itself through `b`: partials may not recurse",
+            ),
+            (
+                r#"{{#*inline "p"}}{{#> p}}x{{/p}}{{/inline}}"#,
+                "partial `p` calls itself: partials may not recurse",
+            ),
+            (
+                r#"{{> (lookup this "p")}}"#,
+                "a partial's name must be written out, not computed",
+            ),
+        ] {
+            let error = Template::compile(text, TemplateKind::Text).unwrap_err();
+            assert_eq!(error.message, message, "{text}");
+        }
+        let mut chain = String::new();
+        for level in 0..=MAX_PARTIAL_DEPTH {
+            let next = level + 1;
+            chain.extend([
+                format!(r#"{{{{#*inline "p{level}"}}}}"#),
+                format!("{{{{> p{next}}}}}{{{{/inline}}}}"),
+            ]);
+        }
+        let error = Template::compile(&chain, TemplateKind::Text).unwrap_err();
+        assert!(error.message.contains("more than 8 deep"), "{error}");
+        // A partial that calls no partial renders.
+        let template = Template::compile(
+            r#"{{#*inline "p"}}[{{configuration.n}}]{{/inline}}{{> p}}{{> p}}"#,
+            TemplateKind::Text,
+        )
+        .unwrap();
+        let configuration = configuration();
+        assert_eq!(
+            template
+                .render(&TemplateContext::new(&configuration, None))
+                .unwrap(),
+            "[3][3]"
+        );
+    }
+
+    #[test]
+    fn unclosed_braces_are_read_once() {
+        // 400,000 `{x` took 13 s when each `{` looked for a `}` to the end of the text.
+        let text = "/{x".repeat(400_000);
+        let template = Template::compile(&text, TemplateKind::Url).unwrap();
+        assert!(template.placeholders().is_empty());
+        let text = format!("{}/{{id}}", "{x".repeat(1_000));
+        let template = Template::compile(&text, TemplateKind::Url).unwrap();
+        assert_eq!(template.placeholders()[0].name, "id");
+        assert_eq!(fill_placeholders("{x{a}", |_| Some("1".into())), "{x1");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::Inputs;
 use crate::extract::{extract, parse_seconds};
 use crate::observer::RefreshReason;
 use crate::request::text_of;
-use crate::run_error::RunError;
+use crate::run_error::{RunError, RunErrorKind};
 use crate::transport::VendorResponse;
 
 /// How a connector obtains and keeps its token.
@@ -207,7 +207,8 @@ impl<'a> Scheme<'a> {
     /// OAuth2 token contract for token steps (rotation: a new refresh token replaces the held
     /// one; an answer without one keeps it).
     ///
-    /// Fails when a token step's answer holds no access token.
+    /// Fails when a token step's answer holds no access token, or when a response `bodyField`
+    /// would visit more of the answer than the JSONPath budget allows.
     pub fn absorb(
         connector: &Connector,
         step: &Step<'_>,
@@ -221,7 +222,10 @@ impl<'a> Scheme<'a> {
                 token_response,
                 ..
             } => {
-                let mut saved = extract(connector, resource, response).saved;
+                let mut saved = extract(connector, resource, response)?.saved;
+                if *obtains_token && !*token_response {
+                    require_token(connector, resource, &step.name(), &saved)?;
+                }
                 if *obtains_token {
                     saved.insert(
                         "authentication.time".into(),
@@ -301,6 +305,37 @@ fn parse_seconds_or_ms(value: &Value) -> Option<u64> {
     } else {
         number
     })
+}
+
+/// A resource that obtains a token and maps values of its answer into the configuration must
+/// get at least one of them: a `200` of HTML, an empty body or an object without the mapped
+/// fields is not a token (saving `authentication.time` alone would call the instance fresh with
+/// no token). The field named is the first mapped one whose key looks like the token.
+fn require_token(
+    connector: &Connector,
+    resource: &Resource,
+    step: &str,
+    saved: &State,
+) -> Result<(), RunError> {
+    let mapped: Vec<&Parameter> = crate::request::response_parameters(connector, resource)
+        .filter(|parameter| parameter.kind() == ParameterKind::Configuration)
+        .collect();
+    if mapped.is_empty() || !saved.is_empty() {
+        return Ok(());
+    }
+    let token = mapped
+        .iter()
+        .find(|parameter| {
+            let key = parameter.name().to_ascii_lowercase();
+            key.contains("token") && !key.contains("refresh")
+        })
+        .unwrap_or(&mapped[0]);
+    Err(RunErrorKind::NoToken {
+        step: step.to_owned(),
+        field: token.vendor_name().to_owned(),
+        body: String::new(),
+    }
+    .into())
 }
 
 #[cfg(test)]

@@ -205,6 +205,7 @@ pub(crate) fn token_request(
         url,
         headers,
         body,
+        lifecycle: true,
     })
 }
 
@@ -245,6 +246,7 @@ pub(crate) fn token_state(
         return Err(RunErrorKind::NoToken {
             step: step.to_owned(),
             field: "access_token".into(),
+            body: String::new(),
         }
         .into());
     };

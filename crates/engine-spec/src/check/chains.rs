@@ -9,42 +9,66 @@ use crate::validate::MAX_CHAIN;
 
 pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
     let resources = input.connector.resources();
-    let next = |index: usize| {
-        input
-            .connector
-            .next_of(&resources[index])
-            .map(crate::model::Resource::index)
-    };
+    let next: Vec<Option<usize>> = resources
+        .iter()
+        .map(|resource| {
+            input
+                .connector
+                .next_of(resource)
+                .map(crate::model::Resource::index)
+        })
+        .collect();
+    let mut has_predecessor = vec![false; resources.len()];
+    for &following in next.iter().flatten() {
+        has_predecessor[following] = true;
+    }
+    // Each resource leads to at most one other, so every node is walked once: `reach[i]` is the
+    // number of distinct resources a chain from `i` visits, `i` included.
+    let mut reach: Vec<usize> = vec![0; resources.len()];
+    let mut on_path = vec![false; resources.len()];
     for start in 0..resources.len() {
-        let mut seen = vec![start];
+        if reach[start] > 0 {
+            continue;
+        }
+        let mut path = vec![start];
+        on_path[start] = true;
         let mut current = start;
-        while let Some(following) = next(current) {
-            if seen.contains(&following) {
-                // Report a cycle once, at its first member in file order.
-                if following == start && seen.iter().all(|&member| member >= start) {
-                    let path: Vec<String> = seen
-                        .iter()
-                        .chain(std::iter::once(&start))
-                        .map(|&member| resources[member].display_name())
-                        .collect();
-                    diagnostics.push(
-                        Diagnostic::new(
-                            Code::ChainCycle,
-                            location(input, start),
-                            format!("`nextResource` chain loops: {}", path.join(" -> ")),
-                        )
-                        .with_label("the chain comes back here")
-                        .with_help("remove `nextResource` from the last resource of the chain"),
-                    );
+        // Follow the chain until it ends, reaches a resource already measured, or loops.
+        let mut tail = 0;
+        while let Some(following) = next[current] {
+            if on_path[following] {
+                let entry = path
+                    .iter()
+                    .position(|&member| member == following)
+                    .expect("on the path");
+                let cycle = &path[entry..];
+                for &member in cycle {
+                    reach[member] = cycle.len();
                 }
+                report_cycle(input, cycle, diagnostics);
+                tail = cycle.len();
+                path.truncate(entry);
                 break;
             }
-            seen.push(following);
+            if reach[following] > 0 {
+                tail = reach[following];
+                break;
+            }
+            path.push(following);
+            on_path[following] = true;
             current = following;
         }
-        let hops = seen.len() - 1;
-        let is_head = !(0..resources.len()).any(|index| next(index) == Some(start));
-        if hops > MAX_CHAIN && is_head {
+        for &member in path.iter().rev() {
+            tail += 1;
+            reach[member] = tail;
+        }
+        for member in path {
+            on_path[member] = false;
+        }
+    }
+    for (start, &reach) in reach.iter().enumerate() {
+        let hops = reach.saturating_sub(1);
+        if hops > MAX_CHAIN && !has_predecessor[start] {
             diagnostics.push(
                 Diagnostic::new(
                     Code::ChainTooLong,
@@ -58,6 +82,29 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
             );
         }
     }
+}
+
+/// Reports a cycle once, at its first member in file order, following the chain from there.
+fn report_cycle(input: &Input<'_>, cycle: &[usize], diagnostics: &mut Vec<Diagnostic>) {
+    let resources = input.connector.resources();
+    let first = (0..cycle.len())
+        .min_by_key(|&position| cycle[position])
+        .unwrap_or(0);
+    let path: Vec<String> = cycle[first..]
+        .iter()
+        .chain(&cycle[..first])
+        .chain(std::iter::once(&cycle[first]))
+        .map(|&member| resources[member].display_name())
+        .collect();
+    diagnostics.push(
+        Diagnostic::new(
+            Code::ChainCycle,
+            location(input, cycle[first]),
+            format!("`nextResource` chain loops: {}", path.join(" -> ")),
+        )
+        .with_label("the chain comes back here")
+        .with_help("remove `nextResource` from the last resource of the chain"),
+    );
 }
 
 fn location(input: &Input<'_>, index: usize) -> Location {
