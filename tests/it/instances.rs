@@ -732,3 +732,34 @@ async fn secrets_are_encrypted_at_rest_and_rekeyed() {
     let new: Value = serde_json::from_str(&new.stdout).unwrap();
     assert_eq!(new["client.secret"], CLIENT_SECRET);
 }
+
+/// A vendor that keeps failing with 503 (after the transport's retries) is a transient failure:
+/// `engine refresh` exits 5, and the instance is not counted towards `needs-reauth`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_of_an_unavailable_vendor_exits_5() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "0"))
+        .mount(&server)
+        .await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = sqlite_with(temp.path(), &server.uri(), &[("down", 7200)]);
+
+    let outcome = engine_output(&["refresh", "--store", &store]);
+    assert_eq!(outcome.code, 5, "{}", outcome.render());
+    assert!(
+        outcome.stderr.contains("failed transiently: down: "),
+        "{}",
+        outcome.render()
+    );
+    assert!(
+        outcome.stderr.ends_with("1 failed transiently\n"),
+        "{}",
+        outcome.render()
+    );
+    let exported = engine_output(&["instances", "export", "down", "--store", &store]);
+    let state: Value = serde_json::from_str(&exported.stdout).unwrap();
+    assert_eq!(state.get("engine.failures"), None, "{state}");
+    assert_eq!(state["access.token"], OLD_TOKEN);
+}
