@@ -105,8 +105,10 @@ pub fn validate(source: SourceFile) -> Report {
     let source = Arc::new(source);
     let file = source.path().to_owned();
     // A file that conforms to the schema is decoded without a `Value`; any other takes the path
-    // that reports why. Either way, keys an object repeats are found by one more scan.
+    // that reports why. The fast path refuses a key an object repeats, so only files on the
+    // other path are scanned for them.
     let conforming = schema::decode_conforming(source.text());
+    let scan_duplicates = conforming.is_none();
     let (diagnostics, connector) = match conforming {
         Some(raw) => build_and_check(&source, &raw, Vec::new()),
         None => match serde_json::from_str::<Value>(source.text()) {
@@ -160,8 +162,13 @@ pub fn validate(source: SourceFile) -> Report {
         },
     };
     let mut diagnostics = diagnostics;
-    diagnostics.extend(
+    let duplicates = if scan_duplicates {
         crate::parse::duplicates(source.text())
+    } else {
+        Vec::new()
+    };
+    diagnostics.extend(
+        duplicates
             .into_iter()
             .map(|duplicate| {
                 Diagnostic::new(
