@@ -167,18 +167,14 @@ pub fn validate(source: SourceFile) -> Report {
     } else {
         Vec::new()
     };
-    diagnostics.extend(
-        duplicates
-            .into_iter()
-            .map(|duplicate| {
-                Diagnostic::new(
-                    Code::DuplicateKey,
-                    Location::new(&file, duplicate.pointer),
-                    format!("key `{}` is written twice in this object", duplicate.key),
-                )
-                .with_label("this value wins")
-            }),
-    );
+    diagnostics.extend(duplicates.into_iter().map(|duplicate| {
+        Diagnostic::new(
+            Code::DuplicateKey,
+            Location::new(&file, duplicate.pointer),
+            format!("key `{}` is written twice in this object", duplicate.key),
+        )
+        .with_label("this value wins")
+    }));
     let mut diagnostics = merge_repeated(diagnostics);
     diagnostics.sort_by(|a, b| a.location.pointer.cmp(&b.location.pointer));
     let spans = if diagnostics.is_empty() {
