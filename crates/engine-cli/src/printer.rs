@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 
-use crate::render::{Message, color_enabled, render_human};
+use crate::render::{Message, color_enabled, printable, render_human};
 
 /// Writes data (the run's result) to stdout, as it is.
 pub(crate) fn stdout(text: &str) {
@@ -13,13 +13,29 @@ pub(crate) fn stdout(text: &str) {
 }
 
 /// Writes a message for a person to stderr.
+///
+/// Its texts may hold a vendor's words (an error message, a body): control characters are
+/// escaped ([`printable`]) so that none can move the cursor, recolour or clear the terminal.
 pub(crate) fn error(message: &Message<'_>) {
-    eprint!("{}", render_human(message, color_enabled()));
+    let title = printable(message.title);
+    let help = message.help.map(printable);
+    let escaped = Message {
+        title: &title,
+        help: help.as_deref(),
+        causes: message
+            .causes
+            .iter()
+            .map(|cause| printable(cause).into_owned())
+            .collect(),
+        ..message.clone()
+    };
+    eprint!("{}", render_human(&escaped, color_enabled()));
 }
 
-/// Writes a `-v` line to stderr.
+/// Writes a `-v` line (or a progress line) to stderr, control characters escaped as for
+/// [`error`].
 pub(crate) fn verbose(line: &str) {
-    eprintln!("{line}");
+    eprintln!("{}", printable(line));
 }
 
 /// Writes a text for a person, as it is, to stderr.

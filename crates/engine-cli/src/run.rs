@@ -16,7 +16,7 @@ use engine_store::{FileStore, InstanceStore, MemoryStore, StoreErrorKind};
 
 use crate::Exit;
 use crate::printer;
-use crate::render::{Level, Message, Source, printable};
+use crate::render::{Level, Message, Source};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
@@ -600,8 +600,7 @@ pub(crate) fn exit_of(error: &RunError) -> Exit {
 /// Prints a failed run: the message, where in the connector it comes from, the vendor's body,
 /// and what to do.
 pub(crate) fn report(error: &RunError, connector: &Connector) -> Exit {
-    // The vendor's words (its error, its body) reach the terminal: no control characters.
-    let text = printable(&error.to_string()).into_owned();
+    let text = error.to_string();
     let hint = hint(error, connector);
     let mut causes = Vec::new();
     let mut source = std::error::Error::source(error);
@@ -627,10 +626,7 @@ pub(crate) fn report(error: &RunError, connector: &Connector) -> Exit {
         location.and_then(|location| SourceMap::new(connector.source().text()).span(location));
     let mut message = Message::new(Level::Error, &text);
     message.help = hint.as_deref();
-    message.causes = causes
-        .iter()
-        .map(|cause| printable(cause).into_owned())
-        .collect();
+    message.causes = causes;
     if let Some(span) = span {
         message.source = Some(Source {
             text: connector.source().text(),

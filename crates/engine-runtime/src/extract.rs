@@ -85,12 +85,13 @@ pub(crate) fn extract(
     Ok(extracted)
 }
 
+/// The budget error, pointing at the resource in the connector file.
 fn budget(resource: &Resource, source: BudgetExceeded) -> RunError {
-    RunErrorKind::JsonPathBudget {
+    RunError::from(RunErrorKind::JsonPathBudget {
         resource: resource.display_name(),
         source,
-    }
-    .into()
+    })
+    .at(resource.location())
 }
 
 /// Parses an `expires_in` the way vendors send it: `3600`, `"3600"` or `3600.0`, in seconds.
