@@ -1,5 +1,5 @@
-//! The instance file as `engine run` keeps it: atomic writes that keep untouched keys, their
-//! order and the file mode; a state that cannot be written fails loudly; a process killed while
+//! The instance file as `engine run` keeps it: atomic writes that keep untouched keys and their
+//! order, owner-only permissions, links written through; a state that cannot be written fails loudly; a process killed while
 //! refreshing never leaves a torn file.
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -83,7 +83,7 @@ fn keys(value: &Value) -> Vec<&str> {
 }
 
 #[tokio::test]
-async fn writes_keep_untouched_keys_their_order_and_the_file_mode() {
+async fn writes_keep_untouched_keys_and_their_order_and_make_the_file_owner_only() {
     let server = vendor(Duration::ZERO).await;
     let context = TestContext::fixture("custom");
     // Keys in no particular order, some the connector does not declare, a nested value.
@@ -103,8 +103,12 @@ async fn writes_keep_untouched_keys_their_order_and_the_file_mode() {
     )
     .unwrap();
 
-    context.run("list-contacts").output().assert_success();
+    let first = context.run("list-contacts").output();
 
+    first.assert_success().assert_stderr_has(&[
+        "note: `",
+        "instance.json` was readable by others (0640); it holds secrets, so it is now 0600",
+    ]);
     let after = context.instance();
     assert_eq!(
         keys(&after),
@@ -139,12 +143,63 @@ async fn writes_keep_untouched_keys_their_order_and_the_file_mode() {
         .unwrap()
         .permissions()
         .mode();
-    assert_eq!(mode & 0o777, 0o640);
+    assert_eq!(mode & 0o777, 0o600);
     // Only the file and its lock: no temp file left behind.
     assert_eq!(
         file_names(context.dir()),
         [".instance.json.lock", "instance.json"]
     );
+    // Said once: the file is owner-only now.
+    context.write_instance(&expired(&server));
+    let second = context.run("list-contacts").output();
+    second.assert_success();
+    assert!(
+        !second.stderr.contains("readable by others"),
+        "{}",
+        second.stderr
+    );
+}
+
+/// Issue 9: a writer killed mid-write leaves a temp file holding tokens; the next run removes it.
+#[tokio::test]
+async fn the_next_run_removes_the_temp_files_of_a_killed_writer() {
+    let server = vendor(Duration::ZERO).await;
+    let context = TestContext::fixture("custom").with_instance(&expired(&server));
+    let stale = context.dir().join(".instance.json.k9Xq2Z.tmp");
+    fs_err::write(&stale, r#"{"access.token": "FAKE-old-token-1111"}"#).unwrap();
+
+    context.run("list-contacts").output().assert_success();
+
+    assert_eq!(
+        file_names(context.dir()),
+        [".instance.json.lock", "instance.json"]
+    );
+}
+
+/// Issue 9: an instance file given as a symbolic link is written through: the link stays, the
+/// target holds the new (rotated) refresh token, and nothing is left beside the link.
+#[tokio::test]
+async fn a_linked_instance_file_is_written_through_to_its_target() {
+    let server = vendor(Duration::ZERO).await;
+    let context = TestContext::fixture("custom");
+    let secrets = tempfile::tempdir().unwrap();
+    let target = secrets.path().join("acme.json");
+    fs_err::write(&target, expired(&server).to_string()).unwrap();
+    fs_err::remove_file(context.instance_path()).ok();
+    std::os::unix::fs::symlink(&target, context.instance_path()).unwrap();
+
+    context.run("list-contacts").output().assert_success();
+
+    assert!(
+        fs_err::symlink_metadata(context.instance_path())
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let written: Value = serde_json::from_str(&fs_err::read_to_string(&target).unwrap()).unwrap();
+    assert_eq!(written["access.token"], NEW_TOKEN);
+    assert_eq!(written["refresh.token"], "FAKE-new-refresh-4444");
+    assert_eq!(file_names(secrets.path()), [".acme.json.lock", "acme.json"]);
 }
 
 #[tokio::test]

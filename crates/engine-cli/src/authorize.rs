@@ -95,6 +95,9 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
         let timeout = Duration::from_secs(args.timeout);
         serve(&engine, &connector, &store, &request, listener, timeout).await
     });
+    for notice in engine_store::InstanceStore::take_notices(&store) {
+        printer::verbose(&format!("note: {notice}"));
+    }
     match result {
         Ok(()) => {
             printer::verbose(&format!(

@@ -263,6 +263,9 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         }
         result
     });
+    for notice in opened.take_notices() {
+        printer::verbose(&format!("note: {notice}"));
+    }
     if let (Some(recorder), Some(path), Some(before)) = (&recorder, &args.record, &before) {
         let after = runtime
             .block_on(opened.load(request.instance))

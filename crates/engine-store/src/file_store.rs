@@ -2,7 +2,7 @@ use std::ffi::OsString;
 use std::fs::TryLockError;
 use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -30,10 +30,19 @@ const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
 ///
 /// # Writing
 ///
-/// [`InstanceLock::write`] writes a temp file `dir/.x.json.<random>.tmp` with the permissions of the
-/// file it replaces (`0600` on Unix for a new file), syncs it, renames it over `dir/x.json` and
-/// syncs the directory. A crash at any point leaves either the old or the new file, plus at worst
-/// a stray temp file that loading ignores. File ownership is not carried over.
+/// [`InstanceLock::write`] writes a temp file `dir/.x.json.<random>.tmp`, created owner-only
+/// (`0600` on Unix), syncs it, renames it over `dir/x.json` and syncs the directory. A crash at
+/// any point leaves either the old or the new file, plus at worst a stray temp file that loading
+/// ignores and the next holder of the lock removes (every write happens under the lock, so a temp
+/// file found by the holder is a dead writer's). File ownership is not carried over.
+///
+/// The file holds tokens, so the new file keeps the owner's permission bits of the file it
+/// replaces but never group or other bits (`0644` becomes `0600`); each such tightening is kept
+/// as a notice ([`InstanceStore::take_notices`]) for the caller to show once.
+///
+/// An instance file that is a symbolic link is written through: the link is resolved and the
+/// target replaced atomically in its own directory, so the link and every other path to the
+/// target see the new state. The lock is the target's, so two links to one file share it.
 ///
 /// # Versions
 ///
@@ -43,6 +52,8 @@ const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub struct FileStore {
     layout: Layout,
+    /// What the store did that the user should hear about once (permissions tightened).
+    notices: Arc<Mutex<Vec<String>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +71,7 @@ impl FileStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             layout: Layout::Directory(dir.into()),
+            notices: Arc::default(),
         }
     }
 
@@ -68,6 +80,7 @@ impl FileStore {
     pub fn for_file(path: impl Into<PathBuf>) -> Self {
         Self {
             layout: Layout::File(path.into()),
+            notices: Arc::default(),
         }
     }
 
@@ -96,9 +109,10 @@ impl FileStore {
         }
     }
 
-    /// Opens (creating it if needed) the sidecar lock file of `instance`.
+    /// Opens (creating it if needed) the sidecar lock file of `instance`, next to the file the
+    /// instance's path resolves to.
     fn open_lock_file(&self, instance: &str) -> Result<(PathBuf, fs_err::File), StoreError> {
-        let path = self.path_of(instance)?;
+        let path = resolve_links(&self.path_of(instance)?)?;
         let lock_path = lock_path_of(&path);
         let file = fs_err::OpenOptions::new()
             .read(true)
@@ -125,8 +139,11 @@ impl FileStore {
         loop {
             match lock_file.file().try_lock() {
                 Ok(()) => {
+                    let cleanup = path.clone();
+                    blocking(&path, move || remove_stale_temps(&cleanup)).await?;
                     return Ok(FileLock {
                         path,
+                        notices: Arc::clone(&self.notices),
                         _lock_file: lock_file,
                     });
                 }
@@ -270,7 +287,8 @@ impl InstanceStore for FileStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let lock = self.acquire(instance, None).await?;
-            let path = lock.path.clone();
+            // A link is removed, not its target: the instance is what this store calls it.
+            let path = self.path_of(instance)?;
             let owned = instance.to_owned();
             blocking(&path.clone(), move || {
                 let found = load_file(&path)?.version;
@@ -309,7 +327,7 @@ impl InstanceStore for FileStore {
                     text.push_str(&entry.to_string());
                     text.push('\n');
                 }
-                persist_text(&path, text.as_bytes())
+                persist_text(&path, text.as_bytes(), &mut Vec::new())
             })
             .await?;
             drop(lock);
@@ -322,21 +340,28 @@ impl InstanceStore for FileStore {
         instance: &'a str,
     ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, StoreError>> {
         Box::pin(async move {
-            let path = history_path_of(&self.path_of(instance)?);
+            let path = history_path_of(&resolve_links(&self.path_of(instance)?)?);
             blocking(&path.clone(), move || read_history(&path)).await
         })
     }
 
     fn identity(&self, instance: &str) -> String {
         self.path_of(instance)
+            .and_then(|path| resolve_links(&path))
             .map_or_else(|_| instance.to_owned(), |path| path.display().to_string())
+    }
+
+    fn take_notices(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notices.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
 /// The guard of [`FileStore`]: the open, locked sidecar file. Closing it releases the lock.
 #[derive(Debug)]
 struct FileLock {
+    /// The instance file, links resolved.
     path: PathBuf,
+    notices: Arc<Mutex<Vec<String>>>,
     _lock_file: fs_err::File,
 }
 
@@ -349,6 +374,7 @@ impl FileLock {
         expected: u64,
     ) -> Result<u64, StoreError> {
         let path = self.path.clone();
+        let notices = Arc::clone(&self.notices);
         blocking(&self.path, move || {
             let found = match load_file(&path) {
                 Ok(read) => read.version,
@@ -363,7 +389,12 @@ impl FileLock {
                 }
                 .into());
             }
-            persist_file(&path, &state, found + 1)?;
+            let mut said = Vec::new();
+            persist_file(&path, &state, found + 1, &mut said)?;
+            notices
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(said);
             Ok(found + 1)
         })
         .await
@@ -488,39 +519,41 @@ fn load_file(path: &Path) -> Result<Versioned, StoreError> {
 }
 
 /// Writes `state` at `version` to `path` atomically; see [`FileStore`] for the steps. On error
-/// the temp file is removed (by dropping it) and `path` is untouched.
-fn persist_file(path: &Path, state: &State, version: u64) -> Result<(), StoreError> {
-    persist_with(path, |file| write_pretty(file, state, version))
+/// the temp file is removed (by dropping it) and `path` is untouched. A tightening of the file's
+/// permissions is pushed to `notices`.
+fn persist_file(
+    path: &Path,
+    state: &State,
+    version: u64,
+    notices: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    persist_with(path, notices, |file| write_pretty(file, state, version))
 }
 
 /// Writes `bytes` to `path` atomically, like [`persist_file`].
-fn persist_text(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    persist_with(path, |file| file.write_all(bytes))
+fn persist_text(path: &Path, bytes: &[u8], notices: &mut Vec<String>) -> Result<(), StoreError> {
+    persist_with(path, notices, |file| file.write_all(bytes))
 }
 
-/// The steps of [`persist_file`], with `write` filling the temp file.
+/// The steps of [`persist_file`], with `write` filling the temp file (created `0600` on Unix by
+/// `tempfile`).
 fn persist_with(
     path: &Path,
+    notices: &mut Vec<String>,
     write: impl FnOnce(&mut std::fs::File) -> io::Result<()>,
 ) -> Result<(), StoreError> {
     let dir = parent_of(path);
-    let permissions = match fs_err::metadata(path) {
+    let existing = match fs_err::metadata(path) {
         Ok(metadata) => Some(metadata.permissions()),
         Err(source) if source.kind() == io::ErrorKind::NotFound => None,
         Err(source) => return Err(io_error(path, "read", source)),
     };
-    // A new file holds secrets: owner-only on Unix, the temp file's defaults elsewhere.
-    #[cfg(unix)]
-    let permissions = permissions.or_else(|| {
-        use std::os::unix::fs::PermissionsExt as _;
-        Some(std::fs::Permissions::from_mode(0o600))
-    });
     let mut temp = tempfile::Builder::new()
         .prefix(&hidden_name(path, "."))
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(|source| io_error(path, "write", source))?;
-    if let Some(permissions) = permissions {
+    if let Some(permissions) = owner_only(path, existing, notices) {
         temp.as_file()
             .set_permissions(permissions)
             .map_err(|source| io_error(path, "write", source))?;
@@ -532,6 +565,101 @@ fn persist_with(
     temp.persist(path)
         .map_err(|error| io_error(path, "rename", error.error))?;
     sync_dir(dir)
+}
+
+/// The permissions for the new file replacing one with `existing` permissions (`None`: keep the
+/// temp file's owner-only ones): on Unix the owner's bits of the old file, never group or other
+/// bits, with a notice when that takes some away.
+#[cfg(unix)]
+fn owner_only(
+    path: &Path,
+    existing: Option<std::fs::Permissions>,
+    notices: &mut Vec<String>,
+) -> Option<std::fs::Permissions> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = existing?.mode() & 0o7777;
+    let tightened = (mode & 0o700) | 0o600;
+    if mode & 0o077 != 0 {
+        notices.push(format!(
+            "`{}` was readable by others ({mode:04o}); it holds secrets, so it is now {tightened:04o}",
+            path.display()
+        ));
+    }
+    Some(std::fs::Permissions::from_mode(tightened))
+}
+
+#[cfg(not(unix))]
+fn owner_only(
+    _path: &Path,
+    existing: Option<std::fs::Permissions>,
+    _notices: &mut Vec<String>,
+) -> Option<std::fs::Permissions> {
+    existing
+}
+
+/// Removes the temp files a writer killed mid-write left beside the instance file `path`
+/// (`.x.json.<random>.tmp`, and the history's `..x.json.history.jsonl.<random>.tmp`). Called
+/// under the instance's lock: every writer holds it, so such a file belongs to a dead writer.
+fn remove_stale_temps(path: &Path) -> Result<(), StoreError> {
+    let dir = parent_of(path);
+    let data = hidden_name(path, ".");
+    let history = hidden_name(&history_path_of(path), ".");
+    let entries = match fs_err::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(source) if source.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(io_error(dir, "read", source)),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale = [&data, &history].iter().any(|prefix| {
+            name.strip_prefix(&*prefix.to_string_lossy())
+                .and_then(|rest| rest.strip_suffix(".tmp"))
+                .is_some_and(|random| {
+                    random.len() == TEMP_RANDOM_LEN
+                        && random.bytes().all(|byte| byte.is_ascii_alphanumeric())
+                })
+        });
+        if stale {
+            let stale_path = entry.path();
+            fs_err::remove_file(&stale_path)
+                .or_else(|source| {
+                    if source.kind() == io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(source)
+                    }
+                })
+                .map_err(|source| io_error(&stale_path, "delete", source))?;
+        }
+    }
+    Ok(())
+}
+
+/// The length of the random part of `tempfile`'s names (its default).
+const TEMP_RANDOM_LEN: usize = 6;
+
+/// Follows `path` while it is a symbolic link (at most 40 links, as Linux does) and returns the
+/// file it points to; a path that is not a link, or does not exist, is returned as it is.
+fn resolve_links(path: &Path) -> Result<PathBuf, StoreError> {
+    let mut current = path.to_owned();
+    for _ in 0..40 {
+        match fs_err::symlink_metadata(&current) {
+            Ok(metadata) if metadata.file_type().is_symlink() => {
+                let target = fs_err::read_link(&current)
+                    .map_err(|source| io_error(&current, "read", source))?;
+                current = parent_of(&current).join(target);
+            }
+            Ok(_) => return Ok(current),
+            Err(source) if source.kind() == io::ErrorKind::NotFound => return Ok(current),
+            Err(source) => return Err(io_error(&current, "read", source)),
+        }
+    }
+    Err(io_error(
+        path,
+        "read",
+        io::Error::other("too many levels of symbolic links"),
+    ))
 }
 
 fn write_pretty(file: &mut std::fs::File, state: &State, version: u64) -> io::Result<()> {
@@ -680,21 +808,109 @@ mod tests {
 
     #[cfg(unix)]
     #[tokio::test]
-    async fn writes_keep_permissions_and_create_owner_only_files() {
+    async fn writes_tighten_permissions_to_owner_only_and_say_so_once() {
         use std::os::unix::fs::PermissionsExt as _;
 
         let mode = |path: &Path| fs_err::metadata(path).unwrap().permissions().mode() & 0o777;
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
-        let existing = store.path_of("existing").unwrap();
-        fs_err::write(&existing, "{}").unwrap();
-        fs_err::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let shared = store.path_of("shared").unwrap();
+        fs_err::write(&shared, "{}").unwrap();
+        fs_err::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let private = store.path_of("private").unwrap();
+        fs_err::write(&private, "{}").unwrap();
+        fs_err::set_permissions(&private, std::fs::Permissions::from_mode(0o400)).unwrap();
 
-        store.write("existing", State::new(), 0).await.unwrap();
+        store.write("shared", State::new(), 0).await.unwrap();
+        store.write("private", State::new(), 0).await.unwrap();
         store.write("new", State::new(), 0).await.unwrap();
+        let notices = store.take_notices();
+        store.write("shared", State::new(), 1).await.unwrap();
 
-        assert_eq!(mode(&existing), 0o640);
+        assert_eq!(mode(&shared), 0o600);
+        assert_eq!(mode(&private), 0o600, "the owner can still write it");
         assert_eq!(mode(&store.path_of("new").unwrap()), 0o600);
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert!(
+            notices[0].contains("shared.json") && notices[0].contains("(0644)"),
+            "{notices:?}"
+        );
+        assert!(store.take_notices().is_empty(), "said once");
+    }
+
+    #[tokio::test]
+    async fn the_lock_holder_removes_a_dead_writers_temp_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let stale = [
+            ".acme.json.Ab3xYz.tmp",
+            "..acme.json.history.jsonl.Qw12Er.tmp",
+        ];
+        // Not the temp files of `acme`: another instance's, and names `tempfile` never makes.
+        let kept = [
+            ".acme.json.x.json.Ab3xYz.tmp",
+            ".acme.json.too-long-random.tmp",
+            "acme.json.Ab3xYz.tmp",
+        ];
+        for name in stale.iter().chain(&kept) {
+            fs_err::write(dir.path().join(name), "{\"token\": \"t\"}").unwrap();
+        }
+
+        store
+            .write("acme", state(json!({"token": "new"})), 0)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            file_names(dir.path()),
+            [
+                ".acme.json.lock",
+                ".acme.json.too-long-random.tmp",
+                ".acme.json.x.json.Ab3xYz.tmp",
+                "acme.json",
+                "acme.json.Ab3xYz.tmp",
+            ]
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_linked_instance_is_written_through_to_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let real_dir = dir.path().join("real");
+        fs_err::create_dir(&real_dir).unwrap();
+        let target = real_dir.join("acme.json");
+        fs_err::write(&target, "{\"refresh\": \"old\"}").unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink("real/acme.json", &link).unwrap();
+        let store = FileStore::for_file(&link);
+
+        let read = store.load("instance").await.unwrap();
+        store
+            .write("instance", state(json!({"refresh": "new"})), read.version)
+            .await
+            .unwrap();
+
+        assert!(
+            fs_err::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the link stays a link"
+        );
+        let written: Value =
+            serde_json::from_str(&fs_err::read_to_string(&target).unwrap()).unwrap();
+        assert_eq!(written["refresh"], "new");
+        assert_eq!(
+            file_names(&real_dir),
+            [".acme.json.lock", "acme.json"],
+            "the lock and the temp file live beside the target"
+        );
+        assert_eq!(
+            store.identity("instance"),
+            FileStore::for_file(&target).identity("instance"),
+            "one single-flight key for the link and the target"
+        );
     }
 
     #[tokio::test]

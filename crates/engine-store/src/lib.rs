@@ -257,6 +257,12 @@ pub trait InstanceStore: Send + Sync {
     /// this process (a file store: the file's path): the engine's in-process single-flight keys
     /// its refreshes by it.
     fn identity(&self, instance: &str) -> String;
+
+    /// Takes what the store did since the last call that the user should be told once, as
+    /// sentences (a file store: an instance file's permissions tightened to owner-only).
+    fn take_notices(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A held lock on one instance, from [`InstanceStore::lock`]. Dropping it releases the lock.
