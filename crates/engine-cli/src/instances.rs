@@ -243,6 +243,22 @@ pub(crate) async fn open(args: &StoreArgs) -> Result<Arc<dyn InstanceStore>, Fai
 /// Opens the store `url` names. `ENGINE_STORE_LOCK_LIFETIME` (`30s`, `2m`) sets how long a
 /// PostgreSQL lock outlives a holder that went silent (docs/stores.md).
 pub(crate) async fn open_url(url: &str) -> Result<Arc<dyn InstanceStore>, Failure> {
+    let database = ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme));
+    if database && !cfg!(feature = "sql") {
+        return Err(Failure::new(
+            format!(
+                "this `engine` was built without the SQL stores, so it cannot open `{}`",
+                engine_stores_sql::display_url(url)
+            ),
+            Exit::Usage,
+        )
+        .help(
+            "connectors/quickstart.sh builds it so; build the full engine with \
+             `cargo build --release -p engine-cli` (default features)",
+        ));
+    }
     let mut options = engine_stores_sql::Options::default();
     if let Ok(text) = std::env::var("ENGINE_STORE_LOCK_LIFETIME") {
         match humantime::parse_duration(&text) {

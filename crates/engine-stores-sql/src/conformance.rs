@@ -4,6 +4,7 @@
 //! backend. PostgreSQL tests read `ENGINE_TEST_POSTGRES` (a `postgres://` URL); where it is
 //! unset they print one line saying so and pass. Each PostgreSQL test works in a schema of its
 //! own, created before and dropped after (also when the case fails).
+#![cfg(all(feature = "sqlite", feature = "postgres"))]
 
 use std::io::Write as _;
 use std::sync::Once;

@@ -30,34 +30,48 @@
 //!
 //! This crate is separate from `engine-store` so that the runtime, and every build and test of
 //! it, does not compile SQLite and `sqlx`; only the `engine` binary links them.
+//!
+//! # Features
+//!
+//! `sqlite` (bundled SQLite) and `postgres` (`sqlx`), both on by default. Without them the crate
+//! keeps [`EncryptedStore`] and the file stores, and [`open`] refuses a `sqlite:` or
+//! `postgres://` URL saying the build lacks it: `connectors/quickstart.sh` builds the engine so,
+//! about a third of a cold build less.
 
+#[cfg(not(all(feature = "sqlite", feature = "postgres")))]
 use std::io;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use engine_store::{
-    FileStore, InstanceStore, Listing, StoreError, StoreErrorKind, Summary, Versioned,
-};
+use engine_store::{FileStore, InstanceStore, StoreError, StoreErrorKind};
 
 pub use encrypted_store::{EncryptedStore, IsSecret, SecretKey, is_encrypted};
+#[cfg(feature = "postgres")]
 pub use postgres_store::{DEFAULT_LOCK_LIFETIME, PostgresStore};
+#[cfg(feature = "sqlite")]
 pub use sqlite_store::SqliteStore;
 
 mod encrypted_store;
+#[cfg(feature = "postgres")]
 mod postgres_store;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod rows;
+#[cfg(feature = "sqlite")]
 mod sqlite_store;
 
 #[cfg(test)]
 mod conformance;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use rows::{decode, epoch_ms, paginate, to_i64, valid_id};
+
 /// Opens the store `url` names:
 ///
-/// - `sqlite:PATH`: a [`SqliteStore`], created and migrated on first use;
-/// - `postgres://...` (or `postgresql://...`): a [`PostgresStore`], migrated on connect;
+/// - `sqlite:PATH`: a `SqliteStore`, created and migrated on first use;
+/// - `postgres://...` (or `postgresql://...`): a `PostgresStore`, migrated on connect;
 /// - `file:DIR`, or a bare directory: a [`FileStore`] of one `<id>.json` per instance.
 ///
 /// Fails with [`StoreErrorKind::Backend`] when the database cannot be opened, reached or
-/// migrated.
+/// migrated, or when this build lacks its feature.
 pub async fn open(url: &str) -> Result<Arc<dyn InstanceStore>, StoreError> {
     open_with(url, &Options::default()).await
 }
@@ -65,27 +79,58 @@ pub async fn open(url: &str) -> Result<Arc<dyn InstanceStore>, StoreError> {
 /// How [`open_with`] opens a store, beyond its URL.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// The lifetime of a [`PostgresStore`] lock held by a silent holder
-    /// ([`PostgresStore::lock_lifetime`]); `None`: [`DEFAULT_LOCK_LIFETIME`]. Other stores' locks
+    /// The lifetime of a `PostgresStore` lock held by a silent holder
+    /// (`PostgresStore::lock_lifetime`); `None`: `DEFAULT_LOCK_LIFETIME`. Other stores' locks
     /// have no lifetime: the OS releases them when their holder dies.
     pub lock_lifetime: Option<std::time::Duration>,
 }
 
 /// Opens the store `url` names, like [`open`], with `options`.
+#[cfg_attr(
+    not(feature = "postgres"),
+    expect(unused_variables, reason = "the options are PostgreSQL's")
+)]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    expect(
+        clippy::unused_async,
+        reason = "only the databases are opened asynchronously"
+    )
+)]
 pub async fn open_with(url: &str, options: &Options) -> Result<Arc<dyn InstanceStore>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         let path = path.strip_prefix("//").unwrap_or(path);
+        #[cfg(feature = "sqlite")]
         return Ok(Arc::new(SqliteStore::open(path).await?));
+        #[cfg(not(feature = "sqlite"))]
+        return Err(not_built(path, "SQLite", "sqlite"));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = PostgresStore::connect(url).await?;
-        return Ok(Arc::new(match options.lock_lifetime {
-            Some(lifetime) => store.lock_lifetime(lifetime),
-            None => store,
-        }));
+        #[cfg(feature = "postgres")]
+        {
+            let store = PostgresStore::connect(url).await?;
+            return Ok(Arc::new(match options.lock_lifetime {
+                Some(lifetime) => store.lock_lifetime(lifetime),
+                None => store,
+            }));
+        }
+        #[cfg(not(feature = "postgres"))]
+        return Err(not_built(&display_url(url), "PostgreSQL", "postgres"));
     }
     let dir = url.strip_prefix("file:").unwrap_or(url);
     Ok(Arc::new(FileStore::new(dir)))
+}
+
+/// The error for a store URL whose backend this build left out.
+#[cfg(not(all(feature = "sqlite", feature = "postgres")))]
+fn not_built(instance: &str, backend_name: &str, feature: &str) -> StoreError {
+    backend(
+        instance,
+        io::Error::other(format!(
+            "this build has no {backend_name} store: it needs the `{feature}` feature of \
+             engine-stores-sql"
+        )),
+    )
 }
 
 /// `url` without its password, for messages: `postgres://user:secret@host/db` →
@@ -110,66 +155,4 @@ fn backend(instance: &str, source: impl std::error::Error + Send + Sync + 'stati
         source: Box::new(source),
     }
     .into()
-}
-
-/// Refuses ids a [`FileStore`] could not hold either, so that instances move between stores
-/// (`engine instances export`, then import) under the same id.
-fn valid_id(instance: &str) -> Result<(), StoreError> {
-    let valid = !instance.is_empty()
-        && !instance.starts_with('.')
-        && instance
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
-    if valid {
-        Ok(())
-    } else {
-        Err(StoreErrorKind::InvalidInstanceId {
-            id: instance.to_owned(),
-        }
-        .into())
-    }
-}
-
-/// The current time, epoch milliseconds.
-fn epoch_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
-}
-
-/// A number for an `INTEGER`/`BIGINT` column; values past `i64::MAX` (never a version or a
-/// time) saturate.
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// A listing from `limit + 1` rows: the extra row only says there is a next page.
-fn paginate(mut rows: Vec<Summary>, limit: usize) -> Listing {
-    let next = if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(|last| last.id.clone())
-    } else {
-        None
-    };
-    Listing {
-        instances: rows,
-        next,
-    }
-}
-
-/// A stored row as a [`Versioned`].
-fn decode(instance: &str, version: i64, text: &str) -> Result<Versioned, StoreError> {
-    match serde_json::from_str(text) {
-        Ok(serde_json::Value::Object(state)) => Ok(Versioned {
-            state: Arc::new(state),
-            version: u64::try_from(version).unwrap_or(0),
-        }),
-        Ok(_) => Err(backend(
-            instance,
-            io::Error::other("the stored state is not a JSON object"),
-        )),
-        Err(source) => Err(backend(instance, source)),
-    }
 }

@@ -1,0 +1,71 @@
+//! What the SQL stores share: ids, times, rows and pages.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use engine_store::{Listing, StoreError, StoreErrorKind, Summary, Versioned};
+
+use crate::backend;
+
+/// Refuses ids a [`FileStore`] could not hold either, so that instances move between stores
+/// (`engine instances export`, then import) under the same id.
+pub(crate) fn valid_id(instance: &str) -> Result<(), StoreError> {
+    let valid = !instance.is_empty()
+        && !instance.starts_with('.')
+        && instance
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreErrorKind::InvalidInstanceId {
+            id: instance.to_owned(),
+        }
+        .into())
+    }
+}
+
+/// The current time, epoch milliseconds.
+pub(crate) fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// A number for an `INTEGER`/`BIGINT` column; values past `i64::MAX` (never a version or a
+/// time) saturate.
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A listing from `limit + 1` rows: the extra row only says there is a next page.
+pub(crate) fn paginate(mut rows: Vec<Summary>, limit: usize) -> Listing {
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|last| last.id.clone())
+    } else {
+        None
+    };
+    Listing {
+        instances: rows,
+        next,
+    }
+}
+
+/// A stored row as a [`Versioned`].
+pub(crate) fn decode(instance: &str, version: i64, text: &str) -> Result<Versioned, StoreError> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(state)) => Ok(Versioned {
+            state: Arc::new(state),
+            version: u64::try_from(version).unwrap_or(0),
+        }),
+        Ok(_) => Err(backend(
+            instance,
+            io::Error::other("the stored state is not a JSON object"),
+        )),
+        Err(source) => Err(backend(instance, source)),
+    }
+}
