@@ -140,10 +140,14 @@ async fn writes_keep_untouched_keys_their_order_and_the_file_mode() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o640);
-    // Only the file and its lock: no temp file left behind.
+    // Only the file, its lock and its history (the refresh): no temp file left behind.
     assert_eq!(
         file_names(context.dir()),
-        [".instance.json.lock", "instance.json"]
+        [
+            ".instance.json.history.jsonl",
+            ".instance.json.lock",
+            "instance.json"
+        ]
     );
 }
 
@@ -203,6 +207,7 @@ async fn a_token_that_cannot_be_written_fails_with_exit_1_and_keeps_the_old_file
     ----- stdout -----
 
     ----- stderr -----
+    warning: the refresh history of `instance` was not recorded: failed to write `[TEMP]/.instance.json.history.jsonl`
     error: failed to write `[TEMP]/instance.json`
       caused by: File too large (os error 27)
     hint: the instance file was left as it was; a token the vendor issued during this run may be lost: fix the file's permissions or free disk space and run again (re-authenticate if the vendor rotates refresh tokens)
