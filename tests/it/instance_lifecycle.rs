@@ -677,3 +677,70 @@ fn refresh_timeout_takes_durations() {
         wrong.render()
     );
 }
+
+/// A run's first provisioning is two lifecycle steps, two history entries (trigger `expiry`):
+/// `PROVISION AUTH VALIDATION` obtains the token (no old one), then `ON PROVISION` runs with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisioning_is_one_entry_per_step() {
+    let server = vendor(200).await;
+    let temp = tempfile::tempdir().unwrap();
+    let file = write_file(
+        temp.path(),
+        "instance",
+        &json!({
+            "base.url": server.uri(),
+            "client.id": "demo-client",
+            "client.secret": CLIENT_SECRET,
+        }),
+    );
+    engine_output(&[
+        "run",
+        CONNECTOR,
+        "list-contacts",
+        "--config",
+        file.to_str().unwrap(),
+    ])
+    .assert_success();
+    let entries = engine_output(&[
+        "history",
+        "--config",
+        file.to_str().unwrap(),
+        "--format",
+        "json",
+    ])
+    .json();
+    let steps: Vec<(&Value, &Value, &Value, &Value, &Value)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            (
+                &entry["trigger"],
+                &entry["resource"],
+                &entry["status"],
+                &entry["old_token"],
+                &entry["new_token"],
+            )
+        })
+        .collect();
+    let new = json!(engine_runtime::fingerprint(NEW_TOKEN));
+    assert_eq!(
+        steps,
+        [
+            (
+                &json!("expiry"),
+                &json!("PROVISION AUTH VALIDATION"),
+                &json!(200),
+                &Value::Null,
+                &new
+            ),
+            (
+                &json!("expiry"),
+                &json!("ON PROVISION"),
+                &json!(200),
+                &new,
+                &new
+            ),
+        ]
+    );
+}
