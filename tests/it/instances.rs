@@ -171,10 +171,10 @@ fn instances_commands_on_sqlite() {
     let listed = engine_output(&["instances", "list", "--store", &store]);
     let table = regex_like_times(&listed.stdout);
     insta::assert_snapshot!(table, @r"
-    ID     CONNECTOR  STATE    EXPIRES
-    cust1  custom     expired  [TIME]
-    cust2  custom     fresh    [TIME]
-    other  -          unknown  -
+    ID     CONNECTOR  STATE    EXPIRES                   LAST REFRESH
+    cust1  custom     expired  [TIME]  -
+    cust2  custom     fresh    [TIME]  -
+    other  -          unknown  -                         -
     ");
     let json = engine_output(&[
         "instances",
@@ -239,7 +239,18 @@ fn instances_commands_on_sqlite() {
     hint: delete it first (`engine instances delete cust1`), or import under another id with `--id`
     ");
 
-    engine_output(&["instances", "delete", "cust1", "--store", &store]).assert_success();
+    // Its connector was recorded by name only: `--connector FILE` names the file (which has no
+    // `onDelete`).
+    engine_output(&[
+        "instances",
+        "delete",
+        "cust1",
+        "--connector",
+        CONNECTOR,
+        "--store",
+        &store,
+    ])
+    .assert_success();
     let missing = engine_output(&["instances", "show", "cust1", "--store", &store]);
     assert_eq!(missing.code, 3, "{}", missing.render());
     assert!(
@@ -614,7 +625,7 @@ async fn three_rejections_mark_an_instance_needs_reauth() {
     assert_eq!(entries.as_array().unwrap().len(), 3);
     assert_eq!(
         (&entries[2]["outcome"], &entries[2]["status"]),
-        (&json!("failed"), &json!(400))
+        (&json!("rejected"), &json!(400))
     );
     assert!(
         entries[2]["error"]

@@ -144,10 +144,14 @@ async fn writes_keep_untouched_keys_and_their_order_and_make_the_file_owner_only
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    // Only the file and its lock: no temp file left behind.
+    // Only the file, its lock and its history (the refresh): no temp file left behind.
     assert_eq!(
         file_names(context.dir()),
-        [".instance.json.lock", "instance.json"]
+        [
+            ".instance.json.history.jsonl",
+            ".instance.json.lock",
+            "instance.json"
+        ]
     );
     // Said once: the file is owner-only now.
     context.write_instance(&expired(&server));
@@ -172,7 +176,11 @@ async fn the_next_run_removes_the_temp_files_of_a_killed_writer() {
 
     assert_eq!(
         file_names(context.dir()),
-        [".instance.json.lock", "instance.json"]
+        [
+            ".instance.json.history.jsonl",
+            ".instance.json.lock",
+            "instance.json"
+        ]
     );
 }
 
@@ -199,7 +207,18 @@ async fn a_linked_instance_file_is_written_through_to_its_target() {
     let written: Value = serde_json::from_str(&fs_err::read_to_string(&target).unwrap()).unwrap();
     assert_eq!(written["access.token"], NEW_TOKEN);
     assert_eq!(written["refresh.token"], "FAKE-new-refresh-4444");
-    assert_eq!(file_names(secrets.path()), [".acme.json.lock", "acme.json"]);
+    // The lock and the history live beside the target; nothing is left beside the link.
+    assert_eq!(
+        file_names(secrets.path()),
+        [".acme.json.history.jsonl", ".acme.json.lock", "acme.json"]
+    );
+    assert_eq!(
+        file_names(context.dir())
+            .into_iter()
+            .filter(|name| name.contains("instance"))
+            .collect::<Vec<_>>(),
+        ["instance.json"]
+    );
 }
 
 #[tokio::test]
@@ -258,6 +277,7 @@ async fn a_token_that_cannot_be_written_fails_with_exit_1_and_keeps_the_old_file
     ----- stdout -----
 
     ----- stderr -----
+    warning: the refresh history of `instance` was not recorded: failed to write `[TEMP]/.instance.json.history.jsonl`
     error: failed to write `[TEMP]/instance.json`
       caused by: File too large (os error 27)
     hint: the instance file was left as it was; a token the vendor issued during this run may be lost: fix the file's permissions or free disk space and run again (re-authenticate if the vendor rotates refresh tokens)

@@ -1,5 +1,6 @@
-//! `engine authorize CONNECTOR --config INSTANCE`: signs a person in through a browser (OAuth2
-//! authorization code, with PKCE when the connector enables it) and saves the tokens.
+//! `engine authorize CONNECTOR --config INSTANCE` (or `--instance ID --store URL`): signs a
+//! person in through a browser (OAuth2 authorization code, with PKCE when the connector enables
+//! it) and saves the tokens; a `needs-reauth` mark is cleared.
 //!
 //! The runtime builds the authorization URL and exchanges the code; this module owns the
 //! loopback callback server: it listens on the host and port of `oauth.callback.url`, accepts the
@@ -9,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -19,7 +21,7 @@ use engine_runtime::{
     AuthorizationRequest, Engine, EngineBuilder, NoObserver, RunError, RunErrorKind,
 };
 use engine_spec::Connector;
-use engine_store::FileStore;
+use engine_store::{FileStore, InstanceStore};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,8 +34,21 @@ pub(crate) struct AuthorizeArgs {
     /// The connector file (built-in `oauth2` authentication).
     connector: PathBuf,
     /// The instance file; the tokens are saved into it.
-    #[arg(long, short = 'c', value_name = "INSTANCE")]
-    config: PathBuf,
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "INSTANCE",
+        required_unless_present = "instance",
+        conflicts_with = "instance"
+    )]
+    config: Option<PathBuf>,
+    /// A stored instance's id, in the store of `--store` (instead of `--config FILE`).
+    #[arg(long, value_name = "ID")]
+    instance: Option<String>,
+    /// The instance store of `--instance`: `sqlite:PATH`, `postgres://USER@HOST/DB` or
+    /// `file:DIR`.
+    #[arg(long, env = "ENGINE_STORE", hide_env_values = true, value_name = "URL")]
+    store: Option<String>,
     /// Print the URL only; do not open a browser.
     #[arg(long)]
     no_browser: bool,
@@ -70,14 +85,54 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
         printer::error(&message);
         return Exit::Invalid;
     }
-    let Some(runtime) = prepare(&args.config, &connector) else {
-        return Exit::Invalid;
+    let (runtime, store, instance, saved_to): (_, Arc<dyn InstanceStore>, &str, String) = match (
+        &args.config,
+        &args.instance,
+        &args.store,
+    ) {
+        (Some(config), _, _) => {
+            let Some(runtime) = prepare(config, &connector) else {
+                return Exit::Invalid;
+            };
+            let store: Arc<dyn InstanceStore> = Arc::new(FileStore::for_file(config));
+            (
+                runtime,
+                store,
+                "instance",
+                format!("`{}`", config.display()),
+            )
+        }
+        (None, Some(instance), Some(url)) => {
+            let Some(runtime) = crate::instances::runtime() else {
+                return Exit::Invalid;
+            };
+            let store = match runtime.block_on(crate::instances::open_for(url, &connector)) {
+                Ok(store) => store,
+                Err(failure) => return failure.print(),
+            };
+            (
+                runtime,
+                store,
+                instance.as_str(),
+                format!("instance `{instance}`"),
+            )
+        }
+        (None, _, _) => {
+            let mut message = crate::render::Message::new(
+                crate::render::Level::Error,
+                "`--instance` needs a store",
+            );
+            message.help = Some(
+                "pass `--store URL` (or set `ENGINE_STORE`), or sign in for an instance file with `--config FILE`",
+            );
+            printer::error(&message);
+            return Exit::Usage;
+        }
     };
-    let store = FileStore::for_file(&args.config);
     let result = runtime.block_on(async {
         let engine: Engine = EngineBuilder::new().build()?;
         let request = engine
-            .begin_authorization(&connector, &store, "instance")
+            .begin_authorization(&connector, &*store, instance)
             .await?;
         let listener = TcpListener::bind((request.host.as_str(), request.port))
             .await
@@ -93,28 +148,38 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
         }
         printer::verbose("waiting for the browser to come back with the sign-in answer...");
         let timeout = Duration::from_secs(args.timeout);
-        serve(&engine, &connector, &store, &request, listener, timeout).await
+        let place = Place {
+            store: &*store,
+            instance,
+        };
+        serve(&engine, &connector, &place, &request, listener, timeout).await?;
+        // Signed in again: the instance no longer needs re-authentication.
+        crate::refresh::clear_needs_reauth(&*store, instance).await;
+        Ok(())
     });
     for notice in engine_store::InstanceStore::take_notices(&store) {
         printer::verbose(&format!("note: {notice}"));
     }
     match result {
         Ok(()) => {
-            printer::verbose(&format!(
-                "signed in; tokens saved to `{}`",
-                args.config.display()
-            ));
+            printer::verbose(&format!("signed in; tokens saved to {saved_to}"));
             Exit::Success
         }
         Err(error) => report(&error, &connector),
     }
 }
 
+/// Where the tokens go: an instance of a store.
+struct Place<'a> {
+    store: &'a dyn InstanceStore,
+    instance: &'a str,
+}
+
 /// Serves the callback until a genuine one arrives (or `timeout`), then exchanges its code.
 async fn serve(
     engine: &Engine,
     connector: &Connector,
-    store: &FileStore,
+    place: &Place<'_>,
     request: &AuthorizationRequest,
     listener: TcpListener,
     timeout: Duration,
@@ -177,7 +242,14 @@ async fn serve(
             continue;
         };
         let result = engine
-            .complete_authorization(connector, store, "instance", &NoObserver, request, code)
+            .complete_authorization(
+                connector,
+                place.store,
+                place.instance,
+                &NoObserver,
+                request,
+                code,
+            )
             .await;
         let reply = match &result {
             Ok(()) => page(StatusCode::OK, "Signed in. You can close this window."),

@@ -1,14 +1,17 @@
-//! Refresh history: what the runtime reports of each refresh ([`RefreshReport`]), kept per
-//! instance in its store, and `engine history ID`.
+//! Refresh history: what the runtime reports of each lifecycle step ([`RefreshReport`]), kept
+//! per instance in its store (an instance file's: a sidecar JSON-lines file next to it), and
+//! `engine history ID` / `engine history --config FILE`.
 
-use std::sync::{Mutex, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use engine_runtime::{Event, Observer, RefreshReason, RefreshReport};
-use engine_store::InstanceStore;
+use engine_runtime::{Event, Observer, RefreshReason, RefreshReport, RunRequest};
+use engine_spec::kinds::ResourceType;
+use engine_store::{FileStore, InstanceStore};
 use serde_json::{Value, json};
 
 use crate::Exit;
-use crate::instances::{Failure, Format, StoreArgs, open, runtime};
+use crate::instances::{Failure, Format, open_url, runtime};
 use crate::printer;
 
 /// How many entries each instance keeps unless `--keep-history` says otherwise.
@@ -57,26 +60,82 @@ impl Observer for Recorder<'_> {
     }
 }
 
-/// One history entry: when, why, what, the status, how long, the outcome, and token
-/// fingerprints (never a token; the error is already masked by the runtime).
+/// The longest vendor body a history entry keeps, in characters.
+const MAX_RESPONSE: usize = 2000;
+
+/// One history entry: when, why (`schedule`, `expiry`, `401`, `manual`), which step or retried
+/// resource, the status, how long, the outcome (`ok`; `rejected` for a 4xx answer other than
+/// 429, which re-authentication fixes; `failed` otherwise), the error and the vendor's body
+/// (both masked by the runtime), and token fingerprints (never a token).
 pub(crate) fn entry_of(report: &RefreshReport, trigger: Trigger) -> Value {
     let trigger = match (trigger, &report.reason) {
         (Trigger::Schedule, _) => "schedule",
         (Trigger::Run, RefreshReason::Rejected { .. }) => "401",
-        (Trigger::Run, RefreshReason::SessionAlways) => "manual",
+        (Trigger::Run, RefreshReason::Requested) => "manual",
         (Trigger::Run, _) => "expiry",
     };
+    let outcome = match (&report.error, report.status) {
+        (None, _) => "ok",
+        (Some(_), Some(status)) if (400..500).contains(&status) && status != 429 => "rejected",
+        (Some(_), _) => "failed",
+    };
+    let response = report.response.as_deref().map(|body| {
+        if body.chars().count() > MAX_RESPONSE {
+            let mut cut: String = body.chars().take(MAX_RESPONSE).collect();
+            cut.push('…');
+            cut
+        } else {
+            body.to_owned()
+        }
+    });
     json!({
         "at": jiff::Timestamp::now().to_string(),
         "trigger": trigger,
         "resource": report.by,
+        "retry": report.retry,
         "status": report.status,
         "duration_ms": u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
-        "outcome": if report.error.is_none() { "ok" } else { "failed" },
+        "outcome": outcome,
         "error": report.error,
+        "response": response,
         "old_token": report.old_token,
         "new_token": report.new_token,
     })
+}
+
+/// An entry's RFC 3339 time to the minute (`2026-11-26T09:00Z`), for tables.
+pub(crate) fn short_time(at: &str) -> String {
+    at.parse::<jiff::Timestamp>().map_or_else(
+        |_| at.to_owned(),
+        |time| time.strftime("%Y-%m-%dT%H:%MZ").to_string(),
+    )
+}
+
+/// After `engine run`: records the run's lifecycle steps in the instance's history, and clears
+/// its rejection count and `needs-reauth` mark when the run obtained a token: a refresh or a
+/// provisioning the engine decided on, or a `PROVISION AUTH VALIDATION` or `ON REFRESH` resource
+/// the caller ran.
+pub(crate) async fn after_run(
+    store: &dyn InstanceStore,
+    request: &RunRequest<'_>,
+    reports: &[RefreshReport],
+    succeeded: bool,
+) {
+    record(store, request.instance, reports, Trigger::Run, DEFAULT_KEEP).await;
+    let renewed = reports.iter().any(|report| {
+        report.error.is_none() && !report.retry && report.reason != RefreshReason::Requested
+    }) || request
+        .connector
+        .find_resource(request.selector)
+        .is_some_and(|resource| {
+            matches!(
+                resource.kind(),
+                ResourceType::ProvisionAuthValidation | ResourceType::OnRefresh
+            )
+        });
+    if succeeded && renewed {
+        crate::refresh::clear_needs_reauth(store, request.instance).await;
+    }
 }
 
 /// Appends the entries of `reports` to the history of `instance`; a failure to record is a
@@ -102,27 +161,47 @@ pub(crate) async fn record(
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct HistoryArgs {
-    /// The instance id.
-    id: String,
+    /// The instance id, in the store of `--store`.
+    #[arg(required_unless_present = "config", conflicts_with = "config")]
+    id: Option<String>,
+    /// An instance file run with `engine run --config FILE`: its history is the sidecar
+    /// `.FILE.history.jsonl` next to it.
+    #[arg(long, short = 'c', value_name = "INSTANCE")]
+    config: Option<PathBuf>,
     /// `table` for people, `json` for programs.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-    #[command(flatten)]
-    store: StoreArgs,
+    /// The instance store: `sqlite:PATH`, `postgres://USER@HOST/DB`, or `file:DIR`.
+    #[arg(long, env = "ENGINE_STORE", hide_env_values = true, value_name = "URL")]
+    store: Option<String>,
 }
 
-/// `engine history ID`: the instance's refreshes, oldest first.
+/// `engine history ID`: the instance's lifecycle steps, oldest first.
 pub(crate) fn history(args: &HistoryArgs) -> Exit {
     let Some(runtime) = runtime() else {
         return Exit::Invalid;
     };
     runtime.block_on(async {
         let result = async {
-            let store = open(&args.store).await?;
+            let (store, id, url): (Arc<dyn InstanceStore>, &str, String) =
+                match (&args.config, &args.id, &args.store) {
+                    (Some(config), _, _) => {
+                        let file: Arc<dyn InstanceStore> = Arc::new(FileStore::for_file(config));
+                        (file, "instance", config.display().to_string())
+                    }
+                    (None, Some(id), Some(url)) => (open_url(url).await?, id, url.clone()),
+                    (None, _, _) => {
+                        return Err(Failure::new(
+                            "`engine history ID` needs a store".to_owned(),
+                            Exit::Usage,
+                        )
+                        .help("pass `--store URL` (or set `ENGINE_STORE`), or read an instance file's history with `--config FILE`"));
+                    }
+                };
             store
-                .history(&args.id)
+                .history(id)
                 .await
-                .map_err(|error| Failure::of_store(&error, &args.store.store))
+                .map_err(|error| Failure::of_store(&error, &url))
         }
         .await;
         let entries = match result {
@@ -161,7 +240,12 @@ pub(crate) fn history(args: &HistoryArgs) -> Exit {
                         "error",
                     ]
                     .iter()
-                    .map(|key| cell(entry, key))
+                    .map(|key| match cell(entry, key) {
+                        resource if *key == "resource" && entry["retry"] == true => {
+                            format!("{resource} (retry)")
+                        }
+                        text => text,
+                    })
                     .collect()
                 }));
                 crate::instances::render_table(&rows)

@@ -4,9 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use engine_runtime::{EngineBuilder, Inputs, RunRequest};
+use engine_spec::Connector;
+use engine_spec::kinds::ResourceType;
 use engine_store::{
     CONNECTOR_KEY, InstanceStore, Page, State, StoreError, StoreErrorKind, VERSION_KEY,
+    connector_of,
 };
+use engine_stores_sql::{IsSecret, SecretKey};
 
 use crate::Exit;
 use crate::printer;
@@ -43,7 +48,7 @@ enum InstancesCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// List the instances: id, connector, state and token expiry.
+    /// List the instances: id, connector, state, token expiry and the last refresh's outcome.
     List {
         /// Only the instances of this connector.
         #[arg(long, value_name = "CONNECTOR")]
@@ -64,10 +69,20 @@ enum InstancesCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Delete an instance.
+    /// Delete an instance, after running its connector's `onDelete` resource when it has one.
     Delete {
         /// The instance id.
         id: String,
+        /// Delete the instance even when its `onDelete` call fails (or its connector cannot be
+        /// loaded).
+        #[arg(long)]
+        force: bool,
+        /// The connector whose `onDelete` runs (default: the one recorded at import).
+        #[arg(long, value_name = "FILE")]
+        connector: Option<PathBuf>,
+        /// The total timeout of the `onDelete` request (`30s`, `5m`, or seconds).
+        #[arg(long, value_name = "DURATION", default_value = "30", value_parser = crate::duration::parse_timeout)]
+        timeout: std::time::Duration,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -149,7 +164,13 @@ pub(crate) fn instances(args: &InstancesArgs) -> Exit {
                 store,
             } => list(store, connector.as_deref(), *state, *format).await,
             InstancesCommand::Show { id, store } => show(store, id).await,
-            InstancesCommand::Delete { id, store } => delete(store, id).await,
+            InstancesCommand::Delete {
+                id,
+                force,
+                connector,
+                timeout,
+                store,
+            } => delete(store, id, *force, connector.as_deref(), *timeout).await,
             InstancesCommand::Rekey { store } => rekey(store).await,
             InstancesCommand::Export { id, output, store } => {
                 export(store, id, output.as_deref()).await
@@ -177,7 +198,7 @@ impl Failure {
         }
     }
 
-    fn help(mut self, help: impl Into<String>) -> Self {
+    pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }
@@ -235,14 +256,74 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// Opens the store of `args`.
+/// Opens the store of `args`; secrets are encrypted by the rule for secret names.
 pub(crate) async fn open(args: &StoreArgs) -> Result<Arc<dyn InstanceStore>, Failure> {
     open_url(&args.store).await
 }
 
-/// Opens the store `url` names. `ENGINE_STORE_LOCK_LIFETIME` (`30s`, `2m`) sets how long a
-/// PostgreSQL lock outlives a holder that went silent (docs/stores.md).
+/// Opens the store `url` names; secrets are encrypted by the rule for secret names.
 pub(crate) async fn open_url(url: &str) -> Result<Arc<dyn InstanceStore>, Failure> {
+    Ok(open_store(url).await?.sealed(None))
+}
+
+/// Opens the store `url` names for the instances of `connector`: secrets are encrypted by the
+/// connector's rule.
+pub(crate) async fn open_for(
+    url: &str,
+    connector: &Connector,
+) -> Result<Arc<dyn InstanceStore>, Failure> {
+    Ok(open_store(url).await?.sealed(Some(connector)))
+}
+
+/// A store as opened, with the keys of `ENGINE_SECRET_KEY`: the encryption layer goes on top
+/// with the rule of the connector of the instances it serves ([`Opened::sealed`]).
+pub(crate) struct Opened {
+    plain: Arc<dyn InstanceStore>,
+    keys: Option<(SecretKey, Vec<SecretKey>)>,
+}
+
+impl Opened {
+    /// The store, encrypting the values of secret keys when a key is set: the keys `connector`
+    /// says are secret ([`secret_rule`]).
+    pub(crate) fn sealed(&self, connector: Option<&Connector>) -> Arc<dyn InstanceStore> {
+        match &self.keys {
+            Some((current, old)) => Arc::new(engine_stores_sql::EncryptedStore::new(
+                Arc::clone(&self.plain),
+                current.clone(),
+                old.clone(),
+                secret_rule(connector),
+            )),
+            None => Arc::clone(&self.plain),
+        }
+    }
+}
+
+/// Which stored values are encrypted: with the instance's connector known, the connector's own
+/// rule ([`Connector::is_secret_key`]: its `PASSWORD` properties and `"secret": true` ones, the
+/// token keys it saves, the keys it sends as credentials, and names like secrets); without it,
+/// the rule for names alone.
+pub(crate) fn secret_rule(connector: Option<&Connector>) -> IsSecret {
+    let Some(connector) = connector else {
+        return Arc::new(is_secret_key);
+    };
+    // The connector's decision for each key it knows, taken once; other keys by their name,
+    // as `Connector::is_secret_key` decides them.
+    let known: std::collections::HashMap<String, bool> = connector
+        .keys()
+        .map(|key| (key.to_owned(), connector.is_secret_key(key)))
+        .collect();
+    Arc::new(move |key: &str| {
+        known
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| is_secret_key(key))
+    })
+}
+
+/// Opens the store `url` names, without the encryption layer yet. `ENGINE_STORE_LOCK_LIFETIME`
+/// (`30s`, `2m`) sets how long a PostgreSQL lock outlives a holder that went silent
+/// (docs/stores.md).
+pub(crate) async fn open_store(url: &str) -> Result<Opened, Failure> {
     let database = ["sqlite:", "postgres://", "postgresql://"]
         .iter()
         .any(|scheme| url.starts_with(scheme));
@@ -272,17 +353,12 @@ pub(crate) async fn open_url(url: &str) -> Result<Arc<dyn InstanceStore>, Failur
             }
         }
     }
-    let store = engine_stores_sql::open_with(url, &options)
+    let plain = engine_stores_sql::open_with(url, &options)
         .await
         .map_err(|error| Failure::of_store(&error, url))?;
-    Ok(match secret_keys()? {
-        Some((current, old)) => Arc::new(engine_stores_sql::EncryptedStore::new(
-            store,
-            current,
-            old,
-            is_secret_key,
-        )),
-        None => store,
+    Ok(Opened {
+        plain,
+        keys: secret_keys()?,
     })
 }
 
@@ -341,7 +417,15 @@ async fn import(
         )
         .help("import the files one at a time, or let each file's stem be its id"));
     }
-    let store = open(args).await?;
+    // A connector file gives the rule for which values are encrypted; a bare name cannot.
+    let known = match connector.map(Path::new) {
+        Some(path) if path.is_file() => match crate::run::load_connector(path) {
+            Some(connector) => Some(connector),
+            None => return Ok(Exit::Invalid),
+        },
+        _ => None,
+    };
+    let store = open_store(&args.store).await?.sealed(known.as_ref());
     if secret_keys()?.is_none() {
         printer::verbose(
             "note: `ENGINE_SECRET_KEY` is not set: secrets are stored unencrypted (docs/stores.md)",
@@ -429,7 +513,8 @@ async fn list(
             if state.is_some_and(|wanted| wanted != instance_state) {
                 continue;
             }
-            rows.push((summary, instance_state));
+            let last = last_refresh(&*store, &summary.id).await;
+            rows.push((summary, instance_state, last));
         }
         match listing.next {
             Some(next) => page.after = Some(next),
@@ -440,12 +525,16 @@ async fn list(
         Format::Json => {
             let items: Vec<serde_json::Value> = rows
                 .iter()
-                .map(|(summary, state)| {
+                .map(|(summary, state, last)| {
                     serde_json::json!({
                         "id": summary.id,
                         "connector": summary.connector,
                         "state": state.label(),
                         "expires_at": summary.expires_at_ms.map(crate::run::format_time),
+                        "last_refresh": last.as_ref().map(|(outcome, at)| serde_json::json!({
+                            "outcome": outcome,
+                            "at": at,
+                        })),
                         "version": summary.version,
                     })
                 })
@@ -461,8 +550,9 @@ async fn list(
                 "CONNECTOR".to_owned(),
                 "STATE".to_owned(),
                 "EXPIRES".to_owned(),
+                "LAST REFRESH".to_owned(),
             ]];
-            table.extend(rows.iter().map(|(summary, state)| {
+            table.extend(rows.iter().map(|(summary, state, last)| {
                 [
                     summary.id.clone(),
                     summary.connector.clone().unwrap_or_else(|| "-".to_owned()),
@@ -470,6 +560,10 @@ async fn list(
                     summary
                         .expires_at_ms
                         .map_or_else(|| "-".to_owned(), crate::run::format_time),
+                    last.as_ref().map_or_else(
+                        || "-".to_owned(),
+                        |(outcome, at)| format!("{outcome} {}", crate::history::short_time(at)),
+                    ),
                 ]
             }));
             render_table(&table)
@@ -477,6 +571,20 @@ async fn list(
     };
     printer::stdout(&text);
     Ok(Exit::Success)
+}
+
+/// The outcome (`ok`, `rejected`, `failed`) and time of the last refresh step in the history of
+/// `id` (a retried call aside); `None` when it has none, or the history cannot be read.
+async fn last_refresh(store: &dyn InstanceStore, id: &str) -> Option<(String, String)> {
+    let entries = store.history(id).await.ok()?;
+    let last = entries
+        .iter()
+        .rev()
+        .find(|entry| entry["retry"] != serde_json::Value::Bool(true))?;
+    Some((
+        last["outcome"].as_str()?.to_owned(),
+        last["at"].as_str()?.to_owned(),
+    ))
 }
 
 /// Columns padded to their widest cell, two spaces apart, no trailing spaces.
@@ -542,8 +650,10 @@ async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
     };
     let current_id = current.id().to_owned();
     let plain = open_plain(&args.store).await?;
-    let store =
-        engine_stores_sql::EncryptedStore::new(Arc::clone(&plain), current, old, is_secret_key);
+    // Each instance under its connector's rule (a value stored encrypted stays so whatever the
+    // rule says).
+    let mut stores: std::collections::HashMap<Option<String>, engine_stores_sql::EncryptedStore> =
+        std::collections::HashMap::new();
     let (mut changed, mut total) = (0, 0);
     let mut page = Page {
         after: None,
@@ -557,6 +667,15 @@ async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
             .map_err(|error| Failure::of_store(&error, &args.store))?;
         for summary in &listing.instances {
             total += 1;
+            let store = stores.entry(summary.connector.clone()).or_insert_with(|| {
+                let connector = summary.connector.as_deref().and_then(quiet_connector);
+                engine_stores_sql::EncryptedStore::new(
+                    Arc::clone(&plain),
+                    current.clone(),
+                    old.clone(),
+                    secret_rule(connector.as_ref()),
+                )
+            });
             if store
                 .rekey(&summary.id)
                 .await
@@ -583,8 +702,96 @@ async fn open_plain(url: &str) -> Result<Arc<dyn InstanceStore>, Failure> {
         .map_err(|error| Failure::of_store(&error, url))
 }
 
-async fn delete(args: &StoreArgs, id: &str) -> Result<Exit, Failure> {
-    let store = open(args).await?;
+/// The connector file `name` names, loaded without a word when it cannot be (a bare name, a
+/// moved file).
+fn quiet_connector(name: &str) -> Option<Connector> {
+    let path = Path::new(name);
+    if !path.is_file() {
+        return None;
+    }
+    engine_spec::load(path).ok()?.into_connector()
+}
+
+/// Runs the connector's `onDelete` resource (when it has one), then deletes the instance; a
+/// failed `onDelete` keeps it unless `force`.
+async fn delete(
+    args: &StoreArgs,
+    id: &str,
+    force: bool,
+    connector: Option<&Path>,
+    timeout: std::time::Duration,
+) -> Result<Exit, Failure> {
+    let opened = open_store(&args.store).await?;
+    let read = opened
+        .sealed(None)
+        .load(id)
+        .await
+        .map_err(|error| Failure::of_store(&error, &args.store))?;
+    let path = connector
+        .map(Path::to_path_buf)
+        .or_else(|| connector_of(&read.state).map(PathBuf::from));
+    let loaded = match &path {
+        Some(path) if path.is_file() => crate::run::load_connector(path),
+        _ => None,
+    };
+    let kept = |title: String, exit: Exit| {
+        Failure::new(title, exit).help(format!(
+            "fix the cause and delete again, or delete it anyway with `engine instances delete {id} --force` (what `onDelete` would have removed at the vendor stays)"
+        ))
+    };
+    let store = opened.sealed(loaded.as_ref());
+    match (&path, &loaded) {
+        (Some(path), None) if !force => {
+            return Err(Failure::new(
+                format!(
+                    "`{id}` was not deleted: its connector `{}` cannot be loaded to run its `onDelete` resource",
+                    path.display()
+                ),
+                Exit::Invalid,
+            )
+            .help(format!(
+                "name the connector file with `--connector FILE`, or delete the instance without its `onDelete` call with `engine instances delete {id} --force`"
+            )));
+        }
+        (Some(path), None) => printer::verbose(&format!(
+            "warning: connector `{}` cannot be loaded: `{id}` is deleted without its `onDelete` call (`--force`)",
+            path.display()
+        )),
+        (_, Some(connector)) if connector.lifecycle(ResourceType::OnDelete).is_some() => {
+            let engine = EngineBuilder::new()
+                .timeout(timeout)
+                .build()
+                .map_err(|error| Failure::new(error.to_string(), Exit::Transport))?;
+            let inputs = Inputs::default();
+            let request = RunRequest {
+                connector,
+                selector: "onDelete",
+                inputs: &inputs,
+                instance: id,
+            };
+            // No history: the instance and its history go.
+            let result = engine
+                .run(&request, &*store, &engine_runtime::NoObserver)
+                .await;
+            match result {
+                Ok(output) => printer::verbose(&format!("ON DELETE: {}", output.status)),
+                Err(error) if force => {
+                    printer::verbose(&format!(
+                        "warning: `onDelete` failed: {error}; `{id}` is deleted anyway (`--force`)"
+                    ));
+                }
+                Err(error) => {
+                    let exit = crate::run::report(&error, connector);
+                    return Err(kept(
+                        format!("`{id}` was not deleted: its `onDelete` call failed"),
+                        exit,
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    // `onDelete` may have refreshed the token: delete the version there is now.
     let read = store
         .load(id)
         .await

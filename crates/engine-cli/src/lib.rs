@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod authorize;
 mod completions;
+mod duration;
 mod exit;
 mod explain;
 mod history;

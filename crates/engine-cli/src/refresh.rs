@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::Exit;
 use crate::history::{self, Recorder, Trigger};
-use crate::instances::{Failure, StoreArgs, open, runtime};
+use crate::instances::{Failure, StoreArgs, open_store, runtime};
 use crate::printer;
 
 /// The status `engine refresh` gives up with.
@@ -41,9 +41,9 @@ pub(crate) struct RefreshArgs {
     /// How many refreshes each instance's history keeps.
     #[arg(long, value_name = "N", default_value_t = history::DEFAULT_KEEP)]
     keep_history: usize,
-    /// The total timeout of one request, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
-    timeout: f64,
+    /// The total timeout of one request (`30s`, `5m`, or seconds).
+    #[arg(long, value_name = "DURATION", default_value = "30", value_parser = crate::duration::parse_timeout)]
+    timeout: Duration,
     /// How long to wait for an instance's lock when another process holds it, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     lock_timeout: u64,
@@ -79,11 +79,10 @@ pub(crate) fn refresh(args: &RefreshArgs) -> Exit {
 }
 
 async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
-    let store = open(&args.store).await?;
-    let due = due_instances(&*store, args).await?;
-    let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(30));
+    let opened = open_store(&args.store.store).await?;
+    let due = due_instances(&*opened.sealed(None), args).await?;
     let engine = EngineBuilder::new()
-        .timeout(timeout)
+        .timeout(args.timeout)
         .lock_timeout(Some(Duration::from_secs(args.lock_timeout)))
         .build()
         .map_err(|error| Failure::new(error.to_string(), Exit::Transport))?;
@@ -107,7 +106,8 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
                 .clone(),
             None => None,
         };
-        let store = Arc::clone(&store);
+        // Each instance's secrets are encrypted by its connector's rule.
+        let store = opened.sealed(connector.as_deref());
         let engine = Arc::clone(&engine);
         let semaphore = Arc::clone(&semaphore);
         let (max_failures, keep) = (args.max_failures, args.keep_history);

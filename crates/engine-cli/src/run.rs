@@ -220,10 +220,12 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     };
     let opened: Arc<dyn InstanceStore> = match target {
         Target::File(config) => Arc::new(FileStore::for_file(config)),
-        Target::Stored { store, .. } => match runtime.block_on(crate::instances::open_url(store)) {
-            Ok(opened) => opened,
-            Err(failure) => return failure.print(),
-        },
+        Target::Stored { store, .. } => {
+            match runtime.block_on(crate::instances::open_for(store, &connector)) {
+                Ok(opened) => opened,
+                Err(failure) => return failure.print(),
+            }
+        }
     };
     let started = jiff::Timestamp::now();
     let before = recorder.as_ref().and_then(|_| {
@@ -246,20 +248,10 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         };
         let history = crate::history::Recorder::new(&observer);
         let result = engine.run(&request, store, &history).await;
-        // The refreshes of a stored instance go into its history; a dry run refreshes nothing.
-        if let (Target::Stored { .. }, None) = (target, &recording) {
-            let reports = history.take();
-            crate::history::record(
-                store,
-                request.instance,
-                &reports,
-                crate::history::Trigger::Run,
-                crate::history::DEFAULT_KEEP,
-            )
-            .await;
-            if result.is_ok() && reports.iter().any(|report| report.error.is_none()) {
-                crate::refresh::clear_needs_reauth(store, request.instance).await;
-            }
+        // The lifecycle steps go into the instance's history (an instance file's: a sidecar
+        // next to it); a dry run sends nothing.
+        if recording.is_none() {
+            crate::history::after_run(store, &request, &history.take(), result.is_ok()).await;
         }
         result
     });
@@ -680,6 +672,7 @@ impl Observer for Verbose {
                     RefreshReason::Rejected { status } => {
                         format!("the vendor rejected the token with {status}")
                     }
+                    RefreshReason::Requested => "requested".to_owned(),
                 };
                 format!("refresh: {why}; running {by}")
             }

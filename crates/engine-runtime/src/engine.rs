@@ -289,6 +289,20 @@ fn status_of(error: &RunError) -> Option<u16> {
     }
 }
 
+/// The vendor's body (already redacted) a failed step got, when it got one.
+fn response_of(error: &RunError) -> Option<String> {
+    match error.kind() {
+        RunErrorKind::AuthFailed { body, .. }
+        | RunErrorKind::VendorStatus { body, .. }
+        | RunErrorKind::NoToken { body, .. }
+            if !body.is_empty() =>
+        {
+            Some(body.clone())
+        }
+        _ => None,
+    }
+}
+
 /// The location of a resource's `vendorPath`, where a vendor error points.
 fn vendor_path_of(resource: &Resource) -> engine_spec::Location {
     field_of(resource, "vendorPath")
@@ -443,7 +457,9 @@ impl<'a> Run<'a> {
             })
             .at(&field_of(resource, "type")));
         }
-        if !resource.kind().is_api() {
+        // `ON DELETE` (run by `engine instances delete`) is called as an API resource is: with
+        // the instance's authentication, refreshed first when stale.
+        if !resource.kind().is_api() && resource.kind() != ResourceType::OnDelete {
             return self.run_lifecycle_directly(resource, request.inputs).await;
         }
         let bound = request
@@ -500,12 +516,12 @@ impl<'a> Run<'a> {
         inputs: &Inputs,
     ) -> Result<(u16, Value), RunError> {
         let response = self
-            .execute(&resource_step(resource, inputs.clone()))
+            .execute_requested(&resource_step(resource, inputs.clone()))
             .await?;
         if resource.kind() == ResourceType::ProvisionAuthValidation
             && let Some(on_provision) = self.connector.lifecycle(ResourceType::OnProvision)
         {
-            self.execute(&resource_step(on_provision, Inputs::default()))
+            self.execute_requested(&resource_step(on_provision, Inputs::default()))
                 .await?;
         }
         let extracted = extract(self.connector, resource, &response)?;
@@ -513,6 +529,36 @@ impl<'a> Run<'a> {
             response.status,
             extracted.into_output(resource, response.body)?,
         ))
+    }
+
+    /// Executes a lifecycle step the caller asked for, and reports it
+    /// ([`RefreshReason::Requested`]).
+    async fn execute_requested(&mut self, step: &Step<'_>) -> Result<VendorResponse, RunError> {
+        let started = Instant::now();
+        let old_token = self.token_fingerprint_in(&self.configuration.to_map());
+        let result = self.execute(step).await;
+        let now = self.configuration.to_map();
+        self.observer.event(&Event::RefreshFinished(RefreshReport {
+            reason: RefreshReason::Requested,
+            by: step.name(),
+            status: match &result {
+                Ok(response) => Some(response.status),
+                Err(error) => status_of(error),
+            },
+            elapsed: started.elapsed(),
+            error: result
+                .as_ref()
+                .err()
+                .map(|error| self.redactor.redact(&error.to_string())),
+            response: result.as_ref().err().and_then(response_of),
+            retry: false,
+            old_token,
+            new_token: result
+                .as_ref()
+                .ok()
+                .and_then(|_| self.token_fingerprint_in(&now)),
+        }));
+        result
     }
 
     /// Step 2 of the cycle: makes sure the token is fresh before an API call. True when it took
@@ -567,46 +613,68 @@ impl<'a> Run<'a> {
             by: by.clone(),
             reason: reason.clone(),
         });
-        let started = Instant::now();
-        let mut report = RefreshReport {
-            reason,
-            by,
-            status: None,
-            elapsed: Duration::ZERO,
-            error: None,
-            old_token: None,
-            new_token: None,
-        };
-        // A failed refresh leaves the instance as it was: nothing it saved is kept.
+        // One report per step; the last step's includes the write. A failed refresh leaves the
+        // instance as it was: nothing it saved is kept.
         let before = self.configuration.pending().clone();
+        let mut reports = Vec::with_capacity(steps.len());
+        let mut old_token = self.token_fingerprint_in(&read.state);
         for step in &steps {
-            match self.execute(step).await {
-                Ok(response) => report.status = Some(response.status),
+            let started = Instant::now();
+            let result = self.execute(step).await;
+            let mut report = RefreshReport {
+                reason: reason.clone(),
+                by: step.name(),
+                status: None,
+                elapsed: started.elapsed(),
+                error: None,
+                response: None,
+                retry: false,
+                old_token: old_token.clone(),
+                new_token: None,
+            };
+            match result {
+                Ok(response) => {
+                    report.status = Some(response.status);
+                    let mut now = State::clone(&read.state);
+                    now.extend(self.configuration.pending().clone());
+                    report.new_token = self.token_fingerprint_in(&now);
+                    old_token.clone_from(&report.new_token);
+                    reports.push(report);
+                }
                 Err(error) => {
                     self.configuration.restore_pending(before);
-                    report.status = status_of(&error).or(report.status);
-                    report.elapsed = started.elapsed();
+                    report.status = status_of(&error);
                     report.error = Some(self.redactor.redact(&error.to_string()));
-                    let key = self.token_key(read.state.keys());
-                    report.old_token = Self::token_fingerprint(&read.state, &key);
-                    self.observer.event(&Event::RefreshFinished(report));
+                    report.response = response_of(&error);
+                    reports.push(report);
+                    for report in reports {
+                        self.observer.event(&Event::RefreshFinished(report));
+                    }
                     return Err(error);
                 }
             }
         }
-        let saved = self.configuration.pending().clone();
+        let started = Instant::now();
         let written = self
             .write_under(&mut *lock, read.version, &read.state)
             .await;
-        report.elapsed = started.elapsed();
-        let key = self.token_key(saved.keys());
-        report.old_token = Self::token_fingerprint(&read.state, &key);
-        report.new_token = Self::token_fingerprint(&saved, &key);
-        if let Err(error) = &written {
-            report.error = Some(self.redactor.redact(&error.to_string()));
+        if let Some(last) = reports.last_mut() {
+            last.elapsed += started.elapsed();
+            if let Err(error) = &written {
+                last.error = Some(self.redactor.redact(&error.to_string()));
+                last.new_token = None;
+            }
         }
-        self.observer.event(&Event::RefreshFinished(report));
+        for report in reports {
+            self.observer.event(&Event::RefreshFinished(report));
+        }
         written
+    }
+
+    /// The [`fingerprint`](crate::fingerprint) of the access token in `state`
+    /// ([`Run::token_key`]).
+    fn token_fingerprint_in(&self, state: &State) -> Option<String> {
+        Self::token_fingerprint(state, &self.token_key(state.keys()))
     }
 
     /// The key holding the access token among `keys`: a secret key with `access` in its name,
@@ -734,8 +802,11 @@ impl<'a> Run<'a> {
                 Recheck::Marker(marker),
             )
             .await?;
+            let started = Instant::now();
             let prepared = self.prepare(resource, inputs, bound, previous, true)?;
-            response = self.send(&prepared, false).await?;
+            let retried = self.send(&prepared, false).await;
+            self.report_retry(resource, &retried, started.elapsed(), response.status);
+            response = retried?;
             if rejected(&response) {
                 return Err(RunErrorKind::TokenRejected {
                     resource: resource.display_name(),
@@ -759,6 +830,43 @@ impl<'a> Run<'a> {
         let extracted = extract(self.connector, resource, &response)?;
         self.save(&extracted.saved);
         Ok((response, extracted))
+    }
+
+    /// Reports the call retried after the vendor rejected its token with `rejected_with`: its
+    /// status, and the vendor's body when it failed again.
+    fn report_retry(
+        &self,
+        resource: &Resource,
+        retried: &Result<VendorResponse, RunError>,
+        elapsed: Duration,
+        rejected_with: u16,
+    ) {
+        let (status, error, response) = match retried {
+            Ok(response) if response.is_success() => (Some(response.status), None, None),
+            Ok(response) => (
+                Some(response.status),
+                Some(format!("the vendor answered {} again", response.status)),
+                Some(self.redactor.redact(&response.body_text())).filter(|body| !body.is_empty()),
+            ),
+            Err(error) => (
+                status_of(error),
+                Some(self.redactor.redact(&error.to_string())),
+                response_of(error),
+            ),
+        };
+        self.observer.event(&Event::RefreshFinished(RefreshReport {
+            reason: RefreshReason::Rejected {
+                status: rejected_with,
+            },
+            by: resource.display_name(),
+            status,
+            elapsed,
+            error,
+            response,
+            retry: true,
+            old_token: None,
+            new_token: self.token_fingerprint_in(&self.configuration.to_map()),
+        }));
     }
 
     /// Records values a response saved, learning them as secrets (tokens) first.

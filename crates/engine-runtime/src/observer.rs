@@ -22,6 +22,9 @@ pub enum RefreshReason {
         /// The status, usually 401.
         status: u16,
     },
+    /// The caller ran a lifecycle resource itself (`engine run CONNECTOR
+    /// provisionAuthValidation`).
+    Requested,
 }
 
 /// One step of a run.
@@ -34,7 +37,9 @@ pub enum Event {
         /// What does it (`ON REFRESH`, `PROVISION AUTH VALIDATION`, `oauth2 refresh_token`).
         by: String,
     },
-    /// A refresh this process made ended (succeeded or failed); see [`RefreshReport`].
+    /// One lifecycle step this process made ended (succeeded or failed): each step of a refresh
+    /// (provisioning, `ON PROVISION`, `ON REFRESH`, a token request), a lifecycle resource the
+    /// caller ran, and the call retried after a rejected token; see [`RefreshReport`].
     RefreshFinished(RefreshReport),
     /// Another process refreshed while this one waited for the lock; the refresh is skipped.
     RefreshedElsewhere,
@@ -105,21 +110,28 @@ pub enum Event {
     },
 }
 
-/// What one refresh did, for a refresh history: reported by [`Event::RefreshFinished`] after
-/// every refresh this process made, failed ones included. Holds no secret: tokens appear only
-/// as fingerprints, and the error is redacted.
+/// What one lifecycle step did, for a refresh history: reported by [`Event::RefreshFinished`]
+/// after every step this process made, failed ones included: a refresh of two steps
+/// (`PROVISION AUTH VALIDATION`, then `ON PROVISION`) is two reports, and a call retried after
+/// the vendor rejected its token is a report of its own ([`RefreshReport::retry`]). Holds no
+/// secret: tokens appear only as fingerprints, and the error and the vendor's body are redacted.
 #[derive(Debug, Clone)]
 pub struct RefreshReport {
-    /// Why the token was refreshed.
+    /// Why the step ran.
     pub reason: RefreshReason,
-    /// What refreshed it (`ON REFRESH`, `oauth2`...).
+    /// What ran: the step (`ON REFRESH`, `oauth2 refresh_token`...), or the retried resource.
     pub by: String,
-    /// The last HTTP status of the refresh's requests, when one was answered.
+    /// The HTTP status of the step's request, when one was answered.
     pub status: Option<u16>,
-    /// How long the refresh took, requests and write.
+    /// How long the step took (the last step of a refresh: with the write).
     pub elapsed: Duration,
     /// Why it failed (secrets masked); `None` when it succeeded.
     pub error: Option<String>,
+    /// The vendor's body when the step failed with an answer (secrets masked).
+    pub response: Option<String>,
+    /// True for the call retried once after the vendor rejected its token (and the refresh that
+    /// followed); false for a lifecycle step.
+    pub retry: bool,
     /// The [`fingerprint`] of the token before.
     pub old_token: Option<String>,
     /// The [`fingerprint`] of the token after; `None` when it failed.

@@ -231,7 +231,7 @@ pub enum RunErrorKind {
         /// Why.
         message: String,
     },
-    /// The resource's type is accepted at load but never executed (webhooks, `onDelete`, ...).
+    /// The resource's type is accepted at load but never executed (webhooks, `oauthOnAuthorizeUrl`, ...).
     #[error(
         "resource `{resource}` of type `{kind}` is never executed by the engine; nothing was sent"
     )]

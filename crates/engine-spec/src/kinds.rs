@@ -89,7 +89,8 @@ wire_enum! {
         OnProvision => ["onProvision", "ON PROVISION"],
         /// Refreshes the token; sets `authentication.time`.
         OnRefresh => ["onRefresh", "ON REFRESH"],
-        /// Runs when an instance is deleted (not executed by the engine).
+        /// Runs when an instance is deleted (`engine instances delete`), with the instance's
+        /// authentication.
         OnDelete => ["onDelete", "ON DELETE"],
         /// An API call the caller runs.
         Api => ["api", "API"],
@@ -135,13 +136,12 @@ impl ResourceType {
         }
     }
 
-    /// True for resource types the engine accepts but never runs: `onDelete`, the webhook
-    /// resources, `oauthOnAuthorizeUrl` and the `oauth2Password` token request.
+    /// True for resource types the engine accepts but never runs: the webhook resources,
+    /// `oauthOnAuthorizeUrl` and the `oauth2Password` token request.
     pub fn is_never_executed(self) -> bool {
         matches!(
             self,
-            Self::OnDelete
-                | Self::OauthOnAuthorizeUrl
+            Self::OauthOnAuthorizeUrl
                 | Self::OnProvisionWebhook
                 | Self::OnDeleteWebhook
                 | Self::Oauth2Password

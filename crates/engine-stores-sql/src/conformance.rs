@@ -487,12 +487,73 @@ fn secret_name(key: &str) -> bool {
     key.contains("token") || key.contains("secret")
 }
 
+fn rule(is_secret: fn(&str) -> bool) -> crate::IsSecret {
+    std::sync::Arc::new(is_secret)
+}
+
+/// The rule decides which keys are encrypted (a connector's: a `PASSWORD` property named like
+/// no secret, `user.pin`), and a value stored encrypted stays encrypted when a handle with a
+/// narrower rule (names only) writes it back through the lock or rekeys it.
+async fn encryption_follows_the_rule(backend: &dyn Backend) {
+    let raw: std::sync::Arc<dyn InstanceStore> = backend.open().await.into();
+    let typed = crate::EncryptedStore::new(
+        raw.clone(),
+        key(KEY_ONE),
+        Vec::new(),
+        std::sync::Arc::new(|key: &str| key == "user.pin" || secret_name(key)),
+    );
+    let written = state(json!({"user.pin": "FAKE-pin-1234", "user.name": "ada"}));
+    typed.write("acme", written.clone(), 0).await.unwrap();
+    let at_rest = raw.load("acme").await.unwrap();
+    assert!(crate::is_encrypted(&at_rest.state["user.pin"]));
+    assert_eq!(at_rest.state["user.name"], "ada");
+
+    let names =
+        crate::EncryptedStore::new(raw.clone(), key(KEY_ONE), Vec::new(), rule(secret_name));
+    let mut lock = names
+        .lock("acme", Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let read = lock.load().await.unwrap();
+    assert_eq!(read.state["user.pin"], "FAKE-pin-1234");
+    let mut next = State::clone(&read.state);
+    next.insert("access.token".to_owned(), json!("FAKE-token-123"));
+    lock.write(next, read.version).await.unwrap();
+    drop(lock);
+    assert!(crate::is_encrypted(
+        &raw.load("acme").await.unwrap().state["user.pin"]
+    ));
+
+    let rotating = crate::EncryptedStore::new(
+        raw.clone(),
+        key(KEY_TWO),
+        vec![key(KEY_ONE)],
+        rule(secret_name),
+    );
+    assert!(rotating.rekey("acme").await.unwrap());
+    let at_rest = raw.load("acme").await.unwrap();
+    for secret in ["user.pin", "access.token"] {
+        assert!(
+            at_rest.state[secret]
+                .as_str()
+                .unwrap()
+                .starts_with("enc:v1:k2:"),
+            "{secret}: {}",
+            at_rest.state[secret]
+        );
+    }
+    assert_eq!(
+        rotating.load("acme").await.unwrap().state["user.pin"],
+        "FAKE-pin-1234"
+    );
+}
+
 /// Secrets at rest: encrypted in the inner store (never the plain value), decrypted on read, by
 /// the lock too; a wrong key under the same id and an unknown key id fail the read; rekeying
 /// rewrites every value under the current key, after which the old key is not needed.
 async fn encryption(backend: &dyn Backend) {
     let raw: std::sync::Arc<dyn InstanceStore> = backend.open().await.into();
-    let one = crate::EncryptedStore::new(raw.clone(), key(KEY_ONE), Vec::new(), secret_name);
+    let one = crate::EncryptedStore::new(raw.clone(), key(KEY_ONE), Vec::new(), rule(secret_name));
     let written = state(json!({"client.id": "public", "access.token": "FAKE-token-123", "n": 5}));
     one.write("acme", written.clone(), 0).await.unwrap();
     assert_eq!(*one.load("acme").await.unwrap().state, written);
@@ -518,8 +579,12 @@ async fn encryption(backend: &dyn Backend) {
         &raw.load("acme").await.unwrap().state["refresh.token"]
     ));
 
-    let wrong =
-        crate::EncryptedStore::new(raw.clone(), key(KEY_ONE_WRONG), Vec::new(), secret_name);
+    let wrong = crate::EncryptedStore::new(
+        raw.clone(),
+        key(KEY_ONE_WRONG),
+        Vec::new(),
+        rule(secret_name),
+    );
     let error = wrong.load("acme").await.unwrap_err();
     assert!(
         std::error::Error::source(&error)
@@ -528,7 +593,7 @@ async fn encryption(backend: &dyn Backend) {
             .contains("does not decrypt with key `k1`"),
         "{error:?}"
     );
-    let two = crate::EncryptedStore::new(raw.clone(), key(KEY_TWO), Vec::new(), secret_name);
+    let two = crate::EncryptedStore::new(raw.clone(), key(KEY_TWO), Vec::new(), rule(secret_name));
     let error = two.load("acme").await.unwrap_err();
     assert!(
         std::error::Error::source(&error)
@@ -538,8 +603,12 @@ async fn encryption(backend: &dyn Backend) {
         "{error:?}"
     );
 
-    let rotating =
-        crate::EncryptedStore::new(raw.clone(), key(KEY_TWO), vec![key(KEY_ONE)], secret_name);
+    let rotating = crate::EncryptedStore::new(
+        raw.clone(),
+        key(KEY_TWO),
+        vec![key(KEY_ONE)],
+        rule(secret_name),
+    );
     assert!(rotating.rekey("acme").await.unwrap());
     assert!(
         !rotating.rekey("acme").await.unwrap(),
@@ -609,6 +678,7 @@ conformance!(
     status_listed,
     list_filters,
     encryption,
+    encryption_follows_the_rule,
 );
 
 /// PostgreSQL only: a lock holder that goes silent past the lock's lifetime loses the lock to

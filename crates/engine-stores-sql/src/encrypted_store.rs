@@ -61,13 +61,16 @@ impl SecretKey {
     }
 }
 
-/// Which keys of a state are encrypted: the caller's rule (the CLI passes the engine's rule for
-/// secret names: passwords, tokens, secrets, API keys).
-pub type IsSecret = fn(&str) -> bool;
+/// Which keys of a state are encrypted: the caller's rule. The CLI passes the connector's rule
+/// when it knows the instance's connector (its `PASSWORD` properties, its token keys, the keys it
+/// sends as credentials, names like secrets), else the engine's rule for secret names
+/// (passwords, tokens, secrets, API keys).
+pub type IsSecret = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// An [`InstanceStore`] over another that keeps secret values encrypted at rest.
 ///
-/// Every string value whose key `is_secret` says is a secret is written as
+/// Every string value whose key `is_secret` says is a secret, or whose stored value was
+/// encrypted when read (through the lock, or by [`EncryptedStore::rekey`]), is written as
 /// `enc:v1:<key id>:<base64(nonce ‖ ciphertext)>`: XChaCha20-Poly1305 (`RustCrypto`) with a random
 /// 24-byte nonce and the instance id and key name as associated data (a value copied to another
 /// key or instance does not decrypt). Reads decrypt with the key of the value's id, among the
@@ -81,7 +84,6 @@ pub struct EncryptedStore {
     keys: Arc<Keys>,
 }
 
-#[derive(Debug)]
 struct Keys {
     current: SecretKey,
     old: Vec<SecretKey>,
@@ -116,12 +118,14 @@ impl EncryptedStore {
     }
 
     /// Rewrites `instance` with every secret value encrypted by the current key (decrypting the
-    /// old ones); returns true when something changed. A compare-and-swap like any write.
+    /// old ones; a value stored encrypted stays encrypted, whatever the rule says of its key);
+    /// returns true when something changed. A compare-and-swap like any write.
     pub async fn rekey(&self, instance: &str) -> Result<bool, StoreError> {
         let stored = self.inner.load(instance).await?;
         let plain = self.keys.decrypt(instance, &stored.state)?;
+        let sealed = encrypted_keys(&stored.state);
         let needs = stored.state.iter().any(|(key, value)| {
-            (self.keys.is_secret)(key)
+            ((self.keys.is_secret)(key) || sealed.contains(key))
                 && value
                     .as_str()
                     .is_some_and(|text| !is_encrypted_with(text, self.keys.current.id()))
@@ -129,12 +133,21 @@ impl EncryptedStore {
         if !needs {
             return Ok(false);
         }
-        let encrypted = self.keys.encrypt(instance, plain)?;
+        let encrypted = self.keys.encrypt(instance, plain, &sealed)?;
         self.inner
             .write(instance, encrypted, stored.version)
             .await?;
         Ok(true)
     }
+}
+
+/// The keys of `state` whose values are encrypted.
+fn encrypted_keys(state: &State) -> Vec<String> {
+    state
+        .iter()
+        .filter(|(_, value)| is_encrypted(value))
+        .map(|(key, _)| key.clone())
+        .collect()
 }
 
 fn is_encrypted_with(text: &str, id: &str) -> bool {
@@ -157,10 +170,17 @@ fn failure(instance: &str, message: String) -> StoreError {
 }
 
 impl Keys {
-    fn encrypt(&self, instance: &str, mut state: State) -> Result<State, StoreError> {
+    /// Encrypts the values of the secret keys of `state`, and of the keys in `sealed` (stored
+    /// encrypted before).
+    fn encrypt(
+        &self,
+        instance: &str,
+        mut state: State,
+        sealed: &[String],
+    ) -> Result<State, StoreError> {
         for (key, value) in &mut state {
             let Some(text) = value.as_str() else { continue };
-            if !(self.is_secret)(key) || text.starts_with(PREFIX) {
+            if !((self.is_secret)(key) || sealed.contains(key)) || text.starts_with(PREFIX) {
                 continue;
             }
             let mut nonce = [0_u8; 24];
@@ -268,7 +288,7 @@ impl InstanceStore for EncryptedStore {
         expected: u64,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
-            let encrypted = self.keys.encrypt(instance, state)?;
+            let encrypted = self.keys.encrypt(instance, state, &[])?;
             self.inner.write(instance, encrypted, expected).await
         })
     }
@@ -284,6 +304,7 @@ impl InstanceStore for EncryptedStore {
                 inner,
                 keys: Arc::clone(&self.keys),
                 instance: instance.to_owned(),
+                sealed: Vec::new(),
             });
             Ok(lock)
         })
@@ -323,19 +344,22 @@ struct EncryptedLock {
     inner: Box<dyn InstanceLock>,
     keys: Arc<Keys>,
     instance: String,
+    /// The keys stored encrypted at the last read: written encrypted again.
+    sealed: Vec<String>,
 }
 
 impl InstanceLock for EncryptedLock {
     fn load(&mut self) -> BoxFuture<'_, Result<Versioned, StoreError>> {
         Box::pin(async move {
             let read = self.inner.load().await?;
+            self.sealed = encrypted_keys(&read.state);
             self.keys.decrypt_versioned(&self.instance, &read)
         })
     }
 
     fn write(&mut self, state: State, expected: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
-            let encrypted = self.keys.encrypt(&self.instance, state)?;
+            let encrypted = self.keys.encrypt(&self.instance, state, &self.sealed)?;
             self.inner.write(encrypted, expected).await
         })
     }

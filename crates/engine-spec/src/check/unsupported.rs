@@ -1,5 +1,5 @@
 //! W0501: parts of element.json exports the engine accepts but never executes: JavaScript hooks,
-//! parameter converters, the resources it never runs (`onDelete`, the webhook resources,
+//! parameter converters, the resources it never runs (the webhook resources,
 //! `oauthOnAuthorizeUrl`, `oauth2Password`), OAuth 1, protocols other than HTTP (`jdbc`, `odata`),
 //! pagination, events and bulk.
 //!
@@ -45,7 +45,7 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
         let name = resource.display_name();
         if resource.kind().is_never_executed() {
             let label = resource.kind().label();
-            // Every never-run type starts with a vowel: `an ON DELETE resource`.
+            // Every never-run type starts with a vowel: `an ON DELETE WEBHOOK resource`.
             let subject = if name == label {
                 format!("an `{label}` resource")
             } else {
@@ -278,7 +278,7 @@ mod tests {
         let text = r#"{"hooks": [{"type": "event", "body": "x"}], "resources": [
             {"name": "a", "type": "api", "hooks": [{"type": "preRequest"}, {"type": "postRequest"}, {"type": "preRequest"}]},
             {"name": "b", "type": "api", "hooks": []},
-            {"name": "c", "type": "onDelete", "hooks": [{"type": "preRequest"}]}]}"#;
+            {"name": "c", "type": "onDeleteWebhook", "hooks": [{"type": "preRequest"}]}]}"#;
         let found = with_code(text, Code::NotExecuted);
         let messages: Vec<&str> = found.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(
@@ -286,7 +286,7 @@ mod tests {
             [
                 "the connector has 1 JavaScript hook (`event`); the engine accepts but never executes it",
                 "resource `a` has 3 JavaScript hooks (`preRequest`, `postRequest`); the engine accepts but never executes them",
-                "resource `c` of type `ON DELETE` and its 1 JavaScript hook (`preRequest`) are accepted but never executed",
+                "resource `c` of type `ON DELETE WEBHOOK` and its 1 JavaScript hook (`preRequest`) are accepted but never executed",
             ]
         );
     }
