@@ -8,8 +8,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use engine_runtime::{
-    DEFAULT_MAX_BODY, EngineBuilder, Event, HttpTransport, InputKind, Inputs, Observer,
-    RecordingTransport, RefreshReason, RunError, RunErrorKind, RunRequest,
+    DEFAULT_MAX_BODY, EngineBuilder, Event, HttpTransport, InputKind, Inputs, LifetimeProblem,
+    Observer, RecordingTransport, RefreshReason, RunError, RunErrorKind, RunRequest,
 };
 use engine_spec::{Connector, SourceMap};
 use engine_store::{FileStore, InstanceStore, MemoryStore, StoreErrorKind};
@@ -60,7 +60,9 @@ pub(crate) struct RunArgs {
     /// Print each lifecycle step to stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
-    /// The total timeout of one request, in seconds (more than 0, at most 86400).
+    /// The bound on the whole command, in seconds (more than 0, at most 86400): every request,
+    /// retry, pause and token refresh it makes ends within it (waiting for the instance's lock
+    /// is bounded by `--lock-timeout`).
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout)]
     timeout: Duration,
     /// Record every exchange of the run into this cassette (appended as a new run; secrets
@@ -189,7 +191,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     }
     let recorder = match (&args.record, args.dry_run) {
         (Some(_), false) => {
-            match HttpTransport::new(args.timeout, Duration::from_secs(10), DEFAULT_MAX_BODY) {
+            match HttpTransport::new(None, Duration::from_secs(10), DEFAULT_MAX_BODY) {
                 Ok(http) => Some(crate::test::record::RecordingHttp::new(http)),
                 Err(error) => {
                     printer::error(&Message::new(Level::Error, &error.message));
@@ -514,6 +516,24 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
             RunErrorKind::Transport { .. } => Some(
                 "check that the vendor is reachable, or raise `--timeout`".into(),
             ),
+            RunErrorKind::TimedOut { .. } => Some(
+                "check that the vendor is reachable, or raise `--timeout` (it bounds the whole command: every attempt, retry pause and token refresh)".into(),
+            ),
+            RunErrorKind::InvalidHeader { from_caller: true, shown, .. } if shown.contains('…') => Some(
+                "write `--header NAME=VALUE`: the name is what comes before the first `=`".into(),
+            ),
+            RunErrorKind::InvalidHeader { from_caller: true, .. } => Some(
+                "fix the value given to `--header`".into(),
+            ),
+            RunErrorKind::InvalidHeader { from_caller: false, .. } => Some(
+                "fix the connector parameter that sets this header, or the instance value it reads".into(),
+            ),
+            RunErrorKind::BadPathValue { name, .. } => Some(format!(
+                "pass the value the vendor names the item by with `--param {name}=VALUE`; other characters (`/` included) are percent-encoded and stay in the segment"
+            )),
+            RunErrorKind::InvalidUrl { message, .. } if message.contains("the engine sends only") => Some(
+                "set it to the vendor's `http://` or `https://` address in the instance file (or the connector's `defaultValue`)".into(),
+            ),
             RunErrorKind::InputFile { name, path, .. } if path == "-" => Some(format!(
                 "pipe the part's content into `engine run`, or pass `--param {name}=@FILE`"
             )),
@@ -587,7 +607,9 @@ pub(crate) fn exit_of(error: &RunError) -> Exit {
         | RunErrorKind::TokenRejected { .. }
         | RunErrorKind::NotAuthorized { .. }
         | RunErrorKind::Authorize { .. } => Exit::AuthFailed,
-        RunErrorKind::Transport { .. } | RunErrorKind::BodyTooLarge { .. } => Exit::Transport,
+        RunErrorKind::Transport { .. }
+        | RunErrorKind::TimedOut { .. }
+        | RunErrorKind::BodyTooLarge { .. } => Exit::Transport,
         RunErrorKind::Store(error) => match error.kind() {
             StoreErrorKind::Io { operation, .. } if *operation != "read" => Exit::VendorError,
             StoreErrorKind::LockTimeout { .. } => Exit::VendorError,
@@ -715,6 +737,16 @@ impl Observer for Verbose {
                 "note: `{resource}` has a pre-request JavaScript hook that the engine does not \
                  execute; the request may go out unauthenticated"
             ),
+            Event::LifetimeAdjusted(adjusted) => match adjusted.problem {
+                LifetimeProblem::Unusable => format!(
+                    "note: the vendor's `{}` of `{}` is not a number of seconds; the token is taken to live {} s (saved as such)",
+                    adjusted.key, adjusted.sent, adjusted.seconds
+                ),
+                LifetimeProblem::TooLong => format!(
+                    "note: the vendor's `{}` of `{}` is longer than a year; the token is taken to live a year, {} s (saved as such)",
+                    adjusted.key, adjusted.sent, adjusted.seconds
+                ),
+            },
             Event::Retrying {
                 attempt,
                 after,

@@ -28,11 +28,11 @@ use crate::extract::{Extracted, extract};
 use crate::observer::{Event, Observer, RefreshReason, RefreshReport};
 use crate::redact::Redactor;
 use crate::request::{
-    BuildContext, Inputs, PreparedRequest, build, missing_required, redact_url, request_parameters,
+    BuildContext, Inputs, PreparedRequest, SecretSlot, build, missing_required, request_parameters,
 };
 use crate::run_error::{RunError, RunErrorKind};
 use crate::transport::{
-    DEFAULT_MAX_BODY, HttpTransport, RetryPolicy, Sending, Transport, VendorResponse,
+    DEFAULT_MAX_BODY, Deadline, HttpTransport, RetryPolicy, Sending, Transport, VendorResponse,
     send_with_policy,
 };
 
@@ -42,6 +42,7 @@ use crate::transport::{
 pub struct Engine {
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
+    timeout: Duration,
     policy: RetryPolicy,
     lock_timeout: Option<Duration>,
     flights: Arc<Flights>,
@@ -66,7 +67,7 @@ impl Default for EngineBuilder {
 }
 
 impl EngineBuilder {
-    /// Defaults: 30 s total timeout and 10 s connect timeout per request, response bodies up to
+    /// Defaults: 30 s for a whole run, 10 s connect timeout per request, response bodies up to
     /// 16 MiB, the system clock, the default [`RetryPolicy`], instance locks waited for at most
     /// 30 s, and HTTP.
     pub fn new() -> Self {
@@ -81,7 +82,10 @@ impl EngineBuilder {
         }
     }
 
-    /// The total timeout of one request.
+    /// The bound on one whole [`Engine::run`] or [`Engine::refresh`]: every request, attempt,
+    /// retry pause and refresh it makes ends within it, timed by the engine's clock (waiting for
+    /// an instance's lock is bounded by [`EngineBuilder::lock_timeout`] instead). Past it, the
+    /// request in flight is cut and the run fails with [`RunErrorKind::TimedOut`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -130,7 +134,8 @@ impl EngineBuilder {
     }
 
     /// Sends through `transport` instead of HTTP: a [`crate::RecordingTransport`] for a dry
-    /// run, a replaying one for tests. The timeouts and body limit then do not apply.
+    /// run, a replaying one for tests. The connect timeout and body limit then do not apply;
+    /// the run's timeout does.
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
         self
@@ -143,17 +148,18 @@ impl EngineBuilder {
         let transport = match self.transport {
             Some(transport) => transport,
             None => Arc::new(
-                HttpTransport::new(self.timeout, self.connect_timeout, self.max_body).map_err(
-                    |error| RunErrorKind::Transport {
+                HttpTransport::new(None, self.connect_timeout, self.max_body).map_err(|error| {
+                    RunErrorKind::Transport {
                         url: String::new(),
                         message: error.message,
-                    },
-                )?,
+                    }
+                })?,
             ),
         };
         Ok(Engine {
             transport,
             clock: self.clock,
+            timeout: self.timeout,
             policy: self.policy,
             lock_timeout: self.lock_timeout,
             flights: Arc::default(),
@@ -390,6 +396,8 @@ pub(crate) struct Run<'a> {
     /// How far ahead of the clock freshness is judged: a token that expires within this is
     /// stale ([`Engine::refresh`]); 0 for a run.
     ahead_ms: u64,
+    /// When the run must be over ([`EngineBuilder::timeout`]).
+    deadline: Deadline,
 }
 
 impl<'a> Run<'a> {
@@ -401,6 +409,11 @@ impl<'a> Run<'a> {
         instance: &'a str,
         observer: &'a dyn Observer,
     ) -> Result<Self, RunError> {
+        let timeout_ms = u64::try_from(engine.timeout.as_millis()).unwrap_or(u64::MAX);
+        let deadline = Deadline {
+            at_ms: engine.now_ms().saturating_add(timeout_ms),
+            timeout: engine.timeout,
+        };
         let stored = store.load(instance).await?;
         let redactor = Redactor::for_state(connector, &stored.state);
         Ok(Self {
@@ -413,6 +426,7 @@ impl<'a> Run<'a> {
             configuration: Configuration::new(connector, stored.state),
             redactor,
             ahead_ms: 0,
+            deadline,
         })
     }
 
@@ -748,7 +762,7 @@ impl<'a> Run<'a> {
             return Err(RunError::from(RunErrorKind::VendorStatus {
                 resource: resource.display_name(),
                 status: response.status,
-                url: redact_url(&prepared.url, &self.redactor),
+                url: prepared.display_url(&self.redactor),
                 problem: response
                     .problem()
                     .map(|problem| self.redactor.redact(&problem)),
@@ -811,7 +825,10 @@ impl<'a> Run<'a> {
                     }
                     _ => error,
                 })?;
-            self.save(&saved);
+            if let Some(adjusted) = saved.adjusted {
+                self.observer.event(&Event::LifetimeAdjusted(adjusted));
+            }
+            self.save(&saved.state);
         }
         Ok(response)
     }
@@ -859,8 +876,13 @@ impl<'a> Run<'a> {
         )?;
         if authenticate {
             let parameters = request_parameters(self.connector, resource);
+            let before = request.headers.len();
             self.scheme
                 .apply(&self.configuration, &parameters, &mut request.headers);
+            // `Basic ...`/`Bearer ...`: the scheme word is the engine's, the rest a secret.
+            for (name, value) in &request.headers[before..] {
+                request.secrets.push(SecretSlot::header(name, value, value));
+            }
         }
         Ok(request)
     }
@@ -907,6 +929,7 @@ impl<'a> Run<'a> {
             observer: self.observer,
             redactor: &self.redactor,
             clock: &*self.engine.clock,
+            deadline: Some(self.deadline),
         };
         send_with_policy(&sending, request, lifecycle).await
     }

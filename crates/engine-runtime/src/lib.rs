@@ -57,15 +57,16 @@ mod tls;
 mod transport;
 
 pub use auth::authorize::AuthorizationRequest;
+pub use auth::lifetime::{LifetimeAdjusted, LifetimeProblem, MAX_LIFETIME_SECONDS};
 pub use auth::oauth2::{self, Grant};
-pub use auth::{Freshness, Scheme, Step, check_fresh};
+pub use auth::{Absorbed, Freshness, Scheme, Step, check_fresh};
 pub use body::{Part, PartContent};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineBuilder, RefreshRequest, RunOutput, RunRequest};
 pub use extract::parse_seconds;
 pub use observer::{Event, NoObserver, Observer, RefreshReason, RefreshReport, fingerprint};
 pub use redact::{MASK, Redactor, Secret, is_secret_name};
-pub use request::{Inputs, PreparedRequest, RequestBody, redact_url};
+pub use request::{Inputs, PreparedRequest, RequestBody, SecretSlot};
 pub use run_error::{InputKind, MissingKey, RunError, RunErrorKind};
 pub use transport::{
     DEFAULT_MAX_BODY, HttpTransport, RecordingTransport, RetryPolicy, Transport, TransportError,
