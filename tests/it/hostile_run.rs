@@ -154,6 +154,31 @@ async fn secrets_are_masked_by_place_in_verbose_lines_and_sent_as_they_are() {
     assert_eq!(header_of(search, "x-account"), Some(ACCOUNT));
 }
 
+#[tokio::test]
+async fn a_vendor_echoing_a_value_made_from_a_secret_is_masked() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "message": format!("account {ACCOUNT} and code {APP_CODE} rejected"),
+        })))
+        .mount(&server)
+        .await;
+    let context = masking_context(&server);
+    let mut instance = context.instance();
+    instance["authentication.time"] = Value::from(time_ago(0));
+    context.write_instance(&instance);
+
+    let outcome = context.run("search").param("q", "hello").output();
+    outcome.assert_code(1).assert_hides(&[ACCOUNT, APP_CODE]);
+    assert!(
+        outcome.stderr.starts_with(
+            "error: the vendor answered `search` with 400: account **** and code **** rejected\n"
+        ),
+        "{}",
+        outcome.render()
+    );
+}
+
 fn hostile_context(server_uri: &str) -> TestContext {
     TestContext::fixture("hostile").with_instance(&json!({
         "base.url": server_uri,

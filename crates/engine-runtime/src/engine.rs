@@ -26,10 +26,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::configuration::Configuration;
 use crate::extract::{Extracted, extract};
 use crate::observer::{Event, Observer, RefreshReason, RefreshReport};
+use crate::prepared_request::{PreparedRequest, SecretSlot};
 use crate::redact::Redactor;
-use crate::request::{
-    BuildContext, Inputs, PreparedRequest, SecretSlot, build, missing_required, request_parameters,
-};
+use crate::request::{BuildContext, Inputs, build, missing_required, request_parameters};
 use crate::run_error::{RunError, RunErrorKind};
 use crate::transport::{
     DEFAULT_MAX_BODY, Deadline, HttpTransport, RetryPolicy, Sending, Transport, VendorResponse,
@@ -730,6 +729,7 @@ impl<'a> Run<'a> {
             Some(checked) => checked.replay(self.observer),
             None => self.prepare(resource, inputs, bound, previous, true)?,
         };
+        self.learn_sent(&prepared);
         let mut response = self.send(&prepared, false).await?;
         let rejected = |response: &VendorResponse| {
             self.connector
@@ -749,6 +749,7 @@ impl<'a> Run<'a> {
             )
             .await?;
             let prepared = self.prepare(resource, inputs, bound, previous, true)?;
+            self.learn_sent(&prepared);
             response = self.send(&prepared, false).await?;
             if rejected(&response) {
                 return Err(RunErrorKind::TokenRejected {
@@ -773,6 +774,14 @@ impl<'a> Run<'a> {
         let extracted = extract(self.connector, resource, &response)?;
         self.save(&extracted.saved);
         Ok((response, extracted))
+    }
+
+    /// Learns the values `request` carries made from secrets ([`PreparedRequest::secret_values`]),
+    /// before it is sent: whatever comes back masks them.
+    fn learn_sent(&mut self, request: &PreparedRequest) {
+        for value in request.secret_values() {
+            self.redactor.learn(&value);
+        }
     }
 
     /// Records values a response saved, learning them as secrets (tokens) first.
@@ -801,6 +810,7 @@ impl<'a> Run<'a> {
                 None,
             ),
         };
+        self.learn_sent(&request);
         let response = self
             .send_lifecycle(&request, &step.name())
             .await

@@ -50,6 +50,7 @@ mod configuration;
 mod engine;
 mod extract;
 mod observer;
+mod prepared_request;
 mod redact;
 mod request;
 mod run_error;
@@ -65,8 +66,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineBuilder, RefreshRequest, RunOutput, RunRequest};
 pub use extract::parse_seconds;
 pub use observer::{Event, NoObserver, Observer, RefreshReason, RefreshReport, fingerprint};
+pub use prepared_request::{PreparedRequest, RequestBody, SecretSlot};
 pub use redact::{MASK, Redactor, Secret, is_secret_name};
-pub use request::{Inputs, PreparedRequest, RequestBody, SecretSlot};
+pub use request::Inputs;
 pub use run_error::{InputKind, MissingKey, RunError, RunErrorKind};
 pub use transport::{
     DEFAULT_MAX_BODY, HttpTransport, RecordingTransport, RetryPolicy, Transport, TransportError,

@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use crate::body::PartContent;
 use crate::observer::{Event, Observer};
+use crate::prepared_request::{PreparedRequest, RequestBody};
 use crate::redact::Redactor;
-use crate::request::{PreparedRequest, RequestBody};
 use crate::run_error::{RunError, RunErrorKind};
 
 /// The default limit of a response body: 16 MiB.

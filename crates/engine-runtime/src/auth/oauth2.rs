@@ -20,8 +20,9 @@ use super::lifetime::{self, LifetimeProblem, MAX_LIFETIME_SECONDS};
 use super::{Absorbed, Step};
 use crate::Inputs;
 use crate::extract::parse_seconds;
+use crate::prepared_request::{PreparedRequest, RequestBody, SecretSlot};
 use crate::redact::Redactor;
-use crate::request::{PreparedRequest, RequestBody, SecretSlot, text_of};
+use crate::request::text_of;
 use crate::run_error::{MissingKey, RunError, RunErrorKind};
 
 /// The OAuth2 grant of a token request.
@@ -522,6 +523,50 @@ mod tests {
                 .state
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn token_lifetimes_are_capped_at_a_year_and_unusable_ones_skipped() {
+        let connector = oauth2("");
+        let answer = |extra: Value| {
+            let mut body = json!({"access_token": "a1"});
+            for (key, value) in extra.as_object().unwrap() {
+                body[key] = value.clone();
+            }
+            token_state(&connector, &body, "x", false, 1_000_000).unwrap()
+        };
+        let unusable = answer(json!({"expires_in": -5}));
+        assert_eq!(unusable.state["oauth.user.refresh_interval"], "3600");
+        assert_eq!(
+            unusable.adjusted,
+            Some(lifetime::adjusted(
+                "expires_in",
+                &json!(-5),
+                3600,
+                LifetimeProblem::Unusable
+            ))
+        );
+        // An unusable `expires_in` gives way to `expires_at`, and says so.
+        let later = answer(json!({"expires_in": "abc", "expires_at": 1_060}));
+        assert_eq!(later.state["oauth.user.refresh_interval"], "60");
+        assert_eq!(
+            later.adjusted.map(|adjusted| adjusted.problem),
+            Some(LifetimeProblem::Unusable)
+        );
+        let year = MAX_LIFETIME_SECONDS.to_string();
+        for (extra, key) in [
+            (json!({"expires_in": 1e300}), "expires_in"),
+            (json!({"expires_at": "3000-01-01T00:00:00Z"}), "expires_at"),
+        ] {
+            let capped = answer(extra);
+            assert_eq!(capped.state["oauth.user.refresh_interval"], year.as_str());
+            let adjusted = capped.adjusted.unwrap();
+            assert_eq!(
+                (adjusted.key.as_str(), adjusted.problem),
+                (key, LifetimeProblem::TooLong)
+            );
+        }
+        assert_eq!(answer(json!({"expires_in": 60})).adjusted, None);
     }
 
     #[test]
