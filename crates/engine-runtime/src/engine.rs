@@ -83,7 +83,8 @@ impl EngineBuilder {
 
     /// The bound on one whole [`Engine::run`] or [`Engine::refresh`]: every request, attempt,
     /// retry pause and refresh it makes ends within it, timed by the engine's clock (waiting for
-    /// an instance's lock is bounded by [`EngineBuilder::lock_timeout`] instead). Past it, the
+    /// another task's or process's refresh, or an instance's lock, is bounded by
+    /// [`EngineBuilder::lock_timeout`] instead and does not count). Past it, the
     /// request in flight is cut and the run fails with [`RunErrorKind::TimedOut`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -395,7 +396,8 @@ pub(crate) struct Run<'a> {
     /// How far ahead of the clock freshness is judged: a token that expires within this is
     /// stale ([`Engine::refresh`]); 0 for a run.
     ahead_ms: u64,
-    /// When the run must be over ([`EngineBuilder::timeout`]).
+    /// When the run must be over ([`EngineBuilder::timeout`]); time spent waiting for another
+    /// refresh does not count ([`Run::not_counting_since`]).
     deadline: Deadline,
 }
 
@@ -551,8 +553,10 @@ impl<'a> Run<'a> {
     /// state shows that another task or process already did (see [`Recheck`]).
     async fn refresh(&mut self, reason: RefreshReason, recheck: Recheck) -> Result<(), RunError> {
         let flight = self.engine.flights.of(self.store.identity(self.instance));
+        let waiting_since = self.engine.now_ms();
         let _in_process = flight.lock().await;
         let mut lock = self.lock_instance().await?;
+        self.not_counting_since(waiting_since);
         let read = lock.load().await?;
         self.redactor.learn_state(self.connector, &read.state);
         self.configuration.rebase(Arc::clone(&read.state));
@@ -692,6 +696,14 @@ impl<'a> Run<'a> {
         let read = lock.load().await?;
         self.write_under(&mut *lock, read.version, &read.state)
             .await
+    }
+
+    /// Moves the run's deadline by the time since `since_ms`: waiting for another task's or
+    /// process's refresh (the in-process flight, the store's lock) is bounded by the lock
+    /// timeout, not by the run's.
+    fn not_counting_since(&mut self, since_ms: u64) {
+        let waited = self.engine.now_ms().saturating_sub(since_ms);
+        self.deadline.at_ms = self.deadline.at_ms.saturating_add(waited);
     }
 
     /// Takes the store's lock of the instance; when another holds it, says so and waits at most

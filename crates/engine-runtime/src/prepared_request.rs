@@ -47,7 +47,7 @@ pub struct PreparedRequest {
 }
 
 /// A place in a request that carries a value made from a secret: a `PASSWORD` or credential
-/// configuration key ([`Connector::is_secret_key`]) read by a parameter or a template, a literal
+/// configuration key ([`engine_spec::Connector::is_secret_key`]) read by a parameter or a template, a literal
 /// credential of the connector, the scheme's `Authorization`. It is shown as `****` whatever the
 /// value looks like: what [`Redactor`] cannot find by its text (a secret of 3 characters, base64
 /// of a short one, an encoding the engine did not make itself) is masked by where it is.
@@ -185,11 +185,15 @@ impl PreparedRequest {
         let mut values = Vec::new();
         for slot in &self.secrets {
             match slot {
-                SecretSlot::Header { name, .. } => values.extend(
+                // Without the scheme word that stays shown (`Bearer `).
+                SecretSlot::Header { name, shown } => values.extend(
                     self.headers
                         .iter()
                         .filter(|(header, _)| header.eq_ignore_ascii_case(name))
-                        .map(|(_, value)| value.clone()),
+                        .map(|(_, value)| {
+                            let kept = shown.strip_suffix(crate::redact::MASK).unwrap_or_default();
+                            value.strip_prefix(kept).unwrap_or(value).to_owned()
+                        }),
                 ),
                 SecretSlot::Query(name) => values.extend(
                     self.url
@@ -365,6 +369,11 @@ mod tests {
              X-Ticket: Token ****\n\
              Accept: application/json\n\
              \n{\n  \"login\": {\n    \"phrase\": \"****\",\n    \"user\": \"ada\"\n  }\n}\n"
+        );
+        // What a run learns as secrets: the values as sent, without a kept scheme word.
+        assert_eq!(
+            request.secret_values(),
+            ["YWRhOjciXA==", "abc", "7\"\\", "pa\"ss"]
         );
         // A word the secret itself starts with is not kept.
         assert_eq!(
