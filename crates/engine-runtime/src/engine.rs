@@ -951,7 +951,7 @@ impl<'a> Run<'a> {
             observer: self.observer,
             redactor: &self.redactor,
             clock: &*self.engine.clock,
-            deadline: Some(self.deadline),
+            deadline: self.deadline,
         };
         send_with_policy(&sending, request, lifecycle).await
     }

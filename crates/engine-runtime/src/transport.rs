@@ -463,8 +463,8 @@ pub(crate) struct Sending<'a> {
     pub(crate) redactor: &'a Redactor,
     /// Waits between attempts, and tells the time the deadline is judged by.
     pub(crate) clock: &'a dyn crate::Clock,
-    /// The bound on the whole run, when there is one.
-    pub(crate) deadline: Option<Deadline>,
+    /// The bound on the whole run.
+    pub(crate) deadline: Deadline,
 }
 
 /// The bound on a whole run: every attempt, retry pause and refresh must end by `at_ms`.
@@ -519,22 +519,16 @@ pub(crate) async fn send_with_policy(
         // Timed only for an observer that listens: reading the clock is not free.
         let started = observer.enabled().then(Instant::now);
         attempt += 1;
-        let sent = match sending.deadline {
-            Some(deadline) => {
-                let remaining = deadline.remaining(sending.clock.now_ms());
-                match tokio::time::timeout(remaining, sending.transport.send(request)).await {
-                    Ok(sent) => sent,
-                    Err(_) => {
-                        return Err(RunErrorKind::TimedOut {
-                            url: request.display_url(sending.redactor),
-                            timeout: deadline.shown(),
-                            attempts: attempt - 1,
-                        }
-                        .into());
-                    }
-                }
+        let deadline = sending.deadline;
+        let remaining = deadline.remaining(sending.clock.now_ms());
+        let Ok(sent) = tokio::time::timeout(remaining, sending.transport.send(request)).await
+        else {
+            return Err(RunErrorKind::TimedOut {
+                url: request.display_url(sending.redactor),
+                timeout: deadline.shown(),
+                attempts: attempt - 1,
             }
-            None => sending.transport.send(request).await,
+            .into());
         };
         let (pause, cause) = match sent {
             Ok(response) => {
@@ -589,11 +583,9 @@ pub(crate) async fn send_with_policy(
     }
 }
 
-/// True when a pause of `pause` ends before the run's deadline (always without one).
+/// True when a pause of `pause` ends before the run's deadline.
 fn fits(sending: &Sending<'_>, pause: Duration) -> bool {
-    sending
-        .deadline
-        .is_none_or(|deadline| pause < deadline.remaining(sending.clock.now_ms()))
+    pause < sending.deadline.remaining(sending.clock.now_ms())
 }
 
 /// The error and its causes on one line: `could not connect: connection refused`.
