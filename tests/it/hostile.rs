@@ -314,7 +314,9 @@ fn usage_errors_never_repeat_header_or_param_values() {
 #[test]
 fn invalid_timeouts_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
-    for value in ["-1", "nan", "inf", "1e308", "0", "abc", "86401"] {
+    for value in [
+        "-1", "nan", "inf", "1e308", "0", "0s", "abc", "86401", "25h",
+    ] {
         let (code, _, stderr) = run_in(
             dir.path(),
             &[
@@ -329,7 +331,7 @@ fn invalid_timeouts_are_usage_errors() {
         assert_eq!(code, 2, "{value}");
         assert!(
             stderr.starts_with(&format!(
-                "error: invalid value '{value}' for '--timeout <SECONDS>': expected a number of seconds more than 0 and at most 86400\n"
+                "error: invalid value '{value}' for '--timeout <DURATION>': expected a duration such as `30s` or `5m`, or a number of seconds, more than 0 and at most a day (`24h`)\n"
             )),
             "{stderr}"
         );

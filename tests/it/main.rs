@@ -13,6 +13,7 @@ mod cli;
 mod compat_run;
 mod engine_test;
 mod hostile;
+mod hostile_run;
 mod instance_lifecycle;
 mod instances;
 mod lifecycle;

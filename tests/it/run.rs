@@ -610,7 +610,7 @@ async fn a_response_slower_than_the_timeout_exits_5() {
     let outcome = context.run("list-contacts").timeout("1").output();
     outcome
         .assert_code(5)
-        .assert_stderr_has(&["timed out", "raise `--timeout`"]);
+        .assert_stderr_has(&["within the run's timeout of 1 s", "raise `--timeout`"]);
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
         "{:?}",
@@ -921,7 +921,7 @@ fn run_help() {
           --body <FILE|->           The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input
           --dry-run                 Print the requests the run would send (secrets masked) and send nothing
       -v, --verbose                 Print each lifecycle step to stderr
-          --timeout <SECONDS>       The total timeout of one request, in seconds (more than 0, at most 86400) [default: 30]
+          --timeout <DURATION>      The bound on the whole command (`30s`, `5m`, or seconds; at most a day): every request, retry, pause and token refresh it makes ends within it (waiting for the instance's lock is bounded by `--lock-timeout`) [default: 30]
           --record <FILE>           Record every exchange of the run into this cassette (appended as a new run; secrets replaced by placeholders), for `engine test`
           --lock-timeout <SECONDS>  How long to wait for the instance's lock when another process holds it, in seconds [default: 30]
       -h, --help                    Print help

@@ -52,9 +52,9 @@ pub(crate) struct AuthorizeArgs {
     /// Print the URL only; do not open a browser.
     #[arg(long)]
     no_browser: bool,
-    /// How long to wait for the browser's callback, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    timeout: u64,
+    /// How long to wait for the browser's callback (`5m`, `90s`, or seconds).
+    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = crate::duration::parse_timeout)]
+    timeout: Duration,
 }
 
 pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
@@ -147,7 +147,7 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
             open_browser(&request.url);
         }
         printer::verbose("waiting for the browser to come back with the sign-in answer...");
-        let timeout = Duration::from_secs(args.timeout);
+        let timeout = args.timeout;
         let place = Place {
             store: &*store,
             instance,
@@ -157,7 +157,7 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
         crate::refresh::clear_needs_reauth(&*store, instance).await;
         Ok(())
     });
-    for notice in engine_store::InstanceStore::take_notices(&store) {
+    for notice in store.take_notices() {
         printer::verbose(&format!("note: {notice}"));
     }
     match result {

@@ -80,7 +80,8 @@ enum InstancesCommand {
         /// The connector whose `onDelete` runs (default: the one recorded at import).
         #[arg(long, value_name = "FILE")]
         connector: Option<PathBuf>,
-        /// The total timeout of the `onDelete` request (`30s`, `5m`, or seconds).
+        /// The bound on the whole `onDelete` call, a token refresh and a retry included (`30s`,
+        /// `5m`, or seconds).
         #[arg(long, value_name = "DURATION", default_value = "30", value_parser = crate::duration::parse_timeout)]
         timeout: std::time::Duration,
         #[command(flatten)]

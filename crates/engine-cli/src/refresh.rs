@@ -41,7 +41,8 @@ pub(crate) struct RefreshArgs {
     /// How many refreshes each instance's history keeps.
     #[arg(long, value_name = "N", default_value_t = history::DEFAULT_KEEP)]
     keep_history: usize,
-    /// The total timeout of one request (`30s`, `5m`, or seconds).
+    /// The bound on each instance's whole refresh: every request, retry and pause of it
+    /// (`30s`, `5m`, or seconds).
     #[arg(long, value_name = "DURATION", default_value = "30", value_parser = crate::duration::parse_timeout)]
     timeout: Duration,
     /// How long to wait for an instance's lock when another process holds it, in seconds.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use engine_runtime::{
-    DEFAULT_MAX_BODY, EngineBuilder, Event, HttpTransport, InputKind, Inputs, Observer,
-    RecordingTransport, RefreshReason, RunError, RunErrorKind, RunRequest,
+    DEFAULT_MAX_BODY, EngineBuilder, Event, HttpTransport, InputKind, Inputs, LifetimeProblem,
+    Observer, RecordingTransport, RefreshReason, RunError, RunErrorKind, RunRequest,
 };
 use engine_spec::{Connector, SourceMap};
 use engine_store::{FileStore, InstanceStore, MemoryStore, StoreErrorKind};
@@ -60,8 +60,10 @@ pub(crate) struct RunArgs {
     /// Print each lifecycle step to stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
-    /// The total timeout of one request, in seconds (more than 0, at most 86400).
-    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_timeout)]
+    /// The bound on the whole command (`30s`, `5m`, or seconds; at most a day): every request,
+    /// retry, pause and token refresh it makes ends within it (waiting for the instance's lock
+    /// is bounded by `--lock-timeout`).
+    #[arg(long, value_name = "DURATION", default_value = "30", value_parser = crate::duration::parse_timeout)]
     timeout: Duration,
     /// Record every exchange of the run into this cassette (appended as a new run; secrets
     /// replaced by placeholders), for `engine test`.
@@ -71,9 +73,6 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     lock_timeout: u64,
 }
-
-/// The largest `--timeout`: a day.
-const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
 
 /// The largest `--body` or `--config` file: 16 MiB, as for connector files.
 const MAX_INPUT_SIZE: u64 = engine_spec::MAX_SOURCE_SIZE;
@@ -85,17 +84,6 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
         Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
         _ => Err("expected `NAME=VALUE`".to_owned()),
     }
-}
-
-/// A number of seconds, more than 0 and at most [`MAX_TIMEOUT_SECONDS`].
-fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let problem =
-        || format!("expected a number of seconds more than 0 and at most {MAX_TIMEOUT_SECONDS}");
-    let seconds: f64 = text.trim().parse().map_err(|_| problem())?;
-    if !(seconds > 0.0 && seconds <= MAX_TIMEOUT_SECONDS) {
-        return Err(problem());
-    }
-    Duration::try_from_secs_f64(seconds).map_err(|_| problem())
 }
 
 pub(crate) fn run(args: &RunArgs) -> Exit {
@@ -189,7 +177,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     }
     let recorder = match (&args.record, args.dry_run) {
         (Some(_), false) => {
-            match HttpTransport::new(args.timeout, Duration::from_secs(10), DEFAULT_MAX_BODY) {
+            match HttpTransport::new(None, Duration::from_secs(10), DEFAULT_MAX_BODY) {
                 Ok(http) => Some(crate::test::record::RecordingHttp::new(http)),
                 Err(error) => {
                     printer::error(&Message::new(Level::Error, &error.message));
@@ -509,6 +497,24 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
             RunErrorKind::Transport { .. } => Some(
                 "check that the vendor is reachable, or raise `--timeout`".into(),
             ),
+            RunErrorKind::TimedOut { .. } => Some(
+                "check that the vendor is reachable, or raise `--timeout` (it bounds the whole command: every attempt, retry pause and token refresh)".into(),
+            ),
+            RunErrorKind::InvalidHeader { from_caller: true, shown, .. } if shown.contains('…') => Some(
+                "write `--header NAME=VALUE`: the name is what comes before the first `=`".into(),
+            ),
+            RunErrorKind::InvalidHeader { from_caller: true, .. } => Some(
+                "fix the value given to `--header`".into(),
+            ),
+            RunErrorKind::InvalidHeader { from_caller: false, .. } => Some(
+                "fix the connector parameter that sets this header, or the instance value it reads".into(),
+            ),
+            RunErrorKind::BadPathValue { name, .. } => Some(format!(
+                "pass the value the vendor names the item by with `--param {name}=VALUE`; other characters (`/` included) are percent-encoded and stay in the segment"
+            )),
+            RunErrorKind::InvalidUrl { message, .. } if message.contains("the engine sends only") => Some(
+                "set it to the vendor's `http://` or `https://` address in the instance file (or the connector's `defaultValue`)".into(),
+            ),
             RunErrorKind::InputFile { name, path, .. } if path == "-" => Some(format!(
                 "pipe the part's content into `engine run`, or pass `--param {name}=@FILE`"
             )),
@@ -582,7 +588,9 @@ pub(crate) fn exit_of(error: &RunError) -> Exit {
         | RunErrorKind::TokenRejected { .. }
         | RunErrorKind::NotAuthorized { .. }
         | RunErrorKind::Authorize { .. } => Exit::AuthFailed,
-        RunErrorKind::Transport { .. } | RunErrorKind::BodyTooLarge { .. } => Exit::Transport,
+        RunErrorKind::Transport { .. }
+        | RunErrorKind::TimedOut { .. }
+        | RunErrorKind::BodyTooLarge { .. } => Exit::Transport,
         RunErrorKind::Store(error) => match error.kind() {
             StoreErrorKind::Io { operation, .. } if *operation != "read" => Exit::VendorError,
             StoreErrorKind::LockTimeout { .. } => Exit::VendorError,
@@ -711,6 +719,16 @@ impl Observer for Verbose {
                 "note: `{resource}` has a pre-request JavaScript hook that the engine does not \
                  execute; the request may go out unauthenticated"
             ),
+            Event::LifetimeAdjusted(adjusted) => match adjusted.problem {
+                LifetimeProblem::Unusable => format!(
+                    "note: the vendor's `{}` of `{}` is not a number of seconds; the token is taken to live {} s (saved as such)",
+                    adjusted.key, adjusted.sent, adjusted.seconds
+                ),
+                LifetimeProblem::TooLong => format!(
+                    "note: the vendor's `{}` of `{}` is longer than a year; the token is taken to live a year, {} s (saved as such)",
+                    adjusted.key, adjusted.sent, adjusted.seconds
+                ),
+            },
             Event::Retrying {
                 attempt,
                 after,

@@ -26,13 +26,12 @@ use crate::clock::{Clock, SystemClock};
 use crate::configuration::Configuration;
 use crate::extract::{Extracted, extract};
 use crate::observer::{Event, Observer, RefreshReason, RefreshReport};
+use crate::prepared_request::{PreparedRequest, SecretSlot};
 use crate::redact::Redactor;
-use crate::request::{
-    BuildContext, Inputs, PreparedRequest, build, missing_required, redact_url, request_parameters,
-};
+use crate::request::{BuildContext, Inputs, build, missing_required, request_parameters};
 use crate::run_error::{RunError, RunErrorKind};
 use crate::transport::{
-    DEFAULT_MAX_BODY, HttpTransport, RetryPolicy, Sending, Transport, VendorResponse,
+    DEFAULT_MAX_BODY, Deadline, HttpTransport, RetryPolicy, Sending, Transport, VendorResponse,
     send_with_policy,
 };
 
@@ -42,6 +41,7 @@ use crate::transport::{
 pub struct Engine {
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
+    timeout: Duration,
     policy: RetryPolicy,
     lock_timeout: Option<Duration>,
     flights: Arc<Flights>,
@@ -66,7 +66,7 @@ impl Default for EngineBuilder {
 }
 
 impl EngineBuilder {
-    /// Defaults: 30 s total timeout and 10 s connect timeout per request, response bodies up to
+    /// Defaults: 30 s for a whole run, 10 s connect timeout per request, response bodies up to
     /// 16 MiB, the system clock, the default [`RetryPolicy`], instance locks waited for at most
     /// 30 s, and HTTP.
     pub fn new() -> Self {
@@ -81,7 +81,11 @@ impl EngineBuilder {
         }
     }
 
-    /// The total timeout of one request.
+    /// The bound on one whole [`Engine::run`] or [`Engine::refresh`]: every request, attempt,
+    /// retry pause and refresh it makes ends within it, timed by the engine's clock (waiting for
+    /// another task's or process's refresh, or an instance's lock, is bounded by
+    /// [`EngineBuilder::lock_timeout`] instead and does not count). Past it, the
+    /// request in flight is cut and the run fails with [`RunErrorKind::TimedOut`].
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -130,7 +134,8 @@ impl EngineBuilder {
     }
 
     /// Sends through `transport` instead of HTTP: a [`crate::RecordingTransport`] for a dry
-    /// run, a replaying one for tests. The timeouts and body limit then do not apply.
+    /// run, a replaying one for tests. The connect timeout and body limit then do not apply;
+    /// the run's timeout does.
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transport = Some(transport);
         self
@@ -143,17 +148,18 @@ impl EngineBuilder {
         let transport = match self.transport {
             Some(transport) => transport,
             None => Arc::new(
-                HttpTransport::new(self.timeout, self.connect_timeout, self.max_body).map_err(
-                    |error| RunErrorKind::Transport {
+                HttpTransport::new(None, self.connect_timeout, self.max_body).map_err(|error| {
+                    RunErrorKind::Transport {
                         url: String::new(),
                         message: error.message,
-                    },
-                )?,
+                    }
+                })?,
             ),
         };
         Ok(Engine {
             transport,
             clock: self.clock,
+            timeout: self.timeout,
             policy: self.policy,
             lock_timeout: self.lock_timeout,
             flights: Arc::default(),
@@ -404,6 +410,9 @@ pub(crate) struct Run<'a> {
     /// How far ahead of the clock freshness is judged: a token that expires within this is
     /// stale ([`Engine::refresh`]); 0 for a run.
     ahead_ms: u64,
+    /// When the run must be over ([`EngineBuilder::timeout`]); time spent waiting for another
+    /// refresh does not count ([`Run::not_counting_since`]).
+    deadline: Deadline,
 }
 
 impl<'a> Run<'a> {
@@ -415,6 +424,11 @@ impl<'a> Run<'a> {
         instance: &'a str,
         observer: &'a dyn Observer,
     ) -> Result<Self, RunError> {
+        let timeout_ms = u64::try_from(engine.timeout.as_millis()).unwrap_or(u64::MAX);
+        let deadline = Deadline {
+            at_ms: engine.now_ms().saturating_add(timeout_ms),
+            timeout: engine.timeout,
+        };
         let stored = store.load(instance).await?;
         let redactor = Redactor::for_state(connector, &stored.state);
         Ok(Self {
@@ -427,6 +441,7 @@ impl<'a> Run<'a> {
             configuration: Configuration::new(connector, stored.state),
             redactor,
             ahead_ms: 0,
+            deadline,
         })
     }
 
@@ -584,8 +599,10 @@ impl<'a> Run<'a> {
     /// state shows that another task or process already did (see [`Recheck`]).
     async fn refresh(&mut self, reason: RefreshReason, recheck: Recheck) -> Result<(), RunError> {
         let flight = self.engine.flights.of(self.store.identity(self.instance));
+        let waiting_since = self.engine.now_ms();
         let _in_process = flight.lock().await;
         let mut lock = self.lock_instance().await?;
+        self.not_counting_since(waiting_since);
         let read = lock.load().await?;
         self.redactor.learn_state(self.connector, &read.state);
         self.configuration.rebase(Arc::clone(&read.state));
@@ -749,6 +766,14 @@ impl<'a> Run<'a> {
             .await
     }
 
+    /// Moves the run's deadline by the time since `since_ms`: waiting for another task's or
+    /// process's refresh (the in-process flight, the store's lock) is bounded by the lock
+    /// timeout, not by the run's.
+    fn not_counting_since(&mut self, since_ms: u64) {
+        let waited = self.engine.now_ms().saturating_sub(since_ms);
+        self.deadline.at_ms = self.deadline.at_ms.saturating_add(waited);
+    }
+
     /// Takes the store's lock of the instance; when another holds it, says so and waits at most
     /// the engine's lock timeout.
     async fn lock_instance(&self) -> Result<Box<dyn InstanceLock>, RunError> {
@@ -784,6 +809,7 @@ impl<'a> Run<'a> {
             Some(checked) => checked.replay(self.observer),
             None => self.prepare(resource, inputs, bound, previous, true)?,
         };
+        self.learn_sent(&prepared);
         let mut response = self.send(&prepared, false).await?;
         let rejected = |response: &VendorResponse| {
             self.connector
@@ -804,6 +830,7 @@ impl<'a> Run<'a> {
             .await?;
             let started = Instant::now();
             let prepared = self.prepare(resource, inputs, bound, previous, true)?;
+            self.learn_sent(&prepared);
             let retried = self.send(&prepared, false).await;
             self.report_retry(resource, &retried, started.elapsed(), response.status);
             response = retried?;
@@ -819,7 +846,7 @@ impl<'a> Run<'a> {
             return Err(RunError::from(RunErrorKind::VendorStatus {
                 resource: resource.display_name(),
                 status: response.status,
-                url: redact_url(&prepared.url, &self.redactor),
+                url: prepared.display_url(&self.redactor),
                 problem: response
                     .problem()
                     .map(|problem| self.redactor.redact(&problem)),
@@ -869,6 +896,14 @@ impl<'a> Run<'a> {
         }));
     }
 
+    /// Learns the values `request` carries made from secrets ([`PreparedRequest::secret_values`]),
+    /// before it is sent: whatever comes back masks them.
+    fn learn_sent(&mut self, request: &PreparedRequest) {
+        for value in request.secret_values() {
+            self.redactor.learn(&value);
+        }
+    }
+
     /// Records values a response saved, learning them as secrets (tokens) first.
     pub(crate) fn save(&mut self, saved: &State) {
         self.configuration.save(saved);
@@ -895,6 +930,7 @@ impl<'a> Run<'a> {
                 None,
             ),
         };
+        self.learn_sent(&request);
         let response = self
             .send_lifecycle(&request, &step.name())
             .await
@@ -919,7 +955,10 @@ impl<'a> Run<'a> {
                     }
                     _ => error,
                 })?;
-            self.save(&saved);
+            if let Some(adjusted) = saved.adjusted {
+                self.observer.event(&Event::LifetimeAdjusted(adjusted));
+            }
+            self.save(&saved.state);
         }
         Ok(response)
     }
@@ -967,8 +1006,13 @@ impl<'a> Run<'a> {
         )?;
         if authenticate {
             let parameters = request_parameters(self.connector, resource);
+            let before = request.headers.len();
             self.scheme
                 .apply(&self.configuration, &parameters, &mut request.headers);
+            // `Basic ...`/`Bearer ...`: the scheme word is the engine's, the rest a secret.
+            for (name, value) in &request.headers[before..] {
+                request.secrets.push(SecretSlot::header(name, value, value));
+            }
         }
         Ok(request)
     }
@@ -1015,6 +1059,7 @@ impl<'a> Run<'a> {
             observer: self.observer,
             redactor: &self.redactor,
             clock: &*self.engine.clock,
+            deadline: self.deadline,
         };
         send_with_policy(&sending, request, lifecycle).await
     }

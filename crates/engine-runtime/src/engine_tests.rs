@@ -503,3 +503,75 @@ async fn a_body_over_the_limit_is_an_error_naming_it() {
         json!("x".repeat(4096))
     );
 }
+
+/// The engine's timeout bounds the whole run: a retry whose pause would pass it is not made.
+/// The clock is virtual: the `Retry-After` pauses move it, nothing sleeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_that_would_pass_the_run_timeout_is_not_made() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "25"))
+        .mount(&server)
+        .await;
+    let connector = oauth2_connector(r#"{"type": "oauth2ClientCredentials"}"#);
+    let store = MemoryStore::new();
+    store.insert("i", instance(&server, &json!({})));
+    let clock = ManualClock::new(NOW);
+    let engine = EngineBuilder::new()
+        .clock(Arc::new(clock.clone()))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let error = run_with(&engine, &connector, &store).await.unwrap_err();
+    assert!(
+        matches!(error.kind(), RunErrorKind::AuthFailed { status: 503, .. }),
+        "{error:?}"
+    );
+    // One pause of 25 s fits in 30 s, a second does not: two attempts, not three.
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    assert_eq!(crate::Clock::now_ms(&clock), NOW + 25_000);
+}
+
+/// A transport that never answers, counting the requests it got.
+#[derive(Default)]
+struct Silent(std::sync::atomic::AtomicUsize);
+
+impl crate::Transport for Silent {
+    fn send<'a>(
+        &'a self,
+        _: &'a crate::PreparedRequest,
+    ) -> engine_store::BoxFuture<'a, Result<crate::VendorResponse, crate::TransportError>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(std::future::pending())
+    }
+}
+
+/// An attempt still running when the run's timeout ends is cut: one attempt, an error naming
+/// the timeout, though a lifecycle request's timeout would be retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_running_past_the_run_timeout_is_cut() {
+    let connector = oauth2_connector(r#"{"type": "oauth2ClientCredentials"}"#);
+    let store = MemoryStore::new();
+    let server = MockServer::start().await;
+    store.insert("i", instance(&server, &json!({})));
+    let silent = Arc::new(Silent::default());
+    let engine = EngineBuilder::new()
+        .transport(silent.clone())
+        .timeout(std::time::Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let error = run_with(&engine, &connector, &store).await.unwrap_err();
+    assert!(
+        matches!(error.kind(), RunErrorKind::TimedOut { attempts: 1, .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "no answer from `{}/token` within the run's timeout of 0.05 s (every attempt, pause and refresh included; 1 attempt)",
+            server.uri()
+        )
+    );
+    assert_eq!(silent.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -50,6 +50,7 @@ mod configuration;
 mod engine;
 mod extract;
 mod observer;
+mod prepared_request;
 mod redact;
 mod request;
 mod run_error;
@@ -57,15 +58,17 @@ mod tls;
 mod transport;
 
 pub use auth::authorize::AuthorizationRequest;
+pub use auth::lifetime::{LifetimeAdjusted, LifetimeProblem, MAX_LIFETIME_SECONDS};
 pub use auth::oauth2::{self, Grant};
-pub use auth::{Freshness, Scheme, Step, check_fresh};
+pub use auth::{Absorbed, Freshness, Scheme, Step, check_fresh};
 pub use body::{Part, PartContent};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineBuilder, RefreshRequest, RunOutput, RunRequest};
 pub use extract::parse_seconds;
 pub use observer::{Event, NoObserver, Observer, RefreshReason, RefreshReport, fingerprint};
+pub use prepared_request::{PreparedRequest, RequestBody, SecretSlot};
 pub use redact::{MASK, Redactor, Secret, is_secret_name};
-pub use request::{Inputs, PreparedRequest, RequestBody, redact_url};
+pub use request::Inputs;
 pub use run_error::{InputKind, MissingKey, RunError, RunErrorKind};
 pub use transport::{
     DEFAULT_MAX_BODY, HttpTransport, RecordingTransport, RetryPolicy, Transport, TransportError,

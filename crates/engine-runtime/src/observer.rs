@@ -99,6 +99,9 @@ pub enum Event {
         /// The resource's display name.
         resource: String,
     },
+    /// The token lifetime a vendor sent was not taken as sent: no number of seconds (the
+    /// default is used) or longer than a year (a year is used); the instance keeps the one used.
+    LifetimeAdjusted(crate::auth::lifetime::LifetimeAdjusted),
     /// A transient failure will be retried after a pause.
     Retrying {
         /// Which attempt comes next, from 2.

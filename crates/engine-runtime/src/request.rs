@@ -3,8 +3,6 @@
 //! The mapping rules are in `docs/connector-format.md` ("Parameters"): global parameters first,
 //! then the resource's, a resource parameter replacing a global one for the same vendor slot.
 
-use std::fmt::Write as _;
-
 use engine_spec::kinds::{DataType, ParameterKind, Source, VendorKind};
 use engine_spec::template::{TemplateContext, Values, fill_placeholders};
 use engine_spec::{Connector, Parameter, Resource};
@@ -13,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::body::{Escape, Part, PartContent, fill_tokens};
 use crate::configuration::Configuration;
 use crate::observer::{Event, Observer};
+use crate::prepared_request::{PreparedRequest, RequestBody, SecretSlot};
 use crate::redact::Redactor;
 use crate::run_error::{InputKind, MissingKey, RunError, RunErrorKind};
 
@@ -50,125 +49,6 @@ impl Inputs {
             .rev()
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .map(|(_, value)| value.as_str())
-    }
-}
-
-/// A request body.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RequestBody {
-    /// No body.
-    Empty,
-    /// A JSON body.
-    Json(Value),
-    /// An `application/x-www-form-urlencoded` body.
-    Form(Vec<(String, String)>),
-    /// A `multipart/form-data` body.
-    Multipart(Vec<Part>),
-    /// A text body (a filled `bodyToken` template), sent as it is.
-    Text(String),
-}
-
-/// A request ready to send: every template rendered, every value in place.
-#[derive(Debug, Clone)]
-pub struct PreparedRequest {
-    /// The resource's display name.
-    pub resource: String,
-    /// HTTP method.
-    pub method: String,
-    /// The full URL with its query string.
-    pub url: url::Url,
-    /// Headers in order.
-    pub headers: Vec<(String, String)>,
-    /// The body.
-    pub body: RequestBody,
-    /// A lifecycle request (a token request, `PROVISION AUTH VALIDATION`, `ON REFRESH`...): it
-    /// carries credentials, so a redirect is never followed (see [`crate::HttpTransport`]).
-    pub lifecycle: bool,
-}
-
-impl PreparedRequest {
-    /// A human-readable rendering with every secret masked: what `--dry-run` prints.
-    pub fn display(&self, redactor: &Redactor) -> String {
-        let mut text = format!("{} {}\n", self.method, redact_url(&self.url, redactor));
-        for (name, value) in &self.headers {
-            let _ = writeln!(text, "{name}: {}", redactor.header(name, value));
-        }
-        match &self.body {
-            RequestBody::Empty => {}
-            RequestBody::Json(body) => {
-                let mut body = body.clone();
-                mask_json(&mut body);
-                let pretty = serde_json::to_string_pretty(&body).unwrap_or_default();
-                let _ = write!(text, "\n{}\n", redactor.redact(&pretty));
-            }
-            RequestBody::Form(fields) => {
-                let encoded: Vec<String> = fields
-                    .iter()
-                    .map(|(name, value)| {
-                        let value = if crate::redact::is_secret_name(name) {
-                            crate::redact::MASK.to_owned()
-                        } else {
-                            redactor.redact(&engine_spec::template::percent_encode(value))
-                        };
-                        format!("{}={value}", engine_spec::template::percent_encode(name))
-                    })
-                    .collect();
-                let _ = write!(text, "\n{}\n", encoded.join("&"));
-            }
-            RequestBody::Multipart(parts) => {
-                text.push_str("\nmultipart/form-data:\n");
-                for part in parts {
-                    let _ = writeln!(text, "{}", part.describe(redactor));
-                }
-            }
-            RequestBody::Text(body) => {
-                let _ = write!(text, "\n{}\n", redactor.redact(body));
-            }
-        }
-        text
-    }
-}
-
-/// The URL with secret-named query values and known secrets masked.
-pub fn redact_url(url: &url::Url, redactor: &Redactor) -> String {
-    let mut url = url.clone();
-    if let Some(query) = url.query() {
-        // Pair by pair as written, so that the URL shown is the URL sent.
-        let masked: Vec<String> = query
-            .split('&')
-            .map(|pair| {
-                let (name, _) = pair.split_once('=').unwrap_or((pair, ""));
-                let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-                if crate::redact::is_secret_name(&decoded) {
-                    format!("{name}={}", crate::redact::MASK)
-                } else {
-                    pair.to_owned()
-                }
-            })
-            .collect();
-        url.set_query(Some(&masked.join("&")));
-    }
-    if url.password().is_some() {
-        let _ = url.set_password(Some(crate::redact::MASK));
-    }
-    redactor
-        .redact(url.as_str())
-        .replace("%2A%2A%2A%2A", crate::redact::MASK)
-}
-
-fn mask_json(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, value) in map.iter_mut() {
-                if crate::redact::is_secret_name(key) && (value.is_string() || value.is_number()) {
-                    *value = Value::String(crate::redact::MASK.to_owned());
-                } else {
-                    mask_json(value);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(mask_json),
-        _ => {}
     }
 }
 
@@ -307,7 +187,8 @@ pub(crate) fn build(
     let mut query: Vec<(String, String)> = Vec::new();
     let mut form: Vec<(String, String)> = Vec::new();
     let mut parts: Vec<Part> = Vec::new();
-    let mut tokens: Vec<(&Parameter, Option<String>)> = Vec::new();
+    let mut tokens: Vec<(&Parameter, Option<String>, bool)> = Vec::new();
+    let mut secrets: Vec<SecretSlot> = Vec::new();
     let mut path_values = PathValues::default();
     let mut body: Option<Value> = None;
     for (name, value) in context.bound_path {
@@ -321,11 +202,12 @@ pub(crate) fn build(
     }
     for parameter in &parameters {
         let found = value_of(context, resource, parameter, &template_context, text_body)?;
+        let secret = from_secret(context.connector, parameter);
         if text_body && parameter.vendor_kind() == VendorKind::BodyToken {
             let value = found
                 .map(|value| convert(context, parameter, value))
                 .transpose()?;
-            tokens.push((parameter, value.map(into_text)));
+            tokens.push((parameter, value.map(into_text), secret));
             continue;
         }
         let Some(value) = found else {
@@ -337,6 +219,9 @@ pub(crate) fn build(
             let part = Part::from_value(vendor_name, parameter.name(), into_text(value), stdin)
                 .map_err(|error| error.at(parameter.location()))?;
             parts.push(part);
+            if secret {
+                secrets.push(SecretSlot::Form(vendor_name.to_owned()));
+            }
             continue;
         }
         let value = convert(context, parameter, value)?;
@@ -355,6 +240,27 @@ pub(crate) fn build(
                         "an array"
                     }
                 ),
+            });
+        }
+        if secret {
+            secrets.extend(match parameter.vendor_kind() {
+                VendorKind::Header => Some(SecretSlot::header(
+                    vendor_name,
+                    &as_text(&value),
+                    parameter
+                        .template()
+                        .map_or("", |template| template.source()),
+                )),
+                VendorKind::Query => Some(SecretSlot::Query(vendor_name.to_owned())),
+                VendorKind::Path => Some(SecretSlot::Path(
+                    engine_spec::template::percent_encode(&as_text(&value)).into_owned(),
+                )),
+                VendorKind::Form => Some(SecretSlot::Form(vendor_name.to_owned())),
+                VendorKind::Body => Some(SecretSlot::BodyField(String::new())),
+                VendorKind::BodyField | VendorKind::BodyToken => {
+                    Some(SecretSlot::BodyField(vendor_name.to_owned()))
+                }
+                VendorKind::Multipart | VendorKind::NoOp | VendorKind::Value => None,
             });
         }
         match parameter.vendor_kind() {
@@ -397,6 +303,18 @@ pub(crate) fn build(
         body = Some(input.clone());
     }
     let url = build_url(context, resource, &path_values, &query)?;
+    // `${configuration.KEY}` of a secret key written in the `vendorPath` itself.
+    for key in resource.vendor_path().keys() {
+        if context.connector.is_secret_key(key)
+            && let Some(value) = context.configuration.get(key).and_then(text_of)
+        {
+            let encoded = engine_spec::template::percent_encode(&value).into_owned();
+            if encoded != value {
+                secrets.push(SecretSlot::Path(encoded));
+            }
+            secrets.push(SecretSlot::Path(value));
+        }
+    }
     let body = if text_body {
         let template = match body {
             Some(Value::String(text)) => Some(text),
@@ -417,35 +335,51 @@ pub(crate) fn build(
             .rev()
             .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
             .map(|(_, value)| value.as_str());
+        let escape = Escape::for_content_type(content_type);
         let named: Vec<(&str, Option<String>)> = tokens
             .iter()
-            .map(|(parameter, value)| (parameter.vendor_name(), value.clone()))
+            .map(|(parameter, value, _)| (parameter.vendor_name(), value.clone()))
             .collect();
-        let text = fill_tokens(&template, &named, Escape::for_content_type(content_type)).map_err(
-            |token| {
-                let parameter = tokens
-                    .iter()
-                    .map(|(parameter, _)| *parameter)
-                    .find(|parameter| parameter.vendor_name() == token);
-                let input = parameter
-                    .filter(|parameter| {
-                        matches!(
-                            parameter.kind(),
-                            ParameterKind::Query | ParameterKind::Path | ParameterKind::Form
-                        )
-                    })
-                    .map(|parameter| parameter.name().to_owned());
-                let error = RunError::from(RunErrorKind::UnfilledToken {
-                    resource: resource.display_name(),
-                    token,
-                    input,
-                });
-                match parameter {
-                    Some(parameter) => error.at(parameter.location()),
-                    None => error,
-                }
-            },
-        )?;
+        let text = fill_tokens(&template, &named, escape).map_err(|token| {
+            let parameter = tokens
+                .iter()
+                .map(|(parameter, _, _)| *parameter)
+                .find(|parameter| parameter.vendor_name() == token);
+            let input = parameter
+                .filter(|parameter| {
+                    matches!(
+                        parameter.kind(),
+                        ParameterKind::Query | ParameterKind::Path | ParameterKind::Form
+                    )
+                })
+                .map(|parameter| parameter.name().to_owned());
+            let error = RunError::from(RunErrorKind::UnfilledToken {
+                resource: resource.display_name(),
+                token,
+                input,
+            });
+            match parameter {
+                Some(parameter) => error.at(parameter.location()),
+                None => error,
+            }
+        })?;
+        if tokens.iter().any(|(_, _, secret)| *secret) {
+            // The same template with `****` for every token made from a secret: what is shown.
+            let shown: Vec<(&str, Option<String>)> = tokens
+                .iter()
+                .map(|(parameter, value, secret)| {
+                    let value = if *secret {
+                        Some(crate::redact::MASK.to_owned())
+                    } else {
+                        value.clone()
+                    };
+                    (parameter.vendor_name(), value)
+                })
+                .collect();
+            if let Ok(shown) = fill_tokens(&template, &shown, escape) {
+                secrets.push(SecretSlot::TextBody(shown));
+            }
+        }
         RequestBody::Text(text)
     } else if !parts.is_empty() {
         // Form fields join the parts as text; the client sets `Content-Type` with the boundary.
@@ -462,6 +396,7 @@ pub(crate) fn build(
     } else {
         RequestBody::Empty
     };
+    check_headers(&headers, &context.inputs.headers)?;
     Ok(PreparedRequest {
         resource: resource.display_name(),
         method: resource.vendor_method().to_owned(),
@@ -469,7 +404,80 @@ pub(crate) fn build(
         headers,
         body,
         lifecycle: !resource.kind().is_api(),
+        secrets,
     })
+}
+
+/// Checks that every header can go out as HTTP: a name that is a token (RFC 9110), a value
+/// without line breaks or other control characters (a `\r\n` would end the header and start
+/// another). `caller` are the `--header` inputs, to say where a bad one came from.
+///
+/// Fails with [`RunErrorKind::InvalidHeader`], naming the header but never showing its value.
+pub(crate) fn check_headers(
+    headers: &[(String, String)],
+    caller: &[(String, String)],
+) -> Result<(), RunError> {
+    for (name, value) in headers {
+        let from_caller = caller.iter().any(|(input, _)| input == name);
+        if let Some(bad) = name
+            .char_indices()
+            .find(|(_, character)| !is_token_character(*character))
+        {
+            let (at, character) = bad;
+            let character = match character {
+                ' ' => "a space".to_owned(),
+                ':' => "`:`".to_owned(),
+                other if other.is_control() => format!("`{}`", other.escape_default()),
+                other => format!("`{other}`"),
+            };
+            return Err(RunErrorKind::InvalidHeader {
+                shown: format!("name `{}…`", &name[..at]),
+                problem: format!("a header name cannot hold {character}"),
+                from_caller,
+            }
+            .into());
+        }
+        if name.is_empty() {
+            return Err(RunErrorKind::InvalidHeader {
+                shown: "``".to_owned(),
+                problem: "a header needs a name".to_owned(),
+                from_caller,
+            }
+            .into());
+        }
+        if value
+            .bytes()
+            .any(|byte| (byte < b' ' && byte != b'\t') || byte == 0x7f)
+        {
+            return Err(RunErrorKind::InvalidHeader {
+                shown: format!("`{name}`"),
+                problem: "its value holds a line break or another control character, which a header value cannot hold (the value is not shown: it may hold a secret)".to_owned(),
+                from_caller,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// A character of an HTTP token (RFC 9110 5.6.2): what a header name is made of.
+fn is_token_character(character: char) -> bool {
+    character.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(character)
+}
+
+/// True when the value of `parameter` is made from a secret: a `configuration` parameter of a
+/// secret key, a template reading one, or a literal credential of the connector.
+fn from_secret(connector: &Connector, parameter: &Parameter) -> bool {
+    match parameter.kind() {
+        ParameterKind::Configuration => connector.is_secret_key(parameter.name()),
+        ParameterKind::Value => {
+            parameter.is_literal_credential()
+                || parameter
+                    .template()
+                    .is_some_and(|template| template.keys().any(|key| connector.is_secret_key(key)))
+        }
+        _ => false,
+    }
 }
 
 /// The `{name}` placeholders of the resource's `vendorPath` that no `path` parameter fills: the
@@ -758,6 +766,7 @@ fn build_url(
         })
         .at(resource.location()));
     }
+    check_segments(resource, path_values)?;
     let path_context = TemplateContext::new(context.configuration, Some(path_values));
     let path = template.render(&path_context).map_err(|error| {
         RunError::from(RunErrorKind::Render {
@@ -772,7 +781,8 @@ fn build_url(
         Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
         None => (path, None),
     };
-    let full = if path.starts_with("http://") || path.starts_with("https://") {
+    let absolute = path.starts_with("http://") || path.starts_with("https://");
+    let full = if absolute {
         path
     } else if path.is_empty() {
         // No `vendorPath`: the URL is `base.url` as it is (SOAP services, single endpoints).
@@ -830,6 +840,12 @@ fn build_url(
         })
         .at(resource.location())
     })?;
+    let source = if absolute {
+        "the resource's `vendorPath`"
+    } else {
+        "`base.url`"
+    };
+    check_scheme(&url, source, context.redactor).map_err(|error| error.at(resource.location()))?;
     match literal_query {
         Some(literal) => url.set_query(Some(&merge_query(&literal, query))),
         None if !query.is_empty() => {
@@ -838,6 +854,68 @@ fn build_url(
         None => {}
     }
     Ok(url)
+}
+
+/// Checks that every `{placeholder}` that is a whole segment of the path of `vendorPath`
+/// (`/items/{id}`, not `/items/{id}.json` nor a query value) gets a value that stays one
+/// segment: not empty, `.` or `..`. A URL cannot carry those as a segment (`%2E%2E` is `..` to
+/// every URL parser): `/items/..` would be sent as `/`. Other characters are percent-encoded
+/// (`/` as `%2F`).
+///
+/// Fails with [`RunErrorKind::BadPathValue`].
+fn check_segments(resource: &Resource, path_values: &PathValues<'_>) -> Result<(), RunError> {
+    let template = resource.vendor_path();
+    let source = template.source();
+    let path_end = source.find('?').unwrap_or(source.len());
+    for placeholder in template.placeholders() {
+        // The reference's range is the name's; the braces are around it.
+        let (Some(open), close) = (placeholder.start.checked_sub(1), placeholder.end + 1) else {
+            continue;
+        };
+        if close > path_end {
+            continue;
+        }
+        let whole = source[..open].ends_with('/')
+            && matches!(source[close..].chars().next(), None | Some('/' | '?'));
+        let Some(value) = path_values.value(&placeholder.name).filter(|_| whole) else {
+            continue;
+        };
+        let shown = match as_text(value).as_str() {
+            "" => "empty",
+            "." => "`.`",
+            ".." => "`..`",
+            _ => continue,
+        };
+        return Err(RunError::from(RunErrorKind::BadPathValue {
+            resource: resource.display_name(),
+            name: placeholder.name.clone(),
+            shown: shown.to_owned(),
+        })
+        .at(resource.location()));
+    }
+    Ok(())
+}
+
+/// Checks that `url` is `http` or `https`: the engine sends nothing else (`file://` would read
+/// a local file, `ftp://` is not HTTP). `source` names where the URL came from (`` `base.url` ``).
+///
+/// Fails with [`RunErrorKind::InvalidUrl`] naming `source`.
+pub(crate) fn check_scheme(
+    url: &url::Url,
+    source: &str,
+    redactor: &Redactor,
+) -> Result<(), RunError> {
+    if matches!(url.scheme(), "http" | "https") {
+        return Ok(());
+    }
+    Err(RunErrorKind::InvalidUrl {
+        url: redactor.redact(url.as_str()),
+        message: format!(
+            "{source} is a `{}:` address; the engine sends only `http://` and `https://` requests",
+            url.scheme()
+        ),
+    }
+    .into())
 }
 
 /// The query string of a `vendorPath` query `literal` (pairs kept as written: placeholders are
@@ -900,6 +978,51 @@ mod tests {
             "grant_type=a+b&$filter=Name eq 'x%20y'&limit=5"
         );
         assert_eq!(merge_query("a=1&&b", &[]), "a=1&b");
+    }
+
+    #[test]
+    fn headers_that_http_would_misread_are_refused_without_their_value() {
+        let header = |name: &str, value: &str| vec![(name.to_owned(), value.to_owned())];
+        assert!(check_headers(&header("X-A", "a b\tc é"), &[]).is_ok());
+        for (name, value, message) in [
+            (
+                "X-A",
+                "a\r\nB: 1",
+                "header `X-A` cannot be sent: its value holds a line break",
+            ),
+            (
+                "X-A",
+                "a\u{0}",
+                "header `X-A` cannot be sent: its value holds a line break",
+            ),
+            (
+                "Bad Name",
+                "1",
+                "header name `Bad…` cannot be sent: a header name cannot hold a space",
+            ),
+            (
+                "Authorization: Bearer s3cr3t",
+                "=",
+                "header name `Authorization…` cannot be sent: a header name cannot hold `:`",
+            ),
+            (
+                "X\nY",
+                "1",
+                "header name `X…` cannot be sent: a header name cannot hold `\\n`",
+            ),
+        ] {
+            let error = check_headers(&header(name, value), &header(name, value)).unwrap_err();
+            let text = error.to_string();
+            assert!(text.starts_with(message), "{text}");
+            assert!(!text.contains("s3cr3t") && !text.contains("B: 1"), "{text}");
+            assert!(matches!(
+                error.kind(),
+                RunErrorKind::InvalidHeader {
+                    from_caller: true,
+                    ..
+                }
+            ));
+        }
     }
 
     #[test]

@@ -275,6 +275,42 @@ pub enum RunErrorKind {
         /// The caller input that fills it, when it is one (`--param NAME`).
         input: Option<String>,
     },
+    /// A header cannot be sent as HTTP: its name is not a token, or its value holds a line
+    /// break or another control character. Nothing was sent.
+    #[error("header {shown} cannot be sent: {problem}; nothing was sent")]
+    InvalidHeader {
+        /// The header as it may be shown: its name in backticks, or the part of a bad name up to
+        /// the first character a name cannot hold (the rest may be a secret).
+        shown: String,
+        /// What is wrong (never the value: it may be a secret).
+        problem: String,
+        /// True when a `--header` (a caller input) gave it, false for the connector.
+        from_caller: bool,
+    },
+    /// A path value would not be exactly one path segment: empty, `.` or `..` (a URL cannot
+    /// carry those as a segment: they would name another resource). Nothing was sent.
+    #[error(
+        "resource `{resource}`: the path value `{name}` is {shown}, which cannot be sent as one path segment; nothing was sent"
+    )]
+    BadPathValue {
+        /// The resource.
+        resource: String,
+        /// The placeholder (or `--param`) name.
+        name: String,
+        /// The value, described: `empty`, `` `.` `` or `` `..` ``.
+        shown: String,
+    },
+    /// No answer within the bound on the whole run (`--timeout`): every attempt, retry pause
+    /// and refresh included.
+    #[error("no answer from `{url}` within the run's timeout of {timeout} (every attempt, pause and refresh included; {attempts} attempt{plural})", plural = if *attempts == 1 { "" } else { "s" })]
+    TimedOut {
+        /// The URL (redacted).
+        url: String,
+        /// The bound, as shown (`2 s`, `0.5 s`).
+        timeout: String,
+        /// How many attempts this request made.
+        attempts: u32,
+    },
     /// The authorization flow failed (`engine authorize`).
     #[error("authorization failed: {message}")]
     Authorize {

@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use crate::body::PartContent;
 use crate::observer::{Event, Observer};
+use crate::prepared_request::{PreparedRequest, RequestBody};
 use crate::redact::Redactor;
-use crate::request::{PreparedRequest, RequestBody, redact_url};
 use crate::run_error::{RunError, RunErrorKind};
 
 /// The default limit of a response body: 16 MiB.
@@ -210,11 +210,12 @@ fn same_origin_redirects(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::re
 }
 
 impl HttpTransport {
-    /// A transport with these timeouts and body limit.
+    /// A transport with these timeouts and body limit: `timeout` bounds each request (`None`:
+    /// no bound here; an [`crate::Engine`] bounds its whole run itself, every attempt included).
     ///
     /// Fails when the TLS backend cannot be initialised.
     pub fn new(
-        timeout: Duration,
+        timeout: Option<Duration>,
         connect_timeout: Duration,
         max_body: usize,
     ) -> Result<Self, TransportError> {
@@ -224,8 +225,12 @@ impl HttpTransport {
             message: format!("TLS could not be set up: {error}"),
         })?;
         let client = |redirects: reqwest::redirect::Policy| {
-            reqwest::Client::builder()
-                .timeout(timeout)
+            let builder = reqwest::Client::builder();
+            let builder = match timeout {
+                Some(timeout) => builder.timeout(timeout),
+                None => builder,
+            };
+            builder
                 .connect_timeout(connect_timeout)
                 .user_agent(concat!("connector-engine/", env!("CARGO_PKG_VERSION")))
                 .redirect(redirects)
@@ -456,20 +461,51 @@ pub(crate) struct Sending<'a> {
     pub(crate) observer: &'a dyn Observer,
     /// Masks URLs and messages.
     pub(crate) redactor: &'a Redactor,
-    /// Waits between attempts.
+    /// Waits between attempts, and tells the time the deadline is judged by.
     pub(crate) clock: &'a dyn crate::Clock,
+    /// The bound on the whole run.
+    pub(crate) deadline: Deadline,
+}
+
+/// The bound on a whole run: every attempt, retry pause and refresh must end by `at_ms`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    /// When, in the clock's epoch milliseconds.
+    pub(crate) at_ms: u64,
+    /// The bound it came from (`--timeout`), for messages.
+    pub(crate) timeout: Duration,
+}
+
+impl Deadline {
+    /// The time left at `now_ms` (zero once past).
+    fn remaining(self, now_ms: u64) -> Duration {
+        Duration::from_millis(self.at_ms.saturating_sub(now_ms))
+    }
+
+    /// The bound as a person reads it: `2 s`, `0.5 s`.
+    fn shown(self) -> String {
+        let seconds = self.timeout.as_secs_f64();
+        let text = format!("{seconds:.3}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        format!("{text} s")
+    }
 }
 
 /// Sends `request`, retrying what the policy allows: a failed connection always; with
 /// `lifecycle` (token endpoints and lifecycle resources), also a timeout, a `429` and a `5xx`.
+/// Within the run's [`Deadline`]: an attempt is cut when it passes, and a retry whose pause
+/// would pass it is not made (the last failure is the answer).
 ///
 /// Fails with [`RunErrorKind::Transport`] (or [`RunErrorKind::BodyTooLarge`]) when no attempt
-/// got a response.
+/// got a response, [`RunErrorKind::TimedOut`] when the deadline cut one, or it had passed.
 pub(crate) async fn send_with_policy(
     sending: &Sending<'_>,
     request: &PreparedRequest,
     lifecycle: bool,
 ) -> Result<VendorResponse, RunError> {
+    // Every request passes here: one that HTTP would misread is refused before it leaves
+    // (the engine's own headers too, a token with a line break from a vendor included).
+    crate::request::check_headers(&request.headers, &[])?;
     let observer = sending.observer;
     let mut attempt = 1;
     loop {
@@ -477,13 +513,24 @@ pub(crate) async fn send_with_policy(
             observer.event(&Event::Sending {
                 resource: request.resource.clone(),
                 method: request.method.clone(),
-                url: redact_url(&request.url, sending.redactor),
+                url: request.display_url(sending.redactor),
             });
         }
         // Timed only for an observer that listens: reading the clock is not free.
         let started = observer.enabled().then(Instant::now);
         attempt += 1;
-        let (pause, cause) = match sending.transport.send(request).await {
+        let deadline = sending.deadline;
+        let remaining = deadline.remaining(sending.clock.now_ms());
+        let Ok(sent) = tokio::time::timeout(remaining, sending.transport.send(request)).await
+        else {
+            return Err(RunErrorKind::TimedOut {
+                url: request.display_url(sending.redactor),
+                timeout: deadline.shown(),
+                attempts: attempt - 1,
+            }
+            .into());
+        };
+        let (pause, cause) = match sent {
             Ok(response) => {
                 if let Some(started) = started {
                     observer.event(&Event::Received {
@@ -501,6 +548,7 @@ pub(crate) async fn send_with_policy(
                 match sending
                     .policy
                     .delay(attempt, retry_after, random_fraction())
+                    .filter(|pause| fits(sending, *pause))
                 {
                     Some(pause) => (pause, format!("status {}", response.status)),
                     None => return Ok(response),
@@ -510,10 +558,11 @@ pub(crate) async fn send_with_policy(
                 let pause = error
                     .retryable(lifecycle)
                     .then(|| sending.policy.delay(attempt, None, random_fraction()))
-                    .flatten();
+                    .flatten()
+                    .filter(|pause| fits(sending, *pause));
                 let message = sending.redactor.redact(&error.message);
                 let Some(pause) = pause else {
-                    let url = redact_url(&request.url, sending.redactor);
+                    let url = request.display_url(sending.redactor);
                     return Err(match error.kind {
                         TransportErrorKind::BodyTooLarge { limit } => {
                             RunErrorKind::BodyTooLarge { url, limit }
@@ -532,6 +581,11 @@ pub(crate) async fn send_with_policy(
         });
         sending.clock.sleep(pause).await;
     }
+}
+
+/// True when a pause of `pause` ends before the run's deadline.
+fn fits(sending: &Sending<'_>, pause: Duration) -> bool {
+    pause < sending.deadline.remaining(sending.clock.now_ms())
 }
 
 /// The error and its causes on one line: `could not connect: connection refused`.
@@ -642,6 +696,7 @@ mod tests {
             headers: Vec::new(),
             body: RequestBody::Empty,
             lifecycle: false,
+            secrets: Vec::new(),
         };
         let response = transport.send(&request).await.unwrap();
         assert!(response.is_recorded() && response.is_success());

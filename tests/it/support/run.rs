@@ -89,9 +89,13 @@ impl TestContext {
         self.write_instance_text(&format!("{instance:#}\n"));
     }
 
-    /// Writes the instance file as it is.
+    /// Writes the instance file as it is, owner-only as the engine keeps it (a file others can
+    /// read gets a note on its first write: `store::writes_keep_untouched_keys_and_their_order_and_make_the_file_owner_only`).
     pub(crate) fn write_instance_text(&self, text: &str) {
+        use std::os::unix::fs::PermissionsExt as _;
         fs_err::write(&self.instance, text).expect("writing the instance file");
+        fs_err::set_permissions(&self.instance, std::fs::Permissions::from_mode(0o600))
+            .expect("making the instance file owner-only");
     }
 
     /// The instance file, parsed (key order kept).

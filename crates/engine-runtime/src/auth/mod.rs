@@ -14,6 +14,7 @@
 
 pub(crate) mod authorize;
 pub(crate) mod custom;
+pub(crate) mod lifetime;
 pub mod oauth2;
 
 use base64::Engine as _;
@@ -29,6 +30,7 @@ use crate::observer::RefreshReason;
 use crate::request::text_of;
 use crate::run_error::{RunError, RunErrorKind};
 use crate::transport::VendorResponse;
+use lifetime::LifetimeAdjusted;
 
 /// How a connector obtains and keeps its token.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +80,16 @@ impl Step<'_> {
             Step::Token(grant) => format!("oauth2 {}", grant.name()),
         }
     }
+}
+
+/// What a vendor's answer to a step gives ([`Scheme::absorb`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Absorbed {
+    /// The configuration values to save.
+    pub state: State,
+    /// The token lifetime the vendor sent, when the engine did not take it as sent (see
+    /// `auth/lifetime.rs`); `state` holds the one it uses.
+    pub adjusted: Option<LifetimeAdjusted>,
 }
 
 /// Whether the stored token can be used.
@@ -163,11 +175,19 @@ impl<'a> Scheme<'a> {
             SessionManagement::None => return Freshness::Fresh(None),
             SessionManagement::Always => return Freshness::Stale(RefreshReason::SessionAlways),
             SessionManagement::Fixed => session.timeout().unwrap_or(session.default_expires_in()),
-            SessionManagement::Auto => configuration
-                .value(lifetime_key)
-                .and_then(parse_seconds)
-                .map_or(session.default_expires_in(), std::time::Duration::from_secs),
-        };
+            // An unusable value counts as the default, a longer one than a year as a year
+            // (what a run saves already; a hand-written instance file may hold anything).
+            SessionManagement::Auto => match configuration.value(lifetime_key) {
+                Some(value) => std::time::Duration::from_secs(lifetime::seconds_of(
+                    value,
+                    session.default_expires_in().as_secs(),
+                )),
+                None => session.default_expires_in(),
+            },
+        }
+        .min(std::time::Duration::from_secs(
+            lifetime::MAX_LIFETIME_SECONDS,
+        ));
         let lifetime_ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
         let skew_ms = u64::try_from(session.skew().as_millis())
             .unwrap_or(u64::MAX)
@@ -207,6 +227,9 @@ impl<'a> Scheme<'a> {
     /// OAuth2 token contract for token steps (rotation: a new refresh token replaces the held
     /// one; an answer without one keeps it).
     ///
+    /// A lifetime that is no number of seconds, or longer than a year, is saved as the one the
+    /// engine uses (`auth/lifetime.rs`, [`crate::MAX_LIFETIME_SECONDS`]), and reported in [`Absorbed::adjusted`].
+    ///
     /// Fails when a token step's answer holds no access token, or when a response `bodyField`
     /// would visit more of the answer than the JSONPath budget allows.
     pub fn absorb(
@@ -214,7 +237,7 @@ impl<'a> Scheme<'a> {
         step: &Step<'_>,
         response: &VendorResponse,
         now_ms: u64,
-    ) -> Result<State, RunError> {
+    ) -> Result<Absorbed, RunError> {
         match step {
             Step::Resource {
                 resource,
@@ -232,17 +255,19 @@ impl<'a> Scheme<'a> {
                         Value::String(now_ms.to_string()),
                     );
                 }
+                let default = connector.session().default_expires_in().as_secs();
+                let mut adjusted = lifetime::settle(&mut saved, "expires_in", default);
                 if *token_response {
                     let name = step.name();
-                    saved.extend(oauth2::token_state(
-                        connector,
-                        &response.body,
-                        &name,
-                        true,
-                        now_ms,
-                    )?);
+                    let token =
+                        oauth2::token_state(connector, &response.body, &name, true, now_ms)?;
+                    saved.extend(token.state);
+                    adjusted = adjusted.or(token.adjusted);
                 }
-                Ok(saved)
+                Ok(Absorbed {
+                    state: saved,
+                    adjusted,
+                })
             }
             Step::Token(_) => {
                 oauth2::token_state(connector, &response.body, &step.name(), false, now_ms)
@@ -469,15 +494,16 @@ mod tests {
             json!({"access_token": "t1", "expires_in": 3600}),
         );
         assert_eq!(
-            Scheme::absorb(&connector, &steps[0], &response, 42).unwrap(),
+            Scheme::absorb(&connector, &steps[0], &response, 42)
+                .unwrap()
+                .state,
             state(json!({"access.token": "t1", "expires_in": "3600", "authentication.time": "42"}))
         );
         // `ON PROVISION` saves what it saves and no time.
         let response = VendorResponse::new(200, Vec::new(), json!({}));
-        assert!(
-            Scheme::absorb(&connector, &steps[1], &response, 42)
-                .unwrap()
-                .is_empty()
+        assert_eq!(
+            Scheme::absorb(&connector, &steps[1], &response, 42).unwrap(),
+            Absorbed::default()
         );
     }
 

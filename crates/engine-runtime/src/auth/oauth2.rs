@@ -15,12 +15,14 @@ use engine_spec::template::Values;
 use engine_store::State;
 use serde_json::Value;
 
-use super::Step;
 use super::custom::resource_step;
+use super::lifetime::{self, LifetimeProblem, MAX_LIFETIME_SECONDS};
+use super::{Absorbed, Step};
 use crate::Inputs;
 use crate::extract::parse_seconds;
+use crate::prepared_request::{PreparedRequest, RequestBody, SecretSlot};
 use crate::redact::Redactor;
-use crate::request::{PreparedRequest, RequestBody, text_of};
+use crate::request::text_of;
 use crate::run_error::{MissingKey, RunError, RunErrorKind};
 
 /// The OAuth2 grant of a token request.
@@ -192,7 +194,31 @@ pub(crate) fn token_request(
         url: redactor.redact(&url),
         message: error.to_string(),
     })?;
+    let key = if refresh && value("oauth.token.refresh_url").is_some() {
+        "`oauth.token.refresh_url`"
+    } else {
+        "`oauth.token.url`"
+    };
+    crate::request::check_scheme(&url, key, redactor)?;
     let in_query = refresh && connector.authentication().refresh_in() == RefreshIn::Query;
+    // Every credential of a token request, masked by place in `--dry-run`.
+    let mut secrets: Vec<SecretSlot> = headers
+        .iter()
+        .filter(|(name, _)| name == "Authorization")
+        .map(|(name, value)| SecretSlot::header(name, value, value))
+        .collect();
+    for (name, _) in &fields {
+        if matches!(
+            name.as_str(),
+            "refresh_token" | "password" | "client_secret" | "code" | "code_verifier"
+        ) {
+            secrets.push(if in_query {
+                SecretSlot::Query(name.clone())
+            } else {
+                SecretSlot::Form(name.clone())
+            });
+        }
+    }
     let body = if in_query {
         url.query_pairs_mut().extend_pairs(&fields);
         RequestBody::Empty
@@ -206,6 +232,7 @@ pub(crate) fn token_request(
         headers,
         body,
         lifecycle: true,
+        secrets,
     })
 }
 
@@ -225,7 +252,9 @@ pub(crate) fn missing(key: &str, description: &str) -> RunError {
 /// `refresh_token` in the answer replaces the held one; an answer without one keeps it (it is
 /// not in the returned state). The lifetime comes from `expires_in` (number or string), else
 /// `expires_at`/`expires_on` (epoch seconds or ISO 8601), else the JWT's `exp`, else the
-/// connector's `session.defaultExpiresIn`.
+/// connector's `session.defaultExpiresIn`; an `expires_in` that is no number of seconds is
+/// skipped, and a lifetime longer than a year is a year (`auth/lifetime.rs`), both reported in
+/// [`Absorbed::adjusted`].
 ///
 /// Fails when there is no `access_token` (unless `lenient`: a resource that replaces the
 /// refresh may save the token itself through its parameters).
@@ -235,13 +264,13 @@ pub(crate) fn token_state(
     step: &str,
     lenient: bool,
     now_ms: u64,
-) -> Result<State, RunError> {
+) -> Result<Absorbed, RunError> {
     let mut saved = State::new();
     let field = |name: &str| body.get(name).filter(|value| !value.is_null());
     let token = field("access_token").and_then(text_of);
     let Some(token) = token else {
         if lenient {
-            return Ok(saved);
+            return Ok(Absorbed::default());
         }
         return Err(RunErrorKind::NoToken {
             step: step.to_owned(),
@@ -250,15 +279,40 @@ pub(crate) fn token_state(
         }
         .into());
     };
-    let lifetime = field("expires_in")
-        .and_then(parse_seconds)
-        .or_else(|| {
-            field("expires_at")
-                .or_else(|| field("expires_on"))
-                .and_then(|value| seconds_until(value, now_ms))
-        })
-        .or_else(|| jwt_seconds_until(&token, now_ms))
-        .unwrap_or_else(|| connector.session().default_expires_in().as_secs());
+    // The lifetime, where it came from, and what that said.
+    let expires_in = field("expires_in");
+    let expires_at = field("expires_at").or_else(|| field("expires_on"));
+    let (lifetime, source, sent) = if let Some(seconds) = expires_in.and_then(parse_seconds) {
+        (seconds, "expires_in", expires_in.cloned())
+    } else if let Some(seconds) = expires_at.and_then(|value| seconds_until(value, now_ms)) {
+        (seconds, "expires_at", expires_at.cloned())
+    } else if let Some(seconds) = jwt_seconds_until(&token, now_ms) {
+        (seconds, "exp", Some(Value::from(seconds)))
+    } else {
+        let seconds = connector.session().default_expires_in().as_secs();
+        (
+            seconds,
+            "session.defaultExpiresIn",
+            Some(Value::from(seconds)),
+        )
+    };
+    let capped = lifetime.min(MAX_LIFETIME_SECONDS);
+    let adjusted = match expires_in.filter(|value| parse_seconds(value).is_none()) {
+        Some(unusable) => Some(lifetime::adjusted(
+            "expires_in",
+            unusable,
+            capped,
+            LifetimeProblem::Unusable,
+        )),
+        None if capped < lifetime => Some(lifetime::adjusted(
+            source,
+            &sent.unwrap_or(Value::Null),
+            capped,
+            LifetimeProblem::TooLong,
+        )),
+        None => None,
+    };
+    let lifetime = capped;
     saved.insert("oauth.user.token".into(), Value::String(token));
     if let Some(refresh_token) = field("refresh_token").and_then(text_of) {
         saved.insert(
@@ -277,7 +331,10 @@ pub(crate) fn token_state(
         "oauth.user.refresh_time".into(),
         Value::String(now_ms.to_string()),
     );
-    Ok(saved)
+    Ok(Absorbed {
+        state: saved,
+        adjusted,
+    })
 }
 
 /// Seconds from `now_ms` until an absolute expiry: epoch seconds (or ms), or ISO 8601.
@@ -426,7 +483,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            rotated,
+            rotated.state,
             state(
                 json!({"oauth.user.token": "a2", "oauth.user.refresh_token": "r2",
                 "oauth.user.token_type": "Bearer", "oauth.user.refresh_interval": "60",
@@ -441,7 +498,8 @@ mod tests {
             false,
             1_000,
         )
-        .unwrap();
+        .unwrap()
+        .state;
         assert!(!kept.contains_key("oauth.user.refresh_token"));
         assert_eq!(
             kept["oauth.user.refresh_interval"], "3600",
@@ -462,8 +520,53 @@ mod tests {
         assert!(
             token_state(&connector, &json!({}), "x", true, 0)
                 .unwrap()
+                .state
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn token_lifetimes_are_capped_at_a_year_and_unusable_ones_skipped() {
+        let connector = oauth2("");
+        let answer = |extra: Value| {
+            let mut body = json!({"access_token": "a1"});
+            for (key, value) in extra.as_object().unwrap() {
+                body[key] = value.clone();
+            }
+            token_state(&connector, &body, "x", false, 1_000_000).unwrap()
+        };
+        let unusable = answer(json!({"expires_in": -5}));
+        assert_eq!(unusable.state["oauth.user.refresh_interval"], "3600");
+        assert_eq!(
+            unusable.adjusted,
+            Some(lifetime::adjusted(
+                "expires_in",
+                &json!(-5),
+                3600,
+                LifetimeProblem::Unusable
+            ))
+        );
+        // An unusable `expires_in` gives way to `expires_at`, and says so.
+        let later = answer(json!({"expires_in": "abc", "expires_at": 1_060}));
+        assert_eq!(later.state["oauth.user.refresh_interval"], "60");
+        assert_eq!(
+            later.adjusted.map(|adjusted| adjusted.problem),
+            Some(LifetimeProblem::Unusable)
+        );
+        let year = MAX_LIFETIME_SECONDS.to_string();
+        for (extra, key) in [
+            (json!({"expires_in": 1e300}), "expires_in"),
+            (json!({"expires_at": "3000-01-01T00:00:00Z"}), "expires_at"),
+        ] {
+            let capped = answer(extra);
+            assert_eq!(capped.state["oauth.user.refresh_interval"], year.as_str());
+            let adjusted = capped.adjusted.unwrap();
+            assert_eq!(
+                (adjusted.key.as_str(), adjusted.problem),
+                (key, LifetimeProblem::TooLong)
+            );
+        }
+        assert_eq!(answer(json!({"expires_in": 60})).adjusted, None);
     }
 
     #[test]
