@@ -913,7 +913,7 @@ fn run_help() {
       [RESOURCE]   A resource name, a lifecycle type (`provisionAuthValidation`, `ON REFRESH`...), or `METHOD:/path` matching a resource's path (`GET:/contacts/c1`); without it, the resources are listed
 
     Options:
-      -c, --config <INSTANCE>       The instance file: a JSON object of configuration key to value. Tokens the run obtains are written back to it
+      -c, --config <INSTANCE>       The instance file: a JSON object of configuration key to value. The tokens the command obtains are written back to it
           --instance <ID>           A stored instance's id, in the store of `--store` (instead of `--config FILE`)
           --store <URL>             The instance store of `--instance`: `sqlite:PATH`, `postgres://USER@HOST/DB` or `file:DIR` [env: ENGINE_STORE]
       -p, --param <NAME=VALUE>      A query, path, form or multipart input of the resource, or a `{NAME}` of its vendor path (a multipart value `@FILE` sends a file, `@-` standard input)

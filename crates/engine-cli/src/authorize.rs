@@ -27,28 +27,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::Exit;
 use crate::printer;
-use crate::run::{load_connector, prepare, report};
+use crate::run::{InstanceArgs, Target, load_connector, prepare, report};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct AuthorizeArgs {
     /// The connector file (built-in `oauth2` authentication).
     connector: PathBuf,
-    /// The instance file; the tokens are saved into it.
-    #[arg(
-        long,
-        short = 'c',
-        value_name = "INSTANCE",
-        required_unless_present = "instance",
-        conflicts_with = "instance"
-    )]
-    config: Option<PathBuf>,
-    /// A stored instance's id, in the store of `--store` (instead of `--config FILE`).
-    #[arg(long, value_name = "ID")]
-    instance: Option<String>,
-    /// The instance store of `--instance`: `sqlite:PATH`, `postgres://USER@HOST/DB` or
-    /// `file:DIR`.
-    #[arg(long, env = "ENGINE_STORE", hide_env_values = true, value_name = "URL")]
-    store: Option<String>,
+    #[command(flatten)]
+    target: InstanceArgs,
     /// Print the URL only; do not open a browser.
     #[arg(long)]
     no_browser: bool,
@@ -85,50 +71,37 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
         printer::error(&message);
         return Exit::Invalid;
     }
-    let (runtime, store, instance, saved_to): (_, Arc<dyn InstanceStore>, &str, String) = match (
-        &args.config,
-        &args.instance,
-        &args.store,
-    ) {
-        (Some(config), _, _) => {
-            let Some(runtime) = prepare(config, &connector) else {
-                return Exit::Invalid;
-            };
-            let store: Arc<dyn InstanceStore> = Arc::new(FileStore::for_file(config));
-            (
-                runtime,
-                store,
-                "instance",
-                format!("`{}`", config.display()),
-            )
-        }
-        (None, Some(instance), Some(url)) => {
-            let Some(runtime) = crate::instances::runtime() else {
-                return Exit::Invalid;
-            };
-            let store = match runtime.block_on(crate::instances::open_for(url, &connector)) {
-                Ok(store) => store,
-                Err(failure) => return failure.print(),
-            };
-            (
-                runtime,
-                store,
-                instance.as_str(),
-                format!("instance `{instance}`"),
-            )
-        }
-        (None, _, _) => {
-            let mut message = crate::render::Message::new(
-                crate::render::Level::Error,
-                "`--instance` needs a store",
-            );
-            message.help = Some(
-                "pass `--store URL` (or set `ENGINE_STORE`), or sign in for an instance file with `--config FILE`",
-            );
-            printer::error(&message);
-            return Exit::Usage;
-        }
+    let Some(target) = args.target.target() else {
+        return Exit::Usage;
     };
+    let (runtime, store, instance, saved_to): (_, Arc<dyn InstanceStore>, &str, String) =
+        match target {
+            Target::File(config) => {
+                let Some(runtime) = prepare(config, &connector) else {
+                    return Exit::Invalid;
+                };
+                let store: Arc<dyn InstanceStore> = Arc::new(FileStore::for_file(config));
+                (
+                    runtime,
+                    store,
+                    "instance",
+                    format!("`{}`", config.display()),
+                )
+            }
+            Target::Stored {
+                instance,
+                store: url,
+            } => {
+                let Some(runtime) = crate::instances::runtime() else {
+                    return Exit::Invalid;
+                };
+                let store = match runtime.block_on(crate::instances::open_for(url, &connector)) {
+                    Ok(store) => store,
+                    Err(failure) => return failure.print(),
+                };
+                (runtime, store, instance, format!("instance `{instance}`"))
+            }
+        };
     let result = runtime.block_on(async {
         let engine: Engine = EngineBuilder::new().build()?;
         let request = engine

@@ -26,23 +26,8 @@ pub(crate) struct RunArgs {
     /// `METHOD:/path` matching a resource's path (`GET:/contacts/c1`); without it, the resources
     /// are listed.
     resource: Option<String>,
-    /// The instance file: a JSON object of configuration key to value. Tokens the run obtains are
-    /// written back to it.
-    #[arg(
-        long,
-        short = 'c',
-        value_name = "INSTANCE",
-        required_unless_present = "instance",
-        conflicts_with = "instance"
-    )]
-    config: Option<PathBuf>,
-    /// A stored instance's id, in the store of `--store` (instead of `--config FILE`).
-    #[arg(long, value_name = "ID")]
-    instance: Option<String>,
-    /// The instance store of `--instance`: `sqlite:PATH`, `postgres://USER@HOST/DB` or
-    /// `file:DIR`.
-    #[arg(long, env = "ENGINE_STORE", hide_env_values = true, value_name = "URL")]
-    store: Option<String>,
+    #[command(flatten)]
+    target: InstanceArgs,
     /// A query, path, form or multipart input of the resource, or a `{NAME}` of its vendor path
     /// (a multipart value `@FILE` sends a file, `@-` standard input).
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_pair)]
@@ -141,17 +126,8 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         body_text,
         stdin,
     };
-    let target = match (&args.config, &args.instance, &args.store) {
-        (Some(config), _, _) => Target::File(config),
-        (None, Some(instance), Some(store)) => Target::Stored { instance, store },
-        (None, _, _) => {
-            let mut message = Message::new(Level::Error, "`--instance` needs a store");
-            message.help = Some(
-                "pass `--store URL` (or set `ENGINE_STORE`), or run on an instance file with `--config FILE`",
-            );
-            printer::error(&message);
-            return Exit::Usage;
-        }
+    let Some(target) = args.target.target() else {
+        return Exit::Usage;
     };
     let runtime = match target {
         Target::File(config) => {
@@ -274,9 +250,50 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     }
 }
 
-/// Where the run's instance lives.
+/// Where a command's instance lives: `--config FILE`, or `--instance ID` in `--store URL`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InstanceArgs {
+    /// The instance file: a JSON object of configuration key to value. The tokens the command
+    /// obtains are written back to it.
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "INSTANCE",
+        required_unless_present = "instance",
+        conflicts_with = "instance"
+    )]
+    config: Option<PathBuf>,
+    /// A stored instance's id, in the store of `--store` (instead of `--config FILE`).
+    #[arg(long, value_name = "ID")]
+    instance: Option<String>,
+    /// The instance store of `--instance`: `sqlite:PATH`, `postgres://USER@HOST/DB` or
+    /// `file:DIR`.
+    #[arg(long, env = "ENGINE_STORE", hide_env_values = true, value_name = "URL")]
+    store: Option<String>,
+}
+
+impl InstanceArgs {
+    /// Where the instance lives; `None` (after saying why: exit 2) for `--instance` without a
+    /// store.
+    pub(crate) fn target(&self) -> Option<Target<'_>> {
+        match (&self.config, &self.instance, &self.store) {
+            (Some(config), _, _) => Some(Target::File(config)),
+            (None, Some(instance), Some(store)) => Some(Target::Stored { instance, store }),
+            (None, _, _) => {
+                let mut message = Message::new(Level::Error, "`--instance` needs a store");
+                message.help = Some(
+                    "pass `--store URL` (or set `ENGINE_STORE`), or use an instance file with `--config FILE`",
+                );
+                printer::error(&message);
+                None
+            }
+        }
+    }
+}
+
+/// Where a command's instance lives.
 #[derive(Clone, Copy)]
-enum Target<'a> {
+pub(crate) enum Target<'a> {
     /// `--config FILE`: the one-file form.
     File(&'a Path),
     /// `--instance ID --store URL`.

@@ -151,11 +151,7 @@ impl SqliteStore {
         instance: &str,
         work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let instance = instance.to_owned();
-        self.with_checked(move |connection| {
-            work(connection).map_err(|source| backend(&instance, source))
-        })
-        .await
+        self.with_checked(naming_errors(instance, work)).await
     }
 
     /// Like [`SqliteStore::with`], for work that reports its own [`StoreError`]s.
@@ -180,11 +176,7 @@ impl SqliteStore {
         instance: &str,
         work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let instance = instance.to_owned();
-        self.writing_checked(move |connection| {
-            work(connection).map_err(|source| backend(&instance, source))
-        })
-        .await
+        self.writing_checked(naming_errors(instance, work)).await
     }
 
     /// Like [`SqliteStore::writing`], for work that reports its own [`StoreError`]s.
@@ -406,6 +398,18 @@ fn migrate(connection: &Connection) -> rusqlite::Result<()> {
             Err(error)
         }
     }
+}
+
+/// `work` with its database errors turned into [`StoreErrorKind::Backend`] naming `instance`.
+fn naming_errors<T, W>(
+    instance: &str,
+    work: W,
+) -> impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + use<T, W>
+where
+    W: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send,
+{
+    let instance = instance.to_owned();
+    move |connection| work(connection).map_err(|source| backend(&instance, source))
 }
 
 /// `state.db` → `state.db.locks`.
