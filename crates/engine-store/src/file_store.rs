@@ -109,64 +109,22 @@ impl FileStore {
         }
     }
 
-    /// Opens (creating it if needed) the sidecar lock file of `instance`, next to the file the
-    /// instance's path resolves to.
-    fn open_lock_file(&self, instance: &str) -> Result<(PathBuf, fs_err::File), StoreError> {
-        let path = resolve_links(&self.path_of(instance)?)?;
-        let lock_path = lock_path_of(&path);
-        let file = fs_err::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|source| io_error(&lock_path, "lock", source))?;
-        Ok((path, file))
-    }
-}
-
-impl FileStore {
-    /// Takes the lock of `instance` without blocking a thread: non-blocking attempts with short
-    /// async pauses, until `timeout`.
+    /// Takes the lock of `instance` (on its sidecar file, next to the file the instance's path
+    /// resolves to) without blocking a thread, waiting at most `timeout`.
     async fn acquire(
         &self,
         instance: &str,
         timeout: Option<Duration>,
     ) -> Result<FileLock, StoreError> {
-        let (path, lock_file) = self.open_lock_file(instance)?;
-        let start = Instant::now();
-        let mut pause = LOCK_POLL_FIRST;
-        loop {
-            match lock_file.file().try_lock() {
-                Ok(()) => {
-                    let cleanup = path.clone();
-                    blocking(&path, move || remove_stale_temps(&cleanup)).await?;
-                    return Ok(FileLock {
-                        path,
-                        notices: Arc::clone(&self.notices),
-                        _lock_file: lock_file,
-                    });
-                }
-                Err(TryLockError::WouldBlock) => {
-                    if let Some(timeout) = timeout {
-                        let remaining = timeout.saturating_sub(start.elapsed());
-                        if remaining.is_zero() {
-                            return Err(StoreErrorKind::LockTimeout {
-                                path: lock_file.path().to_owned(),
-                                waited: timeout,
-                            }
-                            .into());
-                        }
-                        pause = pause.min(remaining);
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(LOCK_POLL_MAX);
-                }
-                Err(TryLockError::Error(source)) => {
-                    return Err(io_error(lock_file.path(), "lock", source));
-                }
-            }
-        }
+        let path = resolve_links(&self.path_of(instance)?)?;
+        let lock_file = lock_file(&lock_path_of(&path), timeout).await?;
+        let cleanup = path.clone();
+        blocking(&path, move || remove_stale_temps(&cleanup)).await?;
+        Ok(FileLock {
+            path,
+            notices: Arc::clone(&self.notices),
+            _lock_file: lock_file,
+        })
     }
 
     /// The ids of a directory store, sorted: the `*.json` files that are not hidden.
@@ -193,6 +151,46 @@ impl FileStore {
                 ids.sort();
                 Ok(ids)
             }
+        }
+    }
+}
+
+/// Takes an OS file lock ([`std::fs::File::try_lock`]) on `path`, creating the file if needed,
+/// without blocking a thread: non-blocking attempts with short async pauses (2 ms, doubling to
+/// 50 ms), until `timeout` (`None`: as long as it takes). The lock is held while the returned
+/// file is open, and released by the kernel when its holder dies.
+///
+/// Fails with [`StoreErrorKind::LockTimeout`] naming `path` when it is still held after
+/// `timeout`, and with [`StoreErrorKind::Io`] when the file cannot be opened or locked.
+pub async fn lock_file(path: &Path, timeout: Option<Duration>) -> Result<fs_err::File, StoreError> {
+    let file = fs_err::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|source| io_error(path, "lock", source))?;
+    let start = Instant::now();
+    let mut pause = LOCK_POLL_FIRST;
+    loop {
+        match file.file().try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) => {
+                if let Some(timeout) = timeout {
+                    let remaining = timeout.saturating_sub(start.elapsed());
+                    if remaining.is_zero() {
+                        return Err(StoreErrorKind::LockTimeout {
+                            path: path.to_owned(),
+                            waited: timeout,
+                        }
+                        .into());
+                    }
+                    pause = pause.min(remaining);
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(LOCK_POLL_MAX);
+            }
+            Err(TryLockError::Error(source)) => return Err(io_error(path, "lock", source)),
         }
     }
 }

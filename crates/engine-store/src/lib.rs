@@ -53,7 +53,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use file_store::FileStore;
+pub use file_store::{FileStore, lock_file};
 pub use memory_store::MemoryStore;
 pub use store_error::{StoreError, StoreErrorKind};
 

@@ -2,7 +2,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use engine_store::{
     BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
@@ -14,11 +14,6 @@ use crate::{backend, decode, epoch_ms, to_i64, valid_id};
 
 /// How long a statement waits for another connection's write lock before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-/// The first pause between two attempts at a held instance lock; it doubles up to
-/// [`LOCK_POLL_MAX`].
-const LOCK_POLL_FIRST: Duration = Duration::from_millis(2);
-/// The longest pause between two attempts at a held instance lock.
-const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
 
 /// The schema, one step per version: `PRAGMA user_version` is the number of steps applied.
 /// Steps are only ever appended.
@@ -76,7 +71,8 @@ const MIGRATIONS: &[&str] = &[
 /// # Locking
 ///
 /// The lock of an instance is an OS file lock ([`std::fs::File::try_lock`]) on
-/// `PATH.locks/<id>.lock`, taken by polling without blocking a thread. It is not a database
+/// `PATH.locks/<id>.lock`, taken by polling without blocking a thread ([`engine_store::lock_file`], as the file
+/// store takes its locks). It is not a database
 /// transaction held for the lock's life: `BEGIN IMMEDIATE` takes the *whole file's* write lock, so
 /// holding it across a vendor call would serialise every refresh of every instance. A file lock is
 /// per instance, and the kernel releases it when the holder dies (`kill -9` never leaves a stale
@@ -288,44 +284,11 @@ impl SqliteStore {
     ) -> Result<SqliteLock, StoreError> {
         valid_id(instance)?;
         let lock_path = self.inner.locks.join(format!("{instance}.lock"));
-        let file = fs_err::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|source| io_error(&lock_path, source))?;
-        let start = Instant::now();
-        let mut pause = LOCK_POLL_FIRST;
-        loop {
-            match file.file().try_lock() {
-                Ok(()) => {
-                    return Ok(SqliteLock {
-                        store: self.clone(),
-                        instance: instance.to_owned(),
-                        _file: file,
-                    });
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    if let Some(timeout) = timeout {
-                        let remaining = timeout.saturating_sub(start.elapsed());
-                        if remaining.is_zero() {
-                            return Err(StoreErrorKind::LockTimeout {
-                                path: lock_path,
-                                waited: timeout,
-                            }
-                            .into());
-                        }
-                        pause = pause.min(remaining);
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(LOCK_POLL_MAX);
-                }
-                Err(std::fs::TryLockError::Error(source)) => {
-                    return Err(io_error(&lock_path, source));
-                }
-            }
-        }
+        Ok(SqliteLock {
+            store: self.clone(),
+            instance: instance.to_owned(),
+            _file: engine_store::lock_file(&lock_path, timeout).await?,
+        })
     }
 }
 
@@ -417,15 +380,6 @@ fn locks_dir_of(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".locks");
     PathBuf::from(name)
-}
-
-fn io_error(path: &Path, source: io::Error) -> StoreError {
-    StoreErrorKind::Io {
-        path: path.to_owned(),
-        operation: "lock",
-        source,
-    }
-    .into()
 }
 
 async fn run_blocking<T: Send + 'static>(
