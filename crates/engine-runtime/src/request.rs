@@ -782,40 +782,30 @@ fn build_url(
         None => (path, None),
     };
     let absolute = path.starts_with("http://") || path.starts_with("https://");
+    let base_url = || -> Result<&str, RunError> {
+        context
+            .configuration
+            .get("base.url")
+            .and_then(Value::as_str)
+            .filter(|base| !base.is_empty())
+            .ok_or_else(|| {
+                RunErrorKind::MissingConfiguration {
+                    missing: vec![MissingKey {
+                        key: "base.url".into(),
+                        description: Some("the vendor's base URL".into()),
+                    }],
+                }
+                .into()
+            })
+    };
     let full = if absolute {
         path
     } else if path.is_empty() {
         // No `vendorPath`: the URL is `base.url` as it is (SOAP services, single endpoints).
-        let Some(base) = context
-            .configuration
-            .get("base.url")
-            .and_then(Value::as_str)
-            .filter(|base| !base.is_empty())
-        else {
-            return Err(RunErrorKind::MissingConfiguration {
-                missing: vec![MissingKey {
-                    key: "base.url".into(),
-                    description: Some("the vendor's base URL".into()),
-                }],
-            }
-            .into());
-        };
+        let base = base_url()?;
         fill_placeholders(base, |name| path_values.value(name).map(as_text)).into_owned()
     } else {
-        let Some(base) = context
-            .configuration
-            .get("base.url")
-            .and_then(Value::as_str)
-            .filter(|base| !base.is_empty())
-        else {
-            return Err(RunErrorKind::MissingConfiguration {
-                missing: vec![MissingKey {
-                    key: "base.url".into(),
-                    description: Some("the vendor's base URL".into()),
-                }],
-            }
-            .into());
-        };
+        let base = base_url()?;
         let base = fill_placeholders(base, |name| path_values.value(name).map(as_text));
         // Joined by hand: `format!` costs more than the rest of the joining.
         let mut full = String::with_capacity(base.len() + path.len() + 1);
