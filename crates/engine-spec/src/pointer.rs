@@ -53,6 +53,19 @@ impl JsonPointer {
         Self(text)
     }
 
+    /// The pointer to where a deserialization failed, from its `serde_path_to_error` path (an
+    /// enum variant is a member; a segment it could not name is skipped).
+    pub fn of_path(path: &serde_path_to_error::Path) -> Self {
+        use serde_path_to_error::Segment;
+        path.iter()
+            .fold(Self::root(), |pointer, segment| match segment {
+                Segment::Seq { index } => pointer.index(*index),
+                Segment::Map { key } => pointer.field(key),
+                Segment::Enum { variant } => pointer.field(variant),
+                Segment::Unknown => pointer,
+            })
+    }
+
     /// The pointer of the parent node; `None` for the document.
     pub fn parent(&self) -> Option<Self> {
         self.0

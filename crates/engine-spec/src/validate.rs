@@ -286,18 +286,7 @@ fn decode_and_validate(
     let raw: RawConnector = match decoded {
         Ok(raw) => raw,
         Err(error) => {
-            let pointer = error
-                .path()
-                .iter()
-                .fold(JsonPointer::root(), |pointer, segment| {
-                    use serde_path_to_error::Segment;
-                    match segment {
-                        Segment::Seq { index } => pointer.index(*index),
-                        Segment::Map { key } => pointer.field(key),
-                        Segment::Enum { variant } => pointer.field(variant),
-                        Segment::Unknown => pointer,
-                    }
-                });
+            let pointer = JsonPointer::of_path(error.path());
             diagnostics.push(Diagnostic::new(
                 Code::Schema,
                 Location::new(file, pointer),

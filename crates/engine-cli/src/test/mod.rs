@@ -327,18 +327,7 @@ pub(crate) fn check_text(
     } else {
         serde_path_to_error::deserialize::<_, TestFile>(&value).err()?
     };
-    let pointer = error
-        .path()
-        .iter()
-        .fold(JsonPointer::root(), |pointer, segment| {
-            use serde_path_to_error::Segment;
-            match segment {
-                Segment::Seq { index } => pointer.index(*index),
-                Segment::Map { key } => pointer.field(key),
-                Segment::Enum { variant } => pointer.field(variant),
-                Segment::Unknown => pointer,
-            }
-        });
+    let pointer = JsonPointer::of_path(error.path());
     let message = error.inner().to_string();
     let hint = suggestion(&message);
     let span = SourceMap::new(text).span(&Location::new("", pointer));
