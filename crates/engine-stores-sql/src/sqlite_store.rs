@@ -2,7 +2,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engine_store::{
     BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
@@ -304,8 +304,22 @@ impl Inner {
             connection.pragma_update(None, "synchronous", "FULL")?;
             Ok(())
         };
-        setup().map_err(|source| self.error(source))?;
-        Ok(connection)
+        // Switching a new file to WAL takes its exclusive lock, and SQLite answers `SQLITE_BUSY`
+        // at once, without the busy handler, to the second of two connections doing it at the
+        // same moment (two processes opening a new file): try again, as the handler would.
+        let start = Instant::now();
+        loop {
+            match setup() {
+                Ok(()) => return Ok(connection),
+                Err(rusqlite::Error::SqliteFailure(error, _))
+                    if error.code == rusqlite::ErrorCode::DatabaseBusy
+                        && start.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(source) => return Err(self.error(source)),
+            }
+        }
     }
 
     fn take(&self) -> Result<Connection, StoreError> {
