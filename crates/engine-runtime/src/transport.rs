@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 use engine_store::BoxFuture;
 use serde_json::Value;
 
-use crate::body::PartContent;
 use crate::observer::{Event, Observer};
-use crate::prepared_request::{PreparedRequest, RequestBody};
+use crate::prepared_request::{PartContent, PreparedRequest, RequestBody};
 use crate::redact::Redactor;
 use crate::run_error::{RunError, RunErrorKind};
 

@@ -249,6 +249,36 @@ impl Connector {
         )
     }
 
+    /// The parameters that apply to `resource` on the `source` side (`request` or `response`):
+    /// the global ones first, then the resource's own. A resource parameter replaces a global one
+    /// of the same vendor slot, and a resource `no-op` parameter of the same vendor name removes
+    /// it (a global `Authorization` header from a token request).
+    pub fn parameters_of<'a>(
+        &'a self,
+        resource: &'a Resource,
+        source: Source,
+    ) -> impl Iterator<Item = &'a Parameter> {
+        let own = move || {
+            resource
+                .parameters
+                .iter()
+                .filter(move |parameter| parameter.source == source)
+        };
+        self.parameters
+            .iter()
+            .filter(move |parameter| parameter.source == source)
+            .filter(move |global| {
+                !own().any(|parameter| {
+                    (parameter.vendor_kind == global.vendor_kind
+                        || parameter.vendor_kind == VendorKind::NoOp)
+                        && parameter
+                            .vendor_name
+                            .eq_ignore_ascii_case(&global.vendor_name)
+                })
+            })
+            .chain(own())
+    }
+
     /// The first resource of lifecycle type `kind`.
     pub fn lifecycle(&self, kind: ResourceType) -> Option<&Resource> {
         self.resources.iter().find(|resource| resource.kind == kind)

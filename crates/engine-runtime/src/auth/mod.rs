@@ -18,18 +18,18 @@ pub(crate) mod lifetime;
 pub mod oauth2;
 
 use base64::Engine as _;
-use engine_spec::kinds::{ParameterKind, ResourceType, SessionManagement};
+use engine_spec::kinds::{ParameterKind, ResourceType, SessionManagement, Source};
 use engine_spec::template::Values;
 use engine_spec::{AuthKind, Connector, Parameter, Resource};
 use engine_store::State;
 use serde_json::Value;
 
 use crate::Inputs;
-use crate::extract::{extract, parse_seconds};
+use crate::extract::extract;
 use crate::observer::RefreshReason;
-use crate::request::text_of;
 use crate::run_error::{RunError, RunErrorKind};
 use crate::transport::VendorResponse;
+use crate::value::{parse_seconds, text_of};
 use lifetime::LifetimeAdjusted;
 
 /// How a connector obtains and keeps its token.
@@ -342,7 +342,8 @@ fn require_token(
     step: &str,
     saved: &State,
 ) -> Result<(), RunError> {
-    let mapped: Vec<&Parameter> = crate::request::response_parameters(connector, resource)
+    let mapped: Vec<&Parameter> = connector
+        .parameters_of(resource, Source::Response)
         .filter(|parameter| parameter.kind() == ParameterKind::Configuration)
         .collect();
     if mapped.is_empty() || !saved.is_empty() {

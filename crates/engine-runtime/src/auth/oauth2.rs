@@ -19,11 +19,10 @@ use super::custom::resource_step;
 use super::lifetime::{self, LifetimeProblem, MAX_LIFETIME_SECONDS};
 use super::{Absorbed, Step};
 use crate::Inputs;
-use crate::extract::parse_seconds;
 use crate::prepared_request::{PreparedRequest, RequestBody, SecretSlot};
 use crate::redact::Redactor;
-use crate::request::text_of;
 use crate::run_error::{MissingKey, RunError, RunErrorKind};
+use crate::value::{parse_seconds, text_of};
 
 /// The OAuth2 grant of a token request.
 #[derive(Debug, Clone, PartialEq, Eq)]
