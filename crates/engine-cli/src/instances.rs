@@ -531,7 +531,7 @@ async fn list(
                         "id": summary.id,
                         "connector": summary.connector,
                         "state": state.label(),
-                        "expires_at": summary.expires_at_ms.map(crate::run::format_time),
+                        "expires_at": summary.expires_at_ms.map(crate::time::format_ms),
                         "last_refresh": last.as_ref().map(|(outcome, at)| serde_json::json!({
                             "outcome": outcome,
                             "at": at,
@@ -560,10 +560,10 @@ async fn list(
                     state.label().to_owned(),
                     summary
                         .expires_at_ms
-                        .map_or_else(|| "-".to_owned(), crate::run::format_time),
+                        .map_or_else(|| "-".to_owned(), crate::time::format_ms),
                     last.as_ref().map_or_else(
                         || "-".to_owned(),
-                        |(outcome, at)| format!("{outcome} {}", crate::history::short_time(at)),
+                        |(outcome, at)| format!("{outcome} {}", crate::time::format_text(at)),
                     ),
                 ]
             }));
