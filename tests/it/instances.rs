@@ -171,10 +171,10 @@ fn instances_commands_on_sqlite() {
     let listed = engine_output(&["instances", "list", "--store", &store]);
     let table = regex_like_times(&listed.stdout);
     insta::assert_snapshot!(table, @r"
-    ID     CONNECTOR  STATE    EXPIRES                   LAST REFRESH
+    ID     CONNECTOR  STATE    EXPIRES               LAST REFRESH
     cust1  custom     expired  [TIME]  -
     cust2  custom     fresh    [TIME]  -
-    other  -          unknown  -                         -
+    other  -          unknown  -                     -
     ");
     let json = engine_output(&[
         "instances",

@@ -531,7 +531,7 @@ async fn list(
                         "id": summary.id,
                         "connector": summary.connector,
                         "state": state.label(),
-                        "expires_at": summary.expires_at_ms.map(crate::run::format_time),
+                        "expires_at": summary.expires_at_ms.map(crate::time::format_ms),
                         "last_refresh": last.as_ref().map(|(outcome, at)| serde_json::json!({
                             "outcome": outcome,
                             "at": at,
@@ -560,10 +560,10 @@ async fn list(
                     state.label().to_owned(),
                     summary
                         .expires_at_ms
-                        .map_or_else(|| "-".to_owned(), crate::run::format_time),
+                        .map_or_else(|| "-".to_owned(), crate::time::format_ms),
                     last.as_ref().map_or_else(
                         || "-".to_owned(),
-                        |(outcome, at)| format!("{outcome} {}", crate::history::short_time(at)),
+                        |(outcome, at)| format!("{outcome} {}", crate::time::format_text(at)),
                     ),
                 ]
             }));
@@ -639,6 +639,36 @@ async fn show(args: &StoreArgs, id: &str) -> Result<Exit, Failure> {
     Ok(Exit::Success)
 }
 
+/// How long a writer that is not a refresh (the failure count, the status, a rekey, `engine
+/// instances set`) waits for an instance's lock: the default `--lock-timeout`.
+const WRITE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Changes `id` under its lock ([`engine_store::update`]), saying so when another process holds
+/// the lock and waiting at most [`WRITE_LOCK_TIMEOUT`].
+pub(crate) async fn update(
+    store: &dyn InstanceStore,
+    id: &str,
+    change: impl FnOnce(&mut State) -> Result<bool, StoreError> + Send,
+) -> Result<bool, StoreError> {
+    engine_store::update(
+        store,
+        id,
+        Some(WRITE_LOCK_TIMEOUT),
+        &waiting_note(id),
+        change,
+    )
+    .await
+}
+
+/// What a writer says when another process holds the lock it needs.
+fn waiting_note(id: &str) -> impl Fn() + Sync + '_ {
+    move || {
+        printer::verbose(&format!(
+            "waiting for the lock of `{id}`: another process holds it (a refresh in progress)"
+        ));
+    }
+}
+
 async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
     let Some((current, old)) = secret_keys()? else {
         return Err(Failure::new(
@@ -678,7 +708,11 @@ async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
                 )
             });
             if store
-                .rekey(&summary.id)
+                .rekey(
+                    &summary.id,
+                    Some(WRITE_LOCK_TIMEOUT),
+                    &waiting_note(&summary.id),
+                )
                 .await
                 .map_err(|error| Failure::of_store(&error, &args.store))?
             {

@@ -21,6 +21,7 @@ mod refresh;
 mod render;
 mod run;
 mod test;
+mod time;
 mod validate;
 
 pub use exit::Exit;

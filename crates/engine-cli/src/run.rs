@@ -691,7 +691,7 @@ impl Observer for Verbose {
                     RefreshReason::NotProvisioned => "instance not provisioned yet".to_owned(),
                     RefreshReason::NoToken => "no access token yet".to_owned(),
                     RefreshReason::Expired { at_ms } => {
-                        format!("token expired at {}", format_time(*at_ms))
+                        format!("token expired at {}", crate::time::format_ms(*at_ms))
                     }
                     RefreshReason::SessionAlways => "session management is `always`".to_owned(),
                     RefreshReason::Rejected { status } => {
@@ -707,7 +707,7 @@ impl Observer for Verbose {
             Event::Fresh {
                 until_ms: Some(until),
             } => {
-                format!("token: fresh until {}", format_time(*until))
+                format!("token: fresh until {}", crate::time::format_ms(*until))
             }
             Event::Fresh { until_ms: None } => "token: no expiry to check".to_owned(),
             Event::Sending {
@@ -757,12 +757,4 @@ impl Observer for Verbose {
         };
         printer::verbose(&line);
     }
-}
-
-/// Epoch milliseconds as an RFC 3339 UTC time.
-pub(crate) fn format_time(ms: u64) -> String {
-    i64::try_from(ms)
-        .ok()
-        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .map_or_else(|| ms.to_string(), |time| time.to_string())
 }

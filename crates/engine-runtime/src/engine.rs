@@ -721,8 +721,12 @@ impl<'a> Run<'a> {
     }
 
     /// Writes the pending values over `stored` (read at `version` under `lock`): a
-    /// compare-and-swap. When another writer got there first (a store whose lock it could lose),
-    /// the newer stored state wins: this run re-reads it and goes on with it.
+    /// compare-and-swap. A conflict means another writer got there first. When it changed none
+    /// of the keys this run writes (a rekey, the failure count, the status: writers that take the
+    /// lock, or an older engine's that did not), this run's values are merged into the newer state
+    /// and written again: a new refresh token is never dropped for a newer version alone. When it
+    /// wrote those keys too (a store whose lock this run lost, and another process refreshed), the
+    /// newer stored tokens win: this run re-reads them and goes on with them.
     async fn write_under(
         &mut self,
         lock: &mut dyn InstanceLock,
@@ -734,23 +738,33 @@ impl<'a> Run<'a> {
         }
         let pending = self.configuration.take_pending();
         let keys: Vec<String> = pending.keys().cloned().collect();
-        let mut state = stored.clone();
-        state.extend(pending);
-        match lock.write(state.clone(), version).await {
-            Ok(_) => {
+        let (mut version, mut base) = (version, stored.clone());
+        let mut attempts = 0;
+        loop {
+            let mut state = base.clone();
+            state.extend(pending.clone());
+            let Err(error) = lock.write(state.clone(), version).await else {
                 self.redactor.learn_state(self.connector, &state);
                 self.configuration.rebase(Arc::new(state));
                 self.observer.event(&Event::Saved { keys });
-                Ok(())
+                return Ok(());
+            };
+            attempts += 1;
+            if !matches!(error.kind(), StoreErrorKind::Conflict { .. }) || attempts == 10 {
+                return Err(error.into());
             }
-            Err(error) if matches!(error.kind(), StoreErrorKind::Conflict { .. }) => {
-                let newer = lock.load().await?;
+            let newer = lock.load().await?;
+            if keys
+                .iter()
+                .any(|key| newer.state.get(key) != stored.get(key))
+            {
                 self.redactor.learn_state(self.connector, &newer.state);
                 self.configuration.rebase(newer.state);
                 self.observer.event(&Event::RefreshedElsewhere);
-                Ok(())
+                return Ok(());
             }
-            Err(error) => Err(error.into()),
+            version = newer.version;
+            base.clone_from(&newer.state);
         }
     }
 

@@ -93,6 +93,37 @@ pub fn connector_of(state: &State) -> Option<&str> {
     state.get(CONNECTOR_KEY)?.as_str()
 }
 
+/// Changes `instance` under its lock: takes the lock (calling `waiting` once when another
+/// holder makes it wait, then waiting at most `timeout`), re-reads, lets `change` edit the state
+/// and writes it with the version read. `change` returns whether to write at all.
+///
+/// Every writer that is not a token refresh goes through here (the failure count, the status,
+/// a rekey, a credential set by hand): a refresh holds the lock from its read to its write, so
+/// such a write never lands in between, and a rotated refresh token is never lost to it.
+pub async fn update(
+    store: &dyn InstanceStore,
+    instance: &str,
+    timeout: Option<Duration>,
+    waiting: &(dyn Fn() + Sync),
+    change: impl FnOnce(&mut State) -> Result<bool, StoreError> + Send,
+) -> Result<bool, StoreError> {
+    let mut lock = match store.lock(instance, Some(Duration::ZERO)).await {
+        Ok(lock) => lock,
+        Err(error) if matches!(error.kind(), StoreErrorKind::LockTimeout { .. }) => {
+            waiting();
+            store.lock(instance, timeout).await?
+        }
+        Err(error) => return Err(error),
+    };
+    let read = lock.load().await?;
+    let mut state = State::clone(&read.state);
+    if !change(&mut state)? {
+        return Ok(false);
+    }
+    lock.write(state, read.version).await?;
+    Ok(true)
+}
+
 /// An instance's state with the version it was read at.
 #[derive(Debug, Clone, Default)]
 pub struct Versioned {

@@ -530,7 +530,7 @@ async fn encryption_follows_the_rule(backend: &dyn Backend) {
         vec![key(KEY_ONE)],
         rule(secret_name),
     );
-    assert!(rotating.rekey("acme").await.unwrap());
+    assert!(rotating.rekey("acme", None, &|| ()).await.unwrap());
     let at_rest = raw.load("acme").await.unwrap();
     for secret in ["user.pin", "access.token"] {
         assert!(
@@ -609,9 +609,9 @@ async fn encryption(backend: &dyn Backend) {
         vec![key(KEY_ONE)],
         rule(secret_name),
     );
-    assert!(rotating.rekey("acme").await.unwrap());
+    assert!(rotating.rekey("acme", None, &|| ()).await.unwrap());
     assert!(
-        !rotating.rekey("acme").await.unwrap(),
+        !rotating.rekey("acme", None, &|| ()).await.unwrap(),
         "a second rekey changes nothing"
     );
     let rekeyed = two.load("acme").await.unwrap();

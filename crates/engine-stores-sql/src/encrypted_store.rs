@@ -119,25 +119,31 @@ impl EncryptedStore {
 
     /// Rewrites `instance` with every secret value encrypted by the current key (decrypting the
     /// old ones; a value stored encrypted stays encrypted, whatever the rule says of its key);
-    /// returns true when something changed. A compare-and-swap like any write.
-    pub async fn rekey(&self, instance: &str) -> Result<bool, StoreError> {
-        let stored = self.inner.load(instance).await?;
-        let plain = self.keys.decrypt(instance, &stored.state)?;
-        let sealed = encrypted_keys(&stored.state);
-        let needs = stored.state.iter().any(|(key, value)| {
-            ((self.keys.is_secret)(key) || sealed.contains(key))
-                && value
-                    .as_str()
-                    .is_some_and(|text| !is_encrypted_with(text, self.keys.current.id()))
-        });
-        if !needs {
-            return Ok(false);
-        }
-        let encrypted = self.keys.encrypt(instance, plain, &sealed)?;
-        self.inner
-            .write(instance, encrypted, stored.version)
-            .await?;
-        Ok(true)
+    /// returns true when something changed. Under the instance's lock ([`engine_store::update`]:
+    /// `waiting` is called when another holder makes it wait, at most `timeout`), so that it
+    /// never lands between a refresh's read and its write.
+    pub async fn rekey(
+        &self,
+        instance: &str,
+        timeout: Option<Duration>,
+        waiting: &(dyn Fn() + Sync),
+    ) -> Result<bool, StoreError> {
+        engine_store::update(&*self.inner, instance, timeout, waiting, |stored| {
+            let sealed = encrypted_keys(stored);
+            let needs = stored.iter().any(|(key, value)| {
+                ((self.keys.is_secret)(key) || sealed.contains(key))
+                    && value
+                        .as_str()
+                        .is_some_and(|text| !is_encrypted_with(text, self.keys.current.id()))
+            });
+            if !needs {
+                return Ok(false);
+            }
+            let plain = self.keys.decrypt(instance, stored)?;
+            *stored = self.keys.encrypt(instance, plain, &sealed)?;
+            Ok(true)
+        })
+        .await
     }
 }
 
