@@ -410,7 +410,7 @@ async fn a_second_rejection_exits_4_without_looping() {
 
     ----- stderr -----
     error: the vendor rejected the token for `list-contacts` with 401 even after a refresh
-    hint: fix the credentials in the instance file, then provision again: `engine run tests/fixtures/run/custom/connector.json provisionAuthValidation --config INSTANCE`
+    hint: fix the credentials in `[TEMP]/instance.json`, then provision again: `engine run tests/fixtures/run/custom/connector.json provisionAuthValidation --config [TEMP]/instance.json`
     ");
     // The refreshed token is kept: the refresh itself worked.
     assert_eq!(context.instance()["access.token"], NEW_TOKEN);
@@ -515,7 +515,7 @@ async fn a_failed_refresh_exits_4_and_leaves_the_instance_untouched() {
     36 |     {
        |     ^ defined here
        |
-    hint: fix the credentials in the instance file, then provision again: `engine run tests/fixtures/run/custom/connector.json provisionAuthValidation --config INSTANCE`
+    hint: fix the credentials in `[TEMP]/instance.json`, then provision again: `engine run tests/fixtures/run/custom/connector.json provisionAuthValidation --config [TEMP]/instance.json`
     caused by: the vendor answered: {"error":"invalid_grant","error_description":"the refresh token was revoked"}
     "#);
     assert_eq!(context.instance_text(), before);

@@ -774,7 +774,7 @@ async fn secrets_never_show_in_errors() {
     23 |     {
        |     ^ defined here
        |
-    hint: fix the credentials in the instance file, then provision again: `engine run tests/fixtures/run/redaction/connector.json provisionAuthValidation --config INSTANCE`
+    hint: fix the credentials in `[TEMP]/instance.json`, then provision again: `engine run tests/fixtures/run/redaction/connector.json provisionAuthValidation --config [TEMP]/instance.json`
     caused by: the vendor answered: {"error":"invalid_client","error_description":"user demo with password **** and key **** rejected"}
     "#);
     assert_eq!(context.instance_text(), before);
@@ -1076,4 +1076,93 @@ async fn redirects_are_followed_only_within_the_origin() {
         outcome.stderr
     );
     assert!(elsewhere.received_requests().await.unwrap().is_empty());
+}
+
+/// A parameter reads a mistyped key (`zorp.password`; `zorp.pass` is declared): the request goes
+/// without `pass`, and when the vendor then answers 403 the error says so first, with the key
+/// meant, and the hint names the instance file the person passed.
+#[tokio::test]
+async fn a_refusal_after_a_skipped_parameter_names_the_parameter_first() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(json!({"error": "forbidden"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("typo-key").with_instance(&json!({
+        "base.url": server.uri(),
+        "zorp.user": "demo",
+        "zorp.pass": PASSWORD,
+    }));
+
+    let outcome = context.run("me").output();
+    outcome.assert_code(1).assert_hides(&[PASSWORD]);
+    run_snapshot!(context, outcome, @r#"
+    exit code: 1
+    ----- stdout -----
+
+    ----- stderr -----
+    error: the vendor answered `me` with 403: forbidden
+      --> tests/fixtures/run/typo-key/connector.json:12:84
+       |
+    12 |   "resources": [{"name": "me", "type": "API", "vendorMethod": "GET", "vendorPath": "/me"}]
+       |                                                                                    ^^^^^ defined here
+       |
+    hint: `pass` was not sent (`zorp.password` has no value yet): the connector reads `zorp.password`, which it does not declare: did you mean `zorp.pass`?
+    caused by: the vendor answered: {"error":"forbidden"}
+    "#);
+    let sent = received(&server).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(header_of(&sent[0], "user"), Some("demo"));
+    assert_eq!(header_of(&sent[0], "pass"), None);
+}
+
+/// A stored instance whose credentials the vendor refuses: the hint names the instance and the
+/// store the person used (no `INSTANCE` placeholder), and how to change a stored instance's
+/// credentials.
+#[tokio::test]
+async fn hints_name_the_stored_instance_that_was_used() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "invalid_client"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let temp = tempfile::tempdir().unwrap();
+    let file = temp.path().join("badpw.json");
+    let instance =
+        json!({"base.url": server.uri(), "client.id": "demo", "client.secret": CLIENT_SECRET});
+    fs_err::write(&file, instance.to_string()).unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    crate::support::engine()
+        .args([
+            "instances",
+            "import",
+            file.to_str().unwrap(),
+            "--store",
+            &store,
+        ])
+        .assert()
+        .success();
+
+    let output = crate::support::engine()
+        .args([
+            "run",
+            "tests/fixtures/run/custom/connector.json",
+            "list-contacts",
+        ])
+        .args(["--instance", "badpw", "--store", &store])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(!stderr.contains(CLIENT_SECRET), "{stderr}");
+    let hint = format!(
+        "hint: fix the credentials with `engine instances set badpw KEY --store {store}`, then \
+         provision again: `engine run tests/fixtures/run/custom/connector.json \
+         provisionAuthValidation --instance badpw --store {store}`"
+    );
+    assert!(stderr.contains(&hint), "{stderr}");
 }

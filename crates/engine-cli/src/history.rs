@@ -54,9 +54,9 @@ impl Observer for Recorder<'_> {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(report.clone());
         }
-        if self.inner.enabled() {
-            self.inner.event(event);
-        }
+        // Always passed on: `engine run`'s observer keeps the skipped parameters even without
+        // `-v`, for the error when the vendor refuses the credentials.
+        self.inner.event(event);
     }
 }
 

@@ -170,9 +170,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         Ok(engine) => engine,
         Err(error) => return report(&error, &connector),
     };
-    let observer = Verbose {
-        enabled: args.verbose,
-    };
+    let observer = Verbose::new(args.verbose);
     let request = RunRequest {
         connector: &connector,
         selector: resource,
@@ -246,7 +244,14 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             }
             Exit::Success
         }
-        Err(error) => report(&error, &connector),
+        Err(error) => report_in(
+            &error,
+            &connector,
+            &Reported {
+                target: Some(target),
+                skipped: observer.skipped(),
+            },
+        ),
     }
 }
 
@@ -298,6 +303,41 @@ pub(crate) enum Target<'a> {
     File(&'a Path),
     /// `--instance ID --store URL`.
     Stored { instance: &'a str, store: &'a str },
+}
+
+impl Target<'_> {
+    /// The flags that name this instance, as the person wrote them (a store's password
+    /// masked), for hints: `--config acme.json` or `--instance acme --store sqlite:x.db`.
+    pub(crate) fn flags(&self) -> String {
+        match self {
+            Target::File(path) => format!("--config {}", path.display()),
+            Target::Stored { instance, store } => format!(
+                "--instance {instance} --store {}",
+                engine_stores_sql::display_url(store)
+            ),
+        }
+    }
+
+    /// Where credentials are changed: the instance file, or `engine instances set`.
+    fn where_to_fix(&self) -> String {
+        match self {
+            Target::File(path) => format!("in `{}`", path.display()),
+            Target::Stored { instance, store } => format!(
+                "with `engine instances set {instance} KEY --store {}`",
+                engine_stores_sql::display_url(store)
+            ),
+        }
+    }
+}
+
+/// What the command line knows about a failed run beyond the error: how the person named the
+/// instance, and the parameters the last request went without for want of a value.
+#[derive(Default)]
+pub(crate) struct Reported<'a> {
+    /// `--config FILE` or `--instance ID --store URL`; `None` where no instance was named.
+    pub(crate) target: Option<Target<'a>>,
+    /// The parameters the last request sent went without.
+    pub(crate) skipped: Vec<Skip>,
 }
 
 /// Checks that the instance file exists and starts the async runtime; on failure prints why
@@ -449,16 +489,23 @@ fn read_body(path: Option<&Path>) -> Result<Body, String> {
 
 /// What the person should do next, when there is something to suggest: the runtime says what
 /// happened, the command line says which flag or command helps.
-pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
+pub(crate) fn hint(
+    error: &RunError,
+    connector: &Connector,
+    target: Option<&Target<'_>>,
+) -> Option<String> {
     let flag = |input: &InputKind| match input {
         InputKind::Param => "--param",
         InputKind::Header => "--header",
         InputKind::Body => "--body",
     };
     match error.kind() {
-            RunErrorKind::MissingConfiguration { .. } => {
-                Some("add the keys to the instance file, then run again".into())
-            }
+            RunErrorKind::MissingConfiguration { .. } => Some(match target {
+                Some(target @ Target::Stored { .. }) => {
+                    format!("set the keys {}, then run again", target.where_to_fix())
+                }
+                _ => "add the keys to the instance file, then run again".into(),
+            }),
             RunErrorKind::MissingInput { input: InputKind::Body, .. } => Some(
                 "pass the body with `--body FILE`, or `--body -` to read it from standard input"
                     .into(),
@@ -483,15 +530,16 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
                 "the token endpoint redirects: token requests carry credentials and are never redirected; point the connector at the address it redirects to".into(),
             ),
             RunErrorKind::AuthFailed { .. } | RunErrorKind::TokenRejected { .. } => {
-                Some(reauthenticate(connector))
+                Some(reauthenticate(connector, target))
             }
             RunErrorKind::NoToken { field, .. } => Some(format!(
                 "the vendor answered without the token: if it is down, run again later; if it sends the token under another name, map that name instead of `{field}`"
             )),
-            RunErrorKind::NotAuthorized { .. } => Some(
-                "run `engine authorize CONNECTOR --config INSTANCE` to sign in through a browser"
-                    .into(),
-            ),
+            RunErrorKind::NotAuthorized { .. } => Some(format!(
+                "run `engine authorize {} {}` to sign in through a browser",
+                connector.path().display(),
+                instance_flags(target)
+            )),
             RunErrorKind::Store(error) if matches!(
                 error.kind(),
                 engine_store::StoreErrorKind::Io { operation, .. } if *operation != "read"
@@ -560,19 +608,68 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
         }
 }
 
-/// What re-authenticating means for this connector's authentication.
-fn reauthenticate(connector: &Connector) -> String {
+/// What re-authenticating means for this connector's authentication, with the flags the
+/// person used.
+fn reauthenticate(connector: &Connector, target: Option<&Target<'_>>) -> String {
     let path = connector.path().display();
-    match (connector.authentication().kind(), connector.authentication().grant()) {
-        (engine_spec::AuthKind::Oauth2, engine_spec::kinds::Grant::AuthorizationCode) => format!(
-            "sign in again through a browser: `engine authorize {path} --config INSTANCE`"
+    let flags = instance_flags(target);
+    let place = target.map_or_else(|| "in the instance".to_owned(), Target::where_to_fix);
+    match (
+        connector.authentication().kind(),
+        connector.authentication().grant(),
+    ) {
+        (engine_spec::AuthKind::Oauth2, engine_spec::kinds::Grant::AuthorizationCode) => {
+            format!("sign in again through a browser: `engine authorize {path} {flags}`")
+        }
+        (engine_spec::AuthKind::Oauth2, engine_spec::kinds::Grant::Password) => format!(
+            "fix `oauth.api.key`, `oauth.api.secret`, `username` and `password` {place}, then run again"
         ),
-        (engine_spec::AuthKind::Oauth2, engine_spec::kinds::Grant::Password) => "fix `oauth.api.key`, `oauth.api.secret`, `username` and `password` in the instance file, then run again".into(),
-        (engine_spec::AuthKind::Oauth2, _) => "fix `oauth.api.key` and `oauth.api.secret` in the instance file, then run again".into(),
+        (engine_spec::AuthKind::Oauth2, _) => {
+            format!("fix `oauth.api.key` and `oauth.api.secret` {place}, then run again")
+        }
         _ => format!(
-            "fix the credentials in the instance file, then provision again: `engine run {path} provisionAuthValidation --config INSTANCE`"
+            "fix the credentials {place}, then provision again: `engine run {path} provisionAuthValidation {flags}`"
         ),
     }
+}
+
+/// The flags naming the instance, or a placeholder where the command had none.
+fn instance_flags(target: Option<&Target<'_>>) -> String {
+    target.map_or_else(|| "--config INSTANCE".to_owned(), Target::flags)
+}
+
+/// The hint for credentials refused from a request that went without some parameters: set
+/// the keys they read, where the person keeps the instance; a key the connector reads but does
+/// not declare is most likely a typo of a declared one (`zorp.password` for `zorp.pass`).
+fn skipped_hint(skipped: &[&Skip], connector: &Connector, target: Option<&Target<'_>>) -> String {
+    let place = target.map_or_else(|| "in the instance".to_owned(), Target::where_to_fix);
+    let not_sent: Vec<String> = skipped
+        .iter()
+        .map(|skip| format!("`{}` was not sent ({})", skip.parameter, skip.reason))
+        .collect();
+    let declared: Vec<&str> = connector
+        .configuration()
+        .iter()
+        .map(engine_spec::ConfigProperty::key)
+        .collect();
+    let typos: Vec<String> = skipped
+        .iter()
+        .filter(|skip| !declared.contains(&skip.key.as_str()))
+        .filter_map(|skip| {
+            engine_spec::suggest::did_you_mean(&skip.key, declared.iter().copied()).map(|meant| {
+                format!(
+                    "the connector reads `{}`, which it does not declare: did you mean `{meant}`?",
+                    skip.key
+                )
+            })
+        })
+        .collect();
+    let fix = if typos.is_empty() {
+        format!("give it a value {place}, then run again")
+    } else {
+        typos.join("; ")
+    };
+    format!("{}: {fix}", not_sent.join("; "))
 }
 
 /// The resources a caller can run, for messages: `me`, `list-contacts`, `GET /hubs/x`...
@@ -620,8 +717,42 @@ pub(crate) fn exit_of(error: &RunError) -> Exit {
 /// Prints a failed run: the message, where in the connector it comes from, the vendor's body,
 /// and what to do.
 pub(crate) fn report(error: &RunError, connector: &Connector) -> Exit {
+    report_in(error, connector, &Reported::default())
+}
+
+/// [`report`], with hints that name the flags the person used, and, when the vendor refused
+/// credentials (`401`, `403`) from a request that went without a parameter for want of a value,
+/// that cause first.
+pub(crate) fn report_in(error: &RunError, connector: &Connector, context: &Reported<'_>) -> Exit {
     let text = error.to_string();
-    let hint = hint(error, connector);
+    let refused = matches!(
+        error.kind(),
+        RunErrorKind::VendorStatus {
+            status: 401 | 403,
+            ..
+        } | RunErrorKind::AuthFailed {
+            status: 401 | 403,
+            ..
+        } | RunErrorKind::TokenRejected { .. }
+    );
+    // Keys a response saves (a token) or the engine maintains are filled by the lifecycle, not
+    // by the person: a token request goes without the token it is about to obtain.
+    let skipped: Vec<&Skip> = context
+        .skipped
+        .iter()
+        .filter(|skip| {
+            !matches!(skip.key.as_str(), "authentication.time" | "expires_in")
+                && !skip.key.starts_with("oauth.user.")
+                && !connector.all_parameters().any(|parameter| {
+                    parameter.saves_to_configuration() && parameter.name() == skip.key
+                })
+        })
+        .collect();
+    let hint = if refused && !skipped.is_empty() {
+        Some(skipped_hint(&skipped, connector, context.target.as_ref()))
+    } else {
+        hint(error, connector, context.target.as_ref())
+    };
     let mut causes = Vec::new();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -669,9 +800,47 @@ fn truncate(text: &str, limit: usize) -> String {
     }
 }
 
-/// `-v`: each lifecycle step as one line on stderr.
+/// `-v`: each lifecycle step as one line on stderr. Verbose or not, it keeps the parameters
+/// the last request sent went without, for the error when the vendor then refuses the
+/// credentials.
 struct Verbose {
     enabled: bool,
+    skipped: std::sync::Mutex<Skips>,
+}
+
+/// Parameters left out: of the request being built, and of the last one sent.
+#[derive(Default)]
+struct Skips {
+    building: Vec<Skip>,
+    sent: Vec<Skip>,
+}
+
+/// A parameter a request went without.
+#[derive(Clone)]
+pub(crate) struct Skip {
+    /// The parameter's vendor name.
+    pub(crate) parameter: String,
+    /// The configuration key that had no value.
+    pub(crate) key: String,
+    /// Why, as `-v` says it.
+    pub(crate) reason: String,
+}
+
+impl Verbose {
+    fn new(enabled: bool) -> Self {
+        Verbose {
+            enabled,
+            skipped: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The parameters the last request sent went without.
+    fn skipped(&self) -> Vec<Skip> {
+        self.skipped
+            .lock()
+            .map(|skips| skips.sent.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl Observer for Verbose {
@@ -680,6 +849,22 @@ impl Observer for Verbose {
     }
 
     fn event(&self, event: &Event) {
+        if let Ok(mut skips) = self.skipped.lock() {
+            match event {
+                // Skipped while its request is built, which is then sent.
+                Event::Skipped {
+                    parameter,
+                    key,
+                    reason,
+                } => skips.building.push(Skip {
+                    parameter: parameter.clone(),
+                    key: key.clone(),
+                    reason: reason.clone(),
+                }),
+                Event::Sending { .. } => skips.sent = std::mem::take(&mut skips.building),
+                _ => {}
+            }
+        }
         if !self.enabled {
             return;
         }
@@ -718,7 +903,9 @@ impl Observer for Verbose {
             Event::Received { status, elapsed } => {
                 format!("receive: {status} in {} ms", elapsed.as_millis())
             }
-            Event::Skipped { parameter, reason } => {
+            Event::Skipped {
+                parameter, reason, ..
+            } => {
                 format!("skip: `{parameter}` not sent: {reason}")
             }
             Event::SentAsText { parameter, reason } => {

@@ -68,6 +68,8 @@ pub enum Event {
     Skipped {
         /// The parameter's vendor name.
         parameter: String,
+        /// The configuration key that has no value.
+        key: String,
         /// Why, e.g. "`oauth.user.token` has no value yet".
         reason: String,
     },

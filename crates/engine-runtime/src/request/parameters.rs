@@ -221,6 +221,7 @@ fn value_of(
             {
                 context.observer.event(&Event::Skipped {
                     parameter: parameter.vendor_name().to_owned(),
+                    key: missing.to_owned(),
                     reason: format!("`{missing}` has no value yet"),
                 });
                 return Ok(None);
@@ -242,6 +243,7 @@ fn value_of(
             if value.is_none() {
                 context.observer.event(&Event::Skipped {
                     parameter: parameter.vendor_name().to_owned(),
+                    key: parameter.name().to_owned(),
                     reason: format!("`{}` has no value yet", parameter.name()),
                 });
             }
