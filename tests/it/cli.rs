@@ -51,14 +51,33 @@ fn usage_errors_exit_2() {
 fn explain_prints_the_section_of_a_code_by_code_or_name() {
     let (code, stdout, stderr) = output_of(&["explain", "W0504"]);
     assert_eq!(code, 0, "{stderr}");
+    // Piped: rendered as plain text, no Markdown syntax and no escape codes.
     assert!(
-        stdout.starts_with("### W0504 unfilled-placeholder\n"),
+        stdout.starts_with("W0504 unfilled-placeholder\n\n"),
         "{stdout}"
     );
-    assert!(stdout.contains("**Fix.**"), "{stdout}");
+    assert!(stdout.contains("\nFix. "), "{stdout}");
+    assert!(
+        !stdout.contains("**") && !stdout.contains("```"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('\x1b'), "{stdout}");
     let (_, by_name, _) = output_of(&["explain", "unfilled-placeholder"]);
     assert_eq!(by_name, stdout);
     insta::assert_snapshot!("explain_e0101", output_of(&["explain", "e0101"]).1);
+}
+
+#[test]
+fn explain_styles_for_a_terminal_when_colour_is_forced() {
+    let output = engine()
+        .args(["explain", "E0101"])
+        .env_remove("NO_COLOR")
+        .env("CLICOLOR_FORCE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.starts_with("\x1b[1mE0101\x1b[0m"), "{stdout}");
+    assert!(stdout.contains("\x1b[36mvendorPath\x1b[0m"), "{stdout}");
 }
 
 #[test]

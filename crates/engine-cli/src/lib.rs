@@ -15,6 +15,7 @@ mod exit;
 mod explain;
 mod history;
 mod instances;
+mod markdown;
 mod new;
 mod printer;
 mod refresh;
