@@ -197,3 +197,43 @@ fn new_writes_a_valid_connector_and_an_instance_template() {
     assert_eq!(code, 3);
     assert!(stderr.contains("already exists"), "{stderr}");
 }
+
+#[test]
+fn man_prints_a_page_and_installs_them_all() {
+    let (code, page, stderr) = output_of(&["man", "instances", "import"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(page.contains(".TH engine-instances-import 1"), "{page}");
+    assert_eq!(
+        page,
+        fs_err::read_to_string(
+            crate::support::repo_root().join("docs/man/engine-instances-import.1")
+        )
+        .unwrap()
+    );
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("man1");
+    let (code, _, stderr) = output_of(&["man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut installed: Vec<String> = fs_err::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    installed.sort();
+    let mut checked_in: Vec<String> =
+        fs_err::read_dir(crate::support::repo_root().join("docs/man"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    checked_in.sort();
+    assert_eq!(installed, checked_in);
+    assert!(
+        stderr.starts_with(&format!("wrote {} man pages to ", installed.len())),
+        "{stderr}"
+    );
+    let (code, _, stderr) = output_of(&["man", "instances", "nope"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("no man page for `instances nope`"),
+        "{stderr}"
+    );
+}

@@ -15,6 +15,7 @@ mod exit;
 mod explain;
 mod history;
 mod instances;
+mod man;
 mod markdown;
 mod new;
 mod printer;
@@ -56,8 +57,12 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Write a minimal, valid connector and an instance file to fill in (`engine new acme --auth oauth2`).
     New(new::NewArgs),
-    /// Print a shell completion script (`engine completions bash > /etc/bash_completion.d/engine`).
+    /// Print a shell completion script (`engine completions bash >
+    /// ~/.local/share/bash-completion/completions/engine`).
     Completions(completions::CompletionsArgs),
+    /// Print a man page (`engine man run`), or install them all (`engine man --dir
+    /// ~/.local/share/man/man1`).
+    Man(man::ManArgs),
 }
 
 /// Validates `bytes` as a connector file and renders its diagnostics in every format of
@@ -83,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => explain::explain(&args),
         Command::Test(args) => test::test(&args),
         Command::Completions(args) => completions::completions(&args),
+        Command::Man(args) => man::man(&args),
         Command::New(args) => new::new(&args),
     };
     exit.into()
