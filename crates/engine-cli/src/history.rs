@@ -54,9 +54,8 @@ impl Observer for Recorder<'_> {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(report.clone());
         }
-        if self.inner.enabled() {
-            self.inner.event(event);
-        }
+        // Every event: warnings are shown whatever the verbosity (the inner observer decides).
+        self.inner.event(event);
     }
 }
 

@@ -360,7 +360,9 @@ fn bracketed_to_jsonpath(text: &str) -> Option<String> {
         }
         if !name.is_empty() {
             let quoted = name.replace('\\', "\\\\").replace('\'', "\\'");
-            path.push_str(&format!("['{quoted}']"));
+            path.push_str("['");
+            path.push_str(&quoted);
+            path.push_str("']");
         }
         path.push_str(brackets);
     }
