@@ -921,6 +921,7 @@ fn run_help() {
           --body <FILE|->           The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input
           --dry-run                 Print the requests the run would send (secrets masked) and send nothing
       -v, --verbose                 Print each lifecycle step to stderr
+          --strict                  Refuse to run (exit 3, nothing sent) when the run would not do as the platform did: a JavaScript hook or converter of what it executes, a lifecycle resource it would skip. Without it, each is a `warning:` on stderr and the run goes on
           --timeout <DURATION>      The bound on the whole command (`30s`, `5m`, or seconds; at most a day): every request, retry, pause and token refresh it makes ends within it (waiting for the instance's lock is bounded by `--lock-timeout`) [default: 30]
           --record <FILE>           Record every exchange of the run into this cassette (appended as a new run; secrets replaced by placeholders), for `engine test`
           --lock-timeout <SECONDS>  How long to wait for the instance's lock when another process holds it, in seconds [default: 30]

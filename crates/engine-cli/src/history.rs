@@ -54,8 +54,8 @@ impl Observer for Recorder<'_> {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(report.clone());
         }
-        // Always passed on: `engine run`'s observer keeps the skipped parameters even without
-        // `-v`, for the error when the vendor refuses the credentials.
+        // Every event, whatever the verbosity (the inner observer decides): warnings are shown,
+        // and `engine run` keeps the skipped parameters for a refusal's error.
         self.inner.event(event);
     }
 }

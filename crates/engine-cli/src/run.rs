@@ -45,6 +45,11 @@ pub(crate) struct RunArgs {
     /// Print each lifecycle step to stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
+    /// Refuse to run (exit 3, nothing sent) when the run would not do as the platform did: a
+    /// JavaScript hook or converter of what it executes, a lifecycle resource it would skip.
+    /// Without it, each is a `warning:` on stderr and the run goes on.
+    #[arg(long)]
+    strict: bool,
     /// The bound on the whole command (`30s`, `5m`, or seconds; at most a day): every request,
     /// retry, pause and token refresh it makes ends within it (waiting for the instance's lock
     /// is bounded by `--lock-timeout`).
@@ -146,6 +151,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     };
     let recording = args.dry_run.then(RecordingTransport::new);
     let mut builder = EngineBuilder::new()
+        .strict(args.strict)
         .timeout(args.timeout)
         .lock_timeout(Some(Duration::from_secs(args.lock_timeout)));
     if let Some(recording) = &recording {
@@ -170,7 +176,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         Ok(engine) => engine,
         Err(error) => return report(&error, &connector),
     };
-    let observer = Verbose::new(args.verbose);
+    let observer = Verbose::new(args.verbose, &connector);
     let request = RunRequest {
         connector: &connector,
         selector: resource,
@@ -592,6 +598,9 @@ pub(crate) fn hint(
             RunErrorKind::NeverExecuted { .. } => Some(
                 "run an `API` resource (or a token lifecycle resource); to make this call, copy it into an `API` resource".into(),
             ),
+            RunErrorKind::NotFaithful { .. } => Some(
+                "the warnings above say what would differ: run without `--strict` to send it anyway, each difference then a warning, or change the connector so that it needs none".into(),
+            ),
             RunErrorKind::Oauth1 { .. } => Some(
                 "the engine cannot sign OAuth 1.0a requests: use the vendor's OAuth 2.0 or API key authentication if it has one".into(),
             ),
@@ -800,11 +809,12 @@ fn truncate(text: &str, limit: usize) -> String {
     }
 }
 
-/// `-v`: each lifecycle step as one line on stderr. Verbose or not, it keeps the parameters
-/// the last request sent went without, for the error when the vendor then refuses the
-/// credentials.
-struct Verbose {
+/// `-v`: each lifecycle step as one line on stderr. What the run does not do as the platform
+/// did is a warning whatever the verbosity. Verbose or not, it keeps the parameters the last
+/// request sent went without, for the error when the vendor then refuses the credentials.
+struct Verbose<'c> {
     enabled: bool,
+    connector: &'c Connector,
     skipped: std::sync::Mutex<Skips>,
 }
 
@@ -826,10 +836,11 @@ pub(crate) struct Skip {
     pub(crate) reason: String,
 }
 
-impl Verbose {
-    fn new(enabled: bool) -> Self {
+impl<'c> Verbose<'c> {
+    fn new(enabled: bool, connector: &'c Connector) -> Self {
         Verbose {
             enabled,
+            connector,
             skipped: std::sync::Mutex::default(),
         }
     }
@@ -843,7 +854,31 @@ impl Verbose {
     }
 }
 
-impl Observer for Verbose {
+impl Verbose<'_> {
+    /// A warning pointing into the connector file.
+    fn warn(
+        &self,
+        title: &str,
+        code: Option<&str>,
+        at: &engine_spec::Location,
+        label: &str,
+        help: Option<&str>,
+    ) {
+        let text = self.connector.source().text();
+        let mut message = Message::new(Level::Warning, title);
+        message.code = code;
+        message.help = help;
+        message.source = SourceMap::new(text).span(at).map(|span| Source {
+            text,
+            path: self.connector.path(),
+            span: span.start..span.end,
+            label: Some(label),
+        });
+        printer::error(&message);
+    }
+}
+
+impl Observer for Verbose<'_> {
     fn enabled(&self) -> bool {
         self.enabled
     }
@@ -865,12 +900,52 @@ impl Observer for Verbose {
                 _ => {}
             }
         }
+        match event {
+            Event::NotExecuted(diagnostic) => {
+                return self.warn(
+                    &diagnostic.message,
+                    Some(diagnostic.code.as_str()),
+                    &diagnostic.location,
+                    diagnostic.label.as_deref().unwrap_or("not executed"),
+                    diagnostic.help.as_deref(),
+                );
+            }
+            Event::NotFound {
+                key,
+                path,
+                resource,
+                lifecycle: true,
+            } => {
+                let title = format!(
+                    "`{resource}` answered without `{path}`: configuration key `{key}` was not saved, and the requests that read it will go without"
+                );
+                let mut message = Message::new(Level::Warning, &title);
+                message.help = Some(
+                    "check the vendor's answer with `-v`, or map the value from where the vendor sends it",
+                );
+                return printer::error(&message);
+            }
+            Event::LifecycleSkipped {
+                resource,
+                reason,
+                location,
+            } => {
+                let title = format!(
+                    "lifecycle resource `{resource}` was not sent: it cannot be executed as the platform did ({reason})"
+                );
+                return self.warn(&title, None, location, "skipped", None);
+            }
+            _ => {}
+        }
         if !self.enabled {
             return;
         }
         let line = match event {
-            // The history records it; `-v` already said what refreshed.
-            Event::RefreshFinished(_) => return,
+            // The history records it; `-v` already said what refreshed. The warnings are said
+            // above, whatever the verbosity.
+            Event::RefreshFinished(_) | Event::NotExecuted(_) | Event::LifecycleSkipped { .. } => {
+                return;
+            }
             Event::Refreshing { reason, by } => {
                 let why = match reason {
                     RefreshReason::NotProvisioned => "instance not provisioned yet".to_owned(),
@@ -919,10 +994,14 @@ impl Observer for Verbose {
                 None => format!("lock: `{instance}` is locked by another process; waiting"),
             },
             Event::Saved { keys } => format!("save: {}", keys.join(", ")),
-            Event::HookNotExecuted { resource } => format!(
-                "note: `{resource}` has a pre-request JavaScript hook that the engine does not \
-                 execute; the request may go out unauthenticated"
-            ),
+            Event::NotFound {
+                key,
+                path,
+                resource,
+                ..
+            } => {
+                format!("note: `{resource}` answered without `{path}`; `{key}` not saved")
+            }
             Event::LifetimeAdjusted(adjusted) => match adjusted.problem {
                 LifetimeProblem::Unusable => format!(
                     "note: the vendor's `{}` of `{}` is not a number of seconds; the token is taken to live {} s (saved as such)",

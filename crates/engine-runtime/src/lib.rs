@@ -46,6 +46,7 @@ mod auth;
 mod authorization;
 mod clock;
 mod configuration;
+mod differences;
 mod engine;
 mod extract;
 mod observer;
@@ -62,6 +63,7 @@ pub use auth::lifetime::{LifetimeAdjusted, LifetimeProblem, MAX_LIFETIME_SECONDS
 pub use auth::oauth2::{self, Grant};
 pub use auth::{Absorbed, Freshness, Scheme, Step, check_fresh};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use differences::{changes_the_request, differences, executed, plan};
 pub use engine::{Engine, EngineBuilder, RefreshRequest, RunOutput, RunRequest};
 pub use observer::{Event, NoObserver, Observer, RefreshReason, RefreshReport, fingerprint};
 pub use prepared_request::{Part, PartContent, PreparedRequest, RequestBody, SecretSlot};

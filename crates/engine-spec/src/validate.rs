@@ -311,15 +311,18 @@ fn build_and_check(
         raw,
         models: model_names(raw),
     };
-    let connector = Some(builder.build(source));
+    let mut connector = Some(builder.build(source));
     diagnostics.append(&mut builder.diagnostics);
-    check::run(
+    let not_executed = check::run(
         source.text(),
         raw,
         connector.as_ref(),
         file,
         &mut diagnostics,
     );
+    if let Some(connector) = &mut connector {
+        connector.not_executed = not_executed;
+    }
     (diagnostics, connector)
 }
 
@@ -414,6 +417,7 @@ impl Builder<'_> {
             saved_keys: Vec::new(),
             known_keys: HashMap::default(),
             defaults: serde_json::Map::new(),
+            not_executed: Vec::new(),
         };
         connector.defaults = connector
             .configuration

@@ -22,7 +22,7 @@
 use std::path::Path;
 
 use crate::diagnostic::Diagnostic;
-use crate::model::Connector;
+use crate::model::{Connector, NotExecuted};
 use crate::raw::RawConnector;
 
 mod auth;
@@ -48,17 +48,19 @@ pub(crate) struct Input<'a> {
 }
 
 /// Runs every check. `connector` is the model built so far (`None` when building failed).
+/// Returns what the engine will not execute as the platform did ([`NotExecuted`]), for the
+/// model to keep.
 pub(crate) fn run(
     text: &str,
     raw: &RawConnector,
     connector: Option<&Connector>,
     file: &Path,
     diagnostics: &mut Vec<Diagnostic>,
-) {
+) -> Vec<NotExecuted> {
     // Unknown fields need only the wire types (and, rarely, the text).
     fields::check(text, raw, file, diagnostics);
     let Some(connector) = connector else {
-        return;
+        return Vec::new();
     };
     let input = Input {
         raw,
@@ -72,7 +74,7 @@ pub(crate) fn run(
     chains::check(&input, diagnostics);
     paths::check(&input, diagnostics);
     secrets::check(&input, diagnostics);
-    unsupported::check(&input, diagnostics);
+    unsupported::check(&input, diagnostics)
 }
 
 #[cfg(test)]

@@ -6,12 +6,15 @@
 //! One warning per site: per resource (its type and its hooks together), per converter
 //! parameter, one for the connector's own hooks, and one for each connector-wide feature, so that
 //! a large export stays readable.
+//!
+//! The hooks and converters change the requests a run sends: the model keeps those warnings
+//! ([`NotExecuted`]) so that a run executing the resource says them too.
 
 use serde_json::Value;
 
 use crate::check::Input;
 use crate::diagnostic::{Code, Diagnostic};
-use crate::model::{AuthKind, Protocol};
+use crate::model::{AuthKind, NotExecuted, NotExecutedKind, Protocol};
 use crate::pointer::JsonPointer;
 use crate::raw::RawParameter;
 use crate::source::Location;
@@ -19,10 +22,23 @@ use crate::source::Location;
 const HOOKS_HELP: &str = "the engine runs no JavaScript: do the work with parameters, templates \
                           and `nextResource` chains, or remove the hooks";
 
-pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
+/// Pushes the W0501 warnings; returns the ones a run must say (hooks and converters).
+pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec<NotExecuted> {
     connector_wide(input, diagnostics);
+    let mut at_run = Vec::new();
+    let mut keep = |diagnostic: Diagnostic,
+                    resource: Option<usize>,
+                    what: NotExecutedKind,
+                    diagnostics: &mut Vec<Diagnostic>| {
+        at_run.push(NotExecuted {
+            diagnostic: diagnostic.clone(),
+            resource,
+            what,
+        });
+        diagnostics.push(diagnostic);
+    };
     if !input.raw.hooks.is_empty() {
-        diagnostics.push(
+        keep(
             Diagnostic::new(
                 Code::NotExecuted,
                 Location::new(input.file, JsonPointer::root().field("hooks")),
@@ -34,11 +50,21 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
             )
             .with_label("not executed")
             .with_help(HOOKS_HELP),
+            None,
+            NotExecutedKind::Hooks(hook_kinds(&input.raw.hooks)),
+            diagnostics,
         );
     }
     for (index, parameter) in input.raw.parameters.iter().enumerate() {
         let pointer = JsonPointer::root().field("parameters").index(index);
-        converter(input, parameter, &pointer, diagnostics);
+        if let Some((diagnostic, name)) = converter(input, parameter, &pointer) {
+            keep(
+                diagnostic,
+                None,
+                NotExecutedKind::Converter(name),
+                diagnostics,
+            );
+        }
     }
     for (resource, raw) in input.connector.resources().iter().zip(&input.raw.resources) {
         let pointer = &resource.location().pointer;
@@ -72,7 +98,7 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
             } else {
                 ""
             };
-            diagnostics.push(
+            keep(
                 Diagnostic::new(
                     Code::NotExecuted,
                     Location::new(input.file, pointer.field("hooks")),
@@ -84,13 +110,24 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
                 )
                 .with_label("not executed")
                 .with_help(HOOKS_HELP),
+                Some(resource.index()),
+                NotExecutedKind::Hooks(hook_kinds(&raw.hooks)),
+                diagnostics,
             );
         }
         for (position, parameter) in raw.parameters.iter().enumerate() {
             let pointer = pointer.field("parameters").index(position);
-            converter(input, parameter, &pointer, diagnostics);
+            if let Some((diagnostic, name)) = converter(input, parameter, &pointer) {
+                keep(
+                    diagnostic,
+                    Some(resource.index()),
+                    NotExecutedKind::Converter(name),
+                    diagnostics,
+                );
+            }
         }
     }
+    at_run
 }
 
 /// Connector-wide features the engine does not run: OAuth 1, a protocol other than HTTP,
@@ -203,13 +240,13 @@ fn connector_wide(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
     }
 }
 
-/// A parameter with a `converter` field or a `converter:` vendor name.
+/// The warning for a parameter with a `converter` field or a `converter:` vendor name, with the
+/// converter's name.
 fn converter(
     input: &Input<'_>,
     parameter: &RawParameter,
     pointer: &JsonPointer,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
+) -> Option<(Diagnostic, String)> {
     let from_vendor_name = parameter
         .vendor_name
         .as_deref()
@@ -219,7 +256,7 @@ fn converter(
         Some(_) => ("", "converter"),
         None => match from_vendor_name {
             Some(converter) => (converter, "vendorName"),
-            None => return,
+            None => return None,
         },
     };
     let what = if converter.is_empty() {
@@ -227,35 +264,40 @@ fn converter(
     } else {
         format!("converter `{converter}`")
     };
-    diagnostics.push(
-        Diagnostic::new(
-            Code::NotExecuted,
-            Location::new(input.file, pointer.field(field)),
-            format!(
-                "parameter `{}` uses {what}; the engine accepts but never executes converters",
-                parameter.name
-            ),
-        )
-        .with_label("not executed: the value is sent unconverted")
-        .with_help("map the value with plain parameters and `dataType`, or remove the parameter"),
-    );
+    let diagnostic = Diagnostic::new(
+        Code::NotExecuted,
+        Location::new(input.file, pointer.field(field)),
+        format!(
+            "parameter `{}` uses {what}; the engine accepts but never executes converters",
+            parameter.name
+        ),
+    )
+    .with_label("not executed: the value is sent unconverted")
+    .with_help("map the value with plain parameters and `dataType`, or remove the parameter");
+    Some((diagnostic, converter.trim().to_owned()))
 }
 
 fn them(hooks: &[Value]) -> &'static str {
     if hooks.len() == 1 { "it" } else { "them" }
 }
 
-/// `1 JavaScript hook (`preRequest`)`, `2 JavaScript hooks (`preRequest`, `postRequest`)`.
-fn describe_hooks(hooks: &[Value]) -> String {
-    let mut kinds: Vec<&str> = Vec::new();
+/// The types of `hooks` (`preRequest`, `postRequest`...), each once, in order.
+fn hook_kinds(hooks: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = Vec::new();
     for kind in hooks
         .iter()
         .filter_map(|hook| hook.get("type").and_then(Value::as_str))
     {
-        if !kinds.contains(&kind) {
-            kinds.push(kind);
+        if !kinds.iter().any(|known| known == kind) {
+            kinds.push(kind.to_owned());
         }
     }
+    kinds
+}
+
+/// `1 JavaScript hook (`preRequest`)`, `2 JavaScript hooks (`preRequest`, `postRequest`)`.
+fn describe_hooks(hooks: &[Value]) -> String {
+    let kinds = hook_kinds(hooks);
     let count = match hooks.len() {
         1 => "1 JavaScript hook".to_owned(),
         count => format!("{count} JavaScript hooks"),
