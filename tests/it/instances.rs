@@ -885,3 +885,90 @@ fn export_refuses_a_terminal_without_reveal() {
     piped.assert_success();
     assert!(piped.stdout.contains(CLIENT_SECRET), "{}", piped.render());
 }
+
+/// Issue 19: a key given the wrong way round (`BASE64:ID`), or with an id too long to be one, is
+/// refused without being repeated.
+#[test]
+fn a_key_given_the_wrong_way_round_is_not_echoed() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let base64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    for key in [
+        format!("{base64}:k1"),
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8:k1".to_owned(),
+    ] {
+        let output = engine()
+            .args(["instances", "list", "--store", &store])
+            .env("ENGINE_SECRET_KEY", &key)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_ne!(output.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("wrong way round"), "{stderr}");
+        assert!(!stderr.contains("AAECAwQFBgcICQoLDA0O"), "{stderr}");
+    }
+}
+
+/// Issue 19: a SQLite store's files are owner-only (the database, its `-wal` and `-shm`, the
+/// lock directory), a looser file is tightened with a note, and after `engine instances rekey`
+/// no clear copy of a secret stays in the database or its log.
+#[test]
+fn sqlite_files_are_owner_only_and_rekey_leaves_no_clear_copy() {
+    use std::os::unix::fs::PermissionsExt as _;
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let temp = tempfile::tempdir().unwrap();
+    let database = temp.path().join("state.db");
+    let store = format!("sqlite:{}", database.display());
+    // Enough instances to fill pages that a rewrite moves cells within.
+    let files: Vec<String> = (0..40)
+        .map(|index| {
+            let file = write_file(
+                temp.path(),
+                &format!("clear{index}"),
+                &instance("http://127.0.0.1:9", 7200),
+            );
+            file.to_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut import = vec!["instances", "import", "--store", &store];
+    import.extend(files.iter().map(String::as_str));
+    engine_output(&import).assert_success();
+    let mode = |path: &Path| fs_err::metadata(path).unwrap().permissions().mode() & 0o777;
+    let files = ["state.db", "state.db-wal", "state.db-shm"].map(|name| temp.path().join(name));
+    for file in files.iter().filter(|file| file.exists()) {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    assert_eq!(mode(&temp.path().join("state.db.locks")), 0o700);
+
+    fs_err::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let listed = engine_output(&["instances", "list", "--store", &store]);
+    listed.assert_success();
+    assert!(
+        listed.stderr.contains(&format!(
+            "note: `{}` was readable by others (0644); it holds secrets, so it is now 0600",
+            database.display()
+        )),
+        "{}",
+        listed.render()
+    );
+    assert_eq!(mode(&database), 0o600);
+
+    let rekeyed = engine()
+        .args(["instances", "rekey", "--store", &store])
+        .env("ENGINE_SECRET_KEY", K1)
+        .output()
+        .unwrap();
+    assert!(rekeyed.status.success(), "{rekeyed:?}");
+    for file in files.iter().filter(|file| file.exists()) {
+        let bytes = fs_err::read(file).unwrap();
+        for secret in [CLIENT_SECRET, OLD_TOKEN] {
+            assert!(
+                !bytes
+                    .windows(secret.len())
+                    .any(|window| window == secret.as_bytes()),
+                "`{secret}` is still in `{}` after the rekey",
+                file.display()
+            );
+        }
+    }
+}

@@ -363,6 +363,9 @@ pub(crate) async fn open_store(url: &str) -> Result<Opened, Failure> {
     let plain = engine_stores_sql::open_with(url, &options)
         .await
         .map_err(|error| Failure::of_store(&error, url))?;
+    for notice in plain.take_notices() {
+        printer::verbose(&format!("note: {notice}"));
+    }
     Ok(Opened {
         plain,
         keys: secret_keys()?,
@@ -736,6 +739,10 @@ async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
             None => break,
         }
     }
+    plain
+        .scrub()
+        .await
+        .map_err(|error| Failure::of_store(&error, &args.store))?;
     printer::verbose(&format!(
         "rekeyed {changed} of {total} instances with key `{current_id}`"
     ));
