@@ -93,13 +93,16 @@ enum InstancesCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Print an instance as an instance file (secrets included), or write it with `--output`.
+    /// Print an instance as an instance file, secrets in clear, or write it with `--output`.
     Export {
         /// The instance id.
         id: String,
         /// Write the file here (owner-only permissions) instead of standard output.
         #[arg(long, short = 'o', value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Print the secrets on a terminal too (without it, `export` refuses a terminal).
+        #[arg(long)]
+        reveal: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -173,9 +176,12 @@ pub(crate) fn instances(args: &InstancesArgs) -> Exit {
                 store,
             } => delete(store, id, *force, connector.as_deref(), *timeout).await,
             InstancesCommand::Rekey { store } => rekey(store).await,
-            InstancesCommand::Export { id, output, store } => {
-                export(store, id, output.as_deref()).await
-            }
+            InstancesCommand::Export {
+                id,
+                output,
+                reveal,
+                store,
+            } => export(store, id, output.as_deref(), *reveal).await,
         };
         result.unwrap_or_else(Failure::print)
     })
@@ -357,6 +363,9 @@ pub(crate) async fn open_store(url: &str) -> Result<Opened, Failure> {
     let plain = engine_stores_sql::open_with(url, &options)
         .await
         .map_err(|error| Failure::of_store(&error, url))?;
+    for notice in plain.take_notices() {
+        printer::verbose(&format!("note: {notice}"));
+    }
     Ok(Opened {
         plain,
         keys: secret_keys()?,
@@ -617,22 +626,28 @@ pub(crate) fn render_table<Row: AsRef<[String]>>(rows: &[Row]) -> String {
     text
 }
 
+/// Prints an instance with every secret masked: the values its connector's rule says are secret
+/// (the rule the runtime masks and encrypts by: `PASSWORD` properties, the keys it sends as
+/// credentials, names like secrets; the name rule alone when the connector is not at hand) and
+/// every value stored encrypted. It reads the stored form: nothing is decrypted to be masked.
 async fn show(args: &StoreArgs, id: &str) -> Result<Exit, Failure> {
-    let store = open(args).await?;
-    let read = store
+    let opened = open_store(&args.store).await?;
+    let read = opened
+        .plain
         .load(id)
         .await
         .map_err(|error| Failure::of_store(&error, &args.store))?;
-    let mut shown = serde_json::Map::new();
-    shown.insert("id".to_owned(), id.into());
-    shown.insert("version".to_owned(), read.version.into());
+    let connector = connector_of(&read.state).and_then(quiet_connector);
+    let is_secret = secret_rule(connector.as_ref());
     let mut state = State::clone(&read.state);
     for (key, value) in &mut state {
-        let secret = !engine_spec::is_never_secret(key) && engine_spec::is_secret_name(key);
-        if secret && !value.is_null() {
+        if !value.is_null() && (is_secret(key) || engine_stores_sql::is_encrypted(value)) {
             *value = "****".into();
         }
     }
+    let mut shown = serde_json::Map::new();
+    shown.insert("id".to_owned(), id.into());
+    shown.insert("version".to_owned(), read.version.into());
     shown.insert("state".to_owned(), serde_json::Value::Object(state));
     let text = serde_json::to_string_pretty(&shown).unwrap_or_default();
     printer::stdout(&format!("{text}\n"));
@@ -724,6 +739,10 @@ async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
             None => break,
         }
     }
+    plain
+        .scrub()
+        .await
+        .map_err(|error| Failure::of_store(&error, &args.store))?;
     printer::verbose(&format!(
         "rekeyed {changed} of {total} instances with key `{current_id}`"
     ));
@@ -839,7 +858,21 @@ async fn delete(
     Ok(Exit::Success)
 }
 
-async fn export(args: &StoreArgs, id: &str, output: Option<&Path>) -> Result<Exit, Failure> {
+/// Prints the instance as an instance file, secrets in clear (meant for a file or a pipe:
+/// refused on a terminal without `reveal`), or writes it to `output`.
+async fn export(
+    args: &StoreArgs,
+    id: &str,
+    output: Option<&Path>,
+    reveal: bool,
+) -> Result<Exit, Failure> {
+    if output.is_none() && !reveal && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(Failure::new(
+            format!("`engine instances export` prints the secrets of `{id}` in clear, and standard output is a terminal"),
+            Exit::Usage,
+        )
+        .help("write a file with `-o FILE` (owner-only permissions), pipe it, or pass `--reveal` to print them here; `engine instances show` masks them"));
+    }
     let store = open(args).await?;
     let read = store
         .load(id)

@@ -294,6 +294,11 @@ pub trait InstanceStore: Send + Sync {
     fn take_notices(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Drops the copies of overwritten values the store may still hold (SQLite: the old pages in
+    /// its write-ahead log), after a rewrite of every secret such as a rekey.
+    fn scrub(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A held lock on one instance, from [`InstanceStore::lock`]. Dropping it releases the lock.

@@ -27,22 +27,27 @@ impl std::fmt::Debug for SecretKey {
 }
 
 impl SecretKey {
-    /// Parses `ID:BASE64` (32 bytes of key, base64; the id: ASCII letters, digits, `-`, `_`).
+    /// Parses `ID:BASE64` (32 bytes of key, base64; the id: ASCII letters, digits, `-`, `_`, at
+    /// most 32 of them).
     ///
-    /// Fails with a message saying what is wrong, never repeating the key.
+    /// Fails with a message saying what is wrong, never repeating the key, nor an id that may be
+    /// one (a key given the wrong way round, `BASE64:ID`).
     pub fn parse(text: &str) -> Result<Self, String> {
         let (id, encoded) = text
             .trim()
             .split_once(':')
             .ok_or("expected `ID:BASE64`, such as `k1:` followed by 32 bytes in base64")?;
         if id.is_empty()
+            || id.len() > 32
             || !id
                 .bytes()
                 .all(|byte| byte.is_ascii_alphanumeric() || b"-_".contains(&byte))
         {
-            return Err(format!(
-                "key id `{id}`: use ASCII letters, digits, `-` and `_`"
-            ));
+            return Err(
+                "the key id (before the `:`) must be 1 to 32 ASCII letters, digits, `-` \
+                 or `_`: was the key given the wrong way round? expected `ID:BASE64`"
+                    .to_owned(),
+            );
         }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
@@ -326,6 +331,14 @@ impl InstanceStore for EncryptedStore {
         expected: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.inner.delete(instance, expected)
+    }
+
+    fn scrub(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.scrub()
+    }
+
+    fn take_notices(&self) -> Vec<String> {
+        self.inner.take_notices()
     }
 
     fn append_history<'a>(
