@@ -20,6 +20,7 @@ mod instances;
 mod lifecycle;
 mod run;
 mod shared_instances;
+mod status;
 mod store;
 mod tls;
 

@@ -22,6 +22,7 @@ mod printer;
 mod refresh;
 mod render;
 mod run;
+mod status;
 mod test;
 mod time;
 mod validate;
@@ -51,6 +52,8 @@ enum Command {
     Refresh(refresh::RefreshArgs),
     /// Show the refresh history of a stored instance.
     History(history::HistoryArgs),
+    /// Whether an instance's token is fresh and when it expires; sends nothing.
+    Status(status::StatusArgs),
     /// Run connector tests (`*.test.json`) offline: scripted vendor answers, a virtual clock.
     Test(test::TestArgs),
     /// Explain a diagnostic code of `engine validate` (`engine explain E0101`).
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Instances(args) => instances::instances(&args),
         Command::Refresh(args) => refresh::refresh(&args),
         Command::History(args) => history::history(&args),
+        Command::Status(args) => status::status(&args),
         Command::Explain(args) => explain::explain(&args),
         Command::Test(args) => test::test(&args),
         Command::Completions(args) => completions::completions(&args),
