@@ -557,10 +557,12 @@ async fn vendor_server_errors_exit_1_without_retrying() {
     "#);
 }
 
+/// A refused connection is not slow: the hint says nothing listens there, not to wait longer.
 #[tokio::test]
 async fn connection_refused_exits_5() {
+    let port = closed_port();
     let context = TestContext::fixture("params").with_instance(&json!({
-        "base.url": format!("http://127.0.0.1:{}", closed_port()),
+        "base.url": format!("http://127.0.0.1:{port}"),
         "tenant": "acme",
     }));
 
@@ -568,8 +570,12 @@ async fn connection_refused_exits_5() {
     outcome.assert_code(5).assert_stderr_has(&[
         "error: request to `http://127.0.0.1:",
         "failed: could not connect",
-        "hint: check that the vendor is reachable",
+        &format!(
+            "hint: nothing listens at `http://127.0.0.1:{port}`: start the vendor (or the emulator), or fix `base.url` in `{}`",
+            context.instance_path().display()
+        ),
     ]);
+    assert!(!outcome.stderr.contains("--timeout"), "{}", outcome.stderr);
 }
 
 #[test]

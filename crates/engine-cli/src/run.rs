@@ -565,6 +565,14 @@ pub(crate) fn hint(
             RunErrorKind::Transport { message, .. } if message.contains("certificate") => Some(
                 "the vendor's TLS certificate is not trusted here: if a private CA signed it, point `SSL_CERT_FILE` (a PEM file) or `SSL_CERT_DIR` at that CA; otherwise the system's roots decide".into(),
             ),
+            // Nothing listens there: waiting longer cannot help.
+            RunErrorKind::Transport { message, url } if message.contains("Connection refused") => {
+                let place = target.map_or_else(|| "in the instance".to_owned(), Target::where_to_fix);
+                Some(format!(
+                    "nothing listens at `{}`: start the vendor (or the emulator), or fix `base.url` {place}",
+                    origin_of(url)
+                ))
+            }
             RunErrorKind::Transport { .. } => Some(
                 "check that the vendor is reachable, or raise `--timeout`".into(),
             ),
@@ -640,6 +648,14 @@ fn reauthenticate(connector: &Connector, target: Option<&Target<'_>>) -> String 
             "fix the credentials {place}, then provision again: `engine run {path} provisionAuthValidation {flags}`"
         ),
     }
+}
+
+/// `scheme://host:port` of a URL, for messages about where something listens.
+fn origin_of(url: &str) -> String {
+    url::Url::parse(url).map_or_else(
+        |_| url.to_owned(),
+        |parsed| parsed.origin().ascii_serialization(),
+    )
 }
 
 /// The flags naming the instance, or a placeholder where the command had none.
