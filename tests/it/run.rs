@@ -927,6 +927,7 @@ fn run_help() {
           --body <FILE|->           The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input
           --dry-run                 Print the requests the run would send (secrets masked) and send nothing
       -v, --verbose                 Print each lifecycle step to stderr
+          --log-format <FORMAT>     How `-v` prints the steps: `human` lines, or `json`, one JSON object per line for scripts, each named by its `event` (implies `-v`) [default: human] [possible values: human, json]
           --strict                  Refuse to run (exit 3, nothing sent) when the run would not do as the platform did: a JavaScript hook or converter of what it executes, a lifecycle resource it would skip. Without it, each is a `warning:` on stderr and the run goes on
           --timeout <DURATION>      The bound on the whole command (`30s`, `5m`, or seconds; at most a day): every request, retry, pause and token refresh it makes ends within it (waiting for the instance's lock is bounded by `--lock-timeout`) [default: 30]
           --record <FILE>           Record every exchange of the run into this cassette (appended as a new run; secrets replaced by placeholders), for `engine test`
@@ -1172,4 +1173,71 @@ async fn hints_name_the_stored_instance_that_was_used() {
          provisionAuthValidation --instance badpw --store {store}`"
     );
     assert!(stderr.contains(&hint), "{stderr}");
+}
+
+/// `--log-format json`: every step one JSON object per line on stderr, in order, with the
+/// event's name, a time and no secret; stdout still carries only the result.
+#[tokio::test]
+async fn log_format_json_prints_one_event_per_line() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(token_response(
+            ACCESS_TOKEN,
+            Some("FAKE-refresh-token-77aa"),
+            json!(3600),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"account": {"id": "a1"}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [{"id": "c1"}]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("custom").with_instance(&json!({
+        "base.url": server.uri(),
+        "client.id": "demo-client",
+        "client.secret": CLIENT_SECRET,
+    }));
+
+    let outcome = context
+        .run("list-contacts")
+        .arg("--log-format")
+        .arg("json")
+        .output();
+    outcome
+        .assert_success()
+        .assert_hides(&[CLIENT_SECRET, ACCESS_TOKEN]);
+    let events: Vec<Value> = outcome
+        .stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|event| event["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "refresh", "skip", "send", "answer", "send", "answer", "save", "send", "answer"
+        ],
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(events[0]["reason"], "not-provisioned");
+    assert_eq!(events[1]["key"], "access.token");
+    assert_eq!(events[2]["method"], "POST");
+    assert_eq!(events[3]["status"], 200);
+    assert!(events.iter().all(|event| event["at"].is_string()));
+    let body: Value = serde_json::from_str(&outcome.stdout).unwrap();
+    assert_eq!(body[0]["id"], "c1");
 }

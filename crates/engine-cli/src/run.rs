@@ -45,6 +45,10 @@ pub(crate) struct RunArgs {
     /// Print each lifecycle step to stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
+    /// How `-v` prints the steps: `human` lines, or `json`, one JSON object per line for scripts,
+    /// each named by its `event` (implies `-v`).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "human")]
+    log_format: LogFormat,
     /// Refuse to run (exit 3, nothing sent) when the run would not do as the platform did: a
     /// JavaScript hook or converter of what it executes, a lifecycle resource it would skip.
     /// Without it, each is a `warning:` on stderr and the run goes on.
@@ -176,7 +180,11 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         Ok(engine) => engine,
         Err(error) => return report(&error, &connector),
     };
-    let observer = Verbose::new(args.verbose, &connector);
+    let observer = Verbose::new(
+        args.verbose || args.log_format == LogFormat::Json,
+        &connector,
+    )
+    .format(args.log_format);
     let request = RunRequest {
         connector: &connector,
         selector: resource,
@@ -224,7 +232,13 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         result
     });
     for notice in opened.take_notices() {
-        printer::verbose(&format!("note: {notice}"));
+        if args.log_format == LogFormat::Json {
+            let line =
+                serde_json::json!({"event": "note", "message": notice, "at": crate::time::now()});
+            printer::verbose(&line.to_string());
+        } else {
+            printer::verbose(&format!("note: {notice}"));
+        }
     }
     if let (Some(recorder), Some(path), Some(before)) = (&recorder, &args.record, &before) {
         let after = runtime
@@ -825,11 +839,22 @@ fn truncate(text: &str, limit: usize) -> String {
     }
 }
 
+/// How the steps of a run are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    // Plain comments, not docs: clap would list documented values one per line in `--help`.
+    // Lines for people (`send: me: GET https://...`).
+    Human,
+    // One JSON object per line (`{"event":"send","resource":"me",...}`).
+    Json,
+}
+
 /// `-v`: each lifecycle step as one line on stderr. What the run does not do as the platform
 /// did is a warning whatever the verbosity. Verbose or not, it keeps the parameters the last
 /// request sent went without, for the error when the vendor then refuses the credentials.
 struct Verbose<'c> {
     enabled: bool,
+    format: LogFormat,
     connector: &'c Connector,
     skipped: std::sync::Mutex<Skips>,
 }
@@ -856,9 +881,15 @@ impl<'c> Verbose<'c> {
     fn new(enabled: bool, connector: &'c Connector) -> Self {
         Verbose {
             enabled,
+            format: LogFormat::Human,
             connector,
             skipped: std::sync::Mutex::default(),
         }
+    }
+
+    fn format(mut self, format: LogFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// The parameters the last request sent went without.
@@ -915,6 +946,13 @@ impl Observer for Verbose<'_> {
                 Event::Sending { .. } => skips.sent = std::mem::take(&mut skips.building),
                 _ => {}
             }
+        }
+        // Scripts get every step, warnings included, as JSON lines, and nothing else.
+        if self.format == LogFormat::Json {
+            if let Some(line) = json_event(event) {
+                printer::verbose(&line.to_string());
+            }
+            return;
         }
         match event {
             Event::NotExecuted(diagnostic) => {
@@ -1039,4 +1077,100 @@ impl Observer for Verbose<'_> {
         };
         printer::verbose(&line);
     }
+}
+
+/// `--log-format json`: one object per step, `event` naming it; `None` for what the history
+/// records instead. Values are as `-v` shows them: URLs masked, names of keys, never values.
+fn json_event(event: &Event) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let at = crate::time::now();
+    let mut value = match event {
+        Event::RefreshFinished(_) => return None,
+        Event::NotExecuted(diagnostic) => json!({
+            "event": "warning",
+            "code": diagnostic.code.as_str(),
+            "message": diagnostic.message,
+            "pointer": diagnostic.location.pointer.to_string(),
+        }),
+        Event::LifecycleSkipped {
+            resource, reason, ..
+        } => json!({"event": "skip-resource", "resource": resource, "reason": reason}),
+        Event::Refreshing { reason, by } => {
+            let (why, at_ms) = match reason {
+                RefreshReason::NotProvisioned => ("not-provisioned", None),
+                RefreshReason::NoToken => ("no-token", None),
+                RefreshReason::Expired { at_ms } => ("expired", Some(*at_ms)),
+                RefreshReason::SessionAlways => ("session-always", None),
+                RefreshReason::Rejected { .. } => ("rejected", None),
+                RefreshReason::Requested => ("requested", None),
+            };
+            let mut value = json!({"event": "refresh", "reason": why, "running": by});
+            if let Some(at_ms) = at_ms {
+                value["expired_at"] = json!(crate::time::format_ms(at_ms));
+            }
+            if let RefreshReason::Rejected { status } = reason {
+                value["status"] = json!(status);
+            }
+            value
+        }
+        Event::RefreshedElsewhere => json!({"event": "refreshed-elsewhere"}),
+        Event::Fresh { until_ms } => json!({
+            "event": "fresh",
+            "until": until_ms.map(crate::time::format_ms),
+        }),
+        Event::Sending {
+            resource,
+            method,
+            url,
+        } => json!({"event": "send", "resource": resource, "method": method, "url": url}),
+        Event::Received { status, elapsed } => json!({
+            "event": "answer",
+            "status": status,
+            "elapsed_ms": u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        }),
+        Event::Skipped {
+            parameter,
+            key,
+            reason,
+        } => json!({"event": "skip", "parameter": parameter, "key": key, "reason": reason}),
+        Event::SentAsText { parameter, reason } => {
+            json!({"event": "sent-as-text", "parameter": parameter, "reason": reason})
+        }
+        Event::WaitingForLock { instance, timeout } => json!({
+            "event": "waiting-for-lock",
+            "instance": instance,
+            "timeout_s": timeout.map(|timeout| timeout.as_secs()),
+        }),
+        Event::Saved { keys } => json!({"event": "save", "keys": keys}),
+        Event::NotFound {
+            key,
+            path,
+            resource,
+            lifecycle,
+        } => json!({
+            "event": "not-found",
+            "resource": resource,
+            "path": path,
+            "key": key,
+            "lifecycle": lifecycle,
+        }),
+        Event::LifetimeAdjusted(adjusted) => json!({
+            "event": "lifetime-adjusted",
+            "key": adjusted.key,
+            "sent": adjusted.sent,
+            "seconds": adjusted.seconds,
+        }),
+        Event::Retrying {
+            attempt,
+            after,
+            cause,
+        } => json!({
+            "event": "retry",
+            "attempt": attempt,
+            "after_ms": u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+            "cause": cause,
+        }),
+    };
+    value["at"] = json!(at);
+    Some(value)
 }
