@@ -972,3 +972,66 @@ fn sqlite_files_are_owner_only_and_rekey_leaves_no_clear_copy() {
         }
     }
 }
+
+/// Issue 19: without `ENGINE_SECRET_KEY`, an instance stored encrypted is refused by every
+/// command that would send its values (exit 1, naming the key), never sent as `enc:v1:...`:
+/// `engine refresh` run three times leaves its status alone. A wrong key is exit 1 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_values_are_never_sent_without_the_key() {
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K1_WRONG: &str = "k1:Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let file = write_file(temp.path(), "sealed", &instance(&server.uri(), 7200));
+    let imported = engine()
+        .args([
+            "instances",
+            "import",
+            file.to_str().unwrap(),
+            "--store",
+            &store,
+        ])
+        .args(["--connector", CONNECTOR])
+        .env("ENGINE_SECRET_KEY", K1)
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{imported:?}");
+
+    let run = [
+        "run",
+        CONNECTOR,
+        "list-contacts",
+        "--instance",
+        "sealed",
+        "--store",
+        &store,
+    ];
+    let unkeyed = engine_output(&run);
+    assert_eq!(unkeyed.code, 1, "{}", unkeyed.render());
+    assert!(
+        unkeyed
+            .stderr
+            .contains("is encrypted with key `k1`, and `ENGINE_SECRET_KEY` is not set"),
+        "{}",
+        unkeyed.render()
+    );
+    let wrong = engine()
+        .args(run)
+        .env("ENGINE_SECRET_KEY", K1_WRONG)
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1), "{wrong:?}");
+    for _ in 0..3 {
+        let refreshed = engine_output(&["refresh", "--store", &store]);
+        assert_eq!(refreshed.code, 1, "{}", refreshed.render());
+        assert!(
+            refreshed.stderr.contains("`ENGINE_SECRET_KEY` is not set"),
+            "{}",
+            refreshed.render()
+        );
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+    let listed = engine_output(&["instances", "list", "--store", &store, "--format", "json"]);
+    assert_eq!(listed.json()[0]["state"], "expired", "{}", listed.render());
+}

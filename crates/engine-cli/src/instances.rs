@@ -291,7 +291,8 @@ pub(crate) struct Opened {
 
 impl Opened {
     /// The store, encrypting the values of secret keys when a key is set: the keys `connector`
-    /// says are secret ([`secret_rule`]).
+    /// says are secret ([`secret_rule`]). Without a key, the store for a connector (a command
+    /// that sends values) refuses to hand out encrypted values.
     pub(crate) fn sealed(&self, connector: Option<&Connector>) -> Arc<dyn InstanceStore> {
         match &self.keys {
             Some((current, old)) => Arc::new(engine_stores_sql::EncryptedStore::new(
@@ -300,6 +301,13 @@ impl Opened {
                 old.clone(),
                 secret_rule(connector),
             )),
+            // A command that sends values refuses encrypted ones when it has no key.
+            None if connector.is_some() => {
+                Arc::new(engine_stores_sql::EncryptedStore::without_key(
+                    Arc::clone(&self.plain),
+                    secret_rule(connector),
+                ))
+            }
             None => Arc::clone(&self.plain),
         }
     }

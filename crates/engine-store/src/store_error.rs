@@ -101,6 +101,15 @@ pub enum StoreErrorKind {
         /// The version stored now.
         found: u64,
     },
+    /// An encrypted value of `instance` cannot be read: the key it needs is not given, or does
+    /// not decrypt it.
+    #[error("cannot decrypt instance `{instance}`: {message}")]
+    Secret {
+        /// The instance.
+        instance: String,
+        /// What is wrong, naming the key (never its bytes).
+        message: String,
+    },
     /// The backend failed (a database, a network store); `source` says why.
     #[error("the instance store failed on `{instance}`")]
     Backend {
