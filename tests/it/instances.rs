@@ -1035,3 +1035,60 @@ async fn encrypted_values_are_never_sent_without_the_key() {
     let listed = engine_output(&["instances", "list", "--store", &store, "--format", "json"]);
     assert_eq!(listed.json()[0]["state"], "expired", "{}", listed.render());
 }
+
+/// Issue 19: an id too long for the files a store keeps per instance (its lock file) is refused
+/// at import, in every store, instead of importing an instance that can never run.
+#[test]
+fn an_over_long_id_is_refused_at_import() {
+    let temp = tempfile::tempdir().unwrap();
+    let file = write_file(temp.path(), "long", &instance("http://127.0.0.1:9", 7200));
+    let id = "a".repeat(300);
+    for store in [
+        format!("sqlite:{}", temp.path().join("state.db").display()),
+        format!("file:{}", temp.path().join("files").display()),
+    ] {
+        fs_err::create_dir_all(temp.path().join("files")).unwrap();
+        let imported = engine_output(&[
+            "instances",
+            "import",
+            file.to_str().unwrap(),
+            "--id",
+            &id,
+            "--store",
+            &store,
+        ]);
+        assert_eq!(imported.code, 3, "{}", imported.render());
+        assert!(
+            imported.stderr.contains("use 1 to 200 ASCII letters"),
+            "{}",
+            imported.render()
+        );
+        let listed = engine_output(&["instances", "list", "--store", &store]);
+        assert_eq!(listed.stdout.lines().count(), 1, "{}", listed.render());
+    }
+}
+
+/// Issue 19: a vendor that does not answer within `--timeout` during `engine refresh` is a
+/// transient failure (exit 5), like a network error, and counts no rejection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_of_a_silent_vendor_exits_5() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+        .mount(&server)
+        .await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = sqlite_with(temp.path(), &server.uri(), &[("slow", 7200)]);
+
+    let outcome = engine_output(&["refresh", "--store", &store, "--timeout", "1"]);
+    assert_eq!(outcome.code, 5, "{}", outcome.render());
+    assert!(
+        outcome.stderr.ends_with("1 failed transiently\n"),
+        "{}",
+        outcome.render()
+    );
+    let exported = engine_output(&["instances", "export", "slow", "--store", &store]);
+    let state: Value = serde_json::from_str(&exported.stdout).unwrap();
+    assert_eq!(state.get("engine.failures"), None, "{state}");
+}

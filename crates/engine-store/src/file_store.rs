@@ -93,17 +93,7 @@ impl FileStore {
         match &self.layout {
             Layout::File(path) => Ok(path.clone()),
             Layout::Directory(dir) => {
-                let valid = !instance.is_empty()
-                    && !instance.starts_with('.')
-                    && instance
-                        .bytes()
-                        .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
-                if !valid {
-                    return Err(StoreErrorKind::InvalidInstanceId {
-                        id: instance.to_owned(),
-                    }
-                    .into());
-                }
+                crate::valid_id(instance)?;
                 Ok(dir.join(format!("{instance}.json")))
             }
         }

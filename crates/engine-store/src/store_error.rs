@@ -73,7 +73,7 @@ pub enum StoreErrorKind {
     },
     /// The instance id cannot be used as a file stem.
     #[error(
-        "invalid instance id `{id}`: use only ASCII letters, digits, `.`, `_` and `-`, and do not start with `.`"
+        "invalid instance id `{id}`: use 1 to 200 ASCII letters, digits, `.`, `_` and `-`, and do not start with `.`"
     )]
     InvalidInstanceId {
         /// The rejected id.
