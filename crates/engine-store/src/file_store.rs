@@ -87,8 +87,7 @@ impl FileStore {
     /// Returns the path where `instance` is stored.
     ///
     /// Fails with [`StoreErrorKind::InvalidInstanceId`] for a directory store when `instance` is
-    /// not a safe file stem: it must be non-empty, use only ASCII letters, digits, `.`, `_` and
-    /// `-`, and not start with `.`.
+    /// not an id every store can keep ([`crate::valid_id`]).
     pub fn path_of(&self, instance: &str) -> Result<PathBuf, StoreError> {
         match &self.layout {
             Layout::File(path) => Ok(path.clone()),

@@ -178,7 +178,7 @@ mod tests {
                 "instance file `state/acme.json` does not exist",
                 "instance file `state/acme.json` is not valid JSON at line 3, column 7: expected `:`",
                 "instance file `state/acme.json` must contain a JSON object at the top level",
-                "invalid instance id `../etc`: use only ASCII letters, digits, `.`, `_` and `-`, and do not start with `.`",
+                "invalid instance id `../etc`: use 1 to 200 ASCII letters, digits, `.`, `_` and `-`, and do not start with `.`",
                 "timed out after 250ms waiting for the lock on `state/acme.json`",
                 "instance `acme` changed since it was read (version 4, expected 3)",
                 "failed to rename `state/acme.json`",
