@@ -1092,3 +1092,67 @@ async fn refresh_of_a_silent_vendor_exits_5() {
     let state: Value = serde_json::from_str(&exported.stdout).unwrap();
     assert_eq!(state.get("engine.failures"), None, "{state}");
 }
+
+/// Issue 19 and 21: `engine instances set ID KEY=VALUE... KEY...` sets values; a secret is
+/// refused on the command line (and not repeated) and read from standard input instead; a
+/// changed secret clears `needs-reauth` and the rejection count.
+#[test]
+fn instances_set_reads_secrets_from_stdin_and_clears_needs_reauth() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let mut stuck = instance("http://127.0.0.1:9", 7200);
+    stuck["engine.status"] = json!("needs-reauth");
+    stuck["engine.failures"] = json!(3);
+    let file = write_file(temp.path(), "stuck", &stuck);
+    engine_output(&[
+        "instances",
+        "import",
+        file.to_str().unwrap(),
+        "--connector",
+        CONNECTOR,
+        "--store",
+        &store,
+    ])
+    .assert_success();
+
+    let on_argv = engine_output(&[
+        "instances",
+        "set",
+        "stuck",
+        "client.secret=FAKE-typed-secret-77",
+        "--store",
+        &store,
+    ]);
+    assert_eq!(on_argv.code, 2, "{}", on_argv.render());
+    on_argv.assert_hides(&["FAKE-typed-secret-77"]);
+    assert!(
+        on_argv.stderr.contains(
+            "`client.secret` is a secret: its value is never taken from the command line"
+        ),
+        "{}",
+        on_argv.render()
+    );
+
+    let output = engine()
+        .args([
+            "instances",
+            "set",
+            "stuck",
+            "client.secret",
+            "client.id=other-client",
+            "--store",
+            &store,
+        ])
+        .write_stdin("FAKE-typed-secret-77\n")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stderr, "set `client.secret`, `client.id` on `stuck`\n");
+    let exported = engine_output(&["instances", "export", "stuck", "--store", &store]);
+    let state: Value = serde_json::from_str(&exported.stdout).unwrap();
+    assert_eq!(state["client.secret"], "FAKE-typed-secret-77");
+    assert_eq!(state["client.id"], "other-client");
+    assert_eq!(state.get("engine.status"), None, "{state}");
+    assert_eq!(state.get("engine.failures"), None, "{state}");
+}
