@@ -972,3 +972,187 @@ fn sqlite_files_are_owner_only_and_rekey_leaves_no_clear_copy() {
         }
     }
 }
+
+/// Issue 19: without `ENGINE_SECRET_KEY`, an instance stored encrypted is refused by every
+/// command that would send its values (exit 1, naming the key), never sent as `enc:v1:...`:
+/// `engine refresh` run three times leaves its status alone. A wrong key is exit 1 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_values_are_never_sent_without_the_key() {
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K1_WRONG: &str = "k1:Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let file = write_file(temp.path(), "sealed", &instance(&server.uri(), 7200));
+    let imported = engine()
+        .args([
+            "instances",
+            "import",
+            file.to_str().unwrap(),
+            "--store",
+            &store,
+        ])
+        .args(["--connector", CONNECTOR])
+        .env("ENGINE_SECRET_KEY", K1)
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{imported:?}");
+
+    let run = [
+        "run",
+        CONNECTOR,
+        "list-contacts",
+        "--instance",
+        "sealed",
+        "--store",
+        &store,
+    ];
+    let unkeyed = engine_output(&run);
+    assert_eq!(unkeyed.code, 1, "{}", unkeyed.render());
+    assert!(
+        unkeyed
+            .stderr
+            .contains("is encrypted with key `k1`, and `ENGINE_SECRET_KEY` is not set"),
+        "{}",
+        unkeyed.render()
+    );
+    let wrong = engine()
+        .args(run)
+        .env("ENGINE_SECRET_KEY", K1_WRONG)
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1), "{wrong:?}");
+    for _ in 0..3 {
+        let refreshed = engine_output(&["refresh", "--store", &store]);
+        assert_eq!(refreshed.code, 1, "{}", refreshed.render());
+        assert!(
+            refreshed.stderr.contains("`ENGINE_SECRET_KEY` is not set"),
+            "{}",
+            refreshed.render()
+        );
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+    let listed = engine_output(&["instances", "list", "--store", &store, "--format", "json"]);
+    assert_eq!(listed.json()[0]["state"], "expired", "{}", listed.render());
+}
+
+/// Issue 19: an id too long for the files a store keeps per instance (its lock file) is refused
+/// at import, in every store, instead of importing an instance that can never run.
+#[test]
+fn an_over_long_id_is_refused_at_import() {
+    let temp = tempfile::tempdir().unwrap();
+    let file = write_file(temp.path(), "long", &instance("http://127.0.0.1:9", 7200));
+    let id = "a".repeat(300);
+    for store in [
+        format!("sqlite:{}", temp.path().join("state.db").display()),
+        format!("file:{}", temp.path().join("files").display()),
+    ] {
+        fs_err::create_dir_all(temp.path().join("files")).unwrap();
+        let imported = engine_output(&[
+            "instances",
+            "import",
+            file.to_str().unwrap(),
+            "--id",
+            &id,
+            "--store",
+            &store,
+        ]);
+        assert_eq!(imported.code, 3, "{}", imported.render());
+        assert!(
+            imported.stderr.contains("use 1 to 200 ASCII letters"),
+            "{}",
+            imported.render()
+        );
+        let listed = engine_output(&["instances", "list", "--store", &store]);
+        assert_eq!(listed.stdout.lines().count(), 1, "{}", listed.render());
+    }
+}
+
+/// Issue 19: a vendor that does not answer within `--timeout` during `engine refresh` is a
+/// transient failure (exit 5), like a network error, and counts no rejection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_of_a_silent_vendor_exits_5() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+        .mount(&server)
+        .await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = sqlite_with(temp.path(), &server.uri(), &[("slow", 7200)]);
+
+    let outcome = engine_output(&["refresh", "--store", &store, "--timeout", "1"]);
+    assert_eq!(outcome.code, 5, "{}", outcome.render());
+    assert!(
+        outcome.stderr.ends_with("1 failed transiently\n"),
+        "{}",
+        outcome.render()
+    );
+    let exported = engine_output(&["instances", "export", "slow", "--store", &store]);
+    let state: Value = serde_json::from_str(&exported.stdout).unwrap();
+    assert_eq!(state.get("engine.failures"), None, "{state}");
+}
+
+/// Issue 19 and 21: `engine instances set ID KEY=VALUE... KEY...` sets values; a secret is
+/// refused on the command line (and not repeated) and read from standard input instead; a
+/// changed secret clears `needs-reauth` and the rejection count.
+#[test]
+fn instances_set_reads_secrets_from_stdin_and_clears_needs_reauth() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let mut stuck = instance("http://127.0.0.1:9", 7200);
+    stuck["engine.status"] = json!("needs-reauth");
+    stuck["engine.failures"] = json!(3);
+    let file = write_file(temp.path(), "stuck", &stuck);
+    engine_output(&[
+        "instances",
+        "import",
+        file.to_str().unwrap(),
+        "--connector",
+        CONNECTOR,
+        "--store",
+        &store,
+    ])
+    .assert_success();
+
+    let on_argv = engine_output(&[
+        "instances",
+        "set",
+        "stuck",
+        "client.secret=FAKE-typed-secret-77",
+        "--store",
+        &store,
+    ]);
+    assert_eq!(on_argv.code, 2, "{}", on_argv.render());
+    on_argv.assert_hides(&["FAKE-typed-secret-77"]);
+    assert!(
+        on_argv.stderr.contains(
+            "`client.secret` is a secret: its value is never taken from the command line"
+        ),
+        "{}",
+        on_argv.render()
+    );
+
+    let output = engine()
+        .args([
+            "instances",
+            "set",
+            "stuck",
+            "client.secret",
+            "client.id=other-client",
+            "--store",
+            &store,
+        ])
+        .write_stdin("FAKE-typed-secret-77\n")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stderr, "set `client.secret`, `client.id` on `stuck`\n");
+    let exported = engine_output(&["instances", "export", "stuck", "--store", &store]);
+    let state: Value = serde_json::from_str(&exported.stdout).unwrap();
+    assert_eq!(state["client.secret"], "FAKE-typed-secret-77");
+    assert_eq!(state["client.id"], "other-client");
+    assert_eq!(state.get("engine.status"), None, "{state}");
+    assert_eq!(state.get("engine.failures"), None, "{state}");
+}

@@ -612,3 +612,99 @@ async fn a_refresh_keeps_its_tokens_whatever_writes_meanwhile_in_postgres() {
     };
     refresh_meets_every_writer(&schema.store_url(), false).await;
 }
+
+/// Issue 19 and 21: `engine instances set` while a refresh holds the instance's lock (the vendor
+/// holds its token request) waits for the lock, says so, and then writes: the rotated refresh
+/// token and the value set are both stored.
+async fn set_waits_for_a_refresh(store_url: &str) {
+    use std::io::BufRead as _;
+    let connector = std::sync::Arc::new(
+        engine_spec::load(&repo_root().join(CUSTOM))
+            .unwrap()
+            .into_connector()
+            .unwrap(),
+    );
+    let engine = engine_runtime::Engine::new().unwrap();
+    let mut vendor = HeldVendor::start().await;
+    let refresher = engine_stores_sql::open(store_url).await.unwrap();
+    refresher
+        .write("held", expired_custom(&vendor.server.uri()), 0)
+        .await
+        .unwrap();
+    let refresh = tokio::spawn({
+        let (engine, connector, refresher) = (
+            engine.clone(),
+            std::sync::Arc::clone(&connector),
+            std::sync::Arc::clone(&refresher),
+        );
+        async move {
+            let request = engine_runtime::RefreshRequest {
+                connector: &connector,
+                instance: "held",
+                ahead: Duration::ZERO,
+            };
+            engine
+                .refresh(&request, &*refresher, &engine_runtime::NoObserver)
+                .await
+        }
+    });
+    vendor.held().await;
+    let mut setter = spawn(
+        &[
+            "instances",
+            "set",
+            "held",
+            "client.id=set-meanwhile",
+            "--store",
+            store_url,
+        ],
+        &[],
+    );
+    let stderr = setter.stderr.take().unwrap();
+    let (mut reader, first) = tokio::task::spawn_blocking(move || {
+        let mut reader = std::io::BufReader::new(stderr);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        (reader, line)
+    })
+    .await
+    .unwrap();
+    assert!(
+        first.starts_with("waiting for the lock of `held`"),
+        "{first}"
+    );
+    vendor.release();
+    assert!(refresh.await.unwrap().unwrap());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    assert!(setter.wait().unwrap().success(), "{first}{rest}");
+    assert_eq!(rest, "set `client.id` on `held`\n");
+    let stored = refresher.load("held").await.unwrap();
+    assert_eq!(stored.state["refresh.token"], "FAKE-new-refresh");
+    assert_eq!(stored.state["access.token"], "FAKE-new-token");
+    assert_eq!(stored.state["client.id"], "set-meanwhile");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_waits_for_a_refresh_in_files() {
+    let temp = tempfile::tempdir().unwrap();
+    set_waits_for_a_refresh(&format!("file:{}", temp.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_waits_for_a_refresh_in_sqlite() {
+    let temp = tempfile::tempdir().unwrap();
+    set_waits_for_a_refresh(&format!(
+        "sqlite:{}",
+        temp.path().join("state.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_waits_for_a_refresh_in_postgres() {
+    let Some(schema) = Schema::create("set") else {
+        return;
+    };
+    set_waits_for_a_refresh(&schema.store_url()).await;
+}

@@ -87,6 +87,19 @@ enum InstancesCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Set configuration values of an instance: `KEY=VALUE`, or `KEY` alone to read its value
+    /// from standard input (a prompt on a terminal, not echoed). A secret (by the connector's
+    /// rule) is only ever read so, never taken from the command line.
+    Set {
+        /// The instance id.
+        id: String,
+        /// `KEY=VALUE` for a plain value, `KEY` for one read from standard input (one line each,
+        /// in order).
+        #[arg(required = true, value_name = "KEY[=VALUE]")]
+        values: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Re-encrypt every instance's secrets with the current key (`ENGINE_SECRET_KEY`), reading
     /// values encrypted with the old keys (`ENGINE_SECRET_KEYS_OLD`) or not encrypted yet.
     Rekey {
@@ -175,6 +188,7 @@ pub(crate) fn instances(args: &InstancesArgs) -> Exit {
                 timeout,
                 store,
             } => delete(store, id, *force, connector.as_deref(), *timeout).await,
+            InstancesCommand::Set { id, values, store } => set(store, id, values).await,
             InstancesCommand::Rekey { store } => rekey(store).await,
             InstancesCommand::Export {
                 id,
@@ -291,7 +305,8 @@ pub(crate) struct Opened {
 
 impl Opened {
     /// The store, encrypting the values of secret keys when a key is set: the keys `connector`
-    /// says are secret ([`secret_rule`]).
+    /// says are secret ([`secret_rule`]). Without a key, the store for a connector (a command
+    /// that sends values) refuses to hand out encrypted values.
     pub(crate) fn sealed(&self, connector: Option<&Connector>) -> Arc<dyn InstanceStore> {
         match &self.keys {
             Some((current, old)) => Arc::new(engine_stores_sql::EncryptedStore::new(
@@ -300,6 +315,13 @@ impl Opened {
                 old.clone(),
                 secret_rule(connector),
             )),
+            // A command that sends values refuses encrypted ones when it has no key.
+            None if connector.is_some() => {
+                Arc::new(engine_stores_sql::EncryptedStore::without_key(
+                    Arc::clone(&self.plain),
+                    secret_rule(connector),
+                ))
+            }
             None => Arc::clone(&self.plain),
         }
     }
@@ -652,6 +674,109 @@ async fn show(args: &StoreArgs, id: &str) -> Result<Exit, Failure> {
     let text = serde_json::to_string_pretty(&shown).unwrap_or_default();
     printer::stdout(&format!("{text}\n"));
     Ok(Exit::Success)
+}
+
+/// `engine instances set ID KEY[=VALUE]...`: sets values under the instance's lock (a refresh
+/// in progress is waited for, never overwritten), secrets read from standard input only; a
+/// changed secret (a credential, by the connector's rule) clears the instance's rejection count
+/// and `needs-reauth` mark.
+async fn set(args: &StoreArgs, id: &str, values: &[String]) -> Result<Exit, Failure> {
+    let opened = open_store(&args.store).await?;
+    let stored = opened
+        .plain
+        .load(id)
+        .await
+        .map_err(|error| Failure::of_store(&error, &args.store))?;
+    let connector = connector_of(&stored.state).and_then(quiet_connector);
+    let is_secret = secret_rule(connector.as_ref());
+    let mut assignments: Vec<(String, Option<String>)> = Vec::new();
+    for value in values {
+        let (key, given) = match value.split_once('=') {
+            Some((key, given)) => (key, Some(given.to_owned())),
+            None => (value.as_str(), None),
+        };
+        if key.is_empty() || key.starts_with("engine.") {
+            return Err(Failure::new(
+                format!("`{key}` cannot be set: keys starting with `engine.` are the engine's own"),
+                Exit::Usage,
+            )
+            .help("name a configuration key of the connector, such as `client.id`"));
+        }
+        if given.is_some() && is_secret(key) {
+            return Err(Failure::new(
+                format!("`{key}` is a secret: its value is never taken from the command line"),
+                Exit::Usage,
+            )
+            .help(format!(
+                "pass `{key}` alone and type its value at the prompt, or pipe it on standard input (one line per key)"
+            )));
+        }
+        assignments.push((key.to_owned(), given));
+    }
+    let mut read = Vec::new();
+    for (key, given) in &assignments {
+        let value = match given {
+            Some(value) => value.clone(),
+            None => read_value(key)?,
+        };
+        read.push((key.clone(), value));
+    }
+    let store = opened.sealed(connector.as_ref());
+    update(&*store, id, |state| {
+        let mut credentials = false;
+        for (key, value) in read {
+            let value = serde_json::Value::String(value);
+            if state.get(&key) != Some(&value) {
+                credentials |= is_secret(&key);
+            }
+            state.insert(key, value);
+        }
+        if credentials {
+            state.shift_remove(engine_store::STATUS_KEY);
+            state.shift_remove(engine_store::FAILURES_KEY);
+        }
+        Ok(true)
+    })
+    .await
+    .map_err(|error| Failure::of_store(&error, &args.store))?;
+    let keys: Vec<String> = assignments
+        .iter()
+        .map(|(key, _)| format!("`{key}`"))
+        .collect();
+    printer::verbose(&format!("set {} on `{id}`", keys.join(", ")));
+    Ok(Exit::Success)
+}
+
+/// One line of standard input, the value of `key`: after a prompt, not echoed, on a terminal.
+fn read_value(key: &str) -> Result<String, Failure> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let terminal = std::io::stdin().is_terminal();
+    let echo = |on: bool| {
+        if terminal {
+            let _ = std::process::Command::new("stty")
+                .arg(if on { "echo" } else { "-echo" })
+                .stdin(std::process::Stdio::inherit())
+                .status();
+        }
+    };
+    if terminal {
+        printer::message(&format!("value of `{key}` (not echoed): "));
+    }
+    echo(false);
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    echo(true);
+    if terminal {
+        printer::message("\n");
+    }
+    match read {
+        Ok(0) | Err(_) => Err(Failure::new(
+            format!("no value for `{key}` on standard input"),
+            Exit::Usage,
+        )
+        .help("give one line per key named without `=VALUE`, in the order named")),
+        Ok(_) => Ok(line.trim_end_matches(['\n', '\r']).to_owned()),
+    }
 }
 
 /// How long a writer that is not a refresh (the failure count, the status, a rekey, `engine

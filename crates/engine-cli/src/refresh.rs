@@ -360,7 +360,7 @@ fn classify(error: &RunError) -> Outcome {
         | RunErrorKind::NoToken { .. }
         | RunErrorKind::TokenRejected { .. }
         | RunErrorKind::NotAuthorized { .. } => Outcome::Rejected,
-        RunErrorKind::Transport { .. } => Outcome::Transient,
+        RunErrorKind::Transport { .. } | RunErrorKind::TimedOut { .. } => Outcome::Transient,
         RunErrorKind::Store(store)
             if matches!(store.kind(), StoreErrorKind::LockTimeout { .. }) =>
         {

@@ -746,7 +746,7 @@ pub(crate) fn exit_of(error: &RunError) -> Exit {
         | RunErrorKind::BodyTooLarge { .. } => Exit::Transport,
         RunErrorKind::Store(error) => match error.kind() {
             StoreErrorKind::Io { operation, .. } if *operation != "read" => Exit::VendorError,
-            StoreErrorKind::LockTimeout { .. } => Exit::VendorError,
+            StoreErrorKind::LockTimeout { .. } | StoreErrorKind::Secret { .. } => Exit::VendorError,
             _ => Exit::Invalid,
         },
         _ => Exit::Invalid,

@@ -124,6 +124,31 @@ pub async fn update(
     Ok(true)
 }
 
+/// The longest instance id, in bytes: its files (`<id>.json`, `.<id>.json.lock`,
+/// `<id>.lock`) must fit in a file name (255 bytes).
+pub const MAX_ID_LEN: usize = 200;
+
+/// Checks that `instance` is an id every store can keep: 1 to [`MAX_ID_LEN`] ASCII letters,
+/// digits, `.`, `_` and `-`, not starting with `.` (it names files).
+///
+/// Fails with [`StoreErrorKind::InvalidInstanceId`].
+pub fn valid_id(instance: &str) -> Result<(), StoreError> {
+    let valid = !instance.is_empty()
+        && instance.len() <= MAX_ID_LEN
+        && !instance.starts_with('.')
+        && instance
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreErrorKind::InvalidInstanceId {
+            id: instance.to_owned(),
+        }
+        .into())
+    }
+}
+
 /// An instance's state with the version it was read at.
 #[derive(Debug, Clone, Default)]
 pub struct Versioned {

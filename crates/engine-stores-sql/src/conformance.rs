@@ -587,17 +587,13 @@ async fn encryption(backend: &dyn Backend) {
     );
     let error = wrong.load("acme").await.unwrap_err();
     assert!(
-        std::error::Error::source(&error)
-            .unwrap()
-            .to_string()
-            .contains("does not decrypt with key `k1`"),
+        error.to_string().contains("does not decrypt with key `k1`"),
         "{error:?}"
     );
     let two = crate::EncryptedStore::new(raw.clone(), key(KEY_TWO), Vec::new(), rule(secret_name));
     let error = two.load("acme").await.unwrap_err();
     assert!(
-        std::error::Error::source(&error)
-            .unwrap()
+        error
             .to_string()
             .contains("encrypted with key `k1`, which is not among"),
         "{error:?}"

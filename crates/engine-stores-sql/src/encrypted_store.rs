@@ -81,7 +81,7 @@ pub type IsSecret = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// key or instance does not decrypt). Reads decrypt with the key of the value's id, among the
 /// current key and the old ones, so keys rotate: `engine instances rekey` rewrites every value
 /// with the current key. A value whose key id is unknown, or that does not decrypt (a wrong key
-/// under a known id), fails the read with [`StoreErrorKind::Backend`] saying so: never a silent
+/// under a known id), fails the read with [`StoreErrorKind::Secret`] saying so: never a silent
 /// garbage token. Versions, locks and listings are the inner store's.
 #[derive(Clone)]
 pub struct EncryptedStore {
@@ -90,7 +90,8 @@ pub struct EncryptedStore {
 }
 
 struct Keys {
-    current: SecretKey,
+    /// `None`: no key given ([`EncryptedStore::without_key`]).
+    current: Option<SecretKey>,
     old: Vec<SecretKey>,
     is_secret: IsSecret,
 }
@@ -115,8 +116,23 @@ impl EncryptedStore {
         Self {
             inner,
             keys: Arc::new(Keys {
-                current,
+                current: Some(current),
                 old,
+                is_secret,
+            }),
+        }
+    }
+
+    /// Wraps `inner` for a command given no key: values are written as they are, and a read of
+    /// an instance holding encrypted values fails naming the key it needs
+    /// ([`StoreErrorKind::Secret`]): an encrypted value is never handed out, so never sent to a
+    /// vendor as a token or a credential.
+    pub fn without_key(inner: Arc<dyn InstanceStore>, is_secret: IsSecret) -> Self {
+        Self {
+            inner,
+            keys: Arc::new(Keys {
+                current: None,
+                old: Vec::new(),
                 is_secret,
             }),
         }
@@ -134,12 +150,18 @@ impl EncryptedStore {
         waiting: &(dyn Fn() + Sync),
     ) -> Result<bool, StoreError> {
         engine_store::update(&*self.inner, instance, timeout, waiting, |stored| {
+            let Some(current) = &self.keys.current else {
+                return Err(failure(
+                    instance,
+                    "a rekey needs the key to encrypt with (`ENGINE_SECRET_KEY`)".to_owned(),
+                ));
+            };
             let sealed = encrypted_keys(stored);
             let needs = stored.iter().any(|(key, value)| {
                 ((self.keys.is_secret)(key) || sealed.contains(key))
                     && value
                         .as_str()
-                        .is_some_and(|text| !is_encrypted_with(text, self.keys.current.id()))
+                        .is_some_and(|text| !is_encrypted_with(text, current.id()))
             });
             if !needs {
                 return Ok(false);
@@ -173,9 +195,9 @@ pub fn is_encrypted(value: &Value) -> bool {
 }
 
 fn failure(instance: &str, message: String) -> StoreError {
-    StoreErrorKind::Backend {
+    StoreErrorKind::Secret {
         instance: instance.to_owned(),
-        source: message.into(),
+        message,
     }
     .into()
 }
@@ -189,6 +211,9 @@ impl Keys {
         mut state: State,
         sealed: &[String],
     ) -> Result<State, StoreError> {
+        let Some(current) = &self.current else {
+            return Ok(state);
+        };
         for (key, value) in &mut state {
             let Some(text) = value.as_str() else { continue };
             if !((self.is_secret)(key) || sealed.contains(key)) || text.starts_with(PREFIX) {
@@ -199,8 +224,7 @@ impl Keys {
                 failure(instance, format!("no randomness for a nonce: {error}"))
             })?;
             let aad = format!("{instance}\0{key}");
-            let sealed = self
-                .current
+            let sealed = current
                 .cipher
                 .encrypt(
                     &XNonce::from(nonce),
@@ -214,7 +238,7 @@ impl Keys {
             bytes.extend(sealed);
             *value = Value::String(format!(
                 "{PREFIX}{}:{}",
-                self.current.id,
+                current.id,
                 base64::engine::general_purpose::STANDARD.encode(bytes)
             ));
         }
@@ -233,10 +257,20 @@ impl Keys {
                     format!("`{key}` is not a valid encrypted value"),
                 ));
             };
-            let Some(secret) = std::iter::once(&self.current)
+            let Some(secret) = self
+                .current
+                .iter()
                 .chain(&self.old)
                 .find(|secret| secret.id == id)
             else {
+                if self.current.is_none() {
+                    return Err(failure(
+                        instance,
+                        format!(
+                            "`{key}` is encrypted with key `{id}`, and `ENGINE_SECRET_KEY` is not set"
+                        ),
+                    ));
+                }
                 return Err(failure(
                     instance,
                     format!(
