@@ -60,13 +60,16 @@ impl VendorResponse {
         }
     }
 
-    /// The body of raw bytes: JSON when it parses, else text, `null` when empty.
+    /// The body of raw bytes: JSON when it parses, an XML document as JSON (`xml.rs`), else
+    /// text, `null` when empty.
     pub fn body_of(bytes: &[u8]) -> Value {
         if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+            serde_json::from_slice(bytes).unwrap_or_else(|_| {
+                let text = String::from_utf8_lossy(bytes);
+                crate::xml::to_json(&text).unwrap_or_else(|| Value::String(text.into_owned()))
+            })
         }
     }
 
