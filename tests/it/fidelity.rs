@@ -151,23 +151,22 @@ async fn strict_runs_refuse_what_would_differ_and_send_nothing() {
     assert!(received(&server).await.is_empty());
 }
 
+/// An XML answer (by its content type) is JSON before `rootKey` and response parameters; an
+/// HTML error page stays text (`lifecycle::a_refresh_answered_200_without_a_token_...`).
 #[tokio::test]
 async fn xml_answers_are_json_before_root_key_and_response_parameters() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/calculator.asmx"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("content-type", "text/xml; charset=utf-8")
-                .set_body_string(
-                    r#"<?xml version="1.0" encoding="utf-8"?>
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"<?xml version="1.0" encoding="utf-8"?>
                     <soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">
                       <soap:Body><AddResponse xmlns="http://tempuri.org/">
                         <AddResult>42</AddResult><Note lang="en">fine &amp; dandy</Note>
                       </AddResponse></soap:Body>
                     </soap:Envelope>"#,
-                ),
-        )
+            "text/xml; charset=utf-8",
+        ))
         .mount(&server)
         .await;
     let context = TestContext::patched("soap", |connector| {
