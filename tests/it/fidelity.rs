@@ -150,3 +150,44 @@ async fn strict_runs_refuse_what_would_differ_and_send_nothing() {
     "#);
     assert!(received(&server).await.is_empty());
 }
+
+/// An XML answer (by its content type) is JSON before `rootKey` and response parameters; an
+/// HTML error page stays text (`lifecycle::a_refresh_answered_200_without_a_token_...`).
+#[tokio::test]
+async fn xml_answers_are_json_before_root_key_and_response_parameters() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/calculator.asmx"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"<?xml version="1.0" encoding="utf-8"?>
+                    <soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">
+                      <soap:Body><AddResponse xmlns="http://tempuri.org/">
+                        <AddResult>42</AddResult><Note lang="en">fine &amp; dandy</Note>
+                      </AddResponse></soap:Body>
+                    </soap:Envelope>"#,
+            "text/xml; charset=utf-8",
+        ))
+        .mount(&server)
+        .await;
+    let context = TestContext::patched("soap", |connector| {
+        let add = &mut connector["resources"][0];
+        add["rootKey"] = json!("soap:Envelope.soap:Body.AddResponse");
+        add["parameters"].as_array_mut().unwrap().push(
+            json!({"name": "sum", "type": "bodyField", "source": "response",
+                         "vendorName": "$['soap:Envelope']['soap:Body'].AddResponse.AddResult",
+                         "vendorType": "bodyField"}),
+        );
+    })
+    .with_instance(&json!({"base.url": format!("{}/calculator.asmx", server.uri())}));
+    let outcome = context
+        .run("add")
+        .param("intA", "40")
+        .param("intB", "2")
+        .output();
+    outcome.assert_success();
+    assert_eq!(
+        outcome.json(),
+        json!({"xmlns": "http://tempuri.org/", "AddResult": "42",
+               "Note": {"lang": "en", "content": "fine & dandy"}, "sum": "42"})
+    );
+}

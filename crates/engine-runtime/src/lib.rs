@@ -57,6 +57,7 @@ mod run_error;
 mod tls;
 mod transport;
 mod value;
+mod xml;
 
 pub use auth::authorize::AuthorizationRequest;
 pub use auth::lifetime::{LifetimeAdjusted, LifetimeProblem, MAX_LIFETIME_SECONDS};

@@ -999,31 +999,6 @@ mod tests {
     }
 
     #[test]
-    fn compat_exports_load() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/compat");
-        for name in [
-            "clover",
-            "ipify",
-            "noendpoint_element",
-            "rocketzen",
-            "httprequestresponse_element",
-        ] {
-            let report = load(&dir.join(format!("{name}.json"))).unwrap();
-            for (index, diagnostic) in report.diagnostics().iter().enumerate() {
-                eprintln!(
-                    "{name}: {} {} {:?} {}",
-                    diagnostic.code,
-                    diagnostic.message,
-                    diagnostic.help,
-                    report.position(index)
-                );
-            }
-            assert!(!report.has_errors(), "{name}");
-        }
-    }
-
-    #[test]
     fn repeated_problems_are_one_diagnostic_with_a_count() {
         // 30,000 unfilled placeholders once took over a minute to report one by one.
         let vendor_path = ["/{x0}", "/{x1}", "/{x2}"].repeat(10_000).concat();

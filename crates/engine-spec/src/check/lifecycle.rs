@@ -171,7 +171,7 @@ fn name_of(input: &Input<'_>, parameter: &Parameter) -> Location {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::test_support::{compat, diagnostics, with_code};
+    use crate::check::test_support::{diagnostics, with_code};
 
     const SAVES_EXPIRES_IN: &str = r#"{
         "configuration": [{"key": "session.token"}],
@@ -277,17 +277,6 @@ mod tests {
         }
         for header in ["Accept", "Content-Type", "X-Account-Id"] {
             assert!(!crate::is_credential_slot(header), "{header}");
-        }
-    }
-
-    #[test]
-    fn compat_exports_have_no_lifecycle_errors() {
-        for (name, text) in compat() {
-            let found: Vec<_> = diagnostics(&text)
-                .into_iter()
-                .filter(|d| matches!(d.code, Code::NoRefresh | Code::TokenOnProvision))
-                .collect();
-            assert!(found.is_empty(), "{name}: {found:?}");
         }
     }
 }

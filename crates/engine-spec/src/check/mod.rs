@@ -102,26 +102,4 @@ pub(crate) mod test_support {
             .filter(|diagnostic| diagnostic.code == code)
             .collect()
     }
-
-    /// Every file of the compat exports, as text.
-    pub(crate) fn compat() -> Vec<(String, String)> {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/compat");
-        let mut files: Vec<_> = fs_err::read_dir(&dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| {
-                path.extension()
-                    .is_some_and(|extension| extension == "json")
-            })
-            .collect();
-        files.sort();
-        files
-            .into_iter()
-            .map(|path| {
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                (name, fs_err::read_to_string(&path).unwrap())
-            })
-            .collect()
-    }
 }

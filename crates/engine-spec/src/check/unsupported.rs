@@ -312,7 +312,7 @@ fn describe_hooks(hooks: &[Value]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::check::test_support::{compat, with_code};
+    use crate::check::test_support::with_code;
     use crate::diagnostic::Code;
 
     #[test]
@@ -351,20 +351,34 @@ mod tests {
     }
 
     #[test]
-    fn compat_exports_warn_readably() {
-        let counts: Vec<(String, usize)> = compat()
-            .into_iter()
-            .map(|(name, text)| {
-                let count = with_code(&text, Code::NotExecuted).len();
-                (name, count)
-            })
-            .collect();
-        let clover = counts
-            .iter()
-            .find(|(name, _)| name == "clover.json")
-            .unwrap();
-        // The connector's hooks, 12 resources with hooks (one is `oauthOnAuthroizeUrl`), and
-        // one warning each for its pagination, events and bulk settings.
-        assert_eq!(clover.1, 16, "{counts:?}");
+    fn a_large_export_warns_once_per_site_and_feature() {
+        // The shape of a real export: the connector's hooks, resources with hooks (one of a
+        // never-run type), pagination on several resources, events and bulk settings.
+        let text = r#"{"hooks": [{"type": "preRequest"}], "bulkDownloadEnabled": true,
+            "configuration": [{"key": "event.poller.refresh_interval"}, {"key": "bulk.query.field_name"}],
+            "resources": [
+              {"name": "a", "type": "api", "paginationType": "VENDOR_SUPPORTED", "hooks": [{"type": "postRequest"}]},
+              {"name": "b", "type": "api", "nextPageKey": "next", "hooks": [{"type": "preRequest"}]},
+              {"name": "c", "type": "oauthOnAuthroizeUrl", "hooks": [{"type": "preRequest"}]},
+              {"name": "d", "type": "api", "paginationType": "VENDOR_SUPPORTED"}]}"#;
+        let found = with_code(text, Code::NotExecuted);
+        let pointers: Vec<&str> = found.iter().map(|d| d.location.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/hooks",
+                "/bulkDownloadEnabled",
+                "/configuration/0/key",
+                "/resources/0/paginationType",
+                "/resources/0/hooks",
+                "/resources/1/hooks",
+                "/resources/2/type",
+            ]
+        );
+        assert!(
+            found[3].message.contains("(3 resources)"),
+            "{}",
+            found[3].message
+        );
     }
 }
