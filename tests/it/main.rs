@@ -21,5 +21,6 @@ mod run;
 mod shared_instances;
 mod store;
 mod tls;
+mod wire;
 
 mod validate;

@@ -54,7 +54,8 @@ impl Observer for Recorder<'_> {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(report.clone());
         }
-        if self.inner.enabled() {
+        // A warning reaches the person whatever the verbosity.
+        if self.inner.enabled() || matches!(event, Event::NotExecuted { .. }) {
             self.inner.event(event);
         }
     }

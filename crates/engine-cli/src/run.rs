@@ -680,12 +680,23 @@ impl Observer for Verbose {
     }
 
     fn event(&self, event: &Event) {
+        // A warning whatever the verbosity: the request differs from what the connector says.
+        if let Event::NotExecuted {
+            resource,
+            what,
+            location,
+        } = event
+        {
+            let text = format!("`{resource}`: {what} ({location})");
+            printer::error(&Message::new(Level::Warning, &text));
+            return;
+        }
         if !self.enabled {
             return;
         }
         let line = match event {
-            // The history records it; `-v` already said what refreshed.
-            Event::RefreshFinished(_) => return,
+            // The history records the first; the second is printed above, as a warning.
+            Event::RefreshFinished(_) | Event::NotExecuted { .. } => return,
             Event::Refreshing { reason, by } => {
                 let why = match reason {
                     RefreshReason::NotProvisioned => "instance not provisioned yet".to_owned(),

@@ -99,6 +99,16 @@ pub enum Event {
         /// The resource's display name.
         resource: String,
     },
+    /// Something the connector declares for this request that the engine does not execute
+    /// (a `converter:` it lacks): the request goes out without it. A warning, not a detail.
+    NotExecuted {
+        /// The resource's display name.
+        resource: String,
+        /// What is not executed, and what is sent instead.
+        what: String,
+        /// Where the connector declares it: `file:line:column`.
+        location: String,
+    },
     /// The token lifetime a vendor sent was not taken as sent: no number of seconds (the
     /// default is used) or longer than a year (a year is used); the instance keeps the one used.
     LifetimeAdjusted(crate::auth::lifetime::LifetimeAdjusted),

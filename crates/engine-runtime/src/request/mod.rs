@@ -19,7 +19,7 @@ mod parameters;
 mod url;
 
 use engine_spec::Resource;
-use engine_spec::kinds::{Source, VendorKind};
+use engine_spec::kinds::{ParameterKind, Source, VendorKind};
 use serde_json::Value;
 
 pub(crate) use headers::check_headers;
@@ -43,11 +43,15 @@ pub(crate) fn build(
         .parameters_of(resource, Source::Request)
         .collect();
     parameters::check_inputs(context, resource, &parameters)?;
-    // `bodyToken` parameters make the body a text template (SOAP envelopes): their values fill
-    // its `{vendorName}` tokens instead of becoming JSON fields.
-    let text_body = parameters
-        .iter()
-        .any(|parameter| parameter.vendor_kind() == VendorKind::BodyToken);
+    // `bodyToken` parameters, or a body template of the connector's (a `value` parameter of
+    // `vendorType: body`), make the body a text template (SOAP envelopes, XML, JSON) sent as
+    // written: the `bodyToken` values and the members of the caller's JSON object fill its
+    // `{tokens}`.
+    let text_body = parameters.iter().any(|parameter| {
+        parameter.vendor_kind() == VendorKind::BodyToken
+            || (parameter.kind() == ParameterKind::Value
+                && parameter.vendor_kind() == VendorKind::Body)
+    });
     if !text_body
         && context.inputs.body.is_none()
         && let Some(text) = &context.inputs.body_text
