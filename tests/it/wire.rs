@@ -173,3 +173,48 @@ async fn a_global_body_field_is_merged_into_the_callers_body() {
         .assert_success();
     insta::assert_snapshot!("wire_global_body_field", raw(&server).await);
 }
+
+#[tokio::test]
+async fn an_oauth_header_in_the_reversed_form_goes_on_the_token_call_only() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::path("/oauth/token"))
+        .respond_with(crate::support::run::token_response(
+            "FAKE-access-token-0c1d",
+            None,
+            json!(3600),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(wiremock::matchers::path("/users"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("wire-oauth2").with_instance(&json!({
+        "base.url": server.uri(),
+        "oauth.token.url": format!("{}/oauth/token", server.uri()),
+        "oauth.api.key": "demo-client",
+        "oauth.api.secret": "FAKE-client-secret-5d2e",
+    }));
+    context.run("users").output().assert_success();
+    let requests = received(&server).await;
+    let authorization: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|request| {
+            (
+                request.url.path(),
+                request.headers["authorization"].to_str().unwrap(),
+            )
+        })
+        .collect();
+    // base64("demo-client:FAKE-client-secret-5d2e")
+    assert_eq!(
+        authorization,
+        [
+            (
+                "/oauth/token",
+                "Basic ZGVtby1jbGllbnQ6RkFLRS1jbGllbnQtc2VjcmV0LTVkMmU="
+            ),
+            ("/users", "Bearer FAKE-access-token-0c1d"),
+        ]
+    );
+}

@@ -517,6 +517,14 @@ pub struct Parameter {
 }
 
 impl Parameter {
+    /// True for a header written in element.json's reversed form (`"type": "header"`,
+    /// `"vendorType": "value"`: the header is `name`, its templated value `vendorName`). A
+    /// global one of an OAuth2 connector (zoom's `Authorization: Basic CE.b64(id:secret)`) is
+    /// for the token calls, not the API calls.
+    pub fn is_reversed_header(&self) -> bool {
+        self.reversed && self.vendor_kind == VendorKind::Header
+    }
+
     /// Our side's name: a literal, a configuration key or the caller's input name.
     pub fn name(&self) -> &str {
         &self.name
