@@ -23,5 +23,6 @@ mod shared_instances;
 mod status;
 mod store;
 mod tls;
+mod wire;
 
 mod validate;

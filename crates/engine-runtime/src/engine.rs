@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use engine_spec::kinds::{ResourceType, Source};
+use engine_spec::kinds::ResourceType;
 use engine_spec::{AuthKind, Connector, Protocol, Resource};
 use engine_store::{InstanceLock, InstanceStore, State, StoreErrorKind};
 use serde_json::Value;
@@ -29,7 +29,7 @@ use crate::extract::{Extracted, extract};
 use crate::observer::{Event, Observer, RefreshReason, RefreshReport};
 use crate::prepared_request::{PreparedRequest, SecretSlot};
 use crate::redact::Redactor;
-use crate::request::{BuildContext, Inputs, build, missing_required};
+use crate::request::{BuildContext, Inputs, build, missing_required, request_parameters};
 use crate::run_error::{RunError, RunErrorKind};
 use crate::transport::{
     DEFAULT_MAX_BODY, Deadline, HttpTransport, RetryPolicy, Sending, Transport, VendorResponse,
@@ -1215,10 +1215,7 @@ impl<'a> Run<'a> {
             resource,
         )?;
         if authenticate {
-            let parameters: Vec<_> = self
-                .connector
-                .parameters_of(resource, Source::Request)
-                .collect();
+            let parameters = request_parameters(self.connector, resource);
             let before = request.headers.len();
             self.scheme
                 .apply(&self.configuration, &parameters, &mut request.headers);

@@ -44,6 +44,7 @@
 
 mod auth;
 mod authorization;
+pub mod ceql;
 mod clock;
 mod configuration;
 mod differences;

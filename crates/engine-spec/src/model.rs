@@ -338,9 +338,19 @@ impl Connector {
             return self.lifecycle(kind);
         }
         let (method, path) = selector.split_once(':')?;
+        self.route(method, path).map(|index| &self.resources[index])
+    }
+
+    /// The position of the resource `METHOD:/path` selects: of those that match
+    /// ([`Resource::route_match`]), the one with the fewest `{variables}` (a literal path beats
+    /// a templated one), the first in file order among equals.
+    pub fn route(&self, method: &str, path: &str) -> Option<usize> {
         self.resources
             .iter()
-            .find(|resource| resource.matches(method, path))
+            .enumerate()
+            .filter_map(|(index, resource)| Some((resource.route_match(method, path)?, index)))
+            .min()
+            .map(|(_, index)| index)
     }
 
     /// Every configuration key the connector knows: declared, reserved and saved by a response
@@ -539,6 +549,14 @@ pub struct Parameter {
 }
 
 impl Parameter {
+    /// True for a header written in element.json's reversed form (`"type": "header"`,
+    /// `"vendorType": "value"`: the header is `name`, its templated value `vendorName`). A
+    /// global one of an OAuth2 connector (zoom's `Authorization: Basic CE.b64(id:secret)`) is
+    /// for the token calls, not the API calls.
+    pub fn is_reversed_header(&self) -> bool {
+        self.reversed && self.vendor_kind == VendorKind::Header
+    }
+
     /// Our side's name: a literal, a configuration key or the caller's input name.
     pub fn name(&self) -> &str {
         &self.name
@@ -622,6 +640,7 @@ pub struct Resource {
     pub(crate) parameters: Vec<Parameter>,
     pub(crate) next: Option<usize>,
     pub(crate) root_key: Option<JsonPath>,
+    pub(crate) request_root: Option<String>,
     pub(crate) hooks_may_authenticate: bool,
     pub(crate) location: Location,
 }
@@ -676,9 +695,16 @@ impl Resource {
         &self.parameters
     }
 
-    /// The compiled `rootKey`.
+    /// The compiled `rootKey` of the response: all of a `rootKey` without `|`, the part after
+    /// `|` of the `request|response` form. The answer is unwrapped by it.
     pub fn root_key(&self) -> Option<&JsonPath> {
         self.root_key.as_ref()
+    }
+
+    /// The request part of a `request|response` `rootKey` when it is not empty: a JSON request
+    /// body is sent wrapped as `{"<part>": body}`.
+    pub fn request_root(&self) -> Option<&str> {
+        self.request_root.as_deref()
     }
 
     /// True when a `preRequest` JavaScript hook of the resource or the connector touches headers
@@ -693,29 +719,36 @@ impl Resource {
         &self.location
     }
 
-    /// True when `method` and `path` select this resource. `path` matches the resource's path
-    /// exactly or its end after the `/hubs/<hub>` prefix element.json uses, segment by segment;
-    /// `{variables}` match any segment.
+    /// True when `method` and `path` select this resource: see [`Resource::route_match`].
     pub fn matches(&self, method: &str, path: &str) -> bool {
+        self.route_match(method, path).is_some()
+    }
+
+    /// How `method` and `path` select this resource: `None` when they do not; else the number
+    /// of `{variables}` the match needed (a literal path beats a templated one: fewer is
+    /// better). Paths compare segment by segment after their `/hubs/<hub>` prefix, when they
+    /// have one, as the platform routed them (any hub: a `nextResource` may name another).
+    pub fn route_match(&self, method: &str, path: &str) -> Option<usize> {
         let (Some(own_method), Some(own_path)) = (&self.method, &self.path) else {
-            return false;
+            return None;
         };
         if !own_method.eq_ignore_ascii_case(method) {
-            return false;
+            return None;
         }
-        let own: Vec<&str> = own_path.trim_matches('/').split('/').collect();
-        let wanted: Vec<&str> = path.trim_matches('/').split('/').collect();
-        if wanted.len() > own.len() {
-            return false;
+        let own = route_segments(own_path);
+        let wanted = route_segments(path);
+        if own.len() != wanted.len() {
+            return None;
         }
-        let tail = &own[own.len() - wanted.len()..];
-        let prefix = &own[..own.len() - wanted.len()];
-        let prefix_ok = prefix.is_empty() || (prefix.len() == 2 && prefix[0] == "hubs");
-        prefix_ok
-            && tail
-                .iter()
-                .zip(&wanted)
-                .all(|(own, wanted)| own == wanted || (own.starts_with('{') && own.ends_with('}')))
+        let mut variables = 0;
+        for (own, wanted) in own.iter().zip(&wanted) {
+            if own.starts_with('{') && own.ends_with('}') {
+                variables += 1;
+            } else if own != wanted {
+                return None;
+            }
+        }
+        Some(variables)
     }
 
     /// Binds `{variables}` of the resource's `path` from a concrete `path`, for `METHOD:/path`
@@ -724,18 +757,26 @@ impl Resource {
         let Some(own_path) = &self.path else {
             return Vec::new();
         };
-        let own: Vec<&str> = own_path.trim_matches('/').split('/').collect();
-        let wanted: Vec<&str> = path.trim_matches('/').split('/').collect();
-        if wanted.len() > own.len() {
+        let own = route_segments(own_path);
+        let wanted = route_segments(path);
+        if wanted.len() != own.len() {
             return Vec::new();
         }
-        own[own.len() - wanted.len()..]
-            .iter()
+        own.iter()
             .zip(&wanted)
             .filter_map(|(own, wanted)| {
                 let name = own.strip_prefix('{')?.strip_suffix('}')?;
                 Some((name.to_owned(), (*wanted).to_owned()))
             })
             .collect()
+    }
+}
+
+/// The segments of a resource path, without the `/hubs/<hub>` prefix when it has one.
+fn route_segments(path: &str) -> Vec<&str> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["hubs", _, rest @ ..] => rest.to_vec(),
+        _ => segments,
     }
 }

@@ -642,9 +642,19 @@ impl Builder<'_> {
             .unwrap_or_else(|| {
                 Template::compile("", TemplateKind::Url).expect("the empty template compiles")
             });
-        let root_key = raw
-            .root_key
-            .as_deref()
+        // `request|response`: the request part wraps the body, the response part unwraps the
+        // answer; without `|`, the whole is the response part.
+        let (request_root, response_root) = match raw.root_key.as_deref() {
+            Some(key) => match key.split_once('|') {
+                Some((request, response)) => (Some(request.trim()), response.trim()),
+                None => (None, key),
+            },
+            None => (None, ""),
+        };
+        let request_root = request_root
+            .filter(|key| !key.is_empty())
+            .map(str::to_owned);
+        let root_key = Some(response_root)
             .filter(|key| !key.is_empty())
             .and_then(|key| self.json_path(key, pointer.field("rootKey")));
         let method = raw.method.clone().filter(|method| !method.is_empty());
@@ -687,6 +697,7 @@ impl Builder<'_> {
             parameters,
             next: None,
             root_key,
+            request_root,
             hooks_may_authenticate: hooks_may_authenticate(&raw.hooks)
                 || hooks_may_authenticate(&self.raw.hooks),
             location: self.location(pointer),
@@ -779,10 +790,7 @@ impl Builder<'_> {
             };
             let target = by_name.get(next).copied().or_else(|| {
                 let (method, path) = next.split_once(':')?;
-                connector
-                    .resources
-                    .iter()
-                    .position(|resource| resource.matches(method, path))
+                connector.route(method, path)
             });
             if let Some(target) = target {
                 connector.resources[index].next = Some(target);

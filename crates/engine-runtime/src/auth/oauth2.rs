@@ -11,7 +11,7 @@
 use base64::Engine as _;
 use engine_spec::Connector;
 use engine_spec::kinds::{Grant as ConnectorGrant, RefreshIn, ResourceType};
-use engine_spec::template::Values;
+use engine_spec::template::{TemplateContext, Values};
 use engine_store::State;
 use serde_json::Value;
 
@@ -191,6 +191,23 @@ pub(crate) fn token_request(
             fields.push(("client_secret".into(), secret));
         }
     }
+    // A global header in the reversed form (zoom's `Authorization: Basic CE.b64(id:secret)`,
+    // "the OAuth header") goes on the token calls, replacing the engine's own.
+    for parameter in connector
+        .global_parameters()
+        .iter()
+        .filter(|parameter| parameter.is_reversed_header())
+    {
+        let Some(template) = parameter.template() else {
+            continue;
+        };
+        let Ok(rendered) = template.render(&TemplateContext::new(configuration, None)) else {
+            continue;
+        };
+        let name = parameter.vendor_name();
+        headers.retain(|(known, _)| !known.eq_ignore_ascii_case(name));
+        headers.push((name.to_owned(), rendered));
+    }
     let mut url = url::Url::parse(&url).map_err(|error| RunErrorKind::InvalidUrl {
         url: redactor.redact(&url),
         message: error.to_string(),
@@ -205,7 +222,7 @@ pub(crate) fn token_request(
     // Every credential of a token request, masked by place in `--dry-run`.
     let mut secrets: Vec<SecretSlot> = headers
         .iter()
-        .filter(|(name, _)| name == "Authorization")
+        .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"))
         .map(|(name, value)| SecretSlot::header(name, value, value))
         .collect();
     for (name, _) in &fields {

@@ -4,12 +4,14 @@
 
 use engine_spec::kinds::ParameterKind;
 use engine_spec::{Parameter, Resource};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::inputs::BuildContext;
 use super::parameters::Placed;
 use crate::prepared_request::{Part, PartContent, RequestBody, SecretSlot};
+use crate::redact::MASK;
 use crate::run_error::{InputKind, RunError, RunErrorKind};
+use crate::value::as_text;
 
 /// The body of the request, from the placed parameters and the caller's body. `text_body`: the
 /// body is a text template filled by the `bodyToken` parameters. Removes `Content-Type` from
@@ -29,20 +31,28 @@ pub(super) fn build_body(
             ParameterKind::Body | ParameterKind::BodyField
         )
     });
-    // A caller body no parameter takes is sent whole.
-    if placed.body.is_none()
-        && !text_body
+    // A caller body no parameter takes is sent whole, with the fields of `bodyField`
+    // parameters of the connector (a global API key) merged into it.
+    if !text_body
         && let Some(input) = &context.inputs.body
         && !takes_body
     {
-        placed.body = Some(input.clone());
+        placed.body = Some(match (placed.body.take(), input) {
+            (Some(Value::Object(fields)), Value::Object(members)) => {
+                let mut merged = members.clone();
+                merged.extend(fields);
+                Value::Object(merged)
+            }
+            (Some(fields), _) => fields,
+            (None, input) => input.clone(),
+        });
     }
     Ok(if text_body {
-        let template = match placed.body.take() {
-            Some(Value::String(text)) => Some(text),
-            Some(other) => Some(other.to_string()),
-            None if !takes_body => context.inputs.body_text.clone(),
-            None => None,
+        let (template, from_caller) = match placed.body.take() {
+            Some(Value::String(text)) => (Some(text), false),
+            Some(other) => (Some(other.to_string()), false),
+            None if !takes_body => (context.inputs.body_text.clone(), true),
+            None => (None, false),
         };
         let Some(template) = template else {
             return Err(RunErrorKind::MissingInput {
@@ -59,11 +69,21 @@ pub(super) fn build_body(
             .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
             .map(|(_, value)| value.as_str());
         let escape = Escape::for_content_type(content_type);
-        let named: Vec<(&str, Option<String>)> = placed
+        let mut named: Vec<(&str, Option<&Value>)> = placed
             .tokens
             .iter()
-            .map(|(parameter, value, _)| (parameter.vendor_name(), value.clone()))
+            .map(|(parameter, value, _)| (parameter.vendor_name(), value.as_ref()))
             .collect();
+        // Object input: a template of the connector's takes the members of the caller's JSON
+        // object as its `{Field}` tokens (after the `bodyToken` parameters of the same name).
+        // Tokens nothing fills stay as written.
+        if !from_caller && let Some(Value::Object(members)) = &context.inputs.body {
+            for (name, value) in members {
+                if !named.iter().any(|(token, _)| token == name) {
+                    named.push((name, Some(value)));
+                }
+            }
+        }
         let text = fill_tokens(&template, &named, escape).map_err(|token| {
             let parameter = placed
                 .tokens
@@ -90,16 +110,15 @@ pub(super) fn build_body(
         })?;
         if placed.tokens.iter().any(|(_, _, secret)| *secret) {
             // The same template with `****` for every token made from a secret: what is shown.
-            let shown: Vec<(&str, Option<String>)> = placed
-                .tokens
+            let mask = Value::String(MASK.to_owned());
+            let shown: Vec<(&str, Option<&Value>)> = named
                 .iter()
-                .map(|(parameter, value, secret)| {
-                    let value = if *secret {
-                        Some(crate::redact::MASK.to_owned())
-                    } else {
-                        value.clone()
-                    };
-                    (parameter.vendor_name(), value)
+                .map(|(name, value)| {
+                    let secret = placed
+                        .tokens
+                        .iter()
+                        .any(|(parameter, _, secret)| *secret && parameter.vendor_name() == *name);
+                    (*name, if secret { Some(&mask) } else { *value })
                 })
                 .collect();
             if let Ok(shown) = fill_tokens(&template, &shown, escape) {
@@ -125,7 +144,15 @@ pub(super) fn build_body(
     } else if !placed.form.is_empty() {
         RequestBody::Form(std::mem::take(&mut placed.form))
     } else if let Some(body) = placed.body.take() {
-        RequestBody::Json(body)
+        // The request part of a `request|response` `rootKey` wraps the JSON body.
+        match resource.request_root() {
+            Some(root) => {
+                let mut wrapped = Map::new();
+                wrapped.insert(root.to_owned(), body);
+                RequestBody::Json(Value::Object(wrapped))
+            }
+            None => RequestBody::Json(body),
+        }
     } else {
         RequestBody::Empty
     })
@@ -155,7 +182,25 @@ impl Escape {
         }
     }
 
-    fn apply(self, value: &str, output: &mut String) {
+    /// Writes `value` at a token. `in_string`: the token stands inside a JSON string (only
+    /// [`Escape::Json`] asks). Outside a string, a JSON template gets the value as JSON: a
+    /// number, an object, or text that is JSON (`{"k": 1}`) as it is, other text quoted.
+    fn apply(self, value: &Value, in_string: bool, output: &mut String) {
+        match (self, value) {
+            (Self::Json, Value::String(text)) if !in_string => {
+                match serde_json::from_str::<Value>(text) {
+                    Ok(_) => output.push_str(text.trim()),
+                    Err(_) => output.push_str(&value.to_string()),
+                }
+            }
+            (Self::Json, other) if !in_string && !other.is_null() => {
+                output.push_str(&other.to_string());
+            }
+            _ => self.apply_text(&as_text(value), output),
+        }
+    }
+
+    fn apply_text(self, value: &str, output: &mut String) {
         match self {
             Self::Raw => output.push_str(value),
             Self::Xml => {
@@ -171,29 +216,46 @@ impl Escape {
                 }
             }
             Self::Json => {
-                let quoted = serde_json::Value::String(value.to_owned()).to_string();
+                let quoted = Value::String(value.to_owned()).to_string();
                 output.push_str(&quoted[1..quoted.len() - 1]);
             }
         }
     }
 }
 
-/// Fills the `{name}` tokens of a text body: a token named by a `bodyToken` parameter gets its
-/// value (escaped), other braces stay as written.
+/// Fills the `{name}` tokens of a text body: a token named in `tokens` gets its value (escaped
+/// for the content type; in a JSON template, a token outside a string gets the value as JSON),
+/// other braces stay as written.
 ///
-/// Fails with the name of the first token whose parameter has no value.
+/// Fails with the name of the first token whose value is missing (`None`).
 pub(crate) fn fill_tokens(
     template: &str,
-    tokens: &[(&str, Option<String>)],
+    tokens: &[(&str, Option<&Value>)],
     escape: Escape,
 ) -> Result<String, String> {
     let mut output = String::with_capacity(template.len() + 64);
     let mut rest = template;
+    // Whether the template text written so far ends inside a JSON string.
+    let mut in_string = false;
+    let track = |text: &str, in_string: &mut bool| {
+        if escape != Escape::Json {
+            return;
+        }
+        let mut escaped = false;
+        for byte in text.bytes() {
+            match byte {
+                b'\\' if *in_string => escaped = !escaped,
+                b'"' if !escaped => *in_string = !*in_string,
+                _ => escaped = false,
+            }
+        }
+    };
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
         let name = after.find('}').map(|close| &after[..close]);
         let found = name.and_then(|name| tokens.iter().find(|(token, _)| *token == name));
         let Some((name, value)) = found else {
+            track(&rest[..=open], &mut in_string);
             output.push_str(&rest[..=open]);
             rest = after;
             continue;
@@ -201,8 +263,9 @@ pub(crate) fn fill_tokens(
         let Some(value) = value else {
             return Err((*name).to_owned());
         };
+        track(&rest[..open], &mut in_string);
         output.push_str(&rest[..open]);
-        escape.apply(value, &mut output);
+        escape.apply(value, in_string, &mut output);
         rest = &after[name.len() + 1..];
     }
     output.push_str(rest);
@@ -211,14 +274,14 @@ pub(crate) fn fill_tokens(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
     fn tokens_are_escaped_for_the_content_type() {
-        let tokens = [
-            ("a", Some("1 < 2 & 'x'".to_owned())),
-            ("b", Some("\"q\"\n".to_owned())),
-        ];
+        let (a, b) = (json!("1 < 2 & 'x'"), json!("\"q\"\n"));
+        let tokens = [("a", Some(&a)), ("b", Some(&b))];
         let xml = fill_tokens("<a>{a}</a><b>{b}</b>{other}", &tokens, Escape::Xml).unwrap();
         assert_eq!(
             xml,
@@ -231,8 +294,33 @@ mod tests {
     }
 
     #[test]
+    fn a_token_outside_a_json_string_gets_the_value_as_json() {
+        let (object, text, number, json_text) = (
+            json!({"k": [1, "a"]}),
+            json!("plain \"text\""),
+            json!(7),
+            json!(r#"{"k": 1}"#),
+        );
+        let tokens = [
+            ("o", Some(&object)),
+            ("t", Some(&text)),
+            ("n", Some(&number)),
+            ("j", Some(&json_text)),
+        ];
+        let template = r#"{"o": {o}, "t": {t}, "n": {n}, "j": {j}, "in": "{o} \" {t}"}"#;
+        let filled = fill_tokens(template, &tokens, Escape::Json).unwrap();
+        assert_eq!(
+            filled,
+            r#"{"o": {"k":[1,"a"]}, "t": "plain \"text\"", "n": 7, "j": {"k": 1}, "in": "{\"k\":[1,\"a\"]} \" plain \"text\""}"#
+        );
+        let parsed: Value = serde_json::from_str(&filled).unwrap();
+        assert_eq!(parsed["o"], object);
+    }
+
+    #[test]
     fn a_token_without_value_is_named() {
-        let tokens = [("a", Some("1".to_owned())), ("b", None)];
+        let one = json!("1");
+        let tokens = [("a", Some(&one)), ("b", None)];
         assert_eq!(
             fill_tokens("{a}{b}", &tokens, Escape::Raw),
             Err("b".to_owned())

@@ -18,8 +18,8 @@ mod inputs;
 mod parameters;
 mod url;
 
-use engine_spec::Resource;
-use engine_spec::kinds::{Source, VendorKind};
+use engine_spec::kinds::{ParameterKind, Source, VendorKind};
+use engine_spec::{AuthKind, Connector, Parameter, Resource};
 use serde_json::Value;
 
 pub(crate) use headers::check_headers;
@@ -30,6 +30,29 @@ pub(crate) use url::check_scheme;
 use crate::prepared_request::PreparedRequest;
 use crate::run_error::{RunError, RunErrorKind};
 
+/// The request parameters of `resource` ([`engine_spec::Connector::parameters_of`]), but for the
+/// global reversed headers of an OAuth2 connector on an API call: those are for the token calls
+/// (the built-in ones and `oauthOnTokenExchange`/`oauthOnTokenRefresh`), as the platform sent
+/// them; API calls carry the `Bearer` token.
+pub(crate) fn request_parameters<'a>(
+    connector: &'a Connector,
+    resource: &'a Resource,
+) -> Vec<&'a Parameter> {
+    let oauth2_api =
+        connector.authentication().kind() == AuthKind::Oauth2 && resource.kind().is_api();
+    connector
+        .parameters_of(resource, Source::Request)
+        .filter(|parameter| {
+            !(oauth2_api
+                && parameter.is_reversed_header()
+                && connector
+                    .global_parameters()
+                    .iter()
+                    .any(|global| std::ptr::eq(global, *parameter)))
+        })
+        .collect()
+}
+
 /// Builds the vendor request of `resource`.
 ///
 /// Fails when a required input is missing or unknown, a value does not convert, a template does
@@ -38,16 +61,17 @@ pub(crate) fn build(
     context: &BuildContext<'_>,
     resource: &Resource,
 ) -> Result<PreparedRequest, RunError> {
-    let parameters: Vec<_> = context
-        .connector
-        .parameters_of(resource, Source::Request)
-        .collect();
+    let parameters = request_parameters(context.connector, resource);
     parameters::check_inputs(context, resource, &parameters)?;
-    // `bodyToken` parameters make the body a text template (SOAP envelopes): their values fill
-    // its `{vendorName}` tokens instead of becoming JSON fields.
-    let text_body = parameters
-        .iter()
-        .any(|parameter| parameter.vendor_kind() == VendorKind::BodyToken);
+    // `bodyToken` parameters, or a body template of the connector's (a `value` parameter of
+    // `vendorType: body`), make the body a text template (SOAP envelopes, XML, JSON) sent as
+    // written: the `bodyToken` values and the members of the caller's JSON object fill its
+    // `{tokens}`.
+    let text_body = parameters.iter().any(|parameter| {
+        parameter.vendor_kind() == VendorKind::BodyToken
+            || (parameter.kind() == ParameterKind::Value
+                && parameter.vendor_kind() == VendorKind::Body)
+    });
     if !text_body
         && context.inputs.body.is_none()
         && let Some(text) = &context.inputs.body_text

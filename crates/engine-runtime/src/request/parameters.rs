@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::inputs::{BuildContext, part_from_value};
 use super::url::{PathValues, unmapped_placeholders};
+use crate::ceql::{Converter, Expression};
 use crate::observer::Event;
 use crate::prepared_request::{Part, SecretSlot};
 use crate::run_error::{InputKind, RunError, RunErrorKind};
@@ -21,7 +22,7 @@ pub(super) struct Placed<'a> {
     pub(super) form: Vec<(String, String)>,
     pub(super) parts: Vec<Part>,
     /// `bodyToken` parameters of a text body, with their values and whether they are secret.
-    pub(super) tokens: Vec<(&'a Parameter, Option<String>, bool)>,
+    pub(super) tokens: Vec<(&'a Parameter, Option<Value>, bool)>,
     pub(super) secrets: Vec<SecretSlot>,
     pub(super) path_values: PathValues<'a>,
     pub(super) body: Option<Value>,
@@ -60,15 +61,19 @@ pub(super) fn place<'a>(
             let value = found
                 .map(|value| convert(context, parameter, value))
                 .transpose()?;
-            placed
-                .tokens
-                .push((parameter, value.map(into_text), secret));
+            placed.tokens.push((parameter, value, secret));
             continue;
         }
         let Some(value) = found else {
             continue;
         };
         let vendor_name = parameter.vendor_name();
+        // `converter:NAME`: the caller's CEQL `where`, converted to what the vendor reads;
+        // never sent under its own name.
+        if let Some(converter) = vendor_name.strip_prefix("converter:") {
+            convert_where(context, parameter, converter, &value, &mut placed)?;
+            continue;
+        }
         if parameter.vendor_kind() == VendorKind::Multipart {
             let stdin = context.inputs.stdin.as_deref();
             let part = part_from_value(vendor_name, parameter.name(), into_text(value), stdin)
@@ -127,6 +132,15 @@ pub(super) fn place<'a>(
             VendorKind::Query => placed
                 .query
                 .push((vendor_name.to_owned(), into_text(value))),
+            // A connector's literal may be written percent-encoded (`CBuser12%40CB10012`): it
+            // is decoded here, so that the URL encodes it once, not twice (`%2540`).
+            VendorKind::Path if parameter.kind() == ParameterKind::Value => {
+                let text = into_text(value);
+                let decoded = percent_encoding::percent_decode_str(&text).decode_utf8_lossy();
+                placed
+                    .path_values
+                    .insert(vendor_name, Value::String(decoded.into_owned()));
+            }
             VendorKind::Path => {
                 placed
                     .path_values
@@ -143,6 +157,40 @@ pub(super) fn place<'a>(
         }
     }
     Ok(placed)
+}
+
+/// Places the query parameters the CEQL `value` of `parameter` becomes under `converter`. A
+/// converter the engine lacks sends nothing: the run warned about it before it started
+/// ([`crate::differences`]).
+///
+/// Fails when the expression does not parse, or the converter cannot say it.
+fn convert_where(
+    context: &BuildContext<'_>,
+    parameter: &Parameter,
+    converter: &str,
+    value: &Value,
+    placed: &mut Placed<'_>,
+) -> Result<(), RunError> {
+    let bad = |data_type: String| {
+        RunError::from(RunErrorKind::BadValue {
+            name: parameter.name().to_owned(),
+            data_type,
+            value: context.redactor.redact(&as_text(value)),
+        })
+        .at(parameter.location())
+    };
+    // A converter the engine lacks: the run already said so (W0501 at run, from the
+    // connector's list of what it does not execute), and the parameter is not sent.
+    let Some(known) = Converter::named(converter) else {
+        return Ok(());
+    };
+    let expression = Expression::parse(&as_text(value))
+        .map_err(|error| bad(format!("CEQL expression ({error})")))?;
+    let pairs = known
+        .convert(&expression)
+        .map_err(|problem| bad(format!("`where` for this resource: {problem}")))?;
+    placed.query.extend(pairs);
+    Ok(())
 }
 
 /// True when the value of `parameter` is made from a secret: a `configuration` parameter of a
@@ -322,6 +370,10 @@ fn convert(
     };
     Ok(match parameter.data_type() {
         DataType::Integer => Value::from(text.trim().parse::<i64>().map_err(|_| bad())?),
+        // A whole number stays whole: `7` is sent as `7`, not `7.0`.
+        DataType::Number if text.trim().parse::<i64>().is_ok() => {
+            Value::from(text.trim().parse::<i64>().map_err(|_| bad())?)
+        }
         DataType::Number => {
             let number = text.trim().parse::<f64>().map_err(|_| bad())?;
             serde_json::Number::from_f64(number).map_or(value, Value::Number)

@@ -1,6 +1,8 @@
 //! The URL: `base.url` and the `vendorPath` joined, `{placeholders}` filled (one path segment
 //! each), the `query` parameters merged with a query written in the `vendorPath`.
 
+use std::borrow::Cow;
+
 use engine_spec::kinds::VendorKind;
 use engine_spec::template::{TemplateContext, Values, fill_placeholders};
 use engine_spec::{Parameter, Resource};
@@ -125,16 +127,18 @@ fn join(
         path
     } else if path.is_empty() {
         // No `vendorPath`: the URL is `base.url` as it is (SOAP services, single endpoints).
-        let base = base_url()?;
-        fill_placeholders(base, |name| path_values.value(name).map(as_text)).into_owned()
+        let base = with_configuration(base_url()?, context);
+        fill_placeholders(&base, |name| path_values.value(name).map(as_text)).into_owned()
     } else {
-        let base = base_url()?;
-        let base = fill_placeholders(base, |name| path_values.value(name).map(as_text));
+        let base = with_configuration(base_url()?, context);
+        let base = fill_placeholders(&base, |name| path_values.value(name).map(as_text));
         // Joined by hand: `format!` costs more than the rest of the joining.
         let mut full = String::with_capacity(base.len() + path.len() + 1);
         match (
             base.ends_with('/'),
-            path.starts_with('/') || path.is_empty(),
+            // A `vendorPath` that continues the query of `base.url` (`&function=...`) gets no
+            // `/` before it.
+            path.starts_with(['/', '&']) || path.is_empty(),
         ) {
             (true, true) => full.push_str(base.trim_end_matches('/')),
             (false, false) => {
@@ -167,6 +171,35 @@ fn join(
         None => {}
     }
     Ok(url)
+}
+
+/// `base.url` with its `{key}` placeholders that name a configuration key (`{store.url}`,
+/// `{base-url}`) replaced by the configured value as it is: a URL, not a path segment, so not
+/// percent-encoded. Other placeholders stay for the path values.
+fn with_configuration<'a>(base: &'a str, context: &BuildContext<'_>) -> Cow<'a, str> {
+    if !base.contains('{') {
+        return Cow::Borrowed(base);
+    }
+    let mut output = String::with_capacity(base.len() + 32);
+    let mut rest = base;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            let value = context.configuration.get(name).and_then(text_of)?;
+            Some((close, value))
+        });
+        if let Some((close, value)) = value {
+            output.push_str(&rest[..open]);
+            output.push_str(&value);
+            rest = &after[close + 1..];
+        } else {
+            output.push_str(&rest[..=open]);
+            rest = after;
+        }
+    }
+    output.push_str(rest);
+    Cow::Owned(output)
 }
 
 /// Checks that every `{placeholder}` that is a whole segment of the path of `vendorPath`

@@ -240,8 +240,13 @@ fn connector_wide(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
     }
 }
 
-/// The warning for a parameter with a `converter` field or a `converter:` vendor name, with the
-/// converter's name.
+/// The `converter:NAME` vendor names `engine run` executes (`engine_runtime::ceql`): the
+/// caller's CEQL `where` becomes query parameters or an `OData` `$filter`.
+pub(crate) const EXECUTED_CONVERTERS: &[&str] =
+    &["toQueryParameters", "toODataFilter", "toODataV3Filter"];
+
+/// The warning for a parameter with a `converter` field or a `converter:` vendor name the
+/// engine does not execute ([`EXECUTED_CONVERTERS`]), with the converter's name.
 fn converter(
     input: &Input<'_>,
     parameter: &RawParameter,
@@ -251,6 +256,9 @@ fn converter(
         .vendor_name
         .as_deref()
         .and_then(|name| name.strip_prefix("converter:"));
+    if from_vendor_name.is_some_and(|name| EXECUTED_CONVERTERS.contains(&name.trim())) {
+        return None;
+    }
     let (converter, field) = match parameter.extra.get("converter") {
         Some(Value::String(converter)) => (converter.as_str(), "converter"),
         Some(_) => ("", "converter"),
@@ -268,12 +276,23 @@ fn converter(
         Code::NotExecuted,
         Location::new(input.file, pointer.field(field)),
         format!(
-            "parameter `{}` uses {what}; the engine accepts but never executes converters",
+            "parameter `{}` uses {what}, which the engine does not execute",
             parameter.name
         ),
     )
-    .with_label("not executed: the value is sent unconverted")
-    .with_help("map the value with plain parameters and `dataType`, or remove the parameter");
+    .with_label(if field == "vendorName" {
+        "not executed: the parameter is not sent (a warning at run)"
+    } else {
+        "not executed: the value is sent unconverted"
+    })
+    .with_help(format!(
+        "the engine executes {}; else map the value with plain parameters, or remove the parameter",
+        EXECUTED_CONVERTERS
+            .iter()
+            .map(|name| format!("`converter:{name}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     Some((diagnostic, converter.trim().to_owned()))
 }
 
