@@ -86,7 +86,7 @@ impl EngineBuilder {
     }
 
     /// Refuses a run, before anything is sent, when it would not do as the platform did: a
-    /// hook or converter of what it executes ([`crate::differences`]), a lifecycle resource it
+    /// hook or converter of what it executes ([`crate::differences()`]), a lifecycle resource it
     /// would skip. Without it the run goes on and tells the observer
     /// ([`Event::NotExecuted`], [`Event::LifecycleSkipped`]).
     pub fn strict(mut self, strict: bool) -> Self {

@@ -40,7 +40,7 @@ pub enum Scheme<'a> {
     /// HTTP Basic from `username` and `password`: nothing to obtain either.
     Basic,
     /// The connector's own lifecycle resources: `PROVISION AUTH VALIDATION` and `ON PROVISION`
-    /// provision, `ON REFRESH` refreshes ([`custom`]).
+    /// provision, `ON REFRESH` refreshes (`auth/custom.rs`).
     Custom(&'a Connector),
     /// The built-in OAuth2 client.
     Oauth2,
