@@ -357,14 +357,11 @@ mod tests {
         let text = r#"{"resources": [{"type": "api", "parameters": [
             {"name": "where", "type": "query", "vendorName": "converter:toQueryParameters", "vendorType": "query", "converter": "toQueryParameters"},
             {"name": "q", "type": "query", "vendorName": "converter:toQuery"}]}]}"#;
+        // `toQueryParameters` is executed: only the converter the engine lacks warns.
         let found = with_code(text, Code::NotExecuted);
-        assert_eq!(found.len(), 2);
+        assert_eq!(found.len(), 1);
         assert_eq!(
             found[0].location.pointer.as_str(),
-            "/resources/0/parameters/0/converter"
-        );
-        assert_eq!(
-            found[1].location.pointer.as_str(),
             "/resources/0/parameters/1/vendorName"
         );
     }
