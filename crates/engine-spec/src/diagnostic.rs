@@ -73,6 +73,8 @@ codes! {
     InvalidTemplate = "E0103", Error, "invalid-template";
     /// A JSONPath that does not compile.
     InvalidJsonPath = "E0104", Error, "invalid-jsonpath";
+    /// A JavaScript hook whose body does not parse.
+    InvalidHook = "E0105", Error, "invalid-hook";
     /// `expires_in` is saved but no resource can refresh the token.
     NoRefresh = "E0201", Error, "no-refresh";
     /// `session.management` is `fixed` but `session.timeout` is missing.
