@@ -12,6 +12,7 @@ mod auth;
 mod cli;
 mod compat_run;
 mod engine_test;
+mod hooks;
 mod hostile;
 mod hostile_run;
 mod instance_lifecycle;

@@ -342,7 +342,7 @@ fn deny_warnings_fails_on_warnings() {
     let run = validate(&["--deny-warnings", file]);
     assert_eq!(run.code, 3);
     assert!(
-        run.stderr.ends_with("checked 1 file: 2 warnings\n"),
+        run.stderr.ends_with("checked 1 file: 1 warning\n"),
         "{}",
         run.stderr
     );

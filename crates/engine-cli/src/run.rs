@@ -732,10 +732,7 @@ impl Observer for Verbose {
                 None => format!("lock: `{instance}` is locked by another process; waiting"),
             },
             Event::Saved { keys } => format!("save: {}", keys.join(", ")),
-            Event::HookNotExecuted { resource } => format!(
-                "note: `{resource}` has a pre-request JavaScript hook that the engine does not \
-                 execute; the request may go out unauthenticated"
-            ),
+            Event::HookLog { resource, line } => format!("hook: `{resource}`: {line}"),
             Event::LifetimeAdjusted(adjusted) => match adjusted.problem {
                 LifetimeProblem::Unusable => format!(
                     "note: the vendor's `{}` of `{}` is not a number of seconds; the token is taken to live {} s (saved as such)",

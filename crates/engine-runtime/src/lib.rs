@@ -49,8 +49,6 @@ mod clock;
 mod configuration;
 mod engine;
 mod extract;
-// Called from engine.rs in the next commit.
-#[cfg_attr(not(test), allow(dead_code))]
 mod hooks;
 mod observer;
 mod prepared_request;

@@ -93,11 +93,12 @@ pub enum Event {
         /// The keys.
         keys: Vec<String>,
     },
-    /// The resource has a `preRequest` JavaScript hook that touches headers or authentication;
-    /// the engine does not run it, so the request may go out unauthenticated.
-    HookNotExecuted {
+    /// A JavaScript hook run around `resource` logged a line (`console.log`), secrets masked.
+    HookLog {
         /// The resource's display name.
         resource: String,
+        /// The line.
+        line: String,
     },
     /// The token lifetime a vendor sent was not taken as sent: no number of seconds (the
     /// default is used) or longer than a year (a year is used); the instance keeps the one used.

@@ -89,7 +89,7 @@ codes! {
     ChainCycle = "E0303", Error, "chain-cycle";
     /// A `nextResource` chain is longer than 5.
     ChainTooLong = "E0304", Error, "chain-too-long";
-    /// Part of the file that the engine accepts but never executes (JavaScript hooks, converters,
+    /// Part of the file that the engine accepts but never executes (`event` hooks, converters,
     /// webhook resources, OAuth 1, JDBC, events, bulk, pagination).
     NotExecuted = "W0501", Warning, "not-executed";
     /// A field the engine does not know, next to the ones it does (probably a typo).

@@ -568,7 +568,6 @@ pub struct Resource {
     pub(crate) parameters: Vec<Parameter>,
     pub(crate) next: Option<usize>,
     pub(crate) root_key: Option<JsonPath>,
-    pub(crate) hooks_may_authenticate: bool,
     pub(crate) hooks: Vec<Hook>,
     pub(crate) location: Location,
 }
@@ -626,13 +625,6 @@ impl Resource {
     /// The compiled `rootKey`.
     pub fn root_key(&self) -> Option<&JsonPath> {
         self.root_key.as_ref()
-    }
-
-    /// True when a `preRequest` JavaScript hook of the resource or the connector touches headers
-    /// or authentication: the engine never runs hooks, so the request may go out without what
-    /// the hook would have added (warned at validate, said by `-v` at run).
-    pub fn hooks_may_authenticate(&self) -> bool {
-        self.hooks_may_authenticate
     }
 
     /// Its own JavaScript hooks, in file order (docs/hooks.md).

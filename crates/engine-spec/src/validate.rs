@@ -708,8 +708,6 @@ impl Builder<'_> {
             parameters,
             next: None,
             root_key,
-            hooks_may_authenticate: hooks_may_authenticate(&raw.hooks)
-                || hooks_may_authenticate(&self.raw.hooks),
             hooks: self.hooks(&raw.hooks, &pointer),
             location: self.location(pointer),
         }
@@ -849,23 +847,6 @@ impl Builder<'_> {
             }
         }
     }
-}
-
-/// True when a `preRequest` JavaScript hook mentions headers or authentication: the engine does
-/// not run it, so the request may go out without what the hook would have added.
-fn hooks_may_authenticate(hooks: &[Value]) -> bool {
-    hooks.iter().any(|hook| {
-        hook.get("type").and_then(Value::as_str) == Some("preRequest")
-            && hook
-                .get("body")
-                .and_then(Value::as_str)
-                .is_some_and(|body| {
-                    let body = body.to_ascii_lowercase();
-                    ["headers", "authorization", "token", "signature"]
-                        .iter()
-                        .any(|word| body.contains(word))
-                })
-    })
 }
 
 /// Where a parameter's value goes when it has no `vendorType`: decided here, once, for every

@@ -50,9 +50,12 @@ pub(super) fn natives<'js>(ctx: &Ctx<'js>, state: &Rc<CallState>) -> rquickjs::R
             rquickjs::Result::Ok(())
         })?,
     )?;
+    let seen = Rc::clone(state);
     natives.set(
         "b64",
-        Function::new(ctx.clone(), |text: String| STANDARD.encode(text)),
+        Function::new(ctx.clone(), move |text: String| {
+            record(&seen, &[&text], STANDARD.encode(&text))
+        }),
     )?;
     natives.set(
         "decodeB64",
@@ -64,43 +67,61 @@ pub(super) fn natives<'js>(ctx: &Ctx<'js>, state: &Rc<CallState>) -> rquickjs::R
             rquickjs::Result::Ok(String::from_utf8_lossy(&bytes).into_owned())
         }),
     )?;
+    let seen = Rc::clone(state);
     natives.set(
         "md5",
-        Function::new(ctx.clone(), |text: String| {
-            hex(&<md5::Md5 as md5::Digest>::digest(text.as_bytes()))
+        Function::new(ctx.clone(), move |text: String| {
+            record(
+                &seen,
+                &[&text],
+                hex(&<md5::Md5 as md5::Digest>::digest(text.as_bytes())),
+            )
         }),
     )?;
+    let seen = Rc::clone(state);
     natives.set(
         "sha1",
-        Function::new(ctx.clone(), |text: String| {
-            hex(&sha1::Sha1::digest(text.as_bytes()))
+        Function::new(ctx.clone(), move |text: String| {
+            record(&seen, &[&text], hex(&sha1::Sha1::digest(text.as_bytes())))
         }),
     )?;
+    let seen = Rc::clone(state);
     natives.set(
         "sha256",
-        Function::new(ctx.clone(), |text: String| {
-            hex(&sha2::Sha256::digest(text.as_bytes()))
+        Function::new(ctx.clone(), move |text: String| {
+            record(&seen, &[&text], hex(&sha2::Sha256::digest(text.as_bytes())))
         }),
     )?;
+    let seen = Rc::clone(state);
     natives.set(
         "hmacSha1Base64",
-        Function::new(ctx.clone(), |key: String, text: String| {
+        Function::new(ctx.clone(), move |key: String, text: String| {
             let mut mac =
                 Hmac::<sha1::Sha1>::new_from_slice(key.as_bytes()).expect("any key length");
             mac.update(text.as_bytes());
-            STANDARD.encode(mac.finalize().into_bytes())
+            record(
+                &seen,
+                &[&key, &text],
+                STANDARD.encode(mac.finalize().into_bytes()),
+            )
         }),
     )?;
+    let seen = Rc::clone(state);
     natives.set(
         "hmacSha256Base64",
-        Function::new(ctx.clone(), |key: String, text: String| {
-            STANDARD.encode(hmac_sha256(&key, &text))
+        Function::new(ctx.clone(), move |key: String, text: String| {
+            record(
+                &seen,
+                &[&key, &text],
+                STANDARD.encode(hmac_sha256(&key, &text)),
+            )
         }),
     )?;
+    let seen = Rc::clone(state);
     natives.set(
         "hmacSha256Hex",
-        Function::new(ctx.clone(), |key: String, text: String| {
-            hex(&hmac_sha256(&key, &text))
+        Function::new(ctx.clone(), move |key: String, text: String| {
+            record(&seen, &[&key, &text], hex(&hmac_sha256(&key, &text)))
         }),
     )?;
     natives.set(
@@ -119,6 +140,16 @@ pub(super) fn natives<'js>(ctx: &Ctx<'js>, state: &Rc<CallState>) -> rquickjs::R
     )?;
     natives.set("uuid", Function::new(ctx.clone(), uuid))?;
     Ok(natives)
+}
+
+/// Keeps what a helper made from `inputs` (the caller learns it as a secret when an input holds
+/// one), and gives it back.
+fn record(state: &CallState, inputs: &[&str], made: String) -> String {
+    let mut derived = state.derived.borrow_mut();
+    for input in inputs {
+        derived.push(((*input).to_owned(), made.clone()));
+    }
+    made
 }
 
 fn hmac_sha256(key: &str, text: &str) -> Vec<u8> {

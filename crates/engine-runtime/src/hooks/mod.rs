@@ -12,6 +12,7 @@
 //! This module knows nothing of requests: [`run`] takes the inputs as a JSON object and gives
 //! the hook's answer as one; `engine.rs` maps them to and from the request and response.
 
+pub(crate) mod exchange;
 mod helpers;
 
 use std::cell::{Cell, RefCell};
@@ -47,6 +48,9 @@ pub(crate) struct Answer {
     pub(crate) output: Map<String, Json>,
     /// What it logged, in order, unmasked: the caller masks it.
     pub(crate) logs: Vec<String>,
+    /// What the `CE` helpers made from an input that holds a secret (the caller knows which
+    /// texts are secrets): learnt as secrets in turn.
+    pub(crate) derived: Vec<(String, String)>,
 }
 
 /// Why a hook failed.
@@ -101,6 +105,8 @@ struct CallState {
     now_ms: Cell<u64>,
     answer: RefCell<Option<String>>,
     logs: RefCell<Vec<String>>,
+    /// Every (input, output) of a `CE` helper that encodes, hashes or signs.
+    derived: RefCell<Vec<(String, String)>>,
 }
 
 /// One QuickJS runtime and context, the compiled hooks and the private functions of the
@@ -115,10 +121,12 @@ struct Sandbox {
     runtime: Runtime,
 }
 
-fn options() -> EvalOptions {
+/// Hooks compile as [`SCRIPT_NAME`] (their stack frames are `hook:LINE:COLUMN`), the bootstrap
+/// under another name, so that an error a helper throws points at the hook's line.
+fn options(name: &str) -> EvalOptions {
     let mut options = EvalOptions::default();
     options.strict = true;
-    options.filename = Some(SCRIPT_NAME.to_owned());
+    options.filename = Some(name.to_owned());
     options
 }
 
@@ -137,7 +145,7 @@ impl Sandbox {
         let (enter, done_marker) = context.with(|ctx| -> rquickjs::Result<_> {
             let natives = helpers::natives(&ctx, &state)?;
             let bootstrap: Function =
-                ctx.eval_with_options(include_str!("bootstrap.js"), options())?;
+                ctx.eval_with_options(include_str!("bootstrap.js"), options("engine"))?;
             let private: Object = bootstrap.call((natives,))?;
             let enter: Function = private.get("enter")?;
             let marker: Object = private.get("DONE")?;
@@ -167,12 +175,14 @@ impl Sandbox {
         self.state.now_ms.set(now_ms);
         self.state.answer.replace(None);
         self.state.logs.replace(Vec::new());
+        self.state.derived.replace(Vec::new());
         let started = Instant::now();
         self.deadline.set(Some(started + budget));
         let context = self.context.clone();
         let returned = context.with(|ctx| self.invoke(&ctx, body, inputs));
         self.deadline.set(None);
         let logs = self.state.logs.take();
+        let derived = self.state.derived.take();
         let answer = self.state.answer.take();
         let returned = match returned {
             // QuickJS's uncatchable error when the interrupt handler stopped the script.
@@ -190,13 +200,19 @@ impl Sandbox {
             return Ok(Answer {
                 output: Map::new(),
                 logs,
+                derived,
             });
         };
         match serde_json::from_str::<Json>(&text) {
-            Ok(Json::Object(output)) => Ok(Answer { output, logs }),
+            Ok(Json::Object(output)) => Ok(Answer {
+                output,
+                logs,
+                derived,
+            }),
             Ok(Json::Null) => Ok(Answer {
                 output: Map::new(),
                 logs,
+                derived,
             }),
             Ok(other) => Err(Failure::BadAnswer(format!(
                 "the hook answered {}, not an object",
@@ -220,7 +236,7 @@ impl Sandbox {
                 .map_err(|error| threw(ctx, error))?
         } else {
             let function: Function = ctx
-                .eval_with_options(wrap(body), options())
+                .eval_with_options(wrap(body), options(SCRIPT_NAME))
                 .catch(ctx)
                 .map_err(|error| caught(&error))?;
             self.compiled

@@ -1,5 +1,5 @@
-//! W0501: parts of element.json exports the engine accepts but never executes: JavaScript hooks,
-//! parameter converters, the resources it never runs (the webhook resources,
+//! W0501: parts of element.json exports the engine accepts but never executes: `event` hooks
+//! (`preRequest` and `postRequest` hooks run, docs/hooks.md), parameter converters, the resources it never runs (the webhook resources,
 //! `oauthOnAuthorizeUrl`, `oauth2Password`), OAuth 1, protocols other than HTTP (`jdbc`, `odata`),
 //! pagination, events and bulk.
 //!
@@ -16,20 +16,31 @@ use crate::pointer::JsonPointer;
 use crate::raw::RawParameter;
 use crate::source::Location;
 
-const HOOKS_HELP: &str = "the engine runs no JavaScript: do the work with parameters, templates \
-                          and `nextResource` chains, or remove the hooks";
+const HOOKS_HELP: &str = "`event` hooks turn a vendor's webhook payload into events; the engine \
+                          receives no webhooks yet, so they never run (`preRequest` and \
+                          `postRequest` hooks do)";
+
+/// The `event` hooks of a `hooks` array: the only ones the engine does not run.
+fn event_hooks(hooks: &[Value]) -> Vec<Value> {
+    hooks
+        .iter()
+        .filter(|hook| hook.get("type").and_then(Value::as_str) == Some("event"))
+        .cloned()
+        .collect()
+}
 
 pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
     connector_wide(input, diagnostics);
-    if !input.raw.hooks.is_empty() {
+    let events = event_hooks(&input.raw.hooks);
+    if !events.is_empty() {
         diagnostics.push(
             Diagnostic::new(
                 Code::NotExecuted,
                 Location::new(input.file, JsonPointer::root().field("hooks")),
                 format!(
                     "the connector has {}; the engine accepts but never executes {}",
-                    describe_hooks(&input.raw.hooks),
-                    them(&input.raw.hooks)
+                    describe_hooks(&events),
+                    them(&events)
                 ),
             )
             .with_label("not executed")
@@ -65,21 +76,16 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
                 .with_label("the engine never runs this resource type; `engine run` refuses it")
                 .with_help("remove the resource, or run the call it makes as an `API` resource"),
             );
-        } else if !raw.hooks.is_empty() {
-            let authentication = if resource.hooks_may_authenticate() {
-                ": a `preRequest` hook sets headers or authentication, so the request may go out \
-                 unauthenticated"
-            } else {
-                ""
-            };
+        } else if !event_hooks(&raw.hooks).is_empty() {
+            let events = event_hooks(&raw.hooks);
             diagnostics.push(
                 Diagnostic::new(
                     Code::NotExecuted,
                     Location::new(input.file, pointer.field("hooks")),
                     format!(
-                        "resource `{name}` has {}; the engine accepts but never executes {}{authentication}",
-                        describe_hooks(&raw.hooks),
-                        them(&raw.hooks)
+                        "resource `{name}` has {}; the engine accepts but never executes {}",
+                        describe_hooks(&events),
+                        them(&events)
                     ),
                 )
                 .with_label("not executed")
@@ -276,8 +282,8 @@ mod tests {
     #[test]
     fn hooks_warn_once_per_site() {
         let text = r#"{"hooks": [{"type": "event", "body": "x"}], "resources": [
-            {"name": "a", "type": "api", "hooks": [{"type": "preRequest"}, {"type": "postRequest"}, {"type": "preRequest"}]},
-            {"name": "b", "type": "api", "hooks": []},
+            {"name": "a", "type": "api", "hooks": [{"type": "preRequest"}, {"type": "event"}, {"type": "event"}]},
+            {"name": "b", "type": "api", "hooks": [{"type": "preRequest"}, {"type": "postRequest"}]},
             {"name": "c", "type": "onDeleteWebhook", "hooks": [{"type": "preRequest"}]}]}"#;
         let found = with_code(text, Code::NotExecuted);
         let messages: Vec<&str> = found.iter().map(|d| d.message.as_str()).collect();
@@ -285,7 +291,7 @@ mod tests {
             messages,
             [
                 "the connector has 1 JavaScript hook (`event`); the engine accepts but never executes it",
-                "resource `a` has 3 JavaScript hooks (`preRequest`, `postRequest`); the engine accepts but never executes them",
+                "resource `a` has 2 JavaScript hooks (`event`); the engine accepts but never executes them",
                 "resource `c` of type `ON DELETE WEBHOOK` and its 1 JavaScript hook (`preRequest`) are accepted but never executed",
             ]
         );
@@ -321,8 +327,9 @@ mod tests {
             .iter()
             .find(|(name, _)| name == "clover.json")
             .unwrap();
-        // The connector's hooks, 12 resources with hooks (one is `oauthOnAuthroizeUrl`), and
-        // one warning each for its pagination, events and bulk settings.
-        assert_eq!(clover.1, 16, "{counts:?}");
+        // The connector's `event` hook, the never-run `oauthOnAuthroizeUrl` resource (its
+        // `preRequest` and `postRequest` hooks run elsewhere), and one warning each for its
+        // pagination, events and bulk settings.
+        assert_eq!(clover.1, 5, "{counts:?}");
     }
 }
