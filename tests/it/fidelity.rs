@@ -90,13 +90,13 @@ async fn on_provision_alone_provisions_with_its_chain_and_skips_what_it_cannot_b
            |
         55 |     {
            |     ^ skipped
-        warning[W0501]: resource `list-contacts` has 1 JavaScript hook (`preRequest`); the engine accepts but never executes it: a `preRequest` hook sets headers or authentication, so the request may go out unauthenticated
-          --> tests/fixtures/run/provisioning/connector.json:72:16
+        warning[W0501]: parameter `where` uses converter `toBazaarvoice`, which the engine does not execute
+          --> tests/fixtures/run/provisioning/connector.json:73:58
            |
-        72 |       "hooks": [{"type": "preRequest", "body": "done({request_vendor_headers: {'X-Signature': 'computed'}});"}]
-           |                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ not executed
+        73 |         {"name": "where", "type": "query", "vendorName": "converter:toBazaarvoice", "vendorType": "query"}
+           |                                                          ^^^^^^^^^^^^^^^^^^^^^^^^^ not executed: the parameter is not sent (a warning at run)
            |
-        hint: the engine runs no JavaScript: do the work with parameters, templates and `nextResource` chains, or remove the hooks
+        hint: the engine executes `converter:toQueryParameters`, `converter:toODataFilter`, `converter:toODataV3Filter`; else map the value with plain parameters, or remove the parameter
     "#);
     insta::assert_snapshot!(raw_requests(&server).await, @r#"
         POST /token
@@ -133,18 +133,18 @@ async fn strict_runs_refuse_what_would_differ_and_send_nothing() {
         ----- stdout -----
 
         ----- stderr -----
-        warning[W0501]: resource `list-contacts` has 1 JavaScript hook (`preRequest`); the engine accepts but never executes it: a `preRequest` hook sets headers or authentication, so the request may go out unauthenticated
-          --> tests/fixtures/run/provisioning/connector.json:72:16
+        warning[W0501]: parameter `where` uses converter `toBazaarvoice`, which the engine does not execute
+          --> tests/fixtures/run/provisioning/connector.json:73:58
            |
-        72 |       "hooks": [{"type": "preRequest", "body": "done({request_vendor_headers: {'X-Signature': 'computed'}});"}]
-           |                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ not executed
+        73 |         {"name": "where", "type": "query", "vendorName": "converter:toBazaarvoice", "vendorType": "query"}
+           |                                                          ^^^^^^^^^^^^^^^^^^^^^^^^^ not executed: the parameter is not sent (a warning at run)
            |
-        hint: the engine runs no JavaScript: do the work with parameters, templates and `nextResource` chains, or remove the hooks
+        hint: the engine executes `converter:toQueryParameters`, `converter:toODataFilter`, `converter:toODataV3Filter`; else map the value with plain parameters, or remove the parameter
         error: run of `list-contacts` refused in strict mode: 1 part of what it executes would not run as on the platform; nothing was sent
-          --> tests/fixtures/run/provisioning/connector.json:72:16
+          --> tests/fixtures/run/provisioning/connector.json:73:58
            |
-        72 |       "hooks": [{"type": "preRequest", "body": "done({request_vendor_headers: {'X-Signature': 'computed'}});"}]
-           |                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ defined here
+        73 |         {"name": "where", "type": "query", "vendorName": "converter:toBazaarvoice", "vendorType": "query"}
+           |                                                          ^^^^^^^^^^^^^^^^^^^^^^^^^ defined here
            |
         hint: the warnings above say what would differ: run without `--strict` to send it anyway, each difference then a warning, or change the connector so that it needs none
     "#);

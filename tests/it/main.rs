@@ -13,6 +13,7 @@ mod cli;
 mod compat_run;
 mod engine_test;
 mod fidelity;
+mod hooks;
 mod hostile;
 mod hostile_run;
 mod instance_lifecycle;

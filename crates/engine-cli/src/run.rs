@@ -1056,6 +1056,7 @@ impl Observer for Verbose<'_> {
             } => {
                 format!("note: `{resource}` answered without `{path}`; `{key}` not saved")
             }
+            Event::HookLog { resource, line } => format!("hook: `{resource}`: {line}"),
             Event::LifetimeAdjusted(adjusted) => match adjusted.problem {
                 LifetimeProblem::Unusable => format!(
                     "note: the vendor's `{}` of `{}` is not a number of seconds; the token is taken to live {} s (saved as such)",
@@ -1154,6 +1155,9 @@ fn json_event(event: &Event) -> Option<serde_json::Value> {
             "key": key,
             "lifecycle": lifecycle,
         }),
+        Event::HookLog { resource, line } => {
+            json!({"event": "hook-log", "resource": resource, "line": line})
+        }
         Event::LifetimeAdjusted(adjusted) => json!({
             "event": "lifetime-adjusted",
             "key": adjusted.key,

@@ -12,7 +12,10 @@
 //! - `engine/auth-none`: a connector with `"authentication": {"type": "none"}`;
 //! - `engine/custom-fresh`: `connectors/demo.json` (custom lifecycle) with an instance whose
 //!   token was obtained now and lives a day. The server has no token endpoint: a refresh would
-//!   fail the run, so none is made.
+//!   fail the run, so none is made;
+//! - `engine/pre-hook`: `engine/auth-none` with its `Authorization` header set by a connector-wide
+//!   JavaScript `preRequest` hook instead of a parameter (docs/hooks.md): the difference is what
+//!   a typical hook costs.
 //!
 //! Throughput is in requests per second (one element = one request). Run with
 //! `cargo bench -p engine-runtime --bench run`; see docs/BENCHMARKS.md. Each variant is measured
@@ -64,6 +67,7 @@ fn bench_run(c: &mut Criterion) {
     for (name, fixture) in [
         ("engine/auth-none", &setup.none),
         ("engine/custom-fresh", &setup.custom),
+        ("engine/pre-hook", &setup.hooked),
     ] {
         group.bench_function(name, |b| {
             b.iter_custom(|iterations| {

@@ -11,11 +11,15 @@ use engine_spec::{Connector, NotExecuted, NotExecutedKind, Resource};
 
 use crate::auth::Scheme;
 
-/// True when the engine runs `what` as the platform did. Today it runs no JavaScript hook and
-/// no converter.
+/// True when the engine runs `what` as the platform did: `preRequest` and `postRequest` hooks
+/// run (`crate::hooks`), `event` hooks do not (they belong to webhooks); the converters the
+/// connector keeps here are the ones the engine lacks (the executed ones are not recorded).
 pub fn executed(what: &NotExecutedKind) -> bool {
     match what {
-        NotExecutedKind::Hooks(_) | NotExecutedKind::Converter(_) => false,
+        NotExecutedKind::Hooks(kinds) => kinds
+            .iter()
+            .all(|kind| kind == "preRequest" || kind == "postRequest"),
+        NotExecutedKind::Converter(_) => false,
     }
 }
 

@@ -26,6 +26,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::configuration::Configuration;
 use crate::differences::{changes_the_request, differences, of_resource, plan};
 use crate::extract::{Extracted, extract};
+use crate::hooks::exchange;
 use crate::observer::{Event, Observer, RefreshReason, RefreshReport};
 use crate::prepared_request::{PreparedRequest, SecretSlot};
 use crate::redact::Redactor;
@@ -45,6 +46,7 @@ pub struct Engine {
     timeout: Duration,
     policy: RetryPolicy,
     lock_timeout: Option<Duration>,
+    hook_budget: Duration,
     flights: Arc<Flights>,
     strict: bool,
 }
@@ -58,6 +60,7 @@ pub struct EngineBuilder {
     clock: Arc<dyn Clock>,
     policy: RetryPolicy,
     lock_timeout: Option<Duration>,
+    hook_budget: Duration,
     transport: Option<Arc<dyn Transport>>,
     strict: bool,
 }
@@ -80,6 +83,7 @@ impl EngineBuilder {
             clock: Arc::new(SystemClock),
             policy: RetryPolicy::default(),
             lock_timeout: Some(Duration::from_secs(30)),
+            hook_budget: crate::hooks::DEFAULT_BUDGET,
             transport: None,
             strict: false,
         }
@@ -146,6 +150,13 @@ impl EngineBuilder {
         self
     }
 
+    /// How long one JavaScript hook may run (250 ms by default); past it, the run fails naming
+    /// the hook (docs/hooks.md).
+    pub fn hook_budget(mut self, budget: Duration) -> Self {
+        self.hook_budget = budget;
+        self
+    }
+
     /// Sends through `transport` instead of HTTP: a [`crate::RecordingTransport`] for a dry
     /// run, a replaying one for tests. The connect timeout and body limit then do not apply;
     /// the run's timeout does.
@@ -175,6 +186,7 @@ impl EngineBuilder {
             timeout: self.timeout,
             policy: self.policy,
             lock_timeout: self.lock_timeout,
+            hook_budget: self.hook_budget,
             flights: Arc::default(),
             strict: self.strict,
         })
@@ -957,7 +969,9 @@ impl<'a> Run<'a> {
             None => self.prepare(resource, inputs, bound, previous, true)?,
         };
         self.learn_sent(&prepared);
-        let mut response = self.send(&prepared, false).await?;
+        let (prepared, mut response) = self
+            .send_hooked(resource, inputs, previous, prepared, false)
+            .await?;
         let rejected = |response: &VendorResponse| {
             self.connector
                 .session()
@@ -978,7 +992,10 @@ impl<'a> Run<'a> {
             let started = Instant::now();
             let prepared = self.prepare(resource, inputs, bound, previous, true)?;
             self.learn_sent(&prepared);
-            let retried = self.send(&prepared, false).await;
+            let retried = self
+                .send_hooked(resource, inputs, previous, prepared, false)
+                .await
+                .map(|(_, response)| response);
             self.report_retry(resource, &retried, started.elapsed(), response.status);
             response = retried?;
             if rejected(&response) {
@@ -1105,7 +1122,7 @@ impl<'a> Run<'a> {
         step: &Step<'_>,
         previous: Option<&Value>,
     ) -> Result<VendorResponse, RunError> {
-        let (request, location) = match step {
+        let (request, hooked) = match step {
             Step::Resource {
                 resource,
                 inputs,
@@ -1115,7 +1132,7 @@ impl<'a> Run<'a> {
                 self.tell_differences(Some(resource));
                 self.ran.push(resource.index());
                 let request = self.prepare(resource, inputs, &[], previous, !obtains_token)?;
-                (request, Some(resource.location()))
+                (request, Some((*resource, inputs)))
             }
             Step::Token(grant) => {
                 self.tell_differences(None);
@@ -1131,8 +1148,9 @@ impl<'a> Run<'a> {
             }
         };
         self.learn_sent(&request);
+        let location = hooked.map(|(resource, _)| resource.location());
         let response = self
-            .send_lifecycle(&request, &step.name())
+            .send_lifecycle(request, &step.name(), hooked, previous)
             .await
             .map_err(|error| match location {
                 Some(location) => error.at(location),
@@ -1247,6 +1265,83 @@ impl<'a> Run<'a> {
             })
     }
 
+    /// Sends `request`, built for `resource`, between its JavaScript hooks and the connector's
+    /// (docs/hooks.md): the `preRequest` hooks may change what is sent or, with
+    /// `continue: false`, answer instead of the vendor; the `postRequest` hooks may change the
+    /// answer (not a `--dry-run`'s made-up one). Configuration values they return are saved like
+    /// a response's; what they compute from secrets is learnt as a secret. Gives the request as
+    /// sent and the answer.
+    async fn send_hooked(
+        &mut self,
+        resource: &Resource,
+        inputs: &Inputs,
+        previous: Option<&Value>,
+        request: PreparedRequest,
+        lifecycle: bool,
+    ) -> Result<(PreparedRequest, VendorResponse), RunError> {
+        if resource.hooks().is_empty() && self.connector.hooks().is_empty() {
+            let response = self.send(&request, lifecycle).await?;
+            return Ok((request, response));
+        }
+        let mut site = exchange::Site {
+            connector: self.connector,
+            resource,
+            inputs,
+            previous,
+            configuration: self.configuration.to_map(),
+            now_ms: self.engine.now_ms(),
+            budget: self.engine.hook_budget,
+        };
+        let before = exchange::before(&mut site, request, &self.redactor)?;
+        self.absorb_hooks(resource, before.effects);
+        let request = before.request;
+        self.learn_sent(&request);
+        let response = match before.skipped {
+            Some(answer) => answer,
+            None => self.send(&request, lifecycle).await?,
+        };
+        if response.is_recorded() {
+            return Ok((request, response));
+        }
+        site.now_ms = self.engine.now_ms();
+        let (response, effects) = exchange::after(&mut site, &request, response, &self.redactor)?;
+        self.absorb_hooks(resource, effects);
+        Ok((request, response))
+    }
+
+    /// Keeps what hooks gave besides the request and response: their log lines (masked, to the
+    /// observer), the values they made from secrets (learnt), the configuration values they
+    /// returned (saved; a lifecycle step that saves also sets `authentication.time`).
+    fn absorb_hooks(&mut self, resource: &Resource, effects: exchange::Effects) {
+        for (input, made) in &effects.derived {
+            if self.redactor.finds_secret(input) {
+                self.redactor.learn(made);
+            }
+        }
+        let mut saved = effects.saved;
+        if !saved.is_empty()
+            && matches!(
+                resource.kind(),
+                ResourceType::ProvisionAuthValidation | ResourceType::OnRefresh
+            )
+            && !saved.contains_key("authentication.time")
+        {
+            saved.insert(
+                "authentication.time".to_owned(),
+                Value::String(self.engine.now_ms().to_string()),
+            );
+        }
+        if !saved.is_empty() {
+            self.save(&saved);
+        }
+        for line in effects.logs {
+            self.observer.event(&Event::HookLog {
+                resource: resource.display_name(),
+                line: self.redactor.redact(&line),
+            });
+        }
+    }
+
     /// Sends `request` through the engine's transport and retry policy.
     async fn send(
         &self,
@@ -1267,11 +1362,20 @@ impl<'a> Run<'a> {
     /// Sends a lifecycle request (token endpoints, lifecycle resources) with the lifecycle's
     /// retries; an error status is an authentication failure of `step`, with the vendor's error.
     pub(crate) async fn send_lifecycle(
-        &self,
-        request: &PreparedRequest,
+        &mut self,
+        request: PreparedRequest,
         step: &str,
+        hooked: Option<(&Resource, &Inputs)>,
+        previous: Option<&Value>,
     ) -> Result<VendorResponse, RunError> {
-        let response = self.send(request, true).await?;
+        let response = match hooked {
+            Some((resource, inputs)) => {
+                self.send_hooked(resource, inputs, previous, request, true)
+                    .await?
+                    .1
+            }
+            None => self.send(&request, true).await?,
+        };
         if response.is_success() {
             return Ok(response);
         }

@@ -50,6 +50,7 @@ mod configuration;
 mod differences;
 mod engine;
 mod extract;
+mod hooks;
 mod observer;
 mod prepared_request;
 mod redact;

@@ -122,6 +122,13 @@ pub enum Event {
         /// Where the resource is declared.
         location: engine_spec::Location,
     },
+    /// A JavaScript hook run around `resource` logged a line (`console.log`), secrets masked.
+    HookLog {
+        /// The resource's display name.
+        resource: String,
+        /// The line.
+        line: String,
+    },
     /// The token lifetime a vendor sent was not taken as sent: no number of seconds (the
     /// default is used) or longer than a year (a year is used); the instance keeps the one used.
     LifetimeAdjusted(crate::auth::lifetime::LifetimeAdjusted),

@@ -231,6 +231,19 @@ pub enum RunErrorKind {
         /// Why.
         message: String,
     },
+    /// A JavaScript hook failed: it threw, ran past its time budget or its memory cap, or
+    /// answered something unusable. The run stops; nothing it computed is kept.
+    #[error("{hook} failed{}: {message}", at.map(|(line, column)| format!(" at line {line}, column {column} of its script")).unwrap_or_default())]
+    Hook {
+        /// Which hook (`the connector's `preRequest` hook`).
+        hook: String,
+        /// What happened, secrets masked.
+        message: String,
+        /// Where in the script (line, column), when known.
+        at: Option<(usize, usize)>,
+        /// The vendor's answer a `postRequest` hook was given, masked (empty before the call).
+        body: String,
+    },
     /// The resource's type is accepted at load but never executed (webhooks, `oauthOnAuthorizeUrl`, ...).
     #[error(
         "resource `{resource}` of type `{kind}` is never executed by the engine; nothing was sent"

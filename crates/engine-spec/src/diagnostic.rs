@@ -73,6 +73,8 @@ codes! {
     InvalidTemplate = "E0103", Error, "invalid-template";
     /// A JSONPath that does not compile.
     InvalidJsonPath = "E0104", Error, "invalid-jsonpath";
+    /// A JavaScript hook whose body does not parse.
+    InvalidHook = "E0105", Error, "invalid-hook";
     /// `expires_in` is saved but no resource can refresh the token.
     NoRefresh = "E0201", Error, "no-refresh";
     /// `session.management` is `fixed` but `session.timeout` is missing.
@@ -87,7 +89,7 @@ codes! {
     ChainCycle = "E0303", Error, "chain-cycle";
     /// A `nextResource` chain is longer than 5.
     ChainTooLong = "E0304", Error, "chain-too-long";
-    /// Part of the file that the engine accepts but never executes (JavaScript hooks, converters,
+    /// Part of the file that the engine accepts but never executes (`event` hooks, converters,
     /// webhook resources, OAuth 1, JDBC, events, bulk, pagination).
     NotExecuted = "W0501", Warning, "not-executed";
     /// A field the engine does not know, next to the ones it does (probably a typo).

@@ -28,6 +28,7 @@
 mod borrowed_json;
 mod check;
 mod diagnostic;
+pub mod hook;
 pub mod jsonpath;
 pub mod kinds;
 mod model;

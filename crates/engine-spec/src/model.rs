@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::hook::Hook;
 use crate::jsonpath::JsonPath;
 use crate::kinds::{
     ConfigType, DataType, Grant, ParameterKind, RefreshIn, ResourceType, SessionManagement, Source,
@@ -111,6 +112,8 @@ pub struct Connector {
     pub(crate) configuration: Vec<ConfigProperty>,
     pub(crate) parameters: Vec<Parameter>,
     pub(crate) resources: Vec<Resource>,
+    /// The connector-wide hooks, run around every resource's own.
+    pub(crate) hooks: Vec<Hook>,
     /// The keys response parameters save, computed once by `validate`.
     pub(crate) saved_keys: Vec<String>,
     /// Every key the connector knows (declared, reserved, saved), with whether its values are
@@ -172,6 +175,11 @@ impl Connector {
     /// The connector key (or the file stem).
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The connector-wide JavaScript hooks, run around every resource's own (docs/hooks.md).
+    pub fn hooks(&self) -> &[Hook] {
+        &self.hooks
     }
 
     /// How the engine authenticates.
@@ -641,7 +649,7 @@ pub struct Resource {
     pub(crate) next: Option<usize>,
     pub(crate) root_key: Option<JsonPath>,
     pub(crate) request_root: Option<String>,
-    pub(crate) hooks_may_authenticate: bool,
+    pub(crate) hooks: Vec<Hook>,
     pub(crate) location: Location,
 }
 
@@ -707,11 +715,9 @@ impl Resource {
         self.request_root.as_deref()
     }
 
-    /// True when a `preRequest` JavaScript hook of the resource or the connector touches headers
-    /// or authentication: the engine never runs hooks, so the request may go out without what
-    /// the hook would have added (warned at validate and at run).
-    pub fn hooks_may_authenticate(&self) -> bool {
-        self.hooks_may_authenticate
+    /// Its own JavaScript hooks, in file order (docs/hooks.md).
+    pub fn hooks(&self) -> &[Hook] {
+        &self.hooks
     }
 
     /// Where it is declared.

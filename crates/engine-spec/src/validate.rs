@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::check;
 use crate::diagnostic::{Code, Diagnostic, Severity};
+use crate::hook::{Hook, HookKind};
 use crate::jsonpath::JsonPath;
 use crate::kinds::{
     AuthenticationType, ConfigType, DataType, Grant, ParameterKind, RefreshIn, SessionManagement,
@@ -414,6 +415,7 @@ impl Builder<'_> {
             configuration,
             parameters,
             resources,
+            hooks: self.hooks(&raw.hooks, &JsonPointer::root()),
             saved_keys: Vec::new(),
             known_keys: HashMap::default(),
             defaults: serde_json::Map::new(),
@@ -622,6 +624,29 @@ impl Builder<'_> {
         DataType::String
     }
 
+    /// The hooks written under `parent`'s `hooks`: those with a known `type` and a non-empty
+    /// `body` (exports carry empty ones; an unknown type is reported by the schema).
+    fn hooks(&self, hooks: &[Value], parent: &JsonPointer) -> Vec<Hook> {
+        hooks
+            .iter()
+            .enumerate()
+            .filter_map(|(index, hook)| {
+                let kind = HookKind::parse(hook.get("type")?.as_str()?)?;
+                let body = hook.get("body")?.as_str()?;
+                if body.trim().is_empty() {
+                    return None;
+                }
+                Some(Hook {
+                    kind,
+                    body: body.into(),
+                    legacy: hook.get("isLegacy").and_then(Value::as_bool) == Some(true),
+                    location: self
+                        .location(parent.clone().field("hooks").index(index).field("body")),
+                })
+            })
+            .collect()
+    }
+
     fn resource(&mut self, index: usize, raw: &RawResource) -> Resource {
         let pointer = JsonPointer::root().field("resources").index(index);
         let parameters: Vec<Parameter> = raw
@@ -698,8 +723,7 @@ impl Builder<'_> {
             next: None,
             root_key,
             request_root,
-            hooks_may_authenticate: hooks_may_authenticate(&raw.hooks)
-                || hooks_may_authenticate(&self.raw.hooks),
+            hooks: self.hooks(&raw.hooks, &pointer),
             location: self.location(pointer),
         }
     }
@@ -835,23 +859,6 @@ impl Builder<'_> {
             }
         }
     }
-}
-
-/// True when a `preRequest` JavaScript hook mentions headers or authentication: the engine does
-/// not run it, so the request may go out without what the hook would have added.
-fn hooks_may_authenticate(hooks: &[Value]) -> bool {
-    hooks.iter().any(|hook| {
-        hook.get("type").and_then(Value::as_str) == Some("preRequest")
-            && hook
-                .get("body")
-                .and_then(Value::as_str)
-                .is_some_and(|body| {
-                    let body = body.to_ascii_lowercase();
-                    ["headers", "authorization", "token", "signature"]
-                        .iter()
-                        .any(|word| body.contains(word))
-                })
-    })
 }
 
 /// Where a parameter's value goes when it has no `vendorType`: decided here, once, for every

@@ -80,6 +80,38 @@ const NO_AUTH_CONNECTOR: &str = r#"{
   ]
 }"#;
 
+/// The same call with the `Authorization` header set by a connector-wide `preRequest` hook from
+/// the configuration, as element.json exports do (docs/hooks.md).
+const PRE_HOOK_CONNECTOR: &str = r#"{
+  "name": "Bench, pre-request hook",
+  "key": "bench-hook",
+  "authentication": {"type": "none"},
+  "configuration": [
+    {"key": "base.url", "name": "Base URL", "type": "TEXTFIELD_1000", "required": true},
+    {"key": "access.token", "name": "Access token", "type": "PASSWORD", "required": true}
+  ],
+  "parameters": [
+    {"name": "application/json", "type": "value", "vendorName": "Accept", "vendorType": "header"}
+  ],
+  "hooks": [
+    {"type": "preRequest", "mimeType": "application/javascript", "isLegacy": false,
+     "body": "let headers = request_vendor_headers;\nheaders['Authorization'] = 'Bearer ' + configuration['access.token'];\ndone({request_vendor_headers: headers});"}
+  ],
+  "resources": [
+    {
+      "name": "get-contact",
+      "type": "API",
+      "method": "GET",
+      "path": "/contacts/{id}",
+      "vendorMethod": "GET",
+      "vendorPath": "/api/v1/contacts/{id}",
+      "parameters": [
+        {"name": "id", "type": "path", "vendorName": "id", "vendorType": "path", "required": true}
+      ]
+    }
+  ]
+}"#;
+
 fn connector(path: &str, text: &str) -> Connector {
     let report = engine_spec::validate(SourceFile::new(path, text));
     assert!(
@@ -160,6 +192,8 @@ pub(crate) struct Setup {
     pub(crate) none: Arc<Fixture>,
     /// `connectors/demo.json` with a fresh token.
     pub(crate) custom: Arc<Fixture>,
+    /// `none`'s call with its `Authorization` set by a connector-wide `preRequest` hook.
+    pub(crate) hooked: Arc<Fixture>,
 }
 
 impl Setup {
@@ -190,6 +224,10 @@ impl Setup {
                 "expires_in": "86400",
             })),
         );
+        let hooked = fixture(
+            connector("bench-hook.json", PRE_HOOK_CONNECTOR),
+            state(json!({"base.url": base, "access.token": TOKEN})),
+        );
         let setup = Self {
             runtime,
             url,
@@ -203,6 +241,7 @@ impl Setup {
             engine: Engine::new().expect("an engine"),
             none,
             custom,
+            hooked,
         };
         setup.runtime.block_on(async {
             let expected: Value = serde_json::from_str(BODY).expect("JSON");
@@ -210,6 +249,7 @@ impl Setup {
             assert_eq!(body, expected);
             assert_eq!(setup.none.run_once(&setup.engine).await, expected);
             assert_eq!(setup.custom.run_once(&setup.engine).await, expected);
+            assert_eq!(setup.hooked.run_once(&setup.engine).await, expected);
         });
         setup
     }

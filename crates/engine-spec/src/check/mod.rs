@@ -17,6 +17,7 @@
 //! | [`secrets`] | W0506 `secret-in-value`, W0507 `password-default` |
 //! | [`unsupported`] | W0501 `not-executed` |
 //! | [`paths`] | W0511 `unused-path-parameter` |
+//! | [`hooks`] | E0105 `invalid-hook` |
 //! | [`fields`] | E0004 `not-a-connector`, E0005 `misspelled-field`, W0502 `unknown-field` |
 
 use std::path::Path;
@@ -28,6 +29,7 @@ use crate::raw::RawConnector;
 mod auth;
 mod chains;
 mod fields;
+mod hooks;
 mod keys;
 mod lifecycle;
 mod paths;
@@ -74,7 +76,9 @@ pub(crate) fn run(
     chains::check(&input, diagnostics);
     paths::check(&input, diagnostics);
     secrets::check(&input, diagnostics);
-    unsupported::check(&input, diagnostics)
+    let not_executed = unsupported::check(&input, diagnostics);
+    hooks::check(text, &input, diagnostics);
+    not_executed
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! W0501: parts of element.json exports the engine accepts but never executes: JavaScript hooks,
-//! parameter converters, the resources it never runs (the webhook resources,
+//! W0501: parts of element.json exports the engine accepts but never executes: `event` hooks
+//! (`preRequest` and `postRequest` hooks run, docs/hooks.md), parameter converters, the resources it never runs (the webhook resources,
 //! `oauthOnAuthorizeUrl`, `oauth2Password`), OAuth 1, protocols other than HTTP (`jdbc`, `odata`),
 //! pagination, events and bulk.
 //!
@@ -19,10 +19,22 @@ use crate::pointer::JsonPointer;
 use crate::raw::RawParameter;
 use crate::source::Location;
 
-const HOOKS_HELP: &str = "the engine runs no JavaScript: do the work with parameters, templates \
-                          and `nextResource` chains, or remove the hooks";
+const HOOKS_HELP: &str = "`event` hooks turn a vendor's webhook payload into events; the engine \
+                          receives no webhooks yet, so they never run (`preRequest` and \
+                          `postRequest` hooks do)";
+
+/// The `event` hooks of a `hooks` array: the only ones the engine does not run.
+fn event_hooks(hooks: &[Value]) -> Vec<Value> {
+    hooks
+        .iter()
+        .filter(|hook| hook.get("type").and_then(Value::as_str) == Some("event"))
+        .cloned()
+        .collect()
+}
 
 /// Pushes the W0501 warnings; returns the ones a run must say (hooks and converters).
+/// Pushes the W0501 warnings; returns the ones a run must say (converters it lacks). The
+/// `event` hooks are only said here: they turn webhooks into events and never touch a request.
 pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec<NotExecuted> {
     connector_wide(input, diagnostics);
     let mut at_run = Vec::new();
@@ -37,22 +49,20 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec
         });
         diagnostics.push(diagnostic);
     };
-    if !input.raw.hooks.is_empty() {
-        keep(
+    let events = event_hooks(&input.raw.hooks);
+    if !events.is_empty() {
+        diagnostics.push(
             Diagnostic::new(
                 Code::NotExecuted,
                 Location::new(input.file, JsonPointer::root().field("hooks")),
                 format!(
                     "the connector has {}; the engine accepts but never executes {}",
-                    describe_hooks(&input.raw.hooks),
-                    them(&input.raw.hooks)
+                    describe_hooks(&events),
+                    them(&events)
                 ),
             )
             .with_label("not executed")
             .with_help(HOOKS_HELP),
-            None,
-            NotExecutedKind::Hooks(hook_kinds(&input.raw.hooks)),
-            diagnostics,
         );
     }
     for (index, parameter) in input.raw.parameters.iter().enumerate() {
@@ -91,28 +101,20 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec
                 .with_label("the engine never runs this resource type; `engine run` refuses it")
                 .with_help("remove the resource, or run the call it makes as an `API` resource"),
             );
-        } else if !raw.hooks.is_empty() {
-            let authentication = if resource.hooks_may_authenticate() {
-                ": a `preRequest` hook sets headers or authentication, so the request may go out \
-                 unauthenticated"
-            } else {
-                ""
-            };
-            keep(
+        } else if !event_hooks(&raw.hooks).is_empty() {
+            let events = event_hooks(&raw.hooks);
+            diagnostics.push(
                 Diagnostic::new(
                     Code::NotExecuted,
                     Location::new(input.file, pointer.field("hooks")),
                     format!(
-                        "resource `{name}` has {}; the engine accepts but never executes {}{authentication}",
-                        describe_hooks(&raw.hooks),
-                        them(&raw.hooks)
+                        "resource `{name}` has {}; the engine accepts but never executes {}",
+                        describe_hooks(&events),
+                        them(&events)
                     ),
                 )
                 .with_label("not executed")
                 .with_help(HOOKS_HELP),
-                Some(resource.index()),
-                NotExecutedKind::Hooks(hook_kinds(&raw.hooks)),
-                diagnostics,
             );
         }
         for (position, parameter) in raw.parameters.iter().enumerate() {
@@ -337,8 +339,8 @@ mod tests {
     #[test]
     fn hooks_warn_once_per_site() {
         let text = r#"{"hooks": [{"type": "event", "body": "x"}], "resources": [
-            {"name": "a", "type": "api", "hooks": [{"type": "preRequest"}, {"type": "postRequest"}, {"type": "preRequest"}]},
-            {"name": "b", "type": "api", "hooks": []},
+            {"name": "a", "type": "api", "hooks": [{"type": "preRequest"}, {"type": "event"}, {"type": "event"}]},
+            {"name": "b", "type": "api", "hooks": [{"type": "preRequest"}, {"type": "postRequest"}]},
             {"name": "c", "type": "onDeleteWebhook", "hooks": [{"type": "preRequest"}]}]}"#;
         let found = with_code(text, Code::NotExecuted);
         let messages: Vec<&str> = found.iter().map(|d| d.message.as_str()).collect();
@@ -346,7 +348,7 @@ mod tests {
             messages,
             [
                 "the connector has 1 JavaScript hook (`event`); the engine accepts but never executes it",
-                "resource `a` has 3 JavaScript hooks (`preRequest`, `postRequest`); the engine accepts but never executes them",
+                "resource `a` has 2 JavaScript hooks (`event`); the engine accepts but never executes them",
                 "resource `c` of type `ON DELETE WEBHOOK` and its 1 JavaScript hook (`preRequest`) are accepted but never executed",
             ]
         );
@@ -369,11 +371,12 @@ mod tests {
     #[test]
     fn a_large_export_warns_once_per_site_and_feature() {
         // The shape of a real export: the connector's hooks, resources with hooks (one of a
-        // never-run type), pagination on several resources, events and bulk settings.
-        let text = r#"{"hooks": [{"type": "preRequest"}], "bulkDownloadEnabled": true,
+        // never-run type), pagination on several resources, events and bulk settings. Only
+        // `event` hooks warn: `preRequest` and `postRequest` hooks run.
+        let text = r#"{"hooks": [{"type": "event"}], "bulkDownloadEnabled": true,
             "configuration": [{"key": "event.poller.refresh_interval"}, {"key": "bulk.query.field_name"}],
             "resources": [
-              {"name": "a", "type": "api", "paginationType": "VENDOR_SUPPORTED", "hooks": [{"type": "postRequest"}]},
+              {"name": "a", "type": "api", "paginationType": "VENDOR_SUPPORTED", "hooks": [{"type": "postRequest"}, {"type": "event"}]},
               {"name": "b", "type": "api", "nextPageKey": "next", "hooks": [{"type": "preRequest"}]},
               {"name": "c", "type": "oauthOnAuthroizeUrl", "hooks": [{"type": "preRequest"}]},
               {"name": "d", "type": "api", "paginationType": "VENDOR_SUPPORTED"}]}"#;
@@ -387,7 +390,6 @@ mod tests {
                 "/configuration/0/key",
                 "/resources/0/paginationType",
                 "/resources/0/hooks",
-                "/resources/1/hooks",
                 "/resources/2/type",
             ]
         );

@@ -1,0 +1,111 @@
+// Run once per sandbox, before any hook (docs/hooks.md). Gets the native helpers, locks the
+// global scope down, and returns the sandbox's private functions (never reachable by a hook).
+(function (natives) {
+  "use strict";
+  const DONE = {};
+  const global = globalThis;
+
+  // No eval of strings: neither `eval` nor any function constructor.
+  const refuse = function () {
+    throw new EvalError("eval and Function() are not available in hooks");
+  };
+  delete global.eval;
+  for (const f of [function () {}, function* () {}, async function () {}, async function* () {}]) {
+    Object.defineProperty(Object.getPrototypeOf(f), "constructor", { value: refuse });
+  }
+  refuse.prototype = Function.prototype;
+  global.Function = refuse;
+
+  // Time from the engine's clock: `Date.now()` and `new Date()` read the run's time.
+  const RealDate = Date;
+  const EngineDate = function Date(...args) {
+    if (!new.target) {
+      return new RealDate(natives.now()).toString();
+    }
+    return args.length === 0 ? new RealDate(natives.now()) : new RealDate(...args);
+  };
+  EngineDate.prototype = RealDate.prototype;
+  EngineDate.now = () => natives.now();
+  EngineDate.parse = RealDate.parse;
+  EngineDate.UTC = RealDate.UTC;
+  Object.defineProperty(RealDate.prototype, "constructor", { value: EngineDate });
+  global.Date = EngineDate;
+
+  const show = (value) => {
+    if (typeof value === "string") return value;
+    try {
+      const text = JSON.stringify(value);
+      return text === undefined ? String(value) : text;
+    } catch (_) {
+      return String(value);
+    }
+  };
+  const log = (...args) => natives.log(args.map(show).join(" "));
+  const console = Object.freeze({ log, info: log, warn: log, error: log, debug: log });
+
+  const CE = Object.freeze({
+    b64: (text) => natives.b64(String(text)),
+    decodeB64: (text) => natives.decodeB64(String(text)),
+    md5: (text) => natives.md5(String(text)),
+    sha1: (text) => natives.sha1(String(text)),
+    sha256: (text) => natives.sha256(String(text)),
+    hmacSha1Base64: (key, text) => natives.hmacSha1Base64(String(key), String(text)),
+    hmacSha256Base64: (key, text) => natives.hmacSha256Base64(String(key), String(text)),
+    hmacSha256Hex: (key, text) => natives.hmacSha256Hex(String(key), String(text)),
+    randomString: (length) => natives.randomString(length === undefined ? 16 : Number(length)),
+    uuid: () => natives.uuid(),
+    decodeJwt: (token) => {
+      const parts = String(token).split(".");
+      if (parts.length < 2) throw new TypeError("CE.decodeJwt: not a JWT (expected header.payload.signature)");
+      const decode = (part) => JSON.parse(natives.decodeB64(part.replace(/-/g, "+").replace(/_/g, "/")));
+      return { header: decode(parts[0]), payload: decode(parts[1]) };
+    },
+  });
+
+  const require = (name) => {
+    throw new Error(
+      "require('" + String(name) + "') is not available: hooks run without Node.js modules " +
+        "(no network, no file system, no lodash); write the code in the hook itself",
+    );
+  };
+
+  const done = function (answer) {
+    natives.done(answer === undefined || answer === null ? {} : answer);
+    throw DONE;
+  };
+  const fixed = { CE, console, require, done, print: log };
+  for (const name of Object.keys(fixed)) {
+    Object.defineProperty(global, name, { value: fixed[name], writable: false, configurable: false });
+  }
+
+  // Freeze the built-ins so that what one hook does to them (prototype pollution) cannot reach
+  // another hook run in the same sandbox.
+  const seen = new Set();
+  const freeze = (value) => {
+    if ((typeof value !== "object" && typeof value !== "function") || value === null || seen.has(value)) return;
+    seen.add(value);
+    Object.freeze(value);
+    for (const key of Reflect.ownKeys(value)) {
+      const descriptor = Object.getOwnPropertyDescriptor(value, key);
+      if (descriptor && "value" in descriptor) freeze(descriptor.value);
+    }
+    freeze(Object.getPrototypeOf(value));
+  };
+  for (const name of Object.getOwnPropertyNames(global)) {
+    if (name !== "globalThis") freeze(global[name]);
+  }
+  const baseline = new Set(Object.getOwnPropertyNames(global));
+
+  return {
+    DONE,
+    // Removes what the previous hook left in the global scope and sets this hook's inputs.
+    enter(inputs) {
+      for (const name of Object.getOwnPropertyNames(global)) {
+        if (!baseline.has(name)) delete global[name];
+      }
+      for (const name of Object.keys(inputs)) {
+        global[name] = inputs[name];
+      }
+    },
+  };
+});

@@ -1,0 +1,249 @@
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value as Json, json};
+
+use super::*;
+
+fn inputs(value: Json) -> Map<String, Json> {
+    match value {
+        Json::Object(map) => map,
+        _ => panic!("inputs are an object"),
+    }
+}
+
+fn call(body: &str, given: Json) -> Result<Answer, Failure> {
+    run(
+        &Arc::from(body),
+        &inputs(given),
+        1_700_000_000_000,
+        DEFAULT_BUDGET,
+    )
+}
+
+fn output(body: &str, given: Json) -> Json {
+    Json::Object(call(body, given).expect("the hook runs").output)
+}
+
+#[test]
+fn done_answers_and_the_first_call_ends_the_script() {
+    let body = "if (configuration.token !== null) { done(); }\n\
+                done({configuration: {token: response_body.token}});";
+    assert_eq!(
+        output(
+            body,
+            json!({"configuration": {"token": "old"}, "response_body": {"token": "new"}})
+        ),
+        json!({})
+    );
+    assert_eq!(
+        output(
+            body,
+            json!({"configuration": {"token": null}, "response_body": {"token": "new"}})
+        ),
+        json!({"configuration": {"token": "new"}})
+    );
+}
+
+#[test]
+fn a_legacy_script_returns_its_answer() {
+    assert_eq!(
+        output("return {continue: false};", json!({})),
+        json!({"continue": false})
+    );
+}
+
+#[test]
+fn inputs_are_globals_and_what_a_hook_leaves_is_gone_for_the_next() {
+    let body = "let h = request_vendor_headers; h['Authorization'] = 'Bearer ' + configuration.token;\n\
+                done({request_vendor_headers: h});";
+    assert_eq!(
+        output(
+            body,
+            json!({"request_vendor_headers": {"Accept": "x"}, "configuration": {"token": "t"}})
+        ),
+        json!({"request_vendor_headers": {"Accept": "x", "Authorization": "Bearer t"}})
+    );
+    // A global left by a hook (through globalThis) does not reach the next one.
+    output("globalThis.leftover = 1; done();", json!({}));
+    assert_eq!(
+        output("done({seen: typeof leftover});", json!({})),
+        json!({"seen": "undefined"})
+    );
+}
+
+#[test]
+fn time_is_the_callers_clock() {
+    assert_eq!(
+        output(
+            "done({now: Date.now(), date: new Date().getTime(), year: new Date(0).getUTCFullYear()});",
+            json!({})
+        ),
+        json!({"now": 1_700_000_000_000_u64, "date": 1_700_000_000_000_u64, "year": 1970})
+    );
+}
+
+#[test]
+fn console_log_is_kept_for_the_caller() {
+    let answer = call("console.log('a', {b: 1}); print('c'); done();", json!({})).unwrap();
+    assert_eq!(answer.logs, ["a {\"b\":1}", "c"]);
+}
+
+#[test]
+fn the_helpers_give_the_known_values() {
+    let body = "done({
+        b64: CE.b64('user:pass'),
+        decoded: CE.decodeB64('dXNlcjpwYXNz'),
+        md5: CE.md5('abc'),
+        sha1: CE.sha1('abc'),
+        sha256: CE.sha256('abc'),
+        hmac1: CE.hmacSha1Base64('key', 'The quick brown fox jumps over the lazy dog'),
+        hmac256: CE.hmacSha256Base64('key', 'The quick brown fox jumps over the lazy dog'),
+        hmac256hex: CE.hmacSha256Hex('key', 'The quick brown fox jumps over the lazy dog'),
+        random: CE.randomString(24).length,
+        uuid: /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(CE.uuid()),
+        jwt: CE.decodeJwt('eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMiLCJleHAiOjE3fQ.sig').payload,
+    });";
+    assert_eq!(
+        output(body, json!({})),
+        json!({
+            "b64": "dXNlcjpwYXNz",
+            "decoded": "user:pass",
+            "md5": "900150983cd24fb0d6963f7d28e17f72",
+            "sha1": "a9993e364706816aba3e25717850c26c9cd0d89d",
+            "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "hmac1": "3nybhbi3iqa8ino29wqQcBydtNk=",
+            "hmac256": "97yD9DBThCSxMpjmqm+xQ+9NWaFJRhdZl0edvC0aPNg=",
+            "hmac256hex": "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8",
+            "random": 24,
+            "uuid": true,
+            "jwt": {"sub": "123", "exp": 17},
+        })
+    );
+}
+
+fn message(failure: Failure) -> String {
+    match failure {
+        Failure::Threw { message, .. } => message,
+        other => panic!("expected a throw, got {other:?}"),
+    }
+}
+
+#[test]
+fn node_modules_eval_and_function_are_refused() {
+    for module in ["fs", "http", "https", "lodash"] {
+        let error = message(
+            call(
+                &format!("const m = require('{module}'); done();"),
+                json!({}),
+            )
+            .unwrap_err(),
+        );
+        assert!(
+            error.contains(&format!("require('{module}') is not available")),
+            "{error}"
+        );
+    }
+    let error = message(call("eval('1 + 1'); done();", json!({})).unwrap_err());
+    assert!(error.contains("eval is not defined"), "{error}");
+    for body in [
+        "Function('return 1')();",
+        "(function(){}).constructor('return 1')();",
+        "(async function(){}).constructor('return 1')();",
+    ] {
+        let error = message(call(body, json!({})).unwrap_err());
+        assert!(error.contains("not available in hooks"), "{body}: {error}");
+    }
+    assert_eq!(
+        output(
+            "done({env: typeof process, std: typeof std, os: typeof os});",
+            json!({})
+        ),
+        json!({"env": "undefined", "std": "undefined", "os": "undefined"})
+    );
+}
+
+#[test]
+fn a_throw_says_where_in_the_script() {
+    let failure = call("var a = 1;\nnull.x;", json!({})).unwrap_err();
+    assert_eq!(
+        failure,
+        Failure::Threw {
+            message: "cannot read property 'x' of null".to_owned(),
+            at: Some((2, 1)),
+        }
+    );
+    assert_eq!(
+        message(call("throw 'plain text';", json!({})).unwrap_err()),
+        "plain text"
+    );
+}
+
+#[test]
+fn an_endless_loop_ends_at_the_budget_and_the_next_hook_runs() {
+    let started = Instant::now();
+    let failure = run(
+        &Arc::from("while (true) {}"),
+        &Map::new(),
+        0,
+        Duration::from_millis(50),
+    )
+    .unwrap_err();
+    assert_eq!(failure, Failure::TimedOut(Duration::from_millis(50)));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Even a loop that catches everything.
+    let failure = run(
+        &Arc::from("for (;;) { try { while (true) {} } catch (e) {} }"),
+        &Map::new(),
+        0,
+        Duration::from_millis(50),
+    )
+    .unwrap_err();
+    assert_eq!(failure, Failure::TimedOut(Duration::from_millis(50)));
+    assert_eq!(output("done({ok: true});", json!({})), json!({"ok": true}));
+}
+
+#[test]
+fn memory_and_recursion_are_bounded() {
+    let bomb = call(
+        "let a = []; while (true) { a.push('x'.repeat(1 << 24) + a.length); }",
+        json!({}),
+    );
+    assert_eq!(bomb.unwrap_err(), Failure::OutOfMemory);
+    let string = call(
+        "let s = 'x'; for (let i = 0; i < 40; i++) { s = s + s; } done({n: s.length});",
+        json!({}),
+    );
+    assert!(
+        matches!(string, Err(Failure::Threw { .. } | Failure::OutOfMemory)),
+        "{string:?}"
+    );
+    let deep =
+        message(call("function f(n) { return f(n + 1) + 1; } f(0);", json!({})).unwrap_err());
+    assert!(deep.contains("call stack"), "{deep}");
+    assert_eq!(output("done({ok: true});", json!({})), json!({"ok": true}));
+}
+
+#[test]
+fn helpers_and_built_ins_cannot_be_changed_for_the_next_hook() {
+    let polluting = "try { CE.b64 = () => 'evil'; } catch (e) {}\n\
+                     try { Object.prototype.polluted = 1; } catch (e) {}\n\
+                     try { Array.prototype.push = () => 0; } catch (e) {}\n\
+                     try { JSON.stringify = () => '{}'; } catch (e) {}\n\
+                     done();";
+    output(polluting, json!({}));
+    assert_eq!(
+        output(
+            "let a = []; a.push(1); done({b64: CE.b64('a'), polluted: ({}).polluted === undefined, a});",
+            json!({})
+        ),
+        json!({"b64": "YQ==", "polluted": true, "a": [1]})
+    );
+}
+
+#[test]
+fn an_answer_that_is_not_an_object_is_refused() {
+    assert!(matches!(
+        call("done('text');", json!({})),
+        Err(Failure::BadAnswer(_))
+    ));
+}
