@@ -1156,3 +1156,37 @@ fn instances_set_reads_secrets_from_stdin_and_clears_needs_reauth() {
     assert_eq!(state.get("engine.status"), None, "{state}");
     assert_eq!(state.get("engine.failures"), None, "{state}");
 }
+
+/// Issue 19: a FIFO or a device given as an instance file to import, or as a test file, is
+/// refused at once (regular files only, read with a bound): never a hang, never a read without
+/// end.
+#[test]
+fn fifos_and_devices_are_refused_not_read() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let fifo = temp.path().join("fifo.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fifo = fifo.to_str().unwrap();
+    for file in [fifo, "/dev/zero"] {
+        let imported =
+            engine_output(&["instances", "import", file, "--id", "x", "--store", &store]);
+        assert_eq!(imported.code, 3, "{}", imported.render());
+        assert!(
+            imported.stderr.contains("not a regular file"),
+            "{}",
+            imported.render()
+        );
+    }
+    let tested = engine_output(&["test", fifo]);
+    assert_ne!(tested.code, 0, "{}", tested.render());
+    assert!(
+        tested.stderr.contains("not a regular file")
+            || tested.stdout.contains("not a regular file"),
+        "{}",
+        tested.render()
+    );
+}
