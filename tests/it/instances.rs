@@ -1190,3 +1190,42 @@ fn fifos_and_devices_are_refused_not_read() {
         tested.render()
     );
 }
+
+/// Issue 19: `engine refresh` without `--ahead` reports an instance it cannot read (here: a
+/// wrong key) as failed, with why, and exits 1, instead of leaving it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_reports_an_instance_it_cannot_read() {
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K1_WRONG: &str = "k1:Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let file = write_file(temp.path(), "sealed", &instance(&server.uri(), 7200));
+    let imported = engine()
+        .args([
+            "instances",
+            "import",
+            file.to_str().unwrap(),
+            "--store",
+            &store,
+        ])
+        .args(["--connector", CONNECTOR])
+        .env("ENGINE_SECRET_KEY", K1)
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{imported:?}");
+    let refreshed = engine()
+        .args(["refresh", "--store", &store])
+        .env("ENGINE_SECRET_KEY", K1_WRONG)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refreshed.stderr);
+    assert_eq!(refreshed.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("failed: sealed: "), "{stderr}");
+    assert!(
+        stderr.contains("does not decrypt with key `k1`"),
+        "{stderr}"
+    );
+    assert!(stderr.ends_with("1 failed\n"), "{stderr}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}

@@ -251,7 +251,10 @@ async fn due_instances(
             let ahead = if let Some(ahead) = args.ahead {
                 ahead
             } else {
+                // One that cannot be read fails the same way when refreshed: it is reported with
+                // the others.
                 let Ok(read) = store.load(&summary.id).await else {
+                    due.push((summary, Duration::ZERO));
                     continue;
                 };
                 lifetime_of(&read.state).map_or(Duration::ZERO, |lifetime| lifetime / 5)
