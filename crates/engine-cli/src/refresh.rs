@@ -333,7 +333,16 @@ async fn refresh_one(
         }
         Err(error) => {
             let outcome = classify(&error);
+            // With its causes: a store's failure says why (`too many clients already`).
             let mut line = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !line.contains(&cause_text) {
+                    let _ = write!(line, ": {cause_text}");
+                }
+                source = cause.source();
+            }
             if outcome == Outcome::Rejected {
                 match set_failures(store, id, true, max_failures).await {
                     Ok(Some(count)) if count >= max_failures => {
