@@ -1156,3 +1156,76 @@ fn instances_set_reads_secrets_from_stdin_and_clears_needs_reauth() {
     assert_eq!(state.get("engine.status"), None, "{state}");
     assert_eq!(state.get("engine.failures"), None, "{state}");
 }
+
+/// Issue 19: a FIFO or a device given as an instance file to import, or as a test file, is
+/// refused at once (regular files only, read with a bound): never a hang, never a read without
+/// end.
+#[test]
+fn fifos_and_devices_are_refused_not_read() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let fifo = temp.path().join("fifo.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fifo = fifo.to_str().unwrap();
+    for file in [fifo, "/dev/zero"] {
+        let imported =
+            engine_output(&["instances", "import", file, "--id", "x", "--store", &store]);
+        assert_eq!(imported.code, 3, "{}", imported.render());
+        assert!(
+            imported.stderr.contains("not a regular file"),
+            "{}",
+            imported.render()
+        );
+    }
+    let tested = engine_output(&["test", fifo]);
+    assert_ne!(tested.code, 0, "{}", tested.render());
+    assert!(
+        tested.stderr.contains("not a regular file")
+            || tested.stdout.contains("not a regular file"),
+        "{}",
+        tested.render()
+    );
+}
+
+/// Issue 19: `engine refresh` without `--ahead` reports an instance it cannot read (here: a
+/// wrong key) as failed, with why, and exits 1, instead of leaving it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_reports_an_instance_it_cannot_read() {
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K1_WRONG: &str = "k1:Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let file = write_file(temp.path(), "sealed", &instance(&server.uri(), 7200));
+    let imported = engine()
+        .args([
+            "instances",
+            "import",
+            file.to_str().unwrap(),
+            "--store",
+            &store,
+        ])
+        .args(["--connector", CONNECTOR])
+        .env("ENGINE_SECRET_KEY", K1)
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{imported:?}");
+    let refreshed = engine()
+        .args(["refresh", "--store", &store])
+        .env("ENGINE_SECRET_KEY", K1_WRONG)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refreshed.stderr);
+    assert_eq!(refreshed.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("failed: sealed: "), "{stderr}");
+    assert!(
+        stderr.contains("does not decrypt with key `k1`"),
+        "{stderr}"
+    );
+    assert!(stderr.ends_with("1 failed\n"), "{stderr}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}

@@ -494,7 +494,7 @@ async fn import(
 }
 
 fn read_instance_file(path: &Path) -> Result<State, Failure> {
-    let text = fs_err::read_to_string(path)
+    let text = crate::input::read_text(path)
         .map_err(|error| Failure::new(error.to_string(), Exit::Invalid))?;
     match serde_json::from_str(&text) {
         Ok(serde_json::Value::Object(state)) => Ok(state),

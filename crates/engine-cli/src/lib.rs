@@ -14,6 +14,7 @@ mod duration;
 mod exit;
 mod explain;
 mod history;
+mod input;
 mod instances;
 mod man;
 mod markdown;

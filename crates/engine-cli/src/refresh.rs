@@ -18,6 +18,9 @@ use crate::history::{self, Recorder, Trigger};
 use crate::instances::{Failure, StoreArgs, open_store, runtime};
 use crate::printer;
 
+/// How long the failure count's write waits for the instance's lock.
+const WRITE_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The status `engine refresh` gives up with.
 const NEEDS_REAUTH: &str = "needs-reauth";
 
@@ -251,7 +254,10 @@ async fn due_instances(
             let ahead = if let Some(ahead) = args.ahead {
                 ahead
             } else {
+                // One that cannot be read fails the same way when refreshed: it is reported with
+                // the others.
                 let Ok(read) = store.load(&summary.id).await else {
+                    due.push((summary, Duration::ZERO));
                     continue;
                 };
                 lifetime_of(&read.state).map_or(Duration::ZERO, |lifetime| lifetime / 5)
@@ -330,7 +336,16 @@ async fn refresh_one(
         }
         Err(error) => {
             let outcome = classify(&error);
+            // With its causes: a store's failure says why (`too many clients already`).
             let mut line = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !line.contains(&cause_text) {
+                    let _ = write!(line, ": {cause_text}");
+                }
+                source = cause.source();
+            }
             if outcome == Outcome::Rejected {
                 match set_failures(store, id, true, max_failures).await {
                     Ok(Some(count)) if count >= max_failures => {
@@ -389,8 +404,17 @@ async fn set_failures(
     rejected: bool,
     max_failures: u64,
 ) -> Result<Option<u64>, String> {
+    // The common case, a success on an instance with nothing to clear, takes no lock.
+    if !rejected {
+        let read = store.load(id).await.map_err(|error| error.to_string())?;
+        if !read.state.contains_key(FAILURES_KEY) && !read.state.contains_key(STATUS_KEY) {
+            return Ok(None);
+        }
+    }
     let mut count = None;
-    crate::instances::update(store, id, |state| {
+    // Quietly: a run or a refresh holding the lock is the normal case here.
+    let quiet = || {};
+    engine_store::update(store, id, Some(WRITE_LOCK_TIMEOUT), &quiet, |state| {
         if rejected {
             let next = state
                 .get(FAILURES_KEY)

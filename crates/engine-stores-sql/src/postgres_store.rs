@@ -22,6 +22,41 @@ const POOL_SIZE: u32 = 16;
 /// one process (`engine refresh --jobs` above it waits for a connection).
 const LOCK_POOL_SIZE: u32 = 64;
 
+/// The connection budget of one process, from the store URL's `max_connections` (the pool for
+/// reads and writes, default [`POOL_SIZE`]) and `max_lock_connections` (the pool that holds
+/// locks, default [`LOCK_POOL_SIZE`]); returns the URL without them, for the driver.
+fn budget_of(url: &str) -> Result<(String, u32, u32), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), POOL_SIZE, LOCK_POOL_SIZE));
+    };
+    let (mut pool, mut locks) = (POOL_SIZE, LOCK_POOL_SIZE);
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "max_connections" => &mut pool,
+            "max_lock_connections" => &mut locks,
+            _ => {
+                kept.push(pair);
+                continue;
+            }
+        };
+        *slot = value
+            .parse()
+            .ok()
+            .filter(|count| (1..=1000).contains(count))
+            .ok_or_else(|| {
+                format!("`{key}` in the store URL must be a number from 1 to 1000, not `{value}`")
+            })?;
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, pool, locks))
+}
+
 /// The schema migrations shipped in the binary (`migrations/postgres/NNNN_description.sql`),
 /// applied by [`PostgresStore::connect`], as `sqlx::migrate!` would embed them (same versions,
 /// descriptions and checksums) without its proc macro, which would build sqlx and its TLS stack a
@@ -130,12 +165,18 @@ impl PostgresStore {
     async fn connect_with(url: &str, schema: Option<&str>) -> Result<Self, StoreError> {
         let display: Arc<str> = Arc::from(crate::display_url(url));
         let error = |source: sqlx::Error| backend(&display, source);
-        let mut options = PgConnectOptions::from_str(url).map_err(error)?;
+        let (url, pool_size, lock_pool_size) = budget_of(url).map_err(|message| {
+            backend(
+                &display,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+            )
+        })?;
+        let mut options = PgConnectOptions::from_str(&url).map_err(error)?;
         if let Some(schema) = schema {
             options = options.options([("search_path", schema)]);
         }
         let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
+            .max_connections(pool_size)
             .connect_with(options.clone())
             .await
             .map_err(error)?;
@@ -144,7 +185,7 @@ impl PostgresStore {
             .await
             .map_err(|source| backend(&display, source))?;
         let locks = PgPoolOptions::new()
-            .max_connections(LOCK_POOL_SIZE)
+            .max_connections(lock_pool_size)
             .min_connections(0)
             .connect_lazy_with(options);
         Ok(Self {
@@ -516,6 +557,24 @@ impl InstanceLock for PostgresLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The connection budget is set in the store URL and taken out of what the driver sees.
+    #[test]
+    fn the_connection_budget_comes_from_the_url() {
+        assert_eq!(
+            budget_of("postgres://u@h/db").unwrap(),
+            ("postgres://u@h/db".to_owned(), 16, 64)
+        );
+        assert_eq!(
+            budget_of("postgres://u@h/db?max_connections=4&sslmode=disable&max_lock_connections=8")
+                .unwrap(),
+            ("postgres://u@h/db?sslmode=disable".to_owned(), 4, 8)
+        );
+        assert_eq!(
+            budget_of("postgres://u@h/db?max_lock_connections=0").unwrap_err(),
+            "`max_lock_connections` in the store URL must be a number from 1 to 1000, not `0`"
+        );
+    }
 
     /// The embedded list is the directory: a migration added as a file but not listed (or listed
     /// under another version or description) fails here, not on a database.

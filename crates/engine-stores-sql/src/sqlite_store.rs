@@ -543,12 +543,21 @@ impl InstanceStore for SqliteStore {
                     let _ = write!(sql, " ORDER BY id LIMIT ?{}", values.len());
                     let mut statement = connection.prepare_cached(&sql)?;
                     let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+                        // A column holding something else than a number (a row written by hand)
+                        // lists as unknown: loading that instance reports it, and the others
+                        // are listed.
+                        let number = |index: usize| -> rusqlite::Result<Option<u64>> {
+                            Ok(match row.get_ref(index)? {
+                                rusqlite::types::ValueRef::Integer(number) => {
+                                    u64::try_from(number).ok()
+                                }
+                                _ => None,
+                            })
+                        };
                         Ok(Summary {
                             id: row.get(0)?,
-                            version: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
-                            expires_at_ms: row
-                                .get::<_, Option<i64>>(2)?
-                                .and_then(|at| u64::try_from(at).ok()),
+                            version: number(1)?.unwrap_or(0),
+                            expires_at_ms: number(2)?,
                             connector: row.get(3)?,
                             status: row.get(4)?,
                         })
@@ -697,5 +706,36 @@ impl InstanceLock for SqliteLock {
                 .write_checked(&self.instance, state, expected)
                 .await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 19: a row whose version is not a number (written by hand) does not fail the
+    /// listing of the whole store: it lists with version 0, and loading it names it.
+    #[tokio::test]
+    async fn one_bad_row_does_not_fail_the_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("state.db"))
+            .await
+            .unwrap();
+        for id in ["a", "b", "c"] {
+            store.write(id, State::new(), 0).await.unwrap();
+        }
+        let connection = Connection::open(dir.path().join("state.db")).unwrap();
+        connection
+            .execute("UPDATE instances SET version = 'x' WHERE id = 'b'", [])
+            .unwrap();
+        let listing = store.list(Page::default()).await.unwrap();
+        let listed: Vec<(&str, u64)> = listing
+            .instances
+            .iter()
+            .map(|summary| (summary.id.as_str(), summary.version))
+            .collect();
+        assert_eq!(listed, [("a", 1), ("b", 0), ("c", 1)]);
+        let error = store.load("b").await.unwrap_err();
+        assert!(error.to_string().contains("`b`"), "{error}");
     }
 }

@@ -171,7 +171,7 @@ fn invalid(path: &Path, message: String) -> FileOutcome {
 
 /// Runs one test file; `None` when `--filter` leaves it out.
 async fn run_file(path: &Path, args: &TestArgs) -> Option<FileOutcome> {
-    let source = match fs_err::read_to_string(path) {
+    let source = match crate::input::read_text(path) {
         Ok(source) => source,
         Err(error) => return Some(invalid(path, error.to_string())),
     };
@@ -191,6 +191,12 @@ async fn run_file(path: &Path, args: &TestArgs) -> Option<FileOutcome> {
         }
     }
     let dir = path.parent().unwrap_or(Path::new("."));
+    if let Err(error) = crate::input::regular(&dir.join(&file.connector)) {
+        return Some(invalid(
+            path,
+            format!("cannot read connector `{}`: {error}", file.connector),
+        ));
+    }
     let connector = match engine_spec::load(&dir.join(&file.connector)) {
         Ok(report) if !report.has_errors() => report.into_connector()?,
         Ok(_) => {
@@ -519,7 +525,7 @@ fn resolve(specs: &[ExchangeSpec], dir: &Path) -> Result<Vec<Exchange>, String> 
                 exchange,
             }) => {
                 if !cassettes.contains_key(cassette) {
-                    let text = fs_err::read_to_string(dir.join(cassette))
+                    let text = crate::input::read_text(&dir.join(cassette))
                         .map_err(|error| error.to_string())?;
                     let parsed: Cassette = serde_json::from_str(&text)
                         .map_err(|error| format!("cassette `{cassette}`: {error}"))?;

@@ -56,7 +56,7 @@ impl RecordingHttp {
         before: &State,
         after: &State,
     ) -> Result<(), String> {
-        let mut cassette = match fs_err::read_to_string(path) {
+        let mut cassette = match crate::input::read_text(path) {
             Ok(text) => serde_json::from_str::<Cassette>(&text).map_err(|error| {
                 format!("cannot append to cassette `{}`: {error}", path.display())
             })?,
