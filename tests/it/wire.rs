@@ -175,6 +175,25 @@ async fn a_global_body_field_is_merged_into_the_callers_body() {
 }
 
 #[tokio::test]
+async fn a_global_body_field_is_merged_into_a_body_parameter() {
+    let server = server(json!({})).await;
+    let context = TestContext::fixture("wire-body-field").with_instance(&json!({
+        "base.url": server.uri(),
+        "api.key": "FAKE-api-key-77aa",
+    }));
+    context
+        .run("send-body")
+        .body(&json!({"name": "welcome"}))
+        .output()
+        .assert_success();
+    let requests = received(&server).await;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&requests[0].body).unwrap(),
+        json!({"name": "welcome", "key": "FAKE-api-key-77aa"})
+    );
+}
+
+#[tokio::test]
 async fn an_oauth_header_in_the_reversed_form_goes_on_the_token_call_only() {
     let server = MockServer::start().await;
     Mock::given(wiremock::matchers::path("/oauth/token"))

@@ -148,7 +148,17 @@ pub(super) fn place<'a>(
                     .insert(vendor_name, Value::String(into_text(value)));
             }
             VendorKind::Form => placed.form.push((vendor_name.to_owned(), into_text(value))),
-            VendorKind::Body => placed.body = Some(value),
+            // The fields `bodyField` parameters placed before (a global API key) are merged
+            // into a JSON object body.
+            VendorKind::Body => {
+                placed.body = Some(match (placed.body.take(), value) {
+                    (Some(Value::Object(fields)), Value::Object(mut members)) => {
+                        members.extend(fields);
+                        Value::Object(members)
+                    }
+                    (_, value) => value,
+                });
+            }
             VendorKind::BodyField | VendorKind::BodyToken => {
                 let object = placed.body.get_or_insert_with(|| Value::Object(Map::new()));
                 set_dotted(object, vendor_name, value);
