@@ -237,3 +237,15 @@ async fn an_oauth_header_in_the_reversed_form_goes_on_the_token_call_only() {
         ]
     );
 }
+
+#[tokio::test]
+async fn route_placeholders_fill_and_a_json_body_for_a_form_is_one_field_per_member() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]");
+    context
+        .run("POST:/hubs/general/items/i 1")
+        .body(&json!({"name": "Ada Lovelace", "count": 2}))
+        .output()
+        .assert_success();
+    insta::assert_snapshot!("wire_form_and_route", raw(&server).await);
+}

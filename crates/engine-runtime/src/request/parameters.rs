@@ -147,7 +147,15 @@ pub(super) fn place<'a>(
                     .path_values
                     .insert(vendor_name, Value::String(into_text(value)));
             }
-            VendorKind::Form => placed.form.push((vendor_name.to_owned(), into_text(value))),
+            // A JSON object for a form: one field per member, as the platform sent it.
+            VendorKind::Form => match value {
+                Value::Object(members) => placed.form.extend(
+                    members
+                        .into_iter()
+                        .map(|(name, member)| (name, into_text(member))),
+                ),
+                value => placed.form.push((vendor_name.to_owned(), into_text(value))),
+            },
             // The fields `bodyField` parameters placed before (a global API key) are merged
             // into a JSON object body.
             VendorKind::Body => {
