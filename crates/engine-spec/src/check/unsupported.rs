@@ -312,10 +312,12 @@ mod tests {
     }
 
     #[test]
-    fn converters_warn_once_per_parameter() {
+    fn converters_the_engine_lacks_warn_once_per_parameter() {
         let text = r#"{"resources": [{"type": "api", "parameters": [
-            {"name": "where", "type": "query", "vendorName": "converter:toQueryParameters", "vendorType": "query", "converter": "toQueryParameters"},
-            {"name": "q", "type": "query", "vendorName": "converter:toQuery"}]}]}"#;
+            {"name": "where", "type": "query", "vendorName": "converter:toWiql", "vendorType": "query", "converter": "toWiql"},
+            {"name": "q", "type": "query", "vendorName": "converter:toQuery"},
+            {"name": "w", "type": "query", "vendorName": "converter:toQueryParameters", "converter": "toQueryParameters"},
+            {"name": "o", "type": "query", "vendorName": "converter:toODataFilter"}]}]}"#;
         let found = with_code(text, Code::NotExecuted);
         assert_eq!(found.len(), 2);
         assert_eq!(
