@@ -140,8 +140,9 @@ async fn a_converter_the_engine_lacks_sends_nothing_and_warns() {
         .output();
     outcome.assert_success();
     outcome.assert_stderr_has(&[
-        "warning: `vendor-language`: the converter `toBazaarvoice` of `converter:toBazaarvoice` is not executed by the engine: the `where` input is not sent",
-        "tests/fixtures/run/wire/connector.json:",
+        "warning[W0501]: parameter `where` uses converter `toBazaarvoice`, which the engine does not execute",
+        "--> tests/fixtures/run/wire/connector.json:97:58",
+        "not executed: the parameter is not sent",
     ]);
     insta::assert_snapshot!("wire_converter_not_executed", raw(&server).await);
 }

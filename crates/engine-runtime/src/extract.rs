@@ -17,6 +17,9 @@ pub(crate) struct Extracted {
     pub(crate) saved: State,
     /// Fields the output parameters add to the caller's body.
     outputs: Vec<(String, Value)>,
+    /// The configuration keys a response parameter should have saved but found nothing for,
+    /// with where it looked (its `vendorName`).
+    pub(crate) missing: Vec<(String, String)>,
 }
 
 impl Extracted {
@@ -66,6 +69,12 @@ pub(crate) fn extract(
         let Some(found) =
             found.filter(|value| !value.is_null() && value != &Value::String(String::new()))
         else {
+            if parameter.kind() == ParameterKind::Configuration {
+                extracted.missing.push((
+                    parameter.name().to_owned(),
+                    parameter.vendor_name().to_owned(),
+                ));
+            }
             continue;
         };
         match parameter.kind() {

@@ -119,9 +119,41 @@ pub struct Connector {
     pub(crate) known_keys: HashMap<String, bool, foldhash::fast::RandomState>,
     /// The declared default values by key, as configuration values, computed once by `validate`.
     pub(crate) defaults: serde_json::Map<String, serde_json::Value>,
+    /// What the engine accepts but will not do as the platform did when a request is made: the
+    /// W0501 diagnostics about hooks and converters, computed once by `validate`.
+    pub(crate) not_executed: Vec<NotExecuted>,
+}
+
+/// A part of the connector the engine accepts but does not execute as the platform did, that
+/// changes the requests of a run: a JavaScript hook, a parameter converter. `engine validate`
+/// reports it as W0501; a run that executes the resource says it too.
+#[derive(Debug, Clone)]
+pub struct NotExecuted {
+    /// The W0501 diagnostic, as `engine validate` reports it.
+    pub diagnostic: crate::Diagnostic,
+    /// The resource it belongs to (its index in `resources[]`); `None` for the connector's own
+    /// hooks and parameters, which apply to every request.
+    pub resource: Option<usize>,
+    /// What is not executed.
+    pub what: NotExecutedKind,
+}
+
+/// What [`NotExecuted`] is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotExecutedKind {
+    /// JavaScript hooks, by type (`preRequest`, `postRequest`...), each type once.
+    Hooks(Vec<String>),
+    /// A parameter converter (`toQueryParameters`...; empty when the export names none).
+    Converter(String),
 }
 
 impl Connector {
+    /// What the engine accepts but will not do as the platform did, for every resource
+    /// (see [`NotExecuted`]).
+    pub fn not_executed(&self) -> &[NotExecuted] {
+        &self.not_executed
+    }
+
     /// The file the connector was loaded from.
     pub fn source(&self) -> &SourceFile {
         &self.source
@@ -677,7 +709,7 @@ impl Resource {
 
     /// True when a `preRequest` JavaScript hook of the resource or the connector touches headers
     /// or authentication: the engine never runs hooks, so the request may go out without what
-    /// the hook would have added (warned at validate, said by `-v` at run).
+    /// the hook would have added (warned at validate and at run).
     pub fn hooks_may_authenticate(&self) -> bool {
         self.hooks_may_authenticate
     }

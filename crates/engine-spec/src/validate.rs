@@ -311,15 +311,18 @@ fn build_and_check(
         raw,
         models: model_names(raw),
     };
-    let connector = Some(builder.build(source));
+    let mut connector = Some(builder.build(source));
     diagnostics.append(&mut builder.diagnostics);
-    check::run(
+    let not_executed = check::run(
         source.text(),
         raw,
         connector.as_ref(),
         file,
         &mut diagnostics,
     );
+    if let Some(connector) = &mut connector {
+        connector.not_executed = not_executed;
+    }
     (diagnostics, connector)
 }
 
@@ -414,6 +417,7 @@ impl Builder<'_> {
             saved_keys: Vec::new(),
             known_keys: HashMap::default(),
             defaults: serde_json::Map::new(),
+            not_executed: Vec::new(),
         };
         connector.defaults = connector
             .configuration
@@ -1000,31 +1004,6 @@ mod tests {
         let first = &connector.resources()[0];
         let second = connector.next_of(first).unwrap();
         assert_eq!(connector.next_of(second).unwrap().name(), Some("three"));
-    }
-
-    #[test]
-    fn compat_exports_load() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/compat");
-        for name in [
-            "clover",
-            "ipify",
-            "noendpoint_element",
-            "rocketzen",
-            "httprequestresponse_element",
-        ] {
-            let report = load(&dir.join(format!("{name}.json"))).unwrap();
-            for (index, diagnostic) in report.diagnostics().iter().enumerate() {
-                eprintln!(
-                    "{name}: {} {} {:?} {}",
-                    diagnostic.code,
-                    diagnostic.message,
-                    diagnostic.help,
-                    report.position(index)
-                );
-            }
-            assert!(!report.has_errors(), "{name}");
-        }
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub(crate) fn exchange_steps<'a>(
             .collect(),
         ..Inputs::default()
     };
-    vec![resource_step(resource, inputs)]
+    vec![resource_step(connector, resource, inputs)]
 }
 
 #[cfg(test)]

@@ -77,11 +77,13 @@ pub(crate) fn steps<'a>(
     let mut steps = Vec::new();
     let held = holds_refresh_token(configuration);
     match connector.lifecycle(ResourceType::OauthOnTokenRefresh) {
-        Some(resource) if held => steps.push(resource_step(resource, Inputs::default())),
+        Some(resource) if held => {
+            steps.push(resource_step(connector, resource, Inputs::default()));
+        }
         _ => steps.push(Step::Token(next_grant(connector, configuration)?)),
     }
     if let Some(on_refresh) = connector.lifecycle(ResourceType::OnRefresh) {
-        steps.push(resource_step(on_refresh, Inputs::default()));
+        steps.push(resource_step(connector, on_refresh, Inputs::default()));
     }
     Ok(steps)
 }

@@ -1,7 +1,6 @@
 //! Parameters: where each value comes from (the caller, the configuration, a template, the
 //! previous response of a chain), its `dataType`, and the vendor slot it goes to.
 
-use engine_spec::SourceMap;
 use engine_spec::kinds::{DataType, ParameterKind, VendorKind};
 use engine_spec::template::TemplateContext;
 use engine_spec::{Connector, Parameter, Resource};
@@ -72,7 +71,7 @@ pub(super) fn place<'a>(
         // `converter:NAME`: the caller's CEQL `where`, converted to what the vendor reads;
         // never sent under its own name.
         if let Some(converter) = vendor_name.strip_prefix("converter:") {
-            convert_where(context, resource, parameter, converter, &value, &mut placed)?;
+            convert_where(context, parameter, converter, &value, &mut placed)?;
             continue;
         }
         if parameter.vendor_kind() == VendorKind::Multipart {
@@ -179,12 +178,12 @@ pub(super) fn place<'a>(
 }
 
 /// Places the query parameters the CEQL `value` of `parameter` becomes under `converter`. A
-/// converter the engine lacks sends nothing and says so ([`Event::NotExecuted`]).
+/// converter the engine lacks sends nothing: the run warned about it before it started
+/// ([`crate::differences`]).
 ///
 /// Fails when the expression does not parse, or the converter cannot say it.
 fn convert_where(
     context: &BuildContext<'_>,
-    resource: &Resource,
     parameter: &Parameter,
     converter: &str,
     value: &Value,
@@ -198,30 +197,9 @@ fn convert_where(
         })
         .at(parameter.location())
     };
+    // A converter the engine lacks: the run already said so (W0501 at run, from the
+    // connector's list of what it does not execute), and the parameter is not sent.
     let Some(known) = Converter::named(converter) else {
-        let source = context.connector.source();
-        let location = SourceMap::new(source.text())
-            .span(parameter.location())
-            .map_or_else(
-                || source.path().display().to_string(),
-                |span| {
-                    format!(
-                        "{}:{}",
-                        source.path().display(),
-                        source.position(span.start)
-                    )
-                },
-            );
-        context.observer.event(&Event::NotExecuted {
-            resource: resource.display_name(),
-            what: format!(
-                "the converter `{converter}` of `{}` is not executed by the engine: the `{}` \
-                 input is not sent",
-                parameter.vendor_name(),
-                parameter.name()
-            ),
-            location,
-        });
         return Ok(());
     };
     let expression = Expression::parse(&as_text(value))
@@ -309,6 +287,7 @@ fn value_of(
             {
                 context.observer.event(&Event::Skipped {
                     parameter: parameter.vendor_name().to_owned(),
+                    key: missing.to_owned(),
                     reason: format!("`{missing}` has no value yet"),
                 });
                 return Ok(None);
@@ -330,6 +309,7 @@ fn value_of(
             if value.is_none() {
                 context.observer.event(&Event::Skipped {
                     parameter: parameter.vendor_name().to_owned(),
+                    key: parameter.name().to_owned(),
                     reason: format!("`{}` has no value yet", parameter.name()),
                 });
             }
