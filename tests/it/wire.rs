@@ -141,7 +141,7 @@ async fn a_converter_the_engine_lacks_sends_nothing_and_warns() {
     outcome.assert_success();
     outcome.assert_stderr_has(&[
         "warning[W0501]: parameter `where` uses converter `toBazaarvoice`, which the engine does not execute",
-        "--> tests/fixtures/run/wire/connector.json:97:58",
+        "--> tests/fixtures/run/wire/connector.json:109:58",
         "not executed: the parameter is not sent",
     ]);
     insta::assert_snapshot!("wire_converter_not_executed", raw(&server).await);
