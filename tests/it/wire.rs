@@ -141,7 +141,7 @@ async fn a_converter_the_engine_lacks_sends_nothing_and_warns() {
     outcome.assert_success();
     outcome.assert_stderr_has(&[
         "warning[W0501]: parameter `where` uses converter `toBazaarvoice`, which the engine does not execute",
-        "--> tests/fixtures/run/wire/connector.json:97:58",
+        "--> tests/fixtures/run/wire/connector.json:109:58",
         "not executed: the parameter is not sent",
     ]);
     insta::assert_snapshot!("wire_converter_not_executed", raw(&server).await);
@@ -173,6 +173,25 @@ async fn a_global_body_field_is_merged_into_the_callers_body() {
         .output()
         .assert_success();
     insta::assert_snapshot!("wire_global_body_field", raw(&server).await);
+}
+
+#[tokio::test]
+async fn a_global_body_field_is_merged_into_a_body_parameter() {
+    let server = server(json!({})).await;
+    let context = TestContext::fixture("wire-body-field").with_instance(&json!({
+        "base.url": server.uri(),
+        "api.key": "FAKE-api-key-77aa",
+    }));
+    context
+        .run("send-body")
+        .body(&json!({"name": "welcome"}))
+        .output()
+        .assert_success();
+    let requests = received(&server).await;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&requests[0].body).unwrap(),
+        json!({"name": "welcome", "key": "FAKE-api-key-77aa"})
+    );
 }
 
 #[tokio::test]
@@ -218,4 +237,16 @@ async fn an_oauth_header_in_the_reversed_form_goes_on_the_token_call_only() {
             ("/users", "Bearer FAKE-access-token-0c1d"),
         ]
     );
+}
+
+#[tokio::test]
+async fn route_placeholders_fill_and_a_json_body_for_a_form_is_one_field_per_member() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]");
+    context
+        .run("POST:/hubs/general/items/i 1")
+        .body(&json!({"name": "Ada Lovelace", "count": 2}))
+        .output()
+        .assert_success();
+    insta::assert_snapshot!("wire_form_and_route", raw(&server).await);
 }

@@ -579,10 +579,14 @@ impl Parser<'_> {
                 rest = index;
             } else if self.kind == TemplateKind::Url
                 && bytes[index] == b'{'
-                && let Some(length) = placeholder_at(&text[index + 1..end])
+                && let colon = usize::from(bytes.get(index + 1) == Some(&b':'))
+                && let Some(length) = placeholder_at(&text[index + 1 + colon..end])
             {
+                // `{:id}` (a route-style placeholder some exports write) is `{id}`.
+                let brace = index;
+                index += colon;
                 let name = &text[index + 1..index + 1 + length];
-                flush(&mut segments, &mut translated, rest, index);
+                flush(&mut segments, &mut translated, rest, brace);
                 segments.push(Segment::Placeholder(name.to_owned()));
                 if let Some(translated) = translated.as_deref_mut() {
                     translated.push_str("{{urlencode path.[");

@@ -69,9 +69,11 @@ pub(super) fn build_body(
             .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
             .map(|(_, value)| value.as_str());
         let escape = Escape::for_content_type(content_type);
+        // A `bodyToken` parameter of `type: body` is the object input itself, not a token.
         let mut named: Vec<(&str, Option<&Value>)> = placed
             .tokens
             .iter()
+            .filter(|(parameter, _, _)| parameter.kind() != ParameterKind::Body || from_caller)
             .map(|(parameter, value, _)| (parameter.vendor_name(), value.as_ref()))
             .collect();
         // Object input: a template of the connector's takes the members of the caller's JSON

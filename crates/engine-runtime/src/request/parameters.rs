@@ -146,8 +146,26 @@ pub(super) fn place<'a>(
                     .path_values
                     .insert(vendor_name, Value::String(into_text(value)));
             }
-            VendorKind::Form => placed.form.push((vendor_name.to_owned(), into_text(value))),
-            VendorKind::Body => placed.body = Some(value),
+            // A JSON object for a form: one field per member, as the platform sent it.
+            VendorKind::Form => match value {
+                Value::Object(members) => placed.form.extend(
+                    members
+                        .into_iter()
+                        .map(|(name, member)| (name, into_text(member))),
+                ),
+                value => placed.form.push((vendor_name.to_owned(), into_text(value))),
+            },
+            // The fields `bodyField` parameters placed before (a global API key) are merged
+            // into a JSON object body.
+            VendorKind::Body => {
+                placed.body = Some(match (placed.body.take(), value) {
+                    (Some(Value::Object(fields)), Value::Object(mut members)) => {
+                        members.extend(fields);
+                        Value::Object(members)
+                    }
+                    (_, value) => value,
+                });
+            }
             VendorKind::BodyField | VendorKind::BodyToken => {
                 let object = placed.body.get_or_insert_with(|| Value::Object(Map::new()));
                 set_dotted(object, vendor_name, value);

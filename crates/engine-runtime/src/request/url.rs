@@ -218,6 +218,12 @@ fn check_segments(resource: &Resource, path_values: &PathValues<'_>) -> Result<(
         let (Some(open), close) = (placeholder.start.checked_sub(1), placeholder.end + 1) else {
             continue;
         };
+        // `{:id}`: the brace is before the colon.
+        let open = if source.as_bytes()[open] == b':' {
+            open.saturating_sub(1)
+        } else {
+            open
+        };
         if close > path_end {
             continue;
         }
