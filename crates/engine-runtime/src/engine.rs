@@ -899,9 +899,7 @@ impl<'a> Run<'a> {
     /// Learns the values `request` carries made from secrets ([`PreparedRequest::secret_values`]),
     /// before it is sent: whatever comes back masks them.
     fn learn_sent(&mut self, request: &PreparedRequest) {
-        for value in request.secret_values() {
-            self.redactor.learn(&value);
-        }
+        request.for_each_secret_value(|value| self.redactor.learn(value));
     }
 
     /// Records values a response saved, learning them as secrets (tokens) first.
