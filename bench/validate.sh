@@ -27,7 +27,9 @@ dir="$root/target/bench/validate/$count-16k"
 ajv_dir="$root/target/bench/ajv"
 ajv="$ajv_dir/node_modules/.bin/ajv"
 ajv_version="5.0.0"
-export_file="$root/tests/fixtures/corpus/CloudElementsOpenLabs__elements__dayforcehcm_element.json"
+# A large real export (1.8 MB), from the shared exports laid beside the clone (not the project's
+# file); the export benchmark is skipped without it.
+export_file="${EXPORT_FILE:-$root/../shared/corpus/CloudElementsOpenLabs__elements__dayforcehcm_element.json}"
 results="$root/target/bench/validate"
 
 if [[ ! -x "$engine" ]]; then
@@ -72,14 +74,19 @@ hyperfine --shell=none --warmup 3 --runs "$runs" \
   --export-json "$results/vs-ajv.json"
 
 echo "machine: load average $(cut -d' ' -f1-3 /proc/loadavg)"
-hyperfine --shell=none --warmup 3 --runs "$runs" \
-  --command-name "engine validate (1.8 MB export)" "$engine validate $export_file" \
-  --export-json "$results/export.json"  # the export has warnings, not errors: it exits with 0
+if [[ -f "$export_file" ]]; then
+  hyperfine --shell=none --warmup 3 --runs "$runs" \
+    --command-name "engine validate (1.8 MB export)" "$engine validate $export_file" \
+    --export-json "$results/export.json"  # the export has warnings, not errors: it exits with 0
+else
+  echo "no \`$export_file\` (set EXPORT_FILE): skipping the large-export benchmark"
+fi
 
+[[ -f "$export_file" ]] || rm -f "$results/export.json"
 python3 - "$results/vs-ajv.json" "$results/export.json" <<'PY'
-import json, sys
+import json, os, sys
 runs = json.load(open(sys.argv[1]))["results"]
-export = json.load(open(sys.argv[2]))["results"][0]
+export = json.load(open(sys.argv[2]))["results"][0] if os.path.exists(sys.argv[2]) else None
 engine, ajv = runs[0], runs[1]
 ms = lambda result: f"{result['mean'] * 1000:.1f} ms ± {result['stddev'] * 1000:.1f} ms"
 ratio = ajv["mean"] / engine["mean"]
@@ -88,5 +95,6 @@ print(f"engine validate: {ms(engine)} (median {engine['median'] * 1000:.1f} ms)"
 print(f"ajv-cli:         {ms(ajv)} (median {ajv['median'] * 1000:.1f} ms)")
 print(f"ajv-cli / engine = {ratio:.2f}x (target: at least 5x) -> {verdict(ratio >= 5)}")
 print(f"engine, 1,000 files: {engine['mean'] * 1000:.1f} ms (target: at most 100 ms) -> {verdict(engine['mean'] <= 0.1)}")
-print(f"engine, 1.8 MB export: {ms(export)} (target: under 100 ms) -> {verdict(export['mean'] < 0.1)}")
+if export:
+    print(f"engine, 1.8 MB export: {ms(export)} (target: under 100 ms) -> {verdict(export['mean'] < 0.1)}")
 PY

@@ -67,4 +67,21 @@ step "6. what the next call would send (secrets masked)" \
   "$engine" run connectors/demo.json list-contacts --config "$instance" --dry-run
 printf '\n%s== 7. the instance file keeps every token the runs obtained (values not shown)%s\n' "$bold" "$plain"
 python3 -c "import json,sys; print(', '.join(json.load(open(sys.argv[1]))))" "$instance"
-python3 -c "import json,urllib.request; print('vendor saw:', json.load(urllib.request.urlopen('$url/_stats')))"
+python3 - "$url/_stats" <<'PY'
+import json, sys, urllib.request
+s = json.load(urllib.request.urlopen(sys.argv[1]))
+grants = s["client_credentials_grants"] + s["password_grants"]
+print(f"vendor saw: {s['token_requests']} token requests ({grants} grants, {s['refresh_grants']} refreshes), "
+      f"{s['api_calls']} API calls ({s['api_unauthorized']} refused with 401)")
+PY
+e=${engine#"$PWD"/}
+cat <<NEXT
+
+${bold}Next${plain}
+  $e new acme --auth custom          write your own connector and an instance file to fill in
+  $e validate acme.json              check it (\`$e explain CODE\` tells more about a finding)
+  $e run acme.json RESOURCE --config acme.instance.json -v
+  $e status acme.json --config acme.instance.json    when its token expires
+  README.md (Commands), docs/connector-format.md and docs/running.md have the rest.
+NEXT
+

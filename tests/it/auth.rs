@@ -122,7 +122,10 @@ fn wrong_client_secret_is_an_authentication_failure() {
     assert!(stderr.contains("authentication failed"), "{stderr}");
     assert!(stderr.contains("invalid_client"), "{stderr}");
     assert!(
-        stderr.contains("hint: fix `oauth.api.key` and `oauth.api.secret` in the instance file"),
+        stderr.contains(&format!(
+            "hint: fix `oauth.api.key` and `oauth.api.secret` in `{}`",
+            instance.display()
+        )),
         "{stderr}"
     );
     assert!(!stderr.contains("not-the-secret"), "{stderr}");

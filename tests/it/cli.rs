@@ -51,14 +51,33 @@ fn usage_errors_exit_2() {
 fn explain_prints_the_section_of_a_code_by_code_or_name() {
     let (code, stdout, stderr) = output_of(&["explain", "W0504"]);
     assert_eq!(code, 0, "{stderr}");
+    // Piped: rendered as plain text, no Markdown syntax and no escape codes.
     assert!(
-        stdout.starts_with("### W0504 unfilled-placeholder\n"),
+        stdout.starts_with("W0504 unfilled-placeholder\n\n"),
         "{stdout}"
     );
-    assert!(stdout.contains("**Fix.**"), "{stdout}");
+    assert!(stdout.contains("\nFix. "), "{stdout}");
+    assert!(
+        !stdout.contains("**") && !stdout.contains("```"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('\x1b'), "{stdout}");
     let (_, by_name, _) = output_of(&["explain", "unfilled-placeholder"]);
     assert_eq!(by_name, stdout);
     insta::assert_snapshot!("explain_e0101", output_of(&["explain", "e0101"]).1);
+}
+
+#[test]
+fn explain_styles_for_a_terminal_when_colour_is_forced() {
+    let output = engine()
+        .args(["explain", "E0101"])
+        .env_remove("NO_COLOR")
+        .env("CLICOLOR_FORCE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.starts_with("\x1b[1mE0101\x1b[0m"), "{stdout}");
+    assert!(stdout.contains("\x1b[36mvendorPath\x1b[0m"), "{stdout}");
 }
 
 #[test]
@@ -177,4 +196,44 @@ fn new_writes_a_valid_connector_and_an_instance_template() {
     let (code, _, stderr) = output_of(&["new", "acme-basic", "--auth", "basic", "--dir", dir_arg]);
     assert_eq!(code, 3);
     assert!(stderr.contains("already exists"), "{stderr}");
+}
+
+#[test]
+fn man_prints_a_page_and_installs_them_all() {
+    let (code, page, stderr) = output_of(&["man", "instances", "import"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(page.contains(".TH engine-instances-import 1"), "{page}");
+    assert_eq!(
+        page,
+        fs_err::read_to_string(
+            crate::support::repo_root().join("docs/man/engine-instances-import.1")
+        )
+        .unwrap()
+    );
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("man1");
+    let (code, _, stderr) = output_of(&["man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut installed: Vec<String> = fs_err::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    installed.sort();
+    let mut checked_in: Vec<String> =
+        fs_err::read_dir(crate::support::repo_root().join("docs/man"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    checked_in.sort();
+    assert_eq!(installed, checked_in);
+    assert!(
+        stderr.starts_with(&format!("wrote {} man pages to ", installed.len())),
+        "{stderr}"
+    );
+    let (code, _, stderr) = output_of(&["man", "instances", "nope"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("no man page for `instances nope`"),
+        "{stderr}"
+    );
 }

@@ -362,9 +362,7 @@ async fn soap_vendors_receive_the_exact_xml_with_escaped_values() {
     Mock::given(method("POST"))
         .and(path("/calculator.asmx"))
         .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("content-type", "text/xml")
-                .set_body_string("<AddResult>42</AddResult>"),
+            ResponseTemplate::new(200).set_body_raw("<AddResult>42</AddResult>", "text/xml"),
         )
         .expect(1)
         .mount(&server)
@@ -377,7 +375,8 @@ async fn soap_vendors_receive_the_exact_xml_with_escaped_values() {
         .param("intB", "O'Brien & \"Co\"")
         .output();
     outcome.assert_success();
-    assert_eq!(outcome.json(), json!("<AddResult>42</AddResult>"));
+    // The XML answer comes back as JSON (docs/running.md, "Reading the response").
+    assert_eq!(outcome.json(), json!({"AddResult": "42"}));
 
     let requests = received(&server).await;
     // No `vendorPath`: the URL is `base.url` as it is.
@@ -590,7 +589,7 @@ async fn literal_credentials_are_masked_in_dry_runs_verbose_output_and_errors() 
 }
 
 #[tokio::test]
-async fn verbose_runs_say_a_pre_request_hook_is_not_executed() {
+async fn runs_warn_that_a_pre_request_hook_is_not_executed_and_strict_runs_refuse() {
     let server = ok_server().await;
     let context = compat(&server);
 
@@ -604,13 +603,30 @@ async fn verbose_runs_say_a_pre_request_hook_is_not_executed() {
 
     ----- stderr -----
     token: no expiry to check
-    note: `hooked` has a pre-request JavaScript hook that the engine does not execute; the request may go out unauthenticated
+    warning[W0501]: resource `hooked` has 1 JavaScript hook (`preRequest`); the engine accepts but never executes it: a `preRequest` hook sets headers or authentication, so the request may go out unauthenticated
+      --> tests/fixtures/run/compat/connector.json:56:16
+       |
+    56 |       "hooks": [
+       |                ^ not executed
+       |
+    hint: the engine runs no JavaScript: do the work with parameters, templates and `nextResource` chains, or remove the hooks
     send: hooked: GET http://[SERVER]/hooked
     receive: 200 in [TIME] ms
     "#);
+    // Without `-v` the warning stays: never a silent difference.
     let outcome = context.run("hooked").output();
-    assert_eq!(outcome.stderr, "");
+    assert!(
+        outcome
+            .stderr
+            .starts_with("warning[W0501]: resource `hooked`"),
+        "{}",
+        outcome.stderr
+    );
     assert_eq!(outcome.json(), json!({"ok": true}));
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    let outcome = context.run("hooked").arg("--strict").output();
+    outcome.assert_code(3);
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
 
 fn ce_functions(server: &MockServer) -> TestContext {

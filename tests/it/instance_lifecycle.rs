@@ -248,7 +248,7 @@ async fn list_shows_last_refresh_and_provisioning_clears_needs_reauth(store: &st
         let cell = cells[row][4].clone();
         let (outcome, at) = cell.split_once(' ').unwrap_or((&cell, ""));
         assert!(
-            at.is_empty() || (at.len() == 17 && at.ends_with('Z')),
+            at.is_empty() || (at.len() == 20 && at.ends_with('Z')),
             "{cell}"
         );
         outcome.to_owned()

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::engine;
 use crate::support::run::{Outcome, now_ms, received_at, time_ago, token_response};
+use crate::support::{engine, repo_root};
 
 const CONNECTOR: &str = "tests/fixtures/run/custom/connector.json";
 const CLIENT_SECRET: &str = "FAKE-client-secret-9f3a";
@@ -171,10 +171,10 @@ fn instances_commands_on_sqlite() {
     let listed = engine_output(&["instances", "list", "--store", &store]);
     let table = regex_like_times(&listed.stdout);
     insta::assert_snapshot!(table, @r"
-    ID     CONNECTOR  STATE    EXPIRES                   LAST REFRESH
+    ID     CONNECTOR  STATE    EXPIRES               LAST REFRESH
     cust1  custom     expired  [TIME]  -
     cust2  custom     fresh    [TIME]  -
-    other  -          unknown  -                         -
+    other  -          unknown  -                     -
     ");
     let json = engine_output(&[
         "instances",
@@ -773,4 +773,386 @@ async fn refresh_of_an_unavailable_vendor_exits_5() {
     let state: Value = serde_json::from_str(&exported.stdout).unwrap();
     assert_eq!(state.get("engine.failures"), None, "{state}");
     assert_eq!(state["access.token"], OLD_TOKEN);
+}
+
+/// Issue 19: `engine instances show` masks by the connector's secret rule, the one the runtime
+/// masks and encrypts by: `PASSWORD` properties whatever their names (`account.pin`,
+/// `zorp.pass`, `api.key`), as well as names like secrets; values stored encrypted are masked
+/// too, and nothing is decrypted to be shown.
+#[test]
+fn show_masks_by_the_connectors_secret_rule() {
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let temp = tempfile::tempdir().unwrap();
+    let mut connector: Value =
+        serde_json::from_str(&fs_err::read_to_string(repo_root().join(CONNECTOR)).unwrap())
+            .unwrap();
+    for key in ["account.pin", "zorp.pass", "api.key"] {
+        connector["configuration"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"key": key, "name": key, "type": "PASSWORD"}));
+    }
+    let connector_file = write_file(temp.path(), "pinned", &connector);
+    let mut state = instance("http://127.0.0.1:9", 7200);
+    state["account.pin"] = json!("FAKE-pin-4711");
+    state["zorp.pass"] = json!("FAKE-zorp-0815");
+    state["api.key"] = json!("FAKE-api-key-1234");
+    for key in [None, Some(K1)] {
+        let store = format!(
+            "sqlite:{}",
+            temp.path().join(format!("{}.db", key.is_some())).display()
+        );
+        let file = write_file(temp.path(), "pin", &state);
+        let with_key = |args: &[&str]| {
+            let mut command = engine();
+            command.args(args);
+            if let Some(key) = key {
+                command.env("ENGINE_SECRET_KEY", key);
+            }
+            let output = command.output().unwrap();
+            Outcome {
+                code: output.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            }
+        };
+        with_key(&[
+            "instances",
+            "import",
+            file.to_str().unwrap(),
+            "--connector",
+            connector_file.to_str().unwrap(),
+            "--store",
+            &store,
+        ])
+        .assert_success();
+        let shown = with_key(&["instances", "show", "pin", "--store", &store]);
+        shown.assert_success().assert_hides(&[
+            "FAKE-pin-4711",
+            "FAKE-zorp-0815",
+            "FAKE-api-key-1234",
+            CLIENT_SECRET,
+            OLD_TOKEN,
+        ]);
+        let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
+        for key in ["account.pin", "zorp.pass", "api.key", "client.secret"] {
+            assert_eq!(shown["state"][key], "****", "{key} ({shown})");
+        }
+        assert_eq!(shown["state"]["client.id"], "demo-client");
+        assert_eq!(shown["state"]["base.url"], "http://127.0.0.1:9");
+    }
+}
+
+/// Issue 19: `engine instances export` prints secrets in clear: it refuses a terminal (here the
+/// pseudo-terminal `script` gives it) unless `--reveal`, and still prints to a pipe.
+#[test]
+fn export_refuses_a_terminal_without_reveal() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let file = write_file(temp.path(), "cust1", &instance("http://127.0.0.1:9", 7200));
+    engine_output(&[
+        "instances",
+        "import",
+        file.to_str().unwrap(),
+        "--store",
+        &store,
+    ])
+    .assert_success();
+    let on_terminal = |extra: &str| {
+        let command = format!(
+            "{} instances export cust1 --store {store} {extra}",
+            env!("CARGO_BIN_EXE_engine")
+        );
+        let output = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, text) = on_terminal("");
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("standard output is a terminal"), "{text}");
+    assert!(text.contains("`--reveal`"), "{text}");
+    assert!(!text.contains(CLIENT_SECRET), "{text}");
+    let (code, text) = on_terminal("--reveal");
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(CLIENT_SECRET), "{text}");
+    let piped = engine_output(&["instances", "export", "cust1", "--store", &store]);
+    piped.assert_success();
+    assert!(piped.stdout.contains(CLIENT_SECRET), "{}", piped.render());
+}
+
+/// Issue 19: a key given the wrong way round (`BASE64:ID`), or with an id too long to be one, is
+/// refused without being repeated.
+#[test]
+fn a_key_given_the_wrong_way_round_is_not_echoed() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let base64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    for key in [
+        format!("{base64}:k1"),
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8:k1".to_owned(),
+    ] {
+        let output = engine()
+            .args(["instances", "list", "--store", &store])
+            .env("ENGINE_SECRET_KEY", &key)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_ne!(output.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("wrong way round"), "{stderr}");
+        assert!(!stderr.contains("AAECAwQFBgcICQoLDA0O"), "{stderr}");
+    }
+}
+
+/// Issue 19: a SQLite store's files are owner-only (the database, its `-wal` and `-shm`, the
+/// lock directory), a looser file is tightened with a note, and after `engine instances rekey`
+/// no clear copy of a secret stays in the database or its log.
+#[test]
+fn sqlite_files_are_owner_only_and_rekey_leaves_no_clear_copy() {
+    use std::os::unix::fs::PermissionsExt as _;
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let temp = tempfile::tempdir().unwrap();
+    let database = temp.path().join("state.db");
+    let store = format!("sqlite:{}", database.display());
+    // Enough instances to fill pages that a rewrite moves cells within.
+    let files: Vec<String> = (0..40)
+        .map(|index| {
+            let file = write_file(
+                temp.path(),
+                &format!("clear{index}"),
+                &instance("http://127.0.0.1:9", 7200),
+            );
+            file.to_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut import = vec!["instances", "import", "--store", &store];
+    import.extend(files.iter().map(String::as_str));
+    engine_output(&import).assert_success();
+    let mode = |path: &Path| fs_err::metadata(path).unwrap().permissions().mode() & 0o777;
+    let files = ["state.db", "state.db-wal", "state.db-shm"].map(|name| temp.path().join(name));
+    for file in files.iter().filter(|file| file.exists()) {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    assert_eq!(mode(&temp.path().join("state.db.locks")), 0o700);
+
+    fs_err::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let listed = engine_output(&["instances", "list", "--store", &store]);
+    listed.assert_success();
+    assert!(
+        listed.stderr.contains(&format!(
+            "note: `{}` was readable by others (0644); it holds secrets, so it is now 0600",
+            database.display()
+        )),
+        "{}",
+        listed.render()
+    );
+    assert_eq!(mode(&database), 0o600);
+
+    let rekeyed = engine()
+        .args(["instances", "rekey", "--store", &store])
+        .env("ENGINE_SECRET_KEY", K1)
+        .output()
+        .unwrap();
+    assert!(rekeyed.status.success(), "{rekeyed:?}");
+    for file in files.iter().filter(|file| file.exists()) {
+        let bytes = fs_err::read(file).unwrap();
+        for secret in [CLIENT_SECRET, OLD_TOKEN] {
+            assert!(
+                !bytes
+                    .windows(secret.len())
+                    .any(|window| window == secret.as_bytes()),
+                "`{secret}` is still in `{}` after the rekey",
+                file.display()
+            );
+        }
+    }
+}
+
+/// Issue 19: without `ENGINE_SECRET_KEY`, an instance stored encrypted is refused by every
+/// command that would send its values (exit 1, naming the key), never sent as `enc:v1:...`:
+/// `engine refresh` run three times leaves its status alone. A wrong key is exit 1 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_values_are_never_sent_without_the_key() {
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K1_WRONG: &str = "k1:Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let file = write_file(temp.path(), "sealed", &instance(&server.uri(), 7200));
+    let imported = engine()
+        .args([
+            "instances",
+            "import",
+            file.to_str().unwrap(),
+            "--store",
+            &store,
+        ])
+        .args(["--connector", CONNECTOR])
+        .env("ENGINE_SECRET_KEY", K1)
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{imported:?}");
+
+    let run = [
+        "run",
+        CONNECTOR,
+        "list-contacts",
+        "--instance",
+        "sealed",
+        "--store",
+        &store,
+    ];
+    let unkeyed = engine_output(&run);
+    assert_eq!(unkeyed.code, 1, "{}", unkeyed.render());
+    assert!(
+        unkeyed
+            .stderr
+            .contains("is encrypted with key `k1`, and `ENGINE_SECRET_KEY` is not set"),
+        "{}",
+        unkeyed.render()
+    );
+    let wrong = engine()
+        .args(run)
+        .env("ENGINE_SECRET_KEY", K1_WRONG)
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1), "{wrong:?}");
+    for _ in 0..3 {
+        let refreshed = engine_output(&["refresh", "--store", &store]);
+        assert_eq!(refreshed.code, 1, "{}", refreshed.render());
+        assert!(
+            refreshed.stderr.contains("`ENGINE_SECRET_KEY` is not set"),
+            "{}",
+            refreshed.render()
+        );
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+    let listed = engine_output(&["instances", "list", "--store", &store, "--format", "json"]);
+    assert_eq!(listed.json()[0]["state"], "expired", "{}", listed.render());
+}
+
+/// Issue 19: an id too long for the files a store keeps per instance (its lock file) is refused
+/// at import, in every store, instead of importing an instance that can never run.
+#[test]
+fn an_over_long_id_is_refused_at_import() {
+    let temp = tempfile::tempdir().unwrap();
+    let file = write_file(temp.path(), "long", &instance("http://127.0.0.1:9", 7200));
+    let id = "a".repeat(300);
+    for store in [
+        format!("sqlite:{}", temp.path().join("state.db").display()),
+        format!("file:{}", temp.path().join("files").display()),
+    ] {
+        fs_err::create_dir_all(temp.path().join("files")).unwrap();
+        let imported = engine_output(&[
+            "instances",
+            "import",
+            file.to_str().unwrap(),
+            "--id",
+            &id,
+            "--store",
+            &store,
+        ]);
+        assert_eq!(imported.code, 3, "{}", imported.render());
+        assert!(
+            imported.stderr.contains("use 1 to 200 ASCII letters"),
+            "{}",
+            imported.render()
+        );
+        let listed = engine_output(&["instances", "list", "--store", &store]);
+        assert_eq!(listed.stdout.lines().count(), 1, "{}", listed.render());
+    }
+}
+
+/// Issue 19: a vendor that does not answer within `--timeout` during `engine refresh` is a
+/// transient failure (exit 5), like a network error, and counts no rejection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_of_a_silent_vendor_exits_5() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+        .mount(&server)
+        .await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = sqlite_with(temp.path(), &server.uri(), &[("slow", 7200)]);
+
+    let outcome = engine_output(&["refresh", "--store", &store, "--timeout", "1"]);
+    assert_eq!(outcome.code, 5, "{}", outcome.render());
+    assert!(
+        outcome.stderr.ends_with("1 failed transiently\n"),
+        "{}",
+        outcome.render()
+    );
+    let exported = engine_output(&["instances", "export", "slow", "--store", &store]);
+    let state: Value = serde_json::from_str(&exported.stdout).unwrap();
+    assert_eq!(state.get("engine.failures"), None, "{state}");
+}
+
+/// Issue 19 and 21: `engine instances set ID KEY=VALUE... KEY...` sets values; a secret is
+/// refused on the command line (and not repeated) and read from standard input instead; a
+/// changed secret clears `needs-reauth` and the rejection count.
+#[test]
+fn instances_set_reads_secrets_from_stdin_and_clears_needs_reauth() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let mut stuck = instance("http://127.0.0.1:9", 7200);
+    stuck["engine.status"] = json!("needs-reauth");
+    stuck["engine.failures"] = json!(3);
+    let file = write_file(temp.path(), "stuck", &stuck);
+    engine_output(&[
+        "instances",
+        "import",
+        file.to_str().unwrap(),
+        "--connector",
+        CONNECTOR,
+        "--store",
+        &store,
+    ])
+    .assert_success();
+
+    let on_argv = engine_output(&[
+        "instances",
+        "set",
+        "stuck",
+        "client.secret=FAKE-typed-secret-77",
+        "--store",
+        &store,
+    ]);
+    assert_eq!(on_argv.code, 2, "{}", on_argv.render());
+    on_argv.assert_hides(&["FAKE-typed-secret-77"]);
+    assert!(
+        on_argv.stderr.contains(
+            "`client.secret` is a secret: its value is never taken from the command line"
+        ),
+        "{}",
+        on_argv.render()
+    );
+
+    let output = engine()
+        .args([
+            "instances",
+            "set",
+            "stuck",
+            "client.secret",
+            "client.id=other-client",
+            "--store",
+            &store,
+        ])
+        .write_stdin("FAKE-typed-secret-77\n")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stderr, "set `client.secret`, `client.id` on `stuck`\n");
+    let exported = engine_output(&["instances", "export", "stuck", "--store", &store]);
+    let state: Value = serde_json::from_str(&exported.stdout).unwrap();
+    assert_eq!(state["client.secret"], "FAKE-typed-secret-77");
+    assert_eq!(state["client.id"], "other-client");
+    assert_eq!(state.get("engine.status"), None, "{state}");
+    assert_eq!(state.get("engine.failures"), None, "{state}");
 }

@@ -12,6 +12,7 @@ mod auth;
 mod cli;
 mod compat_run;
 mod engine_test;
+mod fidelity;
 mod hostile;
 mod hostile_run;
 mod instance_lifecycle;
@@ -19,7 +20,9 @@ mod instances;
 mod lifecycle;
 mod run;
 mod shared_instances;
+mod status;
 mod store;
 mod tls;
+mod wire;
 
 mod validate;

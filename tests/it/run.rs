@@ -557,10 +557,12 @@ async fn vendor_server_errors_exit_1_without_retrying() {
     "#);
 }
 
+/// A refused connection is not slow: the hint says nothing listens there, not to wait longer.
 #[tokio::test]
 async fn connection_refused_exits_5() {
+    let port = closed_port();
     let context = TestContext::fixture("params").with_instance(&json!({
-        "base.url": format!("http://127.0.0.1:{}", closed_port()),
+        "base.url": format!("http://127.0.0.1:{port}"),
         "tenant": "acme",
     }));
 
@@ -568,8 +570,12 @@ async fn connection_refused_exits_5() {
     outcome.assert_code(5).assert_stderr_has(&[
         "error: request to `http://127.0.0.1:",
         "failed: could not connect",
-        "hint: check that the vendor is reachable",
+        &format!(
+            "hint: nothing listens at `http://127.0.0.1:{port}`: start the vendor (or the emulator), or fix `base.url` in `{}`",
+            context.instance_path().display()
+        ),
     ]);
+    assert!(!outcome.stderr.contains("--timeout"), "{}", outcome.stderr);
 }
 
 #[test]
@@ -774,7 +780,7 @@ async fn secrets_never_show_in_errors() {
     23 |     {
        |     ^ defined here
        |
-    hint: fix the credentials in the instance file, then provision again: `engine run tests/fixtures/run/redaction/connector.json provisionAuthValidation --config INSTANCE`
+    hint: fix the credentials in `[TEMP]/instance.json`, then provision again: `engine run tests/fixtures/run/redaction/connector.json provisionAuthValidation --config [TEMP]/instance.json`
     caused by: the vendor answered: {"error":"invalid_client","error_description":"user demo with password **** and key **** rejected"}
     "#);
     assert_eq!(context.instance_text(), before);
@@ -921,6 +927,8 @@ fn run_help() {
           --body <FILE|->           The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input
           --dry-run                 Print the requests the run would send (secrets masked) and send nothing
       -v, --verbose                 Print each lifecycle step to stderr
+          --log-format <FORMAT>     How `-v` prints the steps: `human` lines, or `json`, one JSON object per line for scripts, each named by its `event` (implies `-v`) [default: human] [possible values: human, json]
+          --strict                  Refuse to run (exit 3, nothing sent) when the run would not do as the platform did: a JavaScript hook or converter of what it executes, a lifecycle resource it would skip. Without it, each is a `warning:` on stderr and the run goes on
           --timeout <DURATION>      The bound on the whole command (`30s`, `5m`, or seconds; at most a day): every request, retry, pause and token refresh it makes ends within it (waiting for the instance's lock is bounded by `--lock-timeout`) [default: 30]
           --record <FILE>           Record every exchange of the run into this cassette (appended as a new run; secrets replaced by placeholders), for `engine test`
           --lock-timeout <SECONDS>  How long to wait for the instance's lock when another process holds it, in seconds [default: 30]
@@ -1076,4 +1084,160 @@ async fn redirects_are_followed_only_within_the_origin() {
         outcome.stderr
     );
     assert!(elsewhere.received_requests().await.unwrap().is_empty());
+}
+
+/// A parameter reads a mistyped key (`zorp.password`; `zorp.pass` is declared): the request goes
+/// without `pass`, and when the vendor then answers 403 the error says so first, with the key
+/// meant, and the hint names the instance file the person passed.
+#[tokio::test]
+async fn a_refusal_after_a_skipped_parameter_names_the_parameter_first() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(json!({"error": "forbidden"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("typo-key").with_instance(&json!({
+        "base.url": server.uri(),
+        "zorp.user": "demo",
+        "zorp.pass": PASSWORD,
+    }));
+
+    let outcome = context.run("me").output();
+    outcome.assert_code(1).assert_hides(&[PASSWORD]);
+    run_snapshot!(context, outcome, @r#"
+    exit code: 1
+    ----- stdout -----
+
+    ----- stderr -----
+    error: the vendor answered `me` with 403: forbidden
+      --> tests/fixtures/run/typo-key/connector.json:12:84
+       |
+    12 |   "resources": [{"name": "me", "type": "API", "vendorMethod": "GET", "vendorPath": "/me"}]
+       |                                                                                    ^^^^^ defined here
+       |
+    hint: `pass` was not sent (`zorp.password` has no value yet): the connector reads `zorp.password`, which it does not declare: did you mean `zorp.pass`?
+    caused by: the vendor answered: {"error":"forbidden"}
+    "#);
+    let sent = received(&server).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(header_of(&sent[0], "user"), Some("demo"));
+    assert_eq!(header_of(&sent[0], "pass"), None);
+}
+
+/// A stored instance whose credentials the vendor refuses: the hint names the instance and the
+/// store the person used (no `INSTANCE` placeholder), and how to change a stored instance's
+/// credentials.
+#[tokio::test]
+async fn hints_name_the_stored_instance_that_was_used() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "invalid_client"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let temp = tempfile::tempdir().unwrap();
+    let file = temp.path().join("badpw.json");
+    let instance =
+        json!({"base.url": server.uri(), "client.id": "demo", "client.secret": CLIENT_SECRET});
+    fs_err::write(&file, instance.to_string()).unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    crate::support::engine()
+        .args([
+            "instances",
+            "import",
+            file.to_str().unwrap(),
+            "--store",
+            &store,
+        ])
+        .assert()
+        .success();
+
+    let output = crate::support::engine()
+        .args([
+            "run",
+            "tests/fixtures/run/custom/connector.json",
+            "list-contacts",
+        ])
+        .args(["--instance", "badpw", "--store", &store])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(!stderr.contains(CLIENT_SECRET), "{stderr}");
+    let hint = format!(
+        "hint: fix the credentials with `engine instances set badpw KEY --store {store}`, then \
+         provision again: `engine run tests/fixtures/run/custom/connector.json \
+         provisionAuthValidation --instance badpw --store {store}`"
+    );
+    assert!(stderr.contains(&hint), "{stderr}");
+}
+
+/// `--log-format json`: every step one JSON object per line on stderr, in order, with the
+/// event's name, a time and no secret; stdout still carries only the result.
+#[tokio::test]
+async fn log_format_json_prints_one_event_per_line() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(token_response(
+            ACCESS_TOKEN,
+            Some("FAKE-refresh-token-77aa"),
+            json!(3600),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/me"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"account": {"id": "a1"}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [{"id": "c1"}]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("custom").with_instance(&json!({
+        "base.url": server.uri(),
+        "client.id": "demo-client",
+        "client.secret": CLIENT_SECRET,
+    }));
+
+    let outcome = context
+        .run("list-contacts")
+        .arg("--log-format")
+        .arg("json")
+        .output();
+    outcome
+        .assert_success()
+        .assert_hides(&[CLIENT_SECRET, ACCESS_TOKEN]);
+    let events: Vec<Value> = outcome
+        .stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|event| event["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "refresh", "skip", "send", "answer", "send", "answer", "save", "send", "answer"
+        ],
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(events[0]["reason"], "not-provisioned");
+    assert_eq!(events[1]["key"], "access.token");
+    assert_eq!(events[2]["method"], "POST");
+    assert_eq!(events[3]["status"], 200);
+    assert!(events.iter().all(|event| event["at"].is_string()));
+    let body: Value = serde_json::from_str(&outcome.stdout).unwrap();
+    assert_eq!(body[0]["id"], "c1");
 }

@@ -294,7 +294,8 @@ async fn kill_during_refresh(store: &str) {
     Outcome::of(run("calibration")).assert_success();
     let whole = started.elapsed();
 
-    let mut refreshed = 0;
+    // Where each kill lands depends on the machine's speed, so nothing counts them: whatever
+    // the moment, the instance is whole (all old or all new).
     for round in 0..50_u32 {
         let id = format!("kill{round}");
         let file = write_file(temp.path(), &id, &expired);
@@ -319,8 +320,8 @@ async fn kill_during_refresh(store: &str) {
             state["refresh.token"].as_str(),
         );
         match pair {
-            (Some("FAKE-old-token"), Some("FAKE-old-refresh")) => {}
-            (Some("FAKE-new-token"), Some("FAKE-new-refresh")) => refreshed += 1,
+            (Some("FAKE-old-token"), Some("FAKE-old-refresh"))
+            | (Some("FAKE-new-token"), Some("FAKE-new-refresh")) => {}
             other => panic!("a mixed instance after kill -9: {other:?}"),
         }
         assert_eq!(state["client.secret"], "FAKE-client-secret");
@@ -338,11 +339,6 @@ async fn kill_during_refresh(store: &str) {
         ]);
         next.assert_success();
     }
-    assert!(refreshed < 50, "no kill landed before the write");
-    assert!(
-        refreshed > 0,
-        "no run lived long enough to write ({whole:?})"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,4 +357,354 @@ async fn kill_9_during_refreshes_never_tears_a_postgres_instance() {
         return;
     };
     kill_during_refresh(&schema.store_url()).await;
+}
+
+/// A vendor whose token endpoint holds each request until the test releases it: the test knows
+/// that a refresh is between its read and its write, without guessing how long that lasts.
+struct HeldVendor {
+    server: MockServer,
+    arrived: tokio::sync::mpsc::UnboundedReceiver<()>,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+struct HoldTokens {
+    arrived: tokio::sync::mpsc::UnboundedSender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl wiremock::Respond for HoldTokens {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let _ = self.arrived.send(());
+        let _ = self.release.lock().unwrap().recv();
+        token_response("FAKE-new-token", Some("FAKE-new-refresh"), json!(3600))
+    }
+}
+
+impl HeldVendor {
+    async fn start() -> Self {
+        let server = MockServer::start().await;
+        let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .respond_with(HoldTokens {
+                arrived: arrived_tx,
+                release: std::sync::Mutex::new(release_rx),
+            })
+            .mount(&server)
+            .await;
+        Self {
+            server,
+            arrived,
+            release,
+        }
+    }
+
+    /// Waits until a token request is held.
+    async fn held(&mut self) {
+        self.arrived.recv().await.expect("the vendor is gone");
+    }
+
+    /// Lets the held token request answer.
+    fn release(&self) {
+        self.release.send(()).unwrap();
+    }
+}
+
+/// An expired instance of the custom connector, with the refresh token the vendor rotates.
+fn expired_custom(base_url: &str) -> engine_store::State {
+    let Value::Object(state) = json!({
+        "base.url": base_url,
+        "client.id": "demo-client",
+        "client.secret": "FAKE-client-secret",
+        "access.token": "FAKE-old-token",
+        "refresh.token": "FAKE-old-refresh",
+        "authentication.time": time_ago(7200),
+        "expires_in": "3600",
+    }) else {
+        unreachable!()
+    };
+    state
+}
+
+/// The writers that change an instance without refreshing it.
+#[derive(Debug, Clone, Copy)]
+enum Writer {
+    /// The count of rejected refreshes (`engine refresh`).
+    Failures,
+    /// The `needs-reauth` mark, or its clearing (`engine refresh`, `engine run`).
+    Status,
+    /// A refresh's history entry.
+    History,
+    /// A rewrite of the secrets (`engine instances rekey`): the same values, another version.
+    Rekey,
+}
+
+impl Writer {
+    const ALL: [Self; 4] = [Self::Failures, Self::Status, Self::History, Self::Rekey];
+
+    /// What the writer changes, as a change of the state; `None` for the history, which is kept
+    /// beside the state.
+    fn change(self, state: &mut engine_store::State) {
+        match self {
+            Self::Failures => {
+                state.insert("engine.failures".into(), json!(1));
+            }
+            Self::Status => {
+                state.insert("engine.status".into(), json!("needs-reauth"));
+            }
+            Self::History | Self::Rekey => {}
+        }
+    }
+
+    /// Checks that the writer's change survived.
+    fn assert_kept(self, state: &engine_store::State, history: &[Value]) {
+        match self {
+            Self::Failures => assert_eq!(state["engine.failures"], 1, "{state:?}"),
+            Self::Status => assert_eq!(state["engine.status"], "needs-reauth", "{state:?}"),
+            Self::History => assert_eq!(history, [json!({"written": "meanwhile"})]),
+            Self::Rekey => assert_eq!(state["client.secret"], "FAKE-client-secret"),
+        }
+    }
+
+    /// Writes as the writer does: under the instance's lock when `locked` (waiting for the
+    /// refresh in progress, and telling `waiting` so), or as engines before issue 19 did, a
+    /// compare-and-swap without the lock.
+    async fn write(
+        self,
+        store: &dyn engine_store::InstanceStore,
+        id: &str,
+        locked: bool,
+        waiting: &(dyn Fn() + Sync),
+    ) {
+        if let Self::History = self {
+            store
+                .append_history(id, json!({"written": "meanwhile"}), 10)
+                .await
+                .unwrap();
+            return;
+        }
+        if locked {
+            let written = engine_store::update(store, id, None, waiting, |state| {
+                self.change(state);
+                Ok(true)
+            })
+            .await
+            .unwrap();
+            assert!(written);
+            return;
+        }
+        let read = store.load(id).await.unwrap();
+        let mut state = (*read.state).clone();
+        self.change(&mut state);
+        store.write(id, state, read.version).await.unwrap();
+    }
+}
+
+/// Issue 19: a token refresh between its read and its write while another writer changes the
+/// instance. Whatever the writer (the failure count, the status, the history, a rekey), and
+/// whether it waits for the lock or (as engines before did) writes without it, the vendor's
+/// rotated refresh token is stored and the other writer's change is kept: a conflict with a
+/// newer version that holds no newer tokens is merged, not read as "another process refreshed".
+/// A file store has no writer without the lock: each of its writes takes the file's lock.
+async fn refresh_meets_every_writer(store_url: &str, every_write_locks: bool) {
+    let connector = std::sync::Arc::new(
+        engine_spec::load(&repo_root().join(CUSTOM))
+            .unwrap()
+            .into_connector()
+            .unwrap(),
+    );
+    let engine = engine_runtime::Engine::new().unwrap();
+    let modes: &[bool] = if every_write_locks {
+        &[true]
+    } else {
+        &[false, true]
+    };
+    for &locked in modes {
+        for writer in Writer::ALL {
+            let id = format!("{writer:?}-{locked}").to_lowercase();
+            let mut vendor = HeldVendor::start().await;
+            let refresher = engine_stores_sql::open(store_url).await.unwrap();
+            let other = engine_stores_sql::open(store_url).await.unwrap();
+            other
+                .write(&id, expired_custom(&vendor.server.uri()), 0)
+                .await
+                .unwrap();
+            let refresh = tokio::spawn({
+                let (engine, connector, id) = (
+                    engine.clone(),
+                    std::sync::Arc::clone(&connector),
+                    id.clone(),
+                );
+                async move {
+                    let request = engine_runtime::RefreshRequest {
+                        connector: &connector,
+                        instance: &id,
+                        ahead: Duration::ZERO,
+                    };
+                    engine
+                        .refresh(&request, &*refresher, &engine_runtime::NoObserver)
+                        .await
+                }
+            });
+            vendor.held().await;
+            let (waits, waited) = tokio::sync::oneshot::channel();
+            let waits = std::sync::Mutex::new(Some(waits));
+            let waiting = move || {
+                if let Some(waits) = waits.lock().unwrap().take() {
+                    let _ = waits.send(());
+                }
+            };
+            // A writer that takes the lock waits for the refresh's: release the vendor once it
+            // does. One that does not (or the history) is done at once, but for a file store's
+            // history, which waits for the file's lock without a word.
+            let write = writer.write(&*other, &id, locked, &waiting);
+            tokio::pin!(write);
+            let silent = every_write_locks && matches!(writer, Writer::History);
+            let written = !silent
+                && tokio::select! {
+                    () = &mut write => true,
+                    _ = waited => false,
+                };
+            vendor.release();
+            if !written {
+                write.await;
+            }
+            let outcome = refresh.await.unwrap();
+            assert!(
+                outcome.as_ref().is_ok_and(|refreshed| *refreshed),
+                "{writer:?} (locked: {locked}): {outcome:?}"
+            );
+            let stored = other.load(&id).await.unwrap();
+            assert_eq!(
+                (
+                    &stored.state["access.token"],
+                    &stored.state["refresh.token"]
+                ),
+                (&json!("FAKE-new-token"), &json!("FAKE-new-refresh")),
+                "{writer:?} (locked: {locked}): the rotated refresh token was dropped"
+            );
+            writer.assert_kept(&stored.state, &other.history(&id).await.unwrap());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_keeps_its_tokens_whatever_writes_meanwhile_in_files() {
+    let temp = tempfile::tempdir().unwrap();
+    refresh_meets_every_writer(&format!("file:{}", temp.path().display()), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_keeps_its_tokens_whatever_writes_meanwhile_in_sqlite() {
+    let temp = tempfile::tempdir().unwrap();
+    refresh_meets_every_writer(
+        &format!("sqlite:{}", temp.path().join("state.db").display()),
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_keeps_its_tokens_whatever_writes_meanwhile_in_postgres() {
+    let Some(schema) = Schema::create("writers") else {
+        return;
+    };
+    refresh_meets_every_writer(&schema.store_url(), false).await;
+}
+
+/// Issue 19 and 21: `engine instances set` while a refresh holds the instance's lock (the vendor
+/// holds its token request) waits for the lock, says so, and then writes: the rotated refresh
+/// token and the value set are both stored.
+async fn set_waits_for_a_refresh(store_url: &str) {
+    use std::io::BufRead as _;
+    let connector = std::sync::Arc::new(
+        engine_spec::load(&repo_root().join(CUSTOM))
+            .unwrap()
+            .into_connector()
+            .unwrap(),
+    );
+    let engine = engine_runtime::Engine::new().unwrap();
+    let mut vendor = HeldVendor::start().await;
+    let refresher = engine_stores_sql::open(store_url).await.unwrap();
+    refresher
+        .write("held", expired_custom(&vendor.server.uri()), 0)
+        .await
+        .unwrap();
+    let refresh = tokio::spawn({
+        let (engine, connector, refresher) = (
+            engine.clone(),
+            std::sync::Arc::clone(&connector),
+            std::sync::Arc::clone(&refresher),
+        );
+        async move {
+            let request = engine_runtime::RefreshRequest {
+                connector: &connector,
+                instance: "held",
+                ahead: Duration::ZERO,
+            };
+            engine
+                .refresh(&request, &*refresher, &engine_runtime::NoObserver)
+                .await
+        }
+    });
+    vendor.held().await;
+    let mut setter = spawn(
+        &[
+            "instances",
+            "set",
+            "held",
+            "client.id=set-meanwhile",
+            "--store",
+            store_url,
+        ],
+        &[],
+    );
+    let stderr = setter.stderr.take().unwrap();
+    let (mut reader, first) = tokio::task::spawn_blocking(move || {
+        let mut reader = std::io::BufReader::new(stderr);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        (reader, line)
+    })
+    .await
+    .unwrap();
+    assert!(
+        first.starts_with("waiting for the lock of `held`"),
+        "{first}"
+    );
+    vendor.release();
+    assert!(refresh.await.unwrap().unwrap());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    assert!(setter.wait().unwrap().success(), "{first}{rest}");
+    assert_eq!(rest, "set `client.id` on `held`\n");
+    let stored = refresher.load("held").await.unwrap();
+    assert_eq!(stored.state["refresh.token"], "FAKE-new-refresh");
+    assert_eq!(stored.state["access.token"], "FAKE-new-token");
+    assert_eq!(stored.state["client.id"], "set-meanwhile");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_waits_for_a_refresh_in_files() {
+    let temp = tempfile::tempdir().unwrap();
+    set_waits_for_a_refresh(&format!("file:{}", temp.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_waits_for_a_refresh_in_sqlite() {
+    let temp = tempfile::tempdir().unwrap();
+    set_waits_for_a_refresh(&format!(
+        "sqlite:{}",
+        temp.path().join("state.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_waits_for_a_refresh_in_postgres() {
+    let Some(schema) = Schema::create("set") else {
+        return;
+    };
+    set_waits_for_a_refresh(&schema.store_url()).await;
 }

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::Exit;
 use crate::printer;
-use crate::run::{InstanceArgs, Target, load_connector, prepare, report};
+use crate::run::{InstanceArgs, Target, load_connector, prepare};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct AuthorizeArgs {
@@ -138,7 +138,14 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
             printer::verbose(&format!("signed in; tokens saved to {saved_to}"));
             Exit::Success
         }
-        Err(error) => report(&error, &connector),
+        Err(error) => crate::run::report_in(
+            &error,
+            &connector,
+            &crate::run::Reported {
+                target: Some(target),
+                skipped: Vec::new(),
+            },
+        ),
     }
 }
 

@@ -33,7 +33,10 @@ pub(crate) fn explain(args: &ExplainArgs) -> Exit {
     if let Some(code) = code
         && let Some(section) = section(code)
     {
-        printer::stdout(&section);
+        printer::stdout(&crate::markdown::render(
+            &section,
+            crate::render::stdout_color_enabled(),
+        ));
         return Exit::Success;
     }
     let retired = RETIRED

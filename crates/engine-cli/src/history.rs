@@ -54,9 +54,9 @@ impl Observer for Recorder<'_> {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(report.clone());
         }
-        if self.inner.enabled() {
-            self.inner.event(event);
-        }
+        // Every event, whatever the verbosity (the inner observer decides): warnings are shown,
+        // and `engine run` keeps the skipped parameters for a refusal's error.
+        self.inner.event(event);
     }
 }
 
@@ -89,7 +89,7 @@ pub(crate) fn entry_of(report: &RefreshReport, trigger: Trigger) -> Value {
         }
     });
     json!({
-        "at": jiff::Timestamp::now().to_string(),
+        "at": crate::time::now(),
         "trigger": trigger,
         "resource": report.by,
         "retry": report.retry,
@@ -101,14 +101,6 @@ pub(crate) fn entry_of(report: &RefreshReport, trigger: Trigger) -> Value {
         "old_token": report.old_token,
         "new_token": report.new_token,
     })
-}
-
-/// An entry's RFC 3339 time to the minute (`2026-11-26T09:00Z`), for tables.
-pub(crate) fn short_time(at: &str) -> String {
-    at.parse::<jiff::Timestamp>().map_or_else(
-        |_| at.to_owned(),
-        |time| time.strftime("%Y-%m-%dT%H:%MZ").to_string(),
-    )
 }
 
 /// After `engine run`: records the run's lifecycle steps in the instance's history, and clears
@@ -216,6 +208,7 @@ pub(crate) fn history(args: &HistoryArgs) -> Exit {
             Format::Table => {
                 let cell = |entry: &Value, key: &str| match &entry[key] {
                     Value::Null => "-".to_owned(),
+                    Value::String(text) if key == "at" => crate::time::format_text(text),
                     Value::String(text) => text.clone(),
                     other => other.to_string(),
                 };

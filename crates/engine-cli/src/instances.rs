@@ -87,19 +87,35 @@ enum InstancesCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Set configuration values of an instance: `KEY=VALUE`, or `KEY` alone to read its value
+    /// from standard input (a prompt on a terminal, not echoed). A secret (by the connector's
+    /// rule) is only ever read so, never taken from the command line.
+    Set {
+        /// The instance id.
+        id: String,
+        /// `KEY=VALUE` for a plain value, `KEY` for one read from standard input (one line each,
+        /// in order).
+        #[arg(required = true, value_name = "KEY[=VALUE]")]
+        values: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Re-encrypt every instance's secrets with the current key (`ENGINE_SECRET_KEY`), reading
     /// values encrypted with the old keys (`ENGINE_SECRET_KEYS_OLD`) or not encrypted yet.
     Rekey {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Print an instance as an instance file (secrets included), or write it with `--output`.
+    /// Print an instance as an instance file, secrets in clear, or write it with `--output`.
     Export {
         /// The instance id.
         id: String,
         /// Write the file here (owner-only permissions) instead of standard output.
         #[arg(long, short = 'o', value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Print the secrets on a terminal too (without it, `export` refuses a terminal).
+        #[arg(long)]
+        reveal: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -172,10 +188,14 @@ pub(crate) fn instances(args: &InstancesArgs) -> Exit {
                 timeout,
                 store,
             } => delete(store, id, *force, connector.as_deref(), *timeout).await,
+            InstancesCommand::Set { id, values, store } => set(store, id, values).await,
             InstancesCommand::Rekey { store } => rekey(store).await,
-            InstancesCommand::Export { id, output, store } => {
-                export(store, id, output.as_deref()).await
-            }
+            InstancesCommand::Export {
+                id,
+                output,
+                reveal,
+                store,
+            } => export(store, id, output.as_deref(), *reveal).await,
         };
         result.unwrap_or_else(Failure::print)
     })
@@ -285,7 +305,8 @@ pub(crate) struct Opened {
 
 impl Opened {
     /// The store, encrypting the values of secret keys when a key is set: the keys `connector`
-    /// says are secret ([`secret_rule`]).
+    /// says are secret ([`secret_rule`]). Without a key, the store for a connector (a command
+    /// that sends values) refuses to hand out encrypted values.
     pub(crate) fn sealed(&self, connector: Option<&Connector>) -> Arc<dyn InstanceStore> {
         match &self.keys {
             Some((current, old)) => Arc::new(engine_stores_sql::EncryptedStore::new(
@@ -294,6 +315,13 @@ impl Opened {
                 old.clone(),
                 secret_rule(connector),
             )),
+            // A command that sends values refuses encrypted ones when it has no key.
+            None if connector.is_some() => {
+                Arc::new(engine_stores_sql::EncryptedStore::without_key(
+                    Arc::clone(&self.plain),
+                    secret_rule(connector),
+                ))
+            }
             None => Arc::clone(&self.plain),
         }
     }
@@ -357,6 +385,9 @@ pub(crate) async fn open_store(url: &str) -> Result<Opened, Failure> {
     let plain = engine_stores_sql::open_with(url, &options)
         .await
         .map_err(|error| Failure::of_store(&error, url))?;
+    for notice in plain.take_notices() {
+        printer::verbose(&format!("note: {notice}"));
+    }
     Ok(Opened {
         plain,
         keys: secret_keys()?,
@@ -531,7 +562,7 @@ async fn list(
                         "id": summary.id,
                         "connector": summary.connector,
                         "state": state.label(),
-                        "expires_at": summary.expires_at_ms.map(crate::run::format_time),
+                        "expires_at": summary.expires_at_ms.map(crate::time::format_ms),
                         "last_refresh": last.as_ref().map(|(outcome, at)| serde_json::json!({
                             "outcome": outcome,
                             "at": at,
@@ -560,10 +591,10 @@ async fn list(
                     state.label().to_owned(),
                     summary
                         .expires_at_ms
-                        .map_or_else(|| "-".to_owned(), crate::run::format_time),
+                        .map_or_else(|| "-".to_owned(), crate::time::format_ms),
                     last.as_ref().map_or_else(
                         || "-".to_owned(),
-                        |(outcome, at)| format!("{outcome} {}", crate::history::short_time(at)),
+                        |(outcome, at)| format!("{outcome} {}", crate::time::format_text(at)),
                     ),
                 ]
             }));
@@ -617,26 +648,165 @@ pub(crate) fn render_table<Row: AsRef<[String]>>(rows: &[Row]) -> String {
     text
 }
 
+/// Prints an instance with every secret masked: the values its connector's rule says are secret
+/// (the rule the runtime masks and encrypts by: `PASSWORD` properties, the keys it sends as
+/// credentials, names like secrets; the name rule alone when the connector is not at hand) and
+/// every value stored encrypted. It reads the stored form: nothing is decrypted to be masked.
 async fn show(args: &StoreArgs, id: &str) -> Result<Exit, Failure> {
-    let store = open(args).await?;
-    let read = store
+    let opened = open_store(&args.store).await?;
+    let read = opened
+        .plain
         .load(id)
         .await
         .map_err(|error| Failure::of_store(&error, &args.store))?;
-    let mut shown = serde_json::Map::new();
-    shown.insert("id".to_owned(), id.into());
-    shown.insert("version".to_owned(), read.version.into());
+    let connector = connector_of(&read.state).and_then(quiet_connector);
+    let is_secret = secret_rule(connector.as_ref());
     let mut state = State::clone(&read.state);
     for (key, value) in &mut state {
-        let secret = !engine_spec::is_never_secret(key) && engine_spec::is_secret_name(key);
-        if secret && !value.is_null() {
+        if !value.is_null() && (is_secret(key) || engine_stores_sql::is_encrypted(value)) {
             *value = "****".into();
         }
     }
+    let mut shown = serde_json::Map::new();
+    shown.insert("id".to_owned(), id.into());
+    shown.insert("version".to_owned(), read.version.into());
     shown.insert("state".to_owned(), serde_json::Value::Object(state));
     let text = serde_json::to_string_pretty(&shown).unwrap_or_default();
     printer::stdout(&format!("{text}\n"));
     Ok(Exit::Success)
+}
+
+/// `engine instances set ID KEY[=VALUE]...`: sets values under the instance's lock (a refresh
+/// in progress is waited for, never overwritten), secrets read from standard input only; a
+/// changed secret (a credential, by the connector's rule) clears the instance's rejection count
+/// and `needs-reauth` mark.
+async fn set(args: &StoreArgs, id: &str, values: &[String]) -> Result<Exit, Failure> {
+    let opened = open_store(&args.store).await?;
+    let stored = opened
+        .plain
+        .load(id)
+        .await
+        .map_err(|error| Failure::of_store(&error, &args.store))?;
+    let connector = connector_of(&stored.state).and_then(quiet_connector);
+    let is_secret = secret_rule(connector.as_ref());
+    let mut assignments: Vec<(String, Option<String>)> = Vec::new();
+    for value in values {
+        let (key, given) = match value.split_once('=') {
+            Some((key, given)) => (key, Some(given.to_owned())),
+            None => (value.as_str(), None),
+        };
+        if key.is_empty() || key.starts_with("engine.") {
+            return Err(Failure::new(
+                format!("`{key}` cannot be set: keys starting with `engine.` are the engine's own"),
+                Exit::Usage,
+            )
+            .help("name a configuration key of the connector, such as `client.id`"));
+        }
+        if given.is_some() && is_secret(key) {
+            return Err(Failure::new(
+                format!("`{key}` is a secret: its value is never taken from the command line"),
+                Exit::Usage,
+            )
+            .help(format!(
+                "pass `{key}` alone and type its value at the prompt, or pipe it on standard input (one line per key)"
+            )));
+        }
+        assignments.push((key.to_owned(), given));
+    }
+    let mut read = Vec::new();
+    for (key, given) in &assignments {
+        let value = match given {
+            Some(value) => value.clone(),
+            None => read_value(key)?,
+        };
+        read.push((key.clone(), value));
+    }
+    let store = opened.sealed(connector.as_ref());
+    update(&*store, id, |state| {
+        let mut credentials = false;
+        for (key, value) in read {
+            let value = serde_json::Value::String(value);
+            if state.get(&key) != Some(&value) {
+                credentials |= is_secret(&key);
+            }
+            state.insert(key, value);
+        }
+        if credentials {
+            state.shift_remove(engine_store::STATUS_KEY);
+            state.shift_remove(engine_store::FAILURES_KEY);
+        }
+        Ok(true)
+    })
+    .await
+    .map_err(|error| Failure::of_store(&error, &args.store))?;
+    let keys: Vec<String> = assignments
+        .iter()
+        .map(|(key, _)| format!("`{key}`"))
+        .collect();
+    printer::verbose(&format!("set {} on `{id}`", keys.join(", ")));
+    Ok(Exit::Success)
+}
+
+/// One line of standard input, the value of `key`: after a prompt, not echoed, on a terminal.
+fn read_value(key: &str) -> Result<String, Failure> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let terminal = std::io::stdin().is_terminal();
+    let echo = |on: bool| {
+        if terminal {
+            let _ = std::process::Command::new("stty")
+                .arg(if on { "echo" } else { "-echo" })
+                .stdin(std::process::Stdio::inherit())
+                .status();
+        }
+    };
+    if terminal {
+        printer::message(&format!("value of `{key}` (not echoed): "));
+    }
+    echo(false);
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    echo(true);
+    if terminal {
+        printer::message("\n");
+    }
+    match read {
+        Ok(0) | Err(_) => Err(Failure::new(
+            format!("no value for `{key}` on standard input"),
+            Exit::Usage,
+        )
+        .help("give one line per key named without `=VALUE`, in the order named")),
+        Ok(_) => Ok(line.trim_end_matches(['\n', '\r']).to_owned()),
+    }
+}
+
+/// How long a writer that is not a refresh (the failure count, the status, a rekey, `engine
+/// instances set`) waits for an instance's lock: the default `--lock-timeout`.
+const WRITE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Changes `id` under its lock ([`engine_store::update`]), saying so when another process holds
+/// the lock and waiting at most [`WRITE_LOCK_TIMEOUT`].
+pub(crate) async fn update(
+    store: &dyn InstanceStore,
+    id: &str,
+    change: impl FnOnce(&mut State) -> Result<bool, StoreError> + Send,
+) -> Result<bool, StoreError> {
+    engine_store::update(
+        store,
+        id,
+        Some(WRITE_LOCK_TIMEOUT),
+        &waiting_note(id),
+        change,
+    )
+    .await
+}
+
+/// What a writer says when another process holds the lock it needs.
+fn waiting_note(id: &str) -> impl Fn() + Sync + '_ {
+    move || {
+        printer::verbose(&format!(
+            "waiting for the lock of `{id}`: another process holds it (a refresh in progress)"
+        ));
+    }
 }
 
 async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
@@ -678,7 +848,11 @@ async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
                 )
             });
             if store
-                .rekey(&summary.id)
+                .rekey(
+                    &summary.id,
+                    Some(WRITE_LOCK_TIMEOUT),
+                    &waiting_note(&summary.id),
+                )
                 .await
                 .map_err(|error| Failure::of_store(&error, &args.store))?
             {
@@ -690,6 +864,10 @@ async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
             None => break,
         }
     }
+    plain
+        .scrub()
+        .await
+        .map_err(|error| Failure::of_store(&error, &args.store))?;
     printer::verbose(&format!(
         "rekeyed {changed} of {total} instances with key `{current_id}`"
     ));
@@ -805,7 +983,21 @@ async fn delete(
     Ok(Exit::Success)
 }
 
-async fn export(args: &StoreArgs, id: &str, output: Option<&Path>) -> Result<Exit, Failure> {
+/// Prints the instance as an instance file, secrets in clear (meant for a file or a pipe:
+/// refused on a terminal without `reveal`), or writes it to `output`.
+async fn export(
+    args: &StoreArgs,
+    id: &str,
+    output: Option<&Path>,
+    reveal: bool,
+) -> Result<Exit, Failure> {
+    if output.is_none() && !reveal && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(Failure::new(
+            format!("`engine instances export` prints the secrets of `{id}` in clear, and standard output is a terminal"),
+            Exit::Usage,
+        )
+        .help("write a file with `-o FILE` (owner-only permissions), pipe it, or pass `--reveal` to print them here; `engine instances show` masks them"));
+    }
     let store = open(args).await?;
     let read = store
         .load(id)

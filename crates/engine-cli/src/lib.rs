@@ -15,12 +15,16 @@ mod exit;
 mod explain;
 mod history;
 mod instances;
+mod man;
+mod markdown;
 mod new;
 mod printer;
 mod refresh;
 mod render;
 mod run;
+mod status;
 mod test;
+mod time;
 mod validate;
 
 pub use exit::Exit;
@@ -48,14 +52,20 @@ enum Command {
     Refresh(refresh::RefreshArgs),
     /// Show the refresh history of a stored instance.
     History(history::HistoryArgs),
+    /// Whether an instance's token is fresh and when it expires; sends nothing.
+    Status(status::StatusArgs),
     /// Run connector tests (`*.test.json`) offline: scripted vendor answers, a virtual clock.
     Test(test::TestArgs),
     /// Explain a diagnostic code of `engine validate` (`engine explain E0101`).
     Explain(explain::ExplainArgs),
     /// Write a minimal, valid connector and an instance file to fill in (`engine new acme --auth oauth2`).
     New(new::NewArgs),
-    /// Print a shell completion script (`engine completions bash > /etc/bash_completion.d/engine`).
+    /// Print a shell completion script (`engine completions bash >
+    /// ~/.local/share/bash-completion/completions/engine`).
     Completions(completions::CompletionsArgs),
+    /// Print a man page (`engine man run`), or install them all (`engine man --dir
+    /// ~/.local/share/man/man1`).
+    Man(man::ManArgs),
 }
 
 /// Validates `bytes` as a connector file and renders its diagnostics in every format of
@@ -78,9 +88,11 @@ pub fn main() -> ExitCode {
         Command::Instances(args) => instances::instances(&args),
         Command::Refresh(args) => refresh::refresh(&args),
         Command::History(args) => history::history(&args),
+        Command::Status(args) => status::status(&args),
         Command::Explain(args) => explain::explain(&args),
         Command::Test(args) => test::test(&args),
         Command::Completions(args) => completions::completions(&args),
+        Command::Man(args) => man::man(&args),
         Command::New(args) => new::new(&args),
     };
     exit.into()

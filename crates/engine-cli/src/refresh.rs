@@ -360,7 +360,7 @@ fn classify(error: &RunError) -> Outcome {
         | RunErrorKind::NoToken { .. }
         | RunErrorKind::TokenRejected { .. }
         | RunErrorKind::NotAuthorized { .. } => Outcome::Rejected,
-        RunErrorKind::Transport { .. } => Outcome::Transient,
+        RunErrorKind::Transport { .. } | RunErrorKind::TimedOut { .. } => Outcome::Transient,
         RunErrorKind::Store(store)
             if matches!(store.kind(), StoreErrorKind::LockTimeout { .. }) =>
         {
@@ -381,41 +381,33 @@ pub(crate) async fn clear_needs_reauth(store: &dyn InstanceStore, id: &str) {
 }
 
 /// Counts one more rejection (`Some`), or clears the count and the status after a success
-/// (`None`); marks the instance `needs-reauth` at `max_failures`. A compare-and-swap, retried
-/// when another writer got there first. Returns the new count.
+/// (`None`); marks the instance `needs-reauth` at `max_failures`. Under the instance's lock, so
+/// that it never lands between a refresh's read and its write. Returns the new count.
 async fn set_failures(
     store: &dyn InstanceStore,
     id: &str,
     rejected: bool,
     max_failures: u64,
 ) -> Result<Option<u64>, String> {
-    for _ in 0..10 {
-        let read = store.load(id).await.map_err(|error| error.to_string())?;
-        let mut state = State::clone(&read.state);
-        let count = if rejected {
-            let count = state
+    let mut count = None;
+    crate::instances::update(store, id, |state| {
+        if rejected {
+            let next = state
                 .get(FAILURES_KEY)
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(0)
                 + 1;
-            state.insert(FAILURES_KEY.to_owned(), count.into());
-            if count >= max_failures {
+            state.insert(FAILURES_KEY.to_owned(), next.into());
+            if next >= max_failures {
                 state.insert(STATUS_KEY.to_owned(), NEEDS_REAUTH.into());
             }
-            Some(count)
-        } else {
-            if !state.contains_key(FAILURES_KEY) && !state.contains_key(STATUS_KEY) {
-                return Ok(None);
-            }
-            state.shift_remove(FAILURES_KEY);
-            state.shift_remove(STATUS_KEY);
-            None
-        };
-        match store.write(id, state, read.version).await {
-            Ok(_) => return Ok(count),
-            Err(error) if matches!(error.kind(), StoreErrorKind::Conflict { .. }) => {}
-            Err(error) => return Err(error.to_string()),
+            count = Some(next);
+            return Ok(true);
         }
-    }
-    Err("the instance kept changing".to_owned())
+        let had = state.shift_remove(FAILURES_KEY).is_some();
+        Ok(state.shift_remove(STATUS_KEY).is_some() || had)
+    })
+    .await
+    .map_err(|error| error.to_string())?;
+    Ok(count)
 }

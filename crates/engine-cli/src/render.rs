@@ -125,13 +125,22 @@ impl<'a> Message<'a> {
 /// True when messages on stderr may be coloured: never with `NO_COLOR` set (non-empty); always
 /// with `CLICOLOR_FORCE` set (non-empty, not `0`); otherwise when stderr is a terminal.
 pub(crate) fn color_enabled() -> bool {
+    color_on(std::io::stderr().is_terminal())
+}
+
+/// Whether what goes to stdout gets colour: as [`color_enabled`], for stdout.
+pub(crate) fn stdout_color_enabled() -> bool {
+    color_on(std::io::stdout().is_terminal())
+}
+
+fn color_on(terminal: bool) -> bool {
     let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
     if set("NO_COLOR") {
         return false;
     }
     let forced =
         std::env::var_os("CLICOLOR_FORCE").is_some_and(|value| !value.is_empty() && value != "0");
-    forced || std::io::stderr().is_terminal()
+    forced || terminal
 }
 
 /// Renders `message` for people, with ANSI colours when `color` is true. The text ends with a

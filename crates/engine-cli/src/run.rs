@@ -45,6 +45,15 @@ pub(crate) struct RunArgs {
     /// Print each lifecycle step to stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
+    /// How `-v` prints the steps: `human` lines, or `json`, one JSON object per line for scripts,
+    /// each named by its `event` (implies `-v`).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "human")]
+    log_format: LogFormat,
+    /// Refuse to run (exit 3, nothing sent) when the run would not do as the platform did: a
+    /// JavaScript hook or converter of what it executes, a lifecycle resource it would skip.
+    /// Without it, each is a `warning:` on stderr and the run goes on.
+    #[arg(long)]
+    strict: bool,
     /// The bound on the whole command (`30s`, `5m`, or seconds; at most a day): every request,
     /// retry, pause and token refresh it makes ends within it (waiting for the instance's lock
     /// is bounded by `--lock-timeout`).
@@ -146,6 +155,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     };
     let recording = args.dry_run.then(RecordingTransport::new);
     let mut builder = EngineBuilder::new()
+        .strict(args.strict)
         .timeout(args.timeout)
         .lock_timeout(Some(Duration::from_secs(args.lock_timeout)));
     if let Some(recording) = &recording {
@@ -170,9 +180,11 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         Ok(engine) => engine,
         Err(error) => return report(&error, &connector),
     };
-    let observer = Verbose {
-        enabled: args.verbose,
-    };
+    let observer = Verbose::new(
+        args.verbose || args.log_format == LogFormat::Json,
+        &connector,
+    )
+    .format(args.log_format);
     let request = RunRequest {
         connector: &connector,
         selector: resource,
@@ -220,7 +232,13 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         result
     });
     for notice in opened.take_notices() {
-        printer::verbose(&format!("note: {notice}"));
+        if args.log_format == LogFormat::Json {
+            let line =
+                serde_json::json!({"event": "note", "message": notice, "at": crate::time::now()});
+            printer::verbose(&line.to_string());
+        } else {
+            printer::verbose(&format!("note: {notice}"));
+        }
     }
     if let (Some(recorder), Some(path), Some(before)) = (&recorder, &args.record, &before) {
         let after = runtime
@@ -246,7 +264,14 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             }
             Exit::Success
         }
-        Err(error) => report(&error, &connector),
+        Err(error) => report_in(
+            &error,
+            &connector,
+            &Reported {
+                target: Some(target),
+                skipped: observer.skipped(),
+            },
+        ),
     }
 }
 
@@ -298,6 +323,41 @@ pub(crate) enum Target<'a> {
     File(&'a Path),
     /// `--instance ID --store URL`.
     Stored { instance: &'a str, store: &'a str },
+}
+
+impl Target<'_> {
+    /// The flags that name this instance, as the person wrote them (a store's password
+    /// masked), for hints: `--config acme.json` or `--instance acme --store sqlite:x.db`.
+    pub(crate) fn flags(&self) -> String {
+        match self {
+            Target::File(path) => format!("--config {}", path.display()),
+            Target::Stored { instance, store } => format!(
+                "--instance {instance} --store {}",
+                engine_stores_sql::display_url(store)
+            ),
+        }
+    }
+
+    /// Where credentials are changed: the instance file, or `engine instances set`.
+    fn where_to_fix(&self) -> String {
+        match self {
+            Target::File(path) => format!("in `{}`", path.display()),
+            Target::Stored { instance, store } => format!(
+                "with `engine instances set {instance} KEY --store {}`",
+                engine_stores_sql::display_url(store)
+            ),
+        }
+    }
+}
+
+/// What the command line knows about a failed run beyond the error: how the person named the
+/// instance, and the parameters the last request went without for want of a value.
+#[derive(Default)]
+pub(crate) struct Reported<'a> {
+    /// `--config FILE` or `--instance ID --store URL`; `None` where no instance was named.
+    pub(crate) target: Option<Target<'a>>,
+    /// The parameters the last request sent went without.
+    pub(crate) skipped: Vec<Skip>,
 }
 
 /// Checks that the instance file exists and starts the async runtime; on failure prints why
@@ -449,16 +509,23 @@ fn read_body(path: Option<&Path>) -> Result<Body, String> {
 
 /// What the person should do next, when there is something to suggest: the runtime says what
 /// happened, the command line says which flag or command helps.
-pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
+pub(crate) fn hint(
+    error: &RunError,
+    connector: &Connector,
+    target: Option<&Target<'_>>,
+) -> Option<String> {
     let flag = |input: &InputKind| match input {
         InputKind::Param => "--param",
         InputKind::Header => "--header",
         InputKind::Body => "--body",
     };
     match error.kind() {
-            RunErrorKind::MissingConfiguration { .. } => {
-                Some("add the keys to the instance file, then run again".into())
-            }
+            RunErrorKind::MissingConfiguration { .. } => Some(match target {
+                Some(target @ Target::Stored { .. }) => {
+                    format!("set the keys {}, then run again", target.where_to_fix())
+                }
+                _ => "add the keys to the instance file, then run again".into(),
+            }),
             RunErrorKind::MissingInput { input: InputKind::Body, .. } => Some(
                 "pass the body with `--body FILE`, or `--body -` to read it from standard input"
                     .into(),
@@ -483,15 +550,16 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
                 "the token endpoint redirects: token requests carry credentials and are never redirected; point the connector at the address it redirects to".into(),
             ),
             RunErrorKind::AuthFailed { .. } | RunErrorKind::TokenRejected { .. } => {
-                Some(reauthenticate(connector))
+                Some(reauthenticate(connector, target))
             }
             RunErrorKind::NoToken { field, .. } => Some(format!(
                 "the vendor answered without the token: if it is down, run again later; if it sends the token under another name, map that name instead of `{field}`"
             )),
-            RunErrorKind::NotAuthorized { .. } => Some(
-                "run `engine authorize CONNECTOR --config INSTANCE` to sign in through a browser"
-                    .into(),
-            ),
+            RunErrorKind::NotAuthorized { .. } => Some(format!(
+                "run `engine authorize {} {}` to sign in through a browser",
+                connector.path().display(),
+                instance_flags(target)
+            )),
             RunErrorKind::Store(error) if matches!(
                 error.kind(),
                 engine_store::StoreErrorKind::Io { operation, .. } if *operation != "read"
@@ -511,6 +579,14 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
             RunErrorKind::Transport { message, .. } if message.contains("certificate") => Some(
                 "the vendor's TLS certificate is not trusted here: if a private CA signed it, point `SSL_CERT_FILE` (a PEM file) or `SSL_CERT_DIR` at that CA; otherwise the system's roots decide".into(),
             ),
+            // Nothing listens there: waiting longer cannot help.
+            RunErrorKind::Transport { message, url } if message.contains("Connection refused") => {
+                let place = target.map_or_else(|| "in the instance".to_owned(), Target::where_to_fix);
+                Some(format!(
+                    "nothing listens at `{}`: start the vendor (or the emulator), or fix `base.url` {place}",
+                    origin_of(url)
+                ))
+            }
             RunErrorKind::Transport { .. } => Some(
                 "check that the vendor is reachable, or raise `--timeout`".into(),
             ),
@@ -544,6 +620,9 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
             RunErrorKind::NeverExecuted { .. } => Some(
                 "run an `API` resource (or a token lifecycle resource); to make this call, copy it into an `API` resource".into(),
             ),
+            RunErrorKind::NotFaithful { .. } => Some(
+                "the warnings above say what would differ: run without `--strict` to send it anyway, each difference then a warning, or change the connector so that it needs none".into(),
+            ),
             RunErrorKind::Oauth1 { .. } => Some(
                 "the engine cannot sign OAuth 1.0a requests: use the vendor's OAuth 2.0 or API key authentication if it has one".into(),
             ),
@@ -560,19 +639,76 @@ pub(crate) fn hint(error: &RunError, connector: &Connector) -> Option<String> {
         }
 }
 
-/// What re-authenticating means for this connector's authentication.
-fn reauthenticate(connector: &Connector) -> String {
+/// What re-authenticating means for this connector's authentication, with the flags the
+/// person used.
+fn reauthenticate(connector: &Connector, target: Option<&Target<'_>>) -> String {
     let path = connector.path().display();
-    match (connector.authentication().kind(), connector.authentication().grant()) {
-        (engine_spec::AuthKind::Oauth2, engine_spec::kinds::Grant::AuthorizationCode) => format!(
-            "sign in again through a browser: `engine authorize {path} --config INSTANCE`"
+    let flags = instance_flags(target);
+    let place = target.map_or_else(|| "in the instance".to_owned(), Target::where_to_fix);
+    match (
+        connector.authentication().kind(),
+        connector.authentication().grant(),
+    ) {
+        (engine_spec::AuthKind::Oauth2, engine_spec::kinds::Grant::AuthorizationCode) => {
+            format!("sign in again through a browser: `engine authorize {path} {flags}`")
+        }
+        (engine_spec::AuthKind::Oauth2, engine_spec::kinds::Grant::Password) => format!(
+            "fix `oauth.api.key`, `oauth.api.secret`, `username` and `password` {place}, then run again"
         ),
-        (engine_spec::AuthKind::Oauth2, engine_spec::kinds::Grant::Password) => "fix `oauth.api.key`, `oauth.api.secret`, `username` and `password` in the instance file, then run again".into(),
-        (engine_spec::AuthKind::Oauth2, _) => "fix `oauth.api.key` and `oauth.api.secret` in the instance file, then run again".into(),
+        (engine_spec::AuthKind::Oauth2, _) => {
+            format!("fix `oauth.api.key` and `oauth.api.secret` {place}, then run again")
+        }
         _ => format!(
-            "fix the credentials in the instance file, then provision again: `engine run {path} provisionAuthValidation --config INSTANCE`"
+            "fix the credentials {place}, then provision again: `engine run {path} provisionAuthValidation {flags}`"
         ),
     }
+}
+
+/// `scheme://host:port` of a URL, for messages about where something listens.
+fn origin_of(url: &str) -> String {
+    url::Url::parse(url).map_or_else(
+        |_| url.to_owned(),
+        |parsed| parsed.origin().ascii_serialization(),
+    )
+}
+
+/// The flags naming the instance, or a placeholder where the command had none.
+fn instance_flags(target: Option<&Target<'_>>) -> String {
+    target.map_or_else(|| "--config INSTANCE".to_owned(), Target::flags)
+}
+
+/// The hint for credentials refused from a request that went without some parameters: set
+/// the keys they read, where the person keeps the instance; a key the connector reads but does
+/// not declare is most likely a typo of a declared one (`zorp.password` for `zorp.pass`).
+fn skipped_hint(skipped: &[&Skip], connector: &Connector, target: Option<&Target<'_>>) -> String {
+    let place = target.map_or_else(|| "in the instance".to_owned(), Target::where_to_fix);
+    let not_sent: Vec<String> = skipped
+        .iter()
+        .map(|skip| format!("`{}` was not sent ({})", skip.parameter, skip.reason))
+        .collect();
+    let declared: Vec<&str> = connector
+        .configuration()
+        .iter()
+        .map(engine_spec::ConfigProperty::key)
+        .collect();
+    let typos: Vec<String> = skipped
+        .iter()
+        .filter(|skip| !declared.contains(&skip.key.as_str()))
+        .filter_map(|skip| {
+            engine_spec::suggest::did_you_mean(&skip.key, declared.iter().copied()).map(|meant| {
+                format!(
+                    "the connector reads `{}`, which it does not declare: did you mean `{meant}`?",
+                    skip.key
+                )
+            })
+        })
+        .collect();
+    let fix = if typos.is_empty() {
+        format!("give it a value {place}, then run again")
+    } else {
+        typos.join("; ")
+    };
+    format!("{}: {fix}", not_sent.join("; "))
 }
 
 /// The resources a caller can run, for messages: `me`, `list-contacts`, `GET /hubs/x`...
@@ -610,7 +746,7 @@ pub(crate) fn exit_of(error: &RunError) -> Exit {
         | RunErrorKind::BodyTooLarge { .. } => Exit::Transport,
         RunErrorKind::Store(error) => match error.kind() {
             StoreErrorKind::Io { operation, .. } if *operation != "read" => Exit::VendorError,
-            StoreErrorKind::LockTimeout { .. } => Exit::VendorError,
+            StoreErrorKind::LockTimeout { .. } | StoreErrorKind::Secret { .. } => Exit::VendorError,
             _ => Exit::Invalid,
         },
         _ => Exit::Invalid,
@@ -620,8 +756,42 @@ pub(crate) fn exit_of(error: &RunError) -> Exit {
 /// Prints a failed run: the message, where in the connector it comes from, the vendor's body,
 /// and what to do.
 pub(crate) fn report(error: &RunError, connector: &Connector) -> Exit {
+    report_in(error, connector, &Reported::default())
+}
+
+/// [`report`], with hints that name the flags the person used, and, when the vendor refused
+/// credentials (`401`, `403`) from a request that went without a parameter for want of a value,
+/// that cause first.
+pub(crate) fn report_in(error: &RunError, connector: &Connector, context: &Reported<'_>) -> Exit {
     let text = error.to_string();
-    let hint = hint(error, connector);
+    let refused = matches!(
+        error.kind(),
+        RunErrorKind::VendorStatus {
+            status: 401 | 403,
+            ..
+        } | RunErrorKind::AuthFailed {
+            status: 401 | 403,
+            ..
+        } | RunErrorKind::TokenRejected { .. }
+    );
+    // Keys a response saves (a token) or the engine maintains are filled by the lifecycle, not
+    // by the person: a token request goes without the token it is about to obtain.
+    let skipped: Vec<&Skip> = context
+        .skipped
+        .iter()
+        .filter(|skip| {
+            !matches!(skip.key.as_str(), "authentication.time" | "expires_in")
+                && !skip.key.starts_with("oauth.user.")
+                && !connector.all_parameters().any(|parameter| {
+                    parameter.saves_to_configuration() && parameter.name() == skip.key
+                })
+        })
+        .collect();
+    let hint = if refused && !skipped.is_empty() {
+        Some(skipped_hint(&skipped, connector, context.target.as_ref()))
+    } else {
+        hint(error, connector, context.target.as_ref())
+    };
     let mut causes = Vec::new();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -669,29 +839,173 @@ fn truncate(text: &str, limit: usize) -> String {
     }
 }
 
-/// `-v`: each lifecycle step as one line on stderr.
-struct Verbose {
-    enabled: bool,
+/// How the steps of a run are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    // Plain comments, not docs: clap would list documented values one per line in `--help`.
+    // Lines for people (`send: me: GET https://...`).
+    Human,
+    // One JSON object per line (`{"event":"send","resource":"me",...}`).
+    Json,
 }
 
-impl Observer for Verbose {
+/// `-v`: each lifecycle step as one line on stderr. What the run does not do as the platform
+/// did is a warning whatever the verbosity. Verbose or not, it keeps the parameters the last
+/// request sent went without, for the error when the vendor then refuses the credentials.
+struct Verbose<'c> {
+    enabled: bool,
+    format: LogFormat,
+    connector: &'c Connector,
+    skipped: std::sync::Mutex<Skips>,
+}
+
+/// Parameters left out: of the request being built, and of the last one sent.
+#[derive(Default)]
+struct Skips {
+    building: Vec<Skip>,
+    sent: Vec<Skip>,
+}
+
+/// A parameter a request went without.
+#[derive(Clone)]
+pub(crate) struct Skip {
+    /// The parameter's vendor name.
+    pub(crate) parameter: String,
+    /// The configuration key that had no value.
+    pub(crate) key: String,
+    /// Why, as `-v` says it.
+    pub(crate) reason: String,
+}
+
+impl<'c> Verbose<'c> {
+    fn new(enabled: bool, connector: &'c Connector) -> Self {
+        Verbose {
+            enabled,
+            format: LogFormat::Human,
+            connector,
+            skipped: std::sync::Mutex::default(),
+        }
+    }
+
+    fn format(mut self, format: LogFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The parameters the last request sent went without.
+    fn skipped(&self) -> Vec<Skip> {
+        self.skipped
+            .lock()
+            .map(|skips| skips.sent.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Verbose<'_> {
+    /// A warning pointing into the connector file.
+    fn warn(
+        &self,
+        title: &str,
+        code: Option<&str>,
+        at: &engine_spec::Location,
+        label: &str,
+        help: Option<&str>,
+    ) {
+        let text = self.connector.source().text();
+        let mut message = Message::new(Level::Warning, title);
+        message.code = code;
+        message.help = help;
+        message.source = SourceMap::new(text).span(at).map(|span| Source {
+            text,
+            path: self.connector.path(),
+            span: span.start..span.end,
+            label: Some(label),
+        });
+        printer::error(&message);
+    }
+}
+
+impl Observer for Verbose<'_> {
     fn enabled(&self) -> bool {
         self.enabled
     }
 
     fn event(&self, event: &Event) {
+        if let Ok(mut skips) = self.skipped.lock() {
+            match event {
+                // Skipped while its request is built, which is then sent.
+                Event::Skipped {
+                    parameter,
+                    key,
+                    reason,
+                } => skips.building.push(Skip {
+                    parameter: parameter.clone(),
+                    key: key.clone(),
+                    reason: reason.clone(),
+                }),
+                Event::Sending { .. } => skips.sent = std::mem::take(&mut skips.building),
+                _ => {}
+            }
+        }
+        // Scripts get every step, warnings included, as JSON lines, and nothing else.
+        if self.format == LogFormat::Json {
+            if let Some(line) = json_event(event) {
+                printer::verbose(&line.to_string());
+            }
+            return;
+        }
+        match event {
+            Event::NotExecuted(diagnostic) => {
+                return self.warn(
+                    &diagnostic.message,
+                    Some(diagnostic.code.as_str()),
+                    &diagnostic.location,
+                    diagnostic.label.as_deref().unwrap_or("not executed"),
+                    diagnostic.help.as_deref(),
+                );
+            }
+            Event::NotFound {
+                key,
+                path,
+                resource,
+                lifecycle: true,
+            } => {
+                let title = format!(
+                    "`{resource}` answered without `{path}`: configuration key `{key}` was not saved, and the requests that read it will go without"
+                );
+                let mut message = Message::new(Level::Warning, &title);
+                message.help = Some(
+                    "check the vendor's answer with `-v`, or map the value from where the vendor sends it",
+                );
+                return printer::error(&message);
+            }
+            Event::LifecycleSkipped {
+                resource,
+                reason,
+                location,
+            } => {
+                let title = format!(
+                    "lifecycle resource `{resource}` was not sent: it cannot be executed as the platform did ({reason})"
+                );
+                return self.warn(&title, None, location, "skipped", None);
+            }
+            _ => {}
+        }
         if !self.enabled {
             return;
         }
         let line = match event {
-            // The history records it; `-v` already said what refreshed.
-            Event::RefreshFinished(_) => return,
+            // The history records it; `-v` already said what refreshed. The warnings are said
+            // above, whatever the verbosity.
+            Event::RefreshFinished(_) | Event::NotExecuted(_) | Event::LifecycleSkipped { .. } => {
+                return;
+            }
             Event::Refreshing { reason, by } => {
                 let why = match reason {
                     RefreshReason::NotProvisioned => "instance not provisioned yet".to_owned(),
                     RefreshReason::NoToken => "no access token yet".to_owned(),
                     RefreshReason::Expired { at_ms } => {
-                        format!("token expired at {}", format_time(*at_ms))
+                        format!("token expired at {}", crate::time::format_ms(*at_ms))
                     }
                     RefreshReason::SessionAlways => "session management is `always`".to_owned(),
                     RefreshReason::Rejected { status } => {
@@ -707,7 +1021,7 @@ impl Observer for Verbose {
             Event::Fresh {
                 until_ms: Some(until),
             } => {
-                format!("token: fresh until {}", format_time(*until))
+                format!("token: fresh until {}", crate::time::format_ms(*until))
             }
             Event::Fresh { until_ms: None } => "token: no expiry to check".to_owned(),
             Event::Sending {
@@ -718,7 +1032,9 @@ impl Observer for Verbose {
             Event::Received { status, elapsed } => {
                 format!("receive: {status} in {} ms", elapsed.as_millis())
             }
-            Event::Skipped { parameter, reason } => {
+            Event::Skipped {
+                parameter, reason, ..
+            } => {
                 format!("skip: `{parameter}` not sent: {reason}")
             }
             Event::SentAsText { parameter, reason } => {
@@ -732,10 +1048,14 @@ impl Observer for Verbose {
                 None => format!("lock: `{instance}` is locked by another process; waiting"),
             },
             Event::Saved { keys } => format!("save: {}", keys.join(", ")),
-            Event::HookNotExecuted { resource } => format!(
-                "note: `{resource}` has a pre-request JavaScript hook that the engine does not \
-                 execute; the request may go out unauthenticated"
-            ),
+            Event::NotFound {
+                key,
+                path,
+                resource,
+                ..
+            } => {
+                format!("note: `{resource}` answered without `{path}`; `{key}` not saved")
+            }
             Event::LifetimeAdjusted(adjusted) => match adjusted.problem {
                 LifetimeProblem::Unusable => format!(
                     "note: the vendor's `{}` of `{}` is not a number of seconds; the token is taken to live {} s (saved as such)",
@@ -759,10 +1079,98 @@ impl Observer for Verbose {
     }
 }
 
-/// Epoch milliseconds as an RFC 3339 UTC time.
-pub(crate) fn format_time(ms: u64) -> String {
-    i64::try_from(ms)
-        .ok()
-        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .map_or_else(|| ms.to_string(), |time| time.to_string())
+/// `--log-format json`: one object per step, `event` naming it; `None` for what the history
+/// records instead. Values are as `-v` shows them: URLs masked, names of keys, never values.
+fn json_event(event: &Event) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let at = crate::time::now();
+    let mut value = match event {
+        Event::RefreshFinished(_) => return None,
+        Event::NotExecuted(diagnostic) => json!({
+            "event": "warning",
+            "code": diagnostic.code.as_str(),
+            "message": diagnostic.message,
+            "pointer": diagnostic.location.pointer.to_string(),
+        }),
+        Event::LifecycleSkipped {
+            resource, reason, ..
+        } => json!({"event": "skip-resource", "resource": resource, "reason": reason}),
+        Event::Refreshing { reason, by } => {
+            let (why, at_ms) = match reason {
+                RefreshReason::NotProvisioned => ("not-provisioned", None),
+                RefreshReason::NoToken => ("no-token", None),
+                RefreshReason::Expired { at_ms } => ("expired", Some(*at_ms)),
+                RefreshReason::SessionAlways => ("session-always", None),
+                RefreshReason::Rejected { .. } => ("rejected", None),
+                RefreshReason::Requested => ("requested", None),
+            };
+            let mut value = json!({"event": "refresh", "reason": why, "running": by});
+            if let Some(at_ms) = at_ms {
+                value["expired_at"] = json!(crate::time::format_ms(at_ms));
+            }
+            if let RefreshReason::Rejected { status } = reason {
+                value["status"] = json!(status);
+            }
+            value
+        }
+        Event::RefreshedElsewhere => json!({"event": "refreshed-elsewhere"}),
+        Event::Fresh { until_ms } => json!({
+            "event": "fresh",
+            "until": until_ms.map(crate::time::format_ms),
+        }),
+        Event::Sending {
+            resource,
+            method,
+            url,
+        } => json!({"event": "send", "resource": resource, "method": method, "url": url}),
+        Event::Received { status, elapsed } => json!({
+            "event": "answer",
+            "status": status,
+            "elapsed_ms": u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        }),
+        Event::Skipped {
+            parameter,
+            key,
+            reason,
+        } => json!({"event": "skip", "parameter": parameter, "key": key, "reason": reason}),
+        Event::SentAsText { parameter, reason } => {
+            json!({"event": "sent-as-text", "parameter": parameter, "reason": reason})
+        }
+        Event::WaitingForLock { instance, timeout } => json!({
+            "event": "waiting-for-lock",
+            "instance": instance,
+            "timeout_s": timeout.map(|timeout| timeout.as_secs()),
+        }),
+        Event::Saved { keys } => json!({"event": "save", "keys": keys}),
+        Event::NotFound {
+            key,
+            path,
+            resource,
+            lifecycle,
+        } => json!({
+            "event": "not-found",
+            "resource": resource,
+            "path": path,
+            "key": key,
+            "lifecycle": lifecycle,
+        }),
+        Event::LifetimeAdjusted(adjusted) => json!({
+            "event": "lifetime-adjusted",
+            "key": adjusted.key,
+            "sent": adjusted.sent,
+            "seconds": adjusted.seconds,
+        }),
+        Event::Retrying {
+            attempt,
+            after,
+            cause,
+        } => json!({
+            "event": "retry",
+            "attempt": attempt,
+            "after_ms": u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+            "cause": cause,
+        }),
+    };
+    value["at"] = json!(at);
+    Some(value)
 }

@@ -20,10 +20,11 @@ use engine_spec::{AuthKind, Connector, Protocol, Resource};
 use engine_store::{InstanceLock, InstanceStore, State, StoreErrorKind};
 use serde_json::Value;
 
-use crate::auth::custom::resource_step;
+use crate::auth::custom::{provisioning, resource_step};
 use crate::auth::{Freshness, Scheme, Step, oauth2};
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Configuration;
+use crate::differences::{changes_the_request, differences, of_resource, plan};
 use crate::extract::{Extracted, extract};
 use crate::observer::{Event, Observer, RefreshReason, RefreshReport};
 use crate::prepared_request::{PreparedRequest, SecretSlot};
@@ -45,6 +46,7 @@ pub struct Engine {
     policy: RetryPolicy,
     lock_timeout: Option<Duration>,
     flights: Arc<Flights>,
+    strict: bool,
 }
 
 /// Builds an [`Engine`].
@@ -57,6 +59,7 @@ pub struct EngineBuilder {
     policy: RetryPolicy,
     lock_timeout: Option<Duration>,
     transport: Option<Arc<dyn Transport>>,
+    strict: bool,
 }
 
 impl Default for EngineBuilder {
@@ -78,7 +81,17 @@ impl EngineBuilder {
             policy: RetryPolicy::default(),
             lock_timeout: Some(Duration::from_secs(30)),
             transport: None,
+            strict: false,
         }
+    }
+
+    /// Refuses a run, before anything is sent, when it would not do as the platform did: a
+    /// hook or converter of what it executes ([`crate::differences()`]), a lifecycle resource it
+    /// would skip. Without it the run goes on and tells the observer
+    /// ([`Event::NotExecuted`], [`Event::LifecycleSkipped`]).
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
     }
 
     /// The bound on one whole [`Engine::run`] or [`Engine::refresh`]: every request, attempt,
@@ -163,6 +176,7 @@ impl EngineBuilder {
             policy: self.policy,
             lock_timeout: self.lock_timeout,
             flights: Arc::default(),
+            strict: self.strict,
         })
     }
 }
@@ -413,6 +427,12 @@ pub(crate) struct Run<'a> {
     /// When the run must be over ([`EngineBuilder::timeout`]); time spent waiting for another
     /// refresh does not count ([`Run::not_counting_since`]).
     deadline: Deadline,
+    /// The differences already told ([`Run::tell_differences`]), by position in
+    /// [`Connector::not_executed`].
+    told: Vec<usize>,
+    /// The lifecycle resources this refresh (or requested lifecycle run) already sent, by
+    /// index: a resource reached twice (a chain into `ON PROVISION`) is sent once.
+    ran: Vec<usize>,
 }
 
 impl<'a> Run<'a> {
@@ -442,6 +462,8 @@ impl<'a> Run<'a> {
             redactor,
             ahead_ms: 0,
             deadline,
+            told: Vec::new(),
+            ran: Vec::new(),
         })
     }
 
@@ -472,6 +494,7 @@ impl<'a> Run<'a> {
             })
             .at(&field_of(resource, "type")));
         }
+        self.refuse_if_strict(resource)?;
         // `ON DELETE` (run by `engine instances delete`) is called as an API resource is: with
         // the instance's authentication, refreshed first when stale.
         if !resource.kind().is_api() && resource.kind() != ResourceType::OnDelete {
@@ -524,26 +547,122 @@ impl<'a> Run<'a> {
     }
 
     /// `engine run c.json provisionAuthValidation`: runs a lifecycle resource as the lifecycle
-    /// would (after `PROVISION AUTH VALIDATION`, `ON PROVISION` too), saving what it saves.
+    /// would, with its `nextResource` chain, saving what it saves. `PROVISION AUTH VALIDATION`
+    /// runs the whole provisioning: every `PROVISION AUTH VALIDATION` and `ON PROVISION`
+    /// resource, in file order.
     async fn run_lifecycle_directly(
         &mut self,
         resource: &'a Resource,
         inputs: &Inputs,
     ) -> Result<(u16, Value), RunError> {
-        let response = self
-            .execute_requested(&resource_step(resource, inputs.clone()))
-            .await?;
-        if resource.kind() == ResourceType::ProvisionAuthValidation
-            && let Some(on_provision) = self.connector.lifecycle(ResourceType::OnProvision)
-        {
-            self.execute_requested(&resource_step(on_provision, Inputs::default()))
-                .await?;
+        self.ran.clear();
+        let resources = if resource.kind() == ResourceType::ProvisionAuthValidation {
+            provisioning(self.connector)
+        } else {
+            vec![resource]
+        };
+        let mut answer = None;
+        for other in resources {
+            let selected = other.index() == resource.index();
+            let step = if selected {
+                resource_step(self.connector, other, inputs.clone())
+            } else {
+                resource_step(self.connector, other, Inputs::default())
+            };
+            if self.ran.contains(&other.index()) || (!selected && self.skips(&step, None)?) {
+                continue;
+            }
+            let response = self.execute_requested(&step).await?;
+            if selected {
+                answer = Some(response);
+            }
         }
+        let Some(response) = answer else {
+            return Ok((0, Value::Null));
+        };
         let extracted = extract(self.connector, resource, &response)?;
         Ok((
             response.status,
             extracted.into_output(resource, response.body)?,
         ))
+    }
+
+    /// Refuses to start a strict run that would not do as the platform did: tells each
+    /// difference of what the run may execute, then fails. Does nothing for other runs.
+    fn refuse_if_strict(&mut self, resource: &Resource) -> Result<(), RunError> {
+        if !self.engine.strict {
+            return Ok(());
+        }
+        let found = differences(self.connector, &plan(self.connector, resource));
+        if found.is_empty() {
+            return Ok(());
+        }
+        for difference in &found {
+            self.observer
+                .event(&Event::NotExecuted(difference.diagnostic.clone()));
+        }
+        Err(RunError::from(RunErrorKind::NotFaithful {
+            resource: resource.display_name(),
+            count: found.len(),
+        })
+        .at(&found[0].diagnostic.location))
+    }
+
+    /// Tells the observer, once per run, the differences of the connector and of `resource`
+    /// (`None`: a token request of the engine's own, which only the connector's apply to).
+    fn tell_differences(&mut self, resource: Option<&Resource>) {
+        let indexes: Vec<usize> = resource.map(Resource::index).into_iter().collect();
+        let all = self.connector.not_executed();
+        for difference in differences(self.connector, &indexes) {
+            let Some(position) = all.iter().position(|d| std::ptr::eq(d, difference)) else {
+                continue;
+            };
+            if !self.told.contains(&position) {
+                self.told.push(position);
+                self.observer
+                    .event(&Event::NotExecuted(difference.diagnostic.clone()));
+            }
+        }
+    }
+
+    /// True when `step` is a lifecycle resource that does not obtain the token and cannot be
+    /// executed faithfully: a `preRequest` hook or converter the engine does not run, or a
+    /// request that cannot be built from the instance (an input no lifecycle step has, a path
+    /// variable nothing fills). It is skipped with [`Event::LifecycleSkipped`], never sent
+    /// half-built; a strict run fails instead.
+    fn skips(&self, step: &Step<'_>, previous: Option<&Value>) -> Result<bool, RunError> {
+        let Step::Resource {
+            resource,
+            inputs,
+            obtains_token: false,
+            token_response: false,
+        } = step
+        else {
+            return Ok(false);
+        };
+        let reason = match of_resource(self.connector, resource).find(|d| changes_the_request(d)) {
+            Some(difference) => Some(difference.diagnostic.message.clone()),
+            None => self
+                .build_with(resource, inputs, &[], previous, true, &Recorder::default())
+                .err()
+                .map(|error| error.to_string()),
+        };
+        let Some(reason) = reason else {
+            return Ok(false);
+        };
+        if self.engine.strict {
+            return Err(RunError::from(RunErrorKind::NotFaithful {
+                resource: resource.display_name(),
+                count: 1,
+            })
+            .at(resource.location()));
+        }
+        self.observer.event(&Event::LifecycleSkipped {
+            resource: resource.display_name(),
+            reason,
+            location: resource.location().clone(),
+        });
+        Ok(true)
     }
 
     /// Executes a lifecycle step the caller asked for, and reports it
@@ -635,7 +754,21 @@ impl<'a> Run<'a> {
         let before = self.configuration.pending().clone();
         let mut reports = Vec::with_capacity(steps.len());
         let mut old_token = self.token_fingerprint_in(&read.state);
+        self.ran.clear();
         for step in &steps {
+            if let Step::Resource { resource, .. } = step
+                && self.ran.contains(&resource.index())
+            {
+                continue;
+            }
+            match self.skips(step, None) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(error) => {
+                    self.configuration.restore_pending(before);
+                    return Err(error);
+                }
+            }
             let started = Instant::now();
             let result = self.execute(step).await;
             let mut report = RefreshReport {
@@ -721,8 +854,12 @@ impl<'a> Run<'a> {
     }
 
     /// Writes the pending values over `stored` (read at `version` under `lock`): a
-    /// compare-and-swap. When another writer got there first (a store whose lock it could lose),
-    /// the newer stored state wins: this run re-reads it and goes on with it.
+    /// compare-and-swap. A conflict means another writer got there first. When it changed none
+    /// of the keys this run writes (a rekey, the failure count, the status: writers that take the
+    /// lock, or an older engine's that did not), this run's values are merged into the newer state
+    /// and written again: a new refresh token is never dropped for a newer version alone. When it
+    /// wrote those keys too (a store whose lock this run lost, and another process refreshed), the
+    /// newer stored tokens win: this run re-reads them and goes on with them.
     async fn write_under(
         &mut self,
         lock: &mut dyn InstanceLock,
@@ -734,23 +871,33 @@ impl<'a> Run<'a> {
         }
         let pending = self.configuration.take_pending();
         let keys: Vec<String> = pending.keys().cloned().collect();
-        let mut state = stored.clone();
-        state.extend(pending);
-        match lock.write(state.clone(), version).await {
-            Ok(_) => {
+        let (mut version, mut base) = (version, stored.clone());
+        let mut attempts = 0;
+        loop {
+            let mut state = base.clone();
+            state.extend(pending.clone());
+            let Err(error) = lock.write(state.clone(), version).await else {
                 self.redactor.learn_state(self.connector, &state);
                 self.configuration.rebase(Arc::new(state));
                 self.observer.event(&Event::Saved { keys });
-                Ok(())
+                return Ok(());
+            };
+            attempts += 1;
+            if !matches!(error.kind(), StoreErrorKind::Conflict { .. }) || attempts == 10 {
+                return Err(error.into());
             }
-            Err(error) if matches!(error.kind(), StoreErrorKind::Conflict { .. }) => {
-                let newer = lock.load().await?;
+            let newer = lock.load().await?;
+            if keys
+                .iter()
+                .any(|key| newer.state.get(key) != stored.get(key))
+            {
                 self.redactor.learn_state(self.connector, &newer.state);
                 self.configuration.rebase(newer.state);
                 self.observer.event(&Event::RefreshedElsewhere);
-                Ok(())
+                return Ok(());
             }
-            Err(error) => Err(error.into()),
+            version = newer.version;
+            base.clone_from(&newer.state);
         }
     }
 
@@ -804,7 +951,7 @@ impl<'a> Run<'a> {
         previous: Option<&Value>,
         checked: Option<Checked>,
     ) -> Result<(VendorResponse, Extracted), RunError> {
-        self.warn_hooks(resource);
+        self.tell_differences(Some(resource));
         let prepared = match checked {
             Some(checked) => checked.replay(self.observer),
             None => self.prepare(resource, inputs, bound, previous, true)?,
@@ -855,6 +1002,7 @@ impl<'a> Run<'a> {
             .at(&vendor_path_of(resource)));
         }
         let extracted = extract(self.connector, resource, &response)?;
+        self.tell_missing(resource, &extracted.missing, false);
         self.save(&extracted.saved);
         Ok((response, extracted))
     }
@@ -902,16 +1050,59 @@ impl<'a> Run<'a> {
         request.for_each_secret_value(|value| self.redactor.learn(value));
     }
 
+    /// Tells the observer each response parameter of `resource` that found nothing.
+    fn tell_missing(&self, resource: &Resource, missing: &[(String, String)], lifecycle: bool) {
+        for (key, path) in missing {
+            self.observer.event(&Event::NotFound {
+                key: key.clone(),
+                path: path.clone(),
+                resource: resource.display_name(),
+                lifecycle,
+            });
+        }
+    }
+
     /// Records values a response saved, learning them as secrets (tokens) first.
     pub(crate) fn save(&mut self, saved: &State) {
         self.configuration.save(saved);
         self.redactor.learn_state(self.connector, saved);
     }
 
-    /// Runs one step of obtaining a token: builds its request from the configuration as it is
-    /// now, sends it as a lifecycle request, and saves what the scheme reads from the answer
-    /// (nothing from a recorded answer: nothing was sent).
+    /// Runs one step of obtaining a token (see [`Run::execute_one`]), then the `nextResource`
+    /// chain of a lifecycle resource, each link built with the previous answer and saving what
+    /// it saves. A link that cannot be executed faithfully ends the chain ([`Run::skips`]).
     pub(crate) async fn execute(&mut self, step: &Step<'_>) -> Result<VendorResponse, RunError> {
+        let response = self.execute_one(step, None).await?;
+        let Step::Resource { resource, .. } = step else {
+            return Ok(response);
+        };
+        let mut previous = response.body.clone();
+        let mut current: &Resource = resource;
+        for _ in 0..engine_spec::MAX_CHAIN {
+            let Some(next) = self.connector.next_of(current) else {
+                return Ok(response);
+            };
+            let link = resource_step(self.connector, next, Inputs::default());
+            if self.ran.contains(&next.index()) || self.skips(&link, Some(&previous))? {
+                return Ok(response);
+            }
+            previous = self.execute_one(&link, Some(&previous)).await?.body;
+            current = next;
+        }
+        Err(RunErrorKind::ChainTooLong {
+            max: engine_spec::MAX_CHAIN,
+        }
+        .into())
+    }
+
+    /// Runs one step: builds its request from the configuration as it is now (and the answer
+    /// before it in a chain, `previous`), sends it as a lifecycle request, and saves what the
+    /// scheme reads from the answer (nothing from a recorded answer: nothing was sent).
+    async fn execute_one(
+        &mut self,
+        step: &Step<'_>,
+        previous: Option<&Value>,
+    ) -> Result<VendorResponse, RunError> {
         let (request, location) = match step {
             Step::Resource {
                 resource,
@@ -919,14 +1110,23 @@ impl<'a> Run<'a> {
                 obtains_token,
                 ..
             } => {
-                self.warn_hooks(resource);
-                let request = self.prepare(resource, inputs, &[], None, !obtains_token)?;
+                self.tell_differences(Some(resource));
+                self.ran.push(resource.index());
+                let request = self.prepare(resource, inputs, &[], previous, !obtains_token)?;
                 (request, Some(resource.location()))
             }
-            Step::Token(grant) => (
-                oauth2::token_request(self.connector, &self.configuration, grant, &self.redactor)?,
-                None,
-            ),
+            Step::Token(grant) => {
+                self.tell_differences(None);
+                (
+                    oauth2::token_request(
+                        self.connector,
+                        &self.configuration,
+                        grant,
+                        &self.redactor,
+                    )?,
+                    None,
+                )
+            }
         };
         self.learn_sent(&request);
         let response = self
@@ -937,6 +1137,13 @@ impl<'a> Run<'a> {
                 None => error,
             })?;
         if !response.is_recorded() {
+            let missing = match step {
+                Step::Resource { resource, .. } => Some((
+                    *resource,
+                    extract(self.connector, resource, &response)?.missing,
+                )),
+                Step::Token(_) => None,
+            };
             let saved = Scheme::absorb(self.connector, step, &response, self.engine.now_ms())
                 .map_err(|error| match error.kind() {
                     // The vendor's answer, masked, so that the caller sees what came instead.
@@ -953,6 +1160,9 @@ impl<'a> Run<'a> {
                     }
                     _ => error,
                 })?;
+            if let Some((resource, missing)) = missing {
+                self.tell_missing(resource, &missing, true);
+            }
             if let Some(adjusted) = saved.adjusted {
                 self.observer.event(&Event::LifetimeAdjusted(adjusted));
             }
@@ -1033,16 +1243,6 @@ impl<'a> Run<'a> {
                     .into_inner()
                     .unwrap_or_else(PoisonError::into_inner),
             })
-    }
-
-    /// Tells the observer when a `preRequest` hook of `resource` would have added headers or
-    /// authentication: the engine runs no JavaScript.
-    fn warn_hooks(&self, resource: &Resource) {
-        if resource.hooks_may_authenticate() {
-            self.observer.event(&Event::HookNotExecuted {
-                resource: resource.display_name(),
-            });
-        }
     }
 
     /// Sends `request` through the engine's transport and retry policy.

@@ -2,12 +2,11 @@
 //! output, and `rootKey` unwraps the body.
 
 use engine_spec::jsonpath::BudgetExceeded;
-use engine_spec::kinds::{ParameterKind, VendorKind};
+use engine_spec::kinds::{ParameterKind, Source, VendorKind};
 use engine_spec::{Connector, Resource};
 use engine_store::State;
 use serde_json::Value;
 
-use crate::request::response_parameters;
 use crate::run_error::{RunError, RunErrorKind};
 use crate::transport::VendorResponse;
 
@@ -18,6 +17,9 @@ pub(crate) struct Extracted {
     pub(crate) saved: State,
     /// Fields the output parameters add to the caller's body.
     outputs: Vec<(String, Value)>,
+    /// The configuration keys a response parameter should have saved but found nothing for,
+    /// with where it looked (its `vendorName`).
+    pub(crate) missing: Vec<(String, String)>,
 }
 
 impl Extracted {
@@ -51,7 +53,7 @@ pub(crate) fn extract(
     response: &VendorResponse,
 ) -> Result<Extracted, RunError> {
     let mut extracted = Extracted::default();
-    for parameter in response_parameters(connector, resource) {
+    for parameter in connector.parameters_of(resource, Source::Response) {
         let found = match parameter.vendor_kind() {
             VendorKind::Header => response
                 .header(parameter.vendor_name())
@@ -67,6 +69,12 @@ pub(crate) fn extract(
         let Some(found) =
             found.filter(|value| !value.is_null() && value != &Value::String(String::new()))
         else {
+            if parameter.kind() == ParameterKind::Configuration {
+                extracted.missing.push((
+                    parameter.name().to_owned(),
+                    parameter.vendor_name().to_owned(),
+                ));
+            }
             continue;
         };
         match parameter.kind() {
@@ -92,44 +100,4 @@ fn budget(resource: &Resource, source: BudgetExceeded) -> RunError {
         source,
     })
     .at(resource.location())
-}
-
-/// Parses an `expires_in` the way vendors send it: `3600`, `"3600"` or `3600.0`, in seconds.
-pub fn parse_seconds(value: &Value) -> Option<u64> {
-    let number = match value {
-        Value::Number(number) => match number.as_u64() {
-            Some(whole) => return Some(whole),
-            None => number.as_f64()?,
-        },
-        Value::String(text) => match text.trim().parse::<u64>() {
-            Ok(whole) => return Some(whole),
-            Err(_) => text.trim().parse::<f64>().ok()?,
-        },
-        _ => return None,
-    };
-    (number.is_finite() && number >= 0.0).then(|| {
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "finite, non-negative and rounded: a lifetime in seconds"
-        )]
-        let seconds = number.round() as u64;
-        seconds
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn expires_in_accepts_numbers_strings_and_floats() {
-        assert_eq!(parse_seconds(&json!(3600)), Some(3600));
-        assert_eq!(parse_seconds(&json!("3600")), Some(3600));
-        assert_eq!(parse_seconds(&json!(3600.0)), Some(3600));
-        assert_eq!(parse_seconds(&json!("soon")), None);
-        assert_eq!(parse_seconds(&json!(-1)), None);
-    }
 }

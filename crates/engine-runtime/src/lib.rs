@@ -44,9 +44,10 @@
 
 mod auth;
 mod authorization;
-mod body;
+pub mod ceql;
 mod clock;
 mod configuration;
+mod differences;
 mod engine;
 mod extract;
 mod observer;
@@ -56,17 +57,18 @@ mod request;
 mod run_error;
 mod tls;
 mod transport;
+mod value;
+mod xml;
 
 pub use auth::authorize::AuthorizationRequest;
 pub use auth::lifetime::{LifetimeAdjusted, LifetimeProblem, MAX_LIFETIME_SECONDS};
 pub use auth::oauth2::{self, Grant};
 pub use auth::{Absorbed, Freshness, Scheme, Step, check_fresh};
-pub use body::{Part, PartContent};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use differences::{changes_the_request, differences, executed, plan};
 pub use engine::{Engine, EngineBuilder, RefreshRequest, RunOutput, RunRequest};
-pub use extract::parse_seconds;
 pub use observer::{Event, NoObserver, Observer, RefreshReason, RefreshReport, fingerprint};
-pub use prepared_request::{PreparedRequest, RequestBody, SecretSlot};
+pub use prepared_request::{Part, PartContent, PreparedRequest, RequestBody, SecretSlot};
 pub use redact::{MASK, Redactor, Secret, is_secret_name};
 pub use request::Inputs;
 pub use run_error::{InputKind, MissingKey, RunError, RunErrorKind};
@@ -74,3 +76,4 @@ pub use transport::{
     DEFAULT_MAX_BODY, HttpTransport, RecordingTransport, RetryPolicy, Transport, TransportError,
     TransportErrorKind, VendorResponse, parse_retry_after,
 };
+pub use value::parse_seconds;

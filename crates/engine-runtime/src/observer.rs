@@ -68,6 +68,8 @@ pub enum Event {
     Skipped {
         /// The parameter's vendor name.
         parameter: String,
+        /// The configuration key that has no value.
+        key: String,
         /// Why, e.g. "`oauth.user.token` has no value yet".
         reason: String,
     },
@@ -93,11 +95,32 @@ pub enum Event {
         /// The keys.
         keys: Vec<String>,
     },
-    /// The resource has a `preRequest` JavaScript hook that touches headers or authentication;
-    /// the engine does not run it, so the request may go out unauthenticated.
-    HookNotExecuted {
+    /// A response parameter found nothing in the answer: the configuration key keeps its value
+    /// (or stays unset).
+    NotFound {
+        /// The configuration key it saves.
+        key: String,
+        /// Where it looked (its `vendorName`).
+        path: String,
+        /// The resource that answered.
+        resource: String,
+        /// True for a lifecycle step: the key is what later requests read (a token, an id).
+        lifecycle: bool,
+    },
+    /// A part of the connector this run executes is not executed as the platform did: a
+    /// JavaScript hook, a converter (the W0501 diagnostic `engine validate` reports). Told once
+    /// per run and part, whatever the verbosity: never a silent difference.
+    NotExecuted(engine_spec::Diagnostic),
+    /// A lifecycle resource was not sent, because it cannot be executed faithfully (an input
+    /// no lifecycle step has, a path variable nothing fills, a `preRequest` hook or a converter
+    /// the engine does not run): never sent half-built.
+    LifecycleSkipped {
         /// The resource's display name.
         resource: String,
+        /// Why, e.g. "the request needs the input `id`".
+        reason: String,
+        /// Where the resource is declared.
+        location: engine_spec::Location,
     },
     /// The token lifetime a vendor sent was not taken as sent: no number of seconds (the
     /// default is used) or longer than a year (a year is used); the instance keeps the one used.

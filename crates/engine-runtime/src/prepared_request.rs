@@ -6,9 +6,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::body::{Part, PartContent};
-use crate::redact::Redactor;
-use crate::request::text_of;
+use crate::redact::{MASK, Redactor, is_secret_name};
+use crate::value::text_of;
 
 /// A request body.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +22,45 @@ pub enum RequestBody {
     Multipart(Vec<Part>),
     /// A text body (a filled `bodyToken` template), sent as it is.
     Text(String),
+}
+
+/// One part of a `multipart/form-data` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// The part's (form field) name.
+    pub name: String,
+    /// What it carries.
+    pub content: PartContent,
+}
+
+/// What a multipart [`Part`] carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartContent {
+    /// A text field.
+    Text(String),
+    /// A file: its name (without directories) and its bytes.
+    File {
+        /// The file name sent in the part's `Content-Disposition`.
+        file_name: String,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+impl Part {
+    /// One line for `--dry-run`: a file as its name and size (never its bytes), a text with
+    /// secrets masked.
+    pub(crate) fn describe(&self, redactor: &Redactor) -> String {
+        let mut line = format!("- {}: ", self.name);
+        match &self.content {
+            PartContent::File { file_name, bytes } => {
+                let _ = write!(line, "file `{file_name}`, {} bytes", bytes.len());
+            }
+            PartContent::Text(_) if is_secret_name(&self.name) => line.push_str(MASK),
+            PartContent::Text(text) => line.push_str(&redactor.redact(text)),
+        }
+        line
+    }
 }
 
 /// A request ready to send: every template rendered, every value in place.

@@ -241,6 +241,18 @@ pub enum RunErrorKind {
         /// Its type, as a label (`ON PROVISION WEBHOOK`).
         kind: String,
     },
+    /// A strict run would not do as the platform did (see [`crate::Event::NotExecuted`] and
+    /// [`crate::Event::LifecycleSkipped`]).
+    #[error(
+        "run of `{resource}` refused in strict mode: {count} part{} of what it executes would not run as on the platform; nothing was sent",
+        if *count == 1 { "" } else { "s" }
+    )]
+    NotFaithful {
+        /// The resource run.
+        resource: String,
+        /// How many differences.
+        count: usize,
+    },
     /// The connector authenticates with OAuth 1.0a, which the engine does not sign.
     #[error(
         "connector `{connector}` uses OAuth 1.0a authentication, which the engine does not execute: its requests would go out unsigned; nothing was sent"

@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 use engine_store::BoxFuture;
 use serde_json::Value;
 
-use crate::body::PartContent;
 use crate::observer::{Event, Observer};
-use crate::prepared_request::{PreparedRequest, RequestBody};
+use crate::prepared_request::{PartContent, PreparedRequest, RequestBody};
 use crate::redact::Redactor;
 use crate::run_error::{RunError, RunErrorKind};
 
@@ -60,14 +59,25 @@ impl VendorResponse {
         }
     }
 
-    /// The body of raw bytes: JSON when it parses, else text, `null` when empty.
-    pub fn body_of(bytes: &[u8]) -> Value {
+    /// The body of raw bytes: JSON when it parses, an XML document as JSON (`xml.rs`) when the
+    /// content type is XML (`text/xml`, `application/soap+xml`...; an HTML page stays text),
+    /// else text, `null` when empty.
+    pub fn body_of(bytes: &[u8], content_type: Option<&str>) -> Value {
         if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+            return Value::Null;
         }
+        serde_json::from_slice(bytes).unwrap_or_else(|_| {
+            let text = String::from_utf8_lossy(bytes);
+            let xml = content_type.is_some_and(|content_type| {
+                let essence = content_type.split(';').next().unwrap_or_default().trim();
+                essence.eq_ignore_ascii_case("text/xml")
+                    || essence.eq_ignore_ascii_case("application/xml")
+                    || essence.to_ascii_lowercase().ends_with("+xml")
+            });
+            xml.then(|| crate::xml::to_json(&text))
+                .flatten()
+                .unwrap_or_else(|| Value::String(text.into_owned()))
+        })
     }
 
     /// True for 2xx.
@@ -290,6 +300,9 @@ impl HttpTransport {
         let mut response = builder.send().await.map_err(|error| describe(&error))?;
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
+        let content_type = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok());
         let too_large = || TransportError {
             kind: TransportErrorKind::BodyTooLarge {
                 limit: self.max_body,
@@ -304,7 +317,7 @@ impl HttpTransport {
             // A declared length within the limit (hyper enforces it): read at once.
             Some(_) => {
                 let bytes = response.bytes().await.map_err(|error| describe(&error))?;
-                VendorResponse::body_of(&bytes)
+                VendorResponse::body_of(&bytes, content_type)
             }
             // Chunked: read chunk by chunk, stopping at the limit.
             None => {
@@ -315,7 +328,7 @@ impl HttpTransport {
                     }
                     bytes.extend_from_slice(&chunk);
                 }
-                VendorResponse::body_of(&bytes)
+                VendorResponse::body_of(&bytes, content_type)
             }
         };
         Ok(VendorResponse {

@@ -3,7 +3,9 @@
 //! Three forms are accepted: a top-level name (`access_token`), a dotted path
 //! (`data.session.token`) and an RFC 9535 JSONPath starting with `$` (`$.items[0].id`). A path
 //! starting with `.` (`.workers[*]`, as element.json exports write `rootKey`) is a JSONPath
-//! relative to the document: `$.workers[*]`.
+//! relative to the document: `$.workers[*]`. A dotted path with brackets, the platform's own
+//! documented form for response parameters (`data[0].access_token`), is the JSONPath
+//! `$['data'][0]['access_token']`.
 //!
 //! ```
 //! use engine_spec::jsonpath::JsonPath;
@@ -173,19 +175,21 @@ impl JsonPath {
                     offset: None,
                 });
             }
-            let plural = absolute.contains('*')
-                || absolute.contains("..")
-                || absolute.contains('?')
-                || absolute.split('[').skip(1).any(|inside| {
-                    inside
-                        .split(']')
-                        .next()
-                        .is_some_and(|inside| inside.contains(':') || inside.contains(','))
-                });
             return Ok(Parts {
                 source: text.to_owned(),
                 query: Some(query),
-                plural,
+                plural: is_plural(&absolute),
+            });
+        }
+        if let Some(bracketed) = bracketed_to_jsonpath(text) {
+            let query = parse_json_path(&bracketed).map_err(|_| JsonPathError {
+                message: format!("`{text}` is not a name, a dotted path or a JSONPath"),
+                offset: None,
+            })?;
+            return Ok(Parts {
+                source: text.to_owned(),
+                plural: is_plural(&bracketed),
+                query: Some(query),
             });
         }
         if text.is_empty() || text.split('.').any(str::is_empty) {
@@ -326,6 +330,45 @@ impl JsonPath {
     }
 }
 
+/// True when the JSONPath `absolute` may select several values (wildcards, descendants,
+/// filters, slices, unions).
+fn is_plural(absolute: &str) -> bool {
+    absolute.contains('*')
+        || absolute.contains("..")
+        || absolute.contains('?')
+        || absolute.split('[').skip(1).any(|inside| {
+            inside
+                .split(']')
+                .next()
+                .is_some_and(|inside| inside.contains(':') || inside.contains(','))
+        })
+}
+
+/// The platform's dotted path with brackets (`data[0].access_token`, `items[*].id`) as a
+/// JSONPath (`$['data'][0]['access_token']`); `None` for a text without brackets or with an
+/// empty segment. Each name is quoted, so names JSONPath would not take bare (`access-token`)
+/// keep working.
+fn bracketed_to_jsonpath(text: &str) -> Option<String> {
+    if !text.contains('[') {
+        return None;
+    }
+    let mut path = String::from("$");
+    for segment in text.split('.') {
+        let (name, brackets) = segment.split_at(segment.find('[').unwrap_or(segment.len()));
+        if name.is_empty() && brackets.is_empty() {
+            return None;
+        }
+        if !name.is_empty() {
+            let quoted = name.replace('\\', "\\\\").replace('\'', "\\'");
+            path.push_str("['");
+            path.push_str(&quoted);
+            path.push_str("']");
+        }
+        path.push_str(brackets);
+    }
+    Some(path)
+}
+
 /// The number of direct children of `value`.
 fn children(value: &Value) -> usize {
     match value {
@@ -457,6 +500,24 @@ mod tests {
             JsonPath::compile(&long).unwrap_err().message,
             "a JSONPath is at most 4096 bytes long"
         );
+    }
+
+    #[test]
+    fn bracketed_dotted_paths_are_jsonpaths() {
+        let body = json!({"data": [{"access_token": "t", "id": 1}, {"id": 2}], "a-b": [[5]]});
+        let find = |path: &str| JsonPath::compile(path).unwrap().find(&body).cloned();
+        let select = |path: &str| JsonPath::compile(path).unwrap().select(&body);
+        assert_eq!(find("data[0].access_token"), Some(json!("t")));
+        assert_eq!(find("data[1].id"), Some(json!(2)));
+        assert_eq!(find("a-b[0][0]"), Some(json!(5)));
+        assert_eq!(find("data[2].id"), None);
+        assert_eq!(select("data[*].id"), Some(json!([1, 2])));
+        assert_eq!(
+            JsonPath::compile("data[0].access_token").unwrap().source(),
+            "data[0].access_token"
+        );
+        assert!(JsonPath::compile("data[0]..id").is_err());
+        assert!(JsonPath::compile("data[x").is_err());
     }
 
     #[test]

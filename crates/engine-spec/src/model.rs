@@ -119,9 +119,41 @@ pub struct Connector {
     pub(crate) known_keys: HashMap<String, bool, foldhash::fast::RandomState>,
     /// The declared default values by key, as configuration values, computed once by `validate`.
     pub(crate) defaults: serde_json::Map<String, serde_json::Value>,
+    /// What the engine accepts but will not do as the platform did when a request is made: the
+    /// W0501 diagnostics about hooks and converters, computed once by `validate`.
+    pub(crate) not_executed: Vec<NotExecuted>,
+}
+
+/// A part of the connector the engine accepts but does not execute as the platform did, that
+/// changes the requests of a run: a JavaScript hook, a parameter converter. `engine validate`
+/// reports it as W0501; a run that executes the resource says it too.
+#[derive(Debug, Clone)]
+pub struct NotExecuted {
+    /// The W0501 diagnostic, as `engine validate` reports it.
+    pub diagnostic: crate::Diagnostic,
+    /// The resource it belongs to (its index in `resources[]`); `None` for the connector's own
+    /// hooks and parameters, which apply to every request.
+    pub resource: Option<usize>,
+    /// What is not executed.
+    pub what: NotExecutedKind,
+}
+
+/// What [`NotExecuted`] is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotExecutedKind {
+    /// JavaScript hooks, by type (`preRequest`, `postRequest`...), each type once.
+    Hooks(Vec<String>),
+    /// A parameter converter (`toQueryParameters`...; empty when the export names none).
+    Converter(String),
 }
 
 impl Connector {
+    /// What the engine accepts but will not do as the platform did, for every resource
+    /// (see [`NotExecuted`]).
+    pub fn not_executed(&self) -> &[NotExecuted] {
+        &self.not_executed
+    }
+
     /// The file the connector was loaded from.
     pub fn source(&self) -> &SourceFile {
         &self.source
@@ -249,6 +281,36 @@ impl Connector {
         )
     }
 
+    /// The parameters that apply to `resource` on the `source` side (`request` or `response`):
+    /// the global ones first, then the resource's own. A resource parameter replaces a global one
+    /// of the same vendor slot, and a resource `no-op` parameter of the same vendor name removes
+    /// it (a global `Authorization` header from a token request).
+    pub fn parameters_of<'a>(
+        &'a self,
+        resource: &'a Resource,
+        source: Source,
+    ) -> impl Iterator<Item = &'a Parameter> {
+        let own = move || {
+            resource
+                .parameters
+                .iter()
+                .filter(move |parameter| parameter.source == source)
+        };
+        self.parameters
+            .iter()
+            .filter(move |parameter| parameter.source == source)
+            .filter(move |global| {
+                !own().any(|parameter| {
+                    (parameter.vendor_kind == global.vendor_kind
+                        || parameter.vendor_kind == VendorKind::NoOp)
+                        && parameter
+                            .vendor_name
+                            .eq_ignore_ascii_case(&global.vendor_name)
+                })
+            })
+            .chain(own())
+    }
+
     /// The first resource of lifecycle type `kind`.
     pub fn lifecycle(&self, kind: ResourceType) -> Option<&Resource> {
         self.resources.iter().find(|resource| resource.kind == kind)
@@ -276,9 +338,19 @@ impl Connector {
             return self.lifecycle(kind);
         }
         let (method, path) = selector.split_once(':')?;
+        self.route(method, path).map(|index| &self.resources[index])
+    }
+
+    /// The position of the resource `METHOD:/path` selects: of those that match
+    /// ([`Resource::route_match`]), the one with the fewest `{variables}` (a literal path beats
+    /// a templated one), the first in file order among equals.
+    pub fn route(&self, method: &str, path: &str) -> Option<usize> {
         self.resources
             .iter()
-            .find(|resource| resource.matches(method, path))
+            .enumerate()
+            .filter_map(|(index, resource)| Some((resource.route_match(method, path)?, index)))
+            .min()
+            .map(|(_, index)| index)
     }
 
     /// Every configuration key the connector knows: declared, reserved and saved by a response
@@ -477,6 +549,14 @@ pub struct Parameter {
 }
 
 impl Parameter {
+    /// True for a header written in element.json's reversed form (`"type": "header"`,
+    /// `"vendorType": "value"`: the header is `name`, its templated value `vendorName`). A
+    /// global one of an OAuth2 connector (zoom's `Authorization: Basic CE.b64(id:secret)`) is
+    /// for the token calls, not the API calls.
+    pub fn is_reversed_header(&self) -> bool {
+        self.reversed && self.vendor_kind == VendorKind::Header
+    }
+
     /// Our side's name: a literal, a configuration key or the caller's input name.
     pub fn name(&self) -> &str {
         &self.name
@@ -560,6 +640,7 @@ pub struct Resource {
     pub(crate) parameters: Vec<Parameter>,
     pub(crate) next: Option<usize>,
     pub(crate) root_key: Option<JsonPath>,
+    pub(crate) request_root: Option<String>,
     pub(crate) hooks_may_authenticate: bool,
     pub(crate) location: Location,
 }
@@ -614,14 +695,21 @@ impl Resource {
         &self.parameters
     }
 
-    /// The compiled `rootKey`.
+    /// The compiled `rootKey` of the response: all of a `rootKey` without `|`, the part after
+    /// `|` of the `request|response` form. The answer is unwrapped by it.
     pub fn root_key(&self) -> Option<&JsonPath> {
         self.root_key.as_ref()
     }
 
+    /// The request part of a `request|response` `rootKey` when it is not empty: a JSON request
+    /// body is sent wrapped as `{"<part>": body}`.
+    pub fn request_root(&self) -> Option<&str> {
+        self.request_root.as_deref()
+    }
+
     /// True when a `preRequest` JavaScript hook of the resource or the connector touches headers
     /// or authentication: the engine never runs hooks, so the request may go out without what
-    /// the hook would have added (warned at validate, said by `-v` at run).
+    /// the hook would have added (warned at validate and at run).
     pub fn hooks_may_authenticate(&self) -> bool {
         self.hooks_may_authenticate
     }
@@ -631,29 +719,36 @@ impl Resource {
         &self.location
     }
 
-    /// True when `method` and `path` select this resource. `path` matches the resource's path
-    /// exactly or its end after the `/hubs/<hub>` prefix element.json uses, segment by segment;
-    /// `{variables}` match any segment.
+    /// True when `method` and `path` select this resource: see [`Resource::route_match`].
     pub fn matches(&self, method: &str, path: &str) -> bool {
+        self.route_match(method, path).is_some()
+    }
+
+    /// How `method` and `path` select this resource: `None` when they do not; else the number
+    /// of `{variables}` the match needed (a literal path beats a templated one: fewer is
+    /// better). Paths compare segment by segment after their `/hubs/<hub>` prefix, when they
+    /// have one, as the platform routed them (any hub: a `nextResource` may name another).
+    pub fn route_match(&self, method: &str, path: &str) -> Option<usize> {
         let (Some(own_method), Some(own_path)) = (&self.method, &self.path) else {
-            return false;
+            return None;
         };
         if !own_method.eq_ignore_ascii_case(method) {
-            return false;
+            return None;
         }
-        let own: Vec<&str> = own_path.trim_matches('/').split('/').collect();
-        let wanted: Vec<&str> = path.trim_matches('/').split('/').collect();
-        if wanted.len() > own.len() {
-            return false;
+        let own = route_segments(own_path);
+        let wanted = route_segments(path);
+        if own.len() != wanted.len() {
+            return None;
         }
-        let tail = &own[own.len() - wanted.len()..];
-        let prefix = &own[..own.len() - wanted.len()];
-        let prefix_ok = prefix.is_empty() || (prefix.len() == 2 && prefix[0] == "hubs");
-        prefix_ok
-            && tail
-                .iter()
-                .zip(&wanted)
-                .all(|(own, wanted)| own == wanted || (own.starts_with('{') && own.ends_with('}')))
+        let mut variables = 0;
+        for (own, wanted) in own.iter().zip(&wanted) {
+            if own.starts_with('{') && own.ends_with('}') {
+                variables += 1;
+            } else if own != wanted {
+                return None;
+            }
+        }
+        Some(variables)
     }
 
     /// Binds `{variables}` of the resource's `path` from a concrete `path`, for `METHOD:/path`
@@ -662,18 +757,26 @@ impl Resource {
         let Some(own_path) = &self.path else {
             return Vec::new();
         };
-        let own: Vec<&str> = own_path.trim_matches('/').split('/').collect();
-        let wanted: Vec<&str> = path.trim_matches('/').split('/').collect();
-        if wanted.len() > own.len() {
+        let own = route_segments(own_path);
+        let wanted = route_segments(path);
+        if wanted.len() != own.len() {
             return Vec::new();
         }
-        own[own.len() - wanted.len()..]
-            .iter()
+        own.iter()
             .zip(&wanted)
             .filter_map(|(own, wanted)| {
                 let name = own.strip_prefix('{')?.strip_suffix('}')?;
                 Some((name.to_owned(), (*wanted).to_owned()))
             })
             .collect()
+    }
+}
+
+/// The segments of a resource path, without the `/hubs/<hub>` prefix when it has one.
+fn route_segments(path: &str) -> Vec<&str> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["hubs", _, rest @ ..] => rest.to_vec(),
+        _ => segments,
     }
 }

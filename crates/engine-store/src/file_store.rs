@@ -87,23 +87,12 @@ impl FileStore {
     /// Returns the path where `instance` is stored.
     ///
     /// Fails with [`StoreErrorKind::InvalidInstanceId`] for a directory store when `instance` is
-    /// not a safe file stem: it must be non-empty, use only ASCII letters, digits, `.`, `_` and
-    /// `-`, and not start with `.`.
+    /// not an id every store can keep ([`crate::valid_id`]).
     pub fn path_of(&self, instance: &str) -> Result<PathBuf, StoreError> {
         match &self.layout {
             Layout::File(path) => Ok(path.clone()),
             Layout::Directory(dir) => {
-                let valid = !instance.is_empty()
-                    && !instance.starts_with('.')
-                    && instance
-                        .bytes()
-                        .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
-                if !valid {
-                    return Err(StoreErrorKind::InvalidInstanceId {
-                        id: instance.to_owned(),
-                    }
-                    .into());
-                }
+                crate::valid_id(instance)?;
                 Ok(dir.join(format!("{instance}.json")))
             }
         }

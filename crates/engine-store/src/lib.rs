@@ -93,6 +93,62 @@ pub fn connector_of(state: &State) -> Option<&str> {
     state.get(CONNECTOR_KEY)?.as_str()
 }
 
+/// Changes `instance` under its lock: takes the lock (calling `waiting` once when another
+/// holder makes it wait, then waiting at most `timeout`), re-reads, lets `change` edit the state
+/// and writes it with the version read. `change` returns whether to write at all.
+///
+/// Every writer that is not a token refresh goes through here (the failure count, the status,
+/// a rekey, a credential set by hand): a refresh holds the lock from its read to its write, so
+/// such a write never lands in between, and a rotated refresh token is never lost to it.
+pub async fn update(
+    store: &dyn InstanceStore,
+    instance: &str,
+    timeout: Option<Duration>,
+    waiting: &(dyn Fn() + Sync),
+    change: impl FnOnce(&mut State) -> Result<bool, StoreError> + Send,
+) -> Result<bool, StoreError> {
+    let mut lock = match store.lock(instance, Some(Duration::ZERO)).await {
+        Ok(lock) => lock,
+        Err(error) if matches!(error.kind(), StoreErrorKind::LockTimeout { .. }) => {
+            waiting();
+            store.lock(instance, timeout).await?
+        }
+        Err(error) => return Err(error),
+    };
+    let read = lock.load().await?;
+    let mut state = State::clone(&read.state);
+    if !change(&mut state)? {
+        return Ok(false);
+    }
+    lock.write(state, read.version).await?;
+    Ok(true)
+}
+
+/// The longest instance id, in bytes: its files (`<id>.json`, `.<id>.json.lock`,
+/// `<id>.lock`) must fit in a file name (255 bytes).
+pub const MAX_ID_LEN: usize = 200;
+
+/// Checks that `instance` is an id every store can keep: 1 to [`MAX_ID_LEN`] ASCII letters,
+/// digits, `.`, `_` and `-`, not starting with `.` (it names files).
+///
+/// Fails with [`StoreErrorKind::InvalidInstanceId`].
+pub fn valid_id(instance: &str) -> Result<(), StoreError> {
+    let valid = !instance.is_empty()
+        && instance.len() <= MAX_ID_LEN
+        && !instance.starts_with('.')
+        && instance
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreErrorKind::InvalidInstanceId {
+            id: instance.to_owned(),
+        }
+        .into())
+    }
+}
+
 /// An instance's state with the version it was read at.
 #[derive(Debug, Clone, Default)]
 pub struct Versioned {
@@ -262,6 +318,11 @@ pub trait InstanceStore: Send + Sync {
     /// sentences (a file store: an instance file's permissions tightened to owner-only).
     fn take_notices(&self) -> Vec<String> {
         Vec::new()
+    }
+    /// Drops the copies of overwritten values the store may still hold (SQLite: the old pages in
+    /// its write-ahead log), after a rewrite of every secret such as a rekey.
+    fn scrub(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
     }
 }
 

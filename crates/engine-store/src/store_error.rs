@@ -73,7 +73,7 @@ pub enum StoreErrorKind {
     },
     /// The instance id cannot be used as a file stem.
     #[error(
-        "invalid instance id `{id}`: use only ASCII letters, digits, `.`, `_` and `-`, and do not start with `.`"
+        "invalid instance id `{id}`: use 1 to 200 ASCII letters, digits, `.`, `_` and `-`, and do not start with `.`"
     )]
     InvalidInstanceId {
         /// The rejected id.
@@ -100,6 +100,15 @@ pub enum StoreErrorKind {
         expected: u64,
         /// The version stored now.
         found: u64,
+    },
+    /// An encrypted value of `instance` cannot be read: the key it needs is not given, or does
+    /// not decrypt it.
+    #[error("cannot decrypt instance `{instance}`: {message}")]
+    Secret {
+        /// The instance.
+        instance: String,
+        /// What is wrong, naming the key (never its bytes).
+        message: String,
     },
     /// The backend failed (a database, a network store); `source` says why.
     #[error("the instance store failed on `{instance}`")]
@@ -169,7 +178,7 @@ mod tests {
                 "instance file `state/acme.json` does not exist",
                 "instance file `state/acme.json` is not valid JSON at line 3, column 7: expected `:`",
                 "instance file `state/acme.json` must contain a JSON object at the top level",
-                "invalid instance id `../etc`: use only ASCII letters, digits, `.`, `_` and `-`, and do not start with `.`",
+                "invalid instance id `../etc`: use 1 to 200 ASCII letters, digits, `.`, `_` and `-`, and do not start with `.`",
                 "timed out after 250ms waiting for the lock on `state/acme.json`",
                 "instance `acme` changed since it was read (version 4, expected 3)",
                 "failed to rename `state/acme.json`",

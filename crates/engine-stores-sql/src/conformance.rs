@@ -530,7 +530,7 @@ async fn encryption_follows_the_rule(backend: &dyn Backend) {
         vec![key(KEY_ONE)],
         rule(secret_name),
     );
-    assert!(rotating.rekey("acme").await.unwrap());
+    assert!(rotating.rekey("acme", None, &|| ()).await.unwrap());
     let at_rest = raw.load("acme").await.unwrap();
     for secret in ["user.pin", "access.token"] {
         assert!(
@@ -587,17 +587,13 @@ async fn encryption(backend: &dyn Backend) {
     );
     let error = wrong.load("acme").await.unwrap_err();
     assert!(
-        std::error::Error::source(&error)
-            .unwrap()
-            .to_string()
-            .contains("does not decrypt with key `k1`"),
+        error.to_string().contains("does not decrypt with key `k1`"),
         "{error:?}"
     );
     let two = crate::EncryptedStore::new(raw.clone(), key(KEY_TWO), Vec::new(), rule(secret_name));
     let error = two.load("acme").await.unwrap_err();
     assert!(
-        std::error::Error::source(&error)
-            .unwrap()
+        error
             .to_string()
             .contains("encrypted with key `k1`, which is not among"),
         "{error:?}"
@@ -609,9 +605,9 @@ async fn encryption(backend: &dyn Backend) {
         vec![key(KEY_ONE)],
         rule(secret_name),
     );
-    assert!(rotating.rekey("acme").await.unwrap());
+    assert!(rotating.rekey("acme", None, &|| ()).await.unwrap());
     assert!(
-        !rotating.rekey("acme").await.unwrap(),
+        !rotating.rekey("acme", None, &|| ()).await.unwrap(),
         "a second rekey changes nothing"
     );
     let rekeyed = two.load("acme").await.unwrap();

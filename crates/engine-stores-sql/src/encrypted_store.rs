@@ -27,22 +27,27 @@ impl std::fmt::Debug for SecretKey {
 }
 
 impl SecretKey {
-    /// Parses `ID:BASE64` (32 bytes of key, base64; the id: ASCII letters, digits, `-`, `_`).
+    /// Parses `ID:BASE64` (32 bytes of key, base64; the id: ASCII letters, digits, `-`, `_`, at
+    /// most 32 of them).
     ///
-    /// Fails with a message saying what is wrong, never repeating the key.
+    /// Fails with a message saying what is wrong, never repeating the key, nor an id that may be
+    /// one (a key given the wrong way round, `BASE64:ID`).
     pub fn parse(text: &str) -> Result<Self, String> {
         let (id, encoded) = text
             .trim()
             .split_once(':')
             .ok_or("expected `ID:BASE64`, such as `k1:` followed by 32 bytes in base64")?;
         if id.is_empty()
+            || id.len() > 32
             || !id
                 .bytes()
                 .all(|byte| byte.is_ascii_alphanumeric() || b"-_".contains(&byte))
         {
-            return Err(format!(
-                "key id `{id}`: use ASCII letters, digits, `-` and `_`"
-            ));
+            return Err(
+                "the key id (before the `:`) must be 1 to 32 ASCII letters, digits, `-` \
+                 or `_`: was the key given the wrong way round? expected `ID:BASE64`"
+                    .to_owned(),
+            );
         }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
@@ -76,7 +81,7 @@ pub type IsSecret = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// key or instance does not decrypt). Reads decrypt with the key of the value's id, among the
 /// current key and the old ones, so keys rotate: `engine instances rekey` rewrites every value
 /// with the current key. A value whose key id is unknown, or that does not decrypt (a wrong key
-/// under a known id), fails the read with [`StoreErrorKind::Backend`] saying so: never a silent
+/// under a known id), fails the read with [`StoreErrorKind::Secret`] saying so: never a silent
 /// garbage token. Versions, locks and listings are the inner store's.
 #[derive(Clone)]
 pub struct EncryptedStore {
@@ -85,7 +90,8 @@ pub struct EncryptedStore {
 }
 
 struct Keys {
-    current: SecretKey,
+    /// `None`: no key given ([`EncryptedStore::without_key`]).
+    current: Option<SecretKey>,
     old: Vec<SecretKey>,
     is_secret: IsSecret,
 }
@@ -110,8 +116,23 @@ impl EncryptedStore {
         Self {
             inner,
             keys: Arc::new(Keys {
-                current,
+                current: Some(current),
                 old,
+                is_secret,
+            }),
+        }
+    }
+
+    /// Wraps `inner` for a command given no key: values are written as they are, and a read of
+    /// an instance holding encrypted values fails naming the key it needs
+    /// ([`StoreErrorKind::Secret`]): an encrypted value is never handed out, so never sent to a
+    /// vendor as a token or a credential.
+    pub fn without_key(inner: Arc<dyn InstanceStore>, is_secret: IsSecret) -> Self {
+        Self {
+            inner,
+            keys: Arc::new(Keys {
+                current: None,
+                old: Vec::new(),
                 is_secret,
             }),
         }
@@ -119,25 +140,37 @@ impl EncryptedStore {
 
     /// Rewrites `instance` with every secret value encrypted by the current key (decrypting the
     /// old ones; a value stored encrypted stays encrypted, whatever the rule says of its key);
-    /// returns true when something changed. A compare-and-swap like any write.
-    pub async fn rekey(&self, instance: &str) -> Result<bool, StoreError> {
-        let stored = self.inner.load(instance).await?;
-        let plain = self.keys.decrypt(instance, &stored.state)?;
-        let sealed = encrypted_keys(&stored.state);
-        let needs = stored.state.iter().any(|(key, value)| {
-            ((self.keys.is_secret)(key) || sealed.contains(key))
-                && value
-                    .as_str()
-                    .is_some_and(|text| !is_encrypted_with(text, self.keys.current.id()))
-        });
-        if !needs {
-            return Ok(false);
-        }
-        let encrypted = self.keys.encrypt(instance, plain, &sealed)?;
-        self.inner
-            .write(instance, encrypted, stored.version)
-            .await?;
-        Ok(true)
+    /// returns true when something changed. Under the instance's lock ([`engine_store::update`]:
+    /// `waiting` is called when another holder makes it wait, at most `timeout`), so that it
+    /// never lands between a refresh's read and its write.
+    pub async fn rekey(
+        &self,
+        instance: &str,
+        timeout: Option<Duration>,
+        waiting: &(dyn Fn() + Sync),
+    ) -> Result<bool, StoreError> {
+        engine_store::update(&*self.inner, instance, timeout, waiting, |stored| {
+            let Some(current) = &self.keys.current else {
+                return Err(failure(
+                    instance,
+                    "a rekey needs the key to encrypt with (`ENGINE_SECRET_KEY`)".to_owned(),
+                ));
+            };
+            let sealed = encrypted_keys(stored);
+            let needs = stored.iter().any(|(key, value)| {
+                ((self.keys.is_secret)(key) || sealed.contains(key))
+                    && value
+                        .as_str()
+                        .is_some_and(|text| !is_encrypted_with(text, current.id()))
+            });
+            if !needs {
+                return Ok(false);
+            }
+            let plain = self.keys.decrypt(instance, stored)?;
+            *stored = self.keys.encrypt(instance, plain, &sealed)?;
+            Ok(true)
+        })
+        .await
     }
 }
 
@@ -162,9 +195,9 @@ pub fn is_encrypted(value: &Value) -> bool {
 }
 
 fn failure(instance: &str, message: String) -> StoreError {
-    StoreErrorKind::Backend {
+    StoreErrorKind::Secret {
         instance: instance.to_owned(),
-        source: message.into(),
+        message,
     }
     .into()
 }
@@ -178,6 +211,9 @@ impl Keys {
         mut state: State,
         sealed: &[String],
     ) -> Result<State, StoreError> {
+        let Some(current) = &self.current else {
+            return Ok(state);
+        };
         for (key, value) in &mut state {
             let Some(text) = value.as_str() else { continue };
             if !((self.is_secret)(key) || sealed.contains(key)) || text.starts_with(PREFIX) {
@@ -188,8 +224,7 @@ impl Keys {
                 failure(instance, format!("no randomness for a nonce: {error}"))
             })?;
             let aad = format!("{instance}\0{key}");
-            let sealed = self
-                .current
+            let sealed = current
                 .cipher
                 .encrypt(
                     &XNonce::from(nonce),
@@ -203,7 +238,7 @@ impl Keys {
             bytes.extend(sealed);
             *value = Value::String(format!(
                 "{PREFIX}{}:{}",
-                self.current.id,
+                current.id,
                 base64::engine::general_purpose::STANDARD.encode(bytes)
             ));
         }
@@ -222,10 +257,20 @@ impl Keys {
                     format!("`{key}` is not a valid encrypted value"),
                 ));
             };
-            let Some(secret) = std::iter::once(&self.current)
+            let Some(secret) = self
+                .current
+                .iter()
                 .chain(&self.old)
                 .find(|secret| secret.id == id)
             else {
+                if self.current.is_none() {
+                    return Err(failure(
+                        instance,
+                        format!(
+                            "`{key}` is encrypted with key `{id}`, and `ENGINE_SECRET_KEY` is not set"
+                        ),
+                    ));
+                }
                 return Err(failure(
                     instance,
                     format!(
@@ -320,6 +365,14 @@ impl InstanceStore for EncryptedStore {
         expected: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.inner.delete(instance, expected)
+    }
+
+    fn scrub(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.scrub()
+    }
+
+    fn take_notices(&self) -> Vec<String> {
+        self.inner.take_notices()
     }
 
     fn append_history<'a>(

@@ -62,7 +62,9 @@ mod sqlite_store;
 mod conformance;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-use rows::{decode, epoch_ms, paginate, to_i64, valid_id};
+use engine_store::valid_id;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use rows::{decode, epoch_ms, paginate, to_i64};
 
 /// Opens the store `url` names:
 ///

@@ -4,27 +4,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use engine_store::{Listing, StoreError, StoreErrorKind, Summary, Versioned};
+use engine_store::{Listing, StoreError, Summary, Versioned};
 
 use crate::backend;
-
-/// Refuses ids a [`FileStore`] could not hold either, so that instances move between stores
-/// (`engine instances export`, then import) under the same id.
-pub(crate) fn valid_id(instance: &str) -> Result<(), StoreError> {
-    let valid = !instance.is_empty()
-        && !instance.starts_with('.')
-        && instance
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
-    if valid {
-        Ok(())
-    } else {
-        Err(StoreErrorKind::InvalidInstanceId {
-            id: instance.to_owned(),
-        }
-        .into())
-    }
-}
 
 /// The current time, epoch milliseconds.
 pub(crate) fn epoch_ms() -> u64 {

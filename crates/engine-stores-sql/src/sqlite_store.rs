@@ -92,6 +92,8 @@ struct Inner {
     idle: Mutex<Vec<Connection>>,
     /// The connection every write of this store runs on, opened on the first write.
     writer: Mutex<Option<Connection>>,
+    /// What the user should be told once (a file's permissions tightened).
+    notices: Mutex<Vec<String>>,
 }
 
 impl SqliteStore {
@@ -108,12 +110,14 @@ impl SqliteStore {
             locks,
             idle: Mutex::new(Vec::new()),
             writer: Mutex::new(None),
+            notices: Mutex::new(Vec::new()),
         });
         let opened = Arc::clone(&inner);
         run_blocking(move || {
+            opened.owner_only()?;
             let connection = opened.connect()?;
             migrate(&connection).map_err(|source| opened.error(source))?;
-            fs_err::create_dir_all(&opened.locks).map_err(|source| {
+            create_private_dir(&opened.locks).map_err(|source| {
                 StoreError::from(StoreErrorKind::Io {
                     path: opened.locks.clone(),
                     operation: "write",
@@ -293,6 +297,59 @@ impl SqliteStore {
 }
 
 impl Inner {
+    /// Creates the database file owner-only (`0600`: SQLite gives its `-wal` and `-shm` files the
+    /// database's permissions), and tightens an existing one (and those files) that group or
+    /// others could read, with a notice: the file holds tokens.
+    #[cfg(unix)]
+    fn owner_only(&self) -> Result<(), StoreError> {
+        use fs_err::os::unix::fs::OpenOptionsExt as _;
+        use std::os::unix::fs::PermissionsExt as _;
+        let io = |path: &Path, source| {
+            StoreError::from(StoreErrorKind::Io {
+                path: path.to_owned(),
+                operation: "write",
+                source,
+            })
+        };
+        if let Err(source) = fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&self.path)
+            && source.kind() != io::ErrorKind::AlreadyExists
+        {
+            return Err(io(&self.path, source));
+        }
+        let mut files = vec![self.path.clone()];
+        for suffix in ["-wal", "-shm"] {
+            let mut name = self.path.clone().into_os_string();
+            name.push(suffix);
+            files.push(PathBuf::from(name));
+        }
+        let mut notices = self.notices.lock().unwrap_or_else(PoisonError::into_inner);
+        for file in files {
+            let Ok(metadata) = fs_err::metadata(&file) else {
+                continue;
+            };
+            let mode = metadata.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                let tightened = (mode & 0o700) | 0o600;
+                fs_err::set_permissions(&file, std::fs::Permissions::from_mode(tightened))
+                    .map_err(|source| io(&file, source))?;
+                notices.push(format!(
+                    "`{}` was readable by others ({mode:04o}); it holds secrets, so it is now {tightened:04o}",
+                    file.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    fn owner_only(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn connect(&self) -> Result<Connection, StoreError> {
         let connection = Connection::open(&self.path).map_err(|source| self.error(source))?;
         let setup = || -> rusqlite::Result<()> {
@@ -302,6 +359,9 @@ impl Inner {
                     .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
             debug_assert_eq!(mode.to_lowercase(), "wal");
             connection.pragma_update(None, "synchronous", "FULL")?;
+            // Deleted and overwritten content is zeroed, not left in free pages: a value
+            // rewritten encrypted (a rekey) leaves no clear copy behind.
+            connection.pragma_update(None, "secure_delete", "ON")?;
             Ok(())
         };
         // Switching a new file to WAL takes its exclusive lock, and SQLite answers `SQLITE_BUSY`
@@ -387,6 +447,18 @@ where
 {
     let instance = instance.to_owned();
     move |connection| work(connection).map_err(|source| backend(&instance, source))
+}
+
+/// Creates `dir` (and its parents) owner-only (`0700` on Unix): its lock files are named by
+/// instance ids.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs_err::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// `state.db` → `state.db.locks`.
@@ -576,6 +648,27 @@ impl InstanceStore for SqliteStore {
 
     fn identity(&self, instance: &str) -> String {
         format!("sqlite:{}#{instance}", self.inner.path.display())
+    }
+
+    fn take_notices(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .inner
+                .notices
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Copies every page of the write-ahead log into the database (where `secure_delete` zeroed
+    /// the old values) and truncates the log, which still held the pages as they were.
+    fn scrub(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.writing("", |connection| {
+                connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            })
+            .await
+        })
     }
 }
 

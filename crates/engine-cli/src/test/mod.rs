@@ -401,9 +401,12 @@ async fn run_step(
         script,
         Placeholders::new(values, secrets),
     ));
+    // A test proves the lifecycle as the platform ran it: a hook or converter the engine does
+    // not run, or a lifecycle resource it would skip, fails the test (exit 3, nothing sent).
     let engine = match EngineBuilder::new()
         .clock(Arc::new(clock.clone()))
         .transport(transport.clone())
+        .strict(true)
         .build()
     {
         Ok(engine) => engine,

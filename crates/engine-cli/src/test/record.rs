@@ -142,7 +142,7 @@ impl RecordingHttp {
             .collect();
         cassette.runs.push(RecordedRun {
             resource: resource.to_owned(),
-            started: started.to_string(),
+            started: crate::time::format(started),
             exchanges,
         });
         let mut text =

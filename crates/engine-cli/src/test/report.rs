@@ -177,9 +177,37 @@ fn escape(text: &str) -> String {
         .replace('\n', "%0A")
 }
 
+/// `text` as XML text or attribute value: the markup characters escaped, and the characters XML
+/// 1.0 cannot hold at all, not even as a reference (NUL, ESC and the other controls but tab and
+/// line ends; U+FFFE, U+FFFF), written as `\u{1b}`, so the report stays well-formed whatever a
+/// step's name holds.
 fn xml(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\t' | '\n' | '\r' => escaped.push(character),
+            _ if character < ' ' || matches!(character, '\u{fffe}' | '\u{ffff}') => {
+                let _ = write!(escaped, "\\u{{{:x}}}", u32::from(character));
+            }
+            _ => escaped.push(character),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::xml;
+
+    #[test]
+    fn xml_holds_no_character_xml_cannot() {
+        assert_eq!(
+            xml("a\0b\x1b[31m<c> & \"d\"\te\u{ffff}"),
+            "a\\u{0}b\\u{1b}[31m&lt;c&gt; &amp; &quot;d&quot;\te\\u{ffff}"
+        );
+    }
 }

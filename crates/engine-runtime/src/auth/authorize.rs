@@ -12,8 +12,8 @@ use super::Step;
 use super::custom::resource_step;
 use super::oauth2::{Grant, missing};
 use crate::Inputs;
-use crate::request::text_of;
 use crate::run_error::{RunError, RunErrorKind};
+use crate::value::text_of;
 
 /// An authorization to start: the URL a person opens, and what the callback must bring back.
 #[derive(Debug, Clone)]
@@ -157,7 +157,7 @@ pub(crate) fn exchange_steps<'a>(
             .collect(),
         ..Inputs::default()
     };
-    vec![resource_step(resource, inputs)]
+    vec![resource_step(connector, resource, inputs)]
 }
 
 #[cfg(test)]

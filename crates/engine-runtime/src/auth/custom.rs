@@ -1,56 +1,103 @@
-//! Custom authentication: the connector's `PROVISION AUTH VALIDATION`, `ON REFRESH` and
-//! `ON PROVISION` resources obtain and refresh the token.
+//! Custom authentication: the connector's `PROVISION AUTH VALIDATION`, `ON PROVISION` and
+//! `ON REFRESH` resources obtain and refresh the token.
+//!
+//! Provisioning runs every `PROVISION AUTH VALIDATION` resource, then every `ON PROVISION`
+//! resource, in file order (each followed by its `nextResource` chain, see `engine.rs`); with
+//! neither, `ON REFRESH` provisions. A refresh runs `ON REFRESH`, else provisions again.
 
-use engine_spec::Resource;
 use engine_spec::kinds::ResourceType;
+use engine_spec::{Connector, Resource};
 
 use super::Step;
 use crate::Inputs;
 use crate::observer::RefreshReason;
 
-/// The resource that handles `reason`: provisioning for a new instance, else `ON REFRESH`, else
-/// provisioning again.
-pub(crate) fn step<'a>(
-    provision: &'a Resource,
-    refresh: Option<&'a Resource>,
-    reason: &RefreshReason,
-) -> &'a Resource {
-    match (reason, refresh) {
-        (RefreshReason::NotProvisioned, _) | (_, None) => provision,
-        (_, Some(refresh)) => refresh,
-    }
+/// True when `connector` has a lifecycle resource that obtains tokens: custom authentication
+/// runs then.
+pub(crate) fn has_lifecycle(connector: &Connector) -> bool {
+    connector.resources().iter().any(|resource| {
+        matches!(
+            resource.kind(),
+            ResourceType::ProvisionAuthValidation
+                | ResourceType::OnProvision
+                | ResourceType::OnRefresh
+        )
+    })
 }
 
-/// The steps for `reason`: the resource of [`step`]; after a first provisioning, `ON PROVISION`
-/// too, which runs with the new token.
-pub(crate) fn steps<'a>(
-    provision: &'a Resource,
-    refresh: Option<&'a Resource>,
-    on_provision: Option<&'a Resource>,
-    reason: &RefreshReason,
-) -> Vec<Step<'a>> {
-    let mut steps = vec![resource_step(
-        step(provision, refresh, reason),
-        Inputs::default(),
-    )];
-    if matches!(reason, RefreshReason::NotProvisioned)
-        && let Some(on_provision) = on_provision
-    {
-        steps.push(resource_step(on_provision, Inputs::default()));
+/// The resources that provision an instance, in order: every `PROVISION AUTH VALIDATION`, then
+/// every `ON PROVISION`, each in file order.
+pub(crate) fn provisioning(connector: &Connector) -> Vec<&Resource> {
+    let of = |kind: ResourceType| {
+        connector
+            .resources()
+            .iter()
+            .filter(move |resource| resource.kind() == kind)
+    };
+    of(ResourceType::ProvisionAuthValidation)
+        .chain(of(ResourceType::OnProvision))
+        .collect()
+}
+
+/// The steps for `reason`: provisioning for a new instance (or when there is no `ON REFRESH`),
+/// else `ON REFRESH`. A refresh without `ON REFRESH` runs the resources that obtain the token
+/// again (`PROVISION AUTH VALIDATION`, else `ON PROVISION`), not the whole provisioning.
+pub(crate) fn steps<'a>(connector: &'a Connector, reason: &RefreshReason) -> Vec<Step<'a>> {
+    let refresh = connector.lifecycle(ResourceType::OnRefresh);
+    let resources: Vec<&Resource> = match (reason, refresh) {
+        (RefreshReason::NotProvisioned, _) | (_, None) => {
+            let mut resources = provisioning(connector);
+            if !matches!(reason, RefreshReason::NotProvisioned) {
+                resources.retain(|resource| obtains_token(connector, resource));
+            }
+            if resources.is_empty() {
+                resources.extend(refresh);
+            }
+            resources
+        }
+        (_, Some(refresh)) => vec![refresh],
+    };
+    resources
+        .into_iter()
+        .map(|resource| resource_step(connector, resource, Inputs::default()))
+        .collect()
+}
+
+/// True when the answer to `resource` carries the token of a custom connector: its
+/// `PROVISION AUTH VALIDATION` and `ON REFRESH`, and an `ON PROVISION` that saves configuration
+/// values when there is no `PROVISION AUTH VALIDATION` (it provisions alone). For the other
+/// authentications the lifecycle resources are calls like any other, authenticated
+/// (Basic validation, an OAuth2 connector's webhook renewal).
+fn obtains_token(connector: &Connector, resource: &Resource) -> bool {
+    if connector.authentication().kind() != engine_spec::AuthKind::Custom {
+        return false;
     }
-    steps
+    match resource.kind() {
+        ResourceType::ProvisionAuthValidation | ResourceType::OnRefresh => true,
+        ResourceType::OnProvision => {
+            connector
+                .lifecycle(ResourceType::ProvisionAuthValidation)
+                .is_none()
+                && resource
+                    .parameters()
+                    .iter()
+                    .any(engine_spec::Parameter::saves_to_configuration)
+        }
+        _ => false,
+    }
 }
 
 /// The step that runs `resource`: the resources that obtain a token set `authentication.time`
 /// and go out without the connector's own authentication.
-pub(crate) fn resource_step(resource: &Resource, inputs: Inputs) -> Step<'_> {
+pub(crate) fn resource_step<'a>(
+    connector: &Connector,
+    resource: &'a Resource,
+    inputs: Inputs,
+) -> Step<'a> {
     Step::Resource {
         resource,
         inputs,
-        obtains_token: matches!(
-            resource.kind(),
-            ResourceType::ProvisionAuthValidation | ResourceType::OnRefresh
-        ),
+        obtains_token: obtains_token(connector, resource),
         token_response: matches!(
             resource.kind(),
             ResourceType::OauthOnTokenRefresh | ResourceType::OauthOnTokenExchange

@@ -7,7 +7,7 @@
 use engine_store::State;
 use serde_json::Value;
 
-use crate::extract::parse_seconds;
+use crate::value::parse_seconds;
 
 /// The longest lifetime the engine believes, in seconds: a year (365 days).
 pub const MAX_LIFETIME_SECONDS: u64 = 365 * 24 * 60 * 60;

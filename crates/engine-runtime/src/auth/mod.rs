@@ -18,18 +18,18 @@ pub(crate) mod lifetime;
 pub mod oauth2;
 
 use base64::Engine as _;
-use engine_spec::kinds::{ParameterKind, ResourceType, SessionManagement};
+use engine_spec::kinds::{ParameterKind, SessionManagement, Source};
 use engine_spec::template::Values;
 use engine_spec::{AuthKind, Connector, Parameter, Resource};
 use engine_store::State;
 use serde_json::Value;
 
 use crate::Inputs;
-use crate::extract::{extract, parse_seconds};
+use crate::extract::extract;
 use crate::observer::RefreshReason;
-use crate::request::text_of;
 use crate::run_error::{RunError, RunErrorKind};
 use crate::transport::VendorResponse;
+use crate::value::{parse_seconds, text_of};
 use lifetime::LifetimeAdjusted;
 
 /// How a connector obtains and keeps its token.
@@ -39,15 +39,9 @@ pub enum Scheme<'a> {
     None,
     /// HTTP Basic from `username` and `password`: nothing to obtain either.
     Basic,
-    /// The connector's own lifecycle resources.
-    Custom {
-        /// Obtains the first token (`PROVISION AUTH VALIDATION`, or `ON REFRESH` without one).
-        provision: &'a Resource,
-        /// Refreshes it (`ON REFRESH`), when the connector has one.
-        refresh: Option<&'a Resource>,
-        /// Runs once after the first provisioning (`ON PROVISION`).
-        on_provision: Option<&'a Resource>,
-    },
+    /// The connector's own lifecycle resources: `PROVISION AUTH VALIDATION` and `ON PROVISION`
+    /// provision, `ON REFRESH` refreshes (`auth/custom.rs`).
+    Custom(&'a Connector),
     /// The built-in OAuth2 client.
     Oauth2,
 }
@@ -106,33 +100,22 @@ impl<'a> Scheme<'a> {
     pub fn of(connector: &'a Connector) -> Self {
         match connector.authentication().kind() {
             AuthKind::Oauth2 => Self::Oauth2,
-            // Without `PROVISION AUTH VALIDATION`, `ON REFRESH` obtains the first token too.
-            AuthKind::Custom => match connector
-                .lifecycle(ResourceType::ProvisionAuthValidation)
-                .or_else(|| connector.lifecycle(ResourceType::OnRefresh))
-            {
-                Some(provision) => Self::Custom {
-                    provision,
-                    refresh: connector.lifecycle(ResourceType::OnRefresh),
-                    on_provision: connector.lifecycle(ResourceType::OnProvision),
-                },
-                None => Self::None,
-            },
+            AuthKind::Custom if custom::has_lifecycle(connector) => Self::Custom(connector),
             AuthKind::Basic => Self::Basic,
-            AuthKind::ApiKey | AuthKind::None | AuthKind::Oauth1 => Self::None,
+            AuthKind::Custom | AuthKind::ApiKey | AuthKind::None | AuthKind::Oauth1 => Self::None,
         }
     }
 
     /// True when the scheme obtains tokens (custom lifecycles and OAuth2).
     pub fn obtains_tokens(self) -> bool {
-        matches!(self, Self::Custom { .. } | Self::Oauth2)
+        matches!(self, Self::Custom(_) | Self::Oauth2)
     }
 
     /// The configuration keys that record when the token was obtained and how long it lives.
     fn keys(self) -> (&'static str, &'static str) {
         match self {
             Self::Oauth2 => ("oauth.user.refresh_time", "oauth.user.refresh_interval"),
-            Self::None | Self::Basic | Self::Custom { .. } => ("authentication.time", "expires_in"),
+            Self::None | Self::Basic | Self::Custom(_) => ("authentication.time", "expires_in"),
         }
     }
 
@@ -213,11 +196,7 @@ impl<'a> Scheme<'a> {
     ) -> Result<Vec<Step<'a>>, RunError> {
         match self {
             Self::None | Self::Basic => Ok(Vec::new()),
-            Self::Custom {
-                provision,
-                refresh,
-                on_provision,
-            } => Ok(custom::steps(provision, refresh, on_provision, reason)),
+            Self::Custom(connector) => Ok(custom::steps(connector, reason)),
             Self::Oauth2 => oauth2::steps(connector, configuration),
         }
     }
@@ -311,7 +290,7 @@ impl<'a> Scheme<'a> {
                     headers.push(("Authorization".into(), format!("Bearer {token}")));
                 }
             }
-            Self::None | Self::Custom { .. } => {}
+            Self::None | Self::Custom(_) => {}
         }
     }
 }
@@ -342,7 +321,8 @@ fn require_token(
     step: &str,
     saved: &State,
 ) -> Result<(), RunError> {
-    let mapped: Vec<&Parameter> = crate::request::response_parameters(connector, resource)
+    let mapped: Vec<&Parameter> = connector
+        .parameters_of(resource, Source::Response)
         .filter(|parameter| parameter.kind() == ParameterKind::Configuration)
         .collect();
     if mapped.is_empty() || !saved.is_empty() {

@@ -11,7 +11,7 @@
 use base64::Engine as _;
 use engine_spec::Connector;
 use engine_spec::kinds::{Grant as ConnectorGrant, RefreshIn, ResourceType};
-use engine_spec::template::Values;
+use engine_spec::template::{TemplateContext, Values};
 use engine_store::State;
 use serde_json::Value;
 
@@ -19,11 +19,10 @@ use super::custom::resource_step;
 use super::lifetime::{self, LifetimeProblem, MAX_LIFETIME_SECONDS};
 use super::{Absorbed, Step};
 use crate::Inputs;
-use crate::extract::parse_seconds;
 use crate::prepared_request::{PreparedRequest, RequestBody, SecretSlot};
 use crate::redact::Redactor;
-use crate::request::text_of;
 use crate::run_error::{MissingKey, RunError, RunErrorKind};
+use crate::value::{parse_seconds, text_of};
 
 /// The OAuth2 grant of a token request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,11 +77,13 @@ pub(crate) fn steps<'a>(
     let mut steps = Vec::new();
     let held = holds_refresh_token(configuration);
     match connector.lifecycle(ResourceType::OauthOnTokenRefresh) {
-        Some(resource) if held => steps.push(resource_step(resource, Inputs::default())),
+        Some(resource) if held => {
+            steps.push(resource_step(connector, resource, Inputs::default()));
+        }
         _ => steps.push(Step::Token(next_grant(connector, configuration)?)),
     }
     if let Some(on_refresh) = connector.lifecycle(ResourceType::OnRefresh) {
-        steps.push(resource_step(on_refresh, Inputs::default()));
+        steps.push(resource_step(connector, on_refresh, Inputs::default()));
     }
     Ok(steps)
 }
@@ -190,6 +191,23 @@ pub(crate) fn token_request(
             fields.push(("client_secret".into(), secret));
         }
     }
+    // A global header in the reversed form (zoom's `Authorization: Basic CE.b64(id:secret)`,
+    // "the OAuth header") goes on the token calls, replacing the engine's own.
+    for parameter in connector
+        .global_parameters()
+        .iter()
+        .filter(|parameter| parameter.is_reversed_header())
+    {
+        let Some(template) = parameter.template() else {
+            continue;
+        };
+        let Ok(rendered) = template.render(&TemplateContext::new(configuration, None)) else {
+            continue;
+        };
+        let name = parameter.vendor_name();
+        headers.retain(|(known, _)| !known.eq_ignore_ascii_case(name));
+        headers.push((name.to_owned(), rendered));
+    }
     let mut url = url::Url::parse(&url).map_err(|error| RunErrorKind::InvalidUrl {
         url: redactor.redact(&url),
         message: error.to_string(),
@@ -204,7 +222,7 @@ pub(crate) fn token_request(
     // Every credential of a token request, masked by place in `--dry-run`.
     let mut secrets: Vec<SecretSlot> = headers
         .iter()
-        .filter(|(name, _)| name == "Authorization")
+        .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"))
         .map(|(name, value)| SecretSlot::header(name, value, value))
         .collect();
     for (name, _) in &fields {

@@ -73,7 +73,7 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
 
 #[cfg(test)]
 mod tests {
-    use crate::check::test_support::{compat, diagnostics, with_code};
+    use crate::check::test_support::{diagnostics, with_code};
     use crate::diagnostic::Code;
 
     #[test]
@@ -108,12 +108,5 @@ mod tests {
             {"type": "oauthOnTokenExchange", "vendorPath": "https://x/token"},
             {"type": "oauthOnTokenRefresh", "vendorPath": "https://x/token"}]}"#;
         assert!(diagnostics(text).is_empty(), "{:?}", diagnostics(text));
-    }
-
-    #[test]
-    fn compat_exports_are_complete() {
-        for (name, text) in compat() {
-            assert!(with_code(&text, Code::AuthIncomplete).is_empty(), "{name}");
-        }
     }
 }

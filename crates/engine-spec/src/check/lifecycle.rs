@@ -1,7 +1,9 @@
 //! The token lifecycle of custom authentication: who saves the token, and who refreshes it.
 //!
 //! The engine knows a token's age from `authentication.time`, which only `PROVISION AUTH
-//! VALIDATION` and `ON REFRESH` set (see docs/connector-format.md#the-token-lifecycle):
+//! VALIDATION` and `ON REFRESH` set, and `ON PROVISION` when it provisions alone (a custom
+//! connector without `PROVISION AUTH VALIDATION`; see
+//! docs/connector-format.md#the-token-lifecycle):
 //! - E0201: `expires_in` is saved, but no resource could refresh the token when it expires;
 //! - E0203: session management `fixed` without `session.timeout`;
 //! - W0505: a token is saved only by `ON PROVISION`, so its age is never known and it is never
@@ -71,11 +73,11 @@ fn no_refresh(input: &Input<'_>, connector: &Connector, diagnostics: &mut Vec<Di
     else {
         return;
     };
-    if connector
-        .resources()
-        .iter()
-        .any(|resource| REFRESHERS.contains(&resource.kind()))
-    {
+    let alone = provisions_alone(connector);
+    if connector.resources().iter().any(|resource| {
+        REFRESHERS.contains(&resource.kind())
+            || (alone && resource.kind() == ResourceType::OnProvision)
+    }) {
         return;
     }
     diagnostics.push(
@@ -92,8 +94,22 @@ fn no_refresh(input: &Input<'_>, connector: &Connector, diagnostics: &mut Vec<Di
     );
 }
 
-/// E0202: a token-like key saved by `ON PROVISION` resources only.
+/// True when `ON PROVISION` provisions alone: a custom connector without `PROVISION AUTH
+/// VALIDATION`. Its `ON PROVISION` resources then obtain the token, set `authentication.time`,
+/// and run again when the token expires (without `ON REFRESH`).
+fn provisions_alone(connector: &Connector) -> bool {
+    connector.authentication().kind() == AuthKind::Custom
+        && connector
+            .lifecycle(ResourceType::ProvisionAuthValidation)
+            .is_none()
+}
+
+/// E0202: a token-like key saved by `ON PROVISION` resources only, when a `PROVISION AUTH
+/// VALIDATION` runs before them (else they provision alone and set `authentication.time`).
 fn token_on_provision(input: &Input<'_>, connector: &Connector, diagnostics: &mut Vec<Diagnostic>) {
+    if provisions_alone(connector) {
+        return;
+    }
     let credential_keys = connector.credential_keys();
     let is_token =
         |key: &str| key.to_lowercase().contains("token") || credential_keys.contains(&key);
@@ -155,7 +171,7 @@ fn name_of(input: &Input<'_>, parameter: &Parameter) -> Location {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::test_support::{compat, diagnostics, with_code};
+    use crate::check::test_support::{diagnostics, with_code};
 
     const SAVES_EXPIRES_IN: &str = r#"{
         "configuration": [{"key": "session.token"}],
@@ -197,11 +213,28 @@ mod tests {
     }
 
     #[test]
-    fn token_saved_only_on_provision_is_an_error() {
-        let text = SAVES_EXPIRES_IN.replace("PROVISION AUTH VALIDATION", "ON PROVISION");
+    fn token_saved_only_on_provision_after_a_validation_is_an_error() {
+        let text = SAVES_EXPIRES_IN
+            .replace("PROVISION AUTH VALIDATION", "ON PROVISION")
+            .replace(
+                r#""resources": ["#,
+                r#""resources": [{"type": "PROVISION AUTH VALIDATION", "vendorPath": "/check"},"#,
+            );
         let found = with_code(&text, Code::TokenOnProvision);
         assert_eq!(found.len(), 1);
         assert!(found[0].message.contains("session.token"));
+    }
+
+    #[test]
+    fn on_provision_alone_obtains_and_refreshes_the_token() {
+        let text = SAVES_EXPIRES_IN
+            .replace("PROVISION AUTH VALIDATION", "ON PROVISION")
+            .replacen('{', r#"{"authentication": {"type": "custom"},"#, 1);
+        let found: Vec<_> = diagnostics(&text)
+            .into_iter()
+            .filter(|d| matches!(d.code, Code::NoRefresh | Code::TokenOnProvision))
+            .collect();
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]
@@ -209,7 +242,8 @@ mod tests {
         let text = r#"{
             "configuration": [{"key": "sid"}],
             "parameters": [{"name": "Session ${configuration.sid}", "type": "value", "vendorName": "Authorization", "vendorType": "header"}],
-            "resources": [{"type": "ON PROVISION", "vendorPath": "/login", "parameters": [
+            "resources": [{"type": "PROVISION AUTH VALIDATION", "vendorPath": "/check"},
+              {"type": "ON PROVISION", "vendorPath": "/login", "parameters": [
                 {"name": "sid", "type": "configuration", "vendorName": "id", "vendorType": "bodyField", "source": "response"}]}]
         }"#;
         assert_eq!(with_code(text, Code::TokenOnProvision).len(), 1);
@@ -243,17 +277,6 @@ mod tests {
         }
         for header in ["Accept", "Content-Type", "X-Account-Id"] {
             assert!(!crate::is_credential_slot(header), "{header}");
-        }
-    }
-
-    #[test]
-    fn compat_exports_have_no_lifecycle_errors() {
-        for (name, text) in compat() {
-            let found: Vec<_> = diagnostics(&text)
-                .into_iter()
-                .filter(|d| matches!(d.code, Code::NoRefresh | Code::TokenOnProvision))
-                .collect();
-            assert!(found.is_empty(), "{name}: {found:?}");
         }
     }
 }

@@ -22,7 +22,7 @@
 use std::path::Path;
 
 use crate::diagnostic::Diagnostic;
-use crate::model::Connector;
+use crate::model::{Connector, NotExecuted};
 use crate::raw::RawConnector;
 
 mod auth;
@@ -48,17 +48,19 @@ pub(crate) struct Input<'a> {
 }
 
 /// Runs every check. `connector` is the model built so far (`None` when building failed).
+/// Returns what the engine will not execute as the platform did ([`NotExecuted`]), for the
+/// model to keep.
 pub(crate) fn run(
     text: &str,
     raw: &RawConnector,
     connector: Option<&Connector>,
     file: &Path,
     diagnostics: &mut Vec<Diagnostic>,
-) {
+) -> Vec<NotExecuted> {
     // Unknown fields need only the wire types (and, rarely, the text).
     fields::check(text, raw, file, diagnostics);
     let Some(connector) = connector else {
-        return;
+        return Vec::new();
     };
     let input = Input {
         raw,
@@ -72,7 +74,7 @@ pub(crate) fn run(
     chains::check(&input, diagnostics);
     paths::check(&input, diagnostics);
     secrets::check(&input, diagnostics);
-    unsupported::check(&input, diagnostics);
+    unsupported::check(&input, diagnostics)
 }
 
 #[cfg(test)]
@@ -98,28 +100,6 @@ pub(crate) mod test_support {
         diagnostics(text)
             .into_iter()
             .filter(|diagnostic| diagnostic.code == code)
-            .collect()
-    }
-
-    /// Every file of the compat exports, as text.
-    pub(crate) fn compat() -> Vec<(String, String)> {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/compat");
-        let mut files: Vec<_> = fs_err::read_dir(&dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| {
-                path.extension()
-                    .is_some_and(|extension| extension == "json")
-            })
-            .collect();
-        files.sort();
-        files
-            .into_iter()
-            .map(|path| {
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                (name, fs_err::read_to_string(&path).unwrap())
-            })
             .collect()
     }
 }

@@ -50,7 +50,7 @@ fn name_location(input: &Input<'_>, index: usize) -> Location {
 
 #[cfg(test)]
 mod tests {
-    use crate::check::test_support::{compat, with_code};
+    use crate::check::test_support::with_code;
     use crate::diagnostic::Code;
 
     #[test]
@@ -69,15 +69,5 @@ mod tests {
     fn unnamed_resources_never_clash() {
         let text = r#"{"resources": [{"type": "onRefresh"}, {"type": "onRefresh", "name": ""}]}"#;
         assert!(with_code(text, Code::DuplicateResource).is_empty());
-    }
-
-    #[test]
-    fn compat_exports_have_unique_names() {
-        for (name, text) in compat() {
-            assert!(
-                with_code(&text, Code::DuplicateResource).is_empty(),
-                "{name}"
-            );
-        }
     }
 }

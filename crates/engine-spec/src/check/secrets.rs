@@ -175,7 +175,7 @@ fn suggested_key(vendor_name: &str, has_scheme: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::test_support::{compat, with_code};
+    use crate::check::test_support::with_code;
 
     fn value_parameter(value: &str, vendor_name: &str) -> String {
         format!(
@@ -253,16 +253,5 @@ mod tests {
             found[0].location.pointer.as_str(),
             "/configuration/1/defaultValue"
         );
-    }
-
-    #[test]
-    fn compat_exports_have_no_clear_secrets() {
-        for (name, text) in compat() {
-            let found: Vec<_> = crate::check::test_support::diagnostics(&text)
-                .into_iter()
-                .filter(|d| matches!(d.code, Code::SecretInValue | Code::PasswordDefault))
-                .collect();
-            assert!(found.is_empty(), "{name}: {found:?}");
-        }
     }
 }

@@ -6,12 +6,15 @@
 //! One warning per site: per resource (its type and its hooks together), per converter
 //! parameter, one for the connector's own hooks, and one for each connector-wide feature, so that
 //! a large export stays readable.
+//!
+//! The hooks and converters change the requests a run sends: the model keeps those warnings
+//! ([`NotExecuted`]) so that a run executing the resource says them too.
 
 use serde_json::Value;
 
 use crate::check::Input;
 use crate::diagnostic::{Code, Diagnostic};
-use crate::model::{AuthKind, Protocol};
+use crate::model::{AuthKind, NotExecuted, NotExecutedKind, Protocol};
 use crate::pointer::JsonPointer;
 use crate::raw::RawParameter;
 use crate::source::Location;
@@ -19,10 +22,23 @@ use crate::source::Location;
 const HOOKS_HELP: &str = "the engine runs no JavaScript: do the work with parameters, templates \
                           and `nextResource` chains, or remove the hooks";
 
-pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
+/// Pushes the W0501 warnings; returns the ones a run must say (hooks and converters).
+pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec<NotExecuted> {
     connector_wide(input, diagnostics);
+    let mut at_run = Vec::new();
+    let mut keep = |diagnostic: Diagnostic,
+                    resource: Option<usize>,
+                    what: NotExecutedKind,
+                    diagnostics: &mut Vec<Diagnostic>| {
+        at_run.push(NotExecuted {
+            diagnostic: diagnostic.clone(),
+            resource,
+            what,
+        });
+        diagnostics.push(diagnostic);
+    };
     if !input.raw.hooks.is_empty() {
-        diagnostics.push(
+        keep(
             Diagnostic::new(
                 Code::NotExecuted,
                 Location::new(input.file, JsonPointer::root().field("hooks")),
@@ -34,11 +50,21 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
             )
             .with_label("not executed")
             .with_help(HOOKS_HELP),
+            None,
+            NotExecutedKind::Hooks(hook_kinds(&input.raw.hooks)),
+            diagnostics,
         );
     }
     for (index, parameter) in input.raw.parameters.iter().enumerate() {
         let pointer = JsonPointer::root().field("parameters").index(index);
-        converter(input, parameter, &pointer, diagnostics);
+        if let Some((diagnostic, name)) = converter(input, parameter, &pointer) {
+            keep(
+                diagnostic,
+                None,
+                NotExecutedKind::Converter(name),
+                diagnostics,
+            );
+        }
     }
     for (resource, raw) in input.connector.resources().iter().zip(&input.raw.resources) {
         let pointer = &resource.location().pointer;
@@ -72,7 +98,7 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
             } else {
                 ""
             };
-            diagnostics.push(
+            keep(
                 Diagnostic::new(
                     Code::NotExecuted,
                     Location::new(input.file, pointer.field("hooks")),
@@ -84,13 +110,24 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
                 )
                 .with_label("not executed")
                 .with_help(HOOKS_HELP),
+                Some(resource.index()),
+                NotExecutedKind::Hooks(hook_kinds(&raw.hooks)),
+                diagnostics,
             );
         }
         for (position, parameter) in raw.parameters.iter().enumerate() {
             let pointer = pointer.field("parameters").index(position);
-            converter(input, parameter, &pointer, diagnostics);
+            if let Some((diagnostic, name)) = converter(input, parameter, &pointer) {
+                keep(
+                    diagnostic,
+                    Some(resource.index()),
+                    NotExecutedKind::Converter(name),
+                    diagnostics,
+                );
+            }
         }
     }
+    at_run
 }
 
 /// Connector-wide features the engine does not run: OAuth 1, a protocol other than HTTP,
@@ -203,23 +240,31 @@ fn connector_wide(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
     }
 }
 
-/// A parameter with a `converter` field or a `converter:` vendor name.
+/// The `converter:NAME` vendor names `engine run` executes (`engine_runtime::ceql`): the
+/// caller's CEQL `where` becomes query parameters or an `OData` `$filter`.
+pub(crate) const EXECUTED_CONVERTERS: &[&str] =
+    &["toQueryParameters", "toODataFilter", "toODataV3Filter"];
+
+/// The warning for a parameter with a `converter` field or a `converter:` vendor name the
+/// engine does not execute ([`EXECUTED_CONVERTERS`]), with the converter's name.
 fn converter(
     input: &Input<'_>,
     parameter: &RawParameter,
     pointer: &JsonPointer,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
+) -> Option<(Diagnostic, String)> {
     let from_vendor_name = parameter
         .vendor_name
         .as_deref()
         .and_then(|name| name.strip_prefix("converter:"));
+    if from_vendor_name.is_some_and(|name| EXECUTED_CONVERTERS.contains(&name.trim())) {
+        return None;
+    }
     let (converter, field) = match parameter.extra.get("converter") {
         Some(Value::String(converter)) => (converter.as_str(), "converter"),
         Some(_) => ("", "converter"),
         None => match from_vendor_name {
             Some(converter) => (converter, "vendorName"),
-            None => return,
+            None => return None,
         },
     };
     let what = if converter.is_empty() {
@@ -227,35 +272,51 @@ fn converter(
     } else {
         format!("converter `{converter}`")
     };
-    diagnostics.push(
-        Diagnostic::new(
-            Code::NotExecuted,
-            Location::new(input.file, pointer.field(field)),
-            format!(
-                "parameter `{}` uses {what}; the engine accepts but never executes converters",
-                parameter.name
-            ),
-        )
-        .with_label("not executed: the value is sent unconverted")
-        .with_help("map the value with plain parameters and `dataType`, or remove the parameter"),
-    );
+    let diagnostic = Diagnostic::new(
+        Code::NotExecuted,
+        Location::new(input.file, pointer.field(field)),
+        format!(
+            "parameter `{}` uses {what}, which the engine does not execute",
+            parameter.name
+        ),
+    )
+    .with_label(if field == "vendorName" {
+        "not executed: the parameter is not sent (a warning at run)"
+    } else {
+        "not executed: the value is sent unconverted"
+    })
+    .with_help(format!(
+        "the engine executes {}; else map the value with plain parameters, or remove the parameter",
+        EXECUTED_CONVERTERS
+            .iter()
+            .map(|name| format!("`converter:{name}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Some((diagnostic, converter.trim().to_owned()))
 }
 
 fn them(hooks: &[Value]) -> &'static str {
     if hooks.len() == 1 { "it" } else { "them" }
 }
 
-/// `1 JavaScript hook (`preRequest`)`, `2 JavaScript hooks (`preRequest`, `postRequest`)`.
-fn describe_hooks(hooks: &[Value]) -> String {
-    let mut kinds: Vec<&str> = Vec::new();
+/// The types of `hooks` (`preRequest`, `postRequest`...), each once, in order.
+fn hook_kinds(hooks: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = Vec::new();
     for kind in hooks
         .iter()
         .filter_map(|hook| hook.get("type").and_then(Value::as_str))
     {
-        if !kinds.contains(&kind) {
-            kinds.push(kind);
+        if !kinds.iter().any(|known| known == kind) {
+            kinds.push(kind.to_owned());
         }
     }
+    kinds
+}
+
+/// `1 JavaScript hook (`preRequest`)`, `2 JavaScript hooks (`preRequest`, `postRequest`)`.
+fn describe_hooks(hooks: &[Value]) -> String {
+    let kinds = hook_kinds(hooks);
     let count = match hooks.len() {
         1 => "1 JavaScript hook".to_owned(),
         count => format!("{count} JavaScript hooks"),
@@ -270,7 +331,7 @@ fn describe_hooks(hooks: &[Value]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::check::test_support::{compat, with_code};
+    use crate::check::test_support::with_code;
     use crate::diagnostic::Code;
 
     #[test]
@@ -296,33 +357,44 @@ mod tests {
         let text = r#"{"resources": [{"type": "api", "parameters": [
             {"name": "where", "type": "query", "vendorName": "converter:toQueryParameters", "vendorType": "query", "converter": "toQueryParameters"},
             {"name": "q", "type": "query", "vendorName": "converter:toQuery"}]}]}"#;
+        // `toQueryParameters` is executed: only the converter the engine lacks warns.
         let found = with_code(text, Code::NotExecuted);
-        assert_eq!(found.len(), 2);
+        assert_eq!(found.len(), 1);
         assert_eq!(
             found[0].location.pointer.as_str(),
-            "/resources/0/parameters/0/converter"
-        );
-        assert_eq!(
-            found[1].location.pointer.as_str(),
             "/resources/0/parameters/1/vendorName"
         );
     }
 
     #[test]
-    fn compat_exports_warn_readably() {
-        let counts: Vec<(String, usize)> = compat()
-            .into_iter()
-            .map(|(name, text)| {
-                let count = with_code(&text, Code::NotExecuted).len();
-                (name, count)
-            })
-            .collect();
-        let clover = counts
-            .iter()
-            .find(|(name, _)| name == "clover.json")
-            .unwrap();
-        // The connector's hooks, 12 resources with hooks (one is `oauthOnAuthroizeUrl`), and
-        // one warning each for its pagination, events and bulk settings.
-        assert_eq!(clover.1, 16, "{counts:?}");
+    fn a_large_export_warns_once_per_site_and_feature() {
+        // The shape of a real export: the connector's hooks, resources with hooks (one of a
+        // never-run type), pagination on several resources, events and bulk settings.
+        let text = r#"{"hooks": [{"type": "preRequest"}], "bulkDownloadEnabled": true,
+            "configuration": [{"key": "event.poller.refresh_interval"}, {"key": "bulk.query.field_name"}],
+            "resources": [
+              {"name": "a", "type": "api", "paginationType": "VENDOR_SUPPORTED", "hooks": [{"type": "postRequest"}]},
+              {"name": "b", "type": "api", "nextPageKey": "next", "hooks": [{"type": "preRequest"}]},
+              {"name": "c", "type": "oauthOnAuthroizeUrl", "hooks": [{"type": "preRequest"}]},
+              {"name": "d", "type": "api", "paginationType": "VENDOR_SUPPORTED"}]}"#;
+        let found = with_code(text, Code::NotExecuted);
+        let pointers: Vec<&str> = found.iter().map(|d| d.location.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            [
+                "/hooks",
+                "/bulkDownloadEnabled",
+                "/configuration/0/key",
+                "/resources/0/paginationType",
+                "/resources/0/hooks",
+                "/resources/1/hooks",
+                "/resources/2/type",
+            ]
+        );
+        assert!(
+            found[3].message.contains("(3 resources)"),
+            "{}",
+            found[3].message
+        );
     }
 }

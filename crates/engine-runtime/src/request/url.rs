@@ -1,0 +1,345 @@
+//! The URL: `base.url` and the `vendorPath` joined, `{placeholders}` filled (one path segment
+//! each), the `query` parameters merged with a query written in the `vendorPath`.
+
+use std::borrow::Cow;
+
+use engine_spec::kinds::VendorKind;
+use engine_spec::template::{TemplateContext, Values, fill_placeholders};
+use engine_spec::{Parameter, Resource};
+use serde_json::{Map, Value};
+
+use super::inputs::BuildContext;
+use crate::prepared_request::SecretSlot;
+use crate::redact::Redactor;
+use crate::run_error::{InputKind, MissingKey, RunError, RunErrorKind};
+use crate::value::{as_text, text_of};
+
+/// The values of a URL's `{name}` placeholders: path parameters by vendor name, and path
+/// variables bound from a `METHOD:/path` selector. A later value replaces an earlier one.
+#[derive(Default)]
+pub(super) struct PathValues<'a>(Vec<(&'a str, Value)>);
+
+impl<'a> PathValues<'a> {
+    pub(super) fn insert(&mut self, name: &'a str, value: Value) {
+        match self.0.iter_mut().find(|(known, _)| *known == name) {
+            Some((_, known)) => *known = value,
+            None => self.0.push((name, value)),
+        }
+    }
+}
+
+impl Values for PathValues<'_> {
+    fn value(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, value)| value)
+    }
+
+    fn to_map(&self) -> Map<String, Value> {
+        self.0
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect()
+    }
+}
+
+/// Builds the URL of `resource`, and records in `secrets` where a secret key written in the
+/// `vendorPath` itself (`${configuration.KEY}`) shows in it.
+///
+/// Fails when a placeholder has no value or a bad one, the path does not render, `base.url` is
+/// missing, or the URL is invalid or not `http(s)`.
+pub(super) fn build_url(
+    context: &BuildContext<'_>,
+    resource: &Resource,
+    path_values: &PathValues<'_>,
+    query: &[(String, String)],
+    secrets: &mut Vec<SecretSlot>,
+) -> Result<url::Url, RunError> {
+    let url = join(context, resource, path_values, query)?;
+    // `${configuration.KEY}` of a secret key written in the `vendorPath` itself.
+    for key in resource.vendor_path().keys() {
+        if context.connector.is_secret_key(key)
+            && let Some(value) = context.configuration.get(key).and_then(text_of)
+        {
+            let encoded = engine_spec::template::percent_encode(&value).into_owned();
+            if encoded != value {
+                secrets.push(SecretSlot::Path(encoded));
+            }
+            secrets.push(SecretSlot::Path(value));
+        }
+    }
+    Ok(url)
+}
+
+fn join(
+    context: &BuildContext<'_>,
+    resource: &Resource,
+    path_values: &PathValues<'_>,
+    query: &[(String, String)],
+) -> Result<url::Url, RunError> {
+    let template = resource.vendor_path();
+    if let Some(missing) = template
+        .placeholders()
+        .iter()
+        .find(|placeholder| path_values.value(&placeholder.name).is_none())
+    {
+        return Err(RunError::from(RunErrorKind::MissingInput {
+            resource: resource.display_name(),
+            name: missing.name.clone(),
+            input: InputKind::Param,
+        })
+        .at(resource.location()));
+    }
+    check_segments(resource, path_values)?;
+    let path_context = TemplateContext::new(context.configuration, Some(path_values));
+    let path = template.render(&path_context).map_err(|error| {
+        RunError::from(RunErrorKind::Render {
+            template: template.source().to_owned(),
+            message: context.redactor.redact(&error.to_string()),
+        })
+        .at(resource.location())
+    })?;
+    // A query string written in `vendorPath` (`/token?grant_type=client_credentials`, OData's
+    // `$filter=Name eq '{name}'`): its pairs are merged with the `query` parameters below.
+    let (path, literal_query) = match path.split_once('?') {
+        Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+        None => (path, None),
+    };
+    let absolute = path.starts_with("http://") || path.starts_with("https://");
+    let base_url = || -> Result<&str, RunError> {
+        context
+            .configuration
+            .get("base.url")
+            .and_then(Value::as_str)
+            .filter(|base| !base.is_empty())
+            .ok_or_else(|| {
+                RunErrorKind::MissingConfiguration {
+                    missing: vec![MissingKey {
+                        key: "base.url".into(),
+                        description: Some("the vendor's base URL".into()),
+                    }],
+                }
+                .into()
+            })
+    };
+    let full = if absolute {
+        path
+    } else if path.is_empty() {
+        // No `vendorPath`: the URL is `base.url` as it is (SOAP services, single endpoints).
+        let base = with_configuration(base_url()?, context);
+        fill_placeholders(&base, |name| path_values.value(name).map(as_text)).into_owned()
+    } else {
+        let base = with_configuration(base_url()?, context);
+        let base = fill_placeholders(&base, |name| path_values.value(name).map(as_text));
+        // Joined by hand: `format!` costs more than the rest of the joining.
+        let mut full = String::with_capacity(base.len() + path.len() + 1);
+        match (
+            base.ends_with('/'),
+            // A `vendorPath` that continues the query of `base.url` (`&function=...`) gets no
+            // `/` before it.
+            path.starts_with(['/', '&']) || path.is_empty(),
+        ) {
+            (true, true) => full.push_str(base.trim_end_matches('/')),
+            (false, false) => {
+                full.push_str(&base);
+                full.push('/');
+            }
+            _ => full.push_str(&base),
+        }
+        full.push_str(&path);
+        full
+    };
+    let mut url = url::Url::parse(&full).map_err(|error| {
+        RunError::from(RunErrorKind::InvalidUrl {
+            url: context.redactor.redact(&full),
+            message: error.to_string(),
+        })
+        .at(resource.location())
+    })?;
+    let source = if absolute {
+        "the resource's `vendorPath`"
+    } else {
+        "`base.url`"
+    };
+    check_scheme(&url, source, context.redactor).map_err(|error| error.at(resource.location()))?;
+    match literal_query {
+        Some(literal) => url.set_query(Some(&merge_query(&literal, query))),
+        None if !query.is_empty() => {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        None => {}
+    }
+    Ok(url)
+}
+
+/// `base.url` with its `{key}` placeholders that name a configuration key (`{store.url}`,
+/// `{base-url}`) replaced by the configured value as it is: a URL, not a path segment, so not
+/// percent-encoded. Other placeholders stay for the path values.
+fn with_configuration<'a>(base: &'a str, context: &BuildContext<'_>) -> Cow<'a, str> {
+    if !base.contains('{') {
+        return Cow::Borrowed(base);
+    }
+    let mut output = String::with_capacity(base.len() + 32);
+    let mut rest = base;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            let value = context.configuration.get(name).and_then(text_of)?;
+            Some((close, value))
+        });
+        if let Some((close, value)) = value {
+            output.push_str(&rest[..open]);
+            output.push_str(&value);
+            rest = &after[close + 1..];
+        } else {
+            output.push_str(&rest[..=open]);
+            rest = after;
+        }
+    }
+    output.push_str(rest);
+    Cow::Owned(output)
+}
+
+/// Checks that every `{placeholder}` that is a whole segment of the path of `vendorPath`
+/// (`/items/{id}`, not `/items/{id}.json` nor a query value) gets a value that stays one
+/// segment: not empty, `.` or `..`. A URL cannot carry those as a segment (`%2E%2E` is `..` to
+/// every URL parser): `/items/..` would be sent as `/`. Other characters are percent-encoded
+/// (`/` as `%2F`).
+///
+/// Fails with [`RunErrorKind::BadPathValue`].
+fn check_segments(resource: &Resource, path_values: &PathValues<'_>) -> Result<(), RunError> {
+    let template = resource.vendor_path();
+    let source = template.source();
+    let path_end = source.find('?').unwrap_or(source.len());
+    for placeholder in template.placeholders() {
+        // The reference's range is the name's; the braces are around it.
+        let (Some(open), close) = (placeholder.start.checked_sub(1), placeholder.end + 1) else {
+            continue;
+        };
+        if close > path_end {
+            continue;
+        }
+        let whole = source[..open].ends_with('/')
+            && matches!(source[close..].chars().next(), None | Some('/' | '?'));
+        let Some(value) = path_values.value(&placeholder.name).filter(|_| whole) else {
+            continue;
+        };
+        let shown = match as_text(value).as_str() {
+            "" => "empty",
+            "." => "`.`",
+            ".." => "`..`",
+            _ => continue,
+        };
+        return Err(RunError::from(RunErrorKind::BadPathValue {
+            resource: resource.display_name(),
+            name: placeholder.name.clone(),
+            shown: shown.to_owned(),
+        })
+        .at(resource.location()));
+    }
+    Ok(())
+}
+
+/// Checks that `url` is `http` or `https`: the engine sends nothing else (`file://` would read
+/// a local file, `ftp://` is not HTTP). `source` names where the URL came from (`` `base.url` ``).
+///
+/// Fails with [`RunErrorKind::InvalidUrl`] naming `source`.
+pub(crate) fn check_scheme(
+    url: &url::Url,
+    source: &str,
+    redactor: &Redactor,
+) -> Result<(), RunError> {
+    if matches!(url.scheme(), "http" | "https") {
+        return Ok(());
+    }
+    Err(RunErrorKind::InvalidUrl {
+        url: redactor.redact(url.as_str()),
+        message: format!(
+            "{source} is a `{}:` address; the engine sends only `http://` and `https://` requests",
+            url.scheme()
+        ),
+    }
+    .into())
+}
+
+/// The query string of a `vendorPath` query `literal` (pairs kept as written: placeholders are
+/// already filled and percent-encoded) merged with the `query` parameters: a parameter with the
+/// name of a literal pair replaces it in place, the others follow, `application/x-www-form-urlencoded`
+/// like every query parameter.
+fn merge_query(literal: &str, query: &[(String, String)]) -> String {
+    let encode =
+        |text: &str| -> String { url::form_urlencoded::byte_serialize(text.as_bytes()).collect() };
+    let mut used = vec![false; query.len()];
+    let mut pairs: Vec<String> = Vec::new();
+    for pair in literal.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, _) = pair.split_once('=').unwrap_or((pair, ""));
+        let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        let replacement = query
+            .iter()
+            .enumerate()
+            .filter(|(index, (query_name, _))| !used[*index] && *query_name == decoded)
+            .map(|(index, _)| index)
+            .next_back();
+        match replacement {
+            Some(index) => {
+                // Every parameter of that name is taken; the last one is sent.
+                for (other, (query_name, _)) in query.iter().enumerate() {
+                    if *query_name == decoded {
+                        used[other] = true;
+                    }
+                }
+                // The name as the connector wrote it (`$top`), the caller's value.
+                pairs.push(format!("{name}={}", encode(&query[index].1)));
+            }
+            None => pairs.push(pair.to_owned()),
+        }
+    }
+    for (index, (name, value)) in query.iter().enumerate() {
+        if !used[index] {
+            pairs.push(format!("{}={}", encode(name), encode(value)));
+        }
+    }
+    pairs.join("&")
+}
+
+/// The `{name}` placeholders of the resource's `vendorPath` that no `path` parameter fills: the
+/// caller's path value of the same name fills them (`--param NAME=VALUE`, or a variable bound
+/// from a `METHOD:/path` selector), as element.json did.
+pub(super) fn unmapped_placeholders<'a>(
+    resource: &'a Resource,
+    parameters: &'a [&'a Parameter],
+) -> impl Iterator<Item = &'a str> {
+    resource
+        .vendor_path()
+        .placeholders()
+        .iter()
+        .map(|placeholder| placeholder.name.as_str())
+        .filter(|name| {
+            !parameters.iter().any(|parameter| {
+                parameter.vendor_kind() == VendorKind::Path && parameter.vendor_name() == *name
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendor_path_queries_merge_with_query_parameters() {
+        let query = [
+            ("limit".to_owned(), "5".to_owned()),
+            ("grant_type".to_owned(), "a b".to_owned()),
+        ];
+        assert_eq!(
+            merge_query(
+                "grant_type=client_credentials&$filter=Name eq 'x%20y'",
+                &query
+            ),
+            "grant_type=a+b&$filter=Name eq 'x%20y'&limit=5"
+        );
+        assert_eq!(merge_query("a=1&&b", &[]), "a=1&b");
+    }
+}

@@ -1,0 +1,221 @@
+//! The bytes on the wire: request patterns of element.json exports, each run with the built
+//! `engine` against a loopback server, and the raw request it received (method, target,
+//! headers, body) snapshotted. Each resource of `tests/fixtures/run/wire/` is one pattern.
+
+use std::fmt::Write as _;
+
+use serde_json::json;
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::run::{TestContext, received};
+
+/// A server that answers every request with `answer`.
+async fn server(answer: serde_json::Value) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn wire(server: &MockServer, service_url: &str) -> TestContext {
+    TestContext::fixture("wire").with_instance(&json!({
+        "service.url": service_url.replace("[SERVER]", &server.uri()),
+    }))
+}
+
+/// The one request `server` received, as it arrived: request line, headers (by name; `host`
+/// without its port), blank line, body.
+async fn raw(server: &MockServer) -> String {
+    let requests = received(server).await;
+    assert_eq!(requests.len(), 1, "one request");
+    let request = &requests[0];
+    let target = match request.url.query() {
+        Some(query) => format!("{}?{query}", request.url.path()),
+        None => request.url.path().to_owned(),
+    };
+    let mut headers: Vec<(String, String)> = request
+        .headers
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "host" | "user-agent"))
+        .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap().to_owned()))
+        .collect();
+    headers.sort();
+    let mut text = format!("{} {target}\n", request.method);
+    for (name, value) in headers {
+        writeln!(text, "{name}: {value}").unwrap();
+    }
+    text.push('\n');
+    text.push_str(&String::from_utf8_lossy(&request.body));
+    text
+}
+
+#[tokio::test]
+async fn soap_object_input_fills_the_template_from_the_callers_fields() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]/calculator.asmx");
+    context
+        .run("soap-object-input")
+        .body(&json!({"intA": "7 & <8>", "intB": 2}))
+        .output()
+        .assert_success();
+    insta::assert_snapshot!("wire_soap_object_input", raw(&server).await);
+}
+
+#[tokio::test]
+async fn a_json_body_template_is_sent_as_written_with_json_values_outside_strings() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]");
+    context
+        .run("json-template")
+        .body(&json!({"payload": {"faces": [1, 2]}, "label": "say \"hi\""}))
+        .output()
+        .assert_success();
+    insta::assert_snapshot!("wire_json_template", raw(&server).await);
+}
+
+#[tokio::test]
+async fn root_key_wraps_the_request_and_unwraps_the_answer() {
+    let server = server(json!({"data": {"gid": "p1"}})).await;
+    let context = wire(&server, "[SERVER]");
+    let outcome = context
+        .run("POST:/hubs/general/projects")
+        .body(&json!({"name": "Roof"}))
+        .output();
+    outcome.assert_success();
+    assert_eq!(outcome.json(), json!({"gid": "p1"}));
+    insta::assert_snapshot!("wire_root_key", raw(&server).await);
+}
+
+#[tokio::test]
+async fn a_literal_path_beats_a_templated_one_and_encoded_values_stay_encoded() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]");
+    // `/hubs/general/{objectName}/{objectId}` would match too: the literal `projects` wins.
+    context
+        .run("GET:/hubs/general/projects/p1")
+        .param("page", "7")
+        .output()
+        .assert_success();
+    insta::assert_snapshot!("wire_selection_and_encoding", raw(&server).await);
+}
+
+#[tokio::test]
+async fn a_where_becomes_query_parameters_after_a_query_continuing_base_url() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]/api?module=crm");
+    context
+        .run("search")
+        .param(
+            "where",
+            "email = 'a@b.c' AND createdDate='2017-05-24T18:31:01Z'",
+        )
+        .output()
+        .assert_success();
+    insta::assert_snapshot!("wire_to_query_parameters", raw(&server).await);
+}
+
+#[tokio::test]
+async fn a_where_becomes_an_odata_filter() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]");
+    context
+        .run("odata")
+        .param("where", "lastName = 'O''Brien' and age >= 21")
+        .output()
+        .assert_success();
+    insta::assert_snapshot!("wire_odata_filter", raw(&server).await);
+}
+
+#[tokio::test]
+async fn a_converter_the_engine_lacks_sends_nothing_and_warns() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]");
+    let outcome = context
+        .run("vendor-language")
+        .param("where", "rating > 3")
+        .param("limit", "5")
+        .output();
+    outcome.assert_success();
+    outcome.assert_stderr_has(&[
+        "warning[W0501]: parameter `where` uses converter `toBazaarvoice`, which the engine does not execute",
+        "--> tests/fixtures/run/wire/connector.json:97:58",
+        "not executed: the parameter is not sent",
+    ]);
+    insta::assert_snapshot!("wire_converter_not_executed", raw(&server).await);
+}
+
+#[tokio::test]
+async fn a_bad_where_is_refused_before_sending() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]");
+    let outcome = context
+        .run("search")
+        .param("where", "email = 'a@b.c' OR name = 'x'")
+        .output();
+    outcome.assert_code(3);
+    outcome.assert_stderr_has(&["`toQueryParameters` joins clauses with `AND` only"]);
+    assert!(received(&server).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_global_body_field_is_merged_into_the_callers_body() {
+    let server = server(json!({})).await;
+    let context = TestContext::fixture("wire-body-field").with_instance(&json!({
+        "base.url": server.uri(),
+        "api.key": "FAKE-api-key-77aa",
+    }));
+    context
+        .run("send")
+        .body(&json!({"message": {"text": "hi"}}))
+        .output()
+        .assert_success();
+    insta::assert_snapshot!("wire_global_body_field", raw(&server).await);
+}
+
+#[tokio::test]
+async fn an_oauth_header_in_the_reversed_form_goes_on_the_token_call_only() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::path("/oauth/token"))
+        .respond_with(crate::support::run::token_response(
+            "FAKE-access-token-0c1d",
+            None,
+            json!(3600),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(wiremock::matchers::path("/users"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("wire-oauth2").with_instance(&json!({
+        "base.url": server.uri(),
+        "oauth.token.url": format!("{}/oauth/token", server.uri()),
+        "oauth.api.key": "demo-client",
+        "oauth.api.secret": "FAKE-client-secret-5d2e",
+    }));
+    context.run("users").output().assert_success();
+    let requests = received(&server).await;
+    let authorization: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|request| {
+            (
+                request.url.path(),
+                request.headers["authorization"].to_str().unwrap(),
+            )
+        })
+        .collect();
+    // base64("demo-client:FAKE-client-secret-5d2e")
+    assert_eq!(
+        authorization,
+        [
+            (
+                "/oauth/token",
+                "Basic ZGVtby1jbGllbnQ6RkFLRS1jbGllbnQtc2VjcmV0LTVkMmU="
+            ),
+            ("/users", "Bearer FAKE-access-token-0c1d"),
+        ]
+    );
+}
