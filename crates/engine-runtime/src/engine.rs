@@ -1064,9 +1064,7 @@ impl<'a> Run<'a> {
     /// Learns the values `request` carries made from secrets ([`PreparedRequest::secret_values`]),
     /// before it is sent: whatever comes back masks them.
     fn learn_sent(&mut self, request: &PreparedRequest) {
-        for value in request.secret_values() {
-            self.redactor.learn(&value);
-        }
+        request.for_each_secret_value(|value| self.redactor.learn(value));
     }
 
     /// Tells the observer each response parameter of `resource` that found nothing.

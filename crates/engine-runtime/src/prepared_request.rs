@@ -126,7 +126,11 @@ impl SecretSlot {
                         .strip_prefix(word)
                         .is_some_and(|rest| rest.starts_with(' ')) =>
             {
-                format!("{word} {}", crate::redact::MASK)
+                let mut shown = String::with_capacity(word.len() + 1 + crate::redact::MASK.len());
+                shown.push_str(word);
+                shown.push(' ');
+                shown.push_str(crate::redact::MASK);
+                shown
             }
             _ => crate::redact::MASK.to_owned(),
         };
@@ -221,39 +225,40 @@ impl PreparedRequest {
     /// vendor echoing one back (the base64 of a short password) is masked by text as well.
     pub fn secret_values(&self) -> Vec<String> {
         let mut values = Vec::new();
+        self.for_each_secret_value(|value| values.push(value.to_owned()));
+        values
+    }
+
+    /// Calls `f` with each of [`PreparedRequest::secret_values`], without copying them: a run
+    /// learns them on every request, and most are known already.
+    pub(crate) fn for_each_secret_value(&self, mut f: impl FnMut(&str)) {
         for slot in &self.secrets {
             match slot {
                 // Without the scheme word that stays shown (`Bearer `).
-                SecretSlot::Header { name, shown } => values.extend(
+                SecretSlot::Header { name, shown } => {
+                    let kept = shown.strip_suffix(crate::redact::MASK).unwrap_or_default();
                     self.headers
                         .iter()
                         .filter(|(header, _)| header.eq_ignore_ascii_case(name))
-                        .map(|(_, value)| {
-                            let kept = shown.strip_suffix(crate::redact::MASK).unwrap_or_default();
-                            value.strip_prefix(kept).unwrap_or(value).to_owned()
-                        }),
-                ),
-                SecretSlot::Query(name) => values.extend(
-                    self.url
-                        .query_pairs()
-                        .filter(|(query, _)| query == name)
-                        .map(|(_, value)| value.into_owned()),
-                ),
+                        .for_each(|(_, value)| f(value.strip_prefix(kept).unwrap_or(value)));
+                }
+                SecretSlot::Query(name) => self
+                    .url
+                    .query_pairs()
+                    .filter(|(query, _)| query == name)
+                    .for_each(|(_, value)| f(&value)),
                 SecretSlot::Form(name) => match &self.body {
-                    RequestBody::Form(fields) => values.extend(
-                        fields
-                            .iter()
-                            .filter(|(field, _)| field == name)
-                            .map(|(_, value)| value.clone()),
-                    ),
-                    RequestBody::Multipart(parts) => {
-                        values.extend(parts.iter().filter(|part| part.name == *name).filter_map(
-                            |part| match &part.content {
-                                PartContent::Text(text) => Some(text.clone()),
-                                PartContent::File { .. } => None,
-                            },
-                        ));
-                    }
+                    RequestBody::Form(fields) => fields
+                        .iter()
+                        .filter(|(field, _)| field == name)
+                        .for_each(|(_, value)| f(value)),
+                    RequestBody::Multipart(parts) => parts
+                        .iter()
+                        .filter(|part| part.name == *name)
+                        .for_each(|part| match &part.content {
+                            PartContent::Text(text) => f(text),
+                            PartContent::File { .. } => {}
+                        }),
                     _ => {}
                 },
                 SecretSlot::BodyField(path) => {
@@ -262,13 +267,14 @@ impl PreparedRequest {
                             .split('.')
                             .filter(|segment| !segment.is_empty())
                             .try_fold(body, |node, segment| node.get(segment));
-                        values.extend(found.and_then(text_of));
+                        if let Some(value) = found.and_then(text_of) {
+                            f(&value);
+                        }
                     }
                 }
                 SecretSlot::Path(_) | SecretSlot::TextBody(_) => {}
             }
         }
-        values
     }
 
     /// The URL as it may be shown (`--dry-run`, `-v`, errors): the password of its userinfo,
