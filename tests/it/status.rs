@@ -25,6 +25,18 @@ fn status(context: &TestContext, json: bool) -> (i32, String, String) {
     )
 }
 
+/// The `custom` fixture's instance, provisioned `obtained` (epoch ms) with a one-hour token.
+fn provisioned(obtained: u64) -> TestContext {
+    TestContext::fixture("custom").with_instance(&json!({
+        "base.url": "http://127.0.0.1:9",
+        "client.id": "demo-client",
+        "client.secret": "FAKE-client-secret-9f3a",
+        "access.token": "FAKE-access-token-3b8e",
+        "authentication.time": obtained.to_string(),
+        "expires_in": "3600",
+    }))
+}
+
 fn rfc3339(ms: u64) -> String {
     jiff::Timestamp::from_millisecond(i64::try_from(ms).unwrap())
         .unwrap()
@@ -35,14 +47,7 @@ fn rfc3339(ms: u64) -> String {
 #[test]
 fn a_provisioned_instance_is_fresh_until_its_lifetime_ends() {
     let obtained = now_ms() - 600_000;
-    let context = TestContext::fixture("custom").with_instance(&json!({
-        "base.url": "http://127.0.0.1:9",
-        "client.id": "demo-client",
-        "client.secret": "FAKE-client-secret-9f3a",
-        "access.token": "FAKE-access-token-3b8e",
-        "authentication.time": obtained.to_string(),
-        "expires_in": "3600",
-    }));
+    let context = provisioned(obtained);
     let before = context.instance_text();
 
     let (code, stdout, stderr) = status(&context, true);
@@ -74,14 +79,7 @@ fn a_provisioned_instance_is_fresh_until_its_lifetime_ends() {
 #[test]
 fn expired_and_never_provisioned_instances_say_what_the_next_run_does() {
     let obtained = now_ms() - 7_200_000;
-    let expired = TestContext::fixture("custom").with_instance(&json!({
-        "base.url": "http://127.0.0.1:9",
-        "client.id": "demo-client",
-        "client.secret": "FAKE-client-secret-9f3a",
-        "access.token": "FAKE-access-token-3b8e",
-        "authentication.time": obtained.to_string(),
-        "expires_in": "3600",
-    }));
+    let expired = provisioned(obtained);
     let (code, stdout, _) = status(&expired, true);
     assert_eq!(code, 0);
     let report: Value = serde_json::from_str(&stdout).unwrap();
