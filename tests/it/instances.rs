@@ -1229,3 +1229,30 @@ async fn refresh_reports_an_instance_it_cannot_read() {
     assert!(stderr.ends_with("1 failed\n"), "{stderr}");
     assert!(server.received_requests().await.unwrap().is_empty());
 }
+
+/// A PostgreSQL database that does not exist is said once, in the server's words, without the
+/// server's source line (`... at line 948`, twice, before).
+#[test]
+fn a_missing_postgres_database_is_said_once() {
+    let Ok(url) = std::env::var("ENGINE_TEST_POSTGRES") else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping a_missing_postgres_database_is_said_once: ENGINE_TEST_POSTGRES is not set"
+        );
+        return;
+    };
+    let (server, _) = url
+        .rsplit_once('/')
+        .expect("a database URL names its database");
+    let store = format!("{server}/engine_it_no_such_database");
+    let listed = engine_output(&["instances", "list", "--store", &store]);
+    assert_eq!(listed.code, 1, "{}", listed.render());
+    let said = "database \"engine_it_no_such_database\" does not exist";
+    assert_eq!(
+        listed.stderr.matches(said).count(),
+        1,
+        "{}",
+        listed.render()
+    );
+    assert!(!listed.stderr.contains("at line"), "{}", listed.render());
+}

@@ -164,7 +164,15 @@ impl PostgresStore {
 
     async fn connect_with(url: &str, schema: Option<&str>) -> Result<Self, StoreError> {
         let display: Arc<str> = Arc::from(crate::display_url(url));
-        let error = |source: sqlx::Error| backend(&display, source);
+        let error = |source: sqlx::Error| match source {
+            // The server's own words, once: sqlx's text repeats them with the server's source
+            // line (`database "x" does not exist at line 948`).
+            sqlx::Error::Database(database) => backend(
+                &display,
+                std::io::Error::other(format!("the server says: {}", database.message())),
+            ),
+            source => backend(&display, source),
+        };
         let (url, pool_size, lock_pool_size) = budget_of(url).map_err(|message| {
             backend(
                 &display,
