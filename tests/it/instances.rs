@@ -554,6 +554,40 @@ async fn refresh_refreshes_due_instances_and_records_history() {
     assert!(table.stdout.starts_with("AT "), "{}", table.render());
 }
 
+/// `engine refresh --log-format json`: one JSON object per instance, then the summary, on
+/// stderr, with no progress bar and no secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_log_format_json_prints_one_object_per_instance_and_a_summary() {
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = sqlite_with(
+        temp.path(),
+        &server.uri(),
+        &[("expired", 7200), ("fresh", 60)],
+    );
+    let outcome = engine_output(&["refresh", "--store", &store, "--log-format", "json"]);
+    assert_eq!(outcome.code, 0, "{}", outcome.render());
+    outcome.assert_hides(&[OLD_TOKEN, NEW_TOKEN, CLIENT_SECRET]);
+    let events: Vec<Value> = outcome
+        .stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert_eq!(events.len(), 2, "{}", outcome.render());
+    assert_eq!(
+        (
+            &events[0]["event"],
+            &events[0]["instance"],
+            &events[0]["outcome"]
+        ),
+        (&json!("refresh"), &json!("expired"), &json!("refreshed"))
+    );
+    assert_eq!(events[1]["event"], "summary");
+    assert_eq!(events[1]["refreshed"], 1);
+    assert_eq!(events[1]["reauthenticate"], json!([]));
+    assert!(events.iter().all(|event| event["at"].is_string()));
+}
+
 /// After three consecutive rejected refreshes (`invalid_grant`) an instance is marked
 /// `needs-reauth`: `engine refresh` exits 4 and lists it, then no longer refreshes it; the
 /// vendor's error is recorded with secrets masked.

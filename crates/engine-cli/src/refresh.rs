@@ -17,6 +17,7 @@ use crate::Exit;
 use crate::history::{self, Recorder, Trigger};
 use crate::instances::{Failure, StoreArgs, open_store, runtime};
 use crate::printer;
+use crate::run::LogFormat;
 
 /// How long the failure count's write waits for the instance's lock.
 const WRITE_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,6 +52,10 @@ pub(crate) struct RefreshArgs {
     /// How long to wait for an instance's lock when another process holds it, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     lock_timeout: u64,
+    /// How the lines are printed: `human`, or `json`, one JSON object per instance and one for
+    /// the summary, for scripts (no progress bar).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "human")]
+    log_format: LogFormat,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -92,7 +97,8 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
         .map_err(|error| Failure::new(error.to_string(), Exit::Transport))?;
     let engine = Arc::new(engine);
     let mut connectors: HashMap<String, Option<Arc<Connector>>> = HashMap::new();
-    let progress = std::io::stderr().is_terminal().then(|| {
+    let json = args.log_format == LogFormat::Json;
+    let progress = (std::io::stderr().is_terminal() && !json).then(|| {
         let bar = indicatif::ProgressBar::new(due.len() as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
@@ -157,6 +163,17 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
             rejected.push(id.clone());
         }
         worst = worse(worst, exit);
+        if json {
+            let event = serde_json::json!({
+                "event": "refresh",
+                "instance": id,
+                "outcome": label.replace(' ', "-"),
+                "detail": (!line.is_empty()).then_some(&line),
+                "at": crate::time::now(),
+            });
+            printer::verbose(&event.to_string());
+            continue;
+        }
         let text = format!(
             "{label}: {id}{}",
             if line.is_empty() {
@@ -188,6 +205,22 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
     .iter()
     .filter_map(|label| counts.get(label).map(|count| format!("{count} {label}")))
     .collect();
+    if json {
+        rejected.sort();
+        let mut event = serde_json::json!({"event": "summary", "at": crate::time::now()});
+        for label in [
+            "refreshed",
+            "fresh",
+            "rejected",
+            "failed transiently",
+            "failed",
+        ] {
+            event[label.replace(' ', "_")] = counts.get(label).copied().unwrap_or(0).into();
+        }
+        event["reauthenticate"] = rejected.into();
+        printer::verbose(&event.to_string());
+        return Ok(worst);
+    }
     printer::verbose(&if summary.is_empty() {
         "nothing due".to_owned()
     } else {
