@@ -3,7 +3,7 @@
 //! abbreviates (`zorp.password` for `zorp.pass`, `client.sec` for `client.secret`).
 
 /// The candidate closest to `unknown`, if it is close enough to be a likely typo: by edit
-/// distance over the whole name first, then by [`one_segment_apart`].
+/// distance over the whole name first, then one abbreviated segment apart (dotted names).
 pub fn did_you_mean<'a>(
     unknown: &str,
     candidates: impl IntoIterator<Item = &'a str>,
