@@ -23,8 +23,12 @@ budget_file=bench/instructions.budget
 tolerance=2
 
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install -y valgrind" >&2; exit 2; }
-cargo build --profile profiling --locked --quiet -p engine-runtime --example requests
-binary="${CARGO_TARGET_DIR:-target}/profiling/examples/requests"
+# With the quick start's packages, in one invocation: cargo unifies features per invocation, and
+# `requests` (crates/engine-bench) asks for nothing they do not, so this reuses the quick start's
+# release build (connectors/quickstart.sh) and adds one binary. For `callgrind_annotate` line
+# numbers, build with CARGO_PROFILE_RELEASE_DEBUG=line-tables-only.
+cargo build --release --locked --quiet -p engine-cli -p engine-emulator -p engine-bench
+binary="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/requests"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
@@ -70,7 +74,7 @@ if (( failed )); then
     cat >&2 <<EOF
 hint: the budgets are in $budget_file. Measure with \`bench/instructions.sh\` (valgrind), and find
       where the instructions go with callgrind and \`callgrind_annotate --inclusive=yes\` on
-      crates/engine-runtime/examples/requests.rs (docs/BENCHMARKS.md, "Instructions per request").
+      crates/engine-bench/src/main.rs (docs/BENCHMARKS.md, "Instructions per request").
       Make the request path cheaper again, or raise the budget in the commit that needs it and
       say why there and in docs/BENCHMARKS.md.
 EOF

@@ -16,9 +16,9 @@ else
 fi
 
 echo "building engine and vendor-emulator (release; the first build takes a few minutes)"
-# Without the SQLite and PostgreSQL stores (the `sql` feature): the tour keeps its instance in a
-# file, and a cold build is a third shorter. `cargo build --release` builds them in.
-cargo build --release --locked --no-default-features -p engine-cli -p engine-emulator
+# The whole engine, every instance store included: the one build every command after the tour
+# uses (`target/release/engine`), the `sqlite:` and `postgres://` stores too.
+cargo build --release --locked -p engine-cli -p engine-emulator
 # Wherever cargo puts its output (CARGO_TARGET_DIR, .cargo/config.toml): ask it.
 target_dir=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')

@@ -1,15 +1,16 @@
-//! Sends `COUNT` requests of one variant of the `run` benchmark (same server, connectors and
-//! instances: `benches/support`), one after the other, and exits. Not a benchmark by itself:
-//! `bench/instructions.sh` runs it under callgrind at two counts and reports the instructions
-//! each request costs, a figure that, unlike time, does not move with the machine's load.
+//! Sends `COUNT` requests of one variant of engine-runtime's `run` benchmark (same server,
+//! connectors and instances: `crates/engine-runtime/benches/support`), one after the other, and
+//! exits. Not a benchmark by itself: `bench/instructions.sh` runs it under callgrind at two counts
+//! and reports the instructions each request costs, a figure that, unlike time, does not move
+//! with the machine's load.
 //!
-//! `cargo run --release -p engine-runtime --example requests -- VARIANT COUNT`, VARIANT one of
-//! `reqwest`, `reqwest/json`, `engine/auth-none`, `engine/custom-fresh`.
+//! `cargo run --release -p engine-bench -- VARIANT COUNT`, VARIANT one of `reqwest`,
+//! `reqwest/json`, `engine/auth-none`, `engine/custom-fresh`.
 #![allow(missing_docs)]
 
 use std::sync::Arc;
 
-#[path = "../benches/support/mod.rs"]
+#[path = "../../engine-runtime/benches/support/mod.rs"]
 mod support;
 
 use support::{Setup, bare_request};
