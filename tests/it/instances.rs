@@ -1290,3 +1290,75 @@ fn a_missing_postgres_database_is_said_once() {
     );
     assert!(!listed.stderr.contains("at line"), "{}", listed.render());
 }
+
+/// Issue 19: `engine refresh` reports every instance it leaves alone because it was never
+/// provisioned (a custom connector's instance without `authentication.time`, an OAuth2 one
+/// without a token), with and without `--ahead`, each with what to do, and exits 4 listing them;
+/// an instance whose token never expires (an API key) has nothing to refresh and is not listed;
+/// one without a recorded connector cannot be considered: failed, exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_reports_never_provisioned_instances() {
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = sqlite_with(temp.path(), &server.uri(), &[("due", 7200)]);
+    let import = |id: &str, connector: Option<&str>, value: Value| {
+        let file = write_file(temp.path(), id, &value);
+        let mut args = vec!["instances", "import", file.to_str().unwrap()];
+        args.extend(["--store", &store]);
+        if let Some(connector) = connector {
+            args.extend(["--connector", connector]);
+        }
+        engine_output(&args).assert_success();
+    };
+    let credentials = json!({
+        "base.url": server.uri(),
+        "client.id": "demo-client",
+        "client.secret": CLIENT_SECRET,
+    });
+    import("new-custom", Some("connectors/demo.json"), credentials);
+    let oauth2 = json!({
+        "base.url": server.uri(),
+        "oauth.token.url": format!("{}/oauth/token", server.uri()),
+        "oauth.api.key": "FAKE-key",
+        "oauth.api.secret": "FAKE-secret",
+    });
+    let oauth2_connector = "tests/fixtures/run/wire-oauth2/connector.json";
+    import("new-oauth2", Some(oauth2_connector), oauth2);
+    let api_key = json!({"api.key": "FAKE-api-key"});
+    import("weather", Some("connectors/openweather.json"), api_key);
+
+    let filter = |text: &str| sorted_lines(text).replace(&store, "[STORE]");
+    let outcome = engine_output(&["refresh", "--store", &store]);
+    assert_eq!(outcome.code, 4, "{}", outcome.render());
+    insta::assert_snapshot!(filter(&outcome.stderr), @r"
+    1 refreshed, 2 not provisioned
+    not provisioned: new-custom: never provisioned: the next run provisions it, or now: `engine run connectors/demo.json provisionAuthValidation --instance new-custom --store [STORE]`
+    not provisioned: new-oauth2: no token yet: the next run obtains one, or sign in: `engine authorize tests/fixtures/run/wire-oauth2/connector.json --instance new-oauth2 --store [STORE]`
+    provision: new-custom, new-oauth2 (see each one's line)
+    refreshed: due: ON REFRESH, 200, [N] ms
+    ");
+    // With `--ahead` the store's expiry index finds the due ones; those without an expiry are
+    // listed all the same.
+    let ahead = engine_output(&["refresh", "--store", &store, "--ahead", "1m"]);
+    assert_eq!(ahead.code, 4, "{}", ahead.render());
+    assert!(
+        ahead.stderr.ends_with(
+            "2 not provisioned\nprovision: new-custom, new-oauth2 (see each one's line)\n"
+        ),
+        "{}",
+        ahead.render()
+    );
+    // Nothing was provisioned or sent for them: the one token request is the due instance's.
+    assert_eq!(received_at(&server, "/oauth/token").await.len(), 1);
+
+    import("orphan", None, json!({"client.id": "demo-client"}));
+    let orphan = engine_output(&["refresh", "--store", &store, "--ahead", "1m"]);
+    assert_eq!(orphan.code, 1, "{}", orphan.render());
+    assert!(
+        orphan
+            .stderr
+            .contains("failed: orphan: no connector recorded: import it with `--connector FILE`\n"),
+        "{}",
+        orphan.render()
+    );
+}

@@ -534,6 +534,7 @@ async fn list(
         connector: connector.map(str::to_owned),
         status: (state == Some(InstanceState::NeedsReauth)).then(|| "needs-reauth".to_owned()),
         expires_before_ms: (state == Some(InstanceState::Expired)).then_some(now_ms),
+        ..Page::default()
     };
     loop {
         let listing = store

@@ -427,6 +427,9 @@ impl InstanceStore for PostgresStore {
                     .push(" AND expires_at <= ")
                     .push_bind(to_i64(before));
             }
+            if page.expiry_unknown {
+                builder.push(" AND expires_at IS NULL");
+            }
             builder
                 .push(" ORDER BY id LIMIT ")
                 .push_bind(to_i64(page.limit as u64).saturating_add(1));

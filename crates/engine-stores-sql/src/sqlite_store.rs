@@ -514,7 +514,8 @@ impl InstanceStore for SqliteStore {
                     // Without statistics SQLite would walk the primary key to save the sort
                     // of `ORDER BY id`, reading every row: due instances are found by their
                     // expiry index instead (the status index is chosen on its own).
-                    let index = if page.expires_before_ms.is_some() && page.status.is_none() {
+                    let by_expiry = page.expires_before_ms.is_some() || page.expiry_unknown;
+                    let index = if by_expiry && page.status.is_none() {
                         " INDEXED BY instances_expires_at"
                     } else {
                         ""
@@ -538,6 +539,9 @@ impl InstanceStore for SqliteStore {
                     }
                     if let Some(before) = page.expires_before_ms {
                         filter("expires_at <=", to_i64(before).into());
+                    }
+                    if page.expiry_unknown {
+                        sql.push_str(" AND expires_at IS NULL");
                     }
                     values.push(to_i64(limit as u64).saturating_add(1).into());
                     let _ = write!(sql, " ORDER BY id LIMIT ?{}", values.len());
