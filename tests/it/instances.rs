@@ -1362,3 +1362,126 @@ async fn refresh_reports_never_provisioned_instances() {
         orphan.render()
     );
 }
+
+/// `engine ARGS...` with `dir` read-only: as root (whom permissions do not stop) in a mount
+/// namespace of its own where `dir` is bind-mounted read-only, otherwise with `dir` and its
+/// files made read-only. `None` (after one line) where neither can be done.
+fn engine_on_read_only(dir: &Path, args: &[&str]) -> Option<Outcome> {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = fs_err::metadata("/proc/self").is_ok_and(|metadata| metadata.uid() == 0);
+    let output = if root {
+        let mounted = std::process::Command::new("unshare")
+            .args(["-m", "sh", "-c"])
+            .arg(r#"mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@""#)
+            .arg(dir)
+            .arg(env!("CARGO_BIN_EXE_engine"))
+            .args(args)
+            .current_dir(repo_root())
+            .env("NO_COLOR", "1")
+            .output();
+        match mounted {
+            Ok(output) if !String::from_utf8_lossy(&output.stderr).contains("mount:") => output,
+            _ => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipping the read-only store test: root cannot mount a read-only directory here"
+                );
+                return None;
+            }
+        }
+    } else {
+        let set = |mode: u32| {
+            for entry in fs_err::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    let file_mode = mode & 0o666;
+                    fs_err::set_permissions(&path, std::fs::Permissions::from_mode(file_mode))
+                        .unwrap();
+                }
+            }
+            fs_err::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        set(0o500);
+        let output = engine().args(args).output().unwrap();
+        set(0o700);
+        output
+    };
+    Some(Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// Issue 19: a store on a read-only mount (its directory and files cannot be written) is listed
+/// and shown; a write fails naming the file and what to do, never a panic. A file store and a
+/// SQLite one (closed cleanly: no `-wal` file beside it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_a_read_only_mount_is_listed() {
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let sources = tempfile::tempdir().unwrap();
+    let file = write_file(sources.path(), "ro", &instance(&server.uri(), 7200));
+    let dir = temp.path().join("store");
+    fs_err::create_dir(&dir).unwrap();
+    for store in [
+        format!("file:{}", dir.join("files").display()),
+        format!("sqlite:{}", dir.join("state.db").display()),
+    ] {
+        if store.starts_with("file:") {
+            fs_err::create_dir(dir.join("files")).unwrap();
+        }
+        let import = ["instances", "import", file.to_str().unwrap()];
+        engine_output(&[&import[..], &["--connector", CONNECTOR, "--store", &store]].concat())
+            .assert_success();
+        // One refresh, so that the listing has a last refresh to show.
+        engine_output(&["refresh", "--store", &store]).assert_success();
+    }
+    for (store, mount) in [
+        (
+            format!("file:{}", dir.join("files").display()),
+            dir.join("files"),
+        ),
+        (
+            format!("sqlite:{}", dir.join("state.db").display()),
+            dir.clone(),
+        ),
+    ] {
+        let Some(listed) = engine_on_read_only(&mount, &["instances", "list", "--store", &store])
+        else {
+            return;
+        };
+        listed.assert_success();
+        let lines: Vec<&str> = listed.stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "{store}: {}", listed.render());
+        assert!(lines[1].starts_with("ro  "), "{}", listed.render());
+        assert!(lines[1].contains(" fresh "), "{}", listed.render());
+        assert!(lines[1].contains(" ok 20"), "{}", listed.render());
+
+        let shown =
+            engine_on_read_only(&mount, &["instances", "show", "ro", "--store", &store]).unwrap();
+        shown
+            .assert_success()
+            .assert_hides(&[CLIENT_SECRET, NEW_TOKEN]);
+
+        let set = engine_on_read_only(
+            &mount,
+            &["instances", "set", "ro", "client.id=x", "--store", &store],
+        )
+        .unwrap();
+        assert_eq!(set.code, 1, "{store}: {}", set.render());
+        assert!(!set.stderr.contains("panicked"), "{}", set.render());
+        assert!(
+            set.stderr.contains(&mount.display().to_string()),
+            "{store}: names the path: {}",
+            set.render()
+        );
+        assert!(
+            set.stderr
+                .contains("mount it read-write or give this user write access"),
+            "{store}: {}",
+            set.render()
+        );
+    }
+}

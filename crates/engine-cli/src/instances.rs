@@ -250,6 +250,22 @@ impl Failure {
                 )),
             ),
             StoreErrorKind::InvalidInstanceId { .. } => (Exit::Invalid, None),
+            StoreErrorKind::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                (
+                    Exit::VendorError,
+                    Some(
+                        "the store can be listed and read where it is read-only; to change it, \
+                         mount it read-write or give this user write access to its files and \
+                         their directory"
+                            .to_owned(),
+                    ),
+                )
+            }
             _ => (Exit::VendorError, None),
         };
         Self {
