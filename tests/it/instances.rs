@@ -1485,3 +1485,79 @@ async fn a_store_on_a_read_only_mount_is_listed() {
         );
     }
 }
+
+/// Issue 19: a PostgreSQL server that refuses more connections (`too many connections`: here a
+/// role limited to 3, all of them held by this test) makes `engine refresh` fail with the
+/// server's words, this process's connection budget and how to set it (the store URL's
+/// `max_connections` and `max_lock_connections`), exit 1, and nothing changed; with two
+/// connections free again and a budget that fits them (1 + 1), the same refresh succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_postgres_clients_are_said_with_the_budget() {
+    use sqlx::Connection as _;
+    let Some(schema) = Schema::create("budget") else {
+        return;
+    };
+    let role = format!("engine_it_budget_{}", std::process::id());
+    psql(
+        &schema.url,
+        &format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN CONNECTION LIMIT 3; \
+             GRANT ALL ON SCHEMA {} TO {role}",
+            schema.name
+        ),
+    );
+    let (scheme, rest) = schema.url.split_once("://").unwrap();
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    let as_role = format!("{scheme}://{role}@{host}");
+    let store = format!("{as_role}?options=-c%20search_path%3D{}", schema.name);
+
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    for id in ["b1", "b2", "b3"] {
+        let file = write_file(temp.path(), id, &instance(&server.uri(), 7200));
+        let import = ["instances", "import", file.to_str().unwrap(), "--store"];
+        engine_output(&[&import[..], &[&store, "--connector", CONNECTOR]].concat())
+            .assert_success();
+    }
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(sqlx::PgConnection::connect(&as_role).await.unwrap());
+    }
+    let refused = engine_output(&["refresh", "--store", &store, "--jobs", "4"]);
+    assert_eq!(refused.code, 1, "{}", refused.render());
+    for words in [
+        &format!("the server says `too many connections for role \"{role}\"`")[..],
+        "This process opens up to 16 connections for reads and writes and 64 for locks",
+        "lower `max_connections` and `max_lock_connections` in the store URL",
+    ] {
+        assert!(
+            refused.stderr.contains(words),
+            "{words}: {}",
+            refused.render()
+        );
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+
+    for connection in held.drain(1..) {
+        connection.close().await.unwrap();
+    }
+    let budget = format!("{store}&max_connections=1&max_lock_connections=1");
+    let refreshed = engine_output(&["refresh", "--store", &budget, "--jobs", "4"]);
+    assert_eq!(refreshed.code, 0, "{}", refreshed.render());
+    assert!(
+        refreshed.stderr.ends_with("3 refreshed\n"),
+        "{}",
+        refreshed.render()
+    );
+    for id in ["b1", "b2", "b3"] {
+        let shown = engine_output(&["instances", "export", id, "--store", &budget]);
+        let state: Value = serde_json::from_str(&shown.assert_success().stdout).unwrap();
+        assert_eq!(state["access.token"], NEW_TOKEN);
+        assert_eq!(state["refresh.token"], "FAKE-new-refresh-4444");
+    }
+    drop(held);
+    psql(
+        &schema.url,
+        &format!("DROP OWNED BY {role}; DROP ROLE {role}"),
+    );
+}
