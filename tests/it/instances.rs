@@ -1506,9 +1506,9 @@ async fn too_many_postgres_clients_are_said_with_the_budget() {
             schema.name
         ),
     );
-    let (scheme, rest) = schema.url.split_once("://").unwrap();
+    let (protocol, rest) = schema.url.split_once("://").unwrap();
     let host = rest.split_once('@').map_or(rest, |(_, host)| host);
-    let as_role = format!("{scheme}://{role}@{host}");
+    let as_role = format!("{protocol}://{role}@{host}");
     let store = format!("{as_role}?options=-c%20search_path%3D{}", schema.name);
 
     let server = vendor(Duration::ZERO).await;
