@@ -1497,12 +1497,29 @@ async fn too_many_postgres_clients_are_said_with_the_budget() {
     let Some(schema) = Schema::create("budget") else {
         return;
     };
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    // Imported by the test's user: the role has made no connection yet, so none of its
+    // connections can still be closing when the test takes all three.
+    for id in ["b1", "b2", "b3"] {
+        let file = write_file(temp.path(), id, &instance(&server.uri(), 7200));
+        let import = ["instances", "import", file.to_str().unwrap(), "--store"];
+        engine_output(
+            &[
+                &import[..],
+                &[&schema.store_url(), "--connector", CONNECTOR],
+            ]
+            .concat(),
+        )
+        .assert_success();
+    }
     let role = format!("engine_it_budget_{}", std::process::id());
     psql(
         &schema.url,
         &format!(
             "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN CONNECTION LIMIT 3; \
-             GRANT ALL ON SCHEMA {} TO {role}",
+             GRANT ALL ON SCHEMA {0} TO {role}; GRANT ALL ON ALL TABLES IN SCHEMA {0} TO {role}; \
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA {0} TO {role}",
             schema.name
         ),
     );
@@ -1511,14 +1528,6 @@ async fn too_many_postgres_clients_are_said_with_the_budget() {
     let as_role = format!("{protocol}://{role}@{host}");
     let store = format!("{as_role}?options=-c%20search_path%3D{}", schema.name);
 
-    let server = vendor(Duration::ZERO).await;
-    let temp = tempfile::tempdir().unwrap();
-    for id in ["b1", "b2", "b3"] {
-        let file = write_file(temp.path(), id, &instance(&server.uri(), 7200));
-        let import = ["instances", "import", file.to_str().unwrap(), "--store"];
-        engine_output(&[&import[..], &[&store, "--connector", CONNECTOR]].concat())
-            .assert_success();
-    }
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(sqlx::PgConnection::connect(&as_role).await.unwrap());
@@ -1550,12 +1559,14 @@ async fn too_many_postgres_clients_are_said_with_the_budget() {
         refreshed.render()
     );
     for id in ["b1", "b2", "b3"] {
-        let shown = engine_output(&["instances", "export", id, "--store", &budget]);
+        let shown = engine_output(&["instances", "export", id, "--store", &schema.store_url()]);
         let state: Value = serde_json::from_str(&shown.assert_success().stdout).unwrap();
         assert_eq!(state["access.token"], NEW_TOKEN);
         assert_eq!(state["refresh.token"], "FAKE-new-refresh-4444");
     }
-    drop(held);
+    for connection in held {
+        connection.close().await.unwrap();
+    }
     psql(
         &schema.url,
         &format!("DROP OWNED BY {role}; DROP ROLE {role}"),
