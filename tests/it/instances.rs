@@ -1371,25 +1371,28 @@ fn engine_on_read_only(dir: &Path, args: &[&str]) -> Option<Outcome> {
     use std::os::unix::fs::PermissionsExt as _;
     let root = fs_err::metadata("/proc/self").is_ok_and(|metadata| metadata.uid() == 0);
     let output = if root {
-        let mounted = std::process::Command::new("unshare")
-            .args(["-m", "sh", "-c"])
-            .arg(r#"mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@""#)
+        let mount = r#"mount --bind "$0" "$0" && mount -o remount,bind,ro "$0""#;
+        let mountable = std::process::Command::new("unshare")
+            .args(["-m", "sh", "-c", mount])
+            .arg(dir)
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if !mountable {
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping the read-only store test: root cannot mount a read-only directory here"
+            );
+            return None;
+        }
+        std::process::Command::new("unshare")
+            .args(["-m", "sh", "-c", &format!(r#"{mount} && exec "$@""#)])
             .arg(dir)
             .arg(env!("CARGO_BIN_EXE_engine"))
             .args(args)
             .current_dir(repo_root())
             .env("NO_COLOR", "1")
-            .output();
-        match mounted {
-            Ok(output) if !String::from_utf8_lossy(&output.stderr).contains("mount:") => output,
-            _ => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipping the read-only store test: root cannot mount a read-only directory here"
-                );
-                return None;
-            }
-        }
+            .output()
+            .unwrap()
     } else {
         let set = |mode: u32| {
             for entry in fs_err::read_dir(dir).unwrap() {
