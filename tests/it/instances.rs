@@ -1290,3 +1290,288 @@ fn a_missing_postgres_database_is_said_once() {
     );
     assert!(!listed.stderr.contains("at line"), "{}", listed.render());
 }
+
+/// Issue 19: `engine refresh` reports every instance it leaves alone because it was never
+/// provisioned (a custom connector's instance without `authentication.time`, an OAuth2 one
+/// without a token), with and without `--ahead`, each with what to do, and exits 4 listing them;
+/// an instance whose token never expires (an API key) has nothing to refresh and is not listed;
+/// one without a recorded connector cannot be considered: failed, exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_reports_never_provisioned_instances() {
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = sqlite_with(temp.path(), &server.uri(), &[("due", 7200)]);
+    let import = |id: &str, connector: Option<&str>, value: Value| {
+        let file = write_file(temp.path(), id, &value);
+        let mut args = vec!["instances", "import", file.to_str().unwrap()];
+        args.extend(["--store", &store]);
+        if let Some(connector) = connector {
+            args.extend(["--connector", connector]);
+        }
+        engine_output(&args).assert_success();
+    };
+    let credentials = json!({
+        "base.url": server.uri(),
+        "client.id": "demo-client",
+        "client.secret": CLIENT_SECRET,
+    });
+    import("new-custom", Some("connectors/demo.json"), credentials);
+    let oauth2 = json!({
+        "base.url": server.uri(),
+        "oauth.token.url": format!("{}/oauth/token", server.uri()),
+        "oauth.api.key": "FAKE-key",
+        "oauth.api.secret": "FAKE-secret",
+    });
+    let oauth2_connector = "tests/fixtures/run/wire-oauth2/connector.json";
+    import("new-oauth2", Some(oauth2_connector), oauth2);
+    let api_key = json!({"api.key": "FAKE-api-key"});
+    import("weather", Some("connectors/openweather.json"), api_key);
+
+    let filter = |text: &str| sorted_lines(text).replace(&store, "[STORE]");
+    let outcome = engine_output(&["refresh", "--store", &store]);
+    assert_eq!(outcome.code, 4, "{}", outcome.render());
+    insta::assert_snapshot!(filter(&outcome.stderr), @r"
+    1 refreshed, 2 not provisioned
+    not provisioned: new-custom: never provisioned: the next run provisions it, or now: `engine run connectors/demo.json provisionAuthValidation --instance new-custom --store [STORE]`
+    not provisioned: new-oauth2: no token yet: the next run obtains one, or sign in: `engine authorize tests/fixtures/run/wire-oauth2/connector.json --instance new-oauth2 --store [STORE]`
+    provision: new-custom, new-oauth2 (see each one's line)
+    refreshed: due: ON REFRESH, 200, [N] ms
+    ");
+    // With `--ahead` the store's expiry index finds the due ones; those without an expiry are
+    // listed all the same.
+    let ahead = engine_output(&["refresh", "--store", &store, "--ahead", "1m"]);
+    assert_eq!(ahead.code, 4, "{}", ahead.render());
+    assert!(
+        ahead.stderr.ends_with(
+            "2 not provisioned\nprovision: new-custom, new-oauth2 (see each one's line)\n"
+        ),
+        "{}",
+        ahead.render()
+    );
+    // Nothing was provisioned or sent for them: the one token request is the due instance's.
+    assert_eq!(received_at(&server, "/oauth/token").await.len(), 1);
+
+    import("orphan", None, json!({"client.id": "demo-client"}));
+    let orphan = engine_output(&["refresh", "--store", &store, "--ahead", "1m"]);
+    assert_eq!(orphan.code, 1, "{}", orphan.render());
+    assert!(
+        orphan
+            .stderr
+            .contains("failed: orphan: no connector recorded: import it with `--connector FILE`\n"),
+        "{}",
+        orphan.render()
+    );
+}
+
+/// `engine ARGS...` with `dir` read-only: as root (whom permissions do not stop) in a mount
+/// namespace of its own where `dir` is bind-mounted read-only, otherwise with `dir` and its
+/// files made read-only. `None` (after one line) where neither can be done.
+fn engine_on_read_only(dir: &Path, args: &[&str]) -> Option<Outcome> {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = fs_err::metadata("/proc/self").is_ok_and(|metadata| metadata.uid() == 0);
+    let output = if root {
+        let mount = r#"mount --bind "$0" "$0" && mount -o remount,bind,ro "$0""#;
+        let mountable = std::process::Command::new("unshare")
+            .args(["-m", "sh", "-c", mount])
+            .arg(dir)
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if !mountable {
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping the read-only store test: root cannot mount a read-only directory here"
+            );
+            return None;
+        }
+        std::process::Command::new("unshare")
+            .args(["-m", "sh", "-c", &format!(r#"{mount} && exec "$@""#)])
+            .arg(dir)
+            .arg(env!("CARGO_BIN_EXE_engine"))
+            .args(args)
+            .current_dir(repo_root())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    } else {
+        let set = |mode: u32| {
+            for entry in fs_err::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    let file_mode = mode & 0o666;
+                    fs_err::set_permissions(&path, std::fs::Permissions::from_mode(file_mode))
+                        .unwrap();
+                }
+            }
+            fs_err::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        set(0o500);
+        let output = engine().args(args).output().unwrap();
+        set(0o700);
+        output
+    };
+    Some(Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// Issue 19: a store on a read-only mount (its directory and files cannot be written) is listed
+/// and shown; a write fails naming the file and what to do, never a panic. A file store and a
+/// SQLite one (closed cleanly: no `-wal` file beside it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_a_read_only_mount_is_listed() {
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let sources = tempfile::tempdir().unwrap();
+    let file = write_file(sources.path(), "ro", &instance(&server.uri(), 7200));
+    let dir = temp.path().join("store");
+    fs_err::create_dir(&dir).unwrap();
+    for store in [
+        format!("file:{}", dir.join("files").display()),
+        format!("sqlite:{}", dir.join("state.db").display()),
+    ] {
+        if store.starts_with("file:") {
+            fs_err::create_dir(dir.join("files")).unwrap();
+        }
+        let import = ["instances", "import", file.to_str().unwrap()];
+        engine_output(&[&import[..], &["--connector", CONNECTOR, "--store", &store]].concat())
+            .assert_success();
+        // One refresh, so that the listing has a last refresh to show.
+        engine_output(&["refresh", "--store", &store]).assert_success();
+    }
+    for (store, mount) in [
+        (
+            format!("file:{}", dir.join("files").display()),
+            dir.join("files"),
+        ),
+        (
+            format!("sqlite:{}", dir.join("state.db").display()),
+            dir.clone(),
+        ),
+    ] {
+        let Some(listed) = engine_on_read_only(&mount, &["instances", "list", "--store", &store])
+        else {
+            return;
+        };
+        listed.assert_success();
+        let lines: Vec<&str> = listed.stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "{store}: {}", listed.render());
+        assert!(lines[1].starts_with("ro  "), "{}", listed.render());
+        assert!(lines[1].contains(" fresh "), "{}", listed.render());
+        assert!(lines[1].contains(" ok 20"), "{}", listed.render());
+
+        let shown =
+            engine_on_read_only(&mount, &["instances", "show", "ro", "--store", &store]).unwrap();
+        shown
+            .assert_success()
+            .assert_hides(&[CLIENT_SECRET, NEW_TOKEN]);
+
+        let set = engine_on_read_only(
+            &mount,
+            &["instances", "set", "ro", "client.id=x", "--store", &store],
+        )
+        .unwrap();
+        assert_eq!(set.code, 1, "{store}: {}", set.render());
+        assert!(!set.stderr.contains("panicked"), "{}", set.render());
+        assert!(
+            set.stderr.contains(&mount.display().to_string()),
+            "{store}: names the path: {}",
+            set.render()
+        );
+        assert!(
+            set.stderr
+                .contains("mount it read-write or give this user write access"),
+            "{store}: {}",
+            set.render()
+        );
+    }
+}
+
+/// Issue 19: a PostgreSQL server that refuses more connections (`too many connections`: here a
+/// role limited to 3, all of them held by this test) makes `engine refresh` fail with the
+/// server's words, this process's connection budget and how to set it (the store URL's
+/// `max_connections` and `max_lock_connections`), exit 1, and nothing changed; with two
+/// connections free again and a budget that fits them (1 + 1), the same refresh succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_postgres_clients_are_said_with_the_budget() {
+    use sqlx::Connection as _;
+    let Some(schema) = Schema::create("budget") else {
+        return;
+    };
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    // Imported by the test's user: the role has made no connection yet, so none of its
+    // connections can still be closing when the test takes all three.
+    for id in ["b1", "b2", "b3"] {
+        let file = write_file(temp.path(), id, &instance(&server.uri(), 7200));
+        let import = ["instances", "import", file.to_str().unwrap(), "--store"];
+        engine_output(
+            &[
+                &import[..],
+                &[&schema.store_url(), "--connector", CONNECTOR],
+            ]
+            .concat(),
+        )
+        .assert_success();
+    }
+    let role = format!("engine_it_budget_{}", std::process::id());
+    psql(
+        &schema.url,
+        &format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN CONNECTION LIMIT 3; \
+             GRANT ALL ON SCHEMA {0} TO {role}; GRANT ALL ON ALL TABLES IN SCHEMA {0} TO {role}; \
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA {0} TO {role}",
+            schema.name
+        ),
+    );
+    let (protocol, rest) = schema.url.split_once("://").unwrap();
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    let as_role = format!("{protocol}://{role}@{host}");
+    let store = format!("{as_role}?options=-c%20search_path%3D{}", schema.name);
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(sqlx::PgConnection::connect(&as_role).await.unwrap());
+    }
+    let refused = engine_output(&["refresh", "--store", &store, "--jobs", "4"]);
+    assert_eq!(refused.code, 1, "{}", refused.render());
+    for words in [
+        &format!("the server says `too many connections for role \"{role}\"`")[..],
+        "This process opens up to 16 connections for reads and writes and 64 for locks",
+        "lower `max_connections` and `max_lock_connections` in the store URL",
+    ] {
+        assert!(
+            refused.stderr.contains(words),
+            "{words}: {}",
+            refused.render()
+        );
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+
+    for connection in held.drain(1..) {
+        connection.close().await.unwrap();
+    }
+    let budget = format!("{store}&max_connections=1&max_lock_connections=1");
+    let refreshed = engine_output(&["refresh", "--store", &budget, "--jobs", "4"]);
+    assert_eq!(refreshed.code, 0, "{}", refreshed.render());
+    assert!(
+        refreshed.stderr.ends_with("3 refreshed\n"),
+        "{}",
+        refreshed.render()
+    );
+    for id in ["b1", "b2", "b3"] {
+        let shown = engine_output(&["instances", "export", id, "--store", &schema.store_url()]);
+        let state: Value = serde_json::from_str(&shown.assert_success().stdout).unwrap();
+        assert_eq!(state["access.token"], NEW_TOKEN);
+        assert_eq!(state["refresh.token"], "FAKE-new-refresh-4444");
+    }
+    for connection in held {
+        connection.close().await.unwrap();
+    }
+    psql(
+        &schema.url,
+        &format!("DROP OWNED BY {role}; DROP ROLE {role}"),
+    );
+}

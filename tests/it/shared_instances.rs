@@ -708,3 +708,114 @@ async fn set_waits_for_a_refresh_in_postgres() {
     };
     set_waits_for_a_refresh(&schema.store_url()).await;
 }
+
+/// Issue 19: `engine instances rekey` (to a new key) while a refresh holds the instance's lock
+/// (the vendor holds its token request; the refreshing process has the old key) waits for the
+/// lock, says so, and rekeys what the refresh wrote: the rotated refresh token is stored, under
+/// the new key (written before the refresh, it would be under the old one).
+async fn rekey_waits_for_a_refresh(store_url: &str) {
+    use std::io::BufRead as _;
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K2: &str = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    let connector = std::sync::Arc::new(
+        engine_spec::load(&repo_root().join(CUSTOM))
+            .unwrap()
+            .into_connector()
+            .unwrap(),
+    );
+    let engine = engine_runtime::Engine::new().unwrap();
+    let mut vendor = HeldVendor::start().await;
+    let plain = engine_stores_sql::open(store_url).await.unwrap();
+    let refresher: std::sync::Arc<dyn engine_store::InstanceStore> =
+        std::sync::Arc::new(engine_stores_sql::EncryptedStore::new(
+            std::sync::Arc::clone(&plain),
+            engine_stores_sql::SecretKey::parse(K1).unwrap(),
+            Vec::new(),
+            std::sync::Arc::new({
+                let connector = std::sync::Arc::clone(&connector);
+                move |key: &str| connector.is_secret_key(key)
+            }),
+        ));
+    refresher
+        .write("held", expired_custom(&vendor.server.uri()), 0)
+        .await
+        .unwrap();
+    let refresh = tokio::spawn({
+        let (engine, connector, refresher) = (
+            engine.clone(),
+            std::sync::Arc::clone(&connector),
+            std::sync::Arc::clone(&refresher),
+        );
+        async move {
+            let request = engine_runtime::RefreshRequest {
+                connector: &connector,
+                instance: "held",
+                ahead: Duration::ZERO,
+            };
+            engine
+                .refresh(&request, &*refresher, &engine_runtime::NoObserver)
+                .await
+        }
+    });
+    vendor.held().await;
+    let keys = [("ENGINE_SECRET_KEY", K2), ("ENGINE_SECRET_KEYS_OLD", K1)];
+    let mut rekey = spawn(&["instances", "rekey", "--store", store_url], &keys);
+    let stderr = rekey.stderr.take().unwrap();
+    let (mut reader, first) = tokio::task::spawn_blocking(move || {
+        let mut reader = std::io::BufReader::new(stderr);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        (reader, line)
+    })
+    .await
+    .unwrap();
+    assert!(
+        first.starts_with("waiting for the lock of `held`"),
+        "{first}"
+    );
+    vendor.release();
+    assert!(refresh.await.unwrap().unwrap());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    assert!(rekey.wait().unwrap().success(), "{first}{rest}");
+    assert_eq!(rest, "rekeyed 1 of 1 instances with key `k2`\n");
+
+    let stored = plain.load("held").await.unwrap();
+    for key in ["access.token", "refresh.token", "client.secret"] {
+        let value = stored.state[key].as_str().unwrap();
+        assert!(value.starts_with("enc:v1:k2:"), "{key}: {value}");
+    }
+    let exported = Outcome::of(spawn(
+        &["instances", "export", "held", "--store", store_url],
+        &keys[..1],
+    ));
+    exported.assert_success();
+    let exported: Value = serde_json::from_str(&exported.stdout).unwrap();
+    assert_eq!(exported["refresh.token"], "FAKE-new-refresh");
+    assert_eq!(exported["access.token"], "FAKE-new-token");
+    assert_eq!(exported["client.secret"], "FAKE-client-secret");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_waits_for_a_refresh_in_files() {
+    let temp = tempfile::tempdir().unwrap();
+    rekey_waits_for_a_refresh(&format!("file:{}", temp.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_waits_for_a_refresh_in_sqlite() {
+    let temp = tempfile::tempdir().unwrap();
+    rekey_waits_for_a_refresh(&format!(
+        "sqlite:{}",
+        temp.path().join("state.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_waits_for_a_refresh_in_postgres() {
+    let Some(schema) = Schema::create("rekey") else {
+        return;
+    };
+    rekey_waits_for_a_refresh(&schema.store_url()).await;
+}

@@ -250,6 +250,22 @@ impl Failure {
                 )),
             ),
             StoreErrorKind::InvalidInstanceId { .. } => (Exit::Invalid, None),
+            StoreErrorKind::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                (
+                    Exit::VendorError,
+                    Some(
+                        "the store can be listed and read where it is read-only; to change it, \
+                         mount it read-write or give this user write access to its files and \
+                         their directory"
+                            .to_owned(),
+                    ),
+                )
+            }
             _ => (Exit::VendorError, None),
         };
         Self {
@@ -534,6 +550,7 @@ async fn list(
         connector: connector.map(str::to_owned),
         status: (state == Some(InstanceState::NeedsReauth)).then(|| "needs-reauth".to_owned()),
         expires_before_ms: (state == Some(InstanceState::Expired)).then_some(now_ms),
+        ..Page::default()
     };
     loop {
         let listing = store

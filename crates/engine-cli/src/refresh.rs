@@ -8,7 +8,10 @@ use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine_runtime::{Engine, EngineBuilder, NoObserver, RefreshRequest, RunError, RunErrorKind};
+use engine_runtime::{
+    Engine, EngineBuilder, Freshness, NoObserver, RefreshReason, RefreshRequest, RunError,
+    RunErrorKind,
+};
 use engine_spec::Connector;
 use engine_store::{FAILURES_KEY, InstanceStore, Page, STATUS_KEY, State, StoreErrorKind, Summary};
 use tokio::sync::Semaphore;
@@ -73,6 +76,10 @@ enum Outcome {
     Transient,
     /// Anything else (no connector recorded, an invalid connector, a store failure).
     Failed,
+    /// Never provisioned (no token yet): left alone, to be provisioned or signed in.
+    NotProvisioned,
+    /// Nothing to refresh (a token that does not expire, `session.management: always`).
+    Skipped,
 }
 
 pub(crate) fn refresh(args: &RefreshArgs) -> Exit {
@@ -121,6 +128,7 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
         let engine = Arc::clone(&engine);
         let semaphore = Arc::clone(&semaphore);
         let (max_failures, keep) = (args.max_failures, args.keep_history);
+        let store_url = engine_stores_sql::display_url(&args.store.store);
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
             let Some(connector) = connector else {
@@ -130,6 +138,12 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
                 );
                 return (summary.id, Outcome::Failed, why);
             };
+            if summary.expires_at_ms.is_none()
+                && let Some((outcome, line)) =
+                    without_expiry(&*store, &connector, &summary, ahead, &store_url).await
+            {
+                return (summary.id, outcome, line);
+            }
             let (outcome, line) = refresh_one(
                 &engine,
                 &*store,
@@ -145,6 +159,7 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
     }
     let mut counts: HashMap<&'static str, usize> = HashMap::new();
     let mut rejected = Vec::new();
+    let mut unprovisioned = Vec::new();
     let mut worst = Exit::Success;
     while let Some(joined) = tasks.join_next().await {
         let Ok((id, outcome, line)) = joined else {
@@ -157,10 +172,19 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
             Outcome::Rejected => ("rejected", Exit::AuthFailed),
             Outcome::Transient => ("failed transiently", Exit::Transport),
             Outcome::Failed => ("failed", Exit::VendorError),
+            Outcome::NotProvisioned => ("not provisioned", Exit::AuthFailed),
+            Outcome::Skipped => {
+                if let Some(bar) = &progress {
+                    bar.inc(1);
+                }
+                continue;
+            }
         };
         *counts.entry(label).or_default() += 1;
-        if outcome == Outcome::Rejected {
-            rejected.push(id.clone());
+        match outcome {
+            Outcome::Rejected => rejected.push(id.clone()),
+            Outcome::NotProvisioned => unprovisioned.push(id.clone()),
+            _ => {}
         }
         worst = worse(worst, exit);
         if json {
@@ -195,29 +219,19 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
-    let summary: Vec<String> = [
-        "refreshed",
-        "fresh",
-        "rejected",
-        "failed transiently",
-        "failed",
-    ]
-    .iter()
-    .filter_map(|label| counts.get(label).map(|count| format!("{count} {label}")))
-    .collect();
+    let summary: Vec<String> = LABELS
+        .iter()
+        .filter_map(|label| counts.get(label).map(|count| format!("{count} {label}")))
+        .collect();
+    rejected.sort();
+    unprovisioned.sort();
     if json {
-        rejected.sort();
         let mut event = serde_json::json!({"event": "summary", "at": crate::time::now()});
-        for label in [
-            "refreshed",
-            "fresh",
-            "rejected",
-            "failed transiently",
-            "failed",
-        ] {
+        for label in LABELS {
             event[label.replace(' ', "_")] = counts.get(label).copied().unwrap_or(0).into();
         }
         event["reauthenticate"] = rejected.into();
+        event["provision"] = unprovisioned.into();
         printer::verbose(&event.to_string());
         return Ok(worst);
     }
@@ -227,14 +241,29 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
         summary.join(", ")
     });
     if !rejected.is_empty() {
-        rejected.sort();
         printer::verbose(&format!(
             "re-authenticate: {} (see `engine history ID`)",
             rejected.join(", ")
         ));
     }
+    if !unprovisioned.is_empty() {
+        printer::verbose(&format!(
+            "provision: {} (see each one's line)",
+            unprovisioned.join(", ")
+        ));
+    }
     Ok(worst)
 }
+
+/// The outcomes counted on the summary line, in its order.
+const LABELS: [&str; 6] = [
+    "refreshed",
+    "fresh",
+    "rejected",
+    "not provisioned",
+    "failed transiently",
+    "failed",
+];
 
 /// The exit code that says more: 1 (other failures) over 4 (re-authenticate) over 5
 /// (transient) over 0.
@@ -252,9 +281,10 @@ fn worse(current: Exit, next: Exit) -> Exit {
     }
 }
 
-/// The instances to refresh, each with how far ahead its token counts as due: not marked
+/// The instances to consider, each with how far ahead its token counts as due: not marked
 /// `needs-reauth`, of `--connector`, with a known expiry within `--ahead` (or a fifth of its
-/// lifetime).
+/// lifetime), and every one without a known expiry (the runtime's check decides what it is:
+/// [`without_expiry`]).
 async fn due_instances(
     store: &dyn InstanceStore,
     args: &RefreshArgs,
@@ -278,12 +308,13 @@ async fn due_instances(
             .await
             .map_err(|error| Failure::of_store(&error, &args.store.store))?;
         for summary in listing.instances {
-            let Some(expires_at) = summary.expires_at_ms else {
-                continue;
-            };
             if summary.status.as_deref() == Some(NEEDS_REAUTH) {
                 continue;
             }
+            let Some(expires_at) = summary.expires_at_ms else {
+                due.push((summary, args.ahead.unwrap_or_default()));
+                continue;
+            };
             let ahead = if let Some(ahead) = args.ahead {
                 ahead
             } else {
@@ -302,8 +333,55 @@ async fn due_instances(
         }
         match listing.next {
             Some(next) => page.after = Some(next),
+            // The expiry index lists no instance without an expiry: those are listed next.
+            None if page.expires_before_ms.is_some() => {
+                page = Page {
+                    after: None,
+                    expires_before_ms: None,
+                    expiry_unknown: true,
+                    ..page
+                };
+            }
             None => return Ok(due),
         }
+    }
+}
+
+/// What to do with an instance whose expiry the store does not know, by the runtime's own check
+/// at `ahead` from now: `None` to refresh it (its connector knows an expiry, and it is due);
+/// otherwise never provisioned (with what to do), or nothing to refresh.
+async fn without_expiry(
+    store: &dyn InstanceStore,
+    connector: &Connector,
+    summary: &Summary,
+    ahead: Duration,
+    store_url: &str,
+) -> Option<(Outcome, String)> {
+    let read = match store.load(&summary.id).await {
+        Ok(read) => read,
+        Err(error) => return Some((Outcome::Failed, error.to_string())),
+    };
+    let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+    let at_ms = now_ms.saturating_add(u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX));
+    let file = summary.connector.as_deref().unwrap_or("CONNECTOR");
+    let id = &summary.id;
+    match crate::status::freshness(connector, &read.state, at_ms) {
+        Freshness::Stale(RefreshReason::Expired { .. }) => None,
+        Freshness::Stale(RefreshReason::NotProvisioned) => Some((
+            Outcome::NotProvisioned,
+            format!(
+                "never provisioned: the next run provisions it, or now: `engine run {file} \
+                 provisionAuthValidation --instance {id} --store {store_url}`"
+            ),
+        )),
+        Freshness::Stale(RefreshReason::NoToken) => Some((
+            Outcome::NotProvisioned,
+            format!(
+                "no token yet: the next run obtains one, or sign in: `engine authorize {file} \
+                 --instance {id} --store {store_url}`"
+            ),
+        )),
+        _ => Some((Outcome::Skipped, String::new())),
     }
 }
 

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use engine_runtime::{Freshness, RefreshReason};
-use engine_store::{FileStore, InstanceStore};
+use engine_spec::Connector;
+use engine_store::{FileStore, InstanceStore, State};
 use serde_json::{Map, Value, json};
 
 use crate::exit::Exit;
@@ -70,17 +71,8 @@ pub(crate) fn status(args: &StatusArgs) -> Exit {
         Ok(stored) => stored,
         Err(failure) => return failure.print(),
     };
-    // The effective configuration: the instance's values over the connector's defaults.
-    let mut values: Map<String, Value> = stored.state.as_ref().clone();
-    for property in connector.configuration() {
-        if let Some(default) = property.default_value() {
-            values
-                .entry(property.key().to_owned())
-                .or_insert_with(|| Value::from(default));
-        }
-    }
     let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or_default();
-    let freshness = engine_runtime::check_fresh(&connector, &values, now_ms);
+    let freshness = freshness(&connector, &stored.state, now_ms);
     let report = Report::of(&freshness, now_ms);
     match args.format {
         Format::Json => {
@@ -122,6 +114,20 @@ pub(crate) fn status(args: &StatusArgs) -> Exit {
         }
     }
     Exit::Success
+}
+
+/// The runtime's freshness check of `state` at `now_ms`, on the effective configuration: the
+/// instance's values over the connector's defaults.
+pub(crate) fn freshness(connector: &Connector, state: &State, now_ms: u64) -> Freshness {
+    let mut values: Map<String, Value> = state.clone();
+    for property in connector.configuration() {
+        if let Some(default) = property.default_value() {
+            values
+                .entry(property.key().to_owned())
+                .or_insert_with(|| Value::from(default));
+        }
+    }
+    engine_runtime::check_fresh(connector, &values, now_ms)
 }
 
 /// Whole seconds, for a duration people read.

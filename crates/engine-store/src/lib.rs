@@ -173,6 +173,9 @@ pub struct Page {
     /// Only the instances whose token expires ([`expiry_of`]) at or before this time, epoch
     /// milliseconds; an instance without a known expiry never matches.
     pub expires_before_ms: Option<u64>,
+    /// Only the instances without a known expiry ([`expiry_of`] is `None`: never provisioned,
+    /// or a token that does not expire).
+    pub expiry_unknown: bool,
 }
 
 impl Default for Page {
@@ -183,6 +186,7 @@ impl Default for Page {
             connector: None,
             status: None,
             expires_before_ms: None,
+            expiry_unknown: false,
         }
     }
 }
@@ -200,6 +204,7 @@ impl Page {
             && self
                 .expires_before_ms
                 .is_none_or(|before| summary.expires_at_ms.is_some_and(|at| at <= before))
+            && (!self.expiry_unknown || summary.expires_at_ms.is_none())
     }
 }
 

@@ -377,7 +377,8 @@ async fn history_bounds(backend: &dyn Backend) {
     );
 }
 
-/// Listings filter by connector, status and expiry, paging over the matches only.
+/// Listings filter by connector, status and expiry (or its absence), paging over the matches
+/// only.
 async fn list_filters(backend: &dyn Backend) {
     let store = backend.open().await;
     for index in 0..6_u64 {
@@ -442,6 +443,12 @@ async fn list_filters(backend: &dyn Backend) {
         ["i0", "i1", "i2"],
         "inclusive, and never an instance without expiry"
     );
+    let unknown = ids(Page {
+        expiry_unknown: true,
+        ..Page::default()
+    })
+    .await;
+    assert_eq!(unknown.0, ["none"], "only the instance without expiry");
     // A status cleared by a write leaves the status listing.
     let read = store.load("i3").await.unwrap();
     let mut cleared = State::clone(&read.state);

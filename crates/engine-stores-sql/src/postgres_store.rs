@@ -6,8 +6,10 @@ use engine_store::{
     BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
     Summary, Versioned, connector_of, expiry_of, status_of,
 };
+use sqlx::Postgres;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Row as _, SqlSafeStr as _};
 
 use crate::{backend, epoch_ms, to_i64};
@@ -145,6 +147,10 @@ pub struct PostgresStore {
     locks: PgPool,
     lock_lifetime: Duration,
     display: Arc<str>,
+    /// How this store connects, for [`PostgresStore::explain`].
+    options: PgConnectOptions,
+    /// The connection budget: the pool's size, the lock pool's.
+    budget: (u32, u32),
 }
 
 impl PostgresStore {
@@ -183,11 +189,18 @@ impl PostgresStore {
         if let Some(schema) = schema {
             options = options.options([("search_path", schema)]);
         }
-        let pool = PgPoolOptions::new()
+        let pool = match PgPoolOptions::new()
             .max_connections(pool_size)
             .connect_with(options.clone())
             .await
-            .map_err(error)?;
+        {
+            Ok(pool) => pool,
+            Err(source @ sqlx::Error::PoolTimedOut) => {
+                let budget = (pool_size, lock_pool_size);
+                return Err(explain(&options, budget, &display, source).await);
+            }
+            Err(source) => return Err(error(source)),
+        };
         MIGRATOR
             .run(&pool)
             .await
@@ -195,13 +208,24 @@ impl PostgresStore {
         let locks = PgPoolOptions::new()
             .max_connections(lock_pool_size)
             .min_connections(0)
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         Ok(Self {
             pool,
             locks,
             lock_lifetime: DEFAULT_LOCK_LIFETIME,
             display,
+            options,
+            budget: (pool_size, lock_pool_size),
         })
+    }
+
+    /// A connection of the pool for reads and writes; when none came within the pool's wait,
+    /// the error says why ([`explain`]).
+    async fn connection(&self, instance: &str) -> Result<PoolConnection<Postgres>, StoreError> {
+        match self.pool.acquire().await {
+            Ok(connection) => Ok(connection),
+            Err(source) => Err(explain(&self.options, self.budget, instance, source).await),
+        }
     }
 
     /// Sets how long a lock outlives a holder that stopped talking to the server (see the type's
@@ -216,7 +240,7 @@ impl PostgresStore {
     /// Returns the number of migrations applied to the database.
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.connection(&self.display).await?)
             .await
             .map_err(|source| backend(&self.display, source))
     }
@@ -240,7 +264,7 @@ impl PostgresStore {
     async fn load_or_absent(&self, instance: &str) -> Result<Option<Versioned>, StoreError> {
         let row = sqlx::query("SELECT version, state FROM instances WHERE id = $1")
             .bind(instance)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection(instance).await?)
             .await
             .map_err(|source| backend(instance, source))?;
         let Some(row) = row else { return Ok(None) };
@@ -252,7 +276,7 @@ impl PostgresStore {
     async fn version_of(&self, instance: &str) -> Result<Option<i64>, StoreError> {
         sqlx::query_scalar("SELECT version FROM instances WHERE id = $1")
             .bind(instance)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection(instance).await?)
             .await
             .map_err(|source| backend(instance, source))
     }
@@ -280,7 +304,7 @@ impl PostgresStore {
             .bind(&text)
             .bind(now)
             .bind(status)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection(instance).await?)
             .await
         } else {
             sqlx::query_scalar(
@@ -295,7 +319,7 @@ impl PostgresStore {
             .bind(&text)
             .bind(now)
             .bind(status)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection(instance).await?)
             .await
         }
         .map_err(|source| backend(instance, source))?;
@@ -320,7 +344,10 @@ impl PostgresStore {
     ) -> Result<PostgresLock, StoreError> {
         crate::valid_id(instance)?;
         let error = |source: sqlx::Error| backend(instance, source);
-        let mut connection = self.locks.begin().await.map_err(error)?;
+        let mut connection = match self.locks.begin().await {
+            Ok(connection) => connection,
+            Err(source) => return Err(explain(&self.options, self.budget, instance, source).await),
+        };
         sqlx::query(
             "SELECT set_config('idle_in_transaction_session_timeout', $1, true),
                     set_config('lock_timeout', $2, true)",
@@ -372,6 +399,49 @@ impl PostgresStore {
             _connection: connection,
         })
     }
+}
+
+/// `source` as the error of `instance`. A pool that found no connection within its wait
+/// (sqlx retries a server's `too many connections` until then, and says only that it timed
+/// out) is explained by one connection of its own: when the server refuses it too, the error
+/// gives the server's words and this process's budget, and how to change it.
+async fn explain(
+    options: &PgConnectOptions,
+    (pool, locks): (u32, u32),
+    instance: &str,
+    source: sqlx::Error,
+) -> StoreError {
+    if !matches!(source, sqlx::Error::PoolTimedOut) {
+        return backend(instance, source);
+    }
+    let probe = tokio::time::timeout(
+        Duration::from_secs(10),
+        <PgConnection as sqlx::Connection>::connect_with(options),
+    )
+    .await;
+    let refused = match probe {
+        Ok(Err(sqlx::Error::Database(database)))
+            // Class 53, insufficient resources: 53300 too_many_connections.
+            if database.code().is_some_and(|code| code.starts_with("53")) =>
+        {
+            database.message().to_owned()
+        }
+        Ok(Ok(connection)) => {
+            let _ = <PgConnection as sqlx::Connection>::close(connection).await;
+            return backend(instance, source);
+        }
+        _ => return backend(instance, source),
+    };
+    backend(
+        instance,
+        std::io::Error::other(format!(
+            "no connection to PostgreSQL: the server says `{refused}`. This process opens up to \
+             {pool} connections for reads and writes and {locks} for locks: lower \
+             `max_connections` and `max_lock_connections` in the store URL (docs/stores.md, \
+             \"The connection budget\"), keeping the sum over every process under the server's \
+             limit, or raise that limit"
+        )),
+    )
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -427,12 +497,15 @@ impl InstanceStore for PostgresStore {
                     .push(" AND expires_at <= ")
                     .push_bind(to_i64(before));
             }
+            if page.expiry_unknown {
+                builder.push(" AND expires_at IS NULL");
+            }
             builder
                 .push(" ORDER BY id LIMIT ")
                 .push_bind(to_i64(page.limit as u64).saturating_add(1));
             let rows = builder
                 .build()
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.connection("list").await?)
                 .await
                 .map_err(|source| backend("list", source))?;
             let summaries = rows
@@ -463,7 +536,7 @@ impl InstanceStore for PostgresStore {
             let deleted = sqlx::query("DELETE FROM instances WHERE id = $1 AND version = $2")
                 .bind(instance)
                 .bind(to_i64(expected))
-                .execute(&self.pool)
+                .execute(&mut *self.connection(instance).await?)
                 .await
                 .map_err(|source| backend(instance, source))?;
             if deleted.rows_affected() == 1 {
@@ -489,7 +562,12 @@ impl InstanceStore for PostgresStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let error = |source| backend(instance, source);
-            let mut transaction = self.pool.begin().await.map_err(error)?;
+            let mut transaction = match self.pool.begin().await {
+                Ok(transaction) => transaction,
+                Err(source) => {
+                    return Err(explain(&self.options, self.budget, instance, source).await);
+                }
+            };
             sqlx::query("INSERT INTO history (instance, entry) VALUES ($1, $2)")
                 .bind(instance)
                 .bind(entry.to_string())
@@ -517,7 +595,7 @@ impl InstanceStore for PostgresStore {
             let texts: Vec<String> =
                 sqlx::query_scalar("SELECT entry FROM history WHERE instance = $1 ORDER BY seq")
                     .bind(instance)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.connection(instance).await?)
                     .await
                     .map_err(|source| backend(instance, source))?;
             Ok(texts

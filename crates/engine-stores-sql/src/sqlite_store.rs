@@ -1,6 +1,7 @@
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -94,14 +95,20 @@ struct Inner {
     writer: Mutex<Option<Connection>>,
     /// What the user should be told once (a file's permissions tightened).
     notices: Mutex<Vec<String>>,
+    /// Opened read-only (its file or directory cannot be written: a read-only mount): reads
+    /// work, every write and lock fails with [`Inner::read_only_error`].
+    read_only: AtomicBool,
 }
 
 impl SqliteStore {
     /// Opens the database at `path`, creating the file and applying the schema's missing steps.
+    /// An existing file that cannot be written (a read-only mount, a file or directory without
+    /// write permission) is opened read-only: it can be listed and read, and each write or lock
+    /// fails with [`StoreErrorKind::Io`] naming the file (`Read-only file system`).
     ///
     /// Fails with [`StoreErrorKind::Backend`] when the file cannot be opened or migrated (a
     /// directory that does not exist, a file that is not a database, a schema newer than this
-    /// `engine`).
+    /// `engine`, a read-only file whose schema lacks steps).
     pub async fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let path = path.into();
         let locks = locks_dir_of(&path);
@@ -111,24 +118,45 @@ impl SqliteStore {
             idle: Mutex::new(Vec::new()),
             writer: Mutex::new(None),
             notices: Mutex::new(Vec::new()),
+            read_only: AtomicBool::new(false),
         });
         let opened = Arc::clone(&inner);
         run_blocking(move || {
-            opened.owner_only()?;
-            let connection = opened.connect()?;
-            migrate(&connection).map_err(|source| opened.error(source))?;
-            create_private_dir(&opened.locks).map_err(|source| {
-                StoreError::from(StoreErrorKind::Io {
-                    path: opened.locks.clone(),
-                    operation: "write",
-                    source,
-                })
-            })?;
+            let writable = || {
+                opened.owner_only()?;
+                let connection = opened.connect()?;
+                migrate(&connection).map_err(|source| opened.error(source))?;
+                create_private_dir(&opened.locks).map_err(|source| {
+                    StoreError::from(StoreErrorKind::Io {
+                        path: opened.locks.clone(),
+                        operation: "write",
+                        source,
+                    })
+                })?;
+                Ok(connection)
+            };
+            let connection = match writable() {
+                Ok(connection) => connection,
+                Err(error) if is_read_only(&error) && opened.path.is_file() => {
+                    opened.read_only.store(true, Ordering::Relaxed);
+                    let Ok(connection) = opened.connect() else {
+                        return Err(error);
+                    };
+                    check_schema(&connection).map_err(|source| opened.error(source))?;
+                    connection
+                }
+                Err(error) => return Err(error),
+            };
             opened.give_back(connection);
             Ok(())
         })
         .await?;
         Ok(Self { inner })
+    }
+
+    /// True when the file was opened read-only ([`SqliteStore::open`]).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only.load(Ordering::Relaxed)
     }
 
     /// Returns the database file.
@@ -184,6 +212,9 @@ impl SqliteStore {
         &self,
         work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        if self.is_read_only() {
+            return Err(self.inner.read_only_error());
+        }
         let inner = Arc::clone(&self.inner);
         run_blocking(move || {
             // The connection is whole whatever panicked while another writer held it: a
@@ -287,6 +318,9 @@ impl SqliteStore {
         timeout: Option<Duration>,
     ) -> Result<SqliteLock, StoreError> {
         valid_id(instance)?;
+        if self.is_read_only() {
+            return Err(self.inner.read_only_error());
+        }
         let lock_path = self.inner.locks.join(format!("{instance}.lock"));
         Ok(SqliteLock {
             store: self.clone(),
@@ -351,6 +385,9 @@ impl Inner {
     }
 
     fn connect(&self) -> Result<Connection, StoreError> {
+        if self.read_only.load(Ordering::Relaxed) {
+            return self.connect_read_only();
+        }
         let connection = Connection::open(&self.path).map_err(|source| self.error(source))?;
         let setup = || -> rusqlite::Result<()> {
             connection.busy_timeout(BUSY_TIMEOUT)?;
@@ -380,6 +417,50 @@ impl Inner {
                 Err(source) => return Err(self.error(source)),
             }
         }
+    }
+
+    /// A read-only connection. SQLite reads a WAL file whose `-wal` and `-shm` files exist;
+    /// without a `-wal` file (closed cleanly: everything is in the database file) and a
+    /// directory where none can be created, only as `immutable` (no locking: nothing can write
+    /// to a read-only mount).
+    fn connect_read_only(&self) -> Result<Connection, StoreError> {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        // A URI: the characters it gives a meaning escaped.
+        let mut uri = format!(
+            "file:{}",
+            self.path
+                .to_string_lossy()
+                .replace('%', "%25")
+                .replace('?', "%3F")
+                .replace('#', "%23")
+        );
+        uri.push_str("?mode=ro");
+        if !Path::new(&wal).exists() {
+            uri.push_str("&immutable=1");
+        }
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection =
+            Connection::open_with_flags(&uri, flags).map_err(|source| self.error(source))?;
+        connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|source| self.error(source))?;
+        Ok(connection)
+    }
+
+    /// What a write or a lock of a store opened read-only fails with.
+    fn read_only_error(&self) -> StoreError {
+        StoreErrorKind::Io {
+            path: self.path.clone(),
+            operation: "write",
+            source: io::Error::new(
+                io::ErrorKind::ReadOnlyFilesystem,
+                "opened read-only: the database file or its directory cannot be written",
+            ),
+        }
+        .into()
     }
 
     fn take(&self) -> Result<Connection, StoreError> {
@@ -434,6 +515,44 @@ fn migrate(connection: &Connection) -> rusqlite::Result<()> {
             let _ = connection.execute_batch("ROLLBACK");
             Err(error)
         }
+    }
+}
+
+/// Checks that a file opened read-only has every step of the schema (it cannot take them).
+fn check_schema(connection: &Connection) -> rusqlite::Result<()> {
+    let applied: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if usize::try_from(applied).ok() == Some(MIGRATIONS.len()) {
+        return Ok(());
+    }
+    Err(rusqlite::Error::InvalidParameterName(format!(
+        "the database is read-only and its schema version is {applied}, where this engine needs {}: \
+         open it once where it can be written",
+        MIGRATIONS.len()
+    )))
+}
+
+/// True when `error` says the file or its directory cannot be written: a read-only file system,
+/// a permission denied, SQLite's `SQLITE_READONLY` or its `SQLITE_CANTOPEN` (the `-shm` or `-wal`
+/// file cannot be created beside the database).
+fn is_read_only(error: &StoreError) -> bool {
+    let io_read_only = |error: &io::Error| {
+        matches!(
+            error.kind(),
+            io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
+        )
+    };
+    match error.kind() {
+        StoreErrorKind::Io { source, .. } => io_read_only(source),
+        StoreErrorKind::Backend { source, .. } => match source.downcast_ref::<rusqlite::Error>() {
+            Some(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
+                failure.code,
+                rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::PermissionDenied
+            ),
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -514,7 +633,8 @@ impl InstanceStore for SqliteStore {
                     // Without statistics SQLite would walk the primary key to save the sort
                     // of `ORDER BY id`, reading every row: due instances are found by their
                     // expiry index instead (the status index is chosen on its own).
-                    let index = if page.expires_before_ms.is_some() && page.status.is_none() {
+                    let by_expiry = page.expires_before_ms.is_some() || page.expiry_unknown;
+                    let index = if by_expiry && page.status.is_none() {
                         " INDEXED BY instances_expires_at"
                     } else {
                         ""
@@ -538,6 +658,9 @@ impl InstanceStore for SqliteStore {
                     }
                     if let Some(before) = page.expires_before_ms {
                         filter("expires_at <=", to_i64(before).into());
+                    }
+                    if page.expiry_unknown {
+                        sql.push_str(" AND expires_at IS NULL");
                     }
                     values.push(to_i64(limit as u64).saturating_add(1).into());
                     let _ = write!(sql, " ORDER BY id LIMIT ?{}", values.len());

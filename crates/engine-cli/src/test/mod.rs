@@ -280,11 +280,12 @@ async fn run_file(path: &Path, args: &TestArgs) -> Option<FileOutcome> {
     })
 }
 
-/// The 1-based line and column of each of the first `count` steps, in one pass over the text
-/// (steps follow each other, so their offsets increase; counting from the start for each step
-/// made a long test file quadratic).
+/// The 1-based line and column of each of the first `count` steps, in one pass over the text:
+/// steps follow each other, so their offsets increase, and the line and the column at one step
+/// are carried to the next. Counting from the start of the text (or of the line: a file written
+/// on one line) for each step made a long test file quadratic.
 fn step_positions(text: &str, map: &SourceMap, path: &Path, count: usize) -> Vec<(usize, usize)> {
-    let (mut offset, mut line, mut line_start) = (0, 1, 0);
+    let (mut offset, mut line, mut column) = (0, 1, 1);
     (0..count)
         .map(|index| {
             let pointer = JsonPointer::root().field("steps").index(index);
@@ -293,14 +294,18 @@ fn step_positions(text: &str, map: &SourceMap, path: &Path, count: usize) -> Vec
             };
             let target = span.start.min(text.len());
             if target < offset {
-                (offset, line, line_start) = (0, 1, 0);
+                (offset, line, column) = (0, 1, 1);
             }
-            for (at, _) in text[offset..target].match_indices('\n') {
-                line += 1;
-                line_start = offset + at + 1;
+            let between = &text[offset..target];
+            match between.rfind('\n') {
+                Some(last) => {
+                    line += between.matches('\n').count();
+                    column = between[last + 1..].chars().count() + 1;
+                }
+                None => column += between.chars().count(),
             }
             offset = target;
-            (line, text[line_start..target].chars().count() + 1)
+            (line, column)
         })
         .collect()
 }
@@ -680,5 +685,12 @@ mod tests {
             .collect();
         assert_eq!(expected, [(2, 3), (2, 22), (4, 5)]);
         assert_eq!(step_positions(text, &map, path, 3), expected);
+        // On one line, as a generated file often is.
+        let text = r#"{"steps": [{}, {"name": "é"}, {}]}"#;
+        let map = SourceMap::new(text);
+        assert_eq!(
+            step_positions(text, &map, path, 3),
+            [(1, 12), (1, 16), (1, 31)]
+        );
     }
 }
