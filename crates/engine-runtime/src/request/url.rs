@@ -14,7 +14,7 @@ use super::inputs::BuildContext;
 use crate::prepared_request::SecretSlot;
 use crate::redact::Redactor;
 use crate::run_error::{InputKind, MissingKey, RunError, RunErrorKind};
-use crate::value::{as_text, text_of};
+use crate::value::{as_text, text_of, text_view};
 
 /// The values of a URL's `{name}` placeholders: path parameters by vendor name, and path
 /// variables bound from a `METHOD:/path` selector. A later value replaces an earlier one.
@@ -296,7 +296,7 @@ fn check_segments(resource: &Resource, path_values: &PathValues<'_>) -> Result<(
         let Some(value) = path_values.value(&placeholder.name).filter(|_| whole) else {
             continue;
         };
-        let shown = match as_text(value).as_str() {
+        let shown = match &*text_view(value) {
             "" => "empty",
             "." => "`.`",
             ".." => "`..`",
