@@ -1234,7 +1234,12 @@ impl<'a> Run<'a> {
             resource,
         )?;
         if authenticate {
-            let parameters = request_parameters(self.connector, resource);
+            // Only OAuth2 reads them (whether a parameter maps the token itself).
+            let parameters = if matches!(self.scheme, Scheme::Oauth2) {
+                request_parameters(self.connector, resource)
+            } else {
+                Vec::new()
+            };
             let before = request.headers.len();
             self.scheme
                 .apply(&self.configuration, &parameters, &mut request.headers);
