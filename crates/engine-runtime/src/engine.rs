@@ -623,9 +623,12 @@ impl<'a> Run<'a> {
     /// Tells the observer, once per run, the differences of the connector and of `resource`
     /// (`None`: a token request of the engine's own, which only the connector's apply to).
     fn tell_differences(&mut self, resource: Option<&Resource>) {
-        let indexes: Vec<usize> = resource.map(Resource::index).into_iter().collect();
         let all = self.connector.not_executed();
-        for difference in differences(self.connector, &indexes) {
+        if all.is_empty() {
+            return;
+        }
+        let index = resource.map(Resource::index);
+        for difference in differences(self.connector, index.as_slice()) {
             let Some(position) = all.iter().position(|d| std::ptr::eq(d, difference)) else {
                 continue;
             };
@@ -1231,7 +1234,12 @@ impl<'a> Run<'a> {
             resource,
         )?;
         if authenticate {
-            let parameters = request_parameters(self.connector, resource);
+            // Only OAuth2 reads them (whether a parameter maps the token itself).
+            let parameters = if matches!(self.scheme, Scheme::Oauth2) {
+                request_parameters(self.connector, resource)
+            } else {
+                Vec::new()
+            };
             let before = request.headers.len();
             self.scheme
                 .apply(&self.configuration, &parameters, &mut request.headers);

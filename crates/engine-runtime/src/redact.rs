@@ -49,6 +49,16 @@ pub struct Redactor {
     known: Vec<Arc<Forms>>,
     /// The length of the shortest form: a shorter text holds no secret.
     shortest: usize,
+    /// The pairs of bytes the forms start with, as bits ([`pair_bit`]): a text that has none
+    /// of them where a form could start holds no secret.
+    starts: [u64; 16],
+}
+
+/// The word and bit of [`Redactor::starts`] for a form starting with `first`, `second`. Pairs
+/// may share a bit: that only sends a text to the full search.
+fn pair_bit(first: u8, second: u8) -> (usize, u64) {
+    let pair = ((usize::from(first) << 5) ^ usize::from(second)) & 1023;
+    (pair >> 6, 1 << (pair & 63))
 }
 
 /// The texts a secret may appear as.
@@ -60,6 +70,8 @@ struct Forms {
     /// Base64 of the secret, the part only the secret decides: the whole base64 text around
     /// one is masked, as its ends encode the secret's first and last bytes too.
     base64: Vec<String>,
+    /// The length of the shortest of `texts` and `base64`.
+    shortest: usize,
 }
 
 impl Forms {
@@ -117,9 +129,16 @@ impl Forms {
                 }
             }
         }
+        let shortest = unique
+            .iter()
+            .chain(&base64)
+            .map(String::len)
+            .min()
+            .unwrap_or(usize::MAX);
         Self {
             texts: unique,
             base64,
+            shortest,
         }
     }
 }
@@ -171,18 +190,16 @@ impl Redactor {
             return;
         }
         let forms = Forms::of(secret);
-        let shortest = forms
-            .texts
-            .iter()
-            .chain(&forms.base64)
-            .map(String::len)
-            .min()
-            .unwrap_or(usize::MAX);
         self.shortest = if self.known.is_empty() {
-            shortest
+            forms.shortest
         } else {
-            self.shortest.min(shortest)
+            self.shortest.min(forms.shortest)
         };
+        // Every form has at least 4 bytes.
+        for form in forms.texts.iter().chain(&forms.base64) {
+            let (word, bit) = pair_bit(form.as_bytes()[0], form.as_bytes()[1]);
+            self.starts[word] |= bit;
+        }
         self.known.push(forms);
     }
 
@@ -202,6 +219,14 @@ impl Redactor {
     pub(crate) fn finds_secret(&self, text: &str) -> bool {
         // Most texts of an answer (ids, names, flags) are shorter than any secret.
         if self.known.is_empty() || text.len() < self.shortest {
+            return false;
+        }
+        // The pairs of bytes at every place a form could start (forms have at least 4 bytes).
+        let places = &text.as_bytes()[..text.len() - self.shortest + 2];
+        if !places.windows(2).any(|pair| {
+            let (word, bit) = pair_bit(pair[0], pair[1]);
+            self.starts[word] & bit != 0
+        }) {
             return false;
         }
         self.texts()
@@ -324,7 +349,7 @@ mod tests {
             quoted[1..quoted.len() - 1].to_owned()
         }
 
-        fn form(secret: &str) -> String {
+        fn form_encoded(secret: &str) -> String {
             url::form_urlencoded::byte_serialize(secret.as_bytes()).collect()
         }
 
@@ -337,7 +362,7 @@ mod tests {
                 for encoded in [
                     secret.clone(),
                     json_escaped(&secret),
-                    form(&secret),
+                    form_encoded(&secret),
                     engine_spec::template::percent_encode(&secret).into_owned(),
                 ] {
                     let text = format!("{before}{encoded}{after}");
@@ -348,6 +373,30 @@ mod tests {
                 // A JSON body holding it, as the engine serialises one.
                 let body = serde_json::json!({"before": before, "password": secret}).to_string();
                 prop_assert!(!redactor.redact(&body).contains(&json_escaped(&secret)));
+            }
+
+            #[test]
+            fn a_secret_is_found_where_masking_changes_the_text(
+                secret in SECRET, other in SECRET, before in CONTEXT, after in CONTEXT,
+                form in 0..5_usize,
+            ) {
+                let mut redactor = redactor(&secret);
+                redactor.learn(&other);
+                let engine = base64::engine::general_purpose::STANDARD;
+                let encoded = match form {
+                    0 => secret.clone(),
+                    1 => json_escaped(&secret),
+                    2 => form_encoded(&secret),
+                    3 => engine.encode(format!("{before}{secret}")),
+                    _ => String::new(),
+                };
+                for text in [format!("{before}{encoded}{after}"), before.clone(), after.clone()] {
+                    prop_assert_eq!(
+                        redactor.finds_secret(&text),
+                        redactor.redact(&text) != text,
+                        "{:?}", text
+                    );
+                }
             }
 
             #[test]

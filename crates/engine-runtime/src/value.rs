@@ -2,6 +2,8 @@
 //! value, and a lifetime in seconds. Both sides (request building, extraction, authentication)
 //! import these; this module imports nothing of the crate.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 /// True when [`text_of`] gives `Some`, without building the text.
@@ -23,6 +25,14 @@ pub(crate) fn text_of(value: &Value) -> Option<String> {
 /// [`text_of`], the empty string for null.
 pub(crate) fn as_text(value: &Value) -> String {
     text_of(value).unwrap_or_default()
+}
+
+/// [`as_text`] without copying a string: for a text that is only read.
+pub(crate) fn text_view(value: &Value) -> Cow<'_, str> {
+    match value {
+        Value::String(text) => Cow::Borrowed(text),
+        other => Cow::Owned(as_text(other)),
+    }
 }
 
 /// [`as_text`] of a value that is no longer needed: a string is moved, not copied.

@@ -12,7 +12,7 @@ use crate::ceql::{Converter, Expression};
 use crate::observer::Event;
 use crate::prepared_request::{Part, SecretSlot};
 use crate::run_error::{InputKind, RunError, RunErrorKind};
-use crate::value::{as_text, has_text, into_text};
+use crate::value::{as_text, has_text, into_text, text_view};
 
 /// The parameters of a request, each in its vendor slot.
 #[derive(Default)]
@@ -108,14 +108,14 @@ pub(super) fn place<'a>(
             placed.secrets.extend(match parameter.vendor_kind() {
                 VendorKind::Header => Some(SecretSlot::header(
                     vendor_name,
-                    &as_text(&value),
+                    &text_view(&value),
                     parameter
                         .template()
                         .map_or("", |template| template.source()),
                 )),
                 VendorKind::Query => Some(SecretSlot::Query(vendor_name.to_owned())),
                 VendorKind::Path => Some(SecretSlot::Path(
-                    engine_spec::template::percent_encode(&as_text(&value)).into_owned(),
+                    engine_spec::template::percent_encode(&text_view(&value)).into_owned(),
                 )),
                 VendorKind::Form => Some(SecretSlot::Form(vendor_name.to_owned())),
                 VendorKind::Body => Some(SecretSlot::BodyField(String::new())),
