@@ -250,3 +250,36 @@ async fn route_placeholders_fill_and_a_json_body_for_a_form_is_one_field_per_mem
         .assert_success();
     insta::assert_snapshot!("wire_form_and_route", raw(&server).await);
 }
+
+#[tokio::test]
+async fn a_file_for_a_body_is_sent_as_the_json_the_platform_made_of_it() {
+    let server = server(json!({"id": 12})).await;
+    let context = wire(&server, "[SERVER]");
+    let file = context.dir().join("note.txt");
+    fs_err::write(&file, "hello\n").unwrap();
+    context
+        .run("file-body")
+        .param("file", &format!("@{}", file.display()))
+        .param("id", "i1")
+        .output()
+        .assert_success();
+    // base64("hello\n") = "aGVsbG8K"
+    insta::assert_snapshot!("wire_file_body", raw(&server).await);
+}
+
+#[tokio::test]
+async fn a_file_the_cli_cannot_read_is_refused_naming_it() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]");
+    let outcome = context
+        .run("file-body")
+        .param("file", &format!("@{}", context.dir().display()))
+        .param("id", "i1")
+        .output();
+    outcome.assert_code(3);
+    outcome.assert_stderr_has(&[
+        "of part `file`: not a regular file (a FIFO, a device or a directory)",
+        "hint: check the path, or pass a text part with `--param file=VALUE`",
+    ]);
+    assert!(received(&server).await.is_empty());
+}

@@ -8,8 +8,9 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use engine_runtime::{
-    DEFAULT_MAX_BODY, EngineBuilder, Event, HttpTransport, InputKind, Inputs, LifetimeProblem,
-    Observer, RecordingTransport, RefreshReason, RunError, RunErrorKind, RunRequest,
+    DEFAULT_MAX_BODY, EngineBuilder, Event, HttpTransport, InputFile, InputKind, Inputs,
+    LifetimeProblem, Observer, RecordingTransport, RefreshReason, RunError, RunErrorKind,
+    RunRequest,
 };
 use engine_spec::{Connector, SourceMap};
 use engine_store::{FileStore, InstanceStore, MemoryStore, StoreErrorKind};
@@ -95,7 +96,10 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         printer::error(&message);
         return Exit::Usage;
     };
-    let stdin_part = args.params.iter().any(|(_, value)| value == "@-");
+    let stdin_part = args
+        .params
+        .iter()
+        .any(|(name, value)| value == "@-" && is_file_input(&connector, name));
     if stdin_part
         && args
             .body
@@ -117,23 +121,15 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             return Exit::Invalid;
         }
     };
-    let stdin = if stdin_part {
-        let mut bytes = Vec::new();
-        if let Err(error) = std::io::stdin().read_to_end(&mut bytes) {
-            let message = format!("cannot read standard input: {error}");
-            printer::error(&Message::new(Level::Error, &message));
-            return Exit::Invalid;
-        }
-        Some(bytes)
-    } else {
-        None
+    let Some((params, files)) = read_files(&connector, &args.params) else {
+        return Exit::Invalid;
     };
     let inputs = Inputs {
-        params: args.params.clone(),
+        params,
         headers: args.headers.clone(),
         body,
         body_text,
-        stdin,
+        files,
     };
     let Some(target) = args.target.target() else {
         return Exit::Usage;
@@ -474,6 +470,78 @@ pub(crate) fn load_connector(path: &Path) -> Option<Connector> {
     report.into_connector()
 }
 
+/// True when `name` is a `multipart` input of the connector: its value `@FILE` (`@-`) is a file.
+fn is_file_input(connector: &Connector, name: &str) -> bool {
+    connector.all_parameters().any(|parameter| {
+        parameter.kind() == engine_spec::kinds::ParameterKind::Multipart && parameter.name() == name
+    })
+}
+
+/// `NAME=VALUE` inputs.
+type Pairs = Vec<(String, String)>;
+
+/// Splits the `--param` values into text inputs and the files of `multipart` inputs given as
+/// `@FILE` or `@-` (standard input), read here, bounded: the runtime reads no file. `None`
+/// (after saying which file and why; exit 3, nothing sent) when one cannot be read.
+fn read_files(
+    connector: &Connector,
+    params: &[(String, String)],
+) -> Option<(Pairs, Vec<(String, InputFile)>)> {
+    let mut texts = Vec::new();
+    let mut files = Vec::new();
+    for (name, value) in params {
+        let path = match value.strip_prefix('@') {
+            Some(path) if !path.is_empty() && is_file_input(connector, name) => path,
+            _ => {
+                texts.push((name.clone(), value.clone()));
+                continue;
+            }
+        };
+        let read = if path == "-" {
+            crate::input::read_stdin(MAX_INPUT_SIZE).map(|bytes| (name.clone(), bytes))
+        } else {
+            crate::input::read_file(Path::new(path), MAX_INPUT_SIZE).map(|bytes| {
+                let file_name = Path::new(path)
+                    .file_name()
+                    .map_or_else(|| name.clone(), |file| file.to_string_lossy().into_owned());
+                (file_name, bytes)
+            })
+        };
+        match read {
+            Ok((file_name, bytes)) => files.push((name.clone(), InputFile { file_name, bytes })),
+            Err(reason) => {
+                let title = format!("cannot read the file `{path}` of part `{name}`: {reason}");
+                let help = if path == "-" {
+                    format!(
+                        "pipe the part's content into `engine run`, or pass `--param {name}=@FILE`"
+                    )
+                } else {
+                    format!("check the path, or pass a text part with `--param {name}=VALUE`")
+                };
+                let text = connector.source().text();
+                let mut message = Message::new(Level::Error, &title);
+                message.help = Some(&help);
+                message.source = connector
+                    .all_parameters()
+                    .find(|parameter| {
+                        parameter.kind() == engine_spec::kinds::ParameterKind::Multipart
+                            && parameter.name() == name
+                    })
+                    .and_then(|parameter| SourceMap::new(text).span(parameter.location()))
+                    .map(|span| Source {
+                        text,
+                        path: connector.path(),
+                        span: span.start..span.end,
+                        label: Some("defined here"),
+                    });
+                printer::error(&message);
+                return None;
+            }
+        }
+    }
+    Some((texts, files))
+}
+
 /// The body as JSON when it is JSON, and as written: a text body is a template for resources
 /// with `bodyToken` parameters; the runtime refuses it for the others.
 type Body = (Option<serde_json::Value>, Option<String>);
@@ -608,12 +676,6 @@ pub(crate) fn hint(
             RunErrorKind::InvalidUrl { message, .. } if message.contains("the engine sends only") => Some(
                 "set it to the vendor's `http://` or `https://` address in the instance file (or the connector's `defaultValue`)".into(),
             ),
-            RunErrorKind::InputFile { name, path, .. } if path == "-" => Some(format!(
-                "pipe the part's content into `engine run`, or pass `--param {name}=@FILE`"
-            )),
-            RunErrorKind::InputFile { name, .. } => Some(format!(
-                "check the path, or pass a text part with `--param {name}=VALUE`"
-            )),
             RunErrorKind::NeverExecuted { kind, .. } if kind == "OAUTH2 PASSWORD" => Some(
                 "use `\"authentication\": {\"type\": \"oauth2\", \"grant\": \"password\"}`: the engine then obtains the token itself".into(),
             ),

@@ -71,7 +71,7 @@ pub use engine::{Engine, EngineBuilder, RefreshRequest, RunOutput, RunRequest};
 pub use observer::{Event, NoObserver, Observer, RefreshReason, RefreshReport, fingerprint};
 pub use prepared_request::{Part, PartContent, PreparedRequest, RequestBody, SecretSlot};
 pub use redact::{MASK, Redactor, Secret, is_secret_name};
-pub use request::Inputs;
+pub use request::{InputFile, Inputs};
 pub use run_error::{InputKind, MissingKey, RunError, RunErrorKind};
 pub use transport::{
     DEFAULT_MAX_BODY, HttpTransport, RecordingTransport, RetryPolicy, Transport, TransportError,

@@ -426,7 +426,7 @@ async fn run_step(
             Value::String(text) => text.clone(),
             other => other.to_string(),
         }),
-        stdin: None,
+        files: Vec::new(),
     };
     let request = RunRequest {
         connector,
