@@ -735,12 +735,14 @@ async fn secrets_never_show_in_a_dry_run() {
     POST http://[SERVER]/oauth/token
     Authorization: Bearer ****
     X-App-Key: ****
+    Content-Type: application/x-www-form-urlencoded
 
     grant_type=password&username=demo&password=****&client_secret=****
 
     POST http://[SERVER]/echo
     Authorization: Bearer ****
     X-App-Key: ****
+    Content-Type: application/x-www-form-urlencoded
 
     note=hello&user_password=****
 
@@ -825,12 +827,14 @@ async fn dry_run_of_an_expired_instance_shows_the_refresh_then_the_call() {
     POST http://[SERVER]/oauth/token
     Accept: application/json
     Authorization: Bearer ****
+    Content-Type: application/x-www-form-urlencoded
 
     grant_type=refresh_token&refresh_token=****&client_id=demo-client&client_secret=****
 
     POST http://[SERVER]/contacts
     Accept: application/json
     Authorization: Bearer ****
+    Content-Type: application/json
 
     {
       "name": "Ada",
