@@ -930,6 +930,8 @@ fn run_help() {
       -H, --header <NAME=VALUE>     A header input of the resource (headers no parameter takes are sent as they are)
           --body <FILE|->           The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input
           --dry-run                 Print the requests the run would send (secrets masked) and send nothing
+          --pages <N>               Follow the vendor's next-page cursor (as the connector's `nextPageKey` says, or page numbers) for at most N pages; list pages are printed as one list
+          --all-pages               Follow the next-page cursor until the vendor gives none (at most 100 pages; a cursor seen before stops it). Without `--pages`/`--all-pages`, the next page's input is printed on stderr as `next page: --param NAME=VALUE`
       -v, --verbose                 Print each lifecycle step to stderr
           --log-format <FORMAT>     How `-v` prints the steps: `human` lines, or `json`, one JSON object per line for scripts, each named by its `event` (implies `-v`) [default: human] [possible values: human, json]
           --strict                  Refuse to run (exit 3, nothing sent) when the run would not do as the platform did: a JavaScript hook or converter of what it executes, a lifecycle resource it would skip. Without it, each is a `warning:` on stderr and the run goes on

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use engine_runtime::{
     DEFAULT_MAX_BODY, EngineBuilder, Event, HttpTransport, InputFile, InputKind, Inputs,
-    LifetimeProblem, Observer, RecordingTransport, RefreshReason, RunError, RunErrorKind,
-    RunRequest,
+    LifetimeProblem, Observer, PageStop, Pages, RecordingTransport, RefreshReason, RunError,
+    RunErrorKind, RunRequest,
 };
 use engine_spec::{Connector, SourceMap};
 use engine_store::{FileStore, InstanceStore, MemoryStore, StoreErrorKind};
@@ -43,6 +43,8 @@ pub(crate) struct RunArgs {
     /// Print the requests the run would send (secrets masked) and send nothing.
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    pages: PageArgs,
     /// Print each lifecycle step to stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
@@ -67,6 +69,30 @@ pub(crate) struct RunArgs {
     /// How long to wait for the instance's lock when another process holds it, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     lock_timeout: u64,
+}
+
+/// How many pages `engine run` follows.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PageArgs {
+    /// Follow the vendor's next-page cursor (as the connector's `nextPageKey` says, or page
+    /// numbers) for at most N pages; list pages are printed as one list.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000), conflicts_with = "all_pages")]
+    pages: Option<u32>,
+    /// Follow the next-page cursor until the vendor gives none (at most 100 pages; a cursor seen
+    /// before stops it). Without `--pages`/`--all-pages`, the next page's input is printed on
+    /// stderr as `next page: --param NAME=VALUE`.
+    #[arg(long)]
+    all_pages: bool,
+}
+
+impl PageArgs {
+    fn pages(&self) -> Pages {
+        match (self.all_pages, self.pages) {
+            (true, _) => Pages::All,
+            (false, Some(pages)) => Pages::UpTo(pages as usize),
+            (false, None) => Pages::UpTo(1),
+        }
+    }
 }
 
 /// The largest `--body` or `--config` file: 16 MiB, as for connector files.
@@ -219,7 +245,8 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             &*opened
         };
         let history = crate::history::Recorder::new(&observer);
-        let result = engine.run(&request, store, &history).await;
+        let pages = args.pages.pages();
+        let result = engine_runtime::run_pages(&engine, &request, store, &history, pages).await;
         // The lifecycle steps go into the instance's history (an instance file's: a sidecar
         // next to it); a dry run sends nothing.
         if recording.is_none() {
@@ -255,9 +282,15 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
                     .collect();
                 printer::stdout(&text.join("\n"));
             } else {
-                let text = serde_json::to_string_pretty(&output.body).unwrap_or_default();
+                let body = joined_pages(output.pages);
+                let text = serde_json::to_string_pretty(&body).unwrap_or_default();
                 printer::stdout(&format!("{text}\n"));
             }
+            tell_next_page(
+                output.next_page.as_ref(),
+                output.stopped.as_ref(),
+                &output.redactor,
+            );
             Exit::Success
         }
         Err(error) => report_in(
@@ -475,6 +508,67 @@ fn is_file_input(connector: &Connector, name: &str) -> bool {
     connector.all_parameters().any(|parameter| {
         parameter.kind() == engine_spec::kinds::ParameterKind::Multipart && parameter.name() == name
     })
+}
+
+/// The pages of a run as one JSON value: the page itself when there is one, the items of all
+/// pages in one list when each page is a list, else the list of the pages.
+fn joined_pages(mut pages: Vec<serde_json::Value>) -> serde_json::Value {
+    if pages.len() == 1 {
+        return pages.pop().unwrap_or_default();
+    }
+    if pages.iter().all(serde_json::Value::is_array) {
+        let items = pages
+            .into_iter()
+            .flat_map(|page| match page {
+                serde_json::Value::Array(items) => items,
+                _ => Vec::new(),
+            })
+            .collect();
+        return serde_json::Value::Array(items);
+    }
+    serde_json::Value::Array(pages)
+}
+
+/// Says on stderr how to ask for the next page (one line), and why following stopped early.
+fn tell_next_page(
+    next: Option<&engine_runtime::NextPage>,
+    stopped: Option<&PageStop>,
+    redactor: &engine_runtime::Redactor,
+) {
+    let Some(next) = next else {
+        return;
+    };
+    let value = redactor.redact(&next.value);
+    let ask = format!("--param {}={value}", next.input);
+    match stopped {
+        Some(PageStop::Repeated) => {
+            let title = format!(
+                "the vendor gave the next-page cursor `{value}` again: following stopped, since it would loop"
+            );
+            printer::error(&Message::new(Level::Warning, &title));
+        }
+        Some(PageStop::Capped) => {
+            let title = format!(
+                "`--all-pages` stopped after {} pages, its limit; the vendor has more",
+                engine_runtime::MAX_PAGES
+            );
+            let help = format!("continue from there with `{ask}`");
+            let mut message = Message::new(Level::Warning, &title);
+            message.help = Some(&help);
+            printer::error(&message);
+        }
+        Some(PageStop::NotFollowable) => {
+            let title = format!(
+                "the next page cannot be followed: the resource has no `{}` input to ask for it",
+                next.input
+            );
+            let help = "add a parameter named so to the resource, mapped to where the vendor reads the cursor";
+            let mut message = Message::new(Level::Warning, &title);
+            message.help = Some(help);
+            printer::error(&message);
+        }
+        None => printer::verbose(&format!("next page: {ask}")),
+    }
 }
 
 /// `NAME=VALUE` inputs.

@@ -649,6 +649,7 @@ pub struct Resource {
     pub(crate) next: Option<usize>,
     pub(crate) root_key: Option<JsonPath>,
     pub(crate) request_root: Option<String>,
+    pub(crate) next_page_key: Option<String>,
     pub(crate) hooks: Vec<Hook>,
     pub(crate) location: Location,
 }
@@ -713,6 +714,13 @@ impl Resource {
     /// body is sent wrapped as `{"<part>": body}`.
     pub fn request_root(&self) -> Option<&str> {
         self.request_root.as_deref()
+    }
+
+    /// Where the vendor's answer carries the next page's cursor (`nextPageKey`, when not
+    /// empty): `body.PATH` (`body.Paging.Next?cursor`: the `cursor` query parameter of the URL
+    /// at `Paging.Next`) or `header.NAME`.
+    pub fn next_page_key(&self) -> Option<&str> {
+        self.next_page_key.as_deref()
     }
 
     /// Its own JavaScript hooks, in file order (docs/hooks.md).
