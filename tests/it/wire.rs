@@ -283,3 +283,32 @@ async fn a_file_the_cli_cannot_read_is_refused_naming_it() {
     ]);
     assert!(received(&server).await.is_empty());
 }
+
+#[tokio::test]
+async fn the_platforms_webhook_url_is_the_configured_one() {
+    let server = server(json!({})).await;
+    let context = TestContext::fixture("wire").with_instance(&json!({
+        "service.url": server.uri(),
+        "webhook.callback.url": "https://hooks.example/in/42",
+    }));
+    let outcome = context.run("subscribe").output();
+    outcome.assert_success();
+    assert_eq!(outcome.stderr, "");
+    insta::assert_snapshot!("wire_webhook_callback_url", raw(&server).await);
+}
+
+#[tokio::test]
+async fn without_a_webhook_url_the_parameters_are_not_sent_with_a_warning() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]");
+    let outcome = context.run("subscribe").output();
+    outcome.assert_success();
+    outcome.assert_stderr_has(&[
+        "warning: `callback_url` was not sent: its `{webhookCallbackUrl}` is the URL the vendor calls with webhooks, and `webhook.callback.url` has no value",
+        "warning: `X-Notify` was not sent",
+        "hint: set `webhook.callback.url` in the instance to the URL that receives the vendor's webhooks",
+    ]);
+    let requests = received(&server).await;
+    assert_eq!(String::from_utf8_lossy(&requests[0].body), "events=created");
+    assert!(!requests[0].headers.contains_key("x-notify"));
+}

@@ -1145,6 +1145,18 @@ impl Observer for Verbose<'_> {
                 );
                 return self.warn(&title, None, location, "skipped", None);
             }
+            // The platform always had its webhook URL: going without it differs.
+            Event::Skipped { parameter, key, .. } if key == engine_spec::WEBHOOK_CALLBACK_KEY => {
+                let title = format!(
+                    "`{parameter}` was not sent: its `{{webhookCallbackUrl}}` is the URL the vendor calls with webhooks, and `{key}` has no value"
+                );
+                let help = format!(
+                    "set `{key}` in the instance to the URL that receives the vendor's webhooks"
+                );
+                let mut message = Message::new(Level::Warning, &title);
+                message.help = Some(&help);
+                return printer::error(&message);
+            }
             _ => {}
         }
         if !self.enabled {

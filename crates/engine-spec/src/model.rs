@@ -35,7 +35,12 @@ pub const RESERVED_KEYS: &[&str] = &[
     "oauth.user.refresh_time",
     "oauth.user.refresh_interval",
     "oauth.user.token_type",
+    WEBHOOK_CALLBACK_KEY,
 ];
+
+/// The key of the URL the vendor calls with webhooks: the platform's `{webhookCallbackUrl}`
+/// (and `{{webhookCallbackUrl}}`) in a template reads it.
+pub const WEBHOOK_CALLBACK_KEY: &str = "webhook.callback.url";
 
 /// Reserved keys whose values are secrets whether declared or not.
 pub const SECRET_KEYS: &[&str] = &[
