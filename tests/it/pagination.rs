@@ -244,3 +244,35 @@ async fn page_numbers_count_up_until_an_empty_page() {
     GET /numbered?p=3
     ");
 }
+
+#[tokio::test]
+async fn a_cursor_mapped_by_a_response_parameter_survives_root_key() {
+    let server = MockServer::start().await;
+    Mock::given(path("/mapped"))
+        .and(query_param("after", "a2"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"items": [{"id": 3}], "meta": {}})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(path("/mapped"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"items": [{"id": 1}, {"id": 2}], "meta": {"next": "a2"}})),
+        )
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    let context = context(&server);
+    let one = context.run("mapped").output();
+    one.assert_success();
+    assert_eq!(one.json(), json!([{"id": 1}, {"id": 2}]));
+    assert_eq!(one.stderr, "next page: --param nextPage=a2\n");
+    let all = context.run("mapped").arg("--all-pages").output();
+    assert_eq!(all.json(), json!([{"id": 1}, {"id": 2}, {"id": 3}]));
+    insta::assert_snapshot!(targets(&server).await, @r"
+    GET /mapped
+    GET /mapped
+    GET /mapped?after=a2
+    ");
+}

@@ -557,7 +557,7 @@ impl<'a> Run<'a> {
                     &Inputs::default()
                 };
                 // The cursor is read from the whole answer, before `rootKey` unwraps it.
-                let cursor = crate::pagination::cursor(current, &response);
+                let cursor = crate::pagination::cursor(current, &response, &extracted);
                 let output = extracted.into_output(current, response.body)?;
                 self.next_page = crate::pagination::next_page(
                     connector,

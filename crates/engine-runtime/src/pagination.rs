@@ -6,7 +6,9 @@
 //! 1. the resource's `nextPageKey`: `body.PATH` (a dotted path in the answer, before `rootKey`;
 //!    `body.Paging.Next?cursor` takes the `cursor` query parameter of the URL found there) or
 //!    `header.NAME`;
-//! 2. an `elements-next-page-token` header of the answer (a `postRequest` hook sets it);
+//! 2. a response parameter named `elements-next-page-token` (an export's mapping of the
+//!    vendor's cursor to the platform's header), else that header in the answer (a
+//!    `postRequest` hook sets it);
 //! 3. page numbers, when `pagination.type` is `page` and the resource takes a `page` input:
 //!    the page after the one asked for (`pagination.page.startindex`, else 1, when none was),
 //!    as long as the answer is a non-empty list.
@@ -20,6 +22,7 @@ use serde_json::Value;
 
 use crate::configuration::Configuration;
 use crate::engine::{Engine, RunRequest};
+use crate::extract::Extracted;
 use crate::observer::Observer;
 use crate::redact::Redactor;
 use crate::request::Inputs;
@@ -126,11 +129,18 @@ pub async fn run_pages(
 }
 
 /// The next page's cursor in the answer `response` of `resource` (read before `rootKey`
-/// unwraps it): where `nextPageKey` says, else the `elements-next-page-token` header.
-pub(crate) fn cursor(resource: &Resource, response: &VendorResponse) -> Option<String> {
+/// unwraps it): where `nextPageKey` says, else a response parameter named
+/// `elements-next-page-token` (how exports mapped the vendor's cursor to the platform's
+/// header; it is not lost when `rootKey` makes the output a list), else that header itself.
+pub(crate) fn cursor(
+    resource: &Resource,
+    response: &VendorResponse,
+    extracted: &Extracted,
+) -> Option<String> {
     resource
         .next_page_key()
         .and_then(|key| cursor_at(key, response))
+        .or_else(|| extracted.output(NEXT_PAGE_HEADER).and_then(text_of))
         .or_else(|| response.header(NEXT_PAGE_HEADER).map(str::to_owned))
         .filter(|cursor| !cursor.is_empty())
 }
