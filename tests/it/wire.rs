@@ -312,3 +312,16 @@ async fn without_a_webhook_url_the_parameters_are_not_sent_with_a_warning() {
     assert_eq!(String::from_utf8_lossy(&requests[0].body), "events=created");
     assert!(!requests[0].headers.contains_key("x-notify"));
 }
+
+#[tokio::test]
+async fn a_strict_run_without_a_webhook_url_sends_nothing() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]");
+    let outcome = context.run("subscribe").arg("--strict").output();
+    outcome.assert_code(3);
+    outcome.assert_stderr_has(&[
+        "error: run of `subscribe` refused in strict mode",
+        "\"name\": \"{{webhookCallbackUrl}}\"",
+    ]);
+    assert!(received(&server).await.is_empty());
+}

@@ -1247,6 +1247,7 @@ impl<'a> Run<'a> {
                 previous,
                 redactor: &self.redactor,
                 observer,
+                strict: self.engine.strict,
             },
             resource,
         )?;

@@ -161,4 +161,7 @@ pub(crate) struct BuildContext<'a> {
     pub(crate) redactor: &'a Redactor,
     /// Receives `Skipped` events.
     pub(crate) observer: &'a dyn Observer,
+    /// A strict run: what would not be sent as on the platform (a `{webhookCallbackUrl}`
+    /// without its value) fails the build instead of a `Skipped` event.
+    pub(crate) strict: bool,
 }

@@ -303,6 +303,14 @@ fn value_of(
                 .keys()
                 .find(|key| !context.configuration.get(key).is_some_and(has_text))
             {
+                // The platform always had its webhook URL: a strict run does not go without.
+                if context.strict && missing == engine_spec::WEBHOOK_CALLBACK_KEY {
+                    return Err(RunError::from(RunErrorKind::NotFaithful {
+                        resource: resource.display_name(),
+                        count: 1,
+                    })
+                    .at(parameter.location()));
+                }
                 context.observer.event(&Event::Skipped {
                     parameter: parameter.vendor_name().to_owned(),
                     key: missing.to_owned(),
