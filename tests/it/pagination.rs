@@ -276,3 +276,22 @@ async fn a_cursor_mapped_by_a_response_parameter_survives_root_key() {
     GET /mapped?after=a2
     ");
 }
+
+#[tokio::test]
+async fn json_logs_give_the_next_page_as_an_event() {
+    let server = reports(true).await;
+    let context = context(&server);
+    let outcome = context
+        .run("reports")
+        .arg("--all-pages")
+        .arg("--log-format")
+        .arg("json")
+        .output();
+    outcome.assert_success();
+    let last: serde_json::Value =
+        serde_json::from_str(outcome.stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "next-page");
+    assert_eq!(last["input"], "nextPage");
+    assert_eq!(last["value"], "c2");
+    assert_eq!(last["stopped"], "repeated-cursor");
+}

@@ -290,6 +290,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
                 output.next_page.as_ref(),
                 output.stopped.as_ref(),
                 &output.redactor,
+                args.log_format,
             );
             Exit::Success
         }
@@ -529,16 +530,33 @@ fn joined_pages(mut pages: Vec<serde_json::Value>) -> serde_json::Value {
     serde_json::Value::Array(pages)
 }
 
-/// Says on stderr how to ask for the next page (one line), and why following stopped early.
+/// Says on stderr how to ask for the next page (one line), and why following stopped early;
+/// with `--log-format json`, as one JSON object (`next-page`, with `stopped` when it did).
 fn tell_next_page(
     next: Option<&engine_runtime::NextPage>,
     stopped: Option<&PageStop>,
     redactor: &engine_runtime::Redactor,
+    format: LogFormat,
 ) {
     let Some(next) = next else {
         return;
     };
     let value = redactor.redact(&next.value);
+    if format == LogFormat::Json {
+        let stopped = stopped.map(|stop| match stop {
+            PageStop::Repeated => "repeated-cursor",
+            PageStop::Capped => "page-limit",
+            PageStop::NotFollowable => "no-input",
+        });
+        let line = serde_json::json!({
+            "event": "next-page",
+            "input": next.input,
+            "value": value,
+            "stopped": stopped,
+            "at": crate::time::now(),
+        });
+        return printer::verbose(&line.to_string());
+    }
     let ask = format!("--param {}={value}", next.input);
     match stopped {
         Some(PageStop::Repeated) => {
