@@ -592,13 +592,36 @@ fn tell_next_page(
 /// `NAME=VALUE` inputs.
 type Pairs = Vec<(String, String)>;
 
-/// Splits the `--param` values into text inputs and the files of `multipart` inputs given as
-/// `@FILE` or `@-` (standard input), read here, bounded: the runtime reads no file. `None`
-/// (after saying which file and why; exit 3, nothing sent) when one cannot be read.
-fn read_files(
+/// A `multipart` input's file that could not be read.
+pub(crate) struct FileProblem {
+    /// The input's name.
+    pub(crate) name: String,
+    /// The path as given (`-`: standard input).
+    pub(crate) path: String,
+    /// Why.
+    pub(crate) reason: String,
+}
+
+impl FileProblem {
+    /// The one-line message.
+    pub(crate) fn title(&self) -> String {
+        format!(
+            "cannot read the file `{}` of part `{}`: {}",
+            self.path, self.name, self.reason
+        )
+    }
+}
+
+/// Splits `NAME=VALUE` inputs into text inputs and the files of `multipart` inputs given as
+/// `@FILE` (relative to `base` when given) or `@-` (standard input), read here, bounded: the
+/// runtime reads no file.
+///
+/// Fails on the first file that cannot be read.
+pub(crate) fn split_files(
     connector: &Connector,
     params: &[(String, String)],
-) -> Option<(Pairs, Vec<(String, InputFile)>)> {
+    base: Option<&Path>,
+) -> Result<(Pairs, Vec<(String, InputFile)>), FileProblem> {
     let mut texts = Vec::new();
     let mut files = Vec::new();
     for (name, value) in params {
@@ -612,7 +635,8 @@ fn read_files(
         let read = if path == "-" {
             crate::input::read_stdin(MAX_INPUT_SIZE).map(|bytes| (name.clone(), bytes))
         } else {
-            crate::input::read_file(Path::new(path), MAX_INPUT_SIZE).map(|bytes| {
+            let full = base.map_or_else(|| PathBuf::from(path), |base| base.join(path));
+            crate::input::read_file(&full, MAX_INPUT_SIZE).map(|bytes| {
                 let file_name = Path::new(path)
                     .file_name()
                     .map_or_else(|| name.clone(), |file| file.to_string_lossy().into_owned());
@@ -622,36 +646,51 @@ fn read_files(
         match read {
             Ok((file_name, bytes)) => files.push((name.clone(), InputFile { file_name, bytes })),
             Err(reason) => {
-                let title = format!("cannot read the file `{path}` of part `{name}`: {reason}");
-                let help = if path == "-" {
-                    format!(
-                        "pipe the part's content into `engine run`, or pass `--param {name}=@FILE`"
-                    )
-                } else {
-                    format!("check the path, or pass a text part with `--param {name}=VALUE`")
-                };
-                let text = connector.source().text();
-                let mut message = Message::new(Level::Error, &title);
-                message.help = Some(&help);
-                message.source = connector
-                    .all_parameters()
-                    .find(|parameter| {
-                        parameter.kind() == engine_spec::kinds::ParameterKind::Multipart
-                            && parameter.name() == name
-                    })
-                    .and_then(|parameter| SourceMap::new(text).span(parameter.location()))
-                    .map(|span| Source {
-                        text,
-                        path: connector.path(),
-                        span: span.start..span.end,
-                        label: Some("defined here"),
-                    });
-                printer::error(&message);
-                return None;
+                return Err(FileProblem {
+                    name: name.clone(),
+                    path: path.to_owned(),
+                    reason,
+                });
             }
         }
     }
-    Some((texts, files))
+    Ok((texts, files))
+}
+
+/// [`split_files`] for `engine run`: `None` (after saying which file and why, pointing at the
+/// parameter; exit 3, nothing sent) when one cannot be read.
+fn read_files(
+    connector: &Connector,
+    params: &[(String, String)],
+) -> Option<(Pairs, Vec<(String, InputFile)>)> {
+    let problem = match split_files(connector, params, None) {
+        Ok(split) => return Some(split),
+        Err(problem) => problem,
+    };
+    let (name, title) = (&problem.name, problem.title());
+    let help = if problem.path == "-" {
+        format!("pipe the part's content into `engine run`, or pass `--param {name}=@FILE`")
+    } else {
+        format!("check the path, or pass a text part with `--param {name}=VALUE`")
+    };
+    let text = connector.source().text();
+    let mut message = Message::new(Level::Error, &title);
+    message.help = Some(&help);
+    message.source = connector
+        .all_parameters()
+        .find(|parameter| {
+            parameter.kind() == engine_spec::kinds::ParameterKind::Multipart
+                && parameter.name() == name
+        })
+        .and_then(|parameter| SourceMap::new(text).span(parameter.location()))
+        .map(|span| Source {
+            text,
+            path: connector.path(),
+            span: span.start..span.end,
+            label: Some("defined here"),
+        });
+    printer::error(&message);
+    None
 }
 
 /// The body as JSON when it is JSON, and as written: a text body is a template for resources
