@@ -6,7 +6,7 @@ use engine_spec::template::TemplateContext;
 use engine_spec::{Connector, Parameter, Resource};
 use serde_json::{Map, Value};
 
-use super::inputs::{BuildContext, InputFile};
+use super::inputs::BuildContext;
 use super::url::{PathValues, unmapped_placeholders};
 use crate::ceql::{Converter, Expression};
 use crate::observer::Event;
@@ -347,16 +347,18 @@ fn value_of(
         ParameterKind::Query | ParameterKind::Form => inputs
             .param(parameter.name())
             .map(|value| Value::String(value.to_owned())),
-        // A file goes to any slot but a part as the platform converted it: an object of its
-        // name, base64 bytes, size and media type.
-        ParameterKind::Multipart => inputs
-            .file(parameter.name())
-            .map(InputFile::as_json)
-            .or_else(|| {
-                inputs
-                    .param(parameter.name())
-                    .map(|value| Value::String(value.to_owned()))
-            }),
+        // A file goes to a part as it is (`place` takes its bytes; its name stands for it
+        // here), to any other slot as the platform converted it: an object of its name,
+        // base64 bytes, size and media type.
+        ParameterKind::Multipart => match inputs.file(parameter.name()) {
+            Some(file) if parameter.vendor_kind() == VendorKind::Multipart => {
+                Some(Value::String(file.file_name.clone()))
+            }
+            Some(file) => Some(file.as_json()),
+            None => inputs
+                .param(parameter.name())
+                .map(|value| Value::String(value.to_owned())),
+        },
         ParameterKind::Path => inputs
             .param(parameter.name())
             .or_else(|| {
