@@ -243,3 +243,30 @@ fn update_rewrites_failing_expectations() {
     let (code, _, stderr) = output_of(&["test", test.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// A multipart input's `@FILE` is read by the command, relative to the test file: one that
+/// cannot be read fails the step naming it, and nothing is sent.
+#[test]
+fn a_multipart_file_of_a_step_is_read_relative_to_the_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let connector = repo_root().join("tests/fixtures/run/compat/connector.json");
+    let test = dir.path().join("upload.test.json");
+    write_json(
+        &test,
+        &json!({
+            "connector": connector,
+            "instance": {"base.url": "https://vendor.test"},
+            "steps": [{
+                "name": "upload a missing file",
+                "run": {"resource": "upload", "params": {"file": "@missing.txt"}},
+                "exchanges": []
+            }]
+        }),
+    );
+    let (code, _, stderr) = output_of(&["test", test.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot read the file `missing.txt` of part `file`: no such file"),
+        "{stderr}"
+    );
+}

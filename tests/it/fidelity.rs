@@ -191,3 +191,37 @@ async fn xml_answers_are_json_before_root_key_and_response_parameters() {
                "Note": {"lang": "en", "content": "fine & dandy"}, "sum": "42"})
     );
 }
+
+/// `--dry-run` shows the request a real run sends: the `Content-Type` the client adds to a form
+/// login, and no `receive:` line, since nothing was received.
+#[tokio::test]
+async fn a_dry_run_shows_the_request_a_real_run_sends() {
+    let server = vendor().await;
+    let context = fresh(&server);
+    let dry = context.run("account").dry_run().arg("-v").output();
+    dry.assert_success();
+    assert!(received(&server).await.is_empty());
+    assert!(!dry.stderr.contains("receive:"), "{}", dry.stderr);
+    // The dry run's token call answers nothing: the chain goes on without the values it saves.
+    insta::assert_snapshot!(dry.stdout.replace(&server.uri(), "http://[SERVER]"), @r"
+    POST http://[SERVER]/token
+    Content-Type: application/x-www-form-urlencoded
+
+    grant_type=client_credentials&client_id=demo-client
+
+    GET http://[SERVER]/account
+
+    POST http://[SERVER]/register
+
+    GET http://[SERVER]/account
+    ");
+    context.run("account").output().assert_success();
+    let raw = raw_requests(&server).await;
+    let first_sent = raw.split("\n---\n").next().unwrap_or_default();
+    insta::assert_snapshot!(first_sent, @r"
+    POST /token
+    content-type: application/x-www-form-urlencoded
+
+    grant_type=client_credentials&client_id=demo-client
+    ");
+}

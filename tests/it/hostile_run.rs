@@ -79,6 +79,7 @@ async fn secrets_are_masked_by_place_in_a_dry_run_whatever_their_form() {
     ----- stdout -----
     POST http://[SERVER]/login
     X-Account: ****
+    Content-Type: application/json
 
     {
       "login": {
@@ -90,6 +91,7 @@ async fn secrets_are_masked_by_place_in_a_dry_run_whatever_their_form() {
     POST http://[SERVER]/tenants/****/search?check=****&q=hello
     X-Account: ****
     X-Ticket: Token ****
+    Content-Type: application/x-www-form-urlencoded
 
     appcode=****
 

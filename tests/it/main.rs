@@ -20,6 +20,7 @@ mod hostile_run;
 mod instance_lifecycle;
 mod instances;
 mod lifecycle;
+mod pagination;
 mod run;
 mod shared_instances;
 mod status;

@@ -735,12 +735,14 @@ async fn secrets_never_show_in_a_dry_run() {
     POST http://[SERVER]/oauth/token
     Authorization: Bearer ****
     X-App-Key: ****
+    Content-Type: application/x-www-form-urlencoded
 
     grant_type=password&username=demo&password=****&client_secret=****
 
     POST http://[SERVER]/echo
     Authorization: Bearer ****
     X-App-Key: ****
+    Content-Type: application/x-www-form-urlencoded
 
     note=hello&user_password=****
 
@@ -825,12 +827,14 @@ async fn dry_run_of_an_expired_instance_shows_the_refresh_then_the_call() {
     POST http://[SERVER]/oauth/token
     Accept: application/json
     Authorization: Bearer ****
+    Content-Type: application/x-www-form-urlencoded
 
     grant_type=refresh_token&refresh_token=****&client_id=demo-client&client_secret=****
 
     POST http://[SERVER]/contacts
     Accept: application/json
     Authorization: Bearer ****
+    Content-Type: application/json
 
     {
       "name": "Ada",
@@ -926,6 +930,8 @@ fn run_help() {
       -H, --header <NAME=VALUE>     A header input of the resource (headers no parameter takes are sent as they are)
           --body <FILE|->           The request body: a JSON file (a text file for resources with `bodyToken` parameters), or `-` for standard input
           --dry-run                 Print the requests the run would send (secrets masked) and send nothing
+          --pages <N>               Follow the vendor's next-page cursor (as the connector's `nextPageKey` says, or page numbers) for at most N pages; list pages are printed as one list
+          --all-pages               Follow the next-page cursor until the vendor gives none (at most 100 pages; a cursor seen before stops it). Without `--pages`/`--all-pages`, the next page's input is printed on stderr as `next page: --param NAME=VALUE`
       -v, --verbose                 Print each lifecycle step to stderr
           --log-format <FORMAT>     How `-v` prints the steps: `human` lines, or `json`, one JSON object per line for scripts, each named by its `event` (implies `-v`) [default: human] [possible values: human, json]
           --strict                  Refuse to run (exit 3, nothing sent) when the run would not do as the platform did: a JavaScript hook or converter of what it executes, a lifecycle resource it would skip. Without it, each is a `warning:` on stderr and the run goes on

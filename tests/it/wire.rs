@@ -250,3 +250,78 @@ async fn route_placeholders_fill_and_a_json_body_for_a_form_is_one_field_per_mem
         .assert_success();
     insta::assert_snapshot!("wire_form_and_route", raw(&server).await);
 }
+
+#[tokio::test]
+async fn a_file_for_a_body_is_sent_as_the_json_the_platform_made_of_it() {
+    let server = server(json!({"id": 12})).await;
+    let context = wire(&server, "[SERVER]");
+    let file = context.dir().join("note.txt");
+    fs_err::write(&file, "hello\n").unwrap();
+    context
+        .run("file-body")
+        .param("file", &format!("@{}", file.display()))
+        .param("id", "i1")
+        .output()
+        .assert_success();
+    // base64("hello\n") = "aGVsbG8K"
+    insta::assert_snapshot!("wire_file_body", raw(&server).await);
+}
+
+#[tokio::test]
+async fn a_file_the_cli_cannot_read_is_refused_naming_it() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]");
+    let outcome = context
+        .run("file-body")
+        .param("file", &format!("@{}", context.dir().display()))
+        .param("id", "i1")
+        .output();
+    outcome.assert_code(3);
+    outcome.assert_stderr_has(&[
+        "of part `file`: not a regular file (a FIFO, a device or a directory)",
+        "hint: check the path, or pass a text part with `--param file=VALUE`",
+    ]);
+    assert!(received(&server).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_platforms_webhook_url_is_the_configured_one() {
+    let server = server(json!({})).await;
+    let context = TestContext::fixture("wire").with_instance(&json!({
+        "service.url": server.uri(),
+        "webhook.callback.url": "https://hooks.example/in/42",
+    }));
+    let outcome = context.run("subscribe").output();
+    outcome.assert_success();
+    assert_eq!(outcome.stderr, "");
+    insta::assert_snapshot!("wire_webhook_callback_url", raw(&server).await);
+}
+
+#[tokio::test]
+async fn without_a_webhook_url_the_parameters_are_not_sent_with_a_warning() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]");
+    let outcome = context.run("subscribe").output();
+    outcome.assert_success();
+    outcome.assert_stderr_has(&[
+        "warning: `callback_url` was not sent: its `{webhookCallbackUrl}` is the URL the vendor calls with webhooks, and `webhook.callback.url` has no value",
+        "warning: `X-Notify` was not sent",
+        "hint: set `webhook.callback.url` in the instance to the URL that receives the vendor's webhooks",
+    ]);
+    let requests = received(&server).await;
+    assert_eq!(String::from_utf8_lossy(&requests[0].body), "events=created");
+    assert!(!requests[0].headers.contains_key("x-notify"));
+}
+
+#[tokio::test]
+async fn a_strict_run_without_a_webhook_url_sends_nothing() {
+    let server = server(json!({})).await;
+    let context = wire(&server, "[SERVER]");
+    let outcome = context.run("subscribe").arg("--strict").output();
+    outcome.assert_code(3);
+    outcome.assert_stderr_has(&[
+        "error: run of `subscribe` refused in strict mode",
+        "\"name\": \"{{webhookCallbackUrl}}\"",
+    ]);
+    assert!(received(&server).await.is_empty());
+}

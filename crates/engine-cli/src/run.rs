@@ -8,8 +8,9 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use engine_runtime::{
-    DEFAULT_MAX_BODY, EngineBuilder, Event, HttpTransport, InputKind, Inputs, LifetimeProblem,
-    Observer, RecordingTransport, RefreshReason, RunError, RunErrorKind, RunRequest,
+    DEFAULT_MAX_BODY, EngineBuilder, Event, HttpTransport, InputFile, InputKind, Inputs,
+    LifetimeProblem, Observer, PageStop, Pages, RecordingTransport, RefreshReason, RunError,
+    RunErrorKind, RunRequest,
 };
 use engine_spec::{Connector, SourceMap};
 use engine_store::{FileStore, InstanceStore, MemoryStore, StoreErrorKind};
@@ -42,6 +43,8 @@ pub(crate) struct RunArgs {
     /// Print the requests the run would send (secrets masked) and send nothing.
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    pages: PageArgs,
     /// Print each lifecycle step to stderr.
     #[arg(long, short = 'v')]
     verbose: bool,
@@ -66,6 +69,30 @@ pub(crate) struct RunArgs {
     /// How long to wait for the instance's lock when another process holds it, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     lock_timeout: u64,
+}
+
+/// How many pages `engine run` follows.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PageArgs {
+    /// Follow the vendor's next-page cursor (as the connector's `nextPageKey` says, or page
+    /// numbers) for at most N pages; list pages are printed as one list.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000), conflicts_with = "all_pages")]
+    pages: Option<u32>,
+    /// Follow the next-page cursor until the vendor gives none (at most 100 pages; a cursor seen
+    /// before stops it). Without `--pages`/`--all-pages`, the next page's input is printed on
+    /// stderr as `next page: --param NAME=VALUE`.
+    #[arg(long)]
+    all_pages: bool,
+}
+
+impl PageArgs {
+    fn pages(&self) -> Pages {
+        match (self.all_pages, self.pages) {
+            (true, _) => Pages::All,
+            (false, Some(pages)) => Pages::UpTo(pages as usize),
+            (false, None) => Pages::UpTo(1),
+        }
+    }
 }
 
 /// The largest `--body` or `--config` file: 16 MiB, as for connector files.
@@ -95,7 +122,10 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         printer::error(&message);
         return Exit::Usage;
     };
-    let stdin_part = args.params.iter().any(|(_, value)| value == "@-");
+    let stdin_part = args
+        .params
+        .iter()
+        .any(|(name, value)| value == "@-" && is_file_input(&connector, name));
     if stdin_part
         && args
             .body
@@ -117,23 +147,15 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             return Exit::Invalid;
         }
     };
-    let stdin = if stdin_part {
-        let mut bytes = Vec::new();
-        if let Err(error) = std::io::stdin().read_to_end(&mut bytes) {
-            let message = format!("cannot read standard input: {error}");
-            printer::error(&Message::new(Level::Error, &message));
-            return Exit::Invalid;
-        }
-        Some(bytes)
-    } else {
-        None
+    let Some((params, files)) = read_files(&connector, &args.params) else {
+        return Exit::Invalid;
     };
     let inputs = Inputs {
-        params: args.params.clone(),
+        params,
         headers: args.headers.clone(),
         body,
         body_text,
-        stdin,
+        files,
     };
     let Some(target) = args.target.target() else {
         return Exit::Usage;
@@ -223,7 +245,8 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             &*opened
         };
         let history = crate::history::Recorder::new(&observer);
-        let result = engine.run(&request, store, &history).await;
+        let pages = args.pages.pages();
+        let result = engine_runtime::run_pages(&engine, &request, store, &history, pages).await;
         // The lifecycle steps go into the instance's history (an instance file's: a sidecar
         // next to it); a dry run sends nothing.
         if recording.is_none() {
@@ -259,9 +282,16 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
                     .collect();
                 printer::stdout(&text.join("\n"));
             } else {
-                let text = serde_json::to_string_pretty(&output.body).unwrap_or_default();
+                let body = joined_pages(output.pages);
+                let text = serde_json::to_string_pretty(&body).unwrap_or_default();
                 printer::stdout(&format!("{text}\n"));
             }
+            tell_next_page(
+                output.next_page.as_ref(),
+                output.stopped.as_ref(),
+                &output.redactor,
+                args.log_format,
+            );
             Exit::Success
         }
         Err(error) => report_in(
@@ -474,6 +504,195 @@ pub(crate) fn load_connector(path: &Path) -> Option<Connector> {
     report.into_connector()
 }
 
+/// True when `name` is a `multipart` input of the connector: its value `@FILE` (`@-`) is a file.
+fn is_file_input(connector: &Connector, name: &str) -> bool {
+    connector.all_parameters().any(|parameter| {
+        parameter.kind() == engine_spec::kinds::ParameterKind::Multipart && parameter.name() == name
+    })
+}
+
+/// The pages of a run as one JSON value: the page itself when there is one, the items of all
+/// pages in one list when each page is a list, else the list of the pages.
+fn joined_pages(mut pages: Vec<serde_json::Value>) -> serde_json::Value {
+    if pages.len() == 1 {
+        return pages.pop().unwrap_or_default();
+    }
+    if pages.iter().all(serde_json::Value::is_array) {
+        let items = pages
+            .into_iter()
+            .flat_map(|page| match page {
+                serde_json::Value::Array(items) => items,
+                _ => Vec::new(),
+            })
+            .collect();
+        return serde_json::Value::Array(items);
+    }
+    serde_json::Value::Array(pages)
+}
+
+/// Says on stderr how to ask for the next page (one line), and why following stopped early;
+/// with `--log-format json`, as one JSON object (`next-page`, with `stopped` when it did).
+fn tell_next_page(
+    next: Option<&engine_runtime::NextPage>,
+    stopped: Option<&PageStop>,
+    redactor: &engine_runtime::Redactor,
+    format: LogFormat,
+) {
+    let Some(next) = next else {
+        return;
+    };
+    let value = redactor.redact(&next.value);
+    if format == LogFormat::Json {
+        let stopped = stopped.map(|stop| match stop {
+            PageStop::Repeated => "repeated-cursor",
+            PageStop::Capped => "page-limit",
+            PageStop::NotFollowable => "no-input",
+        });
+        let line = serde_json::json!({
+            "event": "next-page",
+            "input": next.input,
+            "value": value,
+            "stopped": stopped,
+            "at": crate::time::now(),
+        });
+        return printer::verbose(&line.to_string());
+    }
+    let ask = format!("--param {}={value}", next.input);
+    match stopped {
+        Some(PageStop::Repeated) => {
+            let title = format!(
+                "the vendor gave the next-page cursor `{value}` again: following stopped, since it would loop"
+            );
+            printer::error(&Message::new(Level::Warning, &title));
+        }
+        Some(PageStop::Capped) => {
+            let title = format!(
+                "`--all-pages` stopped after {} pages, its limit; the vendor has more",
+                engine_runtime::MAX_PAGES
+            );
+            let help = format!("continue from there with `{ask}`");
+            let mut message = Message::new(Level::Warning, &title);
+            message.help = Some(&help);
+            printer::error(&message);
+        }
+        Some(PageStop::NotFollowable) => {
+            let title = format!(
+                "the next page cannot be followed: the resource has no `{}` input to ask for it",
+                next.input
+            );
+            let help = "add a parameter named so to the resource, mapped to where the vendor reads the cursor";
+            let mut message = Message::new(Level::Warning, &title);
+            message.help = Some(help);
+            printer::error(&message);
+        }
+        None => printer::verbose(&format!("next page: {ask}")),
+    }
+}
+
+/// `NAME=VALUE` inputs.
+type Pairs = Vec<(String, String)>;
+
+/// A `multipart` input's file that could not be read.
+pub(crate) struct FileProblem {
+    /// The input's name.
+    pub(crate) name: String,
+    /// The path as given (`-`: standard input).
+    pub(crate) path: String,
+    /// Why.
+    pub(crate) reason: String,
+}
+
+impl FileProblem {
+    /// The one-line message.
+    pub(crate) fn title(&self) -> String {
+        format!(
+            "cannot read the file `{}` of part `{}`: {}",
+            self.path, self.name, self.reason
+        )
+    }
+}
+
+/// Splits `NAME=VALUE` inputs into text inputs and the files of `multipart` inputs given as
+/// `@FILE` (relative to `base` when given) or `@-` (standard input), read here, bounded: the
+/// runtime reads no file.
+///
+/// Fails on the first file that cannot be read.
+pub(crate) fn split_files(
+    connector: &Connector,
+    params: &[(String, String)],
+    base: Option<&Path>,
+) -> Result<(Pairs, Vec<(String, InputFile)>), FileProblem> {
+    let mut texts = Vec::new();
+    let mut files = Vec::new();
+    for (name, value) in params {
+        let path = match value.strip_prefix('@') {
+            Some(path) if !path.is_empty() && is_file_input(connector, name) => path,
+            _ => {
+                texts.push((name.clone(), value.clone()));
+                continue;
+            }
+        };
+        let read = if path == "-" {
+            crate::input::read_stdin(MAX_INPUT_SIZE).map(|bytes| (name.clone(), bytes))
+        } else {
+            let full = base.map_or_else(|| PathBuf::from(path), |base| base.join(path));
+            crate::input::read_file(&full, MAX_INPUT_SIZE).map(|bytes| {
+                let file_name = Path::new(path)
+                    .file_name()
+                    .map_or_else(|| name.clone(), |file| file.to_string_lossy().into_owned());
+                (file_name, bytes)
+            })
+        };
+        match read {
+            Ok((file_name, bytes)) => files.push((name.clone(), InputFile { file_name, bytes })),
+            Err(reason) => {
+                return Err(FileProblem {
+                    name: name.clone(),
+                    path: path.to_owned(),
+                    reason,
+                });
+            }
+        }
+    }
+    Ok((texts, files))
+}
+
+/// [`split_files`] for `engine run`: `None` (after saying which file and why, pointing at the
+/// parameter; exit 3, nothing sent) when one cannot be read.
+fn read_files(
+    connector: &Connector,
+    params: &[(String, String)],
+) -> Option<(Pairs, Vec<(String, InputFile)>)> {
+    let problem = match split_files(connector, params, None) {
+        Ok(split) => return Some(split),
+        Err(problem) => problem,
+    };
+    let (name, title) = (&problem.name, problem.title());
+    let help = if problem.path == "-" {
+        format!("pipe the part's content into `engine run`, or pass `--param {name}=@FILE`")
+    } else {
+        format!("check the path, or pass a text part with `--param {name}=VALUE`")
+    };
+    let text = connector.source().text();
+    let mut message = Message::new(Level::Error, &title);
+    message.help = Some(&help);
+    message.source = connector
+        .all_parameters()
+        .find(|parameter| {
+            parameter.kind() == engine_spec::kinds::ParameterKind::Multipart
+                && parameter.name() == name
+        })
+        .and_then(|parameter| SourceMap::new(text).span(parameter.location()))
+        .map(|span| Source {
+            text,
+            path: connector.path(),
+            span: span.start..span.end,
+            label: Some("defined here"),
+        });
+    printer::error(&message);
+    None
+}
+
 /// The body as JSON when it is JSON, and as written: a text body is a template for resources
 /// with `bodyToken` parameters; the runtime refuses it for the others.
 type Body = (Option<serde_json::Value>, Option<String>);
@@ -608,12 +827,6 @@ pub(crate) fn hint(
             RunErrorKind::InvalidUrl { message, .. } if message.contains("the engine sends only") => Some(
                 "set it to the vendor's `http://` or `https://` address in the instance file (or the connector's `defaultValue`)".into(),
             ),
-            RunErrorKind::InputFile { name, path, .. } if path == "-" => Some(format!(
-                "pipe the part's content into `engine run`, or pass `--param {name}=@FILE`"
-            )),
-            RunErrorKind::InputFile { name, .. } => Some(format!(
-                "check the path, or pass a text part with `--param {name}=VALUE`"
-            )),
             RunErrorKind::NeverExecuted { kind, .. } if kind == "OAUTH2 PASSWORD" => Some(
                 "use `\"authentication\": {\"type\": \"oauth2\", \"grant\": \"password\"}`: the engine then obtains the token itself".into(),
             ),
@@ -988,6 +1201,18 @@ impl Observer for Verbose<'_> {
                     "lifecycle resource `{resource}` was not sent: it cannot be executed as the platform did ({reason})"
                 );
                 return self.warn(&title, None, location, "skipped", None);
+            }
+            // The platform always had its webhook URL: going without it differs.
+            Event::Skipped { parameter, key, .. } if key == engine_spec::WEBHOOK_CALLBACK_KEY => {
+                let title = format!(
+                    "`{parameter}` was not sent: its `{{webhookCallbackUrl}}` is the URL the vendor calls with webhooks, and `{key}` has no value"
+                );
+                let help = format!(
+                    "set `{key}` in the instance to the URL that receives the vendor's webhooks"
+                );
+                let mut message = Message::new(Level::Warning, &title);
+                message.help = Some(&help);
+                return printer::error(&message);
             }
             _ => {}
         }

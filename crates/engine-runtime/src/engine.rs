@@ -246,6 +246,9 @@ pub struct RunOutput {
     pub body: Value,
     /// Masks every secret the run knows of; use it on anything shown to a person.
     pub redactor: Redactor,
+    /// How to ask for the next page, when the vendor's answer says there is one
+    /// ([`crate::pagination`]).
+    pub next_page: Option<crate::pagination::NextPage>,
 }
 
 impl Engine {
@@ -281,6 +284,7 @@ impl Engine {
             status,
             body: redact_json(body, &run.redactor),
             redactor: run.redactor,
+            next_page: run.next_page,
         })
     }
 
@@ -445,6 +449,8 @@ pub(crate) struct Run<'a> {
     /// The lifecycle resources this refresh (or requested lifecycle run) already sent, by
     /// index: a resource reached twice (a chain into `ON PROVISION`) is sent once.
     ran: Vec<usize>,
+    /// The next page after the answer of an API resource ([`crate::pagination`]).
+    next_page: Option<crate::pagination::NextPage>,
 }
 
 impl<'a> Run<'a> {
@@ -476,6 +482,7 @@ impl<'a> Run<'a> {
             deadline,
             told: Vec::new(),
             ran: Vec::new(),
+            next_page: None,
         })
     }
 
@@ -544,10 +551,23 @@ impl<'a> Run<'a> {
                 )
                 .await?;
             let Some(next) = connector.next_of(current) else {
-                return Ok((
-                    response.status,
-                    extracted.into_output(current, response.body)?,
-                ));
+                let inputs = if previous.is_none() {
+                    request.inputs
+                } else {
+                    &Inputs::default()
+                };
+                // The cursor is read from the whole answer, before `rootKey` unwraps it.
+                let cursor = crate::pagination::cursor(current, &response, &extracted);
+                let output = extracted.into_output(current, response.body)?;
+                self.next_page = crate::pagination::next_page(
+                    connector,
+                    current,
+                    &self.configuration,
+                    cursor,
+                    &output,
+                    inputs,
+                );
+                return Ok((response.status, output));
             };
             previous = Some(response.body);
             current = next;
@@ -1230,6 +1250,7 @@ impl<'a> Run<'a> {
                 previous,
                 redactor: &self.redactor,
                 observer,
+                strict: self.engine.strict,
             },
             resource,
         )?;

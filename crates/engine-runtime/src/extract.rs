@@ -23,6 +23,15 @@ pub(crate) struct Extracted {
 }
 
 impl Extracted {
+    /// The value the output parameter `name` found, if any.
+    pub(crate) fn output(&self, name: &str) -> Option<&Value> {
+        self.outputs
+            .iter()
+            .rev()
+            .find(|(output, _)| output == name)
+            .map(|(_, value)| value)
+    }
+
     /// The body for the caller, made from the response body without copying it: `rootKey`
     /// applied, output parameters added.
     ///

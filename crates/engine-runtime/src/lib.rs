@@ -52,6 +52,7 @@ mod engine;
 mod extract;
 mod hooks;
 mod observer;
+mod pagination;
 mod prepared_request;
 mod redact;
 mod request;
@@ -69,9 +70,12 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use differences::{changes_the_request, differences, executed, plan};
 pub use engine::{Engine, EngineBuilder, RefreshRequest, RunOutput, RunRequest};
 pub use observer::{Event, NoObserver, Observer, RefreshReason, RefreshReport, fingerprint};
+pub use pagination::{
+    MAX_PAGES, NEXT_PAGE_HEADER, NextPage, PageStop, PagedOutput, Pages, run_pages,
+};
 pub use prepared_request::{Part, PartContent, PreparedRequest, RequestBody, SecretSlot};
 pub use redact::{MASK, Redactor, Secret, is_secret_name};
-pub use request::Inputs;
+pub use request::{InputFile, Inputs};
 pub use run_error::{InputKind, MissingKey, RunError, RunErrorKind};
 pub use transport::{
     DEFAULT_MAX_BODY, HttpTransport, RecordingTransport, RetryPolicy, Transport, TransportError,

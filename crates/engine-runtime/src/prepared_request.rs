@@ -47,6 +47,19 @@ pub enum PartContent {
     },
 }
 
+impl RequestBody {
+    /// The `Content-Type` the client sends with this body when the request has none: JSON and
+    /// form bodies say what they are (a multipart body's, with its boundary, is always the
+    /// client's). What `--dry-run` shows is what is sent.
+    pub fn implied_content_type(&self) -> Option<&'static str> {
+        match self {
+            Self::Json(_) => Some("application/json"),
+            Self::Form(_) => Some("application/x-www-form-urlencoded"),
+            Self::Empty | Self::Multipart(_) | Self::Text(_) => None,
+        }
+    }
+}
+
 impl Part {
     /// One line for `--dry-run`: a file as its name and size (never its bytes), a text with
     /// secrets masked.
@@ -160,6 +173,14 @@ impl PreparedRequest {
                 })
                 .unwrap_or_else(|| redactor.header(name, value));
             let _ = writeln!(text, "{name}: {shown}");
+        }
+        if let Some(implied) = self.body.implied_content_type()
+            && !self
+                .headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            let _ = writeln!(text, "Content-Type: {implied}");
         }
         let form_secret = |name: &str| {
             crate::redact::is_secret_name(name)
@@ -412,6 +433,7 @@ mod tests {
              X-Account: ****\n\
              X-Ticket: Token ****\n\
              Accept: application/json\n\
+             Content-Type: application/json\n\
              \n{\n  \"login\": {\n    \"phrase\": \"****\",\n    \"user\": \"ada\"\n  }\n}\n"
         );
         // What a run learns as secrets: the values as sent, without a kept scheme word.
@@ -439,7 +461,7 @@ mod tests {
         };
         assert_eq!(
             form.display(&redactor),
-            "POST https://api.example/\n\nappcode=****&note=hi\n"
+            "POST https://api.example/\nContent-Type: application/x-www-form-urlencoded\n\nappcode=****&note=hi\n"
         );
     }
 }

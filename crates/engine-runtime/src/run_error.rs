@@ -221,16 +221,6 @@ pub enum RunErrorKind {
         /// The limit.
         max: usize,
     },
-    /// A multipart file input (`--param NAME=@FILE`) could not be read; nothing was sent.
-    #[error("cannot read the file `{path}` of part `{name}`: {message}")]
-    InputFile {
-        /// The parameter (`--param` name).
-        name: String,
-        /// The path as given (`-` for standard input).
-        path: String,
-        /// Why.
-        message: String,
-    },
     /// A JavaScript hook failed: it threw, ran past its time budget or its memory cap, or
     /// answered something unusable. The run stops; nothing it computed is kept.
     #[error("{hook} failed{}: {message}", at.map(|(line, column)| format!(" at line {line}, column {column} of its script")).unwrap_or_default())]

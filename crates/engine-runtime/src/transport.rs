@@ -270,16 +270,18 @@ impl HttpTransport {
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
-        let has_content_type = request
-            .headers
-            .iter()
-            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+        // The body's own `Content-Type` when the request has none: the one `--dry-run` shows.
+        if let Some(implied) = request.body.implied_content_type()
+            && !request
+                .headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            builder = builder.header(reqwest::header::CONTENT_TYPE, implied);
+        }
         builder = match &request.body {
             RequestBody::Empty => builder,
-            RequestBody::Json(body) if has_content_type => {
-                builder.body(serde_json::to_vec(body).unwrap_or_default())
-            }
-            RequestBody::Json(body) => builder.json(body),
+            RequestBody::Json(body) => builder.body(serde_json::to_vec(body).unwrap_or_default()),
             RequestBody::Form(fields) => builder.form(fields),
             RequestBody::Text(text) => builder.body(text.clone()),
             RequestBody::Multipart(parts) => {
@@ -545,7 +547,8 @@ pub(crate) async fn send_with_policy(
         };
         let (pause, cause) = match sent {
             Ok(response) => {
-                if let Some(started) = started {
+                // A recorded answer (`--dry-run`) was made up: nothing was received.
+                if let Some(started) = started.filter(|_| !response.is_recorded()) {
                     observer.event(&Event::Received {
                         status: response.status,
                         elapsed: started.elapsed(),

@@ -90,7 +90,7 @@ codes! {
     /// A `nextResource` chain is longer than 5.
     ChainTooLong = "E0304", Error, "chain-too-long";
     /// Part of the file that the engine accepts but never executes (`event` hooks, converters,
-    /// webhook resources, OAuth 1, JDBC, events, bulk, pagination).
+    /// webhook resources, OAuth 1, JDBC, events, bulk).
     NotExecuted = "W0501", Warning, "not-executed";
     /// A field the engine does not know, next to the ones it does (probably a typo).
     UnknownField = "W0502", Warning, "unknown-field";

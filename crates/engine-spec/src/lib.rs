@@ -46,7 +46,7 @@ pub use diagnostic::{Code, Diagnostic, Severity};
 pub use model::{
     AuthKind, Authentication, ConfigProperty, Connector, NOT_SECRET_KEYS, NotExecuted,
     NotExecutedKind, Parameter, Protocol, RESERVED_KEYS, Resource, SECRET_KEYS, Session,
-    is_credential_slot, is_never_secret, is_secret_name,
+    WEBHOOK_CALLBACK_KEY, is_credential_slot, is_never_secret, is_secret_name,
 };
 pub use pointer::JsonPointer;
 pub use source::{

@@ -35,7 +35,12 @@ pub const RESERVED_KEYS: &[&str] = &[
     "oauth.user.refresh_time",
     "oauth.user.refresh_interval",
     "oauth.user.token_type",
+    WEBHOOK_CALLBACK_KEY,
 ];
+
+/// The key of the URL the vendor calls with webhooks: the platform's `{webhookCallbackUrl}`
+/// (and `{{webhookCallbackUrl}}`) in a template reads it.
+pub const WEBHOOK_CALLBACK_KEY: &str = "webhook.callback.url";
 
 /// Reserved keys whose values are secrets whether declared or not.
 pub const SECRET_KEYS: &[&str] = &[
@@ -649,6 +654,7 @@ pub struct Resource {
     pub(crate) next: Option<usize>,
     pub(crate) root_key: Option<JsonPath>,
     pub(crate) request_root: Option<String>,
+    pub(crate) next_page_key: Option<String>,
     pub(crate) hooks: Vec<Hook>,
     pub(crate) location: Location,
 }
@@ -713,6 +719,13 @@ impl Resource {
     /// body is sent wrapped as `{"<part>": body}`.
     pub fn request_root(&self) -> Option<&str> {
         self.request_root.as_deref()
+    }
+
+    /// Where the vendor's answer carries the next page's cursor (`nextPageKey`, when not
+    /// empty): `body.PATH` (`body.Paging.Next?cursor`: the `cursor` query parameter of the URL
+    /// at `Paging.Next`) or `header.NAME`.
+    pub fn next_page_key(&self) -> Option<&str> {
+        self.next_page_key.as_deref()
     }
 
     /// Its own JavaScript hooks, in file order (docs/hooks.md).

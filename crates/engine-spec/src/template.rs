@@ -492,7 +492,28 @@ impl Parser<'_> {
         };
         while index < end {
             let here = &text[index..end];
-            if here.starts_with("${configuration.") {
+            // The platform's own variable: the URL its webhooks were received at, here the
+            // configured `webhook.callback.url`.
+            if let Some(literal) = ["{{webhookCallbackUrl}}", "{webhookCallbackUrl}"]
+                .into_iter()
+                .find(|literal| here.starts_with(literal))
+            {
+                let key = crate::model::WEBHOOK_CALLBACK_KEY;
+                flush(&mut segments, &mut translated, rest, index);
+                segments.push(Segment::Key(key.to_owned()));
+                if let Some(translated) = translated.as_deref_mut() {
+                    translated.push_str("{{configuration.[");
+                    translated.push_str(key);
+                    translated.push_str("]}}");
+                }
+                self.keys.push(Reference {
+                    name: key.to_owned(),
+                    start: index,
+                    end: index + literal.len(),
+                });
+                index += literal.len();
+                rest = index;
+            } else if here.starts_with("${configuration.") {
                 let key_start = index + "${configuration.".len();
                 let Some(length) = text[key_start..end].find('}') else {
                     return Err(TemplateError {

@@ -723,6 +723,13 @@ impl Builder<'_> {
             next: None,
             root_key,
             request_root,
+            next_page_key: raw
+                .extra
+                .get("nextPageKey")
+                .and_then(serde_json::Value::as_str)
+                .map(str::trim)
+                .filter(|key| !key.is_empty())
+                .map(str::to_owned),
             hooks: self.hooks(&raw.hooks, &pointer),
             location: self.location(pointer),
         }

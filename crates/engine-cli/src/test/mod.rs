@@ -415,12 +415,19 @@ async fn run_step(
         Ok(engine) => engine,
         Err(error) => return (vec![error.to_string()], Actual::default()),
     };
+    // A multipart input's `@FILE` is read here, relative to the test file, as `engine run`
+    // reads it (the runtime reads no file).
+    let given: Vec<(String, String)> = run
+        .params
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let (params, files) = match crate::run::split_files(connector, &given, Some(dir)) {
+        Ok(split) => split,
+        Err(problem) => return (vec![problem.title()], Actual::default()),
+    };
     let inputs = Inputs {
-        params: run
-            .params
-            .iter()
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect(),
+        params,
         headers: run
             .headers
             .iter()
@@ -431,7 +438,7 @@ async fn run_step(
             Value::String(text) => text.clone(),
             other => other.to_string(),
         }),
-        stdin: None,
+        files,
     };
     let request = RunRequest {
         connector,

@@ -2,7 +2,7 @@
 //! `multipart/form-data` body, or a text template (SOAP envelopes, XML, text) whose `{tokens}`
 //! the `bodyToken` parameters fill, escaped for the content type.
 
-use engine_spec::kinds::ParameterKind;
+use engine_spec::kinds::{ParameterKind, VendorKind};
 use engine_spec::{Parameter, Resource};
 use serde_json::{Map, Value};
 
@@ -146,6 +146,23 @@ pub(super) fn build_body(
     } else if !placed.form.is_empty() {
         RequestBody::Form(std::mem::take(&mut placed.form))
     } else if let Some(body) = placed.body.take() {
+        // A caller's file as the body (a `multipart` input of `vendorType: body`) is the JSON
+        // the platform converted it to; the connector's `Content-Type: multipart/form-data`
+        // asked for that conversion and does not describe the body sent.
+        let file_body = parameters.iter().any(|parameter| {
+            parameter.kind() == ParameterKind::Multipart
+                && parameter.vendor_kind() == VendorKind::Body
+                && context.inputs.file(parameter.name()).is_some()
+        });
+        if file_body {
+            placed.headers.retain(|(name, value)| {
+                !(name.eq_ignore_ascii_case("content-type")
+                    && value
+                        .trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with("multipart/"))
+            });
+        }
         // The request part of a `request|response` `rootKey` wraps the JSON body.
         match resource.request_root() {
             Some(root) => {

@@ -1,24 +1,22 @@
-//! What the caller gives a run (`--param`, `--header`, `--body`), and the checks on it before
-//! anything is built: every input feeds a parameter, every required configuration key is there.
-
-use std::path::Path;
+//! What the caller gives a run (`--param`, `--header`, `--body`, files), and the checks on it
+//! before anything is built: every input feeds a parameter, every required configuration key is
+//! there. The runtime reads no file: the caller reads them ([`InputFile`]).
 
 use engine_spec::Connector;
 use serde_json::Value;
 
 use crate::configuration::Configuration;
 use crate::observer::Observer;
-use crate::prepared_request::{Part, PartContent};
 use crate::redact::Redactor;
-use crate::run_error::{MissingKey, RunError, RunErrorKind};
+use crate::run_error::MissingKey;
 use crate::value::has_text;
 
-/// What the caller passes to a run: `--param`, `--header`, `--body`.
+/// What the caller passes to a run: `--param`, `--header`, `--body`, and the files of
+/// `multipart` inputs.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
     /// Query, path, form and multipart inputs by parameter `name`, and values of `{name}`
-    /// placeholders of `vendorPath` that no parameter fills. A multipart value `@FILE` is a file
-    /// part, `@-` a part read from [`Inputs::stdin`].
+    /// placeholders of `vendorPath` that no parameter fills.
     pub params: Vec<(String, String)>,
     /// Header inputs by parameter `name`; headers no parameter takes are sent as they are.
     pub headers: Vec<(String, String)>,
@@ -28,10 +26,83 @@ pub struct Inputs {
     /// it is set and [`Inputs::body`] is not, the body is not JSON, and only a resource with
     /// `bodyToken` parameters takes it.
     pub body_text: Option<String>,
-    /// Standard input, read by the caller for multipart parts given as `@-`.
-    pub stdin: Option<Vec<u8>>,
+    /// Files for `multipart` inputs, by parameter `name` (the CLI's `--param NAME=@FILE` and
+    /// `@-`), read by the caller: a file part for a `multipart` vendor slot, else the file as
+    /// the platform converted it ([`InputFile::as_json`]).
+    pub files: Vec<(String, InputFile)>,
 }
+
+/// A file the caller gives for a `multipart` input.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InputFile {
+    /// The file's name without directories, sent as the part's file name.
+    pub file_name: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for InputFile {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("InputFile")
+            .field("file_name", &self.file_name)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl InputFile {
+    /// The file as the platform handed a `multipart` input to a vendor slot other than
+    /// `multipart` (a `body`): a JSON object of its `name`, its bytes in base64 as `body`, its
+    /// `size` and its media `type` from the extension. That is the object the pre-request hooks
+    /// of real exports read back from the vendor body (`name`, `body`, `size`, `type`).
+    pub fn as_json(&self) -> Value {
+        use base64::Engine as _;
+        serde_json::json!({
+            "name": self.file_name,
+            "body": base64::engine::general_purpose::STANDARD.encode(&self.bytes),
+            "size": self.bytes.len(),
+            "type": media_type(&self.file_name),
+        })
+    }
+}
+
+/// The media type of a file name's extension; `application/octet-stream` when unknown.
+fn media_type(file_name: &str) -> &'static str {
+    let extension = file_name
+        .rsplit_once('.')
+        .map(|(_, extension)| extension.to_ascii_lowercase())
+        .unwrap_or_default();
+    match extension.as_str() {
+        "txt" | "text" | "log" => "text/plain",
+        "csv" => "text/csv",
+        "html" | "htm" => "text/html",
+        "xml" => "application/xml",
+        "json" => "application/json",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "bmp" => "image/bmp",
+        "svg" => "image/svg+xml",
+        "doc" => "application/msword",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xls" => "application/vnd.ms-excel",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        _ => "application/octet-stream",
+    }
+}
+
 impl Inputs {
+    pub(super) fn file(&self, name: &str) -> Option<&InputFile> {
+        self.files
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, file)| file)
+    }
+
     pub(super) fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
@@ -90,60 +161,7 @@ pub(crate) struct BuildContext<'a> {
     pub(crate) redactor: &'a Redactor,
     /// Receives `Skipped` events.
     pub(crate) observer: &'a dyn Observer,
-}
-
-/// The multipart part `name` for the value of the input `input`: `@-` is standard input (`stdin`,
-/// read by the caller of the run), `@PATH` a file, anything else text.
-///
-/// Fails when the file cannot be read, or `@-` is used and standard input was not given.
-pub(super) fn part_from_value(
-    name: &str,
-    input: &str,
-    value: String,
-    stdin: Option<&[u8]>,
-) -> Result<Part, RunError> {
-    let content = match value.strip_prefix('@') {
-        Some("-") => {
-            let Some(bytes) = stdin else {
-                return Err(RunErrorKind::InputFile {
-                    name: input.to_owned(),
-                    path: "-".to_owned(),
-                    message: "standard input was not read".to_owned(),
-                }
-                .into());
-            };
-            PartContent::File {
-                file_name: name.to_owned(),
-                bytes: bytes.to_vec(),
-            }
-        }
-        Some(path) if !path.is_empty() => {
-            let bytes = fs_err::read(path).map_err(|error| RunErrorKind::InputFile {
-                name: input.to_owned(),
-                path: path.to_owned(),
-                message: io_reason(&error),
-            })?;
-            let file_name = Path::new(path).file_name().map_or_else(
-                || name.to_owned(),
-                |file| file.to_string_lossy().into_owned(),
-            );
-            PartContent::File { file_name, bytes }
-        }
-        _ => PartContent::Text(value),
-    };
-    Ok(Part {
-        name: name.to_owned(),
-        content,
-    })
-}
-
-/// The reason of an I/O error, without the path `fs_err` adds (the message names it already).
-fn io_reason(error: &std::io::Error) -> String {
-    match error.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_owned(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-        _ => {
-            std::error::Error::source(error).map_or_else(|| error.to_string(), ToString::to_string)
-        }
-    }
+    /// A strict run: what would not be sent as on the platform (a `{webhookCallbackUrl}`
+    /// without its value) fails the build instead of a `Skipped` event.
+    pub(crate) strict: bool,
 }

@@ -23,8 +23,8 @@ use engine_spec::{AuthKind, Connector, Parameter, Resource};
 use serde_json::Value;
 
 pub(crate) use headers::check_headers;
-pub use inputs::Inputs;
 pub(crate) use inputs::{BuildContext, missing_required};
+pub use inputs::{InputFile, Inputs};
 pub(crate) use url::check_scheme;
 
 use crate::prepared_request::PreparedRequest;

@@ -6,11 +6,11 @@ use engine_spec::template::TemplateContext;
 use engine_spec::{Connector, Parameter, Resource};
 use serde_json::{Map, Value};
 
-use super::inputs::{BuildContext, part_from_value};
+use super::inputs::BuildContext;
 use super::url::{PathValues, unmapped_placeholders};
 use crate::ceql::{Converter, Expression};
 use crate::observer::Event;
-use crate::prepared_request::{Part, SecretSlot};
+use crate::prepared_request::{Part, PartContent, SecretSlot};
 use crate::run_error::{InputKind, RunError, RunErrorKind};
 use crate::value::{as_text, has_text, into_text, text_view};
 
@@ -75,10 +75,21 @@ pub(super) fn place<'a>(
             continue;
         }
         if parameter.vendor_kind() == VendorKind::Multipart {
-            let stdin = context.inputs.stdin.as_deref();
-            let part = part_from_value(vendor_name, parameter.name(), into_text(value), stdin)
-                .map_err(|error| error.at(parameter.location()))?;
-            placed.parts.push(part);
+            // A caller's file is a file part; any other value a text part.
+            let file = (parameter.kind() == ParameterKind::Multipart)
+                .then(|| context.inputs.file(parameter.name()))
+                .flatten();
+            let carried = match file {
+                Some(file) => PartContent::File {
+                    file_name: file.file_name.clone(),
+                    bytes: file.bytes.clone(),
+                },
+                None => PartContent::Text(into_text(value)),
+            };
+            placed.parts.push(Part {
+                name: vendor_name.to_owned(),
+                content: carried,
+            });
             if secret {
                 placed
                     .secrets
@@ -243,7 +254,14 @@ pub(super) fn check_inputs(
         )
     };
     let placeholders: Vec<&str> = unmapped_placeholders(resource, parameters).collect();
-    for (name, _) in &context.inputs.params {
+    let files = context.inputs.files.iter().map(|(name, _)| name);
+    for name in context
+        .inputs
+        .params
+        .iter()
+        .map(|(name, _)| name)
+        .chain(files)
+    {
         let known = parameters
             .iter()
             .filter(takes_param)
@@ -285,6 +303,14 @@ fn value_of(
                 .keys()
                 .find(|key| !context.configuration.get(key).is_some_and(has_text))
             {
+                // The platform always had its webhook URL: a strict run does not go without.
+                if context.strict && missing == engine_spec::WEBHOOK_CALLBACK_KEY {
+                    return Err(RunError::from(RunErrorKind::NotFaithful {
+                        resource: resource.display_name(),
+                        count: 1,
+                    })
+                    .at(parameter.location()));
+                }
                 context.observer.event(&Event::Skipped {
                     parameter: parameter.vendor_name().to_owned(),
                     key: missing.to_owned(),
@@ -318,9 +344,21 @@ fn value_of(
         ParameterKind::Header => inputs
             .header(parameter.name())
             .map(|value| Value::String(value.to_owned())),
-        ParameterKind::Query | ParameterKind::Form | ParameterKind::Multipart => inputs
+        ParameterKind::Query | ParameterKind::Form => inputs
             .param(parameter.name())
             .map(|value| Value::String(value.to_owned())),
+        // A file goes to a part as it is (`place` takes its bytes; its name stands for it
+        // here), to any other slot as the platform converted it: an object of its name,
+        // base64 bytes, size and media type.
+        ParameterKind::Multipart => match inputs.file(parameter.name()) {
+            Some(file) if parameter.vendor_kind() == VendorKind::Multipart => {
+                Some(Value::String(file.file_name.clone()))
+            }
+            Some(file) => Some(file.as_json()),
+            None => inputs
+                .param(parameter.name())
+                .map(|value| Value::String(value.to_owned())),
+        },
         ParameterKind::Path => inputs
             .param(parameter.name())
             .or_else(|| {

@@ -1,7 +1,7 @@
 //! W0501: parts of element.json exports the engine accepts but never executes: `event` hooks
 //! (`preRequest` and `postRequest` hooks run, docs/hooks.md), parameter converters, the resources it never runs (the webhook resources,
 //! `oauthOnAuthorizeUrl`, `oauth2Password`), OAuth 1, protocols other than HTTP (`jdbc`, `odata`),
-//! pagination, events and bulk.
+//! events and bulk (pagination is followed: `engine run --pages`).
 //!
 //! One warning per site: per resource (its type and its hooks together), per converter
 //! parameter, one for the connector's own hooks, and one for each connector-wide feature, so that
@@ -133,7 +133,7 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec
 }
 
 /// Connector-wide features the engine does not run: OAuth 1, a protocol other than HTTP,
-/// pagination, events, bulk. One warning each.
+/// events, bulk. One warning each.
 fn connector_wide(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
     let connector = input.connector;
     let at = |pointer: JsonPointer| Location::new(input.file, pointer);
@@ -158,44 +158,6 @@ fn connector_wide(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
             format!("protocol `{name}` is accepted but never executed: the engine runs HTTP only"),
             "`engine run` refuses this connector",
             "describe the vendor's HTTP API with `http` resources, or run it on its platform",
-        );
-    }
-    let paginated: Vec<usize> = input
-        .raw
-        .resources
-        .iter()
-        .enumerate()
-        .filter(|(_, resource)| {
-            ["paginationType", "nextPageKey"].iter().any(|field| {
-                resource
-                    .extra
-                    .get(*field)
-                    .is_some_and(|value| value.as_str().is_none_or(|text| !text.is_empty()))
-            })
-        })
-        .map(|(index, _)| index)
-        .collect();
-    if let Some(&first) = paginated.first() {
-        let field = if input.raw.resources[first]
-            .extra
-            .contains_key("paginationType")
-        {
-            "paginationType"
-        } else {
-            "nextPageKey"
-        };
-        warn(
-            at(JsonPointer::root()
-                .field("resources")
-                .index(first)
-                .field(field)),
-            format!(
-                "pagination settings ({} resource{}) are accepted but never executed",
-                paginated.len(),
-                if paginated.len() == 1 { "" } else { "s" }
-            ),
-            "each run returns one page",
-            "pass the vendor's page parameters (`page`, `cursor`, ...) with `--param` on each run",
         );
     }
     let key_index = |prefix: &str| {
@@ -372,7 +334,8 @@ mod tests {
     fn a_large_export_warns_once_per_site_and_feature() {
         // The shape of a real export: the connector's hooks, resources with hooks (one of a
         // never-run type), pagination on several resources, events and bulk settings. Only
-        // `event` hooks warn: `preRequest` and `postRequest` hooks run.
+        // `event` hooks warn: `preRequest` and `postRequest` hooks run, and pagination is
+        // followed (`engine run --pages`).
         let text = r#"{"hooks": [{"type": "event"}], "bulkDownloadEnabled": true,
             "configuration": [{"key": "event.poller.refresh_interval"}, {"key": "bulk.query.field_name"}],
             "resources": [
@@ -388,15 +351,9 @@ mod tests {
                 "/hooks",
                 "/bulkDownloadEnabled",
                 "/configuration/0/key",
-                "/resources/0/paginationType",
                 "/resources/0/hooks",
                 "/resources/2/type",
             ]
-        );
-        assert!(
-            found[3].message.contains("(3 resources)"),
-            "{}",
-            found[3].message
         );
     }
 }

@@ -1,0 +1,297 @@
+//! Pagination as exports declare it (`nextPageKey`, page numbers): without `--pages` the next
+//! page's input is printed on stderr; `--pages N` and `--all-pages` follow it, bounded (a cursor
+//! seen before stops, `--all-pages` has a cap). Each against a loopback vendor recording the
+//! raw requests (`tests/fixtures/run/pagination/`).
+
+use serde_json::json;
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::support::run::{TestContext, received, run_snapshot};
+
+/// The targets (and the `x-page-token` header, when sent) of the requests `server` received.
+async fn targets(server: &MockServer) -> String {
+    received(server)
+        .await
+        .iter()
+        .map(|request| {
+            let mut line = format!("{} {}", request.method, request.url.path());
+            if let Some(query) = request.url.query() {
+                line.push('?');
+                line.push_str(query);
+            }
+            if let Some(token) = request.headers.get("x-page-token") {
+                line.push_str("  x-page-token: ");
+                line.push_str(token.to_str().unwrap());
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A page of `/reports`: its rows, and the next URL (with `cursor`) when there is one.
+fn report_page(rows: &[i64], next: Option<&str>) -> ResponseTemplate {
+    let mut paging = json!({});
+    if let Some(cursor) = next {
+        paging["Next"] = json!(format!(
+            "https://vendor.example/reports?pageSize=2&cursor={cursor}"
+        ));
+    }
+    ResponseTemplate::new(200).set_body_json(json!({"Data": {"Rows": rows}, "Paging": paging}))
+}
+
+/// `/reports` in three pages (`c2`, `c3`); `loop_back`: the third page points at `c2` again.
+async fn reports(loop_back: bool) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(path("/reports"))
+        .and(query_param("cursor", "c2"))
+        .respond_with(report_page(&[3], Some("c3")))
+        .mount(&server)
+        .await;
+    Mock::given(path("/reports"))
+        .and(query_param("cursor", "c3"))
+        .respond_with(report_page(&[4], loop_back.then_some("c2")))
+        .mount(&server)
+        .await;
+    Mock::given(path("/reports"))
+        .respond_with(report_page(&[1, 2], Some("c2")))
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    server
+}
+
+fn context(server: &MockServer) -> TestContext {
+    TestContext::fixture("pagination").with_instance(&json!({"base.url": server.uri()}))
+}
+
+#[tokio::test]
+async fn without_pages_the_next_page_is_printed_on_stderr() {
+    let server = reports(false).await;
+    let context = context(&server);
+    let outcome = context.run("reports").output();
+    run_snapshot!(context, outcome, @r"
+    exit code: 0
+    ----- stdout -----
+    [
+      1,
+      2
+    ]
+
+    ----- stderr -----
+    next page: --param nextPage=c2
+    ");
+    // The cursor was read from the whole answer, before `rootKey` unwrapped it.
+    assert_eq!(targets(&server).await, "GET /reports");
+}
+
+#[tokio::test]
+async fn all_pages_follows_the_cursor_to_the_end_as_one_list() {
+    let server = reports(false).await;
+    let context = context(&server);
+    let outcome = context.run("reports").arg("--all-pages").output();
+    outcome.assert_success();
+    assert_eq!(outcome.json(), json!([1, 2, 3, 4]));
+    assert_eq!(outcome.stderr, "");
+    insta::assert_snapshot!(targets(&server).await, @r"
+    GET /reports
+    GET /reports?cursor=c2
+    GET /reports?cursor=c3
+    ");
+}
+
+#[tokio::test]
+async fn pages_n_stops_after_n_and_says_where_to_go_on() {
+    let server = reports(false).await;
+    let context = context(&server);
+    let outcome = context
+        .run("reports")
+        .param("pageSize", "2")
+        .arg("--pages")
+        .arg("2")
+        .output();
+    run_snapshot!(context, outcome, @r"
+    exit code: 0
+    ----- stdout -----
+    [
+      1,
+      2,
+      3
+    ]
+
+    ----- stderr -----
+    next page: --param nextPage=c3
+    ");
+    insta::assert_snapshot!(targets(&server).await, @r"
+    GET /reports?pageSize=2
+    GET /reports?cursor=c2&pageSize=2
+    ");
+}
+
+#[tokio::test]
+async fn a_cursor_seen_before_stops_with_a_warning() {
+    let server = reports(true).await;
+    let context = context(&server);
+    let outcome = context.run("reports").arg("--all-pages").output();
+    run_snapshot!(context, outcome, @r"
+    exit code: 0
+    ----- stdout -----
+    [
+      1,
+      2,
+      3,
+      4
+    ]
+
+    ----- stderr -----
+    warning: the vendor gave the next-page cursor `c2` again: following stopped, since it would loop
+    ");
+    assert_eq!(received(&server).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_resource_without_a_next_page_input_cannot_be_followed() {
+    let server = reports(false).await;
+    let context = context(&server);
+    let outcome = context.run("no-input").arg("--all-pages").output();
+    outcome.assert_success();
+    outcome.assert_stderr_has(&[
+        "warning: the next page cannot be followed: the resource has no `nextPage` input to ask for it",
+    ]);
+    assert_eq!(received(&server).await.len(), 1);
+}
+
+/// Answers `/work-items` with the page its `x-page-token` names, and the next token in the
+/// same header: forever.
+struct Endless;
+
+impl Respond for Endless {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let page: u64 = request
+            .headers
+            .get("x-page-token")
+            .and_then(|token| token.to_str().ok())
+            .and_then(|token| token.strip_prefix('t'))
+            .and_then(|number| number.parse().ok())
+            .unwrap_or(0);
+        ResponseTemplate::new(200)
+            .insert_header("x-page-token", format!("t{}", page + 1).as_str())
+            .set_body_json(json!([{"id": page}]))
+    }
+}
+
+#[tokio::test]
+async fn a_header_cursor_is_sent_back_and_all_pages_has_a_cap() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/work-items"))
+        .respond_with(Endless)
+        .mount(&server)
+        .await;
+    let context = context(&server);
+    let outcome = context.run("work-items").arg("--all-pages").output();
+    outcome.assert_success();
+    outcome.assert_stderr_has(&[
+        "warning: `--all-pages` stopped after 100 pages, its limit; the vendor has more",
+        "hint: continue from there with `--param nextPage=t100`",
+    ]);
+    let pages = outcome.json();
+    assert_eq!(pages.as_array().unwrap().len(), 100);
+    assert_eq!(pages[99], json!({"id": 99}));
+    let sent = targets(&server).await;
+    let first: Vec<&str> = sent.lines().take(3).collect();
+    assert_eq!(
+        first,
+        [
+            "GET /work-items",
+            "GET /work-items  x-page-token: t1",
+            "GET /work-items  x-page-token: t2"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn page_numbers_count_up_until_an_empty_page() {
+    let server = MockServer::start().await;
+    for (page, rows) in [("2", json!([{"n": 3}])), ("3", json!([]))] {
+        Mock::given(path("/numbered"))
+            .and(query_param("p", page))
+            .respond_with(ResponseTemplate::new(200).set_body_json(rows))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(path("/numbered"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"n": 1}, {"n": 2}])))
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    let context = context(&server);
+    let one = context.run("numbered").output();
+    one.assert_success();
+    assert!(
+        one.stderr.contains("next page: --param page=2"),
+        "{}",
+        one.stderr
+    );
+    let all = context.run("numbered").arg("--all-pages").output();
+    all.assert_success();
+    assert_eq!(all.json(), json!([{"n": 1}, {"n": 2}, {"n": 3}]));
+    insta::assert_snapshot!(targets(&server).await, @r"
+    GET /numbered
+    GET /numbered
+    GET /numbered?p=2
+    GET /numbered?p=3
+    ");
+}
+
+#[tokio::test]
+async fn a_cursor_mapped_by_a_response_parameter_survives_root_key() {
+    let server = MockServer::start().await;
+    Mock::given(path("/mapped"))
+        .and(query_param("after", "a2"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"items": [{"id": 3}], "meta": {}})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(path("/mapped"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"items": [{"id": 1}, {"id": 2}], "meta": {"next": "a2"}})),
+        )
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    let context = context(&server);
+    let one = context.run("mapped").output();
+    one.assert_success();
+    assert_eq!(one.json(), json!([{"id": 1}, {"id": 2}]));
+    assert_eq!(one.stderr, "next page: --param nextPage=a2\n");
+    let all = context.run("mapped").arg("--all-pages").output();
+    assert_eq!(all.json(), json!([{"id": 1}, {"id": 2}, {"id": 3}]));
+    insta::assert_snapshot!(targets(&server).await, @r"
+    GET /mapped
+    GET /mapped
+    GET /mapped?after=a2
+    ");
+}
+
+#[tokio::test]
+async fn json_logs_give_the_next_page_as_an_event() {
+    let server = reports(true).await;
+    let context = context(&server);
+    let outcome = context
+        .run("reports")
+        .arg("--all-pages")
+        .arg("--log-format")
+        .arg("json")
+        .output();
+    outcome.assert_success();
+    let last: serde_json::Value =
+        serde_json::from_str(outcome.stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "next-page");
+    assert_eq!(last["input"], "nextPage");
+    assert_eq!(last["value"], "c2");
+    assert_eq!(last["stopped"], "repeated-cursor");
+}
