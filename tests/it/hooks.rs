@@ -164,3 +164,67 @@ async fn a_failing_hook_ends_the_run_naming_it_with_nothing_sent_leaked_or_saved
     assert!(received(&server).await.is_empty());
     assert_eq!(context.instance_text(), before);
 }
+
+/// The inputs the platform gave hooks beyond the request as built (docs/hooks.md, "Inputs").
+#[tokio::test]
+async fn hooks_see_path_variables_the_body_as_text_the_where_parsed_and_the_answer_parsed() {
+    let server = MockServer::start().await;
+    let context =
+        TestContext::fixture("hook-inputs").with_instance(&json!({"base.url": server.uri()}));
+
+    let outcome = context
+        .run("inputs")
+        .param("objectName", "contacts")
+        .param(
+            "where",
+            "name = 'Ann' AND age >= 21 OR id IN ('a', 'b') AND x IS NULL",
+        )
+        .body(&json!({"name": "Ann"}))
+        .output();
+    outcome.assert_success();
+    assert_eq!(
+        outcome.json(),
+        json!({
+            "path_variables": {"objectName": "contacts"},
+            "body_type": "string",
+            "body": {"name": "Ann"},
+            "body_map": {"name": "Ann"},
+            "expression": [
+                {"attribute": "name", "operator": "=", "value": "Ann"},
+                {"attribute": "age", "operator": ">=", "value": "21"},
+                {"attribute": "id", "operator": "IN", "value": ["a", "b"]},
+                {"attribute": "x", "operator": "IS NULL", "value": null},
+            ],
+            "previous_headers": null,
+            "map_keys": ["body", "body_map", "body_type", "expression", "path_variables", "previous_headers"],
+        })
+    );
+    // `continue: false`: the vendor was not called.
+    assert!(received(&server).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_next_link_of_a_chain_sees_the_previous_answer_and_its_headers() {
+    let server = MockServer::start().await;
+    Mock::given(path("/pages"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("X-Cursor", "c-42")
+                .set_body_json(json!({"id": 7})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(path("/next"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"done": true})))
+        .mount(&server)
+        .await;
+    let context =
+        TestContext::fixture("hook-inputs").with_instance(&json!({"base.url": server.uri()}));
+
+    let outcome = context.run("pages").output();
+    outcome.assert_success();
+    assert_eq!(outcome.json(), json!({"done": true}));
+    let next = &received_at(&server, "/next").await[0];
+    assert_eq!(header_of(next, "x-cursor"), Some("c-42"));
+    assert_eq!(header_of(next, "x-previous-id"), Some("7"));
+}

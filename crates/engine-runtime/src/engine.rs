@@ -445,6 +445,9 @@ pub(crate) struct Run<'a> {
     /// The lifecycle resources this refresh (or requested lifecycle run) already sent, by
     /// index: a resource reached twice (a chain into `ON PROVISION`) is sent once.
     ran: Vec<usize>,
+    /// The headers of the last answer, for the hooks of the next link of a chain
+    /// (`request_previous_response_headers`).
+    last_headers: Vec<(String, String)>,
 }
 
 impl<'a> Run<'a> {
@@ -476,6 +479,7 @@ impl<'a> Run<'a> {
             deadline,
             told: Vec::new(),
             ran: Vec::new(),
+            last_headers: Vec::new(),
         })
     }
 
@@ -970,7 +974,7 @@ impl<'a> Run<'a> {
         };
         self.learn_sent(&prepared);
         let (prepared, mut response) = self
-            .send_hooked(resource, inputs, previous, prepared, false)
+            .send_hooked(resource, inputs, bound, previous, prepared, false)
             .await?;
         let rejected = |response: &VendorResponse| {
             self.connector
@@ -993,7 +997,7 @@ impl<'a> Run<'a> {
             let prepared = self.prepare(resource, inputs, bound, previous, true)?;
             self.learn_sent(&prepared);
             let retried = self
-                .send_hooked(resource, inputs, previous, prepared, false)
+                .send_hooked(resource, inputs, bound, previous, prepared, false)
                 .await
                 .map(|(_, response)| response);
             self.report_retry(resource, &retried, started.elapsed(), response.status);
@@ -1273,19 +1277,24 @@ impl<'a> Run<'a> {
         &mut self,
         resource: &Resource,
         inputs: &Inputs,
+        bound: &[(String, String)],
         previous: Option<&Value>,
         request: PreparedRequest,
         lifecycle: bool,
     ) -> Result<(PreparedRequest, VendorResponse), RunError> {
         if resource.hooks().is_empty() && self.connector.hooks().is_empty() {
             let response = self.send(&request, lifecycle).await?;
+            self.last_headers = exchange::header_pairs(&response);
             return Ok((request, response));
         }
+        let previous_headers = std::mem::take(&mut self.last_headers);
         let mut site = exchange::Site {
             connector: self.connector,
             resource,
             inputs,
+            bound,
             previous,
+            previous_headers: previous.map(|_| previous_headers.as_slice()),
             configuration: self.configuration.to_map(),
             now_ms: self.engine.now_ms(),
             budget: self.engine.hook_budget,
@@ -1299,11 +1308,13 @@ impl<'a> Run<'a> {
             None => self.send(&request, lifecycle).await?,
         };
         if response.is_recorded() {
+            self.last_headers = exchange::header_pairs(&response);
             return Ok((request, response));
         }
         site.now_ms = self.engine.now_ms();
         let (response, effects) = exchange::after(&mut site, &request, response, &self.redactor)?;
         self.absorb_hooks(resource, effects);
+        self.last_headers = exchange::header_pairs(&response);
         Ok((request, response))
     }
 
@@ -1368,7 +1379,7 @@ impl<'a> Run<'a> {
     ) -> Result<VendorResponse, RunError> {
         let response = match hooked {
             Some((resource, inputs)) => {
-                self.send_hooked(resource, inputs, previous, request, true)
+                self.send_hooked(resource, inputs, &[], previous, request, true)
                     .await?
                     .1
             }
