@@ -62,10 +62,21 @@
     },
   });
 
+  // Modules: lodash (shipped, evaluated on first use and frozen like the built-ins, so that one
+  // hook cannot change it for the next); nothing else.
+  let lodash;
   const require = (name) => {
+    name = String(name);
+    if (name === "lodash") {
+      if (lodash === undefined) {
+        lodash = natives.lodash();
+        freeze(lodash);
+      }
+      return lodash;
+    }
     throw new Error(
-      "require('" + String(name) + "') is not available: hooks run without Node.js modules " +
-        "(no network, no file system, no lodash); write the code in the hook itself",
+      "require('" + name + "') is not available: hooks run without Node.js modules " +
+        "(no network, no file system; only `lodash` is shipped); write the code in the hook itself",
     );
   };
 

@@ -7,10 +7,23 @@ use std::rc::Rc;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use hmac::{Hmac, Mac};
+use rquickjs::context::EvalOptions;
 use rquickjs::{Ctx, Exception, Function, Object, Value};
 use sha2::Digest as _;
 
 use super::{CallState, MAX_LOG_LINE, MAX_LOG_LINES};
+
+/// lodash 4 (docs/hooks.md), evaluated when a hook first calls `require('lodash')`: the
+/// minified build from the npm registry, with its MIT licence kept in the binary as a comment.
+/// It runs as a `CommonJS` module with `self` as its global, so that it finds the global object
+/// without `Function('return this')` (refused in hooks).
+const LODASH: &str = concat!(
+    "/*\n",
+    include_str!("vendor/lodash.LICENSE"),
+    "*/\n(function () { var module = { exports: {} }; var exports = module.exports; var self = globalThis;\n",
+    include_str!("vendor/lodash.min.js"),
+    "\nreturn module.exports; })()"
+);
 
 /// The longest string `CE.randomString` makes.
 const MAX_RANDOM: usize = 4_096;
@@ -139,6 +152,18 @@ pub(super) fn natives<'js>(ctx: &Ctx<'js>, state: &Rc<CallState>) -> rquickjs::R
         }),
     )?;
     natives.set("uuid", Function::new(ctx.clone(), uuid))?;
+    natives.set(
+        "lodash",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>| -> rquickjs::Result<Value<'js>> {
+                let mut options = EvalOptions::default();
+                options.strict = false;
+                options.filename = Some("lodash".to_owned());
+                ctx.eval_with_options(LODASH, options)
+            },
+        ),
+    )?;
     Ok(natives)
 }
 

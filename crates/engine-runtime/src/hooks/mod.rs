@@ -222,6 +222,12 @@ impl Sandbox {
         }
     }
 
+    /// The bytes the runtime holds (for tests: what loading lodash costs).
+    #[cfg(test)]
+    fn memory_used(&self) -> i64 {
+        self.runtime.memory_usage().memory_used_size
+    }
+
     /// Compiles (once) and calls the hook; `Ok` holds what the script returned, as JSON.
     fn invoke(
         &mut self,
