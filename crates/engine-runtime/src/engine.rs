@@ -681,6 +681,31 @@ impl<'a> Run<'a> {
         Ok(true)
     }
 
+    /// True when `error` is a `preRequest` hook of `step` that threw, `step` being a lifecycle
+    /// resource that does not obtain the token (a webhook renewal in `ON REFRESH`): nothing was
+    /// sent, so it is skipped with [`Event::LifecycleSkipped`] as [`Run::skips`] does, and the
+    /// token the refresh obtained is kept. A strict run fails instead.
+    fn skips_failed_hook(&self, step: &Step<'_>, error: &RunError) -> bool {
+        let Step::Resource {
+            resource,
+            obtains_token: false,
+            token_response: false,
+            ..
+        } = step
+        else {
+            return false;
+        };
+        if self.engine.strict || !exchange::threw_before_sending(error) {
+            return false;
+        }
+        self.observer.event(&Event::LifecycleSkipped {
+            resource: resource.display_name(),
+            reason: error.to_string(),
+            location: resource.location().clone(),
+        });
+        true
+    }
+
     /// Executes a lifecycle step the caller asked for, and reports it
     /// ([`RefreshReason::Requested`]).
     async fn execute_requested(&mut self, step: &Step<'_>) -> Result<VendorResponse, RunError> {
@@ -787,6 +812,11 @@ impl<'a> Run<'a> {
             }
             let started = Instant::now();
             let result = self.execute(step).await;
+            if let Err(error) = &result
+                && self.skips_failed_hook(step, error)
+            {
+                continue;
+            }
             let mut report = RefreshReport {
                 reason: reason.clone(),
                 by: step.name(),

@@ -164,7 +164,7 @@ fn call(
 ) -> Result<hooks::Answer, RunError> {
     hooks::run(hook.body(), inputs, site.now_ms, site.budget).map_err(|failure| {
         let (message, at) = match failure {
-            Failure::Threw { message, at } => (format!("it threw: {message}"), at),
+            Failure::Threw { message, at } => (format!("{THREW}{message}"), at),
             Failure::TimedOut(budget) => (
                 format!(
                     "it ran longer than its budget of {} ms and was stopped",
@@ -184,6 +184,19 @@ fn call(
         let body = response.map(|response| redactor.redact(&response.body_text()));
         hook_error(site, hook, connector_wide, &message, at, body, redactor)
     })
+}
+
+/// What [`hook_error`] says of a `preRequest` hook, and of a hook that threw.
+const PRE_REQUEST: &str = "`preRequest` hook";
+const THREW: &str = "it threw: ";
+
+/// True when `error` is a `preRequest` hook that threw: the request was not sent.
+pub(crate) fn threw_before_sending(error: &RunError) -> bool {
+    matches!(
+        error.kind(),
+        RunErrorKind::Hook { hook, message, .. }
+            if hook.ends_with(PRE_REQUEST) && message.starts_with(THREW)
+    )
 }
 
 fn hook_error(
