@@ -567,3 +567,7 @@ fn response_from(output: &Map<String, Value>, previous: Option<&VendorResponse>)
         .unwrap_or(Value::Null);
     VendorResponse::new(status, headers, body)
 }
+
+#[cfg(test)]
+#[path = "exchange_tests.rs"]
+mod tests;
