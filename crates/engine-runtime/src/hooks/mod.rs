@@ -143,7 +143,7 @@ impl Sandbox {
         let context = Context::full(&runtime)?;
         let state: Rc<CallState> = Rc::default();
         let (enter, done_marker) = context.with(|ctx| -> rquickjs::Result<_> {
-            let natives = helpers::natives(&ctx, &state)?;
+            let natives = helpers::natives(&ctx, &state, &deadline)?;
             let bootstrap: Function =
                 ctx.eval_with_options(include_str!("bootstrap.js"), options("engine"))?;
             let private: Object = bootstrap.call((natives,))?;
