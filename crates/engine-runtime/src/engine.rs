@@ -445,9 +445,9 @@ pub(crate) struct Run<'a> {
     /// The lifecycle resources this refresh (or requested lifecycle run) already sent, by
     /// index: a resource reached twice (a chain into `ON PROVISION`) is sent once.
     ran: Vec<usize>,
-    /// The headers of the last answer, for the hooks of the next link of a chain
-    /// (`request_previous_response_headers`).
-    last_headers: Vec<(String, String)>,
+    /// The headers of the answer before the current link of a `nextResource` chain, for its
+    /// hooks (`request_previous_response_headers`); set by the two chain loops.
+    previous_headers: Vec<(String, String)>,
 }
 
 impl<'a> Run<'a> {
@@ -479,7 +479,7 @@ impl<'a> Run<'a> {
             deadline,
             told: Vec::new(),
             ran: Vec::new(),
-            last_headers: Vec::new(),
+            previous_headers: Vec::new(),
         })
     }
 
@@ -553,6 +553,7 @@ impl<'a> Run<'a> {
                     extracted.into_output(current, response.body)?,
                 ));
             };
+            self.previous_headers = exchange::header_pairs(&response);
             previous = Some(response.body);
             current = next;
         }
@@ -1128,6 +1129,7 @@ impl<'a> Run<'a> {
             return Ok(response);
         };
         let mut previous = response.body.clone();
+        self.previous_headers = exchange::header_pairs(&response);
         let mut current: &Resource = resource;
         for _ in 0..engine_spec::MAX_CHAIN {
             let Some(next) = self.connector.next_of(current) else {
@@ -1137,7 +1139,9 @@ impl<'a> Run<'a> {
             if self.ran.contains(&next.index()) || self.skips(&link, Some(&previous))? {
                 return Ok(response);
             }
-            previous = self.execute_one(&link, Some(&previous)).await?.body;
+            let answer = self.execute_one(&link, Some(&previous)).await?;
+            self.previous_headers = exchange::header_pairs(&answer);
+            previous = answer.body;
             current = next;
         }
         Err(RunErrorKind::ChainTooLong {
@@ -1314,17 +1318,16 @@ impl<'a> Run<'a> {
     ) -> Result<(PreparedRequest, VendorResponse), RunError> {
         if resource.hooks().is_empty() && self.connector.hooks().is_empty() {
             let response = self.send(&request, lifecycle).await?;
-            self.last_headers = exchange::header_pairs(&response);
             return Ok((request, response));
         }
-        let previous_headers = std::mem::take(&mut self.last_headers);
+        let previous_headers = previous.map(|_| self.previous_headers.clone());
         let mut site = exchange::Site {
             connector: self.connector,
             resource,
             inputs,
             bound,
             previous,
-            previous_headers: previous.map(|_| previous_headers.as_slice()),
+            previous_headers: previous_headers.as_deref(),
             configuration: self.configuration.to_map(),
             now_ms: self.engine.now_ms(),
             budget: self.engine.hook_budget,
@@ -1338,13 +1341,11 @@ impl<'a> Run<'a> {
             None => self.send(&request, lifecycle).await?,
         };
         if response.is_recorded() {
-            self.last_headers = exchange::header_pairs(&response);
             return Ok((request, response));
         }
         site.now_ms = self.engine.now_ms();
         let (response, effects) = exchange::after(&mut site, &request, response, &self.redactor)?;
         self.absorb_hooks(resource, effects);
-        self.last_headers = exchange::header_pairs(&response);
         Ok((request, response))
     }
 
