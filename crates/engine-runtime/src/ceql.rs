@@ -156,8 +156,9 @@ impl Parser<'_> {
     fn keyword(&mut self, word: &str) -> bool {
         self.skip_space();
         let rest = self.rest();
-        let whole = rest.len() >= word.len()
-            && rest[..word.len()].eq_ignore_ascii_case(word)
+        let whole = rest
+            .get(..word.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(word))
             && !rest[word.len()..]
                 .chars()
                 .next()
@@ -423,6 +424,18 @@ mod tests {
         assert_eq!(expression.first.values, [Literal::Text("O'Brien".into())]);
         assert_eq!(expression.rest[0].0, Join::And);
         assert_eq!(expression.rest[1].0, Join::Or);
+    }
+
+    #[test]
+    fn text_after_a_clause_that_is_not_ascii_is_an_error_not_a_panic() {
+        // `AND`/`OR` were compared on the next three bytes, inside a character.
+        for text in [
+            "a = 1 \u{e9}\u{e9}",
+            "a = 1 \u{f9a7d}x",
+            "n = 'x' \u{1f600}",
+        ] {
+            assert!(Expression::parse(text).is_err(), "{text}");
+        }
     }
 
     #[test]

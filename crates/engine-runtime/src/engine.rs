@@ -451,6 +451,9 @@ pub(crate) struct Run<'a> {
     ran: Vec<usize>,
     /// The next page after the answer of an API resource ([`crate::pagination`]).
     next_page: Option<crate::pagination::NextPage>,
+    /// The headers of the answer before the current link of a `nextResource` chain, for its
+    /// hooks (`request_previous_response_headers`); set by the two chain loops.
+    previous_headers: Vec<(String, String)>,
 }
 
 impl<'a> Run<'a> {
@@ -483,6 +486,7 @@ impl<'a> Run<'a> {
             told: Vec::new(),
             ran: Vec::new(),
             next_page: None,
+            previous_headers: Vec::new(),
         })
     }
 
@@ -569,6 +573,7 @@ impl<'a> Run<'a> {
                 );
                 return Ok((response.status, output));
             };
+            self.previous_headers = exchange::header_pairs(&response);
             previous = Some(response.body);
             current = next;
         }
@@ -700,6 +705,31 @@ impl<'a> Run<'a> {
         Ok(true)
     }
 
+    /// True when `error` is a `preRequest` hook of `step` that threw, `step` being a lifecycle
+    /// resource that does not obtain the token (a webhook renewal in `ON REFRESH`): nothing was
+    /// sent, so it is skipped with [`Event::LifecycleSkipped`] as [`Run::skips`] does, and the
+    /// token the refresh obtained is kept. A strict run fails instead.
+    fn skips_failed_hook(&self, step: &Step<'_>, error: &RunError) -> bool {
+        let Step::Resource {
+            resource,
+            obtains_token: false,
+            token_response: false,
+            ..
+        } = step
+        else {
+            return false;
+        };
+        if self.engine.strict || !exchange::threw_before_sending(error) {
+            return false;
+        }
+        self.observer.event(&Event::LifecycleSkipped {
+            resource: resource.display_name(),
+            reason: error.to_string(),
+            location: resource.location().clone(),
+        });
+        true
+    }
+
     /// Executes a lifecycle step the caller asked for, and reports it
     /// ([`RefreshReason::Requested`]).
     async fn execute_requested(&mut self, step: &Step<'_>) -> Result<VendorResponse, RunError> {
@@ -806,6 +836,11 @@ impl<'a> Run<'a> {
             }
             let started = Instant::now();
             let result = self.execute(step).await;
+            if let Err(error) = &result
+                && self.skips_failed_hook(step, error)
+            {
+                continue;
+            }
             let mut report = RefreshReport {
                 reason: reason.clone(),
                 by: step.name(),
@@ -993,7 +1028,7 @@ impl<'a> Run<'a> {
         };
         self.learn_sent(&prepared);
         let (prepared, mut response) = self
-            .send_hooked(resource, inputs, previous, prepared, false)
+            .send_hooked(resource, inputs, bound, previous, prepared, false)
             .await?;
         let rejected = |response: &VendorResponse| {
             self.connector
@@ -1016,7 +1051,7 @@ impl<'a> Run<'a> {
             let prepared = self.prepare(resource, inputs, bound, previous, true)?;
             self.learn_sent(&prepared);
             let retried = self
-                .send_hooked(resource, inputs, previous, prepared, false)
+                .send_hooked(resource, inputs, bound, previous, prepared, false)
                 .await
                 .map(|(_, response)| response);
             self.report_retry(resource, &retried, started.elapsed(), response.status);
@@ -1117,6 +1152,7 @@ impl<'a> Run<'a> {
             return Ok(response);
         };
         let mut previous = response.body.clone();
+        self.previous_headers = exchange::header_pairs(&response);
         let mut current: &Resource = resource;
         for _ in 0..engine_spec::MAX_CHAIN {
             let Some(next) = self.connector.next_of(current) else {
@@ -1126,7 +1162,9 @@ impl<'a> Run<'a> {
             if self.ran.contains(&next.index()) || self.skips(&link, Some(&previous))? {
                 return Ok(response);
             }
-            previous = self.execute_one(&link, Some(&previous)).await?.body;
+            let answer = self.execute_one(&link, Some(&previous)).await?;
+            self.previous_headers = exchange::header_pairs(&answer);
+            previous = answer.body;
             current = next;
         }
         Err(RunErrorKind::ChainTooLong {
@@ -1302,6 +1340,7 @@ impl<'a> Run<'a> {
         &mut self,
         resource: &Resource,
         inputs: &Inputs,
+        bound: &[(String, String)],
         previous: Option<&Value>,
         request: PreparedRequest,
         lifecycle: bool,
@@ -1310,11 +1349,14 @@ impl<'a> Run<'a> {
             let response = self.send(&request, lifecycle).await?;
             return Ok((request, response));
         }
+        let previous_headers = previous.map(|_| self.previous_headers.clone());
         let mut site = exchange::Site {
             connector: self.connector,
             resource,
             inputs,
+            bound,
             previous,
+            previous_headers: previous_headers.as_deref(),
             configuration: self.configuration.to_map(),
             now_ms: self.engine.now_ms(),
             budget: self.engine.hook_budget,
@@ -1397,7 +1439,7 @@ impl<'a> Run<'a> {
     ) -> Result<VendorResponse, RunError> {
         let response = match hooked {
             Some((resource, inputs)) => {
-                self.send_hooked(resource, inputs, previous, request, true)
+                self.send_hooked(resource, inputs, &[], previous, request, true)
                     .await?
                     .1
             }

@@ -43,15 +43,24 @@
   const log = (...args) => natives.log(args.map(show).join(" "));
   const console = Object.freeze({ log, info: log, warn: log, error: log, debug: log });
 
+  // `CE.hmac(algorithm)(encoding)(key, text)`, as the platform's library wrote it.
+  const hmac = (algorithm) => (encoding) => (key, text) =>
+    natives.hmac(String(algorithm), String(encoding), String(key), String(text));
   const CE = Object.freeze({
     b64: (text) => natives.b64(String(text)),
     decodeB64: (text) => natives.decodeB64(String(text)),
+    decode64: (text) => natives.decodeB64(String(text)),
+    hmac,
+    hmacSha1Hex: hmac("sha1")("hex"),
+    hmacSha256Hex: hmac("sha256")("hex"),
+    hmacMd5Hex: hmac("md5")("hex"),
+    hmacMd5Base64: hmac("md5")("base64"),
+    randomEmail: () => natives.randomString(10).toLowerCase() + "@example.com",
     md5: (text) => natives.md5(String(text)),
     sha1: (text) => natives.sha1(String(text)),
     sha256: (text) => natives.sha256(String(text)),
     hmacSha1Base64: (key, text) => natives.hmacSha1Base64(String(key), String(text)),
     hmacSha256Base64: (key, text) => natives.hmacSha256Base64(String(key), String(text)),
-    hmacSha256Hex: (key, text) => natives.hmacSha256Hex(String(key), String(text)),
     randomString: (length) => natives.randomString(length === undefined ? 16 : Number(length)),
     uuid: () => natives.uuid(),
     decodeJwt: (token) => {
@@ -62,10 +71,21 @@
     },
   });
 
+  // Modules: lodash (shipped, evaluated on first use and frozen like the built-ins, so that one
+  // hook cannot change it for the next); nothing else.
+  let lodash;
   const require = (name) => {
+    name = String(name);
+    if (name === "lodash") {
+      if (lodash === undefined) {
+        lodash = natives.lodash();
+        freeze(lodash);
+      }
+      return lodash;
+    }
     throw new Error(
-      "require('" + String(name) + "') is not available: hooks run without Node.js modules " +
-        "(no network, no file system, no lodash); write the code in the hook itself",
+      "require('" + name + "') is not available: hooks run without Node.js modules " +
+        "(no network, no file system; only `lodash` is shipped); write the code in the hook itself",
     );
   };
 

@@ -9,6 +9,7 @@ use engine_spec::hook::{Hook, HookKind, file_position};
 use engine_spec::{Connector, Resource};
 use serde_json::{Map, Value, json};
 
+use crate::ceql::{Expression, Operator};
 use crate::hooks::{self, Failure};
 use crate::prepared_request::{PreparedRequest, RequestBody};
 use crate::redact::Redactor;
@@ -21,7 +22,11 @@ pub(crate) struct Site<'a> {
     pub(crate) connector: &'a Connector,
     pub(crate) resource: &'a Resource,
     pub(crate) inputs: &'a Inputs,
+    /// Path variables bound from the selector (`GET:/hubs/x/items/7`), besides the caller's.
+    pub(crate) bound: &'a [(String, String)],
     pub(crate) previous: Option<&'a Value>,
+    /// The headers of the previous answer of a `nextResource` chain.
+    pub(crate) previous_headers: Option<&'a [(String, String)]>,
     /// The effective configuration, as the hook sees it.
     pub(crate) configuration: Map<String, Value>,
     pub(crate) now_ms: u64,
@@ -114,6 +119,10 @@ pub(crate) fn after(
             .map(|(name, value)| (name.to_owned(), Value::String(value.to_owned())))
             .collect();
         inputs.insert("response_body".to_owned(), response.body.clone());
+        inputs.insert(
+            "response_body_map".to_owned(),
+            object_or_null(&response.body),
+        );
         inputs.insert("response_headers".to_owned(), Value::Object(headers));
         inputs.insert("response_status_code".to_owned(), json!(response.status));
         inputs.insert(
@@ -155,7 +164,7 @@ fn call(
 ) -> Result<hooks::Answer, RunError> {
     hooks::run(hook.body(), inputs, site.now_ms, site.budget).map_err(|failure| {
         let (message, at) = match failure {
-            Failure::Threw { message, at } => (format!("it threw: {message}"), at),
+            Failure::Threw { message, at } => (format!("{THREW}{message}"), at),
             Failure::TimedOut(budget) => (
                 format!(
                     "it ran longer than its budget of {} ms and was stopped",
@@ -175,6 +184,19 @@ fn call(
         let body = response.map(|response| redactor.redact(&response.body_text()));
         hook_error(site, hook, connector_wide, &message, at, body, redactor)
     })
+}
+
+/// What [`hook_error`] says of a `preRequest` hook, and of a hook that threw.
+const PRE_REQUEST: &str = "`preRequest` hook";
+const THREW: &str = "it threw: ";
+
+/// True when `error` is a `preRequest` hook that threw: the request was not sent.
+pub(crate) fn threw_before_sending(error: &RunError) -> bool {
+    matches!(
+        error.kind(),
+        RunErrorKind::Hook { hook, message, .. }
+            if hook.ends_with(PRE_REQUEST) && message.starts_with(THREW)
+    )
 }
 
 fn hook_error(
@@ -268,18 +290,19 @@ fn request_inputs(site: &Site<'_>, request: &PreparedRequest) -> Map<String, Val
         ),
         RequestBody::Empty | RequestBody::Multipart(_) => (Value::Null, Value::Null),
     };
+    // The platform gave the caller's body as text (hooks `JSON.parse(request_body)`), and
+    // parsed in `request_body_map` when it is an object.
     let request_body = site
         .inputs
-        .body
+        .body_text
         .clone()
-        .or_else(|| site.inputs.body_text.clone().map(Value::String))
-        .unwrap_or(Value::Null);
+        .or_else(|| site.inputs.body.as_ref().map(Value::to_string))
+        .map_or(Value::Null, Value::String);
     let body_map = site
         .inputs
         .body
-        .clone()
-        .filter(Value::is_object)
-        .unwrap_or(Value::Null);
+        .as_ref()
+        .map_or(Value::Null, object_or_null);
     let mut inputs = Map::new();
     let mut put = |name: &str, value: Value| {
         inputs.insert(name.to_owned(), value);
@@ -291,6 +314,7 @@ fn request_inputs(site: &Site<'_>, request: &PreparedRequest) -> Map<String, Val
         "request_path",
         site.resource.path().map_or(Value::Null, |path| json!(path)),
     );
+    put("request_path_variables", path_variables(site));
     put("request_parameters", pairs(&site.inputs.params));
     put("request_vendor_parameters", pairs(&query));
     put(
@@ -306,15 +330,97 @@ fn request_inputs(site: &Site<'_>, request: &PreparedRequest) -> Map<String, Val
     put("request_vendor_body", vendor_body);
     put("request_vendor_body_map", vendor_body_map);
     put("request_vendor_url", json!(request.url.as_str()));
-    put("request_expression", Value::Null);
+    put("request_expression", expression(&site.inputs.params));
     put(
         "request_previous_response",
         site.previous.cloned().unwrap_or(Value::Null),
     );
-    put("request_previous_response_headers", Value::Null);
+    put(
+        "request_previous_response_headers",
+        site.previous_headers.map_or(Value::Null, pairs),
+    );
     put("meta_data", json!({}));
     put("configuration", Value::Object(site.configuration.clone()));
     inputs
+}
+
+/// The headers of `response`, as pairs.
+pub(crate) fn header_pairs(response: &VendorResponse) -> Vec<(String, String)> {
+    response
+        .headers()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// `value` when it is a JSON object, else `null` (the `*_map` inputs).
+fn object_or_null(value: &Value) -> Value {
+    if value.is_object() {
+        value.clone()
+    } else {
+        Value::Null
+    }
+}
+
+/// The values of the `{name}` placeholders of the resource's own `path`, from the selector's
+/// bound path and the caller's parameters.
+fn path_variables(site: &Site<'_>) -> Value {
+    let mut variables = Map::new();
+    let mut rest = site.resource.path().unwrap_or_default();
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        let name = &rest[open + 1..open + close];
+        let value = site
+            .bound
+            .iter()
+            .chain(site.inputs.params.iter().rev())
+            .find(|(key, _)| key == name);
+        if let Some((_, value)) = value {
+            variables.insert(name.to_owned(), Value::String(value.clone()));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    Value::Object(variables)
+}
+
+/// The caller's CEQL `where` as the platform gave it to hooks: a list of
+/// `{attribute, operator, value}` (`value` a list for `IN`, `null` for `IS NULL`); `null`
+/// without a `where` or when it does not parse (the request's converter reports that).
+fn expression(params: &[(String, String)]) -> Value {
+    let Some((_, text)) = params.iter().rev().find(|(name, _)| name == "where") else {
+        return Value::Null;
+    };
+    let Ok(parsed) = Expression::parse(text) else {
+        return Value::Null;
+    };
+    let clauses = parsed.clauses().map(|clause| {
+        let operator = match clause.operator {
+            Operator::Equal => "=",
+            Operator::NotEqual => "!=",
+            Operator::Less => "<",
+            Operator::Greater => ">",
+            Operator::LessOrEqual => "<=",
+            Operator::GreaterOrEqual => ">=",
+            Operator::Like => "LIKE",
+            Operator::In => "IN",
+            Operator::IsNull => "IS NULL",
+            Operator::IsNotNull => "IS NOT NULL",
+        };
+        let value = match clause.operator {
+            Operator::In => clause
+                .values
+                .iter()
+                .map(|value| json!(value.text()))
+                .collect(),
+            _ => clause
+                .values
+                .first()
+                .map_or(Value::Null, |value| json!(value.text())),
+        };
+        json!({"attribute": clause.attribute, "operator": operator, "value": value})
+    });
+    Value::Array(clauses.collect())
 }
 
 /// Applies a `preRequest` answer to the request: `request_vendor_*` override what is sent.
@@ -461,3 +567,7 @@ fn response_from(output: &Map<String, Value>, previous: Option<&VendorResponse>)
         .unwrap_or(Value::Null);
     VendorResponse::new(status, headers, body)
 }
+
+#[cfg(test)]
+#[path = "exchange_tests.rs"]
+mod tests;

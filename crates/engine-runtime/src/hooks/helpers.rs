@@ -2,21 +2,41 @@
 //! the natives behind `Date.now()`, `console.log` and `done`. Hashes and signatures come from
 //! the `RustCrypto` crates; nothing here reads the file system, the network or the environment.
 
+use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use hmac::{Hmac, Mac};
+use rquickjs::context::EvalOptions;
 use rquickjs::{Ctx, Exception, Function, Object, Value};
 use sha2::Digest as _;
 
 use super::{CallState, MAX_LOG_LINE, MAX_LOG_LINES};
 
+/// lodash 4 (docs/hooks.md), evaluated when a hook first calls `require('lodash')`: the
+/// minified build from the npm registry, with its MIT licence kept in the binary as a comment.
+/// It runs as a `CommonJS` module with `self` as its global, so that it finds the global object
+/// without `Function('return this')` (refused in hooks).
+const LODASH: &str = concat!(
+    "/*\n",
+    include_str!("vendor/lodash.LICENSE"),
+    "*/\n(function () { var module = { exports: {} }; var exports = module.exports; var self = globalThis;\n",
+    include_str!("vendor/lodash.min.js"),
+    "\nreturn module.exports; })()"
+);
+
 /// The longest string `CE.randomString` makes.
 const MAX_RANDOM: usize = 4_096;
 
 /// The natives object handed to bootstrap.js.
-pub(super) fn natives<'js>(ctx: &Ctx<'js>, state: &Rc<CallState>) -> rquickjs::Result<Object<'js>> {
+/// `deadline` is the running hook's: loading lodash does not count against it.
+pub(super) fn natives<'js>(
+    ctx: &Ctx<'js>,
+    state: &Rc<CallState>,
+    deadline: &Rc<Cell<Option<Instant>>>,
+) -> rquickjs::Result<Object<'js>> {
     let natives = Object::new(ctx.clone())?;
     let now = Rc::clone(state);
     #[allow(clippy::cast_precision_loss)] // milliseconds since 1970 fit in an f64 exactly
@@ -119,10 +139,39 @@ pub(super) fn natives<'js>(ctx: &Ctx<'js>, state: &Rc<CallState>) -> rquickjs::R
     )?;
     let seen = Rc::clone(state);
     natives.set(
-        "hmacSha256Hex",
-        Function::new(ctx.clone(), move |key: String, text: String| {
-            record(&seen, &[&key, &text], hex(&hmac_sha256(&key, &text)))
-        }),
+        "hmac",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, algorithm: String, encoding: String, key: String, text: String| {
+                let mac = match algorithm.to_ascii_lowercase().as_str() {
+                    "sha1" => {
+                        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key.as_bytes())
+                            .expect("any key length");
+                        mac.update(text.as_bytes());
+                        mac.finalize().into_bytes().to_vec()
+                    }
+                    "sha256" => hmac_sha256(&key, &text),
+                    "md5" => hmac_md5(key.as_bytes(), text.as_bytes()),
+                    _ => {
+                        return Err(Exception::throw_type(
+                            &ctx,
+                            &format!("CE.hmac: no algorithm `{algorithm}` (sha1, sha256 or md5)"),
+                        ));
+                    }
+                };
+                let made = match encoding.to_ascii_lowercase().as_str() {
+                    "hex" => hex(&mac),
+                    "base64" => STANDARD.encode(mac),
+                    _ => {
+                        return Err(Exception::throw_type(
+                            &ctx,
+                            &format!("CE.hmac: no encoding `{encoding}` (hex or base64)"),
+                        ));
+                    }
+                };
+                Ok(record(&seen, &[&key, &text], made))
+            },
+        ),
     )?;
     natives.set(
         "randomString",
@@ -139,6 +188,25 @@ pub(super) fn natives<'js>(ctx: &Ctx<'js>, state: &Rc<CallState>) -> rquickjs::R
         }),
     )?;
     natives.set("uuid", Function::new(ctx.clone(), uuid))?;
+    let deadline = Rc::clone(deadline);
+    natives.set(
+        "lodash",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>| -> rquickjs::Result<Value<'js>> {
+                let mut options = EvalOptions::default();
+                options.strict = false;
+                options.filename = Some("lodash".to_owned());
+                // The engine's own code, loaded once per sandbox: the hook's budget is paused
+                // while it loads (the memory cap still holds).
+                let started = Instant::now();
+                let paused = deadline.take();
+                let loaded = ctx.eval_with_options(LODASH, options);
+                deadline.set(paused.map(|at| at + started.elapsed()));
+                loaded
+            },
+        ),
+    )?;
     Ok(natives)
 }
 
@@ -156,6 +224,25 @@ fn hmac_sha256(key: &str, text: &str) -> Vec<u8> {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
     mac.update(text.as_bytes());
     mac.finalize().into_bytes().to_vec()
+}
+
+/// HMAC-MD5 (RFC 2104) over the `md5` digest: 64-byte blocks, a longer key hashed first.
+fn hmac_md5(key: &[u8], text: &[u8]) -> Vec<u8> {
+    use md5::Digest as _;
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..16].copy_from_slice(&md5::Md5::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let mut inner = md5::Md5::new();
+    inner.update(pad(0x36));
+    inner.update(text);
+    let mut outer = md5::Md5::new();
+    outer.update(pad(0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().to_vec()
 }
 
 fn hex(bytes: &[u8]) -> String {

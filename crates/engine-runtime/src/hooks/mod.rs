@@ -143,7 +143,7 @@ impl Sandbox {
         let context = Context::full(&runtime)?;
         let state: Rc<CallState> = Rc::default();
         let (enter, done_marker) = context.with(|ctx| -> rquickjs::Result<_> {
-            let natives = helpers::natives(&ctx, &state)?;
+            let natives = helpers::natives(&ctx, &state, &deadline)?;
             let bootstrap: Function =
                 ctx.eval_with_options(include_str!("bootstrap.js"), options("engine"))?;
             let private: Object = bootstrap.call((natives,))?;
@@ -220,6 +220,12 @@ impl Sandbox {
             ))),
             Err(error) => Err(Failure::BadAnswer(error.to_string())),
         }
+    }
+
+    /// The bytes the runtime holds (for tests: what loading lodash costs).
+    #[cfg(test)]
+    fn memory_used(&self) -> i64 {
+        self.runtime.memory_usage().memory_used_size
     }
 
     /// Compiles (once) and calls the hook; `Ok` holds what the script returned, as JSON.

@@ -99,6 +99,12 @@ fn the_helpers_give_the_known_values() {
         hmac1: CE.hmacSha1Base64('key', 'The quick brown fox jumps over the lazy dog'),
         hmac256: CE.hmacSha256Base64('key', 'The quick brown fox jumps over the lazy dog'),
         hmac256hex: CE.hmacSha256Hex('key', 'The quick brown fox jumps over the lazy dog'),
+        hmac1hex: CE.hmacSha1Hex('key', 'The quick brown fox jumps over the lazy dog'),
+        hmacmd5: CE.hmacMd5Hex('key', 'The quick brown fox jumps over the lazy dog'),
+        hmacmd5long: CE.hmac('MD5')('hex')('k'.repeat(80), 'x'),
+        hmacmd5b64: CE.hmac('md5')('base64')('key', 'The quick brown fox jumps over the lazy dog'),
+        decode64: CE.decode64('dXNlcjpwYXNz'),
+        email: /^[a-z0-9]{10}@example\\.com$/.test(CE.randomEmail()),
         random: CE.randomString(24).length,
         uuid: /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(CE.uuid()),
         jwt: CE.decodeJwt('eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMiLCJleHAiOjE3fQ.sig').payload,
@@ -114,6 +120,12 @@ fn the_helpers_give_the_known_values() {
             "hmac1": "3nybhbi3iqa8ino29wqQcBydtNk=",
             "hmac256": "97yD9DBThCSxMpjmqm+xQ+9NWaFJRhdZl0edvC0aPNg=",
             "hmac256hex": "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8",
+            "hmac1hex": "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9",
+            "hmacmd5": "80070713463e7749b90c2dc24911e275",
+            "hmacmd5long": "60ed424c45100759e87ce1addd1c6e78",
+            "hmacmd5b64": "gAcHE0Y+d0m5DC3CSRHidQ==",
+            "decode64": "user:pass",
+            "email": true,
             "random": 24,
             "uuid": true,
             "jwt": {"sub": "123", "exp": 17},
@@ -130,7 +142,7 @@ fn message(failure: Failure) -> String {
 
 #[test]
 fn node_modules_eval_and_function_are_refused() {
-    for module in ["fs", "http", "https", "lodash"] {
+    for module in ["fs", "http", "https", "lodash/fp", "util"] {
         let error = message(
             call(
                 &format!("const m = require('{module}'); done();"),
@@ -246,4 +258,72 @@ fn an_answer_that_is_not_an_object_is_refused() {
         call("done('text');", json!({})),
         Err(Failure::BadAnswer(_))
     ));
+}
+
+#[test]
+fn lodash_is_shipped_and_reads_the_engines_clock() {
+    let body = "const _ = require('lodash');\n\
+                done({\n\
+                  chunks: _.chunk([1, 2, 3, 4, 5], 2),\n\
+                  picked: _.pick({a: 1, b: 2, c: 3}, ['a', 'c']),\n\
+                  grouped: _.groupBy(['one', 'two', 'three'], 'length'),\n\
+                  merged: _.merge({a: {b: 1}}, {a: {c: 2}}),\n\
+                  difference: _.differenceWith(['x', 'y', 'z'], ['y'], _.isEqual),\n\
+                  camel: _.camelCase('Foo Bar'),\n\
+                  now: _.floor(_.now() / 1000),\n\
+                  same: require('lodash') === _,\n\
+                });";
+    assert_eq!(
+        output(body, json!({})),
+        json!({
+            "chunks": [[1, 2], [3, 4], [5]],
+            "picked": {"a": 1, "c": 3},
+            "grouped": {"3": ["one", "two"], "5": ["three"]},
+            "merged": {"a": {"b": 1, "c": 2}},
+            "difference": ["x", "z"],
+            "camel": "fooBar",
+            "now": 1_700_000_000,
+            "same": true,
+        })
+    );
+}
+
+#[test]
+fn lodash_cannot_be_changed_for_the_next_hook_nor_compile_strings() {
+    let polluting = "const _ = require('lodash');\n\
+                     try { _.map = () => 'evil'; } catch (e) {}\n\
+                     try { _.templateSettings.interpolate = /x/; } catch (e) {}\n\
+                     done();";
+    output(polluting, json!({}));
+    assert_eq!(
+        output(
+            "const _ = require('lodash'); done({m: _.map([1, 2], (x) => x * 2)});",
+            json!({})
+        ),
+        json!({"m": [2, 4]})
+    );
+    // `_.template` compiles a string with `Function`: refused as in any hook.
+    let error = message(
+        call(
+            "const _ = require('lodash'); done({t: _.template('<%= a %>')({a: 1})});",
+            json!({}),
+        )
+        .unwrap_err(),
+    );
+    assert!(error.contains("not available in hooks"), "{error}");
+}
+
+#[test]
+fn a_hook_without_lodash_does_not_load_it() {
+    // A fresh thread has a fresh sandbox: its memory before and after a plain hook.
+    std::thread::spawn(|| {
+        output("done({});", json!({}));
+        let plain = SANDBOX.with(|cell| cell.borrow().as_ref().map(Sandbox::memory_used));
+        output("require('lodash'); done({});", json!({}));
+        let loaded = SANDBOX.with(|cell| cell.borrow().as_ref().map(Sandbox::memory_used));
+        let (plain, loaded) = (plain.unwrap(), loaded.unwrap());
+        assert!(loaded > plain + 500_000, "{plain} then {loaded}");
+    })
+    .join()
+    .unwrap();
 }
