@@ -19,6 +19,7 @@ mod hostile_run;
 mod instance_lifecycle;
 mod instances;
 mod lifecycle;
+mod platform_lifecycle;
 mod run;
 mod shared_instances;
 mod status;
