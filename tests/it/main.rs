@@ -11,6 +11,7 @@ mod support;
 mod auth;
 mod cli;
 mod compat_run;
+mod docs;
 mod engine_test;
 mod fidelity;
 mod hooks;
