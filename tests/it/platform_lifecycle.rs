@@ -13,7 +13,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::fidelity::raw_requests;
-use crate::support::run::{Outcome, TestContext, closed_port};
+use crate::support::run::{Outcome, TestContext, closed_port, run_snapshot};
 
 const TOKEN: &str = "FAKE-platform-token-8080";
 const SECRET: &str = "FAKE-client-secret-4242";
@@ -193,4 +193,100 @@ async fn authorize_runs_the_exports_authorize_url_exchange_and_provisioning() {
     assert_eq!(instance["oauth.user.token"], TOKEN);
     assert_eq!(instance["payments.key"], r#"{"prefix":"k1"}"#);
     assert!(instance["authentication.time"].is_string(), "{instance}");
+}
+
+async fn skips_vendor() -> MockServer {
+    let server = MockServer::start().await;
+    answer(
+        &server,
+        "POST",
+        "/token",
+        json!({"access_token": TOKEN, "expires_in": 3600}),
+    )
+    .await;
+    answer(&server, "GET", "/validate", json!({})).await;
+    answer(&server, "GET", "/account", json!({"id": "acc-5"})).await;
+    answer(&server, "GET", "/contacts", json!([])).await;
+    server
+}
+
+fn skips_instance(server: &MockServer) -> serde_json::Value {
+    json!({"base.url": server.uri(), "oauth.token.url": format!("{}/token", server.uri()),
+           "oauth.api.key": "demo-client"})
+}
+
+/// First use of an OAuth2 instance: the token, then provisioning in file order, the
+/// `nextResource` of `PROVISION AUTH VALIDATION` resolving to a resource of another hub (sent
+/// once though provisioning reaches it again), and an `ON PROVISION` nothing can fill skipped
+/// with a warning naming it and its place in the file.
+#[tokio::test]
+async fn provisioning_follows_a_chain_into_another_hub_and_skips_what_it_cannot_build() {
+    let server = skips_vendor().await;
+    let context = TestContext::fixture("lifecycle-skips").with_instance(&skips_instance(&server));
+    let outcome = context.run("contacts").output();
+    outcome.assert_success().assert_hides(&[TOKEN]);
+    run_snapshot!(context, outcome, @"
+    exit code: 0
+    ----- stdout -----
+    []
+
+    ----- stderr -----
+    warning: lifecycle resource `POST /hubs/general/webhooks/{hookId}` was not sent: it cannot be executed as the platform did (resource `POST /hubs/general/webhooks/{hookId}` needs the input `hookId`)
+      --> tests/fixtures/run/lifecycle-skips/connector.json:22:5
+       |
+    22 |     {
+       |     ^ skipped
+    ");
+    insta::assert_snapshot!(raw_requests(&server).await, @"
+    POST /token
+    content-type: application/x-www-form-urlencoded
+
+    grant_type=client_credentials&client_id=demo-client
+    ---
+    GET /validate
+    authorization: Bearer FAKE-platform-token-8080
+    ---
+    GET /account
+    authorization: Bearer FAKE-platform-token-8080
+    ---
+    GET /contacts
+    authorization: Bearer FAKE-platform-token-8080
+    ");
+    assert_eq!(context.instance()["account.id"], "acc-5");
+}
+
+/// After a refresh, an `ON REFRESH` nothing can fill (a webhook renewal with no id) is skipped
+/// with a warning, never sent half-built; the call goes on with the new token.
+#[tokio::test]
+async fn an_on_refresh_that_cannot_be_built_is_skipped_with_a_warning() {
+    let server = skips_vendor().await;
+    let mut instance = skips_instance(&server);
+    instance["oauth.user.token"] = json!("FAKE-old-token-1");
+    instance["oauth.user.refresh_time"] = json!("1000");
+    instance["oauth.user.refresh_interval"] = json!("3600");
+    instance["authentication.time"] = json!("1000");
+    let context = TestContext::fixture("lifecycle-skips").with_instance(&instance);
+    let outcome = context.run("contacts").output();
+    outcome.assert_success().assert_hides(&[TOKEN]);
+    run_snapshot!(context, outcome, @"
+    exit code: 0
+    ----- stdout -----
+    []
+
+    ----- stderr -----
+    warning: lifecycle resource `PATCH /hubs/general/subscriptions/{id}` was not sent: it cannot be executed as the platform did (resource `PATCH /hubs/general/subscriptions/{id}` needs the input `id`)
+      --> tests/fixtures/run/lifecycle-skips/connector.json:39:5
+       |
+    39 |     {
+       |     ^ skipped
+    ");
+    insta::assert_snapshot!(raw_requests(&server).await, @"
+    POST /token
+    content-type: application/x-www-form-urlencoded
+
+    grant_type=client_credentials&client_id=demo-client
+    ---
+    GET /contacts
+    authorization: Bearer FAKE-platform-token-8080
+    ");
 }

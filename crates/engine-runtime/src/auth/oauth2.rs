@@ -67,7 +67,8 @@ fn holds_refresh_token(configuration: &dyn Values) -> bool {
 /// The steps that refresh (or first obtain) the token: the `oauthOnTokenRefresh` resource when
 /// the connector replaces the refresh and a refresh token is held, else the token request of
 /// the next grant (the connector's `oauth2Password` resource for the password grant, when it has
-/// one); then the connector's `onRefresh` resource, when it has one.
+/// one); then, when a token was held (a refresh, not the first token), the connector's
+/// `onRefresh` resource, when it has one.
 ///
 /// Fails when the grant is `authorization_code` and no refresh token is held (a person must
 /// sign in first).
@@ -95,7 +96,12 @@ pub(crate) fn steps<'a>(
             grant => steps.push(Step::Token(grant)),
         },
     }
-    if let Some(on_refresh) = connector.lifecycle(ResourceType::OnRefresh) {
+    // A refresh, not the first token: that one is followed by provisioning.
+    let refreshes = configuration
+        .value("oauth.user.token")
+        .and_then(text_of)
+        .is_some();
+    if refreshes && let Some(on_refresh) = connector.lifecycle(ResourceType::OnRefresh) {
         steps.push(resource_step(connector, on_refresh, Inputs::default()));
     }
     Ok(steps)
