@@ -290,3 +290,28 @@ async fn an_on_refresh_that_cannot_be_built_is_skipped_with_a_warning() {
     authorization: Bearer FAKE-platform-token-8080
     ");
 }
+
+/// Hooks see a declared configuration key without a value as `null`, as on the platform: an
+/// export's `PROVISION AUTH VALIDATION` that registers the instance only when
+/// `configuration.token === null` is sent on first use, and its post-request hook saves the token
+/// the API call then carries.
+#[tokio::test]
+async fn hooks_see_unset_declared_keys_as_null_so_a_new_instance_registers() {
+    let server = MockServer::start().await;
+    answer(&server, "POST", "/instances", json!({"token": TOKEN})).await;
+    answer(&server, "GET", "/objects", json!([])).await;
+    let context = TestContext::fixture("new-instance-hook")
+        .with_instance(&json!({"base.url": server.uri(), "user": "ada"}));
+    context.run("objects").output().assert_success();
+    insta::assert_snapshot!(raw_requests(&server).await, @r#"
+    POST /instances
+    authorization: User ada
+    content-type: application/json
+
+    {"name":"ada"}
+    ---
+    GET /objects
+    authorization: Element FAKE-platform-token-8080, User ada
+    "#);
+    assert_eq!(context.instance()["token"], TOKEN);
+}
