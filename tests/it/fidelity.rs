@@ -13,7 +13,7 @@ use crate::support::run::{TestContext, received, run_snapshot};
 const TOKEN: &str = "FAKE-provisioned-token-5150";
 
 /// The requests `server` received, in order: method, target, the headers that matter, body.
-async fn raw_requests(server: &MockServer) -> String {
+pub(crate) async fn raw_requests(server: &MockServer) -> String {
     received(server)
         .await
         .iter()

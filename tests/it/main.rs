@@ -21,6 +21,7 @@ mod instance_lifecycle;
 mod instances;
 mod lifecycle;
 mod pagination;
+mod platform_lifecycle;
 mod run;
 mod shared_instances;
 mod status;

@@ -18,7 +18,7 @@ use axum::extract::State as AxumState;
 use axum::http::{StatusCode, Uri};
 use axum::response::Html;
 use engine_runtime::{
-    AuthorizationRequest, Engine, EngineBuilder, NoObserver, RunError, RunErrorKind,
+    AuthorizationRequest, Engine, EngineBuilder, Observer, RunError, RunErrorKind,
 };
 use engine_spec::Connector;
 use engine_store::{FileStore, InstanceStore};
@@ -104,8 +104,10 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
         };
     let result = runtime.block_on(async {
         let engine: Engine = EngineBuilder::new().build()?;
+        // Warnings (a lifecycle resource not sent) whatever the verbosity.
+        let observer = crate::run::Verbose::new(false, &connector);
         let request = engine
-            .begin_authorization(&connector, &*store, instance)
+            .begin_authorization(&connector, &*store, instance, &observer)
             .await?;
         let listener = TcpListener::bind((request.host.as_str(), request.port))
             .await
@@ -125,7 +127,10 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
             store: &*store,
             instance,
         };
-        serve(&engine, &connector, &place, &request, listener, timeout).await?;
+        serve(
+            &engine, &connector, &place, &request, listener, timeout, &observer,
+        )
+        .await?;
         // Signed in again: the instance no longer needs re-authentication.
         crate::refresh::clear_needs_reauth(&*store, instance).await;
         Ok(())
@@ -163,6 +168,7 @@ async fn serve(
     request: &AuthorizationRequest,
     listener: TcpListener,
     timeout: Duration,
+    observer: &dyn Observer,
 ) -> Result<(), RunError> {
     let (sender, mut callbacks) = mpsc::channel::<Callback>(8);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -226,7 +232,7 @@ async fn serve(
                 connector,
                 place.store,
                 place.instance,
-                &NoObserver,
+                observer,
                 request,
                 code,
             )

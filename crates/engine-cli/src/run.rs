@@ -1065,7 +1065,7 @@ pub(crate) enum LogFormat {
 /// `-v`: each lifecycle step as one line on stderr. What the run does not do as the platform
 /// did is a warning whatever the verbosity. Verbose or not, it keeps the parameters the last
 /// request sent went without, for the error when the vendor then refuses the credentials.
-struct Verbose<'c> {
+pub(crate) struct Verbose<'c> {
     enabled: bool,
     format: LogFormat,
     connector: &'c Connector,
@@ -1091,7 +1091,7 @@ pub(crate) struct Skip {
 }
 
 impl<'c> Verbose<'c> {
-    fn new(enabled: bool, connector: &'c Connector) -> Self {
+    pub(crate) fn new(enabled: bool, connector: &'c Connector) -> Self {
         Verbose {
             enabled,
             format: LogFormat::Human,

@@ -20,7 +20,7 @@ use engine_spec::{AuthKind, Connector, Protocol, Resource};
 use engine_store::{InstanceLock, InstanceStore, State, StoreErrorKind};
 use serde_json::Value;
 
-use crate::auth::custom::{provisioning, resource_step};
+use crate::auth::custom::{PROVISIONED, provisioning, resource_step};
 use crate::auth::{Freshness, Scheme, Step, oauth2};
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Configuration;
@@ -435,7 +435,7 @@ pub(crate) struct Run<'a> {
     observer: &'a dyn Observer,
     /// The stored state, the defaults, and the values this run saved that are not written yet.
     /// Save with [`Run::save`].
-    configuration: Configuration<'a>,
+    pub(crate) configuration: Configuration<'a>,
     pub(crate) redactor: Redactor,
     /// How far ahead of the clock freshness is judged: a token that expires within this is
     /// stale ([`Engine::refresh`]); 0 for a run.
@@ -606,6 +606,8 @@ impl<'a> Run<'a> {
             } else {
                 resource_step(self.connector, other, Inputs::default())
             };
+            let offered = oauth2::offered(other.kind(), &self.configuration, &[]);
+            let step = oauth2::offering(step, offered);
             if self.ran.contains(&other.index()) || (!selected && self.skips(&step, None)?) {
                 continue;
             }
@@ -676,6 +678,7 @@ impl<'a> Run<'a> {
             inputs,
             obtains_token: false,
             token_response: false,
+            ..
         } = step
         else {
             return Ok(false);
@@ -762,7 +765,7 @@ impl<'a> Run<'a> {
 
     /// Step 2 of the cycle: makes sure the token is fresh before an API call. True when it took
     /// the refresh path (the state may have changed).
-    async fn ensure_fresh(&mut self) -> Result<bool, RunError> {
+    pub(crate) async fn ensure_fresh(&mut self) -> Result<bool, RunError> {
         let now_ms = self.judged_at();
         match self
             .scheme
@@ -874,6 +877,7 @@ impl<'a> Run<'a> {
                 }
             }
         }
+        self.mark_provisioned(&steps);
         let started = Instant::now();
         let written = self
             .write_under(&mut *lock, read.version, &read.state)
@@ -889,6 +893,31 @@ impl<'a> Run<'a> {
             self.observer.event(&Event::RefreshFinished(report));
         }
         written
+    }
+
+    /// Sets `authentication.time` once `steps` provisioned an instance whose steps did not set
+    /// it (Basic, OAuth2, an `ON PROVISION` that saves nothing): provisioning runs once.
+    fn mark_provisioned(&mut self, steps: &[Step<'_>]) {
+        let provisioned = steps.iter().any(|step| {
+            matches!(step, Step::Resource { resource, .. } if matches!(
+                resource.kind(),
+                ResourceType::ProvisionAuthValidation | ResourceType::OnProvision
+            ))
+        });
+        if provisioned
+            && self
+                .configuration
+                .get(PROVISIONED)
+                .and_then(crate::value::text_of)
+                .is_none()
+        {
+            let mut marker = State::new();
+            marker.insert(
+                PROVISIONED.to_owned(),
+                Value::String(self.engine.now_ms().to_string()),
+            );
+            self.save(&marker);
+        }
     }
 
     /// The [`fingerprint`](crate::fingerprint) of the access token in `state`
@@ -1181,17 +1210,28 @@ impl<'a> Run<'a> {
         step: &Step<'_>,
         previous: Option<&Value>,
     ) -> Result<VendorResponse, RunError> {
+        // What the resource's hooks see as `request_parameters`: its inputs and what the
+        // platform offered the OAuth2 resources.
+        let seen;
         let (request, hooked) = match step {
             Step::Resource {
                 resource,
                 inputs,
+                offered,
                 obtains_token,
                 ..
             } => {
                 self.tell_differences(Some(resource));
                 self.ran.push(resource.index());
                 let request = self.prepare(resource, inputs, &[], previous, !obtains_token)?;
-                (request, Some((*resource, inputs)))
+                let mut all = inputs.clone();
+                for (name, value) in offered {
+                    if !all.params.iter().any(|(known, _)| known == name) {
+                        all.params.push((name.clone(), value.clone()));
+                    }
+                }
+                seen = all;
+                (request, Some((*resource, &seen)))
             }
             Step::Token(grant) => {
                 self.tell_differences(None);
@@ -1357,7 +1397,7 @@ impl<'a> Run<'a> {
             bound,
             previous,
             previous_headers: previous_headers.as_deref(),
-            configuration: self.configuration.to_map(),
+            configuration: self.hook_configuration(),
             now_ms: self.engine.now_ms(),
             budget: self.engine.hook_budget,
         };
@@ -1376,6 +1416,19 @@ impl<'a> Run<'a> {
         let (response, effects) = exchange::after(&mut site, &request, response, &self.redactor)?;
         self.absorb_hooks(resource, effects);
         Ok((request, response))
+    }
+
+    /// The configuration hooks see: the instance's values, and `null` for every declared key
+    /// without one, as on the platform (exports test `configuration.token === null` to tell a
+    /// new instance from one being updated).
+    fn hook_configuration(&self) -> State {
+        let mut configuration = self.configuration.to_map();
+        for property in self.connector.configuration() {
+            configuration
+                .entry(property.key().to_owned())
+                .or_insert(Value::Null);
+        }
+        configuration
     }
 
     /// Keeps what hooks gave besides the request and response: their log lines (masked, to the

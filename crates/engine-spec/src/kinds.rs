@@ -100,14 +100,13 @@ wire_enum! {
         OauthOnTokenExchange => ["oauthOnTokenExchange", "OAUTH ON TOKEN EXCHANGE"],
         /// Replaces the built-in OAuth2 refresh.
         OauthOnTokenRefresh => ["oauthOnTokenRefresh", "OAUTH ON TOKEN REFRESH"],
-        /// Builds the OAuth2 authorization URL in element.json exports (not executed by the engine).
+        /// Builds the OAuth2 authorization URL (`engine authorize` runs it and opens its answer).
         OauthOnAuthorizeUrl => ["oauthOnAuthorizeUrl", "oauthOnAuthroizeUrl", "OAUTH ON AUTHORIZE URL"],
         /// Registers the vendor webhook when an instance is provisioned (not executed by the engine).
         OnProvisionWebhook => ["onProvisionWebhook", "ON PROVISION WEBHOOK"],
         /// Removes the vendor webhook when an instance is deleted (not executed by the engine).
         OnDeleteWebhook => ["onDeleteWebhook", "ON DELETE WEBHOOK"],
-        /// The token request of element.json's `oauth2Password` authentication (not executed by
-        /// the engine: use `"authentication": {"type": "oauth2", "grant": "password"}`).
+        /// Replaces the built-in OAuth2 password grant's token request.
         Oauth2Password => ["oauth2Password", "OAUTH2 PASSWORD"],
     }
 }
@@ -136,16 +135,9 @@ impl ResourceType {
         }
     }
 
-    /// True for resource types the engine accepts but never runs: the webhook resources,
-    /// `oauthOnAuthorizeUrl` and the `oauth2Password` token request.
+    /// True for resource types the engine accepts but never runs: the webhook resources.
     pub fn is_never_executed(self) -> bool {
-        matches!(
-            self,
-            Self::OauthOnAuthorizeUrl
-                | Self::OnProvisionWebhook
-                | Self::OnDeleteWebhook
-                | Self::Oauth2Password
-        )
+        matches!(self, Self::OnProvisionWebhook | Self::OnDeleteWebhook)
     }
 }
 

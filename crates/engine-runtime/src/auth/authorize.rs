@@ -3,14 +3,15 @@
 //! that exchange the code. Listening for the browser's callback is the caller's (the CLI's) job.
 
 use base64::Engine as _;
-use engine_spec::Connector;
 use engine_spec::kinds::ResourceType;
 use engine_spec::template::Values;
+use engine_spec::{Connector, Resource};
+use serde_json::Value;
 use sha2::Digest as _;
 
 use super::Step;
 use super::custom::resource_step;
-use super::oauth2::{Grant, missing};
+use super::oauth2::{Grant, missing, offered, offering};
 use crate::Inputs;
 use crate::run_error::{RunError, RunErrorKind};
 use crate::value::text_of;
@@ -42,7 +43,10 @@ fn random_token(bytes: usize) -> Result<String, RunError> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buffer))
 }
 
-/// The authorization request of `connector` for an instance's `configuration`.
+/// The authorization request of `connector` for an instance's `configuration`. The URL is
+/// `oauth.authorization.url` with the flow's parameters; a connector with an
+/// `oauthOnAuthorizeUrl` resource gets it from that resource instead ([`answered_url`]), and
+/// `oauth.authorization.url` may then be absent.
 ///
 /// Fails when a required OAuth2 key is missing, or the callback URL is not a loopback `http://`
 /// URL with a port.
@@ -51,12 +55,19 @@ pub(crate) fn authorization_request(
     configuration: &dyn Values,
 ) -> Result<AuthorizationRequest, RunError> {
     let value = |key: &str| configuration.value(key).and_then(text_of);
-    let authorization_url = value("oauth.authorization.url").ok_or_else(|| {
-        missing(
-            "oauth.authorization.url",
-            "the OAuth2 authorization endpoint",
-        )
-    })?;
+    let own = connector
+        .lifecycle(ResourceType::OauthOnAuthorizeUrl)
+        .is_some();
+    let authorization_url = match value("oauth.authorization.url") {
+        Some(url) => Some(url),
+        None if own => None,
+        None => {
+            return Err(missing(
+                "oauth.authorization.url",
+                "the OAuth2 authorization endpoint",
+            ));
+        }
+    };
     let client_id =
         value("oauth.api.key").ok_or_else(|| missing("oauth.api.key", "the OAuth2 client id"))?;
     let redirect_uri = value("oauth.callback.url").ok_or_else(|| {
@@ -82,49 +93,142 @@ pub(crate) fn authorization_request(
         }
         .into());
     };
-    let state = random_token(24)?;
-    let mut url =
-        url::Url::parse(&authorization_url).map_err(|error| RunErrorKind::InvalidUrl {
-            url: authorization_url.clone(),
-            message: error.to_string(),
-        })?;
-    let mut verifier = None;
-    {
-        let mut query = url.query_pairs_mut();
-        query
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &client_id)
-            .append_pair("redirect_uri", &redirect_uri)
-            .append_pair("state", &state);
-        if let Some(scope) = value("oauth.scope") {
-            query.append_pair("scope", &scope);
-        }
-        if connector.authentication().pkce() {
-            let code_verifier = random_token(32)?;
-            let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(sha2::Sha256::digest(code_verifier.as_bytes()));
-            query
-                .append_pair("code_challenge", &challenge)
-                .append_pair("code_challenge_method", "S256");
-            verifier = Some(code_verifier);
-        }
-    }
-    Ok(AuthorizationRequest {
-        url: url.into(),
-        state,
+    let verifier = if connector.authentication().pkce() {
+        Some(random_token(32)?)
+    } else {
+        None
+    };
+    let mut request = AuthorizationRequest {
+        url: String::new(),
+        state: random_token(24)?,
         verifier,
         redirect_uri,
         host: if host == "[::1]" { "::1" } else { "127.0.0.1" }.to_owned(),
         port,
         path: callback.path().to_owned(),
-    })
+    };
+    let mut parameters = vec![
+        ("response_type", "code".to_owned()),
+        ("client_id", client_id),
+        ("redirect_uri", request.redirect_uri.clone()),
+        ("state", request.state.clone()),
+    ];
+    if let Some(scope) = value("oauth.scope") {
+        parameters.push(("scope", scope));
+    }
+    if let Some(verifier) = &request.verifier {
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()));
+        parameters.push(("code_challenge", challenge));
+        parameters.push(("code_challenge_method", "S256".to_owned()));
+    }
+    if let Some(authorization_url) = authorization_url {
+        let mut url =
+            url::Url::parse(&authorization_url).map_err(|error| RunErrorKind::InvalidUrl {
+                url: authorization_url.clone(),
+                message: error.to_string(),
+            })?;
+        url.query_pairs_mut().extend_pairs(&parameters);
+        request.url = url.into();
+    }
+    Ok(request)
+}
+
+/// The step that runs the connector's `oauthOnAuthorizeUrl` resource, when it has one: its
+/// hooks see the flow's parameters (`client_id`, `redirect_uri`, `state`, `scope`...) in
+/// `request_parameters`, as the platform gave them.
+pub(crate) fn authorize_url_step<'a>(
+    connector: &'a Connector,
+    configuration: &dyn Values,
+    request: &AuthorizationRequest,
+) -> Option<Step<'a>> {
+    let resource = connector.lifecycle(ResourceType::OauthOnAuthorizeUrl)?;
+    let offered = offered(
+        resource.kind(),
+        configuration,
+        &[
+            ("redirect_uri", request.redirect_uri.clone()),
+            ("state", request.state.clone()),
+        ],
+    );
+    let declared = declared(resource, &offered);
+    Some(offering(
+        resource_step(connector, resource, declared),
+        offered,
+    ))
+}
+
+/// The authorization URL the `oauthOnAuthorizeUrl` resource answered (its body, a URL as text
+/// or a JSON string: what its post-request hook returns), with the flow's own parameters it
+/// lacks added (`state`, `redirect_uri`, PKCE), so that the callback can be checked.
+///
+/// Fails when the answer is no `http(s)` URL.
+pub(crate) fn answered_url(
+    resource: &Resource,
+    body: &Value,
+    request: &AuthorizationRequest,
+) -> Result<String, RunError> {
+    let text = match body {
+        Value::String(text) => text.trim().to_owned(),
+        _ => String::new(),
+    };
+    let mut url = url::Url::parse(&text)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https"))
+        .ok_or_else(|| RunErrorKind::Authorize {
+            message: format!(
+                "`{}` (`OAUTH ON AUTHORIZE URL`) answered without an authorization URL: its answer must be the URL, as text or a JSON string (what its `postRequest` hook returns as `response_body`)",
+                resource.display_name()
+            ),
+        })?;
+    let mut parameters = vec![
+        ("state", request.state.clone()),
+        ("redirect_uri", request.redirect_uri.clone()),
+    ];
+    if let Some(verifier) = &request.verifier {
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()));
+        parameters.push(("code_challenge", challenge));
+        parameters.push(("code_challenge_method", "S256".to_owned()));
+    }
+    let present: Vec<String> = url
+        .query_pairs()
+        .map(|(name, _)| name.into_owned())
+        .collect();
+    let missing: Vec<(&str, String)> = parameters
+        .into_iter()
+        .filter(|(name, _)| !present.iter().any(|known| known == name))
+        .collect();
+    if !missing.is_empty() {
+        url.query_pairs_mut().extend_pairs(&missing);
+    }
+    Ok(url.into())
+}
+
+/// The inputs of `offered` that `resource` declares: the ones its request may send.
+fn declared(resource: &Resource, offered: &[(String, String)]) -> Inputs {
+    Inputs {
+        params: offered
+            .iter()
+            .filter(|(name, _)| {
+                resource
+                    .parameters()
+                    .iter()
+                    .any(|parameter| parameter.name() == name)
+            })
+            .cloned()
+            .collect(),
+        ..Inputs::default()
+    }
 }
 
 /// The steps that exchange `code`: the connector's `oauthOnTokenExchange` resource when it has
-/// one (given `code`, `redirect_uri` and `code_verifier` as inputs, those it takes), else the
-/// built-in `authorization_code` grant.
+/// one (given `code`, `redirect_uri` and `code_verifier` as inputs, those it declares; its hooks
+/// see them all, with the client's credentials and `state`), else the built-in
+/// `authorization_code` grant.
 pub(crate) fn exchange_steps<'a>(
     connector: &'a Connector,
+    configuration: &dyn Values,
     code: &str,
     request: &AuthorizationRequest,
 ) -> Vec<Step<'a>> {
@@ -135,34 +239,31 @@ pub(crate) fn exchange_steps<'a>(
             verifier: request.verifier.clone(),
         })];
     };
-    let offered = [
-        ("code", code),
-        ("redirect_uri", request.redirect_uri.as_str()),
-        (
-            "code_verifier",
-            request.verifier.as_deref().unwrap_or_default(),
-        ),
-    ];
-    let inputs = Inputs {
-        params: offered
-            .iter()
-            .filter(|(name, value)| {
-                !value.is_empty()
-                    && resource
-                        .parameters()
-                        .iter()
-                        .any(|parameter| parameter.name() == *name)
-            })
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-            .collect(),
-        ..Inputs::default()
-    };
-    vec![resource_step(connector, resource, inputs)]
+    let offered = offered(
+        resource.kind(),
+        configuration,
+        &[
+            ("code", code.to_owned()),
+            ("redirect_uri", request.redirect_uri.clone()),
+            (
+                "code_verifier",
+                request.verifier.clone().unwrap_or_default(),
+            ),
+            ("state", request.state.clone()),
+        ],
+    );
+    let declared = declared(resource, &offered);
+    vec![offering(
+        resource_step(connector, resource, declared),
+        offered,
+    )]
 }
 
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    use engine_store::State;
 
     use super::super::tests::{connector, state};
     use super::*;
@@ -221,6 +322,51 @@ mod tests {
     }
 
     #[test]
+    fn an_answered_url_gets_the_state_and_callback_it_lacks() {
+        let connector = connector(
+            r#"{"authentication": {"type": "oauth2"},
+                "configuration": [{"key": "oauth.token.url", "defaultValue": "https://idp.example/token"}],
+                "resources": [{"type": "oauthOnAuthroizeUrl", "vendorPath": ""}]}"#,
+        );
+        let configuration = state(json!({"oauth.api.key": "id",
+            "oauth.callback.url": "http://127.0.0.1:8765/callback"}));
+        // `oauth.authorization.url` is not needed: the resource makes the URL.
+        let request = authorization_request(&connector, &configuration).unwrap();
+        let step = authorize_url_step(&connector, &configuration, &request).unwrap();
+        let Step::Resource {
+            resource, offered, ..
+        } = &step
+        else {
+            panic!("a resource step");
+        };
+        let names: Vec<&str> = offered.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["client_id", "response_type", "redirect_uri", "state"]
+        );
+        let url = answered_url(
+            resource,
+            &json!("https://idp.example/auth?client_id=id&redirect_uri=x"),
+            &request,
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            format!(
+                "https://idp.example/auth?client_id=id&redirect_uri=x&state={}",
+                request.state
+            )
+        );
+        let error = answered_url(resource, &json!({"ok": true}), &request).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("answered without an authorization URL"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_code_is_exchanged_by_the_grant_with_the_verifier() {
         let connector = code_flow(true);
         let request = AuthorizationRequest {
@@ -232,7 +378,7 @@ mod tests {
             port: 1,
             path: "/cb".into(),
         };
-        let steps = exchange_steps(&connector, "c0de", &request);
+        let steps = exchange_steps(&connector, &State::new(), "c0de", &request);
         assert!(matches!(
             &steps[..],
             [Step::Token(Grant::AuthorizationCode { code, verifier: Some(verifier), .. })]

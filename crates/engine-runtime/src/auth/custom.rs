@@ -4,13 +4,46 @@
 //! Provisioning runs every `PROVISION AUTH VALIDATION` resource, then every `ON PROVISION`
 //! resource, in file order (each followed by its `nextResource` chain, see `engine.rs`); with
 //! neither, `ON REFRESH` provisions. A refresh runs `ON REFRESH`, else provisions again.
+//!
+//! Provisioning is one mechanism for every authentication: an instance without
+//! `authentication.time` (never provisioned) runs it before its first call, after the token
+//! (OAuth2) and with the instance's credentials (Basic, OAuth2 `Bearer`), as the platform ran it
+//! when the instance was created; the engine then sets `authentication.time`
+//! ([`PROVISIONED`]).
 
 use engine_spec::kinds::ResourceType;
+use engine_spec::template::Values;
 use engine_spec::{Connector, Resource};
 
 use super::Step;
 use crate::Inputs;
 use crate::observer::RefreshReason;
+
+/// The configuration key that marks an instance provisioned: when the token was obtained
+/// (custom authentication), or when provisioning ran (every other authentication).
+pub(crate) const PROVISIONED: &str = "authentication.time";
+
+/// True when `configuration` was never provisioned and `connector` has resources that
+/// provision: they run before the first call.
+pub(crate) fn awaits_provisioning(connector: &Connector, configuration: &dyn Values) -> bool {
+    configuration
+        .value(PROVISIONED)
+        .and_then(crate::value::text_of)
+        .is_none()
+        && connector.resources().iter().any(|resource| {
+            matches!(
+                resource.kind(),
+                ResourceType::ProvisionAuthValidation | ResourceType::OnProvision
+            )
+        })
+}
+
+/// The steps that provision an instance ([`provisioning`]).
+pub(crate) fn provisioning_steps(connector: &Connector) -> impl Iterator<Item = Step<'_>> {
+    provisioning(connector)
+        .into_iter()
+        .map(|resource| resource_step(connector, resource, Inputs::default()))
+}
 
 /// True when `connector` has a lifecycle resource that obtains tokens: custom authentication
 /// runs then.
@@ -97,10 +130,13 @@ pub(crate) fn resource_step<'a>(
     Step::Resource {
         resource,
         inputs,
+        offered: Vec::new(),
         obtains_token: obtains_token(connector, resource),
         token_response: matches!(
             resource.kind(),
-            ResourceType::OauthOnTokenRefresh | ResourceType::OauthOnTokenExchange
+            ResourceType::OauthOnTokenRefresh
+                | ResourceType::OauthOnTokenExchange
+                | ResourceType::Oauth2Password
         ),
     }
 }

@@ -53,8 +53,12 @@ pub enum Step<'a> {
     Resource {
         /// The resource.
         resource: &'a Resource,
-        /// Its inputs (the authorization code for `oauthOnTokenExchange`).
+        /// Its inputs (the authorization code for `oauthOnTokenExchange`), those it declares.
         inputs: Inputs,
+        /// What the platform gave the OAuth2 resources besides (`client_id`, `client_secret`,
+        /// `code`, `redirect_uri`, `state`...): their hooks read it in `request_parameters`; it is
+        /// not sent unless the resource maps it.
+        offered: Vec<(String, String)>,
         /// The answer carries a token: `authentication.time` is set, and the request goes out
         /// without the connector's own authentication.
         obtains_token: bool,
@@ -125,11 +129,29 @@ impl<'a> Scheme<'a> {
         configuration.value(self.keys().0).and_then(text_of)
     }
 
-    /// Checks the token of `configuration` (the effective configuration) at `now_ms`.
+    /// Checks the token of `configuration` (the effective configuration) at `now_ms`. An
+    /// instance never provisioned (no `authentication.time`) of a connector with provisioning
+    /// resources is stale whatever its authentication: they run first, as the platform ran them
+    /// when the instance was created (`auth/custom.rs`).
     ///
     /// The skew (default 30 s) is capped at half the lifetime, so that short-lived tokens are
     /// still used before being refreshed.
     pub fn check_fresh(
+        self,
+        connector: &Connector,
+        configuration: &dyn Values,
+        now_ms: u64,
+    ) -> Freshness {
+        match self.token_freshness(connector, configuration, now_ms) {
+            Freshness::Fresh(_) if custom::awaits_provisioning(connector, configuration) => {
+                Freshness::Stale(RefreshReason::NotProvisioned)
+            }
+            freshness => freshness,
+        }
+    }
+
+    /// [`Scheme::check_fresh`] for the token alone.
+    fn token_freshness(
         self,
         connector: &Connector,
         configuration: &dyn Values,
@@ -183,8 +205,9 @@ impl<'a> Scheme<'a> {
         }
     }
 
-    /// The steps that obtain or refresh the token for `reason`, in order. Each step's request
-    /// is built when it runs, from the configuration the previous steps left.
+    /// The steps that obtain or refresh the token for `reason`, in order, then (an instance
+    /// never provisioned) the provisioning resources. Each step's request is built when it
+    /// runs, from the configuration the previous steps left.
     ///
     /// Fails when the OAuth2 grant needs a person to sign in first (`authorization_code`
     /// without a refresh token).
@@ -194,11 +217,17 @@ impl<'a> Scheme<'a> {
         configuration: &dyn Values,
         reason: &RefreshReason,
     ) -> Result<Vec<Step<'a>>, RunError> {
-        match self {
-            Self::None | Self::Basic => Ok(Vec::new()),
-            Self::Custom(connector) => Ok(custom::steps(connector, reason)),
-            Self::Oauth2 => oauth2::steps(connector, configuration),
+        let mut steps = match (self, reason) {
+            (Self::Custom(connector), _) => return Ok(custom::steps(connector, reason)),
+            (Self::None | Self::Basic, _) | (Self::Oauth2, RefreshReason::NotProvisioned) => {
+                Vec::new()
+            }
+            (Self::Oauth2, _) => oauth2::steps(connector, configuration)?,
+        };
+        if custom::awaits_provisioning(connector, configuration) {
+            steps.extend(custom::provisioning_steps(connector));
         }
+        Ok(steps)
     }
 
     /// The state a vendor's answer to `step` gives, received at `now_ms`: the response
@@ -458,6 +487,66 @@ mod tests {
         assert_eq!(
             names(RefreshReason::Rejected { status: 401 }),
             ["ON REFRESH"]
+        );
+    }
+
+    #[test]
+    fn every_authentication_provisions_a_new_instance_once() {
+        let basic = connector(
+            r#"{"authentication": {"type": "basic"},
+              "resources": [{"type": "ON PROVISION", "vendorPath": "/me"},
+                            {"type": "PROVISION AUTH VALIDATION", "vendorPath": "/validate"}]}"#,
+        );
+        let scheme = Scheme::of(&basic);
+        let fresh = state(json!({"username": "ada", "password": "pw"}));
+        assert_eq!(
+            scheme.check_fresh(&basic, &fresh, 0),
+            Freshness::Stale(RefreshReason::NotProvisioned)
+        );
+        let steps = scheme
+            .steps(&basic, &fresh, &RefreshReason::NotProvisioned)
+            .unwrap();
+        assert_eq!(
+            steps.iter().map(Step::name).collect::<Vec<_>>(),
+            ["PROVISION AUTH VALIDATION", "ON PROVISION"]
+        );
+        assert!(matches!(
+            steps[0],
+            Step::Resource {
+                obtains_token: false,
+                ..
+            }
+        ));
+        let provisioned = state(json!({"authentication.time": "1"}));
+        assert_eq!(
+            scheme.check_fresh(&basic, &provisioned, 0),
+            Freshness::Fresh(None)
+        );
+        // OAuth2: the token first (the export's own password request), then provisioning.
+        let password = connector(
+            r#"{"authentication": {"type": "oauth2Password"},
+              "configuration": [{"key": "oauth.token.url", "defaultValue": "https://x/token"}],
+              "resources": [{"type": "oauth2Password", "vendorPath": "https://x/token"},
+                            {"type": "ON PROVISION", "vendorPath": "/me"}]}"#,
+        );
+        let configuration = state(json!({"oauth.api.key": "id", "username": "ada"}));
+        let steps = Scheme::of(&password)
+            .steps(&password, &configuration, &RefreshReason::NoToken)
+            .unwrap();
+        assert_eq!(
+            steps.iter().map(Step::name).collect::<Vec<_>>(),
+            ["OAUTH2 PASSWORD", "ON PROVISION"]
+        );
+        let Step::Resource { offered, .. } = &steps[0] else {
+            panic!("a resource step");
+        };
+        assert_eq!(
+            offered,
+            &[
+                ("client_id".to_owned(), "id".to_owned()),
+                ("grant_type".to_owned(), "password".to_owned()),
+                ("username".to_owned(), "ada".to_owned()),
+            ]
         );
     }
 

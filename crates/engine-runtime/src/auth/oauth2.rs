@@ -66,7 +66,9 @@ fn holds_refresh_token(configuration: &dyn Values) -> bool {
 
 /// The steps that refresh (or first obtain) the token: the `oauthOnTokenRefresh` resource when
 /// the connector replaces the refresh and a refresh token is held, else the token request of
-/// the next grant; then the connector's `onRefresh` resource, when it has one.
+/// the next grant (the connector's `oauth2Password` resource for the password grant, when it has
+/// one); then, when a token was held (a refresh, not the first token), the connector's
+/// `onRefresh` resource, when it has one.
 ///
 /// Fails when the grant is `authorization_code` and no refresh token is held (a person must
 /// sign in first).
@@ -76,16 +78,93 @@ pub(crate) fn steps<'a>(
 ) -> Result<Vec<Step<'a>>, RunError> {
     let mut steps = Vec::new();
     let held = holds_refresh_token(configuration);
+    let own = |resource| {
+        offering(
+            resource_step(connector, resource, Inputs::default()),
+            offered(resource.kind(), configuration, &[]),
+        )
+    };
     match connector.lifecycle(ResourceType::OauthOnTokenRefresh) {
-        Some(resource) if held => {
-            steps.push(resource_step(connector, resource, Inputs::default()));
-        }
-        _ => steps.push(Step::Token(next_grant(connector, configuration)?)),
+        Some(resource) if held => steps.push(own(resource)),
+        _ => match next_grant(connector, configuration)? {
+            // The export's own password token request, as the platform ran it.
+            Grant::Password
+                if let Some(resource) = connector.lifecycle(ResourceType::Oauth2Password) =>
+            {
+                steps.push(own(resource));
+            }
+            grant => steps.push(Step::Token(grant)),
+        },
     }
-    if let Some(on_refresh) = connector.lifecycle(ResourceType::OnRefresh) {
+    // A refresh, not the first token: that one is followed by provisioning.
+    let refreshes = configuration
+        .value("oauth.user.token")
+        .and_then(text_of)
+        .is_some();
+    if refreshes && let Some(on_refresh) = connector.lifecycle(ResourceType::OnRefresh) {
         steps.push(resource_step(connector, on_refresh, Inputs::default()));
     }
     Ok(steps)
+}
+
+/// What the platform gave an OAuth2 resource of `kind` besides its declared inputs (its hooks
+/// read them in `request_parameters`): the client's `client_id` and `client_secret`, what its
+/// flow sends (`grant_type`, `refresh_token`, `username`...), then `extra` (`code`, `state`),
+/// which replaces a field of the same name; empty values are left out.
+pub(crate) fn offered(
+    kind: ResourceType,
+    configuration: &dyn Values,
+    extra: &[(&str, String)],
+) -> Vec<(String, String)> {
+    let value = |key: &str| {
+        configuration
+            .value(key)
+            .and_then(text_of)
+            .unwrap_or_default()
+    };
+    let mut fields = vec![
+        ("client_id", value("oauth.api.key")),
+        ("client_secret", value("oauth.api.secret")),
+    ];
+    match kind {
+        ResourceType::OauthOnAuthorizeUrl => fields.extend([
+            ("response_type", "code".to_owned()),
+            ("redirect_uri", value("oauth.callback.url")),
+            ("scope", value("oauth.scope")),
+        ]),
+        ResourceType::OauthOnTokenExchange => fields.extend([
+            ("grant_type", "authorization_code".to_owned()),
+            ("redirect_uri", value("oauth.callback.url")),
+        ]),
+        ResourceType::OauthOnTokenRefresh => fields.extend([
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", value("oauth.user.refresh_token")),
+        ]),
+        ResourceType::Oauth2Password => fields.extend([
+            ("grant_type", "password".to_owned()),
+            ("username", value("username")),
+            ("password", value("password")),
+            ("scope", value("oauth.scope")),
+        ]),
+        _ => return Vec::new(),
+    }
+    for (name, given) in extra {
+        fields.retain(|(known, _)| known != name);
+        fields.push((name, given.clone()));
+    }
+    fields
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+}
+
+/// `step` with `offered` parameters ([`offered`]).
+pub(crate) fn offering(mut step: Step<'_>, parameters: Vec<(String, String)>) -> Step<'_> {
+    if let Step::Resource { offered, .. } = &mut step {
+        *offered = parameters;
+    }
+    step
 }
 
 /// The grant the next token request uses: `refresh_token` when one is held, else the

@@ -526,8 +526,22 @@ fn vendor_url(path: &str, request: &PreparedRequest, site: &Site<'_>) -> Result<
         url::Url::parse(&format!("{}{}", base.trim_end_matches('/'), filled))
     }
     .map_err(|error| format!("its `request_vendor_path` `{path}` is no URL: {error}"))?;
+    // The request's query parameters still go, after the hook's own (the platform sent
+    // `request_vendor_parameters` with whatever path a hook chose).
+    let own: Vec<String> = url
+        .query_pairs()
+        .map(|(name, _)| name.into_owned())
+        .collect();
+    let kept: Vec<(String, String)> = request
+        .url
+        .query_pairs()
+        .filter(|(name, _)| !own.iter().any(|known| known == name))
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
     if url.query().is_none() {
         url.set_query(request.url.query());
+    } else if !kept.is_empty() {
+        url.query_pairs_mut().extend_pairs(&kept);
     }
     Ok(url)
 }

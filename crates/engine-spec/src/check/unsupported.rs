@@ -341,7 +341,7 @@ mod tests {
             "resources": [
               {"name": "a", "type": "api", "paginationType": "VENDOR_SUPPORTED", "hooks": [{"type": "postRequest"}, {"type": "event"}]},
               {"name": "b", "type": "api", "nextPageKey": "next", "hooks": [{"type": "preRequest"}]},
-              {"name": "c", "type": "oauthOnAuthroizeUrl", "hooks": [{"type": "preRequest"}]},
+              {"name": "c", "type": "onProvisionWebhook", "hooks": [{"type": "preRequest"}]},
               {"name": "d", "type": "api", "paginationType": "VENDOR_SUPPORTED"}]}"#;
         let found = with_code(text, Code::NotExecuted);
         let pointers: Vec<&str> = found.iter().map(|d| d.location.pointer.as_str()).collect();
