@@ -119,7 +119,7 @@ proptest! {
             headers,
             body: Some(body.clone()),
             body_text: Some(body.to_string()),
-            stdin: None,
+            files: Vec::new(),
         };
         let mut configuration: Map<String, Value> = configuration.into_iter().collect();
         configuration.insert("answer".to_owned(), Value::String(pre.to_string()));
