@@ -42,8 +42,8 @@ impl fmt::Display for Secret {
 
 pub use engine_spec::is_secret_name;
 
-/// Masks known secret values in text.
-#[derive(Debug, Clone, Default)]
+/// Masks known secret values in text. Its `Debug` says how many secrets it knows, never which.
+#[derive(Clone, Default)]
 pub struct Redactor {
     /// Each known secret with the forms it may appear in.
     known: Vec<Arc<Forms>>,
@@ -54,6 +54,14 @@ pub struct Redactor {
     starts: [u64; 16],
 }
 
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor")
+            .field("secrets", &self.known.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The word and bit of [`Redactor::starts`] for a form starting with `first`, `second`. Pairs
 /// may share a bit: that only sends a text to the full search.
 fn pair_bit(first: u8, second: u8) -> (usize, u64) {
@@ -61,8 +69,7 @@ fn pair_bit(first: u8, second: u8) -> (usize, u64) {
     (pair >> 6, 1 << (pair & 63))
 }
 
-/// The texts a secret may appear as.
-#[derive(Debug)]
+/// The texts a secret may appear as (no `Debug`: they are the secret).
 struct Forms {
     /// The secret itself first, then its percent-encoded, JSON-escaped and form-encoded forms
     /// (those that differ from it and have at least 4 characters).
@@ -315,6 +322,15 @@ fn mask_base64_runs(text: &str, core: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_names_no_secret() {
+        let mut redactor = Redactor::default();
+        redactor.learn("s3cr3t-value-123");
+        let shown = format!("{redactor:?} {:?}", redactor.clone());
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("secrets: 1"), "{shown}");
+    }
 
     #[test]
     fn secrets_never_show_in_debug_or_display() {
