@@ -373,3 +373,35 @@ async fn a_refresh_resource_saves_through_its_post_hook_and_a_failing_side_step_
         assert!(!outcome.stderr.contains(secret), "{}", outcome.stderr);
     }
 }
+
+/// A hook the export carries without its script (no `body`, as some exports were saved): the
+/// platform ran one, the engine has nothing to run. Never silent: every run says so with the
+/// hook's place (W0501), and `--strict` refuses with nothing sent.
+#[tokio::test]
+async fn a_hook_without_its_script_is_said_at_run_and_refused_when_strict() {
+    let scriptless = |connector: &mut Value| {
+        connector["resources"][1]["hooks"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "postRequest", "contextParams": "response_body"}));
+    };
+    let instance = |server: &MockServer| json!({"base.url": server.uri(), "account": "acme 1", "api.key": API_KEY});
+    let said = "warning[W0501]: resource `me`'s `postRequest` hook has no script in this export (no `body`): the platform ran one, the engine runs nothing";
+
+    let server = vendor().await;
+    let context = TestContext::patched("hooks", scriptless).with_instance(&instance(&server));
+    let outcome = context.run("me").arg("--strict").output();
+    outcome
+        .assert_code(3)
+        .assert_stderr_has(&[said, "refused in strict mode"]);
+    assert!(received(&server).await.is_empty());
+
+    let server = vendor().await;
+    let context = TestContext::patched("hooks", scriptless).with_instance(&instance(&server));
+    let outcome = context.run("me").output();
+    outcome
+        .assert_success()
+        .assert_stderr_has(&[said])
+        .assert_hides(&[API_KEY, SESSION]);
+    assert!(!received(&server).await.is_empty());
+}

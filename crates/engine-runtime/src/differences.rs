@@ -19,7 +19,7 @@ pub fn executed(what: &NotExecutedKind) -> bool {
         NotExecutedKind::Hooks(kinds) => kinds
             .iter()
             .all(|kind| kind == "preRequest" || kind == "postRequest"),
-        NotExecutedKind::Converter(_) => false,
+        NotExecutedKind::Converter(_) | NotExecutedKind::ScriptMissing(_) => false,
     }
 }
 
@@ -29,6 +29,7 @@ pub fn changes_the_request(difference: &NotExecuted) -> bool {
     match &difference.what {
         NotExecutedKind::Hooks(kinds) => kinds.iter().any(|kind| kind == "preRequest"),
         NotExecutedKind::Converter(_) => true,
+        NotExecutedKind::ScriptMissing(kind) => kind == "preRequest",
     }
 }
 

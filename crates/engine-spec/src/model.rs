@@ -153,6 +153,9 @@ pub enum NotExecutedKind {
     Hooks(Vec<String>),
     /// A parameter converter (`toQueryParameters`...; empty when the export names none).
     Converter(String),
+    /// A `preRequest` or `postRequest` hook (its type here) whose script the export does not
+    /// carry (no `body`): the platform ran one, the engine has nothing to run.
+    ScriptMissing(String),
 }
 
 impl Connector {

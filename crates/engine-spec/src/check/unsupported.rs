@@ -32,9 +32,31 @@ fn event_hooks(hooks: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-/// Pushes the W0501 warnings; returns the ones a run must say (hooks and converters).
-/// Pushes the W0501 warnings; returns the ones a run must say (converters it lacks). The
-/// `event` hooks are only said here: they turn webhooks into events and never touch a request.
+/// The `preRequest` and `postRequest` hooks of a `hooks` array that carry no script (an export
+/// that left the `body` out), with their positions and types.
+fn scriptless_hooks(hooks: &[Value]) -> impl Iterator<Item = (usize, &str)> {
+    hooks.iter().enumerate().filter_map(|(position, hook)| {
+        let kind = hook.get("type").and_then(Value::as_str)?;
+        let runs = kind == "preRequest" || kind == "postRequest";
+        (runs && hook.get("body").is_none_or(Value::is_null)).then_some((position, kind))
+    })
+}
+
+/// The W0501 warning of a hook with no script at `pointer`, on `whose` (the connector, or a
+/// resource).
+fn scriptless(input: &Input<'_>, pointer: JsonPointer, whose: &str, kind: &str) -> Diagnostic {
+    Diagnostic::new(
+        Code::NotExecuted,
+        Location::new(input.file, pointer),
+        format!("{whose} `{kind}` hook has no script in this export (no `body`): the platform ran one, the engine runs nothing"),
+    )
+    .with_label("no `body`")
+    .with_help("add the hook's script as its `body` (export the connector again with its hooks), or remove the hook")
+}
+
+/// Pushes the W0501 warnings; returns the ones a run must say (converters it lacks, hooks
+/// with no script). The `event` hooks are only said here: they turn webhooks into events and
+/// never touch a request.
 pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec<NotExecuted> {
     connector_wide(input, diagnostics);
     let mut at_run = Vec::new();
@@ -63,6 +85,15 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec
             )
             .with_label("not executed")
             .with_help(HOOKS_HELP),
+        );
+    }
+    for (position, kind) in scriptless_hooks(&input.raw.hooks) {
+        let pointer = JsonPointer::root().field("hooks").index(position);
+        keep(
+            scriptless(input, pointer, "the connector's", kind),
+            None,
+            NotExecutedKind::ScriptMissing(kind.to_owned()),
+            diagnostics,
         );
     }
     for (index, parameter) in input.raw.parameters.iter().enumerate() {
@@ -115,6 +146,19 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec
                 )
                 .with_label("not executed")
                 .with_help(HOOKS_HELP),
+            );
+        }
+        for (position, kind) in scriptless_hooks(&raw.hooks) {
+            keep(
+                scriptless(
+                    input,
+                    pointer.field("hooks").index(position),
+                    &format!("resource `{name}`'s"),
+                    kind,
+                ),
+                Some(resource.index()),
+                NotExecutedKind::ScriptMissing(kind.to_owned()),
+                diagnostics,
             );
         }
         for (position, parameter) in raw.parameters.iter().enumerate() {
@@ -299,11 +343,40 @@ mod tests {
     use crate::diagnostic::Code;
 
     #[test]
+    fn a_hook_without_its_script_is_a_difference_said_at_run() {
+        let text = r#"{"hooks": [{"type": "preRequest", "body": null}], "resources": [
+            {"name": "a", "type": "api", "hooks": [{"type": "postRequest", "contextParams": "configuration"}, {"type": "event"}]},
+            {"name": "b", "type": "api", "hooks": [{"type": "preRequest", "body": ""}]}]}"#;
+        let found = with_code(text, Code::NotExecuted);
+        let said: Vec<(&str, &str)> = found
+            .iter()
+            .map(|d| (d.location.pointer.as_str(), d.message.as_str()))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (
+                    "/hooks/0",
+                    "the connector's `preRequest` hook has no script in this export (no `body`): the platform ran one, the engine runs nothing"
+                ),
+                (
+                    "/resources/0/hooks",
+                    "resource `a` has 1 JavaScript hook (`event`); the engine accepts but never executes it"
+                ),
+                (
+                    "/resources/0/hooks/0",
+                    "resource `a`'s `postRequest` hook has no script in this export (no `body`): the platform ran one, the engine runs nothing"
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn hooks_warn_once_per_site() {
         let text = r#"{"hooks": [{"type": "event", "body": "x"}], "resources": [
-            {"name": "a", "type": "api", "hooks": [{"type": "preRequest"}, {"type": "event"}, {"type": "event"}]},
-            {"name": "b", "type": "api", "hooks": [{"type": "preRequest"}, {"type": "postRequest"}]},
-            {"name": "c", "type": "onDeleteWebhook", "hooks": [{"type": "preRequest"}]}]}"#;
+            {"name": "a", "type": "api", "hooks": [{"type": "preRequest", "body": "done()"}, {"type": "event"}, {"type": "event"}]},
+            {"name": "b", "type": "api", "hooks": [{"type": "preRequest", "body": "done()"}, {"type": "postRequest", "body": "done()"}]},
+            {"name": "c", "type": "onDeleteWebhook", "hooks": [{"type": "preRequest", "body": "done()"}]}]}"#;
         let found = with_code(text, Code::NotExecuted);
         let messages: Vec<&str> = found.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(
@@ -339,9 +412,9 @@ mod tests {
         let text = r#"{"hooks": [{"type": "event"}], "bulkDownloadEnabled": true,
             "configuration": [{"key": "event.poller.refresh_interval"}, {"key": "bulk.query.field_name"}],
             "resources": [
-              {"name": "a", "type": "api", "paginationType": "VENDOR_SUPPORTED", "hooks": [{"type": "postRequest"}, {"type": "event"}]},
-              {"name": "b", "type": "api", "nextPageKey": "next", "hooks": [{"type": "preRequest"}]},
-              {"name": "c", "type": "onProvisionWebhook", "hooks": [{"type": "preRequest"}]},
+              {"name": "a", "type": "api", "paginationType": "VENDOR_SUPPORTED", "hooks": [{"type": "postRequest", "body": "done()"}, {"type": "event"}]},
+              {"name": "b", "type": "api", "nextPageKey": "next", "hooks": [{"type": "preRequest", "body": "done()"}]},
+              {"name": "c", "type": "onProvisionWebhook", "hooks": [{"type": "preRequest", "body": "done()"}]},
               {"name": "d", "type": "api", "paginationType": "VENDOR_SUPPORTED"}]}"#;
         let found = with_code(text, Code::NotExecuted);
         let pointers: Vec<&str> = found.iter().map(|d| d.location.pointer.as_str()).collect();
