@@ -255,7 +255,14 @@ impl HttpTransport {
         })
     }
 
-    async fn exchange(&self, request: &PreparedRequest) -> Result<VendorResponse, TransportError> {
+    /// The client for `request` and the request reqwest sends. Built in place, not through
+    /// `RequestBuilder`, which is moved (a few hundred bytes) at every header, and outside
+    /// [`HttpTransport::exchange`], so that its future (allocated for every request) does not
+    /// hold it; `form` and `multipart` bodies still use the builder.
+    fn request_of(
+        &self,
+        request: &PreparedRequest,
+    ) -> Result<(&reqwest::Client, reqwest::Request), TransportError> {
         let method =
             reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| TransportError {
                 kind: TransportErrorKind::Other,
@@ -266,24 +273,40 @@ impl HttpTransport {
         } else {
             &self.client
         };
-        let mut builder = client.request(method, request.url.clone());
+        let mut sent = reqwest::Request::new(method, request.url.clone());
+        let headers = sent.headers_mut();
         for (name, value) in &request.headers {
-            builder = builder.header(name, value);
+            // `check_headers` refused any header HTTP would misread before the request got
+            // here; the message names neither the header nor its value, which may be a secret.
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|error| refused(&error))?;
+            let value =
+                reqwest::header::HeaderValue::from_str(value).map_err(|error| refused(&error))?;
+            headers.append(name, value);
         }
         // The body's own `Content-Type` when the request has none: the one `--dry-run` shows.
         if let Some(implied) = request.body.implied_content_type()
-            && !request
-                .headers
-                .iter()
-                .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            && !headers.contains_key(reqwest::header::CONTENT_TYPE)
         {
-            builder = builder.header(reqwest::header::CONTENT_TYPE, implied);
+            headers.append(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static(implied),
+            );
         }
-        builder = match &request.body {
-            RequestBody::Empty => builder,
-            RequestBody::Json(body) => builder.body(serde_json::to_vec(body).unwrap_or_default()),
-            RequestBody::Form(fields) => builder.form(fields),
-            RequestBody::Text(text) => builder.body(text.clone()),
+        let sent = match &request.body {
+            RequestBody::Empty => sent,
+            RequestBody::Json(body) => {
+                *sent.body_mut() = Some(serde_json::to_vec(body).unwrap_or_default().into());
+                sent
+            }
+            RequestBody::Text(text) => {
+                *sent.body_mut() = Some(text.clone().into());
+                sent
+            }
+            RequestBody::Form(fields) => reqwest::RequestBuilder::from_parts(client.clone(), sent)
+                .form(fields)
+                .build()
+                .map_err(|error| describe(&error))?,
             RequestBody::Multipart(parts) => {
                 let mut form = reqwest::multipart::Form::new();
                 for part in parts {
@@ -296,10 +319,21 @@ impl HttpTransport {
                         ),
                     };
                 }
-                builder.multipart(form)
+                reqwest::RequestBuilder::from_parts(client.clone(), sent)
+                    .multipart(form)
+                    .build()
+                    .map_err(|error| describe(&error))?
             }
         };
-        let mut response = builder.send().await.map_err(|error| describe(&error))?;
+        Ok((client, sent))
+    }
+
+    async fn exchange(&self, request: &PreparedRequest) -> Result<VendorResponse, TransportError> {
+        let pending = {
+            let (client, sent) = self.request_of(request)?;
+            client.execute(sent)
+        };
+        let mut response = pending.await.map_err(|error| describe(&error))?;
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
         let content_type = headers
@@ -605,6 +639,14 @@ fn fits(sending: &Sending<'_>, pause: Duration) -> bool {
 }
 
 /// The error and its causes on one line: `could not connect: connection refused`.
+/// A header the client cannot send, said as [`describe`] says a request reqwest refused.
+fn refused(error: &dyn std::fmt::Display) -> TransportError {
+    TransportError {
+        kind: TransportErrorKind::Other,
+        message: format!("the request failed: {error}"),
+    }
+}
+
 fn describe(error: &reqwest::Error) -> TransportError {
     // Never `error.to_string()`: reqwest puts the whole URL in it, query string included.
     let (kind, summary) = if error.is_timeout() {
