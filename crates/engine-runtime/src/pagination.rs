@@ -141,7 +141,11 @@ pub(crate) fn cursor(
         .next_page_key()
         .and_then(|key| cursor_at(key, response))
         .or_else(|| extracted.output(NEXT_PAGE_HEADER).and_then(text_of))
-        .or_else(|| response.header(NEXT_PAGE_HEADER).map(str::to_owned))
+        .or_else(|| {
+            const NAME: reqwest::header::HeaderName =
+                reqwest::header::HeaderName::from_static(NEXT_PAGE_HEADER);
+            response.header_named(&NAME).map(str::to_owned)
+        })
         .filter(|cursor| !cursor.is_empty())
 }
 

@@ -96,6 +96,12 @@ impl VendorResponse {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
+    /// [`VendorResponse::header`] by a name known in advance: not parsed again for every
+    /// response (`elements-next-page-token`, looked for in every answer: 400 instructions).
+    pub(crate) fn header_named(&self, name: &reqwest::header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
     /// Every header, in the order received (values that are not text are left out).
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.headers
