@@ -247,7 +247,7 @@ pub struct RunOutput {
     /// Masks every secret the run knows of; use it on anything shown to a person.
     pub redactor: Redactor,
     /// How to ask for the next page, when the vendor's answer says there is one
-    /// ([`crate::pagination`]).
+    /// ([`NextPage`](crate::NextPage)).
     pub next_page: Option<crate::pagination::NextPage>,
 }
 
