@@ -105,7 +105,10 @@
     if ((typeof value !== "object" && typeof value !== "function") || value === null || seen.has(value)) return;
     seen.add(value);
     Object.freeze(value);
+    const isFunction = typeof value === "function";
     for (const key of Reflect.ownKeys(value)) {
+      // A built-in function's `length` and `name` are data properties holding primitives.
+      if (isFunction && (key === "length" || key === "name")) continue;
       const descriptor = Object.getOwnPropertyDescriptor(value, key);
       if (descriptor && "value" in descriptor) freeze(descriptor.value);
     }
