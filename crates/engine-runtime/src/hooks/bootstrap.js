@@ -106,7 +106,10 @@
     seen.add(value);
     Object.freeze(value);
     const isFunction = typeof value === "function";
-    for (const key of Reflect.ownKeys(value)) {
+    // An indexed loop: `for...of` would make an iterator per object.
+    const keys = Reflect.ownKeys(value);
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i];
       // A built-in function's `length` and `name` are data properties holding primitives.
       if (isFunction && (key === "length" || key === "name")) continue;
       const descriptor = Object.getOwnPropertyDescriptor(value, key);
