@@ -105,7 +105,13 @@
     if ((typeof value !== "object" && typeof value !== "function") || value === null || seen.has(value)) return;
     seen.add(value);
     Object.freeze(value);
-    for (const key of Reflect.ownKeys(value)) {
+    const isFunction = typeof value === "function";
+    // An indexed loop: `for...of` would make an iterator per object.
+    const keys = Reflect.ownKeys(value);
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i];
+      // A built-in function's `length` and `name` are data properties holding primitives.
+      if (isFunction && (key === "length" || key === "name")) continue;
       const descriptor = Object.getOwnPropertyDescriptor(value, key);
       if (descriptor && "value" in descriptor) freeze(descriptor.value);
     }

@@ -253,6 +253,31 @@ fn helpers_and_built_ins_cannot_be_changed_for_the_next_hook() {
 }
 
 #[test]
+fn every_object_reachable_from_the_globals_is_frozen() {
+    // An independent walk (every own data property, functions' `length` and `name` included, and
+    // every prototype) from inside a hook: whatever the bootstrap skips, this does not.
+    let body = "const seen = new Set(); const open = [];\n\
+                const visit = (v, path) => {\n\
+                  if ((typeof v !== 'object' && typeof v !== 'function') || v === null || seen.has(v)) return;\n\
+                  seen.add(v);\n\
+                  if (!Object.isFrozen(v)) open.push(path);\n\
+                  for (const k of Reflect.ownKeys(v)) {\n\
+                    const d = Object.getOwnPropertyDescriptor(v, k);\n\
+                    if (d && 'value' in d) visit(d.value, path + '.' + String(k));\n\
+                  }\n\
+                  visit(Object.getPrototypeOf(v), path + '.__proto__');\n\
+                };\n\
+                for (const name of Object.getOwnPropertyNames(globalThis)) if (name !== 'globalThis') visit(globalThis[name], name);\n\
+                let leaked = 'no';\n\
+                try { Array.prototype.map.leak = 1; leaked = 'yes'; } catch (e) {}\n\
+                done({open: open.slice(0, 5), walked: seen.size > 500, leaked});";
+    assert_eq!(
+        output(body, json!({})),
+        json!({"open": [], "walked": true, "leaked": "no"})
+    );
+}
+
+#[test]
 fn an_answer_that_is_not_an_object_is_refused() {
     assert!(matches!(
         call("done('text');", json!({})),
