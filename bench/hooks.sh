@@ -24,29 +24,8 @@ fi
 cd "$root"
 command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -qq hyperfine >/dev/null; }
 
-cargo build --release -p engine-cli -p engine-emulator
-target="${CARGO_TARGET_DIR:-$root/target}"
-engine="$target/release/engine"
-emulator_bin="$target/release/vendor-emulator"
-
-work="$(mktemp -d)"
-"$emulator_bin" --port 0 >"$work/emulator.out" &
-emulator=$!
-trap 'kill "$emulator" 2>/dev/null || true; wait "$emulator" 2>/dev/null || true; rm -rf "$work"' EXIT
-
-for _ in $(seq 50); do
-  grep -q '^listening on ' "$work/emulator.out" 2>/dev/null && break
-  sleep 0.1
-done
-url="$(sed -n 's/^listening on //p' "$work/emulator.out")"
-[[ -n "$url" ]] || { echo "error: the vendor emulator did not start" >&2; exit 1; }
-
-instance="$work/instance.json"
-printf '{"base.url": "%s", "client.id": "demo-client", "client.secret": "demo-secret"}\n' \
-  "$url" >"$instance"
-chmod 600 "$instance"
-# Provisions once: every timed run finds a fresh token and makes exactly one request.
-"$engine" run connectors/demo.json get-contact --param id=c1 --config "$instance" >/dev/null
+# shellcheck source=bench/demo_instance.sh
+source bench/demo_instance.sh
 
 python3 - connectors/demo.json "$work/hooked.json" <<'PY'
 import json, sys

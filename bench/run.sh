@@ -32,30 +32,8 @@ install_missing() {
 }
 install_missing
 
-cargo build --release -p engine-cli -p engine-emulator
-engine="$root/target/release/engine"
-emulator_bin="$root/target/release/vendor-emulator"
-
-work="$(mktemp -d)"
-"$emulator_bin" --port 0 >"$work/emulator.out" &
-emulator=$!
-trap 'kill "$emulator" 2>/dev/null || true; wait "$emulator" 2>/dev/null || true; rm -rf "$work"' EXIT
-
-for _ in $(seq 50); do
-  grep -q '^listening on ' "$work/emulator.out" 2>/dev/null && break
-  sleep 0.1
-done
-url="$(sed -n 's/^listening on //p' "$work/emulator.out")"
-[[ -n "$url" ]] || { echo "error: the vendor emulator did not start" >&2; exit 1; }
-
-instance="$work/instance.json"
-printf '{"base.url": "%s", "client.id": "demo-client", "client.secret": "demo-secret"}\n' \
-  "$url" >"$instance"
-chmod 600 "$instance"
-
-# The first run provisions (PROVISION AUTH VALIDATION, then the call); every timed run finds a
-# fresh token and makes exactly one request, as curl does.
-"$engine" run connectors/demo.json get-contact --param id=c1 --config "$instance" >/dev/null
+# shellcheck source=bench/demo_instance.sh
+source bench/demo_instance.sh
 token="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["access.token"])' "$instance")"
 
 engine_cmd="$engine run connectors/demo.json get-contact --param id=c1 --config $instance"
