@@ -1,0 +1,247 @@
+//! Opening a store from its URL, and the encryption rules: which values of an instance are
+//! encrypted ([`secret_rule`]), with which keys ([`SecretKeys`], from the environment).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine_spec::Connector;
+use engine_store::{InstanceStore, State, StoreError};
+use engine_stores_sql::{EncryptedStore, IsSecret, SecretKey};
+
+use crate::{Error, ErrorKind};
+
+/// How long a writer that is not a refresh (the failure count, the status, a rekey, a set of
+/// values) waits for an instance's lock.
+pub const WRITE_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The keys secrets are encrypted with: the current one, and old ones still read.
+#[derive(Clone)]
+pub struct SecretKeys {
+    /// The key new values are encrypted with.
+    pub current: SecretKey,
+    /// Keys values encrypted earlier are still decrypted with.
+    pub old: Vec<SecretKey>,
+}
+
+/// Names the keys by id, never their bytes.
+impl std::fmt::Debug for SecretKeys {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SecretKeys")
+            .field("current", &self.current.id())
+            .field(
+                "old",
+                &self.old.iter().map(SecretKey::id).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl SecretKeys {
+    /// The keys of `ENGINE_SECRET_KEY` (or the file `ENGINE_SECRET_KEY_FILE`) and
+    /// `ENGINE_SECRET_KEYS_OLD` (comma-separated), each `ID:BASE64`; `None` without a key.
+    /// Fails when a key cannot be parsed or the file cannot be read.
+    pub fn from_env() -> Result<Option<Self>, Error> {
+        let current = match (
+            std::env::var("ENGINE_SECRET_KEY"),
+            std::env::var_os("ENGINE_SECRET_KEY_FILE"),
+        ) {
+            (Ok(text), _) => text,
+            (Err(_), Some(path)) => {
+                fs_err::read_to_string(&path).map_err(|error| ErrorKind::SecretKeyFile { error })?
+            }
+            (Err(_), None) => return Ok(None),
+        };
+        let invalid = |variable: &'static str| {
+            move |message: String| Error::from(ErrorKind::InvalidSecretKey { variable, message })
+        };
+        let current = SecretKey::parse(&current).map_err(invalid("ENGINE_SECRET_KEY"))?;
+        let old = std::env::var("ENGINE_SECRET_KEYS_OLD")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| SecretKey::parse(text).map_err(invalid("ENGINE_SECRET_KEYS_OLD")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Self { current, old }))
+    }
+}
+
+/// A store as opened, with the keys of the environment: the encryption layer goes on top with
+/// the rule of the connector of the instances it serves ([`Opened::sealed`]).
+pub struct Opened {
+    plain: Arc<dyn InstanceStore>,
+    keys: Option<SecretKeys>,
+}
+
+/// Says whether keys are set and which, never their bytes.
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Opened")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Opened {
+    /// A store opened elsewhere, with these keys.
+    pub fn new(plain: Arc<dyn InstanceStore>, keys: Option<SecretKeys>) -> Self {
+        Self { plain, keys }
+    }
+
+    /// The store without the encryption layer: values as stored (encrypted ones stay so).
+    pub fn plain(&self) -> &Arc<dyn InstanceStore> {
+        &self.plain
+    }
+
+    /// The keys the environment set, if any.
+    pub fn keys(&self) -> Option<&SecretKeys> {
+        self.keys.as_ref()
+    }
+
+    /// The store, encrypting the values of secret keys when a key is set: the keys `connector`
+    /// says are secret ([`secret_rule`]). Without a key, the store for a connector (a command
+    /// that sends values) refuses to hand out encrypted values.
+    pub fn sealed(&self, connector: Option<&Connector>) -> Arc<dyn InstanceStore> {
+        match &self.keys {
+            Some(keys) => Arc::new(EncryptedStore::new(
+                Arc::clone(&self.plain),
+                keys.current.clone(),
+                keys.old.clone(),
+                secret_rule(connector),
+            )),
+            // A command that sends values refuses encrypted ones when it has no key.
+            None if connector.is_some() => Arc::new(EncryptedStore::without_key(
+                Arc::clone(&self.plain),
+                secret_rule(connector),
+            )),
+            None => Arc::clone(&self.plain),
+        }
+    }
+}
+
+/// Which stored values are encrypted: with the instance's connector known, the connector's own
+/// rule ([`Connector::is_secret_key`]: its `PASSWORD` properties and `"secret": true` ones, the
+/// token keys it saves, the keys it sends as credentials, and names like secrets); without it,
+/// the rule for names alone.
+pub fn secret_rule(connector: Option<&Connector>) -> IsSecret {
+    let Some(connector) = connector else {
+        return Arc::new(is_secret_key);
+    };
+    // The connector's decision for each key it knows, taken once; other keys by their name,
+    // as `Connector::is_secret_key` decides them.
+    let known: HashMap<String, bool> = connector
+        .keys()
+        .map(|key| (key.to_owned(), connector.is_secret_key(key)))
+        .collect();
+    Arc::new(move |key: &str| {
+        known
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| is_secret_key(key))
+    })
+}
+
+/// The rule for which stored values are encrypted: keys named like secrets (passwords,
+/// tokens, secrets, API keys), except those that never are (`expires_in`, URLs).
+fn is_secret_key(key: &str) -> bool {
+    !engine_spec::is_never_secret(key) && engine_spec::is_secret_name(key)
+}
+
+/// True when `url` names a database store (SQLite, PostgreSQL).
+fn is_database(url: &str) -> bool {
+    ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+}
+
+/// Opens the store `url` names (`sqlite:PATH`, `postgres://...`, `file:DIR`), without the
+/// encryption layer yet, with the keys of the environment ([`SecretKeys::from_env`], read
+/// first: an invalid key fails before the store is touched). `ENGINE_STORE_LOCK_LIFETIME`
+/// (`30s`, `2m`) sets how long a PostgreSQL lock outlives a holder that went silent. The store's
+/// notices (`InstanceStore::take_notices`) are the caller's to show. Fails on a database URL
+/// in a build without the `sql` feature, an invalid variable, or the store's own error.
+pub async fn open_store(url: &str) -> Result<Opened, Error> {
+    if is_database(url) && !cfg!(feature = "sql") {
+        return Err(ErrorKind::SqlNotBuilt {
+            url: engine_stores_sql::display_url(url),
+        }
+        .into());
+    }
+    let mut options = engine_stores_sql::Options::default();
+    if let Ok(text) = std::env::var("ENGINE_STORE_LOCK_LIFETIME") {
+        match humantime::parse_duration(&text) {
+            Ok(lifetime) => options.lock_lifetime = Some(lifetime),
+            Err(error) => {
+                return Err(ErrorKind::InvalidLockLifetime {
+                    text,
+                    message: error.to_string(),
+                }
+                .into());
+            }
+        }
+    }
+    let keys = SecretKeys::from_env()?;
+    let plain = engine_stores_sql::open_with(url, &options).await?;
+    Ok(Opened { plain, keys })
+}
+
+/// Opens the store `url` names with no option and no key: values as stored, for a rekey.
+pub async fn open_plain(url: &str) -> Result<Arc<dyn InstanceStore>, Error> {
+    Ok(engine_stores_sql::open(url).await?)
+}
+
+/// Opens the store `url` names; secrets are encrypted by the rule for secret names.
+pub async fn open_url(url: &str) -> Result<Arc<dyn InstanceStore>, Error> {
+    Ok(open_store(url).await?.sealed(None))
+}
+
+/// Opens the store `url` names for the instances of `connector`: secrets are encrypted by the
+/// connector's rule.
+pub async fn open_for(url: &str, connector: &Connector) -> Result<Arc<dyn InstanceStore>, Error> {
+    Ok(open_store(url).await?.sealed(Some(connector)))
+}
+
+/// Changes `id` under its lock ([`engine_store::update`]), waiting at most
+/// [`WRITE_LOCK_TIMEOUT`]; `waiting` is called when another process holds the lock. Returns
+/// whether `change` changed the state, or the store's error.
+pub async fn update(
+    store: &dyn InstanceStore,
+    id: &str,
+    waiting: &(dyn Fn() + Sync),
+    change: impl FnOnce(&mut State) -> Result<bool, StoreError> + Send,
+) -> Result<bool, StoreError> {
+    engine_store::update(store, id, Some(WRITE_LOCK_TIMEOUT), waiting, change).await
+}
+
+#[cfg(test)]
+mod tests {
+    use engine_store::MemoryStore;
+
+    use super::*;
+
+    /// `{:?}` of the keys names them by id: a key's bytes never show.
+    #[test]
+    fn debug_of_keys_shows_ids_only() {
+        let encoded = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        let keys = SecretKeys {
+            current: SecretKey::parse(&format!("k2:{encoded}")).unwrap(),
+            old: vec![SecretKey::parse(&format!("k1:{encoded}")).unwrap()],
+        };
+        let opened = Opened::new(Arc::new(MemoryStore::new()), Some(keys));
+        let text = format!("{opened:?}");
+        assert!(text.contains(r#"current: "k2", old: ["k1"]"#), "{text}");
+        assert!(!text.contains(encoded), "{text}");
+    }
+
+    /// Without a connector, values named like secrets are encrypted; with one, its own rule.
+    #[test]
+    fn the_rule_without_a_connector_goes_by_name() {
+        let rule = secret_rule(None);
+        assert!(rule("client.secret"));
+        assert!(rule("refresh.token"));
+        assert!(!rule("expires_in"));
+        assert!(!rule("base.url"));
+    }
+}
