@@ -5,17 +5,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use engine_runtime::{EngineBuilder, Inputs, RunRequest};
+use engine_service::{WRITE_LOCK_TIMEOUT, secret_rule};
 use engine_spec::Connector;
 use engine_spec::kinds::ResourceType;
 use engine_store::{
     CONNECTOR_KEY, InstanceStore, Page, State, StoreError, StoreErrorKind, VERSION_KEY,
     connector_of,
 };
-use engine_stores_sql::{IsSecret, SecretKey};
 
 use crate::Exit;
 use crate::printer;
-use crate::render::{Level, Message};
+use crate::store::{Failure, open_store, open_url, runtime, secret_keys};
 
 /// Where instances live.
 #[derive(Debug, clap::Args)]
@@ -201,255 +201,9 @@ pub(crate) fn instances(args: &InstancesArgs) -> Exit {
     })
 }
 
-/// A failed command: its message, hint and exit code.
-pub(crate) struct Failure {
-    title: String,
-    help: Option<String>,
-    causes: Vec<String>,
-    exit: Exit,
-}
-
-impl Failure {
-    pub(crate) fn new(title: String, exit: Exit) -> Self {
-        Self {
-            title,
-            help: None,
-            causes: Vec::new(),
-            exit,
-        }
-    }
-
-    pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
-        self
-    }
-
-    pub(crate) fn print(self) -> Exit {
-        let mut message = Message::new(Level::Error, &self.title);
-        message.help = self.help.as_deref();
-        message.causes = self.causes;
-        printer::error(&message);
-        self.exit
-    }
-
-    /// A store's error: its message and causes; an unknown instance is exit 3 with a hint, a
-    /// backend failure exit 1.
-    pub(crate) fn of_store(error: &StoreError, store: &str) -> Self {
-        let mut causes = Vec::new();
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            causes.push(cause.to_string());
-            source = cause.source();
-        }
-        let (exit, help) = match error.kind() {
-            StoreErrorKind::UnknownInstance { .. } | StoreErrorKind::NotFound { .. } => (
-                Exit::Invalid,
-                Some(format!(
-                    "list the instances with `engine instances list --store {}`, or import one with `engine instances import FILE --store {0}`",
-                    engine_stores_sql::display_url(store)
-                )),
-            ),
-            StoreErrorKind::InvalidInstanceId { .. } => (Exit::Invalid, None),
-            StoreErrorKind::Io { source, .. }
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
-                ) =>
-            {
-                (
-                    Exit::VendorError,
-                    Some(
-                        "the store can be listed and read where it is read-only; to change it, \
-                         mount it read-write or give this user write access to its files and \
-                         their directory"
-                            .to_owned(),
-                    ),
-                )
-            }
-            _ => (Exit::VendorError, None),
-        };
-        Self {
-            title: error.to_string(),
-            help,
-            causes,
-            exit,
-        }
-    }
-}
-
-/// A multi-threaded runtime for the store's async calls; `None` after printing why it failed.
-pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => Some(runtime),
-        Err(error) => {
-            let message = format!("cannot start the async runtime: {error}");
-            printer::error(&Message::new(Level::Error, &message));
-            None
-        }
-    }
-}
-
 /// Opens the store of `args`; secrets are encrypted by the rule for secret names.
 pub(crate) async fn open(args: &StoreArgs) -> Result<Arc<dyn InstanceStore>, Failure> {
     open_url(&args.store).await
-}
-
-/// Opens the store `url` names; secrets are encrypted by the rule for secret names.
-pub(crate) async fn open_url(url: &str) -> Result<Arc<dyn InstanceStore>, Failure> {
-    Ok(open_store(url).await?.sealed(None))
-}
-
-/// Opens the store `url` names for the instances of `connector`: secrets are encrypted by the
-/// connector's rule.
-pub(crate) async fn open_for(
-    url: &str,
-    connector: &Connector,
-) -> Result<Arc<dyn InstanceStore>, Failure> {
-    Ok(open_store(url).await?.sealed(Some(connector)))
-}
-
-/// A store as opened, with the keys of `ENGINE_SECRET_KEY`: the encryption layer goes on top
-/// with the rule of the connector of the instances it serves ([`Opened::sealed`]).
-pub(crate) struct Opened {
-    plain: Arc<dyn InstanceStore>,
-    keys: Option<(SecretKey, Vec<SecretKey>)>,
-}
-
-impl Opened {
-    /// The store, encrypting the values of secret keys when a key is set: the keys `connector`
-    /// says are secret ([`secret_rule`]). Without a key, the store for a connector (a command
-    /// that sends values) refuses to hand out encrypted values.
-    pub(crate) fn sealed(&self, connector: Option<&Connector>) -> Arc<dyn InstanceStore> {
-        match &self.keys {
-            Some((current, old)) => Arc::new(engine_stores_sql::EncryptedStore::new(
-                Arc::clone(&self.plain),
-                current.clone(),
-                old.clone(),
-                secret_rule(connector),
-            )),
-            // A command that sends values refuses encrypted ones when it has no key.
-            None if connector.is_some() => {
-                Arc::new(engine_stores_sql::EncryptedStore::without_key(
-                    Arc::clone(&self.plain),
-                    secret_rule(connector),
-                ))
-            }
-            None => Arc::clone(&self.plain),
-        }
-    }
-}
-
-/// Which stored values are encrypted: with the instance's connector known, the connector's own
-/// rule ([`Connector::is_secret_key`]: its `PASSWORD` properties and `"secret": true` ones, the
-/// token keys it saves, the keys it sends as credentials, and names like secrets); without it,
-/// the rule for names alone.
-pub(crate) fn secret_rule(connector: Option<&Connector>) -> IsSecret {
-    let Some(connector) = connector else {
-        return Arc::new(is_secret_key);
-    };
-    // The connector's decision for each key it knows, taken once; other keys by their name,
-    // as `Connector::is_secret_key` decides them.
-    let known: std::collections::HashMap<String, bool> = connector
-        .keys()
-        .map(|key| (key.to_owned(), connector.is_secret_key(key)))
-        .collect();
-    Arc::new(move |key: &str| {
-        known
-            .get(key)
-            .copied()
-            .unwrap_or_else(|| is_secret_key(key))
-    })
-}
-
-/// Opens the store `url` names, without the encryption layer yet. `ENGINE_STORE_LOCK_LIFETIME`
-/// (`30s`, `2m`) sets how long a PostgreSQL lock outlives a holder that went silent
-/// (docs/stores.md).
-pub(crate) async fn open_store(url: &str) -> Result<Opened, Failure> {
-    let database = ["sqlite:", "postgres://", "postgresql://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme));
-    if database && !cfg!(feature = "sql") {
-        return Err(Failure::new(
-            format!(
-                "this `engine` was built without the SQL stores, so it cannot open `{}`",
-                engine_stores_sql::display_url(url)
-            ),
-            Exit::Usage,
-        )
-        .help(
-            "connectors/quickstart.sh builds it so; build the full engine with \
-             `cargo build --release -p engine-cli` (default features)",
-        ));
-    }
-    let mut options = engine_stores_sql::Options::default();
-    if let Ok(text) = std::env::var("ENGINE_STORE_LOCK_LIFETIME") {
-        match humantime::parse_duration(&text) {
-            Ok(lifetime) => options.lock_lifetime = Some(lifetime),
-            Err(error) => {
-                return Err(Failure::new(
-                    format!("invalid `ENGINE_STORE_LOCK_LIFETIME` `{text}`: {error}"),
-                    Exit::Usage,
-                )
-                .help("write a duration such as `30s` or `2m`"));
-            }
-        }
-    }
-    let plain = engine_stores_sql::open_with(url, &options)
-        .await
-        .map_err(|error| Failure::of_store(&error, url))?;
-    for notice in plain.take_notices() {
-        printer::verbose(&format!("note: {notice}"));
-    }
-    Ok(Opened {
-        plain,
-        keys: secret_keys()?,
-    })
-}
-
-/// The rule for which stored values are encrypted: keys named like secrets (passwords,
-/// tokens, secrets, API keys), except those that never are (`expires_in`, URLs).
-fn is_secret_key(key: &str) -> bool {
-    !engine_spec::is_never_secret(key) && engine_spec::is_secret_name(key)
-}
-
-/// The keys of `ENGINE_SECRET_KEY` (or the file `ENGINE_SECRET_KEY_FILE`) and
-/// `ENGINE_SECRET_KEYS_OLD` (comma-separated), each `ID:BASE64`; `None` without a key.
-pub(crate) fn secret_keys() -> Result<
-    Option<(
-        engine_stores_sql::SecretKey,
-        Vec<engine_stores_sql::SecretKey>,
-    )>,
-    Failure,
-> {
-    let invalid = |variable: &str, message: String| {
-        Failure::new(format!("invalid `{variable}`: {message}"), Exit::Usage)
-            .help("write `ID:BASE64`, 32 random bytes in base64: `echo k1:$(head -c 32 /dev/urandom | base64)`")
-    };
-    let current = match (
-        std::env::var("ENGINE_SECRET_KEY"),
-        std::env::var_os("ENGINE_SECRET_KEY_FILE"),
-    ) {
-        (Ok(text), _) => text,
-        (Err(_), Some(path)) => fs_err::read_to_string(&path)
-            .map_err(|error| Failure::new(error.to_string(), Exit::Usage))?,
-        (Err(_), None) => return Ok(None),
-    };
-    let current = engine_stores_sql::SecretKey::parse(&current)
-        .map_err(|message| invalid("ENGINE_SECRET_KEY", message))?;
-    let old = std::env::var("ENGINE_SECRET_KEYS_OLD")
-        .unwrap_or_default()
-        .split(',')
-        .filter(|text| !text.trim().is_empty())
-        .map(|text| {
-            engine_stores_sql::SecretKey::parse(text)
-                .map_err(|message| invalid("ENGINE_SECRET_KEYS_OLD", message))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some((current, old)))
 }
 
 async fn import(
@@ -672,7 +426,7 @@ pub(crate) fn render_table<Row: AsRef<[String]>>(rows: &[Row]) -> String {
 async fn show(args: &StoreArgs, id: &str) -> Result<Exit, Failure> {
     let opened = open_store(&args.store).await?;
     let read = opened
-        .plain
+        .plain()
         .load(id)
         .await
         .map_err(|error| Failure::of_store(&error, &args.store))?;
@@ -700,7 +454,7 @@ async fn show(args: &StoreArgs, id: &str) -> Result<Exit, Failure> {
 async fn set(args: &StoreArgs, id: &str, values: &[String]) -> Result<Exit, Failure> {
     let opened = open_store(&args.store).await?;
     let stored = opened
-        .plain
+        .plain()
         .load(id)
         .await
         .map_err(|error| Failure::of_store(&error, &args.store))?;
@@ -796,25 +550,14 @@ fn read_value(key: &str) -> Result<String, Failure> {
     }
 }
 
-/// How long a writer that is not a refresh (the failure count, the status, a rekey, `engine
-/// instances set`) waits for an instance's lock: the default `--lock-timeout`.
-const WRITE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Changes `id` under its lock ([`engine_store::update`]), saying so when another process holds
-/// the lock and waiting at most [`WRITE_LOCK_TIMEOUT`].
+/// Changes `id` under its lock ([`engine_service::update`]), saying so when another process
+/// holds the lock.
 pub(crate) async fn update(
     store: &dyn InstanceStore,
     id: &str,
     change: impl FnOnce(&mut State) -> Result<bool, StoreError> + Send,
 ) -> Result<bool, StoreError> {
-    engine_store::update(
-        store,
-        id,
-        Some(WRITE_LOCK_TIMEOUT),
-        &waiting_note(id),
-        change,
-    )
-    .await
+    engine_service::update(store, id, &waiting_note(id), change).await
 }
 
 /// What a writer says when another process holds the lock it needs.
@@ -827,7 +570,7 @@ fn waiting_note(id: &str) -> impl Fn() + Sync + '_ {
 }
 
 async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
-    let Some((current, old)) = secret_keys()? else {
+    let Some(keys) = secret_keys()? else {
         return Err(Failure::new(
             "`engine instances rekey` needs the key to encrypt with".to_owned(),
             Exit::Usage,
@@ -836,8 +579,10 @@ async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
             "set `ENGINE_SECRET_KEY=ID:BASE64`, and the previous keys in `ENGINE_SECRET_KEYS_OLD`",
         ));
     };
-    let current_id = current.id().to_owned();
-    let plain = open_plain(&args.store).await?;
+    let current_id = keys.current.id().to_owned();
+    let plain = engine_service::open_plain(&args.store)
+        .await
+        .map_err(|error| Failure::of_service(&error, &args.store))?;
     // Each instance under its connector's rule (a value stored encrypted stays so whatever the
     // rule says).
     let mut stores: std::collections::HashMap<Option<String>, engine_stores_sql::EncryptedStore> =
@@ -859,8 +604,8 @@ async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
                 let connector = summary.connector.as_deref().and_then(quiet_connector);
                 engine_stores_sql::EncryptedStore::new(
                     Arc::clone(&plain),
-                    current.clone(),
-                    old.clone(),
+                    keys.current.clone(),
+                    keys.old.clone(),
                     secret_rule(connector.as_ref()),
                 )
             });
@@ -891,21 +636,10 @@ async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
     Ok(Exit::Success)
 }
 
-/// Opens the store without the encryption layer.
-async fn open_plain(url: &str) -> Result<Arc<dyn InstanceStore>, Failure> {
-    engine_stores_sql::open(url)
-        .await
-        .map_err(|error| Failure::of_store(&error, url))
-}
-
 /// The connector file `name` names, loaded without a word when it cannot be (a bare name, a
 /// moved file).
 fn quiet_connector(name: &str) -> Option<Connector> {
-    let path = Path::new(name);
-    if !path.is_file() {
-        return None;
-    }
-    engine_spec::load(path).ok()?.into_connector()
+    engine_service::load_connector(Path::new(name)).ok()
 }
 
 /// Runs the connector's `onDelete` resource (when it has one), then deletes the instance; a

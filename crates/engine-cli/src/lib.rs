@@ -24,6 +24,7 @@ mod refresh;
 mod render;
 mod run;
 mod status;
+mod store;
 mod test;
 mod time;
 mod validate;

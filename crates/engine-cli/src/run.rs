@@ -169,7 +169,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             runtime
         }
         Target::Stored { .. } => {
-            let Some(runtime) = crate::instances::runtime() else {
+            let Some(runtime) = crate::store::runtime() else {
                 return Exit::Invalid;
             };
             runtime
@@ -219,7 +219,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let opened: Arc<dyn InstanceStore> = match target {
         Target::File(config) => Arc::new(FileStore::for_file(config)),
         Target::Stored { store, .. } => {
-            match runtime.block_on(crate::instances::open_for(store, &connector)) {
+            match runtime.block_on(crate::store::open_for(store, &connector)) {
                 Ok(opened) => opened,
                 Err(failure) => return failure.print(),
             }
@@ -244,13 +244,15 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         } else {
             &*opened
         };
-        let history = crate::history::Recorder::new(&observer);
+        let history = engine_service::Recorder::new(&observer);
         let pages = args.pages.pages();
         let result = engine_runtime::run_pages(&engine, &request, store, &history, pages).await;
         // The lifecycle steps go into the instance's history (an instance file's: a sidecar
         // next to it); a dry run sends nothing.
         if recording.is_none() {
-            crate::history::after_run(store, &request, &history.take(), result.is_ok()).await;
+            let warnings =
+                engine_service::after_run(store, &request, &history.take(), result.is_ok()).await;
+            printer::warnings(&warnings);
         }
         result
     });
@@ -477,31 +479,26 @@ fn warn_unknown_keys(instance: &Path, connector: &Connector) {
     }
 }
 
-/// Loads and validates the connector; on failure prints its diagnostics (or why it cannot be
-/// read) and returns `None`. Warnings are not shown here: `engine validate` shows them.
+/// Loads and validates the connector ([`engine_service::load_connector`]); on failure prints its
+/// diagnostics (or why it cannot be read) and returns `None`. Warnings are not shown here:
+/// `engine validate` shows them.
 pub(crate) fn load_connector(path: &Path) -> Option<Connector> {
-    let report = match engine_spec::load(path) {
-        Ok(report) => report,
-        Err(error) => {
-            let message = format!("cannot read connector `{}`: {error}", path.display());
-            printer::error(&Message::new(Level::Error, &message));
-            return None;
-        }
-    };
-    if report.has_errors() {
+    engine_service::load_connector(path)
+        .map_err(|error| print_load_error(&error))
+        .ok()
+}
+
+/// Prints why a connector did not load: the error diagnostics of an invalid one, then the
+/// error.
+pub(crate) fn print_load_error(error: &engine_service::Error) {
+    if let engine_service::ErrorKind::InvalidConnector { report, .. } = error.kind() {
         for index in 0..report.diagnostics().len() {
             if report.diagnostics()[index].severity == engine_spec::Severity::Error {
-                printer::error(&Message::from_diagnostic(&report, index));
+                printer::error(&Message::from_diagnostic(report, index));
             }
         }
-        let message = format!(
-            "connector `{}` is invalid; nothing was sent",
-            path.display()
-        );
-        printer::error(&Message::new(Level::Error, &message));
-        return None;
     }
-    report.into_connector()
+    printer::error(&Message::new(Level::Error, &error.to_string()));
 }
 
 /// True when `name` is a `multipart` input of the connector: its value `@FILE` (`@-`) is a file.
