@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use engine_runtime::{EngineBuilder, Inputs, RunRequest};
-use engine_service::{WRITE_LOCK_TIMEOUT, secret_rule};
+use engine_service::secret_rule;
 use engine_spec::Connector;
 use engine_spec::kinds::ResourceType;
 use engine_store::{
@@ -583,53 +583,10 @@ async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
     let plain = engine_service::open_plain(&args.store)
         .await
         .map_err(|error| Failure::of_service(&error, &args.store))?;
-    // Each instance under its connector's rule (a value stored encrypted stays so whatever the
-    // rule says).
-    let mut stores: std::collections::HashMap<Option<String>, engine_stores_sql::EncryptedStore> =
-        std::collections::HashMap::new();
-    let (mut changed, mut total) = (0, 0);
-    let mut page = Page {
-        after: None,
-        limit: 1000,
-        ..Page::default()
-    };
-    loop {
-        let listing = plain
-            .list(page.clone())
-            .await
-            .map_err(|error| Failure::of_store(&error, &args.store))?;
-        for summary in &listing.instances {
-            total += 1;
-            let store = stores.entry(summary.connector.clone()).or_insert_with(|| {
-                let connector = summary.connector.as_deref().and_then(quiet_connector);
-                engine_stores_sql::EncryptedStore::new(
-                    Arc::clone(&plain),
-                    keys.current.clone(),
-                    keys.old.clone(),
-                    secret_rule(connector.as_ref()),
-                )
-            });
-            if store
-                .rekey(
-                    &summary.id,
-                    Some(WRITE_LOCK_TIMEOUT),
-                    &waiting_note(&summary.id),
-                )
-                .await
-                .map_err(|error| Failure::of_store(&error, &args.store))?
-            {
-                changed += 1;
-            }
-        }
-        match listing.next {
-            Some(next) => page.after = Some(next),
-            None => break,
-        }
-    }
-    plain
-        .scrub()
+    let waiting = |id: &str| waiting_note(id)();
+    let engine_service::Rekeyed { changed, total } = engine_service::rekey(&plain, &keys, &waiting)
         .await
-        .map_err(|error| Failure::of_store(&error, &args.store))?;
+        .map_err(|error| Failure::of_service(&error, &args.store))?;
     printer::verbose(&format!(
         "rekeyed {changed} of {total} instances with key `{current_id}`"
     ));

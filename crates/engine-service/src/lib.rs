@@ -45,6 +45,6 @@ pub use refresh::{
 };
 pub use registry::{Registry, load_connector};
 pub use store::{
-    Opened, SecretKeys, WRITE_LOCK_TIMEOUT, open_for, open_plain, open_store, open_url,
-    secret_rule, update,
+    Opened, Rekeyed, SecretKeys, WRITE_LOCK_TIMEOUT, open_for, open_plain, open_store, open_url,
+    rekey, secret_rule, update,
 };

@@ -215,6 +215,70 @@ pub async fn update(
     engine_store::update(store, id, Some(WRITE_LOCK_TIMEOUT), waiting, change).await
 }
 
+/// What [`rekey`] did: how many instances it re-encrypted, of how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rekeyed {
+    /// The instances whose stored form changed.
+    pub changed: usize,
+    /// Every instance of the store.
+    pub total: usize,
+}
+
+/// Re-encrypts the secrets of every instance of `plain` (a store opened without the encryption
+/// layer, [`open_plain`]) with `keys.current`, reading values encrypted with the old keys or not
+/// encrypted yet, each instance under its connector's rule (connectors found by their recorded
+/// name; a value stored encrypted stays so whatever the rule says), then scrubs what the store
+/// keeps of the old forms. `waiting(id)` is called when another process holds an instance's
+/// lock. Fails with the store's first error.
+pub async fn rekey(
+    plain: &Arc<dyn InstanceStore>,
+    keys: &SecretKeys,
+    waiting: &(dyn Fn(&str) + Sync),
+) -> Result<Rekeyed, Error> {
+    let mut registry = crate::Registry::new();
+    let mut stores: HashMap<Option<String>, EncryptedStore> = HashMap::new();
+    let mut rekeyed = Rekeyed {
+        changed: 0,
+        total: 0,
+    };
+    let mut page = engine_store::Page {
+        after: None,
+        limit: 1000,
+        ..engine_store::Page::default()
+    };
+    loop {
+        let listing = plain.list(page.clone()).await?;
+        for summary in &listing.instances {
+            rekeyed.total += 1;
+            let store = stores.entry(summary.connector.clone()).or_insert_with(|| {
+                let connector = summary
+                    .connector
+                    .as_deref()
+                    .and_then(|name| registry.get(name).ok());
+                EncryptedStore::new(
+                    Arc::clone(plain),
+                    keys.current.clone(),
+                    keys.old.clone(),
+                    secret_rule(connector.as_deref()),
+                )
+            });
+            let id = &summary.id;
+            if store
+                .rekey(id, Some(WRITE_LOCK_TIMEOUT), &|| waiting(id))
+                .await?
+            {
+                rekeyed.changed += 1;
+            }
+        }
+        match listing.next {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
+    plain.scrub().await?;
+    Ok(rekeyed)
+}
+
 #[cfg(test)]
 mod tests {
     use engine_store::MemoryStore;
@@ -233,6 +297,52 @@ mod tests {
         let text = format!("{opened:?}");
         assert!(text.contains(r#"current: "k2", old: ["k1"]"#), "{text}");
         assert!(!text.contains(encoded), "{text}");
+    }
+
+    /// A rekey encrypts the values named like secrets of an instance without a connector, and
+    /// the store with the keys reads them back in clear.
+    #[tokio::test]
+    async fn rekey_encrypts_secrets_that_the_sealed_store_reads_back() {
+        let encoded = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        let keys = SecretKeys {
+            current: SecretKey::parse(&format!("k1:{encoded}")).unwrap(),
+            old: Vec::new(),
+        };
+        let memory = MemoryStore::new();
+        let serde_json::Value::Object(state) = serde_json::json!({
+            "client.secret": "FAKE-secret-1111",
+            "base.url": "http://127.0.0.1:1",
+        }) else {
+            unreachable!()
+        };
+        memory.insert("cust42", state);
+        let plain: Arc<dyn InstanceStore> = Arc::new(memory);
+        let waited = |_: &str| panic!("nothing holds a lock");
+
+        let rekeyed = rekey(&plain, &keys, &waited).await.unwrap();
+        assert_eq!(
+            rekeyed,
+            Rekeyed {
+                changed: 1,
+                total: 1
+            }
+        );
+        let stored = plain.load("cust42").await.unwrap().state;
+        assert!(engine_stores_sql::is_encrypted(&stored["client.secret"]));
+        assert_eq!(stored["base.url"], "http://127.0.0.1:1");
+        let sealed = Opened::new(Arc::clone(&plain), Some(keys.clone())).sealed(None);
+        let read = sealed.load("cust42").await.unwrap().state;
+        assert_eq!(read["client.secret"], "FAKE-secret-1111");
+
+        // Everything is under the current key already: nothing changes.
+        let again = rekey(&plain, &keys, &waited).await.unwrap();
+        assert_eq!(
+            again,
+            Rekeyed {
+                changed: 0,
+                total: 1
+            }
+        );
     }
 
     /// Without a connector, values named like secrets are encrypted; with one, its own rule.
