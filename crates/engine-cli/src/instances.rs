@@ -9,8 +9,7 @@ use engine_service::secret_rule;
 use engine_spec::Connector;
 use engine_spec::kinds::ResourceType;
 use engine_store::{
-    CONNECTOR_KEY, InstanceStore, Page, State, StoreError, StoreErrorKind, VERSION_KEY,
-    connector_of,
+    CONNECTOR_KEY, InstanceStore, Page, State, StoreErrorKind, VERSION_KEY, connector_of,
 };
 
 use crate::Exit;
@@ -140,24 +139,13 @@ pub(crate) enum InstanceState {
     Unknown,
 }
 
-impl InstanceState {
-    fn of(summary: &engine_store::Summary, now_ms: u64) -> Self {
-        if summary.status.as_deref() == Some("needs-reauth") {
-            return Self::NeedsReauth;
-        }
-        match summary.expires_at_ms {
-            Some(at) if at > now_ms => Self::Fresh,
-            Some(_) => Self::Expired,
-            None => Self::Unknown,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::NeedsReauth => "needs-reauth",
-            Self::Fresh => "fresh",
-            Self::Expired => "expired",
-            Self::Unknown => "unknown",
+impl From<engine_service::InstanceState> for InstanceState {
+    fn from(state: engine_service::InstanceState) -> Self {
+        match state {
+            engine_service::InstanceState::NeedsReauth => Self::NeedsReauth,
+            engine_service::InstanceState::Fresh => Self::Fresh,
+            engine_service::InstanceState::Expired => Self::Expired,
+            engine_service::InstanceState::Unknown => Self::Unknown,
         }
     }
 }
@@ -312,11 +300,11 @@ async fn list(
             .await
             .map_err(|error| Failure::of_store(&error, &args.store))?;
         for summary in listing.instances {
-            let instance_state = InstanceState::of(&summary, now_ms);
-            if state.is_some_and(|wanted| wanted != instance_state) {
+            let instance_state = engine_service::InstanceState::of(&summary, now_ms);
+            if state.is_some_and(|wanted| wanted != InstanceState::from(instance_state)) {
                 continue;
             }
-            let last = last_refresh(&*store, &summary.id).await;
+            let last = engine_service::last_refresh(&*store, &summary.id).await;
             rows.push((summary, instance_state, last));
         }
         match listing.next {
@@ -334,9 +322,9 @@ async fn list(
                         "connector": summary.connector,
                         "state": state.label(),
                         "expires_at": summary.expires_at_ms.map(crate::time::format_ms),
-                        "last_refresh": last.as_ref().map(|(outcome, at)| serde_json::json!({
-                            "outcome": outcome,
-                            "at": at,
+                        "last_refresh": last.as_ref().map(|last| serde_json::json!({
+                            "outcome": last.outcome,
+                            "at": last.at,
                         })),
                         "version": summary.version,
                     })
@@ -365,7 +353,7 @@ async fn list(
                         .map_or_else(|| "-".to_owned(), crate::time::format_ms),
                     last.as_ref().map_or_else(
                         || "-".to_owned(),
-                        |(outcome, at)| format!("{outcome} {}", crate::time::format_text(at)),
+                        |last| format!("{} {}", last.outcome, crate::time::format_text(&last.at)),
                     ),
                 ]
             }));
@@ -374,20 +362,6 @@ async fn list(
     };
     printer::stdout(&text);
     Ok(Exit::Success)
-}
-
-/// The outcome (`ok`, `rejected`, `failed`) and time of the last refresh step in the history of
-/// `id` (a retried call aside); `None` when it has none, or the history cannot be read.
-async fn last_refresh(store: &dyn InstanceStore, id: &str) -> Option<(String, String)> {
-    let entries = store.history(id).await.ok()?;
-    let last = entries
-        .iter()
-        .rev()
-        .find(|entry| entry["retry"] != serde_json::Value::Bool(true))?;
-    Some((
-        last["outcome"].as_str()?.to_owned(),
-        last["at"].as_str()?.to_owned(),
-    ))
 }
 
 /// Columns padded to their widest cell, two spaces apart, no trailing spaces.
@@ -493,23 +467,9 @@ async fn set(args: &StoreArgs, id: &str, values: &[String]) -> Result<Exit, Fail
         read.push((key.clone(), value));
     }
     let store = opened.sealed(connector.as_ref());
-    update(&*store, id, |state| {
-        let mut credentials = false;
-        for (key, value) in read {
-            let value = serde_json::Value::String(value);
-            if state.get(&key) != Some(&value) {
-                credentials |= is_secret(&key);
-            }
-            state.insert(key, value);
-        }
-        if credentials {
-            state.shift_remove(engine_store::STATUS_KEY);
-            state.shift_remove(engine_store::FAILURES_KEY);
-        }
-        Ok(true)
-    })
-    .await
-    .map_err(|error| Failure::of_store(&error, &args.store))?;
+    engine_service::set_values(&*store, id, read, &is_secret, &waiting_note(id))
+        .await
+        .map_err(|error| Failure::of_store(&error, &args.store))?;
     let keys: Vec<String> = assignments
         .iter()
         .map(|(key, _)| format!("`{key}`"))
@@ -548,16 +508,6 @@ fn read_value(key: &str) -> Result<String, Failure> {
         .help("give one line per key named without `=VALUE`, in the order named")),
         Ok(_) => Ok(line.trim_end_matches(['\n', '\r']).to_owned()),
     }
-}
-
-/// Changes `id` under its lock ([`engine_service::update`]), saying so when another process
-/// holds the lock.
-pub(crate) async fn update(
-    store: &dyn InstanceStore,
-    id: &str,
-    change: impl FnOnce(&mut State) -> Result<bool, StoreError> + Send,
-) -> Result<bool, StoreError> {
-    engine_service::update(store, id, &waiting_note(id), change).await
 }
 
 /// What a writer says when another process holds the lock it needs.

@@ -38,7 +38,7 @@ mod registry;
 mod store;
 
 pub use error::{Error, ErrorKind};
-pub use freshness::freshness;
+pub use freshness::{InstanceState, LastRefresh, freshness, last_refresh};
 pub use history::{Recorder, Trigger, Warning, after_run};
 pub use refresh::{
     Due, Failure, NEEDS_REAUTH, Outcome, Refresh, RefreshOptions, Refreshed, clear_needs_reauth,
@@ -46,5 +46,5 @@ pub use refresh::{
 pub use registry::{Registry, load_connector};
 pub use store::{
     Opened, Rekeyed, SecretKeys, WRITE_LOCK_TIMEOUT, open_for, open_plain, open_store, open_url,
-    rekey, secret_rule, update,
+    rekey, secret_rule, set_values, update,
 };

@@ -215,6 +215,36 @@ pub async fn update(
     engine_store::update(store, id, Some(WRITE_LOCK_TIMEOUT), waiting, change).await
 }
 
+/// Sets `values` (key, value) on the instance `id` under its lock (a refresh in progress is
+/// waited for, never overwritten; `waiting` is called when another process holds the lock). A
+/// changed secret (by `is_secret`, the connector's rule: a credential) clears the instance's
+/// rejection count and `needs-reauth` mark. Fails with the store's error.
+pub async fn set_values(
+    store: &dyn InstanceStore,
+    id: &str,
+    values: Vec<(String, String)>,
+    is_secret: &IsSecret,
+    waiting: &(dyn Fn() + Sync),
+) -> Result<(), StoreError> {
+    update(store, id, waiting, |state| {
+        let mut credentials = false;
+        for (key, value) in values {
+            let value = serde_json::Value::String(value);
+            if state.get(&key) != Some(&value) {
+                credentials |= is_secret(&key);
+            }
+            state.insert(key, value);
+        }
+        if credentials {
+            state.shift_remove(engine_store::STATUS_KEY);
+            state.shift_remove(engine_store::FAILURES_KEY);
+        }
+        Ok(true)
+    })
+    .await
+    .map(|_| ())
+}
+
 /// What [`rekey`] did: how many instances it re-encrypted, of how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rekeyed {
@@ -343,6 +373,57 @@ mod tests {
                 total: 1
             }
         );
+    }
+
+    /// A changed credential clears the rejection count and the `needs-reauth` mark; a plain
+    /// value, or a secret set to what it was, keeps them.
+    #[tokio::test]
+    async fn a_changed_secret_clears_needs_reauth() {
+        let memory = MemoryStore::new();
+        let serde_json::Value::Object(state) = serde_json::json!({
+            "client.secret": "FAKE-old-1111",
+            engine_store::STATUS_KEY: crate::NEEDS_REAUTH,
+            engine_store::FAILURES_KEY: 3,
+        }) else {
+            unreachable!()
+        };
+        memory.insert("cust42", state);
+        let rule = secret_rule(None);
+        let quiet = || {};
+        let set = |key: &str, value: &str| vec![(key.to_owned(), value.to_owned())];
+        let marked = |state: &State| state.contains_key(engine_store::STATUS_KEY);
+
+        set_values(
+            &memory,
+            "cust42",
+            set("base.url", "http://127.0.0.1:1"),
+            &rule,
+            &quiet,
+        )
+        .await
+        .unwrap();
+        set_values(
+            &memory,
+            "cust42",
+            set("client.secret", "FAKE-old-1111"),
+            &rule,
+            &quiet,
+        )
+        .await
+        .unwrap();
+        assert!(marked(&memory.load("cust42").await.unwrap().state));
+        set_values(
+            &memory,
+            "cust42",
+            set("client.secret", "FAKE-new-2222"),
+            &rule,
+            &quiet,
+        )
+        .await
+        .unwrap();
+        let state = memory.load("cust42").await.unwrap().state;
+        assert!(!marked(&state) && !state.contains_key(engine_store::FAILURES_KEY));
+        assert_eq!(state["client.secret"], "FAKE-new-2222");
     }
 
     /// Without a connector, values named like secrets are encrypted; with one, its own rule.
