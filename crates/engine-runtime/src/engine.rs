@@ -1392,6 +1392,7 @@ impl<'a> Run<'a> {
         let previous_headers = previous.map(|_| self.previous_headers.clone());
         let mut site = exchange::Site {
             connector: self.connector,
+            tenant: self.store.identity(self.instance),
             resource,
             inputs,
             bound,
