@@ -54,6 +54,7 @@ async fn raw(server: &MockServer) -> String {
 
 #[tokio::test]
 async fn soap_object_input_fills_the_template_from_the_callers_fields() {
+    // The caller's values are escaped for XML; the connector's own `value` fragment is not.
     let server = server(json!({})).await;
     let context = wire(&server, "[SERVER]/calculator.asmx");
     context
@@ -141,7 +142,7 @@ async fn a_converter_the_engine_lacks_sends_nothing_and_warns() {
     outcome.assert_success();
     outcome.assert_stderr_has(&[
         "warning[W0501]: parameter `where` uses converter `toBazaarvoice`, which the engine does not execute",
-        "--> tests/fixtures/run/wire/connector.json:109:58",
+        "--> tests/fixtures/run/wire/connector.json:110:58",
         "not executed: the parameter is not sent",
     ]);
     insta::assert_snapshot!("wire_converter_not_executed", raw(&server).await);
