@@ -286,6 +286,19 @@ async fn a_file_the_cli_cannot_read_is_refused_naming_it() {
 }
 
 #[tokio::test]
+async fn an_at_sign_is_a_file_only_for_a_multipart_input_of_the_resource_run() {
+    let server = server(json!([])).await;
+    let context = wire(&server, "[SERVER]");
+    // `file` is a multipart input of `file-body`, a query input of `mentions`: no file `ada`
+    // is read, the text is sent.
+    let outcome = context.run("mentions").param("file", "@ada").output();
+    outcome.assert_success();
+    let requests = received(&server).await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].url.query(), Some("of=%40ada"));
+}
+
+#[tokio::test]
 async fn the_platforms_webhook_url_is_the_configured_one() {
     let server = server(json!({})).await;
     let context = TestContext::fixture("wire").with_instance(&json!({

@@ -125,7 +125,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let stdin_part = args
         .params
         .iter()
-        .any(|(name, value)| value == "@-" && is_file_input(&connector, name));
+        .any(|(name, value)| value == "@-" && is_file_input(&connector, resource, name));
     if stdin_part
         && args
             .body
@@ -147,7 +147,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             return Exit::Invalid;
         }
     };
-    let Some((params, files)) = read_files(&connector, &args.params) else {
+    let Some((params, files)) = read_files(&connector, resource, &args.params) else {
         return Exit::Invalid;
     };
     let inputs = Inputs {
@@ -504,11 +504,25 @@ pub(crate) fn load_connector(path: &Path) -> Option<Connector> {
     report.into_connector()
 }
 
-/// True when `name` is a `multipart` input of the connector: its value `@FILE` (`@-`) is a file.
-fn is_file_input(connector: &Connector, name: &str) -> bool {
-    connector.all_parameters().any(|parameter| {
-        parameter.kind() == engine_spec::kinds::ParameterKind::Multipart && parameter.name() == name
-    })
+/// True when `name` is a `multipart` input of the resource `selector` selects (its own or a
+/// global one): its value `@FILE` (`@-`) is a file. An input of another resource is text.
+fn is_file_input(connector: &Connector, selector: &str, name: &str) -> bool {
+    file_parameter(connector, selector, name).is_some()
+}
+
+/// The `multipart` parameter `name` of the resource `selector` selects, if it has one.
+fn file_parameter<'c>(
+    connector: &'c Connector,
+    selector: &str,
+    name: &str,
+) -> Option<&'c engine_spec::Parameter> {
+    let resource = connector.find_resource(selector)?;
+    connector
+        .parameters_of(resource, engine_spec::kinds::Source::Request)
+        .find(|parameter| {
+            parameter.kind() == engine_spec::kinds::ParameterKind::Multipart
+                && parameter.name() == name
+        })
 }
 
 /// The pages of a run as one JSON value: the page itself when there is one, the items of all
@@ -619,6 +633,7 @@ impl FileProblem {
 /// Fails on the first file that cannot be read.
 pub(crate) fn split_files(
     connector: &Connector,
+    selector: &str,
     params: &[(String, String)],
     base: Option<&Path>,
 ) -> Result<(Pairs, Vec<(String, InputFile)>), FileProblem> {
@@ -626,7 +641,7 @@ pub(crate) fn split_files(
     let mut files = Vec::new();
     for (name, value) in params {
         let path = match value.strip_prefix('@') {
-            Some(path) if !path.is_empty() && is_file_input(connector, name) => path,
+            Some(path) if !path.is_empty() && is_file_input(connector, selector, name) => path,
             _ => {
                 texts.push((name.clone(), value.clone()));
                 continue;
@@ -661,9 +676,10 @@ pub(crate) fn split_files(
 /// parameter; exit 3, nothing sent) when one cannot be read.
 fn read_files(
     connector: &Connector,
+    selector: &str,
     params: &[(String, String)],
 ) -> Option<(Pairs, Vec<(String, InputFile)>)> {
-    let problem = match split_files(connector, params, None) {
+    let problem = match split_files(connector, selector, params, None) {
         Ok(split) => return Some(split),
         Err(problem) => problem,
     };
@@ -676,12 +692,7 @@ fn read_files(
     let text = connector.source().text();
     let mut message = Message::new(Level::Error, &title);
     message.help = Some(&help);
-    message.source = connector
-        .all_parameters()
-        .find(|parameter| {
-            parameter.kind() == engine_spec::kinds::ParameterKind::Multipart
-                && parameter.name() == name
-        })
+    message.source = file_parameter(connector, selector, name)
         .and_then(|parameter| SourceMap::new(text).span(parameter.location()))
         .map(|span| Source {
             text,
