@@ -286,6 +286,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
                 let text = serde_json::to_string_pretty(&body).unwrap_or_default();
                 printer::stdout(&format!("{text}\n"));
             }
+            tell_outputs(&output.outputs, args.log_format);
             tell_next_page(
                 output.next_page.as_ref(),
                 output.stopped.as_ref(),
@@ -542,6 +543,26 @@ fn joined_pages(mut pages: Vec<serde_json::Value>) -> serde_json::Value {
         return serde_json::Value::Array(items);
     }
     serde_json::Value::Array(pages)
+}
+
+/// Says on stderr, one line each, the output parameters the body (a list) has no field for:
+/// `output NAME: VALUE` (a string as it is, anything else as JSON); with `--log-format json`,
+/// as `output` events.
+fn tell_outputs(outputs: &[(String, serde_json::Value)], format: LogFormat) {
+    for (name, value) in outputs {
+        if format == LogFormat::Json {
+            let line = serde_json::json!({
+                "event": "output", "name": name, "value": value, "at": crate::time::now(),
+            });
+            printer::verbose(&line.to_string());
+        } else {
+            let text = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            printer::verbose(&format!("output {name}: {text}"));
+        }
+    }
 }
 
 /// Says on stderr how to ask for the next page (one line), and why following stopped early;
