@@ -420,4 +420,18 @@ async fn an_output_parameter_a_list_has_no_field_for_is_said_on_stderr() {
     output total: 12
     next page: --param nextPage=a2
     "#);
+    let json = context
+        .run("mapped")
+        .arg("--log-format")
+        .arg("json")
+        .output();
+    json.assert_success();
+    let output = json
+        .stderr
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|event| event["event"] == "output")
+        .expect("an output event");
+    assert_eq!(output["name"], "total");
+    assert_eq!(output["value"], "12");
 }
