@@ -22,10 +22,12 @@ use crate::render::{Level, Message, Source};
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
     /// The connector file.
+    #[arg(value_hint = clap::ValueHint::FilePath)]
     connector: PathBuf,
     /// A resource name, a lifecycle type (`provisionAuthValidation`, `ON REFRESH`...), or
     /// `METHOD:/path` matching a resource's path (`GET:/contacts/c1`); without it, the resources
     /// are listed.
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::completions::resources))]
     resource: Option<String>,
     #[command(flatten)]
     target: InstanceArgs,
@@ -955,23 +957,32 @@ fn skipped_hint(skipped: &[&Skip], connector: &Connector, target: Option<&Target
 
 /// The resources a caller can run, for messages: `me`, `list-contacts`, `GET /hubs/x`...
 pub(crate) fn resource_list(connector: &Connector) -> String {
-    let names: Vec<String> = connector
-        .resources()
-        .iter()
-        .filter(|resource| resource.kind().is_api())
-        .map(
-            |resource| match (resource.name(), resource.method(), resource.path()) {
-                (Some(name), _, _) => format!("`{name}`"),
-                (None, Some(method), Some(path)) => format!("`{method}:{path}`"),
-                _ => format!("`{}`", resource.display_name()),
-            },
-        )
+    let names: Vec<String> = selectors(connector)
+        .map(|(selector, _)| format!("`{selector}`"))
         .collect();
     if names.is_empty() {
         "none (only lifecycle resources)".to_owned()
     } else {
         names.join(", ")
     }
+}
+
+/// What `engine run CONNECTOR RESOURCE` accepts as RESOURCE for each API resource (its name, else
+/// `METHOD:/path`), with the resource for whoever lists them.
+pub(crate) fn selectors(
+    connector: &Connector,
+) -> impl Iterator<Item = (String, &engine_spec::Resource)> {
+    connector
+        .resources()
+        .iter()
+        .filter(|resource| resource.kind().is_api())
+        .map(
+            |resource| match (resource.name(), resource.method(), resource.path()) {
+                (Some(name), _, _) => (name.to_owned(), resource),
+                (None, Some(method), Some(path)) => (format!("{method}:{path}"), resource),
+                _ => (resource.display_name(), resource),
+            },
+        )
 }
 
 /// The exit code of a failed run.
