@@ -8,7 +8,7 @@ use engine_runtime::{EngineBuilder, Inputs, RunRequest};
 use engine_spec::Connector;
 use engine_spec::kinds::ResourceType;
 use engine_store::{
-    CONNECTOR_KEY, InstanceStore, Page, State, StoreError, StoreErrorKind, VERSION_KEY,
+    CONNECTOR_KEY, InstanceStore, Page, Schedule, State, StoreError, StoreErrorKind, VERSION_KEY,
     connector_of,
 };
 use engine_stores_sql::{IsSecret, SecretKey};
@@ -492,6 +492,13 @@ async fn import(
         if let Some(connector) = connector {
             state.insert(CONNECTOR_KEY.to_owned(), connector.into());
         }
+        // The runtime's schedule: by the connector when it is a file, else by the keys alone.
+        let previous = Schedule::read(&state);
+        match &known {
+            Some(connector) => engine_runtime::schedule_of(connector, &state, &previous),
+            None => engine_runtime::estimated_schedule(&state, &previous),
+        }
+        .put(&mut state);
         match store.write(&instance, state, 0).await {
             Ok(_) => printer::verbose(&format!("imported `{instance}` from `{}`", file.display())),
             Err(error) if matches!(error.kind(), StoreErrorKind::Conflict { .. }) => {
@@ -749,8 +756,7 @@ async fn set(args: &StoreArgs, id: &str, values: &[String]) -> Result<Exit, Fail
             state.insert(key, value);
         }
         if credentials {
-            state.shift_remove(engine_store::STATUS_KEY);
-            state.shift_remove(engine_store::FAILURES_KEY);
+            Schedule::read(state).cleared().put(state);
         }
         Ok(true)
     })

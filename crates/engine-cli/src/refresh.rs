@@ -13,7 +13,7 @@ use engine_runtime::{
     RunErrorKind,
 };
 use engine_spec::Connector;
-use engine_store::{FAILURES_KEY, InstanceStore, Page, STATUS_KEY, State, StoreErrorKind, Summary};
+use engine_store::{InstanceStore, Page, Schedule, ScheduleStatus, State, StoreErrorKind, Summary};
 use tokio::sync::Semaphore;
 
 use crate::Exit;
@@ -518,7 +518,7 @@ async fn set_failures(
     // The common case, a success on an instance with nothing to clear, takes no lock.
     if !rejected {
         let read = store.load(id).await.map_err(|error| error.to_string())?;
-        if !read.state.contains_key(FAILURES_KEY) && !read.state.contains_key(STATUS_KEY) {
+        if !Schedule::read(&read.state).has_failures() {
             return Ok(None);
         }
     }
@@ -526,21 +526,23 @@ async fn set_failures(
     // Quietly: a run or a refresh holding the lock is the normal case here.
     let quiet = || {};
     engine_store::update(store, id, Some(WRITE_LOCK_TIMEOUT), &quiet, |state| {
+        let mut schedule = Schedule::read(state);
         if rejected {
-            let next = state
-                .get(FAILURES_KEY)
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0)
-                + 1;
-            state.insert(FAILURES_KEY.to_owned(), next.into());
-            if next >= max_failures {
-                state.insert(STATUS_KEY.to_owned(), NEEDS_REAUTH.into());
+            schedule.consecutive_failures = schedule.consecutive_failures.saturating_add(1);
+            schedule.consecutive_rejections = schedule.consecutive_rejections.saturating_add(1);
+            if u64::from(schedule.consecutive_rejections) >= max_failures {
+                schedule.status = ScheduleStatus::NeedsReauth;
+                schedule.next_refresh_at_ms = None;
             }
-            count = Some(next);
+            count = Some(u64::from(schedule.consecutive_rejections));
+            schedule.put(state);
             return Ok(true);
         }
-        let had = state.shift_remove(FAILURES_KEY).is_some();
-        Ok(state.shift_remove(STATUS_KEY).is_some() || had)
+        if !schedule.has_failures() {
+            return Ok(false);
+        }
+        schedule.cleared().put(state);
+        Ok(true)
     })
     .await
     .map_err(|error| error.to_string())?;
