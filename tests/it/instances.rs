@@ -1596,3 +1596,44 @@ async fn too_many_postgres_clients_are_said_with_the_budget() {
         &format!("DROP OWNED BY {role}; DROP ROLE {role}"),
     );
 }
+
+/// A file store written before schedules: its instances list with no known expiry until the
+/// first `engine refresh`, which sends nothing for a fresh token but has the runtime write its
+/// schedule (docs/stores.md, "The refresh schedule").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_writes_the_schedule_of_instances_written_before_schedules() {
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let mut legacy = instance(&server.uri(), 60);
+    legacy["engine.connector"] = json!(repo_root().join(CONNECTOR).to_str().unwrap());
+    write_file(temp.path(), "legacy", &legacy);
+    let store = format!("file:{}", temp.path().display());
+    let listed = |store: &str| {
+        let listed = engine_output(&["instances", "list", "--store", store, "--format", "json"]);
+        listed.assert_success();
+        let items: Value = serde_json::from_str(&listed.stdout).unwrap();
+        items[0]["state"].clone()
+    };
+    assert_eq!(listed(&store), "unknown");
+
+    let refreshed = engine_output(&["refresh", "--store", &store]);
+    assert_eq!(refreshed.code, 0, "{}", refreshed.render());
+    assert!(received_at(&server, "/oauth/token").await.is_empty());
+    let written: Value =
+        serde_json::from_str(&fs_err::read_to_string(temp.path().join("legacy.json")).unwrap())
+            .unwrap();
+    let obtained: u64 = legacy["authentication.time"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        written["engine.schedule"],
+        json!({
+            "next_refresh_at": obtained + 2_880_000, "expires_at": obtained + 3_600_000,
+            "status": "fresh", "failures": 0, "rejections": 0, "cooldown_until": null,
+        })
+    );
+    assert_eq!(written["access.token"], OLD_TOKEN);
+    assert_eq!(listed(&store), "fresh");
+}

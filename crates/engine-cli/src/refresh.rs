@@ -348,7 +348,8 @@ async fn due_instances(
 }
 
 /// What to do with an instance whose expiry the store does not know, by the runtime's own check
-/// at `ahead` from now: `None` to refresh it (its connector knows an expiry, and it is due);
+/// at `ahead` from now: `None` to refresh it (its connector knows an expiry, and it is due, or
+/// it has no schedule yet: the refresh writes it);
 /// otherwise never provisioned (with what to do), or nothing to refresh.
 async fn without_expiry(
     store: &dyn InstanceStore,
@@ -367,6 +368,8 @@ async fn without_expiry(
     let id = &summary.id;
     match crate::status::freshness(connector, &read.state, at_ms) {
         Freshness::Stale(RefreshReason::Expired { .. }) => None,
+        // Written before schedules: the runtime's refresh finds it fresh and writes its schedule.
+        Freshness::Fresh(Some(_)) if Schedule::of(&read.state).is_none() => None,
         Freshness::Stale(RefreshReason::NotProvisioned) => Some((
             Outcome::NotProvisioned,
             format!(
@@ -486,7 +489,9 @@ fn classify(error: &RunError) -> Outcome {
         | RunErrorKind::NoToken { .. }
         | RunErrorKind::TokenRejected { .. }
         | RunErrorKind::NotAuthorized { .. } => Outcome::Rejected,
-        RunErrorKind::Transport { .. } | RunErrorKind::TimedOut { .. } => Outcome::Transient,
+        RunErrorKind::Transport { .. }
+        | RunErrorKind::TimedOut { .. }
+        | RunErrorKind::CoolingDown { .. } => Outcome::Transient,
         RunErrorKind::Store(store)
             if matches!(store.kind(), StoreErrorKind::LockTimeout { .. }) =>
         {

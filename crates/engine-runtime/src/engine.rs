@@ -787,7 +787,19 @@ impl<'a> Run<'a> {
 
     /// Refreshes under the in-process single-flight and the store's lock, unless the re-read
     /// state shows that another task or process already did (see [`Recheck`]).
+    ///
+    /// An instance cooling down after failed refreshes ([`Schedule::cooling_down`]) fails at
+    /// once with [`RunErrorKind::CoolingDown`]: nothing is sent, no lock is waited for.
     async fn refresh(&mut self, reason: RefreshReason, recheck: Recheck) -> Result<(), RunError> {
+        if let Some(retry_in_ms) =
+            Schedule::read(self.configuration.stored()).cooling_down(self.engine.now_ms())
+        {
+            return Err(RunErrorKind::CoolingDown {
+                instance: self.instance.to_owned(),
+                retry_in_ms,
+            }
+            .into());
+        }
         let flight = self.engine.flights.of(self.store.identity(self.instance));
         let waiting_since = self.engine.now_ms();
         let _in_process = flight.lock().await;
