@@ -27,17 +27,8 @@ command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -q
 # shellcheck source=bench/demo_instance.sh
 source bench/demo_instance.sh
 
-python3 - connectors/demo.json "$work/hooked.json" <<'PY'
-import json, sys
-connector = json.load(open(sys.argv[1]))
-connector.pop("$schema", None)
-connector["hooks"] = [{
-    "type": "preRequest", "mimeType": "application/javascript", "isLegacy": False,
-    "body": "let Authorization = `Bearer ${configuration['access.token']}`;\n"
-            "done({request_vendor_headers: {Authorization}});",
-}]
-json.dump(connector, open(sys.argv[2], "w"), indent=1)
-PY
+# shellcheck source=bench/hooked_demo.sh
+source bench/hooked_demo.sh
 
 plain_cmd="$engine run connectors/demo.json get-contact --param id=c1 --config $instance"
 hooked_cmd="$engine run $work/hooked.json get-contact --param id=c1 --config $instance"

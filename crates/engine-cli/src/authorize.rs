@@ -92,10 +92,10 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
                 instance,
                 store: url,
             } => {
-                let Some(runtime) = crate::instances::runtime() else {
+                let Some(runtime) = crate::store::runtime() else {
                     return Exit::Invalid;
                 };
-                let store = match runtime.block_on(crate::instances::open_for(url, &connector)) {
+                let store = match runtime.block_on(crate::store::open_for(url, &connector)) {
                     Ok(store) => store,
                     Err(failure) => return failure.print(),
                 };
@@ -132,7 +132,9 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
         )
         .await?;
         // Signed in again: the instance no longer needs re-authentication.
-        crate::refresh::clear_needs_reauth(&*store, instance).await;
+        if let Err(warning) = engine_service::clear_needs_reauth(&*store, instance).await {
+            printer::warnings(&[warning]);
+        }
         Ok(())
     });
     for notice in store.take_notices() {

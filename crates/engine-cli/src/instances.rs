@@ -5,17 +5,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use engine_runtime::{EngineBuilder, Inputs, RunRequest};
+use engine_service::secret_rule;
 use engine_spec::Connector;
 use engine_spec::kinds::ResourceType;
 use engine_store::{
-    CONNECTOR_KEY, InstanceStore, Page, Schedule, State, StoreError, StoreErrorKind, VERSION_KEY,
-    connector_of,
+    CONNECTOR_KEY, InstanceStore, Page, Schedule, State, StoreErrorKind, VERSION_KEY, connector_of,
 };
-use engine_stores_sql::{IsSecret, SecretKey};
 
 use crate::Exit;
 use crate::printer;
-use crate::render::{Level, Message};
+use crate::store::{Failure, open_store, open_url, runtime, secret_keys};
 
 /// Where instances live.
 #[derive(Debug, clap::Args)]
@@ -140,24 +139,13 @@ pub(crate) enum InstanceState {
     Unknown,
 }
 
-impl InstanceState {
-    fn of(summary: &engine_store::Summary, now_ms: u64) -> Self {
-        if summary.status.as_deref() == Some("needs-reauth") {
-            return Self::NeedsReauth;
-        }
-        match summary.expires_at_ms {
-            Some(at) if at > now_ms => Self::Fresh,
-            Some(_) => Self::Expired,
-            None => Self::Unknown,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::NeedsReauth => "needs-reauth",
-            Self::Fresh => "fresh",
-            Self::Expired => "expired",
-            Self::Unknown => "unknown",
+impl From<engine_service::InstanceState> for InstanceState {
+    fn from(state: engine_service::InstanceState) -> Self {
+        match state {
+            engine_service::InstanceState::NeedsReauth => Self::NeedsReauth,
+            engine_service::InstanceState::Fresh => Self::Fresh,
+            engine_service::InstanceState::Expired => Self::Expired,
+            engine_service::InstanceState::Unknown => Self::Unknown,
         }
     }
 }
@@ -201,255 +189,9 @@ pub(crate) fn instances(args: &InstancesArgs) -> Exit {
     })
 }
 
-/// A failed command: its message, hint and exit code.
-pub(crate) struct Failure {
-    title: String,
-    help: Option<String>,
-    causes: Vec<String>,
-    exit: Exit,
-}
-
-impl Failure {
-    pub(crate) fn new(title: String, exit: Exit) -> Self {
-        Self {
-            title,
-            help: None,
-            causes: Vec::new(),
-            exit,
-        }
-    }
-
-    pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
-        self
-    }
-
-    pub(crate) fn print(self) -> Exit {
-        let mut message = Message::new(Level::Error, &self.title);
-        message.help = self.help.as_deref();
-        message.causes = self.causes;
-        printer::error(&message);
-        self.exit
-    }
-
-    /// A store's error: its message and causes; an unknown instance is exit 3 with a hint, a
-    /// backend failure exit 1.
-    pub(crate) fn of_store(error: &StoreError, store: &str) -> Self {
-        let mut causes = Vec::new();
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            causes.push(cause.to_string());
-            source = cause.source();
-        }
-        let (exit, help) = match error.kind() {
-            StoreErrorKind::UnknownInstance { .. } | StoreErrorKind::NotFound { .. } => (
-                Exit::Invalid,
-                Some(format!(
-                    "list the instances with `engine instances list --store {}`, or import one with `engine instances import FILE --store {0}`",
-                    engine_stores_sql::display_url(store)
-                )),
-            ),
-            StoreErrorKind::InvalidInstanceId { .. } => (Exit::Invalid, None),
-            StoreErrorKind::Io { source, .. }
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
-                ) =>
-            {
-                (
-                    Exit::VendorError,
-                    Some(
-                        "the store can be listed and read where it is read-only; to change it, \
-                         mount it read-write or give this user write access to its files and \
-                         their directory"
-                            .to_owned(),
-                    ),
-                )
-            }
-            _ => (Exit::VendorError, None),
-        };
-        Self {
-            title: error.to_string(),
-            help,
-            causes,
-            exit,
-        }
-    }
-}
-
-/// A multi-threaded runtime for the store's async calls; `None` after printing why it failed.
-pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => Some(runtime),
-        Err(error) => {
-            let message = format!("cannot start the async runtime: {error}");
-            printer::error(&Message::new(Level::Error, &message));
-            None
-        }
-    }
-}
-
 /// Opens the store of `args`; secrets are encrypted by the rule for secret names.
 pub(crate) async fn open(args: &StoreArgs) -> Result<Arc<dyn InstanceStore>, Failure> {
     open_url(&args.store).await
-}
-
-/// Opens the store `url` names; secrets are encrypted by the rule for secret names.
-pub(crate) async fn open_url(url: &str) -> Result<Arc<dyn InstanceStore>, Failure> {
-    Ok(open_store(url).await?.sealed(None))
-}
-
-/// Opens the store `url` names for the instances of `connector`: secrets are encrypted by the
-/// connector's rule.
-pub(crate) async fn open_for(
-    url: &str,
-    connector: &Connector,
-) -> Result<Arc<dyn InstanceStore>, Failure> {
-    Ok(open_store(url).await?.sealed(Some(connector)))
-}
-
-/// A store as opened, with the keys of `ENGINE_SECRET_KEY`: the encryption layer goes on top
-/// with the rule of the connector of the instances it serves ([`Opened::sealed`]).
-pub(crate) struct Opened {
-    plain: Arc<dyn InstanceStore>,
-    keys: Option<(SecretKey, Vec<SecretKey>)>,
-}
-
-impl Opened {
-    /// The store, encrypting the values of secret keys when a key is set: the keys `connector`
-    /// says are secret ([`secret_rule`]). Without a key, the store for a connector (a command
-    /// that sends values) refuses to hand out encrypted values.
-    pub(crate) fn sealed(&self, connector: Option<&Connector>) -> Arc<dyn InstanceStore> {
-        match &self.keys {
-            Some((current, old)) => Arc::new(engine_stores_sql::EncryptedStore::new(
-                Arc::clone(&self.plain),
-                current.clone(),
-                old.clone(),
-                secret_rule(connector),
-            )),
-            // A command that sends values refuses encrypted ones when it has no key.
-            None if connector.is_some() => {
-                Arc::new(engine_stores_sql::EncryptedStore::without_key(
-                    Arc::clone(&self.plain),
-                    secret_rule(connector),
-                ))
-            }
-            None => Arc::clone(&self.plain),
-        }
-    }
-}
-
-/// Which stored values are encrypted: with the instance's connector known, the connector's own
-/// rule ([`Connector::is_secret_key`]: its `PASSWORD` properties and `"secret": true` ones, the
-/// token keys it saves, the keys it sends as credentials, and names like secrets); without it,
-/// the rule for names alone.
-pub(crate) fn secret_rule(connector: Option<&Connector>) -> IsSecret {
-    let Some(connector) = connector else {
-        return Arc::new(is_secret_key);
-    };
-    // The connector's decision for each key it knows, taken once; other keys by their name,
-    // as `Connector::is_secret_key` decides them.
-    let known: std::collections::HashMap<String, bool> = connector
-        .keys()
-        .map(|key| (key.to_owned(), connector.is_secret_key(key)))
-        .collect();
-    Arc::new(move |key: &str| {
-        known
-            .get(key)
-            .copied()
-            .unwrap_or_else(|| is_secret_key(key))
-    })
-}
-
-/// Opens the store `url` names, without the encryption layer yet. `ENGINE_STORE_LOCK_LIFETIME`
-/// (`30s`, `2m`) sets how long a PostgreSQL lock outlives a holder that went silent
-/// (docs/stores.md).
-pub(crate) async fn open_store(url: &str) -> Result<Opened, Failure> {
-    let database = ["sqlite:", "postgres://", "postgresql://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme));
-    if database && !cfg!(feature = "sql") {
-        return Err(Failure::new(
-            format!(
-                "this `engine` was built without the SQL stores, so it cannot open `{}`",
-                engine_stores_sql::display_url(url)
-            ),
-            Exit::Usage,
-        )
-        .help(
-            "connectors/quickstart.sh builds it so; build the full engine with \
-             `cargo build --release -p engine-cli` (default features)",
-        ));
-    }
-    let mut options = engine_stores_sql::Options::default();
-    if let Ok(text) = std::env::var("ENGINE_STORE_LOCK_LIFETIME") {
-        match humantime::parse_duration(&text) {
-            Ok(lifetime) => options.lock_lifetime = Some(lifetime),
-            Err(error) => {
-                return Err(Failure::new(
-                    format!("invalid `ENGINE_STORE_LOCK_LIFETIME` `{text}`: {error}"),
-                    Exit::Usage,
-                )
-                .help("write a duration such as `30s` or `2m`"));
-            }
-        }
-    }
-    let plain = engine_stores_sql::open_with(url, &options)
-        .await
-        .map_err(|error| Failure::of_store(&error, url))?;
-    for notice in plain.take_notices() {
-        printer::verbose(&format!("note: {notice}"));
-    }
-    Ok(Opened {
-        plain,
-        keys: secret_keys()?,
-    })
-}
-
-/// The rule for which stored values are encrypted: keys named like secrets (passwords,
-/// tokens, secrets, API keys), except those that never are (`expires_in`, URLs).
-fn is_secret_key(key: &str) -> bool {
-    !engine_spec::is_never_secret(key) && engine_spec::is_secret_name(key)
-}
-
-/// The keys of `ENGINE_SECRET_KEY` (or the file `ENGINE_SECRET_KEY_FILE`) and
-/// `ENGINE_SECRET_KEYS_OLD` (comma-separated), each `ID:BASE64`; `None` without a key.
-pub(crate) fn secret_keys() -> Result<
-    Option<(
-        engine_stores_sql::SecretKey,
-        Vec<engine_stores_sql::SecretKey>,
-    )>,
-    Failure,
-> {
-    let invalid = |variable: &str, message: String| {
-        Failure::new(format!("invalid `{variable}`: {message}"), Exit::Usage)
-            .help("write `ID:BASE64`, 32 random bytes in base64: `echo k1:$(head -c 32 /dev/urandom | base64)`")
-    };
-    let current = match (
-        std::env::var("ENGINE_SECRET_KEY"),
-        std::env::var_os("ENGINE_SECRET_KEY_FILE"),
-    ) {
-        (Ok(text), _) => text,
-        (Err(_), Some(path)) => fs_err::read_to_string(&path)
-            .map_err(|error| Failure::new(error.to_string(), Exit::Usage))?,
-        (Err(_), None) => return Ok(None),
-    };
-    let current = engine_stores_sql::SecretKey::parse(&current)
-        .map_err(|message| invalid("ENGINE_SECRET_KEY", message))?;
-    let old = std::env::var("ENGINE_SECRET_KEYS_OLD")
-        .unwrap_or_default()
-        .split(',')
-        .filter(|text| !text.trim().is_empty())
-        .map(|text| {
-            engine_stores_sql::SecretKey::parse(text)
-                .map_err(|message| invalid("ENGINE_SECRET_KEYS_OLD", message))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some((current, old)))
 }
 
 async fn import(
@@ -565,11 +307,11 @@ async fn list(
             .await
             .map_err(|error| Failure::of_store(&error, &args.store))?;
         for summary in listing.instances {
-            let instance_state = InstanceState::of(&summary, now_ms);
-            if state.is_some_and(|wanted| wanted != instance_state) {
+            let instance_state = engine_service::InstanceState::of(&summary, now_ms);
+            if state.is_some_and(|wanted| wanted != InstanceState::from(instance_state)) {
                 continue;
             }
-            let last = last_refresh(&*store, &summary.id).await;
+            let last = engine_service::last_refresh(&*store, &summary.id).await;
             rows.push((summary, instance_state, last));
         }
         match listing.next {
@@ -587,9 +329,9 @@ async fn list(
                         "connector": summary.connector,
                         "state": state.label(),
                         "expires_at": summary.expires_at_ms.map(crate::time::format_ms),
-                        "last_refresh": last.as_ref().map(|(outcome, at)| serde_json::json!({
-                            "outcome": outcome,
-                            "at": at,
+                        "last_refresh": last.as_ref().map(|last| serde_json::json!({
+                            "outcome": last.outcome,
+                            "at": last.at,
                         })),
                         "version": summary.version,
                     })
@@ -618,7 +360,7 @@ async fn list(
                         .map_or_else(|| "-".to_owned(), crate::time::format_ms),
                     last.as_ref().map_or_else(
                         || "-".to_owned(),
-                        |(outcome, at)| format!("{outcome} {}", crate::time::format_text(at)),
+                        |last| format!("{} {}", last.outcome, crate::time::format_text(&last.at)),
                     ),
                 ]
             }));
@@ -627,20 +369,6 @@ async fn list(
     };
     printer::stdout(&text);
     Ok(Exit::Success)
-}
-
-/// The outcome (`ok`, `rejected`, `failed`) and time of the last refresh step in the history of
-/// `id` (a retried call aside); `None` when it has none, or the history cannot be read.
-async fn last_refresh(store: &dyn InstanceStore, id: &str) -> Option<(String, String)> {
-    let entries = store.history(id).await.ok()?;
-    let last = entries
-        .iter()
-        .rev()
-        .find(|entry| entry["retry"] != serde_json::Value::Bool(true))?;
-    Some((
-        last["outcome"].as_str()?.to_owned(),
-        last["at"].as_str()?.to_owned(),
-    ))
 }
 
 /// Columns padded to their widest cell, two spaces apart, no trailing spaces.
@@ -679,7 +407,7 @@ pub(crate) fn render_table<Row: AsRef<[String]>>(rows: &[Row]) -> String {
 async fn show(args: &StoreArgs, id: &str) -> Result<Exit, Failure> {
     let opened = open_store(&args.store).await?;
     let read = opened
-        .plain
+        .plain()
         .load(id)
         .await
         .map_err(|error| Failure::of_store(&error, &args.store))?;
@@ -707,7 +435,7 @@ async fn show(args: &StoreArgs, id: &str) -> Result<Exit, Failure> {
 async fn set(args: &StoreArgs, id: &str, values: &[String]) -> Result<Exit, Failure> {
     let opened = open_store(&args.store).await?;
     let stored = opened
-        .plain
+        .plain()
         .load(id)
         .await
         .map_err(|error| Failure::of_store(&error, &args.store))?;
@@ -746,22 +474,9 @@ async fn set(args: &StoreArgs, id: &str, values: &[String]) -> Result<Exit, Fail
         read.push((key.clone(), value));
     }
     let store = opened.sealed(connector.as_ref());
-    update(&*store, id, |state| {
-        let mut credentials = false;
-        for (key, value) in read {
-            let value = serde_json::Value::String(value);
-            if state.get(&key) != Some(&value) {
-                credentials |= is_secret(&key);
-            }
-            state.insert(key, value);
-        }
-        if credentials {
-            Schedule::read(state).cleared().put(state);
-        }
-        Ok(true)
-    })
-    .await
-    .map_err(|error| Failure::of_store(&error, &args.store))?;
+    engine_service::set_values(&*store, id, read, &is_secret, &waiting_note(id))
+        .await
+        .map_err(|error| Failure::of_store(&error, &args.store))?;
     let keys: Vec<String> = assignments
         .iter()
         .map(|(key, _)| format!("`{key}`"))
@@ -802,27 +517,6 @@ fn read_value(key: &str) -> Result<String, Failure> {
     }
 }
 
-/// How long a writer that is not a refresh (the failure count, the status, a rekey, `engine
-/// instances set`) waits for an instance's lock: the default `--lock-timeout`.
-const WRITE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Changes `id` under its lock ([`engine_store::update`]), saying so when another process holds
-/// the lock and waiting at most [`WRITE_LOCK_TIMEOUT`].
-pub(crate) async fn update(
-    store: &dyn InstanceStore,
-    id: &str,
-    change: impl FnOnce(&mut State) -> Result<bool, StoreError> + Send,
-) -> Result<bool, StoreError> {
-    engine_store::update(
-        store,
-        id,
-        Some(WRITE_LOCK_TIMEOUT),
-        &waiting_note(id),
-        change,
-    )
-    .await
-}
-
 /// What a writer says when another process holds the lock it needs.
 fn waiting_note(id: &str) -> impl Fn() + Sync + '_ {
     move || {
@@ -833,7 +527,7 @@ fn waiting_note(id: &str) -> impl Fn() + Sync + '_ {
 }
 
 async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
-    let Some((current, old)) = secret_keys()? else {
+    let Some(keys) = secret_keys()? else {
         return Err(Failure::new(
             "`engine instances rekey` needs the key to encrypt with".to_owned(),
             Exit::Usage,
@@ -842,76 +536,24 @@ async fn rekey(args: &StoreArgs) -> Result<Exit, Failure> {
             "set `ENGINE_SECRET_KEY=ID:BASE64`, and the previous keys in `ENGINE_SECRET_KEYS_OLD`",
         ));
     };
-    let current_id = current.id().to_owned();
-    let plain = open_plain(&args.store).await?;
-    // Each instance under its connector's rule (a value stored encrypted stays so whatever the
-    // rule says).
-    let mut stores: std::collections::HashMap<Option<String>, engine_stores_sql::EncryptedStore> =
-        std::collections::HashMap::new();
-    let (mut changed, mut total) = (0, 0);
-    let mut page = Page {
-        after: None,
-        limit: 1000,
-        ..Page::default()
-    };
-    loop {
-        let listing = plain
-            .list(page.clone())
-            .await
-            .map_err(|error| Failure::of_store(&error, &args.store))?;
-        for summary in &listing.instances {
-            total += 1;
-            let store = stores.entry(summary.connector.clone()).or_insert_with(|| {
-                let connector = summary.connector.as_deref().and_then(quiet_connector);
-                engine_stores_sql::EncryptedStore::new(
-                    Arc::clone(&plain),
-                    current.clone(),
-                    old.clone(),
-                    secret_rule(connector.as_ref()),
-                )
-            });
-            if store
-                .rekey(
-                    &summary.id,
-                    Some(WRITE_LOCK_TIMEOUT),
-                    &waiting_note(&summary.id),
-                )
-                .await
-                .map_err(|error| Failure::of_store(&error, &args.store))?
-            {
-                changed += 1;
-            }
-        }
-        match listing.next {
-            Some(next) => page.after = Some(next),
-            None => break,
-        }
-    }
-    plain
-        .scrub()
+    let current_id = keys.current.id().to_owned();
+    let plain = engine_service::open_plain(&args.store)
         .await
-        .map_err(|error| Failure::of_store(&error, &args.store))?;
+        .map_err(|error| Failure::of_service(&error, &args.store))?;
+    let waiting = |id: &str| waiting_note(id)();
+    let engine_service::Rekeyed { changed, total } = engine_service::rekey(&plain, &keys, &waiting)
+        .await
+        .map_err(|error| Failure::of_service(&error, &args.store))?;
     printer::verbose(&format!(
         "rekeyed {changed} of {total} instances with key `{current_id}`"
     ));
     Ok(Exit::Success)
 }
 
-/// Opens the store without the encryption layer.
-async fn open_plain(url: &str) -> Result<Arc<dyn InstanceStore>, Failure> {
-    engine_stores_sql::open(url)
-        .await
-        .map_err(|error| Failure::of_store(&error, url))
-}
-
 /// The connector file `name` names, loaded without a word when it cannot be (a bare name, a
 /// moved file).
 fn quiet_connector(name: &str) -> Option<Connector> {
-    let path = Path::new(name);
-    if !path.is_file() {
-        return None;
-    }
-    engine_spec::load(path).ok()?.into_connector()
+    engine_service::load_connector(Path::new(name)).ok()
 }
 
 /// Runs the connector's `onDelete` resource (when it has one), then deletes the instance; a

@@ -24,6 +24,7 @@ mod refresh;
 mod render;
 mod run;
 mod status;
+mod store;
 mod test;
 mod time;
 mod validate;
@@ -96,6 +97,8 @@ pub fn main() -> ExitCode {
         Command::Man(args) => man::man(&args),
         Command::New(args) => new::new(&args),
     };
+    // The process ends here: the JavaScript hooks' sandbox need not be freed piece by piece.
+    engine_runtime::leave_sandbox_to_exit();
     exit.into()
 }
 

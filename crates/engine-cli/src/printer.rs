@@ -42,3 +42,10 @@ pub(crate) fn verbose(line: &str) {
 pub(crate) fn message(text: &str) {
     eprint!("{text}");
 }
+
+/// Writes each warning of an operation that succeeded anyway, as `-v` lines.
+pub(crate) fn warnings(warnings: &[engine_service::Warning]) {
+    for warning in warnings {
+        verbose(&format!("warning: {warning}"));
+    }
+}

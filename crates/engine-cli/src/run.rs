@@ -125,7 +125,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let stdin_part = args
         .params
         .iter()
-        .any(|(name, value)| value == "@-" && is_file_input(&connector, name));
+        .any(|(name, value)| value == "@-" && is_file_input(&connector, resource, name));
     if stdin_part
         && args
             .body
@@ -147,7 +147,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             return Exit::Invalid;
         }
     };
-    let Some((params, files)) = read_files(&connector, &args.params) else {
+    let Some((params, files)) = read_files(&connector, resource, &args.params) else {
         return Exit::Invalid;
     };
     let inputs = Inputs {
@@ -169,7 +169,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             runtime
         }
         Target::Stored { .. } => {
-            let Some(runtime) = crate::instances::runtime() else {
+            let Some(runtime) = crate::store::runtime() else {
                 return Exit::Invalid;
             };
             runtime
@@ -219,7 +219,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let opened: Arc<dyn InstanceStore> = match target {
         Target::File(config) => Arc::new(FileStore::for_file(config)),
         Target::Stored { store, .. } => {
-            match runtime.block_on(crate::instances::open_for(store, &connector)) {
+            match runtime.block_on(crate::store::open_for(store, &connector)) {
                 Ok(opened) => opened,
                 Err(failure) => return failure.print(),
             }
@@ -244,13 +244,15 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         } else {
             &*opened
         };
-        let history = crate::history::Recorder::new(&observer);
+        let history = engine_service::Recorder::new(&observer);
         let pages = args.pages.pages();
         let result = engine_runtime::run_pages(&engine, &request, store, &history, pages).await;
         // The lifecycle steps go into the instance's history (an instance file's: a sidecar
         // next to it); a dry run sends nothing.
         if recording.is_none() {
-            crate::history::after_run(store, &request, &history.take(), result.is_ok()).await;
+            let warnings =
+                engine_service::after_run(store, &request, &history.take(), result.is_ok()).await;
+            printer::warnings(&warnings);
         }
         result
     });
@@ -286,6 +288,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
                 let text = serde_json::to_string_pretty(&body).unwrap_or_default();
                 printer::stdout(&format!("{text}\n"));
             }
+            tell_outputs(&output.outputs, args.log_format);
             tell_next_page(
                 output.next_page.as_ref(),
                 output.stopped.as_ref(),
@@ -477,38 +480,47 @@ fn warn_unknown_keys(instance: &Path, connector: &Connector) {
     }
 }
 
-/// Loads and validates the connector; on failure prints its diagnostics (or why it cannot be
-/// read) and returns `None`. Warnings are not shown here: `engine validate` shows them.
+/// Loads and validates the connector ([`engine_service::load_connector`]); on failure prints its
+/// diagnostics (or why it cannot be read) and returns `None`. Warnings are not shown here:
+/// `engine validate` shows them.
 pub(crate) fn load_connector(path: &Path) -> Option<Connector> {
-    let report = match engine_spec::load(path) {
-        Ok(report) => report,
-        Err(error) => {
-            let message = format!("cannot read connector `{}`: {error}", path.display());
-            printer::error(&Message::new(Level::Error, &message));
-            return None;
-        }
-    };
-    if report.has_errors() {
-        for index in 0..report.diagnostics().len() {
-            if report.diagnostics()[index].severity == engine_spec::Severity::Error {
-                printer::error(&Message::from_diagnostic(&report, index));
-            }
-        }
-        let message = format!(
-            "connector `{}` is invalid; nothing was sent",
-            path.display()
-        );
-        printer::error(&Message::new(Level::Error, &message));
-        return None;
-    }
-    report.into_connector()
+    engine_service::load_connector(path)
+        .map_err(|error| print_load_error(&error))
+        .ok()
 }
 
-/// True when `name` is a `multipart` input of the connector: its value `@FILE` (`@-`) is a file.
-fn is_file_input(connector: &Connector, name: &str) -> bool {
-    connector.all_parameters().any(|parameter| {
-        parameter.kind() == engine_spec::kinds::ParameterKind::Multipart && parameter.name() == name
-    })
+/// Prints why a connector did not load: the error diagnostics of an invalid one, then the
+/// error.
+pub(crate) fn print_load_error(error: &engine_service::Error) {
+    if let engine_service::ErrorKind::InvalidConnector { report, .. } = error.kind() {
+        for index in 0..report.diagnostics().len() {
+            if report.diagnostics()[index].severity == engine_spec::Severity::Error {
+                printer::error(&Message::from_diagnostic(report, index));
+            }
+        }
+    }
+    printer::error(&Message::new(Level::Error, &error.to_string()));
+}
+
+/// True when `name` is a `multipart` input of the resource `selector` selects (its own or a
+/// global one): its value `@FILE` (`@-`) is a file. An input of another resource is text.
+fn is_file_input(connector: &Connector, selector: &str, name: &str) -> bool {
+    file_parameter(connector, selector, name).is_some()
+}
+
+/// The `multipart` parameter `name` of the resource `selector` selects, if it has one.
+fn file_parameter<'c>(
+    connector: &'c Connector,
+    selector: &str,
+    name: &str,
+) -> Option<&'c engine_spec::Parameter> {
+    let resource = connector.find_resource(selector)?;
+    connector
+        .parameters_of(resource, engine_spec::kinds::Source::Request)
+        .find(|parameter| {
+            parameter.kind() == engine_spec::kinds::ParameterKind::Multipart
+                && parameter.name() == name
+        })
 }
 
 /// The pages of a run as one JSON value: the page itself when there is one, the items of all
@@ -528,6 +540,26 @@ fn joined_pages(mut pages: Vec<serde_json::Value>) -> serde_json::Value {
         return serde_json::Value::Array(items);
     }
     serde_json::Value::Array(pages)
+}
+
+/// Says on stderr, one line each, the output parameters the body (a list) has no field for:
+/// `output NAME: VALUE` (a string as it is, anything else as JSON); with `--log-format json`,
+/// as `output` events.
+fn tell_outputs(outputs: &[(String, serde_json::Value)], format: LogFormat) {
+    for (name, value) in outputs {
+        if format == LogFormat::Json {
+            let line = serde_json::json!({
+                "event": "output", "name": name, "value": value, "at": crate::time::now(),
+            });
+            printer::verbose(&line.to_string());
+        } else {
+            let text = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            printer::verbose(&format!("output {name}: {text}"));
+        }
+    }
 }
 
 /// Says on stderr how to ask for the next page (one line), and why following stopped early;
@@ -619,6 +651,7 @@ impl FileProblem {
 /// Fails on the first file that cannot be read.
 pub(crate) fn split_files(
     connector: &Connector,
+    selector: &str,
     params: &[(String, String)],
     base: Option<&Path>,
 ) -> Result<(Pairs, Vec<(String, InputFile)>), FileProblem> {
@@ -626,7 +659,7 @@ pub(crate) fn split_files(
     let mut files = Vec::new();
     for (name, value) in params {
         let path = match value.strip_prefix('@') {
-            Some(path) if !path.is_empty() && is_file_input(connector, name) => path,
+            Some(path) if !path.is_empty() && is_file_input(connector, selector, name) => path,
             _ => {
                 texts.push((name.clone(), value.clone()));
                 continue;
@@ -661,9 +694,10 @@ pub(crate) fn split_files(
 /// parameter; exit 3, nothing sent) when one cannot be read.
 fn read_files(
     connector: &Connector,
+    selector: &str,
     params: &[(String, String)],
 ) -> Option<(Pairs, Vec<(String, InputFile)>)> {
-    let problem = match split_files(connector, params, None) {
+    let problem = match split_files(connector, selector, params, None) {
         Ok(split) => return Some(split),
         Err(problem) => problem,
     };
@@ -676,12 +710,7 @@ fn read_files(
     let text = connector.source().text();
     let mut message = Message::new(Level::Error, &title);
     message.help = Some(&help);
-    message.source = connector
-        .all_parameters()
-        .find(|parameter| {
-            parameter.kind() == engine_spec::kinds::ParameterKind::Multipart
-                && parameter.name() == name
-        })
+    message.source = file_parameter(connector, selector, name)
         .and_then(|parameter| SourceMap::new(text).span(parameter.location()))
         .map(|span| Source {
             text,

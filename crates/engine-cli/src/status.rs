@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use engine_runtime::{Freshness, RefreshReason};
-use engine_spec::Connector;
-use engine_store::{FileStore, InstanceStore, State};
-use serde_json::{Map, Value, json};
+use engine_store::{FileStore, InstanceStore};
+use serde_json::json;
 
 use crate::exit::Exit;
 use crate::printer;
@@ -40,7 +39,7 @@ pub(crate) fn status(args: &StatusArgs) -> Exit {
     let Some(target) = args.target.target() else {
         return Exit::Usage;
     };
-    let Some(runtime) = crate::instances::runtime() else {
+    let Some(runtime) = crate::store::runtime() else {
         return Exit::Invalid;
     };
     let (id, shown, store_url) = match target {
@@ -60,19 +59,19 @@ pub(crate) fn status(args: &StatusArgs) -> Exit {
     let loaded = runtime.block_on(async {
         let store: Arc<dyn InstanceStore> = match target {
             Target::File(path) => Arc::new(FileStore::for_file(path)),
-            Target::Stored { store, .. } => crate::instances::open_for(store, &connector).await?,
+            Target::Stored { store, .. } => crate::store::open_for(store, &connector).await?,
         };
         store
             .load(id)
             .await
-            .map_err(|error| crate::instances::Failure::of_store(&error, &store_url))
+            .map_err(|error| crate::store::Failure::of_store(&error, &store_url))
     });
     let stored = match loaded {
         Ok(stored) => stored,
         Err(failure) => return failure.print(),
     };
     let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or_default();
-    let freshness = freshness(&connector, &stored.state, now_ms);
+    let freshness = engine_service::freshness(&connector, &stored.state, now_ms);
     let report = Report::of(&freshness, now_ms);
     match args.format {
         Format::Json => {
@@ -114,20 +113,6 @@ pub(crate) fn status(args: &StatusArgs) -> Exit {
         }
     }
     Exit::Success
-}
-
-/// The runtime's freshness check of `state` at `now_ms`, on the effective configuration: the
-/// instance's values over the connector's defaults.
-pub(crate) fn freshness(connector: &Connector, state: &State, now_ms: u64) -> Freshness {
-    let mut values: Map<String, Value> = state.clone();
-    for property in connector.configuration() {
-        if let Some(default) = property.default_value() {
-            values
-                .entry(property.key().to_owned())
-                .or_insert_with(|| Value::from(default));
-        }
-    }
-    engine_runtime::check_fresh(connector, &values, now_ms)
 }
 
 /// Whole seconds, for a duration people read.

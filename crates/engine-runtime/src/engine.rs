@@ -249,6 +249,10 @@ pub struct RunOutput {
     /// How to ask for the next page, when the vendor's answer says there is one
     /// ([`NextPage`](crate::NextPage)).
     pub next_page: Option<crate::pagination::NextPage>,
+    /// The output parameters (`"source": "response"` of type `header` or `bodyField`) the body
+    /// has no field for, since it is not an object (a list after `rootKey`): by name, in order,
+    /// secrets masked.
+    pub outputs: Vec<(String, Value)>,
 }
 
 impl Engine {
@@ -280,11 +284,16 @@ impl Engine {
         // reaches the pending values.
         run.persist_pending().await?;
         let (status, body) = result?;
+        let outputs = std::mem::take(&mut run.outputs)
+            .into_iter()
+            .map(|(name, value)| (name, redact_json(value, &run.redactor)))
+            .collect();
         Ok(RunOutput {
             status,
             body: redact_json(body, &run.redactor),
             redactor: run.redactor,
             next_page: run.next_page,
+            outputs,
         })
     }
 
@@ -454,6 +463,8 @@ pub(crate) struct Run<'a> {
     ran: Vec<usize>,
     /// The next page after the answer of an API resource ([`crate::pagination`]).
     next_page: Option<crate::pagination::NextPage>,
+    /// The output parameters the answer gave that its body, a list, has no field for.
+    outputs: Vec<(String, Value)>,
     /// The headers of the answer before the current link of a `nextResource` chain, for its
     /// hooks (`request_previous_response_headers`); set by the two chain loops.
     previous_headers: Vec<(String, String)>,
@@ -489,6 +500,7 @@ impl<'a> Run<'a> {
             told: Vec::new(),
             ran: Vec::new(),
             next_page: None,
+            outputs: Vec::new(),
             previous_headers: Vec::new(),
         })
     }
@@ -565,15 +577,17 @@ impl<'a> Run<'a> {
                 };
                 // The cursor is read from the whole answer, before `rootKey` unwraps it.
                 let cursor = crate::pagination::cursor(current, &response, &extracted);
-                let output = extracted.into_output(current, response.body)?;
-                self.next_page = crate::pagination::next_page(
+                let (output, outputs) = extracted.into_output(current, response.body)?;
+                let (output, next_page) = crate::pagination::paged(
                     connector,
                     current,
                     &self.configuration,
                     cursor,
-                    &output,
+                    output,
                     inputs,
                 );
+                self.next_page = next_page;
+                self.outputs = outputs;
                 return Ok((response.status, output));
             };
             self.previous_headers = exchange::header_pairs(&response);
@@ -623,10 +637,9 @@ impl<'a> Run<'a> {
             return Ok((0, Value::Null));
         };
         let extracted = extract(self.connector, resource, &response)?;
-        Ok((
-            response.status,
-            extracted.into_output(resource, response.body)?,
-        ))
+        let (output, outputs) = extracted.into_output(resource, response.body)?;
+        self.outputs = outputs;
+        Ok((response.status, output))
     }
 
     /// Refuses to start a strict run that would not do as the platform did: tells each
@@ -1452,6 +1465,7 @@ impl<'a> Run<'a> {
         let previous_headers = previous.map(|_| self.previous_headers.clone());
         let mut site = exchange::Site {
             connector: self.connector,
+            tenant: self.store.identity(self.instance),
             resource,
             inputs,
             bound,

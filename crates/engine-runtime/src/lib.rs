@@ -71,6 +71,7 @@ pub use auth::{Absorbed, Freshness, Scheme, Step, check_fresh};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use differences::{changes_the_request, differences, executed, plan};
 pub use engine::{Engine, EngineBuilder, RefreshRequest, RunOutput, RunRequest};
+pub use hooks::leave_sandbox_to_exit;
 pub use observer::{Event, NoObserver, Observer, RefreshReason, RefreshReport, fingerprint};
 pub use pagination::{
     MAX_PAGES, NEXT_PAGE_HEADER, NextPage, PageStop, PagedOutput, Pages, run_pages,

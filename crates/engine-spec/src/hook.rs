@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use rquickjs::context::EvalOptions;
+use rquickjs::context::{EvalOptions, intrinsic};
 use rquickjs::{CatchResultExt, CaughtError, Context, Function, Runtime};
 
 use crate::source::{Location, Position, SourceFile};
@@ -121,6 +121,23 @@ pub fn stack_position(stack: &str) -> Option<(usize, usize)> {
     Some((body_line(line)?, column))
 }
 
+/// The built-ins a hook's sandbox has (docs/hooks.md): QuickJS's base objects (`Object`, `Array`,
+/// `String`, `Math`, `Error`...) and these. Left out: typed arrays and `ArrayBuffer`, `Proxy`,
+/// `WeakRef`, `performance` and `DOMException`, which no export's hook uses and whose objects the
+/// sandbox would otherwise freeze at every start (most of a hook's per-process cost).
+pub type Intrinsics = (
+    intrinsic::Date,
+    intrinsic::Eval,
+    intrinsic::RegExpCompiler,
+    intrinsic::RegExp,
+    intrinsic::Json,
+    intrinsic::MapSet,
+    intrinsic::Promise,
+);
+
+/// What compiling needs: the base objects, the compiler and regular expression literals.
+type CompileOnly = (intrinsic::Eval, intrinsic::RegExpCompiler);
+
 /// Compiles hook bodies without running them: one QuickJS runtime for a whole file.
 pub struct SyntaxChecker {
     context: Context,
@@ -131,7 +148,7 @@ impl SyntaxChecker {
     pub fn new() -> Option<Self> {
         let runtime = Runtime::new().ok()?;
         runtime.set_memory_limit(32 << 20);
-        let context = Context::full(&runtime).ok()?;
+        let context = Context::custom::<CompileOnly>(&runtime).ok()?;
         Some(Self { context })
     }
 

@@ -658,8 +658,34 @@ pub struct Resource {
     pub(crate) root_key: Option<JsonPath>,
     pub(crate) request_root: Option<String>,
     pub(crate) next_page_key: Option<String>,
+    pub(crate) paging: Paging,
     pub(crate) hooks: Vec<Hook>,
     pub(crate) location: Location,
+}
+
+/// Who cut a list resource's answer into pages: the resource's `paginationType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Paging {
+    /// The vendor (`VENDOR_SUPPORTED`, or no `paginationType`): the page inputs go to the vendor,
+    /// and its answer says where the next page starts.
+    #[default]
+    Vendor,
+    /// The platform (`VENDOR_NOT_SUPPORTED`): the vendor answers its whole list, and the
+    /// platform returned one page of it, of `pageSize` items.
+    Platform,
+    /// Nobody (`NO_PAGINATION`): the answer is the whole list, with no next page.
+    None,
+}
+
+impl Paging {
+    /// The paging a `paginationType` value says; an unknown value is [`Paging::Vendor`].
+    pub fn parse(text: &str) -> Self {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "VENDOR_NOT_SUPPORTED" => Self::Platform,
+            "NO_PAGINATION" => Self::None,
+            _ => Self::Vendor,
+        }
+    }
 }
 
 impl Resource {
@@ -729,6 +755,11 @@ impl Resource {
     /// at `Paging.Next`) or `header.NAME`.
     pub fn next_page_key(&self) -> Option<&str> {
         self.next_page_key.as_deref()
+    }
+
+    /// Who cuts the list it answers into pages (`paginationType`).
+    pub fn paging(&self) -> Paging {
+        self.paging
     }
 
     /// Its own JavaScript hooks, in file order (docs/hooks.md).

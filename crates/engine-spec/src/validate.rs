@@ -730,6 +730,12 @@ impl Builder<'_> {
                 .map(str::trim)
                 .filter(|key| !key.is_empty())
                 .map(str::to_owned),
+            paging: raw
+                .extra
+                .get("paginationType")
+                .and_then(serde_json::Value::as_str)
+                .map(crate::model::Paging::parse)
+                .unwrap_or_default(),
             hooks: self.hooks(&raw.hooks, &pointer),
             location: self.location(pointer),
         }

@@ -1,6 +1,8 @@
 // Run once per sandbox, before any hook (docs/hooks.md). Gets the native helpers, locks the
 // global scope down, and returns the sandbox's private functions (never reachable by a hook).
-(function (natives) {
+// `shared`: the sandbox runs the hooks of several instances, so the built-ins are frozen (a
+// sandbox of one instance's hooks leaves them as they are: there is no one else to protect).
+(function (natives, shared) {
   "use strict";
   const DONE = {};
   const global = globalThis;
@@ -77,10 +79,8 @@
   const require = (name) => {
     name = String(name);
     if (name === "lodash") {
-      if (lodash === undefined) {
-        lodash = natives.lodash();
-        freeze(lodash);
-      }
+      // Frozen (in a shared sandbox) while the hook's budget is paused, like the loading.
+      if (lodash === undefined) lodash = natives.lodash(shared ? freeze : undefined);
       return lodash;
     }
     throw new Error(
@@ -98,8 +98,8 @@
     Object.defineProperty(global, name, { value: fixed[name], writable: false, configurable: false });
   }
 
-  // Freeze the built-ins so that what one hook does to them (prototype pollution) cannot reach
-  // another hook run in the same sandbox.
+  // Freeze the built-ins so that what one instance's hook does to them (prototype pollution)
+  // cannot reach another instance's hook run in the same sandbox.
   const seen = new Set();
   const freeze = (value) => {
     if ((typeof value !== "object" && typeof value !== "function") || value === null || seen.has(value)) return;
@@ -112,13 +112,22 @@
       const key = keys[i];
       // A built-in function's `length` and `name` are data properties holding primitives.
       if (isFunction && (key === "length" || key === "name")) continue;
-      const descriptor = Object.getOwnPropertyDescriptor(value, key);
-      if (descriptor && "value" in descriptor) freeze(descriptor.value);
+      // Read directly: a descriptor would be a new object per property. An accessor that
+      // refuses the prototype as its receiver (`Map.prototype.size`) throws: skipped.
+      let child;
+      try {
+        child = value[key];
+      } catch (_) {
+        continue;
+      }
+      freeze(child);
     }
     freeze(Object.getPrototypeOf(value));
   };
-  for (const name of Object.getOwnPropertyNames(global)) {
-    if (name !== "globalThis") freeze(global[name]);
+  if (shared) {
+    for (const name of Object.getOwnPropertyNames(global)) {
+      if (name !== "globalThis") freeze(global[name]);
+    }
   }
   const baseline = new Set(Object.getOwnPropertyNames(global));
 

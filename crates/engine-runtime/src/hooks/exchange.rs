@@ -20,6 +20,9 @@ use crate::transport::VendorResponse;
 /// What the hooks of one call need besides the request.
 pub(crate) struct Site<'a> {
     pub(crate) connector: &'a Connector,
+    /// Tells the instance apart from every other (the store's identity of it): the hooks of
+    /// different instances never share what they do to the built-ins (`hooks::run`).
+    pub(crate) tenant: String,
     pub(crate) resource: &'a Resource,
     pub(crate) inputs: &'a Inputs,
     /// Path variables bound from the selector (`GET:/hubs/x/items/7`), besides the caller's.
@@ -162,7 +165,7 @@ fn call(
     redactor: &Redactor,
     response: Option<&VendorResponse>,
 ) -> Result<hooks::Answer, RunError> {
-    hooks::run(hook.body(), inputs, site.now_ms, site.budget).map_err(|failure| {
+    hooks::run(hook.body(), &site.tenant, inputs, site.now_ms, site.budget).map_err(|failure| {
         let (message, at) = match failure {
             Failure::Threw { message, at } => (format!("{THREW}{message}"), at),
             Failure::TimedOut(budget) => (

@@ -127,6 +127,7 @@ proptest! {
         let budget = Duration::from_millis(250);
         let mut site = Site {
             connector: &connector,
+            tenant: "instance".to_owned(),
             resource,
             inputs: &inputs,
             bound: &[],

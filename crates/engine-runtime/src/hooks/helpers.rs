@@ -193,15 +193,21 @@ pub(super) fn natives<'js>(
         "lodash",
         Function::new(
             ctx.clone(),
-            move |ctx: Ctx<'js>| -> rquickjs::Result<Value<'js>> {
+            move |ctx: Ctx<'js>, prepare: Option<Function<'js>>| -> rquickjs::Result<Value<'js>> {
                 let mut options = EvalOptions::default();
                 options.strict = false;
                 options.filename = Some("lodash".to_owned());
-                // The engine's own code, loaded once per sandbox: the hook's budget is paused
-                // while it loads (the memory cap still holds).
+                // The engine's own code, loaded once per sandbox and given to `prepare` (the
+                // bootstrap's freeze): the hook's budget is paused meanwhile (the memory cap
+                // still holds).
                 let started = Instant::now();
                 let paused = deadline.take();
-                let loaded = ctx.eval_with_options(LODASH, options);
+                let loaded = ctx
+                    .eval_with_options::<Value<'js>, _>(LODASH, options)
+                    .and_then(|lodash| match prepare {
+                        Some(prepare) => prepare.call::<_, ()>((lodash.clone(),)).map(|()| lodash),
+                        None => Ok(lodash),
+                    });
                 deadline.set(paused.map(|at| at + started.elapsed()));
                 loaded
             },

@@ -4,8 +4,11 @@
 //!
 //! A hook sees its inputs as globals, the helper library `CE`, `console.log`, `done` and a
 //! `require` that refuses; nothing else: no file system, no network, no environment, no
-//! `eval` or `Function()` of strings, and the built-ins frozen so that one hook cannot change
-//! what the next one sees. A runtime has a memory cap ([`MEMORY_LIMIT`]) and each call a time
+//! `eval` or `Function()` of strings. What one instance's hooks do to the built-ins never
+//! reaches another instance's: a thread's first sandbox belongs to the instance whose hook made
+//! it; when a hook of another instance runs on the thread, the sandbox is made afresh with the
+//! built-ins frozen and shared by every instance from then on. A process that serves one
+//! instance (`engine run`) so never pays for freezing the built-ins. A runtime has a memory cap ([`MEMORY_LIMIT`]) and each call a time
 //! budget, enforced by QuickJS's interrupt handler; a runtime that went over either is thrown
 //! away. `Date.now()` and `new Date()` read the time the caller passes (the engine's clock).
 //!
@@ -21,7 +24,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine_spec::hook::{SCRIPT_NAME, stack_position, wrap};
+use engine_spec::hook::{Intrinsics, SCRIPT_NAME, stack_position, wrap};
 use rquickjs::context::EvalOptions;
 use rquickjs::{
     CatchResultExt, CaughtError, Context, Ctx, Function, Object, Persistent, Runtime, Value,
@@ -69,18 +72,32 @@ pub(crate) enum Failure {
     BadAnswer(String),
 }
 
-/// Runs `body` with `inputs` as its globals: `now_ms` is what `Date.now()` answers, `budget` the
-/// time it may take.
+/// Runs `body` with `inputs` as its globals for the instance `tenant` (any text that tells
+/// instances apart, e.g. the store's identity of the instance): `now_ms` is what `Date.now()`
+/// answers, `budget` the time it may take.
 pub(crate) fn run(
     body: &Arc<str>,
+    tenant: &str,
     inputs: &Map<String, Json>,
     now_ms: u64,
     budget: Duration,
 ) -> Result<Answer, Failure> {
     SANDBOX.with(|cell| {
         let mut slot = cell.borrow_mut();
+        let first = match slot.as_ref() {
+            None => true,
+            Some(sandbox) => match &sandbox.owner {
+                // Another instance's hook: the owner's changes must not reach it.
+                Some(owner) if **owner != *tenant => {
+                    *slot = None;
+                    false
+                }
+                _ => false,
+            },
+        };
         if slot.is_none() {
-            *slot = Some(Sandbox::new().map_err(|error| Failure::Threw {
+            let owner = first.then(|| Box::from(tenant));
+            *slot = Some(Sandbox::new(owner).map_err(|error| Failure::Threw {
                 message: format!("the JavaScript engine could not start: {error}"),
                 at: None,
             })?);
@@ -93,6 +110,18 @@ pub(crate) fn run(
         }
         result
     })
+}
+
+/// Leaves this thread's sandbox, if it has one, to the operating system: for a process that is
+/// about to exit, whose memory is reclaimed anyway. Freeing a QuickJS runtime walks every object
+/// it holds (about a million instructions, a twentieth of what a hook costs a whole `engine run`
+/// process). The next hook of this thread makes a new sandbox.
+pub fn leave_sandbox_to_exit() {
+    SANDBOX.with(|cell| {
+        if let Some(sandbox) = cell.borrow_mut().take() {
+            std::mem::forget(sandbox);
+        }
+    });
 }
 
 thread_local! {
@@ -112,6 +141,9 @@ struct CallState {
 /// One QuickJS runtime and context, the compiled hooks and the private functions of the
 /// bootstrap. Field order matters: values are dropped before the context that holds them.
 struct Sandbox {
+    /// The one instance whose hooks may run here (built-ins not frozen), or `None`: shared by
+    /// every instance, built-ins frozen.
+    owner: Option<Box<str>>,
     compiled: HashMap<Arc<str>, Persistent<Function<'static>>>,
     enter: Persistent<Function<'static>>,
     done_marker: Persistent<Object<'static>>,
@@ -131,7 +163,7 @@ fn options(name: &str) -> EvalOptions {
 }
 
 impl Sandbox {
-    fn new() -> rquickjs::Result<Self> {
+    fn new(owner: Option<Box<str>>) -> rquickjs::Result<Self> {
         let runtime = Runtime::new()?;
         runtime.set_memory_limit(MEMORY_LIMIT);
         runtime.set_max_stack_size(STACK_LIMIT);
@@ -140,13 +172,13 @@ impl Sandbox {
         runtime.set_interrupt_handler(Some(Box::new(move || {
             watched.get().is_some_and(|at| Instant::now() >= at)
         })));
-        let context = Context::full(&runtime)?;
+        let context = Context::custom::<Intrinsics>(&runtime)?;
         let state: Rc<CallState> = Rc::default();
         let (enter, done_marker) = context.with(|ctx| -> rquickjs::Result<_> {
             let natives = helpers::natives(&ctx, &state, &deadline)?;
             let bootstrap: Function =
                 ctx.eval_with_options(include_str!("bootstrap.js"), options("engine"))?;
-            let private: Object = bootstrap.call((natives,))?;
+            let private: Object = bootstrap.call((natives, owner.is_none()))?;
             let enter: Function = private.get("enter")?;
             let marker: Object = private.get("DONE")?;
             Ok((
@@ -155,6 +187,7 @@ impl Sandbox {
             ))
         })?;
         Ok(Self {
+            owner,
             compiled: HashMap::new(),
             enter,
             done_marker,

@@ -12,8 +12,14 @@ fn inputs(value: Json) -> Map<String, Json> {
 }
 
 fn call(body: &str, given: Json) -> Result<Answer, Failure> {
+    call_for("instance", body, given)
+}
+
+/// Runs `body` as a hook of the instance `tenant`.
+fn call_for(tenant: &str, body: &str, given: Json) -> Result<Answer, Failure> {
     run(
         &Arc::from(body),
+        tenant,
         &inputs(given),
         1_700_000_000_000,
         DEFAULT_BUDGET,
@@ -21,7 +27,15 @@ fn call(body: &str, given: Json) -> Result<Answer, Failure> {
 }
 
 fn output(body: &str, given: Json) -> Json {
-    Json::Object(call(body, given).expect("the hook runs").output)
+    output_for("instance", body, given)
+}
+
+fn output_for(tenant: &str, body: &str, given: Json) -> Json {
+    Json::Object(
+        call_for(tenant, body, given)
+            .unwrap_or_else(|failure| panic!("the hook runs: {failure:?}"))
+            .output,
+    )
 }
 
 #[test]
@@ -195,6 +209,7 @@ fn an_endless_loop_ends_at_the_budget_and_the_next_hook_runs() {
     let started = Instant::now();
     let failure = run(
         &Arc::from("while (true) {}"),
+        "instance",
         &Map::new(),
         0,
         Duration::from_millis(50),
@@ -205,6 +220,7 @@ fn an_endless_loop_ends_at_the_budget_and_the_next_hook_runs() {
     // Even a loop that catches everything.
     let failure = run(
         &Arc::from("for (;;) { try { while (true) {} } catch (e) {} }"),
+        "instance",
         &Map::new(),
         0,
         Duration::from_millis(50),
@@ -235,21 +251,55 @@ fn memory_and_recursion_are_bounded() {
     assert_eq!(output("done({ok: true});", json!({})), json!({"ok": true}));
 }
 
+const POLLUTING: &str = "try { CE.b64 = () => 'evil'; } catch (e) {}\n\
+                         try { Object.prototype.polluted = 1; } catch (e) {}\n\
+                         try { Array.prototype.push = () => 0; } catch (e) {}\n\
+                         try { JSON.stringify = () => '{}'; } catch (e) {}\n\
+                         done();";
+
+const INSPECTING: &str = "let a = []; a.push(1);\n\
+                          done({b64: CE.b64('a'), clean: ({}).polluted === undefined, a});";
+
 #[test]
-fn helpers_and_built_ins_cannot_be_changed_for_the_next_hook() {
-    let polluting = "try { CE.b64 = () => 'evil'; } catch (e) {}\n\
-                     try { Object.prototype.polluted = 1; } catch (e) {}\n\
-                     try { Array.prototype.push = () => 0; } catch (e) {}\n\
-                     try { JSON.stringify = () => '{}'; } catch (e) {}\n\
-                     done();";
-    output(polluting, json!({}));
-    assert_eq!(
-        output(
-            "let a = []; a.push(1); done({b64: CE.b64('a'), polluted: ({}).polluted === undefined, a});",
-            json!({})
-        ),
-        json!({"b64": "YQ==", "polluted": true, "a": [1]})
-    );
+fn what_one_instances_hook_does_to_the_built_ins_never_reaches_anothers() {
+    // A fresh thread: its first sandbox belongs to instance `a`, whose hook pollutes it.
+    std::thread::spawn(|| {
+        output_for("a", POLLUTING, json!({}));
+        // `b` gets a sandbox of its own, frozen and shared from now on.
+        assert_eq!(
+            output_for("b", INSPECTING, json!({})),
+            json!({"b64": "YQ==", "clean": true, "a": [1]})
+        );
+        // In the shared sandbox, neither can change anything for the other.
+        output_for("a", POLLUTING, json!({}));
+        assert_eq!(
+            output_for("b", INSPECTING, json!({})),
+            json!({"b64": "YQ==", "clean": true, "a": [1]})
+        );
+        output_for("b", POLLUTING, json!({}));
+        assert_eq!(
+            output_for("a", INSPECTING, json!({})),
+            json!({"b64": "YQ==", "clean": true, "a": [1]})
+        );
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn the_helpers_cannot_be_changed_even_by_the_instances_own_hooks() {
+    std::thread::spawn(|| {
+        let polluting = "try { CE.b64 = () => 'evil'; } catch (e) {}\n\
+                         try { console.log = () => 0; } catch (e) {}\n\
+                         try { done = () => 0; } catch (e) {}\n\
+                         done();";
+        output(polluting, json!({}));
+        let answer = call("console.log('still'); done({b64: CE.b64('a')});", json!({})).unwrap();
+        assert_eq!(Json::Object(answer.output), json!({"b64": "YQ=="}));
+        assert_eq!(answer.logs, vec!["still".to_owned()]);
+    })
+    .join()
+    .unwrap();
 }
 
 #[test]
@@ -270,11 +320,19 @@ fn every_object_reachable_from_the_globals_is_frozen() {
                 for (const name of Object.getOwnPropertyNames(globalThis)) if (name !== 'globalThis') visit(globalThis[name], name);\n\
                 let leaked = 'no';\n\
                 try { Array.prototype.map.leak = 1; leaked = 'yes'; } catch (e) {}\n\
-                done({open: open.slice(0, 5), walked: seen.size > 500, leaked});";
-    assert_eq!(
-        output(body, json!({})),
-        json!({"open": [], "walked": true, "leaked": "no"})
-    );
+                done({open: open.slice(0, 5), walked: seen.size, leaked});";
+    std::thread::spawn(move || {
+        output_for("a", "done();", json!({}));
+        // A second instance's hook: the sandbox is the shared one.
+        let answer = output_for("b", body, json!({}));
+        assert_eq!(answer["open"], json!([]));
+        assert_eq!(answer["leaked"], "no");
+        // Every built-in of the sandbox (docs/hooks.md), not just a few.
+        let walked = answer["walked"].as_u64().unwrap();
+        assert!(walked > 400, "walked only {walked} objects");
+    })
+    .join()
+    .unwrap();
 }
 
 #[test]
@@ -319,14 +377,20 @@ fn lodash_cannot_be_changed_for_the_next_hook_nor_compile_strings() {
                      try { _.map = () => 'evil'; } catch (e) {}\n\
                      try { _.templateSettings.interpolate = /x/; } catch (e) {}\n\
                      done();";
-    output(polluting, json!({}));
-    assert_eq!(
-        output(
-            "const _ = require('lodash'); done({m: _.map([1, 2], (x) => x * 2)});",
-            json!({})
-        ),
-        json!({"m": [2, 4]})
-    );
+    std::thread::spawn(move || {
+        output_for("a", "done();", json!({}));
+        output_for("b", polluting, json!({}));
+        assert_eq!(
+            output_for(
+                "a",
+                "const _ = require('lodash'); done({m: _.map([1, 2], (x) => x * 2)});",
+                json!({})
+            ),
+            json!({"m": [2, 4]})
+        );
+    })
+    .join()
+    .unwrap();
     // `_.template` compiles a string with `Function`: refused as in any hook.
     let error = message(
         call(

@@ -1,0 +1,109 @@
+//! The one error of the operations: [`Error`] and its [`ErrorKind`]. Front ends map the kinds
+//! to what they say and return (exit codes, HTTP statuses) in one place each.
+
+use std::path::PathBuf;
+
+use engine_store::StoreError;
+
+/// Why an operation failed: see [`Error::kind`].
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Error {
+    kind: Box<ErrorKind>,
+}
+
+impl Error {
+    /// What failed, with its data.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// The error, without its box.
+    pub fn into_kind(self) -> ErrorKind {
+        *self.kind
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Self {
+            kind: Box::new(kind),
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        ErrorKind::Store(error).into()
+    }
+}
+
+/// The kinds of [`Error`]. Messages follow the project's style (lowercase, literals in
+/// backticks); hints that name commands or flags are the front end's.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A database store URL, in a build without the SQL stores (the `sql` feature).
+    #[error("this `engine` was built without the SQL stores, so it cannot open `{url}`")]
+    SqlNotBuilt {
+        /// The store's URL, its password masked.
+        url: String,
+    },
+    /// `ENGINE_STORE_LOCK_LIFETIME` is not a duration.
+    #[error("invalid `ENGINE_STORE_LOCK_LIFETIME` `{text}`: {message}")]
+    InvalidLockLifetime {
+        /// The variable's value.
+        text: String,
+        /// Why it is not a duration.
+        message: String,
+    },
+    /// A key of `ENGINE_SECRET_KEY` or `ENGINE_SECRET_KEYS_OLD` cannot be parsed. The message
+    /// names the key's id at most, never its bytes.
+    #[error("invalid `{variable}`: {message}")]
+    InvalidSecretKey {
+        /// The environment variable.
+        variable: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The file `ENGINE_SECRET_KEY_FILE` names cannot be read.
+    #[error("{error}")]
+    SecretKeyFile {
+        /// The read's error (it names the file).
+        error: std::io::Error,
+    },
+    /// The store failed: a backend error, an unknown instance, a lock not obtained.
+    #[error(transparent)]
+    Store(StoreError),
+    /// A connector file cannot be read.
+    #[error("cannot read connector `{}`: {error}", path.display())]
+    ConnectorUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The read's error.
+        error: std::io::Error,
+    },
+    /// A connector file has errors; its [`engine_spec::Report`] holds the diagnostics.
+    #[error("connector `{}` is invalid; nothing was sent", path.display())]
+    InvalidConnector {
+        /// The file.
+        path: PathBuf,
+        /// The diagnostics, errors and warnings.
+        report: Box<engine_spec::Report>,
+    },
+    /// No connector of the [`Registry`](crate::Registry) has this name, and no file has it as
+    /// its path.
+    #[error("unknown connector `{name}`")]
+    UnknownConnector {
+        /// The name looked up.
+        name: String,
+        /// The names the registry knows, sorted.
+        known: Vec<String>,
+    },
+    /// A refresh task ended without an outcome (it panicked or was cancelled).
+    #[error("a refresh ended without an outcome: {message}")]
+    TaskFailed {
+        /// What the task's runtime said.
+        message: String,
+    },
+}

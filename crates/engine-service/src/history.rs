@@ -1,0 +1,192 @@
+//! Refresh history: what the runtime reports of each lifecycle step ([`RefreshReport`]), kept
+//! per instance in its store (an instance file's: a sidecar JSON-lines file next to it).
+
+use std::sync::{Mutex, PoisonError};
+
+use engine_runtime::{Event, Observer, RefreshReason, RefreshReport, RunRequest};
+use engine_spec::kinds::ResourceType;
+use engine_store::{InstanceStore, StoreError};
+use serde_json::{Value, json};
+
+/// How many entries each instance keeps unless the caller says otherwise.
+pub const DEFAULT_KEEP: usize = 100;
+
+/// The longest vendor body a history entry keeps, in characters.
+const MAX_RESPONSE: usize = 2000;
+
+/// Why a refresh ran, as the history records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A run, on its own: expiry, a missing token, or the vendor's 401.
+    Run,
+    /// A scheduled refresh ([`crate::refresh`]).
+    Schedule,
+}
+
+/// What went wrong beside an operation that still succeeded: shown as a warning, never the
+/// operation's failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Warning {
+    /// An entry of the history was not written.
+    #[error("the refresh history of `{instance}` was not recorded: {error}")]
+    HistoryNotRecorded {
+        /// The instance.
+        instance: String,
+        /// The store's error.
+        error: StoreError,
+    },
+    /// The rejection count and `needs-reauth` mark were not cleared after a success.
+    #[error("`{instance}` keeps its rejection count: {error}")]
+    FailuresKept {
+        /// The instance.
+        instance: String,
+        /// The store's error.
+        error: StoreError,
+    },
+}
+
+/// Passes every event on to `inner`, and keeps the [`RefreshReport`]s.
+pub struct Recorder<'a> {
+    inner: &'a dyn Observer,
+    reports: Mutex<Vec<RefreshReport>>,
+}
+
+/// The number of reports kept: the observer and the reports are not shown.
+impl std::fmt::Debug for Recorder<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kept = self
+            .reports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        formatter
+            .debug_struct("Recorder")
+            .field("reports", &kept)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Recorder<'a> {
+    /// A recorder that passes events on to `inner`.
+    pub fn new(inner: &'a dyn Observer) -> Self {
+        Self {
+            inner,
+            reports: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The reports kept so far, emptied.
+    pub fn take(&self) -> Vec<RefreshReport> {
+        std::mem::take(&mut *self.reports.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl Observer for Recorder<'_> {
+    fn event(&self, event: &Event) {
+        if let Event::RefreshFinished(report) = event {
+            self.reports
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(report.clone());
+        }
+        // Every event, whatever the verbosity (the inner observer decides): warnings are shown,
+        // and a run keeps the skipped parameters for a refusal's error.
+        self.inner.event(event);
+    }
+}
+
+/// One history entry: when, why (`schedule`, `expiry`, `401`, `manual`), which step or retried
+/// resource, the status, how long, the outcome (`ok`; `rejected` for a 4xx answer other than
+/// 429, which re-authentication fixes; `failed` otherwise), the error and the vendor's body
+/// (both masked by the runtime), and token fingerprints (never a token).
+pub fn entry_of(report: &RefreshReport, trigger: Trigger) -> Value {
+    let trigger = match (trigger, &report.reason) {
+        (Trigger::Schedule, _) => "schedule",
+        (Trigger::Run, RefreshReason::Rejected { .. }) => "401",
+        (Trigger::Run, RefreshReason::Requested) => "manual",
+        (Trigger::Run, _) => "expiry",
+    };
+    let outcome = match (&report.error, report.status) {
+        (None, _) => "ok",
+        (Some(_), Some(status)) if (400..500).contains(&status) && status != 429 => "rejected",
+        (Some(_), _) => "failed",
+    };
+    let response = report.response.as_deref().map(|body| {
+        if body.chars().count() > MAX_RESPONSE {
+            let mut cut: String = body.chars().take(MAX_RESPONSE).collect();
+            cut.push('…');
+            cut
+        } else {
+            body.to_owned()
+        }
+    });
+    json!({
+        "at": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "trigger": trigger,
+        "resource": report.by,
+        "retry": report.retry,
+        "status": report.status,
+        "duration_ms": u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
+        "outcome": outcome,
+        "error": report.error,
+        "response": response,
+        "old_token": report.old_token,
+        "new_token": report.new_token,
+    })
+}
+
+/// Appends the entries of `reports` to the history of `instance`, keeping the last `keep`.
+/// Returns a [`Warning`] for each entry not written: a history never fails its refresh.
+pub async fn record(
+    store: &dyn InstanceStore,
+    instance: &str,
+    reports: &[RefreshReport],
+    trigger: Trigger,
+    keep: usize,
+) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    for report in reports {
+        if let Err(error) = store
+            .append_history(instance, entry_of(report, trigger), keep)
+            .await
+        {
+            warnings.push(Warning::HistoryNotRecorded {
+                instance: instance.to_owned(),
+                error,
+            });
+        }
+    }
+    warnings
+}
+
+/// After a run: records the run's lifecycle steps in the instance's history, and clears its
+/// rejection count and `needs-reauth` mark when the run obtained a token: a refresh or a
+/// provisioning the engine decided on, or a `PROVISION AUTH VALIDATION` or `ON REFRESH` resource
+/// the caller ran. Returns what could not be written, as warnings.
+pub async fn after_run(
+    store: &dyn InstanceStore,
+    request: &RunRequest<'_>,
+    reports: &[RefreshReport],
+    succeeded: bool,
+) -> Vec<Warning> {
+    let mut warnings = record(store, request.instance, reports, Trigger::Run, DEFAULT_KEEP).await;
+    let renewed = reports.iter().any(|report| {
+        report.error.is_none() && !report.retry && report.reason != RefreshReason::Requested
+    }) || request
+        .connector
+        .find_resource(request.selector)
+        .is_some_and(|resource| {
+            matches!(
+                resource.kind(),
+                ResourceType::ProvisionAuthValidation | ResourceType::OnRefresh
+            )
+        });
+    if succeeded
+        && renewed
+        && let Err(warning) = crate::refresh::clear_needs_reauth(store, request.instance).await
+    {
+        warnings.push(warning);
+    }
+    warnings
+}
