@@ -996,6 +996,7 @@ pub(crate) fn exit_of(error: &RunError) -> Exit {
         | RunErrorKind::Authorize { .. } => Exit::AuthFailed,
         RunErrorKind::Transport { .. }
         | RunErrorKind::TimedOut { .. }
+        | RunErrorKind::CoolingDown { .. }
         | RunErrorKind::BodyTooLarge { .. } => Exit::Transport,
         RunErrorKind::Store(error) => match error.kind() {
             StoreErrorKind::Io { operation, .. } if *operation != "read" => Exit::VendorError,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use engine_spec::kinds::ResourceType;
 use engine_spec::{AuthKind, Connector, Protocol, Resource};
-use engine_store::{InstanceLock, InstanceStore, State, StoreErrorKind};
+use engine_store::{InstanceLock, InstanceStore, SCHEDULE_KEY, Schedule, State, StoreErrorKind};
 use serde_json::Value;
 
 use crate::auth::custom::{PROVISIONED, provisioning, resource_step};
@@ -315,6 +315,9 @@ impl Engine {
         run.ahead_ms = u64::try_from(request.ahead.as_millis()).unwrap_or(u64::MAX);
         let refreshed = run.ensure_fresh().await?;
         run.persist_pending().await?;
+        if !refreshed {
+            run.persist_schedule().await?;
+        }
         Ok(refreshed)
     }
 
@@ -797,7 +800,19 @@ impl<'a> Run<'a> {
 
     /// Refreshes under the in-process single-flight and the store's lock, unless the re-read
     /// state shows that another task or process already did (see [`Recheck`]).
+    ///
+    /// An instance cooling down after failed refreshes ([`Schedule::cooling_down`]) fails at
+    /// once with [`RunErrorKind::CoolingDown`]: nothing is sent, no lock is waited for.
     async fn refresh(&mut self, reason: RefreshReason, recheck: Recheck) -> Result<(), RunError> {
+        if let Some(retry_in_ms) =
+            Schedule::read(self.configuration.stored()).cooling_down(self.engine.now_ms())
+        {
+            return Err(RunErrorKind::CoolingDown {
+                instance: self.instance.to_owned(),
+                retry_in_ms,
+            }
+            .into());
+        }
         let flight = self.engine.flights.of(self.store.identity(self.instance));
         let waiting_since = self.engine.now_ms();
         let _in_process = flight.lock().await;
@@ -893,7 +908,7 @@ impl<'a> Run<'a> {
         self.mark_provisioned(&steps);
         let started = Instant::now();
         let written = self
-            .write_under(&mut *lock, read.version, &read.state)
+            .write_under(&mut *lock, read.version, &read.state, true)
             .await;
         if let Some(last) = reports.last_mut() {
             last.elapsed += started.elapsed();
@@ -972,11 +987,15 @@ impl<'a> Run<'a> {
     /// and written again: a new refresh token is never dropped for a newer version alone. When it
     /// wrote those keys too (a store whose lock this run lost, and another process refreshed), the
     /// newer stored tokens win: this run re-reads them and goes on with them.
+    ///
+    /// The written state carries its schedule ([`Run::schedule`]); `refreshed` (the write of a
+    /// successful refresh) clears the failure state.
     async fn write_under(
         &mut self,
         lock: &mut dyn InstanceLock,
         version: u64,
         stored: &State,
+        refreshed: bool,
     ) -> Result<(), RunError> {
         if self.configuration.pending().is_empty() {
             return Ok(());
@@ -988,6 +1007,12 @@ impl<'a> Run<'a> {
         loop {
             let mut state = base.clone();
             state.extend(pending.clone());
+            // A successful refresh clears the failure state it read; a newer one another
+            // writer left meanwhile is theirs to clear.
+            if refreshed && base.get(SCHEDULE_KEY) == stored.get(SCHEDULE_KEY) {
+                Schedule::read(&state).cleared().put(&mut state);
+            }
+            self.schedule(&mut state);
             let Err(error) = lock.write(state.clone(), version).await else {
                 self.redactor.learn_state(self.connector, &state);
                 self.configuration.rebase(Arc::new(state));
@@ -1013,6 +1038,41 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Puts the refresh schedule of `state` into it ([`crate::schedule_of`]): every write of the
+    /// engine carries the schedule of what it writes, the failure state kept as stored.
+    fn schedule(&self, state: &mut State) {
+        let previous = Schedule::read(state);
+        crate::schedule_of(self.connector, state, &previous).put(state);
+    }
+
+    /// Writes the stored state's schedule when it is missing (an instance imported, or written
+    /// before schedules) or no longer what the state says (a token written by another writer):
+    /// lock, re-read, compute, write with the version read. A write that meets a newer version
+    /// leaves it to that writer, which wrote its own schedule.
+    pub(crate) async fn persist_schedule(&mut self) -> Result<(), RunError> {
+        let stored = self.configuration.stored();
+        let mut scheduled = stored.clone();
+        self.schedule(&mut scheduled);
+        if stored.get(SCHEDULE_KEY) == scheduled.get(SCHEDULE_KEY) {
+            return Ok(());
+        }
+        let mut lock = self.lock_instance().await?;
+        let read = lock.load().await?;
+        let mut state = State::clone(&read.state);
+        self.schedule(&mut state);
+        if read.state.get(SCHEDULE_KEY) == state.get(SCHEDULE_KEY) {
+            return Ok(());
+        }
+        match lock.write(state.clone(), read.version).await {
+            Ok(_) => {
+                self.configuration.rebase(Arc::new(state));
+                Ok(())
+            }
+            Err(error) if matches!(error.kind(), StoreErrorKind::Conflict { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// Writes the pending values: lock, re-read, merge (keys this run did not touch keep their
     /// stored value), write with the version read.
     pub(crate) async fn persist_pending(&mut self) -> Result<(), RunError> {
@@ -1021,7 +1081,7 @@ impl<'a> Run<'a> {
         }
         let mut lock = self.lock_instance().await?;
         let read = lock.load().await?;
-        self.write_under(&mut *lock, read.version, &read.state)
+        self.write_under(&mut *lock, read.version, &read.state, false)
             .await
     }
 
