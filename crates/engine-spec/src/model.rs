@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::hook::Hook;
@@ -105,9 +106,26 @@ pub fn is_never_secret(key: &str) -> bool {
     NOT_SECRET_KEYS.contains(&key) || last == "url" || last.ends_with("_url")
 }
 
+/// What tells one loaded [`Connector`] from every other the process loaded: two loads of the
+/// same file, or a file loaded again after a change, get different ones. Whatever is computed
+/// from a connector (and kept beyond its run) can be keyed by it; its address may be reused by
+/// the next connector loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectorId(u64);
+
+impl ConnectorId {
+    /// A number no connector of this process had before.
+    pub(crate) fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 /// A valid connector definition.
 #[derive(Debug)]
 pub struct Connector {
+    /// This load's identity ([`Connector::id`]).
+    pub(crate) id: ConnectorId,
     pub(crate) source: Arc<SourceFile>,
     pub(crate) name: String,
     pub(crate) key: String,
@@ -159,6 +177,11 @@ pub enum NotExecutedKind {
 }
 
 impl Connector {
+    /// The identity of this load of the connector: no other connector of the process has it.
+    pub fn id(&self) -> ConnectorId {
+        self.id
+    }
+
     /// What the engine accepts but will not do as the platform did, for every resource
     /// (see [`NotExecuted`]).
     pub fn not_executed(&self) -> &[NotExecuted] {

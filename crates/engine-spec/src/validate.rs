@@ -18,8 +18,8 @@ use crate::kinds::{
     Source, VendorKind,
 };
 use crate::model::{
-    AuthKind, Authentication, ConfigProperty, Connector, Parameter, Protocol, RESERVED_KEYS,
-    Resource, Session,
+    AuthKind, Authentication, ConfigProperty, Connector, ConnectorId, Parameter, Protocol,
+    RESERVED_KEYS, Resource, Session,
 };
 use crate::pointer::JsonPointer;
 use crate::raw::{RawConnector, RawParameter, RawResource};
@@ -406,6 +406,7 @@ impl Builder<'_> {
             .map(|(index, resource)| self.resource(index, resource))
             .collect();
         let mut connector = Connector {
+            id: ConnectorId::next(),
             source: Arc::clone(source),
             name,
             key,
