@@ -674,7 +674,7 @@ pub struct Resource {
     pub(crate) kind: ResourceType,
     pub(crate) method: Option<String>,
     pub(crate) path: Option<String>,
-    pub(crate) vendor_method: String,
+    pub(crate) vendor_method: Arc<str>,
     pub(crate) vendor_path: Template,
     pub(crate) parameters: Vec<Parameter>,
     pub(crate) next: Option<usize>,
@@ -683,6 +683,8 @@ pub struct Resource {
     pub(crate) next_page_key: Option<String>,
     pub(crate) hooks: Vec<Hook>,
     pub(crate) location: Location,
+    /// [`Resource::display_name`], decided once by `validate` ([`Resource::named`]).
+    pub(crate) display: Arc<str>,
 }
 
 impl Resource {
@@ -698,11 +700,26 @@ impl Resource {
 
     /// A name for messages: the name, else `METHOD path`, else the type label.
     pub fn display_name(&self) -> String {
-        match (&self.name, &self.method, &self.path) {
-            (Some(name), _, _) => name.clone(),
-            (None, Some(method), Some(path)) if !path.is_empty() => format!("{method} {path}"),
-            _ => self.kind.label().to_owned(),
-        }
+        self.display.to_string()
+    }
+
+    /// [`Resource::display_name`] shared: every request built for the resource carries it
+    /// without a copy.
+    pub fn display_name_shared(&self) -> &Arc<str> {
+        &self.display
+    }
+
+    /// The resource with its [`Resource::display_name`] decided from its name, method, path
+    /// and type.
+    pub(crate) fn named(mut self) -> Self {
+        self.display = match (&self.name, &self.method, &self.path) {
+            (Some(name), _, _) => name.as_str().into(),
+            (None, Some(method), Some(path)) if !path.is_empty() => {
+                format!("{method} {path}").into()
+            }
+            _ => self.kind.label().into(),
+        };
+        self
     }
 
     /// The type.
@@ -722,6 +739,12 @@ impl Resource {
 
     /// The vendor's HTTP method, upper case.
     pub fn vendor_method(&self) -> &str {
+        &self.vendor_method
+    }
+
+    /// [`Resource::vendor_method`] shared: every request built for the resource carries it
+    /// without a copy.
+    pub fn vendor_method_shared(&self) -> &Arc<str> {
         &self.vendor_method
     }
 

@@ -711,7 +711,8 @@ impl Builder<'_> {
             .filter(|method| !method.is_empty())
             .or_else(|| method.clone())
             .unwrap_or_else(|| if raw.kind.is_api() { "GET" } else { "POST" }.to_owned())
-            .to_ascii_uppercase();
+            .to_ascii_uppercase()
+            .into();
         Resource {
             index,
             name: raw.name.clone().filter(|name| !name.is_empty()),
@@ -733,7 +734,9 @@ impl Builder<'_> {
                 .map(str::to_owned),
             hooks: self.hooks(&raw.hooks, &pointer),
             location: self.location(pointer),
+            display: Arc::from(""),
         }
+        .named()
     }
 
     /// Compiles a template; one that does not parse is reported here, the keys and functions it
