@@ -155,6 +155,19 @@ impl Refresh {
         options: &RefreshOptions,
     ) -> Result<Self, Error> {
         let due = due_instances(&*opened.sealed(None), options).await?;
+        Ok(Self::spawn(opened, registry, &engine, options, due))
+    }
+
+    /// Starts the refreshes of `due` (instances a caller listed: a scheduler, a forced refresh)
+    /// as [`Refresh::start`] does, `options.jobs` at a time; `options.ahead` and
+    /// `options.connector` are not looked at (each [`Due`] says how far ahead).
+    pub fn spawn(
+        opened: &Opened,
+        registry: &mut Registry,
+        engine: &Arc<Engine>,
+        options: &RefreshOptions,
+        due: Vec<Due>,
+    ) -> Self {
         let count = due.len();
         let mut connectors: HashMap<String, Option<Arc<Connector>>> = HashMap::new();
         let mut load_errors = Vec::new();
@@ -176,7 +189,7 @@ impl Refresh {
             };
             // Each instance's secrets are encrypted by its connector's rule.
             let store = opened.sealed(connector.as_deref());
-            let engine = Arc::clone(&engine);
+            let engine = Arc::clone(engine);
             let semaphore = Arc::clone(&semaphore);
             let (max_failures, keep) = (options.max_failures, options.keep_history);
             tasks.spawn(async move {
@@ -222,11 +235,11 @@ impl Refresh {
                 }
             });
         }
-        Ok(Self {
+        Self {
             tasks,
             due: count,
             load_errors,
-        })
+        }
     }
 
     /// How many instances were due.
@@ -350,8 +363,8 @@ async fn without_expiry(
 }
 
 /// A token's lifetime from the engine's bookkeeping keys (`expires_in` or
-/// `oauth.user.refresh_interval`, seconds).
-fn lifetime_of(state: &State) -> Option<Duration> {
+/// `oauth.user.refresh_interval`, seconds); `None` when neither is a number.
+pub fn lifetime_of(state: &State) -> Option<Duration> {
     ["expires_in", "oauth.user.refresh_interval"]
         .iter()
         .find_map(|key| match state.get(*key)? {
