@@ -96,8 +96,11 @@ impl Failure {
     pub(crate) fn problem(&self) -> Problem {
         let detail = match self {
             Self::Service(error) => error.to_string(),
-            Self::Store(error) => error.to_string(),
-            Self::Run(error) => error.to_string(),
+            Self::Store(error) => store_detail(error),
+            Self::Run(error) => match error.kind() {
+                RunErrorKind::Store(error) => store_detail(error),
+                _ => error.to_string(),
+            },
             Self::BadRequest(message) => message.clone(),
             Self::NoConnector(id) => format!(
                 "instance `{id}` records no connector: import it again naming its connector"
@@ -132,6 +135,25 @@ impl Failure {
             ),
         };
         Problem::new(status, name, title, detail)
+    }
+}
+
+/// What a store's error says to a caller: which instance, never where the store keeps it (a
+/// file's path, a database's URL).
+fn store_detail(error: &StoreError) -> String {
+    match error.kind() {
+        StoreErrorKind::UnknownInstance { instance, .. } => {
+            format!("instance `{instance}` does not exist")
+        }
+        StoreErrorKind::NotFound { path } => match path.file_stem() {
+            Some(id) => format!("instance `{}` does not exist", id.to_string_lossy()),
+            None => "the instance does not exist".to_owned(),
+        },
+        StoreErrorKind::InvalidInstanceId { .. } => error.to_string(),
+        StoreErrorKind::LockTimeout { .. } | StoreErrorKind::Conflict { .. } => {
+            "another refresh or write holds the instance: try again".to_owned()
+        }
+        _ => "the instance store failed (`/readyz` says whether it answers)".to_owned(),
     }
 }
 
