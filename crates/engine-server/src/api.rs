@@ -36,6 +36,8 @@ pub(crate) struct App {
     pub(crate) options: RefreshOptions,
     /// Wakes the scheduler after a change.
     pub(crate) wake: Arc<Notify>,
+    /// The scheduler's time.
+    pub(crate) clock: Arc<dyn engine_runtime::Clock>,
 }
 
 impl App {
@@ -113,7 +115,7 @@ async fn list(
     State(app): State<Arc<App>>,
     Query(query): Query<ListQuery>,
 ) -> Result<axum::Json<Value>, Failure> {
-    let now_ms = now_ms();
+    let now_ms = app.clock.now_ms();
     let wanted = match query.status.as_deref() {
         None => None,
         Some(label) => Some(state_of_label(label).ok_or_else(|| {
@@ -166,7 +168,7 @@ async fn show(
             *value = "****".into();
         }
     }
-    let state = InstanceState::of(&summary, now_ms());
+    let state = InstanceState::of(&summary, app.clock.now_ms());
     let mut shown = describe(&**app.opened.plain(), &summary, state).await;
     shown["values"] = Value::Object(values);
     Ok(axum::Json(shown))
@@ -231,7 +233,7 @@ async fn refresh(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<
     };
     let read = app.stored(&id).await?;
     let summary = summary_of(&id, &read);
-    let state = InstanceState::of(&summary, now_ms());
+    let state = InstanceState::of(&summary, app.clock.now_ms());
     let mut shown = describe(&**app.opened.plain(), &summary, state).await;
     shown["outcome"] = outcome.into();
     Ok(axum::Json(shown).into_response())
@@ -365,8 +367,4 @@ fn format_ms(ms: u64) -> Option<String> {
     jiff::Timestamp::from_millisecond(ms)
         .ok()
         .map(|at| at.to_string())
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
 }

@@ -26,16 +26,16 @@ pub mod scheduler;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use engine_runtime::Engine;
+use engine_runtime::{Clock, Engine, SystemClock};
 use engine_service::{Opened, RefreshOptions, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 pub use problem::Problem;
-pub use scheduler::{Backoff, Event, SystemClock};
+pub use scheduler::{Backoff, Event};
 
 /// How the server listens and refreshes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// The address to listen on (port 0: any free port, see [`Server::local_addr`]).
     pub listen: SocketAddr,
@@ -45,6 +45,8 @@ pub struct ServeOptions {
     pub refresh: RefreshOptions,
     /// How failing instances back off.
     pub backoff: Backoff,
+    /// The scheduler's time: the engine's (given to its builder too).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl ServeOptions {
@@ -54,7 +56,19 @@ impl ServeOptions {
             listen,
             refresh: RefreshOptions::default(),
             backoff: Backoff::default(),
+            clock: Arc::new(SystemClock),
         }
+    }
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ServeOptions")
+            .field("listen", &self.listen)
+            .field("refresh", &self.refresh)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
     }
 }
 
@@ -113,6 +127,7 @@ impl Server {
             engine: Arc::new(engine),
             options: options.refresh,
             wake: Arc::new(Notify::new()),
+            clock: options.clock,
         });
         Ok(Self {
             listener,
@@ -137,7 +152,7 @@ impl Server {
         let app = &self.app;
         let scheduler = scheduler::Scheduler {
             source: Arc::new(scheduler::StoreSource::new(app.opened.sealed(None))),
-            clock: Arc::new(SystemClock),
+            clock: Arc::clone(&app.clock),
             opened: Arc::clone(&app.opened),
             registry: Arc::clone(&app.registry),
             engine: Arc::clone(&app.engine),

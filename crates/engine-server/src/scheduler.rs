@@ -1,7 +1,8 @@
 //! The refresh scheduler: sleeps until the next instance is due, then refreshes the due ones
 //! through engine-service's [`Refresh`], N at a time. The decisions are pure ([`plan`],
 //! [`Holds`], [`jitter`]) and take the time as an argument; the loop ([`Scheduler::run`]) does
-//! the I/O on an injected [`Clock`]. Where the work comes from is one seam, [`Source`]: today
+//! the I/O on an injected [`Clock`] (the runtime's: a [`engine_runtime::ManualClock`] moves
+//! instead of sleeping, so tests never sleep). Where the work comes from is one seam, [`Source`]: today
 //! the store's listing ([`StoreSource`]); claims that lease due instances to one process can
 //! replace it without touching the rest.
 
@@ -10,7 +11,7 @@ use std::hash::{Hash as _, Hasher as _};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use engine_runtime::Engine;
+use engine_runtime::{Clock, Engine};
 use engine_service::{Due, Opened, Outcome, Refresh, RefreshOptions, Registry};
 use engine_store::{BoxFuture, InstanceStore, Page, Summary};
 use tokio::sync::{Notify, watch};
@@ -25,29 +26,6 @@ pub const MAX_IDLE: Duration = Duration::from_mins(1);
 /// How long an instance the runtime found fresh or with nothing to refresh is left alone,
 /// unless it changes (its version) before.
 pub const SETTLE: Duration = Duration::from_mins(10);
-
-/// The time, and sleeping until a time: the system's in the server, a hand-moved one in tests.
-pub trait Clock: Send + Sync {
-    /// Now, in epoch milliseconds.
-    fn now_ms(&self) -> u64;
-    /// Resolves at `at_ms` (epoch milliseconds), or at once when it is past.
-    fn sleep_until(&self, at_ms: u64) -> BoxFuture<'static, ()>;
-}
-
-/// The system's clock, and tokio's timer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
-    }
-
-    fn sleep_until(&self, at_ms: u64) -> BoxFuture<'static, ()> {
-        let wait = Duration::from_millis(at_ms.saturating_sub(self.now_ms()));
-        Box::pin(tokio::time::sleep(wait))
-    }
-}
 
 /// An instance the scheduler keeps fresh, as its [`Source`] lists it.
 #[derive(Debug, Clone)]
@@ -316,7 +294,7 @@ pub enum Event {
 pub struct Scheduler {
     /// Where the due work comes from.
     pub source: Arc<dyn Source>,
-    /// The time.
+    /// The time; the engine's own, so that what is due here is due there.
     pub clock: Arc<dyn Clock>,
     /// The store, with its keys.
     pub opened: Arc<Opened>,
@@ -375,8 +353,9 @@ impl Scheduler {
                     now_ms.saturating_add(millis(retry_in))
                 }
             };
+            let wait = Duration::from_millis(wake_at_ms.saturating_sub(now_ms));
             tokio::select! {
-                () = self.clock.sleep_until(wake_at_ms) => {}
+                () = self.clock.sleep(wait) => {}
                 () = self.wake.notified() => {}
                 changed = shutdown.changed() => {
                     // The server is gone without a word: nothing to run for.
@@ -578,6 +557,137 @@ mod tests {
         assert_eq!(holds.failed("expired", until), until + 60_000);
         holds.refreshed("expired");
         assert_eq!(holds.failed("expired", until), until + 30_000);
+    }
+
+    /// The shipped demo connector, by the path an instance records.
+    fn demo() -> String {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../connectors/demo.json")
+            .display()
+            .to_string()
+    }
+
+    /// A demo instance at `url`, authenticated at `at_ms` with a token of an hour.
+    fn demo_instance(url: &str, at_ms: u64, secret: &str) -> engine_store::State {
+        let serde_json::Value::Object(state) = serde_json::json!({
+            "base.url": url,
+            "client.id": "demo-client",
+            "client.secret": secret,
+            "access.token": "FAKE-old-token",
+            "authentication.time": at_ms.to_string(),
+            "expires_in": "3600",
+            (engine_store::CONNECTOR_KEY): demo(),
+        }) else {
+            unreachable!()
+        };
+        state
+    }
+
+    /// Runs a scheduler over `store` on `clock` until `stop_after` events; returns them with
+    /// the clock's time at each.
+    async fn schedule(
+        store: Arc<engine_store::MemoryStore>,
+        clock: &engine_runtime::ManualClock,
+        stop_after: usize,
+    ) -> Vec<(Event, u64)> {
+        let engine = engine_runtime::EngineBuilder::new()
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        let plain: Arc<dyn InstanceStore> = store;
+        let (stop, stopped) = watch::channel(false);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&events);
+        let time = clock.clone();
+        let scheduler = Scheduler {
+            source: Arc::new(StoreSource::new(Arc::clone(&plain))),
+            clock: Arc::new(clock.clone()),
+            opened: Arc::new(Opened::new(plain, None)),
+            registry: Arc::new(Mutex::new(Registry::new())),
+            engine: Arc::new(engine),
+            options: RefreshOptions::default(),
+            backoff: Backoff::default(),
+            wake: Arc::new(Notify::new()),
+            events: Arc::new(move |event| {
+                let mut events = sink.lock().unwrap();
+                events.push((event, time.now_ms()));
+                if events.len() >= stop_after {
+                    let _ = stop.send(true);
+                }
+            }),
+        };
+        // A guard on a scheduler that never stops, not a wait: the virtual clock never sleeps.
+        tokio::time::timeout(Duration::from_mins(1), scheduler.run(stopped))
+            .await
+            .expect("the scheduler stops after its events");
+        std::mem::take(&mut *events.lock().unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_loop_sleeps_until_the_due_time_then_refreshes() {
+        let emulator =
+            engine_emulator::Emulator::start(engine_emulator::EmulatorConfig::default(), 0)
+                .await
+                .unwrap();
+        let start = 1_800_000_000_000;
+        let clock = engine_runtime::ManualClock::new(start);
+        let store = Arc::new(engine_store::MemoryStore::new());
+        // Obtained 10 minutes ago: expires in 50, due in 38 (a fifth of the hour ahead).
+        store.insert(
+            "soon",
+            demo_instance(&emulator.url(), start - 600_000, "demo-secret"),
+        );
+
+        let events = schedule(Arc::clone(&store), &clock, 1).await;
+        assert!(
+            matches!(&events[..], [(Event::Refreshed { id }, _)] if id == "soon"),
+            "{events:?}"
+        );
+        let refreshed_at = events[0].1;
+        let due = start + 38 * 60_000;
+        assert!(
+            (due - millis(MAX_JITTER)..=due).contains(&refreshed_at),
+            "refreshed {} ms after the start",
+            refreshed_at - start
+        );
+        assert_eq!(emulator.stats().token_requests, 1);
+        emulator.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_loop_backs_off_a_failing_refresh() {
+        let emulator =
+            engine_emulator::Emulator::start(engine_emulator::EmulatorConfig::default(), 0)
+                .await
+                .unwrap();
+        let start = 1_800_000_000_000;
+        let clock = engine_runtime::ManualClock::new(start);
+        let store = Arc::new(engine_store::MemoryStore::new());
+        store.insert(
+            "revoked",
+            demo_instance(&emulator.url(), start - 7_200_000, "FAKE-wrong"),
+        );
+
+        let events = schedule(Arc::clone(&store), &clock, 3).await;
+        let times: Vec<u64> = events
+            .iter()
+            .map(|(event, at)| {
+                assert!(
+                    matches!(event, Event::Failed { id, outcome: "rejected", .. } if id == "revoked"),
+                    "{event:?}"
+                );
+                at - start
+            })
+            .collect();
+        // At once, then 30 s and 60 s later; the third rejection marks it `needs-reauth`.
+        assert_eq!(times, [0, 30_000, 90_000]);
+        let state = store.load("revoked").await.unwrap().state;
+        assert_eq!(
+            state[engine_store::STATUS_KEY],
+            engine_service::NEEDS_REAUTH
+        );
+        assert_eq!(emulator.stats().token_requests, 3);
+        emulator.shutdown().await;
     }
 
     #[test]
