@@ -267,6 +267,23 @@ async fn serve_calls_resources_refreshes_on_schedule_and_never_shows_a_secret() 
         (200, &json!("refreshed"))
     );
     answers.push(forced);
+    let forced_history = call(
+        &client,
+        "GET",
+        &format!("{base}/v1/instances/caller/history"),
+    )
+    .await;
+    let entries = forced_history.json()["entries"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    let newest = entries.last().unwrap();
+    assert_eq!(
+        (&newest["trigger"], &newest["outcome"]),
+        (&json!("manual"), &json!("ok")),
+        "{entries:?}"
+    );
+    answers.push(forced_history);
 
     // No secret in any answer or in the server's output: the client secret, and every token
     // the instances held.

@@ -13,7 +13,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use engine_runtime::{Engine, Inputs, NoObserver, Pages, RunErrorKind, RunRequest};
-use engine_service::{Due, InstanceState, Opened, Outcome, Refresh, RefreshOptions, Registry};
+use engine_service::{
+    Due, InstanceState, Opened, Outcome, Refresh, RefreshOptions, Registry, Trigger,
+};
 use engine_spec::Connector;
 use engine_store::{InstanceStore, Page, Summary, Versioned};
 use serde::Deserialize;
@@ -188,13 +190,11 @@ async fn refresh(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<
             summary,
             ahead: FORCE_AHEAD,
         };
-        Refresh::spawn(
-            &app.opened,
-            &mut registry,
-            &app.engine,
-            &app.options,
-            vec![due],
-        )
+        let options = RefreshOptions {
+            trigger: Trigger::Manual,
+            ..app.options.clone()
+        };
+        Refresh::spawn(&app.opened, &mut registry, &app.engine, &options, vec![due])
     };
     let load_error = refresh.take_load_errors().into_iter().next();
     let refreshed = match refresh.next().await {
