@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use engine_emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
-use crate::instances::{engine_output, write_file};
+use crate::instances::{Schema, engine_output, write_file};
 use crate::support::repo_root;
 use crate::support::run::time_ago;
 
@@ -317,4 +317,37 @@ async fn serve_calls_resources_refreshes_on_schedule_and_never_shows_a_secret() 
     let exit = served.child.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "{}", served.stderr());
     emulator.shutdown().await;
+}
+
+/// A PostgreSQL store that goes away under a running server: `/readyz` answers 503, an
+/// instance's read is a problem that names neither the store nor its URL, and SIGTERM still ends
+/// it with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_goes_away_makes_readyz_503() {
+    let Some(schema) = Schema::create("serve_gone") else {
+        return;
+    };
+    let store = schema.store_url();
+    import(&store, "http://127.0.0.1:9", "gone", 60);
+    let mut served = Served::start(&store);
+    let client = reqwest::Client::new();
+    let base = served.url.clone();
+    let ready = call(&client, "GET", &format!("{base}/readyz")).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+
+    drop(schema);
+    let ready = call(&client, "GET", &format!("{base}/readyz")).await;
+    assert_eq!(ready.content_type, "application/problem+json");
+    insta::assert_json_snapshot!("serve_store_gone_readyz", ready.json());
+    let read = call(&client, "GET", &format!("{base}/v1/instances/gone")).await;
+    assert_eq!(read.content_type, "application/problem+json");
+    insta::assert_json_snapshot!("serve_store_gone_read", read.json());
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = served.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "{}", served.stderr());
 }

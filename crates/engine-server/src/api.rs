@@ -85,7 +85,8 @@ async fn healthz() -> axum::Json<Value> {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// Ready when the store answers a listing.
+/// Ready when the store answers a listing. The store's error is not repeated: it may name
+/// where the store lives.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let page = Page {
         limit: 1,
@@ -93,11 +94,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     };
     match app.opened.plain().list(page).await {
         Ok(_) => axum::Json(json!({"status": "ready"})).into_response(),
-        Err(error) => Problem::new(
+        Err(_) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store-unavailable",
             "the instance store does not answer",
-            error.to_string(),
+            "listing the instances failed; the scheduler backs off until the store answers",
         )
         .into_response(),
     }
