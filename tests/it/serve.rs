@@ -248,6 +248,7 @@ async fn serve_calls_resources_refreshes_on_schedule_and_never_shows_a_secret() 
             "serve_unknown_resource",
         ),
         ("GET", "/v1/instances?status=bogus", "serve_bad_status"),
+        ("GET", "/v1/instances?limit=many", "serve_bad_limit"),
     ] {
         let answer = call(&client, method, &format!("{base}{path}")).await;
         assert_eq!(answer.content_type, "application/problem+json", "{path}");

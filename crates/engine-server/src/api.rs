@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -116,8 +117,9 @@ struct ListQuery {
 /// `next` is the `after` of the next page.
 async fn list(
     State(app): State<Arc<App>>,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<axum::Json<Value>, Failure> {
+    let Query(query) = query.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
     let now_ms = app.clock.now_ms();
     let wanted = match query.status.as_deref() {
         None => None,
@@ -258,9 +260,10 @@ async fn history(
 async fn resource(
     State(app): State<Arc<App>>,
     Path((id, resource)): Path<(String, String)>,
-    Query(params): Query<Vec<(String, String)>>,
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Bytes,
 ) -> Result<Response, Failure> {
+    let Query(params) = params.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
     let read = app.stored(&id).await?;
     let Some(name) = engine_store::connector_of(&read.state) else {
         return Err(Failure::NoConnector(id));
