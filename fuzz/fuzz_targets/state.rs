@@ -1,8 +1,8 @@
 //! The instance-state parser: `FileStore::load` of a file holding the input bytes (read-only use
-//! of engine-store's public API), then `expiry_of` on what it read.
+//! of engine-store's public API), then `Schedule::read` and a listing's `Summary::of` on what it read.
 #![no_main]
 
-use engine_store::{FileStore, InstanceStore, expiry_of};
+use engine_store::{FileStore, InstanceStore, Schedule, Summary};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,7 +18,8 @@ fuzz_target!(|data: &[u8]| {
         let store = FileStore::for_file(&path);
         RUNTIME.with(|runtime| {
             if let Ok(read) = runtime.block_on(store.load("fuzz")) {
-                let _ = expiry_of(&read.state);
+                let _ = Schedule::read(&read.state);
+                let _ = Summary::of("fuzz".to_owned(), read.version, &read.state);
             }
         });
     });

@@ -237,3 +237,79 @@ fn man_prints_a_page_and_installs_them_all() {
         "{stderr}"
     );
 }
+
+/// Runs `script` in a real bash whose `PATH` finds the built `engine` first, from the
+/// repository's root (where `connectors/demo.json` is).
+#[track_caller]
+fn bash(script: &str) -> String {
+    let engine = std::path::PathBuf::from(env!("CARGO_BIN_EXE_engine"));
+    let path = format!(
+        "{}:{}",
+        engine.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", script])
+        .current_dir(crate::support::repo_root())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// What bash offers at the end of `words` (the last one being completed), through the script
+/// of `engine completions bash` as a user installs it.
+#[track_caller]
+fn bash_completes(words: &[&str]) -> String {
+    let quoted: Vec<String> = words.iter().map(|word| format!("'{word}'")).collect();
+    bash(&format!(
+        "source <(engine completions bash)\n\
+         COMP_WORDS=({words}); COMP_CWORD={index}; COMP_TYPE=9\n\
+         _clap_complete_engine engine {current} {previous}\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        words = quoted.join(" "),
+        index = words.len() - 1,
+        current = quoted[words.len() - 1],
+        previous = quoted[words.len() - 2],
+    ))
+}
+
+#[test]
+fn bash_completes_commands_flags_and_the_connectors_resources() {
+    assert_eq!(bash_completes(&["engine", "val"]), "validate\n");
+    // The resources, then the flags.
+    let offered = bash_completes(&["engine", "run", "connectors/demo.json", ""]);
+    assert!(
+        offered.starts_with("list-contacts\nget-contact\ncreate-contact\nme\n--config\n"),
+        "{offered}"
+    );
+    // An instance file given first is not taken for the connector.
+    assert_eq!(
+        bash_completes(&[
+            "engine",
+            "run",
+            "--config",
+            "connectors/demo.test.json",
+            "connectors/demo.json",
+            "get-"
+        ]),
+        "get-contact\n"
+    );
+    assert_eq!(
+        bash_completes(&["engine", "run", "connectors/demo.json", "me", "--par"]),
+        "--param\n"
+    );
+    // A connector that does not load offers no resource, and no error reaches the terminal.
+    let offered = bash_completes(&["engine", "run", "Cargo.toml", ""]);
+    assert!(offered.starts_with("--config\n"), "{offered}");
+}
+
+#[test]
+fn every_shell_gets_a_script_that_asks_engine() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (code, stdout, stderr) = output_of(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {stderr}");
+        assert!(stdout.contains("ENGINE_COMPLETE"), "{shell}: {stdout}");
+    }
+}

@@ -286,7 +286,7 @@ async fn list_shows_last_refresh_and_provisioning_clears_needs_reauth(store: &st
 
     // Re-provisioned against a vendor that accepts it: `needs-reauth` is gone.
     let patched = engine_output(&["instances", "export", "revoked", "--store", store]).json();
-    assert_eq!(patched["engine.status"], "needs-reauth");
+    assert_eq!(patched["engine.schedule"]["status"], "needs-reauth");
     let provisioned = engine_output(&[
         "run",
         CONNECTOR,
@@ -299,7 +299,8 @@ async fn list_shows_last_refresh_and_provisioning_clears_needs_reauth(store: &st
     // The rejecting vendor still rejects: the mark stays.
     assert_eq!(provisioned.code, 4, "{}", provisioned.render());
     assert_eq!(
-        engine_output(&["instances", "export", "revoked", "--store", store]).json()["engine.status"],
+        engine_output(&["instances", "export", "revoked", "--store", store]).json()["engine.schedule"]
+            ["status"],
         "needs-reauth"
     );
     // A vendor that accepts: provision against it.
@@ -326,8 +327,11 @@ async fn list_shows_last_refresh_and_provisioning_clears_needs_reauth(store: &st
     .assert_success();
     let cleared = engine_output(&["instances", "export", "revoked", "--store", store]).json();
     assert_eq!(
-        (cleared.get("engine.status"), cleared.get("engine.failures")),
-        (None, None),
+        (
+            &cleared["engine.schedule"]["status"],
+            &cleared["engine.schedule"]["failures"]
+        ),
+        (&json!("fresh"), &json!(0)),
         "{cleared}"
     );
     // The provisioning is in the history, one entry per step, triggered by hand.
@@ -647,8 +651,11 @@ async fn authorize_a_stored_instance_clears_needs_reauth() {
     let stored = engine_output(&["instances", "export", "signin", "--store", &store]).json();
     assert_eq!(stored["oauth.user.token"], NEW_TOKEN);
     assert_eq!(
-        (stored.get("engine.status"), stored.get("engine.failures")),
-        (None, None),
+        (
+            &stored["engine.schedule"]["status"],
+            &stored["engine.schedule"]["failures"]
+        ),
+        (&json!("fresh"), &json!(0)),
         "{stored}"
     );
 }

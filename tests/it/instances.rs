@@ -220,6 +220,21 @@ fn instances_commands_on_sqlite() {
     let exported: Value = serde_json::from_str(&exported.stdout).unwrap();
     original["authentication.time"] = exported["authentication.time"].clone();
     original["engine.connector"] = json!("custom");
+    // The import computed the schedule from the keys (the connector is known by name only).
+    let obtained: u64 = original["authentication.time"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        exported["engine.schedule"]["expires_at"],
+        json!(obtained + 3_600_000)
+    );
+    assert_eq!(
+        exported["engine.schedule"]["next_refresh_at"],
+        json!(obtained + 2_880_000)
+    );
+    original["engine.schedule"] = exported["engine.schedule"].clone();
     assert_eq!(exported, original);
 
     let again = engine_output(&[
@@ -805,7 +820,7 @@ async fn refresh_of_an_unavailable_vendor_exits_5() {
     );
     let exported = engine_output(&["instances", "export", "down", "--store", &store]);
     let state: Value = serde_json::from_str(&exported.stdout).unwrap();
-    assert_eq!(state.get("engine.failures"), None, "{state}");
+    assert_eq!(state["engine.schedule"]["failures"], 0, "{state}");
     assert_eq!(state["access.token"], OLD_TOKEN);
 }
 
@@ -1124,7 +1139,7 @@ async fn refresh_of_a_silent_vendor_exits_5() {
     );
     let exported = engine_output(&["instances", "export", "slow", "--store", &store]);
     let state: Value = serde_json::from_str(&exported.stdout).unwrap();
-    assert_eq!(state.get("engine.failures"), None, "{state}");
+    assert_eq!(state["engine.schedule"]["failures"], 0, "{state}");
 }
 
 /// Issue 19 and 21: `engine instances set ID KEY=VALUE... KEY...` sets values; a secret is
@@ -1187,8 +1202,14 @@ fn instances_set_reads_secrets_from_stdin_and_clears_needs_reauth() {
     let state: Value = serde_json::from_str(&exported.stdout).unwrap();
     assert_eq!(state["client.secret"], "FAKE-typed-secret-77");
     assert_eq!(state["client.id"], "other-client");
-    assert_eq!(state.get("engine.status"), None, "{state}");
-    assert_eq!(state.get("engine.failures"), None, "{state}");
+    assert_eq!(
+        (
+            &state["engine.schedule"]["status"],
+            &state["engine.schedule"]["failures"]
+        ),
+        (&json!("fresh"), &json!(0)),
+        "{state}"
+    );
 }
 
 /// Issue 19: a FIFO or a device given as an instance file to import, or as a test file, is
@@ -1574,4 +1595,45 @@ async fn too_many_postgres_clients_are_said_with_the_budget() {
         &schema.url,
         &format!("DROP OWNED BY {role}; DROP ROLE {role}"),
     );
+}
+
+/// A file store written before schedules: its instances list with no known expiry until the
+/// first `engine refresh`, which sends nothing for a fresh token but has the runtime write its
+/// schedule (docs/stores.md, "The refresh schedule").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_writes_the_schedule_of_instances_written_before_schedules() {
+    let server = vendor(Duration::ZERO).await;
+    let temp = tempfile::tempdir().unwrap();
+    let mut legacy = instance(&server.uri(), 60);
+    legacy["engine.connector"] = json!(repo_root().join(CONNECTOR).to_str().unwrap());
+    write_file(temp.path(), "legacy", &legacy);
+    let store = format!("file:{}", temp.path().display());
+    let listed = |store: &str| {
+        let listed = engine_output(&["instances", "list", "--store", store, "--format", "json"]);
+        listed.assert_success();
+        let items: Value = serde_json::from_str(&listed.stdout).unwrap();
+        items[0]["state"].clone()
+    };
+    assert_eq!(listed(&store), "unknown");
+
+    let refreshed = engine_output(&["refresh", "--store", &store]);
+    assert_eq!(refreshed.code, 0, "{}", refreshed.render());
+    assert!(received_at(&server, "/oauth/token").await.is_empty());
+    let written: Value =
+        serde_json::from_str(&fs_err::read_to_string(temp.path().join("legacy.json")).unwrap())
+            .unwrap();
+    let obtained: u64 = legacy["authentication.time"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        written["engine.schedule"],
+        json!({
+            "next_refresh_at": obtained + 2_880_000, "expires_at": obtained + 3_600_000,
+            "status": "fresh", "failures": 0, "rejections": 0, "cooldown_until": null,
+        })
+    );
+    assert_eq!(written["access.token"], OLD_TOKEN);
+    assert_eq!(listed(&store), "fresh");
 }

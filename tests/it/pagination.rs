@@ -295,3 +295,143 @@ async fn json_logs_give_the_next_page_as_an_event() {
     assert_eq!(last["value"], "c2");
     assert_eq!(last["stopped"], "repeated-cursor");
 }
+
+/// Answers `/offset` with the rows from `offset` on, `limit` at a time (2 by default), of five.
+struct Offsets;
+
+impl Respond for Offsets {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let number = |name: &str, default: usize| {
+            request
+                .url
+                .query_pairs()
+                .find(|(key, _)| key == name)
+                .and_then(|(_, value)| value.parse().ok())
+                .unwrap_or(default)
+        };
+        let (offset, limit) = (number("offset", 0), number("limit", 2));
+        let rows: Vec<usize> = (offset..5).take(limit).collect();
+        ResponseTemplate::new(200).set_body_json(json!(rows))
+    }
+}
+
+#[tokio::test]
+async fn offsets_count_on_by_the_items_answered_until_a_short_page() {
+    let server = MockServer::start().await;
+    Mock::given(path("/offset"))
+        .respond_with(Offsets)
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("pagination")
+        .with_instance(&json!({"base.url": server.uri(), "pagination.type": "offset"}));
+    let one = context.run("offset").param("pageSize", "2").output();
+    one.assert_success();
+    assert_eq!(one.json(), json!([0, 1]));
+    assert_eq!(one.stderr, "next page: --param page=2\n");
+    let all = context
+        .run("offset")
+        .param("pageSize", "2")
+        .arg("--all-pages")
+        .output();
+    all.assert_success();
+    assert_eq!(all.json(), json!([0, 1, 2, 3, 4]));
+    assert_eq!(all.stderr, "");
+    // The third page has one row of the two asked for: the vendor has no more.
+    insta::assert_snapshot!(targets(&server).await, @r"
+    GET /offset?limit=2
+    GET /offset?limit=2
+    GET /offset?offset=2&limit=2
+    GET /offset?offset=4&limit=2
+    ");
+}
+
+#[tokio::test]
+async fn a_list_the_platform_paged_is_cut_into_pages_of_page_size() {
+    let server = MockServer::start().await;
+    Mock::given(path("/whole-list"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Data": [1, 2, 3, 4, 5]})))
+        .mount(&server)
+        .await;
+    let context = context(&server);
+    // `pagination.max` (2) is the page size when the caller gives none.
+    let first = context.run("whole-list").output();
+    first.assert_success();
+    assert_eq!(first.json(), json!([1, 2]));
+    assert_eq!(first.stderr, "next page: --param nextPage=2\n");
+    let last = context
+        .run("whole-list")
+        .param("pageSize", "3")
+        .param("nextPage", "2")
+        .output();
+    last.assert_success();
+    assert_eq!(last.json(), json!([4, 5]));
+    assert_eq!(last.stderr, "");
+    let all = context.run("whole-list").arg("--all-pages").output();
+    assert_eq!(all.json(), json!([1, 2, 3, 4, 5]));
+    // The paging inputs are `no-op`: the vendor is asked for its whole list each time, as the
+    // platform asked for it.
+    insta::assert_snapshot!(targets(&server).await, @r"
+    GET /whole-list
+    GET /whole-list
+    GET /whole-list
+    GET /whole-list
+    GET /whole-list
+    ");
+}
+
+#[tokio::test]
+async fn no_pagination_gives_no_next_page() {
+    let server = MockServer::start().await;
+    Mock::given(path("/numbered"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"n": 1}, {"n": 2}])))
+        .mount(&server)
+        .await;
+    let context = context(&server);
+    let outcome = context.run("unpaged").arg("--all-pages").output();
+    outcome.assert_success();
+    assert_eq!(outcome.json(), json!([{"n": 1}, {"n": 2}]));
+    assert_eq!(outcome.stderr, "");
+    assert_eq!(received(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_output_parameter_a_list_has_no_field_for_is_said_on_stderr() {
+    let server = MockServer::start().await;
+    Mock::given(path("/mapped"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("x-total-count", "12")
+                .set_body_json(json!({"items": [{"id": 1}], "meta": {"next": "a2"}})),
+        )
+        .mount(&server)
+        .await;
+    let context = context(&server);
+    let outcome = context.run("mapped").output();
+    run_snapshot!(context, outcome, @r#"
+    exit code: 0
+    ----- stdout -----
+    [
+      {
+        "id": 1
+      }
+    ]
+
+    ----- stderr -----
+    output total: 12
+    next page: --param nextPage=a2
+    "#);
+    let json = context
+        .run("mapped")
+        .arg("--log-format")
+        .arg("json")
+        .output();
+    json.assert_success();
+    let output = json
+        .stderr
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|event| event["event"] == "output")
+        .expect("an output event");
+    assert_eq!(output["name"], "total");
+    assert_eq!(output["value"], "12");
+}

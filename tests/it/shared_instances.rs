@@ -448,10 +448,14 @@ impl Writer {
     fn change(self, state: &mut engine_store::State) {
         match self {
             Self::Failures => {
-                state.insert("engine.failures".into(), json!(1));
+                let mut schedule = engine_store::Schedule::read(state);
+                schedule.consecutive_rejections = 1;
+                schedule.put(state);
             }
             Self::Status => {
-                state.insert("engine.status".into(), json!("needs-reauth"));
+                let mut schedule = engine_store::Schedule::read(state);
+                schedule.status = engine_store::ScheduleStatus::NeedsReauth;
+                schedule.put(state);
             }
             Self::History | Self::Rekey => {}
         }
@@ -460,8 +464,16 @@ impl Writer {
     /// Checks that the writer's change survived.
     fn assert_kept(self, state: &engine_store::State, history: &[Value]) {
         match self {
-            Self::Failures => assert_eq!(state["engine.failures"], 1, "{state:?}"),
-            Self::Status => assert_eq!(state["engine.status"], "needs-reauth", "{state:?}"),
+            Self::Failures => assert_eq!(
+                engine_store::Schedule::read(state).consecutive_rejections,
+                1,
+                "{state:?}"
+            ),
+            Self::Status => assert_eq!(
+                engine_store::Schedule::read(state).status,
+                engine_store::ScheduleStatus::NeedsReauth,
+                "{state:?}"
+            ),
             Self::History => assert_eq!(history, [json!({"written": "meanwhile"})]),
             Self::Rekey => assert_eq!(state["client.secret"], "FAKE-client-secret"),
         }

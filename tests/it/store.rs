@@ -124,6 +124,8 @@ async fn writes_keep_untouched_keys_and_their_order_and_make_the_file_owner_only
             "expires_in",
             "authentication.time",
             "account.id",
+            // The refresh schedule the runtime writes with the state (docs/stores.md).
+            "engine.schedule",
             // The store's version of the instance, always last (docs/running.md).
             "engine.version",
         ]

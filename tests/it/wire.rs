@@ -54,6 +54,7 @@ async fn raw(server: &MockServer) -> String {
 
 #[tokio::test]
 async fn soap_object_input_fills_the_template_from_the_callers_fields() {
+    // The caller's values are escaped for XML; the connector's own `value` fragment is not.
     let server = server(json!({})).await;
     let context = wire(&server, "[SERVER]/calculator.asmx");
     context
@@ -141,7 +142,7 @@ async fn a_converter_the_engine_lacks_sends_nothing_and_warns() {
     outcome.assert_success();
     outcome.assert_stderr_has(&[
         "warning[W0501]: parameter `where` uses converter `toBazaarvoice`, which the engine does not execute",
-        "--> tests/fixtures/run/wire/connector.json:109:58",
+        "--> tests/fixtures/run/wire/connector.json:110:58",
         "not executed: the parameter is not sent",
     ]);
     insta::assert_snapshot!("wire_converter_not_executed", raw(&server).await);
@@ -282,6 +283,19 @@ async fn a_file_the_cli_cannot_read_is_refused_naming_it() {
         "hint: check the path, or pass a text part with `--param file=VALUE`",
     ]);
     assert!(received(&server).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_at_sign_is_a_file_only_for_a_multipart_input_of_the_resource_run() {
+    let server = server(json!([])).await;
+    let context = wire(&server, "[SERVER]");
+    // `file` is a multipart input of `file-body`, a query input of `mentions`: no file `ada`
+    // is read, the text is sent.
+    let outcome = context.run("mentions").param("file", "@ada").output();
+    outcome.assert_success();
+    let requests = received(&server).await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].url.query(), Some("of=%40ada"));
 }
 
 #[tokio::test]

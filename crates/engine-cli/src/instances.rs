@@ -9,7 +9,7 @@ use engine_service::secret_rule;
 use engine_spec::Connector;
 use engine_spec::kinds::ResourceType;
 use engine_store::{
-    CONNECTOR_KEY, InstanceStore, Page, State, StoreErrorKind, VERSION_KEY, connector_of,
+    CONNECTOR_KEY, InstanceStore, Page, Schedule, State, StoreErrorKind, VERSION_KEY, connector_of,
 };
 
 use crate::Exit;
@@ -234,6 +234,13 @@ async fn import(
         if let Some(connector) = connector {
             state.insert(CONNECTOR_KEY.to_owned(), connector.into());
         }
+        // The runtime's schedule: by the connector when it is a file, else by the keys alone.
+        let previous = Schedule::read(&state);
+        match &known {
+            Some(connector) => engine_runtime::schedule_of(connector, &state, &previous),
+            None => engine_runtime::estimated_schedule(&state, &previous),
+        }
+        .put(&mut state);
         match store.write(&instance, state, 0).await {
             Ok(_) => printer::verbose(&format!("imported `{instance}` from `{}`", file.display())),
             Err(error) if matches!(error.kind(), StoreErrorKind::Conflict { .. }) => {

@@ -65,7 +65,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Write a minimal, valid connector and an instance file to fill in (`engine new acme --auth oauth2`).
     New(new::NewArgs),
-    /// Print a shell completion script (`engine completions bash >
+    /// Print the script that completes commands, flags and, for `engine run CONNECTOR`, the
+    /// connector's resources (`engine completions bash >
     /// ~/.local/share/bash-completion/completions/engine`).
     Completions(completions::CompletionsArgs),
     /// Print a man page (`engine man run`), or install them all (`engine man --dir
@@ -82,6 +83,7 @@ pub fn fuzz_validate(bytes: &[u8]) -> String {
 
 /// Parses the arguments, runs the command and returns its exit code (see [`Exit`]).
 pub fn main() -> ExitCode {
+    completions::answer_the_shell();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return usage_error(&error).into(),

@@ -253,6 +253,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "NO_COLOR, CLICOLOR_FORCE",
         "no colour, or colour even when the output is not a terminal",
     ),
+    (
+        "ENGINE_COMPLETE",
+        "set by the script of engine completions when the shell asks for candidates",
+    ),
 ];
 
 /// Examples by page name.

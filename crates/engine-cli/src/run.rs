@@ -22,10 +22,12 @@ use crate::render::{Level, Message, Source};
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
     /// The connector file.
+    #[arg(value_hint = clap::ValueHint::FilePath)]
     connector: PathBuf,
     /// A resource name, a lifecycle type (`provisionAuthValidation`, `ON REFRESH`...), or
     /// `METHOD:/path` matching a resource's path (`GET:/contacts/c1`); without it, the resources
     /// are listed.
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::completions::resources))]
     resource: Option<String>,
     #[command(flatten)]
     target: InstanceArgs,
@@ -125,7 +127,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let stdin_part = args
         .params
         .iter()
-        .any(|(name, value)| value == "@-" && is_file_input(&connector, name));
+        .any(|(name, value)| value == "@-" && is_file_input(&connector, resource, name));
     if stdin_part
         && args
             .body
@@ -147,7 +149,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             return Exit::Invalid;
         }
     };
-    let Some((params, files)) = read_files(&connector, &args.params) else {
+    let Some((params, files)) = read_files(&connector, resource, &args.params) else {
         return Exit::Invalid;
     };
     let inputs = Inputs {
@@ -288,6 +290,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
                 let text = serde_json::to_string_pretty(&body).unwrap_or_default();
                 printer::stdout(&format!("{text}\n"));
             }
+            tell_outputs(&output.outputs, args.log_format);
             tell_next_page(
                 output.next_page.as_ref(),
                 output.stopped.as_ref(),
@@ -501,11 +504,25 @@ pub(crate) fn print_load_error(error: &engine_service::Error) {
     printer::error(&Message::new(Level::Error, &error.to_string()));
 }
 
-/// True when `name` is a `multipart` input of the connector: its value `@FILE` (`@-`) is a file.
-fn is_file_input(connector: &Connector, name: &str) -> bool {
-    connector.all_parameters().any(|parameter| {
-        parameter.kind() == engine_spec::kinds::ParameterKind::Multipart && parameter.name() == name
-    })
+/// True when `name` is a `multipart` input of the resource `selector` selects (its own or a
+/// global one): its value `@FILE` (`@-`) is a file. An input of another resource is text.
+fn is_file_input(connector: &Connector, selector: &str, name: &str) -> bool {
+    file_parameter(connector, selector, name).is_some()
+}
+
+/// The `multipart` parameter `name` of the resource `selector` selects, if it has one.
+fn file_parameter<'c>(
+    connector: &'c Connector,
+    selector: &str,
+    name: &str,
+) -> Option<&'c engine_spec::Parameter> {
+    let resource = connector.find_resource(selector)?;
+    connector
+        .parameters_of(resource, engine_spec::kinds::Source::Request)
+        .find(|parameter| {
+            parameter.kind() == engine_spec::kinds::ParameterKind::Multipart
+                && parameter.name() == name
+        })
 }
 
 /// The pages of a run as one JSON value: the page itself when there is one, the items of all
@@ -525,6 +542,26 @@ fn joined_pages(mut pages: Vec<serde_json::Value>) -> serde_json::Value {
         return serde_json::Value::Array(items);
     }
     serde_json::Value::Array(pages)
+}
+
+/// Says on stderr, one line each, the output parameters the body (a list) has no field for:
+/// `output NAME: VALUE` (a string as it is, anything else as JSON); with `--log-format json`,
+/// as `output` events.
+fn tell_outputs(outputs: &[(String, serde_json::Value)], format: LogFormat) {
+    for (name, value) in outputs {
+        if format == LogFormat::Json {
+            let line = serde_json::json!({
+                "event": "output", "name": name, "value": value, "at": crate::time::now(),
+            });
+            printer::verbose(&line.to_string());
+        } else {
+            let text = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            printer::verbose(&format!("output {name}: {text}"));
+        }
+    }
 }
 
 /// Says on stderr how to ask for the next page (one line), and why following stopped early;
@@ -616,6 +653,7 @@ impl FileProblem {
 /// Fails on the first file that cannot be read.
 pub(crate) fn split_files(
     connector: &Connector,
+    selector: &str,
     params: &[(String, String)],
     base: Option<&Path>,
 ) -> Result<(Pairs, Vec<(String, InputFile)>), FileProblem> {
@@ -623,7 +661,7 @@ pub(crate) fn split_files(
     let mut files = Vec::new();
     for (name, value) in params {
         let path = match value.strip_prefix('@') {
-            Some(path) if !path.is_empty() && is_file_input(connector, name) => path,
+            Some(path) if !path.is_empty() && is_file_input(connector, selector, name) => path,
             _ => {
                 texts.push((name.clone(), value.clone()));
                 continue;
@@ -658,9 +696,10 @@ pub(crate) fn split_files(
 /// parameter; exit 3, nothing sent) when one cannot be read.
 fn read_files(
     connector: &Connector,
+    selector: &str,
     params: &[(String, String)],
 ) -> Option<(Pairs, Vec<(String, InputFile)>)> {
-    let problem = match split_files(connector, params, None) {
+    let problem = match split_files(connector, selector, params, None) {
         Ok(split) => return Some(split),
         Err(problem) => problem,
     };
@@ -673,12 +712,7 @@ fn read_files(
     let text = connector.source().text();
     let mut message = Message::new(Level::Error, &title);
     message.help = Some(&help);
-    message.source = connector
-        .all_parameters()
-        .find(|parameter| {
-            parameter.kind() == engine_spec::kinds::ParameterKind::Multipart
-                && parameter.name() == name
-        })
+    message.source = file_parameter(connector, selector, name)
         .and_then(|parameter| SourceMap::new(text).span(parameter.location()))
         .map(|span| Source {
             text,
@@ -923,23 +957,32 @@ fn skipped_hint(skipped: &[&Skip], connector: &Connector, target: Option<&Target
 
 /// The resources a caller can run, for messages: `me`, `list-contacts`, `GET /hubs/x`...
 pub(crate) fn resource_list(connector: &Connector) -> String {
-    let names: Vec<String> = connector
-        .resources()
-        .iter()
-        .filter(|resource| resource.kind().is_api())
-        .map(
-            |resource| match (resource.name(), resource.method(), resource.path()) {
-                (Some(name), _, _) => format!("`{name}`"),
-                (None, Some(method), Some(path)) => format!("`{method}:{path}`"),
-                _ => format!("`{}`", resource.display_name()),
-            },
-        )
+    let names: Vec<String> = selectors(connector)
+        .map(|(selector, _)| format!("`{selector}`"))
         .collect();
     if names.is_empty() {
         "none (only lifecycle resources)".to_owned()
     } else {
         names.join(", ")
     }
+}
+
+/// What `engine run CONNECTOR RESOURCE` accepts as RESOURCE for each API resource (its name, else
+/// `METHOD:/path`), with the resource for whoever lists them.
+pub(crate) fn selectors(
+    connector: &Connector,
+) -> impl Iterator<Item = (String, &engine_spec::Resource)> {
+    connector
+        .resources()
+        .iter()
+        .filter(|resource| resource.kind().is_api())
+        .map(
+            |resource| match (resource.name(), resource.method(), resource.path()) {
+                (Some(name), _, _) => (name.to_owned(), resource),
+                (None, Some(method), Some(path)) => (format!("{method}:{path}"), resource),
+                _ => (resource.display_name(), resource),
+            },
+        )
 }
 
 /// The exit code of a failed run.
@@ -953,6 +996,7 @@ pub(crate) fn exit_of(error: &RunError) -> Exit {
         | RunErrorKind::Authorize { .. } => Exit::AuthFailed,
         RunErrorKind::Transport { .. }
         | RunErrorKind::TimedOut { .. }
+        | RunErrorKind::CoolingDown { .. }
         | RunErrorKind::BodyTooLarge { .. } => Exit::Transport,
         RunErrorKind::Store(error) => match error.kind() {
             StoreErrorKind::Io { operation, .. } if *operation != "read" => Exit::VendorError,

@@ -97,6 +97,11 @@ impl<'c> Configuration<'c> {
         self.pending = pending;
     }
 
+    /// The stored state the configuration is based on, without the pending values.
+    pub(crate) fn stored(&self) -> &State {
+        &self.stored
+    }
+
     /// Bases the configuration on a state just read from or written to the store; pending
     /// values stay on top.
     pub(crate) fn rebase(&mut self, stored: Arc<State>) {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use engine_spec::kinds::ResourceType;
 use engine_spec::{AuthKind, Connector, Protocol, Resource};
-use engine_store::{InstanceLock, InstanceStore, State, StoreErrorKind};
+use engine_store::{InstanceLock, InstanceStore, SCHEDULE_KEY, Schedule, State, StoreErrorKind};
 use serde_json::Value;
 
 use crate::auth::custom::{PROVISIONED, provisioning, resource_step};
@@ -249,6 +249,10 @@ pub struct RunOutput {
     /// How to ask for the next page, when the vendor's answer says there is one
     /// ([`NextPage`](crate::NextPage)).
     pub next_page: Option<crate::pagination::NextPage>,
+    /// The output parameters (`"source": "response"` of type `header` or `bodyField`) the body
+    /// has no field for, since it is not an object (a list after `rootKey`): by name, in order,
+    /// secrets masked.
+    pub outputs: Vec<(String, Value)>,
 }
 
 impl Engine {
@@ -280,11 +284,16 @@ impl Engine {
         // reaches the pending values.
         run.persist_pending().await?;
         let (status, body) = result?;
+        let outputs = std::mem::take(&mut run.outputs)
+            .into_iter()
+            .map(|(name, value)| (name, redact_json(value, &run.redactor)))
+            .collect();
         Ok(RunOutput {
             status,
             body: redact_json(body, &run.redactor),
             redactor: run.redactor,
             next_page: run.next_page,
+            outputs,
         })
     }
 
@@ -306,6 +315,9 @@ impl Engine {
         run.ahead_ms = u64::try_from(request.ahead.as_millis()).unwrap_or(u64::MAX);
         let refreshed = run.ensure_fresh().await?;
         run.persist_pending().await?;
+        if !refreshed {
+            run.persist_schedule().await?;
+        }
         Ok(refreshed)
     }
 
@@ -451,6 +463,8 @@ pub(crate) struct Run<'a> {
     ran: Vec<usize>,
     /// The next page after the answer of an API resource ([`crate::pagination`]).
     next_page: Option<crate::pagination::NextPage>,
+    /// The output parameters the answer gave that its body, a list, has no field for.
+    outputs: Vec<(String, Value)>,
     /// The headers of the answer before the current link of a `nextResource` chain, for its
     /// hooks (`request_previous_response_headers`); set by the two chain loops.
     previous_headers: Vec<(String, String)>,
@@ -471,7 +485,7 @@ impl<'a> Run<'a> {
             timeout: engine.timeout,
         };
         let stored = store.load(instance).await?;
-        let redactor = Redactor::for_state(connector, &stored.state);
+        let redactor = Redactor::for_snapshot(connector, &stored.state);
         Ok(Self {
             engine,
             connector,
@@ -486,6 +500,7 @@ impl<'a> Run<'a> {
             told: Vec::new(),
             ran: Vec::new(),
             next_page: None,
+            outputs: Vec::new(),
             previous_headers: Vec::new(),
         })
     }
@@ -562,15 +577,17 @@ impl<'a> Run<'a> {
                 };
                 // The cursor is read from the whole answer, before `rootKey` unwraps it.
                 let cursor = crate::pagination::cursor(current, &response, &extracted);
-                let output = extracted.into_output(current, response.body)?;
-                self.next_page = crate::pagination::next_page(
+                let (output, outputs) = extracted.into_output(current, response.body)?;
+                let (output, next_page) = crate::pagination::paged(
                     connector,
                     current,
                     &self.configuration,
                     cursor,
-                    &output,
+                    output,
                     inputs,
                 );
+                self.next_page = next_page;
+                self.outputs = outputs;
                 return Ok((response.status, output));
             };
             self.previous_headers = exchange::header_pairs(&response);
@@ -620,10 +637,9 @@ impl<'a> Run<'a> {
             return Ok((0, Value::Null));
         };
         let extracted = extract(self.connector, resource, &response)?;
-        Ok((
-            response.status,
-            extracted.into_output(resource, response.body)?,
-        ))
+        let (output, outputs) = extracted.into_output(resource, response.body)?;
+        self.outputs = outputs;
+        Ok((response.status, output))
     }
 
     /// Refuses to start a strict run that would not do as the platform did: tells each
@@ -784,7 +800,19 @@ impl<'a> Run<'a> {
 
     /// Refreshes under the in-process single-flight and the store's lock, unless the re-read
     /// state shows that another task or process already did (see [`Recheck`]).
+    ///
+    /// An instance cooling down after failed refreshes ([`Schedule::cooling_down`]) fails at
+    /// once with [`RunErrorKind::CoolingDown`]: nothing is sent, no lock is waited for.
     async fn refresh(&mut self, reason: RefreshReason, recheck: Recheck) -> Result<(), RunError> {
+        if let Some(retry_in_ms) =
+            Schedule::read(self.configuration.stored()).cooling_down(self.engine.now_ms())
+        {
+            return Err(RunErrorKind::CoolingDown {
+                instance: self.instance.to_owned(),
+                retry_in_ms,
+            }
+            .into());
+        }
         let flight = self.engine.flights.of(self.store.identity(self.instance));
         let waiting_since = self.engine.now_ms();
         let _in_process = flight.lock().await;
@@ -880,7 +908,7 @@ impl<'a> Run<'a> {
         self.mark_provisioned(&steps);
         let started = Instant::now();
         let written = self
-            .write_under(&mut *lock, read.version, &read.state)
+            .write_under(&mut *lock, read.version, &read.state, true)
             .await;
         if let Some(last) = reports.last_mut() {
             last.elapsed += started.elapsed();
@@ -959,11 +987,15 @@ impl<'a> Run<'a> {
     /// and written again: a new refresh token is never dropped for a newer version alone. When it
     /// wrote those keys too (a store whose lock this run lost, and another process refreshed), the
     /// newer stored tokens win: this run re-reads them and goes on with them.
+    ///
+    /// The written state carries its schedule ([`Run::schedule`]); `refreshed` (the write of a
+    /// successful refresh) clears the failure state.
     async fn write_under(
         &mut self,
         lock: &mut dyn InstanceLock,
         version: u64,
         stored: &State,
+        refreshed: bool,
     ) -> Result<(), RunError> {
         if self.configuration.pending().is_empty() {
             return Ok(());
@@ -975,6 +1007,12 @@ impl<'a> Run<'a> {
         loop {
             let mut state = base.clone();
             state.extend(pending.clone());
+            // A successful refresh clears the failure state it read; a newer one another
+            // writer left meanwhile is theirs to clear.
+            if refreshed && base.get(SCHEDULE_KEY) == stored.get(SCHEDULE_KEY) {
+                Schedule::read(&state).cleared().put(&mut state);
+            }
+            self.schedule(&mut state);
             let Err(error) = lock.write(state.clone(), version).await else {
                 self.redactor.learn_state(self.connector, &state);
                 self.configuration.rebase(Arc::new(state));
@@ -1000,6 +1038,41 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Puts the refresh schedule of `state` into it ([`crate::schedule_of`]): every write of the
+    /// engine carries the schedule of what it writes, the failure state kept as stored.
+    fn schedule(&self, state: &mut State) {
+        let previous = Schedule::read(state);
+        crate::schedule_of(self.connector, state, &previous).put(state);
+    }
+
+    /// Writes the stored state's schedule when it is missing (an instance imported, or written
+    /// before schedules) or no longer what the state says (a token written by another writer):
+    /// lock, re-read, compute, write with the version read. A write that meets a newer version
+    /// leaves it to that writer, which wrote its own schedule.
+    pub(crate) async fn persist_schedule(&mut self) -> Result<(), RunError> {
+        let stored = self.configuration.stored();
+        let mut scheduled = stored.clone();
+        self.schedule(&mut scheduled);
+        if stored.get(SCHEDULE_KEY) == scheduled.get(SCHEDULE_KEY) {
+            return Ok(());
+        }
+        let mut lock = self.lock_instance().await?;
+        let read = lock.load().await?;
+        let mut state = State::clone(&read.state);
+        self.schedule(&mut state);
+        if read.state.get(SCHEDULE_KEY) == state.get(SCHEDULE_KEY) {
+            return Ok(());
+        }
+        match lock.write(state.clone(), read.version).await {
+            Ok(_) => {
+                self.configuration.rebase(Arc::new(state));
+                Ok(())
+            }
+            Err(error) if matches!(error.kind(), StoreErrorKind::Conflict { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// Writes the pending values: lock, re-read, merge (keys this run did not touch keep their
     /// stored value), write with the version read.
     pub(crate) async fn persist_pending(&mut self) -> Result<(), RunError> {
@@ -1008,7 +1081,7 @@ impl<'a> Run<'a> {
         }
         let mut lock = self.lock_instance().await?;
         let read = lock.load().await?;
-        self.write_under(&mut *lock, read.version, &read.state)
+        self.write_under(&mut *lock, read.version, &read.state, false)
             .await
     }
 

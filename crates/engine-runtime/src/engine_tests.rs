@@ -575,3 +575,61 @@ async fn an_attempt_running_past_the_run_timeout_is_cut() {
     );
     assert_eq!(silent.0.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// An instance cooling down after failed refreshes answers at once, without a token request;
+/// once the cooldown ends the refresh goes through and clears the failure state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooling_down_instance_fails_at_once_and_refreshes_after() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(token_response("t1", &json!({"expires_in": 3600})))
+        .mount(&server)
+        .await;
+    me_answers(&server, "t1").await;
+    let connector = oauth2_connector(r#"{"type": "oauth2ClientCredentials"}"#);
+    let store = MemoryStore::new();
+    let mut state = instance(&server, &json!({}));
+    let failed = engine_store::Schedule {
+        status: engine_store::ScheduleStatus::Retrying,
+        consecutive_failures: 2,
+        next_refresh_at_ms: Some(NOW + 30_000),
+        cooldown_until_ms: Some(NOW + 30_000),
+        ..engine_store::Schedule::default()
+    };
+    failed.put(&mut state);
+    store.insert("i", state);
+    let clock = ManualClock::new(NOW);
+
+    let error = run(&connector, &store, &clock).await.unwrap_err();
+    assert!(
+        matches!(
+            error.kind(),
+            RunErrorKind::CoolingDown {
+                retry_in_ms: 30_000,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "instance `i` is cooling down after failed refreshes: its next refresh is due in 30 s"
+    );
+    assert!(server.received_requests().await.unwrap().is_empty());
+
+    clock.advance(30_000);
+    assert_eq!(
+        run(&connector, &store, &clock).await.unwrap(),
+        json!({"ok": "t1"})
+    );
+    let schedule = engine_store::Schedule::of(&store.get("i").unwrap()).unwrap();
+    assert_eq!(
+        schedule,
+        engine_store::Schedule {
+            next_refresh_at_ms: Some(NOW + 30_000 + 2_880_000),
+            expires_at_ms: Some(NOW + 30_000 + 3_600_000),
+            ..engine_store::Schedule::default()
+        }
+    );
+}

@@ -33,10 +33,16 @@ impl Extracted {
     }
 
     /// The body for the caller, made from the response body without copying it: `rootKey`
-    /// applied, output parameters added.
+    /// applied, output parameters added as fields when it is an object. When it is not (a
+    /// list), they are given back beside it, by name, but for `elements-next-page-token` (the
+    /// next page's cursor, [`crate::pagination`]).
     ///
     /// Fails when `rootKey` would visit more of the body than the JSONPath budget allows.
-    pub(crate) fn into_output(self, resource: &Resource, body: Value) -> Result<Value, RunError> {
+    pub(crate) fn into_output(
+        self,
+        resource: &Resource,
+        body: Value,
+    ) -> Result<(Value, Vec<(String, Value)>), RunError> {
         let mut output = match resource.root_key() {
             Some(root) => root
                 .try_select(&body)
@@ -46,8 +52,14 @@ impl Extracted {
         };
         if let Value::Object(object) = &mut output {
             object.extend(self.outputs);
+            return Ok((output, Vec::new()));
         }
-        Ok(output)
+        let beside = self
+            .outputs
+            .into_iter()
+            .filter(|(name, _)| !name.eq_ignore_ascii_case(crate::pagination::NEXT_PAGE_HEADER))
+            .collect();
+        Ok((output, beside))
     }
 }
 

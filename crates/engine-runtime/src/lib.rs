@@ -55,8 +55,10 @@ mod observer;
 mod pagination;
 mod prepared_request;
 mod redact;
+mod refresh_policy;
 mod request;
 mod run_error;
+mod schedule;
 mod tls;
 mod transport;
 mod value;
@@ -76,8 +78,10 @@ pub use pagination::{
 };
 pub use prepared_request::{Part, PartContent, PreparedRequest, RequestBody, SecretSlot};
 pub use redact::{MASK, Redactor, Secret, is_secret_name};
+pub use refresh_policy::{Jitter, RefreshOutcome, RefreshPolicy, SeededJitter};
 pub use request::{InputFile, Inputs};
 pub use run_error::{InputKind, MissingKey, RunError, RunErrorKind};
+pub use schedule::{AHEAD_DIVISOR, estimated_schedule, schedule_of};
 pub use transport::{
     DEFAULT_MAX_BODY, HttpTransport, RecordingTransport, RetryPolicy, Transport, TransportError,
     TransportErrorKind, VendorResponse, parse_retry_after,

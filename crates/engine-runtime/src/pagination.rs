@@ -10,13 +10,18 @@
 //!    vendor's cursor to the platform's header), else that header in the answer (a
 //!    `postRequest` hook sets it);
 //! 3. page numbers, when `pagination.type` is `page` and the resource takes a `page` input:
-//!    the page after the one asked for (`pagination.page.startindex`, else 1, when none was),
-//!    as long as the answer is a non-empty list.
+//!    the page after the one asked for (`pagination.page.startindex`, else 1, when none was);
+//!    offsets, when it is `offset`: the offset asked for (`page`, else 0) plus the items
+//!    answered; both as long as the answer is a list neither empty nor shorter than `pageSize`.
+//!
+//! A resource whose `paginationType` is `VENDOR_NOT_SUPPORTED` was paged by the platform
+//! itself: the vendor answers its whole list, and the caller got the page `page` of `pageSize`
+//! items (else `pagination.max`) of it. `NO_PAGINATION`: the answer has no next page.
 
 use std::collections::HashSet;
 
 use engine_spec::kinds::Source;
-use engine_spec::{Connector, Resource};
+use engine_spec::{Connector, Paging, Resource};
 use engine_store::InstanceStore;
 use serde_json::Value;
 
@@ -78,6 +83,9 @@ pub struct PagedOutput {
     pub next_page: Option<NextPage>,
     /// Why following stopped early, if it did.
     pub stopped: Option<PageStop>,
+    /// The output parameters of the pages that their bodies (lists) have no field for, by name,
+    /// in order ([`crate::RunOutput::outputs`]).
+    pub outputs: Vec<(String, Value)>,
     /// Masks every secret the runs know of.
     pub redactor: Redactor,
 }
@@ -100,6 +108,7 @@ pub async fn run_pages(
     let mut inputs: Inputs = request.inputs.clone();
     let mut seen: HashSet<String> = HashSet::new();
     let mut bodies = Vec::new();
+    let mut outputs = Vec::new();
     loop {
         let page = RunRequest {
             inputs: &inputs,
@@ -107,6 +116,7 @@ pub async fn run_pages(
         };
         let output = engine.run(&page, store, observer).await?;
         bodies.push(output.body);
+        outputs.extend(output.outputs);
         let stopped = match &output.next_page {
             None => None,
             Some(_) if bodies.len() >= limit => (pages == Pages::All).then_some(PageStop::Capped),
@@ -123,6 +133,7 @@ pub async fn run_pages(
             pages: bodies,
             next_page: output.next_page,
             stopped,
+            outputs,
             redactor: output.redactor,
         });
     }
@@ -149,54 +160,110 @@ pub(crate) fn cursor(
         .filter(|cursor| !cursor.is_empty())
 }
 
-/// The next page after an answer of `resource`, if the vendor says there is one: its
-/// [`cursor`], else the next page number. `output` is the body after `rootKey`; `inputs` what
-/// this page was asked with.
-pub(crate) fn next_page(
+/// The page of an answer of `resource` the caller gets, and the next page after it if there is
+/// one. `output` is the body after `rootKey`; `inputs` what this page was asked with.
+///
+/// As `paginationType` says: `VENDOR_NOT_SUPPORTED` (the vendor answers its whole list): the
+/// page `page` (or `nextPage`) of `pageSize` items (else `pagination.max`) is cut from it, as
+/// the platform did; `NO_PAGINATION`: the answer, with no next page. Otherwise the vendor pages:
+/// its [`cursor`], else, by `pagination.type`, the next page number (`page`) or offset
+/// (`offset`: the offset plus the items of this page), as long as the page is a list that is
+/// neither empty nor shorter than the `pageSize` asked for.
+pub(crate) fn paged(
     connector: &Connector,
     resource: &Resource,
     configuration: &Configuration<'_>,
     cursor: Option<String>,
-    output: &Value,
+    output: Value,
     inputs: &Inputs,
-) -> Option<NextPage> {
+) -> (Value, Option<NextPage>) {
     let takes = |input: &str| {
         connector
             .parameters_of(resource, Source::Request)
             .any(|parameter| parameter.name() == input)
     };
+    let number = |name: &str| {
+        inputs
+            .params
+            .iter()
+            .rev()
+            .find(|(input, _)| input == name)
+            .and_then(|(_, value)| value.trim().parse::<i64>().ok())
+    };
+    let setting = |key: &str| {
+        configuration
+            .get(key)
+            .and_then(text_of)
+            .and_then(|value| value.trim().parse::<i64>().ok())
+    };
+    match resource.paging() {
+        Paging::None => return (output, None),
+        Paging::Platform => {
+            let size = number("pageSize").or_else(|| setting("pagination.max"));
+            let asked = number("page").or_else(|| number("nextPage"));
+            let (page, more) = platform_page(output, asked, size);
+            let input = if takes("page") { "page" } else { "nextPage" };
+            let next = more.map(|value| NextPage {
+                input: input.to_owned(),
+                value: value.to_string(),
+                followable: takes(input),
+            });
+            return (page, next);
+        }
+        Paging::Vendor => {}
+    }
     if let Some(cursor) = cursor {
-        return Some(NextPage {
+        let next = NextPage {
             input: "nextPage".to_owned(),
             value: cursor,
             followable: takes("nextPage"),
-        });
+        };
+        return (output, Some(next));
     }
-    let paged = configuration
+    let kind = configuration
         .get("pagination.type")
         .and_then(text_of)
-        .is_some_and(|kind| kind.trim().to_ascii_lowercase().starts_with("page"));
-    let more = output.as_array().is_some_and(|items| !items.is_empty());
-    if !(paged && more && takes("page")) {
-        return None;
+        .map(|kind| kind.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let count = output.as_array().map_or(0, Vec::len);
+    let short =
+        number("pageSize").is_some_and(|size| i64::try_from(count).unwrap_or(i64::MAX) < size);
+    if count == 0 || short || !takes("page") {
+        return (output, None);
     }
-    let start = configuration
-        .get("pagination.page.startindex")
-        .and_then(text_of)
-        .and_then(|start| start.trim().parse::<i64>().ok())
-        .unwrap_or(1);
-    let current = inputs
-        .params
-        .iter()
-        .rev()
-        .find(|(name, _)| name == "page")
-        .and_then(|(_, value)| value.trim().parse::<i64>().ok())
-        .unwrap_or(start);
-    Some(NextPage {
+    let value = if kind.starts_with("page") {
+        let start = setting("pagination.page.startindex").unwrap_or(1);
+        number("page").unwrap_or(start).saturating_add(1)
+    } else if kind.starts_with("offset") {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        number("page").unwrap_or(0).saturating_add(count)
+    } else {
+        return (output, None);
+    };
+    let next = NextPage {
         input: "page".to_owned(),
-        value: current.saturating_add(1).to_string(),
+        value: value.to_string(),
         followable: true,
-    })
+    };
+    (output, Some(next))
+}
+
+/// The page `page` (1 when not given or below 1) of `size` items of the list `output`, as the
+/// platform cut it from a vendor answering its whole list, with the next page's number when
+/// items are left (a page past the end is empty). `output` as it is when it is no list or no
+/// size is known.
+fn platform_page(output: Value, page: Option<i64>, size: Option<i64>) -> (Value, Option<i64>) {
+    let (Value::Array(items), Some(size)) = (&output, size.filter(|size| *size > 0)) else {
+        return (output, None);
+    };
+    let page = page.unwrap_or(1).max(1);
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    let skip = usize::try_from(page - 1)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(size);
+    let taken: Vec<Value> = items.iter().skip(skip).take(size).cloned().collect();
+    let more = (skip.saturating_add(size) < items.len()).then_some(page.saturating_add(1));
+    (Value::Array(taken), more)
 }
 
 /// The cursor `key` (`body.PATH[?QUERY]` or `header.NAME`; a bare `PATH` is a body path) finds
@@ -267,6 +334,33 @@ mod tests {
         );
         assert_eq!(cursor_at("body.Paging.Previous", &response), None);
         assert_eq!(cursor_at("body.Paging.Next?page", &response), None);
+    }
+
+    #[test]
+    fn the_platform_cut_pages_of_the_size_asked_from_the_first() {
+        let list = json!([1, 2, 3, 4, 5]);
+        assert_eq!(
+            platform_page(list.clone(), None, Some(2)),
+            (json!([1, 2]), Some(2))
+        );
+        assert_eq!(
+            platform_page(list.clone(), Some(3), Some(2)),
+            (json!([5]), None)
+        );
+        assert_eq!(
+            platform_page(list.clone(), Some(4), Some(2)),
+            (json!([]), None)
+        );
+        assert_eq!(
+            platform_page(list.clone(), Some(0), Some(5)),
+            (list.clone(), None)
+        );
+        // No size known, or no list: the answer as it is.
+        assert_eq!(platform_page(list.clone(), Some(2), None), (list, None));
+        assert_eq!(
+            platform_page(json!({"a": 1}), Some(2), Some(1)),
+            (json!({"a": 1}), None)
+        );
     }
 
     #[test]

@@ -181,6 +181,16 @@ pub enum RunErrorKind {
         /// HTTP status.
         status: u16,
     },
+    /// The instance cools down after failed refreshes (its schedule's `cooldown_until`): no
+    /// token request is sent before the next attempt is due, so callers are answered at once
+    /// instead of hammering the vendor.
+    #[error("instance `{instance}` is cooling down after failed refreshes: its next refresh is due in {} s", retry_in_ms.div_ceil(1000))]
+    CoolingDown {
+        /// The instance.
+        instance: String,
+        /// How long until the next refresh may be tried, in milliseconds.
+        retry_in_ms: u64,
+    },
     /// The authorization code grant needs a person to sign in first.
     #[error("instance has no token yet for connector `{connector}`")]
     NotAuthorized {

@@ -99,6 +99,7 @@ mod tests {
             expires_at_ms,
             connector: None,
             status: status.map(str::to_owned),
+            next_refresh_at_ms: None,
         }
     }
 

@@ -13,7 +13,7 @@ use engine_runtime::{
 };
 use engine_spec::Connector;
 use engine_store::{
-    FAILURES_KEY, InstanceStore, Page, STATUS_KEY, State, StoreError, StoreErrorKind, Summary,
+    InstanceStore, Page, Schedule, ScheduleStatus, State, StoreError, StoreErrorKind, Summary,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -354,6 +354,8 @@ async fn without_expiry(
     let at_ms = now_ms.saturating_add(u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX));
     match crate::freshness(connector, &read.state, at_ms) {
         Freshness::Stale(RefreshReason::Expired { .. }) => None,
+        // Written before schedules: the runtime's refresh finds it fresh and writes its schedule.
+        Freshness::Fresh(Some(_)) if Schedule::of(&read.state).is_none() => None,
         Freshness::Stale(reason @ (RefreshReason::NotProvisioned | RefreshReason::NoToken)) => {
             Some(Outcome::NotProvisioned { reason })
         }
@@ -453,7 +455,9 @@ fn classify(error: &RunError) -> Class {
         | RunErrorKind::NoToken { .. }
         | RunErrorKind::TokenRejected { .. }
         | RunErrorKind::NotAuthorized { .. } => Class::Rejected,
-        RunErrorKind::Transport { .. } | RunErrorKind::TimedOut { .. } => Class::Transient,
+        RunErrorKind::Transport { .. }
+        | RunErrorKind::TimedOut { .. }
+        | RunErrorKind::CoolingDown { .. } => Class::Transient,
         RunErrorKind::Store(store)
             if matches!(store.kind(), StoreErrorKind::LockTimeout { .. }) =>
         {
@@ -488,7 +492,7 @@ async fn set_failures(
     // The common case, a success on an instance with nothing to clear, takes no lock.
     if !rejected {
         let read = store.load(id).await?;
-        if !read.state.contains_key(FAILURES_KEY) && !read.state.contains_key(STATUS_KEY) {
+        if !Schedule::read(&read.state).has_failures() {
             return Ok(None);
         }
     }
@@ -496,21 +500,23 @@ async fn set_failures(
     // Quietly: a run or a refresh holding the lock is the normal case here.
     let quiet = || {};
     engine_store::update(store, id, Some(WRITE_LOCK_TIMEOUT), &quiet, |state| {
+        let mut schedule = Schedule::read(state);
         if rejected {
-            let next = state
-                .get(FAILURES_KEY)
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0)
-                + 1;
-            state.insert(FAILURES_KEY.to_owned(), next.into());
-            if next >= max_failures {
-                state.insert(STATUS_KEY.to_owned(), NEEDS_REAUTH.into());
+            schedule.consecutive_failures = schedule.consecutive_failures.saturating_add(1);
+            schedule.consecutive_rejections = schedule.consecutive_rejections.saturating_add(1);
+            if u64::from(schedule.consecutive_rejections) >= max_failures {
+                schedule.status = ScheduleStatus::NeedsReauth;
+                schedule.next_refresh_at_ms = None;
             }
-            count = Some(next);
+            count = Some(u64::from(schedule.consecutive_rejections));
+            schedule.put(state);
             return Ok(true);
         }
-        let had = state.shift_remove(FAILURES_KEY).is_some();
-        Ok(state.shift_remove(STATUS_KEY).is_some() || had)
+        if !schedule.has_failures() {
+            return Ok(false);
+        }
+        schedule.cleared().put(state);
+        Ok(true)
     })
     .await?;
     Ok(count)
@@ -551,9 +557,11 @@ mod tests {
         if let Some(connector) = connector {
             state[engine_store::CONNECTOR_KEY] = connector.into();
         }
-        let serde_json::Value::Object(state) = state else {
+        let serde_json::Value::Object(mut state) = state else {
             unreachable!()
         };
+        // As `engine instances import` stores it: with the schedule of its keys.
+        engine_runtime::estimated_schedule(&state, &Schedule::default()).put(&mut state);
         state
     }
 
@@ -651,14 +659,14 @@ mod tests {
             "{outcomes:?}"
         );
         let state = store.load("revoked").await.unwrap().state;
-        assert_eq!(state[STATUS_KEY], NEEDS_REAUTH);
+        assert_eq!(Schedule::read(&state).status, ScheduleStatus::NeedsReauth);
         let due = due_instances(&*store, &options).await.unwrap();
         assert!(due.iter().all(|due| due.summary.id != "revoked"), "{due:?}");
 
         // A success elsewhere (a sign-in) clears the mark and the count: it is due again.
         clear_needs_reauth(&*store, "revoked").await.unwrap();
         let state = store.load("revoked").await.unwrap().state;
-        assert!(!state.contains_key(STATUS_KEY) && !state.contains_key(FAILURES_KEY));
+        assert!(!Schedule::read(&state).has_failures());
         let due = due_instances(&*store, &options).await.unwrap();
         assert!(due.iter().any(|due| due.summary.id == "revoked"), "{due:?}");
         emulator.shutdown().await;

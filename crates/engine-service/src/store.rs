@@ -236,8 +236,7 @@ pub async fn set_values(
             state.insert(key, value);
         }
         if credentials {
-            state.shift_remove(engine_store::STATUS_KEY);
-            state.shift_remove(engine_store::FAILURES_KEY);
+            engine_store::Schedule::read(state).cleared().put(state);
         }
         Ok(true)
     })
@@ -391,7 +390,7 @@ mod tests {
         let rule = secret_rule(None);
         let quiet = || {};
         let set = |key: &str, value: &str| vec![(key.to_owned(), value.to_owned())];
-        let marked = |state: &State| state.contains_key(engine_store::STATUS_KEY);
+        let marked = |state: &State| engine_store::Schedule::read(state).has_failures();
 
         set_values(
             &memory,
@@ -422,7 +421,7 @@ mod tests {
         .await
         .unwrap();
         let state = memory.load("cust42").await.unwrap().state;
-        assert!(!marked(&state) && !state.contains_key(engine_store::FAILURES_KEY));
+        assert!(!marked(&state));
         assert_eq!(state["client.secret"], "FAKE-new-2222");
     }
 

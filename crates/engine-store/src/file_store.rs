@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::{
-    BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
-    Summary, VERSION_KEY, Versioned, connector_of, expiry_of, status_of,
+    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, Page, Schedule, State, StoreError,
+    StoreErrorKind, Summary, VERSION_KEY, Versioned, lease_token, millis,
 };
 
 /// The first pause between two attempts at a held lock; it doubles up to [`LOCK_POLL_MAX`].
@@ -250,13 +250,7 @@ impl InstanceStore for FileStore {
                         break;
                     }
                     let read = load_file(&store.path_of(&id)?)?;
-                    let summary = Summary {
-                        id,
-                        version: read.version,
-                        expires_at_ms: expiry_of(&read.state),
-                        connector: connector_of(&read.state).map(str::to_owned),
-                        status: status_of(&read.state).map(str::to_owned),
-                    };
+                    let summary = Summary::of(id, read.version, &read.state);
                     if page.matches(&summary) {
                         instances.push(summary);
                     }
@@ -264,6 +258,99 @@ impl InstanceStore for FileStore {
                 Ok(Listing { instances, next })
             })
             .await
+        })
+    }
+
+    fn claim_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Claim>, StoreError>> {
+        Box::pin(async move {
+            let store = self.clone();
+            let anchor = match &self.layout {
+                Layout::Directory(dir) | Layout::File(dir) => dir.clone(),
+            };
+            // The due instances, soonest first, as read now; each is claimed under its lease
+            // file's lock, which re-reads it (another may have written or claimed it since).
+            let mut due = blocking(&anchor, move || {
+                let mut due = Vec::new();
+                for id in store.ids()? {
+                    let path = store.path_of(&id)?;
+                    let Ok(read) = load_file(&path) else {
+                        continue;
+                    };
+                    if let Some(at) = Schedule::read(&read.state).next_refresh_at_ms
+                        && at <= now_ms
+                    {
+                        due.push((at, id));
+                    }
+                }
+                Ok(due)
+            })
+            .await?;
+            due.sort();
+            let (token, until_ms) = (lease_token(), now_ms.saturating_add(millis(lease)));
+            let mut claims = Vec::new();
+            for (_, id) in due {
+                if claims.len() == limit {
+                    break;
+                }
+                let path = resolve_links(&self.path_of(&id)?)?;
+                let change = LeaseChange::Claim {
+                    token: token.clone(),
+                    until: until_ms,
+                    now: now_ms,
+                };
+                // A lease file another claimer holds this moment is skipped (SKIP LOCKED).
+                if let Some(version) = change_lease(path, change, true).await? {
+                    claims.push(Claim {
+                        id,
+                        version,
+                        token: token.clone(),
+                        until_ms,
+                    });
+                }
+            }
+            Ok(claims)
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        claim: &'a Claim,
+        now_ms: u64,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            let path = resolve_links(&self.path_of(&claim.id)?)?;
+            let until_ms = now_ms.saturating_add(millis(lease));
+            let change = LeaseChange::Renew {
+                token: claim.token.clone(),
+                until: until_ms,
+                now: now_ms,
+            };
+            match change_lease(path, change, false).await? {
+                Some(_) => Ok(Claim {
+                    until_ms,
+                    ..claim.clone()
+                }),
+                None => Err(StoreErrorKind::LeaseLost {
+                    instance: claim.id.clone(),
+                }
+                .into()),
+            }
+        })
+    }
+
+    fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let path = resolve_links(&self.path_of(&claim.id)?)?;
+            let change = LeaseChange::Release {
+                token: claim.token.clone(),
+            };
+            change_lease(path, change, false).await.map(drop)
         })
     }
 
@@ -430,6 +517,112 @@ fn read_history(path: &Path) -> Result<Vec<Value>, StoreError> {
         Err(source) if source.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(source) => Err(io_error(path, "read", source)),
     }
+}
+
+/// How long a claim, renewal or release waits for another's moment on a lease file.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Returns the lease file of the instance file `path`: `dir/x.json` → `dir/.x.json.lease`. It
+/// holds `TOKEN UNTIL_MS` (empty, or anything else: no lease) and is its own lock: an OS file
+/// lock held only while a claim, renewal or release reads and rewrites it, never across a
+/// vendor call (so a holder renewing its lease never waits for its own instance lock).
+fn lease_path_of(path: &Path) -> PathBuf {
+    parent_of(path).join(hidden_name(path, ".lease"))
+}
+
+/// The lease in a locked lease file: its token and end.
+fn read_lease(file: &mut fs_err::File) -> io::Result<Option<(String, u64)>> {
+    use std::io::{Read as _, Seek as _};
+    let mut text = String::new();
+    file.rewind()?;
+    file.read_to_string(&mut text)?;
+    let mut words = text.split_whitespace();
+    Ok(words
+        .next()
+        .zip(words.next().and_then(|until| until.parse().ok()))
+        .map(|(token, until)| (token.to_owned(), until)))
+}
+
+/// Replaces the lease in a locked lease file (`None`: none).
+fn write_lease(file: &mut fs_err::File, lease: Option<(&str, u64)>) -> io::Result<()> {
+    use std::io::Seek as _;
+    file.set_len(0)?;
+    file.rewind()?;
+    if let Some((token, until)) = lease {
+        write!(file, "{token} {until}")?;
+    }
+    file.sync_data()
+}
+
+/// What to do with the lease of an instance under its lease file's lock.
+enum LeaseChange {
+    /// Take it for `token` until the time, if no unexpired lease holds it and the instance is
+    /// due at `now`.
+    Claim { token: String, until: u64, now: u64 },
+    /// Extend it to the time, if `token` still holds it at `now`.
+    Renew { token: String, until: u64, now: u64 },
+    /// End it, if `token` holds it.
+    Release { token: String },
+}
+
+/// Applies `change` to the lease of the instance file `path` under the lease file's lock;
+/// `skip_locked` gives up at once (`Ok(None)`) when another holds that lock. Returns the
+/// instance's version when the change was made, `None` when it was not.
+async fn change_lease(
+    path: PathBuf,
+    change: LeaseChange,
+    skip_locked: bool,
+) -> Result<Option<u64>, StoreError> {
+    let lease_path = lease_path_of(&path);
+    let wait = if skip_locked {
+        Duration::ZERO
+    } else {
+        LEASE_WAIT
+    };
+    let mut file = match lock_file(&lease_path, Some(wait)).await {
+        Ok(file) => file,
+        Err(error) if skip_locked && matches!(error.kind(), StoreErrorKind::LockTimeout { .. }) => {
+            return Ok(None);
+        }
+        Err(error) => return Err(error),
+    };
+    blocking(&lease_path.clone(), move || {
+        let read = match load_file(&path) {
+            Ok(read) => read,
+            Err(error) if matches!(error.kind(), StoreErrorKind::NotFound { .. }) => {
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        };
+        let io = |source| io_error(&lease_path, "write", source);
+        let held = read_lease(&mut file).map_err(io)?;
+        let written = match change {
+            LeaseChange::Claim { token, until, now } => {
+                let due = Schedule::read(&read.state)
+                    .next_refresh_at_ms
+                    .is_some_and(|at| at <= now);
+                if !due || held.is_some_and(|(_, end)| end > now) {
+                    return Ok(None);
+                }
+                write_lease(&mut file, Some((&token, until)))
+            }
+            LeaseChange::Renew { token, until, now } => {
+                if !held.is_some_and(|(holder, end)| holder == token && end > now) {
+                    return Ok(None);
+                }
+                write_lease(&mut file, Some((&token, until)))
+            }
+            LeaseChange::Release { token } => {
+                if held.is_none_or(|(holder, _)| holder != token) {
+                    return Ok(None);
+                }
+                write_lease(&mut file, None)
+            }
+        };
+        written.map_err(io)?;
+        Ok(Some(read.version))
+    })
+    .await
 }
 
 /// Returns the sidecar lock file of the instance file `path`: `dir/x.json` → `dir/.x.json.lock`.
@@ -1073,9 +1266,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
         for (id, time) in [("c", 3), ("a", 1), ("b", 2)] {
-            let expiring = state(
-                json!({"authentication.time": time * 1_000_000_000_000_u64, "expires_in": 60}),
-            );
+            let mut expiring = state(json!({"authentication.time": time}));
+            crate::Schedule {
+                expires_at_ms: Some(time * 1_000_000_000_000_u64 + 60_000),
+                ..crate::Schedule::default()
+            }
+            .put(&mut expiring);
             store.write(id, expiring, 0).await.unwrap();
         }
         fs_err::write(dir.path().join("notes.txt"), "not an instance").unwrap();

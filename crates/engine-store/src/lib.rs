@@ -25,6 +25,10 @@
 //! ([`InstanceLock::load`]), writes ([`InstanceLock::write`]) and releases it by dropping the
 //! guard: one refresh at a time per instance, across processes.
 //!
+//! Each state carries its refresh [`Schedule`] (when the token expires, when it is next due,
+//! how its refreshes went) under [`SCHEDULE_KEY`]: the runtime computes it, the stores list and
+//! index it ([`Summary`], [`Page`]) and never read the authentication keys it comes from.
+//!
 //! ```
 //! use engine_store::{FileStore, InstanceStore};
 //! use serde_json::json;
@@ -55,10 +59,12 @@ use std::time::Duration;
 
 pub use file_store::{FileStore, lock_file};
 pub use memory_store::MemoryStore;
+pub use schedule::{SCHEDULE_KEY, Schedule, ScheduleStatus};
 pub use store_error::{StoreError, StoreErrorKind};
 
 mod file_store;
 mod memory_store;
+mod schedule;
 mod store_error;
 
 /// The state of one instance: configuration key → value, in file order.
@@ -76,16 +82,18 @@ pub const VERSION_KEY: &str = "engine.version";
 /// copy it into a column at each write, so that listings filter on it without reading states.
 pub const CONNECTOR_KEY: &str = "engine.connector";
 
-/// The reserved key of an instance's status: `needs-reauth` when `engine refresh` gave up on it
-/// after consecutive rejected refreshes; absent otherwise.
+/// The reserved key of an instance's status before [`Schedule`] held it (`needs-reauth`):
+/// read, for states written before, by [`Schedule::read`], and removed by [`Schedule::put`].
 pub const STATUS_KEY: &str = "engine.status";
 
-/// The reserved key counting an instance's consecutive refreshes the vendor rejected.
+/// The reserved key counting an instance's consecutive rejected refreshes before [`Schedule`]
+/// held the count: read and removed like [`STATUS_KEY`].
 pub const FAILURES_KEY: &str = "engine.failures";
 
-/// The status of `state`, from [`STATUS_KEY`].
-pub fn status_of(state: &State) -> Option<&str> {
-    state.get(STATUS_KEY)?.as_str()
+/// The status of `state` as listings filter on it ([`Schedule::mark`]): `needs-reauth`,
+/// `retrying`, or `None` for a fresh one.
+pub fn status_of(state: &State) -> Option<&'static str> {
+    Schedule::read(state).mark()
 }
 
 /// The connector `state` belongs to, from [`CONNECTOR_KEY`]; `None` when it was never recorded.
@@ -170,12 +178,16 @@ pub struct Page {
     pub connector: Option<String>,
     /// Only the instances with this status ([`status_of`]).
     pub status: Option<String>,
-    /// Only the instances whose token expires ([`expiry_of`]) at or before this time, epoch
-    /// milliseconds; an instance without a known expiry never matches.
+    /// Only the instances whose token expires ([`Schedule::expires_at_ms`]) at or before this
+    /// time, epoch milliseconds; an instance without a known expiry never matches.
     pub expires_before_ms: Option<u64>,
-    /// Only the instances without a known expiry ([`expiry_of`] is `None`: never provisioned,
-    /// or a token that does not expire).
+    /// Only the instances without a known expiry ([`Schedule::expires_at_ms`] is `None`: never
+    /// provisioned, a token that does not expire, or a schedule not computed yet).
     pub expiry_unknown: bool,
+    /// Only the instances due for a refresh ([`Schedule::next_refresh_at_ms`]) at or before this
+    /// time, epoch milliseconds; an instance with nothing scheduled never matches, one whose
+    /// schedule was never computed always does.
+    pub due_before_ms: Option<u64>,
 }
 
 impl Default for Page {
@@ -187,6 +199,7 @@ impl Default for Page {
             status: None,
             expires_before_ms: None,
             expiry_unknown: false,
+            due_before_ms: None,
         }
     }
 }
@@ -205,6 +218,9 @@ impl Page {
                 .expires_before_ms
                 .is_none_or(|before| summary.expires_at_ms.is_some_and(|at| at <= before))
             && (!self.expiry_unknown || summary.expires_at_ms.is_none())
+            && self
+                .due_before_ms
+                .is_none_or(|before| summary.next_refresh_at_ms.is_some_and(|at| at <= before))
     }
 }
 
@@ -224,33 +240,71 @@ pub struct Summary {
     pub id: String,
     /// Its version.
     pub version: u64,
-    /// When its token expires (epoch ms), as [`expiry_of`] reads it; `None` when unknown.
+    /// When its token expires (epoch ms), from its [`Schedule`]; `None` when unknown.
     pub expires_at_ms: Option<u64>,
     /// The connector it belongs to, as [`connector_of`] reads it; `None` when never recorded.
     pub connector: Option<String>,
-    /// Its status, as [`status_of`] reads it (`needs-reauth`); `None` when it has none.
+    /// Its status, as [`status_of`] reads it (`needs-reauth`, `retrying`); `None` when fresh.
     pub status: Option<String>,
+    /// When it is next due for a refresh (epoch ms), from its [`Schedule`] (0: never computed,
+    /// due at once); `None` when nothing is scheduled.
+    pub next_refresh_at_ms: Option<u64>,
 }
 
-/// When an instance's token expires, in epoch milliseconds, from the engine's bookkeeping keys:
-/// `authentication.time` + `expires_in` (custom lifecycles), or `oauth.user.refresh_time` +
-/// `oauth.user.refresh_interval` (built-in OAuth2). Times are epoch milliseconds (a value small
-/// enough to be seconds is taken as seconds), lifetimes seconds. `None` when either is missing.
-pub fn expiry_of(state: &State) -> Option<u64> {
-    let number = |key: &str| match state.get(key)? {
-        serde_json::Value::Number(number) => number.as_u64(),
-        serde_json::Value::String(text) => text.trim().parse::<u64>().ok(),
-        _ => None,
-    };
-    let (obtained, lifetime) = number("authentication.time")
-        .zip(number("expires_in"))
-        .or_else(|| number("oauth.user.refresh_time").zip(number("oauth.user.refresh_interval")))?;
-    let obtained_ms = if obtained < 1_000_000_000_000 {
-        obtained.saturating_mul(1000)
-    } else {
-        obtained
-    };
-    Some(obtained_ms.saturating_add(lifetime.saturating_mul(1000)))
+impl Summary {
+    /// What a listing says of `state`, stored as `id` at `version`: its [`Schedule::read`], its
+    /// connector and status.
+    pub fn of(id: String, version: u64, state: &State) -> Self {
+        let schedule = Schedule::read(state);
+        Self {
+            id,
+            version,
+            expires_at_ms: schedule.expires_at_ms,
+            connector: connector_of(state).map(str::to_owned),
+            status: schedule.mark().map(str::to_owned),
+            next_refresh_at_ms: schedule.next_refresh_at_ms,
+        }
+    }
+}
+
+/// A lease on one instance due for a refresh, from [`InstanceStore::claim_due`]: until it ends
+/// no other claim returns the instance. Renew it ([`InstanceStore::renew`]) while the vendor
+/// call runs, release it ([`InstanceStore::release`]) when done.
+///
+/// The lease shares work out; it does not guard the state: a refresh still takes the
+/// instance's lock, and every write is fenced by the version. A holder whose lease ended while
+/// another claimer wrote the instance finds its write refused ([`StoreErrorKind::Conflict`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The instance id.
+    pub id: String,
+    /// Its version when claimed.
+    pub version: u64,
+    /// The lease's token: only the claim holding it renews or releases the lease.
+    pub token: String,
+    /// When the lease ends, epoch milliseconds.
+    pub until_ms: u64,
+}
+
+/// A token for the leases of one [`InstanceStore::claim_due`]: unique across processes (the
+/// process id, the time in nanoseconds and a counter), so that another claimer's lease is never
+/// mistaken for one's own.
+pub fn lease_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    format!(
+        "{:x}-{nanos:x}-{:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Milliseconds of `duration`, saturating.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Where instance state lives. Shared between tasks and threads; see the crate documentation
@@ -314,6 +368,34 @@ pub trait InstanceStore: Send + Sync {
         instance: &'a str,
     ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, StoreError>>;
 
+    /// Leases up to `limit` instances due for a refresh at `now_ms` ([`Schedule::next_refresh_at_ms`]
+    /// at or before it; an instance whose schedule was never computed is due) that no unexpired
+    /// lease holds, for `lease` from `now_ms`, soonest due first. Two claims, from any
+    /// processes, never return the same instance while its lease lasts.
+    ///
+    /// Fails when the store cannot be read or written.
+    fn claim_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Claim>, StoreError>>;
+
+    /// Extends `claim`'s lease to `lease` from `now_ms`, and returns the claim with its new end.
+    ///
+    /// Fails with [`StoreErrorKind::LeaseLost`] when the lease ended before `now_ms` or is no
+    /// longer this claim's (the instance was deleted, or claimed again after the lease ended).
+    fn renew<'a>(
+        &'a self,
+        claim: &'a Claim,
+        now_ms: u64,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>>;
+
+    /// Ends `claim`'s lease, so that the instance can be claimed again at once. A lease already
+    /// lost is left alone.
+    fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<(), StoreError>>;
+
     /// A name for `instance` that is the same for every handle on the same stored instance in
     /// this process (a file store: the file's path): the engine's in-process single-flight keys
     /// its refreshes by it.
@@ -340,32 +422,4 @@ pub trait InstanceLock: Send {
 
     /// Writes like [`InstanceStore::write`], under the lock already held.
     fn write(&mut self, state: State, expected: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn expiry_reads_either_pair_of_keys() {
-        let state = |value: serde_json::Value| match value {
-            serde_json::Value::Object(map) => map,
-            _ => unreachable!(),
-        };
-        assert_eq!(
-            expiry_of(&state(
-                json!({"authentication.time": "1700000000000", "expires_in": 60})
-            )),
-            Some(1_700_000_060_000)
-        );
-        assert_eq!(
-            expiry_of(&state(
-                json!({"oauth.user.refresh_time": 1_700_000_000, "oauth.user.refresh_interval": "3600"})
-            )),
-            Some(1_700_003_600_000)
-        );
-        assert_eq!(expiry_of(&state(json!({"authentication.time": "1"}))), None);
-    }
 }

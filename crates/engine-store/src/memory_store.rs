@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::{
-    BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
-    Summary, Versioned, connector_of, expiry_of, status_of,
+    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, Page, Schedule, State, StoreError,
+    StoreErrorKind, Summary, Versioned, lease_token, millis,
 };
 
 /// An [`InstanceStore`] in memory, for tests and dry runs. Clones share the same state and locks.
@@ -27,6 +27,9 @@ struct Inner {
     histories: Mutex<HashMap<String, std::collections::VecDeque<serde_json::Value>>>,
     /// One async lock per instance, made on first use.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The leases of [`InstanceStore::claim_due`]: instance → (token, end in epoch ms). Taken
+    /// and checked under the lock of `states`, so claims never overlap.
+    leases: Mutex<HashMap<String, (String, u64)>>,
 }
 
 impl MemoryStore {
@@ -61,6 +64,10 @@ impl MemoryStore {
 impl Inner {
     fn states(&self) -> MutexGuard<'_, BTreeMap<String, Versioned>> {
         self.states.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn leases(&self) -> MutexGuard<'_, HashMap<String, (String, u64)>> {
+        self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock_of(&self, instance: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -146,13 +153,7 @@ impl InstanceStore for MemoryStore {
             let mut instances: Vec<Summary> = states
                 .iter()
                 .filter(|(id, _)| page.after.as_ref().is_none_or(|after| *id > after))
-                .map(|(id, stored)| Summary {
-                    id: id.clone(),
-                    version: stored.version,
-                    expires_at_ms: expiry_of(&stored.state),
-                    connector: connector_of(&stored.state).map(str::to_owned),
-                    status: status_of(&stored.state).map(str::to_owned),
-                })
+                .map(|(id, stored)| Summary::of(id.clone(), stored.version, &stored.state))
                 .filter(|summary| page.matches(summary))
                 .take(page.limit.saturating_add(1))
                 .collect();
@@ -189,6 +190,7 @@ impl InstanceStore for MemoryStore {
                 .into());
             }
             states.remove(instance);
+            self.inner.leases().remove(instance);
             Ok(())
         })
     }
@@ -228,6 +230,79 @@ impl InstanceStore for MemoryStore {
                 .get(instance)
                 .map(|history| history.iter().cloned().collect())
                 .unwrap_or_default())
+        })
+    }
+
+    fn claim_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Claim>, StoreError>> {
+        Box::pin(async move {
+            let states = self.inner.states();
+            let mut leases = self.inner.leases();
+            let mut due: Vec<(u64, &String, u64)> = states
+                .iter()
+                .filter(|(id, _)| leases.get(*id).is_none_or(|(_, until)| *until <= now_ms))
+                .filter_map(|(id, stored)| {
+                    let at = Schedule::read(&stored.state).next_refresh_at_ms?;
+                    (at <= now_ms).then_some((at, id, stored.version))
+                })
+                .collect();
+            due.sort();
+            let (token, until_ms) = (lease_token(), now_ms.saturating_add(millis(lease)));
+            Ok(due
+                .into_iter()
+                .take(limit)
+                .map(|(_, id, version)| {
+                    leases.insert(id.clone(), (token.clone(), until_ms));
+                    Claim {
+                        id: id.clone(),
+                        version,
+                        token: token.clone(),
+                        until_ms,
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        claim: &'a Claim,
+        now_ms: u64,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            let _states = self.inner.states();
+            let mut leases = self.inner.leases();
+            match leases.get_mut(&claim.id) {
+                Some((token, until)) if *token == claim.token && *until > now_ms => {
+                    *until = now_ms.saturating_add(millis(lease));
+                    Ok(Claim {
+                        until_ms: *until,
+                        ..claim.clone()
+                    })
+                }
+                _ => Err(StoreErrorKind::LeaseLost {
+                    instance: claim.id.clone(),
+                }
+                .into()),
+            }
+        })
+    }
+
+    fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut leases = self.inner.leases();
+            if leases
+                .get(&claim.id)
+                .is_some_and(|(token, _)| *token == claim.token)
+            {
+                leases.remove(&claim.id);
+            }
+            Ok(())
         })
     }
 
@@ -326,6 +401,37 @@ mod tests {
             .lock("acme", Some(Duration::from_millis(20)))
             .await
             .unwrap();
+    }
+
+    /// The memory store is in no conformance suite (it is of this crate): its claims here.
+    #[tokio::test]
+    async fn claims_lease_due_instances_once_until_they_end() {
+        let store = MemoryStore::new();
+        for (id, next) in [("a", Some(5)), ("b", Some(1)), ("c", Some(50)), ("d", None)] {
+            let mut scheduled = State::new();
+            crate::Schedule {
+                next_refresh_at_ms: next,
+                ..crate::Schedule::default()
+            }
+            .put(&mut scheduled);
+            store.write(id, scheduled, 0).await.unwrap();
+        }
+        let lease = Duration::from_millis(100);
+        let claimed = store.claim_due(10, 10, lease).await.unwrap();
+        let ids: Vec<&str> = claimed.iter().map(|claim| claim.id.as_str()).collect();
+        assert_eq!(ids, ["b", "a"], "due ones, soonest first");
+        assert!(store.claim_due(10, 10, lease).await.unwrap().is_empty());
+        let renewed = store.renew(&claimed[0], 50, lease).await.unwrap();
+        assert_eq!(renewed.until_ms, 150);
+        store.release(&claimed[1]).await.unwrap();
+        let again = store.claim_due(110, 10, lease).await.unwrap();
+        let ids: Vec<&str> = again.iter().map(|claim| claim.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"], "released and newly due; `b` still leased");
+        let error = store.renew(&claimed[1], 111, lease).await.unwrap_err();
+        assert!(
+            matches!(error.kind(), StoreErrorKind::LeaseLost { .. }),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]

@@ -101,6 +101,13 @@ pub enum StoreErrorKind {
         /// The version stored now.
         found: u64,
     },
+    /// A lease from [`InstanceStore::claim_due`](crate::InstanceStore::claim_due) is no longer
+    /// held: it ended (and may have gone to another claimer) before it was renewed.
+    #[error("the lease on instance `{instance}` ended before it was renewed")]
+    LeaseLost {
+        /// The instance id.
+        instance: String,
+    },
     /// An encrypted value of `instance` cannot be read: the key it needs is not given, or does
     /// not decrypt it.
     #[error("cannot decrypt instance `{instance}`: {message}")]
@@ -162,6 +169,9 @@ mod tests {
                 expected: 3,
                 found: 4,
             },
+            StoreErrorKind::LeaseLost {
+                instance: "acme".to_owned(),
+            },
             StoreErrorKind::Io {
                 path,
                 operation: "rename",
@@ -181,6 +191,7 @@ mod tests {
                 "invalid instance id `../etc`: use 1 to 200 ASCII letters, digits, `.`, `_` and `-`, and do not start with `.`",
                 "timed out after 250ms waiting for the lock on `state/acme.json`",
                 "instance `acme` changed since it was read (version 4, expected 3)",
+                "the lease on instance `acme` ended before it was renewed",
                 "failed to rename `state/acme.json`",
             ]
         );

@@ -11,7 +11,9 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use engine_store::{BoxFuture, FileStore, InstanceStore, Page, State, StoreErrorKind};
+use engine_store::{
+    BoxFuture, FileStore, InstanceStore, Page, Schedule, ScheduleStatus, State, StoreErrorKind,
+};
 use serde_json::json;
 
 use crate::{PostgresStore, SqliteStore};
@@ -59,8 +61,8 @@ impl Backend for Sqlite {
 }
 
 pub(crate) struct Postgres {
-    url: String,
-    schema: String,
+    pub(crate) url: String,
+    pub(crate) schema: String,
 }
 
 impl Postgres {
@@ -125,6 +127,23 @@ fn state(value: serde_json::Value) -> State {
         serde_json::Value::Object(map) => map,
         _ => unreachable!("test states are objects"),
     }
+}
+
+/// `value` with a schedule (as the runtime computes it) expiring at `expires_at_ms`, due at
+/// `next_refresh_at_ms`.
+fn scheduled(
+    value: serde_json::Value,
+    expires_at_ms: Option<u64>,
+    next_refresh_at_ms: Option<u64>,
+) -> State {
+    let mut state = state(value);
+    Schedule {
+        next_refresh_at_ms,
+        expires_at_ms,
+        ..Schedule::default()
+    }
+    .put(&mut state);
+    state
 }
 
 fn is_absent(kind: &StoreErrorKind) -> bool {
@@ -234,9 +253,12 @@ async fn list_pages(backend: &dyn Backend) {
         let expires = json!({
             "engine.connector": if index % 2 == 0 { "demo" } else { "other" },
             "authentication.time": 1_700_000_000_000_u64 + index as u64,
-            "expires_in": 60,
         });
-        store.write(id, state(expires), 0).await.unwrap();
+        let at = 1_700_000_060_000 + index as u64;
+        store
+            .write(id, scheduled(expires, Some(at), Some(at - 12_000)), 0)
+            .await
+            .unwrap();
     }
     store.write("a", state(json!({"x": 1})), 1).await.unwrap();
     let mut ids = Vec::new();
@@ -255,13 +277,20 @@ async fn list_pages(backend: &dyn Backend) {
         ids.extend(listing.instances.iter().map(|summary| summary.id.clone()));
         if let Some(c) = listing.instances.iter().find(|summary| summary.id == "c") {
             assert_eq!(c.expires_at_ms, Some(1_700_000_060_000));
+            assert_eq!(c.next_refresh_at_ms, Some(1_700_000_048_000));
             assert_eq!(c.connector.as_deref(), Some("demo"));
             assert_eq!(c.version, 1);
         }
         if let Some(a) = listing.instances.iter().find(|summary| summary.id == "a") {
+            // Written without a schedule: no known expiry, due at once.
             assert_eq!(
-                (a.version, a.expires_at_ms, a.connector.as_deref()),
-                (2, None, None)
+                (
+                    a.version,
+                    a.expires_at_ms,
+                    a.next_refresh_at_ms,
+                    a.connector.as_deref()
+                ),
+                (2, None, Some(0), None)
             );
         }
         match listing.next {
@@ -377,23 +406,29 @@ async fn history_bounds(backend: &dyn Backend) {
     );
 }
 
-/// Listings filter by connector, status and expiry (or its absence), paging over the matches
-/// only.
+/// Listings filter by connector, status, expiry (or its absence) and due time, paging over the
+/// matches only.
 async fn list_filters(backend: &dyn Backend) {
     let store = backend.open().await;
     for index in 0..6_u64 {
         let value = json!({
             "engine.connector": if index % 2 == 0 { "even" } else { "odd" },
             "engine.status": if index == 3 { Some("needs-reauth") } else { None },
-            "authentication.time": 1_700_000_000_000_u64 + index * 1000,
-            "expires_in": 60,
         });
-        store
-            .write(&format!("i{index}"), state(value), 0)
-            .await
-            .unwrap();
+        let at = 1_700_000_060_000_u64 + index * 1000;
+        let mut value = scheduled(value, Some(at), Some(at - 12_000));
+        if index == 3 {
+            let mut schedule = Schedule::of(&value).unwrap();
+            (schedule.status, schedule.next_refresh_at_ms) = (ScheduleStatus::NeedsReauth, None);
+            schedule.put(&mut value);
+        }
+        store.write(&format!("i{index}"), value, 0).await.unwrap();
     }
-    store.write("none", State::new(), 0).await.unwrap();
+    store
+        .write("none", scheduled(json!({}), None, None), 0)
+        .await
+        .unwrap();
+    store.write("legacy", State::new(), 0).await.unwrap();
     let ids = |page: Page| {
         let store = &store;
         async move {
@@ -448,11 +483,25 @@ async fn list_filters(backend: &dyn Backend) {
         ..Page::default()
     })
     .await;
-    assert_eq!(unknown.0, ["none"], "only the instance without expiry");
+    assert_eq!(
+        unknown.0,
+        ["legacy", "none"],
+        "only the instances without expiry"
+    );
+    let due = ids(Page {
+        due_before_ms: Some(1_700_000_050_000),
+        ..Page::default()
+    })
+    .await;
+    assert_eq!(
+        due.0,
+        ["i0", "i1", "i2", "legacy"],
+        "inclusive; never one with nothing scheduled; one never computed always"
+    );
     // A status cleared by a write leaves the status listing.
     let read = store.load("i3").await.unwrap();
     let mut cleared = State::clone(&read.state);
-    cleared.shift_remove("engine.status");
+    Schedule::default().put(&mut cleared);
     store.write("i3", cleared, read.version).await.unwrap();
     assert!(
         ids(Page {
@@ -465,7 +514,8 @@ async fn list_filters(backend: &dyn Backend) {
     );
 }
 
-/// Listings carry the instance's status (`engine.status`).
+/// Listings carry the instance's status: its schedule's, or for a state written before
+/// schedules, `engine.status`.
 async fn status_listed(backend: &dyn Backend) {
     let store = backend.open().await;
     store
@@ -473,13 +523,151 @@ async fn status_listed(backend: &dyn Backend) {
         .await
         .unwrap();
     store.write("fine", State::new(), 0).await.unwrap();
+    let mut retrying = State::new();
+    Schedule {
+        status: ScheduleStatus::Retrying,
+        consecutive_failures: 1,
+        ..Schedule::default()
+    }
+    .put(&mut retrying);
+    store.write("retrying", retrying, 0).await.unwrap();
     let listing = store.list(Page::default()).await.unwrap();
     let statuses: Vec<(&str, Option<&str>)> = listing
         .instances
         .iter()
         .map(|summary| (summary.id.as_str(), summary.status.as_deref()))
         .collect();
-    assert_eq!(statuses, [("fine", None), ("stuck", Some("needs-reauth"))]);
+    assert_eq!(
+        statuses,
+        [
+            ("fine", None),
+            ("retrying", Some("retrying")),
+            ("stuck", Some("needs-reauth"))
+        ]
+    );
+}
+
+/// Claims lease the due instances (soonest first, up to the limit, none with nothing
+/// scheduled); two claimers at once never get the same instance; a leased instance is not
+/// claimed again until its lease ends or is released; a holder renews its lease while it lasts
+/// and not once it ended and went to another; and the version a claim read fences the late
+/// holder's write.
+async fn claims(backend: &dyn Backend) {
+    const NOW: u64 = 1_700_000_000_000;
+    let store = backend.open().await;
+    for index in 0..20_u64 {
+        // 0 to 15 due (the higher, the sooner), 16 and 17 later, 18 with nothing scheduled, 19
+        // needing re-authentication.
+        let next = match index {
+            0..16 => Some(NOW - index * 1000),
+            16 | 17 => Some(NOW + 60_000),
+            _ => None,
+        };
+        let mut value = scheduled(json!({"n": index}), None, next);
+        if index == 19 {
+            let mut schedule = Schedule::read(&value);
+            schedule.status = ScheduleStatus::NeedsReauth;
+            schedule.put(&mut value);
+        }
+        store
+            .write(&format!("i{index:02}"), value, 0)
+            .await
+            .unwrap();
+    }
+    let lease = Duration::from_secs(30);
+    let other = backend.open().await;
+    let (first, second) = tokio::join!(
+        store.claim_due(NOW, 10, lease),
+        other.claim_due(NOW, 10, lease)
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let mut claimed: Vec<&str> = first
+        .iter()
+        .chain(&second)
+        .map(|claim| claim.id.as_str())
+        .collect();
+    claimed.sort_unstable();
+    let due: Vec<String> = (0..16).map(|index| format!("i{index:02}")).collect();
+    assert_eq!(claimed, due, "every due instance once, none twice");
+    for claims in [&first, &second] {
+        assert!(!claims.is_empty() && claims.len() <= 10, "{claims:?}");
+        assert!(
+            claims.windows(2).all(|pair| pair[0].id > pair[1].id),
+            "soonest due first: {claims:?}"
+        );
+        assert!(claims.iter().all(|claim| claim.until_ms == NOW + 30_000));
+        assert!(claims.iter().all(|claim| claim.version == 1));
+    }
+    assert!(
+        store
+            .claim_due(NOW + 1000, 100, lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased instances are not claimed again"
+    );
+
+    // The holder renews; a release frees the instance at once.
+    let renewed = store.renew(&first[0], NOW + 20_000, lease).await.unwrap();
+    assert_eq!(renewed.until_ms, NOW + 50_000);
+    other.release(&second[0]).await.unwrap();
+    let again = store.claim_due(NOW + 1000, 100, lease).await.unwrap();
+    assert_eq!(
+        again.iter().map(|claim| &claim.id).collect::<Vec<_>>(),
+        [&second[0].id]
+    );
+    let error = other
+        .renew(&second[0], NOW + 2000, lease)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.kind(), StoreErrorKind::LeaseLost { .. }),
+        "{error:?}"
+    );
+
+    // At the end of the leases the instances not renewed are due again.
+    let later = other.claim_due(NOW + 30_000, 100, lease).await.unwrap();
+    let mut ids: Vec<&str> = later.iter().map(|claim| claim.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<&str> = due
+        .iter()
+        .map(String::as_str)
+        .filter(|id| *id != first[0].id && *id != second[0].id)
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    let lost = &first[1];
+    let error = store.renew(lost, NOW + 30_000, lease).await.unwrap_err();
+    assert!(
+        matches!(error.kind(), StoreErrorKind::LeaseLost { .. }),
+        "{error:?}"
+    );
+    // The new holder writes; the late one's write, naming the version it claimed, is refused.
+    let taken = later.iter().find(|claim| claim.id == lost.id).unwrap();
+    other
+        .write(&taken.id, state(json!({"by": "new"})), taken.version)
+        .await
+        .unwrap();
+    let error = store
+        .write(&lost.id, state(json!({"by": "late"})), lost.version)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.kind(), StoreErrorKind::Conflict { .. }),
+        "{error:?}"
+    );
+    // Nothing scheduled, or needing re-authentication: never claimed.
+    let everything = store.claim_due(u64::MAX / 2, 100, lease).await.unwrap();
+    assert!(
+        everything
+            .iter()
+            .all(|claim| claim.id != "i18" && claim.id != "i19"),
+        "{everything:?}"
+    );
+    assert!(
+        everything.iter().any(|claim| claim.id == "i16"),
+        "{everything:?}"
+    );
 }
 
 fn key(text: &str) -> crate::SecretKey {
@@ -682,6 +870,7 @@ conformance!(
     list_filters,
     encryption,
     encryption_follows_the_rule,
+    claims,
 );
 
 /// PostgreSQL only: a lock holder that goes silent past the lock's lifetime loses the lock to

@@ -5,8 +5,8 @@ use base64::Engine as _;
 use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use engine_store::{
-    BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
-    Versioned,
+    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, Page, State, StoreError,
+    StoreErrorKind, Versioned,
 };
 use serde_json::Value;
 
@@ -386,6 +386,28 @@ impl InstanceStore for EncryptedStore {
 
     fn history<'a>(&'a self, instance: &'a str) -> BoxFuture<'a, Result<Vec<Value>, StoreError>> {
         self.inner.history(instance)
+    }
+
+    fn claim_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Claim>, StoreError>> {
+        self.inner.claim_due(now_ms, limit, lease)
+    }
+
+    fn renew<'a>(
+        &'a self,
+        claim: &'a Claim,
+        now_ms: u64,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        self.inner.renew(claim, now_ms, lease)
+    }
+
+    fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.release(claim)
     }
 
     fn identity(&self, instance: &str) -> String {

@@ -3,8 +3,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use engine_store::{
-    BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
-    Summary, Versioned, connector_of, expiry_of, status_of,
+    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, Page, Schedule, State, StoreError,
+    StoreErrorKind, Summary, Versioned, connector_of, lease_token,
 };
 use sqlx::Postgres;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -64,9 +64,12 @@ fn budget_of(url: &str) -> Result<(String, u32, u32), String> {
 /// descriptions and checksums) without its proc macro, which would build sqlx and its TLS stack a
 /// second time for the host (about a minute of a cold build). A test checks this list against the
 /// directory.
-static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| migrator(MIGRATIONS));
+
+/// A migrator applying `migrations`, versions, descriptions and SQL.
+fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(
-        MIGRATIONS
+        migrations
             .iter()
             .map(|&(version, description, sql)| {
                 Migration::new(
@@ -79,7 +82,7 @@ static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
             })
             .collect(),
     )
-});
+}
 
 /// Version, description and SQL of each migration, oldest first.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -97,6 +100,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "status",
         include_str!("../migrations/postgres/0003_status.sql"),
+    ),
+    (
+        4,
+        "schedule",
+        include_str!("../migrations/postgres/0004_schedule.sql"),
     ),
 ];
 
@@ -290,13 +298,16 @@ impl PostgresStore {
         crate::valid_id(instance)?;
         let text = serde_json::Value::Object(state.clone()).to_string();
         let connector = connector_of(&state);
-        let expires_at = expiry_of(&state).map(to_i64);
-        let status = status_of(&state);
+        let schedule = Schedule::read(&state);
+        let expires_at = schedule.expires_at_ms.map(to_i64);
+        let status = schedule.mark();
+        let next_refresh_at = schedule.next_refresh_at_ms.map(to_i64);
         let now = to_i64(epoch_ms());
         let written: Option<i64> = if expected == 0 {
             sqlx::query_scalar(
-                "INSERT INTO instances (id, version, connector, expires_at, state, updated_at, status)
-                 VALUES ($1, 1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING version",
+                "INSERT INTO instances
+                   (id, version, connector, expires_at, state, updated_at, status, next_refresh_at)
+                 VALUES ($1, 1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING version",
             )
             .bind(instance)
             .bind(connector)
@@ -304,12 +315,13 @@ impl PostgresStore {
             .bind(&text)
             .bind(now)
             .bind(status)
+            .bind(next_refresh_at)
             .fetch_optional(&mut *self.connection(instance).await?)
             .await
         } else {
             sqlx::query_scalar(
                 "UPDATE instances SET version = version + 1, connector = $3, expires_at = $4,
-                   state = $5, updated_at = $6, status = $7
+                   state = $5, updated_at = $6, status = $7, next_refresh_at = $8
                  WHERE id = $1 AND version = $2 RETURNING version",
             )
             .bind(instance)
@@ -319,6 +331,7 @@ impl PostgresStore {
             .bind(&text)
             .bind(now)
             .bind(status)
+            .bind(next_refresh_at)
             .fetch_optional(&mut *self.connection(instance).await?)
             .await
         }
@@ -481,7 +494,8 @@ impl InstanceStore for PostgresStore {
         Box::pin(async move {
             // Only the filters that are set, so that the planner can use their indexes.
             let mut builder = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-                "SELECT id, version, expires_at, connector, status FROM instances WHERE true",
+                "SELECT id, version, expires_at, connector, status, next_refresh_at
+                 FROM instances WHERE true",
             );
             if let Some(after) = page.after {
                 builder.push(" AND id > ").push_bind(after);
@@ -499,6 +513,11 @@ impl InstanceStore for PostgresStore {
             }
             if page.expiry_unknown {
                 builder.push(" AND expires_at IS NULL");
+            }
+            if let Some(before) = page.due_before_ms {
+                builder
+                    .push(" AND next_refresh_at <= ")
+                    .push_bind(to_i64(before));
             }
             builder
                 .push(" ORDER BY id LIMIT ")
@@ -519,11 +538,109 @@ impl InstanceStore for PostgresStore {
                             .and_then(|at| u64::try_from(at).ok()),
                         connector: row.try_get(3)?,
                         status: row.try_get(4)?,
+                        next_refresh_at_ms: row
+                            .try_get::<Option<i64>, _>(5)?
+                            .and_then(|at| u64::try_from(at).ok()),
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
                 .map_err(|source| backend("list", source))?;
             Ok(crate::paginate(summaries, page.limit))
+        })
+    }
+
+    /// One statement, its own short transaction: the due rows are chosen `FOR UPDATE SKIP
+    /// LOCKED` (rows another claim is taking this moment are skipped, not waited for) and leased
+    /// in the same `UPDATE`. No connection or transaction stays open after it.
+    fn claim_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Claim>, StoreError>> {
+        Box::pin(async move {
+            let token = lease_token();
+            let until_ms =
+                now_ms.saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                "WITH due AS (
+                   SELECT id FROM instances
+                   WHERE next_refresh_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
+                   ORDER BY next_refresh_at, id LIMIT $2
+                   FOR UPDATE SKIP LOCKED)
+                 UPDATE instances SET lease_token = $3, lease_until = $4
+                 FROM due WHERE instances.id = due.id
+                 RETURNING instances.id, instances.version, instances.next_refresh_at",
+            )
+            .bind(to_i64(now_ms))
+            .bind(to_i64(limit as u64))
+            .bind(&token)
+            .bind(to_i64(until_ms))
+            .fetch_all(&mut *self.connection("claim").await?)
+            .await
+            .map_err(|source| backend("claim", source))?;
+            let mut rows: Vec<(i64, String, i64)> = rows
+                .into_iter()
+                .map(|(id, version, at)| (at, id, version))
+                .collect();
+            rows.sort();
+            Ok(rows
+                .into_iter()
+                .map(|(_, id, version)| Claim {
+                    id,
+                    version: u64::try_from(version).unwrap_or(0),
+                    token: token.clone(),
+                    until_ms,
+                })
+                .collect())
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        claim: &'a Claim,
+        now_ms: u64,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            let until_ms =
+                now_ms.saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+            let renewed = sqlx::query(
+                "UPDATE instances SET lease_until = $1
+                 WHERE id = $2 AND lease_token = $3 AND lease_until > $4",
+            )
+            .bind(to_i64(until_ms))
+            .bind(&claim.id)
+            .bind(&claim.token)
+            .bind(to_i64(now_ms))
+            .execute(&mut *self.connection(&claim.id).await?)
+            .await
+            .map_err(|source| backend(&claim.id, source))?;
+            if renewed.rows_affected() == 0 {
+                return Err(StoreErrorKind::LeaseLost {
+                    instance: claim.id.clone(),
+                }
+                .into());
+            }
+            Ok(Claim {
+                until_ms,
+                ..claim.clone()
+            })
+        })
+    }
+
+    fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "UPDATE instances SET lease_token = NULL, lease_until = NULL
+                 WHERE id = $1 AND lease_token = $2",
+            )
+            .bind(&claim.id)
+            .bind(&claim.token)
+            .execute(&mut *self.connection(&claim.id).await?)
+            .await
+            .map_err(|source| backend(&claim.id, source))?;
+            Ok(())
         })
     }
 
@@ -659,6 +776,59 @@ mod tests {
         assert_eq!(
             budget_of("postgres://u@h/db?max_lock_connections=0").unwrap_err(),
             "`max_lock_connections` in the store URL must be a number from 1 to 1000, not `0`"
+        );
+    }
+
+    /// A database migrated before schedules (three migrations) keeps its rows' expiry and
+    /// status, and its rows are due at once (but one that needs re-authentication): the
+    /// runtime's first look computes their schedules.
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn rows_written_before_schedules_are_due_at_once() {
+        let Some(backend) = crate::conformance::Postgres::create().await else {
+            return;
+        };
+        let options = PgConnectOptions::from_str(&backend.url)
+            .unwrap()
+            .options([("search_path", backend.schema.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        migrator(&MIGRATIONS[..3]).run(&pool).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO instances (id, version, connector, expires_at, state, updated_at, status)
+             VALUES ('old', 4, 'demo', 1700000060000, '{}', 0, NULL),
+                    ('stuck', 2, 'demo', NULL, '{\"engine.status\": \"needs-reauth\"}', 0,
+                     'needs-reauth')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        let store = backend.store().await;
+        let listing = store.list(Page::default()).await.unwrap();
+        let listed: Vec<_> = listing
+            .instances
+            .iter()
+            .map(|summary| {
+                (
+                    summary.id.as_str(),
+                    summary.expires_at_ms,
+                    summary.next_refresh_at_ms,
+                    summary.status.as_deref(),
+                )
+            })
+            .collect();
+        drop(store);
+        backend.drop_schema().await;
+        assert_eq!(
+            listed,
+            [
+                ("old", Some(1_700_000_060_000), Some(0), None),
+                ("stuck", None, None, Some("needs-reauth"))
+            ]
         );
     }
 

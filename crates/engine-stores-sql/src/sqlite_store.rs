@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use engine_store::{
-    BoxFuture, InstanceLock, InstanceStore, Listing, Page, State, StoreError, StoreErrorKind,
-    Summary, Versioned, connector_of, expiry_of, status_of,
+    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, Page, Schedule, State, StoreError,
+    StoreErrorKind, Summary, Versioned, connector_of, lease_token,
 };
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
@@ -42,7 +42,20 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE instances ADD COLUMN status TEXT;
     UPDATE instances SET status = json_extract(state, '$.\"engine.status\"');
     CREATE INDEX instances_status ON instances (status, id);",
+    // 4: when each instance is next due for a refresh, from its schedule, indexed: the runtime
+    // computes the schedule; a row written before is due at once (0) so that the runtime's first
+    // look computes it, unless it needs re-authentication. And the lease of a claim on it.
+    "ALTER TABLE instances ADD COLUMN next_refresh_at INTEGER;
+    UPDATE instances SET next_refresh_at = 0 WHERE status IS NOT 'needs-reauth';
+    CREATE INDEX instances_next_refresh_at ON instances (next_refresh_at);
+    ALTER TABLE instances ADD COLUMN lease_token TEXT;
+    ALTER TABLE instances ADD COLUMN lease_until INTEGER;",
 ];
+
+/// Milliseconds of `duration`, saturating.
+fn to_u64_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// An [`InstanceStore`] in one SQLite file: many instances, no server.
 ///
@@ -59,9 +72,10 @@ const MIGRATIONS: &[&str] = &[
 /// 100 ms at a time) and retries: with `--jobs 64` most of a refresh was spent there. Writers of
 /// other processes still meet it, bounded by `busy_timeout`.
 ///
-/// Each instance is a row: its state as JSON text, its version, and two columns copied from the
-/// state at each write for listings: `expires_at` (from [`expiry_of`], indexed: the next due
-/// instances are found without a scan) and `connector` (from [`connector_of`]).
+/// Each instance is a row: its state as JSON text, its version, and columns copied from the
+/// state at each write for listings: from its [`Schedule`] (which the runtime computes)
+/// `expires_at`, `next_refresh_at` (both indexed: the next due instances are found without a
+/// scan) and `status`, and `connector` (from [`connector_of`]).
 ///
 /// # Versions
 ///
@@ -286,23 +300,26 @@ impl SqliteStore {
             }
             let version = found + 1;
             let text = serde_json::Value::Object(state.clone()).to_string();
+            let schedule = Schedule::read(&state);
             transaction
                 .execute(
                     "INSERT INTO instances
-                       (id, version, connector, expires_at, state, updated_at, status)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                       (id, version, connector, expires_at, state, updated_at, status,
+                        next_refresh_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (id) DO UPDATE SET version = excluded.version,
                        connector = excluded.connector, expires_at = excluded.expires_at,
                        state = excluded.state, updated_at = excluded.updated_at,
-                       status = excluded.status",
+                       status = excluded.status, next_refresh_at = excluded.next_refresh_at",
                     params![
                         id,
                         to_i64(version),
                         connector_of(&state),
-                        expiry_of(&state).map(to_i64),
+                        schedule.expires_at_ms.map(to_i64),
                         text,
                         to_i64(epoch_ms()),
-                        status_of(&state),
+                        schedule.mark(),
+                        schedule.next_refresh_at_ms.map(to_i64),
                     ],
                 )
                 .map_err(error)?;
@@ -634,13 +651,18 @@ impl InstanceStore for SqliteStore {
                     // of `ORDER BY id`, reading every row: due instances are found by their
                     // expiry index instead (the status index is chosen on its own).
                     let by_expiry = page.expires_before_ms.is_some() || page.expiry_unknown;
-                    let index = if by_expiry && page.status.is_none() {
+                    let index = if page.status.is_some() {
+                        ""
+                    } else if page.due_before_ms.is_some() {
+                        " INDEXED BY instances_next_refresh_at"
+                    } else if by_expiry {
                         " INDEXED BY instances_expires_at"
                     } else {
                         ""
                     };
                     let mut sql = format!(
-                        "SELECT id, version, expires_at, connector, status FROM instances{index} WHERE 1"
+                        "SELECT id, version, expires_at, connector, status, next_refresh_at \
+                         FROM instances{index} WHERE 1"
                     );
                     let mut values: Vec<rusqlite::types::Value> = Vec::new();
                     let mut filter = |clause: &str, value: rusqlite::types::Value| {
@@ -658,6 +680,9 @@ impl InstanceStore for SqliteStore {
                     }
                     if let Some(before) = page.expires_before_ms {
                         filter("expires_at <=", to_i64(before).into());
+                    }
+                    if let Some(before) = page.due_before_ms {
+                        filter("next_refresh_at <=", to_i64(before).into());
                     }
                     if page.expiry_unknown {
                         sql.push_str(" AND expires_at IS NULL");
@@ -683,12 +708,116 @@ impl InstanceStore for SqliteStore {
                             expires_at_ms: number(2)?,
                             connector: row.get(3)?,
                             status: row.get(4)?,
+                            next_refresh_at_ms: number(5)?,
                         })
                     })?;
                     rows.collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .await?;
             Ok(crate::paginate(rows, limit))
+        })
+    }
+
+    /// One statement on the writer connection: an `UPDATE ... WHERE id IN (SELECT ... LIMIT)
+    /// RETURNING`, which SQLite runs under its write lock, so no other claim (of any process)
+    /// sees the rows between the choice and the lease.
+    fn claim_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Claim>, StoreError>> {
+        Box::pin(async move {
+            let token = lease_token();
+            let until_ms = now_ms.saturating_add(to_u64_ms(lease));
+            let leased = token.clone();
+            let rows = self
+                .writing("claim", move |connection| {
+                    let mut statement = connection.prepare_cached(
+                        "UPDATE instances SET lease_token = ?1, lease_until = ?2
+                         WHERE id IN (
+                           SELECT id FROM instances INDEXED BY instances_next_refresh_at
+                           WHERE next_refresh_at <= ?3
+                             AND (lease_until IS NULL OR lease_until <= ?3)
+                           ORDER BY next_refresh_at, id LIMIT ?4)
+                         RETURNING id, version, next_refresh_at",
+                    )?;
+                    let rows = statement.query_map(
+                        params![
+                            leased,
+                            to_i64(until_ms),
+                            to_i64(now_ms),
+                            to_i64(limit as u64)
+                        ],
+                        |row| {
+                            Ok((
+                                row.get::<_, i64>(2)?,
+                                row.get::<_, String>(0)?,
+                                row.get::<_, i64>(1)?,
+                            ))
+                        },
+                    )?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .await?;
+            let mut rows = rows;
+            // RETURNING gives no order: soonest due first, as chosen.
+            rows.sort();
+            Ok(rows
+                .into_iter()
+                .map(|(_, id, version)| Claim {
+                    id,
+                    version: u64::try_from(version).unwrap_or(0),
+                    token: token.clone(),
+                    until_ms,
+                })
+                .collect())
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        claim: &'a Claim,
+        now_ms: u64,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            let until_ms = now_ms.saturating_add(to_u64_ms(lease));
+            let (id, token) = (claim.id.clone(), claim.token.clone());
+            let renewed = self
+                .writing(&claim.id, move |connection| {
+                    connection.execute(
+                        "UPDATE instances SET lease_until = ?1
+                         WHERE id = ?2 AND lease_token = ?3 AND lease_until > ?4",
+                        params![to_i64(until_ms), id, token, to_i64(now_ms)],
+                    )
+                })
+                .await?;
+            if renewed == 0 {
+                return Err(StoreErrorKind::LeaseLost {
+                    instance: claim.id.clone(),
+                }
+                .into());
+            }
+            Ok(Claim {
+                until_ms,
+                ..claim.clone()
+            })
+        })
+    }
+
+    fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (id, token) = (claim.id.clone(), claim.token.clone());
+            self.writing(&claim.id, move |connection| {
+                connection.execute(
+                    "UPDATE instances SET lease_token = NULL, lease_until = NULL
+                     WHERE id = ?1 AND lease_token = ?2",
+                    params![id, token],
+                )
+            })
+            .await
+            .map(drop)
         })
     }
 
@@ -860,5 +989,53 @@ mod tests {
         assert_eq!(listed, [("a", 1), ("b", 0), ("c", 1)]);
         let error = store.load("b").await.unwrap_err();
         assert!(error.to_string().contains("`b`"), "{error}");
+    }
+
+    /// A file made before schedules (three schema steps) keeps its rows' expiry and status,
+    /// and its rows are due at once (but one that needs re-authentication): the runtime's first
+    /// look computes their schedules.
+    #[tokio::test]
+    async fn rows_written_before_schedules_are_due_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let connection = Connection::open(&path).unwrap();
+        for step in &MIGRATIONS[..3] {
+            connection.execute_batch(step).unwrap();
+        }
+        connection.pragma_update(None, "user_version", 3).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO instances (id, version, connector, expires_at, state, updated_at, status)
+                 VALUES ('old', 4, 'demo', 1700000060000, '{}', 0, NULL),
+                        ('stuck', 2, 'demo', NULL, '{\"engine.status\": \"needs-reauth\"}', 0,
+                         'needs-reauth');",
+            )
+            .unwrap();
+        drop(connection);
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(
+            store.schema_version().await.unwrap() as usize,
+            MIGRATIONS.len()
+        );
+        let listing = store.list(Page::default()).await.unwrap();
+        let listed: Vec<_> = listing
+            .instances
+            .iter()
+            .map(|summary| {
+                (
+                    summary.id.as_str(),
+                    summary.expires_at_ms,
+                    summary.next_refresh_at_ms,
+                    summary.status.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("old", Some(1_700_000_060_000), Some(0), None),
+                ("stuck", None, None, Some("needs-reauth"))
+            ]
+        );
     }
 }

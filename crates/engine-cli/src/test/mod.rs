@@ -422,7 +422,8 @@ async fn run_step(
         .iter()
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
-    let (params, files) = match crate::run::split_files(connector, &given, Some(dir)) {
+    let (params, files) = match crate::run::split_files(connector, &run.resource, &given, Some(dir))
+    {
         Ok(split) => split,
         Err(problem) => return (vec![problem.title()], Actual::default()),
     };

@@ -90,6 +90,23 @@ pub struct Absorbed {
     pub adjusted: Option<LifetimeAdjusted>,
 }
 
+/// When a token expires, as [`Scheme::token_expiry`] reads it from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TokenExpiry {
+    /// Never: the scheme obtains no token, or `session.management` is `none`.
+    Never,
+    /// No token is held yet, or the instance was never provisioned (the reason says which).
+    Missing(RefreshReason),
+    /// One is obtained for every use (`session.management: always`).
+    EveryUse,
+    /// Obtained at `obtained_ms`, living `lifetime_ms`; judged stale `skew_ms` before it ends.
+    At {
+        obtained_ms: u64,
+        lifetime_ms: u64,
+        skew_ms: u64,
+    },
+}
+
 /// Whether the stored token can be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Freshness {
@@ -157,8 +174,36 @@ impl<'a> Scheme<'a> {
         configuration: &dyn Values,
         now_ms: u64,
     ) -> Freshness {
+        match self.token_expiry(connector, configuration) {
+            TokenExpiry::Never => Freshness::Fresh(None),
+            TokenExpiry::Missing(reason) => Freshness::Stale(reason),
+            TokenExpiry::EveryUse => Freshness::Stale(RefreshReason::SessionAlways),
+            TokenExpiry::At {
+                obtained_ms,
+                lifetime_ms,
+                skew_ms,
+            } => {
+                let expires_at = obtained_ms.saturating_add(lifetime_ms);
+                if expires_at.saturating_sub(skew_ms) <= now_ms {
+                    Freshness::Stale(RefreshReason::Expired { at_ms: expires_at })
+                } else {
+                    Freshness::Fresh(Some(expires_at))
+                }
+            }
+        }
+    }
+
+    /// When the token of `configuration` (the effective configuration) expires, from the
+    /// scheme's keys and the connector's session modes: the one reading of them that freshness
+    /// ([`Scheme::check_fresh`]) and the refresh schedule ([`crate::schedule`]) share. Says
+    /// nothing of provisioning.
+    pub(crate) fn token_expiry(
+        self,
+        connector: &Connector,
+        configuration: &dyn Values,
+    ) -> TokenExpiry {
         if !self.obtains_tokens() {
-            return Freshness::Fresh(None);
+            return TokenExpiry::Never;
         }
         let (time_key, lifetime_key) = self.keys();
         if matches!(self, Self::Oauth2)
@@ -167,18 +212,18 @@ impl<'a> Scheme<'a> {
                 .and_then(text_of)
                 .is_none()
         {
-            return Freshness::Stale(RefreshReason::NoToken);
+            return TokenExpiry::Missing(RefreshReason::NoToken);
         }
         let Some(obtained_ms) = configuration.value(time_key).and_then(parse_seconds_or_ms) else {
-            return Freshness::Stale(match self {
+            return TokenExpiry::Missing(match self {
                 Self::Oauth2 => RefreshReason::NoToken,
                 _ => RefreshReason::NotProvisioned,
             });
         };
         let session = connector.session();
         let lifetime = match session.management() {
-            SessionManagement::None => return Freshness::Fresh(None),
-            SessionManagement::Always => return Freshness::Stale(RefreshReason::SessionAlways),
+            SessionManagement::None => return TokenExpiry::Never,
+            SessionManagement::Always => return TokenExpiry::EveryUse,
             SessionManagement::Fixed => session.timeout().unwrap_or(session.default_expires_in()),
             // An unusable value counts as the default, a longer one than a year as a year
             // (what a run saves already; a hand-written instance file may hold anything).
@@ -197,11 +242,10 @@ impl<'a> Scheme<'a> {
         let skew_ms = u64::try_from(session.skew().as_millis())
             .unwrap_or(u64::MAX)
             .min(lifetime_ms / 2);
-        let expires_at = obtained_ms.saturating_add(lifetime_ms);
-        if expires_at.saturating_sub(skew_ms) <= now_ms {
-            Freshness::Stale(RefreshReason::Expired { at_ms: expires_at })
-        } else {
-            Freshness::Fresh(Some(expires_at))
+        TokenExpiry::At {
+            obtained_ms,
+            lifetime_ms,
+            skew_ms,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The body: JSON (the caller's, or built from `body` and `bodyField` parameters), a form, a
 //! `multipart/form-data` body, or a text template (SOAP envelopes, XML, text) whose `{tokens}`
-//! the `bodyToken` parameters fill, escaped for the content type.
+//! the `bodyToken` parameters fill, escaped for the content type (but for the connector's own
+//! `value` text, inserted as written).
 
 use engine_spec::kinds::{ParameterKind, VendorKind};
 use engine_spec::{Parameter, Resource};
@@ -69,11 +70,28 @@ pub(super) fn build_body(
             .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
             .map(|(_, value)| value.as_str());
         let escape = Escape::for_content_type(content_type);
+        // A `bodyToken` parameter of `type: value` is the connector's own text (an XML fragment
+        // the template leaves out): part of the template, inserted as written, as the platform
+        // did, unless it carries a secret.
+        let verbatim = |parameter: &Parameter, value: &Option<Value>, secret: bool| {
+            parameter.kind() == ParameterKind::Value && value.is_some() && !secret
+        };
+        let written: Vec<(&str, Option<&Value>)> = placed
+            .tokens
+            .iter()
+            .filter(|(parameter, value, secret)| verbatim(parameter, value, *secret))
+            .map(|(parameter, value, _)| (parameter.vendor_name(), value.as_ref()))
+            .collect();
+        let template = match fill_tokens(&template, &written, Escape::Raw) {
+            Ok(filled) if !written.is_empty() => filled,
+            _ => template,
+        };
         // A `bodyToken` parameter of `type: body` is the object input itself, not a token.
         let mut named: Vec<(&str, Option<&Value>)> = placed
             .tokens
             .iter()
             .filter(|(parameter, _, _)| parameter.kind() != ParameterKind::Body || from_caller)
+            .filter(|(parameter, value, secret)| !verbatim(parameter, value, *secret))
             .map(|(parameter, value, _)| (parameter.vendor_name(), value.as_ref()))
             .collect();
         // Object input: a template of the connector's takes the members of the caller's JSON

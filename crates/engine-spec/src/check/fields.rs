@@ -5,7 +5,7 @@
 //! - W0502: the same typo next to the field it resembles (probably a leftover).
 //!
 //! element.json exports carry many fields the engine does not use (`id`, `hub`, `createdDate`,
-//! `paginationType`, ...); they are accepted and ignored silently. Only a field within a few edits
+//! `ownerAccountId`, ...); they are accepted and ignored silently. Only a field within a few edits
 //! of a field the engine knows for that object is reported, with "did you mean". The known fields
 //! come from the generated schema ([`ObjectKind::known_fields`]).
 
