@@ -328,13 +328,7 @@ fn vendor_answer(status: u16, body: String) -> Response {
 
 /// The instance's summary from its stored state, as a listing gives it.
 fn summary_of(id: &str, read: &Versioned) -> Summary {
-    Summary {
-        id: id.to_owned(),
-        version: read.version,
-        expires_at_ms: engine_store::expiry_of(&read.state),
-        connector: engine_store::connector_of(&read.state).map(str::to_owned),
-        status: engine_store::status_of(&read.state).map(str::to_owned),
-    }
+    Summary::of(id.to_owned(), read.version, &read.state)
 }
 
 /// What every answer says of an instance: id, connector, status, expiry, last refresh,

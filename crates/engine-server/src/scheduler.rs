@@ -79,11 +79,22 @@ impl Source for StoreSource {
                     {
                         continue;
                     }
-                    // One that cannot be read now is refreshed at its expiry, and fails then
-                    // the way it would anyway.
-                    let lifetime = match self.store.load(&summary.id).await {
-                        Ok(read) => engine_service::lifetime_of(&read.state),
-                        Err(_) => None,
+                    let lifetime = match (summary.next_refresh_at_ms, summary.expires_at_ms) {
+                        // Nothing scheduled: a token that does not expire.
+                        (None, _) => continue,
+                        // The runtime's schedule: due a fifth of the lifetime ahead, so the
+                        // lifetime is five times the lead (a retry's is shorter: it only
+                        // bounds the jitter).
+                        (Some(next), Some(expires)) if next > 0 => Some(Duration::from_millis(
+                            expires.saturating_sub(next).saturating_mul(5),
+                        )),
+                        // A schedule never computed (a state written before schedules): the
+                        // lifetime from the state. One that cannot be read now is refreshed at
+                        // its expiry, and fails then the way it would anyway.
+                        _ => match self.store.load(&summary.id).await {
+                            Ok(read) => engine_service::lifetime_of(&read.state),
+                            Err(_) => None,
+                        },
                     };
                     candidates.push(Candidate { summary, lifetime });
                 }
@@ -459,6 +470,7 @@ mod tests {
                 expires_at_ms: Some(expires_at_ms),
                 connector: Some("demo".to_owned()),
                 status: None,
+                next_refresh_at_ms: None,
             },
             lifetime: Some(Duration::from_hours(1)),
         }
@@ -569,7 +581,7 @@ mod tests {
 
     /// A demo instance at `url`, authenticated at `at_ms` with a token of an hour.
     fn demo_instance(url: &str, at_ms: u64, secret: &str) -> engine_store::State {
-        let serde_json::Value::Object(state) = serde_json::json!({
+        let serde_json::Value::Object(mut state) = serde_json::json!({
             "base.url": url,
             "client.id": "demo-client",
             "client.secret": secret,
@@ -580,6 +592,9 @@ mod tests {
         }) else {
             unreachable!()
         };
+        // As `engine instances import` stores it: with the schedule of its keys.
+        engine_runtime::estimated_schedule(&state, &engine_store::Schedule::default())
+            .put(&mut state);
         state
     }
 
@@ -683,8 +698,8 @@ mod tests {
         assert_eq!(times, [0, 30_000, 90_000]);
         let state = store.load("revoked").await.unwrap().state;
         assert_eq!(
-            state[engine_store::STATUS_KEY],
-            engine_service::NEEDS_REAUTH
+            engine_store::Schedule::read(&state).status,
+            engine_store::ScheduleStatus::NeedsReauth
         );
         assert_eq!(emulator.stats().token_requests, 3);
         emulator.shutdown().await;
