@@ -78,6 +78,7 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
         jobs: args.jobs as usize,
         max_failures: args.max_failures,
         keep_history: args.keep_history,
+        ..RefreshOptions::default()
     };
     // Connectors by the path each instance recorded, loaded once.
     let mut registry = engine_service::Registry::new();

@@ -42,6 +42,7 @@ pub use freshness::{InstanceState, LastRefresh, freshness, last_refresh};
 pub use history::{Recorder, Trigger, Warning, after_run};
 pub use refresh::{
     Due, Failure, NEEDS_REAUTH, Outcome, Refresh, RefreshOptions, Refreshed, clear_needs_reauth,
+    lifetime_of,
 };
 pub use registry::{Registry, load_connector};
 pub use store::{

@@ -39,11 +39,13 @@ pub struct RefreshOptions {
     pub max_failures: u64,
     /// How many refreshes each instance's history keeps.
     pub keep_history: usize,
+    /// Why the refreshes run, as their history entries say.
+    pub trigger: Trigger,
 }
 
 impl Default for RefreshOptions {
     /// Returns: a fifth of each lifetime ahead, every connector, 8 at once, 3 rejections,
-    /// [`history::DEFAULT_KEEP`] entries.
+    /// [`history::DEFAULT_KEEP`] entries, [`Trigger::Schedule`].
     fn default() -> Self {
         Self {
             ahead: None,
@@ -51,6 +53,7 @@ impl Default for RefreshOptions {
             jobs: 8,
             max_failures: 3,
             keep_history: history::DEFAULT_KEEP,
+            trigger: Trigger::Schedule,
         }
     }
 }
@@ -155,6 +158,19 @@ impl Refresh {
         options: &RefreshOptions,
     ) -> Result<Self, Error> {
         let due = due_instances(&*opened.sealed(None), options).await?;
+        Ok(Self::spawn(opened, registry, &engine, options, due))
+    }
+
+    /// Starts the refreshes of `due` (instances a caller listed: a scheduler, a forced refresh)
+    /// as [`Refresh::start`] does, `options.jobs` at a time; `options.ahead` and
+    /// `options.connector` are not looked at (each [`Due`] says how far ahead).
+    pub fn spawn(
+        opened: &Opened,
+        registry: &mut Registry,
+        engine: &Arc<Engine>,
+        options: &RefreshOptions,
+        due: Vec<Due>,
+    ) -> Self {
         let count = due.len();
         let mut connectors: HashMap<String, Option<Arc<Connector>>> = HashMap::new();
         let mut load_errors = Vec::new();
@@ -176,9 +192,13 @@ impl Refresh {
             };
             // Each instance's secrets are encrypted by its connector's rule.
             let store = opened.sealed(connector.as_deref());
-            let engine = Arc::clone(&engine);
+            let engine = Arc::clone(engine);
             let semaphore = Arc::clone(&semaphore);
-            let (max_failures, keep) = (options.max_failures, options.keep_history);
+            let policy = Policy {
+                max_failures: options.max_failures,
+                keep: options.keep_history,
+                trigger: options.trigger,
+            };
             tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
                 let Some(connector) = connector else {
@@ -204,16 +224,8 @@ impl Refresh {
                         warnings: Vec::new(),
                     };
                 }
-                let (outcome, warnings) = refresh_one(
-                    &engine,
-                    &*store,
-                    &connector,
-                    &summary.id,
-                    ahead,
-                    max_failures,
-                    keep,
-                )
-                .await;
+                let (outcome, warnings) =
+                    refresh_one(&engine, &*store, &connector, &summary.id, ahead, policy).await;
                 Refreshed {
                     id: summary.id,
                     connector: summary.connector,
@@ -222,11 +234,11 @@ impl Refresh {
                 }
             });
         }
-        Ok(Self {
+        Self {
             tasks,
             due: count,
             load_errors,
-        })
+        }
     }
 
     /// How many instances were due.
@@ -352,8 +364,8 @@ async fn without_expiry(
 }
 
 /// A token's lifetime from the engine's bookkeeping keys (`expires_in` or
-/// `oauth.user.refresh_interval`, seconds).
-fn lifetime_of(state: &State) -> Option<Duration> {
+/// `oauth.user.refresh_interval`, seconds); `None` when neither is a number.
+pub fn lifetime_of(state: &State) -> Option<Duration> {
     ["expires_in", "oauth.user.refresh_interval"]
         .iter()
         .find_map(|key| match state.get(*key)? {
@@ -364,6 +376,14 @@ fn lifetime_of(state: &State) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// What [`refresh_one`] records and counts, from the [`RefreshOptions`].
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    max_failures: u64,
+    keep: usize,
+    trigger: Trigger,
+}
+
 /// Refreshes one instance, records its history and its consecutive rejections; returns the
 /// outcome and the warnings of its history.
 async fn refresh_one(
@@ -372,9 +392,13 @@ async fn refresh_one(
     connector: &Connector,
     id: &str,
     ahead: Duration,
-    max_failures: u64,
-    keep: usize,
+    policy: Policy,
 ) -> (Outcome, Vec<Warning>) {
+    let Policy {
+        max_failures,
+        keep,
+        trigger,
+    } = policy;
     let recorder = history::Recorder::new(&NoObserver);
     let request = RefreshRequest {
         connector,
@@ -383,7 +407,7 @@ async fn refresh_one(
     };
     let result = engine.refresh(&request, store, &recorder).await;
     let reports = recorder.take();
-    let warnings = history::record(store, id, &reports, Trigger::Schedule, keep).await;
+    let warnings = history::record(store, id, &reports, trigger, keep).await;
     let outcome = match result {
         Ok(_) => match set_failures(store, id, false, max_failures).await {
             Err(error) => Outcome::Failed(Failure::Store(error)),
