@@ -69,7 +69,7 @@ pub(crate) fn resources(current: &OsStr) -> Vec<CompletionCandidate> {
     let Some(connector) = report.as_ref().and_then(|report| report.connector()) else {
         return Vec::new();
     };
-    crate::run::selectors(connector)
+    selectors(connector)
         .filter(|(selector, _)| selector.starts_with(current.as_ref()))
         .map(|(selector, resource)| {
             let help = match (resource.method(), resource.path()) {
@@ -79,4 +79,22 @@ pub(crate) fn resources(current: &OsStr) -> Vec<CompletionCandidate> {
             CompletionCandidate::new(selector).help(Some(help.into()))
         })
         .collect()
+}
+
+/// What `engine run CONNECTOR RESOURCE` accepts as RESOURCE for each API resource (its name, else
+/// `METHOD:/path`), with the resource for whoever lists them.
+pub(crate) fn selectors(
+    connector: &engine_spec::Connector,
+) -> impl Iterator<Item = (String, &engine_spec::Resource)> {
+    connector
+        .resources()
+        .iter()
+        .filter(|resource| resource.kind().is_api())
+        .map(
+            |resource| match (resource.name(), resource.method(), resource.path()) {
+                (Some(name), _, _) => (name.to_owned(), resource),
+                (None, Some(method), Some(path)) => (format!("{method}:{path}"), resource),
+                _ => (resource.display_name(), resource),
+            },
+        )
 }

@@ -957,7 +957,7 @@ fn skipped_hint(skipped: &[&Skip], connector: &Connector, target: Option<&Target
 
 /// The resources a caller can run, for messages: `me`, `list-contacts`, `GET /hubs/x`...
 pub(crate) fn resource_list(connector: &Connector) -> String {
-    let names: Vec<String> = selectors(connector)
+    let names: Vec<String> = crate::completions::selectors(connector)
         .map(|(selector, _)| format!("`{selector}`"))
         .collect();
     if names.is_empty() {
@@ -965,24 +965,6 @@ pub(crate) fn resource_list(connector: &Connector) -> String {
     } else {
         names.join(", ")
     }
-}
-
-/// What `engine run CONNECTOR RESOURCE` accepts as RESOURCE for each API resource (its name, else
-/// `METHOD:/path`), with the resource for whoever lists them.
-pub(crate) fn selectors(
-    connector: &Connector,
-) -> impl Iterator<Item = (String, &engine_spec::Resource)> {
-    connector
-        .resources()
-        .iter()
-        .filter(|resource| resource.kind().is_api())
-        .map(
-            |resource| match (resource.name(), resource.method(), resource.path()) {
-                (Some(name), _, _) => (name.to_owned(), resource),
-                (None, Some(method), Some(path)) => (format!("{method}:{path}"), resource),
-                _ => (resource.display_name(), resource),
-            },
-        )
 }
 
 /// The exit code of a failed run.
