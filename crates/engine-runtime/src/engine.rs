@@ -542,7 +542,9 @@ impl<'a> Run<'a> {
             .map(|(_, path)| resource.bind_path(path))
             .unwrap_or_default();
         // Bad caller inputs are found before anything is sent, the refresh included.
-        let built = self.check_inputs(resource, request.inputs, &bound)?;
+        let (sent, asked) =
+            crate::pagination::read_page(connector, resource, &self.configuration, request.inputs);
+        let built = self.check_inputs(resource, &sent, &bound)?;
         // Without a refresh the configuration is unchanged: that request is the one to send.
         let mut checked = if self.ensure_fresh().await? {
             None
@@ -553,7 +555,7 @@ impl<'a> Run<'a> {
         let mut previous: Option<Value> = None;
         for _ in 0..=engine_spec::MAX_CHAIN {
             let (inputs, bound_now) = if previous.is_none() {
-                (request.inputs, bound.as_slice())
+                (&*sent, bound.as_slice())
             } else {
                 (&Inputs::default(), &[][..])
             };
@@ -567,10 +569,10 @@ impl<'a> Run<'a> {
                 )
                 .await?;
             let Some(next) = connector.next_of(current) else {
-                let inputs = if previous.is_none() {
-                    request.inputs
+                let asked = if previous.is_none() {
+                    asked
                 } else {
-                    &Inputs::default()
+                    crate::pagination::Asked::default()
                 };
                 // The cursor is read from the whole answer, before `rootKey` unwraps it.
                 let cursor = crate::pagination::cursor(current, &response, &extracted);
@@ -581,7 +583,7 @@ impl<'a> Run<'a> {
                     &self.configuration,
                     cursor,
                     output,
-                    inputs,
+                    &asked,
                 );
                 self.next_page = next_page;
                 self.outputs = outputs;
