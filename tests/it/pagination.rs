@@ -404,6 +404,37 @@ async fn without_page_size_the_offset_counts_pages_of_pagination_max_else_200() 
 }
 
 #[tokio::test]
+async fn a_page_that_is_no_number_is_sent_as_written_with_a_warning() {
+    let (server, context) = offsets(json!({})).await;
+    // `offset-text` declares no `dataType`: the text is sent, not converted, and the run says so.
+    let outcome = context
+        .run("offset-text")
+        .param("page", "last")
+        .param("pageSize", "2")
+        .output();
+    run_snapshot!(context, outcome, @r#"
+    exit code: 0
+    ----- stdout -----
+    [
+      0,
+      1
+    ]
+
+    ----- stderr -----
+    warning[W0501]: `page` of offset-text is sent as written, not as the vendor's offset: its `page` input `last` is no whole number
+      --> tests/fixtures/run/pagination/connector.json:98:9
+       |
+    98 |         {"name": "page", "type": "query", "vendorName": "offset", "vendorType": "query"},
+       |         ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ sent as written
+       |
+    hint: give `page` (from 1) and `pageSize` as whole numbers
+    "#);
+    insta::assert_snapshot!(targets(&server).await, @r"
+    GET /offset?offset=last&limit=2
+    ");
+}
+
+#[tokio::test]
 async fn pages_one_and_two_of_two_are_page_one_of_four() {
     // The platform's own check on every connector, against a vendor paging by limit and offset.
     let (server, context) = offsets(json!({})).await;

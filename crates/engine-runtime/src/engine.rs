@@ -542,8 +542,11 @@ impl<'a> Run<'a> {
             .map(|(_, path)| resource.bind_path(path))
             .unwrap_or_default();
         // Bad caller inputs are found before anything is sent, the refresh included.
-        let (sent, asked) =
+        let (sent, asked, unconverted) =
             crate::pagination::read_page(connector, resource, &self.configuration, request.inputs);
+        if let Some(warning) = unconverted {
+            self.observer.event(&Event::NotExecuted(warning));
+        }
         let built = self.check_inputs(resource, &sent, &bound)?;
         // Without a refresh the configuration is unchanged: that request is the one to send.
         let mut checked = if self.ensure_fresh().await? {

@@ -27,7 +27,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 
 use engine_spec::kinds::Source;
-use engine_spec::{Connector, Paging, Resource};
+use engine_spec::{Code, Connector, Diagnostic, Paging, Resource};
 use engine_store::InstanceStore;
 use serde_json::Value;
 
@@ -182,6 +182,8 @@ pub(crate) struct Asked {
     size: Option<i64>,
     /// Asked with the platform's token: the next page is offered as a token too.
     token: bool,
+    /// The page could not be converted ([`read_page`]): there is no page number to count on.
+    as_written: bool,
 }
 
 /// How the vendor numbers what `pagination.type` says.
@@ -221,13 +223,15 @@ impl Numbering {
 ///   is the vendor's cursor, sent as it is;
 /// - with `pagination.type` `offset`, the caller's `page` (from 1; none: 1) is sent as the
 ///   vendor's offset, `(page - 1) * pageSize`, and `pageSize` (the caller's, else
-///   `pagination.max`, else [`DEFAULT_PAGE_SIZE`]) as its limit.
+///   `pagination.max`, else [`DEFAULT_PAGE_SIZE`]) as its limit. A `page` or `pageSize` that
+///   is no whole number cannot be converted: the inputs are sent as written, and the warning
+///   says so.
 pub(crate) fn read_page<'i>(
     connector: &Connector,
     resource: &Resource,
     configuration: &Configuration<'_>,
     inputs: &'i Inputs,
-) -> (Cow<'i, Inputs>, Asked) {
+) -> (Cow<'i, Inputs>, Asked, Option<Diagnostic>) {
     let takes = |input: &str| takes(connector, resource, input);
     let last = |name: &str| {
         inputs
@@ -244,6 +248,7 @@ pub(crate) fn read_page<'i>(
         page: number("page"),
         size: number("pageSize"),
         token: false,
+        as_written: false,
     };
     let mut sent = Cow::Borrowed(inputs);
     let by_numbers = paging == Paging::Platform
@@ -258,6 +263,7 @@ pub(crate) fn read_page<'i>(
             page: Some(page),
             size: size.or(asked.size),
             token: true,
+            as_written: false,
         };
         let params = &mut sent.to_mut().params;
         params.retain(|(name, _)| !matches!(name.as_str(), "nextPage" | "page" | "pageSize"));
@@ -271,6 +277,26 @@ pub(crate) fn read_page<'i>(
     match paging {
         Paging::Platform => asked.page = asked.page.or_else(|| number("nextPage")),
         Paging::Vendor if numbering == Numbering::Offsets && takes("page") => {
+            let written = |name: &str| last(name).filter(|value| value.parse::<i64>().is_err());
+            if let Some((name, value)) = ["page", "pageSize"]
+                .into_iter()
+                .find_map(|name| written(name).map(|value| (name, value)))
+            {
+                let page = connector
+                    .parameters_of(resource, Source::Request)
+                    .find(|parameter| parameter.name() == "page");
+                let location = page.map_or(resource.location(), |page| page.location());
+                let message = format!(
+                    "`page` of {} is sent as written, not as the vendor's offset: its `{name}` \
+                     input `{value}` is no whole number",
+                    resource.display_name()
+                );
+                let warning = Diagnostic::new(Code::NotExecuted, location.clone(), message)
+                    .with_label("sent as written")
+                    .with_help("give `page` (from 1) and `pageSize` as whole numbers");
+                asked.as_written = true;
+                return (sent, asked, Some(warning));
+            }
             let size = asked
                 .size
                 .or_else(|| setting(configuration, "pagination.max"))
@@ -292,7 +318,7 @@ pub(crate) fn read_page<'i>(
         }
         Paging::Vendor | Paging::None => {}
     }
-    (sent, asked)
+    (sent, asked, None)
 }
 
 /// The page of an answer of `resource` the caller gets, and the next page after it if there is
@@ -351,7 +377,7 @@ pub(crate) fn paged(
     let count = output.as_array().map_or(0, Vec::len);
     let count = i64::try_from(count).unwrap_or(i64::MAX);
     let short = asked.size.is_some_and(|size| count < size);
-    if count == 0 || short || !takes("page") {
+    if count == 0 || short || asked.as_written || !takes("page") {
         return (output, None);
     }
     let next = match Numbering::of(configuration) {
