@@ -563,6 +563,34 @@ async fn a_list_the_platform_paged_is_cut_into_pages_of_page_size() {
 }
 
 #[tokio::test]
+async fn a_list_the_platform_paged_takes_its_token_and_offers_the_next_one() {
+    let server = MockServer::start().await;
+    Mock::given(path("/whole-list"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Data": [1, 2, 3, 4, 5]})))
+        .mount(&server)
+        .await;
+    let context = context(&server);
+    let second = context
+        .run("whole-list")
+        .param("nextPage", PAGE_TWO_OF_TWO)
+        .output();
+    second.assert_success();
+    assert_eq!(second.json(), json!([3, 4]));
+    // `{"pageSize":2,"page":3}`
+    assert_eq!(
+        second.stderr,
+        "next page: --param nextPage=eyJwYWdlU2l6ZSI6MiwicGFnZSI6M30\n"
+    );
+    let rest = context
+        .run("whole-list")
+        .param("nextPage", PAGE_TWO_OF_TWO)
+        .arg("--all-pages")
+        .output();
+    assert_eq!(rest.json(), json!([3, 4, 5]));
+    assert_eq!(rest.stderr, "");
+}
+
+#[tokio::test]
 async fn no_pagination_gives_no_next_page() {
     let server = MockServer::start().await;
     Mock::given(path("/numbered"))
