@@ -429,9 +429,15 @@ async fn a_page_that_is_no_number_is_sent_as_written_with_a_warning() {
        |
     hint: give `page` (from 1) and `pageSize` as whole numbers
     "#);
-    insta::assert_snapshot!(targets(&server).await, @r"
-    GET /offset?offset=last&limit=2
-    ");
+    insta::assert_snapshot!(targets(&server).await, @"GET /offset?offset=last&limit=2");
+    // `--strict`: nothing is sent.
+    let strict = context
+        .run("offset-text")
+        .param("page", "last")
+        .arg("--strict")
+        .output();
+    assert_eq!(strict.code, 3, "{}", strict.stderr);
+    assert_eq!(received(&server).await.len(), 1);
 }
 
 #[tokio::test]

@@ -545,7 +545,14 @@ impl<'a> Run<'a> {
         let (sent, asked, unconverted) =
             crate::pagination::read_page(connector, resource, &self.configuration, request.inputs);
         if let Some(warning) = unconverted {
-            self.observer.event(&Event::NotExecuted(warning));
+            self.observer.event(&Event::NotExecuted(warning.clone()));
+            if self.engine.strict {
+                return Err(RunError::from(RunErrorKind::NotFaithful {
+                    resource: resource.display_name(),
+                    count: 1,
+                })
+                .at(&warning.location));
+            }
         }
         let built = self.check_inputs(resource, &sent, &bound)?;
         // Without a refresh the configuration is unchanged: that request is the one to send.
