@@ -421,13 +421,13 @@ async fn a_page_that_is_no_number_is_sent_as_written_with_a_warning() {
     ]
 
     ----- stderr -----
-    warning[W0501]: `page` of offset-text is sent as written, not as the vendor's offset: its `page` input `last` is no whole number
+    warning[W0501]: `page` of offset-text is sent as written, not as the vendor's offset: its `page` input `last` is not a whole number from 1
       --> tests/fixtures/run/pagination/connector.json:98:9
        |
     98 |         {"name": "page", "type": "query", "vendorName": "offset", "vendorType": "query"},
        |         ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ sent as written
        |
-    hint: give `page` (from 1) and `pageSize` as whole numbers
+    hint: give `page` and `pageSize` as whole numbers from 1
     "#);
     insta::assert_snapshot!(targets(&server).await, @"GET /offset?offset=last&limit=2");
     // `--strict`: nothing is sent.
@@ -438,6 +438,16 @@ async fn a_page_that_is_no_number_is_sent_as_written_with_a_warning() {
         .output();
     assert_eq!(strict.code, 3, "{}", strict.stderr);
     assert_eq!(received(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_value_parameter_named_page_is_no_page_input() {
+    // Its `name` is the value it sends (`object=page`): there is no page to convert.
+    let (server, context) = offsets(json!({})).await;
+    let outcome = context.run("valued").output();
+    outcome.assert_success();
+    assert_eq!(outcome.stderr, "");
+    insta::assert_snapshot!(targets(&server).await, @"GET /offset?object=page");
 }
 
 #[tokio::test]

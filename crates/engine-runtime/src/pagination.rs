@@ -224,7 +224,7 @@ impl Numbering {
 /// - with `pagination.type` `offset`, the caller's `page` (from 1; none: 1) is sent as the
 ///   vendor's offset, `(page - 1) * pageSize`, and `pageSize` (the caller's, else
 ///   `pagination.max`, else [`DEFAULT_PAGE_SIZE`]) as its limit. A `page` or `pageSize` that
-///   is no whole number cannot be converted: the inputs are sent as written, and the warning
+///   is not a whole number from 1 cannot be converted: the inputs are sent as written, and the warning
 ///   says so.
 pub(crate) fn read_page<'i>(
     connector: &Connector,
@@ -277,7 +277,9 @@ pub(crate) fn read_page<'i>(
     match paging {
         Paging::Platform => asked.page = asked.page.or_else(|| number("nextPage")),
         Paging::Vendor if numbering == Numbering::Offsets && takes("page") => {
-            let written = |name: &str| last(name).filter(|value| value.parse::<i64>().is_err());
+            let written = |name: &str| {
+                last(name).filter(|value| value.parse::<i64>().map_or(true, |number| number < 1))
+            };
             if let Some((name, value)) = ["page", "pageSize"]
                 .into_iter()
                 .find_map(|name| written(name).map(|value| (name, value)))
@@ -288,24 +290,22 @@ pub(crate) fn read_page<'i>(
                 let location = page.map_or(resource.location(), |page| page.location());
                 let message = format!(
                     "`page` of {} is sent as written, not as the vendor's offset: its `{name}` \
-                     input `{value}` is no whole number",
+                     input `{value}` is not a whole number from 1",
                     resource.display_name()
                 );
                 let warning = Diagnostic::new(Code::NotExecuted, location.clone(), message)
                     .with_label("sent as written")
-                    .with_help("give `page` (from 1) and `pageSize` as whole numbers");
+                    .with_help("give `page` and `pageSize` as whole numbers from 1");
                 asked.as_written = true;
                 return (sent, asked, Some(warning));
             }
             let size = asked
                 .size
-                .or_else(|| setting(configuration, "pagination.max"))
-                .filter(|size| *size > 0)
+                .or_else(|| setting(configuration, "pagination.max").filter(|size| *size > 0))
                 .unwrap_or(DEFAULT_PAGE_SIZE);
             let offset = asked
                 .page
                 .unwrap_or(1)
-                .max(1)
                 .saturating_sub(1)
                 .saturating_mul(size);
             let params = &mut sent.to_mut().params;
@@ -382,17 +382,18 @@ pub(crate) fn paged(
     }
     let next = match Numbering::of(configuration) {
         Numbering::Pages { start } => asked.page.unwrap_or(start).saturating_add(1),
-        Numbering::Offsets => asked.page.unwrap_or(1).max(1).saturating_add(1),
+        Numbering::Offsets => asked.page.unwrap_or(1).saturating_add(1),
         Numbering::Other => return (output, None),
     };
     (output, Some(by_number(next, asked.size, "page")))
 }
 
-/// Whether `resource` has a request parameter named `input`.
+/// Whether `resource` has a request parameter named `input` that the caller's `--param`
+/// feeds (not a `value` or `configuration` one of that name).
 fn takes(connector: &Connector, resource: &Resource, input: &str) -> bool {
     connector
         .parameters_of(resource, Source::Request)
-        .any(|parameter| parameter.name() == input)
+        .any(|parameter| parameter.name() == input && crate::request::takes_param(parameter))
 }
 
 /// The number the configuration key `key` holds.
