@@ -296,7 +296,8 @@ async fn json_logs_give_the_next_page_as_an_event() {
     assert_eq!(last["stopped"], "repeated-cursor");
 }
 
-/// Answers `/offset` with the rows from `offset` on, `limit` at a time (2 by default), of five.
+/// Answers `/offset` with the rows from `offset` (else 0) on, `limit` (else 10) at a time, of
+/// five: a vendor paging by limit and offset.
 struct Offsets;
 
 impl Respond for Offsets {
@@ -309,25 +310,64 @@ impl Respond for Offsets {
                 .and_then(|(_, value)| value.parse().ok())
                 .unwrap_or(default)
         };
-        let (offset, limit) = (number("offset", 0), number("limit", 2));
+        let (offset, limit) = (number("offset", 0), number("limit", 10));
         let rows: Vec<usize> = (offset..5).take(limit).collect();
         ResponseTemplate::new(200).set_body_json(json!(rows))
     }
 }
 
-#[tokio::test]
-async fn offsets_count_on_by_the_items_answered_until_a_short_page() {
+/// A loopback offset vendor, and the fixture with `pagination.type` `offset` and `instance`'s
+/// other values.
+async fn offsets(instance: serde_json::Value) -> (MockServer, TestContext) {
     let server = MockServer::start().await;
     Mock::given(path("/offset"))
         .respond_with(Offsets)
         .mount(&server)
         .await;
-    let context = TestContext::fixture("pagination")
-        .with_instance(&json!({"base.url": server.uri(), "pagination.type": "offset"}));
-    let one = context.run("offset").param("pageSize", "2").output();
-    one.assert_success();
-    assert_eq!(one.json(), json!([0, 1]));
-    assert_eq!(one.stderr, "next page: --param page=2\n");
+    let mut values = json!({"base.url": server.uri(), "pagination.type": "offset"});
+    values
+        .as_object_mut()
+        .unwrap()
+        .extend(instance.as_object().unwrap().clone());
+    let context = TestContext::fixture("pagination").with_instance(&values);
+    (server, context)
+}
+
+/// The platform's token for `{"pageSize":2,"page":2}`, as its documentation shows it.
+const PAGE_TWO_OF_TWO: &str = "eyJwYWdlU2l6ZSI6MiwicGFnZSI6Mn0";
+
+#[tokio::test]
+async fn a_page_is_sent_as_the_vendors_offset_page_minus_one_times_page_size() {
+    let (server, context) = offsets(json!({})).await;
+    let mut answers = Vec::new();
+    for page in ["1", "2", "3"] {
+        let outcome = context
+            .run("offset")
+            .param("page", page)
+            .param("pageSize", "2")
+            .output();
+        outcome.assert_success();
+        answers.push((outcome.json(), outcome.stderr));
+    }
+    assert_eq!(
+        answers,
+        [
+            (json!([0, 1]), "next page: --param page=2\n".to_owned()),
+            (json!([2, 3]), "next page: --param page=3\n".to_owned()),
+            // One row of the two asked for: the vendor has no more.
+            (json!([4]), String::new()),
+        ]
+    );
+    insta::assert_snapshot!(targets(&server).await, @r"
+    GET /offset?offset=0&limit=2
+    GET /offset?offset=2&limit=2
+    GET /offset?offset=4&limit=2
+    ");
+}
+
+#[tokio::test]
+async fn all_pages_follows_page_numbers_on_an_offset_vendor() {
+    let (server, context) = offsets(json!({})).await;
     let all = context
         .run("offset")
         .param("pageSize", "2")
@@ -336,12 +376,171 @@ async fn offsets_count_on_by_the_items_answered_until_a_short_page() {
     all.assert_success();
     assert_eq!(all.json(), json!([0, 1, 2, 3, 4]));
     assert_eq!(all.stderr, "");
-    // The third page has one row of the two asked for: the vendor has no more.
     insta::assert_snapshot!(targets(&server).await, @r"
-    GET /offset?limit=2
-    GET /offset?limit=2
+    GET /offset?offset=0&limit=2
     GET /offset?offset=2&limit=2
     GET /offset?offset=4&limit=2
+    ");
+}
+
+#[tokio::test]
+async fn without_page_size_the_offset_counts_pages_of_pagination_max_else_200() {
+    // `pagination.max` is 2 in the fixture: the limit sent, and the size pages count in.
+    let (server, context) = offsets(json!({})).await;
+    let second = context.run("offset").param("page", "2").output();
+    second.assert_success();
+    assert_eq!(second.json(), json!([2, 3]));
+    assert_eq!(second.stderr, "next page: --param page=3\n");
+    // Neither the caller nor the connector says: the platform's default page size.
+    let (unset, context) = offsets(json!({"pagination.max": ""})).await;
+    let first = context.run("offset").output();
+    first.assert_success();
+    assert_eq!(first.json(), json!([0, 1, 2, 3, 4]));
+    assert_eq!(first.stderr, "");
+    insta::assert_snapshot!(format!("{}\n{}", targets(&server).await, targets(&unset).await), @r"
+    GET /offset?offset=2&limit=2
+    GET /offset?offset=0&limit=200
+    ");
+}
+
+#[tokio::test]
+async fn a_page_that_is_no_number_is_sent_as_written_with_a_warning() {
+    let (server, context) = offsets(json!({})).await;
+    // `offset-text` declares no `dataType`: the text is sent, not converted, and the run says so.
+    let outcome = context
+        .run("offset-text")
+        .param("page", "last")
+        .param("pageSize", "2")
+        .output();
+    run_snapshot!(context, outcome, @r#"
+    exit code: 0
+    ----- stdout -----
+    [
+      0,
+      1
+    ]
+
+    ----- stderr -----
+    warning[W0501]: `page` of offset-text is sent as written, not as the vendor's offset: its `page` input `last` is not a whole number from 1
+      --> tests/fixtures/run/pagination/connector.json:98:9
+       |
+    98 |         {"name": "page", "type": "query", "vendorName": "offset", "vendorType": "query"},
+       |         ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^ sent as written
+       |
+    hint: give `page` and `pageSize` as whole numbers from 1
+    "#);
+    insta::assert_snapshot!(targets(&server).await, @"GET /offset?offset=last&limit=2");
+    // `--strict`: nothing is sent.
+    let strict = context
+        .run("offset-text")
+        .param("page", "last")
+        .arg("--strict")
+        .output();
+    assert_eq!(strict.code, 3, "{}", strict.stderr);
+    assert_eq!(received(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_value_parameter_named_page_is_no_page_input() {
+    // Its `name` is the value it sends (`object=page`): there is no page to convert.
+    let (server, context) = offsets(json!({})).await;
+    let outcome = context.run("valued").output();
+    outcome.assert_success();
+    assert_eq!(outcome.stderr, "");
+    insta::assert_snapshot!(targets(&server).await, @"GET /offset?object=page");
+}
+
+#[tokio::test]
+async fn pages_one_and_two_of_two_are_page_one_of_four() {
+    // The platform's own check on every connector, against a vendor paging by limit and offset.
+    let (server, context) = offsets(json!({})).await;
+    let page = |page: &str, size: &str| {
+        let outcome = context
+            .run("offset")
+            .param("page", page)
+            .param("pageSize", size)
+            .output();
+        outcome.assert_success();
+        outcome.json().as_array().unwrap().clone()
+    };
+    let mut two_pages = page("1", "2");
+    two_pages.extend(page("2", "2"));
+    assert_eq!(two_pages, page("1", "4"));
+    assert_eq!(json!(two_pages), json!([0, 1, 2, 3]));
+    insta::assert_snapshot!(targets(&server).await, @r"
+    GET /offset?offset=0&limit=2
+    GET /offset?offset=2&limit=2
+    GET /offset?offset=0&limit=4
+    ");
+}
+
+#[tokio::test]
+async fn the_platforms_next_page_token_is_the_page_and_page_size_it_holds() {
+    let (server, context) = offsets(json!({})).await;
+    // `offset` does not declare `nextPage`: the platform took the token on every list anyway.
+    let second = context
+        .run("offset")
+        .param("nextPage", PAGE_TWO_OF_TWO)
+        .output();
+    second.assert_success();
+    assert_eq!(second.json(), json!([2, 3]));
+    // Asked with a token, the next page is offered as one: `{"pageSize":2,"page":3}`.
+    run_snapshot!(context, second, @r"
+    exit code: 0
+    ----- stdout -----
+    [
+      2,
+      3
+    ]
+
+    ----- stderr -----
+    next page: --param nextPage=eyJwYWdlU2l6ZSI6MiwicGFnZSI6M30
+    ");
+    let rest = context
+        .run("offset")
+        .param("nextPage", PAGE_TWO_OF_TWO)
+        .arg("--all-pages")
+        .output();
+    rest.assert_success();
+    assert_eq!(rest.json(), json!([2, 3, 4]));
+    assert_eq!(rest.stderr, "");
+    insta::assert_snapshot!(targets(&server).await, @r"
+    GET /offset?offset=2&limit=2
+    GET /offset?offset=2&limit=2
+    GET /offset?offset=4&limit=2
+    ");
+}
+
+#[tokio::test]
+async fn a_token_on_page_numbers_is_a_page_and_any_other_is_the_vendors_cursor() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": [{"id": 1}]})))
+        .mount(&server)
+        .await;
+    let context = context(&server);
+    // `numbered` counts pages (`pagination.type` `page`): the token's page is its `page`.
+    context
+        .run("numbered")
+        .param("nextPage", PAGE_TWO_OF_TWO)
+        .output()
+        .assert_success();
+    // Base64 of `{"after":"a2"}` is no page: `mapped` sends it on as the vendor's cursor, as
+    // `reports` (it has a `nextPageKey`) does the platform's token.
+    for (resource, token) in [
+        ("mapped", "eyJhZnRlciI6ImEyIn0"),
+        ("reports", PAGE_TWO_OF_TWO),
+    ] {
+        context
+            .run(resource)
+            .param("nextPage", token)
+            .output()
+            .assert_success();
+    }
+    insta::assert_snapshot!(targets(&server).await, @r"
+    GET /numbered?p=2
+    GET /mapped?after=eyJhZnRlciI6ImEyIn0
+    GET /reports?cursor=eyJwYWdlU2l6ZSI6MiwicGFnZSI6Mn0
     ");
 }
 
@@ -377,6 +576,34 @@ async fn a_list_the_platform_paged_is_cut_into_pages_of_page_size() {
     GET /whole-list
     GET /whole-list
     ");
+}
+
+#[tokio::test]
+async fn a_list_the_platform_paged_takes_its_token_and_offers_the_next_one() {
+    let server = MockServer::start().await;
+    Mock::given(path("/whole-list"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Data": [1, 2, 3, 4, 5]})))
+        .mount(&server)
+        .await;
+    let context = context(&server);
+    let second = context
+        .run("whole-list")
+        .param("nextPage", PAGE_TWO_OF_TWO)
+        .output();
+    second.assert_success();
+    assert_eq!(second.json(), json!([3, 4]));
+    // `{"pageSize":2,"page":3}`
+    assert_eq!(
+        second.stderr,
+        "next page: --param nextPage=eyJwYWdlU2l6ZSI6MiwicGFnZSI6M30\n"
+    );
+    let rest = context
+        .run("whole-list")
+        .param("nextPage", PAGE_TWO_OF_TWO)
+        .arg("--all-pages")
+        .output();
+    assert_eq!(rest.json(), json!([3, 4, 5]));
+    assert_eq!(rest.stderr, "");
 }
 
 #[tokio::test]

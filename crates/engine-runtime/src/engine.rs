@@ -545,7 +545,19 @@ impl<'a> Run<'a> {
             .map(|(_, path)| resource.bind_path(path))
             .unwrap_or_default();
         // Bad caller inputs are found before anything is sent, the refresh included.
-        let built = self.check_inputs(resource, request.inputs, &bound)?;
+        let (sent, asked, unconverted) =
+            crate::pagination::read_page(connector, resource, &self.configuration, request.inputs);
+        if let Some(warning) = unconverted {
+            self.observer.event(&Event::NotExecuted(warning.clone()));
+            if self.engine.strict {
+                return Err(RunError::from(RunErrorKind::NotFaithful {
+                    resource: resource.display_name(),
+                    count: 1,
+                })
+                .at(&warning.location));
+            }
+        }
+        let built = self.check_inputs(resource, &sent, &bound)?;
         // Without a refresh the configuration is unchanged: that request is the one to send.
         let mut checked = if self.ensure_fresh().await? {
             None
@@ -556,7 +568,7 @@ impl<'a> Run<'a> {
         let mut previous: Option<Value> = None;
         for _ in 0..=engine_spec::MAX_CHAIN {
             let (inputs, bound_now) = if previous.is_none() {
-                (request.inputs, bound.as_slice())
+                (&*sent, bound.as_slice())
             } else {
                 (&Inputs::default(), &[][..])
             };
@@ -570,10 +582,10 @@ impl<'a> Run<'a> {
                 )
                 .await?;
             let Some(next) = connector.next_of(current) else {
-                let inputs = if previous.is_none() {
-                    request.inputs
+                let asked = if previous.is_none() {
+                    asked
                 } else {
-                    &Inputs::default()
+                    crate::pagination::Asked::default()
                 };
                 // The cursor is read from the whole answer, before `rootKey` unwraps it.
                 let cursor = crate::pagination::cursor(current, &response, &extracted);
@@ -584,7 +596,7 @@ impl<'a> Run<'a> {
                     &self.configuration,
                     cursor,
                     output,
-                    inputs,
+                    &asked,
                 );
                 self.next_page = next_page;
                 self.outputs = outputs;

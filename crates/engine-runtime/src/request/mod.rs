@@ -25,6 +25,7 @@ use serde_json::Value;
 pub(crate) use headers::check_headers;
 pub(crate) use inputs::{BuildContext, missing_required};
 pub use inputs::{InputFile, Inputs};
+pub(crate) use parameters::takes_param;
 pub(crate) use url::check_scheme;
 
 use crate::prepared_request::PreparedRequest;

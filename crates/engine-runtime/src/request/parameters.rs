@@ -237,6 +237,15 @@ fn from_secret(connector: &Connector, parameter: &Parameter) -> bool {
     }
 }
 
+/// Whether a `--param` of `parameter`'s name feeds it: a query, path, form or multipart
+/// parameter (not a `value`, a `configuration` or a header).
+pub(crate) fn takes_param(parameter: &Parameter) -> bool {
+    matches!(
+        parameter.kind(),
+        ParameterKind::Query | ParameterKind::Path | ParameterKind::Form | ParameterKind::Multipart
+    )
+}
+
 /// Every `--param` must feed a parameter of the resource (or a bound path variable), and every
 /// required caller input must be present.
 pub(super) fn check_inputs(
@@ -244,15 +253,7 @@ pub(super) fn check_inputs(
     resource: &Resource,
     parameters: &[&Parameter],
 ) -> Result<(), RunError> {
-    let takes_param = |parameter: &&&Parameter| {
-        matches!(
-            parameter.kind(),
-            ParameterKind::Query
-                | ParameterKind::Path
-                | ParameterKind::Form
-                | ParameterKind::Multipart
-        )
-    };
+    let takes_param = |parameter: &&&Parameter| takes_param(parameter);
     let placeholders: Vec<&str> = unmapped_placeholders(resource, parameters).collect();
     let files = context.inputs.files.iter().map(|(name, _)| name);
     for name in context
