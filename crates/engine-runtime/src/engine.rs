@@ -588,7 +588,11 @@ impl<'a> Run<'a> {
                     crate::pagination::Asked::default()
                 };
                 // The cursor is read from the whole answer, before `rootKey` unwraps it.
-                let cursor = crate::pagination::cursor(current, &response, &extracted);
+                let cursor = crate::pagination::cursor(
+                    current,
+                    &response,
+                    extracted.output(crate::pagination::NEXT_PAGE_HEADER),
+                );
                 let (output, outputs) = extracted.into_output(current, response.body)?;
                 let (output, next_page) = crate::pagination::paged(
                     connector,

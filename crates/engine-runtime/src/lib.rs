@@ -52,6 +52,7 @@ mod engine;
 mod extract;
 mod hooks;
 mod observer;
+mod pages;
 mod pagination;
 mod prepared_request;
 mod redact;
@@ -73,9 +74,8 @@ pub use differences::{changes_the_request, differences, executed, plan};
 pub use engine::{Engine, EngineBuilder, RefreshRequest, RunOutput, RunRequest};
 pub use hooks::leave_sandbox_to_exit;
 pub use observer::{Event, NoObserver, Observer, RefreshReason, RefreshReport, fingerprint};
-pub use pagination::{
-    MAX_PAGES, NEXT_PAGE_HEADER, NextPage, PageStop, PagedOutput, Pages, run_pages,
-};
+pub use pages::{MAX_PAGES, PageStop, PagedOutput, Pages, run_pages};
+pub use pagination::{NEXT_PAGE_HEADER, NextPage};
 pub use prepared_request::{Part, PartContent, PreparedRequest, RequestBody, SecretSlot};
 pub use redact::{MASK, Redactor, Secret, is_secret_name};
 pub use refresh_policy::{Jitter, RefreshOutcome, RefreshPolicy, SeededJitter};

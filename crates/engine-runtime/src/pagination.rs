@@ -24,20 +24,13 @@
 //! items (else `pagination.max`) of it. `NO_PAGINATION`: the answer has no next page.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 
 use engine_spec::kinds::Source;
 use engine_spec::{Code, Connector, Diagnostic, Paging, Resource};
-use engine_store::InstanceStore;
 use serde_json::Value;
 
 use crate::configuration::Configuration;
-use crate::engine::{Engine, RunRequest};
-use crate::extract::Extracted;
-use crate::observer::Observer;
-use crate::redact::Redactor;
 use crate::request::Inputs;
-use crate::run_error::RunError;
 use crate::transport::VendorResponse;
 use crate::value::text_of;
 
@@ -48,9 +41,6 @@ pub const NEXT_PAGE_HEADER: &str = "elements-next-page-token";
 /// nor the connector (`pagination.max`) gave one: its API reference describes `pageSize` as
 /// "the page size for pagination, which defaults to 200 if not supplied".
 pub(crate) const DEFAULT_PAGE_SIZE: i64 = 200;
-
-/// The most pages [`Pages::All`] follows: a vendor that never stops is cut here, with a word.
-pub const MAX_PAGES: usize = 100;
 
 /// How to ask for the next page: the input and its value (`nextPage=CURSOR`, `page=3`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,106 +53,20 @@ pub struct NextPage {
     pub followable: bool,
 }
 
-/// How many pages a run follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pages {
-    /// At most this many (1: the page asked for only).
-    UpTo(usize),
-    /// Until the vendor gives no next page, at most [`MAX_PAGES`].
-    All,
-}
-
-/// Why following stopped before the vendor ran out of pages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PageStop {
-    /// The vendor gave a cursor already followed: following it would loop.
-    Repeated,
-    /// [`Pages::All`] reached [`MAX_PAGES`].
-    Capped,
-    /// The resource has no input to ask for the next page with.
-    NotFollowable,
-}
-
-/// The pages of a run.
-#[derive(Debug)]
-pub struct PagedOutput {
-    /// The last response's status.
-    pub status: u16,
-    /// Each page's body after `rootKey`, secrets masked, in order.
-    pub pages: Vec<Value>,
-    /// How to ask for the page after the last one, when the vendor gave one.
-    pub next_page: Option<NextPage>,
-    /// Why following stopped early, if it did.
-    pub stopped: Option<PageStop>,
-    /// The output parameters of the pages that their bodies (lists) have no field for, by name,
-    /// in order ([`crate::RunOutput::outputs`]).
-    pub outputs: Vec<(String, Value)>,
-    /// Masks every secret the runs know of.
-    pub redactor: Redactor,
-}
-
-/// Runs `request`, then its next pages as `pages` allows: each page is a run of its own (fresh
-/// token, lock, history), with the cursor of the previous one as its input.
-///
-/// Fails as [`Engine::run`] does, on the first page that fails.
-pub async fn run_pages(
-    engine: &Engine,
-    request: &RunRequest<'_>,
-    store: &dyn InstanceStore,
-    observer: &dyn Observer,
-    pages: Pages,
-) -> Result<PagedOutput, RunError> {
-    let limit = match pages {
-        Pages::UpTo(limit) => limit.max(1),
-        Pages::All => MAX_PAGES,
-    };
-    let mut inputs: Inputs = request.inputs.clone();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut bodies = Vec::new();
-    let mut outputs = Vec::new();
-    loop {
-        let page = RunRequest {
-            inputs: &inputs,
-            ..*request
-        };
-        let output = engine.run(&page, store, observer).await?;
-        bodies.push(output.body);
-        outputs.extend(output.outputs);
-        let stopped = match &output.next_page {
-            None => None,
-            Some(_) if bodies.len() >= limit => (pages == Pages::All).then_some(PageStop::Capped),
-            Some(next) if !next.followable => Some(PageStop::NotFollowable),
-            Some(next) if !seen.insert(next.value.clone()) => Some(PageStop::Repeated),
-            Some(next) => {
-                inputs.params.retain(|(name, _)| *name != next.input);
-                inputs.params.push((next.input.clone(), next.value.clone()));
-                continue;
-            }
-        };
-        return Ok(PagedOutput {
-            status: output.status,
-            pages: bodies,
-            next_page: output.next_page,
-            stopped,
-            outputs,
-            redactor: output.redactor,
-        });
-    }
-}
-
 /// The next page's cursor in the answer `response` of `resource` (read before `rootKey`
 /// unwraps it): where `nextPageKey` says, else a response parameter named
 /// `elements-next-page-token` (how exports mapped the vendor's cursor to the platform's
-/// header; it is not lost when `rootKey` makes the output a list), else that header itself.
+/// header, `mapped`: it is not lost when `rootKey` makes the output a list), else that header
+/// itself.
 pub(crate) fn cursor(
     resource: &Resource,
     response: &VendorResponse,
-    extracted: &Extracted,
+    mapped: Option<&Value>,
 ) -> Option<String> {
     resource
         .next_page_key()
         .and_then(|key| cursor_at(key, response))
-        .or_else(|| extracted.output(NEXT_PAGE_HEADER).and_then(text_of))
+        .or_else(|| mapped.and_then(text_of))
         .or_else(|| {
             const NAME: reqwest::header::HeaderName =
                 reqwest::header::HeaderName::from_static(NEXT_PAGE_HEADER);
