@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine_runtime::{EngineBuilder, RefreshReason, RunError};
-use engine_service::{Failure as Why, NEEDS_REAUTH, Outcome, Refresh, RefreshOptions};
+use engine_service::{Failure as Why, NEEDS_REAUTH, Outcome, Refresh, RefreshOptions, Transition};
+use engine_store::ScheduleStatus;
 
 use crate::Exit;
 use crate::instances::StoreArgs;
@@ -78,6 +79,8 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
         jobs: args.jobs as usize,
         max_failures: args.max_failures,
         keep_history: args.keep_history,
+        // A claim outlives the refresh's own bound; it is renewed while the vendor call runs.
+        lease: args.timeout.saturating_mul(2),
     };
     // Connectors by the path each instance recorded, loaded once.
     let mut registry = engine_service::Registry::new();
@@ -131,17 +134,23 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
         }
         worst = worse(worst, exit);
         let file = refreshed.connector.as_deref().unwrap_or("CONNECTOR");
-        let line = line_of(outcome, &id, file, &store_url);
+        let mut line = line_of(outcome, &id, file, &store_url);
         if json {
             let event = serde_json::json!({
                 "event": "refresh",
                 "instance": id,
                 "outcome": label.replace(' ', "-"),
                 "detail": (!line.is_empty()).then_some(&line),
+                "transition": refreshed.transition.map(|transition| transition.to_value()),
                 "at": crate::time::now(),
             });
             printer::verbose(&event.to_string());
             continue;
+        }
+        if let Some(transition) = &refreshed.transition
+            && transition.to != ScheduleStatus::NeedsReauth
+        {
+            let _ = write!(line, "{}", transition_of(transition));
         }
         let text = format!(
             "{label}: {id}{}",
@@ -278,6 +287,30 @@ fn line_of(outcome: &Outcome, id: &str, file: &str, store_url: &str) -> String {
         ),
         _ => String::new(),
     }
+}
+
+/// What a change of status says after an outcome's line: the new status, and when the next
+/// attempt is due (`needs-reauth` says itself, in the rejection's line).
+fn transition_of(transition: &Transition) -> String {
+    let mut text = format!(
+        " (`{}` → `{}`",
+        transition.from.as_str(),
+        transition.to.as_str()
+    );
+    if let Some(at) = transition
+        .retry_at_ms
+        .and_then(|ms| i64::try_from(ms).ok())
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+    {
+        let _ = write!(
+            text,
+            " after {} consecutive failures: next attempt at {}",
+            transition.failures,
+            at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        );
+    }
+    text.push(')');
+    text
 }
 
 /// A run error with its causes: a store's failure says why (`too many clients already`).
