@@ -304,8 +304,7 @@ fn transition_of(transition: &Transition) -> String {
     {
         let _ = write!(
             text,
-            " after {} consecutive failures: next attempt at {}",
-            transition.failures,
+            ": next attempt at {}",
             at.strftime("%Y-%m-%dT%H:%M:%SZ")
         );
     }

@@ -233,7 +233,9 @@ impl Refresh {
         engine: Arc<Engine>,
         options: &RefreshOptions,
     ) -> Result<Self, Error> {
-        let store = opened.sealed(None);
+        // Claims, connectors and schedules are read as stored: nothing secret is decrypted here
+        // (an instance that cannot be decrypted fails its refresh, with why).
+        let store = Arc::clone(opened.plain());
         let now_ms = engine.now_ms();
         let ahead_ms = options.ahead.map_or(0, millis);
         let mut due = Vec::new();
@@ -387,7 +389,7 @@ impl Refresh {
             due: count,
             load_errors,
             held: Vec::new(),
-            store: opened.sealed(None),
+            store: Arc::clone(opened.plain()),
         }
     }
 
