@@ -1,7 +1,7 @@
 //! `engine refresh --store URL`: refreshes every due instance of a store ahead of expiry, N at a
-//! time, by [`engine_service::Refresh`] (which records each refresh in the instance's history,
-//! and marks an instance `needs-reauth` after consecutive rejected refreshes), and prints a line
-//! per instance and a summary.
+//! time, by [`engine_service::Refresh`] (which claims each one, records each refresh and change
+//! of status in the instance's history, backs failures off and marks an instance `needs-reauth`
+//! after consecutive rejected refreshes), and prints a line per instance and a summary.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -21,8 +21,8 @@ use crate::store::{Failure, open_store, runtime};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RefreshArgs {
-    /// Refresh tokens that expire within this (`30s`, `5m`, `1h`); default: within a fifth of
-    /// each token's lifetime.
+    /// Refresh the instances due within this (`30s`, `5m`, `1h`); default: those due now (a
+    /// fifth of each token's lifetime ahead of its expiry, or a failed refresh's retry).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     ahead: Option<Duration>,
     /// Only the instances of this connector (as recorded by `engine instances import
@@ -40,7 +40,8 @@ pub(crate) struct RefreshArgs {
     #[arg(long, value_name = "N", default_value_t = engine_service::history::DEFAULT_KEEP)]
     keep_history: usize,
     /// The bound on each instance's whole refresh: every request, retry and pause of it
-    /// (`30s`, `5m`, or seconds).
+    /// (`30s`, `5m`, or seconds). Each instance is claimed for twice this, so that another
+    /// `engine refresh` on the store leaves it alone.
     #[arg(long, value_name = "DURATION", default_value = "30", value_parser = crate::duration::parse_timeout)]
     timeout: Duration,
     /// How long to wait for an instance's lock when another process holds it, in seconds.
