@@ -704,6 +704,12 @@ async fn three_rejections_mark_an_instance_needs_reauth() {
         "{entries}"
     );
     assert_eq!(entries[2]["new_token"], Value::Null);
+    let table = engine_output(&["history", "revoked", "--store", &store]);
+    assert!(
+        table.stdout.contains("rejected → needs-reauth"),
+        "{}",
+        table.render()
+    );
     // Each refresh's entry records the change of status it made.
     let transitions: Vec<(&Value, &Value)> = entries
         .as_array()

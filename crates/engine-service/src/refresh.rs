@@ -274,7 +274,7 @@ impl Refresh {
                         expires.saturating_sub(now_ms).saturating_add(1)
                     }))
                 });
-                due.push((Due { summary, ahead }, Some(claim)));
+                due.push((Due { summary, ahead }, Take::Claimed(claim)));
             }
         }
         // The instances whose expiry the store does not know are never due by their schedule:
@@ -293,7 +293,7 @@ impl Refresh {
                     continue;
                 }
                 let ahead = options.ahead.unwrap_or_default();
-                due.push((Due { summary, ahead }, None));
+                due.push((Due { summary, ahead }, Take::Look));
             }
             match listing.next {
                 Some(next) => page.after = Some(next),
@@ -316,25 +316,24 @@ impl Refresh {
         options: &RefreshOptions,
         due: Vec<Due>,
     ) -> Self {
-        let due = due.into_iter().map(|due| (due, None)).collect();
+        let due = due.into_iter().map(|due| (due, Take::Listed)).collect();
         Self::spawn_claimed(opened, registry, engine, options, due)
     }
 
-    /// [`Refresh::spawn`], each instance with its claim when it has one; one without a claim
-    /// whose expiry the store does not know is only looked at.
+    /// [`Refresh::spawn`], each instance with how it was taken.
     fn spawn_claimed(
         opened: &Opened,
         registry: &mut Registry,
         engine: &Arc<Engine>,
         options: &RefreshOptions,
-        due: Vec<(Due, Option<Claim>)>,
+        due: Vec<(Due, Take)>,
     ) -> Self {
         let count = due.len();
         let mut connectors: HashMap<String, Option<Arc<Connector>>> = HashMap::new();
         let mut load_errors = Vec::new();
         let semaphore = Arc::new(Semaphore::new(options.jobs.max(1)));
         let mut tasks = JoinSet::new();
-        for (Due { summary, ahead }, claim) in due {
+        for (Due { summary, ahead }, take) in due {
             let connector = match summary.connector.as_deref() {
                 Some(name) => connectors
                     .entry(name.to_owned())
@@ -361,9 +360,8 @@ impl Refresh {
             tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
                 let mut refreshed = if let Some(connector) = connector {
-                    let claim = claim.as_ref();
                     consider(
-                        &engine, &*store, &connector, summary, ahead, claim, settings,
+                        &engine, &*store, &connector, summary, ahead, &take, settings,
                     )
                     .await
                 } else {
@@ -373,7 +371,7 @@ impl Refresh {
                     };
                     Refreshed::new(summary, Outcome::Failed(failure))
                 };
-                if let Some(claim) = &claim
+                if let Take::Claimed(claim) = &take
                     && let Err(error) = store.release(claim).await
                 {
                     refreshed.warnings.push(Warning::ClaimNotReleased {
@@ -438,15 +436,26 @@ struct Settings {
     lease: Duration,
 }
 
+/// How an instance came to be considered.
+#[derive(Debug)]
+enum Take {
+    /// Claimed: refreshed, the claim renewed meanwhile and released after.
+    Claimed(Claim),
+    /// Listed by the caller ([`Refresh::spawn`]): refreshed.
+    Listed,
+    /// Listed for its unknown expiry: only looked at, nothing sent.
+    Look,
+}
+
 /// One instance: one whose expiry the store does not know is checked first (never provisioned,
-/// nothing to refresh); a claimed one is refreshed, unless it still cools down.
+/// nothing to refresh); a claimed or listed one is refreshed, unless it still cools down.
 async fn consider(
     engine: &Engine,
     store: &dyn InstanceStore,
     connector: &Connector,
     summary: Summary,
     ahead: Duration,
-    claim: Option<&Claim>,
+    take: &Take,
     settings: Settings,
 ) -> Refreshed {
     if summary.expires_at_ms.is_none()
@@ -454,8 +463,10 @@ async fn consider(
     {
         return Refreshed::new(summary, outcome);
     }
-    let Some(claim) = claim else {
-        return Refreshed::new(summary, Outcome::Skipped);
+    let claim = match take {
+        Take::Claimed(claim) => Some(claim),
+        Take::Listed => None,
+        Take::Look => return Refreshed::new(summary, Outcome::Skipped),
     };
     // A retry claimed ahead of its time (`ahead`) waits for it: the cooldown keeps the vendor
     // from being hammered.
@@ -527,12 +538,13 @@ struct Job<'a> {
     id: &'a str,
     /// How far ahead of its expiry its token is refreshed.
     ahead: Duration,
-    claim: &'a Claim,
+    /// Its claim, renewed while the refresh runs; `None` for an instance a caller listed.
+    claim: Option<&'a Claim>,
     /// Its schedule before the refresh.
     before: Schedule,
 }
 
-/// Refreshes one claimed instance, renewing the claim while the vendor call runs; applies the
+/// Refreshes one instance, renewing its claim (if any) while the vendor call runs; applies the
 /// failure state machine to its schedule under its lock; records the refresh and the
 /// transition in its history. Returns the outcome, the transition and the warnings.
 async fn refresh_one(
@@ -558,17 +570,21 @@ async fn refresh_one(
     let result = {
         let refreshing = engine.refresh(&request, store, &recorder);
         tokio::pin!(refreshing);
-        // Renewed at half the lease, so that it never lapses while the refresh runs.
-        let mut renewal = tokio::time::interval(settings.lease / 2);
+        // Renewed at half the lease (a second at least), so that it never lapses while the
+        // refresh runs.
+        let mut renewal = tokio::time::interval((settings.lease / 2).max(Duration::from_secs(1)));
         renewal.tick().await;
-        let mut claim = Claim::clone(claim);
+        let mut claim = claim.cloned();
         loop {
             tokio::select! {
                 result = &mut refreshing => break result,
-                _ = renewal.tick() => {
+                _ = renewal.tick(), if claim.is_some() => {
                     // A lost lease is not fatal: the write is fenced by the version.
-                    if let Ok(renewed) = store.renew(&claim, engine.now_ms(), settings.lease).await {
-                        claim = renewed;
+                    if let Some(held) = &claim
+                        && let Ok(renewed) =
+                            store.renew(held, engine.now_ms(), settings.lease).await
+                    {
+                        claim = Some(renewed);
                     }
                 }
             }
@@ -580,7 +596,7 @@ async fn refresh_one(
         Err(error) => match classify(error) {
             Class::Rejected => Some(RefreshOutcome::Rejected),
             Class::Transient { retry_after } => Some(RefreshOutcome::Failed { retry_after }),
-            Class::Failed => None,
+            Class::CoolingDown | Class::Failed => None,
         },
     };
     let transition = match attempt {
@@ -645,7 +661,7 @@ async fn refresh_one(
                     .map(|()| transition.map_or(0, |transition| u64::from(transition.rejections))),
                 max_failures: settings.max_failures,
             },
-            Class::Transient { .. } => Outcome::Transient(error),
+            Class::Transient { .. } | Class::CoolingDown => Outcome::Transient(error),
             Class::Failed => Outcome::Failed(Failure::Run(error)),
         },
     };
@@ -655,7 +671,11 @@ async fn refresh_one(
 /// The kinds of failed refreshes.
 enum Class {
     Rejected,
-    Transient { retry_after: Option<Duration> },
+    Transient {
+        retry_after: Option<Duration>,
+    },
+    /// Another process's failed refresh started a cooldown meanwhile: not an attempt.
+    CoolingDown,
     Failed,
 }
 
@@ -676,6 +696,7 @@ fn classify(error: &RunError) -> Class {
         RunErrorKind::Transport { .. } | RunErrorKind::TimedOut { .. } => {
             Class::Transient { retry_after: None }
         }
+        RunErrorKind::CoolingDown { .. } => Class::CoolingDown,
         RunErrorKind::Store(store)
             if matches!(store.kind(), StoreErrorKind::LockTimeout { .. }) =>
         {
@@ -1082,6 +1103,39 @@ mod tests {
             .count();
         assert_eq!(refreshed, 40);
         assert_eq!(emulator.stats().client_credentials_grants, 40);
+        emulator.shutdown().await;
+    }
+
+    /// The instances a caller lists (a forced refresh) are refreshed without a claim, whatever
+    /// their schedule says.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listed_instances_are_refreshed_without_claims() {
+        let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let state = instance(&emulator.url(), 60, "demo-secret", Some(&demo()));
+        let summary = Summary::of("fresh".to_owned(), 0, &state);
+        store.insert("fresh", state);
+        let plain: Arc<dyn InstanceStore> = Arc::clone(&store) as Arc<dyn InstanceStore>;
+        let opened = Opened::new(plain, None);
+        let engine = Arc::new(EngineBuilder::new().build().unwrap());
+        let due = Due {
+            summary,
+            ahead: Duration::from_hours(2),
+        };
+        let mut refresh = Refresh::spawn(
+            &opened,
+            &mut Registry::new(),
+            &engine,
+            &RefreshOptions::default(),
+            vec![due],
+        );
+        let refreshed = refresh.next().await.unwrap().unwrap();
+        assert!(
+            matches!(refreshed.outcome, Outcome::Refreshed(_)),
+            "{refreshed:?}"
+        );
+        assert!(refresh.next().await.is_none());
+        assert_eq!(emulator.stats().client_credentials_grants, 1);
         emulator.shutdown().await;
     }
 
