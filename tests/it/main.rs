@@ -23,6 +23,7 @@ mod lifecycle;
 mod pagination;
 mod platform_lifecycle;
 mod run;
+mod serve;
 mod shared_instances;
 mod status;
 mod store;

@@ -23,6 +23,7 @@ mod printer;
 mod refresh;
 mod render;
 mod run;
+mod serve;
 mod status;
 mod store;
 mod test;
@@ -52,6 +53,8 @@ enum Command {
     Instances(instances::InstancesArgs),
     /// Refresh every due instance of a store ahead of expiry (`engine refresh --store URL`).
     Refresh(refresh::RefreshArgs),
+    /// Serve the instances of a store over HTTP (`/v1`) and keep them fresh with no traffic.
+    Serve(serve::ServeArgs),
     /// Show the refresh history of a stored instance.
     History(history::HistoryArgs),
     /// Whether an instance's token is fresh and when it expires; sends nothing.
@@ -91,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::Authorize(args) => authorize::authorize(&args),
         Command::Instances(args) => instances::instances(&args),
         Command::Refresh(args) => refresh::refresh(&args),
+        Command::Serve(args) => serve::serve(&args),
         Command::History(args) => history::history(&args),
         Command::Status(args) => status::status(&args),
         Command::Explain(args) => explain::explain(&args),

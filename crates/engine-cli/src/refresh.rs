@@ -82,6 +82,7 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
         keep_history: args.keep_history,
         // A claim outlives the refresh's own bound; it is renewed while the vendor call runs.
         lease: args.timeout.saturating_mul(2),
+        ..RefreshOptions::default()
     };
     // Connectors by the path each instance recorded, loaded once.
     let mut registry = engine_service::Registry::new();

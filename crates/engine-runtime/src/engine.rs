@@ -486,7 +486,7 @@ impl<'a> Run<'a> {
             timeout: engine.timeout,
         };
         let stored = store.load(instance).await?;
-        let redactor = Redactor::for_state(connector, &stored.state);
+        let redactor = Redactor::for_snapshot(connector, &stored.state);
         Ok(Self {
             engine,
             connector,

@@ -3,6 +3,7 @@
 //! ([`SecretSlot`]), and by text ([`Redactor`]) everywhere else.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -79,10 +80,11 @@ impl Part {
 /// A request ready to send: every template rendered, every value in place.
 #[derive(Debug, Clone)]
 pub struct PreparedRequest {
-    /// The resource's display name.
-    pub resource: String,
-    /// HTTP method.
-    pub method: String,
+    /// The resource's display name (shared with the resource: a request copies no text it
+    /// does not change).
+    pub resource: Arc<str>,
+    /// HTTP method (shared with the resource, like [`PreparedRequest::resource`]).
+    pub method: Arc<str>,
     /// The full URL with its query string.
     pub url: url::Url,
     /// Headers in order.

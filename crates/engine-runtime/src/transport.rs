@@ -566,8 +566,8 @@ pub(crate) async fn send_with_policy(
     loop {
         if observer.enabled() {
             observer.event(&Event::Sending {
-                resource: request.resource.clone(),
-                method: request.method.clone(),
+                resource: request.resource.to_string(),
+                method: request.method.to_string(),
                 url: request.display_url(sending.redactor),
             });
         }

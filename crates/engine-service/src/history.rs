@@ -21,6 +21,8 @@ pub enum Trigger {
     Run,
     /// A scheduled refresh ([`crate::refresh`]).
     Schedule,
+    /// A refresh a caller asked for, whatever the expiry (a server's forced refresh).
+    Manual,
 }
 
 /// What went wrong beside an operation that still succeeded: shown as a warning, never the
@@ -111,8 +113,8 @@ impl Observer for Recorder<'_> {
 pub fn entry_of(report: &RefreshReport, trigger: Trigger) -> Value {
     let trigger = match (trigger, &report.reason) {
         (Trigger::Schedule, _) => "schedule",
+        (Trigger::Manual, _) | (Trigger::Run, RefreshReason::Requested) => "manual",
         (Trigger::Run, RefreshReason::Rejected { .. }) => "401",
-        (Trigger::Run, RefreshReason::Requested) => "manual",
         (Trigger::Run, _) => "expiry",
     };
     let outcome = match (&report.error, report.status) {

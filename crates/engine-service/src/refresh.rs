@@ -51,11 +51,13 @@ pub struct RefreshOptions {
     /// How long a claim on a due instance keeps other processes off it; renewed while its
     /// refresh runs, released after its write. A process that dies loses its claims after this.
     pub lease: Duration,
+    /// Why the refreshes run, as their history entries say.
+    pub trigger: Trigger,
 }
 
 impl Default for RefreshOptions {
     /// Returns: due by each schedule, every connector, 8 at once, 3 rejections,
-    /// [`history::DEFAULT_KEEP`] entries, a lease of a minute.
+    /// [`history::DEFAULT_KEEP`] entries, a lease of a minute, [`Trigger::Schedule`].
     fn default() -> Self {
         Self {
             ahead: None,
@@ -64,6 +66,7 @@ impl Default for RefreshOptions {
             max_failures: 3,
             keep_history: history::DEFAULT_KEEP,
             lease: Duration::from_mins(1),
+            trigger: Trigger::Schedule,
         }
     }
 }
@@ -356,6 +359,7 @@ impl Refresh {
                 max_failures: options.max_failures,
                 keep: options.keep_history,
                 lease: options.lease,
+                trigger: options.trigger,
             };
             tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
@@ -434,6 +438,7 @@ struct Settings {
     max_failures: u64,
     keep: usize,
     lease: Duration,
+    trigger: Trigger,
 }
 
 /// How an instance came to be considered.
@@ -621,7 +626,7 @@ async fn refresh_one(
     };
     let mut entries: Vec<serde_json::Value> = reports
         .iter()
-        .map(|report| history::entry_of(report, Trigger::Schedule))
+        .map(|report| history::entry_of(report, settings.trigger))
         .collect();
     if let Some(transition) = &transition {
         match entries.last_mut() {
@@ -629,7 +634,10 @@ async fn refresh_one(
             // Failed before any step (a lock not obtained): the transition on its own.
             None => entries.push(json!({
                 "at": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                "trigger": "schedule",
+                "trigger": match settings.trigger {
+                    Trigger::Manual => "manual",
+                    _ => "schedule",
+                },
                 "outcome": "failed",
                 "error": result.as_ref().err().map(ToString::to_string),
                 "transition": transition.to_value(),

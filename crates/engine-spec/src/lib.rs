@@ -44,7 +44,7 @@ mod validate;
 
 pub use diagnostic::{Code, Diagnostic, Severity};
 pub use model::{
-    AuthKind, Authentication, ConfigProperty, Connector, NOT_SECRET_KEYS, NotExecuted,
+    AuthKind, Authentication, ConfigProperty, Connector, ConnectorId, NOT_SECRET_KEYS, NotExecuted,
     NotExecutedKind, Paging, Parameter, Protocol, RESERVED_KEYS, Resource, SECRET_KEYS, Session,
     WEBHOOK_CALLBACK_KEY, is_credential_slot, is_never_secret, is_secret_name,
 };

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::hook::Hook;
@@ -105,9 +106,26 @@ pub fn is_never_secret(key: &str) -> bool {
     NOT_SECRET_KEYS.contains(&key) || last == "url" || last.ends_with("_url")
 }
 
+/// What tells one loaded [`Connector`] from every other the process loaded: two loads of the
+/// same file, or a file loaded again after a change, get different ones. Whatever is computed
+/// from a connector (and kept beyond its run) can be keyed by it; its address may be reused by
+/// the next connector loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectorId(u64);
+
+impl ConnectorId {
+    /// A number no connector of this process had before.
+    pub(crate) fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 /// A valid connector definition.
 #[derive(Debug)]
 pub struct Connector {
+    /// This load's identity ([`Connector::id`]).
+    pub(crate) id: ConnectorId,
     pub(crate) source: Arc<SourceFile>,
     pub(crate) name: String,
     pub(crate) key: String,
@@ -159,6 +177,11 @@ pub enum NotExecutedKind {
 }
 
 impl Connector {
+    /// The identity of this load of the connector: no other connector of the process has it.
+    pub fn id(&self) -> ConnectorId {
+        self.id
+    }
+
     /// What the engine accepts but will not do as the platform did, for every resource
     /// (see [`NotExecuted`]).
     pub fn not_executed(&self) -> &[NotExecuted] {
@@ -651,7 +674,7 @@ pub struct Resource {
     pub(crate) kind: ResourceType,
     pub(crate) method: Option<String>,
     pub(crate) path: Option<String>,
-    pub(crate) vendor_method: String,
+    pub(crate) vendor_method: Arc<str>,
     pub(crate) vendor_path: Template,
     pub(crate) parameters: Vec<Parameter>,
     pub(crate) next: Option<usize>,
@@ -661,6 +684,8 @@ pub struct Resource {
     pub(crate) paging: Paging,
     pub(crate) hooks: Vec<Hook>,
     pub(crate) location: Location,
+    /// [`Resource::display_name`], decided once by `validate` ([`Resource::named`]).
+    pub(crate) display: Arc<str>,
 }
 
 /// Who cut a list resource's answer into pages: the resource's `paginationType`.
@@ -701,11 +726,26 @@ impl Resource {
 
     /// A name for messages: the name, else `METHOD path`, else the type label.
     pub fn display_name(&self) -> String {
-        match (&self.name, &self.method, &self.path) {
-            (Some(name), _, _) => name.clone(),
-            (None, Some(method), Some(path)) if !path.is_empty() => format!("{method} {path}"),
-            _ => self.kind.label().to_owned(),
-        }
+        self.display.to_string()
+    }
+
+    /// [`Resource::display_name`] shared: every request built for the resource carries it
+    /// without a copy.
+    pub fn display_name_shared(&self) -> &Arc<str> {
+        &self.display
+    }
+
+    /// The resource with its [`Resource::display_name`] decided from its name, method, path
+    /// and type.
+    pub(crate) fn named(mut self) -> Self {
+        self.display = match (&self.name, &self.method, &self.path) {
+            (Some(name), _, _) => name.as_str().into(),
+            (None, Some(method), Some(path)) if !path.is_empty() => {
+                format!("{method} {path}").into()
+            }
+            _ => self.kind.label().into(),
+        };
+        self
     }
 
     /// The type.
@@ -725,6 +765,12 @@ impl Resource {
 
     /// The vendor's HTTP method, upper case.
     pub fn vendor_method(&self) -> &str {
+        &self.vendor_method
+    }
+
+    /// [`Resource::vendor_method`] shared: every request built for the resource carries it
+    /// without a copy.
+    pub fn vendor_method_shared(&self) -> &Arc<str> {
         &self.vendor_method
     }
 

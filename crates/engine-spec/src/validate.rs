@@ -18,8 +18,8 @@ use crate::kinds::{
     Source, VendorKind,
 };
 use crate::model::{
-    AuthKind, Authentication, ConfigProperty, Connector, Parameter, Protocol, RESERVED_KEYS,
-    Resource, Session,
+    AuthKind, Authentication, ConfigProperty, Connector, ConnectorId, Parameter, Protocol,
+    RESERVED_KEYS, Resource, Session,
 };
 use crate::pointer::JsonPointer;
 use crate::raw::{RawConnector, RawParameter, RawResource};
@@ -406,6 +406,7 @@ impl Builder<'_> {
             .map(|(index, resource)| self.resource(index, resource))
             .collect();
         let mut connector = Connector {
+            id: ConnectorId::next(),
             source: Arc::clone(source),
             name,
             key,
@@ -710,7 +711,8 @@ impl Builder<'_> {
             .filter(|method| !method.is_empty())
             .or_else(|| method.clone())
             .unwrap_or_else(|| if raw.kind.is_api() { "GET" } else { "POST" }.to_owned())
-            .to_ascii_uppercase();
+            .to_ascii_uppercase()
+            .into();
         Resource {
             index,
             name: raw.name.clone().filter(|name| !name.is_empty()),
@@ -738,7 +740,9 @@ impl Builder<'_> {
                 .unwrap_or_default(),
             hooks: self.hooks(&raw.hooks, &pointer),
             location: self.location(pointer),
+            display: Arc::from(""),
         }
+        .named()
     }
 
     /// Compiles a template; one that does not parse is reported here, the keys and functions it

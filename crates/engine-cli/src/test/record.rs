@@ -107,7 +107,7 @@ impl RecordingHttp {
                 let body = masker.value(&body_value(&request.body), false, &mut tokens);
                 RecordedExchange {
                     request: RequestSpec {
-                        method: request.method.clone(),
+                        method: request.method.to_string(),
                         url: {
                             let url = url
                                 .to_string()

@@ -323,7 +323,7 @@ pub(crate) fn token_request(
         RequestBody::Form(fields)
     };
     Ok(PreparedRequest {
-        resource: grant.name().to_owned(),
+        resource: grant.name().into(),
         method: "POST".into(),
         url,
         headers,

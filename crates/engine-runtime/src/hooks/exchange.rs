@@ -324,7 +324,7 @@ fn request_inputs(site: &Site<'_>, request: &PreparedRequest) -> Map<String, Val
         "request_method",
         json!(site.resource.method().unwrap_or(&request.method)),
     );
-    put("request_vendor_method", json!(request.method));
+    put("request_vendor_method", json!(&*request.method));
     put(
         "request_vendor_path",
         json!(site.resource.vendor_path().source()),
@@ -433,7 +433,7 @@ fn apply_request(
     site: &Site<'_>,
 ) -> Result<(), String> {
     if let Some(method) = output.get("request_vendor_method").and_then(Value::as_str) {
-        request.method = method.to_ascii_uppercase();
+        request.method = method.to_ascii_uppercase().into();
     }
     let url = output
         .get("request_vendor_url")

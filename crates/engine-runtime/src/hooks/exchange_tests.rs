@@ -138,8 +138,8 @@ proptest! {
             budget,
         };
         let request = PreparedRequest {
-            resource: "it".to_owned(),
-            method: "POST".to_owned(),
+            resource: "it".into(),
+            method: "POST".into(),
             url: url::Url::parse("http://127.0.0.1:9/things?a=1").expect("a URL"),
             headers: vec![("Accept".to_owned(), "application/json".to_owned())],
             body: RequestBody::Json(body),

@@ -94,8 +94,8 @@ pub(crate) fn build(
     let body = body::build_body(context, resource, &parameters, &mut placed, text_body)?;
     check_headers(&placed.headers, &context.inputs.headers)?;
     Ok(PreparedRequest {
-        resource: resource.display_name(),
-        method: resource.vendor_method().to_owned(),
+        resource: resource.display_name_shared().clone(),
+        method: resource.vendor_method_shared().clone(),
         url,
         headers: placed.headers,
         body,

@@ -1,0 +1,137 @@
+//! `engine serve --store URL --connectors DIR`: the HTTP API and the refresh scheduler of
+//! engine-server, until SIGTERM or Ctrl-C. Prints where it listens, and a line per scheduled
+//! refresh and failure, on stderr.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine_runtime::EngineBuilder;
+use engine_server::{Event, ServeOptions, Server};
+use engine_service::RefreshOptions;
+
+use crate::Exit;
+use crate::instances::StoreArgs;
+use crate::printer;
+use crate::render::{Level, Message};
+use crate::store::{Failure, open_store, runtime};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The directory of connector files; instances find theirs by the name they recorded (its
+    /// path, file stem or key).
+    #[arg(long, value_name = "DIR")]
+    connectors: PathBuf,
+    /// The address to listen on (port 0: any free port, printed once bound).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// How many scheduled refreshes run at once.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    jobs: u32,
+    /// After this many consecutive refreshes the vendor rejected, an instance is marked
+    /// `needs-reauth` and no longer refreshed.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    max_failures: u64,
+    /// The bound on each run and refresh: every request, retry and pause of it (`30s`, `5m`,
+    /// or seconds).
+    #[arg(long, value_name = "DURATION", default_value = "30", value_parser = crate::duration::parse_timeout)]
+    timeout: Duration,
+}
+
+pub(crate) fn serve(args: &ServeArgs) -> Exit {
+    let Some(runtime) = runtime() else {
+        return Exit::Invalid;
+    };
+    runtime.block_on(async {
+        match run(args).await {
+            Ok(exit) => exit,
+            Err(failure) => failure.print(),
+        }
+    })
+}
+
+async fn run(args: &ServeArgs) -> Result<Exit, Failure> {
+    let store = &args.store.store;
+    let opened = open_store(store).await?;
+    let (registry, unloadable) = engine_service::Registry::load(&args.connectors)
+        .map_err(|error| Failure::of_service(&error, store))?;
+    // A connector that does not load is said once; its instances fail until it is fixed.
+    for error in &unloadable {
+        crate::run::print_load_error(error);
+    }
+    let engine = EngineBuilder::new()
+        .timeout(args.timeout)
+        .build()
+        .map_err(|error| Failure::new(error.to_string(), Exit::Transport))?;
+    let options = ServeOptions {
+        refresh: RefreshOptions {
+            jobs: args.jobs as usize,
+            max_failures: args.max_failures,
+            ..RefreshOptions::default()
+        },
+        ..ServeOptions::new(args.listen)
+    };
+    let server = Server::bind(opened, registry, engine, options, Arc::new(print_event))
+        .await
+        .map_err(|error| {
+            Failure::new(error.to_string(), Exit::Invalid)
+                .help("pass a free address with `--listen ADDR` (`127.0.0.1:0`: any free port)")
+        })?;
+    let addr = server
+        .local_addr()
+        .map_err(|error| Failure::new(error.to_string(), Exit::Invalid))?;
+    printer::verbose(&format!("listening on http://{addr}"));
+    server
+        .run(shutdown())
+        .await
+        .map_err(|error| Failure::new(error.to_string(), Exit::Transport))?;
+    printer::verbose("stopped");
+    Ok(Exit::Success)
+}
+
+/// Resolves at SIGTERM or Ctrl-C.
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// A line on stderr per scheduled refresh and failure.
+fn print_event(event: Event) {
+    match event {
+        Event::Refreshed { id } => printer::verbose(&format!("refreshed: {id}")),
+        Event::Failed {
+            id,
+            outcome,
+            message,
+            retry_at_ms,
+        } => {
+            let retry = i64::try_from(retry_at_ms)
+                .ok()
+                .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+                .map_or_else(String::new, |at| format!(" (next attempt at {at})"));
+            let title = format!("{outcome}: {id}: {message}{retry}");
+            printer::error(&Message::new(Level::Warning, &title));
+        }
+        Event::SourceFailed { message, retry_in } => {
+            let title = format!(
+                "cannot list the instances: {message} (again in {})",
+                humantime::format_duration(retry_in)
+            );
+            printer::error(&Message::new(Level::Warning, &title));
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,175 @@
+//! `engine serve`: the HTTP API over the engine's operations (`/v1`, JSON, problem details) and
+//! the scheduler that keeps instances fresh with no traffic. It owns HTTP and the scheduler's
+//! timing; what an operation decides (store opening, the registry, the refresh policy, history)
+//! is engine-service's. It never prints: the front end is told of the scheduler's [`Event`]s.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use engine_server::{ServeOptions, Server};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let opened = engine_service::open_store("sqlite:instances.db").await?;
+//! let (registry, _unloadable) = engine_service::Registry::load("connectors".as_ref())?;
+//! let engine = engine_runtime::EngineBuilder::new().build()?;
+//! let options = ServeOptions::new("127.0.0.1:8080".parse()?);
+//! let server = Server::bind(opened, registry, engine, options, Arc::new(|_event| {})).await?;
+//! server.run(async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod api;
+mod problem;
+pub mod scheduler;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use engine_runtime::{Clock, Engine, SystemClock};
+use engine_service::{Opened, RefreshOptions, Registry};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+pub use problem::Problem;
+pub use scheduler::{Backoff, Event};
+
+/// How the server listens and refreshes.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// The address to listen on (port 0: any free port, see [`Server::local_addr`]).
+    pub listen: SocketAddr,
+    /// How many refreshes run at once, rejections before `needs-reauth`, history kept
+    /// (`ahead` and `connector` are not used: each instance is due a fifth of its lifetime
+    /// ahead).
+    pub refresh: RefreshOptions,
+    /// How failing instances back off.
+    pub backoff: Backoff,
+    /// The scheduler's time: the engine's (given to its builder too).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ServeOptions {
+    /// Listens on `listen`, with the default refresh options and backoff.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            refresh: RefreshOptions::default(),
+            backoff: Backoff::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ServeOptions")
+            .field("listen", &self.listen)
+            .field("refresh", &self.refresh)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The address cannot be listened on.
+    #[error("cannot listen on `{addr}`: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A server bound to its address, not serving yet.
+pub struct Server {
+    listener: TcpListener,
+    app: Arc<api::App>,
+    backoff: Backoff,
+    events: Arc<dyn Fn(Event) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Server")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds `options.listen`. `events` is told of each scheduled refresh and failure.
+    pub async fn bind(
+        opened: Opened,
+        registry: Registry,
+        engine: Engine,
+        options: ServeOptions,
+        events: Arc<dyn Fn(Event) + Send + Sync>,
+    ) -> Result<Self, Error> {
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        let app = Arc::new(api::App {
+            opened: Arc::new(opened),
+            registry: Arc::new(Mutex::new(registry)),
+            engine: Arc::new(engine),
+            options: options.refresh,
+            wake: Arc::new(Notify::new()),
+            clock: options.clock,
+        });
+        Ok(Self {
+            listener,
+            app,
+            backoff: options.backoff,
+            events,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves the API and runs the scheduler until `shutdown` resolves; then stops accepting,
+    /// finishes the requests and the batch of refreshes under way, and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let (stop, stopped) = watch::channel(false);
+        let app = &self.app;
+        let scheduler = scheduler::Scheduler {
+            source: Arc::new(scheduler::StoreSource::new(app.opened.sealed(None))),
+            clock: Arc::clone(&app.clock),
+            opened: Arc::clone(&app.opened),
+            registry: Arc::clone(&app.registry),
+            engine: Arc::clone(&app.engine),
+            options: app.options.clone(),
+            backoff: self.backoff,
+            wake: Arc::clone(&app.wake),
+            events: self.events,
+        };
+        let scheduler = tokio::spawn(scheduler.run(stopped));
+        let served = axum::serve(self.listener, api::router(Arc::clone(&self.app)))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
+            .await;
+        // The scheduler stops at its `stop` (or when it is dropped, on an error).
+        let _ = scheduler.await;
+        served.map_err(Error::Serve)
+    }
+}

@@ -1,0 +1,354 @@
+//! `engine serve`: the built binary on a free port, a SQLite store in a temporary directory and
+//! the vendor emulator. Resource calls answer as the vendor did, the scheduler refreshes an
+//! expired instance with no call, failures are problem details, no secret is ever shown, and
+//! SIGTERM ends it with exit 0.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use engine_emulator::{Emulator, EmulatorConfig};
+use serde_json::{Value, json};
+
+use crate::instances::{Schema, engine_output, write_file};
+use crate::support::repo_root;
+use crate::support::run::time_ago;
+
+const DEMO: &str = "connectors/demo.json";
+
+/// A running `engine serve`, killed on drop when the test did not stop it.
+struct Served {
+    child: Child,
+    url: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Served {
+    /// Starts `engine serve` on `store` and waits for its `listening on` line.
+    fn start(store: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
+            .args(["serve", "--store", store, "--connectors", "connectors"])
+            .args(["--listen", "127.0.0.1:0"])
+            .current_dir(repo_root())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting `engine serve`");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut url = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let mut text = stderr.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+            drop(text);
+            if let Some(rest) = line.strip_prefix("listening on ") {
+                url = Some(rest.to_owned());
+                break;
+            }
+        }
+        let url =
+            url.unwrap_or_else(|| panic!("no `listening on` line: {}", stderr.lock().unwrap()));
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        Self { child, url, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Imports `id`, a demo instance authenticated `ago` seconds ago with a token of an hour.
+fn import(store: &str, base_url: &str, id: &str, ago: u64) {
+    let temp = tempfile::tempdir().unwrap();
+    let file = write_file(
+        temp.path(),
+        id,
+        &json!({
+            "base.url": base_url,
+            "client.id": "demo-client",
+            "client.secret": "demo-secret",
+            "access.token": format!("at_{id}_old"),
+            "authentication.time": time_ago(ago),
+            "expires_in": "3600",
+        }),
+    );
+    let path = file.to_str().unwrap();
+    engine_output(&[
+        "instances",
+        "import",
+        path,
+        "--connector",
+        DEMO,
+        "--store",
+        store,
+    ])
+    .assert_success();
+}
+
+/// An answer: status, content type, body.
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+}
+
+async fn call(client: &reqwest::Client, method: &str, url: &str) -> Answer {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let response = client.request(method, url).send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|value| value.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.text().await.unwrap();
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+/// The stored values of `id`, secrets revealed.
+fn revealed(store: &str, id: &str) -> Value {
+    let outcome = engine_output(&["instances", "export", id, "--reveal", "--store", store]);
+    outcome.assert_success();
+    serde_json::from_str(&outcome.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_calls_resources_refreshes_on_schedule_and_never_shows_a_secret() {
+    let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    // `caller` is fresh (its token unknown to the emulator: the call's 401 refreshes it);
+    // `sleeper` expired an hour ago and is never called.
+    import(&store, &emulator.url(), "caller", 60);
+    import(&store, &emulator.url(), "sleeper", 7200);
+    let mut served = Served::start(&store);
+    let client = reqwest::Client::new();
+    let base = served.url.clone();
+    let mut answers = Vec::new();
+
+    let health = call(&client, "GET", &format!("{base}/healthz")).await;
+    assert_eq!(health.status, 200);
+    let ready = call(&client, "GET", &format!("{base}/readyz")).await;
+    assert_eq!(
+        (ready.status, ready.json()),
+        (200, json!({"status": "ready"}))
+    );
+
+    // The scheduler refreshes the expired instance with no call: its history shows it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let history = loop {
+        let answer = call(
+            &client,
+            "GET",
+            &format!("{base}/v1/instances/sleeper/history"),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let entries = answer.json()["entries"].as_array().cloned().unwrap();
+        if !entries.is_empty() {
+            answers.push(answer);
+            break entries;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not refreshed: {}",
+            served.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (&history[0]["trigger"], &history[0]["outcome"]),
+        (&json!("schedule"), &json!("ok")),
+        "{history:?}"
+    );
+    assert_eq!(emulator.stats().api_calls, 0);
+    let sleeper = call(&client, "GET", &format!("{base}/v1/instances/sleeper")).await;
+    assert_eq!(sleeper.status, 200);
+    let shown = sleeper.json();
+    assert_eq!(shown["status"], "fresh", "{shown}");
+    assert_eq!(shown["values"]["client.secret"], "****");
+    assert_eq!(shown["values"]["access.token"], "****");
+    assert_eq!(shown["last_refresh"]["outcome"], "ok");
+    answers.push(sleeper);
+
+    // A resource call answers as the vendor did (its 401 refreshed the token once).
+    let contacts = call(
+        &client,
+        "GET",
+        &format!("{base}/v1/instances/caller/resources/list-contacts?limit=2"),
+    )
+    .await;
+    assert_eq!(contacts.status, 200, "{}", contacts.body);
+    let list = contacts.json();
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    assert!(list[0]["id"].is_string(), "{list}");
+    let stats = emulator.stats();
+    assert_eq!(
+        (stats.api_calls, stats.api_unauthorized),
+        (2, 1),
+        "{stats:?}"
+    );
+    answers.push(contacts);
+
+    let listing = call(
+        &client,
+        "GET",
+        &format!("{base}/v1/instances?connector={DEMO}"),
+    )
+    .await;
+    let ids: Vec<Value> = listing.json()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|instance| instance["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("caller"), json!("sleeper")]);
+    answers.push(listing);
+
+    // Failures are problem details.
+    for (method, path, snapshot) in [
+        ("GET", "/v1/instances/nope", "serve_unknown_instance"),
+        (
+            "POST",
+            "/v1/instances/nope/refresh",
+            "serve_unknown_instance_refresh",
+        ),
+        (
+            "GET",
+            "/v1/instances/caller/resources/nope",
+            "serve_unknown_resource",
+        ),
+        ("GET", "/v1/instances?status=bogus", "serve_bad_status"),
+        ("GET", "/v1/instances?limit=many", "serve_bad_limit"),
+    ] {
+        let answer = call(&client, method, &format!("{base}{path}")).await;
+        assert_eq!(answer.content_type, "application/problem+json", "{path}");
+        insta::assert_json_snapshot!(snapshot, answer.json());
+        answers.push(answer);
+    }
+
+    // A forced refresh gets a new token.
+    let forced = call(
+        &client,
+        "POST",
+        &format!("{base}/v1/instances/caller/refresh"),
+    )
+    .await;
+    assert_eq!(
+        (forced.status, &forced.json()["outcome"]),
+        (200, &json!("refreshed"))
+    );
+    answers.push(forced);
+    let forced_history = call(
+        &client,
+        "GET",
+        &format!("{base}/v1/instances/caller/history"),
+    )
+    .await;
+    let entries = forced_history.json()["entries"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    let newest = entries.last().unwrap();
+    assert_eq!(
+        (&newest["trigger"], &newest["outcome"]),
+        (&json!("manual"), &json!("ok")),
+        "{entries:?}"
+    );
+    answers.push(forced_history);
+
+    // No secret in any answer or in the server's output: the client secret, and every token
+    // the instances held.
+    let mut secrets = vec!["demo-secret".to_owned()];
+    for id in ["caller", "sleeper"] {
+        secrets.push(format!("at_{id}_old"));
+        let token = revealed(&store, id)["access.token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        secrets.push(token);
+    }
+    let stderr = served.stderr();
+    for secret in &secrets {
+        for answer in &answers {
+            assert!(
+                !answer.body.contains(secret.as_str()),
+                "{secret} in {}",
+                answer.body
+            );
+        }
+        assert!(!stderr.contains(secret.as_str()), "{secret} in {stderr}");
+    }
+
+    // SIGTERM: a graceful stop, exit 0.
+    let killed = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = served.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "{}", served.stderr());
+    emulator.shutdown().await;
+}
+
+/// A PostgreSQL store that goes away under a running server: `/readyz` answers 503, an
+/// instance's read is a problem that names neither the store nor its URL, and SIGTERM still ends
+/// it with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_goes_away_makes_readyz_503() {
+    let Some(schema) = Schema::create("serve_gone") else {
+        return;
+    };
+    let store = schema.store_url();
+    import(&store, "http://127.0.0.1:9", "gone", 60);
+    let mut served = Served::start(&store);
+    let client = reqwest::Client::new();
+    let base = served.url.clone();
+    let ready = call(&client, "GET", &format!("{base}/readyz")).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+
+    drop(schema);
+    let ready = call(&client, "GET", &format!("{base}/readyz")).await;
+    assert_eq!(ready.content_type, "application/problem+json");
+    insta::assert_json_snapshot!("serve_store_gone_readyz", ready.json());
+    let read = call(&client, "GET", &format!("{base}/v1/instances/gone")).await;
+    assert_eq!(read.content_type, "application/problem+json");
+    insta::assert_json_snapshot!("serve_store_gone_read", read.json());
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = served.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "{}", served.stderr());
+}
