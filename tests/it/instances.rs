@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::run::{Outcome, now_ms, received_at, time_ago, token_response};
+use crate::support::run::{Outcome, cool_down, now_ms, received_at, time_ago, token_response};
 use crate::support::{engine, repo_root};
 
 const CONNECTOR: &str = "tests/fixtures/run/custom/connector.json";
@@ -621,6 +621,15 @@ async fn three_rejections_mark_an_instance_needs_reauth() {
     let store = sqlite_with(temp.path(), &server.uri(), &[("revoked", 7200)]);
 
     for attempt in 1..=3 {
+        if attempt > 1 {
+            // Cooling down, it is not due: nothing is sent for it until its retry.
+            let cooling = engine_output(&["refresh", "--store", &store]);
+            assert_eq!(
+                (cooling.code, cooling.stderr.as_str()),
+                (0, "nothing due\n")
+            );
+            cool_down(&store, "revoked").await;
+        }
         let outcome = engine_output(&["refresh", "--store", &store]);
         assert_eq!(outcome.code, 4, "{}", outcome.render());
         outcome.assert_hides(&["FAKE-old-refresh-3333", CLIENT_SECRET]);
@@ -639,6 +648,17 @@ async fn three_rejections_mark_an_instance_needs_reauth() {
                 .stderr
                 .contains("3 consecutive rejections: marked `needs-reauth`"),
             attempt == 3,
+            "{}",
+            outcome.render()
+        );
+        let backing_off = if attempt == 1 {
+            "(`fresh` → `retrying`: next attempt at "
+        } else {
+            "(`retrying` → `retrying`: next attempt at "
+        };
+        assert_eq!(
+            outcome.stderr.contains(backing_off),
+            attempt < 3,
             "{}",
             outcome.render()
         );
@@ -684,6 +704,27 @@ async fn three_rejections_mark_an_instance_needs_reauth() {
         "{entries}"
     );
     assert_eq!(entries[2]["new_token"], Value::Null);
+    let table = engine_output(&["history", "revoked", "--store", &store]);
+    assert!(
+        table.stdout.contains("rejected → needs-reauth"),
+        "{}",
+        table.render()
+    );
+    // Each refresh's entry records the change of status it made.
+    let transitions: Vec<(&Value, &Value)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| (&entry["transition"]["from"], &entry["transition"]["to"]))
+        .collect();
+    assert_eq!(
+        transitions,
+        [
+            (&json!("fresh"), &json!("retrying")),
+            (&json!("retrying"), &json!("retrying")),
+            (&json!("retrying"), &json!("needs-reauth")),
+        ]
+    );
 }
 
 /// With `ENGINE_SECRET_KEY`, secrets are encrypted at rest (the SQLite file never holds them), a
@@ -818,9 +859,25 @@ async fn refresh_of_an_unavailable_vendor_exits_5() {
         "{}",
         outcome.render()
     );
+    // Retrying after a backoff, no rejection counted; until then it is not due.
     let exported = engine_output(&["instances", "export", "down", "--store", &store]);
     let state: Value = serde_json::from_str(&exported.stdout).unwrap();
-    assert_eq!(state["engine.schedule"]["failures"], 0, "{state}");
+    let schedule = &state["engine.schedule"];
+    assert_eq!(
+        (
+            &schedule["status"],
+            &schedule["failures"],
+            &schedule["rejections"]
+        ),
+        (&json!("retrying"), &json!(1), &json!(0)),
+        "{state}"
+    );
+    assert_eq!(
+        schedule["cooldown_until"], schedule["next_refresh_at"],
+        "{state}"
+    );
+    let again = engine_output(&["refresh", "--store", &store]);
+    assert_eq!((again.code, again.stderr.as_str()), (0, "nothing due\n"));
     assert_eq!(state["access.token"], OLD_TOKEN);
 }
 
@@ -1137,9 +1194,25 @@ async fn refresh_of_a_silent_vendor_exits_5() {
         "{}",
         outcome.render()
     );
+    // Retrying after a backoff, no rejection counted; until then it is not due.
     let exported = engine_output(&["instances", "export", "slow", "--store", &store]);
     let state: Value = serde_json::from_str(&exported.stdout).unwrap();
-    assert_eq!(state["engine.schedule"]["failures"], 0, "{state}");
+    let schedule = &state["engine.schedule"];
+    assert_eq!(
+        (
+            &schedule["status"],
+            &schedule["failures"],
+            &schedule["rejections"]
+        ),
+        (&json!("retrying"), &json!(1), &json!(0)),
+        "{state}"
+    );
+    assert_eq!(
+        schedule["cooldown_until"], schedule["next_refresh_at"],
+        "{state}"
+    );
+    let again = engine_output(&["refresh", "--store", &store]);
+    assert_eq!((again.code, again.stderr.as_str()), (0, "nothing due\n"));
 }
 
 /// Issue 19 and 21: `engine instances set ID KEY=VALUE... KEY...` sets values; a secret is

@@ -121,6 +121,78 @@ fn ten_runs_and_a_refresh_on_a_postgres_instance_make_one_token_request() {
     ten_runs_and_a_refresh(&schema.store_url());
 }
 
+/// Two `engine refresh` processes at once on one store holding 200 due instances: their claims
+/// share the instances out, so each is refreshed exactly once: 200 token requests at the
+/// vendor emulator (its `_stats`), every instance refreshed by one process, none by both.
+fn two_refreshes_share_200_due_instances(store: &str) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let emulator = runtime
+        .block_on(Emulator::start(EmulatorConfig::default(), 0))
+        .unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let files: Vec<String> = (0..200)
+        .map(|index| {
+            let state = json!({
+                "base.url": emulator.url(),
+                "client.id": "demo-client",
+                "client.secret": "demo-secret",
+                "access.token": "at_expired_long_ago",
+                "authentication.time": time_ago(7200),
+                "expires_in": "3600",
+            });
+            let file = write_file(temp.path(), &format!("due-{index:03}"), &state);
+            file.display().to_string()
+        })
+        .collect();
+    let mut import = vec!["instances", "import", "--connector", DEMO, "--store", store];
+    import.extend(files.iter().map(String::as_str));
+    engine_output(&import).assert_success();
+
+    let args = ["refresh", "--store", store, "--log-format", "json"];
+    let children = [spawn(&args, &[]), spawn(&args, &[])];
+    let mut refreshed: Vec<String> = Vec::new();
+    for outcome in children.into_iter().map(Outcome::of) {
+        outcome.assert_success();
+        for line in outcome.stderr.lines() {
+            let event: Value = serde_json::from_str(line).unwrap();
+            if event["event"] == "refresh" {
+                assert_eq!(event["outcome"], "refreshed", "{line}");
+                refreshed.push(event["instance"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    refreshed.sort();
+    let expected: Vec<String> = (0..200).map(|index| format!("due-{index:03}")).collect();
+    assert_eq!(refreshed, expected);
+    let stats = emulator.stats();
+    assert_eq!(
+        (stats.token_requests, stats.client_credentials_grants),
+        (200, 200),
+        "{stats:?}"
+    );
+    // Nothing is due any more.
+    let again = engine_output(&["refresh", "--store", store]);
+    assert_eq!((again.code, again.stderr.as_str()), (0, "nothing due\n"));
+    runtime.block_on(emulator.shutdown());
+}
+
+#[test]
+fn two_refreshes_on_one_sqlite_store_refresh_200_instances_once_each() {
+    let temp = tempfile::tempdir().unwrap();
+    two_refreshes_share_200_due_instances(&format!(
+        "sqlite:{}",
+        temp.path().join("state.db").display()
+    ));
+}
+
+#[test]
+fn two_refreshes_on_one_postgres_store_refresh_200_instances_once_each() {
+    let Some(schema) = Schema::create("two_refreshes") else {
+        return;
+    };
+    two_refreshes_share_200_due_instances(&schema.store_url());
+}
+
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))

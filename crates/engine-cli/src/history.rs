@@ -98,6 +98,10 @@ pub(crate) fn history(args: &HistoryArgs) -> Exit {
                         resource if *key == "resource" && entry["retry"] == true => {
                             format!("{resource} (retry)")
                         }
+                        // The change of status the refresh made: `rejected → needs-reauth`.
+                        outcome if *key == "outcome" && entry["transition"]["to"].is_string() => {
+                            format!("{outcome} → {}", cell(&entry["transition"], "to"))
+                        }
                         text => text,
                     })
                     .collect()

@@ -1,7 +1,7 @@
 //! `engine refresh --store URL`: refreshes every due instance of a store ahead of expiry, N at a
-//! time, by [`engine_service::Refresh`] (which records each refresh in the instance's history,
-//! and marks an instance `needs-reauth` after consecutive rejected refreshes), and prints a line
-//! per instance and a summary.
+//! time, by [`engine_service::Refresh`] (which claims each one, records each refresh and change
+//! of status in the instance's history, backs failures off and marks an instance `needs-reauth`
+//! after consecutive rejected refreshes), and prints a line per instance and a summary.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine_runtime::{EngineBuilder, RefreshReason, RunError};
-use engine_service::{Failure as Why, NEEDS_REAUTH, Outcome, Refresh, RefreshOptions};
+use engine_service::{Failure as Why, NEEDS_REAUTH, Outcome, Refresh, RefreshOptions, Transition};
+use engine_store::ScheduleStatus;
 
 use crate::Exit;
 use crate::instances::StoreArgs;
@@ -20,8 +21,8 @@ use crate::store::{Failure, open_store, runtime};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RefreshArgs {
-    /// Refresh tokens that expire within this (`30s`, `5m`, `1h`); default: within a fifth of
-    /// each token's lifetime.
+    /// Refresh the instances due within this (`30s`, `5m`, `1h`); default: those due now (a
+    /// fifth of each token's lifetime ahead of its expiry, or a failed refresh's retry).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     ahead: Option<Duration>,
     /// Only the instances of this connector (as recorded by `engine instances import
@@ -39,7 +40,8 @@ pub(crate) struct RefreshArgs {
     #[arg(long, value_name = "N", default_value_t = engine_service::history::DEFAULT_KEEP)]
     keep_history: usize,
     /// The bound on each instance's whole refresh: every request, retry and pause of it
-    /// (`30s`, `5m`, or seconds).
+    /// (`30s`, `5m`, or seconds). Each instance is claimed for twice this, so that another
+    /// `engine refresh` on the store leaves it alone.
     #[arg(long, value_name = "DURATION", default_value = "30", value_parser = crate::duration::parse_timeout)]
     timeout: Duration,
     /// How long to wait for an instance's lock when another process holds it, in seconds.
@@ -78,6 +80,8 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
         jobs: args.jobs as usize,
         max_failures: args.max_failures,
         keep_history: args.keep_history,
+        // A claim outlives the refresh's own bound; it is renewed while the vendor call runs.
+        lease: args.timeout.saturating_mul(2),
         ..RefreshOptions::default()
     };
     // Connectors by the path each instance recorded, loaded once.
@@ -132,17 +136,23 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
         }
         worst = worse(worst, exit);
         let file = refreshed.connector.as_deref().unwrap_or("CONNECTOR");
-        let line = line_of(outcome, &id, file, &store_url);
+        let mut line = line_of(outcome, &id, file, &store_url);
         if json {
             let event = serde_json::json!({
                 "event": "refresh",
                 "instance": id,
                 "outcome": label.replace(' ', "-"),
                 "detail": (!line.is_empty()).then_some(&line),
+                "transition": refreshed.transition.map(|transition| transition.to_value()),
                 "at": crate::time::now(),
             });
             printer::verbose(&event.to_string());
             continue;
+        }
+        if let Some(transition) = &refreshed.transition
+            && transition.to != ScheduleStatus::NeedsReauth
+        {
+            let _ = write!(line, "{}", transition_of(transition));
         }
         let text = format!(
             "{label}: {id}{}",
@@ -279,6 +289,29 @@ fn line_of(outcome: &Outcome, id: &str, file: &str, store_url: &str) -> String {
         ),
         _ => String::new(),
     }
+}
+
+/// What a change of status says after an outcome's line: the new status, and when the next
+/// attempt is due (`needs-reauth` says itself, in the rejection's line).
+fn transition_of(transition: &Transition) -> String {
+    let mut text = format!(
+        " (`{}` → `{}`",
+        transition.from.as_str(),
+        transition.to.as_str()
+    );
+    if let Some(at) = transition
+        .retry_at_ms
+        .and_then(|ms| i64::try_from(ms).ok())
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+    {
+        let _ = write!(
+            text,
+            ": next attempt at {}",
+            at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        );
+    }
+    text.push(')');
+    text
 }
 
 /// A run error with its causes: a store's failure says why (`too many clients already`).

@@ -321,8 +321,9 @@ impl Engine {
         Ok(refreshed)
     }
 
-    /// The clock's time, epoch milliseconds.
-    pub(crate) fn now_ms(&self) -> u64 {
+    /// The time by the engine's clock ([`EngineBuilder::clock`]), epoch milliseconds: what
+    /// expiry, cooldowns and schedules are judged by.
+    pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
 }
@@ -1598,6 +1599,9 @@ impl<'a> Run<'a> {
                 .problem()
                 .map(|problem| self.redactor.redact(&problem)),
             body: self.redactor.redact(&response.body_text()),
+            retry_after: response.header("retry-after").and_then(|value| {
+                crate::transport::parse_retry_after(value, jiff::Timestamp::now())
+            }),
         }
         .into())
     }

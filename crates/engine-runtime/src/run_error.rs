@@ -162,6 +162,9 @@ pub enum RunErrorKind {
         problem: Option<String>,
         /// The whole body, redacted.
         body: String,
+        /// How long the vendor asked to wait before the next attempt (its `Retry-After`),
+        /// when it said.
+        retry_after: Option<std::time::Duration>,
     },
     /// A lifecycle step succeeded but gave no token.
     #[error("authentication failed: `{step}` answered without `{field}`")]

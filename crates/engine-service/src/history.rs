@@ -38,6 +38,14 @@ pub enum Warning {
         /// The store's error.
         error: StoreError,
     },
+    /// A claim on a due instance was not released: it lapses at the end of its lease.
+    #[error("the claim on `{instance}` was not released (it lapses with its lease): {error}")]
+    ClaimNotReleased {
+        /// The instance.
+        instance: String,
+        /// The store's error.
+        error: StoreError,
+    },
     /// The rejection count and `needs-reauth` mark were not cleared after a success.
     #[error("`{instance}` keeps its rejection count: {error}")]
     FailuresKept {

@@ -2,7 +2,8 @@
 //! never how to say it. This crate owns opening a store from its URL and the encryption rules
 //! ([`open_store`], [`Opened::sealed`], [`secret_rule`]), connector loading and the
 //! [`Registry`] that finds a connector by the name an instance records, the refresh policy
-//! ([`Refresh`]: which instances are due, N at a time, rejection counting and `needs-reauth`),
+//! ([`Refresh`]: claiming the due instances, N at a time, the failure state machine of
+//! backoff, cooldown and `needs-reauth`, and its [`Transition`]s),
 //! the refresh history ([`Recorder`], [`after_run`]) and the freshness check a status reports
 //! ([`freshness`]). It returns typed outcomes and one [`Error`]; it never prints, parses
 //! arguments or exits.
@@ -41,8 +42,8 @@ pub use error::{Error, ErrorKind};
 pub use freshness::{InstanceState, LastRefresh, freshness, last_refresh};
 pub use history::{Recorder, Trigger, Warning, after_run};
 pub use refresh::{
-    Due, Failure, NEEDS_REAUTH, Outcome, Refresh, RefreshOptions, Refreshed, clear_needs_reauth,
-    lifetime_of,
+    Due, Failure, NEEDS_REAUTH, Outcome, Refresh, RefreshOptions, Refreshed, Transition,
+    clear_needs_reauth, lifetime_of,
 };
 pub use registry::{Registry, load_connector};
 pub use store::{

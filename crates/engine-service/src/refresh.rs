@@ -1,20 +1,25 @@
-//! The refresh policy: which instances of a store are due ([`due_instances`]), refreshing them
-//! N at a time ([`Refresh`]), counting consecutive rejections and marking an instance
-//! [`NEEDS_REAUTH`] at the limit, and recording each refresh in its history. It returns typed
-//! [`Outcome`]s: what they say and what they exit with are the front end's.
+//! The refresh policy: claiming the due instances of a store ([`InstanceStore::claim_due`]: a
+//! lease, renewed while the vendor call runs and released after the write, so that processes
+//! sharing a store never refresh an instance twice), refreshing them N at a time ([`Refresh`]),
+//! and the failure state machine ([`RefreshPolicy`]: a failed refresh backs off and cools down,
+//! consecutive rejections mark an instance [`NEEDS_REAUTH`], a success clears it). Each refresh
+//! and each change of status ([`Transition`]) goes to the instance's history. It returns typed
+//! [`Outcome`]s and [`Transition`]s: what they say and what they exit with are the front end's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use engine_runtime::{
-    Engine, Freshness, NoObserver, RefreshReason, RefreshReport, RefreshRequest, RunError,
-    RunErrorKind,
+    Engine, Freshness, NoObserver, RefreshOutcome, RefreshPolicy, RefreshReason, RefreshReport,
+    RefreshRequest, RunError, RunErrorKind, SeededJitter,
 };
 use engine_spec::Connector;
 use engine_store::{
-    InstanceStore, Page, Schedule, ScheduleStatus, State, StoreError, StoreErrorKind, Summary,
+    Claim, InstanceStore, Page, Schedule, ScheduleStatus, State, StoreError, StoreErrorKind,
+    Summary,
 };
+use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -25,10 +30,14 @@ use crate::{Error, ErrorKind, Opened, Registry, WRITE_LOCK_TIMEOUT};
 /// refreshed until its credentials change or it signs in again.
 pub const NEEDS_REAUTH: &str = "needs-reauth";
 
+/// How many due instances one claim takes.
+const CLAIM_BATCH: usize = 100;
+
 /// What to refresh, and how.
 #[derive(Debug, Clone)]
 pub struct RefreshOptions {
-    /// Refresh tokens that expire within this; `None`: within a fifth of each token's lifetime.
+    /// Refresh tokens that expire within this; `None`: those their schedule says are due (a
+    /// fifth of each token's lifetime ahead, or a retry's time).
     pub ahead: Option<Duration>,
     /// Only the instances of this connector (as recorded).
     pub connector: Option<String>,
@@ -39,13 +48,16 @@ pub struct RefreshOptions {
     pub max_failures: u64,
     /// How many refreshes each instance's history keeps.
     pub keep_history: usize,
+    /// How long a claim on a due instance keeps other processes off it; renewed while its
+    /// refresh runs, released after its write. A process that dies loses its claims after this.
+    pub lease: Duration,
     /// Why the refreshes run, as their history entries say.
     pub trigger: Trigger,
 }
 
 impl Default for RefreshOptions {
-    /// Returns: a fifth of each lifetime ahead, every connector, 8 at once, 3 rejections,
-    /// [`history::DEFAULT_KEEP`] entries, [`Trigger::Schedule`].
+    /// Returns: due by each schedule, every connector, 8 at once, 3 rejections,
+    /// [`history::DEFAULT_KEEP`] entries, a lease of a minute, [`Trigger::Schedule`].
     fn default() -> Self {
         Self {
             ahead: None,
@@ -53,7 +65,19 @@ impl Default for RefreshOptions {
             jobs: 8,
             max_failures: 3,
             keep_history: history::DEFAULT_KEEP,
+            lease: Duration::from_mins(1),
             trigger: Trigger::Schedule,
+        }
+    }
+}
+
+impl RefreshOptions {
+    /// The failure state machine these options ask for: the runtime's defaults, with
+    /// [`RefreshOptions::max_failures`] rejections.
+    pub fn policy(&self) -> RefreshPolicy {
+        RefreshPolicy {
+            max_rejections: u32::try_from(self.max_failures).unwrap_or(u32::MAX),
+            ..RefreshPolicy::default()
         }
     }
 }
@@ -79,12 +103,12 @@ pub enum Outcome {
     Rejected {
         /// The refresh's error.
         error: RunError,
-        /// The rejection count after this one, or why it was not recorded.
+        /// The consecutive rejections after this one, or why they were not recorded.
         count: Result<u64, StoreError>,
         /// The count at which the instance is marked [`NEEDS_REAUTH`].
         max_failures: u64,
     },
-    /// A transient failure (network, 5xx, 429, a lock not obtained): the next run may succeed.
+    /// A transient failure (network, 5xx, 429, a lock not obtained): retried after a backoff.
     Transient(RunError),
     /// Anything else.
     Failed(Failure),
@@ -94,7 +118,9 @@ pub enum Outcome {
         /// Which of the two.
         reason: RefreshReason,
     },
-    /// Nothing to refresh (a token that does not expire, `session.management: always`).
+    /// Nothing to refresh (a token that does not expire, `session.management: always`), or
+    /// not this process's to refresh (another process's claim took it meanwhile, or it cools
+    /// down).
     Skipped,
 }
 
@@ -115,6 +141,38 @@ pub enum Failure {
     Run(RunError),
 }
 
+/// A change of an instance's refresh status by a refresh's outcome ([`RefreshPolicy::next`]),
+/// as its history records it: `fresh` → `retrying` after a failure, `retrying` → `retrying`
+/// after another, → `needs-reauth` after the last rejection allowed, → `fresh` after a success.
+/// A front end shows it; a server publishes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// The status before.
+    pub from: ScheduleStatus,
+    /// The status after.
+    pub to: ScheduleStatus,
+    /// Consecutive failed refreshes, after this one.
+    pub failures: u32,
+    /// Consecutive rejected refreshes, after this one.
+    pub rejections: u32,
+    /// When the next attempt is due, and callers stop being answered at once (epoch ms); `None`
+    /// when nothing is retried (fresh, or needs-reauth).
+    pub retry_at_ms: Option<u64>,
+}
+
+impl Transition {
+    /// The history entry's `transition` field.
+    pub fn to_value(&self) -> serde_json::Value {
+        json!({
+            "from": self.from.as_str(),
+            "to": self.to.as_str(),
+            "failures": self.failures,
+            "rejections": self.rejections,
+            "retry_at": self.retry_at_ms.and_then(timestamp),
+        })
+    }
+}
+
 /// One instance's refresh: its id, outcome, and what went wrong beside it.
 #[derive(Debug)]
 pub struct Refreshed {
@@ -124,8 +182,22 @@ pub struct Refreshed {
     pub connector: Option<String>,
     /// How it ended.
     pub outcome: Outcome,
-    /// What could not be recorded (history entries).
+    /// The change of status it made, if any.
+    pub transition: Option<Transition>,
+    /// What could not be recorded (history entries, a claim not released).
     pub warnings: Vec<Warning>,
+}
+
+impl Refreshed {
+    fn new(summary: Summary, outcome: Outcome) -> Self {
+        Self {
+            id: summary.id,
+            connector: summary.connector,
+            outcome,
+            transition: None,
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// The refreshes of the due instances of a store, running N at a time: read their outcomes
@@ -134,6 +206,10 @@ pub struct Refresh {
     tasks: JoinSet<Refreshed>,
     due: usize,
     load_errors: Vec<(String, Error)>,
+    /// Claims taken on instances left alone (another connector's): released once every refresh
+    /// has ended, so that no claim of this run takes them twice.
+    held: Vec<Claim>,
+    store: Arc<dyn InstanceStore>,
 }
 
 /// Counts, the tasks and errors aside.
@@ -143,27 +219,99 @@ impl std::fmt::Debug for Refresh {
             .debug_struct("Refresh")
             .field("due", &self.due)
             .field("running", &self.tasks.len())
+            .field("held", &self.held.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Refresh {
-    /// Finds the due instances of the store ([`due_instances`]), loads their connectors through
+    /// Claims the due instances of the store (those whose schedule's next refresh is due, or
+    /// due within `options.ahead`) for `options.lease`, lists the ones whose expiry the store
+    /// does not know (to report those never provisioned), loads their connectors through
     /// `registry` (once per name), and starts their refreshes on the current tokio runtime,
-    /// `options.jobs` at a time. Fails only when the store cannot list its instances.
+    /// `options.jobs` at a time. Fails only when the store cannot claim or list.
     pub async fn start(
         opened: &Opened,
         registry: &mut Registry,
         engine: Arc<Engine>,
         options: &RefreshOptions,
     ) -> Result<Self, Error> {
-        let due = due_instances(&*opened.sealed(None), options).await?;
-        Ok(Self::spawn(opened, registry, &engine, options, due))
+        // Claims, connectors and schedules are read as stored: nothing secret is decrypted here
+        // (an instance that cannot be decrypted fails its refresh, with why).
+        let store = Arc::clone(opened.plain());
+        let now_ms = engine.now_ms();
+        let ahead_ms = options.ahead.map_or(0, millis);
+        let mut due = Vec::new();
+        let mut held = Vec::new();
+        let mut claimed = HashSet::new();
+        loop {
+            let claims = store
+                .claim_due(now_ms.saturating_add(ahead_ms), CLAIM_BATCH, options.lease)
+                .await?;
+            if claims.is_empty() {
+                break;
+            }
+            for claim in claims {
+                claimed.insert(claim.id.clone());
+                let read = match store.load(&claim.id).await {
+                    Ok(read) => read,
+                    // Deleted meanwhile: nothing to refresh.
+                    Err(error) if matches!(error.kind(), StoreErrorKind::NotFound { .. }) => {
+                        let _ = store.release(&claim).await;
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                let summary = Summary::of(claim.id.clone(), read.version, &read.state);
+                if options
+                    .connector
+                    .as_ref()
+                    .is_some_and(|only| summary.connector.as_ref() != Some(only))
+                {
+                    held.push(claim);
+                    continue;
+                }
+                // Claimed means due: refreshed whatever its token's lifetime says.
+                let ahead = options.ahead.unwrap_or_else(|| {
+                    Duration::from_millis(summary.expires_at_ms.map_or(0, |expires| {
+                        expires.saturating_sub(now_ms).saturating_add(1)
+                    }))
+                });
+                due.push((Due { summary, ahead }, Take::Claimed(claim)));
+            }
+        }
+        // The instances whose expiry the store does not know are never due by their schedule:
+        // they are looked at (never sent for) to report those that need provisioning.
+        let mut page = Page {
+            limit: 1000,
+            connector: options.connector.clone(),
+            expiry_unknown: true,
+            ..Page::default()
+        };
+        loop {
+            let listing = store.list(page.clone()).await?;
+            for summary in listing.instances {
+                if summary.status.as_deref() == Some(NEEDS_REAUTH) || claimed.contains(&summary.id)
+                {
+                    continue;
+                }
+                let ahead = options.ahead.unwrap_or_default();
+                due.push((Due { summary, ahead }, Take::Look));
+            }
+            match listing.next {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+        let mut refresh = Self::spawn_claimed(opened, registry, &engine, options, due);
+        refresh.held = held;
+        Ok(refresh)
     }
 
-    /// Starts the refreshes of `due` (instances a caller listed: a scheduler, a forced refresh)
-    /// as [`Refresh::start`] does, `options.jobs` at a time; `options.ahead` and
-    /// `options.connector` are not looked at (each [`Due`] says how far ahead).
+    /// Starts the refreshes of `due` (instances a caller listed and claimed, if it shares the
+    /// store with other processes) as [`Refresh::start`] does, `options.jobs` at a time;
+    /// `options.ahead` and `options.connector` are not looked at (each [`Due`] says how far
+    /// ahead).
     pub fn spawn(
         opened: &Opened,
         registry: &mut Registry,
@@ -171,12 +319,24 @@ impl Refresh {
         options: &RefreshOptions,
         due: Vec<Due>,
     ) -> Self {
+        let due = due.into_iter().map(|due| (due, Take::Listed)).collect();
+        Self::spawn_claimed(opened, registry, engine, options, due)
+    }
+
+    /// [`Refresh::spawn`], each instance with how it was taken.
+    fn spawn_claimed(
+        opened: &Opened,
+        registry: &mut Registry,
+        engine: &Arc<Engine>,
+        options: &RefreshOptions,
+        due: Vec<(Due, Take)>,
+    ) -> Self {
         let count = due.len();
         let mut connectors: HashMap<String, Option<Arc<Connector>>> = HashMap::new();
         let mut load_errors = Vec::new();
         let semaphore = Arc::new(Semaphore::new(options.jobs.max(1)));
         let mut tasks = JoinSet::new();
-        for Due { summary, ahead } in due {
+        for (Due { summary, ahead }, take) in due {
             let connector = match summary.connector.as_deref() {
                 Some(name) => connectors
                     .entry(name.to_owned())
@@ -194,50 +354,44 @@ impl Refresh {
             let store = opened.sealed(connector.as_deref());
             let engine = Arc::clone(engine);
             let semaphore = Arc::clone(&semaphore);
-            let policy = Policy {
+            let settings = Settings {
+                policy: options.policy(),
                 max_failures: options.max_failures,
                 keep: options.keep_history,
+                lease: options.lease,
                 trigger: options.trigger,
             };
             tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
-                let Some(connector) = connector else {
+                let mut refreshed = if let Some(connector) = connector {
+                    consider(
+                        &engine, &*store, &connector, summary, ahead, &take, settings,
+                    )
+                    .await
+                } else {
                     let failure = match &summary.connector {
                         Some(name) => Failure::ConnectorUnloadable { name: name.clone() },
                         None => Failure::NoConnector,
                     };
-                    return Refreshed {
-                        id: summary.id,
-                        connector: summary.connector,
-                        outcome: Outcome::Failed(failure),
-                        warnings: Vec::new(),
-                    };
+                    Refreshed::new(summary, Outcome::Failed(failure))
                 };
-                if summary.expires_at_ms.is_none()
-                    && let Some(outcome) =
-                        without_expiry(&*store, &connector, &summary.id, ahead).await
+                if let Take::Claimed(claim) = &take
+                    && let Err(error) = store.release(claim).await
                 {
-                    return Refreshed {
-                        id: summary.id,
-                        connector: summary.connector,
-                        outcome,
-                        warnings: Vec::new(),
-                    };
+                    refreshed.warnings.push(Warning::ClaimNotReleased {
+                        instance: claim.id.clone(),
+                        error,
+                    });
                 }
-                let (outcome, warnings) =
-                    refresh_one(&engine, &*store, &connector, &summary.id, ahead, policy).await;
-                Refreshed {
-                    id: summary.id,
-                    connector: summary.connector,
-                    outcome,
-                    warnings,
-                }
+                refreshed
             });
         }
         Self {
             tasks,
             due: count,
             load_errors,
+            held: Vec::new(),
+            store: Arc::clone(opened.plain()),
         }
     }
 
@@ -257,10 +411,17 @@ impl Refresh {
         std::mem::take(&mut self.load_errors)
     }
 
-    /// The next refresh to end; `None` when every one has. A refresh that ended without an
-    /// outcome (a panic) is [`ErrorKind::TaskFailed`].
+    /// The next refresh to end; `None` when every one has (and the claims on instances left
+    /// alone are released). A refresh that ended without an outcome (a panic) is
+    /// [`ErrorKind::TaskFailed`].
     pub async fn next(&mut self) -> Option<Result<Refreshed, Error>> {
-        let joined = self.tasks.join_next().await?;
+        let Some(joined) = self.tasks.join_next().await else {
+            // A claim not released lapses at the end of its lease.
+            for claim in std::mem::take(&mut self.held) {
+                let _ = self.store.release(&claim).await;
+            }
+            return None;
+        };
         Some(joined.map_err(|error| {
             ErrorKind::TaskFailed {
                 message: error.to_string(),
@@ -270,70 +431,71 @@ impl Refresh {
     }
 }
 
-/// The instances to consider, each with how far ahead its token counts as due: not marked
-/// [`NEEDS_REAUTH`], of `options.connector`, with a known expiry within `options.ahead` (or a
-/// fifth of its lifetime), and every one without a known expiry (the runtime's check decides
-/// what it is when it is refreshed). Fails when the store cannot list its instances.
-pub async fn due_instances(
+/// What [`refresh_one`] needs of the [`RefreshOptions`].
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    policy: RefreshPolicy,
+    max_failures: u64,
+    keep: usize,
+    lease: Duration,
+    trigger: Trigger,
+}
+
+/// How an instance came to be considered.
+#[derive(Debug)]
+enum Take {
+    /// Claimed: refreshed, the claim renewed meanwhile and released after.
+    Claimed(Claim),
+    /// Listed by the caller ([`Refresh::spawn`]): refreshed.
+    Listed,
+    /// Listed for its unknown expiry: only looked at, nothing sent.
+    Look,
+}
+
+/// One instance: one whose expiry the store does not know is checked first (never provisioned,
+/// nothing to refresh); a claimed or listed one is refreshed, unless it still cools down.
+async fn consider(
+    engine: &Engine,
     store: &dyn InstanceStore,
-    options: &RefreshOptions,
-) -> Result<Vec<Due>, Error> {
-    let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
-    let mut due = Vec::new();
-    // With `ahead`, the store finds the due instances by its expiry index; otherwise each
-    // instance's lifetime decides, read from its state.
-    let mut page = Page {
-        after: None,
-        limit: 1000,
-        connector: options.connector.clone(),
-        expires_before_ms: options.ahead.map(|ahead| {
-            now_ms.saturating_add(u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX))
-        }),
-        ..Page::default()
+    connector: &Connector,
+    summary: Summary,
+    ahead: Duration,
+    take: &Take,
+    settings: Settings,
+) -> Refreshed {
+    if summary.expires_at_ms.is_none()
+        && let Some(outcome) = without_expiry(engine, store, connector, &summary.id, ahead).await
+    {
+        return Refreshed::new(summary, outcome);
+    }
+    let claim = match take {
+        Take::Claimed(claim) => Some(claim),
+        Take::Listed => None,
+        Take::Look => return Refreshed::new(summary, Outcome::Skipped),
     };
-    loop {
-        let listing = store.list(page.clone()).await?;
-        for summary in listing.instances {
-            if summary.status.as_deref() == Some(NEEDS_REAUTH) {
-                continue;
-            }
-            let Some(expires_at) = summary.expires_at_ms else {
-                let ahead = options.ahead.unwrap_or_default();
-                due.push(Due { summary, ahead });
-                continue;
-            };
-            let ahead = if let Some(ahead) = options.ahead {
-                ahead
-            } else {
-                // One that cannot be read fails the same way when refreshed: it is reported with
-                // the others.
-                let Ok(read) = store.load(&summary.id).await else {
-                    due.push(Due {
-                        summary,
-                        ahead: Duration::ZERO,
-                    });
-                    continue;
-                };
-                lifetime_of(&read.state).map_or(Duration::ZERO, |lifetime| lifetime / 5)
-            };
-            let ahead_ms = u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX);
-            if expires_at <= now_ms.saturating_add(ahead_ms) {
-                due.push(Due { summary, ahead });
-            }
-        }
-        match listing.next {
-            Some(next) => page.after = Some(next),
-            // The expiry index lists no instance without an expiry: those are listed next.
-            None if page.expires_before_ms.is_some() => {
-                page = Page {
-                    after: None,
-                    expires_before_ms: None,
-                    expiry_unknown: true,
-                    ..page
-                };
-            }
-            None => return Ok(due),
-        }
+    // A retry claimed ahead of its time (`ahead`) waits for it: the cooldown keeps the vendor
+    // from being hammered.
+    let before = match store.load(&summary.id).await {
+        Ok(read) => Schedule::read(&read.state),
+        Err(error) => return Refreshed::new(summary, Outcome::Failed(Failure::Store(error))),
+    };
+    if before.cooling_down(engine.now_ms()).is_some() {
+        return Refreshed::new(summary, Outcome::Skipped);
+    }
+    let job = Job {
+        id: &summary.id,
+        ahead,
+        claim,
+        before,
+    };
+    let (outcome, transition, warnings) =
+        refresh_one(engine, store, connector, &job, settings).await;
+    Refreshed {
+        id: summary.id,
+        connector: summary.connector,
+        outcome,
+        transition,
+        warnings,
     }
 }
 
@@ -341,6 +503,7 @@ pub async fn due_instances(
 /// at `ahead` from now: `None` to refresh it (its connector knows an expiry, and it is due);
 /// otherwise never provisioned, or nothing to refresh.
 async fn without_expiry(
+    engine: &Engine,
     store: &dyn InstanceStore,
     connector: &Connector,
     id: &str,
@@ -350,8 +513,7 @@ async fn without_expiry(
         Ok(read) => read,
         Err(error) => return Some(Outcome::Failed(Failure::Store(error))),
     };
-    let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
-    let at_ms = now_ms.saturating_add(u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX));
+    let at_ms = engine.now_ms().saturating_add(millis(ahead));
     match crate::freshness(connector, &read.state, at_ms) {
         Freshness::Stale(RefreshReason::Expired { .. }) => None,
         // Written before schedules: the runtime's refresh finds it fresh and writes its schedule.
@@ -376,150 +538,277 @@ pub fn lifetime_of(state: &State) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// What [`refresh_one`] records and counts, from the [`RefreshOptions`].
-#[derive(Debug, Clone, Copy)]
-struct Policy {
-    max_failures: u64,
-    keep: usize,
-    trigger: Trigger,
+/// One claimed instance to refresh.
+struct Job<'a> {
+    id: &'a str,
+    /// How far ahead of its expiry its token is refreshed.
+    ahead: Duration,
+    /// Its claim, renewed while the refresh runs; `None` for an instance a caller listed.
+    claim: Option<&'a Claim>,
+    /// Its schedule before the refresh.
+    before: Schedule,
 }
 
-/// Refreshes one instance, records its history and its consecutive rejections; returns the
-/// outcome and the warnings of its history.
+/// Refreshes one instance, renewing its claim (if any) while the vendor call runs; applies the
+/// failure state machine to its schedule under its lock; records the refresh and the
+/// transition in its history. Returns the outcome, the transition and the warnings.
 async fn refresh_one(
     engine: &Engine,
     store: &dyn InstanceStore,
     connector: &Connector,
-    id: &str,
-    ahead: Duration,
-    policy: Policy,
-) -> (Outcome, Vec<Warning>) {
-    let Policy {
-        max_failures,
-        keep,
-        trigger,
-    } = policy;
+    job: &Job<'_>,
+    settings: Settings,
+) -> (Outcome, Option<Transition>, Vec<Warning>) {
+    let Job {
+        id,
+        ahead,
+        claim,
+        before,
+    } = job;
+    let (id, ahead) = (*id, *ahead);
     let recorder = history::Recorder::new(&NoObserver);
     let request = RefreshRequest {
         connector,
         instance: id,
         ahead,
     };
-    let result = engine.refresh(&request, store, &recorder).await;
-    let reports = recorder.take();
-    let warnings = history::record(store, id, &reports, trigger, keep).await;
-    let outcome = match result {
-        Ok(_) => match set_failures(store, id, false, max_failures).await {
-            Err(error) => Outcome::Failed(Failure::Store(error)),
-            Ok(_) => match reports
-                .into_iter()
-                .rev()
-                .find(|report| report.error.is_none())
-            {
-                Some(report) => Outcome::Refreshed(report),
-                None => Outcome::Fresh,
-            },
-        },
-        Err(error) => match classify(&error) {
-            Class::Rejected => {
-                let count = set_failures(store, id, true, max_failures)
-                    .await
-                    .map(Option::unwrap_or_default);
-                Outcome::Rejected {
-                    error,
-                    count,
-                    max_failures,
+    let result = {
+        let refreshing = engine.refresh(&request, store, &recorder);
+        tokio::pin!(refreshing);
+        // Renewed at half the lease (a second at least), so that it never lapses while the
+        // refresh runs.
+        let mut renewal = tokio::time::interval((settings.lease / 2).max(Duration::from_secs(1)));
+        renewal.tick().await;
+        let mut claim = claim.cloned();
+        loop {
+            tokio::select! {
+                result = &mut refreshing => break result,
+                _ = renewal.tick(), if claim.is_some() => {
+                    // A lost lease is not fatal: the write is fenced by the version.
+                    if let Some(held) = &claim
+                        && let Ok(renewed) =
+                            store.renew(held, engine.now_ms(), settings.lease).await
+                    {
+                        claim = Some(renewed);
+                    }
                 }
             }
-            Class::Transient => Outcome::Transient(error),
+        }
+    };
+    let reports = recorder.take();
+    let attempt = match &result {
+        Ok(_) => Some(RefreshOutcome::Refreshed),
+        Err(error) => match classify(error) {
+            Class::Rejected => Some(RefreshOutcome::Rejected),
+            Class::Transient { retry_after } => Some(RefreshOutcome::Failed { retry_after }),
+            Class::CoolingDown | Class::Failed => None,
+        },
+    };
+    let transition = match attempt {
+        Some(attempt) => {
+            transition(
+                engine,
+                store,
+                connector,
+                id,
+                attempt,
+                before,
+                &settings.policy,
+            )
+            .await
+        }
+        None => Ok(None),
+    };
+    let mut warnings = Vec::new();
+    let (transition, stored) = match transition {
+        Ok(transition) => (transition, Ok(())),
+        Err(error) => (None, Err(error)),
+    };
+    let mut entries: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|report| history::entry_of(report, settings.trigger))
+        .collect();
+    if let Some(transition) = &transition {
+        match entries.last_mut() {
+            Some(last) => last["transition"] = transition.to_value(),
+            // Failed before any step (a lock not obtained): the transition on its own.
+            None => entries.push(json!({
+                "at": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                "trigger": match settings.trigger {
+                    Trigger::Manual => "manual",
+                    _ => "schedule",
+                },
+                "outcome": "failed",
+                "error": result.as_ref().err().map(ToString::to_string),
+                "transition": transition.to_value(),
+            })),
+        }
+    }
+    for entry in entries {
+        if let Err(error) = store.append_history(id, entry, settings.keep).await {
+            warnings.push(Warning::HistoryNotRecorded {
+                instance: id.to_owned(),
+                error,
+            });
+        }
+    }
+    let outcome = match (result, stored) {
+        (Ok(_), Err(error)) => Outcome::Failed(Failure::Store(error)),
+        (Ok(_), Ok(())) => match reports
+            .into_iter()
+            .rev()
+            .find(|report| report.error.is_none())
+        {
+            Some(report) => Outcome::Refreshed(report),
+            None => Outcome::Fresh,
+        },
+        (Err(error), stored) => match classify(&error) {
+            Class::Rejected => Outcome::Rejected {
+                error,
+                count: stored
+                    .map(|()| transition.map_or(0, |transition| u64::from(transition.rejections))),
+                max_failures: settings.max_failures,
+            },
+            Class::Transient { .. } | Class::CoolingDown => Outcome::Transient(error),
             Class::Failed => Outcome::Failed(Failure::Run(error)),
         },
     };
-    (outcome, warnings)
+    (outcome, transition, warnings)
 }
 
 /// The kinds of failed refreshes.
 enum Class {
     Rejected,
-    Transient,
+    Transient {
+        retry_after: Option<Duration>,
+    },
+    /// Another process's failed refresh started a cooldown meanwhile: not an attempt.
+    CoolingDown,
     Failed,
 }
 
-/// Which kind a failed refresh is.
+/// Which kind a failed refresh is, with the vendor's `Retry-After` when it sent one.
 fn classify(error: &RunError) -> Class {
     match error.kind() {
-        RunErrorKind::AuthFailed { status, .. } if *status == 429 || *status >= 500 => {
-            Class::Transient
-        }
+        RunErrorKind::AuthFailed {
+            status,
+            retry_after,
+            ..
+        } if *status == 429 || *status >= 500 => Class::Transient {
+            retry_after: *retry_after,
+        },
         RunErrorKind::AuthFailed { .. }
         | RunErrorKind::NoToken { .. }
         | RunErrorKind::TokenRejected { .. }
         | RunErrorKind::NotAuthorized { .. } => Class::Rejected,
-        RunErrorKind::Transport { .. }
-        | RunErrorKind::TimedOut { .. }
-        | RunErrorKind::CoolingDown { .. } => Class::Transient,
+        RunErrorKind::Transport { .. } | RunErrorKind::TimedOut { .. } => {
+            Class::Transient { retry_after: None }
+        }
+        RunErrorKind::CoolingDown { .. } => Class::CoolingDown,
         RunErrorKind::Store(store)
             if matches!(store.kind(), StoreErrorKind::LockTimeout { .. }) =>
         {
-            Class::Transient
+            Class::Transient { retry_after: None }
         }
         _ => Class::Failed,
     }
 }
 
-/// Clears the rejection count and a [`NEEDS_REAUTH`] mark after a success outside a scheduled
-/// refresh (a run that obtained a token, a sign-in). Returns a [`Warning`] when they could not
-/// be cleared.
+/// Applies `attempt` to the instance's schedule by `policy`, under its lock (so that it never
+/// lands between a refresh's read and its write), at the engine's time. After a success the
+/// next refresh is computed from the token. Returns the change of status, if any.
+async fn transition(
+    engine: &Engine,
+    store: &dyn InstanceStore,
+    connector: &Connector,
+    id: &str,
+    attempt: RefreshOutcome,
+    before: &Schedule,
+    policy: &RefreshPolicy,
+) -> Result<Option<Transition>, StoreError> {
+    // The common case, a success the runtime's write cleared the failure state with, takes no
+    // lock: the transition is from the state the refresh started from.
+    if attempt == RefreshOutcome::Refreshed {
+        let read = store.load(id).await?;
+        let now = Schedule::read(&read.state);
+        if !now.has_failures() {
+            return Ok(before.has_failures().then_some(Transition {
+                from: before.status,
+                to: now.status,
+                failures: 0,
+                rejections: 0,
+                retry_at_ms: None,
+            }));
+        }
+    }
+    let now_ms = engine.now_ms();
+    let mut changed = None;
+    // Quietly: a run or a refresh holding the lock is the normal case here.
+    let quiet = || {};
+    engine_store::update(store, id, Some(WRITE_LOCK_TIMEOUT), &quiet, |state| {
+        let before = Schedule::read(state);
+        let after = match attempt {
+            RefreshOutcome::Refreshed if !before.has_failures() => return Ok(false),
+            // Cleared, and due when the new token says.
+            RefreshOutcome::Refreshed => {
+                engine_runtime::schedule_of(connector, state, &before.cleared())
+            }
+            _ => policy.next(&before, attempt, now_ms, &mut SeededJitter::from_entropy()),
+        };
+        after.put(state);
+        changed = Some(Transition {
+            from: before.status,
+            to: after.status,
+            failures: after.consecutive_failures,
+            rejections: after.consecutive_rejections,
+            retry_at_ms: after.cooldown_until_ms,
+        });
+        Ok(true)
+    })
+    .await?;
+    Ok(changed)
+}
+
+/// Clears the failure state (the counts, a cooldown, a [`NEEDS_REAUTH`] mark) after a success
+/// outside a scheduled refresh (a run that obtained a token, a sign-in); the instance is due
+/// at once, so that the next look computes its schedule from the token. Returns a [`Warning`]
+/// when it could not be cleared.
 pub async fn clear_needs_reauth(store: &dyn InstanceStore, id: &str) -> Result<(), Warning> {
-    set_failures(store, id, false, 0)
+    let cleared = async {
+        let read = store.load(id).await?;
+        if !Schedule::read(&read.state).has_failures() {
+            return Ok(false);
+        }
+        let quiet = || {};
+        engine_store::update(store, id, Some(WRITE_LOCK_TIMEOUT), &quiet, |state| {
+            let schedule = Schedule::read(state);
+            if !schedule.has_failures() {
+                return Ok(false);
+            }
+            schedule.cleared().put(state);
+            Ok(true)
+        })
         .await
-        .map(|_| ())
+    };
+    cleared
+        .await
+        .map(drop)
         .map_err(|error| Warning::FailuresKept {
             instance: id.to_owned(),
             error,
         })
 }
 
-/// Counts one more rejection (`rejected`), or clears the count and the status after a success;
-/// marks the instance [`NEEDS_REAUTH`] at `max_failures`. Under the instance's lock, so that it
-/// never lands between a refresh's read and its write. Returns the new count.
-async fn set_failures(
-    store: &dyn InstanceStore,
-    id: &str,
-    rejected: bool,
-    max_failures: u64,
-) -> Result<Option<u64>, StoreError> {
-    // The common case, a success on an instance with nothing to clear, takes no lock.
-    if !rejected {
-        let read = store.load(id).await?;
-        if !Schedule::read(&read.state).has_failures() {
-            return Ok(None);
-        }
-    }
-    let mut count = None;
-    // Quietly: a run or a refresh holding the lock is the normal case here.
-    let quiet = || {};
-    engine_store::update(store, id, Some(WRITE_LOCK_TIMEOUT), &quiet, |state| {
-        let mut schedule = Schedule::read(state);
-        if rejected {
-            schedule.consecutive_failures = schedule.consecutive_failures.saturating_add(1);
-            schedule.consecutive_rejections = schedule.consecutive_rejections.saturating_add(1);
-            if u64::from(schedule.consecutive_rejections) >= max_failures {
-                schedule.status = ScheduleStatus::NeedsReauth;
-                schedule.next_refresh_at_ms = None;
-            }
-            count = Some(u64::from(schedule.consecutive_rejections));
-            schedule.put(state);
-            return Ok(true);
-        }
-        if !schedule.has_failures() {
-            return Ok(false);
-        }
-        schedule.cleared().put(state);
-        Ok(true)
-    })
-    .await?;
-    Ok(count)
+/// `duration` in whole milliseconds, saturating.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Epoch milliseconds as an RFC 3339 time, to the second.
+fn timestamp(ms: u64) -> Option<String> {
+    let ms = i64::try_from(ms).ok()?;
+    let at = jiff::Timestamp::from_millisecond(ms).ok()?;
+    Some(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 #[cfg(test)]
@@ -587,7 +876,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn due_instances_are_refreshed_and_rejections_mark_needs_reauth() {
+    async fn due_instances_are_refreshed_and_rejections_back_off_then_mark_needs_reauth() {
         let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
         let url = emulator.url();
         let demo = demo();
@@ -615,6 +904,7 @@ mod tests {
             matches!(&outcomes[0].outcome, Outcome::Refreshed(report) if report.status == Some(200)),
             "{outcomes:?}"
         );
+        assert_eq!(outcomes[0].transition, None);
         assert!(matches!(
             &outcomes[1].outcome,
             Outcome::Failed(Failure::ConnectorUnloadable { name }) if name == "missing.json"
@@ -626,6 +916,18 @@ mod tests {
         assert!(
             matches!(&outcomes[3].outcome, Outcome::Rejected { count: Ok(1), .. }),
             "{outcomes:?}"
+        );
+        // The first rejection: retrying after the first backoff (30 s, less a fifth at most).
+        let before = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap();
+        let transition = outcomes[3].transition.unwrap();
+        assert_eq!(
+            (transition.from, transition.to, transition.rejections),
+            (ScheduleStatus::Fresh, ScheduleStatus::Retrying, 1)
+        );
+        let retry_at = transition.retry_at_ms.unwrap();
+        assert!(
+            (before + 20_000..=before + 30_000).contains(&retry_at),
+            "{retry_at} {before}"
         );
         assert!(
             outcomes
@@ -639,7 +941,8 @@ mod tests {
         ));
         assert_eq!(emulator.stats().client_credentials_grants, 1);
 
-        // The refresh is in the history, with fingerprints and never a token.
+        // The refresh is in the history, with fingerprints and never a token; the rejection
+        // with its transition.
         let history = store.history("expired").await.unwrap();
         assert_eq!(history.len(), 1);
         assert_eq!(
@@ -647,34 +950,206 @@ mod tests {
             (&json!("schedule"), &json!("ok"))
         );
         assert!(!history[0].to_string().contains("FAKE-old-token"));
-
-        // The second rejection marks the instance; a marked one is no longer due.
-        let (outcomes, _) = refresh_all(&store, &options).await;
-        let revoked = outcomes.iter().find(|refreshed| refreshed.id == "revoked");
-        assert!(
-            matches!(
-                revoked.map(|refreshed| &refreshed.outcome),
-                Some(Outcome::Rejected { count: Ok(2), .. })
+        let history = store.history("revoked").await.unwrap();
+        assert_eq!(
+            (
+                &history[0]["transition"]["from"],
+                &history[0]["transition"]["to"]
             ),
+            (&json!("fresh"), &json!("retrying"))
+        );
+
+        // While it cools down, it is not due: nothing is sent for it.
+        let (outcomes, _) = refresh_all(&store, &options).await;
+        assert!(
+            outcomes.iter().all(|refreshed| refreshed.id != "revoked"),
             "{outcomes:?}"
+        );
+        assert_eq!(emulator.stats().client_credentials_grants, 1);
+
+        // Once its retry is due, the second rejection marks the instance; a marked one is no
+        // longer due.
+        cool_down(&store, "revoked").await;
+        let (outcomes, _) = refresh_all(&store, &options).await;
+        let revoked = outcomes
+            .iter()
+            .find(|refreshed| refreshed.id == "revoked")
+            .unwrap();
+        assert!(
+            matches!(&revoked.outcome, Outcome::Rejected { count: Ok(2), .. }),
+            "{outcomes:?}"
+        );
+        let transition = revoked.transition.unwrap();
+        assert_eq!(
+            (transition.from, transition.to, transition.retry_at_ms),
+            (ScheduleStatus::Retrying, ScheduleStatus::NeedsReauth, None)
         );
         let state = store.load("revoked").await.unwrap().state;
         assert_eq!(Schedule::read(&state).status, ScheduleStatus::NeedsReauth);
-        let due = due_instances(&*store, &options).await.unwrap();
-        assert!(due.iter().all(|due| due.summary.id != "revoked"), "{due:?}");
+        let (outcomes, _) = refresh_all(&store, &options).await;
+        assert!(
+            outcomes.iter().all(|refreshed| refreshed.id != "revoked"),
+            "{outcomes:?}"
+        );
 
         // A success elsewhere (a sign-in) clears the mark and the count: it is due again.
         clear_needs_reauth(&*store, "revoked").await.unwrap();
         let state = store.load("revoked").await.unwrap().state;
         assert!(!Schedule::read(&state).has_failures());
-        let due = due_instances(&*store, &options).await.unwrap();
-        assert!(due.iter().any(|due| due.summary.id == "revoked"), "{due:?}");
+        let (outcomes, _) = refresh_all(&store, &options).await;
+        assert!(
+            outcomes.iter().any(|refreshed| refreshed.id == "revoked"),
+            "{outcomes:?}"
+        );
+        emulator.shutdown().await;
+    }
+
+    /// Moves the cooldown and the retry of `id` into the past, as the time passing would.
+    async fn cool_down(store: &MemoryStore, id: &str) {
+        let quiet = || {};
+        engine_store::update(store, id, None, &quiet, |state| {
+            let mut schedule = Schedule::read(state);
+            schedule.next_refresh_at_ms = Some(1);
+            schedule.cooldown_until_ms = Some(1);
+            schedule.put(state);
+            Ok(true)
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transient_failure_backs_off_by_the_vendors_retry_after_and_a_success_clears_it() {
+        let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
+        let store = Arc::new(MemoryStore::new());
+        // Nothing listens on port 1: the connection is refused.
+        store.insert(
+            "down",
+            instance("http://127.0.0.1:1", 7200, "demo-secret", Some(&demo())),
+        );
+        let (outcomes, _) = refresh_all(&store, &RefreshOptions::default()).await;
+        assert!(
+            matches!(&outcomes[0].outcome, Outcome::Transient(_)),
+            "{outcomes:?}"
+        );
+        let schedule = Schedule::read(&store.load("down").await.unwrap().state);
+        assert_eq!(
+            (
+                schedule.status,
+                schedule.consecutive_failures,
+                schedule.consecutive_rejections
+            ),
+            (ScheduleStatus::Retrying, 1, 0)
+        );
+        assert!(schedule.cooldown_until_ms.is_some());
+
+        // The vendor is back: the retry succeeds and clears the state; the next refresh is
+        // the new token's.
+        let quiet = || {};
+        engine_store::update(&*store, "down", None, &quiet, |state| {
+            state.insert("base.url".into(), emulator.url().into());
+            Ok(true)
+        })
+        .await
+        .unwrap();
+        cool_down(&store, "down").await;
+        let (outcomes, _) = refresh_all(&store, &RefreshOptions::default()).await;
+        assert!(
+            matches!(&outcomes[0].outcome, Outcome::Refreshed(_)),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes[0].transition.map(|transition| transition.to),
+            Some(ScheduleStatus::Fresh)
+        );
+        let schedule = Schedule::read(&store.load("down").await.unwrap().state);
+        assert!(!schedule.has_failures(), "{schedule:?}");
+        let now = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap();
+        assert!(
+            schedule.next_refresh_at_ms.unwrap() > now + 40 * 60_000,
+            "{schedule:?}"
+        );
+        emulator.shutdown().await;
+    }
+
+    /// The vendor's `Retry-After` on a 503 sets the retry when longer than the backoff.
+    #[test]
+    fn a_retry_after_is_read_from_the_vendors_answer() {
+        let error: RunError = RunErrorKind::AuthFailed {
+            step: "ON REFRESH".into(),
+            status: 503,
+            problem: None,
+            body: String::new(),
+            retry_after: Some(Duration::from_mins(10)),
+        }
+        .into();
+        assert!(matches!(
+            classify(&error),
+            Class::Transient { retry_after: Some(after) } if after == Duration::from_mins(10)
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_refreshes_at_once_on_one_store_refresh_each_instance_once() {
+        let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
+        let url = emulator.url();
+        let store = Arc::new(MemoryStore::new());
+        for index in 0..40 {
+            store.insert(
+                &format!("due-{index:02}"),
+                instance(&url, 7200, "demo-secret", Some(&demo())),
+            );
+        }
+        let options = RefreshOptions::default();
+        let (one, other) =
+            tokio::join!(refresh_all(&store, &options), refresh_all(&store, &options));
+        let refreshed = one
+            .0
+            .iter()
+            .chain(&other.0)
+            .filter(|refreshed| matches!(refreshed.outcome, Outcome::Refreshed(_)))
+            .count();
+        assert_eq!(refreshed, 40);
+        assert_eq!(emulator.stats().client_credentials_grants, 40);
+        emulator.shutdown().await;
+    }
+
+    /// The instances a caller lists (a forced refresh) are refreshed without a claim, whatever
+    /// their schedule says.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listed_instances_are_refreshed_without_claims() {
+        let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let state = instance(&emulator.url(), 60, "demo-secret", Some(&demo()));
+        let summary = Summary::of("fresh".to_owned(), 0, &state);
+        store.insert("fresh", state);
+        let plain: Arc<dyn InstanceStore> = Arc::clone(&store) as Arc<dyn InstanceStore>;
+        let opened = Opened::new(plain, None);
+        let engine = Arc::new(EngineBuilder::new().build().unwrap());
+        let due = Due {
+            summary,
+            ahead: Duration::from_hours(2),
+        };
+        let mut refresh = Refresh::spawn(
+            &opened,
+            &mut Registry::new(),
+            &engine,
+            &RefreshOptions::default(),
+            vec![due],
+        );
+        let refreshed = refresh.next().await.unwrap().unwrap();
+        assert!(
+            matches!(refreshed.outcome, Outcome::Refreshed(_)),
+            "{refreshed:?}"
+        );
+        assert!(refresh.next().await.is_none());
+        assert_eq!(emulator.stats().client_credentials_grants, 1);
         emulator.shutdown().await;
     }
 
     #[tokio::test]
     async fn ahead_makes_fresh_tokens_due_and_the_connector_filters() {
-        let store = MemoryStore::new();
+        let store = Arc::new(MemoryStore::new());
         store.insert(
             "fresh",
             instance("http://127.0.0.1:1", 60, "s", Some("a.json")),
@@ -683,30 +1158,23 @@ mod tests {
             "other",
             instance("http://127.0.0.1:1", 60, "s", Some("b.json")),
         );
-        let ids = |due: Vec<Due>| -> Vec<String> {
-            let mut ids: Vec<String> = due.into_iter().map(|due| due.summary.id).collect();
-            ids.sort();
-            ids
+        let ids = |outcomes: Vec<Refreshed>| -> Vec<String> {
+            outcomes.into_iter().map(|refreshed| refreshed.id).collect()
         };
-        let by_lifetime = due_instances(&store, &RefreshOptions::default())
-            .await
-            .unwrap();
-        assert!(by_lifetime.is_empty(), "{by_lifetime:?}");
+        let (by_schedule, _) = refresh_all(&store, &RefreshOptions::default()).await;
+        assert!(by_schedule.is_empty(), "{by_schedule:?}");
         let ahead = RefreshOptions {
             ahead: Some(Duration::from_hours(2)),
             ..RefreshOptions::default()
         };
-        assert_eq!(
-            ids(due_instances(&store, &ahead).await.unwrap()),
-            ["fresh", "other"]
-        );
+        // Neither connector loads: each is considered, nothing is sent.
+        assert_eq!(ids(refresh_all(&store, &ahead).await.0), ["fresh", "other"]);
         let only_a = RefreshOptions {
             connector: Some("a.json".to_owned()),
-            ..ahead
+            ..ahead.clone()
         };
-        assert_eq!(
-            ids(due_instances(&store, &only_a).await.unwrap()),
-            ["fresh"]
-        );
+        assert_eq!(ids(refresh_all(&store, &only_a).await.0), ["fresh"]);
+        // The other connector's instance was claimed, left alone, and released.
+        assert_eq!(ids(refresh_all(&store, &ahead).await.0), ["fresh", "other"]);
     }
 }

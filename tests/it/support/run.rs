@@ -485,3 +485,19 @@ pub(crate) fn token_response(
     }
     wiremock::ResponseTemplate::new(200).set_body_json(body)
 }
+
+/// Moves the retry and the cooldown of instance `id` of the store at `store_url` into the
+/// past, as the time passing would: its next scheduled refresh is due at once.
+pub(crate) async fn cool_down(store_url: &str, id: &str) {
+    let store = engine_stores_sql::open(store_url).await.unwrap();
+    let quiet = || {};
+    engine_store::update(&*store, id, None, &quiet, |state| {
+        let mut schedule = engine_store::Schedule::read(state);
+        schedule.next_refresh_at_ms = Some(1);
+        schedule.cooldown_until_ms = Some(1);
+        schedule.put(state);
+        Ok(true)
+    })
+    .await
+    .unwrap();
+}
