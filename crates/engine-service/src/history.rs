@@ -194,7 +194,7 @@ pub async fn after_run(
         });
     if succeeded
         && renewed
-        && let Err(warning) = crate::refresh::clear_needs_reauth(store, request.instance).await
+        && let Err(warning) = crate::store::clear_needs_reauth(store, request.instance).await
     {
         warnings.push(warning);
     }

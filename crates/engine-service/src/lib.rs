@@ -43,10 +43,10 @@ pub use freshness::{InstanceState, LastRefresh, freshness, last_refresh};
 pub use history::{Recorder, Trigger, Warning, after_run};
 pub use refresh::{
     Due, Failure, NEEDS_REAUTH, Outcome, Refresh, RefreshOptions, Refreshed, Transition,
-    clear_needs_reauth, lifetime_of,
+    lifetime_of,
 };
 pub use registry::{Registry, load_connector};
 pub use store::{
-    Opened, Rekeyed, SecretKeys, WRITE_LOCK_TIMEOUT, open_for, open_plain, open_store, open_url,
-    rekey, secret_rule, set_values, update,
+    Opened, Rekeyed, SecretKeys, WRITE_LOCK_TIMEOUT, clear_needs_reauth, open_for, open_plain,
+    open_store, open_url, rekey, secret_rule, set_values, update,
 };

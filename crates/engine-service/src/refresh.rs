@@ -769,36 +769,6 @@ async fn transition(
     Ok(changed)
 }
 
-/// Clears the failure state (the counts, a cooldown, a [`NEEDS_REAUTH`] mark) after a success
-/// outside a scheduled refresh (a run that obtained a token, a sign-in); the instance is due
-/// at once, so that the next look computes its schedule from the token. Returns a [`Warning`]
-/// when it could not be cleared.
-pub async fn clear_needs_reauth(store: &dyn InstanceStore, id: &str) -> Result<(), Warning> {
-    let cleared = async {
-        let read = store.load(id).await?;
-        if !Schedule::read(&read.state).has_failures() {
-            return Ok(false);
-        }
-        let quiet = || {};
-        engine_store::update(store, id, Some(WRITE_LOCK_TIMEOUT), &quiet, |state| {
-            let schedule = Schedule::read(state);
-            if !schedule.has_failures() {
-                return Ok(false);
-            }
-            schedule.cleared().put(state);
-            Ok(true)
-        })
-        .await
-    };
-    cleared
-        .await
-        .map(drop)
-        .map_err(|error| Warning::FailuresKept {
-            instance: id.to_owned(),
-            error,
-        })
-}
-
 /// `duration` in whole milliseconds, saturating.
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
@@ -993,7 +963,7 @@ mod tests {
         );
 
         // A success elsewhere (a sign-in) clears the mark and the count: it is due again.
-        clear_needs_reauth(&*store, "revoked").await.unwrap();
+        crate::clear_needs_reauth(&*store, "revoked").await.unwrap();
         let state = store.load("revoked").await.unwrap().state;
         assert!(!Schedule::read(&state).has_failures());
         let (outcomes, _) = refresh_all(&store, &options).await;

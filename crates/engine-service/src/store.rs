@@ -308,6 +308,36 @@ pub async fn rekey(
     Ok(rekeyed)
 }
 
+/// Clears the failure state (the counts, a cooldown, a [`crate::NEEDS_REAUTH`] mark) after a success
+/// outside a scheduled refresh (a run that obtained a token, a sign-in); the instance is due
+/// at once, so that the next look computes its schedule from the token. Returns a [`Warning`]
+/// when it could not be cleared.
+pub async fn clear_needs_reauth(store: &dyn InstanceStore, id: &str) -> Result<(), crate::Warning> {
+    let cleared = async {
+        let read = store.load(id).await?;
+        if !engine_store::Schedule::read(&read.state).has_failures() {
+            return Ok(false);
+        }
+        let quiet = || {};
+        engine_store::update(store, id, Some(WRITE_LOCK_TIMEOUT), &quiet, |state| {
+            let schedule = engine_store::Schedule::read(state);
+            if !schedule.has_failures() {
+                return Ok(false);
+            }
+            schedule.cleared().put(state);
+            Ok(true)
+        })
+        .await
+    };
+    cleared
+        .await
+        .map(drop)
+        .map_err(|error| crate::Warning::FailuresKept {
+            instance: id.to_owned(),
+            error,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use engine_store::MemoryStore;

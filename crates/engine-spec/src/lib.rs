@@ -42,6 +42,7 @@ pub mod suggest;
 pub mod template;
 mod validate;
 
+pub use check::chains::MAX_CHAIN;
 pub use diagnostic::{Code, Diagnostic, Severity};
 pub use model::{
     AuthKind, Authentication, ConfigProperty, Connector, ConnectorId, NOT_SECRET_KEYS, NotExecuted,
@@ -53,4 +54,4 @@ pub use source::{
     Location, MAX_SOURCE_SIZE, Position, SourceFile, Span, human_size, read_bounded, too_large,
 };
 pub use source_map::SourceMap;
-pub use validate::{DEFAULT_EXPIRES_IN, DEFAULT_SKEW, MAX_CHAIN, Report, load, validate};
+pub use validate::{DEFAULT_EXPIRES_IN, DEFAULT_SKEW, Report, load, validate};

@@ -39,9 +39,7 @@ pub const RESERVED_KEYS: &[&str] = &[
     WEBHOOK_CALLBACK_KEY,
 ];
 
-/// The key of the URL the vendor calls with webhooks: the platform's `{webhookCallbackUrl}`
-/// (and `{{webhookCallbackUrl}}`) in a template reads it.
-pub const WEBHOOK_CALLBACK_KEY: &str = "webhook.callback.url";
+pub use crate::template::WEBHOOK_CALLBACK_KEY;
 
 /// Reserved keys whose values are secrets whether declared or not.
 pub const SECRET_KEYS: &[&str] = &[

@@ -77,6 +77,10 @@ mod helpers {
 }
 use helpers::{base64_helper, urlencode_helper};
 
+/// The key of the URL the vendor calls with webhooks: the platform's `{webhookCallbackUrl}`
+/// (and `{{webhookCallbackUrl}}`) in a template reads it.
+pub const WEBHOOK_CALLBACK_KEY: &str = "webhook.callback.url";
+
 fn concat_helper(
     helper: &Helper<'_>,
     _: &Handlebars<'_>,
@@ -498,7 +502,7 @@ impl Parser<'_> {
                 .into_iter()
                 .find(|literal| here.starts_with(literal))
             {
-                let key = crate::model::WEBHOOK_CALLBACK_KEY;
+                let key = WEBHOOK_CALLBACK_KEY;
                 flush(&mut segments, &mut translated, rest, index);
                 segments.push(Segment::Key(key.to_owned()));
                 if let Some(translated) = translated.as_deref_mut() {

@@ -947,9 +947,6 @@ fn model_names(raw: &RawConnector) -> Vec<String> {
     names
 }
 
-/// The most `nextResource` hops one run may take.
-pub const MAX_CHAIN: usize = 5;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,9 @@
 use crate::check::Input;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::source::Location;
-use crate::validate::MAX_CHAIN;
+
+/// The most `nextResource` hops one run may take.
+pub const MAX_CHAIN: usize = 5;
 
 pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
     let resources = input.connector.resources();

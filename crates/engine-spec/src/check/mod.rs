@@ -27,7 +27,7 @@ use crate::model::{Connector, NotExecuted};
 use crate::raw::RawConnector;
 
 mod auth;
-mod chains;
+pub(crate) mod chains;
 mod fields;
 mod hooks;
 mod keys;
