@@ -42,7 +42,7 @@ pub use error::{Error, ErrorKind};
 pub use freshness::{InstanceState, LastRefresh, freshness, last_refresh};
 pub use history::{Recorder, Trigger, Warning, after_run};
 pub use refresh::{
-    Due, Failure, NEEDS_REAUTH, Outcome, Refresh, RefreshOptions, Refreshed, Transition,
+    Claimed, Due, Failure, NEEDS_REAUTH, Outcome, Refresh, RefreshOptions, Refreshed, Transition,
     lifetime_of,
 };
 pub use registry::{Registry, load_connector};

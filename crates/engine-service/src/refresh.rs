@@ -229,13 +229,27 @@ impl Refresh {
     /// due within `options.ahead`) for `options.lease`, lists the ones whose expiry the store
     /// does not know (to report those never provisioned), loads their connectors through
     /// `registry` (once per name), and starts their refreshes on the current tokio runtime,
-    /// `options.jobs` at a time. Fails only when the store cannot claim or list.
+    /// `options.jobs` at a time: [`Refresh::claim`], then [`Claimed::spawn`]. Fails only when
+    /// the store cannot claim or list.
     pub async fn start(
         opened: &Opened,
         registry: &mut Registry,
         engine: Arc<Engine>,
         options: &RefreshOptions,
     ) -> Result<Self, Error> {
+        Ok(Self::claim(opened, engine, options)
+            .await?
+            .spawn(opened, registry, options))
+    }
+
+    /// The first half of [`Refresh::start`], which needs no registry (a caller that shares one
+    /// holds it only for [`Claimed::spawn`]): claims the due instances and lists those whose
+    /// expiry the store does not know. Claims not spawned lapse at the end of their lease.
+    pub async fn claim(
+        opened: &Opened,
+        engine: Arc<Engine>,
+        options: &RefreshOptions,
+    ) -> Result<Claimed, Error> {
         // Claims, connectors and schedules are read as stored: nothing secret is decrypted here
         // (an instance that cannot be decrypted fails its refresh, with why).
         let store = Arc::clone(opened.plain());
@@ -303,9 +317,7 @@ impl Refresh {
                 None => break,
             }
         }
-        let mut refresh = Self::spawn_claimed(opened, registry, &engine, options, due);
-        refresh.held = held;
-        Ok(refresh)
+        Ok(Claimed { due, held, engine })
     }
 
     /// Starts the refreshes of `due` (instances a caller listed and claimed, if it shares the
@@ -428,6 +440,40 @@ impl Refresh {
             }
             .into()
         }))
+    }
+}
+
+/// The due instances [`Refresh::claim`] took, to be refreshed by [`Claimed::spawn`].
+pub struct Claimed {
+    due: Vec<(Due, Take)>,
+    held: Vec<Claim>,
+    engine: Arc<Engine>,
+}
+
+/// Counts, the claims aside.
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Claimed")
+            .field("due", &self.due.len())
+            .field("held", &self.held.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Claimed {
+    /// Loads the connectors of the claimed instances through `registry` (once per name) and
+    /// starts their refreshes on the current tokio runtime, `options.jobs` at a time (the
+    /// second half of [`Refresh::start`]).
+    pub fn spawn(
+        self,
+        opened: &Opened,
+        registry: &mut Registry,
+        options: &RefreshOptions,
+    ) -> Refresh {
+        let mut refresh = Refresh::spawn_claimed(opened, registry, &self.engine, options, self.due);
+        refresh.held = self.held;
+        refresh
     }
 }
 
