@@ -352,3 +352,101 @@ async fn a_store_that_goes_away_makes_readyz_503() {
     let exit = served.child.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "{}", served.stderr());
 }
+
+/// Sends SIGTERM to `served` and waits for its graceful exit 0 (the refreshes under way are
+/// finished and written first).
+fn stop(mut served: Served) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = served.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "{}", served.stderr());
+}
+
+/// Two `engine serve` processes on one store holding 200 instances that fall due together a few
+/// seconds after they start (so that both schedulers wake for them at once): the schedulers
+/// claim the due instances from the store, so each is refreshed exactly once: 200 token
+/// requests at the vendor emulator (its `_stats`) once both have stopped, each instance
+/// refreshed by one of them (their `refreshed:` lines), and nothing is due.
+async fn two_servers_share_200_due_instances(store: &str) {
+    let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    // Tokens of an hour are due a fifth of it (720 s) before they expire: 3 s from now. Were
+    // they due before both servers have started, the first would refresh them all: still
+    // exactly once each.
+    let obtained = time_ago(3600 - 720 - 3);
+    let files: Vec<String> = (0..200)
+        .map(|index| {
+            let state = json!({
+                "base.url": emulator.url(),
+                "client.id": "demo-client",
+                "client.secret": "demo-secret",
+                "access.token": "at_due_soon",
+                "authentication.time": obtained,
+                "expires_in": "3600",
+            });
+            let file = write_file(temp.path(), &format!("due-{index:03}"), &state);
+            file.display().to_string()
+        })
+        .collect();
+    let mut import = vec!["instances", "import", "--connector", DEMO, "--store", store];
+    import.extend(files.iter().map(String::as_str));
+    engine_output(&import).assert_success();
+
+    let servers = [Served::start(store), Served::start(store)];
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while emulator.stats().token_requests < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not refreshed: {:?}\n{}\n{}",
+            emulator.stats(),
+            servers[0].stderr(),
+            servers[1].stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut refreshed: Vec<String> = Vec::new();
+    for served in servers {
+        let stderr = served.stderr.clone();
+        stop(served);
+        let stderr = stderr.lock().unwrap();
+        let ids = stderr
+            .lines()
+            .filter_map(|line| line.strip_prefix("refreshed: "));
+        refreshed.extend(ids.map(str::to_owned));
+    }
+    refreshed.sort();
+    let expected: Vec<String> = (0..200).map(|index| format!("due-{index:03}")).collect();
+    assert_eq!(refreshed, expected);
+    // Counted once both have stopped: no refresh is under way, and none was made twice.
+    let stats = emulator.stats();
+    assert_eq!(
+        (stats.token_requests, stats.client_credentials_grants),
+        (200, 200),
+        "{stats:?}"
+    );
+    // Every instance was refreshed and written: nothing is due any more.
+    let again = engine_output(&["refresh", "--store", store]);
+    assert_eq!((again.code, again.stderr.as_str()), (0, "nothing due\n"));
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_sqlite_store_refresh_each_due_instance_once() {
+    let temp = tempfile::tempdir().unwrap();
+    two_servers_share_200_due_instances(&format!(
+        "sqlite:{}",
+        temp.path().join("state.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_postgres_store_refresh_each_due_instance_once() {
+    let Some(schema) = Schema::create("serve_two") else {
+        return;
+    };
+    two_servers_share_200_due_instances(&schema.store_url()).await;
+}

@@ -118,16 +118,16 @@ fn print_event(event: Event) {
             message,
             retry_at_ms,
         } => {
-            let retry = i64::try_from(retry_at_ms)
-                .ok()
+            let retry = retry_at_ms
+                .and_then(|ms| i64::try_from(ms).ok())
                 .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
                 .map_or_else(String::new, |at| format!(" (next attempt at {at})"));
             let title = format!("{outcome}: {id}: {message}{retry}");
             printer::error(&Message::new(Level::Warning, &title));
         }
-        Event::SourceFailed { message, retry_in } => {
+        Event::StoreFailed { message, retry_in } => {
             let title = format!(
-                "cannot list the instances: {message} (again in {})",
+                "cannot read the store's schedule: {message} (again in {})",
                 humantime::format_duration(retry_in)
             );
             printer::error(&Message::new(Level::Warning, &title));

@@ -32,30 +32,27 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 pub use problem::Problem;
-pub use scheduler::{Backoff, Event};
+pub use scheduler::Event;
 
 /// How the server listens and refreshes.
 #[derive(Clone)]
 pub struct ServeOptions {
     /// The address to listen on (port 0: any free port, see [`Server::local_addr`]).
     pub listen: SocketAddr,
-    /// How many refreshes run at once, rejections before `needs-reauth`, history kept
-    /// (`ahead` and `connector` are not used: each instance is due a fifth of its lifetime
-    /// ahead).
+    /// How many refreshes run at once, rejections before `needs-reauth` (the runtime's refresh
+    /// policy), history kept, the claims' lease; `ahead` and `connector` as for `engine
+    /// refresh` (unset: every instance, due when the store's schedule says).
     pub refresh: RefreshOptions,
-    /// How failing instances back off.
-    pub backoff: Backoff,
     /// The scheduler's time: the engine's (given to its builder too).
     pub clock: Arc<dyn Clock>,
 }
 
 impl ServeOptions {
-    /// Listens on `listen`, with the default refresh options and backoff.
+    /// Listens on `listen`, with the default refresh options.
     pub fn new(listen: SocketAddr) -> Self {
         Self {
             listen,
             refresh: RefreshOptions::default(),
-            backoff: Backoff::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -67,7 +64,6 @@ impl std::fmt::Debug for ServeOptions {
             .debug_struct("ServeOptions")
             .field("listen", &self.listen)
             .field("refresh", &self.refresh)
-            .field("backoff", &self.backoff)
             .finish_non_exhaustive()
     }
 }
@@ -93,7 +89,6 @@ pub enum Error {
 pub struct Server {
     listener: TcpListener,
     app: Arc<api::App>,
-    backoff: Backoff,
     events: Arc<dyn Fn(Event) + Send + Sync>,
 }
 
@@ -132,7 +127,6 @@ impl Server {
         Ok(Self {
             listener,
             app,
-            backoff: options.backoff,
             events,
         })
     }
@@ -151,13 +145,11 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let app = &self.app;
         let scheduler = scheduler::Scheduler {
-            source: Arc::new(scheduler::StoreSource::new(app.opened.sealed(None))),
             clock: Arc::clone(&app.clock),
             opened: Arc::clone(&app.opened),
             registry: Arc::clone(&app.registry),
             engine: Arc::clone(&app.engine),
             options: app.options.clone(),
-            backoff: self.backoff,
             wake: Arc::clone(&app.wake),
             events: self.events,
         };
