@@ -308,10 +308,10 @@ pub async fn rekey(
     Ok(rekeyed)
 }
 
-/// Clears the failure state (the counts, a cooldown, a [`crate::NEEDS_REAUTH`] mark) after a success
-/// outside a scheduled refresh (a run that obtained a token, a sign-in); the instance is due
-/// at once, so that the next look computes its schedule from the token. Returns a [`Warning`]
-/// when it could not be cleared.
+/// Clears the failure state (the counts, a cooldown, a [`crate::NEEDS_REAUTH`] mark) after a
+/// success outside a scheduled refresh (a run that obtained a token, a sign-in); the instance is
+/// due at once, so that the next look computes its schedule from the token. Returns a
+/// [`crate::Warning`] when it could not be cleared.
 pub async fn clear_needs_reauth(store: &dyn InstanceStore, id: &str) -> Result<(), crate::Warning> {
     let cleared = async {
         let read = store.load(id).await?;
