@@ -64,7 +64,7 @@ mod conformance;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use engine_store::valid_id;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-use rows::{decode, epoch_ms, paginate, to_i64};
+use rows::{claims, decode, epoch_ms, millis, paginate, to_i64};
 
 /// Opens the store `url` names:
 ///

@@ -12,7 +12,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Row as _, SqlSafeStr as _};
 
-use crate::{backend, epoch_ms, to_i64};
+use crate::{backend, claims, epoch_ms, millis, to_i64};
 
 /// How long a lock survives a holder that stopped talking to the server (paused, partitioned)
 /// unless [`PostgresStore::lock_lifetime`] says otherwise.
@@ -457,10 +457,6 @@ async fn explain(
     )
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 impl InstanceStore for PostgresStore {
     fn load<'a>(&'a self, instance: &'a str) -> BoxFuture<'a, Result<Versioned, StoreError>> {
         Box::pin(async move {
@@ -560,8 +556,7 @@ impl InstanceStore for PostgresStore {
     ) -> BoxFuture<'_, Result<Vec<Claim>, StoreError>> {
         Box::pin(async move {
             let token = lease_token();
-            let until_ms =
-                now_ms.saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+            let until_ms = now_ms.saturating_add(millis(lease));
             let rows: Vec<(String, i64, i64)> = sqlx::query_as(
                 "WITH due AS (
                    SELECT id FROM instances
@@ -579,20 +574,11 @@ impl InstanceStore for PostgresStore {
             .fetch_all(&mut *self.connection("claim").await?)
             .await
             .map_err(|source| backend("claim", source))?;
-            let mut rows: Vec<(i64, String, i64)> = rows
+            let rows = rows
                 .into_iter()
                 .map(|(id, version, at)| (at, id, version))
                 .collect();
-            rows.sort();
-            Ok(rows
-                .into_iter()
-                .map(|(_, id, version)| Claim {
-                    id,
-                    version: u64::try_from(version).unwrap_or(0),
-                    token: token.clone(),
-                    until_ms,
-                })
-                .collect())
+            Ok(claims(rows, &token, until_ms))
         })
     }
 
@@ -603,8 +589,7 @@ impl InstanceStore for PostgresStore {
         lease: Duration,
     ) -> BoxFuture<'a, Result<Claim, StoreError>> {
         Box::pin(async move {
-            let until_ms =
-                now_ms.saturating_add(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+            let until_ms = now_ms.saturating_add(millis(lease));
             let renewed = sqlx::query(
                 "UPDATE instances SET lease_until = $1
                  WHERE id = $2 AND lease_token = $3 AND lease_until > $4",

@@ -2,9 +2,9 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use engine_store::{Listing, StoreError, Summary, Versioned};
+use engine_store::{Claim, Listing, StoreError, Summary, Versioned};
 
 use crate::backend;
 
@@ -12,9 +12,26 @@ use crate::backend;
 pub(crate) fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        .map_or(0, millis)
+}
+
+/// Milliseconds of `duration`, saturating.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The claims of a `claim_due` statement's rows, `(next_refresh_at, id, version)`, soonest due
+/// first, as the statement chose them (`RETURNING` keeps no order).
+pub(crate) fn claims(mut rows: Vec<(i64, String, i64)>, token: &str, until_ms: u64) -> Vec<Claim> {
+    rows.sort();
+    rows.into_iter()
+        .map(|(_, id, version)| Claim {
+            id,
+            version: u64::try_from(version).unwrap_or(0),
+            token: token.to_owned(),
+            until_ms,
         })
+        .collect()
 }
 
 /// A number for an `INTEGER`/`BIGINT` column; values past `i64::MAX` (never a version or a

@@ -11,7 +11,7 @@ use engine_store::{
 };
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
-use crate::{backend, decode, epoch_ms, to_i64, valid_id};
+use crate::{backend, claims, decode, epoch_ms, millis, to_i64, valid_id};
 
 /// How long a statement waits for another connection's write lock before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,11 +51,6 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE instances ADD COLUMN lease_token TEXT;
     ALTER TABLE instances ADD COLUMN lease_until INTEGER;",
 ];
-
-/// Milliseconds of `duration`, saturating.
-fn to_u64_ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// An [`InstanceStore`] in one SQLite file: many instances, no server.
 ///
@@ -729,7 +724,7 @@ impl InstanceStore for SqliteStore {
     ) -> BoxFuture<'_, Result<Vec<Claim>, StoreError>> {
         Box::pin(async move {
             let token = lease_token();
-            let until_ms = now_ms.saturating_add(to_u64_ms(lease));
+            let until_ms = now_ms.saturating_add(millis(lease));
             let leased = token.clone();
             let rows = self
                 .writing("claim", move |connection| {
@@ -760,18 +755,7 @@ impl InstanceStore for SqliteStore {
                     rows.collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .await?;
-            let mut rows = rows;
-            // RETURNING gives no order: soonest due first, as chosen.
-            rows.sort();
-            Ok(rows
-                .into_iter()
-                .map(|(_, id, version)| Claim {
-                    id,
-                    version: u64::try_from(version).unwrap_or(0),
-                    token: token.clone(),
-                    until_ms,
-                })
-                .collect())
+            Ok(claims(rows, &token, until_ms))
         })
     }
 
@@ -782,7 +766,7 @@ impl InstanceStore for SqliteStore {
         lease: Duration,
     ) -> BoxFuture<'a, Result<Claim, StoreError>> {
         Box::pin(async move {
-            let until_ms = now_ms.saturating_add(to_u64_ms(lease));
+            let until_ms = now_ms.saturating_add(millis(lease));
             let (id, token) = (claim.id.clone(), claim.token.clone());
             let renewed = self
                 .writing(&claim.id, move |connection| {
