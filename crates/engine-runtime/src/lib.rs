@@ -55,6 +55,8 @@ mod observer;
 mod pages;
 mod pagination;
 mod prepared_request;
+#[cfg(test)]
+mod properties;
 mod redact;
 mod refresh_policy;
 mod request;

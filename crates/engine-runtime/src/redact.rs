@@ -459,6 +459,8 @@ mod tests {
         }
 
         proptest! {
+            #![proptest_config(crate::properties::config(256))]
+
             #[test]
             fn raw_json_form_and_percent_forms_are_masked(
                 secret in SECRET, before in CONTEXT, after in CONTEXT

@@ -368,6 +368,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::properties::config(256))]
+
         /// Whatever the count, the jitter and the `Retry-After`, a retry is due after at least
         /// four fifths of the backoff (or the vendor's wait), never beyond the longest wait or
         /// the capped `Retry-After`, and the cooldown ends when it is due.

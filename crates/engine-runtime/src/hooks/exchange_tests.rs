@@ -91,9 +91,7 @@ fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
 
 proptest! {
     // 48 cases keep the suite fast; `PROPTEST_CASES=5000` searches longer.
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(48)
-    ))]
+    #![proptest_config(crate::properties::config(48))]
 
     #[test]
     fn any_inputs_and_answers_end_cleanly_within_the_budget(

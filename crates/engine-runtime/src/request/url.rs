@@ -283,13 +283,15 @@ fn in_directory(
         url
     };
     // Always a base for `http(s)`; the directory's path ends in `/`, an empty last segment
-    // that `last` takes the place of.
-    let pushed = url
-        .path_segments_mut()
-        .map(|mut segments| {
-            segments.pop_if_empty().push(last);
-        })
-        .is_ok();
+    // that `last` takes the place of. Not after another empty segment (`//`, as `/.//`
+    // becomes): popping would leave the path `/`, which pushing takes as no segment at all.
+    let pushed = !url.path().ends_with("//")
+        && url
+            .path_segments_mut()
+            .map(|mut segments| {
+                segments.pop_if_empty().push(last);
+            })
+            .is_ok();
     if pushed {
         return Ok(url);
     }
@@ -511,7 +513,7 @@ mod tests {
         const LAST: &str = "(\\.|\\.\\.|[a-zA-Z0-9._~-]{1,6}|%2e|[a-z%?#\\\\ ]{0,4})";
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(1024))]
+            #![proptest_config(crate::properties::config(1024))]
 
             #[test]
             fn a_url_joined_to_a_parsed_base_is_the_url_parsed_whole(
