@@ -20,6 +20,8 @@
 //! ```
 
 mod api;
+pub mod metrics;
+mod page;
 mod problem;
 pub mod scheduler;
 
@@ -123,6 +125,7 @@ impl Server {
             options: options.refresh,
             wake: Arc::new(Notify::new()),
             clock: options.clock,
+            metrics: Arc::new(metrics::Metrics::default()),
         });
         Ok(Self {
             listener,
@@ -152,6 +155,7 @@ impl Server {
             options: app.options.clone(),
             wake: Arc::clone(&app.wake),
             events: self.events,
+            metrics: Arc::clone(&app.metrics),
         };
         let scheduler = tokio::spawn(scheduler.run(stopped));
         let served = axum::serve(self.listener, api::router(Arc::clone(&self.app)))
