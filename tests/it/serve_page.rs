@@ -49,7 +49,10 @@ impl Served {
         let mut url = None;
         for line in lines.by_ref() {
             let line = line.unwrap();
-            stderr.lock().unwrap().push_str(&format!("{line}\n"));
+            let mut text = stderr.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+            drop(text);
             if let Some(rest) = line.strip_prefix("listening on ") {
                 url = Some(rest.to_owned());
                 break;
@@ -60,7 +63,9 @@ impl Served {
         let sink = Arc::clone(&stderr);
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
             }
         });
         Self { child, url, stderr }
