@@ -111,8 +111,39 @@ fn import(store: &str, base_url: &str, id: &str, secret: &str) {
     .assert_success();
 }
 
-/// A store with `good` (refreshed by the scheduler) and `bad` (its refresh rejected: marked
-/// `needs-reauth` at once), and a server on it once both refreshes are in their histories.
+/// Imports `id`, a demo instance whose hour-long token was obtained now.
+fn import_fresh(store: &str, base_url: &str, id: &str) {
+    let temp = tempfile::tempdir().unwrap();
+    let file = write_file(
+        temp.path(),
+        "fresh",
+        &json!({
+            "base.url": base_url,
+            "client.id": "demo-client",
+            "client.secret": "demo-secret",
+            "access.token": "at_fresh_old",
+            "authentication.time": time_ago(0),
+            "expires_in": "3600",
+        }),
+    );
+    let path = file.to_str().unwrap();
+    engine_output(&[
+        "instances",
+        "import",
+        path,
+        "--id",
+        id,
+        "--connector",
+        DEMO,
+        "--store",
+        store,
+    ])
+    .assert_success();
+}
+
+/// A store with `good` (refreshed by the scheduler), `bad` (its refresh rejected: marked
+/// `needs-reauth` at once) and `later` (fresh, not due), and a server on it once both refreshes
+/// are in their histories.
 struct Scene {
     emulator: Emulator,
     store: String,
@@ -128,6 +159,7 @@ impl Scene {
         let store = format!("sqlite:{}", temp.path().join("state.db").display());
         import(&store, &emulator.url(), "good", "demo-secret");
         import(&store, &emulator.url(), "bad", WRONG_SECRET);
+        import_fresh(&store, &emulator.url(), "later");
         let served = Served::start(&store);
         let scene = Self {
             emulator,
@@ -179,7 +211,11 @@ impl Scene {
     /// Every secret the instances held or hold: the client secrets, the imported tokens and the
     /// token the emulator issued.
     fn secrets(&self) -> Vec<String> {
-        let mut secrets = vec!["demo-secret".to_owned(), WRONG_SECRET.to_owned()];
+        let mut secrets = vec![
+            "demo-secret".to_owned(),
+            WRONG_SECRET.to_owned(),
+            "at_fresh_old".to_owned(),
+        ];
         for id in ["good", "bad"] {
             secrets.push(format!("at_{id}_old"));
             let outcome = engine_output(&[
@@ -267,6 +303,10 @@ async fn the_status_page_shows_a_rejected_refresh_on_its_instance_in_a_browser()
     assert!(good.contains("<td>in "), "{good}");
     assert!(good.contains("<time datetime=\""), "{good}");
     assert!(!dom.contains("<script"), "{dom}");
+    // Not refreshed yet: fresh, no timeline.
+    let later = row(&dom, "later");
+    assert!(later.contains(">fresh<"), "{later}");
+    assert!(!later.contains("<rect"), "{later}");
 
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-status-page.png");
     headless(
@@ -317,7 +357,7 @@ async fn metrics_count_refreshes_calls_and_instances_and_show_no_secret() {
         "engine_resource_calls_total{class=\"4xx\"} 1".to_owned(),
         "engine_resource_calls_total{class=\"5xx\"} 0".to_owned(),
         "engine_resource_call_seconds_count 2".to_owned(),
-        "engine_instances{status=\"fresh\"} 1".to_owned(),
+        "engine_instances{status=\"fresh\"} 2".to_owned(),
         "engine_instances{status=\"expired\"} 0".to_owned(),
         "engine_instances{status=\"needs-reauth\"} 1".to_owned(),
     ] {
@@ -349,4 +389,56 @@ async fn metrics_count_refreshes_calls_and_instances_and_show_no_secret() {
         assert!(!stderr.contains(secret.as_str()), "{secret} in {stderr}");
     }
     assert_eq!(scene.emulator.stats().token_requests, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_50_instances_a_page_with_a_link_to_the_next() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    // Fresh tokens at a vendor nobody listens at: nothing is due, nothing is sent.
+    let files: Vec<String> = (0..51)
+        .map(|index| {
+            let state = json!({
+                "base.url": "http://127.0.0.1:9",
+                "client.id": "demo-client",
+                "client.secret": "demo-secret",
+                "access.token": "at_paged",
+                "authentication.time": time_ago(0),
+                "expires_in": "3600",
+            });
+            let name = format!("paged-{index:02}");
+            write_file(temp.path(), &name, &state).display().to_string()
+        })
+        .collect();
+    let mut import = vec![
+        "instances",
+        "import",
+        "--connector",
+        DEMO,
+        "--store",
+        &store,
+    ];
+    import.extend(files.iter().map(String::as_str));
+    engine_output(&import).assert_success();
+    let served = Served::start(&store);
+    let client = reqwest::Client::new();
+    let page = |path: String| {
+        let client = client.clone();
+        async move { client.get(path).send().await.unwrap().text().await.unwrap() }
+    };
+
+    let first = page(format!("{}/", served.url)).await;
+    assert_eq!(first.matches("<tr data-instance=").count(), 50, "{first}");
+    assert!(first.contains("<tr data-instance=\"paged-49\">"), "{first}");
+    // The cursor is the last id.
+    let link = "<a href=\"/?after=paged-49\">next page</a>";
+    assert!(first.contains(link), "{first}");
+    let second = page(format!("{}/?after=paged-49", served.url)).await;
+    assert_eq!(second.matches("<tr data-instance=").count(), 1, "{second}");
+    assert!(
+        second.contains("<tr data-instance=\"paged-50\">"),
+        "{second}"
+    );
+    assert!(!second.contains("next page"), "{second}");
+    assert!(second.contains("<a href=\"/\">first page</a>"), "{second}");
 }

@@ -256,6 +256,55 @@ mod tests {
         assert_eq!(percent_encode("a b/<é>"), "a%20b%2F%3C%C3%A9%3E");
     }
 
+    #[tokio::test]
+    async fn a_row_shows_hostile_ids_connectors_and_history_as_text() {
+        let hostile = "<script>alert('id')</script>";
+        let store = engine_store::MemoryStore::new();
+        store.insert(hostile, engine_store::State::new());
+        let entry = serde_json::json!({"at": "<img src=x onerror=alert(1)>", "trigger": "\"><b>",
+            "outcome": "<i>", "status": 401});
+        store.append_history(hostile, entry, 10).await.unwrap();
+        let summary = Summary {
+            id: hostile.to_owned(),
+            version: 1,
+            expires_at_ms: Some(2_000),
+            connector: Some("<svg onload=alert(2)>".to_owned()),
+            status: None,
+            next_refresh_at_ms: None,
+        };
+        let mut html = String::new();
+        row(&mut html, &store, &summary, 1_000).await;
+        // Only the page's own elements: every `<` of a stored value is escaped.
+        let tags: Vec<&str> = html
+            .split('<')
+            .skip(1)
+            .map(|tag| tag.split([' ', '>']).next().unwrap_or(""))
+            .collect();
+        for tag in &tags {
+            assert!(
+                [
+                    "tr", "td", "/td", "/tr", "small", "/small", "time", "/time", "svg", "/svg",
+                    "rect", "/rect", "title", "/title"
+                ]
+                .contains(tag),
+                "<{tag} in {html}"
+            );
+        }
+        assert!(
+            html.contains(
+                "<tr data-instance=\"&lt;script&gt;alert(&#39;id&#39;)&lt;/script&gt;\">"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("<td>&lt;svg onload=alert(2)&gt;</td>"),
+            "{html}"
+        );
+        // An unknown outcome is marked failed; its text is escaped.
+        assert!(html.contains("<rect class=\"failed\""), "{html}");
+        assert!(html.contains("&quot;&gt;&lt;b&gt;"), "{html}");
+    }
+
     #[test]
     fn times_are_relative_and_absolute() {
         let now = 1_800_000_000_000;
