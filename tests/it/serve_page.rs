@@ -84,6 +84,7 @@ impl Drop for Served {
 }
 
 /// Imports `id`, a demo instance whose hour-long token expired an hour ago, with `secret`.
+#[track_caller]
 fn import(store: &str, base_url: &str, id: &str, secret: &str) {
     let temp = tempfile::tempdir().unwrap();
     let file = write_file(
@@ -112,6 +113,7 @@ fn import(store: &str, base_url: &str, id: &str, secret: &str) {
 }
 
 /// Imports `id`, a demo instance whose hour-long token was obtained now.
+#[track_caller]
 fn import_fresh(store: &str, base_url: &str, id: &str) {
     let temp = tempfile::tempdir().unwrap();
     let file = write_file(
@@ -239,6 +241,7 @@ impl Scene {
 }
 
 /// The row of `id` in the page's HTML: from its `<tr data-instance="ID">` to its `</tr>`.
+#[track_caller]
 fn row<'a>(html: &'a str, id: &str) -> &'a str {
     let start = html
         .find(&format!("<tr data-instance=\"{id}\">"))
@@ -260,6 +263,7 @@ fn chromium() -> Option<&'static str> {
 }
 
 /// Runs headless Chromium on `url` with `args`; returns its stdout.
+#[track_caller]
 fn headless(browser: &str, profile: &Path, url: &str, args: &[&str]) -> String {
     let output = Command::new(browser)
         .args(["--headless", "--disable-gpu", "--no-sandbox"])

@@ -1,7 +1,8 @@
 //! `engine serve`: the HTTP API over the engine's operations (`/v1`, JSON, problem details) and
 //! the scheduler that keeps instances fresh with no traffic. It owns HTTP and the scheduler's
 //! timing; what an operation decides (store opening, the registry, the refresh policy, history)
-//! is engine-service's. It never prints: the front end is told of the scheduler's [`Event`]s.
+//! is engine-service's. It never prints: the front end is told of the scheduler's [`Event`]s;
+//! what it does is counted for `/metrics` ([`metrics`]) and shown on the status page at `/`.
 //!
 //! ```no_run
 //! use std::sync::Arc;

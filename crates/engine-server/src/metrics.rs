@@ -147,13 +147,14 @@ fn outcome_label(outcome: &Outcome) -> Option<&'static str> {
     }
 }
 
-/// The outcome label of a refresh step as its history entry says it: `ok`; `rejected` for a 4xx
-/// answer other than 429; `failed` otherwise.
+/// The outcome label of a refresh step: its history entry's (`ok`; `rejected` for a 4xx
+/// answer other than 429; `failed` otherwise).
 fn report_outcome(report: &RefreshReport) -> &'static str {
-    match (&report.error, report.status) {
-        (None, _) => "ok",
-        (Some(_), Some(status)) if (400..500).contains(&status) && status != 429 => "rejected",
-        (Some(_), _) => "failed",
+    let entry = engine_service::history::entry_of(report, engine_service::Trigger::Run);
+    match entry["outcome"].as_str() {
+        Some("ok") => "ok",
+        Some("rejected") => "rejected",
+        _ => "failed",
     }
 }
 
@@ -400,6 +401,42 @@ mod tests {
         assert!(out.contains("lag_bucket{le=\"+Inf\"} 3\n"), "{out}");
         assert!(out.contains("lag_sum 7202.3\n"), "{out}");
         assert!(out.contains("lag_count 3\n"), "{out}");
+    }
+
+    /// A refresh step's report: `status` answered, an error unless 2xx, a retried call or not.
+    fn report(status: u16, retry: bool) -> RefreshReport {
+        RefreshReport {
+            reason: engine_runtime::RefreshReason::NoToken,
+            by: "oauth2 client_credentials".to_owned(),
+            status: Some(status),
+            elapsed: Duration::from_millis(20),
+            error: (status >= 300).then(|| format!("HTTP {status}")),
+            response: None,
+            retry,
+            old_token: None,
+            new_token: None,
+        }
+    }
+
+    #[test]
+    fn a_call_counts_one_refresh_by_its_last_step_the_retried_call_aside() {
+        let metrics = Metrics::default();
+        metrics.call_refreshed("demo", &[report(200, false), report(500, true)]);
+        metrics.call_refreshed("demo", &[report(401, false)]);
+        metrics.call_refreshed("demo", &[report(429, false)]);
+        metrics.call_refreshed("demo", &[report(200, true)]);
+        metrics.call_refreshed("demo", &[]);
+        let text = metrics.render();
+        for line in [
+            "engine_refreshes_total{connector=\"demo\",trigger=\"call\",outcome=\"ok\"} 1\n",
+            "engine_refreshes_total{connector=\"demo\",trigger=\"call\",outcome=\"rejected\"} 1\n",
+            "engine_refreshes_total{connector=\"demo\",trigger=\"call\",outcome=\"failed\"} 1\n",
+            "engine_refresh_step_seconds_bucket{connector=\"demo\",le=\"0.01\"} 0\n",
+            "engine_refresh_step_seconds_bucket{connector=\"demo\",le=\"0.025\"} 3\n",
+            "engine_refresh_step_seconds_count{connector=\"demo\"} 3\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]
