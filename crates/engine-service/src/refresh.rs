@@ -967,6 +967,16 @@ mod tests {
             "{outcomes:?}"
         );
         assert_eq!(outcomes[0].transition, None);
+        // Due a fifth of the hour before its expiry an hour ago: started 72 minutes late; one
+        // step, its lease kept.
+        let lag = outcomes[0].lag.unwrap();
+        assert!(
+            (Duration::from_mins(72)..Duration::from_mins(73)).contains(&lag),
+            "{lag:?}"
+        );
+        assert_eq!(outcomes[0].vendor_time.len(), 1);
+        assert!(!outcomes[0].lease_lost);
+        assert!(outcomes[1].vendor_time.is_empty());
         assert!(matches!(
             &outcomes[1].outcome,
             Outcome::Failed(Failure::ConnectorUnloadable { name }) if name == "missing.json"
@@ -1132,6 +1142,46 @@ mod tests {
             "{schedule:?}"
         );
         emulator.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresh_that_outlasts_its_lease_says_it_was_lost() {
+        // A vendor that takes connections and never answers: the refresh lasts its timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let vendor = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                open.push(stream);
+            }
+        });
+        let store = Arc::new(MemoryStore::new());
+        store.insert("slow", instance(&url, 7200, "demo-secret", Some(&demo())));
+        let plain: Arc<dyn InstanceStore> = Arc::clone(&store) as Arc<dyn InstanceStore>;
+        let opened = Opened::new(plain, None);
+        let engine = EngineBuilder::new()
+            .timeout(Duration::from_secs(3))
+            .retries(0)
+            .build()
+            .unwrap();
+        // The claim is first renewed after a second (the shortest renewal): a lease of 10 ms has
+        // ended by then.
+        let options = RefreshOptions {
+            lease: Duration::from_millis(10),
+            ..RefreshOptions::default()
+        };
+        let mut registry = Registry::new();
+        let mut refresh = Refresh::start(&opened, &mut registry, Arc::new(engine), &options)
+            .await
+            .unwrap();
+        let refreshed = refresh.next().await.unwrap().unwrap();
+        assert!(
+            matches!(refreshed.outcome, Outcome::Transient(_)),
+            "{:?}",
+            refreshed.outcome
+        );
+        assert!(refreshed.lease_lost);
+        vendor.abort();
     }
 
     /// The vendor's `Retry-After` on a 503 sets the retry when longer than the backoff.
