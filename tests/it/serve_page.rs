@@ -381,6 +381,17 @@ async fn metrics_count_refreshes_calls_and_instances_and_show_no_secret() {
 
     let (status, page) = scene.get("/").await;
     assert_eq!(status, 200);
+    // The page says the scheduler's count too.
+    assert!(
+        page.contains(
+            "<span class=\"fresh\">2 fresh</span> · <span class=\"expired\">0 expired</span>"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains("<span class=\"needs-reauth\">1 needs-reauth</span>"),
+        "{page}"
+    );
     let mut secrets = scene.secrets();
     secrets.sort();
     secrets.dedup();

@@ -220,6 +220,19 @@ impl Metrics {
         self.inner().census = Some(census);
     }
 
+    /// The scheduler's latest count: each status's label and count, and when it was taken
+    /// (epoch milliseconds); `None` before its first pass over the store.
+    pub(crate) fn census(&self) -> Option<(Vec<(&'static str, u64)>, u64)> {
+        let inner = self.inner();
+        let census = inner.census.as_ref()?;
+        let counts = STATES
+            .iter()
+            .zip(census.counts)
+            .map(|(state, count)| (state.label(), count))
+            .collect();
+        Some((counts, census.at_ms))
+    }
+
     /// Counts a resource call's answer and how long it took to serve.
     fn called(&self, status: u16, elapsed: Duration) {
         let class = CLASSES

@@ -61,6 +61,18 @@ pub(crate) async fn page(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>engine serve</title><style>{STYLE}</style></head><body><h1>Instances</h1>"
     );
+    if let Some((counts, at_ms)) = app.metrics.census() {
+        let counts: Vec<String> = counts
+            .iter()
+            .map(|(label, count)| format!("<span class=\"{label}\">{count} {label}</span>"))
+            .collect();
+        let _ = write!(
+            html,
+            "<p>{} <small>(counted by the scheduler {})</small></p>",
+            counts.join(" · "),
+            when(at_ms, now_ms)
+        );
+    }
     if query.after.is_some() {
         html.push_str("<p><a href=\"/\">first page</a></p>");
     }
