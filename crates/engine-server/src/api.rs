@@ -41,6 +41,8 @@ pub(crate) struct App {
     pub(crate) wake: Arc<Notify>,
     /// The scheduler's time.
     pub(crate) clock: Arc<dyn engine_runtime::Clock>,
+    /// What `/metrics` shows.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl App {
@@ -61,14 +63,21 @@ impl App {
 
 /// The routes.
 pub(crate) fn router(app: Arc<App>) -> Router {
+    let count_calls =
+        axum::middleware::from_fn_with_state(Arc::clone(&app), crate::metrics::count_calls);
     Router::new()
+        .route("/", get(crate::page::page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/v1/instances", get(list))
         .route("/v1/instances/{id}", get(show))
         .route("/v1/instances/{id}/refresh", post(refresh))
         .route("/v1/instances/{id}/history", get(history))
-        .route("/v1/instances/{id}/resources/{resource}", any(resource))
+        .route(
+            "/v1/instances/{id}/resources/{resource}",
+            any(resource).layer(count_calls),
+        )
         .fallback(not_found)
         .with_state(app)
 }
@@ -204,6 +213,7 @@ async fn refresh(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<
         Some(refreshed) => refreshed?,
         None => return Err(Failure::BadRequest("nothing to refresh".to_owned())),
     };
+    app.metrics.refreshed(&refreshed, "manual");
     // The scheduler plans again with the new expiry.
     app.wake.notify_one();
     let outcome = match refreshed.outcome {
@@ -293,9 +303,10 @@ async fn resource(
     let recorder = engine_service::Recorder::new(&NoObserver);
     let result =
         engine_runtime::run_pages(&app.engine, &request, &*store, &recorder, Pages::UpTo(1)).await;
+    let reports = recorder.take();
+    app.metrics.call_refreshed(name, &reports);
     // A history not written is no reason to fail the call.
-    let _warnings =
-        engine_service::after_run(&*store, &request, &recorder.take(), result.is_ok()).await;
+    let _warnings = engine_service::after_run(&*store, &request, &reports, result.is_ok()).await;
     match result {
         Ok(output) => {
             let status = StatusCode::from_u16(output.status).unwrap_or(StatusCode::OK);

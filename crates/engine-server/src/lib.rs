@@ -1,7 +1,8 @@
 //! `engine serve`: the HTTP API over the engine's operations (`/v1`, JSON, problem details) and
 //! the scheduler that keeps instances fresh with no traffic. It owns HTTP and the scheduler's
 //! timing; what an operation decides (store opening, the registry, the refresh policy, history)
-//! is engine-service's. It never prints: the front end is told of the scheduler's [`Event`]s.
+//! is engine-service's. It never prints: the front end is told of the scheduler's [`Event`]s;
+//! what it does is counted for `/metrics` ([`metrics`]) and shown on the status page at `/`.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -20,6 +21,8 @@
 //! ```
 
 mod api;
+pub mod metrics;
+mod page;
 mod problem;
 pub mod scheduler;
 
@@ -123,6 +126,7 @@ impl Server {
             options: options.refresh,
             wake: Arc::new(Notify::new()),
             clock: options.clock,
+            metrics: Arc::new(metrics::Metrics::default()),
         });
         Ok(Self {
             listener,
@@ -152,6 +156,7 @@ impl Server {
             options: app.options.clone(),
             wake: Arc::clone(&app.wake),
             events: self.events,
+            metrics: Arc::clone(&app.metrics),
         };
         let scheduler = tokio::spawn(scheduler.run(stopped));
         let served = axum::serve(self.listener, api::router(Arc::clone(&self.app)))

@@ -15,6 +15,8 @@ use engine_service::{Opened, Outcome, Refresh, RefreshOptions, Registry};
 use engine_store::{InstanceStore, Page, ScheduleStatus};
 use tokio::sync::{Notify, watch};
 
+use crate::metrics::{Census, Metrics};
+
 /// The longest the scheduler sleeps without reading the schedule again: instances that other
 /// processes add or change are seen at least this often.
 pub const MAX_IDLE: Duration = Duration::from_mins(1);
@@ -24,10 +26,12 @@ pub const MAX_IDLE: Duration = Duration::from_mins(1);
 /// scheduled aside), at most [`MAX_IDLE`] from now. An instance still due now (another
 /// process's claim holds it, or its refresh failed without a new schedule) is looked at again
 /// after `lease`, when a claim on it has ended.
+/// Each summary read is shown to `seen` (the metrics' count of instances by status).
 pub async fn wake_at(
     store: &dyn InstanceStore,
     now_ms: u64,
     lease: Duration,
+    mut seen: impl FnMut(&engine_store::Summary),
 ) -> Result<u64, engine_store::StoreError> {
     let mut wake_at_ms = now_ms.saturating_add(millis(MAX_IDLE));
     let mut page = Page {
@@ -37,6 +41,7 @@ pub async fn wake_at(
     loop {
         let listing = store.list(page.clone()).await?;
         for summary in listing.instances {
+            seen(&summary);
             if summary.status.as_deref() == Some(ScheduleStatus::NeedsReauth.as_str()) {
                 continue;
             }
@@ -104,6 +109,8 @@ pub struct Scheduler {
     pub wake: Arc<Notify>,
     /// Told of each refresh and failure.
     pub events: Arc<dyn Fn(Event) + Send + Sync>,
+    /// Counts the refreshes, and the instances by status at each pass over the schedule.
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -124,13 +131,21 @@ impl Scheduler {
         let mut store_failures = 0_u32;
         while !*shutdown.borrow() {
             let passed = match self.refresh().await {
-                Ok(()) => wake_at(
-                    &**self.opened.plain(),
-                    self.clock.now_ms(),
-                    self.options.lease,
-                )
-                .await
-                .map_err(engine_service::Error::from),
+                Ok(()) => {
+                    let mut census = Census::new(self.clock.now_ms());
+                    let read = wake_at(
+                        &**self.opened.plain(),
+                        self.clock.now_ms(),
+                        self.options.lease,
+                        |summary| census.count(summary),
+                    )
+                    .await
+                    .map_err(engine_service::Error::from);
+                    if read.is_ok() {
+                        self.metrics.counted(census);
+                    }
+                    read
+                }
                 Err(error) => Err(error),
             };
             let now_ms = self.clock.now_ms();
@@ -182,6 +197,7 @@ impl Scheduler {
         };
         while let Some(refreshed) = refresh.next().await {
             let Ok(refreshed) = refreshed else { continue };
+            self.metrics.refreshed(&refreshed, "schedule");
             let id = refreshed.id;
             let retry_at_ms = refreshed
                 .transition
@@ -255,12 +271,13 @@ mod tests {
     }
 
     /// Runs a scheduler over `store` on `clock` until `stop_after` events; returns them with
-    /// the clock's time at each.
+    /// the clock's time at each, and the metrics it kept.
     async fn schedule(
         store: Arc<engine_store::MemoryStore>,
         clock: &engine_runtime::ManualClock,
         stop_after: usize,
-    ) -> Vec<(Event, u64)> {
+    ) -> (Vec<(Event, u64)>, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
         let engine = engine_runtime::EngineBuilder::new()
             .clock(Arc::new(clock.clone()))
             .build()
@@ -277,6 +294,7 @@ mod tests {
             engine: Arc::new(engine),
             options: RefreshOptions::default(),
             wake: Arc::new(Notify::new()),
+            metrics: Arc::clone(&metrics),
             events: Arc::new(move |event| {
                 let mut events = sink.lock().unwrap();
                 events.push((event, time.now_ms()));
@@ -289,7 +307,8 @@ mod tests {
         tokio::time::timeout(Duration::from_mins(1), scheduler.run(stopped))
             .await
             .expect("the scheduler stops after its events");
-        std::mem::take(&mut *events.lock().unwrap())
+        let events = std::mem::take(&mut *events.lock().unwrap());
+        (events, metrics)
     }
 
     /// The schedule `store` keeps for `id`.
@@ -317,11 +336,28 @@ mod tests {
             .unwrap();
         assert!((start + 1..start + 50 * 60_000).contains(&due), "{due}");
 
-        let events = schedule(Arc::clone(&store), &clock, 1).await;
+        let (events, metrics) = schedule(Arc::clone(&store), &clock, 1).await;
         assert!(
             matches!(&events[..], [(Event::Refreshed { id }, _)] if id == "soon"),
             "{events:?}"
         );
+        // Counted: one scheduled refresh, one vendor step, started at its due time on the dot.
+        let text = metrics.render();
+        for line in [
+            format!(
+                "engine_refreshes_total{{connector=\"{}\",trigger=\"schedule\",outcome=\"ok\"}} 1\n",
+                demo()
+            ),
+            format!(
+                "engine_refresh_step_seconds_count{{connector=\"{}\"}} 1\n",
+                demo()
+            ),
+            "engine_scheduler_lag_seconds_bucket{le=\"0.1\"} 1\n".to_owned(),
+            "engine_scheduler_lag_seconds_sum 0\n".to_owned(),
+            "engine_lease_losses_total 0\n".to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line} in {text}");
+        }
         // Refreshed at the due time the store kept, not before, and due again by the new token.
         assert_eq!(events[0].1, due);
         let after = schedule_of(&store, "soon").await;
@@ -344,7 +380,7 @@ mod tests {
             demo_instance(&emulator.url(), start - 7_200_000, "FAKE-wrong"),
         );
 
-        let events = schedule(Arc::clone(&store), &clock, 3).await;
+        let (events, metrics) = schedule(Arc::clone(&store), &clock, 3).await;
         let attempts: Vec<(u64, Option<u64>)> = events
             .iter()
             .map(|(event, at)| match event {
@@ -376,6 +412,22 @@ mod tests {
         assert_eq!(stored.consecutive_rejections, 3);
         assert_eq!(stored.next_refresh_at_ms, None);
         assert_eq!(emulator.stats().token_requests, 3);
+        let rejected = format!(
+            "engine_refreshes_total{{connector=\"{}\",trigger=\"schedule\",outcome=\"rejected\"}} 3\n",
+            demo()
+        );
+        let text = metrics.render();
+        assert!(text.contains(&rejected), "{text}");
+        // The first attempt started 72 minutes after its due time (a fifth of the hour before
+        // an expiry an hour ago); each retry at the time the policy stored: no lag.
+        for line in [
+            "engine_scheduler_lag_seconds_bucket{le=\"0.1\"} 2\n",
+            "engine_scheduler_lag_seconds_bucket{le=\"3600\"} 2\n",
+            "engine_scheduler_lag_seconds_bucket{le=\"+Inf\"} 3\n",
+            "engine_scheduler_lag_seconds_sum 4320\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         emulator.shutdown().await;
     }
 }

@@ -186,6 +186,16 @@ pub struct Refreshed {
     pub transition: Option<Transition>,
     /// What could not be recorded (history entries, a claim not released).
     pub warnings: Vec<Warning>,
+    /// How late its refresh started after its schedule's due time (waiting for a claim, then
+    /// for one of the `jobs`); `None` unless it was claimed by its schedule.
+    pub lag: Option<Duration>,
+    /// True when its claim's lease was found lost while the refresh ran (it ended before it
+    /// was renewed; another process may have claimed it): the write stays fenced by the
+    /// version.
+    pub lease_lost: bool,
+    /// How long each step of the refresh took (its call to the vendor; the last step's with
+    /// its write), in order; none when nothing was sent.
+    pub vendor_time: Vec<Duration>,
 }
 
 impl Refreshed {
@@ -196,6 +206,9 @@ impl Refreshed {
             outcome,
             transition: None,
             warnings: Vec::new(),
+            lag: None,
+            lease_lost: false,
+            vendor_time: Vec::new(),
         }
     }
 }
@@ -375,6 +388,12 @@ impl Refresh {
             };
             tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
+                let lag = match &take {
+                    Take::Claimed(_) => summary
+                        .next_refresh_at_ms
+                        .map(|due| Duration::from_millis(engine.now_ms().saturating_sub(due))),
+                    Take::Listed | Take::Look => None,
+                };
                 let mut refreshed = if let Some(connector) = connector {
                     consider(
                         &engine, &*store, &connector, summary, ahead, &take, settings,
@@ -387,6 +406,7 @@ impl Refresh {
                     };
                     Refreshed::new(summary, Outcome::Failed(failure))
                 };
+                refreshed.lag = lag;
                 if let Take::Claimed(claim) = &take
                     && let Err(error) = store.release(claim).await
                 {
@@ -534,7 +554,7 @@ async fn consider(
         claim,
         before,
     };
-    let (outcome, transition, warnings) =
+    let (outcome, transition, warnings, measured) =
         refresh_one(engine, store, connector, &job, settings).await;
     Refreshed {
         id: summary.id,
@@ -542,6 +562,9 @@ async fn consider(
         outcome,
         transition,
         warnings,
+        lag: None,
+        lease_lost: measured.lease_lost,
+        vendor_time: measured.vendor_time,
     }
 }
 
@@ -595,16 +618,24 @@ struct Job<'a> {
     before: Schedule,
 }
 
+/// What a refresh measured beside its outcome ([`Refreshed::lease_lost`],
+/// [`Refreshed::vendor_time`]).
+struct Measured {
+    lease_lost: bool,
+    vendor_time: Vec<Duration>,
+}
+
 /// Refreshes one instance, renewing its claim (if any) while the vendor call runs; applies the
 /// failure state machine to its schedule under its lock; records the refresh and the
-/// transition in its history. Returns the outcome, the transition and the warnings.
+/// transition in its history. Returns the outcome, the transition, the warnings and what it
+/// measured.
 async fn refresh_one(
     engine: &Engine,
     store: &dyn InstanceStore,
     connector: &Connector,
     job: &Job<'_>,
     settings: Settings,
-) -> (Outcome, Option<Transition>, Vec<Warning>) {
+) -> (Outcome, Option<Transition>, Vec<Warning>, Measured) {
     let Job {
         id,
         ahead,
@@ -618,6 +649,7 @@ async fn refresh_one(
         instance: id,
         ahead,
     };
+    let mut lease_lost = false;
     let result = {
         let refreshing = engine.refresh(&request, store, &recorder);
         tokio::pin!(refreshing);
@@ -631,17 +663,31 @@ async fn refresh_one(
                 result = &mut refreshing => break result,
                 _ = renewal.tick(), if claim.is_some() => {
                     // A lost lease is not fatal: the write is fenced by the version.
-                    if let Some(held) = &claim
-                        && let Ok(renewed) =
-                            store.renew(held, engine.now_ms(), settings.lease).await
-                    {
-                        claim = Some(renewed);
+                    if let Some(held) = &claim {
+                        match store.renew(held, engine.now_ms(), settings.lease).await {
+                            Ok(renewed) => claim = Some(renewed),
+                            Err(error)
+                                if matches!(error.kind(), StoreErrorKind::LeaseLost { .. }) =>
+                            {
+                                lease_lost = true;
+                                claim = None;
+                            }
+                            Err(_) => {}
+                        }
                     }
                 }
             }
         }
     };
     let reports = recorder.take();
+    let measured = Measured {
+        lease_lost,
+        vendor_time: reports
+            .iter()
+            .filter(|report| !report.retry)
+            .map(|report| report.elapsed)
+            .collect(),
+    };
     let attempt = match &result {
         Ok(_) => Some(RefreshOutcome::Refreshed),
         Err(error) => match classify(error) {
@@ -719,7 +765,7 @@ async fn refresh_one(
             Class::Failed => Outcome::Failed(Failure::Run(error)),
         },
     };
-    (outcome, transition, warnings)
+    (outcome, transition, warnings, measured)
 }
 
 /// The kinds of failed refreshes.
@@ -921,6 +967,16 @@ mod tests {
             "{outcomes:?}"
         );
         assert_eq!(outcomes[0].transition, None);
+        // Due a fifth of the hour before its expiry an hour ago: started 72 minutes late; one
+        // step, its lease kept.
+        let lag = outcomes[0].lag.unwrap();
+        assert!(
+            (Duration::from_mins(72)..Duration::from_mins(73)).contains(&lag),
+            "{lag:?}"
+        );
+        assert_eq!(outcomes[0].vendor_time.len(), 1);
+        assert!(!outcomes[0].lease_lost);
+        assert!(outcomes[1].vendor_time.is_empty());
         assert!(matches!(
             &outcomes[1].outcome,
             Outcome::Failed(Failure::ConnectorUnloadable { name }) if name == "missing.json"
@@ -1086,6 +1142,46 @@ mod tests {
             "{schedule:?}"
         );
         emulator.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresh_that_outlasts_its_lease_says_it_was_lost() {
+        // A vendor that takes connections and never answers: the refresh lasts its timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let vendor = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                open.push(stream);
+            }
+        });
+        let store = Arc::new(MemoryStore::new());
+        store.insert("slow", instance(&url, 7200, "demo-secret", Some(&demo())));
+        let plain: Arc<dyn InstanceStore> = Arc::clone(&store) as Arc<dyn InstanceStore>;
+        let opened = Opened::new(plain, None);
+        let engine = EngineBuilder::new()
+            .timeout(Duration::from_secs(3))
+            .retries(0)
+            .build()
+            .unwrap();
+        // The claim is first renewed after a second (the shortest renewal): a lease of 10 ms has
+        // ended by then.
+        let options = RefreshOptions {
+            lease: Duration::from_millis(10),
+            ..RefreshOptions::default()
+        };
+        let mut registry = Registry::new();
+        let mut refresh = Refresh::start(&opened, &mut registry, Arc::new(engine), &options)
+            .await
+            .unwrap();
+        let refreshed = refresh.next().await.unwrap().unwrap();
+        assert!(
+            matches!(refreshed.outcome, Outcome::Transient(_)),
+            "{:?}",
+            refreshed.outcome
+        );
+        assert!(refreshed.lease_lost);
+        vendor.abort();
     }
 
     /// The vendor's `Retry-After` on a 503 sets the retry when longer than the backoff.
