@@ -4,13 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use engine_runtime::{EngineBuilder, Inputs, RunRequest};
-use engine_service::secret_rule;
+use engine_runtime::EngineBuilder;
+use engine_service::{DeleteConnector, ErrorKind, OnDelete, secret_rule};
 use engine_spec::Connector;
-use engine_spec::kinds::ResourceType;
-use engine_store::{
-    CONNECTOR_KEY, InstanceStore, Page, Schedule, State, StoreErrorKind, VERSION_KEY, connector_of,
-};
+use engine_store::{InstanceStore, Page, State, connector_of};
 
 use crate::Exit;
 use crate::printer;
@@ -229,30 +226,23 @@ async fn import(
                 .map(|stem| stem.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         };
-        let mut state = read_instance_file(file)?;
-        state.shift_remove(VERSION_KEY);
-        if let Some(connector) = connector {
-            state.insert(CONNECTOR_KEY.to_owned(), connector.into());
-        }
-        // The runtime's schedule: by the connector when it is a file, else by the keys alone.
-        let previous = Schedule::read(&state);
-        match &known {
-            Some(connector) => engine_runtime::schedule_of(connector, &state, &previous),
-            None => engine_runtime::estimated_schedule(&state, &previous),
-        }
-        .put(&mut state);
-        match store.write(&instance, state, 0).await {
+        let values = read_instance_file(file)?;
+        let new = engine_service::NewInstance {
+            id: &instance,
+            connector_name: connector,
+            connector: known.as_ref(),
+            values,
+        };
+        match engine_service::import(&*store, new).await {
             Ok(_) => printer::verbose(&format!("imported `{instance}` from `{}`", file.display())),
-            Err(error) if matches!(error.kind(), StoreErrorKind::Conflict { .. }) => {
-                return Err(Failure::new(
-                    format!("instance `{instance}` already exists in the store"),
-                    Exit::Invalid,
-                )
-                .help(format!(
-                    "delete it first (`engine instances delete {instance}`), or import under another id with `--id`"
-                )));
+            Err(error) => {
+                if let engine_service::ErrorKind::InstanceExists { .. } = error.kind() {
+                    return Err(Failure::new(error.to_string(), Exit::Invalid).help(format!(
+                        "delete it first (`engine instances delete {instance}`), or import under another id with `--id`"
+                    )));
+                }
+                return Err(Failure::of_service(&error, &args.store));
             }
-            Err(error) => return Err(Failure::of_store(&error, &args.store)),
         }
     }
     Ok(Exit::Success)
@@ -583,67 +573,46 @@ async fn delete(
             "fix the cause and delete again, or delete it anyway with `engine instances delete {id} --force` (what `onDelete` would have removed at the vendor stays)"
         ))
     };
-    let store = opened.sealed(loaded.as_ref());
-    match (&path, &loaded) {
-        (Some(path), None) if !force => {
-            return Err(Failure::new(
-                format!(
-                    "`{id}` was not deleted: its connector `{}` cannot be loaded to run its `onDelete` resource",
-                    path.display()
-                ),
-                Exit::Invalid,
-            )
-            .help(format!(
-                "name the connector file with `--connector FILE`, or delete the instance without its `onDelete` call with `engine instances delete {id} --force`"
-            )));
-        }
-        (Some(path), None) => printer::verbose(&format!(
-            "warning: connector `{}` cannot be loaded: `{id}` is deleted without its `onDelete` call (`--force`)",
-            path.display()
-        )),
-        (_, Some(connector)) if connector.lifecycle(ResourceType::OnDelete).is_some() => {
-            let engine = EngineBuilder::new()
-                .timeout(timeout)
-                .build()
-                .map_err(|error| Failure::new(error.to_string(), Exit::Transport))?;
-            let inputs = Inputs::default();
-            let request = RunRequest {
-                connector,
-                selector: "onDelete",
-                inputs: &inputs,
-                instance: id,
-            };
-            // No history: the instance and its history go.
-            let result = engine
-                .run(&request, &*store, &engine_runtime::NoObserver)
-                .await;
-            match result {
-                Ok(output) => printer::verbose(&format!("ON DELETE: {}", output.status)),
-                Err(error) if force => {
-                    printer::verbose(&format!(
-                        "warning: `onDelete` failed: {error}; `{id}` is deleted anyway (`--force`)"
-                    ));
-                }
-                Err(error) => {
+    let name = path.as_ref().map(|path| path.display().to_string());
+    let target = match (&name, &loaded) {
+        (_, Some(connector)) => DeleteConnector::Loaded(connector),
+        (Some(name), None) => DeleteConnector::Unloadable { name },
+        (None, None) => DeleteConnector::Unrecorded,
+    };
+    let engine = EngineBuilder::new()
+        .timeout(timeout)
+        .build()
+        .map_err(|error| Failure::new(error.to_string(), Exit::Transport))?;
+    let on_delete = match engine_service::delete(&opened, id, target, &engine, force).await {
+        Ok(on_delete) => on_delete,
+        Err(error) => {
+            let title = error.to_string();
+            return Err(match error.into_kind() {
+                ErrorKind::DeleteConnectorUnavailable { .. } => Failure::new(title, Exit::Invalid)
+                .help(format!(
+                    "name the connector file with `--connector FILE`, or delete the instance without its `onDelete` call with `engine instances delete {id} --force`"
+                )),
+                ErrorKind::OnDeleteFailed { error, .. } => {
+                    let connector = loaded.as_ref().expect("`onDelete` ran on a loaded connector");
                     let exit = crate::run::report(&error, connector);
-                    return Err(kept(
-                        format!("`{id}` was not deleted: its `onDelete` call failed"),
-                        exit,
-                    ));
+                    kept(title, exit)
                 }
-            }
+                ErrorKind::Store(error) => Failure::of_store(&error, &args.store),
+                kind => Failure::of_service(&kind.into(), &args.store),
+            });
         }
+    };
+    match on_delete {
+        OnDelete::Sent { status } => printer::verbose(&format!("ON DELETE: {status}")),
+        OnDelete::FailedForced(error) => printer::verbose(&format!(
+            "warning: `onDelete` failed: {error}; `{id}` is deleted anyway (`--force`)"
+        )),
+        OnDelete::Unloadable => printer::verbose(&format!(
+            "warning: connector `{}` cannot be loaded: `{id}` is deleted without its `onDelete` call (`--force`)",
+            name.as_deref().unwrap_or_default()
+        )),
         _ => {}
     }
-    // `onDelete` may have refreshed the token: delete the version there is now.
-    let read = store
-        .load(id)
-        .await
-        .map_err(|error| Failure::of_store(&error, &args.store))?;
-    store
-        .delete(id, read.version)
-        .await
-        .map_err(|error| Failure::of_store(&error, &args.store))?;
     printer::verbose(&format!("deleted `{id}`"));
     Ok(Exit::Success)
 }

@@ -100,6 +100,40 @@ pub enum ErrorKind {
         /// The names the registry knows, sorted.
         known: Vec<String>,
     },
+    /// An instance with this id exists already.
+    #[error("instance `{id}` already exists in the store")]
+    InstanceExists {
+        /// The id.
+        id: String,
+    },
+    /// A configuration value does not fit the connector: an unknown key, one of the engine's
+    /// own, a wrong type, a required key without a value.
+    #[error("configuration key `{key}`: {problem}")]
+    InvalidValue {
+        /// The key at fault.
+        key: String,
+        /// What is wrong with it (never its value).
+        problem: String,
+    },
+    /// The `onDelete` call of an instance failed: the instance was kept.
+    #[error("`{id}` was not deleted: its `onDelete` call failed")]
+    OnDeleteFailed {
+        /// The instance.
+        id: String,
+        /// The call's error (secrets masked).
+        error: engine_runtime::RunError,
+    },
+    /// The connector an instance names cannot be loaded to run its `onDelete`: the instance was
+    /// kept.
+    #[error(
+        "`{id}` was not deleted: its connector `{connector}` cannot be loaded to run its `onDelete` resource"
+    )]
+    DeleteConnectorUnavailable {
+        /// The instance.
+        id: String,
+        /// The connector's name as recorded (or given).
+        connector: String,
+    },
     /// A refresh task ended without an outcome (it panicked or was cancelled).
     #[error("a refresh ended without an outcome: {message}")]
     TaskFailed {

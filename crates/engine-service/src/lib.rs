@@ -4,7 +4,8 @@
 //! [`Registry`] that finds a connector by the name an instance records, the refresh policy
 //! ([`Refresh`]: claiming the due instances, N at a time, the failure state machine of
 //! backoff, cooldown and `needs-reauth`, and its [`Transition`]s),
-//! the refresh history ([`Recorder`], [`after_run`]) and the freshness check a status reports
+//! adding and removing instances ([`import`], [`check_values`], [`delete`]), the refresh
+//! history ([`Recorder`], [`after_run`]) and the freshness check a status reports
 //! ([`freshness`]). It returns typed outcomes and one [`Error`]; it never prints, parses
 //! arguments or exits.
 //!
@@ -34,6 +35,7 @@
 mod error;
 mod freshness;
 pub mod history;
+mod instances;
 pub mod refresh;
 mod registry;
 mod store;
@@ -41,6 +43,7 @@ mod store;
 pub use error::{Error, ErrorKind};
 pub use freshness::{InstanceState, LastRefresh, freshness, last_refresh};
 pub use history::{Recorder, Trigger, Warning, after_run};
+pub use instances::{DeleteConnector, NewInstance, OnDelete, check_values, delete, import};
 pub use refresh::{
     Claimed, Due, Failure, NEEDS_REAUTH, Outcome, Refresh, RefreshOptions, Refreshed, Transition,
     lifetime_of,
