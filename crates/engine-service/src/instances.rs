@@ -118,30 +118,29 @@ fn type_problem(kind: ConfigType, value: &Value) -> Option<String> {
         ConfigType::Textfield1000 => Some(1000),
         _ => None,
     };
-    match (kind, value) {
-        (_, Value::Null) => None,
-        (ConfigType::Boolean | ConfigType::BooleanYesNo, Value::Bool(_)) => None,
-        (ConfigType::Boolean | ConfigType::BooleanYesNo, Value::String(text))
-            if matches!(text.as_str(), "true" | "false") =>
-        {
-            None
-        }
-        (ConfigType::Boolean | ConfigType::BooleanYesNo, _) => {
-            Some("expected `true` or `false`".to_owned())
-        }
-        (ConfigType::Number, Value::Number(_)) => None,
-        (ConfigType::Number, Value::String(text)) if text.trim().parse::<f64>().is_ok() => None,
-        (ConfigType::Number, _) => Some("expected a number".to_owned()),
-        (ConfigType::CodeEditor, _) => None,
-        (_, Value::Object(_) | Value::Array(_)) => Some("expected text".to_owned()),
-        (_, Value::String(text)) => match limit {
-            Some(limit) if text.chars().count() > limit => {
-                Some(format!("longer than {limit} characters"))
+    let boolean = matches!(kind, ConfigType::Boolean | ConfigType::BooleanYesNo);
+    let fits = match value {
+        Value::Null => true,
+        Value::Bool(_) => !matches!(kind, ConfigType::Number),
+        Value::Number(_) => !boolean,
+        Value::String(text) if boolean => matches!(text.as_str(), "true" | "false"),
+        Value::String(text) if kind == ConfigType::Number => text.trim().parse::<f64>().is_ok(),
+        Value::String(text) => {
+            if let Some(limit) = limit.filter(|limit| text.chars().count() > *limit) {
+                return Some(format!("longer than {limit} characters"));
             }
-            _ => None,
-        },
-        _ => None,
-    }
+            true
+        }
+        Value::Object(_) | Value::Array(_) => kind == ConfigType::CodeEditor,
+    };
+    (!fits).then(|| {
+        match kind {
+            _ if boolean => "expected `true` or `false`",
+            ConfigType::Number => "expected a number",
+            _ => "expected text",
+        }
+        .to_owned()
+    })
 }
 
 /// True when `value` counts as given: not null, not empty text.
