@@ -24,6 +24,7 @@ mod pagination;
 mod platform_lifecycle;
 mod run;
 mod serve;
+mod serve_calls;
 mod serve_page;
 mod shared_instances;
 mod status;

@@ -18,17 +18,23 @@ use crate::support::run::time_ago;
 const DEMO: &str = "connectors/demo.json";
 
 /// A running `engine serve`, killed on drop when the test did not stop it.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Served {
     /// Starts `engine serve` on `store` and waits for its `listening on` line.
     fn start(store: &str) -> Self {
+        Self::start_in(store, "connectors")
+    }
+
+    /// Starts `engine serve` on `store` with the connectors of `connectors` (relative to the
+    /// repository, or absolute).
+    pub(crate) fn start_in(store: &str, connectors: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
-            .args(["serve", "--store", store, "--connectors", "connectors"])
+            .args(["serve", "--store", store, "--connectors", connectors])
             .args(["--listen", "127.0.0.1:0"])
             .current_dir(repo_root())
             .env("NO_COLOR", "1")
@@ -64,7 +70,7 @@ impl Served {
         Self { child, url, stderr }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 }

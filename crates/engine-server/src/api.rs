@@ -1,4 +1,5 @@
-//! The HTTP API: health, instances (list, show, force a refresh, history) and resource calls,
+//! The HTTP API: health, instances (create, list, show, delete, force a refresh, history) and
+//! resource calls,
 //! JSON in and out, failures as problem details ([`crate::problem`]). Each handler calls
 //! engine-service or the runtime and shapes the answer; what to decide is theirs.
 
@@ -10,10 +11,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use engine_runtime::{Engine, Inputs, NoObserver, Pages, RunErrorKind, RunRequest};
+use engine_service::{DeleteConnector, NewInstance};
 use engine_service::{
     Due, InstanceState, Opened, Outcome, Refresh, RefreshOptions, Registry, Trigger,
 };
@@ -70,8 +72,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::metrics))
-        .route("/v1/instances", get(list))
-        .route("/v1/instances/{id}", get(show))
+        .route("/v1/instances", get(list).post(create))
+        .route("/v1/instances/{id}", get(show).delete(remove))
         .route("/v1/instances/{id}/refresh", post(refresh))
         .route("/v1/instances/{id}/history", get(history))
         .route(
@@ -168,8 +170,13 @@ async fn show(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, Failure> {
-    let read = app.stored(&id).await?;
-    let summary = summary_of(&id, &read);
+    Ok(axum::Json(masked(&app, &id).await?))
+}
+
+/// The instance `id` as `GET /v1/instances/{id}` shows it.
+async fn masked(app: &App, id: &str) -> Result<Value, Failure> {
+    let read = app.stored(id).await?;
+    let summary = summary_of(id, &read);
     // A connector that cannot be loaded leaves the rule for names alone.
     let connector = summary
         .connector
@@ -185,7 +192,111 @@ async fn show(
     let state = InstanceState::of(&summary, app.clock.now_ms());
     let mut shown = describe(&**app.opened.plain(), &summary, state).await;
     shown["values"] = Value::Object(values);
-    Ok(axum::Json(shown))
+    Ok(shown)
+}
+
+/// The body of `POST /v1/instances`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBody {
+    /// The instance's id; generated when absent.
+    id: Option<String>,
+    /// The connector's name in the registry (its path, stem or key).
+    connector: String,
+    /// The configuration values, tokens included.
+    #[serde(default)]
+    values: serde_json::Map<String, Value>,
+}
+
+/// `POST /v1/instances`: stores a new instance of a connector of the registry, its values
+/// checked against the connector's configuration (existing tokens may come with them); `201`
+/// with the instance (masked) and its `Location`.
+async fn create(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, Failure> {
+    let body: NewBody = serde_json::from_slice(&body).map_err(|error| {
+        Failure::BadRequest(format!(
+            "the request body is not an instance (`{{\"connector\": NAME, \"values\": {{...}}}}`, `id` optional): {error}"
+        ))
+    })?;
+    let connector = app.connector(&body.connector)?;
+    engine_service::check_values(&connector, &body.values)?;
+    let id = match body.id {
+        Some(id) => id,
+        None => generated_id()?,
+    };
+    let store = app.opened.sealed(Some(&connector));
+    let new = NewInstance {
+        id: &id,
+        connector_name: Some(&body.connector),
+        connector: Some(&connector),
+        values: body.values,
+    };
+    engine_service::import(&*store, new).await?;
+    // The owner of the instance (the caller's API key) is recorded here, once callers are
+    // authenticated: this is the one place an instance is created over HTTP.
+    // The scheduler plans with the new instance's expiry.
+    app.wake.notify_one();
+    let shown = masked(&app, &id).await?;
+    let location = format!("/v1/instances/{}", encode_segment(&id));
+    let mut response = (StatusCode::CREATED, axum::Json(shown)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// A new instance id: `inst-` and 20 random hex digits.
+fn generated_id() -> Result<String, Failure> {
+    let mut bytes = [0_u8; 10];
+    getrandom::fill(&mut bytes).map_err(|error| {
+        Failure::Internal(format!("no random bytes for an instance id: {error}"))
+    })?;
+    Ok(bytes.iter().fold(String::from("inst-"), |mut id, byte| {
+        use std::fmt::Write as _;
+        let _ = write!(id, "{byte:02x}");
+        id
+    }))
+}
+
+/// `id` as one path segment of a URL.
+fn encode_segment(id: &str) -> String {
+    id.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `DELETE /v1/instances/{id}?force=true`: runs the connector's `onDelete` resource on the
+/// instance, then deletes it (`204`); a failed `onDelete`, or a connector that cannot be
+/// loaded, keeps it unless `force`.
+async fn remove(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    query: Result<Query<DeleteQuery>, QueryRejection>,
+) -> Result<StatusCode, Failure> {
+    let Query(query) = query.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
+    let read = app.stored(&id).await?;
+    let name = engine_store::connector_of(&read.state).map(str::to_owned);
+    let loaded = name.as_deref().and_then(|name| app.connector(name).ok());
+    let target = match (&name, &loaded) {
+        (_, Some(connector)) => DeleteConnector::Loaded(connector),
+        (Some(name), None) => DeleteConnector::Unloadable { name },
+        (None, None) => DeleteConnector::Unrecorded,
+    };
+    engine_service::delete(&app.opened, &id, target, &app.engine, query.force).await?;
+    app.wake.notify_one();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1/instances/{id}/refresh`: refreshes the instance now, whatever its expiry, through
@@ -271,6 +382,7 @@ async fn resource(
     State(app): State<Arc<App>>,
     Path((id, resource)): Path<(String, String)>,
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Failure> {
     let Query(params) = params.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
@@ -288,7 +400,7 @@ async fn resource(
     };
     let inputs = Inputs {
         params,
-        headers: Vec::new(),
+        headers: forwarded(&headers),
         body,
         body_text: None,
         files: Vec::new(),
@@ -320,6 +432,50 @@ async fn resource(
             _ => Err(Failure::Run(error)),
         },
     }
+}
+
+/// Request headers that are never forwarded to a vendor: the hop-by-hop ones (RFC 9110), those
+/// that describe this request rather than the vendor's (`Host`, `Content-Length`, the body's
+/// `Content-Type`, which the resource decides, `Accept-Encoding`, which the engine negotiates),
+/// and the caller's credentials for this service (`Authorization`, `Cookie`).
+const NOT_FORWARDED: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::ACCEPT_ENCODING,
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::EXPECT,
+];
+
+/// The caller's headers that become the call's header inputs: all but [`NOT_FORWARDED`],
+/// `Keep-Alive`, `Proxy-*` and those `Connection` names; values that are not text are dropped.
+fn forwarded(headers: &HeaderMap) -> Vec<(String, String)> {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let text = name.as_str();
+            !NOT_FORWARDED.contains(name)
+                && text != "keep-alive"
+                && !text.starts_with("proxy-")
+                && !named.iter().any(|named| named == text)
+        })
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
 }
 
 /// The vendor's error answer, as it came (masked): JSON when it is.

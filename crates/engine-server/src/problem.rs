@@ -61,6 +61,8 @@ pub(crate) enum Failure {
     BadRequest(String),
     /// The instance records no connector, so nothing can run on it.
     NoConnector(String),
+    /// The service itself failed (no randomness for an id).
+    Internal(String),
 }
 
 impl From<engine_service::Error> for Failure {
@@ -86,22 +88,56 @@ impl From<RunError> for Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        self.problem().into_response()
+        let retry_after = self.retry_after();
+        let mut response = self.problem().into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
 impl Failure {
+    /// The seconds a caller should wait before trying again (`Retry-After`), for the answers
+    /// that say "not now": an instance another writer holds (a second: a refresh takes about
+    /// that), one cooling down after failed refreshes (until its next attempt).
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Store(error) => store_retry_after(error),
+            Self::Run(error) => run_retry_after(error),
+            Self::Service(error) => match error.kind() {
+                ErrorKind::OnDeleteFailed { error, .. } => run_retry_after(error),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The problem, and its status, for each kind of failure: the one mapping of errors to
     /// statuses.
     pub(crate) fn problem(&self) -> Problem {
         let detail = match self {
-            Self::Service(error) => error.to_string(),
+            Self::Service(error) => match error.kind() {
+                ErrorKind::OnDeleteFailed { error: cause, .. } => format!(
+                    "{error}: {}; fix the cause and delete again, or delete it anyway with `?force=true` (what `onDelete` would have removed at the vendor stays)",
+                    match cause.kind() {
+                        RunErrorKind::Store(store) => store_detail(store),
+                        _ => cause.to_string(),
+                    }
+                ),
+                ErrorKind::DeleteConnectorUnavailable { .. } => format!(
+                    "{error}; fix the connector file, or delete the instance without its `onDelete` call with `?force=true`"
+                ),
+                _ => error.to_string(),
+            },
             Self::Store(error) => store_detail(error),
             Self::Run(error) => match error.kind() {
                 RunErrorKind::Store(error) => store_detail(error),
                 _ => error.to_string(),
             },
-            Self::BadRequest(message) => message.clone(),
+            Self::BadRequest(message) | Self::Internal(message) => message.clone(),
             Self::NoConnector(id) => format!(
                 "instance `{id}` records no connector: import it again naming its connector"
             ),
@@ -110,11 +146,30 @@ impl Failure {
             Self::Service(error) => match error.kind() {
                 ErrorKind::UnknownConnector { .. }
                 | ErrorKind::ConnectorUnreadable { .. }
-                | ErrorKind::InvalidConnector { .. } => (
+                | ErrorKind::InvalidConnector { .. }
+                | ErrorKind::DeleteConnectorUnavailable { .. } => (
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "connector-unavailable",
                     "the instance's connector cannot be loaded",
                 ),
+                ErrorKind::InstanceExists { .. } => (
+                    StatusCode::CONFLICT,
+                    "instance-exists",
+                    "an instance with this id exists",
+                ),
+                ErrorKind::InvalidValue { .. } => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-value",
+                    "a configuration value does not fit the connector",
+                ),
+                ErrorKind::OnDeleteFailed { error, .. } => match error.kind() {
+                    RunErrorKind::VendorStatus { .. } => (
+                        StatusCode::BAD_GATEWAY,
+                        "on-delete-failed",
+                        "the instance's `onDelete` call failed: it was kept",
+                    ),
+                    _ => run_status(error),
+                },
                 _ => (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
@@ -127,6 +182,11 @@ impl Failure {
                 StatusCode::BAD_REQUEST,
                 "bad-request",
                 "the request is invalid",
+            ),
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the operation failed",
             ),
             Self::NoConnector(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -154,6 +214,25 @@ fn store_detail(error: &StoreError) -> String {
             "another refresh or write holds the instance: try again".to_owned()
         }
         _ => "the instance store failed (`/readyz` says whether it answers)".to_owned(),
+    }
+}
+
+/// `Retry-After` for a store's error: a second for an instance another writer holds.
+fn store_retry_after(error: &StoreError) -> Option<u64> {
+    matches!(
+        error.kind(),
+        StoreErrorKind::LockTimeout { .. } | StoreErrorKind::Conflict { .. }
+    )
+    .then_some(1)
+}
+
+/// `Retry-After` for a failed run: a busy instance's, or a cooling-down one's time to its next
+/// refresh.
+fn run_retry_after(error: &RunError) -> Option<u64> {
+    match error.kind() {
+        RunErrorKind::Store(error) => store_retry_after(error),
+        RunErrorKind::CoolingDown { retry_in_ms, .. } => Some(retry_in_ms.div_ceil(1000).max(1)),
+        _ => None,
     }
 }
 
@@ -220,10 +299,54 @@ fn run_status(error: &RunError) -> (StatusCode, &'static str, &'static str) {
             "the vendor did not answer in time",
         ),
         RunErrorKind::Store(error) => store_status(error),
+        RunErrorKind::CoolingDown { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "instance-cooling-down",
+            "the instance cools down after failed refreshes",
+        ),
         _ => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "not-runnable",
             "the instance or connector does not allow this run; nothing was sent",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry_after(failure: Failure) -> (u16, Option<String>) {
+        let response = failure.into_response();
+        let header = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|value| value.to_str().expect("text").to_owned());
+        (response.status().as_u16(), header)
+    }
+
+    #[test]
+    fn answers_that_say_not_now_say_when_to_try_again() {
+        let cooling = RunErrorKind::CoolingDown {
+            instance: "acme".to_owned(),
+            retry_in_ms: 90_500,
+        };
+        assert_eq!(
+            retry_after(Failure::Run(cooling.into())),
+            (503, Some("91".to_owned()))
+        );
+        let busy = StoreError::from(StoreErrorKind::LockTimeout {
+            path: "acme".into(),
+            waited: std::time::Duration::from_secs(5),
+        });
+        assert_eq!(
+            retry_after(Failure::Store(busy)),
+            (503, Some("1".to_owned()))
+        );
+        let gone = StoreError::from(StoreErrorKind::UnknownInstance {
+            instance: "acme".to_owned(),
+            store: "sqlite".to_owned(),
+        });
+        assert_eq!(retry_after(Failure::Store(gone)), (404, None));
     }
 }

@@ -1,0 +1,407 @@
+//! `engine serve` creating and deleting instances over HTTP, and resource calls that carry the
+//! caller's headers: the built binary, a SQLite store in a temporary directory and a loopback
+//! vendor that records what it receives.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::serve::Served;
+use crate::support::run::{received_at, time_ago, token_response};
+
+const CONNECTOR: &str = "tests/fixtures/run/stored/connector.json";
+const CLIENT_SECRET: &str = "FAKE-client-secret-3c1e";
+const TOKEN: &str = "FAKE-imported-token-4d2f";
+const REFRESH: &str = "FAKE-imported-refresh-5e3a";
+const NEW_TOKEN: &str = "FAKE-new-token-6f4b";
+/// The caller's credentials for the service: never forwarded to a vendor.
+const SERVICE_KEY: &str = "FAKE-service-key-7a5c";
+
+/// The headers every request to the service carries (an API key, once callers authenticate).
+fn service_headers() -> Vec<(&'static str, String)> {
+    Vec::new()
+}
+
+/// A request to the service: every request of these tests is built here.
+fn request(
+    client: &reqwest::Client,
+    verb: &str,
+    url: &str,
+    body: Option<&Value>,
+) -> reqwest::RequestBuilder {
+    let verb = reqwest::Method::from_bytes(verb.as_bytes()).unwrap();
+    let mut builder = client.request(verb, url);
+    for (name, value) in service_headers() {
+        builder = builder.header(name, value);
+    }
+    match body {
+        Some(body) => builder.json(body),
+        None => builder,
+    }
+}
+
+/// An answer: status, headers, body.
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|value| value.to_str().unwrap())
+    }
+}
+
+async fn send(builder: reqwest::RequestBuilder) -> Answer {
+    let response = builder.send().await.unwrap();
+    Answer {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.text().await.unwrap(),
+    }
+}
+
+/// A vendor: tokens, `/contacts` answering with its header `X-Vendor-Trace`, and
+/// `/oauth/revoke` (`onDelete`) answering `revoke`.
+async fn vendor(revoke: u16) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(token_response(NEW_TOKEN, Some(REFRESH), json!(3600)))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/contacts"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("x-vendor-trace", "trace-1")
+                .set_body_json(json!({"data": [{"id": "c1"}]})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/revoke"))
+        .respond_with(ResponseTemplate::new(revoke).set_body_json(json!({"error": "refused"})))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// The values of a new instance of the fixture connector on `vendor`, with tokens it already
+/// holds (obtained a minute ago, for an hour).
+fn values(vendor: &MockServer) -> Value {
+    json!({
+        "base.url": vendor.uri(),
+        "client.id": "demo-client",
+        "client.secret": CLIENT_SECRET,
+        "access.token": TOKEN,
+        "refresh.token": REFRESH,
+        "authentication.time": time_ago(60),
+        "expires_in": "3600",
+    })
+}
+
+/// A temporary directory with the fixture connector as `stored.json` (the name `stored`), and
+/// a SQLite store.
+struct Setup {
+    _temp: tempfile::TempDir,
+    store: String,
+    connectors: String,
+}
+
+fn setup() -> Setup {
+    let temp = tempfile::tempdir().unwrap();
+    let connectors = temp.path().join("connectors");
+    fs_err::create_dir(&connectors).unwrap();
+    fs_err::copy(
+        crate::support::repo_root().join(CONNECTOR),
+        connectors.join("stored.json"),
+    )
+    .unwrap();
+    Setup {
+        store: format!("sqlite:{}", temp.path().join("state.db").display()),
+        connectors: connectors.display().to_string(),
+        _temp: temp,
+    }
+}
+
+/// Asserts that no answer holds a secret.
+#[track_caller]
+fn assert_hides(answers: &[&Answer]) {
+    for answer in answers {
+        for secret in [CLIENT_SECRET, TOKEN, REFRESH, NEW_TOKEN, SERVICE_KEY] {
+            assert!(
+                !answer.body.contains(secret),
+                "`{secret}` shown: {}",
+                answer.body
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_are_created_with_their_tokens_checked_and_deleted_through_on_delete() {
+    let setup = setup();
+    let vendor_server = vendor(200).await;
+    let served = Served::start_in(&setup.store, &setup.connectors);
+    let client = reqwest::Client::new();
+    let base = served.url.clone();
+    let instances = format!("{base}/v1/instances");
+
+    // Created with the tokens it holds: `201`, its `Location`, its secrets masked.
+    let body = json!({"id": "acme", "connector": "stored", "values": values(&vendor_server)});
+    let created = send(request(&client, "POST", &instances, Some(&body))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.header("location"), Some("/v1/instances/acme"));
+    let shown = created.json();
+    assert_eq!(
+        (&shown["id"], &shown["connector"], &shown["status"]),
+        (&json!("acme"), &json!("stored"), &json!("fresh")),
+        "{shown}"
+    );
+    assert_eq!(shown["values"]["client.secret"], "****");
+    assert_eq!(shown["values"]["access.token"], "****");
+    assert_eq!(shown["values"]["client.id"], "demo-client");
+
+    // Its token is the one a call sends: no token request.
+    let call = send(request(
+        &client,
+        "GET",
+        &format!("{instances}/acme/resources/list-contacts"),
+        None,
+    ))
+    .await;
+    assert_eq!(call.status, 200, "{}", call.body);
+    let sent = received_at(&vendor_server, "/contacts").await;
+    assert_eq!(
+        sent[0].headers.get("authorization").unwrap(),
+        &format!("Bearer {TOKEN}")
+    );
+    assert!(received_at(&vendor_server, "/oauth/token").await.is_empty());
+
+    // The same id again: `409`.
+    let duplicate = send(request(&client, "POST", &instances, Some(&body))).await;
+    assert_eq!(duplicate.status, 409, "{}", duplicate.body);
+    assert_eq!(
+        duplicate.json()["type"],
+        "urn:engine:problem:instance-exists"
+    );
+
+    // Values the connector does not take: `422`, naming the key, never the value.
+    let mut unknown = values(&vendor_server);
+    unknown["colour"] = "FAKE-colour-value".into();
+    let mut missing = values(&vendor_server);
+    missing
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("client.secret");
+    let mut wrong = values(&vendor_server);
+    wrong["client.id"] = json!({"nested": true});
+    for (values, key) in [
+        (unknown, "colour"),
+        (missing, "client.secret"),
+        (wrong, "client.id"),
+    ] {
+        let body = json!({"id": "bad", "connector": "stored", "values": values});
+        let refused = send(request(&client, "POST", &instances, Some(&body))).await;
+        assert_eq!(refused.status, 422, "{}", refused.body);
+        assert_eq!(
+            refused.header("content-type"),
+            Some("application/problem+json")
+        );
+        let problem = refused.json();
+        assert_eq!(problem["type"], "urn:engine:problem:invalid-value");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(&format!("`{key}`")), "{detail}");
+        assert!(!refused.body.contains("FAKE-colour-value"), "{detail}");
+        assert_hides(&[&refused]);
+    }
+    let gone = send(request(&client, "GET", &format!("{instances}/bad"), None)).await;
+    assert_eq!(gone.status, 404);
+
+    // No connector of that name: `422`; a body that is no instance: `400`.
+    let body = json!({"connector": "nope", "values": {}});
+    let unknown = send(request(&client, "POST", &instances, Some(&body))).await;
+    assert_eq!(
+        (unknown.status, unknown.json()["type"].as_str()),
+        (422, Some("urn:engine:problem:connector-unavailable")),
+        "{}",
+        unknown.body
+    );
+    let body = json!({"values": {}});
+    let malformed = send(request(&client, "POST", &instances, Some(&body))).await;
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+
+    // Without an id, one is made up.
+    let body = json!({"connector": "stored", "values": values(&vendor_server)});
+    let generated = send(request(&client, "POST", &instances, Some(&body))).await;
+    assert_eq!(generated.status, 201, "{}", generated.body);
+    let id = generated.json()["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("inst-") && id.len() == 25, "{id}");
+    assert_eq!(
+        generated.header("location"),
+        Some(format!("/v1/instances/{id}").as_str())
+    );
+
+    // Deleted: `onDelete` runs with the instance's token first, then the instance goes.
+    let deleted = send(request(
+        &client,
+        "DELETE",
+        &format!("{instances}/acme"),
+        None,
+    ))
+    .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    let revoked = received_at(&vendor_server, "/oauth/revoke").await;
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(
+        revoked[0].headers.get("authorization").unwrap(),
+        &format!("Bearer {TOKEN}")
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&revoked[0].body),
+        format!("token={REFRESH}")
+    );
+    let gone = send(request(&client, "GET", &format!("{instances}/acme"), None)).await;
+    assert_eq!(gone.status, 404);
+    let again = send(request(
+        &client,
+        "DELETE",
+        &format!("{instances}/acme"),
+        None,
+    ))
+    .await;
+    assert_eq!(again.status, 404, "{}", again.body);
+
+    // A failed `onDelete` keeps the instance, unless forced.
+    let refusing = vendor(403).await;
+    let body = json!({"id": "staying", "connector": "stored", "values": values(&refusing)});
+    let created = send(request(&client, "POST", &instances, Some(&body))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let kept = send(request(
+        &client,
+        "DELETE",
+        &format!("{instances}/staying"),
+        None,
+    ))
+    .await;
+    assert_eq!(kept.status, 502, "{}", kept.body);
+    let problem = kept.json();
+    assert_eq!(problem["type"], "urn:engine:problem:on-delete-failed");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`staying` was not deleted") && detail.contains("?force=true"),
+        "{detail}"
+    );
+    let still = send(request(
+        &client,
+        "GET",
+        &format!("{instances}/staying"),
+        None,
+    ))
+    .await;
+    assert_eq!(still.status, 200);
+    let forced = send(request(
+        &client,
+        "DELETE",
+        &format!("{instances}/staying?force=true"),
+        None,
+    ))
+    .await;
+    assert_eq!(forced.status, 204, "{}", forced.body);
+    assert_eq!(received_at(&refusing, "/oauth/revoke").await.len(), 2);
+    let gone = send(request(
+        &client,
+        "GET",
+        &format!("{instances}/staying"),
+        None,
+    ))
+    .await;
+    assert_eq!(gone.status, 404);
+
+    assert_hides(&[&created, &kept, &forced, &call, &generated]);
+    let stderr = served.stderr();
+    for secret in [CLIENT_SECRET, TOKEN, REFRESH, NEW_TOKEN] {
+        assert!(!stderr.contains(secret), "{stderr}");
+    }
+}
+
+/// Sends `request` (raw HTTP/1.1, so that its headers go exactly as written) to `base` and
+/// returns the answer's status line and headers.
+async fn raw(base: &str, request: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let address = base.trim_start_matches("http://").to_owned();
+    let request = request.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).expect("an answer");
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_forwards_the_callers_headers_but_not_hop_by_hop_ones_or_its_credentials() {
+    let setup = setup();
+    let vendor_server = vendor(200).await;
+    let served = Served::start_in(&setup.store, &setup.connectors);
+    let client = reqwest::Client::new();
+    let instances = format!("{}/v1/instances", served.url);
+    let body = json!({"id": "acme", "connector": "stored", "values": values(&vendor_server)});
+    let created = send(request(&client, "POST", &instances, Some(&body))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+
+    // Written by hand: a client library would drop or rewrite `Connection` and the headers it
+    // names.
+    let mut text = String::from("GET /v1/instances/acme/resources/list-contacts HTTP/1.1\r\n");
+    text.push_str("Host: service.example\r\n");
+    for (name, value) in service_headers() {
+        writeln!(text, "{name}: {value}\r").unwrap();
+    }
+    writeln!(text, "Authorization: Bearer {SERVICE_KEY}\r").unwrap();
+    text.push_str("Cookie: session=FAKE-cookie\r\n");
+    text.push_str("X-Caller-Tag: tag-42\r\n");
+    text.push_str("X-Hop: FAKE-hop-value\r\n");
+    text.push_str("Keep-Alive: timeout=5\r\n");
+    text.push_str("Proxy-Authorization: Basic FAKE-proxy\r\n");
+    text.push_str("Connection: close, X-Hop\r\n\r\n");
+    let answer = raw(&served.url, &text).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let sent = received_at(&vendor_server, "/contacts").await;
+    assert_eq!(sent.len(), 1);
+    let headers = &sent[0].headers;
+    assert_eq!(headers.get("x-caller-tag").unwrap(), "tag-42");
+    // The vendor gets the instance's token, never the caller's key.
+    assert_eq!(
+        headers.get("authorization").unwrap(),
+        &format!("Bearer {TOKEN}")
+    );
+    for name in ["x-hop", "keep-alive", "proxy-authorization", "cookie"] {
+        assert!(
+            headers.get(name).is_none(),
+            "`{name}` forwarded: {headers:?}"
+        );
+    }
+    assert_ne!(
+        headers.get("host").map(|host| host.to_str().unwrap()),
+        Some("service.example")
+    );
+    let all = format!("{headers:?}");
+    assert!(!all.contains(SERVICE_KEY), "{all}");
+    assert!(!all.contains("FAKE-hop-value"), "{all}");
+}
