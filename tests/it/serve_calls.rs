@@ -69,7 +69,8 @@ async fn send(builder: reqwest::RequestBuilder) -> Answer {
     }
 }
 
-/// A vendor: tokens, `/contacts` answering with its header `X-Vendor-Trace`, and
+/// A vendor: tokens, `/contacts` answering with its headers `X-Vendor-Trace`, a cookie and a
+/// hop-by-hop `X-Vendor-Hop` (named by `Connection`) and `X-Token-Echo` repeating the token, and
 /// `/oauth/revoke` (`onDelete`) answering `revoke`.
 async fn vendor(revoke: u16) -> MockServer {
     let server = MockServer::start().await;
@@ -83,6 +84,10 @@ async fn vendor(revoke: u16) -> MockServer {
         .respond_with(
             ResponseTemplate::new(200)
                 .insert_header("x-vendor-trace", "trace-1")
+                .insert_header("set-cookie", "vendor-session=FAKE-vendor-cookie")
+                .insert_header("connection", "x-vendor-hop")
+                .insert_header("x-vendor-hop", "hop")
+                .insert_header("x-token-echo", format!("Bearer {TOKEN}"))
                 .set_body_json(json!({"data": [{"id": "c1"}]})),
         )
         .mount(&server)
@@ -381,6 +386,26 @@ async fn a_call_forwards_the_callers_headers_but_not_hop_by_hop_ones_or_its_cred
     text.push_str("Connection: close, X-Hop\r\n\r\n");
     let answer = raw(&served.url, &text).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The vendor's own headers come back; its cookie, hop-by-hop headers and the type of its
+    // body (the answer is the engine's JSON) do not.
+    let answer = answer.to_ascii_lowercase();
+    assert!(
+        answer.contains("\r\nx-vendor-trace: trace-1\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("\r\ncontent-type: application/json\r\n"),
+        "{answer}"
+    );
+    // Secrets in them are masked, as in bodies.
+    assert!(answer.contains("\r\nx-token-echo: "), "{answer}");
+    assert!(!answer.contains(&TOKEN.to_ascii_lowercase()), "{answer}");
+    for name in ["set-cookie", "x-vendor-hop", "keep-alive"] {
+        assert!(
+            !answer.contains(&format!("\r\n{name}:")),
+            "`{name}` came back: {answer}"
+        );
+    }
 
     let sent = received_at(&vendor_server, "/contacts").await;
     assert_eq!(sent.len(), 1);

@@ -253,6 +253,9 @@ pub struct RunOutput {
     /// has no field for, since it is not an object (a list after `rootKey`): by name, in order,
     /// secrets masked.
     pub outputs: Vec<(String, Value)>,
+    /// The last response's headers, in the order received, values masked (values that are not
+    /// text left out).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Engine {
@@ -288,9 +291,11 @@ impl Engine {
             .into_iter()
             .map(|(name, value)| (name, redact_json(value, &run.redactor)))
             .collect();
+        let headers = std::mem::take(&mut run.last_headers);
         Ok(RunOutput {
             status,
             body: redact_json(body, &run.redactor),
+            headers,
             redactor: run.redactor,
             next_page: run.next_page,
             outputs,
@@ -466,6 +471,8 @@ pub(crate) struct Run<'a> {
     next_page: Option<crate::pagination::NextPage>,
     /// The output parameters the answer gave that its body, a list, has no field for.
     outputs: Vec<(String, Value)>,
+    /// The headers of the last successful answer of a call, values masked.
+    last_headers: Vec<(String, String)>,
     /// The headers of the answer before the current link of a `nextResource` chain, for its
     /// hooks (`request_previous_response_headers`); set by the two chain loops.
     previous_headers: Vec<(String, String)>,
@@ -502,6 +509,7 @@ impl<'a> Run<'a> {
             ran: Vec::new(),
             next_page: None,
             outputs: Vec::new(),
+            last_headers: Vec::new(),
             previous_headers: Vec::new(),
         })
     }
@@ -1198,6 +1206,10 @@ impl<'a> Run<'a> {
         let extracted = extract(self.connector, resource, &response)?;
         self.tell_missing(resource, &extracted.missing, false);
         self.save(&extracted.saved);
+        self.last_headers = response
+            .headers()
+            .map(|(name, value)| (name.to_owned(), self.redactor.redact(value)))
+            .collect();
         Ok((response, extracted))
     }
 

@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use engine_runtime::{Engine, Inputs, NoObserver, Pages, RunErrorKind, RunRequest};
+use engine_runtime::{Engine, Inputs, NoObserver, RunErrorKind, RunRequest};
 use engine_service::{DeleteConnector, NewInstance};
 use engine_service::{
     Due, InstanceState, Opened, Outcome, Refresh, RefreshOptions, Registry, Trigger,
@@ -413,8 +413,7 @@ async fn resource(
         instance: &id,
     };
     let recorder = engine_service::Recorder::new(&NoObserver);
-    let result =
-        engine_runtime::run_pages(&app.engine, &request, &*store, &recorder, Pages::UpTo(1)).await;
+    let result = app.engine.run(&request, &*store, &recorder).await;
     let reports = recorder.take();
     app.metrics.call_refreshed(name, &reports);
     // A history not written is no reason to fail the call.
@@ -422,8 +421,11 @@ async fn resource(
     match result {
         Ok(output) => {
             let status = StatusCode::from_u16(output.status).unwrap_or(StatusCode::OK);
-            let body = output.pages.into_iter().next().unwrap_or(Value::Null);
-            Ok((status, axum::Json(body)).into_response())
+            let mut response = (status, axum::Json(output.body)).into_response();
+            for (name, value) in returned(&output.headers) {
+                response.headers_mut().append(name, value);
+            }
+            Ok(response)
         }
         Err(error) => match error.kind() {
             RunErrorKind::VendorStatus { status, body, .. } => {
@@ -474,6 +476,47 @@ fn forwarded(headers: &HeaderMap) -> Vec<(String, String)> {
         })
         .filter_map(|(name, value)| {
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The vendor's response headers that come back to the caller: all but the hop-by-hop ones
+/// (`Connection` and those it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
+/// `Transfer-Encoding`, `Upgrade`), those that describe the vendor's body rather than the
+/// answer's JSON (`Content-Type`, `Content-Length`, `Content-Encoding`), this server's own
+/// (`Date`, `Server`), and `Set-Cookie`: a vendor's cookie belongs to the engine's session with
+/// it, not to the caller's with this service.
+fn returned(headers: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
+    let named: Vec<String> = headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, value)| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let dropped = [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::DATE,
+        header::SERVER,
+        header::SET_COOKIE,
+    ];
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+            let text = name.as_str();
+            let kept = !dropped.contains(&name)
+                && text != "keep-alive"
+                && !text.starts_with("proxy-")
+                && !named.iter().any(|named| named == text);
+            kept.then_some(())?;
+            Some((name, HeaderValue::from_str(value).ok()?))
         })
         .collect()
 }
