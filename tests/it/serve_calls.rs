@@ -430,3 +430,65 @@ async fn a_call_forwards_the_callers_headers_but_not_hop_by_hop_ones_or_its_cred
     assert!(!all.contains(SERVICE_KEY), "{all}");
     assert!(!all.contains("FAKE-hop-value"), "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cooling_down_answers_503_with_retry_after_without_asking_the_vendor() {
+    let setup = setup();
+    let refusing = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_grant"})))
+        .mount(&refusing)
+        .await;
+    let served = Served::start_in(&setup.store, &setup.connectors);
+    let client = reqwest::Client::new();
+    let instances = format!("{}/v1/instances", served.url);
+    // Its token expired an hour ago: the scheduler refreshes it at once, and the vendor refuses.
+    let mut expired = values(&refusing);
+    expired["authentication.time"] = time_ago(7200).into();
+    let body = json!({"id": "cold", "connector": "stored", "values": expired});
+    let created = send(request(&client, "POST", &instances, Some(&body))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let history = send(request(
+            &client,
+            "GET",
+            &format!("{instances}/cold/history"),
+            None,
+        ))
+        .await;
+        if history.json()["entries"]
+            .as_array()
+            .is_some_and(|entries| !entries.is_empty())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not refreshed: {}",
+            served.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = received_at(&refusing, "/oauth/token").await.len();
+    assert_eq!(asked, 1);
+
+    let call = send(request(
+        &client,
+        "GET",
+        &format!("{instances}/cold/resources/list-contacts"),
+        None,
+    ))
+    .await;
+    assert_eq!(call.status, 503, "{}", call.body);
+    assert_eq!(
+        call.json()["type"],
+        "urn:engine:problem:instance-cooling-down"
+    );
+    let wait: u64 = call.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&wait), "{wait}");
+    // Answered at once: the vendor was not asked again.
+    assert_eq!(received_at(&refusing, "/oauth/token").await.len(), asked);
+    assert!(received_at(&refusing, "/contacts").await.is_empty());
+}
