@@ -492,3 +492,69 @@ async fn an_instance_cooling_down_answers_503_with_retry_after_without_asking_th
     assert_eq!(received_at(&refusing, "/oauth/token").await.len(), asked);
     assert!(received_at(&refusing, "/contacts").await.is_empty());
 }
+
+/// The one replay rule, through the service: a `POST` the vendor refused for its token (`401`)
+/// is sent again once with a new token; one the vendor may have acted on (a `503`) never is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_sent_again_only_after_its_token_was_refused() {
+    use wiremock::matchers::header;
+    let setup = setup();
+    let vendor_server = vendor(200).await;
+    Mock::given(method("POST"))
+        .and(path("/contacts"))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&vendor_server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/contacts"))
+        .and(header(
+            "authorization",
+            format!("Bearer {NEW_TOKEN}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"error": "overloaded"})))
+        .mount(&vendor_server)
+        .await;
+    let served = Served::start_in(&setup.store, &setup.connectors);
+    let client = reqwest::Client::new();
+    let instances = format!("{}/v1/instances", served.url);
+    let body = json!({"id": "acme", "connector": "stored", "values": values(&vendor_server)});
+    let created = send(request(&client, "POST", &instances, Some(&body))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+
+    let contact = json!({"name": "Ada"});
+    let call = send(request(
+        &client,
+        "POST",
+        &format!("{instances}/acme/resources/create-contact"),
+        Some(&contact),
+    ))
+    .await;
+    // The vendor's answer comes back as it was.
+    assert_eq!(call.status, 503, "{}", call.body);
+    assert_eq!(call.json(), json!({"error": "overloaded"}));
+    let sent = received_at(&vendor_server, "/contacts").await;
+    let tokens: Vec<&str> = sent
+        .iter()
+        .map(|request| {
+            request
+                .headers
+                .get("authorization")
+                .unwrap()
+                .to_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        tokens,
+        [format!("Bearer {TOKEN}"), format!("Bearer {NEW_TOKEN}")],
+        "sent once with the refused token, once with the new one, and never again"
+    );
+    for request in &sent {
+        assert_eq!(
+            serde_json::from_slice::<Value>(&request.body).unwrap(),
+            contact
+        );
+    }
+    assert_eq!(received_at(&vendor_server, "/oauth/token").await.len(), 1);
+}
