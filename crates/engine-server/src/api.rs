@@ -231,8 +231,9 @@ async fn create(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, Fa
         values: body.values,
     };
     engine_service::import(&*store, new).await?;
-    // The owner of the instance (the caller's API key) is recorded here, once callers are
-    // authenticated: this is the one place an instance is created over HTTP.
+    // OWNER: the one place an instance is created over HTTP. Once callers authenticate with
+    // API keys, the caller's key is recorded as the instance's owner here
+    // (`engine_service::...::set_owner(&id, key)`), before the instance is answered.
     // The scheduler plans with the new instance's expiry.
     app.wake.notify_one();
     let shown = masked(&app, &id).await?;
