@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::{
-    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, Page, Schedule, State, StoreError,
-    StoreErrorKind, Summary, VERSION_KEY, Versioned, lease_token, millis,
+    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, MAX_RECORDS_PAGE, Page, Record,
+    Schedule, State, StoreError, StoreErrorKind, Summary, VERSION_KEY, Versioned, lease_token,
+    millis, record_conflict, valid_record,
 };
 
 /// The first pause between two attempts at a held lock; it doubles up to [`LOCK_POLL_MAX`].
@@ -114,6 +115,17 @@ impl FileStore {
             notices: Arc::clone(&self.notices),
             _lock_file: lock_file,
         })
+    }
+
+    /// The directory of the records of `namespace`: `DIR/.records/NAMESPACE` for a directory
+    /// store, `.FILE.records/NAMESPACE` beside the file of a one-file store.
+    fn records_dir(&self, namespace: &str) -> PathBuf {
+        match &self.layout {
+            Layout::Directory(dir) => dir.join(".records").join(namespace),
+            Layout::File(path) => parent_of(path)
+                .join(hidden_name(path, ".records"))
+                .join(namespace),
+        }
     }
 
     /// The ids of a directory store, sorted: the `*.json` files that are not hidden.
@@ -428,6 +440,170 @@ impl InstanceStore for FileStore {
     fn take_notices(&self) -> Vec<String> {
         std::mem::take(&mut *self.notices.lock().unwrap_or_else(PoisonError::into_inner))
     }
+
+    fn get_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        Box::pin(async move {
+            valid_record(namespace, id)?;
+            let path = self.records_dir(namespace).join(format!("{id}.json"));
+            let id = id.to_owned();
+            let record = blocking(&path.clone(), move || read_record(&path, id)).await?;
+            Ok(record.filter(|record| !record.is_expired(now_ms)))
+        })
+    }
+
+    fn put_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        value: Value,
+        expires_at_ms: Option<u64>,
+        expected: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            valid_record(namespace, id)?;
+            let dir = self.records_dir(namespace);
+            fs_err::create_dir_all(&dir).map_err(|source| io_error(&dir, "write", source))?;
+            let path = dir.join(format!("{id}.json"));
+            let lock = lock_file(&lock_path_of(&path), None).await?;
+            let (namespace, id) = (namespace.to_owned(), id.to_owned());
+            let notices = Arc::clone(&self.notices);
+            let version = blocking(&path.clone(), move || {
+                let found = read_record(&path, id.clone())?
+                    .filter(|record| !record.is_expired(now_ms))
+                    .map_or(0, |record| record.version);
+                if found != expected {
+                    return Err(record_conflict(&namespace, &id, expected, found));
+                }
+                let version = found + 1;
+                let text = serde_json::json!({
+                    "version": version,
+                    "expires_at_ms": expires_at_ms,
+                    "value": value,
+                })
+                .to_string();
+                let mut told = Vec::new();
+                persist_text(&path, text.as_bytes(), &mut told)?;
+                notices
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(told);
+                Ok(version)
+            })
+            .await?;
+            drop(lock);
+            Ok(version)
+        })
+    }
+
+    fn list_records<'a>(
+        &'a self,
+        namespace: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
+        Box::pin(async move {
+            crate::valid_id(namespace)?;
+            let dir = self.records_dir(namespace);
+            let after = after.map(str::to_owned);
+            blocking(&dir.clone(), move || {
+                let entries = match fs_err::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(source) if source.kind() == io::ErrorKind::NotFound => {
+                        return Ok(Vec::new());
+                    }
+                    Err(source) => return Err(io_error(&dir, "read", source)),
+                };
+                let mut ids = Vec::new();
+                for entry in entries {
+                    let entry = entry.map_err(|source| io_error(&dir, "read", source))?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if let Some(id) = name.strip_suffix(".json")
+                        && crate::valid_id(id).is_ok()
+                        && after.as_deref().is_none_or(|after| id > after)
+                    {
+                        ids.push(id.to_owned());
+                    }
+                }
+                ids.sort();
+                let mut records = Vec::new();
+                for id in ids {
+                    if records.len() >= limit.min(MAX_RECORDS_PAGE) {
+                        break;
+                    }
+                    let path = dir.join(format!("{id}.json"));
+                    if let Some(record) = read_record(&path, id)?
+                        && !record.is_expired(now_ms)
+                    {
+                        records.push(record);
+                    }
+                }
+                Ok(records)
+            })
+            .await
+        })
+    }
+
+    fn delete_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            valid_record(namespace, id)?;
+            let path = self.records_dir(namespace).join(format!("{id}.json"));
+            if !path.exists() {
+                return Ok(false);
+            }
+            let lock = lock_file(&lock_path_of(&path), None).await?;
+            let id = id.to_owned();
+            let deleted = blocking(&path.clone(), move || {
+                let Some(record) = read_record(&path, id)? else {
+                    return Ok(false);
+                };
+                if expected.is_some_and(|expected| expected != record.version) {
+                    return Ok(false);
+                }
+                fs_err::remove_file(&path).map_err(|source| io_error(&path, "delete", source))?;
+                Ok(true)
+            })
+            .await?;
+            drop(lock);
+            Ok(deleted)
+        })
+    }
+}
+
+/// Reads the record file `path` (`{"version", "expires_at_ms", "value"}`); `None` when it does
+/// not exist.
+fn read_record(path: &Path, id: String) -> Result<Option<Record>, StoreError> {
+    let bytes = match fs_err::read(path) {
+        Ok(bytes) => bytes,
+        Err(source) if source.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io_error(path, "read", source)),
+    };
+    let mut stored: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes).map_err(|error| {
+            StoreError::from(StoreErrorKind::Malformed {
+                path: path.to_owned(),
+                line: error.line(),
+                column: error.column(),
+                message: "a record file is not a JSON object".to_owned(),
+            })
+        })?;
+    Ok(Some(Record {
+        id,
+        value: stored.remove("value").unwrap_or(Value::Null),
+        version: stored.get("version").and_then(Value::as_u64).unwrap_or(0),
+        expires_at_ms: stored.get("expires_at_ms").and_then(Value::as_u64),
+    }))
 }
 
 /// The guard of [`FileStore`]: the open, locked sidecar file. Closing it releases the lock.

@@ -59,11 +59,13 @@ use std::time::Duration;
 
 pub use file_store::{FileStore, lock_file};
 pub use memory_store::MemoryStore;
+pub use record::{MAX_RECORDS_PAGE, Record, record_conflict, valid_record};
 pub use schedule::{SCHEDULE_KEY, Schedule, ScheduleStatus};
 pub use store_error::{StoreError, StoreErrorKind};
 
 mod file_store;
 mod memory_store;
+mod record;
 mod schedule;
 mod store_error;
 
@@ -400,6 +402,58 @@ pub trait InstanceStore: Send + Sync {
     /// this process (a file store: the file's path): the engine's in-process single-flight keys
     /// its refreshes by it.
     fn identity(&self, instance: &str) -> String;
+
+    /// Reads the record `id` of `namespace` ([`Record`]); `None` when there is none, or it
+    /// expired at `now_ms`.
+    ///
+    /// Fails with [`StoreErrorKind::InvalidInstanceId`] for a namespace or id that is not an id
+    /// every store can keep ([`valid_record`]), and when the store cannot be read.
+    fn get_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Record>, StoreError>>;
+
+    /// Writes the record `id` of `namespace` with `value` and `expires_at_ms` if its version is
+    /// still `expected` (0: absent, or expired at `now_ms`), and returns its new version.
+    /// Atomic across processes, like [`InstanceStore::write`]: of two writers expecting the same
+    /// version, one wins.
+    ///
+    /// Fails with [`StoreErrorKind::Conflict`] when the record is at another version, and like
+    /// [`InstanceStore::get_record`].
+    fn put_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        value: serde_json::Value,
+        expires_at_ms: Option<u64>,
+        expected: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Lists the records of `namespace` that have not expired at `now_ms`, in id order: those
+    /// after `after`, at most `limit` (and at most [`MAX_RECORDS_PAGE`]).
+    ///
+    /// Fails like [`InstanceStore::get_record`].
+    fn list_records<'a>(
+        &'a self,
+        namespace: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>>;
+
+    /// Deletes the record `id` of `namespace` if its version is `expected` (`None`: whatever
+    /// its version), and says whether it did (`false`: absent, or another version).
+    ///
+    /// Fails like [`InstanceStore::get_record`].
+    fn delete_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Takes what the store did since the last call that the user should be told once, as
     /// sentences (a file store: an instance file's permissions tightened to owner-only).

@@ -6,8 +6,9 @@ use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::{
-    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, Page, Schedule, State, StoreError,
-    StoreErrorKind, Summary, Versioned, lease_token, millis,
+    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, MAX_RECORDS_PAGE, Page, Record,
+    Schedule, State, StoreError, StoreErrorKind, Summary, Versioned, lease_token, millis,
+    record_conflict, valid_record,
 };
 
 /// An [`InstanceStore`] in memory, for tests and dry runs. Clones share the same state and locks.
@@ -30,6 +31,8 @@ struct Inner {
     /// The leases of [`InstanceStore::claim_due`]: instance → (token, end in epoch ms). Taken
     /// and checked under the lock of `states`, so claims never overlap.
     leases: Mutex<HashMap<String, (String, u64)>>,
+    /// The records, by namespace and id (sorted, for listings).
+    records: Mutex<BTreeMap<(String, String), Record>>,
 }
 
 impl MemoryStore {
@@ -68,6 +71,10 @@ impl Inner {
 
     fn leases(&self) -> MutexGuard<'_, HashMap<String, (String, u64)>> {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn records(&self) -> MutexGuard<'_, BTreeMap<(String, String), Record>> {
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock_of(&self, instance: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -308,6 +315,99 @@ impl InstanceStore for MemoryStore {
 
     fn identity(&self, instance: &str) -> String {
         format!("memory:{:p}/{instance}", Arc::as_ptr(&self.inner))
+    }
+
+    fn get_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        Box::pin(async move {
+            valid_record(namespace, id)?;
+            let records = self.inner.records();
+            Ok(records
+                .get(&(namespace.to_owned(), id.to_owned()))
+                .filter(|record| !record.is_expired(now_ms))
+                .cloned())
+        })
+    }
+
+    fn put_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        value: serde_json::Value,
+        expires_at_ms: Option<u64>,
+        expected: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            valid_record(namespace, id)?;
+            let mut records = self.inner.records();
+            let key = (namespace.to_owned(), id.to_owned());
+            let found = records
+                .get(&key)
+                .filter(|record| !record.is_expired(now_ms))
+                .map_or(0, |record| record.version);
+            if found != expected {
+                return Err(record_conflict(namespace, id, expected, found));
+            }
+            let version = found + 1;
+            records.insert(
+                key,
+                Record {
+                    id: id.to_owned(),
+                    value,
+                    version,
+                    expires_at_ms,
+                },
+            );
+            Ok(version)
+        })
+    }
+
+    fn list_records<'a>(
+        &'a self,
+        namespace: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
+        Box::pin(async move {
+            crate::valid_id(namespace)?;
+            let records = self.inner.records();
+            Ok(records
+                .iter()
+                .filter(|((space, id), record)| {
+                    space == namespace
+                        && after.is_none_or(|after| id.as_str() > after)
+                        && !record.is_expired(now_ms)
+                })
+                .map(|(_, record)| record.clone())
+                .take(limit.min(MAX_RECORDS_PAGE))
+                .collect())
+        })
+    }
+
+    fn delete_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            valid_record(namespace, id)?;
+            let mut records = self.inner.records();
+            let key = (namespace.to_owned(), id.to_owned());
+            let matches = records
+                .get(&key)
+                .is_some_and(|record| expected.is_none_or(|expected| record.version == expected));
+            if matches {
+                records.remove(&key);
+            }
+            Ok(matches)
+        })
     }
 }
 

@@ -822,6 +822,130 @@ async fn encryption(backend: &dyn Backend) {
     );
 }
 
+/// Records: a conditional write per version (0: absent or expired), reads and listings that
+/// skip expired records, namespaces apart, deletes by version; of writers racing from two
+/// handles on the same version, exactly one wins.
+async fn records(backend: &dyn Backend) {
+    let (one, two) = (backend.open().await, backend.open().await);
+    let now = 1_000_000;
+    assert_eq!(one.get_record("keys", "a1", now).await.unwrap(), None);
+    let first = one
+        .put_record("keys", "a1", json!({"n": 1}), None, 0, now)
+        .await
+        .unwrap();
+    assert_eq!(first, 1);
+    let again = two
+        .put_record("keys", "a1", json!({"n": 9}), None, 0, now)
+        .await;
+    assert!(
+        matches!(
+            again.unwrap_err().kind(),
+            StoreErrorKind::Conflict { found: 1, .. }
+        ),
+        "a second create of the same record is refused"
+    );
+    let second = two
+        .put_record("keys", "a1", json!({"n": 2}), None, first, now)
+        .await
+        .unwrap();
+    assert_eq!(second, 2);
+    let stale = one
+        .put_record("keys", "a1", json!({"n": 3}), None, first, now)
+        .await;
+    assert!(matches!(
+        stale.unwrap_err().kind(),
+        StoreErrorKind::Conflict { .. }
+    ));
+    let read = one.get_record("keys", "a1", now).await.unwrap().unwrap();
+    assert_eq!(
+        (read.id.as_str(), &read.value, read.version),
+        ("a1", &json!({"n": 2}), 2)
+    );
+
+    // Expiry: read until it, absent from then, and replaceable as absent.
+    one.put_record("keys", "b2", json!("short"), Some(now + 10), 0, now)
+        .await
+        .unwrap();
+    assert!(
+        one.get_record("keys", "b2", now + 9)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(one.get_record("keys", "b2", now + 10).await.unwrap(), None);
+    let ids = |records: Vec<engine_store::Record>| {
+        records
+            .into_iter()
+            .map(|record| record.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(two.list_records("keys", None, 10, now + 10).await.unwrap()),
+        ["a1"]
+    );
+    assert_eq!(
+        two.put_record("keys", "b2", json!("again"), None, 0, now + 10)
+            .await
+            .unwrap(),
+        1
+    );
+
+    // Listings: id order, pages, namespaces apart.
+    two.put_record("keys", "c3", json!(3), None, 0, now)
+        .await
+        .unwrap();
+    two.put_record("other", "a1", json!("elsewhere"), None, 0, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(one.list_records("keys", None, 10, now).await.unwrap()),
+        ["a1", "b2", "c3"]
+    );
+    assert_eq!(
+        ids(one.list_records("keys", None, 2, now).await.unwrap()),
+        ["a1", "b2"]
+    );
+    assert_eq!(
+        ids(one.list_records("keys", Some("b2"), 2, now).await.unwrap()),
+        ["c3"]
+    );
+    assert_eq!(
+        one.get_record("other", "a1", now)
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        json!("elsewhere")
+    );
+
+    // Deletes: by version, or whatever it is.
+    assert!(!one.delete_record("keys", "a1", Some(1)).await.unwrap());
+    assert!(one.delete_record("keys", "a1", Some(2)).await.unwrap());
+    assert!(!two.delete_record("keys", "a1", None).await.unwrap());
+    assert!(two.delete_record("keys", "c3", None).await.unwrap());
+    assert_eq!(
+        ids(one.list_records("keys", None, 10, now).await.unwrap()),
+        ["b2"]
+    );
+
+    // A namespace or id that is not an id every store keeps is refused.
+    let invalid = one.put_record("keys", "../x", json!(1), None, 0, now).await;
+    assert!(matches!(
+        invalid.unwrap_err().kind(),
+        StoreErrorKind::InvalidInstanceId { .. }
+    ));
+
+    // Racing creates from two handles: one wins, the other is told of the conflict.
+    for round in 0..5 {
+        let id = format!("race{round}");
+        let (a, b) = tokio::join!(
+            one.put_record("keys", &id, json!("one"), None, 0, now),
+            two.put_record("keys", &id, json!("two"), None, 0, now),
+        );
+        assert_eq!(u8::from(a.is_ok()) + u8::from(b.is_ok()), 1, "{a:?} {b:?}");
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod file {
@@ -871,6 +995,7 @@ conformance!(
     encryption,
     encryption_follows_the_rule,
     claims,
+    records,
 );
 
 /// PostgreSQL only: a lock holder that goes silent past the lock's lifetime loses the lock to

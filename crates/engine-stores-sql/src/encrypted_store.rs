@@ -5,7 +5,7 @@ use base64::Engine as _;
 use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use engine_store::{
-    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, Page, State, StoreError,
+    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, Page, Record, State, StoreError,
     StoreErrorKind, Versioned,
 };
 use serde_json::Value;
@@ -412,6 +412,49 @@ impl InstanceStore for EncryptedStore {
 
     fn identity(&self, instance: &str) -> String {
         self.inner.identity(instance)
+    }
+
+    // Records are passed through as they are: what they hold is their writer's to protect
+    // (the API keys keep a MAC of each key, never the key).
+    fn get_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        self.inner.get_record(namespace, id, now_ms)
+    }
+
+    fn put_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        value: Value,
+        expires_at_ms: Option<u64>,
+        expected: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.inner
+            .put_record(namespace, id, value, expires_at_ms, expected, now_ms)
+    }
+
+    fn list_records<'a>(
+        &'a self,
+        namespace: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
+        self.inner.list_records(namespace, after, limit, now_ms)
+    }
+
+    fn delete_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.inner.delete_record(namespace, id, expected)
     }
 }
 

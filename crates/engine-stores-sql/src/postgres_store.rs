@@ -3,8 +3,9 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use engine_store::{
-    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, Page, Schedule, State, StoreError,
-    StoreErrorKind, Summary, Versioned, connector_of, lease_token,
+    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, MAX_RECORDS_PAGE, Page, Record,
+    Schedule, State, StoreError, StoreErrorKind, Summary, Versioned, connector_of, lease_token,
+    record_conflict, valid_record,
 };
 use sqlx::Postgres;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -105,6 +106,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "schedule",
         include_str!("../migrations/postgres/0004_schedule.sql"),
+    ),
+    (
+        5,
+        "records",
+        include_str!("../migrations/postgres/0005_records.sql"),
     ),
 ];
 
@@ -709,6 +715,129 @@ impl InstanceStore for PostgresStore {
 
     fn identity(&self, instance: &str) -> String {
         format!("{}#{instance}", self.display)
+    }
+
+    fn get_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        Box::pin(async move {
+            valid_record(namespace, id)?;
+            let row: Option<(i64, Option<i64>, String)> = sqlx::query_as(
+                "SELECT version, expires_at, value FROM records
+                 WHERE namespace = $1 AND id = $2 AND (expires_at IS NULL OR expires_at > $3)",
+            )
+            .bind(namespace)
+            .bind(id)
+            .bind(to_i64(now_ms))
+            .fetch_optional(&mut *self.connection(id).await?)
+            .await
+            .map_err(|source| backend(id, source))?;
+            row.map(|row| crate::rows::record(id.to_owned(), row))
+                .transpose()
+        })
+    }
+
+    /// One statement, so that two writers expecting the same version never both win: an
+    /// `INSERT ... ON CONFLICT DO UPDATE ... WHERE` expired for version 0, an `UPDATE ...
+    /// WHERE version` otherwise.
+    fn put_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        value: serde_json::Value,
+        expires_at_ms: Option<u64>,
+        expected: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            valid_record(namespace, id)?;
+            let sql = if expected == 0 {
+                "INSERT INTO records (namespace, id, version, expires_at, value)
+                 VALUES ($1, $2, 1, $3, $4)
+                 ON CONFLICT (namespace, id) DO UPDATE SET version = 1,
+                   expires_at = EXCLUDED.expires_at, value = EXCLUDED.value
+                 WHERE records.expires_at IS NOT NULL AND records.expires_at <= $5
+                   AND $6 = 0
+                 RETURNING version"
+            } else {
+                "UPDATE records SET version = version + 1, expires_at = $3, value = $4
+                 WHERE namespace = $1 AND id = $2 AND version = $6
+                   AND (expires_at IS NULL OR expires_at > $5)
+                 RETURNING version"
+            };
+            let written: Option<i64> = sqlx::query_scalar(sql)
+                .bind(namespace)
+                .bind(id)
+                .bind(expires_at_ms.map(to_i64))
+                .bind(value.to_string())
+                .bind(to_i64(now_ms))
+                .bind(to_i64(expected))
+                .fetch_optional(&mut *self.connection(id).await?)
+                .await
+                .map_err(|source| backend(id, source))?;
+            if let Some(version) = written {
+                return Ok(u64::try_from(version).unwrap_or(0));
+            }
+            let found = self
+                .get_record(namespace, id, now_ms)
+                .await?
+                .map_or(0, |record| record.version);
+            Err(record_conflict(namespace, id, expected, found))
+        })
+    }
+
+    fn list_records<'a>(
+        &'a self,
+        namespace: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
+        Box::pin(async move {
+            crate::valid_id(namespace)?;
+            let rows: Vec<(String, i64, Option<i64>, String)> = sqlx::query_as(
+                "SELECT id, version, expires_at, value FROM records
+                 WHERE namespace = $1 AND id > $2 AND (expires_at IS NULL OR expires_at > $3)
+                 ORDER BY id LIMIT $4",
+            )
+            .bind(namespace)
+            .bind(after.unwrap_or_default())
+            .bind(to_i64(now_ms))
+            .bind(to_i64(limit.min(MAX_RECORDS_PAGE) as u64))
+            .fetch_all(&mut *self.connection(namespace).await?)
+            .await
+            .map_err(|source| backend(namespace, source))?;
+            rows.into_iter()
+                .map(|(id, version, expires_at, value)| {
+                    crate::rows::record(id, (version, expires_at, value))
+                })
+                .collect()
+        })
+    }
+
+    fn delete_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            valid_record(namespace, id)?;
+            let deleted = sqlx::query(
+                "DELETE FROM records WHERE namespace = $1 AND id = $2
+                   AND ($3::BIGINT IS NULL OR version = $3)",
+            )
+            .bind(namespace)
+            .bind(id)
+            .bind(expected.map(to_i64))
+            .execute(&mut *self.connection(id).await?)
+            .await
+            .map_err(|source| backend(id, source))?;
+            Ok(deleted.rows_affected() == 1)
+        })
     }
 }
 

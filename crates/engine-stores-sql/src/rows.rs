@@ -4,7 +4,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use engine_store::{Claim, Listing, StoreError, Summary, Versioned};
+use engine_store::{Claim, Listing, Record, StoreError, Summary, Versioned};
 
 use crate::backend;
 
@@ -67,4 +67,16 @@ pub(crate) fn decode(instance: &str, version: i64, text: &str) -> Result<Version
         )),
         Err(source) => Err(backend(instance, source)),
     }
+}
+
+/// A stored record's row, `(version, expires_at, value)`, as a [`Record`] with id `id`.
+pub(crate) fn record(id: String, row: (i64, Option<i64>, String)) -> Result<Record, StoreError> {
+    let (version, expires_at, text) = row;
+    let value = serde_json::from_str(&text).map_err(|source| backend(&id, source))?;
+    Ok(Record {
+        id,
+        value,
+        version: u64::try_from(version).unwrap_or(0),
+        expires_at_ms: expires_at.and_then(|at| u64::try_from(at).ok()),
+    })
 }

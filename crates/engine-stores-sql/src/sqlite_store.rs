@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use engine_store::{
-    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, Page, Schedule, State, StoreError,
-    StoreErrorKind, Summary, Versioned, connector_of, lease_token,
+    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, MAX_RECORDS_PAGE, Page, Record,
+    Schedule, State, StoreError, StoreErrorKind, Summary, Versioned, connector_of, lease_token,
+    record_conflict, valid_record,
 };
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
@@ -50,6 +51,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX instances_next_refresh_at ON instances (next_refresh_at);
     ALTER TABLE instances ADD COLUMN lease_token TEXT;
     ALTER TABLE instances ADD COLUMN lease_until INTEGER;",
+    // 5: records (`InstanceStore::put_record`): small JSON documents by namespace and id, with
+    // a version for conditional writes and an optional expiry (epoch ms).
+    "CREATE TABLE records (
+        namespace TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        expires_at INTEGER,
+        value TEXT NOT NULL,
+        PRIMARY KEY (namespace, id)
+    );
+    CREATE INDEX records_expires_at ON records (expires_at);",
 ];
 
 /// An [`InstanceStore`] in one SQLite file: many instances, no server.
@@ -893,6 +905,153 @@ impl InstanceStore for SqliteStore {
 
     fn identity(&self, instance: &str) -> String {
         format!("sqlite:{}#{instance}", self.inner.path.display())
+    }
+
+    fn get_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        Box::pin(async move {
+            valid_record(namespace, id)?;
+            let (space, key) = (namespace.to_owned(), id.to_owned());
+            let row = self
+                .with(id, move |connection| {
+                    connection
+                        .query_row(
+                            "SELECT version, expires_at, value FROM records
+                             WHERE namespace = ?1 AND id = ?2
+                               AND (expires_at IS NULL OR expires_at > ?3)",
+                            params![space, key, to_i64(now_ms)],
+                            |row| {
+                                Ok((
+                                    row.get::<_, i64>(0)?,
+                                    row.get::<_, Option<i64>>(1)?,
+                                    row.get::<_, String>(2)?,
+                                ))
+                            },
+                        )
+                        .optional()
+                })
+                .await?;
+            row.map(|row| crate::rows::record(id.to_owned(), row))
+                .transpose()
+        })
+    }
+
+    fn put_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        value: serde_json::Value,
+        expires_at_ms: Option<u64>,
+        expected: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            valid_record(namespace, id)?;
+            let (space, key) = (namespace.to_owned(), id.to_owned());
+            let (now, expires) = (to_i64(now_ms), expires_at_ms.map(to_i64));
+            let text = value.to_string();
+            let written = self
+                .writing(id, move |connection| {
+                    let transaction =
+                        connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let found = transaction
+                        .query_row(
+                            "SELECT version FROM records WHERE namespace = ?1 AND id = ?2
+                               AND (expires_at IS NULL OR expires_at > ?3)",
+                            params![space, key, now],
+                            |row| row.get::<_, i64>(0),
+                        )
+                        .optional()?
+                        .unwrap_or(0);
+                    if found != to_i64(expected) {
+                        return Ok(Err(found));
+                    }
+                    transaction.execute(
+                        "INSERT INTO records (namespace, id, version, expires_at, value)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (namespace, id) DO UPDATE SET version = excluded.version,
+                           expires_at = excluded.expires_at, value = excluded.value",
+                        params![space, key, found + 1, expires, text],
+                    )?;
+                    transaction.commit()?;
+                    Ok(Ok(found + 1))
+                })
+                .await?;
+            written
+                .map(|version| u64::try_from(version).unwrap_or(0))
+                .map_err(|found| {
+                    record_conflict(namespace, id, expected, u64::try_from(found).unwrap_or(0))
+                })
+        })
+    }
+
+    fn list_records<'a>(
+        &'a self,
+        namespace: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
+        Box::pin(async move {
+            valid_id(namespace)?;
+            let space = namespace.to_owned();
+            let after = after.unwrap_or_default().to_owned();
+            let limit = to_i64(limit.min(MAX_RECORDS_PAGE) as u64);
+            let rows = self
+                .with(namespace, move |connection| {
+                    let mut statement = connection.prepare_cached(
+                        "SELECT id, version, expires_at, value FROM records
+                         WHERE namespace = ?1 AND id > ?2
+                           AND (expires_at IS NULL OR expires_at > ?3)
+                         ORDER BY id LIMIT ?4",
+                    )?;
+                    let rows = statement.query_map(
+                        params![space, after, to_i64(now_ms), limit],
+                        |row| {
+                            Ok((
+                                row.get::<_, String>(0)?,
+                                (
+                                    row.get::<_, i64>(1)?,
+                                    row.get::<_, Option<i64>>(2)?,
+                                    row.get::<_, String>(3)?,
+                                ),
+                            ))
+                        },
+                    )?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .await?;
+            rows.into_iter()
+                .map(|(id, row)| crate::rows::record(id, row))
+                .collect()
+        })
+    }
+
+    fn delete_record<'a>(
+        &'a self,
+        namespace: &'a str,
+        id: &'a str,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            valid_record(namespace, id)?;
+            let (space, key) = (namespace.to_owned(), id.to_owned());
+            let expected = expected.map(to_i64);
+            let deleted = self
+                .writing(id, move |connection| {
+                    connection.execute(
+                        "DELETE FROM records WHERE namespace = ?1 AND id = ?2
+                           AND (?3 IS NULL OR version = ?3)",
+                        params![space, key, expected],
+                    )
+                })
+                .await?;
+            Ok(deleted == 1)
+        })
     }
 
     fn take_notices(&self) -> Vec<String> {
