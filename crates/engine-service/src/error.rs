@@ -134,6 +134,47 @@ pub enum ErrorKind {
         /// The connector's name as recorded (or given).
         connector: String,
     },
+    /// API keys are created without `ENGINE_SECRET_KEY`: they are stored only as a MAC under
+    /// a key derived from it, never under a weaker secret.
+    #[error("API keys need a secret key to be stored under: `ENGINE_SECRET_KEY` is not set")]
+    NoKeySecret,
+    /// A key name that is not an id.
+    #[error(
+        "invalid key name `{name}`: expected 1 to 200 ASCII letters, digits, `.`, `_` or `-`, not starting with `.`"
+    )]
+    InvalidKeyName {
+        /// The name.
+        name: String,
+    },
+    /// A key created without a scope.
+    #[error("a key needs at least one scope")]
+    NoScope,
+    /// A scope that does not exist.
+    #[error(
+        "unknown scope `{scope}`: expected `resources`, `instances:read`, `instances:write` or `tokens:read`"
+    )]
+    UnknownScope {
+        /// The scope given.
+        scope: String,
+    },
+    /// A key that is not revoked already has this name.
+    #[error("a key named `{name}` exists")]
+    KeyNameTaken {
+        /// The name.
+        name: String,
+    },
+    /// No key has this name or prefix.
+    #[error("no key named `{name}`")]
+    UnknownKey {
+        /// The name or prefix given.
+        name: String,
+    },
+    /// A stored key's record cannot be read as a key.
+    #[error("the record of key `ek_{id}` is not a key")]
+    MalformedKey {
+        /// The key's id.
+        id: String,
+    },
     /// A refresh task ended without an outcome (it panicked or was cancelled).
     #[error("a refresh ended without an outcome: {message}")]
     TaskFailed {

@@ -36,6 +36,7 @@ mod error;
 mod freshness;
 pub mod history;
 mod instances;
+pub mod keys;
 pub mod refresh;
 mod registry;
 mod store;

@@ -84,6 +84,11 @@ pub const VERSION_KEY: &str = "engine.version";
 /// copy it into a column at each write, so that listings filter on it without reading states.
 pub const CONNECTOR_KEY: &str = "engine.connector";
 
+/// The reserved key under which an instance created through the service records the public id
+/// of the API key that created it: only that key sees it. An instance without it (imported)
+/// is seen by every key.
+pub const OWNER_KEY: &str = "engine.owner";
+
 /// The reserved key of an instance's status before [`Schedule`] held it (`needs-reauth`):
 /// read, for states written before, by [`Schedule::read`], and removed by [`Schedule::put`].
 pub const STATUS_KEY: &str = "engine.status";

@@ -18,6 +18,8 @@ const PREFIX: &str = "enc:v1:";
 pub struct SecretKey {
     id: String,
     cipher: XChaCha20Poly1305,
+    /// The key's bytes, for [`SecretKey::derive`] only.
+    bytes: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -54,10 +56,25 @@ impl SecretKey {
             .map_err(|_| format!("key `{id}` is not valid base64"))?;
         let cipher = XChaCha20Poly1305::new_from_slice(&bytes)
             .map_err(|_| format!("key `{id}` must be 32 bytes, not {}", bytes.len()))?;
+        let bytes = <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| format!("key `{id}` must be 32 bytes, not {}", bytes.len()))?;
         Ok(Self {
             id: id.to_owned(),
             cipher,
+            bytes,
         })
+    }
+
+    /// A key for another use than encryption, derived from this one: HMAC-SHA-256 under the
+    /// key's bytes of `engine:PURPOSE`. Keys for different purposes are unrelated, and none
+    /// tells anything of the key.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.bytes)
+            .expect("HMAC takes a key of any length");
+        mac.update(b"engine:");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// Returns the key's id.
