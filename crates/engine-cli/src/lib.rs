@@ -16,6 +16,7 @@ mod explain;
 mod history;
 mod input;
 mod instances;
+mod keys;
 mod man;
 mod markdown;
 mod new;
@@ -55,6 +56,8 @@ enum Command {
     Refresh(refresh::RefreshArgs),
     /// Serve the instances of a store over HTTP (`/v1`) and keep them fresh with no traffic.
     Serve(serve::ServeArgs),
+    /// Create, list and revoke the API keys callers of `engine serve` present.
+    Keys(keys::KeysArgs),
     /// Show the refresh history of a stored instance.
     History(history::HistoryArgs),
     /// Whether an instance's token is fresh and when it expires; sends nothing.
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Instances(args) => instances::instances(&args),
         Command::Refresh(args) => refresh::refresh(&args),
         Command::Serve(args) => serve::serve(&args),
+        Command::Keys(args) => keys::keys(&args),
         Command::History(args) => history::history(&args),
         Command::Status(args) => status::status(&args),
         Command::Explain(args) => explain::explain(&args),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine_runtime::EngineBuilder;
-use engine_server::{Event, ServeOptions, Server};
+use engine_server::{Event, Rate, ServeOptions, Server};
 use engine_service::RefreshOptions;
 
 use crate::Exit;
@@ -39,6 +39,10 @@ pub(crate) struct ServeArgs {
     /// or seconds).
     #[arg(long, value_name = "DURATION", default_value = "30", value_parser = crate::duration::parse_timeout)]
     timeout: Duration,
+    /// The requests each API key may make: `N/s` or `N/m`, bursts of a second's worth; past
+    /// it, `429` with `Retry-After`.
+    #[arg(long, value_name = "N/s", default_value = "100/s", value_parser = Rate::parse)]
+    rate: Rate,
 }
 
 pub(crate) fn serve(args: &ServeArgs) -> Exit {
@@ -72,13 +76,19 @@ async fn run(args: &ServeArgs) -> Result<Exit, Failure> {
             max_failures: args.max_failures,
             ..RefreshOptions::default()
         },
+        rate: args.rate,
         ..ServeOptions::new(args.listen)
     };
     let server = Server::bind(opened, registry, engine, options, Arc::new(print_event))
         .await
-        .map_err(|error| {
-            Failure::new(error.to_string(), Exit::Invalid)
-                .help("pass a free address with `--listen ADDR` (`127.0.0.1:0`: any free port)")
+        .map_err(|error| match error {
+            engine_server::Error::Keys(_) => Failure::new(error.to_string(), Exit::Usage).help(
+                "callers present API keys, kept as MACs under a key derived from it: set \
+                 `ENGINE_SECRET_KEY` (`echo k1:$(head -c 32 /dev/urandom | base64)`), the one \
+                 `engine keys create` used",
+            ),
+            _ => Failure::new(error.to_string(), Exit::Invalid)
+                .help("pass a free address with `--listen ADDR` (`127.0.0.1:0`: any free port)"),
         })?;
     let addr = server
         .local_addr()

@@ -128,6 +128,7 @@ struct ListQuery {
 /// `next` is the `after` of the next page.
 async fn list(
     State(app): State<Arc<App>>,
+    caller: Option<axum::Extension<crate::Caller>>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<axum::Json<Value>, Failure> {
     let Query(query) = query.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
@@ -154,7 +155,9 @@ async fn list(
     let mut instances = Vec::new();
     for summary in listing.instances {
         let state = InstanceState::of(&summary, now_ms);
-        if wanted.is_some_and(|wanted| wanted != state) {
+        if wanted.is_some_and(|wanted| wanted != state)
+            || !crate::auth::sees(&**store, caller.as_deref(), &summary.id).await
+        {
             continue;
         }
         instances.push(describe(&**store, &summary, state).await);

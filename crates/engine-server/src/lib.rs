@@ -21,6 +21,7 @@
 //! ```
 
 mod api;
+mod auth;
 pub mod metrics;
 mod page;
 mod problem;
@@ -34,6 +35,7 @@ use engine_service::{Opened, RefreshOptions, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
+pub use auth::{Caller, KEY_CACHE_SECONDS, Rate};
 pub use problem::Problem;
 pub use scheduler::Event;
 
@@ -48,6 +50,8 @@ pub struct ServeOptions {
     pub refresh: RefreshOptions,
     /// The scheduler's time: the engine's (given to its builder too).
     pub clock: Arc<dyn Clock>,
+    /// The requests each API key may make ([`Rate::default`]: 100 a second).
+    pub rate: Rate,
 }
 
 impl ServeOptions {
@@ -57,6 +61,7 @@ impl ServeOptions {
             listen,
             refresh: RefreshOptions::default(),
             clock: Arc::new(SystemClock),
+            rate: Rate::default(),
         }
     }
 }
@@ -67,6 +72,7 @@ impl std::fmt::Debug for ServeOptions {
             .debug_struct("ServeOptions")
             .field("listen", &self.listen)
             .field("refresh", &self.refresh)
+            .field("rate", &self.rate)
             .finish_non_exhaustive()
     }
 }
@@ -86,12 +92,16 @@ pub enum Error {
     /// Serving failed.
     #[error("the server failed: {0}")]
     Serve(std::io::Error),
+    /// The API keys cannot be checked: no `ENGINE_SECRET_KEY` to derive their server key from.
+    #[error("{0}")]
+    Keys(engine_service::Error),
 }
 
 /// A server bound to its address, not serving yet.
 pub struct Server {
     listener: TcpListener,
     app: Arc<api::App>,
+    auth: Arc<auth::Auth>,
     events: Arc<dyn Fn(Event) + Send + Sync>,
 }
 
@@ -106,6 +116,9 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Binds `options.listen`. `events` is told of each scheduled refresh and failure.
+    ///
+    /// Fails with [`Error::Keys`] when `opened` has no secret key (`ENGINE_SECRET_KEY`): every
+    /// caller presents an API key, checked against its MAC under a key derived from it.
     pub async fn bind(
         opened: Opened,
         registry: Registry,
@@ -113,6 +126,13 @@ impl Server {
         options: ServeOptions,
         events: Arc<dyn Fn(Event) + Send + Sync>,
     ) -> Result<Self, Error> {
+        let mac = engine_service::keys::KeyMac::new(opened.keys()).map_err(Error::Keys)?;
+        let auth = Arc::new(auth::Auth::new(
+            Arc::clone(opened.plain()),
+            mac,
+            Arc::clone(&options.clock),
+            options.rate,
+        ));
         let listener = TcpListener::bind(options.listen)
             .await
             .map_err(|source| Error::Bind {
@@ -131,6 +151,7 @@ impl Server {
         Ok(Self {
             listener,
             app,
+            auth,
             events,
         })
     }
@@ -159,7 +180,10 @@ impl Server {
             metrics: Arc::clone(&app.metrics),
         };
         let scheduler = tokio::spawn(scheduler.run(stopped));
-        let served = axum::serve(self.listener, api::router(Arc::clone(&self.app)))
+        let router = api::router(Arc::clone(&self.app)).layer(
+            axum::middleware::from_fn_with_state(self.auth, auth::authorize),
+        );
+        let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 let _ = stop.send(true);

@@ -215,7 +215,7 @@ impl CreatedKey {
     }
 }
 
-/// The server keys API keys are MACed under: one per `ENGINE_SECRET_KEY` key (the current one
+/// The server keys API keys get their MAC under: one per `ENGINE_SECRET_KEY` key (the current one
 /// and the old ones), each derived from it for this use only.
 #[derive(Clone)]
 pub struct KeyMac {

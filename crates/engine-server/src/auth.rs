@@ -1,0 +1,419 @@
+//! Callers of `/v1`: each request presents an API key (`Authorization: Bearer KEY`, see
+//! engine-service's `keys`), which needs the scope of the endpoint, may see only the instances
+//! it owns (or no key owns), and is held to a rate ([`Rate`]). `/healthz` and `/readyz` stay
+//! open. Keys are looked up in the store at most once per [`KEY_CACHE_SECONDS`] per key id, so
+//! a call costs no store read for its key; a revocation is refused by every server within that
+//! time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use engine_runtime::Clock;
+use engine_service::keys::{self, ApiKey, KeyMac, Scope, StoredKey};
+use engine_store::InstanceStore;
+
+use crate::problem::Problem;
+
+/// How long a key looked up in the store is trusted, in seconds: a revoked key is refused by
+/// every server at most this long after its revocation.
+pub const KEY_CACHE_SECONDS: u64 = 5;
+
+/// At most this many key ids are cached; past it, the expired entries are dropped (and all of
+/// them when none has expired), so that made-up keys cannot grow the cache without bound.
+const MAX_CACHED: usize = 10_000;
+
+/// The key a request was made with, in the request's extensions once it is authenticated: a
+/// handler that creates an instance records it as the owner ([`keys::set_owner`]).
+#[derive(Debug, Clone)]
+pub struct Caller(pub ApiKey);
+
+/// A rate of requests per key: `per_second` on average, bursts of up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Requests per second on average.
+    pub per_second: f64,
+    /// Requests allowed at once after a pause (the bucket's size).
+    pub burst: u32,
+}
+
+impl Default for Rate {
+    /// 100 requests a second, bursts of 100.
+    fn default() -> Self {
+        Self {
+            per_second: 100.0,
+            burst: 100,
+        }
+    }
+}
+
+impl Rate {
+    /// Parses `N/s` or `N/m` (requests per second or per minute; `N` alone: per second); the
+    /// burst is a second's worth, at least 1.
+    ///
+    /// Fails with what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (count, per) = text.split_once('/').unwrap_or((text, "s"));
+        let count: u32 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|count| *count > 0)
+            .ok_or_else(|| {
+                format!("expected `N/s` or `N/m` with N a whole number above 0, not `{text}`")
+            })?;
+        // The burst is a second's worth, rounded up: `30/m` still lets one request through.
+        let (per_second, burst) = match per.trim() {
+            "s" => (f64::from(count), count),
+            "m" => (f64::from(count) / 60.0, count.div_ceil(60)),
+            other => return Err(format!("unknown unit `{other}`: expected `s` or `m`")),
+        };
+        Ok(Self { per_second, burst })
+    }
+}
+
+/// A token bucket per key id, on the server's clock.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    rate: Rate,
+    /// Key id → (tokens left, when they were counted, epoch ms).
+    buckets: Mutex<HashMap<String, (f64, u64)>>,
+}
+
+impl Limiter {
+    pub(crate) fn new(rate: Rate) -> Self {
+        Self {
+            rate,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes a token of `key` at `now_ms`; when there is none, how long until there is.
+    pub(crate) fn take(&self, key: &str, now_ms: u64) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let burst = f64::from(self.rate.burst);
+        let (tokens, at) = buckets.entry(key.to_owned()).or_insert((burst, now_ms));
+        // A day refills any bucket: longer pauses need not be counted exactly.
+        let elapsed_ms =
+            u32::try_from(now_ms.saturating_sub(*at)).map_or(86_400_000, |ms| ms.min(86_400_000));
+        let elapsed = f64::from(elapsed_ms) / 1000.0;
+        *tokens = (*tokens + elapsed * self.rate.per_second).min(burst);
+        *at = now_ms.max(*at);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - *tokens) / self.rate.per_second,
+            ))
+        }
+    }
+}
+
+/// What the middleware needs: the store keys and instances are read from, the server keys,
+/// the cache and the limiter.
+pub(crate) struct Auth {
+    pub(crate) store: Arc<dyn InstanceStore>,
+    pub(crate) mac: KeyMac,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) limiter: Limiter,
+    /// Key id → (when looked up, epoch ms; the key, `None` when there is none).
+    cache: Mutex<HashMap<String, (u64, Option<StoredKey>)>>,
+}
+
+impl Auth {
+    pub(crate) fn new(
+        store: Arc<dyn InstanceStore>,
+        mac: KeyMac,
+        clock: Arc<dyn Clock>,
+        rate: Rate,
+    ) -> Self {
+        Self {
+            store,
+            mac,
+            clock,
+            limiter: Limiter::new(rate),
+            cache: Mutex::default(),
+        }
+    }
+
+    /// The key `id` as stored, from the cache when looked up less than [`KEY_CACHE_SECONDS`]
+    /// ago.
+    async fn lookup(&self, id: &str, now_ms: u64) -> Result<Option<StoredKey>, Problem> {
+        let fresh_after = now_ms.saturating_sub(KEY_CACHE_SECONDS * 1000);
+        if let Some((at, key)) = self.cache().get(id)
+            && *at > fresh_after
+        {
+            return Ok(key.clone());
+        }
+        let key = keys::find_key(&*self.store, id, now_ms)
+            .await
+            .map_err(|_| unavailable())?;
+        let mut cache = self.cache();
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|_, (at, _)| *at > fresh_after);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(id.to_owned(), (now_ms, key.clone()));
+        Ok(key)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Option<StoredKey>)>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The key the request presents, when it is valid.
+    async fn authenticate(&self, headers: &HeaderMap, now_ms: u64) -> Result<ApiKey, Problem> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(unauthorized(
+                "send the key as `Authorization: Bearer KEY` (create one with `engine keys create`)",
+            ));
+        };
+        let presented = value
+            .to_str()
+            .ok()
+            .and_then(|text| text.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(id) = presented.and_then(keys::key_id_of) else {
+            return Err(unauthorized(
+                "the `Authorization` header is not `Bearer ek_...`",
+            ));
+        };
+        let presented = presented.unwrap_or_default();
+        match self.lookup(id, now_ms).await? {
+            Some(stored) if stored.verify(&self.mac, presented) => {
+                if stored.key.revoked_at_ms.is_some() {
+                    return Err(unauthorized(&format!(
+                        "the key `{}` is revoked",
+                        stored.key.prefix()
+                    )));
+                }
+                Ok(stored.key)
+            }
+            _ => Err(unauthorized("the key is not valid")),
+        }
+    }
+}
+
+/// The scope a request needs: `resources` for a resource call; `instances:read` to read
+/// (`GET`, `HEAD`); `instances:write` for anything else.
+pub(crate) fn scope_for(method: &Method, path: &str) -> Scope {
+    let mut segments = path.trim_start_matches('/').split('/');
+    let resource = segments.nth(3) == Some("resources") && path.starts_with("/v1/instances/");
+    if resource {
+        Scope::Resources
+    } else if *method == Method::GET || *method == Method::HEAD {
+        Scope::InstancesRead
+    } else {
+        Scope::InstancesWrite
+    }
+}
+
+/// The instance id a path names: `/v1/instances/{id}` and below.
+fn instance_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/instances/")?;
+    let id = rest.split('/').next()?;
+    (!id.is_empty()).then_some(id)
+}
+
+/// True when `caller` may see the instance `id` of `store` (it owns it, or no key does); a
+/// request that is not authenticated (`None`) sees every instance, and an instance that cannot
+/// be read none.
+pub(crate) async fn sees(store: &dyn InstanceStore, caller: Option<&Caller>, id: &str) -> bool {
+    let Some(Caller(key)) = caller else {
+        return true;
+    };
+    store
+        .load(id)
+        .await
+        .is_ok_and(|read| keys::visible_to(&read.state, key))
+}
+
+/// The middleware of every route: `/v1` and below need a valid key (401), within its rate
+/// (429), with the scope (403), and see only the instances they may (404).
+pub(crate) async fn authorize(
+    State(auth): State<Arc<Auth>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if path != "/v1" && !path.starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    let now_ms = auth.clock.now_ms();
+    let key = match auth.authenticate(request.headers(), now_ms).await {
+        Ok(key) => key,
+        Err(problem) => return with_challenge(problem),
+    };
+    if let Err(wait) = auth.limiter.take(&key.id, now_ms) {
+        return rate_limited(&key, wait);
+    }
+    let scope = scope_for(request.method(), path);
+    if !key.allows(scope) {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "insufficient-scope",
+            "the key lacks a scope",
+            format!(
+                "the key `{}` lacks the scope `{}`: create a key with `--scope {}`",
+                key.prefix(),
+                scope.label(),
+                scope.label()
+            ),
+        )
+        .into_response();
+    }
+    if let Some(id) = instance_of(path)
+        && let Ok(read) = auth.store.load(id).await
+        && !keys::visible_to(&read.state, &key)
+    {
+        // Another key's instance: as if it did not exist.
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "instance-not-found",
+            "no such instance",
+            format!("instance `{id}` does not exist"),
+        )
+        .into_response();
+    }
+    request.extensions_mut().insert(Caller(key));
+    next.run(request).await
+}
+
+fn unauthorized(detail: &str) -> Problem {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "no valid API key",
+        detail,
+    )
+}
+
+fn with_challenge(problem: Problem) -> Response {
+    let challenge = problem.status == StatusCode::UNAUTHORIZED.as_u16();
+    let mut response = problem.into_response();
+    if challenge {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+fn unavailable() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store-unavailable",
+        "the instance store does not answer",
+        "the key could not be looked up in the store; try again",
+    )
+}
+
+fn rate_limited(key: &ApiKey, wait: Duration) -> Response {
+    // Whole seconds, rounded up: never `0`, which would invite an immediate retry.
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "too many requests",
+        format!(
+            "the key `{}` is over its rate; try again in {seconds} s",
+            key.prefix()
+        ),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_lets_its_burst_through_then_refills_at_its_rate() {
+        let limiter = Limiter::new(Rate {
+            per_second: 2.0,
+            burst: 3,
+        });
+        let now = 1_000_000;
+        for _ in 0..3 {
+            assert_eq!(limiter.take("a", now), Ok(()));
+        }
+        let wait = limiter.take("a", now).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        // Another key has its own bucket.
+        assert_eq!(limiter.take("b", now), Ok(()));
+        // Half a second later a token is back, and only one.
+        assert_eq!(limiter.take("a", now + 500), Ok(()));
+        assert!(limiter.take("a", now + 500).is_err());
+        // A long pause refills up to the burst, no more.
+        for _ in 0..3 {
+            assert_eq!(limiter.take("a", now + 60_000), Ok(()));
+        }
+        assert!(limiter.take("a", now + 60_000).is_err());
+    }
+
+    #[test]
+    fn rates_parse_per_second_and_per_minute() {
+        assert_eq!(
+            Rate::parse("20/s"),
+            Ok(Rate {
+                per_second: 20.0,
+                burst: 20
+            })
+        );
+        assert_eq!(
+            Rate::parse("30/m"),
+            Ok(Rate {
+                per_second: 0.5,
+                burst: 1
+            })
+        );
+        assert_eq!(Rate::parse("5").map(|rate| rate.burst), Ok(5));
+        for wrong in ["0/s", "-1/s", "x", "5/h", ""] {
+            assert!(Rate::parse(wrong).is_err(), "{wrong}");
+        }
+    }
+
+    #[test]
+    fn scopes_follow_the_endpoint_and_the_method() {
+        let cases = [
+            (Method::GET, "/v1/instances", Scope::InstancesRead),
+            (Method::GET, "/v1/instances/a", Scope::InstancesRead),
+            (Method::GET, "/v1/instances/a/history", Scope::InstancesRead),
+            (
+                Method::POST,
+                "/v1/instances/a/refresh",
+                Scope::InstancesWrite,
+            ),
+            (Method::POST, "/v1/instances", Scope::InstancesWrite),
+            (Method::DELETE, "/v1/instances/a", Scope::InstancesWrite),
+            (
+                Method::GET,
+                "/v1/instances/a/resources/list",
+                Scope::Resources,
+            ),
+            (
+                Method::POST,
+                "/v1/instances/a/resources/x",
+                Scope::Resources,
+            ),
+        ];
+        for (method, path, scope) in cases {
+            assert_eq!(scope_for(&method, path), scope, "{method} {path}");
+        }
+        assert_eq!(instance_of("/v1/instances/a/history"), Some("a"));
+        assert_eq!(instance_of("/v1/instances"), None);
+        assert_eq!(instance_of("/v1/instances/"), None);
+    }
+}
