@@ -26,6 +26,7 @@ mod run;
 mod serve;
 mod serve_calls;
 mod serve_page;
+mod serve_keys;
 mod shared_instances;
 mod status;
 mod store;

@@ -1,7 +1,7 @@
 //! `engine serve`: the built binary on a free port, a SQLite store in a temporary directory and
 //! the vendor emulator. Resource calls answer as the vendor did, the scheduler refreshes an
 //! expired instance with no call, failures are problem details, no secret is ever shown, and
-//! SIGTERM ends it with exit 0.
+//! SIGTERM ends it with exit 0. Every call presents an API key (`engine keys create`).
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -12,32 +12,91 @@ use engine_emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
 use crate::instances::{Schema, engine_output, write_file};
-use crate::support::repo_root;
-use crate::support::run::time_ago;
+use crate::support::run::{Outcome, time_ago};
+use crate::support::{engine, repo_root};
 
-const DEMO: &str = "connectors/demo.json";
+pub(crate) const DEMO: &str = "connectors/demo.json";
+
+/// The server's secret key (`ENGINE_SECRET_KEY`): API keys are kept as MACs under a key
+/// derived from it, and the instances' secrets are encrypted with it.
+pub(crate) const SERVER_KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// `engine ARGS...` with the server's secret key.
+pub(crate) fn keyed(args: &[&str]) -> Outcome {
+    let output = engine()
+        .env("ENGINE_SECRET_KEY", SERVER_KEY)
+        .args(args)
+        .output()
+        .expect("running `engine`");
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Creates the API key `name` with `scopes` in `store` and returns it (the one line
+/// `engine keys create` prints).
+pub(crate) fn create_key(store: &str, name: &str, scopes: &[&str]) -> String {
+    let mut args = vec!["keys", "create", name, "--store", store];
+    for scope in scopes {
+        args.extend(["--scope", scope]);
+    }
+    let created = keyed(&args);
+    created.assert_success();
+    created.stdout.trim().to_owned()
+}
+
+/// A client that presents `key` on every request.
+pub(crate) fn client_with(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// A client with a key of every scope but `tokens:read`, created in `store`.
+fn client(store: &str) -> reqwest::Client {
+    client_with(&create_key(
+        store,
+        "tests",
+        &["resources", "instances:read", "instances:write"],
+    ))
+}
 
 /// A running `engine serve`, killed on drop when the test did not stop it.
 pub(crate) struct Served {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) url: String,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Served {
     /// Starts `engine serve` on `store` and waits for its `listening on` line.
-    fn start(store: &str) -> Self {
-        Self::start_in(store, "connectors")
+    pub(crate) fn start(store: &str) -> Self {
+        Self::start_with(store, "connectors", &[])
     }
 
     /// Starts `engine serve` on `store` with the connectors of `connectors` (relative to the
     /// repository, or absolute).
     pub(crate) fn start_in(store: &str, connectors: &str) -> Self {
+        Self::start_with(store, connectors, &[])
+    }
+
+    /// Starts `engine serve` on `store` with the connectors of `connectors` and more arguments.
+    pub(crate) fn start_with(store: &str, connectors: &str, more: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
             .args(["serve", "--store", store, "--connectors", connectors])
             .args(["--listen", "127.0.0.1:0"])
+            .args(more)
             .current_dir(repo_root())
             .env("NO_COLOR", "1")
+            .env("ENGINE_SECRET_KEY", SERVER_KEY)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -83,7 +142,7 @@ impl Drop for Served {
 }
 
 /// Imports `id`, a demo instance authenticated `ago` seconds ago with a token of an hour.
-fn import(store: &str, base_url: &str, id: &str, ago: u64) {
+pub(crate) fn import(store: &str, base_url: &str, id: &str, ago: u64) {
     let temp = tempfile::tempdir().unwrap();
     let file = write_file(
         temp.path(),
@@ -110,39 +169,47 @@ fn import(store: &str, base_url: &str, id: &str, ago: u64) {
     .assert_success();
 }
 
-/// An answer: status, content type, body.
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: String,
+/// An answer: status, content type, body, and its `Retry-After` and `WWW-Authenticate`.
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) content_type: String,
+    pub(crate) body: String,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) challenge: Option<String>,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
     }
 }
 
-async fn call(client: &reqwest::Client, method: &str, url: &str) -> Answer {
+pub(crate) async fn call(client: &reqwest::Client, method: &str, url: &str) -> Answer {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let response = client.request(method, url).send().await.unwrap();
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|value| value.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    let content_type = header("content-type").unwrap_or_default();
+    let retry_after = header("retry-after");
+    let challenge = header("www-authenticate");
     let body = response.text().await.unwrap();
     Answer {
         status,
         content_type,
         body,
+        retry_after,
+        challenge,
     }
 }
 
 /// The stored values of `id`, secrets revealed.
-fn revealed(store: &str, id: &str) -> Value {
-    let outcome = engine_output(&["instances", "export", id, "--reveal", "--store", store]);
+pub(crate) fn revealed(store: &str, id: &str) -> Value {
+    let outcome = keyed(&["instances", "export", id, "--reveal", "--store", store]);
     outcome.assert_success();
     serde_json::from_str(&outcome.stdout).unwrap()
 }
@@ -157,7 +224,12 @@ async fn serve_calls_resources_refreshes_on_schedule_and_never_shows_a_secret() 
     import(&store, &emulator.url(), "caller", 60);
     import(&store, &emulator.url(), "sleeper", 7200);
     let mut served = Served::start(&store);
-    let client = reqwest::Client::new();
+    let key = create_key(
+        &store,
+        "tests",
+        &["resources", "instances:read", "instances:write"],
+    );
+    let client = client_with(&key);
     let base = served.url.clone();
     let mut answers = Vec::new();
 
@@ -294,7 +366,7 @@ async fn serve_calls_resources_refreshes_on_schedule_and_never_shows_a_secret() 
 
     // No secret in any answer or in the server's output: the client secret, and every token
     // the instances held.
-    let mut secrets = vec!["demo-secret".to_owned()];
+    let mut secrets = vec!["demo-secret".to_owned(), key.clone()];
     for id in ["caller", "sleeper"] {
         secrets.push(format!("at_{id}_old"));
         let token = revealed(&store, id)["access.token"]
@@ -337,10 +409,13 @@ async fn a_store_that_goes_away_makes_readyz_503() {
     let store = schema.store_url();
     import(&store, "http://127.0.0.1:9", "gone", 60);
     let mut served = Served::start(&store);
-    let client = reqwest::Client::new();
+    let client = client(&store);
     let base = served.url.clone();
     let ready = call(&client, "GET", &format!("{base}/readyz")).await;
     assert_eq!(ready.status, 200, "{}", ready.body);
+    // The key is looked up once, and kept for a few seconds.
+    let before = call(&client, "GET", &format!("{base}/v1/instances/gone")).await;
+    assert_eq!(before.status, 200, "{}", before.body);
 
     drop(schema);
     let ready = call(&client, "GET", &format!("{base}/readyz")).await;
@@ -434,7 +509,7 @@ async fn two_servers_share_200_due_instances(store: &str) {
         "{stats:?}"
     );
     // Every instance was refreshed and written: nothing is due any more.
-    let again = engine_output(&["refresh", "--store", store]);
+    let again = keyed(&["refresh", "--store", store]);
     assert_eq!((again.code, again.stderr.as_str()), (0, "nothing due\n"));
     emulator.shutdown().await;
 }
