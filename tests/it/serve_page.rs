@@ -39,6 +39,7 @@ impl Served {
             .args(["--listen", "127.0.0.1:0", "--max-failures", "1"])
             .current_dir(repo_root())
             .env("NO_COLOR", "1")
+            .env("ENGINE_SECRET_KEY", crate::serve::SERVER_KEY)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -162,12 +163,13 @@ impl Scene {
         import(&store, &emulator.url(), "good", "demo-secret");
         import(&store, &emulator.url(), "bad", WRONG_SECRET);
         import_fresh(&store, &emulator.url(), "later");
+        let key = crate::serve::create_key(&store, "tests", &["resources", "instances:read"]);
         let served = Served::start(&store);
         let scene = Self {
             emulator,
             store,
             served,
-            client: reqwest::Client::new(),
+            client: crate::serve::client_with(&key),
             _temp: temp,
         };
         for id in ["good", "bad"] {
@@ -220,7 +222,7 @@ impl Scene {
         ];
         for id in ["good", "bad"] {
             secrets.push(format!("at_{id}_old"));
-            let outcome = engine_output(&[
+            let outcome = crate::serve::keyed(&[
                 "instances",
                 "export",
                 id,
