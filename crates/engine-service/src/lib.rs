@@ -5,9 +5,9 @@
 //! ([`Refresh`]: claiming the due instances, N at a time, the failure state machine of
 //! backoff, cooldown and `needs-reauth`, and its [`Transition`]s),
 //! adding and removing instances ([`import`], [`check_values`], [`delete`]), the refresh
-//! history ([`Recorder`], [`after_run`]) and the freshness check a status reports
-//! ([`freshness`]). It returns typed outcomes and one [`Error`]; it never prints, parses
-//! arguments or exits.
+//! history ([`Recorder`], [`after_run`]), the freshness check a status reports
+//! ([`freshness`]) and the service's API keys and instance owners ([`keys`]). It returns typed
+//! outcomes and one [`Error`]; it never prints, parses arguments or exits.
 //!
 //! The entry point of a scheduled refresh is [`Refresh::start`]:
 //!

@@ -25,6 +25,11 @@
 //! ([`InstanceLock::load`]), writes ([`InstanceLock::write`]) and releases it by dropping the
 //! guard: one refresh at a time per instance, across processes.
 //!
+//! Beside the instances, every store keeps **records** ([`Record`]): small JSON documents by
+//! namespace and id, each with a version for a conditional write ([`InstanceStore::put_record`])
+//! and an optional expiry after which it is absent. What a server shares between its processes
+//! goes there (the service's API keys first).
+//!
 //! Each state carries its refresh [`Schedule`] (when the token expires, when it is next due,
 //! how its refreshes went) under [`SCHEDULE_KEY`]: the runtime computes it, the stores list and
 //! index it ([`Summary`], [`Page`]) and never read the authentication keys it comes from.
