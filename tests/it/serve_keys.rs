@@ -120,6 +120,14 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
     let listing = call(&bob_client, "GET", &url("/v1/instances")).await;
     assert_eq!(ids(&listing), ["shared"]);
     answers.push(listing);
+    // The scheme is case-insensitive.
+    let lowercase = anonymous
+        .get(url("/v1/instances/shared"))
+        .header("authorization", format!("bearer {bob}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lowercase.status(), 200);
     let shown = call(&alice_client, "GET", &url("/v1/instances/owned")).await;
     assert_eq!(shown.status, 200, "{}", shown.body);
     answers.push(shown);

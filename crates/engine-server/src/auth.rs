@@ -175,11 +175,13 @@ impl Auth {
                 "send the key as `Authorization: Bearer KEY` (create one with `engine keys create`)",
             ));
         };
+        // The scheme is case-insensitive (RFC 9110).
         let presented = value
             .to_str()
             .ok()
-            .and_then(|text| text.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(|text| text.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim());
         let Some(id) = presented.and_then(keys::key_id_of) else {
             return Err(unauthorized(
                 "the `Authorization` header is not `Bearer ek_...`",
