@@ -20,7 +20,8 @@ const NEW_TOKEN: &str = "FAKE-new-token-6f4b";
 /// The caller's credentials for the service: never forwarded to a vendor.
 const SERVICE_KEY: &str = "FAKE-service-key-7a5c";
 
-/// The headers every request to the service carries (an API key, once callers authenticate).
+/// The headers every request to the service carries besides the API key (the client's default
+/// header).
 fn service_headers() -> Vec<(&'static str, String)> {
     Vec::new()
 }
@@ -157,7 +158,12 @@ async fn instances_are_created_with_their_tokens_checked_and_deleted_through_on_
     let setup = setup();
     let vendor_server = vendor(200).await;
     let served = Served::start_in(&setup.store, &setup.connectors);
-    let client = reqwest::Client::new();
+    let key = crate::serve::create_key(
+        &setup.store,
+        "tests",
+        &["resources", "instances:read", "instances:write"],
+    );
+    let client = crate::serve::client_with(&key);
     let base = served.url.clone();
     let instances = format!("{base}/v1/instances");
 
@@ -364,7 +370,12 @@ async fn a_call_forwards_the_callers_headers_but_not_hop_by_hop_ones_or_its_cred
     let setup = setup();
     let vendor_server = vendor(200).await;
     let served = Served::start_in(&setup.store, &setup.connectors);
-    let client = reqwest::Client::new();
+    let key = crate::serve::create_key(
+        &setup.store,
+        "tests",
+        &["resources", "instances:read", "instances:write"],
+    );
+    let client = crate::serve::client_with(&key);
     let instances = format!("{}/v1/instances", served.url);
     let body = json!({"id": "acme", "connector": "stored", "values": values(&vendor_server)});
     let created = send(request(&client, "POST", &instances, Some(&body))).await;
@@ -377,7 +388,7 @@ async fn a_call_forwards_the_callers_headers_but_not_hop_by_hop_ones_or_its_cred
     for (name, value) in service_headers() {
         writeln!(text, "{name}: {value}\r").unwrap();
     }
-    writeln!(text, "Authorization: Bearer {SERVICE_KEY}\r").unwrap();
+    writeln!(text, "Authorization: Bearer {key}\r").unwrap();
     text.push_str("Cookie: session=FAKE-cookie\r\n");
     text.push_str("X-Caller-Tag: tag-42\r\n");
     text.push_str("X-Hop: FAKE-hop-value\r\n");
@@ -428,6 +439,7 @@ async fn a_call_forwards_the_callers_headers_but_not_hop_by_hop_ones_or_its_cred
     );
     let all = format!("{headers:?}");
     assert!(!all.contains(SERVICE_KEY), "{all}");
+    assert!(!all.contains(key.as_str()), "{all}");
     assert!(!all.contains("FAKE-hop-value"), "{all}");
 }
 
@@ -441,7 +453,12 @@ async fn an_instance_cooling_down_answers_503_with_retry_after_without_asking_th
         .mount(&refusing)
         .await;
     let served = Served::start_in(&setup.store, &setup.connectors);
-    let client = reqwest::Client::new();
+    let key = crate::serve::create_key(
+        &setup.store,
+        "tests",
+        &["resources", "instances:read", "instances:write"],
+    );
+    let client = crate::serve::client_with(&key);
     let instances = format!("{}/v1/instances", served.url);
     // Its token expired an hour ago: the scheduler refreshes it at once, and the vendor refuses.
     let mut expired = values(&refusing);
@@ -516,7 +533,12 @@ async fn a_post_is_sent_again_only_after_its_token_was_refused() {
         .mount(&vendor_server)
         .await;
     let served = Served::start_in(&setup.store, &setup.connectors);
-    let client = reqwest::Client::new();
+    let key = crate::serve::create_key(
+        &setup.store,
+        "tests",
+        &["resources", "instances:read", "instances:write"],
+    );
+    let client = crate::serve::client_with(&key);
     let instances = format!("{}/v1/instances", served.url);
     let body = json!({"id": "acme", "connector": "stored", "values": values(&vendor_server)});
     let created = send(request(&client, "POST", &instances, Some(&body))).await;

@@ -114,8 +114,30 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
 
     // A key sees the instances it owns and those no key owns; another key's are absent.
     let (alice_client, bob_client) = (client_with(&alice), client_with(&bob));
+    // An instance created over HTTP belongs to the key that created it.
+    let created = alice_client
+        .post(url("/v1/instances"))
+        .json(&json!({
+            "id": "created",
+            "connector": "demo",
+            "values": {
+                "base.url": emulator.url(),
+                "client.id": "demo-client",
+                "client.secret": "demo-secret",
+                "access.token": "at_created_old",
+                "authentication.time": crate::support::run::time_ago(60),
+                "expires_in": "3600",
+            },
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let stored: Value =
+        serde_json::from_str(&fs_err::read_to_string(dir.join("created.json")).unwrap()).unwrap();
+    assert_eq!(stored["engine.owner"], id_of(&alice));
     let listing = call(&alice_client, "GET", &url("/v1/instances")).await;
-    assert_eq!(ids(&listing), ["owned", "shared"]);
+    assert_eq!(ids(&listing), ["created", "owned", "shared"]);
     answers.push(listing);
     let listing = call(&bob_client, "GET", &url("/v1/instances")).await;
     assert_eq!(ids(&listing), ["shared"]);
@@ -132,6 +154,8 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
     assert_eq!(shown.status, 200, "{}", shown.body);
     answers.push(shown);
     for (method, path) in [
+        ("GET", "/v1/instances/created"),
+        ("DELETE", "/v1/instances/created"),
         ("GET", "/v1/instances/owned"),
         ("GET", "/v1/instances/owned/history"),
         ("POST", "/v1/instances/owned/refresh"),
@@ -145,6 +169,10 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
         );
         answers.push(answer);
     }
+    // Another key's delete left it alone.
+    let kept = call(&alice_client, "GET", &url("/v1/instances/created")).await;
+    assert_eq!(kept.status, 200, "{}", kept.body);
+    answers.push(kept);
     let called = call(
         &bob_client,
         "GET",
@@ -260,7 +288,7 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
         .map(|key| secret_of(key).to_owned())
         .collect();
     secrets.push("demo-secret".to_owned());
-    for id in ["shared", "owned"] {
+    for id in ["shared", "owned", "created"] {
         secrets.push(format!("at_{id}_old"));
         let held = crate::serve::revealed(&store, id)["access.token"]
             .as_str()

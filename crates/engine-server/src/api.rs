@@ -214,7 +214,11 @@ struct NewBody {
 /// `POST /v1/instances`: stores a new instance of a connector of the registry, its values
 /// checked against the connector's configuration (existing tokens may come with them); `201`
 /// with the instance (masked) and its `Location`.
-async fn create(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, Failure> {
+async fn create(
+    State(app): State<Arc<App>>,
+    caller: Option<axum::Extension<crate::Caller>>,
+    body: Bytes,
+) -> Result<Response, Failure> {
     let body: NewBody = serde_json::from_slice(&body).map_err(|error| {
         Failure::BadRequest(format!(
             "the request body is not an instance (`{{\"connector\": NAME, \"values\": {{...}}}}`, `id` optional): {error}"
@@ -227,16 +231,18 @@ async fn create(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, Fa
         None => generated_id()?,
     };
     let store = app.opened.sealed(Some(&connector));
+    let mut values = body.values;
+    // The caller's key owns the instance: it is written with it, in the same write.
+    if let Some(axum::Extension(crate::Caller(key))) = &caller {
+        engine_service::keys::set_owner(&mut values, key);
+    }
     let new = NewInstance {
         id: &id,
         connector_name: Some(&body.connector),
         connector: Some(&connector),
-        values: body.values,
+        values,
     };
     engine_service::import(&*store, new).await?;
-    // OWNER: the one place an instance is created over HTTP. Once callers authenticate with
-    // API keys, the caller's key is recorded as the instance's owner here
-    // (`engine_service::...::set_owner(&id, key)`), before the instance is answered.
     // The scheduler plans with the new instance's expiry.
     app.wake.notify_one();
     let shown = masked(&app, &id).await?;
