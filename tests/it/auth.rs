@@ -182,12 +182,12 @@ async fn authorize(server: &OidcServer, dir: &Path, callback: &str) -> PathBuf {
     assert!(url.contains("code_challenge_method=S256"), "{url}");
     assert!(url.contains("state="), "{url}");
     // A callback with a wrong state is refused, and the engine keeps waiting.
-    let forged = reqwest::get(format!("{callback}?code=forged&state=wrong"))
+    let forged = crate::support::get(format!("{callback}?code=forged&state=wrong"))
         .await
         .unwrap();
     assert_eq!(forged.status(), 400);
     let answer = drive_login(&url, callback, false).await;
-    let page = reqwest::get(&answer).await.unwrap();
+    let page = crate::support::get(&answer).await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("Signed in"));
     let (code, stderr) = finish(child);
@@ -278,7 +278,7 @@ async fn declined_sign_in_shows_the_vendor_error() {
     let before = fs_err::read_to_string(&instance).unwrap();
     let (child, url) = start_authorize(&fixture("authorization-code.json"), &instance);
     let answer = drive_login(&url, &callback, true).await;
-    let page = reqwest::get(&answer).await.unwrap();
+    let page = crate::support::get(&answer).await.unwrap();
     assert!(page.text().await.unwrap().contains("access_denied"));
     let (code, stderr) = finish(child);
     assert_eq!(code, 4, "{stderr}");

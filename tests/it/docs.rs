@@ -161,7 +161,9 @@ fn is_set_up(command: &str) -> bool {
 
 /// An access and a refresh token from the emulator's password grant.
 async fn tokens(url: &str) -> (String, String) {
-    let answer: serde_json::Value = reqwest::Client::new()
+    let answer: serde_json::Value = crate::support::http()
+        .build()
+        .expect("a client")
         .post(format!("{url}/oauth/token"))
         .form(&[
             ("grant_type", "password"),

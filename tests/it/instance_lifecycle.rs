@@ -634,7 +634,7 @@ async fn authorize_a_stored_instance_clears_needs_reauth() {
         .unwrap();
     let mut page = None;
     for _ in 0..50 {
-        match reqwest::get(format!("{callback}?code=FAKE-code&state={state}")).await {
+        match crate::support::get(format!("{callback}?code=FAKE-code&state={state}")).await {
             Ok(response) => {
                 page = Some(response);
                 break;

@@ -165,7 +165,7 @@ async fn authorize_runs_the_exports_authorize_url_exchange_and_provisioning() {
     );
     let mut page = None;
     for _ in 0..50 {
-        match reqwest::get(format!("{callback}?code=FAKE-code-123&state={state}")).await {
+        match crate::support::get(format!("{callback}?code=FAKE-code-123&state={state}")).await {
             Ok(response) => {
                 page = Some(response);
                 break;

@@ -54,7 +54,7 @@ pub(crate) fn client_with(key: &str) -> reqwest::Client {
         reqwest::header::AUTHORIZATION,
         format!("Bearer {key}").parse().unwrap(),
     );
-    reqwest::Client::builder()
+    crate::support::http()
         .default_headers(headers)
         .build()
         .unwrap()

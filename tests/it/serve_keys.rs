@@ -85,7 +85,7 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
     let mut answers = Vec::new();
 
     // Health and readiness stay open.
-    let anonymous = reqwest::Client::new();
+    let anonymous = crate::support::http().build().expect("a client");
     for path in ["/healthz", "/readyz"] {
         let answer = call(&anonymous, "GET", &url(path)).await;
         assert_eq!(answer.status, 200, "{path}: {}", answer.body);

@@ -438,7 +438,7 @@ async fn the_status_page_shows_50_instances_a_page_with_a_link_to_the_next() {
     import.extend(files.iter().map(String::as_str));
     engine_output(&import).assert_success();
     let served = Served::start(&store);
-    let client = reqwest::Client::new();
+    let client = crate::support::http().build().expect("a client");
     let page = |path: String| {
         let client = client.clone();
         async move { client.get(path).send().await.unwrap().text().await.unwrap() }

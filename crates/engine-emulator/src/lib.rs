@@ -127,7 +127,14 @@ mod tests {
     /// Starts an emulator with default config on a free port, plus a client.
     async fn start() -> (Emulator, reqwest::Client) {
         let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
-        (emulator, reqwest::Client::new())
+        (emulator, client())
+    }
+
+    /// A client for plain HTTP: reqwest has no TLS provider of its own in this workspace (the
+    /// engine gives it one), so a process default is installed first.
+    fn client() -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
     }
 
     /// Posts `form` to the token endpoint and returns status and JSON body.
@@ -196,7 +203,7 @@ mod tests {
             ..EmulatorConfig::default()
         };
         let emulator = Emulator::start(config, 0).await.unwrap();
-        let client = reqwest::Client::new();
+        let client = client();
         let password = [
             CLIENT[0],
             CLIENT[1],

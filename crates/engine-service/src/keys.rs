@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 use engine_store::{InstanceStore, OWNER_KEY, Record, State, StoreErrorKind};
-use hmac::Mac as _;
+use hmac::{KeyInit as _, Mac as _};
 use serde_json::{Value, json};
 
 use crate::{Error, ErrorKind, SecretKeys};

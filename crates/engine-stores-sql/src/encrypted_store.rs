@@ -70,7 +70,7 @@ impl SecretKey {
     /// tells anything of the key.
     pub fn derive(&self, purpose: &str) -> [u8; 32] {
         use hmac::Mac as _;
-        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.bytes)
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(&self.bytes)
             .expect("HMAC takes a key of any length");
         mac.update(b"engine:");
         mac.update(purpose.as_bytes());

@@ -262,7 +262,7 @@ pub(crate) async fn drive_login(
     redirect_uri_prefix: &str,
     decline: bool,
 ) -> String {
-    let client = reqwest::Client::builder()
+    let client = super::http()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("building the HTTP client");

@@ -228,6 +228,9 @@ impl Setup {
             connector("bench-hook.json", PRE_HOOK_CONNECTOR),
             state(json!({"base.url": base, "access.token": TOKEN})),
         );
+        // reqwest has no TLS provider of its own in this workspace (the engine gives it one):
+        // bare reqwest needs a process default to build a client, even for plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let setup = Self {
             runtime,
             url,
