@@ -4,7 +4,7 @@
 //! engine-service or the runtime and shapes the answer; what to decide is theirs.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -14,17 +14,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use engine_runtime::{Engine, Inputs, NoObserver, RunErrorKind, RunRequest};
+use engine_runtime::{Inputs, NoObserver, RunErrorKind, RunRequest};
 use engine_service::{DeleteConnector, NewInstance};
-use engine_service::{
-    Due, InstanceState, Opened, Outcome, Refresh, RefreshOptions, Registry, Trigger,
-};
-use engine_spec::Connector;
+use engine_service::{Due, InstanceState, Outcome, Refresh, RefreshOptions, Trigger};
 use engine_store::{InstanceStore, Page, Summary, Versioned};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
+use crate::app::App;
 use crate::problem::{Failure, Problem};
 
 /// How far ahead a forced refresh looks: any token that expires at all is refreshed.
@@ -33,45 +30,18 @@ const FORCE_AHEAD: Duration = Duration::from_hours(24 * 365 * 100);
 /// The largest page of `GET /v1/instances`.
 const MAX_LIMIT: usize = 1000;
 
-/// What every handler shares.
-pub(crate) struct App {
-    pub(crate) opened: Arc<Opened>,
-    pub(crate) registry: Arc<Mutex<Registry>>,
-    pub(crate) engine: Arc<Engine>,
-    pub(crate) options: RefreshOptions,
-    /// Wakes the scheduler after a change.
-    pub(crate) wake: Arc<Notify>,
-    /// The scheduler's time.
-    pub(crate) clock: Arc<dyn engine_runtime::Clock>,
-    /// What `/metrics` shows.
-    pub(crate) metrics: Arc<crate::metrics::Metrics>,
-}
-
-impl App {
-    /// The connector `name` names.
-    fn connector(&self, name: &str) -> Result<Arc<Connector>, Failure> {
-        let mut registry = self
-            .registry
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(registry.get(name)?)
-    }
-
-    /// The instance `id` as stored (encrypted values stay so).
-    async fn stored(&self, id: &str) -> Result<Versioned, Failure> {
-        Ok(self.opened.plain().load(id).await?)
-    }
-}
-
 /// The routes.
 pub(crate) fn router(app: Arc<App>) -> Router {
     let count_calls =
-        axum::middleware::from_fn_with_state(Arc::clone(&app), crate::metrics::count_calls);
+        axum::middleware::from_fn_with_state(Arc::clone(&app.metrics), crate::metrics::count_calls);
     Router::new()
         .route("/", get(crate::page::page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::metrics))
+        .route("/metrics", {
+            let metrics = Arc::clone(&app.metrics);
+            get(move || std::future::ready(crate::metrics::metrics(&metrics)))
+        })
         .route("/v1/instances", get(list).post(create))
         .route("/v1/instances/{id}", get(show).delete(remove))
         .route("/v1/instances/{id}/refresh", post(refresh))

@@ -21,6 +21,7 @@
 //! ```
 
 mod api;
+mod app;
 mod auth;
 pub mod metrics;
 mod page;
@@ -100,7 +101,7 @@ pub enum Error {
 /// A server bound to its address, not serving yet.
 pub struct Server {
     listener: TcpListener,
-    app: Arc<api::App>,
+    app: Arc<app::App>,
     auth: Arc<auth::Auth>,
     events: Arc<dyn Fn(Event) + Send + Sync>,
 }
@@ -139,7 +140,7 @@ impl Server {
                 addr: options.listen,
                 source,
             })?;
-        let app = Arc::new(api::App {
+        let app = Arc::new(app::App {
             opened: Arc::new(opened),
             registry: Arc::new(Mutex::new(registry)),
             engine: Arc::new(engine),

@@ -368,8 +368,8 @@ fn escape_label(value: &str) -> String {
 }
 
 /// `GET /metrics`: every series, in the text format 0.0.4.
-pub(crate) async fn metrics(State(app): State<std::sync::Arc<crate::api::App>>) -> Response {
-    let mut response = app.metrics.render().into_response();
+pub(crate) fn metrics(metrics: &Metrics) -> Response {
+    let mut response = metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -379,14 +379,13 @@ pub(crate) async fn metrics(State(app): State<std::sync::Arc<crate::api::App>>) 
 
 /// A layer on resource calls: counts each answer by its status class, with its time.
 pub(crate) async fn count_calls(
-    State(app): State<std::sync::Arc<crate::api::App>>,
+    State(metrics): State<std::sync::Arc<Metrics>>,
     request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
     let response = next.run(request).await;
-    app.metrics
-        .called(response.status().as_u16(), started.elapsed());
+    metrics.called(response.status().as_u16(), started.elapsed());
     response
 }
 

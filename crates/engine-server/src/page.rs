@@ -16,7 +16,7 @@ use engine_store::{InstanceStore, Page, Summary};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::App;
+use crate::app::App;
 use crate::problem::Failure;
 
 /// How many instances one page shows.
