@@ -253,9 +253,35 @@ pub struct RunOutput {
     /// has no field for, since it is not an object (a list after `rootKey`): by name, in order,
     /// secrets masked.
     pub outputs: Vec<(String, Value)>,
+    /// The last response's headers, as received: [`RunOutput::headers`] masks them. Kept whole
+    /// (one copy of the map per run) and masked only when asked, so that a run whose caller
+    /// does not show them (the command line) pays nothing for it.
+    response_headers: ResponseHeaders,
+}
+
+impl RunOutput {
     /// The last response's headers, in the order received, values masked (values that are not
     /// text left out).
-    pub headers: Vec<(String, String)>,
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.response_headers
+            .0
+            .iter()
+            .filter_map(|(name, value)| {
+                let value = value.to_str().ok()?;
+                Some((name.as_str().to_owned(), self.redactor.redact(value)))
+            })
+            .collect()
+    }
+}
+
+/// A response's headers, unmasked: their `Debug` shows the names only.
+#[derive(Default)]
+struct ResponseHeaders(reqwest::header::HeaderMap);
+
+impl std::fmt::Debug for ResponseHeaders {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_list().entries(self.0.keys()).finish()
+    }
 }
 
 impl Engine {
@@ -291,11 +317,11 @@ impl Engine {
             .into_iter()
             .map(|(name, value)| (name, redact_json(value, &run.redactor)))
             .collect();
-        let headers = std::mem::take(&mut run.last_headers);
+        let response_headers = ResponseHeaders(std::mem::take(&mut run.last_headers));
         Ok(RunOutput {
             status,
             body: redact_json(body, &run.redactor),
-            headers,
+            response_headers,
             redactor: run.redactor,
             next_page: run.next_page,
             outputs,
@@ -471,8 +497,8 @@ pub(crate) struct Run<'a> {
     next_page: Option<crate::pagination::NextPage>,
     /// The output parameters the answer gave that its body, a list, has no field for.
     outputs: Vec<(String, Value)>,
-    /// The headers of the last successful answer of a call, values masked.
-    last_headers: Vec<(String, String)>,
+    /// The headers of the last successful answer of a call, as received.
+    last_headers: reqwest::header::HeaderMap,
     /// The headers of the answer before the current link of a `nextResource` chain, for its
     /// hooks (`request_previous_response_headers`); set by the two chain loops.
     previous_headers: Vec<(String, String)>,
@@ -509,7 +535,7 @@ impl<'a> Run<'a> {
             ran: Vec::new(),
             next_page: None,
             outputs: Vec::new(),
-            last_headers: Vec::new(),
+            last_headers: reqwest::header::HeaderMap::new(),
             previous_headers: Vec::new(),
         })
     }
@@ -1206,10 +1232,7 @@ impl<'a> Run<'a> {
         let extracted = extract(self.connector, resource, &response)?;
         self.tell_missing(resource, &extracted.missing, false);
         self.save(&extracted.saved);
-        self.last_headers = response
-            .headers()
-            .map(|(name, value)| (name.to_owned(), self.redactor.redact(value)))
-            .collect();
+        self.last_headers = response.header_map().clone();
         Ok((response, extracted))
     }
 

@@ -102,6 +102,11 @@ impl VendorResponse {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
+    /// The headers as reqwest holds them.
+    pub(crate) fn header_map(&self) -> &reqwest::header::HeaderMap {
+        &self.headers
+    }
+
     /// Every header, in the order received (values that are not text are left out).
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.headers

@@ -401,8 +401,9 @@ async fn resource(
     match result {
         Ok(output) => {
             let status = StatusCode::from_u16(output.status).unwrap_or(StatusCode::OK);
+            let headers = output.headers();
             let mut response = (status, axum::Json(output.body)).into_response();
-            for (name, value) in returned(&output.headers) {
+            for (name, value) in returned(&headers) {
                 response.headers_mut().append(name, value);
             }
             Ok(response)
