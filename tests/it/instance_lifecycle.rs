@@ -193,7 +193,7 @@ async fn delete_runs_on_delete_in_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_runs_on_delete_in_sqlite() {
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     delete_runs_on_delete(&store, temp.path()).await;
 }
 
@@ -377,7 +377,7 @@ async fn list_shows_last_refresh_in_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_shows_last_refresh_in_sqlite() {
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     list_shows_last_refresh_and_provisioning_clears_needs_reauth(&store, temp.path()).await;
 }
 
@@ -491,7 +491,7 @@ async fn encryption_follows_the_connector_types() {
     const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     let server = vendor(200).await;
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     let keyed = |args: &[&str]| {
         let output = engine()
             .args(args)
@@ -581,7 +581,7 @@ async fn authorize_a_stored_instance_clears_needs_reauth() {
     let port = crate::support::run::closed_port();
     let callback = format!("http://127.0.0.1:{port}/callback");
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     let file = write_file(
         temp.path(),
         "signin",
@@ -665,7 +665,7 @@ async fn authorize_a_stored_instance_clears_needs_reauth() {
 #[test]
 fn refresh_timeout_takes_durations() {
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     for timeout in ["30s", "5m", "30", "2.5"] {
         let outcome = engine_output(&["refresh", "--store", &store, "--timeout", timeout]);
         assert_eq!(

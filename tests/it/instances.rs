@@ -138,7 +138,7 @@ fn psql(url: &str, sql: &str) {
 #[test]
 fn instances_commands_on_sqlite() {
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     let expired = write_file(temp.path(), "cust1", &instance("http://127.0.0.1:9", 7200));
     let fresh = write_file(temp.path(), "cust2", &instance("http://127.0.0.1:9", 60));
     let other = write_file(temp.path(), "other", &json!({"client.id": "x"}));
@@ -369,11 +369,7 @@ async fn run_refreshes_a_stored_instance(store: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_refreshes_a_stored_instance_in_sqlite() {
     let temp = tempfile::tempdir().unwrap();
-    run_refreshes_a_stored_instance(&format!(
-        "sqlite:{}",
-        temp.path().join("state.db").display()
-    ))
-    .await;
+    run_refreshes_a_stored_instance(&crate::support::sqlite_store(temp.path())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,11 +445,7 @@ async fn ten_processes_refresh_once(store: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_processes_refresh_a_sqlite_instance_once() {
     let temp = tempfile::tempdir().unwrap();
-    ten_processes_refresh_once(&format!(
-        "sqlite:{}",
-        temp.path().join("state.db").display()
-    ))
-    .await;
+    ten_processes_refresh_once(&crate::support::sqlite_store(temp.path())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -954,7 +946,7 @@ fn show_masks_by_the_connectors_secret_rule() {
 #[test]
 fn export_refuses_a_terminal_without_reveal() {
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     let file = write_file(temp.path(), "cust1", &instance("http://127.0.0.1:9", 7200));
     engine_output(&[
         "instances",
@@ -997,7 +989,7 @@ fn export_refuses_a_terminal_without_reveal() {
 #[test]
 fn a_key_given_the_wrong_way_round_is_not_echoed() {
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     let base64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     for key in [
         format!("{base64}:k1"),
@@ -1088,7 +1080,7 @@ async fn encrypted_values_are_never_sent_without_the_key() {
     const K1_WRONG: &str = "k1:Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
     let server = vendor(Duration::ZERO).await;
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     let file = write_file(temp.path(), "sealed", &instance(&server.uri(), 7200));
     let imported = engine()
         .args([
@@ -1150,7 +1142,7 @@ fn an_over_long_id_is_refused_at_import() {
     let file = write_file(temp.path(), "long", &instance("http://127.0.0.1:9", 7200));
     let id = "a".repeat(300);
     for store in [
-        format!("sqlite:{}", temp.path().join("state.db").display()),
+        crate::support::sqlite_store(temp.path()),
         format!("file:{}", temp.path().join("files").display()),
     ] {
         fs_err::create_dir_all(temp.path().join("files")).unwrap();
@@ -1221,7 +1213,7 @@ async fn refresh_of_a_silent_vendor_exits_5() {
 #[test]
 fn instances_set_reads_secrets_from_stdin_and_clears_needs_reauth() {
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     let mut stuck = instance("http://127.0.0.1:9", 7200);
     stuck["engine.status"] = json!("needs-reauth");
     stuck["engine.failures"] = json!(3);
@@ -1291,7 +1283,7 @@ fn instances_set_reads_secrets_from_stdin_and_clears_needs_reauth() {
 #[test]
 fn fifos_and_devices_are_refused_not_read() {
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     let fifo = temp.path().join("fifo.json");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -1327,7 +1319,7 @@ async fn refresh_reports_an_instance_it_cannot_read() {
     const K1_WRONG: &str = "k1:Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
     let server = vendor(Duration::ZERO).await;
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     let file = write_file(temp.path(), "sealed", &instance(&server.uri(), 7200));
     let imported = engine()
         .args([

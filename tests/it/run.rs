@@ -1149,7 +1149,7 @@ async fn hints_name_the_stored_instance_that_was_used() {
     let instance =
         json!({"base.url": server.uri(), "client.id": "demo", "client.secret": CLIENT_SECRET});
     fs_err::write(&file, instance.to_string()).unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     crate::support::engine()
         .args([
             "instances",

@@ -61,7 +61,7 @@ pub(crate) fn client_with(key: &str) -> reqwest::Client {
 }
 
 /// A client with a key of every scope but `tokens:read`, created in `store`.
-fn client(store: &str) -> reqwest::Client {
+pub(crate) fn client(store: &str) -> reqwest::Client {
     client_with(&create_key(
         store,
         "tests",
@@ -218,7 +218,7 @@ pub(crate) fn revealed(store: &str, id: &str) -> Value {
 async fn serve_calls_resources_refreshes_on_schedule_and_never_shows_a_secret() {
     let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     // `caller` is fresh (its token unknown to the emulator: the call's 401 refreshes it);
     // `sleeper` expired an hour ago and is never called.
     import(&store, &emulator.url(), "caller", 60);
@@ -517,11 +517,7 @@ async fn two_servers_share_200_due_instances(store: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_sqlite_store_refresh_each_due_instance_once() {
     let temp = tempfile::tempdir().unwrap();
-    two_servers_share_200_due_instances(&format!(
-        "sqlite:{}",
-        temp.path().join("state.db").display()
-    ))
-    .await;
+    two_servers_share_200_due_instances(&crate::support::sqlite_store(temp.path())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

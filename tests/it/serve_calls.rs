@@ -133,7 +133,7 @@ fn setup() -> Setup {
     )
     .unwrap();
     Setup {
-        store: format!("sqlite:{}", temp.path().join("state.db").display()),
+        store: crate::support::sqlite_store(temp.path()),
         connectors: connectors.display().to_string(),
         _temp: temp,
     }
@@ -158,12 +158,7 @@ async fn instances_are_created_with_their_tokens_checked_and_deleted_through_on_
     let setup = setup();
     let vendor_server = vendor(200).await;
     let served = Served::start_in(&setup.store, &setup.connectors);
-    let key = crate::serve::create_key(
-        &setup.store,
-        "tests",
-        &["resources", "instances:read", "instances:write"],
-    );
-    let client = crate::serve::client_with(&key);
+    let client = crate::serve::client(&setup.store);
     let base = served.url.clone();
     let instances = format!("{base}/v1/instances");
 
@@ -453,12 +448,7 @@ async fn an_instance_cooling_down_answers_503_with_retry_after_without_asking_th
         .mount(&refusing)
         .await;
     let served = Served::start_in(&setup.store, &setup.connectors);
-    let key = crate::serve::create_key(
-        &setup.store,
-        "tests",
-        &["resources", "instances:read", "instances:write"],
-    );
-    let client = crate::serve::client_with(&key);
+    let client = crate::serve::client(&setup.store);
     let instances = format!("{}/v1/instances", served.url);
     // Its token expired an hour ago: the scheduler refreshes it at once, and the vendor refuses.
     let mut expired = values(&refusing);
@@ -533,12 +523,7 @@ async fn a_post_is_sent_again_only_after_its_token_was_refused() {
         .mount(&vendor_server)
         .await;
     let served = Served::start_in(&setup.store, &setup.connectors);
-    let key = crate::serve::create_key(
-        &setup.store,
-        "tests",
-        &["resources", "instances:read", "instances:write"],
-    );
-    let client = crate::serve::client_with(&key);
+    let client = crate::serve::client(&setup.store);
     let instances = format!("{}/v1/instances", served.url);
     let body = json!({"id": "acme", "connector": "stored", "values": values(&vendor_server)});
     let created = send(request(&client, "POST", &instances, Some(&body))).await;

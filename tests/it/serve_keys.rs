@@ -321,7 +321,7 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
 #[test]
 fn keys_create_prints_the_key_once_and_needs_a_secret_key() {
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     let created = keyed(&[
         "keys",
         "create",

@@ -5,17 +5,15 @@
 //! scheduler's lag, resource calls by status class and the instances by status; neither shows
 //! a secret.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use engine_emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
 use crate::instances::{engine_output, write_file};
-use crate::support::repo_root;
+use crate::serve::Served;
 use crate::support::run::time_ago;
 
 const DEMO: &str = "connectors/demo.json";
@@ -23,65 +21,9 @@ const DEMO: &str = "connectors/demo.json";
 /// The client secret the emulator rejects.
 const WRONG_SECRET: &str = "FAKE-wrong-secret";
 
-/// A running `engine serve`, killed on drop.
-struct Served {
-    child: Child,
-    url: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Served {
-    /// Starts `engine serve` on `store`, one rejection enough for `needs-reauth`, and waits for
-    /// its `listening on` line.
-    fn start(store: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
-            .args(["serve", "--store", store, "--connectors", "connectors"])
-            .args(["--listen", "127.0.0.1:0", "--max-failures", "1"])
-            .current_dir(repo_root())
-            .env("NO_COLOR", "1")
-            .env("ENGINE_SECRET_KEY", crate::serve::SERVER_KEY)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting `engine serve`");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut url = None;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            let mut text = stderr.lock().unwrap();
-            text.push_str(&line);
-            text.push('\n');
-            drop(text);
-            if let Some(rest) = line.strip_prefix("listening on ") {
-                url = Some(rest.to_owned());
-                break;
-            }
-        }
-        let url =
-            url.unwrap_or_else(|| panic!("no `listening on` line: {}", stderr.lock().unwrap()));
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let mut text = sink.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
-        Self { child, url, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `engine serve` on `store` with one rejection enough for `needs-reauth`.
+fn serve(store: &str) -> Served {
+    Served::start_with(store, "connectors", &["--max-failures", "1"])
 }
 
 /// Imports `id`, a demo instance whose hour-long token expired an hour ago, with `secret`.
@@ -159,12 +101,12 @@ impl Scene {
     async fn start() -> Self {
         let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
         let temp = tempfile::tempdir().unwrap();
-        let store = format!("sqlite:{}", temp.path().join("state.db").display());
+        let store = crate::support::sqlite_store(temp.path());
         import(&store, &emulator.url(), "good", "demo-secret");
         import(&store, &emulator.url(), "bad", WRONG_SECRET);
         import_fresh(&store, &emulator.url(), "later");
         let key = crate::serve::create_key(&store, "tests", &["resources", "instances:read"]);
-        let served = Served::start(&store);
+        let served = serve(&store);
         let scene = Self {
             emulator,
             store,
@@ -411,7 +353,7 @@ async fn metrics_count_refreshes_calls_and_instances_and_show_no_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_50_instances_a_page_with_a_link_to_the_next() {
     let temp = tempfile::tempdir().unwrap();
-    let store = format!("sqlite:{}", temp.path().join("state.db").display());
+    let store = crate::support::sqlite_store(temp.path());
     // Fresh tokens at a vendor nobody listens at: nothing is due, nothing is sent.
     let files: Vec<String> = (0..51)
         .map(|index| {
@@ -437,7 +379,7 @@ async fn the_status_page_shows_50_instances_a_page_with_a_link_to_the_next() {
     ];
     import.extend(files.iter().map(String::as_str));
     engine_output(&import).assert_success();
-    let served = Served::start(&store);
+    let served = serve(&store);
     let client = crate::support::http().build().expect("a client");
     let page = |path: String| {
         let client = client.clone();

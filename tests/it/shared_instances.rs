@@ -107,10 +107,7 @@ fn ten_runs_and_a_refresh(store: &str) {
 #[test]
 fn ten_runs_and_a_refresh_on_a_sqlite_instance_make_one_token_request() {
     let temp = tempfile::tempdir().unwrap();
-    ten_runs_and_a_refresh(&format!(
-        "sqlite:{}",
-        temp.path().join("state.db").display()
-    ));
+    ten_runs_and_a_refresh(&crate::support::sqlite_store(temp.path()));
 }
 
 #[test]
@@ -179,10 +176,7 @@ fn two_refreshes_share_200_due_instances(store: &str) {
 #[test]
 fn two_refreshes_on_one_sqlite_store_refresh_200_instances_once_each() {
     let temp = tempfile::tempdir().unwrap();
-    two_refreshes_share_200_due_instances(&format!(
-        "sqlite:{}",
-        temp.path().join("state.db").display()
-    ));
+    two_refreshes_share_200_due_instances(&crate::support::sqlite_store(temp.path()));
 }
 
 #[test]
@@ -416,11 +410,7 @@ async fn kill_during_refresh(store: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_refreshes_never_tears_a_sqlite_instance() {
     let temp = tempfile::tempdir().unwrap();
-    kill_during_refresh(&format!(
-        "sqlite:{}",
-        temp.path().join("state.db").display()
-    ))
-    .await;
+    kill_during_refresh(&crate::support::sqlite_store(temp.path())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -682,11 +672,7 @@ async fn a_refresh_keeps_its_tokens_whatever_writes_meanwhile_in_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_keeps_its_tokens_whatever_writes_meanwhile_in_sqlite() {
     let temp = tempfile::tempdir().unwrap();
-    refresh_meets_every_writer(
-        &format!("sqlite:{}", temp.path().join("state.db").display()),
-        false,
-    )
-    .await;
+    refresh_meets_every_writer(&crate::support::sqlite_store(temp.path()), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -778,11 +764,7 @@ async fn set_waits_for_a_refresh_in_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_waits_for_a_refresh_in_sqlite() {
     let temp = tempfile::tempdir().unwrap();
-    set_waits_for_a_refresh(&format!(
-        "sqlite:{}",
-        temp.path().join("state.db").display()
-    ))
-    .await;
+    set_waits_for_a_refresh(&crate::support::sqlite_store(temp.path())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -889,11 +871,7 @@ async fn rekey_waits_for_a_refresh_in_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rekey_waits_for_a_refresh_in_sqlite() {
     let temp = tempfile::tempdir().unwrap();
-    rekey_waits_for_a_refresh(&format!(
-        "sqlite:{}",
-        temp.path().join("state.db").display()
-    ))
-    .await;
+    rekey_waits_for_a_refresh(&crate::support::sqlite_store(temp.path())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

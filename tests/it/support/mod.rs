@@ -22,6 +22,11 @@ pub(crate) fn http() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
 }
 
+/// The URL of a SQLite store in `dir` (`sqlite:DIR/state.db`).
+pub(crate) fn sqlite_store(dir: &std::path::Path) -> String {
+    format!("sqlite:{}", dir.join("state.db").display())
+}
+
 /// `reqwest::get` with a client of [`http`].
 pub(crate) async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
     http().build()?.get(url).send().await
