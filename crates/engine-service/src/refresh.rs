@@ -718,6 +718,27 @@ async fn refresh_one(
         Ok(transition) => (transition, Ok(())),
         Err(error) => (None, Err(error)),
     };
+    // A success with no change of status may still end failures that something else cleared
+    // first (new credentials: `engine instances set`): the history's last word before this
+    // refresh says whether it had failed.
+    let transition = match transition {
+        None if result.is_ok()
+            && reports
+                .iter()
+                .any(|report| report.error.is_none() && !report.retry) =>
+        {
+            events::failed_before(store, id)
+                .await
+                .map(|from| Transition {
+                    from,
+                    to: ScheduleStatus::Fresh,
+                    failures: 0,
+                    rejections: 0,
+                    retry_at_ms: None,
+                })
+        }
+        transition => transition,
+    };
     let mut entries: Vec<serde_json::Value> = reports
         .iter()
         .map(|report| history::entry_of(report, settings.trigger))
