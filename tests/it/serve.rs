@@ -90,6 +90,16 @@ impl Served {
 
     /// Starts `engine serve` on `store` with the connectors of `connectors` and more arguments.
     pub(crate) fn start_with(store: &str, connectors: &str, more: &[&str]) -> Self {
+        Self::start_env(store, connectors, more, &[])
+    }
+
+    /// [`Served::start_with`], with more environment variables.
+    pub(crate) fn start_env(
+        store: &str,
+        connectors: &str,
+        more: &[&str],
+        variables: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
             .args(["serve", "--store", store, "--connectors", connectors])
             .args(["--listen", "127.0.0.1:0"])
@@ -97,6 +107,7 @@ impl Served {
             .current_dir(repo_root())
             .env("NO_COLOR", "1")
             .env("ENGINE_SECRET_KEY", SERVER_KEY)
+            .envs(variables.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
