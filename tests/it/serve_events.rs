@@ -359,6 +359,32 @@ async fn a_rejected_refresh_is_one_signed_event_delivered_once_the_receiver_is_u
         .unwrap()
         .to_owned();
     assert!(later > next, "{later} {next}");
+    // By time: none published after 2100, all of them after 2000.
+    let future = call(
+        &alice_client,
+        "GET",
+        &format!("{base}/v1/events?since=2100-01-01T00:00:00Z"),
+    )
+    .await;
+    assert_eq!(future.json()["events"], json!([]));
+    let past = call(
+        &alice_client,
+        "GET",
+        &format!("{base}/v1/events?since=2000-01-01T00:00:00Z"),
+    )
+    .await;
+    let mut all = instances_of(&past.json());
+    all.sort();
+    all.dedup();
+    assert_eq!(all, ["owned", "revoked"]);
+    let not_a_time = call(
+        &alice_client,
+        "GET",
+        &format!("{base}/v1/events?since=soon"),
+    )
+    .await;
+    assert_eq!(not_a_time.status, 400);
+    answers.extend([future.body, past.body, not_a_time.body]);
     answers.extend([listing.body, first.body, second.body]);
     // A key without `instances:read`: 403; no key: 401; a wrong type: 400.
     let refused = call(&client_with(&writer), "GET", &format!("{base}/v1/events")).await;

@@ -19,6 +19,8 @@ use crate::problem::Failure;
 pub(crate) struct EventsQuery {
     /// The previous page's `next`.
     after: Option<String>,
+    /// Only the events published at or after this time (RFC 3339).
+    since: Option<String>,
     /// At most this many events (default 100).
     limit: Option<usize>,
     /// Only this instance's.
@@ -28,9 +30,9 @@ pub(crate) struct EventsQuery {
     kind: Option<String>,
 }
 
-/// `GET /v1/events?after=&limit=&instance=&type=`: `{"events": [...], "next": CURSOR}`, in the
-/// order they were published; `next` is the `after` of the next page (`null` at the end: ask
-/// again with the last one later for newer events).
+/// `GET /v1/events?after=&since=&limit=&instance=&type=`: `{"events": [...], "next": CURSOR}`,
+/// in the order they were published; `next` is the `after` of the next page (`null` at the end:
+/// ask again with the last one later for newer events).
 pub(crate) async fn list(
     State(app): State<Arc<App>>,
     caller: Option<axum::Extension<crate::Caller>>,
@@ -45,13 +47,30 @@ pub(crate) async fn list(
              `instance.recovered`"
         )));
     }
+    // Ids start with the time they were published: a time is a cursor.
+    let since = match &query.since {
+        Some(text) => {
+            let at: jiff::Timestamp = text.parse().map_err(|_| {
+                Failure::BadRequest(format!(
+                    "`since` is not an RFC 3339 time (`2026-12-06T16:00:00Z`): `{text}`"
+                ))
+            })?;
+            let ms = u64::try_from(at.as_millisecond()).unwrap_or(0);
+            Some(format!("evt_{ms:013}"))
+        }
+        None => None,
+    };
+    let after = match (query.after, since) {
+        (Some(after), Some(since)) => Some(after.max(since)),
+        (after, since) => after.or(since),
+    };
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_RECORDS_PAGE);
     let records = app
         .opened
         .plain()
         .list_records(
             EVENTS_NAMESPACE,
-            query.after.as_deref(),
+            after.as_deref(),
             limit,
             app.clock.now_ms(),
         )
