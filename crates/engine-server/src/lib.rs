@@ -205,14 +205,14 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let app = &self.app;
         let sender = self.webhooks.map(|(webhooks, transport)| {
-            let sender = webhooks::Sender {
+            let sender = Arc::new(webhooks::Sender {
                 store: Arc::clone(app.opened.plain()),
                 transport,
                 webhooks,
                 clock: Arc::clone(&app.clock),
                 metrics: Arc::clone(&app.metrics),
                 wake: Arc::clone(&app.deliver),
-            };
+            });
             tokio::spawn(sender.run(stopped.clone()))
         });
         // A scheduled refresh may have published an event: the sender looks at once.

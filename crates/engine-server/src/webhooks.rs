@@ -25,6 +25,7 @@ use engine_store::{InstanceStore, Record, StoreError, StoreErrorKind};
 use hmac::{KeyInit as _, Mac as _};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
+use tokio::task::{JoinError, JoinSet};
 
 use crate::metrics::Metrics;
 
@@ -38,6 +39,9 @@ pub const MAX_IDLE: Duration = Duration::from_secs(5);
 
 /// The most events taken from the outbox in one pass.
 const BATCH: usize = 100;
+
+/// The most events a process sends at once: a slow receiver holds up this many, not all.
+pub const CONCURRENCY: usize = 8;
 
 /// A webhook secret, `whsec_` and the base64 of 24 to 64 random bytes (the Standard Webhooks
 /// form). `{:?}` never shows it.
@@ -150,7 +154,7 @@ impl Sender {
     /// Delivers the outbox's events until `shutdown` turns true: a pass over the outbox, then a
     /// sleep until the next attempt due, [`MAX_IDLE`] at most, or a wake-up. An attempt under
     /// way is finished first (each is bounded by [`Webhooks::timeout`]).
-    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut store_failures = 0_u32;
         while !*shutdown.borrow() {
             let now_ms = self.clock.now_ms();
@@ -175,15 +179,29 @@ impl Sender {
         }
     }
 
-    /// Takes and sends each event of the outbox that is due. Returns when the next one is due
-    /// (at most [`MAX_IDLE`] from now).
-    async fn pass(&self, shutdown: &watch::Receiver<bool>) -> Result<u64, StoreError> {
+    /// Takes and sends each event of the outbox that is due, [`CONCURRENCY`] at a time.
+    /// Returns when the next one is due (at most [`MAX_IDLE`] from now).
+    ///
+    /// Fails when the store cannot be listed, or an event's outcome cannot be written (after
+    /// the others of the pass were sent).
+    async fn pass(self: &Arc<Self>, shutdown: &watch::Receiver<bool>) -> Result<u64, StoreError> {
         let now_ms = self.clock.now_ms();
         let mut wake_at_ms = now_ms.saturating_add(millis(MAX_IDLE));
         let records = self
             .store
             .list_records(OUTBOX_NAMESPACE, None, BATCH, now_ms)
             .await?;
+        let mut sending = JoinSet::new();
+        let mut failed = None;
+        let mut settle = |joined: Option<Result<Result<Option<u64>, StoreError>, JoinError>>,
+                          wake_at_ms: &mut u64| {
+            match joined {
+                Some(Ok(Ok(Some(next_ms)))) => *wake_at_ms = (*wake_at_ms).min(next_ms),
+                Some(Ok(Err(error))) => failed = Some(error),
+                // Nothing more to send, or a task that ended without an outcome: its lease ends.
+                _ => {}
+            }
+        };
         for record in records {
             if *shutdown.borrow() {
                 break;
@@ -196,17 +214,24 @@ impl Sender {
                     .await;
                 continue;
             };
-            let now_ms = self.clock.now_ms();
-            if !pending.takeable(now_ms) {
+            if !pending.takeable(self.clock.now_ms()) {
                 let due = pending.next_attempt_at_ms.max(pending.leased_until_ms);
                 wake_at_ms = wake_at_ms.min(due);
                 continue;
             }
-            if let Some(next_ms) = self.deliver(record, pending).await? {
-                wake_at_ms = wake_at_ms.min(next_ms);
+            while sending.len() >= CONCURRENCY {
+                settle(sending.join_next().await, &mut wake_at_ms);
             }
+            let sender = Arc::clone(self);
+            sending.spawn(async move { sender.deliver(record, pending).await });
         }
-        Ok(wake_at_ms)
+        while !sending.is_empty() {
+            settle(sending.join_next().await, &mut wake_at_ms);
+        }
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(wake_at_ms),
+        }
     }
 
     /// Takes the event of `record` (a conditional write: another process may win it), sends
@@ -450,7 +475,7 @@ mod tests {
         }
     }
 
-    fn sender(store: &Arc<MemoryStore>, clock: &ManualClock, url: &url::Url) -> Sender {
+    fn sender(store: &Arc<MemoryStore>, clock: &ManualClock, url: &url::Url) -> Arc<Sender> {
         let secret = WebhookSecret::parse(&format!(
             "whsec_{}",
             base64::engine::general_purpose::STANDARD.encode([7_u8; 32])
@@ -460,7 +485,7 @@ mod tests {
             max_attempts: 3,
             ..Webhooks::new(url.clone(), secret)
         };
-        Sender {
+        Arc::new(Sender {
             store: Arc::clone(store) as Arc<dyn InstanceStore>,
             transport: Arc::new(
                 engine_runtime::HttpTransport::new(
@@ -474,7 +499,7 @@ mod tests {
             clock: Arc::new(clock.clone()),
             metrics: Arc::new(Metrics::default()),
             wake: Arc::new(Notify::new()),
-        }
+        })
     }
 
     async fn publish(store: &MemoryStore, instance: &str) -> String {
@@ -610,6 +635,46 @@ mod tests {
         sent.sort();
         ids.sort();
         assert_eq!(sent, ids);
+    }
+
+    /// A receiver that answers none until it holds [`CONCURRENCY`] requests at once: every
+    /// event is delivered only if they are sent together.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_are_sent_several_at_once() {
+        let store = Arc::new(MemoryStore::new());
+        let clock = ManualClock::new(NOW);
+        let barrier = Arc::new(tokio::sync::Barrier::new(CONCURRENCY));
+        let router = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let barrier = Arc::clone(&barrier);
+                async move {
+                    barrier.wait().await;
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let sender = sender(&store, &clock, &url.parse().unwrap());
+        let (_stop, stopped) = watch::channel(false);
+        for index in 0..CONCURRENCY {
+            publish(&store, &format!("i{index}")).await;
+        }
+        sender.pass(&stopped).await.unwrap();
+        let outbox = store
+            .list_records(OUTBOX_NAMESPACE, None, 100, NOW)
+            .await
+            .unwrap();
+        assert_eq!(outbox, []);
+        let metrics = sender.metrics.render();
+        assert!(
+            metrics.contains(&format!(
+                "engine_webhook_deliveries_total{{outcome=\"delivered\"}} {CONCURRENCY}"
+            )),
+            "{metrics}"
+        );
     }
 
     /// A sender that dies while sending loses its lease: another sends the event again after it.
