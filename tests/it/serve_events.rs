@@ -504,7 +504,9 @@ async fn a_rejected_refresh_is_one_signed_event_delivered_once_the_receiver_is_u
     emulator.shutdown().await;
 }
 
-/// Two servers on one PostgreSQL store, one receiver: every event is delivered, each once.
+/// Two servers on one PostgreSQL store, one receiver: every event is delivered, each once. The
+/// events are published before either server starts (by `engine refresh`, whose refreshes the
+/// vendor rejects), so both servers' first passes over the outbox race for every one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_postgres_store_deliver_each_event_once() {
     let Some(schema) = Schema::create("serve_events") else {
@@ -515,31 +517,30 @@ async fn two_servers_on_one_postgres_store_deliver_each_event_once() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook_url = format!("http://{}/hooks", listener.local_addr().unwrap());
     let receiver = receive(listener);
-    let ids: Vec<String> = (0..6).map(|index| format!("rejected-{index}")).collect();
+    let ids: Vec<String> = (0..12)
+        .map(|index| format!("rejected-{index:02}"))
+        .collect();
     for id in &ids {
         import_rejected(&store, &emulator.url(), id);
     }
+    // Each instance's first rejection is one event, in the outbox; its retry is 30 s away.
+    let refreshed = engine_output(&["refresh", "--store", &store]);
+    assert_eq!(refreshed.code, 4, "{}", refreshed.stderr);
     let key = create_key(&store, "reader", &["instances:read"]);
-    let one = serve_with_webhooks(&store, &hook_url);
-    let other = serve_with_webhooks(&store, &hook_url);
+    // Started together: their first passes over the outbox race.
+    let (one, other) = std::thread::scope(|scope| {
+        let one = scope.spawn(|| serve_with_webhooks(&store, &hook_url));
+        let other = scope.spawn(|| serve_with_webhooks(&store, &hook_url));
+        (one.join().unwrap(), other.join().unwrap())
+    });
     let client = client_with(&key);
 
-    // Each instance's first rejection is one event (its retry is 30 s away).
-    eventually(60, "an event of each instance", async || {
-        let got = receiver.lock().unwrap().clone();
-        let instances: std::collections::HashSet<String> = got
-            .iter()
-            .filter_map(|delivery| Some(delivery.body["data"]["instance"].as_str()?.to_owned()))
-            .collect();
-        (instances.len() == ids.len()).then_some(())
-    })
-    .await;
-    // Both servers have answered every event's listing as delivered: nothing is left to send.
+    // Both servers list every event as delivered: nothing is left to send.
     for served in [&one, &other] {
         eventually(30, "every event delivered", async || {
             let listing = call(&client, "GET", &format!("{}/v1/events", served.url)).await;
             let events = listing.json()["events"].as_array().cloned().unwrap();
-            let done = events.len() >= ids.len()
+            let done = events.len() == ids.len()
                 && events
                     .iter()
                     .all(|event| event["delivery"]["status"] == "delivered");
@@ -549,15 +550,32 @@ async fn two_servers_on_one_postgres_store_deliver_each_event_once() {
     }
     let got = receiver.lock().unwrap().clone();
     let mut by_id: HashMap<String, usize> = HashMap::new();
+    let mut instances: Vec<String> = Vec::new();
     for delivery in &got {
         assert!(delivery.verified, "{delivery:?}");
         *by_id.entry(delivery.id.clone()).or_default() += 1;
+        instances.push(
+            delivery.body["data"]["instance"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
-    assert!(by_id.len() >= ids.len(), "{by_id:?}");
+    instances.sort();
+    assert_eq!(instances, ids);
     assert!(by_id.values().all(|count| *count == 1), "{by_id:?}");
+    // Between them, the servers delivered each event once.
+    let mut delivered = 0;
     for served in [&one, &other] {
+        let metrics = call(&client, "GET", &format!("{}/metrics", served.url)).await;
+        let count = metric(
+            &metrics.body,
+            "engine_webhook_deliveries_total{outcome=\"delivered\"}",
+        );
+        delivered += count;
         assert!(!served.stderr().contains(WRONG_SECRET));
     }
+    assert_eq!(delivered, 12);
     drop((one, other));
     emulator.shutdown().await;
 }
