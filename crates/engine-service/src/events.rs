@@ -14,6 +14,7 @@
 //! counts and retry time of the change, the vendor's status, a code for the error, and the
 //! vendor's OAuth error code when it sent one; never a token, a value or a body.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use engine_runtime::{RefreshReport, RunError, RunErrorKind};
@@ -416,15 +417,31 @@ pub async fn settle(
     }
 }
 
-/// A new event id: `evt_`, the time (13 digits of epoch ms) and 8 random hex digits, so that
-/// ids sort by the time they were published.
+/// A new event id: `evt_`, the time (13 digits of epoch ms), 3 digits that order the events
+/// of one millisecond in this process, `_` and 8 random hex digits (the events of one
+/// millisecond in two processes), so that ids sort by the time they were published, and in
+/// the order they were in each process.
 fn event_id(now_ms: u64) -> String {
+    /// The last millisecond an id was made for, and how many were made in it.
+    static LAST: Mutex<(u64, u32)> = Mutex::new((0, 0));
+    let (ms, sequence) = {
+        let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+        *last = if now_ms > last.0 {
+            (now_ms, 0)
+        } else if last.1 < 999 {
+            (last.0, last.1 + 1)
+        } else {
+            // A thousand in one millisecond: the next ones take the next millisecond.
+            (last.0 + 1, 0)
+        };
+        *last
+    };
     let mut bytes = [0_u8; 4];
-    // Without randomness, the time alone: two events of the same millisecond then conflict,
-    // and the second one's write fails (a warning), never a duplicate.
+    // Without randomness, the time alone: two processes' events of the same millisecond then
+    // conflict, and the second one's write fails (a warning), never a duplicate.
     let _ = getrandom::fill(&mut bytes);
     let random = u32::from_be_bytes(bytes);
-    format!("evt_{now_ms:013}_{random:08x}")
+    format!("evt_{ms:013}{sequence:03}_{random:08x}")
 }
 
 /// The event time of `now_ms`, RFC 3339 in UTC to the millisecond.
@@ -525,7 +542,7 @@ mod tests {
             Some(&error),
         );
         let id = publish(&store, &event, NOW).await.unwrap();
-        assert!(id.starts_with("evt_1700000000000_"), "{id}");
+        assert!(id.starts_with("evt_"), "{id}");
         let listed = store
             .list_records(EVENTS_NAMESPACE, None, 10, NOW)
             .await
@@ -565,6 +582,33 @@ mod tests {
         assert_eq!(pending.payload, listed[0].value["payload"]);
         assert!(pending.takeable(NOW));
         assert!(!value.to_string().contains("FAKE"));
+    }
+
+    #[test]
+    fn ids_sort_in_the_order_they_were_made() {
+        // Later than any other test's time: the ids of this process never go back.
+        const LATER: u64 = 4_000_000_000_000;
+        let ids: Vec<String> = [LATER, LATER, LATER, LATER - 5, LATER + 1]
+            .into_iter()
+            .map(event_id)
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(sorted, ids);
+        let prefixes: Vec<&str> = ids.iter().map(|id| &id[..21]).collect();
+        assert_eq!(
+            prefixes,
+            [
+                "evt_4000000000000000",
+                "evt_4000000000000001",
+                "evt_4000000000000002",
+                "evt_4000000000000003",
+                "evt_4000000000001000",
+            ]
+            .map(|prefix| format!("{prefix}_"))
+        );
+        // A time is a cursor: `evt_` and a millisecond sorts before that millisecond's ids.
+        assert!(format!("evt_{LATER:013}") < ids[0]);
     }
 
     #[tokio::test]
