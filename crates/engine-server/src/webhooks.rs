@@ -90,8 +90,9 @@ impl WebhookSecret {
     }
 }
 
-/// Where and how events are delivered.
-#[derive(Debug, Clone)]
+/// Where and how events are delivered. `{:?}` shows the URL's origin only (its path or query
+/// may hold a receiver's token) and never the secret.
+#[derive(Clone)]
 pub struct Webhooks {
     /// The URL each event is posted to.
     pub url: url::Url,
@@ -106,6 +107,20 @@ pub struct Webhooks {
     pub max_backoff: Duration,
     /// The bound on each attempt.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Webhooks")
+            .field("origin", &self.url.origin().ascii_serialization())
+            .field("secret", &self.secret)
+            .field("max_attempts", &self.max_attempts)
+            .field("first_backoff", &self.first_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Webhooks {
@@ -398,6 +413,14 @@ mod tests {
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
         assert_eq!(format!("{secret:?}"), "WebhookSecret(****)");
+        let url = "https://user:FAKE-password@hooks.example.com/in/FAKE-path?token=FAKE-query";
+        let webhooks = Webhooks::new(url.parse().unwrap(), secret);
+        let shown = format!("{webhooks:?}");
+        assert!(shown.contains("\"https://hooks.example.com\""), "{shown}");
+        assert!(
+            !shown.contains("FAKE") && !shown.contains("MfKQ"),
+            "{shown}"
+        );
         for wrong in [
             "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             "whsec_!!!",
