@@ -447,7 +447,7 @@ async fn a_store_that_goes_away_makes_readyz_503() {
 
 /// Sends SIGTERM to `served` and waits for its graceful exit 0 (the refreshes under way are
 /// finished and written first).
-fn stop(mut served: Served) {
+pub(crate) fn stop(mut served: Served) {
     let killed = Command::new("kill")
         .args(["-TERM", &served.child.id().to_string()])
         .status()

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use crate::instances::{Schema, engine_output, write_file};
-use crate::serve::{DEMO, SERVER_KEY, Served, call, client_with, create_key};
+use crate::serve::{DEMO, SERVER_KEY, Served, call, client_with, create_key, stop};
 use crate::support::run::time_ago;
 
 /// The webhooks' signing secret: `whsec_` and the base64 of 32 bytes.
@@ -500,7 +500,8 @@ async fn a_rejected_refresh_is_one_signed_event_delivered_once_the_receiver_is_u
             assert!(!text.contains(secret), "`{secret}` in {text}");
         }
     }
-    drop(served);
+    // SIGTERM with a sender running: a graceful exit 0.
+    stop(served);
     emulator.shutdown().await;
 }
 
@@ -576,7 +577,8 @@ async fn two_servers_on_one_postgres_store_deliver_each_event_once() {
         assert!(!served.stderr().contains(WRONG_SECRET));
     }
     assert_eq!(delivered, 12);
-    drop((one, other));
+    stop(one);
+    stop(other);
     emulator.shutdown().await;
 }
 
