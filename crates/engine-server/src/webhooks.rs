@@ -37,7 +37,7 @@ pub const LEASE: Duration = Duration::from_mins(1);
 /// are sent at most this late.
 pub const MAX_IDLE: Duration = Duration::from_secs(5);
 
-/// The most events taken from the outbox in one pass.
+/// The events read from the outbox at once.
 const BATCH: usize = 100;
 
 /// The most events a process sends at once: a slow receiver holds up this many, not all.
@@ -194,54 +194,77 @@ impl Sender {
         }
     }
 
-    /// Takes and sends each event of the outbox that is due, [`CONCURRENCY`] at a time.
-    /// Returns when the next one is due (at most [`MAX_IDLE`] from now).
+    /// Takes and sends each event of the outbox that is due (every page of it), [`CONCURRENCY`]
+    /// at a time. Returns when the next one is due (at most [`MAX_IDLE`] from now).
     ///
     /// Fails when the store cannot be listed, or an event's outcome cannot be written (after
     /// the others of the pass were sent).
     async fn pass(self: &Arc<Self>, shutdown: &watch::Receiver<bool>) -> Result<u64, StoreError> {
         let now_ms = self.clock.now_ms();
         let mut wake_at_ms = now_ms.saturating_add(millis(MAX_IDLE));
-        let records = self
-            .store
-            .list_records(OUTBOX_NAMESPACE, None, BATCH, now_ms)
-            .await?;
         let mut sending = JoinSet::new();
         let mut failed = None;
-        let mut settle = |joined: Option<Result<Result<Option<u64>, StoreError>, JoinError>>,
-                          wake_at_ms: &mut u64| {
+        let settle = |joined: Option<Result<Result<Option<u64>, StoreError>, JoinError>>,
+                      wake_at_ms: &mut u64,
+                      failed: &mut Option<StoreError>| {
             match joined {
                 Some(Ok(Ok(Some(next_ms)))) => *wake_at_ms = (*wake_at_ms).min(next_ms),
-                Some(Ok(Err(error))) => failed = Some(error),
+                Some(Ok(Err(error))) => *failed = Some(error),
                 // Nothing more to send, or a task that ended without an outcome: its lease ends.
                 _ => {}
             }
         };
-        for record in records {
-            if *shutdown.borrow() {
+        // Every page of the outbox: a backlog is sent at the receiver's pace, not a page per
+        // wake-up.
+        let mut after: Option<String> = None;
+        'pages: loop {
+            let listed = self
+                .store
+                .list_records(
+                    OUTBOX_NAMESPACE,
+                    after.as_deref(),
+                    BATCH,
+                    self.clock.now_ms(),
+                )
+                .await;
+            let records = match listed {
+                Ok(records) => records,
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
+            };
+            let last_page = records.len() < BATCH;
+            after = records.last().map(|record| record.id.clone());
+            for record in records {
+                if *shutdown.borrow() {
+                    break 'pages;
+                }
+                let Some(pending) = Pending::read(&record.value) else {
+                    // Not an event: dropped, rather than read at every pass.
+                    let _ = self
+                        .store
+                        .delete_record(OUTBOX_NAMESPACE, &record.id, Some(record.version))
+                        .await;
+                    continue;
+                };
+                if !pending.takeable(self.clock.now_ms()) {
+                    let due = pending.next_attempt_at_ms.max(pending.leased_until_ms);
+                    wake_at_ms = wake_at_ms.min(due);
+                    continue;
+                }
+                while sending.len() >= CONCURRENCY {
+                    settle(sending.join_next().await, &mut wake_at_ms, &mut failed);
+                }
+                let sender = Arc::clone(self);
+                sending.spawn(async move { sender.deliver(record, pending).await });
+            }
+            if last_page {
                 break;
             }
-            let Some(pending) = Pending::read(&record.value) else {
-                // Not an event: dropped, rather than read at every pass.
-                let _ = self
-                    .store
-                    .delete_record(OUTBOX_NAMESPACE, &record.id, Some(record.version))
-                    .await;
-                continue;
-            };
-            if !pending.takeable(self.clock.now_ms()) {
-                let due = pending.next_attempt_at_ms.max(pending.leased_until_ms);
-                wake_at_ms = wake_at_ms.min(due);
-                continue;
-            }
-            while sending.len() >= CONCURRENCY {
-                settle(sending.join_next().await, &mut wake_at_ms);
-            }
-            let sender = Arc::clone(self);
-            sending.spawn(async move { sender.deliver(record, pending).await });
         }
         while !sending.is_empty() {
-            settle(sending.join_next().await, &mut wake_at_ms);
+            settle(sending.join_next().await, &mut wake_at_ms, &mut failed);
         }
         match failed {
             Some(error) => Err(error),
@@ -698,6 +721,26 @@ mod tests {
             )),
             "{metrics}"
         );
+    }
+
+    /// A backlog longer than a page of the outbox is sent in one pass.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlog_of_several_pages_is_sent_in_one_pass() {
+        let store = Arc::new(MemoryStore::new());
+        let clock = ManualClock::new(NOW);
+        let hook = receiver(Vec::new()).await;
+        let sender = sender(&store, &clock, &hook.url);
+        let (_stop, stopped) = watch::channel(false);
+        for index in 0..(BATCH * 2 + 50) {
+            publish(&store, &format!("i{index}")).await;
+        }
+        sender.pass(&stopped).await.unwrap();
+        assert_eq!(hook.got.lock().unwrap().len(), BATCH * 2 + 50);
+        let outbox = store
+            .list_records(OUTBOX_NAMESPACE, None, 100, NOW)
+            .await
+            .unwrap();
+        assert_eq!(outbox, []);
     }
 
     /// A sender that dies while sending loses its lease: another sends the event again after it.
