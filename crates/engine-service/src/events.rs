@@ -350,14 +350,20 @@ pub async fn failed_before(store: &dyn InstanceStore, id: &str) -> Option<Schedu
     (to != ScheduleStatus::Fresh).then_some(to)
 }
 
-/// Publishes that `id` recovered from `from` (by `trigger`), now.
+/// Publishes that `id` recovered from `from` (by `trigger`), now. With `mark`, first appends
+/// the change of status to its history (an entry of `trigger`, outcome `ok`), for a recovery
+/// that recorded no successful refresh there: the history's last word is then this one, and the
+/// next success is not taken for another recovery ([`failed_before`]).
 ///
-/// Fails with [`crate::Warning::EventNotPublished`] when the store cannot write it.
+/// Fails with [`crate::Warning::EventNotPublished`] when the store cannot write the event, or
+/// [`crate::Warning::HistoryNotRecorded`] when it could not write the entry (the event is
+/// published all the same).
 pub async fn publish_recovered(
     store: &dyn InstanceStore,
     id: &str,
     from: ScheduleStatus,
     trigger: &'static str,
+    mark: bool,
 ) -> Result<(), crate::Warning> {
     let transition = Transition {
         from,
@@ -366,6 +372,25 @@ pub async fn publish_recovered(
         rejections: 0,
         retry_at_ms: None,
     };
+    let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+    let mut marked = Ok(());
+    if mark {
+        let entry = json!({
+            "at": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "trigger": trigger,
+            "outcome": "ok",
+            "transition": transition.to_value(),
+        });
+        if let Err(error) = store
+            .append_history(id, entry, crate::history::DEFAULT_KEEP)
+            .await
+        {
+            marked = Err(crate::Warning::HistoryNotRecorded {
+                instance: id.to_owned(),
+                error,
+            });
+        }
+    }
     let event = NewEvent::new(
         EventType::Recovered,
         id,
@@ -374,14 +399,13 @@ pub async fn publish_recovered(
         &[],
         None,
     );
-    let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
     publish(store, &event, now_ms)
         .await
-        .map(drop)
         .map_err(|error| crate::Warning::EventNotPublished {
             instance: id.to_owned(),
             error,
-        })
+        })?;
+    marked
 }
 
 /// Records the final outcome of an event's delivery on its record (`delivered` or `failed`,
@@ -582,6 +606,39 @@ mod tests {
         assert_eq!(pending.payload, listed[0].value["payload"]);
         assert!(pending.takeable(NOW));
         assert!(!value.to_string().contains("FAKE"));
+    }
+
+    /// The history's last word on refreshes says whether an instance had failed; a recovery
+    /// that marks it is that last word.
+    #[tokio::test]
+    async fn a_marked_recovery_is_the_historys_last_word() {
+        let store = MemoryStore::new();
+        store.insert("acme", serde_json::Map::new());
+        assert_eq!(failed_before(&store, "acme").await, None);
+        let failed = json!({"trigger": "schedule", "outcome": "rejected",
+            "transition": {"from": "fresh", "to": "retrying"}});
+        store.append_history("acme", failed, 10).await.unwrap();
+        // A call's failure (no change of status) is no word on it.
+        let call = json!({"trigger": "401", "outcome": "rejected"});
+        store.append_history("acme", call, 10).await.unwrap();
+        assert_eq!(
+            failed_before(&store, "acme").await,
+            Some(ScheduleStatus::Retrying)
+        );
+        publish_recovered(&store, "acme", ScheduleStatus::Retrying, "sign-in", true)
+            .await
+            .unwrap();
+        assert_eq!(failed_before(&store, "acme").await, None);
+        let history = store.history("acme").await.unwrap();
+        let last = history.last().unwrap();
+        assert_eq!(
+            (
+                &last["trigger"],
+                &last["outcome"],
+                &last["transition"]["to"]
+            ),
+            (&json!("sign-in"), &json!("ok"), &json!("fresh"))
+        );
     }
 
     #[test]

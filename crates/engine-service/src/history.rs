@@ -219,9 +219,11 @@ pub async fn after_run(
                 None
             }
         };
+        // An entry of a successful step is already the history's last word.
+        let mark = !reports.iter().any(|report| report.error.is_none());
         if let Some(from) = cleared.or(had_failed)
             && let Err(warning) =
-                crate::events::publish_recovered(store, request.instance, from, "call").await
+                crate::events::publish_recovered(store, request.instance, from, "call", mark).await
         {
             warnings.push(warning);
         }

@@ -317,7 +317,7 @@ pub async fn clear_needs_reauth(store: &dyn InstanceStore, id: &str) -> Result<(
     let had_failed = crate::events::failed_before(store, id).await;
     let cleared = clear_failures(store, id).await?;
     match cleared.or(had_failed) {
-        Some(from) => crate::events::publish_recovered(store, id, from, "sign-in").await,
+        Some(from) => crate::events::publish_recovered(store, id, from, "sign-in", true).await,
         None => Ok(()),
     }
 }
