@@ -25,6 +25,7 @@ mod platform_lifecycle;
 mod run;
 mod serve;
 mod serve_calls;
+mod serve_events;
 mod serve_keys;
 mod serve_page;
 mod shared_instances;

@@ -90,6 +90,16 @@ impl Served {
 
     /// Starts `engine serve` on `store` with the connectors of `connectors` and more arguments.
     pub(crate) fn start_with(store: &str, connectors: &str, more: &[&str]) -> Self {
+        Self::start_env(store, connectors, more, &[])
+    }
+
+    /// [`Served::start_with`], with more environment variables.
+    pub(crate) fn start_env(
+        store: &str,
+        connectors: &str,
+        more: &[&str],
+        variables: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
             .args(["serve", "--store", store, "--connectors", connectors])
             .args(["--listen", "127.0.0.1:0"])
@@ -97,6 +107,7 @@ impl Served {
             .current_dir(repo_root())
             .env("NO_COLOR", "1")
             .env("ENGINE_SECRET_KEY", SERVER_KEY)
+            .envs(variables.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -436,7 +447,7 @@ async fn a_store_that_goes_away_makes_readyz_503() {
 
 /// Sends SIGTERM to `served` and waits for its graceful exit 0 (the refreshes under way are
 /// finished and written first).
-fn stop(mut served: Served) {
+pub(crate) fn stop(mut served: Served) {
     let killed = Command::new("kill")
         .args(["-TERM", &served.child.id().to_string()])
         .status()

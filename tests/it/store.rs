@@ -280,14 +280,20 @@ async fn a_token_that_cannot_be_written_fails_with_exit_1_and_keeps_the_old_file
 
     ----- stderr -----
     warning: the refresh history of `instance` was not recorded: failed to write `[TEMP]/.instance.json.history.jsonl`
+    warning: an event of `instance` was not published: failed to write `[TEMP]/.instance.json.records/event-quiet/instance.json`
     error: failed to write `[TEMP]/instance.json`
       caused by: File too large (os error 27)
     hint: the instance file was left as it was; a token the vendor issued during this run may be lost: fix the file's permissions or free disk space and run again (re-authenticate if the vendor rotates refresh tokens)
     "#);
     assert_eq!(context.instance_text(), before);
+    // The directory of the records the run tried to write (its event) stays.
     assert_eq!(
         file_names(context.dir()),
-        [".instance.json.lock", "instance.json"]
+        [
+            ".instance.json.lock",
+            ".instance.json.records",
+            "instance.json"
+        ]
     );
     // The refresh was made; the API call was not.
     let paths: Vec<String> = server

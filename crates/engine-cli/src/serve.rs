@@ -1,5 +1,5 @@
-//! `engine serve --store URL --connectors DIR`: the HTTP API and the refresh scheduler of
-//! engine-server, until SIGTERM or Ctrl-C. Prints where it listens, and a line per scheduled
+//! `engine serve --store URL --connectors DIR [--webhook-url URL]`: the HTTP API, the refresh
+//! scheduler and the webhook sender of engine-server, until SIGTERM or Ctrl-C. Prints where it listens, and a line per scheduled
 //! refresh and failure, on stderr.
 
 use std::net::SocketAddr;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine_runtime::EngineBuilder;
-use engine_server::{Event, Rate, ServeOptions, Server};
+use engine_server::{Event, Rate, ServeOptions, Server, WebhookSecret, Webhooks};
 use engine_service::RefreshOptions;
 
 use crate::Exit;
@@ -43,7 +43,16 @@ pub(crate) struct ServeArgs {
     /// it, `429` with `Retry-After`.
     #[arg(long, value_name = "N/s", default_value = "100/s", value_parser = Rate::parse)]
     rate: Rate,
+    /// Deliver the store's events (refresh failed, needs re-auth, recovered) to this URL as
+    /// signed webhooks (Standard Webhooks), with the secret `ENGINE_WEBHOOK_SECRET`
+    /// (`whsec_...`).
+    #[arg(long, value_name = "URL")]
+    webhook_url: Option<url::Url>,
 }
+
+/// The environment variable that holds the webhooks' signing secret (never an argument: it
+/// would show in the process list).
+const WEBHOOK_SECRET_VARIABLE: &str = "ENGINE_WEBHOOK_SECRET";
 
 pub(crate) fn serve(args: &ServeArgs) -> Exit {
     let Some(runtime) = runtime() else {
@@ -57,7 +66,35 @@ pub(crate) fn serve(args: &ServeArgs) -> Exit {
     })
 }
 
+/// The webhooks `--webhook-url` asks for, signed with the secret of
+/// [`WEBHOOK_SECRET_VARIABLE`].
+fn webhooks(args: &ServeArgs) -> Result<Option<Webhooks>, Failure> {
+    let Some(url) = &args.webhook_url else {
+        return Ok(None);
+    };
+    let help = format!(
+        "set `{WEBHOOK_SECRET_VARIABLE}` to `whsec_` and the base64 of 24 to 64 random bytes \
+         (`echo whsec_$(head -c 32 /dev/urandom | base64)`); receivers check signatures with it"
+    );
+    let Ok(text) = std::env::var(WEBHOOK_SECRET_VARIABLE) else {
+        return Err(Failure::new(
+            format!("`--webhook-url` needs a signing secret in `{WEBHOOK_SECRET_VARIABLE}`"),
+            Exit::Usage,
+        )
+        .help(help));
+    };
+    let secret = WebhookSecret::parse(&text).map_err(|message| {
+        Failure::new(
+            format!("invalid `{WEBHOOK_SECRET_VARIABLE}`: {message}"),
+            Exit::Usage,
+        )
+        .help(help.clone())
+    })?;
+    Ok(Some(Webhooks::new(url.clone(), secret)))
+}
+
 async fn run(args: &ServeArgs) -> Result<Exit, Failure> {
+    let webhooks = webhooks(args)?;
     let store = &args.store.store;
     let opened = open_store(store).await?;
     let (registry, unloadable) = engine_service::Registry::load(&args.connectors)
@@ -77,6 +114,7 @@ async fn run(args: &ServeArgs) -> Result<Exit, Failure> {
             ..RefreshOptions::default()
         },
         rate: args.rate,
+        webhooks,
         ..ServeOptions::new(args.listen)
     };
     let server = Server::bind(opened, registry, engine, options, Arc::new(print_event))
@@ -87,6 +125,7 @@ async fn run(args: &ServeArgs) -> Result<Exit, Failure> {
                  `ENGINE_SECRET_KEY` (`echo k1:$(head -c 32 /dev/urandom | base64)`), the one \
                  `engine keys create` used",
             ),
+            engine_server::Error::Webhooks(_) => Failure::new(error.to_string(), Exit::Transport),
             _ => Failure::new(error.to_string(), Exit::Invalid)
                 .help("pass a free address with `--listen ADDR` (`127.0.0.1:0`: any free port)"),
         })?;

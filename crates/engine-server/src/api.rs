@@ -1,5 +1,5 @@
-//! The HTTP API: health, instances (create, list, show, delete, force a refresh, history) and
-//! resource calls,
+//! The HTTP API: health, instances (create, list, show, delete, force a refresh, history),
+//! resource calls and events ([`crate::events`]),
 //! JSON in and out, failures as problem details ([`crate::problem`]). Each handler calls
 //! engine-service or the runtime and shapes the answer; what to decide is theirs.
 
@@ -46,6 +46,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/instances/{id}", get(show).delete(remove))
         .route("/v1/instances/{id}/refresh", post(refresh))
         .route("/v1/instances/{id}/history", get(history))
+        .route("/v1/events", get(crate::events::list))
         .route(
             "/v1/instances/{id}/resources/{resource}",
             any(resource).layer(count_calls),
@@ -305,8 +306,9 @@ async fn refresh(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<
         None => return Err(Failure::BadRequest("nothing to refresh".to_owned())),
     };
     app.metrics.refreshed(&refreshed, "manual");
-    // The scheduler plans again with the new expiry.
+    // The scheduler plans again with the new expiry; the refresh may have published an event.
     app.wake.notify_one();
+    app.deliver.notify_one();
     let outcome = match refreshed.outcome {
         Outcome::Refreshed(_) => "refreshed",
         Outcome::Fresh => "fresh",
@@ -398,6 +400,10 @@ async fn resource(
     app.metrics.call_refreshed(name, &reports);
     // A history not written is no reason to fail the call.
     let _warnings = engine_service::after_run(&*store, &request, &reports, result.is_ok()).await;
+    if !reports.is_empty() {
+        // A refresh of the call's own may have published an event.
+        app.deliver.notify_one();
+    }
     match result {
         Ok(output) => {
             let status = StatusCode::from_u16(output.status).unwrap_or(StatusCode::OK);

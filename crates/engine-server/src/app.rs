@@ -1,5 +1,5 @@
 //! What every handler shares: the store, the connectors, the engine, the scheduler's wake-up and
-//! clock, and the metrics.
+//! clock, the metrics and the webhook sender's wake-up.
 
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +24,8 @@ pub(crate) struct App {
     pub(crate) clock: Arc<dyn engine_runtime::Clock>,
     /// What `/metrics` shows.
     pub(crate) metrics: Arc<Metrics>,
+    /// Wakes the webhook sender after a refresh: an event may be waiting.
+    pub(crate) deliver: Arc<Notify>,
 }
 
 impl App {

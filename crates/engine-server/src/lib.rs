@@ -23,10 +23,12 @@
 mod api;
 mod app;
 mod auth;
+mod events;
 pub mod metrics;
 mod page;
 mod problem;
 pub mod scheduler;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -39,6 +41,7 @@ use tokio::sync::{Notify, watch};
 pub use auth::{Caller, KEY_CACHE_SECONDS, Rate};
 pub use problem::Problem;
 pub use scheduler::Event;
+pub use webhooks::{WebhookSecret, Webhooks};
 
 /// How the server listens and refreshes.
 #[derive(Clone)]
@@ -53,6 +56,9 @@ pub struct ServeOptions {
     pub clock: Arc<dyn Clock>,
     /// The requests each API key may make ([`Rate::default`]: 100 a second).
     pub rate: Rate,
+    /// Where the store's events are delivered as webhooks ([`webhooks`]); `None`: they are
+    /// only listed (`GET /v1/events`) and wait in the outbox for a server that delivers them.
+    pub webhooks: Option<Webhooks>,
 }
 
 impl ServeOptions {
@@ -63,6 +69,7 @@ impl ServeOptions {
             refresh: RefreshOptions::default(),
             clock: Arc::new(SystemClock),
             rate: Rate::default(),
+            webhooks: None,
         }
     }
 }
@@ -74,6 +81,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("listen", &self.listen)
             .field("refresh", &self.refresh)
             .field("rate", &self.rate)
+            .field("webhooks", &self.webhooks)
             .finish_non_exhaustive()
     }
 }
@@ -96,6 +104,9 @@ pub enum Error {
     /// The API keys cannot be checked: no `ENGINE_SECRET_KEY` to derive their server key from.
     #[error("{0}")]
     Keys(engine_service::Error),
+    /// The webhooks' HTTP client cannot be set up.
+    #[error("cannot deliver webhooks: {0}")]
+    Webhooks(engine_runtime::TransportError),
 }
 
 /// A server bound to its address, not serving yet.
@@ -104,6 +115,7 @@ pub struct Server {
     app: Arc<app::App>,
     auth: Arc<auth::Auth>,
     events: Arc<dyn Fn(Event) + Send + Sync>,
+    webhooks: Option<(Webhooks, Arc<dyn engine_runtime::Transport>)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -140,6 +152,25 @@ impl Server {
                 addr: options.listen,
                 source,
             })?;
+        let webhooks = match options.webhooks {
+            Some(webhooks) => {
+                let transport = engine_runtime::HttpTransport::new(
+                    Some(webhooks.timeout),
+                    webhooks.timeout,
+                    engine_runtime::DEFAULT_MAX_BODY,
+                )
+                .map_err(Error::Webhooks)?;
+                Some((
+                    webhooks,
+                    Arc::new(transport) as Arc<dyn engine_runtime::Transport>,
+                ))
+            }
+            None => None,
+        };
+        let metrics = Arc::new(metrics::Metrics::default());
+        if webhooks.is_some() {
+            metrics.deliver_webhooks();
+        }
         let app = Arc::new(app::App {
             opened: Arc::new(opened),
             registry: Arc::new(Mutex::new(registry)),
@@ -147,13 +178,15 @@ impl Server {
             options: options.refresh,
             wake: Arc::new(Notify::new()),
             clock: options.clock,
-            metrics: Arc::new(metrics::Metrics::default()),
+            metrics,
+            deliver: Arc::new(Notify::new()),
         });
         Ok(Self {
             listener,
             app,
             auth,
             events,
+            webhooks,
         })
     }
 
@@ -162,14 +195,37 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves the API and runs the scheduler until `shutdown` resolves; then stops accepting,
-    /// finishes the requests and the batch of refreshes under way, and returns.
+    /// Serves the API and runs the scheduler (and the webhook sender, with
+    /// [`ServeOptions::webhooks`]) until `shutdown` resolves; then stops accepting, finishes the
+    /// requests, the batch of refreshes and the delivery under way, and returns.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let (stop, stopped) = watch::channel(false);
         let app = &self.app;
+        let sender = self.webhooks.map(|(webhooks, transport)| {
+            let sender = Arc::new(webhooks::Sender {
+                store: Arc::clone(app.opened.plain()),
+                transport,
+                webhooks,
+                clock: Arc::clone(&app.clock),
+                metrics: Arc::clone(&app.metrics),
+                wake: Arc::clone(&app.deliver),
+            });
+            tokio::spawn(sender.run(stopped.clone()))
+        });
+        // A scheduled refresh may have published an event: the sender looks at once.
+        let events = {
+            let deliver = Arc::clone(&app.deliver);
+            let told = self.events;
+            Arc::new(move |event: Event| {
+                if matches!(event, Event::Refreshed { .. } | Event::Failed { .. }) {
+                    deliver.notify_one();
+                }
+                told(event);
+            })
+        };
         let scheduler = scheduler::Scheduler {
             clock: Arc::clone(&app.clock),
             opened: Arc::clone(&app.opened),
@@ -177,7 +233,7 @@ impl Server {
             engine: Arc::clone(&app.engine),
             options: app.options.clone(),
             wake: Arc::clone(&app.wake),
-            events: self.events,
+            events,
             metrics: Arc::clone(&app.metrics),
         };
         let scheduler = tokio::spawn(scheduler.run(stopped));
@@ -190,8 +246,12 @@ impl Server {
                 let _ = stop.send(true);
             })
             .await;
-        // The scheduler stops at its `stop` (or when it is dropped, on an error).
+        // The scheduler and the sender stop at their `stop` (or when it is dropped, on an
+        // error), each after the refresh or delivery under way.
         let _ = scheduler.await;
+        if let Some(sender) = sender {
+            let _ = sender.await;
+        }
         served.map_err(Error::Serve)
     }
 }

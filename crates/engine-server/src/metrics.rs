@@ -60,7 +60,12 @@ struct Inner {
     calls: BTreeMap<&'static str, u64>,
     call_seconds: Option<Histogram>,
     census: Option<Census>,
+    /// Webhook deliveries by outcome, when the server delivers them.
+    deliveries: Option<BTreeMap<&'static str, u64>>,
 }
+
+/// The outcomes of `engine_webhook_deliveries_total`, always shown when the server delivers.
+pub(crate) const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
 
 /// The instances by status, as the scheduler last counted them.
 #[derive(Debug, Clone, Default)]
@@ -248,6 +253,23 @@ impl Metrics {
             .observe(elapsed);
     }
 
+    /// Shows `engine_webhook_deliveries_total` from now on: the server delivers webhooks.
+    pub(crate) fn deliver_webhooks(&self) {
+        self.inner().deliveries.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// Counts an attempt to deliver an event: `delivered`, `retried` (it failed and is tried
+    /// again) or `failed` (it failed for the last time).
+    pub(crate) fn delivery(&self, outcome: &'static str) {
+        let mut inner = self.inner();
+        let count = inner
+            .deliveries
+            .get_or_insert_with(BTreeMap::new)
+            .entry(outcome)
+            .or_default();
+        *count = count.saturating_add(1);
+    }
+
     /// Every series, in the Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
         let inner = self.inner();
@@ -342,6 +364,21 @@ impl Metrics {
                 "engine_instances_counted_timestamp_seconds {}",
                 census.at_ms / 1000
             );
+        }
+        if let Some(deliveries) = &inner.deliveries {
+            family(
+                &mut out,
+                "engine_webhook_deliveries_total",
+                "counter",
+                "Attempts to deliver events as webhooks, by outcome (delivered, retried, failed).",
+            );
+            for outcome in DELIVERY_OUTCOMES {
+                let count = deliveries.get(outcome).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "engine_webhook_deliveries_total{{outcome=\"{outcome}\"}} {count}"
+                );
+            }
         }
         out
     }

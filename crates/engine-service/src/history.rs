@@ -46,6 +46,14 @@ pub enum Warning {
         /// The store's error.
         error: StoreError,
     },
+    /// An event ([`crate::events`]) was not published.
+    #[error("an event of `{instance}` was not published: {error}")]
+    EventNotPublished {
+        /// The instance.
+        instance: String,
+        /// The store's error.
+        error: StoreError,
+    },
     /// The rejection count and `needs-reauth` mark were not cleared after a success.
     #[error("`{instance}` keeps its rejection count: {error}")]
     FailuresKept {
@@ -173,30 +181,73 @@ pub async fn record(
 /// After a run: records the run's lifecycle steps in the instance's history, and clears its
 /// rejection count and `needs-reauth` mark when the run obtained a token: a refresh or a
 /// provisioning the engine decided on, or a `PROVISION AUTH VALIDATION` or `ON REFRESH` resource
-/// the caller ran. Returns what could not be written, as warnings.
+/// the caller ran. Publishes the events of the run's refreshes ([`crate::events`]): an instance
+/// that had failed recovered; a refresh of its own failed (at most one event per instance per
+/// [`crate::events::CALL_FAILURE_QUIET`]). Returns what could not be written, as warnings.
 pub async fn after_run(
     store: &dyn InstanceStore,
     request: &RunRequest<'_>,
     reports: &[RefreshReport],
     succeeded: bool,
 ) -> Vec<Warning> {
-    let mut warnings = record(store, request.instance, reports, Trigger::Run, DEFAULT_KEEP).await;
-    let renewed = reports.iter().any(|report| {
+    let refreshed = reports.iter().any(|report| {
         report.error.is_none() && !report.retry && report.reason != RefreshReason::Requested
-    }) || request
-        .connector
-        .find_resource(request.selector)
-        .is_some_and(|resource| {
-            matches!(
-                resource.kind(),
-                ResourceType::ProvisionAuthValidation | ResourceType::OnRefresh
-            )
-        });
-    if succeeded
-        && renewed
-        && let Err(warning) = crate::store::clear_needs_reauth(store, request.instance).await
+    });
+    let renewed = refreshed
+        || request
+            .connector
+            .find_resource(request.selector)
+            .is_some_and(|resource| {
+                matches!(
+                    resource.kind(),
+                    ResourceType::ProvisionAuthValidation | ResourceType::OnRefresh
+                )
+            });
+    // The runtime's write of a new token cleared the failure state it read: whether the
+    // instance had failed is its history's last word before this run.
+    let had_failed = if succeeded && renewed {
+        crate::events::failed_before(store, request.instance).await
+    } else {
+        None
+    };
+    let mut warnings = record(store, request.instance, reports, Trigger::Run, DEFAULT_KEEP).await;
+    if succeeded && renewed {
+        let cleared = match crate::store::clear_failures(store, request.instance).await {
+            Ok(cleared) => cleared,
+            Err(warning) => {
+                warnings.push(warning);
+                None
+            }
+        };
+        // An entry of a successful step is already the history's last word.
+        let mark = !reports.iter().any(|report| report.error.is_none());
+        if let Some(from) = cleared.or(had_failed)
+            && let Err(warning) =
+                crate::events::publish_recovered(store, request.instance, from, "call", mark).await
+        {
+            warnings.push(warning);
+        }
+    }
+    if let Some(failed) = reports
+        .iter()
+        .rev()
+        .find(|report| report.error.is_some() && !report.retry)
     {
-        warnings.push(warning);
+        let event = crate::events::NewEvent::new(
+            crate::events::EventType::RefreshFailed,
+            request.instance,
+            "call",
+            None,
+            std::slice::from_ref(failed),
+            None,
+        );
+        let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+        if let Err(error) = crate::events::publish_quietly(store, &event, now_ms).await {
+            warnings.push(Warning::EventNotPublished {
+                instance: request.instance.to_owned(),
+                error,
+            });
+        }
     }
     warnings
 }

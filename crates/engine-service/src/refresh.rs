@@ -3,7 +3,8 @@
 //! sharing a store never refresh an instance twice), refreshing them N at a time ([`Refresh`]),
 //! and the failure state machine ([`RefreshPolicy`]: a failed refresh backs off and cools down,
 //! consecutive rejections mark an instance [`NEEDS_REAUTH`], a success clears it). Each refresh
-//! and each change of status ([`Transition`]) goes to the instance's history. It returns typed
+//! and each change of status ([`Transition`]) goes to the instance's history, and each change
+//! of status is published as an event ([`crate::events`]). It returns typed
 //! [`Outcome`]s and [`Transition`]s: what they say and what they exit with are the front end's.
 
 use std::collections::{HashMap, HashSet};
@@ -23,6 +24,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::events::{self, EventType, NewEvent};
 use crate::history::{self, Trigger, Warning};
 use crate::{Error, ErrorKind, Opened, Registry, WRITE_LOCK_TIMEOUT};
 
@@ -716,6 +718,27 @@ async fn refresh_one(
         Ok(transition) => (transition, Ok(())),
         Err(error) => (None, Err(error)),
     };
+    // A success with no change of status may still end failures that something else cleared
+    // first (new credentials: `engine instances set`): the history's last word before this
+    // refresh says whether it had failed.
+    let transition = match transition {
+        None if result.is_ok()
+            && reports
+                .iter()
+                .any(|report| report.error.is_none() && !report.retry) =>
+        {
+            events::failed_before(store, id)
+                .await
+                .map(|from| Transition {
+                    from,
+                    to: ScheduleStatus::Fresh,
+                    failures: 0,
+                    rejections: 0,
+                    retry_at_ms: None,
+                })
+        }
+        transition => transition,
+    };
     let mut entries: Vec<serde_json::Value> = reports
         .iter()
         .map(|report| history::entry_of(report, settings.trigger))
@@ -739,6 +762,25 @@ async fn refresh_one(
     for entry in entries {
         if let Err(error) = store.append_history(id, entry, settings.keep).await {
             warnings.push(Warning::HistoryNotRecorded {
+                instance: id.to_owned(),
+                error,
+            });
+        }
+    }
+    // Each change of status the policy made is an event, from here alone for the scheduler and
+    // a forced refresh.
+    if let Some(transition) = transition
+        && let Some(kind) = EventType::of(&transition)
+    {
+        let trigger = match settings.trigger {
+            Trigger::Manual => "manual",
+            Trigger::Run => "call",
+            Trigger::Schedule => "schedule",
+        };
+        let error = result.as_ref().err();
+        let event = NewEvent::new(kind, id, trigger, Some(transition), &reports, error);
+        if let Err(error) = events::publish(store, &event, engine.now_ms()).await {
+            warnings.push(Warning::EventNotPublished {
                 instance: id.to_owned(),
                 error,
             });
@@ -1066,6 +1108,34 @@ mod tests {
 
         // A success elsewhere (a sign-in) clears the mark and the count: it is due again.
         crate::clear_needs_reauth(&*store, "revoked").await.unwrap();
+        // Each change of status was an event, of the instance that changed; in the order made.
+        let events: Vec<(String, String, String)> = store
+            .list_records(
+                crate::events::EVENTS_NAMESPACE,
+                None,
+                100,
+                u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap(),
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|record| {
+                let payload = &record.value["payload"];
+                let text = |value: &serde_json::Value| value.as_str().unwrap().to_owned();
+                (
+                    text(&payload["type"]),
+                    text(&payload["data"]["instance"]),
+                    text(&payload["data"]["trigger"]),
+                )
+            })
+            .collect();
+        let expected = [
+            ("refresh.failed", "revoked", "schedule"),
+            ("instance.needs_reauth", "revoked", "schedule"),
+            ("instance.recovered", "revoked", "sign-in"),
+        ]
+        .map(|(kind, id, trigger)| (kind.to_owned(), id.to_owned(), trigger.to_owned()));
+        assert_eq!(events, expected);
         let state = store.load("revoked").await.unwrap().state;
         assert!(!Schedule::read(&state).has_failures());
         let (outcomes, _) = refresh_all(&store, &options).await;
@@ -1134,6 +1204,19 @@ mod tests {
             outcomes[0].transition.map(|transition| transition.to),
             Some(ScheduleStatus::Fresh)
         );
+        let events: Vec<String> = store
+            .list_records(
+                crate::events::EVENTS_NAMESPACE,
+                None,
+                100,
+                u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap(),
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|record| record.value["payload"]["type"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(events, ["refresh.failed", "instance.recovered"]);
         let schedule = Schedule::read(&store.load("down").await.unwrap().state);
         assert!(!schedule.has_failures(), "{schedule:?}");
         let now = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap();

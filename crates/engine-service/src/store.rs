@@ -309,33 +309,48 @@ pub async fn rekey(
 }
 
 /// Clears the failure state (the counts, a cooldown, a [`crate::NEEDS_REAUTH`] mark) after a
-/// success outside a scheduled refresh (a run that obtained a token, a sign-in); the instance is
-/// due at once, so that the next look computes its schedule from the token. Returns a
-/// [`crate::Warning`] when it could not be cleared.
+/// success outside a scheduled refresh (a sign-in); the instance is due at once, so that the
+/// next look computes its schedule from the token, and an instance that had failed is published
+/// as recovered ([`crate::events`]). Returns a [`crate::Warning`] when it could not be cleared
+/// or the event not published.
 pub async fn clear_needs_reauth(store: &dyn InstanceStore, id: &str) -> Result<(), crate::Warning> {
+    let had_failed = crate::events::failed_before(store, id).await;
+    let cleared = clear_failures(store, id).await?;
+    match cleared.or(had_failed) {
+        Some(from) => crate::events::publish_recovered(store, id, from, "sign-in", true).await,
+        None => Ok(()),
+    }
+}
+
+/// Clears the failure state of `id` ([`clear_needs_reauth`] without its event). Returns the
+/// status it cleared; `None` when there was nothing to clear.
+pub(crate) async fn clear_failures(
+    store: &dyn InstanceStore,
+    id: &str,
+) -> Result<Option<engine_store::ScheduleStatus>, crate::Warning> {
     let cleared = async {
         let read = store.load(id).await?;
         if !engine_store::Schedule::read(&read.state).has_failures() {
-            return Ok(false);
+            return Ok(None);
         }
+        let mut before = None;
         let quiet = || {};
         engine_store::update(store, id, Some(WRITE_LOCK_TIMEOUT), &quiet, |state| {
             let schedule = engine_store::Schedule::read(state);
             if !schedule.has_failures() {
                 return Ok(false);
             }
+            before = Some(schedule.status);
             schedule.cleared().put(state);
             Ok(true)
         })
-        .await
+        .await?;
+        Ok(before)
     };
-    cleared
-        .await
-        .map(drop)
-        .map_err(|error| crate::Warning::FailuresKept {
-            instance: id.to_owned(),
-            error,
-        })
+    cleared.await.map_err(|error| crate::Warning::FailuresKept {
+        instance: id.to_owned(),
+        error,
+    })
 }
 
 #[cfg(test)]
