@@ -22,6 +22,7 @@ mod instances;
 mod lifecycle;
 mod pagination;
 mod platform_lifecycle;
+mod platform_oauth1;
 mod run;
 mod serve;
 mod serve_calls;

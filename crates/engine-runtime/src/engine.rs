@@ -21,7 +21,7 @@ use engine_store::{InstanceLock, InstanceStore, SCHEDULE_KEY, Schedule, State, S
 use serde_json::Value;
 
 use crate::auth::custom::{PROVISIONED, provisioning, resource_step};
-use crate::auth::{Freshness, Scheme, Step, oauth2};
+use crate::auth::{Freshness, Scheme, Step, oauth1, oauth2};
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Configuration;
 use crate::differences::{changes_the_request, differences, of_resource, plan};
@@ -396,19 +396,12 @@ fn field_of(resource: &Resource, name: &str) -> engine_spec::Location {
 }
 
 /// Refuses connectors the engine loads but cannot execute faithfully, before anything is sent:
-/// a protocol other than HTTP (`jdbc`, `odata`...), and OAuth 1.0a (requests would go out
-/// unsigned).
+/// a protocol other than HTTP (`jdbc`, `odata`...).
 fn refuse_unexecutable(connector: &Connector) -> Result<(), RunError> {
     if let Protocol::NotExecuted(protocol) = connector.protocol() {
         return Err(RunErrorKind::ProtocolNotExecuted {
             connector: connector.name().to_owned(),
             protocol: protocol.clone(),
-        }
-        .into());
-    }
-    if connector.authentication().kind() == AuthKind::Oauth1 {
-        return Err(RunErrorKind::Oauth1 {
-            connector: connector.name().to_owned(),
         }
         .into());
     }
@@ -548,6 +541,10 @@ impl<'a> Run<'a> {
     async fn go(&mut self, request: &RunRequest<'_>) -> Result<(u16, Value), RunError> {
         let connector = self.connector;
         refuse_unexecutable(connector)?;
+        if connector.authentication().kind() == AuthKind::Oauth1 {
+            // Every request is signed: without the credentials, nothing is sent.
+            oauth1::Credentials::of(connector, &self.configuration)?;
+        }
         let Some(resource) = connector.find_resource(request.selector) else {
             return Err(RunErrorKind::UnknownResource {
                 connector: connector.name().to_owned(),
@@ -1590,12 +1587,24 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Sends `request` through the engine's transport and retry policy.
+    /// Sends `request` through the engine's transport and retry policy; a request of an OAuth
+    /// 1.0a connector signed first (`auth/oauth1.rs`), as it is to go out.
     async fn send(
         &self,
         request: &PreparedRequest,
         lifecycle: bool,
     ) -> Result<VendorResponse, RunError> {
+        let signed;
+        let request = if self.connector.authentication().kind() == AuthKind::Oauth1 {
+            let credentials = oauth1::Credentials::of(self.connector, &self.configuration)?;
+            let mut copy = request.clone();
+            let timestamp = self.engine.now_ms() / 1000;
+            oauth1::sign(&mut copy, &credentials, &oauth1::nonce(), timestamp);
+            signed = copy;
+            &signed
+        } else {
+            request
+        };
         let sending = Sending {
             transport: &*self.engine.transport,
             policy: &self.engine.policy,

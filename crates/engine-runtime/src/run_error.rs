@@ -269,14 +269,6 @@ pub enum RunErrorKind {
         /// How many differences.
         count: usize,
     },
-    /// The connector authenticates with OAuth 1.0a, which the engine does not sign.
-    #[error(
-        "connector `{connector}` uses OAuth 1.0a authentication, which the engine does not execute: its requests would go out unsigned; nothing was sent"
-    )]
-    Oauth1 {
-        /// The connector.
-        connector: String,
-    },
     /// The connector's protocol is not HTTP (`jdbc`, `odata`, ...).
     #[error(
         "connector `{connector}` uses protocol `{protocol}`: only HTTP is executed; nothing was sent"
