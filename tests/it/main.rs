@@ -14,6 +14,7 @@ mod compat_run;
 mod docs;
 mod engine_test;
 mod fidelity;
+mod fidelity_bodies;
 mod hooks;
 mod hostile;
 mod hostile_run;
