@@ -736,18 +736,33 @@ impl<'a> Run<'a> {
     /// request that cannot be built from the instance (an input no lifecycle step has, a path
     /// variable nothing fills). It is skipped with [`Event::LifecycleSkipped`], never sent
     /// half-built; a strict run fails instead.
+    ///
+    /// A step that obtains the token cannot be left out: when it cannot be executed faithfully
+    /// (a `preRequest` hook whose script the export lacks, a converter the engine does not
+    /// run), the run is refused before it is sent.
     fn skips(&self, step: &Step<'_>, previous: Option<&Value>) -> Result<bool, RunError> {
         let Step::Resource {
             resource,
             inputs,
-            obtains_token: false,
-            token_response: false,
+            obtains_token,
+            token_response,
             ..
         } = step
         else {
             return Ok(false);
         };
-        let reason = match of_resource(self.connector, resource).find(|d| changes_the_request(d)) {
+        let unfaithful = of_resource(self.connector, resource).find(|d| changes_the_request(d));
+        if *obtains_token || *token_response {
+            return match unfaithful {
+                Some(difference) => Err(RunError::from(RunErrorKind::TokenStepNotFaithful {
+                    resource: resource.display_name(),
+                    reason: difference.diagnostic.message.clone(),
+                })
+                .at(resource.location())),
+                None => Ok(false),
+            };
+        }
+        let reason = match unfaithful {
             Some(difference) => Some(difference.diagnostic.message.clone()),
             None => self
                 .build_with(resource, inputs, &[], previous, true, &Recorder::default())

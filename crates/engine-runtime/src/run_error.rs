@@ -269,6 +269,18 @@ pub enum RunErrorKind {
         /// How many differences.
         count: usize,
     },
+    /// A lifecycle resource that obtains the token cannot be executed as the platform did (a
+    /// `preRequest` hook whose script the export lacks, a converter the engine does not run):
+    /// it is not sent half-built, and the token cannot come without it.
+    #[error(
+        "`{resource}` obtains the token but cannot be executed as the platform did: {reason}; nothing was sent"
+    )]
+    TokenStepNotFaithful {
+        /// The lifecycle resource.
+        resource: String,
+        /// What the engine would not do (the W0501 message).
+        reason: String,
+    },
     /// The connector's protocol is not HTTP (`jdbc`, `odata`, ...).
     #[error(
         "connector `{connector}` uses protocol `{protocol}`: only HTTP is executed; nothing was sent"
