@@ -24,6 +24,7 @@ mod lifecycle;
 mod pagination;
 mod platform_lifecycle;
 mod platform_oauth1;
+mod platform_oauth1_signin;
 mod run;
 mod serve;
 mod serve_calls;

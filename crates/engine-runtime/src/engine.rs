@@ -533,6 +533,11 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// The time by the engine's clock, epoch milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.engine.now_ms()
+    }
+
     /// The time freshness is judged at: the clock's, plus [`Run::ahead_ms`].
     fn judged_at(&self) -> u64 {
         self.engine.now_ms().saturating_add(self.ahead_ms)
@@ -1610,7 +1615,9 @@ impl<'a> Run<'a> {
         lifecycle: bool,
     ) -> Result<VendorResponse, RunError> {
         let signed;
-        let request = if self.connector.authentication().kind() == AuthKind::Oauth1 {
+        let request = if self.connector.authentication().kind() == AuthKind::Oauth1
+            && !oauth1::is_signed(request)
+        {
             let credentials = oauth1::Credentials::of(self.connector, &self.configuration)?;
             let mut copy = request.clone();
             let timestamp = self.engine.now_ms() / 1000;
@@ -1629,6 +1636,39 @@ impl<'a> Run<'a> {
             deadline: self.deadline,
         };
         send_with_policy(&sending, request, lifecycle).await
+    }
+
+    /// Sends one of the OAuth 1.0a sign-in's token requests (signed already) and gives the
+    /// token and its secret it answers, as [`Run::send`] sends, masked by the redactor from
+    /// then on.
+    ///
+    /// Fails when the vendor answers an error status or no token.
+    pub(crate) async fn oauth1_token(
+        &mut self,
+        request: PreparedRequest,
+        what: &str,
+    ) -> Result<(String, String), RunError> {
+        self.learn_sent(&request);
+        let response = self.send(&request, true).await?;
+        if response.is_recorded() {
+            return Ok((String::new(), String::new()));
+        }
+        if !response.is_success() {
+            return Err(RunErrorKind::AuthFailed {
+                step: format!("oauth1 {what}"),
+                status: response.status,
+                problem: response
+                    .problem()
+                    .map(|problem| self.redactor.redact(&problem)),
+                body: self.redactor.redact(&response.body_text()),
+                retry_after: None,
+            }
+            .into());
+        }
+        let (token, secret) = oauth1::token_answer(&response.body_text(), what)?;
+        self.redactor.learn(&token);
+        self.redactor.learn(&secret);
+        Ok((token, secret))
     }
 
     /// Sends a lifecycle request (token endpoints, lifecycle resources) with the lifecycle's

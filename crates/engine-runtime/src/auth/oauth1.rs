@@ -68,30 +68,59 @@ impl Credentials {
     /// The credentials `configuration` holds for `connector`.
     ///
     /// Fails when a key is missing: the consumer's are the connector's own, the token and its
-    /// secret come from a person's OAuth 1.0a sign-in with the vendor.
+    /// secret come from a person's OAuth 1.0a sign-in with the vendor (`engine authorize`).
     pub(crate) fn of(connector: &Connector, configuration: &dyn Values) -> Result<Self, RunError> {
+        Self::read(connector, configuration, &KEYS)
+    }
+
+    /// The consumer's credentials alone, for the sign-in's token requests.
+    ///
+    /// Fails when `oauth.api.key` or `oauth.api.secret` is missing.
+    pub(crate) fn consumer(
+        connector: &Connector,
+        configuration: &dyn Values,
+    ) -> Result<Self, RunError> {
+        Self::read(connector, configuration, &KEYS[..2])
+    }
+
+    /// These credentials with the token `token` and its `secret` (the sign-in's request token).
+    pub(crate) fn with_token(mut self, token: String, secret: String) -> Self {
+        self.token = token;
+        self.token_secret = secret;
+        self
+    }
+
+    fn read(
+        connector: &Connector,
+        configuration: &dyn Values,
+        keys: &[&str],
+    ) -> Result<Self, RunError> {
         let value = |key: &str| {
             configuration
                 .value(key)
                 .and_then(text_of)
                 .filter(|value| !value.is_empty())
         };
-        let [consumer_key, consumer_secret, token, token_secret] = KEYS.map(value);
-        let (Some(consumer_key), Some(consumer_secret), Some(token), Some(token_secret)) =
-            (consumer_key, consumer_secret, token, token_secret)
-        else {
-            let missing = KEYS
-                .into_iter()
-                .filter(|key| value(key).is_none())
-                .map(|key| MissingKey {
-                    key: key.to_owned(),
-                    description: connector
-                        .property(key)
-                        .and_then(|property| property.description())
-                        .map(str::to_owned),
-                })
-                .collect();
+        let missing: Vec<MissingKey> = keys
+            .iter()
+            .filter(|key| value(key).is_none())
+            .map(|key| MissingKey {
+                key: (*key).to_owned(),
+                description: connector
+                    .property(key)
+                    .and_then(|property| property.description())
+                    .map(str::to_owned),
+            })
+            .collect();
+        if !missing.is_empty() {
             return Err(RunErrorKind::MissingConfiguration { missing }.into());
+        }
+        let [consumer_key, consumer_secret, token, token_secret] =
+            KEYS.map(|key| value(key).unwrap_or_default());
+        let (token, token_secret) = if keys.len() == KEYS.len() {
+            (token, token_secret)
+        } else {
+            (String::new(), String::new())
         };
         let placement = match value("oauth.request.authorization.type") {
             Some(kind) if kind.trim().eq_ignore_ascii_case("query") => Placement::Query,
@@ -116,14 +145,29 @@ pub(crate) fn sign(
     nonce: &str,
     timestamp: u64,
 ) {
+    sign_with(request, credentials, nonce, timestamp, Vec::new());
+}
+
+/// [`sign`] with the sign-in's own protocol parameters (`oauth_callback`, `oauth_verifier`);
+/// without a token, no `oauth_token` (the request token's request).
+fn sign_with(
+    request: &mut PreparedRequest,
+    credentials: &Credentials,
+    nonce: &str,
+    timestamp: u64,
+    extra: Vec<(&'static str, String)>,
+) {
     let mut protocol = vec![
         ("oauth_consumer_key", credentials.consumer_key.clone()),
         ("oauth_nonce", nonce.to_owned()),
         ("oauth_signature_method", "HMAC-SHA1".to_owned()),
         ("oauth_timestamp", timestamp.to_string()),
-        ("oauth_token", credentials.token.clone()),
-        ("oauth_version", "1.0".to_owned()),
     ];
+    if !credentials.token.is_empty() {
+        protocol.push(("oauth_token", credentials.token.clone()));
+    }
+    protocol.push(("oauth_version", "1.0".to_owned()));
+    protocol.extend(extra);
     let form: &[(String, String)] = match &request.body {
         RequestBody::Form(fields) => fields,
         _ => &[],
@@ -137,7 +181,7 @@ pub(crate) fn sign(
                 query.append_pair(name, value);
             }
             drop(query);
-            for name in ["oauth_token", "oauth_signature"] {
+            for name in ["oauth_token", "oauth_signature", "oauth_verifier"] {
                 request.secrets.push(SecretSlot::Query(name.to_owned()));
             }
         }
@@ -154,6 +198,17 @@ pub(crate) fn sign(
             request.headers.push(("Authorization".to_owned(), value));
         }
     }
+}
+
+/// True when `request` carries an `oauth_signature` already (the sign-in's token requests).
+pub(crate) fn is_signed(request: &PreparedRequest) -> bool {
+    request
+        .url
+        .query_pairs()
+        .any(|(name, _)| name == "oauth_signature")
+        || request.headers.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case("authorization") && value.starts_with("OAuth ")
+        })
 }
 
 /// `oauth_signature` (RFC 5849 3.4): base64 of `HMAC-SHA1` over the signature base string
@@ -214,6 +269,132 @@ fn signature(
 /// RFC 5849 3.6 percent-encoding: everything but the unreserved characters.
 fn encode(text: &str) -> String {
     utf8_percent_encode(text, UNRESERVED).to_string()
+}
+
+/// The sign-in's first request (RFC 5849 2.1): a `POST` to `oauth.request.url`, signed with
+/// the consumer's credentials alone, asking for a request token that comes back to `callback`.
+///
+/// Fails when `oauth.request.url` is missing or no URL.
+pub(crate) fn request_token_request(
+    configuration: &dyn Values,
+    credentials: &Credentials,
+    callback: &str,
+    nonce: &str,
+    timestamp: u64,
+) -> Result<PreparedRequest, RunError> {
+    let mut request = token_endpoint(configuration, "oauth.request.url", "request token")?;
+    let extra = vec![("oauth_callback", callback.to_owned())];
+    sign_with(&mut request, credentials, nonce, timestamp, extra);
+    Ok(request)
+}
+
+/// The sign-in's last request (RFC 5849 2.3): a `POST` to `oauth.token.url`, signed with the
+/// request token and its secret (`credentials`), carrying the `verifier` the callback brought.
+///
+/// Fails when `oauth.token.url` is missing or no URL.
+pub(crate) fn access_token_request(
+    configuration: &dyn Values,
+    credentials: &Credentials,
+    verifier: &str,
+    nonce: &str,
+    timestamp: u64,
+) -> Result<PreparedRequest, RunError> {
+    let mut request = token_endpoint(configuration, "oauth.token.url", "access token")?;
+    let extra = vec![("oauth_verifier", verifier.to_owned())];
+    sign_with(&mut request, credentials, nonce, timestamp, extra);
+    Ok(request)
+}
+
+/// An empty `POST` to the URL `key` holds, as a lifecycle request.
+fn token_endpoint(
+    configuration: &dyn Values,
+    key: &str,
+    what: &str,
+) -> Result<PreparedRequest, RunError> {
+    let Some(address) = configuration.value(key).and_then(text_of) else {
+        return Err(super::oauth2::missing(
+            key,
+            &format!("the OAuth 1.0a {what} endpoint"),
+        ));
+    };
+    let url = url::Url::parse(&address).map_err(|error| RunErrorKind::InvalidUrl {
+        url: address.clone(),
+        message: error.to_string(),
+    })?;
+    Ok(PreparedRequest {
+        resource: std::sync::Arc::from(format!("oauth1 {what}")),
+        method: std::sync::Arc::from("POST"),
+        url,
+        headers: Vec::new(),
+        body: RequestBody::Empty,
+        lifecycle: true,
+        secrets: Vec::new(),
+    })
+}
+
+/// The token and its secret of a token endpoint's answer (`oauth_token=...&oauth_token_secret=...`,
+/// form-encoded).
+///
+/// Fails, naming `what`, when the answer lacks either.
+pub(crate) fn token_answer(body: &str, what: &str) -> Result<(String, String), RunError> {
+    let mut token = None;
+    let mut secret = None;
+    for (name, value) in url::form_urlencoded::parse(body.trim().as_bytes()) {
+        match name.as_ref() {
+            "oauth_token" => token = Some(value.into_owned()),
+            "oauth_token_secret" => secret = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    match (token, secret) {
+        (Some(token), Some(secret)) if !token.is_empty() => Ok((token, secret)),
+        _ => Err(RunErrorKind::Authorize {
+            message: format!(
+                "the {what} answer lacks `oauth_token` and `oauth_token_secret` (RFC 5849 2.1)"
+            ),
+        }
+        .into()),
+    }
+}
+
+/// The address a person opens to approve the request token `token`: `oauth.authorization.url`
+/// with its `{key}` placeholders filled from the configuration and `oauth_token` added.
+///
+/// Fails when `oauth.authorization.url` is missing or no URL.
+pub(crate) fn authorization_url(
+    configuration: &dyn Values,
+    token: &str,
+) -> Result<String, RunError> {
+    let Some(template) = configuration
+        .value("oauth.authorization.url")
+        .and_then(text_of)
+    else {
+        return Err(super::oauth2::missing(
+            "oauth.authorization.url",
+            "where a person approves the OAuth 1.0a request token",
+        ));
+    };
+    let mut filled = String::with_capacity(template.len());
+    let mut rest = template.as_str();
+    while let Some(start) = rest.find('{') {
+        let Some(length) = rest[start..].find('}') else {
+            break;
+        };
+        let key = &rest[start + 1..start + length];
+        filled.push_str(&rest[..start]);
+        match configuration.value(key).and_then(text_of) {
+            Some(value) => filled.push_str(&encode(&value)),
+            None => filled.push_str(&rest[start..=start + length]),
+        }
+        rest = &rest[start + length + 1..];
+    }
+    filled.push_str(rest);
+    let mut url = url::Url::parse(&filled).map_err(|error| RunErrorKind::InvalidUrl {
+        url: filled.clone(),
+        message: error.to_string(),
+    })?;
+    url.query_pairs_mut().append_pair("oauth_token", token);
+    Ok(url.into())
 }
 
 /// A fresh nonce: 32 hexadecimal digits from the operating system's random source.
@@ -309,6 +490,38 @@ mod tests {
             request
                 .secrets
                 .contains(&SecretSlot::Query("oauth_token".into()))
+        );
+    }
+
+    #[test]
+    fn the_authorization_url_fills_its_placeholders_and_adds_the_request_token() {
+        let configuration: serde_json::Map<String, serde_json::Value> = serde_json::from_value(
+            serde_json::json!({
+                "oauth.authorization.url": "https://v.example/authorize?scope={scope}&name={missing}",
+                "scope": "read,write",
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            authorization_url(&configuration, "rt 1").unwrap(),
+            "https://v.example/authorize?scope=read%2Cwrite&name={missing}&oauth_token=rt+1"
+        );
+    }
+
+    #[test]
+    fn a_token_answer_needs_the_token_and_its_secret() {
+        assert_eq!(
+            token_answer(
+                "oauth_token=a%20b&oauth_token_secret=s&x=1\n",
+                "access token"
+            )
+            .unwrap(),
+            ("a b".to_owned(), "s".to_owned())
+        );
+        let error = token_answer("{\"error\":\"denied\"}", "request token").unwrap_err();
+        assert!(
+            error.to_string().contains("request token answer lacks"),
+            "{error}"
         );
     }
 
