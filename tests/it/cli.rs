@@ -164,7 +164,7 @@ fn authorize_refuses_connectors_that_do_not_sign_in_through_a_browser() {
     assert_eq!(code, 3);
     insta::assert_snapshot!(stderr, @"
     error: connector `connectors/demo.json` does not sign in through a browser: its authentication is `custom` (its own lifecycle resources)
-    hint: `engine authorize` is for OAuth2's authorization code grant; this connector obtains its tokens by itself on `engine run` from the credentials in the instance file
+    hint: `engine authorize` is for OAuth2's authorization code grant and OAuth 1.0a; this connector obtains its tokens by itself on `engine run` from the credentials in the instance file
     ");
 }
 

@@ -299,7 +299,8 @@ async fn resources_the_engine_never_executes_are_refused_with_exit_3() {
 }
 
 #[tokio::test]
-async fn oauth1_and_non_http_connectors_are_refused_with_exit_3() {
+async fn an_oauth1_instance_without_its_credentials_and_non_http_connectors_are_refused_with_exit_3()
+ {
     let server = MockServer::start().await;
     let oauth1 = TestContext::patched("compat", |connector| {
         connector["authentication"] = json!({"type": "oauth1"});
@@ -311,8 +312,8 @@ async fn oauth1_and_non_http_connectors_are_refused_with_exit_3() {
     ----- stdout -----
 
     ----- stderr -----
-    error: connector `Compat` uses OAuth 1.0a authentication, which the engine does not execute: its requests would go out unsigned; nothing was sent
-    hint: the engine cannot sign OAuth 1.0a requests: use the vendor's OAuth 2.0 or API key authentication if it has one
+    error: the instance lacks required configuration: `oauth.api.key`, `oauth.api.secret`, `oauth.user.token`, `oauth.user.token.secret`
+    hint: add the keys to the instance file, then run again
     "#);
 
     let jdbc = TestContext::patched("compat", |connector| {

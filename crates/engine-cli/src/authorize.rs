@@ -1,6 +1,7 @@
 //! `engine authorize CONNECTOR --config INSTANCE` (or `--instance ID --store URL`): signs a
 //! person in through a browser (OAuth2 authorization code, with PKCE when the connector enables
-//! it) and saves the tokens; a `needs-reauth` mark is cleared.
+//! it; OAuth 1.0a, whose callback's `oauth_token` and `oauth_verifier` stand for `state` and
+//! `code`) and saves the tokens; a `needs-reauth` mark is cleared.
 //!
 //! The runtime builds the authorization URL and exchanges the code; this module owns the
 //! loopback callback server: it listens on the host and port of `oauth.callback.url`, accepts the
@@ -48,9 +49,14 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
         return Exit::Invalid;
     };
     let authentication = connector.authentication();
-    if authentication.kind() != engine_spec::AuthKind::Oauth2
-        || authentication.grant() != engine_spec::kinds::Grant::AuthorizationCode
-    {
+    let signs_in = match authentication.kind() {
+        engine_spec::AuthKind::Oauth2 => {
+            authentication.grant() == engine_spec::kinds::Grant::AuthorizationCode
+        }
+        engine_spec::AuthKind::Oauth1 => true,
+        _ => false,
+    };
+    if !signs_in {
         let scheme = match authentication.kind() {
             engine_spec::AuthKind::Oauth2 => {
                 format!("OAuth2 with the `{}` grant", authentication.grant())
@@ -65,7 +71,7 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
             "connector `{}` does not sign in through a browser: its authentication is {scheme}",
             args.connector.display()
         );
-        let help = "`engine authorize` is for OAuth2's authorization code grant; this connector obtains its tokens by itself on `engine run` from the credentials in the instance file";
+        let help = "`engine authorize` is for OAuth2's authorization code grant and OAuth 1.0a; this connector obtains its tokens by itself on `engine run` from the credentials in the instance file";
         let mut message = crate::render::Message::new(crate::render::Level::Error, &title);
         message.help = Some(help);
         printer::error(&message);
@@ -200,7 +206,7 @@ async fn serve(
             }
             .into());
         };
-        let parameters = &callback.parameters;
+        let parameters = &oauth1_as_code(&callback.parameters);
         if parameters.get("state") != Some(&request.state) {
             let _ = callback.reply.send(page(
                 StatusCode::BAD_REQUEST,
@@ -254,6 +260,19 @@ async fn serve(
     outcome
 }
 
+/// An OAuth 1.0a callback (`oauth_token`, `oauth_verifier`, RFC 5849 2.2) read as the code
+/// flow's: the request token is the `state` it must bring back, the verifier its `code`.
+fn oauth1_as_code(parameters: &HashMap<String, String>) -> HashMap<String, String> {
+    let mut read = parameters.clone();
+    if let Some(verifier) = parameters.get("oauth_verifier") {
+        read.insert("code".to_owned(), verifier.clone());
+        if let Some(token) = parameters.get("oauth_token") {
+            read.insert("state".to_owned(), token.clone());
+        }
+    }
+    read
+}
+
 /// One callback request, handed from the listener to the waiting flow with a channel for the
 /// page to answer.
 struct Callback {
@@ -275,7 +294,7 @@ async fn callback(
         url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    if !["code", "error", "state"]
+    if !["code", "error", "state", "oauth_verifier"]
         .iter()
         .any(|name| parameters.contains_key(*name))
     {

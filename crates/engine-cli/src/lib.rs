@@ -48,7 +48,7 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Run one resource of a connector against an instance, keeping its token fresh.
     Run(run::RunArgs),
-    /// Sign in through a browser (OAuth2 authorization code) and save the tokens.
+    /// Sign in through a browser (OAuth2 authorization code, OAuth 1.0a) and save the tokens.
     Authorize(authorize::AuthorizeArgs),
     /// Import, list, show, delete and export the instances of a store (`--store URL`).
     Instances(instances::InstancesArgs),

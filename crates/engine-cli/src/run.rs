@@ -867,8 +867,8 @@ pub(crate) fn hint(
             RunErrorKind::NotFaithful { .. } => Some(
                 "the warnings above say what would differ: run without `--strict` to send it anyway, each difference then a warning, or change the connector so that it needs none".into(),
             ),
-            RunErrorKind::Oauth1 { .. } => Some(
-                "the engine cannot sign OAuth 1.0a requests: use the vendor's OAuth 2.0 or API key authentication if it has one".into(),
+            RunErrorKind::TokenStepNotFaithful { .. } => Some(
+                "give the resource what the platform ran (the hook's script as its `body`, from a new export of the connector), or map the values with parameters the engine executes".into(),
             ),
             RunErrorKind::ProtocolNotExecuted { .. } => Some(
                 "call the vendor through its HTTP API with a connector whose `protocolType` is `http` or `soap`".into(),

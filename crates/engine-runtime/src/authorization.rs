@@ -1,13 +1,15 @@
 //! The authorization code flow's I/O, around the pure parts of `auth::authorize`: read the
 //! instance, exchange the code, write the tokens. The caller listens for the browser.
 
-use engine_spec::Connector;
+use engine_spec::{AuthKind, Connector};
 use engine_store::InstanceStore;
+use serde_json::Value;
 
-use crate::auth::Step;
 use crate::auth::authorize::{
-    AuthorizationRequest, answered_url, authorization_request, authorize_url_step, exchange_steps,
+    AuthorizationRequest, answered_url, authorization_request, authorize_url_step, callback,
+    exchange_steps,
 };
+use crate::auth::{Step, oauth1};
 use crate::engine::{Engine, Run};
 use crate::observer::Observer;
 use crate::run_error::RunError;
@@ -28,6 +30,9 @@ impl Engine {
         observer: &dyn Observer,
     ) -> Result<AuthorizationRequest, RunError> {
         let mut run = Run::new(self, connector, store, instance, observer).await?;
+        if connector.authentication().kind() == AuthKind::Oauth1 {
+            return begin_oauth1(&mut run, connector).await;
+        }
         let mut request = authorization_request(connector, &run.configuration)?;
         let Some(step) = authorize_url_step(connector, &run.configuration, &request) else {
             return Ok(request);
@@ -58,6 +63,9 @@ impl Engine {
         let mut run = Run::new(self, connector, store, instance, observer).await?;
         run.redactor.learn(code);
         run.redactor.learn(&request.state);
+        if connector.authentication().kind() == AuthKind::Oauth1 {
+            return complete_oauth1(&mut run, connector, request, code).await;
+        }
         if let Some(verifier) = &request.verifier {
             run.redactor.learn(verifier);
         }
@@ -71,4 +79,63 @@ impl Engine {
         run.ensure_fresh().await?;
         run.persist_pending().await
     }
+}
+
+/// OAuth 1.0a (RFC 5849): obtains a request token that comes back to the callback, and the
+/// address where a person approves it. The request token is the request's `state` (the
+/// callback brings it back as `oauth_token`), its secret is kept for the exchange.
+async fn begin_oauth1(
+    run: &mut Run<'_>,
+    connector: &Connector,
+) -> Result<AuthorizationRequest, RunError> {
+    let callback = callback(&run.configuration)?;
+    let credentials = oauth1::Credentials::consumer(connector, &run.configuration)?;
+    let request = oauth1::request_token_request(
+        &run.configuration,
+        &credentials,
+        &callback.redirect_uri,
+        &oauth1::nonce(),
+        run.now_ms() / 1000,
+    )?;
+    let (token, secret) = run.oauth1_token(request, "request token").await?;
+    Ok(AuthorizationRequest {
+        url: oauth1::authorization_url(&run.configuration, &token)?,
+        state: token,
+        verifier: None,
+        redirect_uri: callback.redirect_uri,
+        host: callback.host,
+        port: callback.port,
+        path: callback.path,
+        request_token_secret: Some(secret),
+    })
+}
+
+/// OAuth 1.0a: exchanges the approved request token and the callback's `verifier` for the
+/// access token and its secret, saves them (`oauth.user.token`, `oauth.user.token.secret`),
+/// then provisions the instance when it never was.
+async fn complete_oauth1(
+    run: &mut Run<'_>,
+    connector: &Connector,
+    request: &AuthorizationRequest,
+    verifier: &str,
+) -> Result<(), RunError> {
+    let secret = request.request_token_secret.clone().unwrap_or_default();
+    run.redactor.learn(&secret);
+    let credentials = oauth1::Credentials::consumer(connector, &run.configuration)?
+        .with_token(request.state.clone(), secret);
+    let exchange = oauth1::access_token_request(
+        &run.configuration,
+        &credentials,
+        verifier,
+        &oauth1::nonce(),
+        run.now_ms() / 1000,
+    )?;
+    let (token, secret) = run.oauth1_token(exchange, "access token").await?;
+    let mut saved = engine_store::State::new();
+    saved.insert("oauth.user.token".to_owned(), Value::String(token));
+    saved.insert("oauth.user.token.secret".to_owned(), Value::String(secret));
+    run.save(&saved);
+    run.persist_pending().await?;
+    run.ensure_fresh().await?;
+    run.persist_pending().await
 }

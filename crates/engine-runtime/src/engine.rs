@@ -21,7 +21,7 @@ use engine_store::{InstanceLock, InstanceStore, SCHEDULE_KEY, Schedule, State, S
 use serde_json::Value;
 
 use crate::auth::custom::{PROVISIONED, provisioning, resource_step};
-use crate::auth::{Freshness, Scheme, Step, oauth2};
+use crate::auth::{Freshness, Scheme, Step, oauth1, oauth2};
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Configuration;
 use crate::differences::{changes_the_request, differences, of_resource, plan};
@@ -396,19 +396,12 @@ fn field_of(resource: &Resource, name: &str) -> engine_spec::Location {
 }
 
 /// Refuses connectors the engine loads but cannot execute faithfully, before anything is sent:
-/// a protocol other than HTTP (`jdbc`, `odata`...), and OAuth 1.0a (requests would go out
-/// unsigned).
+/// a protocol other than HTTP (`jdbc`, `odata`...).
 fn refuse_unexecutable(connector: &Connector) -> Result<(), RunError> {
     if let Protocol::NotExecuted(protocol) = connector.protocol() {
         return Err(RunErrorKind::ProtocolNotExecuted {
             connector: connector.name().to_owned(),
             protocol: protocol.clone(),
-        }
-        .into());
-    }
-    if connector.authentication().kind() == AuthKind::Oauth1 {
-        return Err(RunErrorKind::Oauth1 {
-            connector: connector.name().to_owned(),
         }
         .into());
     }
@@ -540,6 +533,11 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// The time by the engine's clock, epoch milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.engine.now_ms()
+    }
+
     /// The time freshness is judged at: the clock's, plus [`Run::ahead_ms`].
     fn judged_at(&self) -> u64 {
         self.engine.now_ms().saturating_add(self.ahead_ms)
@@ -548,6 +546,10 @@ impl<'a> Run<'a> {
     async fn go(&mut self, request: &RunRequest<'_>) -> Result<(u16, Value), RunError> {
         let connector = self.connector;
         refuse_unexecutable(connector)?;
+        if connector.authentication().kind() == AuthKind::Oauth1 {
+            // Every request is signed: without the credentials, nothing is sent.
+            oauth1::Credentials::of(connector, &self.configuration)?;
+        }
         let Some(resource) = connector.find_resource(request.selector) else {
             return Err(RunErrorKind::UnknownResource {
                 connector: connector.name().to_owned(),
@@ -739,18 +741,33 @@ impl<'a> Run<'a> {
     /// request that cannot be built from the instance (an input no lifecycle step has, a path
     /// variable nothing fills). It is skipped with [`Event::LifecycleSkipped`], never sent
     /// half-built; a strict run fails instead.
+    ///
+    /// A step that obtains the token cannot be left out: when it cannot be executed faithfully
+    /// (a `preRequest` hook whose script the export lacks, a converter the engine does not
+    /// run), the run is refused before it is sent.
     fn skips(&self, step: &Step<'_>, previous: Option<&Value>) -> Result<bool, RunError> {
         let Step::Resource {
             resource,
             inputs,
-            obtains_token: false,
-            token_response: false,
+            obtains_token,
+            token_response,
             ..
         } = step
         else {
             return Ok(false);
         };
-        let reason = match of_resource(self.connector, resource).find(|d| changes_the_request(d)) {
+        let unfaithful = of_resource(self.connector, resource).find(|d| changes_the_request(d));
+        if *obtains_token || *token_response {
+            return match unfaithful {
+                Some(difference) => Err(RunError::from(RunErrorKind::TokenStepNotFaithful {
+                    resource: resource.display_name(),
+                    reason: difference.diagnostic.message.clone(),
+                })
+                .at(resource.location())),
+                None => Ok(false),
+            };
+        }
+        let reason = match unfaithful {
             Some(difference) => Some(difference.diagnostic.message.clone()),
             None => self
                 .build_with(resource, inputs, &[], previous, true, &Recorder::default())
@@ -1590,12 +1607,26 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Sends `request` through the engine's transport and retry policy.
+    /// Sends `request` through the engine's transport and retry policy; a request of an OAuth
+    /// 1.0a connector signed first (`auth/oauth1.rs`), as it is to go out.
     async fn send(
         &self,
         request: &PreparedRequest,
         lifecycle: bool,
     ) -> Result<VendorResponse, RunError> {
+        let signed;
+        let request = if self.connector.authentication().kind() == AuthKind::Oauth1
+            && !oauth1::is_signed(request)
+        {
+            let credentials = oauth1::Credentials::of(self.connector, &self.configuration)?;
+            let mut copy = request.clone();
+            let timestamp = self.engine.now_ms() / 1000;
+            oauth1::sign(&mut copy, &credentials, &oauth1::nonce(), timestamp);
+            signed = copy;
+            &signed
+        } else {
+            request
+        };
         let sending = Sending {
             transport: &*self.engine.transport,
             policy: &self.engine.policy,
@@ -1605,6 +1636,39 @@ impl<'a> Run<'a> {
             deadline: self.deadline,
         };
         send_with_policy(&sending, request, lifecycle).await
+    }
+
+    /// Sends one of the OAuth 1.0a sign-in's token requests (signed already) and gives the
+    /// token and its secret it answers, as [`Run::send`] sends, masked by the redactor from
+    /// then on.
+    ///
+    /// Fails when the vendor answers an error status or no token.
+    pub(crate) async fn oauth1_token(
+        &mut self,
+        request: PreparedRequest,
+        what: &str,
+    ) -> Result<(String, String), RunError> {
+        self.learn_sent(&request);
+        let response = self.send(&request, true).await?;
+        if response.is_recorded() {
+            return Ok((String::new(), String::new()));
+        }
+        if !response.is_success() {
+            return Err(RunErrorKind::AuthFailed {
+                step: format!("oauth1 {what}"),
+                status: response.status,
+                problem: response
+                    .problem()
+                    .map(|problem| self.redactor.redact(&problem)),
+                body: self.redactor.redact(&response.body_text()),
+                retry_after: None,
+            }
+            .into());
+        }
+        let (token, secret) = oauth1::token_answer(&response.body_text(), what)?;
+        self.redactor.learn(&token);
+        self.redactor.learn(&secret);
+        Ok((token, secret))
     }
 
     /// Sends a lifecycle request (token endpoints, lifecycle resources) with the lifecycle's

@@ -269,13 +269,17 @@ pub enum RunErrorKind {
         /// How many differences.
         count: usize,
     },
-    /// The connector authenticates with OAuth 1.0a, which the engine does not sign.
+    /// A lifecycle resource that obtains the token cannot be executed as the platform did (a
+    /// `preRequest` hook whose script the export lacks, a converter the engine does not run):
+    /// it is not sent half-built, and the token cannot come without it.
     #[error(
-        "connector `{connector}` uses OAuth 1.0a authentication, which the engine does not execute: its requests would go out unsigned; nothing was sent"
+        "`{resource}` obtains the token but cannot be executed as the platform did: {reason}; nothing was sent"
     )]
-    Oauth1 {
-        /// The connector.
-        connector: String,
+    TokenStepNotFaithful {
+        /// The lifecycle resource.
+        resource: String,
+        /// What the engine would not do (the W0501 message).
+        reason: String,
     },
     /// The connector's protocol is not HTTP (`jdbc`, `odata`, ...).
     #[error(

@@ -276,7 +276,7 @@ wire_enum! {
         Oauth2Pkce => ["oauth2Pkce"],
         /// HTTP Basic with the configuration keys `username` and `password`.
         Basic => ["basic"],
-        /// OAuth 1.0a (accepted, not executed: requests go out unsigned).
+        /// OAuth 1.0a: requests signed with the instance's token (`engine authorize` obtains it).
         Oauth1 => ["oauth1"],
         /// An API key mapped by the connector's parameters.
         ApiKey => ["apiKey"],

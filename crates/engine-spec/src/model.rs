@@ -415,7 +415,7 @@ pub enum AuthKind {
     Basic,
     /// An API key mapped by parameters.
     ApiKey,
-    /// OAuth 1.0a: accepted, never executed (`engine run` refuses such a connector).
+    /// OAuth 1.0a: each request signed with the instance's token (`engine authorize` obtains it).
     Oauth1,
     /// Nothing.
     None,

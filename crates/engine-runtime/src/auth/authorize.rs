@@ -33,6 +33,57 @@ pub struct AuthorizationRequest {
     pub port: u16,
     /// The callback's path.
     pub path: String,
+    /// OAuth 1.0a: the request token's secret, which signs the access token's request (the
+    /// request token itself is [`AuthorizationRequest::state`], and the callback's
+    /// `oauth_verifier` its code); a secret.
+    pub request_token_secret: Option<String>,
+}
+
+/// Where the browser comes back: `oauth.callback.url`, and the loopback host, port and path it
+/// names.
+pub(crate) struct Callback {
+    pub(crate) redirect_uri: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) path: String,
+}
+
+/// The callback of `configuration` (`oauth.callback.url`).
+///
+/// Fails when it is missing, or not a loopback `http://` URL with a port.
+pub(crate) fn callback(configuration: &dyn Values) -> Result<Callback, RunError> {
+    let redirect_uri = configuration
+        .value("oauth.callback.url")
+        .and_then(text_of)
+        .ok_or_else(|| {
+            missing(
+                "oauth.callback.url",
+                "where the browser returns, e.g. `http://127.0.0.1:8765/callback`",
+            )
+        })?;
+    let callback = url::Url::parse(&redirect_uri).map_err(|error| RunErrorKind::InvalidUrl {
+        url: redirect_uri.clone(),
+        message: error.to_string(),
+    })?;
+    let host = callback.host_str().unwrap_or_default().to_owned();
+    let loopback = matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
+    let Some(port) = callback
+        .port()
+        .filter(|_| callback.scheme() == "http" && loopback)
+    else {
+        return Err(RunErrorKind::Authorize {
+            message: format!(
+                "`oauth.callback.url` must be a loopback URL with a port, such as `http://127.0.0.1:8765/callback`, not `{redirect_uri}`"
+            ),
+        }
+        .into());
+    };
+    Ok(Callback {
+        host: if host == "[::1]" { "::1" } else { "127.0.0.1" }.to_owned(),
+        port,
+        path: callback.path().to_owned(),
+        redirect_uri,
+    })
 }
 
 fn random_token(bytes: usize) -> Result<String, RunError> {
@@ -70,29 +121,7 @@ pub(crate) fn authorization_request(
     };
     let client_id =
         value("oauth.api.key").ok_or_else(|| missing("oauth.api.key", "the OAuth2 client id"))?;
-    let redirect_uri = value("oauth.callback.url").ok_or_else(|| {
-        missing(
-            "oauth.callback.url",
-            "where the browser returns, e.g. `http://127.0.0.1:8765/callback`",
-        )
-    })?;
-    let callback = url::Url::parse(&redirect_uri).map_err(|error| RunErrorKind::InvalidUrl {
-        url: redirect_uri.clone(),
-        message: error.to_string(),
-    })?;
-    let host = callback.host_str().unwrap_or_default().to_owned();
-    let loopback = matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
-    let Some(port) = callback
-        .port()
-        .filter(|_| callback.scheme() == "http" && loopback)
-    else {
-        return Err(RunErrorKind::Authorize {
-            message: format!(
-                "`oauth.callback.url` must be a loopback URL with a port, such as `http://127.0.0.1:8765/callback`, not `{redirect_uri}`"
-            ),
-        }
-        .into());
-    };
+    let callback = callback(configuration)?;
     let verifier = if connector.authentication().pkce() {
         Some(random_token(32)?)
     } else {
@@ -102,10 +131,11 @@ pub(crate) fn authorization_request(
         url: String::new(),
         state: random_token(24)?,
         verifier,
-        redirect_uri,
-        host: if host == "[::1]" { "::1" } else { "127.0.0.1" }.to_owned(),
-        port,
-        path: callback.path().to_owned(),
+        redirect_uri: callback.redirect_uri,
+        host: callback.host,
+        port: callback.port,
+        path: callback.path,
+        request_token_secret: None,
     };
     let mut parameters = vec![
         ("response_type", "code".to_owned()),
@@ -377,6 +407,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 1,
             path: "/cb".into(),
+            request_token_secret: None,
         };
         let steps = exchange_steps(&connector, &State::new(), "c0de", &request);
         assert!(matches!(

@@ -15,6 +15,7 @@
 pub(crate) mod authorize;
 pub(crate) mod custom;
 pub(crate) mod lifetime;
+pub(crate) mod oauth1;
 pub mod oauth2;
 
 use base64::Engine as _;
@@ -35,7 +36,8 @@ use lifetime::LifetimeAdjusted;
 /// How a connector obtains and keeps its token.
 #[derive(Debug, Clone, Copy)]
 pub enum Scheme<'a> {
-    /// Nothing to obtain: no authentication, an API key, or OAuth 1 (refused before a run).
+    /// Nothing to obtain: no authentication, an API key, or OAuth 1 (each request is signed
+    /// as it is sent, `auth/oauth1.rs`).
     None,
     /// HTTP Basic from `username` and `password`: nothing to obtain either.
     Basic,

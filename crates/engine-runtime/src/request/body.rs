@@ -3,6 +3,7 @@
 //! the `bodyToken` parameters fill, escaped for the content type (but for the connector's own
 //! `value` text, inserted as written).
 
+use engine_spec::hook::HookKind;
 use engine_spec::kinds::{ParameterKind, VendorKind};
 use engine_spec::{Parameter, Resource};
 use serde_json::{Map, Value};
@@ -14,11 +15,22 @@ use crate::redact::MASK;
 use crate::run_error::{InputKind, RunError, RunErrorKind};
 use crate::value::as_text;
 
+/// Whether a `preRequest` hook (the resource's or the connector's) runs before `resource` is
+/// sent: it may write a body the export gives no template for.
+fn writes_body(context: &BuildContext<'_>, resource: &Resource) -> bool {
+    resource
+        .hooks()
+        .iter()
+        .chain(context.connector.hooks())
+        .any(|hook| hook.kind() == HookKind::PreRequest)
+}
+
 /// The body of the request, from the placed parameters and the caller's body. `text_body`: the
 /// body is a text template filled by the `bodyToken` parameters. Removes `Content-Type` from
 /// the headers of a multipart body (the client sets it, with the boundary).
 ///
-/// Fails when a text body has no template, or a token of it no value.
+/// Fails when a text body has no template (and no `preRequest` hook to write it), or a token of
+/// it no value.
 pub(super) fn build_body(
     context: &BuildContext<'_>,
     resource: &Resource,
@@ -56,6 +68,11 @@ pub(super) fn build_body(
             None => (None, false),
         };
         let Some(template) = template else {
+            // No template anywhere: on the platform the `preRequest` hook wrote the body (a SOAP
+            // envelope it builds from the configuration), and so it does here.
+            if writes_body(context, resource) {
+                return Ok(RequestBody::Empty);
+            }
             return Err(RunErrorKind::MissingInput {
                 resource: resource.display_name(),
                 name: "body".to_owned(),

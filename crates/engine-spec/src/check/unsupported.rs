@@ -1,6 +1,6 @@
 //! W0501: parts of element.json exports the engine accepts but never executes: `event` hooks
 //! (`preRequest` and `postRequest` hooks run, docs/hooks.md), parameter converters, the resources it never runs (the webhook resources,
-//! `oauthOnAuthorizeUrl`, `oauth2Password`), OAuth 1, protocols other than HTTP (`jdbc`, `odata`),
+//! `oauthOnAuthorizeUrl`, `oauth2Password`), protocols other than HTTP (`jdbc`, `odata`),
 //! events and bulk (pagination is followed: `engine run --pages`).
 //!
 //! One warning per site: per resource (its type and its hooks together), per converter
@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::check::Input;
 use crate::diagnostic::{Code, Diagnostic};
-use crate::model::{AuthKind, NotExecuted, NotExecutedKind, Protocol};
+use crate::model::{NotExecuted, NotExecutedKind, Protocol};
 use crate::pointer::JsonPointer;
 use crate::raw::RawParameter;
 use crate::source::Location;
@@ -176,7 +176,7 @@ pub(super) fn check(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec
     at_run
 }
 
-/// Connector-wide features the engine does not run: OAuth 1, a protocol other than HTTP,
+/// Connector-wide features the engine does not run: a protocol other than HTTP,
 /// events, bulk. One warning each.
 fn connector_wide(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
     let connector = input.connector;
@@ -188,14 +188,6 @@ fn connector_wide(input: &Input<'_>, diagnostics: &mut Vec<Diagnostic>) {
                 .with_help(help),
         );
     };
-    if connector.authentication().kind() == AuthKind::Oauth1 {
-        warn(
-            at(JsonPointer::root().field("authentication").field("type")),
-            "OAuth 1 authentication is accepted but never executed".to_owned(),
-            "requests would go out unsigned; `engine run` refuses this connector",
-            "use `oauth2`, `basic`, `apiKey` or `custom` authentication if the vendor offers it",
-        );
-    }
     if let Protocol::NotExecuted(name) = connector.protocol() {
         warn(
             at(JsonPointer::root().field("protocolType")),
