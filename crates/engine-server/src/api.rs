@@ -97,7 +97,7 @@ struct ListQuery {
 
 /// `GET /v1/instances?connector=&status=&after=&limit=`: a page of instances in id order;
 /// `next` is the `after` of the next page.
-#[utoipa::path(
+#[cfg_attr(test, utoipa::path(
     get,
     path = "/v1/instances",
     tag = "instances",
@@ -107,7 +107,7 @@ struct ListQuery {
         (status = 400, description = "A wrong filter", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["instances:read"]))
-)]
+))]
 async fn list(
     State(app): State<Arc<App>>,
     caller: Option<axum::Extension<crate::Caller>>,
@@ -151,7 +151,7 @@ async fn list(
 
 /// `GET /v1/instances/{id}`: the instance with every secret masked (by its connector's rule,
 /// and every value stored encrypted), its status, expiry and last refresh.
-#[utoipa::path(
+#[cfg_attr(test, utoipa::path(
     get,
     path = "/v1/instances/{id}",
     tag = "instances",
@@ -161,7 +161,7 @@ async fn list(
         (status = 404, description = "No such instance (or another key's)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["instances:read"]))
-)]
+))]
 async fn show(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -207,7 +207,7 @@ struct NewBody {
 /// `POST /v1/instances`: stores a new instance of a connector of the registry, its values
 /// checked against the connector's configuration (existing tokens may come with them); `201`
 /// with the instance (masked) and its `Location`.
-#[utoipa::path(
+#[cfg_attr(test, utoipa::path(
     post,
     path = "/v1/instances",
     tag = "instances",
@@ -219,7 +219,7 @@ struct NewBody {
         (status = 422, description = "Unknown connector, or a value that does not fit it", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["instances:write"]))
-)]
+))]
 async fn create(
     State(app): State<Arc<App>>,
     caller: Option<axum::Extension<crate::Caller>>,
@@ -296,7 +296,7 @@ struct DeleteQuery {
 /// `DELETE /v1/instances/{id}?force=true`: runs the connector's `onDelete` resource on the
 /// instance, then deletes it (`204`); a failed `onDelete`, or a connector that cannot be
 /// loaded, keeps it unless `force`.
-#[utoipa::path(
+#[cfg_attr(test, utoipa::path(
     delete,
     path = "/v1/instances/{id}",
     tag = "instances",
@@ -311,7 +311,7 @@ struct DeleteQuery {
         (status = 502, description = "The vendor answered `onDelete` with an error: kept", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["instances:write"]))
-)]
+))]
 async fn remove(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -333,7 +333,7 @@ async fn remove(
 
 /// `POST /v1/instances/{id}/refresh`: refreshes the instance now, whatever its expiry, through
 /// engine-service's refresh policy (history, rejection count).
-#[utoipa::path(
+#[cfg_attr(test, utoipa::path(
     post,
     path = "/v1/instances/{id}/refresh",
     tag = "instances",
@@ -345,7 +345,7 @@ async fn remove(
         (status = 503, description = "The instance is busy or cools down (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["instances:write"]))
-)]
+))]
 async fn refresh(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, Failure> {
     let read = app.stored(&id).await?;
     let summary = summary_of(&id, &read);
@@ -411,7 +411,7 @@ async fn refresh(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<
 
 /// `GET /v1/instances/{id}/history`: the refreshes the instance's history keeps, oldest first
 /// (token fingerprints, never tokens).
-#[utoipa::path(
+#[cfg_attr(test, utoipa::path(
     get,
     path = "/v1/instances/{id}/history",
     tag = "instances",
@@ -421,7 +421,7 @@ async fn refresh(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<
         (status = 404, description = "No such instance", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["instances:read"]))
-)]
+))]
 async fn history(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -435,7 +435,7 @@ async fn history(
 /// `engine run` does (its token refreshed when due, once more on a 401, the history recorded),
 /// with the query parameters and the JSON body as its inputs; answers with the vendor's status
 /// and body, secrets masked.
-#[utoipa::path(
+#[cfg_attr(test, utoipa::path(
     method(get, post, put, patch, delete),
     path = "/v1/instances/{id}/resources/{resource}",
     tag = "resources",
@@ -454,7 +454,7 @@ async fn history(
         (status = 504, description = "The vendor did not answer in time", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["resources"]))
-)]
+))]
 async fn resource(
     State(app): State<Arc<App>>,
     Path((id, resource)): Path<(String, String)>,

@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::app::App;
-use crate::problem::{Failure, Problem};
+use crate::problem::Failure;
 
 /// The path of the callback, under the service's public URL.
 pub(crate) const CALLBACK_PATH: &str = "/v1/oauth/callback";
@@ -40,7 +40,8 @@ pub(crate) fn router(connect: Arc<Connect>) -> Router {
 }
 
 /// The answer to `POST /v1/instances/{id}/authorize`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 #[expect(
     clippy::struct_field_names,
     reason = "`authorization_url` is the field's name in the JSON answer"
@@ -58,18 +59,18 @@ pub(crate) struct Authorization {
 /// Starts signing the instance in through a browser (OAuth2's authorization code grant, with
 /// PKCE S256 when the connector enables it): answers the vendor's authorization URL, to open in
 /// a browser. The flow waits 10 minutes for its callback, once.
-#[utoipa::path(
+#[cfg_attr(test, utoipa::path(
     post,
     path = "/v1/instances/{id}/authorize",
     tag = "sign-in",
     params(("id" = String, Path, description = "The instance")),
     responses(
         (status = 200, description = "The authorization URL", body = Authorization),
-        (status = 404, description = "No such instance", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The connector does not sign in through a browser, or an OAuth2 key is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such instance", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The connector does not sign in through a browser, or an OAuth2 key is missing", body = crate::problem::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["instances:write"]))
-)]
+))]
 pub(crate) async fn authorize(
     State(connect): State<Arc<Connect>>,
     Path(id): Path<String>,
@@ -108,7 +109,7 @@ pub(crate) async fn authorize(
 /// before anything is sent to the vendor. Otherwise the code is exchanged, the tokens stored,
 /// the instance provisioned when it never was, its `needs-reauth` mark cleared, the exchange
 /// recorded in its history.
-#[utoipa::path(
+#[cfg_attr(test, utoipa::path(
     get,
     path = "/v1/oauth/callback",
     tag = "sign-in",
@@ -120,11 +121,11 @@ pub(crate) async fn authorize(
     ),
     responses(
         (status = 200, description = "Signed in: the instance", body = crate::openapi::Instance),
-        (status = 400, description = "Unknown, expired or reused state; no code; the vendor's error", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The vendor refused the code", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Unknown, expired or reused state; no code; the vendor's error", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The vendor refused the code", body = crate::problem::Problem, content_type = "application/problem+json"),
     ),
     security(())
-)]
+))]
 pub(crate) async fn callback(
     State(connect): State<Arc<Connect>>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,

@@ -11,7 +11,8 @@ use engine_store::{StoreError, StoreErrorKind};
 use serde::Serialize;
 
 /// A problem details object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 pub struct Problem {
     /// A URI naming the kind of problem (`urn:engine:problem:NAME`).
     #[serde(rename = "type")]
