@@ -1,8 +1,9 @@
 //! `engine serve` signs instances in through a browser: `POST /v1/instances/{id}/authorize`
 //! answers the vendor's authorization URL (state, PKCE S256), the vendor sends the browser back
-//! to `GET /v1/oauth/callback` on the service, which exchanges the code once. Against a real
-//! authorization server (oidc-provider, PKCE required) and a recording vendor (wiremock), with
-//! the built binary. And the OpenAPI document the service serves is the checked-in one.
+//! to `GET /v1/oauth/callback` on any process of the store (SQLite, and PostgreSQL with
+//! `ENGINE_TEST_POSTGRES`), which exchanges the code once. Against a real authorization server
+//! (oidc-provider, PKCE required) and a recording vendor (wiremock), with the built binary. And
+//! the OpenAPI document the service serves is the checked-in one.
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -210,14 +211,29 @@ async fn serve_signs_an_instance_in_through_the_browser_with_pkce() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_callback_refuses_unknown_declined_and_reused_states_and_sends_pkce() {
+    let temp = tempfile::tempdir().unwrap();
+    refuses_bad_callbacks_and_exchanges_once(&crate::support::sqlite_store(temp.path())).await;
+}
+
+/// The same on PostgreSQL (with `ENGINE_TEST_POSTGRES`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_callback_on_postgres_is_taken_once_by_any_process() {
+    let Some(schema) = crate::instances::Schema::create("serve_connect") else {
+        return;
+    };
+    refuses_bad_callbacks_and_exchanges_once(&schema.store_url()).await;
+}
+
+/// Unknown, malformed, declined and reused states are refused with nothing sent to the vendor;
+/// a flow started on one `engine serve` of `store` is finished on another, once, with PKCE.
+async fn refuses_bad_callbacks_and_exchanges_once(store: &str) {
+    let store = store.to_owned();
     let vendor = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/token"))
         .respond_with(token_response(TOKEN, Some(REFRESH), json!(3600)))
         .mount(&vendor)
         .await;
-    let temp = tempfile::tempdir().unwrap();
-    let store = crate::support::sqlite_store(temp.path());
     import_rejected(
         &store,
         "acme",
@@ -299,14 +315,27 @@ async fn serve_callback_refuses_unknown_declined_and_reused_states_and_sends_pkc
         "nothing reaches the vendor"
     );
 
-    // A genuine callback: one token request, with the verifier of the URL's challenge.
+    // A genuine callback, on another process of the store: one token request, with the
+    // verifier of the URL's challenge; the same callback again, on either, is refused.
     let (_, query) = begin(&client, &served, "acme").await;
     let state = parameter(&query, "state").to_owned();
     let challenge = parameter(&query, "code_challenge").to_owned();
-    let answer = format!("{callback}?code=FAKE-code&state={state}");
+    let other = Served::start_with(
+        &store,
+        "tests/fixtures/oauth2",
+        &["--public-url", &format!("{public}/")],
+    );
+    let answer = format!(
+        "{}/v1/oauth/callback?code=FAKE-code&state={state}",
+        other.url
+    );
     let signed_in = browser(&answer).await;
     assert_eq!(signed_in.status, 200, "{}", signed_in.body);
     assert_eq!(problem(&browser(&answer).await), invalid);
+    assert_eq!(
+        problem(&browser(&format!("{callback}?code=FAKE-code&state={state}")).await),
+        invalid
+    );
     let requests = received(&vendor).await;
     assert_eq!(requests.len(), 1);
     let form = form_of(&requests[0]);
@@ -331,12 +360,11 @@ async fn serve_callback_refuses_unknown_declined_and_reused_states_and_sends_pkc
         planned > crate::support::run::now_ms() + 40 * 60 * 1000,
         "{stored}"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(received(&vendor).await.len(), 1, "{}", served.stderr());
     let shown = call(&client, "GET", &format!("{}/v1/instances/acme", served.url)).await;
     for secret in [TOKEN, REFRESH, BASIC_CLIENT_SECRET, verifier.as_str()] {
         assert!(!shown.body.contains(secret), "{}", shown.body);
         assert!(!served.stderr().contains(secret));
+        assert!(!other.stderr().contains(secret));
     }
 
     // A connector that does not sign in through a browser: 422, nothing started.
