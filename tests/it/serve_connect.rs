@@ -160,7 +160,7 @@ async fn serve_signs_an_instance_in_through_the_browser_with_pkce() {
     assert_eq!(
         (&entry["trigger"], &entry["outcome"], &entry["resource"]),
         (
-            &json!("authorize"),
+            &json!("sign-in"),
             &json!("ok"),
             &json!("oauth2 authorization_code")
         ),
@@ -359,6 +359,30 @@ async fn refuses_bad_callbacks_and_exchanges_once(store: &str) {
     assert!(
         planned > crate::support::run::now_ms() + 40 * 60 * 1000,
         "{stored}"
+    );
+    // It had been marked `needs-reauth`: its recovery is an event, by the sign-in.
+    let events = call(
+        &client,
+        "GET",
+        &format!("{}/v1/events?instance=acme", served.url),
+    )
+    .await;
+    assert_eq!(events.status, 200, "{}", events.body);
+    let events = events.json();
+    let recovered: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["type"] == "instance.recovered")
+        .collect();
+    assert_eq!(recovered.len(), 1, "{events}");
+    assert_eq!(
+        (
+            &recovered[0]["data"]["trigger"],
+            &recovered[0]["data"]["from"]
+        ),
+        (&json!("sign-in"), &json!("needs-reauth")),
+        "{events}"
     );
     let shown = call(&client, "GET", &format!("{}/v1/instances/acme", served.url)).await;
     for secret in [TOKEN, REFRESH, BASIC_CLIENT_SECRET, verifier.as_str()] {

@@ -71,9 +71,10 @@ pub fn check_code_flow(connector: &Connector, name: &str) -> Result<(), Error> {
 
 /// Exchanges the `code` the browser brought back for `request` and writes the tokens into
 /// `instance` (under its lock, with the version read: the runtime's write), provisioning it
-/// when it never was; records the exchange in the instance's history (trigger `authorize`)
-/// and, once signed in, clears its rejection count and `needs-reauth` mark. Returns what could
-/// not be written beside, as warnings.
+/// when it never was; records the exchange in the instance's history (trigger `sign-in`) and,
+/// once signed in, clears its rejection count and `needs-reauth` mark and publishes that it
+/// recovered when it had failed ([`crate::events`]). Returns what could not be written beside,
+/// as warnings.
 ///
 /// Fails with the run's error: the exchange failed (the vendor's error, masked), or the tokens
 /// could not be written.
@@ -86,6 +87,8 @@ pub async fn complete(
     request: &AuthorizationRequest,
     code: &str,
 ) -> Result<Vec<Warning>, RunError> {
+    // Read before the exchange's own entry becomes the history's last word.
+    let had_failed = crate::events::failed_before(store, instance).await;
     let recorder = Recorder::new(observer);
     let result = engine
         .complete_authorization(connector, store, instance, &recorder, request, code)
@@ -94,43 +97,54 @@ pub async fn complete(
         store,
         instance,
         &recorder.take(),
-        Trigger::Authorize,
+        Trigger::SignIn,
         DEFAULT_KEEP,
     )
     .await;
     result?;
-    if let Err(error) = cleared(connector, store, instance).await {
-        warnings.push(Warning::FailuresKept {
+    match cleared(connector, store, instance).await {
+        Ok(before) => {
+            if let Some(from) = before.or(had_failed)
+                && let Err(warning) =
+                    crate::events::publish_recovered(store, instance, from, "sign-in", false).await
+            {
+                warnings.push(warning);
+            }
+        }
+        Err(error) => warnings.push(Warning::FailuresKept {
             instance: instance.to_owned(),
             error,
-        });
+        }),
     }
     Ok(warnings)
 }
 
 /// Clears the rejection count and `needs-reauth` mark of `instance` after a sign-in, with the
 /// next refresh computed from the new token (a cleared schedule alone is due at once, and a
-/// scheduler would refresh the token just obtained).
+/// scheduler would refresh the token just obtained). Returns the status it cleared; `None`
+/// when there was nothing to clear.
 async fn cleared(
     connector: &Connector,
     store: &dyn InstanceStore,
     instance: &str,
-) -> Result<(), engine_store::StoreError> {
+) -> Result<Option<engine_store::ScheduleStatus>, engine_store::StoreError> {
     let read = store.load(instance).await?;
     if !engine_store::Schedule::read(&read.state).has_failures() {
-        return Ok(());
+        return Ok(None);
     }
+    let mut before = None;
     let quiet = || {};
     crate::update(store, instance, &quiet, |state| {
         let schedule = engine_store::Schedule::read(state);
         if !schedule.has_failures() {
             return Ok(false);
         }
+        before = Some(schedule.status);
         engine_runtime::schedule_of(connector, state, &schedule.cleared()).put(state);
         Ok(true)
     })
-    .await
-    .map(drop)
+    .await?;
+    Ok(before)
 }
 
 /// The keys PKCE verifiers are derived under: one per `ENGINE_SECRET_KEY` key (the current one
@@ -562,7 +576,8 @@ mod tests {
         .put(&mut values);
         store.insert("acme", values);
         let connector = connector("tests/fixtures/oauth2/authorization-code.json");
-        cleared(&connector, &store, "acme").await.unwrap();
+        let before = cleared(&connector, &store, "acme").await.unwrap();
+        assert_eq!(before, Some(engine_store::ScheduleStatus::NeedsReauth));
         let read = store.load("acme").await.unwrap();
         let schedule = engine_store::Schedule::read(&read.state);
         assert!(!schedule.has_failures(), "{schedule:?}");
