@@ -26,7 +26,7 @@ fn served() -> Response {
 }
 
 #[cfg(test)]
-pub(crate) use generate::{History, Instance, InstanceList, ListParams, NewInstance};
+pub(crate) use generate::{EventList, History, Instance, InstanceList, ListParams, NewInstance};
 
 /// The document generated from the handlers' annotations. The shapes below describe the JSON
 /// the handlers build; they are the document's, not the handlers' types.
@@ -62,6 +62,7 @@ mod generate {
             crate::api::resource,
             crate::connect::authorize,
             crate::connect::callback,
+            crate::events::list,
             openapi,
         ),
         components(schemas(
@@ -70,6 +71,7 @@ mod generate {
             InstanceList,
             NewInstance,
             History,
+            EventList,
             LastRefresh,
             Status,
             crate::connect::Authorization,
@@ -79,6 +81,7 @@ mod generate {
             (name = "instances", description = "Create, list, show, refresh and delete instances"),
             (name = "sign-in", description = "Sign an instance in through a browser (OAuth2 authorization code, PKCE)"),
             (name = "resources", description = "Call an instance's resources"),
+            (name = "events", description = "The events of refreshes: failed, needs re-auth, recovered"),
             (name = "meta", description = "This document"),
         )
     )]
@@ -233,6 +236,18 @@ mod generate {
         entries: Vec<Value>,
     }
 
+    /// A page of events.
+    #[derive(ToSchema)]
+    #[expect(dead_code, reason = "a shape of the document")]
+    pub(crate) struct EventList {
+        /// The events, oldest first: `id`, `type` (`refresh.failed`, `instance.needs_reauth`,
+        /// `instance.recovered`), `timestamp`, `data` (`instance`, `connector`, `trigger`,
+        /// `status`, `from`...), `delivery` (the webhook's state).
+        events: Vec<Value>,
+        /// The `after` of the next page; `null` on the last.
+        next: Option<String>,
+    }
+
     /// The filters and cursor of `GET /v1/instances`.
     #[derive(IntoParams)]
     #[into_params(parameter_in = Query)]
@@ -282,6 +297,7 @@ mod generate {
             assert_eq!(
                 paths,
                 [
+                    "/v1/events",
                     "/v1/instances",
                     "/v1/instances/{id}",
                     "/v1/instances/{id}/authorize",
