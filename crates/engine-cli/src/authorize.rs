@@ -3,8 +3,9 @@
 //! it; OAuth 1.0a, whose callback's `oauth_token` and `oauth_verifier` stand for `state` and
 //! `code`) and saves the tokens; a `needs-reauth` mark is cleared.
 //!
-//! The runtime builds the authorization URL and exchanges the code; this module owns the
-//! loopback callback server: it listens on the host and port of `oauth.callback.url`, accepts the
+//! The runtime builds the authorization URL; engine-service decides which connectors sign in
+//! so and finishes the sign-in (the exchange, the history, `needs-reauth` cleared), as it does
+//! for `engine serve`'s callback. This module owns the loopback callback server: it listens on the host and port of `oauth.callback.url`, accepts the
 //! code from the query string or the URL fragment (a small page forwards a fragment), answers
 //! `400` to a wrong or missing `state` and keeps waiting, and shows the vendor's error when the
 //! person declines.
@@ -48,29 +49,9 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
     let Some(connector) = load_connector(&args.connector) else {
         return Exit::Invalid;
     };
-    let authentication = connector.authentication();
-    let signs_in = match authentication.kind() {
-        engine_spec::AuthKind::Oauth2 => {
-            authentication.grant() == engine_spec::kinds::Grant::AuthorizationCode
-        }
-        engine_spec::AuthKind::Oauth1 => true,
-        _ => false,
-    };
-    if !signs_in {
-        let scheme = match authentication.kind() {
-            engine_spec::AuthKind::Oauth2 => {
-                format!("OAuth2 with the `{}` grant", authentication.grant())
-            }
-            engine_spec::AuthKind::Custom => "`custom` (its own lifecycle resources)".to_owned(),
-            engine_spec::AuthKind::Basic => "`basic`".to_owned(),
-            engine_spec::AuthKind::ApiKey => "`apiKey`".to_owned(),
-            engine_spec::AuthKind::None => "`none`".to_owned(),
-            engine_spec::AuthKind::Oauth1 => "`oauth1`".to_owned(),
-        };
-        let title = format!(
-            "connector `{}` does not sign in through a browser: its authentication is {scheme}",
-            args.connector.display()
-        );
+    let name = args.connector.display().to_string();
+    if let Err(error) = engine_service::authorize::check_code_flow(&connector, &name) {
+        let title = error.to_string();
         let help = "`engine authorize` is for OAuth2's authorization code grant and OAuth 1.0a; this connector obtains its tokens by itself on `engine run` from the credentials in the instance file";
         let mut message = crate::render::Message::new(crate::render::Level::Error, &title);
         message.help = Some(help);
@@ -133,14 +114,11 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
             store: &*store,
             instance,
         };
-        serve(
+        let warnings = serve(
             &engine, &connector, &place, &request, listener, timeout, &observer,
         )
         .await?;
-        // Signed in again: the instance no longer needs re-authentication.
-        if let Err(warning) = engine_service::clear_needs_reauth(&*store, instance).await {
-            printer::warnings(&[warning]);
-        }
+        printer::warnings(&warnings);
         Ok(())
     });
     for notice in store.take_notices() {
@@ -168,7 +146,9 @@ struct Place<'a> {
     instance: &'a str,
 }
 
-/// Serves the callback until a genuine one arrives (or `timeout`), then exchanges its code.
+/// Serves the callback until a genuine one arrives (or `timeout`), then exchanges its code
+/// (engine-service's [`complete`](engine_service::authorize::complete): the tokens, the
+/// history, `needs-reauth` cleared); returns what could not be written beside.
 async fn serve(
     engine: &Engine,
     connector: &Connector,
@@ -177,7 +157,7 @@ async fn serve(
     listener: TcpListener,
     timeout: Duration,
     observer: &dyn Observer,
-) -> Result<(), RunError> {
+) -> Result<Vec<engine_service::Warning>, RunError> {
     let (sender, mut callbacks) = mpsc::channel::<Callback>(8);
     let (stop, stopped) = oneshot::channel::<()>();
     let router = Router::new()
@@ -215,11 +195,10 @@ async fn serve(
             continue;
         }
         if let Some(error) = parameters.get("error") {
-            let description = parameters
-                .get("error_description")
-                .map(|description| format!(": {description}"))
-                .unwrap_or_default();
-            let message = format!("the vendor answered `{error}`{description}");
+            let message = engine_service::authorize::declined_message(
+                error,
+                parameters.get("error_description").map(String::as_str),
+            );
             let _ = callback.reply.send(page(
                 StatusCode::OK,
                 &format!(
@@ -235,18 +214,18 @@ async fn serve(
                 .send(page(StatusCode::BAD_REQUEST, "No code in the answer."));
             continue;
         };
-        let result = engine
-            .complete_authorization(
-                connector,
-                place.store,
-                place.instance,
-                observer,
-                request,
-                code,
-            )
-            .await;
+        let result = engine_service::authorize::complete(
+            engine,
+            connector,
+            place.store,
+            place.instance,
+            observer,
+            request,
+            code,
+        )
+        .await;
         let reply = match &result {
-            Ok(()) => page(StatusCode::OK, "Signed in. You can close this window."),
+            Ok(_) => page(StatusCode::OK, "Signed in. You can close this window."),
             Err(_) => page(
                 StatusCode::OK,
                 "Sign-in failed while exchanging the code; see the terminal. You can close this window.",

@@ -48,6 +48,23 @@ pub(crate) struct ServeArgs {
     /// (`whsec_...`).
     #[arg(long, value_name = "URL")]
     webhook_url: Option<url::Url>,
+    /// The service's URL as browsers and vendors reach it (`https://engine.example.com`): a
+    /// sign-in's redirect URI is it and `/v1/oauth/callback` (default: `http://` and the address
+    /// listened on).
+    #[arg(long, value_name = "URL", value_parser = parse_public_url)]
+    public_url: Option<String>,
+}
+
+/// An `http(s)` URL without a query or fragment.
+fn parse_public_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|error| format!("not a URL: {error}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("expected an `http://` or `https://` URL".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("expected a URL without a query or fragment".to_owned());
+    }
+    Ok(text.trim_end_matches('/').to_owned())
 }
 
 /// The environment variable that holds the webhooks' signing secret (never an argument: it
@@ -115,6 +132,7 @@ async fn run(args: &ServeArgs) -> Result<Exit, Failure> {
         },
         rate: args.rate,
         webhooks,
+        public_url: args.public_url.clone(),
         ..ServeOptions::new(args.listen)
     };
     let server = Server::bind(opened, registry, engine, options, Arc::new(print_event))

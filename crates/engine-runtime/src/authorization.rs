@@ -6,8 +6,8 @@ use engine_store::InstanceStore;
 use serde_json::Value;
 
 use crate::auth::authorize::{
-    AuthorizationRequest, answered_url, authorization_request, authorize_url_step, callback,
-    exchange_steps,
+    AuthorizationFlow, AuthorizationRequest, answered_url, authorization_request,
+    authorize_url_step, callback, exchange_steps,
 };
 use crate::auth::{Step, oauth1};
 use crate::engine::{Engine, Run};
@@ -29,11 +29,37 @@ impl Engine {
         instance: &str,
         observer: &dyn Observer,
     ) -> Result<AuthorizationRequest, RunError> {
+        self.begin_authorization_with(
+            connector,
+            store,
+            instance,
+            observer,
+            &AuthorizationFlow::default(),
+        )
+        .await
+    }
+
+    /// [`Engine::begin_authorization`] with what the caller decides of the flow: the redirect
+    /// URI the vendor sees (any `http(s)` URL: a service's callback), the `state` and the PKCE
+    /// verifier ([`AuthorizationFlow`]).
+    ///
+    /// OAuth 1.0a takes none of it: the vendor makes its request token, the `state`, and the
+    /// callback is `oauth.callback.url`.
+    ///
+    /// Fails like [`Engine::begin_authorization`].
+    pub async fn begin_authorization_with(
+        &self,
+        connector: &Connector,
+        store: &dyn InstanceStore,
+        instance: &str,
+        observer: &dyn Observer,
+        flow: &AuthorizationFlow,
+    ) -> Result<AuthorizationRequest, RunError> {
         let mut run = Run::new(self, connector, store, instance, observer).await?;
         if connector.authentication().kind() == AuthKind::Oauth1 {
             return begin_oauth1(&mut run, connector).await;
         }
-        let mut request = authorization_request(connector, &run.configuration)?;
+        let mut request = authorization_request(connector, &run.configuration, flow)?;
         let Some(step) = authorize_url_step(connector, &run.configuration, &request) else {
             return Ok(request);
         };
@@ -47,7 +73,9 @@ impl Engine {
     }
 
     /// Exchanges the `code` the browser brought back for `request`, writes the tokens into
-    /// `instance`, and provisions it when it never was (`auth/custom.rs`).
+    /// `instance`, and provisions it when it never was (`auth/custom.rs`). The exchange is
+    /// reported as a requested lifecycle step ([`crate::Event::RefreshFinished`]), for a
+    /// history.
     ///
     /// Fails when the exchange fails (the vendor's error in the message) or the tokens cannot
     /// be written.
@@ -70,7 +98,7 @@ impl Engine {
             run.redactor.learn(verifier);
         }
         for step in exchange_steps(connector, &run.configuration, code, request) {
-            run.execute(&step).await?;
+            run.execute_requested(&step).await?;
         }
         // Signed in, the instance is provisioned, as the platform did when it was created: its
         // `PROVISION AUTH VALIDATION` and `ON PROVISION` resources run with the new token. The

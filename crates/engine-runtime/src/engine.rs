@@ -819,7 +819,10 @@ impl<'a> Run<'a> {
 
     /// Executes a lifecycle step the caller asked for, and reports it
     /// ([`RefreshReason::Requested`]).
-    async fn execute_requested(&mut self, step: &Step<'_>) -> Result<VendorResponse, RunError> {
+    pub(crate) async fn execute_requested(
+        &mut self,
+        step: &Step<'_>,
+    ) -> Result<VendorResponse, RunError> {
         let started = Instant::now();
         let old_token = self.token_fingerprint_in(&self.configuration.to_map());
         let result = self.execute(step).await;

@@ -67,7 +67,7 @@ mod transport;
 mod value;
 mod xml;
 
-pub use auth::authorize::AuthorizationRequest;
+pub use auth::authorize::{AuthorizationFlow, AuthorizationRequest};
 pub use auth::lifetime::{LifetimeAdjusted, LifetimeProblem, MAX_LIFETIME_SECONDS};
 pub use auth::oauth2::{self, Grant};
 pub use auth::{Absorbed, Freshness, Scheme, Step, check_fresh};

@@ -97,6 +97,17 @@ struct ListQuery {
 
 /// `GET /v1/instances?connector=&status=&after=&limit=`: a page of instances in id order;
 /// `next` is the `after` of the next page.
+#[cfg_attr(test, utoipa::path(
+    get,
+    path = "/v1/instances",
+    tag = "instances",
+    params(crate::openapi::ListParams),
+    responses(
+        (status = 200, description = "A page of instances", body = crate::openapi::InstanceList),
+        (status = 400, description = "A wrong filter", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["instances:read"]))
+))]
 async fn list(
     State(app): State<Arc<App>>,
     caller: Option<axum::Extension<crate::Caller>>,
@@ -140,6 +151,17 @@ async fn list(
 
 /// `GET /v1/instances/{id}`: the instance with every secret masked (by its connector's rule,
 /// and every value stored encrypted), its status, expiry and last refresh.
+#[cfg_attr(test, utoipa::path(
+    get,
+    path = "/v1/instances/{id}",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance")),
+    responses(
+        (status = 200, description = "The instance, secrets masked", body = crate::openapi::Instance),
+        (status = 404, description = "No such instance (or another key's)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["instances:read"]))
+))]
 async fn show(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -185,6 +207,19 @@ struct NewBody {
 /// `POST /v1/instances`: stores a new instance of a connector of the registry, its values
 /// checked against the connector's configuration (existing tokens may come with them); `201`
 /// with the instance (masked) and its `Location`.
+#[cfg_attr(test, utoipa::path(
+    post,
+    path = "/v1/instances",
+    tag = "instances",
+    request_body = crate::openapi::NewInstance,
+    responses(
+        (status = 201, description = "Created: the instance, secrets masked, and its `Location`", body = crate::openapi::Instance),
+        (status = 400, description = "The body is not an instance", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The id is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown connector, or a value that does not fit it", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["instances:write"]))
+))]
 async fn create(
     State(app): State<Arc<App>>,
     caller: Option<axum::Extension<crate::Caller>>,
@@ -261,6 +296,22 @@ struct DeleteQuery {
 /// `DELETE /v1/instances/{id}?force=true`: runs the connector's `onDelete` resource on the
 /// instance, then deletes it (`204`); a failed `onDelete`, or a connector that cannot be
 /// loaded, keeps it unless `force`.
+#[cfg_attr(test, utoipa::path(
+    delete,
+    path = "/v1/instances/{id}",
+    tag = "instances",
+    params(
+        ("id" = String, Path, description = "The instance"),
+        ("force" = Option<bool>, Query, description = "Delete even when `onDelete` fails or the connector cannot be loaded"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such instance", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The connector cannot be loaded to run `onDelete`: kept", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The vendor answered `onDelete` with an error: kept", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["instances:write"]))
+))]
 async fn remove(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -282,6 +333,19 @@ async fn remove(
 
 /// `POST /v1/instances/{id}/refresh`: refreshes the instance now, whatever its expiry, through
 /// engine-service's refresh policy (history, rejection count).
+#[cfg_attr(test, utoipa::path(
+    post,
+    path = "/v1/instances/{id}/refresh",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance")),
+    responses(
+        (status = 200, description = "The instance and the `outcome`: `refreshed`, `fresh` or `skipped`", body = crate::openapi::Instance),
+        (status = 404, description = "No such instance", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No valid token: the instance needs re-authentication", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The instance is busy or cools down (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["instances:write"]))
+))]
 async fn refresh(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, Failure> {
     let read = app.stored(&id).await?;
     let summary = summary_of(&id, &read);
@@ -347,6 +411,17 @@ async fn refresh(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<
 
 /// `GET /v1/instances/{id}/history`: the refreshes the instance's history keeps, oldest first
 /// (token fingerprints, never tokens).
+#[cfg_attr(test, utoipa::path(
+    get,
+    path = "/v1/instances/{id}/history",
+    tag = "instances",
+    params(("id" = String, Path, description = "The instance")),
+    responses(
+        (status = 200, description = "Its refresh history, oldest first (token fingerprints, never a token)", body = crate::openapi::History),
+        (status = 404, description = "No such instance", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["instances:read"]))
+))]
 async fn history(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -360,6 +435,26 @@ async fn history(
 /// `engine run` does (its token refreshed when due, once more on a 401, the history recorded),
 /// with the query parameters and the JSON body as its inputs; answers with the vendor's status
 /// and body, secrets masked.
+#[cfg_attr(test, utoipa::path(
+    method(get, post, put, patch, delete),
+    path = "/v1/instances/{id}/resources/{resource}",
+    tag = "resources",
+    params(
+        ("id" = String, Path, description = "The instance"),
+        ("resource" = String, Path, description = "A resource name, a lifecycle type, or `METHOD:/path` percent-encoded"),
+    ),
+    request_body(content = Object, description = "The resource's JSON body, when it takes one", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The vendor's status and body after `rootKey`, secrets masked; a vendor's error status comes back as it was", body = Object),
+        (status = 400, description = "An input the resource does not take, lacks or cannot convert", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such instance or resource", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No valid token: the instance needs re-authentication", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The vendor could not be reached", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The instance is busy or cools down (`Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The vendor did not answer in time", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["resources"]))
+))]
 async fn resource(
     State(app): State<Arc<App>>,
     Path((id, resource)): Path<(String, String)>,
@@ -524,13 +619,17 @@ fn vendor_answer(status: u16, body: String) -> Response {
 }
 
 /// The instance's summary from its stored state, as a listing gives it.
-fn summary_of(id: &str, read: &Versioned) -> Summary {
+pub(crate) fn summary_of(id: &str, read: &Versioned) -> Summary {
     Summary::of(id.to_owned(), read.version, &read.state)
 }
 
 /// What every answer says of an instance: id, connector, status, expiry, last refresh,
 /// version.
-async fn describe(store: &dyn InstanceStore, summary: &Summary, state: InstanceState) -> Value {
+pub(crate) async fn describe(
+    store: &dyn InstanceStore,
+    summary: &Summary,
+    state: InstanceState,
+) -> Value {
     let last = engine_service::last_refresh(store, &summary.id).await;
     json!({
         "id": summary.id,
@@ -557,7 +656,7 @@ fn state_of_label(label: &str) -> Option<InstanceState> {
 }
 
 /// Epoch milliseconds as RFC 3339.
-fn format_ms(ms: u64) -> Option<String> {
+pub(crate) fn format_ms(ms: u64) -> Option<String> {
     let ms = i64::try_from(ms).ok()?;
     jiff::Timestamp::from_millisecond(ms)
         .ok()

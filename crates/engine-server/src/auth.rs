@@ -1,7 +1,7 @@
 //! Callers of `/v1`: each request presents an API key (`Authorization: Bearer KEY`, see
 //! engine-service's `keys`), which needs the scope of the endpoint, may see only the instances
 //! it owns (or no key owns), and is held to a rate ([`Rate`]). `/healthz` and `/readyz` stay
-//! open. Keys are looked up in the store at most once per [`KEY_CACHE_SECONDS`] per key id, so
+//! open, and so do a sign-in's callback and the API's description under `/v1`. Keys are looked up in the store at most once per [`KEY_CACHE_SECONDS`] per key id, so
 //! a call costs no store read for its key; a revocation is refused by every server within that
 //! time.
 
@@ -237,6 +237,10 @@ pub(crate) async fn sees(store: &dyn InstanceStore, caller: Option<&Caller>, id:
         .is_ok_and(|read| keys::visible_to(&read.state, key))
 }
 
+/// The paths under `/v1` that need no key: a sign-in's callback (its `state` is the credential)
+/// and the API's description.
+const OPEN: [&str; 2] = ["/v1/oauth/callback", "/v1/openapi.json"];
+
 /// The middleware of every route: `/v1` and below need a valid key (401), within its rate
 /// (429), with the scope (403), and see only the instances they may (404).
 pub(crate) async fn authorize(
@@ -245,7 +249,7 @@ pub(crate) async fn authorize(
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    if path != "/v1" && !path.starts_with("/v1/") {
+    if (path != "/v1" && !path.starts_with("/v1/")) || OPEN.contains(&path) {
         return next.run(request).await;
     }
     let now_ms = auth.clock.now_ms();

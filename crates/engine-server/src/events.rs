@@ -15,6 +15,7 @@ use crate::problem::Failure;
 
 /// The query of `GET /v1/events`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EventsQuery {
     /// The previous page's `next`.
@@ -33,6 +34,18 @@ pub(crate) struct EventsQuery {
 /// `GET /v1/events?after=&since=&limit=&instance=&type=`: `{"events": [...], "next": CURSOR}`,
 /// in the order they were published; `next` is the `after` of the next page (`null` at the end:
 /// ask again with the last one later for newer events).
+#[cfg_attr(test, utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "list_events",
+    tag = "events",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "A page of events, oldest first", body = crate::openapi::EventList),
+        (status = 400, description = "A wrong filter", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["instances:read"]))
+))]
 pub(crate) async fn list(
     State(app): State<Arc<App>>,
     caller: Option<axum::Extension<crate::Caller>>,

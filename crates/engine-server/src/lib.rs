@@ -23,8 +23,10 @@
 mod api;
 mod app;
 mod auth;
+mod connect;
 mod events;
 pub mod metrics;
+mod openapi;
 mod page;
 mod problem;
 pub mod scheduler;
@@ -59,6 +61,10 @@ pub struct ServeOptions {
     /// Where the store's events are delivered as webhooks ([`webhooks`]); `None`: they are
     /// only listed (`GET /v1/events`) and wait in the outbox for a server that delivers them.
     pub webhooks: Option<Webhooks>,
+    /// The service's URL as browsers and vendors reach it (`https://engine.example.com`): a
+    /// sign-in's redirect URI is it and `/v1/oauth/callback`. `None`: `http://` and the address
+    /// listened on.
+    pub public_url: Option<String>,
 }
 
 impl ServeOptions {
@@ -70,6 +76,7 @@ impl ServeOptions {
             clock: Arc::new(SystemClock),
             rate: Rate::default(),
             webhooks: None,
+            public_url: None,
         }
     }
 }
@@ -82,6 +89,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("refresh", &self.refresh)
             .field("rate", &self.rate)
             .field("webhooks", &self.webhooks)
+            .field("public_url", &self.public_url)
             .finish_non_exhaustive()
     }
 }
@@ -113,6 +121,7 @@ pub enum Error {
 pub struct Server {
     listener: TcpListener,
     app: Arc<app::App>,
+    connect: Arc<connect::Connect>,
     auth: Arc<auth::Auth>,
     events: Arc<dyn Fn(Event) + Send + Sync>,
     webhooks: Option<(Webhooks, Arc<dyn engine_runtime::Transport>)>,
@@ -140,6 +149,8 @@ impl Server {
         events: Arc<dyn Fn(Event) + Send + Sync>,
     ) -> Result<Self, Error> {
         let mac = engine_service::keys::KeyMac::new(opened.keys()).map_err(Error::Keys)?;
+        let flow_keys =
+            engine_service::authorize::FlowKeys::new(opened.keys()).map_err(Error::Keys)?;
         let auth = Arc::new(auth::Auth::new(
             Arc::clone(opened.plain()),
             mac,
@@ -181,9 +192,26 @@ impl Server {
             metrics,
             deliver: Arc::new(Notify::new()),
         });
+        let public_url = match options.public_url {
+            Some(url) => url,
+            None => match listener.local_addr() {
+                Ok(addr) => format!("http://{addr}"),
+                Err(_) => format!("http://{}", options.listen),
+            },
+        };
+        let connect = Arc::new(connect::Connect {
+            app: Arc::clone(&app),
+            keys: flow_keys,
+            redirect_uri: format!(
+                "{}{}",
+                public_url.trim_end_matches('/'),
+                connect::CALLBACK_PATH
+            ),
+        });
         Ok(Self {
             listener,
             app,
+            connect,
             auth,
             events,
             webhooks,
@@ -237,9 +265,13 @@ impl Server {
             metrics: Arc::clone(&app.metrics),
         };
         let scheduler = tokio::spawn(scheduler.run(stopped));
-        let router = api::router(Arc::clone(&self.app)).layer(
-            axum::middleware::from_fn_with_state(self.auth, auth::authorize),
-        );
+        let router = api::router(Arc::clone(&self.app))
+            .merge(connect::router(self.connect))
+            .merge(openapi::router())
+            .layer(axum::middleware::from_fn_with_state(
+                self.auth,
+                auth::authorize,
+            ));
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;

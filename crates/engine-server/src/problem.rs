@@ -12,6 +12,7 @@ use serde::Serialize;
 
 /// A problem details object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(utoipa::ToSchema))]
 pub struct Problem {
     /// A URI naming the kind of problem (`urn:engine:problem:NAME`).
     #[serde(rename = "type")]
@@ -63,12 +64,20 @@ pub(crate) enum Failure {
     NoConnector(String),
     /// The service itself failed (no randomness for an id).
     Internal(String),
+    /// The vendor's callback said the person declined a sign-in (or why else it failed).
+    Declined {
+        /// The instance.
+        id: String,
+        /// The vendor's error, in words.
+        message: String,
+    },
 }
 
 impl From<engine_service::Error> for Failure {
     fn from(error: engine_service::Error) -> Self {
         match error.into_kind() {
             ErrorKind::Store(error) => Self::Store(error),
+            ErrorKind::Run(error) => Self::Run(error),
             kind => Self::Service(kind.into()),
         }
     }
@@ -141,6 +150,9 @@ impl Failure {
             Self::NoConnector(id) => format!(
                 "instance `{id}` records no connector: import it again naming its connector"
             ),
+            Self::Declined { id, message } => format!(
+                "the sign-in of `{id}` failed: {message}; start it again with `POST /v1/instances/{id}/authorize`"
+            ),
         };
         let (status, name, title) = match self {
             Self::Service(error) => match error.kind() {
@@ -151,6 +163,16 @@ impl Failure {
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "connector-unavailable",
                     "the instance's connector cannot be loaded",
+                ),
+                ErrorKind::UnknownState => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid-state",
+                    "the sign-in's state is not valid",
+                ),
+                ErrorKind::NoBrowserSignIn { .. } | ErrorKind::SignInNotServed { .. } => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "no-browser-sign-in",
+                    "the connector does not sign in through a browser",
                 ),
                 ErrorKind::InstanceExists { .. } => (
                     StatusCode::CONFLICT,
@@ -192,6 +214,11 @@ impl Failure {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "no-connector",
                 "the instance records no connector",
+            ),
+            Self::Declined { .. } => (
+                StatusCode::BAD_REQUEST,
+                "authorization-declined",
+                "the vendor did not authorize the sign-in",
             ),
         };
         Problem::new(status, name, title, detail)

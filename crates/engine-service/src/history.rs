@@ -23,6 +23,8 @@ pub enum Trigger {
     Schedule,
     /// A refresh a caller asked for, whatever the expiry (a server's forced refresh).
     Manual,
+    /// A sign-in through a browser: the exchange of its code ([`crate::authorize`]).
+    SignIn,
 }
 
 /// What went wrong beside an operation that still succeeded: shown as a warning, never the
@@ -114,13 +116,14 @@ impl Observer for Recorder<'_> {
     }
 }
 
-/// One history entry: when, why (`schedule`, `expiry`, `401`, `manual`), which step or retried
+/// One history entry: when, why (`schedule`, `expiry`, `401`, `manual`, `sign-in`), which step or retried
 /// resource, the status, how long, the outcome (`ok`; `rejected` for a 4xx answer other than
 /// 429, which re-authentication fixes; `failed` otherwise), the error and the vendor's body
 /// (both masked by the runtime), and token fingerprints (never a token).
 pub fn entry_of(report: &RefreshReport, trigger: Trigger) -> Value {
     let trigger = match (trigger, &report.reason) {
         (Trigger::Schedule, _) => "schedule",
+        (Trigger::SignIn, _) => "sign-in",
         (Trigger::Manual, _) | (Trigger::Run, RefreshReason::Requested) => "manual",
         (Trigger::Run, RefreshReason::Rejected { .. }) => "401",
         (Trigger::Run, _) => "expiry",

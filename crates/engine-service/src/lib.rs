@@ -6,8 +6,9 @@
 //! backoff, cooldown and `needs-reauth`, and its [`Transition`]s),
 //! adding and removing instances ([`import`], [`check_values`], [`delete`]), the refresh
 //! history ([`Recorder`], [`after_run`]), the freshness check a status reports
-//! ([`freshness`]), the events of refreshes and their outbox ([`events`]) and the service's API
-//! keys and instance owners ([`keys`]). It returns typed
+//! ([`freshness`]), the events of refreshes and their outbox ([`events`]), the service's API
+//! keys and instance owners ([`keys`]), and signing an instance in through a browser, its flow
+//! kept in the store between its two halves ([`authorize`]). It returns typed
 //! outcomes and one [`Error`]; it never prints, parses arguments or exits.
 //!
 //! The entry point of a scheduled refresh is [`Refresh::start`]:
@@ -33,6 +34,7 @@
 //! # }
 //! ```
 
+pub mod authorize;
 mod error;
 pub mod events;
 mod freshness;

@@ -776,6 +776,7 @@ async fn refresh_one(
             Trigger::Manual => "manual",
             Trigger::Run => "call",
             Trigger::Schedule => "schedule",
+            Trigger::SignIn => "sign-in",
         };
         let error = result.as_ref().err();
         let event = NewEvent::new(kind, id, trigger, Some(transition), &reports, error);

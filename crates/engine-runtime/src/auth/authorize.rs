@@ -17,7 +17,7 @@ use crate::run_error::{RunError, RunErrorKind};
 use crate::value::text_of;
 
 /// An authorization to start: the URL a person opens, and what the callback must bring back.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthorizationRequest {
     /// The authorization URL to open in a browser.
     pub url: String,
@@ -86,6 +86,45 @@ pub(crate) fn callback(configuration: &dyn Values) -> Result<Callback, RunError>
     })
 }
 
+/// The URL and where the callback comes back; never the `state`, the verifier nor a request
+/// token's secret.
+impl std::fmt::Debug for AuthorizationRequest {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AuthorizationRequest")
+            .field("redirect_uri", &self.redirect_uri)
+            .field("pkce", &self.verifier.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the caller of an authorization decides: where the browser comes back, and the flow's
+/// secrets when the caller makes them (a service that keeps no secret while it waits derives
+/// the verifier from the `state`). Everything `None`: the instance's `oauth.callback.url`, a
+/// loopback URL with a port the caller listens on, and a random `state` and verifier.
+#[derive(Clone, Default)]
+pub struct AuthorizationFlow {
+    /// The redirect URI the vendor sees, any `http(s)` URL: the caller's callback.
+    pub redirect_uri: Option<String>,
+    /// The `state` the callback must carry.
+    pub state: Option<String>,
+    /// The PKCE verifier, used when the connector enables PKCE (43 to 128 characters of
+    /// `[A-Za-z0-9-._~]`, RFC 7636).
+    pub verifier: Option<String>,
+}
+
+/// Says which parts the caller set, never the `state` nor the verifier.
+impl std::fmt::Debug for AuthorizationFlow {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AuthorizationFlow")
+            .field("redirect_uri", &self.redirect_uri)
+            .field("state", &self.state.as_ref().map(|_| "****"))
+            .field("verifier", &self.verifier.as_ref().map(|_| "****"))
+            .finish()
+    }
+}
+
 fn random_token(bytes: usize) -> Result<String, RunError> {
     let mut buffer = vec![0_u8; bytes];
     getrandom::fill(&mut buffer).map_err(|error| RunErrorKind::Authorize {
@@ -99,11 +138,15 @@ fn random_token(bytes: usize) -> Result<String, RunError> {
 /// `oauthOnAuthorizeUrl` resource gets it from that resource instead ([`answered_url`]), and
 /// `oauth.authorization.url` may then be absent.
 ///
+/// `flow` may set the redirect URI (instead of `oauth.callback.url`), the `state` and the
+/// verifier.
+///
 /// Fails when a required OAuth2 key is missing, or the callback URL is not a loopback `http://`
-/// URL with a port.
+/// URL with a port (an `http(s)` URL, when `flow` sets it).
 pub(crate) fn authorization_request(
     connector: &Connector,
     configuration: &dyn Values,
+    flow: &AuthorizationFlow,
 ) -> Result<AuthorizationRequest, RunError> {
     let value = |key: &str| configuration.value(key).and_then(text_of);
     let own = connector
@@ -121,15 +164,39 @@ pub(crate) fn authorization_request(
     };
     let client_id =
         value("oauth.api.key").ok_or_else(|| missing("oauth.api.key", "the OAuth2 client id"))?;
-    let callback = callback(configuration)?;
+    let callback = match &flow.redirect_uri {
+        Some(redirect_uri) => {
+            let url = parse_url(redirect_uri)?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(RunErrorKind::Authorize {
+                    message: format!("the redirect URI `{redirect_uri}` is not an `http(s)` URL"),
+                }
+                .into());
+            }
+            Callback {
+                redirect_uri: redirect_uri.clone(),
+                host: url.host_str().unwrap_or_default().to_owned(),
+                port: url.port_or_known_default().unwrap_or(0),
+                path: url.path().to_owned(),
+            }
+        }
+        None => callback(configuration)?,
+    };
     let verifier = if connector.authentication().pkce() {
-        Some(random_token(32)?)
+        Some(match &flow.verifier {
+            Some(verifier) => verifier.clone(),
+            None => random_token(32)?,
+        })
     } else {
         None
     };
+    let state = match &flow.state {
+        Some(state) => state.clone(),
+        None => random_token(24)?,
+    };
     let mut request = AuthorizationRequest {
         url: String::new(),
-        state: random_token(24)?,
+        state,
         verifier,
         redirect_uri: callback.redirect_uri,
         host: callback.host,
@@ -162,6 +229,16 @@ pub(crate) fn authorization_request(
         request.url = url.into();
     }
     Ok(request)
+}
+
+fn parse_url(text: &str) -> Result<url::Url, RunError> {
+    url::Url::parse(text).map_err(|error| {
+        RunErrorKind::InvalidUrl {
+            url: text.to_owned(),
+            message: error.to_string(),
+        }
+        .into()
+    })
 }
 
 /// The step that runs the connector's `oauthOnAuthorizeUrl` resource, when it has one: its
@@ -312,7 +389,12 @@ mod tests {
             "oauth.authorization.url": "https://idp.example/auth?prompt=consent",
             "oauth.api.key": "id", "oauth.scope": "openid offline_access",
             "oauth.callback.url": "http://127.0.0.1:8765/callback"}));
-        let request = authorization_request(&code_flow(true), &configuration).unwrap();
+        let request = authorization_request(
+            &code_flow(true),
+            &configuration,
+            &AuthorizationFlow::default(),
+        )
+        .unwrap();
         let url = url::Url::parse(&request.url).unwrap();
         let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         let names: Vec<&str> = pairs.iter().map(|(name, _)| name.as_str()).collect();
@@ -338,15 +420,63 @@ mod tests {
             (request.host.as_str(), request.port, request.path.as_str()),
             ("127.0.0.1", 8765, "/callback")
         );
-        let without = authorization_request(&code_flow(false), &configuration).unwrap();
+        let without = authorization_request(
+            &code_flow(false),
+            &configuration,
+            &AuthorizationFlow::default(),
+        )
+        .unwrap();
         assert!(without.verifier.is_none() && !without.url.contains("code_challenge"));
 
         let remote = state(json!({
             "oauth.authorization.url": "https://idp.example/auth", "oauth.api.key": "id",
             "oauth.callback.url": "https://app.example/callback"}));
-        let error = authorization_request(&code_flow(false), &remote).unwrap_err();
+        let error =
+            authorization_request(&code_flow(false), &remote, &AuthorizationFlow::default())
+                .unwrap_err();
         assert!(
             error.to_string().contains("must be a loopback URL"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_caller_sets_the_redirect_uri_state_and_verifier() {
+        let configuration = state(json!({
+            "oauth.authorization.url": "https://idp.example/auth", "oauth.api.key": "id",
+            "oauth.callback.url": "http://127.0.0.1:8765/callback"}));
+        let flow = AuthorizationFlow {
+            redirect_uri: Some("https://engine.example/v1/oauth/callback".into()),
+            state: Some("s".repeat(64)),
+            verifier: Some("v".repeat(64)),
+        };
+        let request = authorization_request(&code_flow(true), &configuration, &flow).unwrap();
+        assert_eq!(
+            (request.redirect_uri.as_str(), request.state.as_str()),
+            (
+                "https://engine.example/v1/oauth/callback",
+                "s".repeat(64).as_str()
+            )
+        );
+        assert_eq!(request.verifier, flow.verifier);
+        let pairs: Vec<(String, String)> = url::Url::parse(&request.url)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+        assert!(pairs.contains(&(
+            "redirect_uri".into(),
+            "https://engine.example/v1/oauth/callback".into()
+        )));
+        let shown = format!("{request:?} {flow:?}");
+        assert!(!shown.contains("sss") && !shown.contains("vvv"), "{shown}");
+        let ftp = AuthorizationFlow {
+            redirect_uri: Some("ftp://engine.example/cb".into()),
+            ..AuthorizationFlow::default()
+        };
+        let error = authorization_request(&code_flow(false), &configuration, &ftp).unwrap_err();
+        assert!(
+            error.to_string().contains("is not an `http(s)` URL"),
             "{error}"
         );
     }
@@ -361,7 +491,9 @@ mod tests {
         let configuration = state(json!({"oauth.api.key": "id",
             "oauth.callback.url": "http://127.0.0.1:8765/callback"}));
         // `oauth.authorization.url` is not needed: the resource makes the URL.
-        let request = authorization_request(&connector, &configuration).unwrap();
+        let request =
+            authorization_request(&connector, &configuration, &AuthorizationFlow::default())
+                .unwrap();
         let step = authorize_url_step(&connector, &configuration, &request).unwrap();
         let Step::Resource {
             resource, offered, ..
