@@ -254,7 +254,7 @@ pub struct RunOutput {
     /// secrets masked.
     pub outputs: Vec<(String, Value)>,
     /// The last response's headers, as received: [`RunOutput::headers`] masks them. Kept whole
-    /// (one copy of the map per run) and masked only when asked, so that a run whose caller
+    /// (moved from the answer, not copied) and masked only when asked, so that a run whose caller
     /// does not show them (the command line) pays nothing for it.
     response_headers: ResponseHeaders,
 }
@@ -497,7 +497,7 @@ pub(crate) struct Run<'a> {
     next_page: Option<crate::pagination::NextPage>,
     /// The output parameters the answer gave that its body, a list, has no field for.
     outputs: Vec<(String, Value)>,
-    /// The headers of the last successful answer of a call, as received.
+    /// The headers of the answer [`Run::go`] returns, as received.
     last_headers: reqwest::header::HeaderMap,
     /// The headers of the answer before the current link of a `nextResource` chain, for its
     /// hooks (`request_previous_response_headers`); set by the two chain loops.
@@ -607,7 +607,7 @@ impl<'a> Run<'a> {
             } else {
                 (&Inputs::default(), &[][..])
             };
-            let (response, extracted) = self
+            let (mut response, extracted) = self
                 .call(
                     current,
                     inputs,
@@ -628,6 +628,8 @@ impl<'a> Run<'a> {
                     &response,
                     extracted.output(crate::pagination::NEXT_PAGE_HEADER),
                 );
+                // The last answer's headers, moved, not copied: nothing reads them after this.
+                self.last_headers = response.take_headers();
                 let (output, outputs) = extracted.into_output(current, response.body)?;
                 let (output, next_page) = crate::pagination::paged(
                     connector,
@@ -1232,7 +1234,6 @@ impl<'a> Run<'a> {
         let extracted = extract(self.connector, resource, &response)?;
         self.tell_missing(resource, &extracted.missing, false);
         self.save(&extracted.saved);
-        self.last_headers = response.header_map().clone();
         Ok((response, extracted))
     }
 

@@ -102,9 +102,10 @@ impl VendorResponse {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
-    /// The headers as reqwest holds them.
-    pub(crate) fn header_map(&self) -> &reqwest::header::HeaderMap {
-        &self.headers
+    /// Takes the headers as reqwest holds them, leaving none: a run keeps its last answer's
+    /// without copying them.
+    pub(crate) fn take_headers(&mut self) -> reqwest::header::HeaderMap {
+        std::mem::take(&mut self.headers)
     }
 
     /// Every header, in the order received (values that are not text are left out).
