@@ -30,8 +30,9 @@ use crate::hooks::exchange;
 use crate::observer::{Event, Observer, RefreshReason, RefreshReport};
 use crate::prepared_request::{PreparedRequest, SecretSlot};
 use crate::redact::Redactor;
-use crate::request::{BuildContext, Inputs, build, missing_required, request_parameters};
+use crate::request::{BuildContext, Inputs, build, request_parameters};
 use crate::run_error::{RunError, RunErrorKind};
+use crate::snapshot::Snapshot;
 use crate::transport::{
     DEFAULT_MAX_BODY, Deadline, HttpTransport, RetryPolicy, Sending, Transport, VendorResponse,
     send_with_policy,
@@ -304,7 +305,7 @@ impl Engine {
         observer: &dyn Observer,
     ) -> Result<RunOutput, RunError> {
         let mut run = Run::new(self, request.connector, store, request.instance, observer).await?;
-        let missing = missing_required(run.connector, &run.configuration);
+        let missing = std::mem::take(&mut run.snapshot.missing);
         if !missing.is_empty() {
             return Err(RunErrorKind::MissingConfiguration { missing }.into());
         }
@@ -481,6 +482,11 @@ pub(crate) struct Run<'a> {
     /// Save with [`Run::save`].
     pub(crate) configuration: Configuration<'a>,
     pub(crate) redactor: Redactor,
+    /// The stored state the run started from, and what it says ([`Snapshot::of`]): while the
+    /// configuration is that state with nothing saved over it, its freshness is judged from the
+    /// expiry read once per snapshot.
+    started_from: Arc<State>,
+    snapshot: Snapshot,
     /// How far ahead of the clock freshness is judged: a token that expires within this is
     /// stale ([`Engine::refresh`]); 0 for a run.
     ahead_ms: u64,
@@ -519,7 +525,8 @@ impl<'a> Run<'a> {
             timeout: engine.timeout,
         };
         let stored = store.load(instance).await?;
-        let redactor = Redactor::for_snapshot(connector, &stored.state);
+        let mut snapshot = Snapshot::of(connector, &stored.state);
+        let redactor = std::mem::take(&mut snapshot.redactor);
         Ok(Self {
             engine,
             connector,
@@ -527,8 +534,10 @@ impl<'a> Run<'a> {
             store,
             instance,
             observer,
+            started_from: Arc::clone(&stored.state),
             configuration: Configuration::new(connector, stored.state),
             redactor,
+            snapshot,
             ahead_ms: 0,
             deadline,
             told: Vec::new(),
@@ -836,10 +845,15 @@ impl<'a> Run<'a> {
     /// the refresh path (the state may have changed).
     pub(crate) async fn ensure_fresh(&mut self) -> Result<bool, RunError> {
         let now_ms = self.judged_at();
-        match self
-            .scheme
-            .check_fresh(self.connector, &self.configuration, now_ms)
+        let freshness = if self.configuration.pending().is_empty()
+            && self.configuration.is_based_on(&self.started_from)
         {
+            self.snapshot.expiry.judge(now_ms)
+        } else {
+            self.scheme
+                .check_fresh(self.connector, &self.configuration, now_ms)
+        };
+        match freshness {
             Freshness::Fresh(until_ms) => {
                 self.observer.event(&Event::Fresh { until_ms });
                 Ok(false)
