@@ -43,6 +43,9 @@ use crate::transport::{
 #[derive(Clone)]
 pub struct Engine {
     transport: Arc<dyn Transport>,
+    /// The same transport when it is the engine's own HTTP one: its exchange is then awaited
+    /// directly, not through the trait's boxed future (an allocation per request).
+    http: Option<Arc<HttpTransport>>,
     clock: Arc<dyn Clock>,
     timeout: Duration,
     policy: RetryPolicy,
@@ -170,19 +173,22 @@ impl EngineBuilder {
     ///
     /// Fails when the TLS backend cannot be initialised.
     pub fn build(self) -> Result<Engine, RunError> {
-        let transport = match self.transport {
-            Some(transport) => transport,
-            None => Arc::new(
+        let (transport, http) = if let Some(transport) = self.transport {
+            (transport, None)
+        } else {
+            let http = Arc::new(
                 HttpTransport::new(None, self.connect_timeout, self.max_body).map_err(|error| {
                     RunErrorKind::Transport {
                         url: String::new(),
                         message: error.message,
                     }
                 })?,
-            ),
+            );
+            (Arc::clone(&http) as Arc<dyn Transport>, Some(http))
         };
         Ok(Engine {
             transport,
+            http,
             clock: self.clock,
             timeout: self.timeout,
             policy: self.policy,
@@ -1613,6 +1619,7 @@ impl<'a> Run<'a> {
     ) -> Result<VendorResponse, RunError> {
         let sending = Sending {
             transport: &*self.engine.transport,
+            http: self.engine.http.as_deref(),
             policy: &self.engine.policy,
             observer: self.observer,
             redactor: &self.redactor,
