@@ -21,7 +21,7 @@ use engine_store::{InstanceLock, InstanceStore, SCHEDULE_KEY, Schedule, State, S
 use serde_json::Value;
 
 use crate::auth::custom::{PROVISIONED, provisioning, resource_step};
-use crate::auth::{Freshness, Scheme, Step, oauth2};
+use crate::auth::{Expiry, Freshness, Scheme, Step, oauth2};
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Configuration;
 use crate::differences::{changes_the_request, differences, of_resource, plan};
@@ -31,7 +31,7 @@ use crate::observer::{Event, Observer, RefreshReason, RefreshReport};
 use crate::prepared_request::{PreparedRequest, SecretSlot};
 use crate::redact::Redactor;
 use crate::request::{BuildContext, Inputs, build, request_parameters};
-use crate::run_error::{RunError, RunErrorKind};
+use crate::run_error::{MissingKey, RunError, RunErrorKind};
 use crate::snapshot::Snapshot;
 use crate::transport::{
     DEFAULT_MAX_BODY, Deadline, HttpTransport, RetryPolicy, Sending, Transport, VendorResponse,
@@ -311,7 +311,7 @@ impl Engine {
         observer: &dyn Observer,
     ) -> Result<RunOutput, RunError> {
         let mut run = Run::new(self, request.connector, store, request.instance, observer).await?;
-        let missing = std::mem::take(&mut run.snapshot.missing);
+        let missing = std::mem::take(&mut run.missing);
         if !missing.is_empty() {
             return Err(RunErrorKind::MissingConfiguration { missing }.into());
         }
@@ -492,7 +492,9 @@ pub(crate) struct Run<'a> {
     /// configuration is that state with nothing saved over it, its freshness is judged from the
     /// expiry read once per snapshot.
     started_from: Arc<State>,
-    snapshot: Snapshot,
+    expiry: Expiry,
+    /// The required keys `started_from` lacks; [`Engine::run`] refuses to start without them.
+    missing: Vec<MissingKey>,
     /// How far ahead of the clock freshness is judged: a token that expires within this is
     /// stale ([`Engine::refresh`]); 0 for a run.
     ahead_ms: u64,
@@ -531,8 +533,11 @@ impl<'a> Run<'a> {
             timeout: engine.timeout,
         };
         let stored = store.load(instance).await?;
-        let mut snapshot = Snapshot::of(connector, &stored.state);
-        let redactor = std::mem::take(&mut snapshot.redactor);
+        let Snapshot {
+            redactor,
+            missing,
+            expiry,
+        } = Snapshot::of(connector, &stored.state);
         Ok(Self {
             engine,
             connector,
@@ -543,7 +548,8 @@ impl<'a> Run<'a> {
             started_from: Arc::clone(&stored.state),
             configuration: Configuration::new(connector, stored.state),
             redactor,
-            snapshot,
+            expiry,
+            missing,
             ahead_ms: 0,
             deadline,
             told: Vec::new(),
@@ -854,7 +860,7 @@ impl<'a> Run<'a> {
         let freshness = if self.configuration.pending().is_empty()
             && self.configuration.is_based_on(&self.started_from)
         {
-            self.snapshot.expiry.judge(now_ms)
+            self.expiry.judge(now_ms)
         } else {
             self.scheme
                 .check_fresh(self.connector, &self.configuration, now_ms)
