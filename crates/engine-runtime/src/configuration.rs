@@ -102,6 +102,11 @@ impl<'c> Configuration<'c> {
         &self.stored
     }
 
+    /// True when the stored state is `state` itself (the same allocation).
+    pub(crate) fn is_based_on(&self, state: &Arc<State>) -> bool {
+        Arc::ptr_eq(&self.stored, state)
+    }
+
     /// Bases the configuration on a state just read from or written to the store; pending
     /// values stay on top.
     pub(crate) fn rebase(&mut self, stored: Arc<State>) {

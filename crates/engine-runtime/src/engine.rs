@@ -21,7 +21,7 @@ use engine_store::{InstanceLock, InstanceStore, SCHEDULE_KEY, Schedule, State, S
 use serde_json::Value;
 
 use crate::auth::custom::{PROVISIONED, provisioning, resource_step};
-use crate::auth::{Freshness, Scheme, Step, oauth1, oauth2};
+use crate::auth::{Expiry, Freshness, Scheme, Step, oauth1, oauth2};
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Configuration;
 use crate::differences::{changes_the_request, differences, of_resource, plan};
@@ -30,8 +30,9 @@ use crate::hooks::exchange;
 use crate::observer::{Event, Observer, RefreshReason, RefreshReport};
 use crate::prepared_request::{PreparedRequest, SecretSlot};
 use crate::redact::Redactor;
-use crate::request::{BuildContext, Inputs, build, missing_required, request_parameters};
-use crate::run_error::{RunError, RunErrorKind};
+use crate::request::{BuildContext, Inputs, build, request_parameters};
+use crate::run_error::{MissingKey, RunError, RunErrorKind};
+use crate::snapshot::Snapshot;
 use crate::transport::{
     DEFAULT_MAX_BODY, Deadline, HttpTransport, RetryPolicy, Sending, Transport, VendorResponse,
     send_with_policy,
@@ -42,6 +43,9 @@ use crate::transport::{
 #[derive(Clone)]
 pub struct Engine {
     transport: Arc<dyn Transport>,
+    /// The same transport when it is the engine's own HTTP one: its exchange is then awaited
+    /// directly, not through the trait's boxed future (an allocation per request).
+    http: Option<Arc<HttpTransport>>,
     clock: Arc<dyn Clock>,
     timeout: Duration,
     policy: RetryPolicy,
@@ -169,19 +173,22 @@ impl EngineBuilder {
     ///
     /// Fails when the TLS backend cannot be initialised.
     pub fn build(self) -> Result<Engine, RunError> {
-        let transport = match self.transport {
-            Some(transport) => transport,
-            None => Arc::new(
+        let (transport, http) = if let Some(transport) = self.transport {
+            (transport, None)
+        } else {
+            let http = Arc::new(
                 HttpTransport::new(None, self.connect_timeout, self.max_body).map_err(|error| {
                     RunErrorKind::Transport {
                         url: String::new(),
                         message: error.message,
                     }
                 })?,
-            ),
+            );
+            (Arc::clone(&http) as Arc<dyn Transport>, Some(http))
         };
         Ok(Engine {
             transport,
+            http,
             clock: self.clock,
             timeout: self.timeout,
             policy: self.policy,
@@ -254,7 +261,7 @@ pub struct RunOutput {
     /// secrets masked.
     pub outputs: Vec<(String, Value)>,
     /// The last response's headers, as received: [`RunOutput::headers`] masks them. Kept whole
-    /// (one copy of the map per run) and masked only when asked, so that a run whose caller
+    /// (moved from the answer, not copied) and masked only when asked, so that a run whose caller
     /// does not show them (the command line) pays nothing for it.
     response_headers: ResponseHeaders,
 }
@@ -304,7 +311,7 @@ impl Engine {
         observer: &dyn Observer,
     ) -> Result<RunOutput, RunError> {
         let mut run = Run::new(self, request.connector, store, request.instance, observer).await?;
-        let missing = missing_required(run.connector, &run.configuration);
+        let missing = std::mem::take(&mut run.missing);
         if !missing.is_empty() {
             return Err(RunErrorKind::MissingConfiguration { missing }.into());
         }
@@ -474,6 +481,13 @@ pub(crate) struct Run<'a> {
     /// Save with [`Run::save`].
     pub(crate) configuration: Configuration<'a>,
     pub(crate) redactor: Redactor,
+    /// The stored state the run started from, and what it says ([`Snapshot::of`]): while the
+    /// configuration is that state with nothing saved over it, its freshness is judged from the
+    /// expiry read once per snapshot.
+    started_from: Arc<State>,
+    expiry: Expiry,
+    /// The required keys `started_from` lacks; [`Engine::run`] refuses to start without them.
+    missing: Vec<MissingKey>,
     /// How far ahead of the clock freshness is judged: a token that expires within this is
     /// stale ([`Engine::refresh`]); 0 for a run.
     ahead_ms: u64,
@@ -490,7 +504,7 @@ pub(crate) struct Run<'a> {
     next_page: Option<crate::pagination::NextPage>,
     /// The output parameters the answer gave that its body, a list, has no field for.
     outputs: Vec<(String, Value)>,
-    /// The headers of the last successful answer of a call, as received.
+    /// The headers of the answer [`Run::go`] returns, as received.
     last_headers: reqwest::header::HeaderMap,
     /// The headers of the answer before the current link of a `nextResource` chain, for its
     /// hooks (`request_previous_response_headers`); set by the two chain loops.
@@ -512,7 +526,11 @@ impl<'a> Run<'a> {
             timeout: engine.timeout,
         };
         let stored = store.load(instance).await?;
-        let redactor = Redactor::for_snapshot(connector, &stored.state);
+        let Snapshot {
+            redactor,
+            missing,
+            expiry,
+        } = Snapshot::of(connector, &stored.state);
         Ok(Self {
             engine,
             connector,
@@ -520,8 +538,11 @@ impl<'a> Run<'a> {
             store,
             instance,
             observer,
+            started_from: Arc::clone(&stored.state),
             configuration: Configuration::new(connector, stored.state),
             redactor,
+            expiry,
+            missing,
             ahead_ms: 0,
             deadline,
             told: Vec::new(),
@@ -609,7 +630,7 @@ impl<'a> Run<'a> {
             } else {
                 (&Inputs::default(), &[][..])
             };
-            let (response, extracted) = self
+            let (mut response, extracted) = self
                 .call(
                     current,
                     inputs,
@@ -630,6 +651,8 @@ impl<'a> Run<'a> {
                     &response,
                     extracted.output(crate::pagination::NEXT_PAGE_HEADER),
                 );
+                // The last answer's headers, moved, not copied: nothing reads them after this.
+                self.last_headers = response.take_headers();
                 let (output, outputs) = extracted.into_output(current, response.body)?;
                 let (output, next_page) = crate::pagination::paged(
                     connector,
@@ -854,10 +877,15 @@ impl<'a> Run<'a> {
     /// the refresh path (the state may have changed).
     pub(crate) async fn ensure_fresh(&mut self) -> Result<bool, RunError> {
         let now_ms = self.judged_at();
-        match self
-            .scheme
-            .check_fresh(self.connector, &self.configuration, now_ms)
+        let freshness = if self.configuration.pending().is_empty()
+            && self.configuration.is_based_on(&self.started_from)
         {
+            self.expiry.judge(now_ms)
+        } else {
+            self.scheme
+                .check_fresh(self.connector, &self.configuration, now_ms)
+        };
+        match freshness {
             Freshness::Fresh(until_ms) => {
                 self.observer.event(&Event::Fresh { until_ms });
                 Ok(false)
@@ -1252,7 +1280,6 @@ impl<'a> Run<'a> {
         let extracted = extract(self.connector, resource, &response)?;
         self.tell_missing(resource, &extracted.missing, false);
         self.save(&extracted.saved);
-        self.last_headers = response.header_map().clone();
         Ok((response, extracted))
     }
 
@@ -1632,6 +1659,7 @@ impl<'a> Run<'a> {
         };
         let sending = Sending {
             transport: &*self.engine.transport,
+            http: self.engine.http.as_deref(),
             policy: &self.engine.policy,
             observer: self.observer,
             redactor: &self.redactor,

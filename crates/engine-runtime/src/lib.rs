@@ -62,6 +62,7 @@ mod refresh_policy;
 mod request;
 mod run_error;
 mod schedule;
+mod snapshot;
 mod tls;
 mod transport;
 mod value;

@@ -4,9 +4,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
-use engine_spec::{Connector, ConnectorId};
+use engine_spec::Connector;
 use engine_store::State;
 
 /// What a masked value is shown as.
@@ -47,7 +47,7 @@ pub use engine_spec::is_secret_name;
 pub struct Redactor {
     /// Each known secret with the forms it may appear in; shared by clones until one learns a
     /// secret of its own (a run starts from the redactor of its instance's snapshot,
-    /// [`Redactor::for_snapshot`]).
+    /// `snapshot.rs`).
     known: Arc<Vec<Arc<Forms>>>,
     /// The length of the shortest form: a shorter text holds no secret.
     shortest: usize,
@@ -161,40 +161,6 @@ impl Redactor {
         redactor.learn_connector(connector);
         redactor.learn_state(connector, state);
         redactor
-    }
-
-    /// [`Redactor::for_state`] of a store's snapshot, made once per thread for each loaded
-    /// connector and snapshot: a store that hands out the state it holds (a `MemoryStore`)
-    /// costs a lookup per run, not the learning of every secret (issue 22). A snapshot is
-    /// recognised by its allocation, which the cache keeps (a [`Weak`]) so that no other state
-    /// can take its address, and a connector by its [`ConnectorId`], which a connector loaded
-    /// again at the same address does not share.
-    pub(crate) fn for_snapshot(connector: &Connector, state: &Arc<State>) -> Self {
-        /// Snapshots remembered per thread; the oldest makes room for a new one.
-        const CAPACITY: usize = 32;
-        type Entry = (ConnectorId, Weak<State>, Redactor);
-        thread_local! {
-            static CACHE: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
-        }
-        let id = connector.id();
-        CACHE.with_borrow_mut(|cache| {
-            let found = cache.iter().find(|(known, snapshot, _)| {
-                *known == id && std::ptr::eq(snapshot.as_ptr(), Arc::as_ptr(state))
-            });
-            if let Some((_, _, redactor)) = found {
-                return redactor.clone();
-            }
-            let redactor = Self::for_state(connector, state);
-            if cache.len() >= CAPACITY {
-                // Snapshots no run holds any more go first.
-                cache.retain(|(_, snapshot, _)| snapshot.strong_count() > 0);
-                if cache.len() >= CAPACITY {
-                    cache.remove(0);
-                }
-            }
-            cache.push((id, Arc::downgrade(state), redactor.clone()));
-            redactor
-        })
     }
 
     /// Learns the literal credentials written in the connector's parameters
@@ -366,59 +332,6 @@ mod tests {
         let shown = format!("{redactor:?} {:?}", redactor.clone());
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("secrets: 1"), "{shown}");
-    }
-
-    /// A connector with the configuration key `api.key` of this `type`.
-    fn connector_with_key(kind: &str) -> Connector {
-        let text = format!(
-            r#"{{"name": "Keys", "key": "keys", "authentication": {{"type": "none"}},
-               "configuration": [{{"key": "api.key", "name": "Key", "type": "{kind}"}}],
-               "resources": [{{"name": "r", "type": "API", "vendorMethod": "GET",
-                               "vendorPath": "/r"}}]}}"#
-        );
-        engine_spec::validate(engine_spec::SourceFile::new("keys.json", text))
-            .into_connector()
-            .expect("a valid connector")
-    }
-
-    #[test]
-    fn a_snapshot_redactor_belongs_to_one_load_of_a_connector_and_one_snapshot() {
-        let state = |value: &str| {
-            let mut state = State::new();
-            state.insert("api.key".into(), value.into());
-            Arc::new(state)
-        };
-        let first = state("k-1234567");
-        let plain = connector_with_key("TEXTFIELD_32");
-        assert_eq!(
-            Redactor::for_snapshot(&plain, &first).redact("k-1234567"),
-            "k-1234567"
-        );
-        // The same snapshot again: the same answer.
-        assert_eq!(
-            Redactor::for_snapshot(&plain, &first).redact("k-1234567"),
-            "k-1234567"
-        );
-        // The connector loaded again, now declaring the key a password, over the same
-        // snapshot: the cache does not hand it the redactor of the earlier load.
-        drop(plain);
-        let secret = connector_with_key("PASSWORD");
-        assert_eq!(
-            Redactor::for_snapshot(&secret, &first).redact("k-1234567"),
-            MASK
-        );
-        // Another snapshot of the instance: its own secrets, not the earlier ones.
-        let second = state("k-7654321");
-        let redactor = Redactor::for_snapshot(&secret, &second);
-        assert_eq!(redactor.redact("k-7654321 k-1234567"), "**** k-1234567");
-        // Learning more does not change the redactor the next run of the snapshot starts from.
-        let mut learnt = Redactor::for_snapshot(&secret, &second);
-        learnt.learn("extra-secret");
-        assert_eq!(
-            Redactor::for_snapshot(&secret, &second).redact("extra-secret"),
-            "extra-secret"
-        );
-        assert_eq!(learnt.redact("extra-secret"), MASK);
     }
 
     #[test]

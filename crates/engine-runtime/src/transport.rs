@@ -102,9 +102,10 @@ impl VendorResponse {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
-    /// The headers as reqwest holds them.
-    pub(crate) fn header_map(&self) -> &reqwest::header::HeaderMap {
-        &self.headers
+    /// Takes the headers as reqwest holds them, leaving none: a run keeps its last answer's
+    /// without copying them.
+    pub(crate) fn take_headers(&mut self) -> reqwest::header::HeaderMap {
+        std::mem::take(&mut self.headers)
     }
 
     /// Every header, in the order received (values that are not text are left out).
@@ -515,6 +516,8 @@ fn random_fraction() -> f64 {
 pub(crate) struct Sending<'a> {
     /// Where requests go.
     pub(crate) transport: &'a dyn Transport,
+    /// `transport` itself when it is an [`HttpTransport`]: awaited without boxing its future.
+    pub(crate) http: Option<&'a HttpTransport>,
     /// When to retry.
     pub(crate) policy: &'a RetryPolicy,
     /// Told each attempt and retry.
@@ -581,8 +584,11 @@ pub(crate) async fn send_with_policy(
         attempt += 1;
         let deadline = sending.deadline;
         let remaining = deadline.remaining(sending.clock.now_ms());
-        let Ok(sent) = tokio::time::timeout(remaining, sending.transport.send(request)).await
-        else {
+        let sent = match sending.http {
+            Some(http) => tokio::time::timeout(remaining, http.exchange(request)).await,
+            None => tokio::time::timeout(remaining, sending.transport.send(request)).await,
+        };
+        let Ok(sent) = sent else {
             return Err(RunErrorKind::TimedOut {
                 url: request.display_url(sending.redactor),
                 timeout: deadline.shown(),

@@ -109,6 +109,45 @@ pub(crate) enum TokenExpiry {
     },
 }
 
+/// What freshness is judged from ([`Scheme::expiry`]): a token's expiry, and whether the instance
+/// still awaits provisioning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Expiry {
+    token: TokenExpiry,
+    awaits_provisioning: bool,
+}
+
+impl Expiry {
+    /// Whether the token can be used at `now_ms` ([`Scheme::check_fresh`]). An instance never
+    /// provisioned (no `authentication.time`) of a connector with provisioning resources is stale
+    /// whatever its authentication.
+    pub(crate) fn judge(&self, now_ms: u64) -> Freshness {
+        let freshness = match &self.token {
+            TokenExpiry::Never => Freshness::Fresh(None),
+            TokenExpiry::Missing(reason) => Freshness::Stale(reason.clone()),
+            TokenExpiry::EveryUse => Freshness::Stale(RefreshReason::SessionAlways),
+            TokenExpiry::At {
+                obtained_ms,
+                lifetime_ms,
+                skew_ms,
+            } => {
+                let expires_at = obtained_ms.saturating_add(*lifetime_ms);
+                if expires_at.saturating_sub(*skew_ms) <= now_ms {
+                    Freshness::Stale(RefreshReason::Expired { at_ms: expires_at })
+                } else {
+                    Freshness::Fresh(Some(expires_at))
+                }
+            }
+        };
+        match freshness {
+            Freshness::Fresh(_) if self.awaits_provisioning => {
+                Freshness::Stale(RefreshReason::NotProvisioned)
+            }
+            freshness => freshness,
+        }
+    }
+}
+
 /// Whether the stored token can be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Freshness {
@@ -161,37 +200,20 @@ impl<'a> Scheme<'a> {
         configuration: &dyn Values,
         now_ms: u64,
     ) -> Freshness {
-        match self.token_freshness(connector, configuration, now_ms) {
-            Freshness::Fresh(_) if custom::awaits_provisioning(connector, configuration) => {
-                Freshness::Stale(RefreshReason::NotProvisioned)
-            }
-            freshness => freshness,
-        }
+        self.expiry(connector, configuration).judge(now_ms)
     }
 
-    /// [`Scheme::check_fresh`] for the token alone.
-    fn token_freshness(
-        self,
-        connector: &Connector,
-        configuration: &dyn Values,
-        now_ms: u64,
-    ) -> Freshness {
-        match self.token_expiry(connector, configuration) {
-            TokenExpiry::Never => Freshness::Fresh(None),
-            TokenExpiry::Missing(reason) => Freshness::Stale(reason),
-            TokenExpiry::EveryUse => Freshness::Stale(RefreshReason::SessionAlways),
-            TokenExpiry::At {
-                obtained_ms,
-                lifetime_ms,
-                skew_ms,
-            } => {
-                let expires_at = obtained_ms.saturating_add(lifetime_ms);
-                if expires_at.saturating_sub(skew_ms) <= now_ms {
-                    Freshness::Stale(RefreshReason::Expired { at_ms: expires_at })
-                } else {
-                    Freshness::Fresh(Some(expires_at))
-                }
-            }
+    /// What [`Scheme::check_fresh`] reads from `configuration`: the token's expiry and whether
+    /// the instance still awaits provisioning. It depends on the configuration alone, so that a
+    /// run can read it once per stored snapshot (`snapshot.rs`) and judge it at each `now`.
+    pub(crate) fn expiry(self, connector: &Connector, configuration: &dyn Values) -> Expiry {
+        let token = self.token_expiry(connector, configuration);
+        // Provisioning matters only to a token that would be fresh.
+        let awaits_provisioning = matches!(token, TokenExpiry::Never | TokenExpiry::At { .. })
+            && custom::awaits_provisioning(connector, configuration);
+        Expiry {
+            token,
+            awaits_provisioning,
         }
     }
 
