@@ -21,7 +21,8 @@ use engine_runtime::{RefreshReport, RunError, RunErrorKind};
 use engine_store::{InstanceStore, ScheduleStatus, StoreError, StoreErrorKind};
 use serde_json::{Value, json};
 
-use crate::refresh::Transition;
+use crate::error::Warning;
+use crate::status::{DEFAULT_KEEP, Transition};
 
 /// The namespace of the events' records, by event id.
 pub const EVENTS_NAMESPACE: &str = "events";
@@ -355,8 +356,8 @@ pub async fn failed_before(store: &dyn InstanceStore, id: &str) -> Option<Schedu
 /// that recorded no successful refresh there: the history's last word is then this one, and the
 /// next success is not taken for another recovery ([`failed_before`]).
 ///
-/// Fails with [`crate::Warning::EventNotPublished`] when the store cannot write the event, or
-/// [`crate::Warning::HistoryNotRecorded`] when it could not write the entry (the event is
+/// Fails with [`Warning::EventNotPublished`] when the store cannot write the event, or
+/// [`Warning::HistoryNotRecorded`] when it could not write the entry (the event is
 /// published all the same).
 pub async fn publish_recovered(
     store: &dyn InstanceStore,
@@ -364,7 +365,7 @@ pub async fn publish_recovered(
     from: ScheduleStatus,
     trigger: &'static str,
     mark: bool,
-) -> Result<(), crate::Warning> {
+) -> Result<(), Warning> {
     let transition = Transition {
         from,
         to: ScheduleStatus::Fresh,
@@ -381,11 +382,8 @@ pub async fn publish_recovered(
             "outcome": "ok",
             "transition": transition.to_value(),
         });
-        if let Err(error) = store
-            .append_history(id, entry, crate::history::DEFAULT_KEEP)
-            .await
-        {
-            marked = Err(crate::Warning::HistoryNotRecorded {
+        if let Err(error) = store.append_history(id, entry, DEFAULT_KEEP).await {
+            marked = Err(Warning::HistoryNotRecorded {
                 instance: id.to_owned(),
                 error,
             });
@@ -401,7 +399,7 @@ pub async fn publish_recovered(
     );
     publish(store, &event, now_ms)
         .await
-        .map_err(|error| crate::Warning::EventNotPublished {
+        .map_err(|error| Warning::EventNotPublished {
             instance: id.to_owned(),
             error,
         })?;
