@@ -24,7 +24,9 @@ use hmac::{KeyInit as _, Mac as _};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::history::{self, DEFAULT_KEEP, Trigger, Warning};
+use crate::error::Warning;
+use crate::history::{self, Trigger};
+use crate::status::DEFAULT_KEEP;
 use crate::{Error, ErrorKind, Recorder, SecretKeys};
 
 /// The namespace of the records of flows under way, by the SHA-256 of their `state`.

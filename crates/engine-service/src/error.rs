@@ -1,4 +1,5 @@
-//! The one error of the operations: [`Error`] and its [`ErrorKind`]. Front ends map the kinds
+//! The one error of the operations: [`Error`] and its [`ErrorKind`]; and [`Warning`], what went
+//! wrong beside an operation that still succeeded. Front ends map the kinds
 //! to what they say and return (exit codes, HTTP statuses) in one place each.
 
 use std::path::PathBuf;
@@ -206,5 +207,44 @@ pub enum ErrorKind {
     TaskFailed {
         /// What the task's runtime said.
         message: String,
+    },
+}
+
+/// What went wrong beside an operation that still succeeded: shown as a warning, never the
+/// operation's failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Warning {
+    /// An entry of the history was not written.
+    #[error("the refresh history of `{instance}` was not recorded: {error}")]
+    HistoryNotRecorded {
+        /// The instance.
+        instance: String,
+        /// The store's error.
+        error: StoreError,
+    },
+    /// A claim on a due instance was not released: it lapses at the end of its lease.
+    #[error("the claim on `{instance}` was not released (it lapses with its lease): {error}")]
+    ClaimNotReleased {
+        /// The instance.
+        instance: String,
+        /// The store's error.
+        error: StoreError,
+    },
+    /// An event ([`crate::events`]) was not published.
+    #[error("an event of `{instance}` was not published: {error}")]
+    EventNotPublished {
+        /// The instance.
+        instance: String,
+        /// The store's error.
+        error: StoreError,
+    },
+    /// The rejection count and `needs-reauth` mark were not cleared after a success.
+    #[error("`{instance}` keeps its rejection count: {error}")]
+    FailuresKept {
+        /// The instance.
+        instance: String,
+        /// The store's error.
+        error: StoreError,
     },
 }

@@ -21,7 +21,8 @@ use engine_runtime::{RefreshReport, RunError, RunErrorKind};
 use engine_store::{InstanceStore, ScheduleStatus, StoreError, StoreErrorKind};
 use serde_json::{Value, json};
 
-use crate::refresh::Transition;
+use crate::error::Warning;
+use crate::status::{DEFAULT_KEEP, Transition};
 
 /// The namespace of the events' records, by event id.
 pub const EVENTS_NAMESPACE: &str = "events";
@@ -355,8 +356,8 @@ pub async fn failed_before(store: &dyn InstanceStore, id: &str) -> Option<Schedu
 /// that recorded no successful refresh there: the history's last word is then this one, and the
 /// next success is not taken for another recovery ([`failed_before`]).
 ///
-/// Fails with [`crate::Warning::EventNotPublished`] when the store cannot write the event, or
-/// [`crate::Warning::HistoryNotRecorded`] when it could not write the entry (the event is
+/// Fails with [`Warning::EventNotPublished`] when the store cannot write the event, or
+/// [`Warning::HistoryNotRecorded`] when it could not write the entry (the event is
 /// published all the same).
 pub async fn publish_recovered(
     store: &dyn InstanceStore,
@@ -364,7 +365,7 @@ pub async fn publish_recovered(
     from: ScheduleStatus,
     trigger: &'static str,
     mark: bool,
-) -> Result<(), crate::Warning> {
+) -> Result<(), Warning> {
     let transition = Transition {
         from,
         to: ScheduleStatus::Fresh,
@@ -381,11 +382,8 @@ pub async fn publish_recovered(
             "outcome": "ok",
             "transition": transition.to_value(),
         });
-        if let Err(error) = store
-            .append_history(id, entry, crate::history::DEFAULT_KEEP)
-            .await
-        {
-            marked = Err(crate::Warning::HistoryNotRecorded {
+        if let Err(error) = store.append_history(id, entry, DEFAULT_KEEP).await {
+            marked = Err(Warning::HistoryNotRecorded {
                 instance: id.to_owned(),
                 error,
             });
@@ -401,7 +399,7 @@ pub async fn publish_recovered(
     );
     publish(store, &event, now_ms)
         .await
-        .map_err(|error| crate::Warning::EventNotPublished {
+        .map_err(|error| Warning::EventNotPublished {
             instance: id.to_owned(),
             error,
         })?;
@@ -450,14 +448,7 @@ fn event_id(now_ms: u64) -> String {
     static LAST: Mutex<(u64, u32)> = Mutex::new((0, 0));
     let (ms, sequence) = {
         let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
-        *last = if now_ms > last.0 {
-            (now_ms, 0)
-        } else if last.1 < 999 {
-            (last.0, last.1 + 1)
-        } else {
-            // A thousand in one millisecond: the next ones take the next millisecond.
-            (last.0 + 1, 0)
-        };
+        *last = next_slot(*last, now_ms);
         *last
     };
     let mut bytes = [0_u8; 4];
@@ -466,6 +457,19 @@ fn event_id(now_ms: u64) -> String {
     let _ = getrandom::fill(&mut bytes);
     let random = u32::from_be_bytes(bytes);
     format!("evt_{ms:013}{sequence:03}_{random:08x}")
+}
+
+/// The millisecond and sequence number of the id made at `now_ms` after the one made in `last`:
+/// never earlier than `last`, a thousand to a millisecond.
+fn next_slot(last: (u64, u32), now_ms: u64) -> (u64, u32) {
+    if now_ms > last.0 {
+        (now_ms, 0)
+    } else if last.1 < 999 {
+        (last.0, last.1 + 1)
+    } else {
+        // A thousand in one millisecond: the next ones take the next millisecond.
+        (last.0 + 1, 0)
+    }
 }
 
 /// The event time of `now_ms`, RFC 3339 in UTC to the millisecond.
@@ -643,29 +647,44 @@ mod tests {
 
     #[test]
     fn ids_sort_in_the_order_they_were_made() {
-        // Later than any other test's time: the ids of this process never go back.
+        // The slots of one process's ids, from a state of the test's own (other tests make ids
+        // at the same time).
         const LATER: u64 = 4_000_000_000_000;
-        let ids: Vec<String> = [LATER, LATER, LATER, LATER - 5, LATER + 1]
+        let mut last = (0, 0);
+        let slots: Vec<(u64, u32)> = [LATER, LATER, LATER, LATER - 5, LATER + 1]
             .into_iter()
-            .map(event_id)
+            .map(|now_ms| {
+                last = next_slot(last, now_ms);
+                last
+            })
+            .collect();
+        assert_eq!(
+            slots,
+            [
+                (LATER, 0),
+                (LATER, 1),
+                (LATER, 2),
+                (LATER, 3),
+                (LATER + 1, 0)
+            ]
+        );
+        assert_eq!(next_slot((LATER, 999), LATER), (LATER + 1, 0));
+        // Ids sort as their slots, and a time is a cursor: `evt_` and a millisecond sorts
+        // before that millisecond's ids.
+        let ids: Vec<String> = slots
+            .iter()
+            .map(|(ms, sequence)| format!("evt_{ms:013}{sequence:03}_ffffffff"))
             .collect();
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(sorted, ids);
-        let prefixes: Vec<&str> = ids.iter().map(|id| &id[..21]).collect();
-        assert_eq!(
-            prefixes,
-            [
-                "evt_4000000000000000",
-                "evt_4000000000000001",
-                "evt_4000000000000002",
-                "evt_4000000000000003",
-                "evt_4000000000001000",
-            ]
-            .map(|prefix| format!("{prefix}_"))
-        );
-        // A time is a cursor: `evt_` and a millisecond sorts before that millisecond's ids.
         assert!(format!("evt_{LATER:013}") < ids[0]);
+        // An id made in this process has that form (at no time of its own: the last one made).
+        let made = event_id(0);
+        assert!(
+            made.starts_with("evt_") && made.len() == 4 + 16 + 1 + 8,
+            "{made}"
+        );
     }
 
     #[tokio::test]

@@ -5,11 +5,11 @@ use std::sync::{Mutex, PoisonError};
 
 use engine_runtime::{Event, Observer, RefreshReason, RefreshReport, RunRequest};
 use engine_spec::kinds::ResourceType;
-use engine_store::{InstanceStore, StoreError};
+use engine_store::InstanceStore;
 use serde_json::{Value, json};
 
-/// How many entries each instance keeps unless the caller says otherwise.
-pub const DEFAULT_KEEP: usize = 100;
+use crate::error::Warning;
+pub use crate::status::DEFAULT_KEEP;
 
 /// The longest vendor body a history entry keeps, in characters.
 const MAX_RESPONSE: usize = 2000;
@@ -25,45 +25,6 @@ pub enum Trigger {
     Manual,
     /// A sign-in through a browser: the exchange of its code ([`crate::authorize`]).
     SignIn,
-}
-
-/// What went wrong beside an operation that still succeeded: shown as a warning, never the
-/// operation's failure.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Warning {
-    /// An entry of the history was not written.
-    #[error("the refresh history of `{instance}` was not recorded: {error}")]
-    HistoryNotRecorded {
-        /// The instance.
-        instance: String,
-        /// The store's error.
-        error: StoreError,
-    },
-    /// A claim on a due instance was not released: it lapses at the end of its lease.
-    #[error("the claim on `{instance}` was not released (it lapses with its lease): {error}")]
-    ClaimNotReleased {
-        /// The instance.
-        instance: String,
-        /// The store's error.
-        error: StoreError,
-    },
-    /// An event ([`crate::events`]) was not published.
-    #[error("an event of `{instance}` was not published: {error}")]
-    EventNotPublished {
-        /// The instance.
-        instance: String,
-        /// The store's error.
-        error: StoreError,
-    },
-    /// The rejection count and `needs-reauth` mark were not cleared after a success.
-    #[error("`{instance}` keeps its rejection count: {error}")]
-    FailuresKept {
-        /// The instance.
-        instance: String,
-        /// The store's error.
-        error: StoreError,
-    },
 }
 
 /// Passes every event on to `inner`, and keeps the [`RefreshReport`]s.

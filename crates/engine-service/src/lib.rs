@@ -43,11 +43,12 @@ mod instances;
 pub mod keys;
 pub mod refresh;
 mod registry;
+mod status;
 mod store;
 
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorKind, Warning};
 pub use freshness::{InstanceState, LastRefresh, freshness, last_refresh};
-pub use history::{Recorder, Trigger, Warning, after_run};
+pub use history::{Recorder, Trigger, after_run};
 pub use instances::{DeleteConnector, NewInstance, OnDelete, check_values, delete, import};
 pub use refresh::{
     Claimed, Due, Failure, NEEDS_REAUTH, Outcome, Refresh, RefreshOptions, Refreshed, Transition,

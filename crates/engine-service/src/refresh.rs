@@ -24,8 +24,11 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::error::Warning;
 use crate::events::{self, EventType, NewEvent};
-use crate::history::{self, Trigger, Warning};
+use crate::history::{self, Trigger};
+use crate::status::DEFAULT_KEEP;
+pub use crate::status::Transition;
 use crate::{Error, ErrorKind, Opened, Registry, WRITE_LOCK_TIMEOUT};
 
 /// The status an instance gets after too many consecutive rejected refreshes: it is no longer
@@ -59,14 +62,14 @@ pub struct RefreshOptions {
 
 impl Default for RefreshOptions {
     /// Returns: due by each schedule, every connector, 8 at once, 3 rejections,
-    /// [`history::DEFAULT_KEEP`] entries, a lease of a minute, [`Trigger::Schedule`].
+    /// [`DEFAULT_KEEP`] entries, a lease of a minute, [`Trigger::Schedule`].
     fn default() -> Self {
         Self {
             ahead: None,
             connector: None,
             jobs: 8,
             max_failures: 3,
-            keep_history: history::DEFAULT_KEEP,
+            keep_history: DEFAULT_KEEP,
             lease: Duration::from_mins(1),
             trigger: Trigger::Schedule,
         }
@@ -141,38 +144,6 @@ pub enum Failure {
     Store(StoreError),
     /// The refresh failed (an invalid connector, a store failure during it).
     Run(RunError),
-}
-
-/// A change of an instance's refresh status by a refresh's outcome ([`RefreshPolicy::next`]),
-/// as its history records it: `fresh` → `retrying` after a failure, `retrying` → `retrying`
-/// after another, → `needs-reauth` after the last rejection allowed, → `fresh` after a success.
-/// A front end shows it; a server publishes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
-    /// The status before.
-    pub from: ScheduleStatus,
-    /// The status after.
-    pub to: ScheduleStatus,
-    /// Consecutive failed refreshes, after this one.
-    pub failures: u32,
-    /// Consecutive rejected refreshes, after this one.
-    pub rejections: u32,
-    /// When the next attempt is due, and callers stop being answered at once (epoch ms); `None`
-    /// when nothing is retried (fresh, or needs-reauth).
-    pub retry_at_ms: Option<u64>,
-}
-
-impl Transition {
-    /// The history entry's `transition` field.
-    pub fn to_value(&self) -> serde_json::Value {
-        json!({
-            "from": self.from.as_str(),
-            "to": self.to.as_str(),
-            "failures": self.failures,
-            "rejections": self.rejections,
-            "retry_at": self.retry_at_ms.and_then(timestamp),
-        })
-    }
 }
 
 /// One instance's refresh: its id, outcome, and what went wrong beside it.
@@ -907,13 +878,6 @@ async fn transition(
 /// `duration` in whole milliseconds, saturating.
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Epoch milliseconds as an RFC 3339 time, to the second.
-fn timestamp(ms: u64) -> Option<String> {
-    let ms = i64::try_from(ms).ok()?;
-    let at = jiff::Timestamp::from_millisecond(ms).ok()?;
-    Some(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 #[cfg(test)]
