@@ -41,6 +41,24 @@ impl<'a> BorrowedJson<'a> {
         serde_json::from_str(text).ok()
     }
 
+    /// The document a [`Value`] holds, borrowing its strings: the schema check of a file that
+    /// does not conform uses the same validator as the one that does.
+    pub(crate) fn of(value: &'a Value) -> Self {
+        match value {
+            Value::Null => Self::Null,
+            Value::Bool(boolean) => Self::Bool(*boolean),
+            Value::Number(number) => Self::Number(number.clone()),
+            Value::String(string) => Self::String(Cow::Borrowed(string)),
+            Value::Array(items) => Self::Array(items.iter().map(Self::of).collect()),
+            Value::Object(members) => Self::Object(
+                members
+                    .iter()
+                    .map(|(name, value)| (Cow::Borrowed(name.as_str()), Self::of(value)))
+                    .collect(),
+            ),
+        }
+    }
+
     /// The same node as a [`Value`].
     fn to_value(&self) -> Value {
         match self {

@@ -49,13 +49,8 @@ pub fn connector_schema_text() -> String {
 
 static SCHEMA: LazyLock<Value> = LazyLock::new(connector_schema);
 
-static VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
-    jsonschema::validator_for(&SCHEMA)
-        .expect("the generated schema is valid draft 2020-12 (tested)")
-});
-
-/// The same schema for documents that borrow their strings from the text.
-static BORROWED_VALIDATOR: LazyLock<jsonschema::Validator<Borrowed>> = LazyLock::new(|| {
+/// The one validator: documents borrow their strings from the text (or from a [`Value`]).
+static VALIDATOR: LazyLock<jsonschema::Validator<Borrowed>> = LazyLock::new(|| {
     jsonschema::options_for::<Borrowed>()
         .build(&SCHEMA)
         .expect("the generated schema is valid draft 2020-12 (tested)")
@@ -67,7 +62,7 @@ static BORROWED_VALIDATOR: LazyLock<jsonschema::Validator<Borrowed>> = LazyLock:
 /// for every text this accepts.
 pub(crate) fn decode_conforming(text: &str) -> Option<RawConnector> {
     let document = BorrowedJson::parse(text)?;
-    if !BORROWED_VALIDATOR.is_valid(&document) {
+    if !VALIDATOR.is_valid(&document) {
         return None;
     }
     serde::Deserialize::deserialize(&document).ok()
@@ -172,11 +167,12 @@ impl ObjectKind {
 /// Checks `document` against the schema; one diagnostic per problem, none when it conforms.
 pub(crate) fn check(document: &Value, file: &std::path::Path) -> Vec<Diagnostic> {
     // Most files conform: a yes or no stops at nothing and builds no error, collecting does both.
-    if VALIDATOR.is_valid(document) {
+    let document = BorrowedJson::of(document);
+    if VALIDATOR.is_valid(&document) {
         return Vec::new();
     }
     VALIDATOR
-        .iter_errors(document)
+        .iter_errors(&document)
         .map(|error| diagnose(&error, file))
         .collect()
 }
