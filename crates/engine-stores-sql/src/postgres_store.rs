@@ -853,7 +853,7 @@ impl InstanceStore for PostgresStore {
             if let Some(namespace) = namespace {
                 crate::valid_id(namespace)?;
             }
-            let subject = namespace.unwrap_or_default();
+            let subject = "purge";
             let removed = sqlx::query(
                 "DELETE FROM records
                  WHERE (namespace, id) IN (

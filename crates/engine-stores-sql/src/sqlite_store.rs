@@ -1068,7 +1068,7 @@ impl InstanceStore for SqliteStore {
             let space = namespace.map(str::to_owned);
             let limit = to_i64(limit as u64);
             let removed = self
-                .writing(namespace.unwrap_or_default(), move |connection| {
+                .writing("purge", move |connection| {
                     connection.execute(
                         "DELETE FROM records WHERE rowid IN (
                            SELECT rowid FROM records
