@@ -87,7 +87,8 @@ pub(super) fn purge_namespace(dir: &Path, now_ms: u64, limit: usize) -> Result<u
         let path = dir.join(name);
         let expired =
             |record: Option<&Record>| record.is_some_and(|stored| stored.is_expired(now_ms));
-        if expired(read_record(&path, id.to_owned())?.as_ref()) && remove_if(&path, true, expired)?
+        if expired(readable(read_record(&path, id.to_owned()))?.as_ref())
+            && remove_if(&path, true, expired)?
         {
             removed += 1;
         }
@@ -154,7 +155,11 @@ fn remove_if(
         .file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let record = read_record(path, id)?;
+    let record = readable(read_record(path, id))?;
+    if record.is_none() && path.exists() {
+        // A file that is not a record: neither expired nor the sidecar's to lose.
+        return Ok(false);
+    }
     if !condition(record.as_ref()) {
         return Ok(false);
     }
@@ -166,6 +171,15 @@ fn remove_if(
         remove_file(&lock_path)?;
     }
     Ok(record.is_some())
+}
+
+/// A record file read: one that is not a record (not JSON, edited by hand) is no record to
+/// remove, and does not hold back the purge of the others.
+fn readable(read: Result<Option<Record>, StoreError>) -> Result<Option<Record>, StoreError> {
+    match read {
+        Err(error) if matches!(error.kind(), StoreErrorKind::Malformed { .. }) => Ok(None),
+        read => read,
+    }
 }
 
 fn remove_file(path: &Path) -> Result<(), StoreError> {
@@ -281,6 +295,26 @@ mod tests {
         drop(held);
         assert_eq!(store.purge_expired_records(None, 10, 10).await.unwrap(), 1);
         assert_eq!(names(dir.path()), Vec::<String>::new());
+    }
+
+    /// A record file that is not JSON is kept, with its lock file, and holds back no other.
+    #[tokio::test]
+    async fn a_file_that_is_not_a_record_is_kept_and_the_rest_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        store
+            .put_record("flows", "a", json!(1), Some(5), 0, 0)
+            .await
+            .unwrap();
+        store
+            .put_record("flows", "b", json!(1), Some(5), 0, 0)
+            .await
+            .unwrap();
+        let flows = dir.path().join(".records").join("flows");
+        fs_err::write(flows.join("a.json"), "not json").unwrap();
+
+        assert_eq!(store.purge_expired_records(None, 10, 10).await.unwrap(), 1);
+        assert_eq!(names(&flows), [".a.json.lock", "a.json"]);
     }
 
     /// A process that opened a record's sidecar before a purge removed it locks a file no
