@@ -433,3 +433,64 @@ async fn a_lock_held_elsewhere_is_waited_for_a_bounded_time() {
     "#);
     drop(held);
 }
+
+/// The records beside an instance file do not grow for ever: a run that publishes an event (here
+/// a refresh the vendor rejects) removes the records that expired before it, their lock files and
+/// the directories they leave empty, and keeps the others.
+#[tokio::test]
+async fn a_run_that_publishes_an_event_removes_expired_records() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_grant"})))
+        .mount(&server)
+        .await;
+    let context = TestContext::fixture("custom").with_instance(&expired(&server));
+    let records = context.dir().join(".instance.json.records");
+    // As an earlier run left them: records written as the store writes them, long expired
+    // (epoch millisecond 1000), with their lock files; one that never expires.
+    let seed = |namespace: &str, id: &str, expires_at_ms: Value| {
+        let dir = records.join(namespace);
+        fs_err::create_dir_all(&dir).unwrap();
+        let record = json!({"version": 1, "expires_at_ms": expires_at_ms, "value": {}});
+        fs_err::write(dir.join(format!("{id}.json")), record.to_string()).unwrap();
+        fs_err::write(dir.join(format!(".{id}.json.lock")), "").unwrap();
+    };
+    seed("events", "evt_0000000000000000_00000000", json!(1000));
+    seed("outbox", "evt_0000000000000000_00000000", json!(1000));
+    seed("event-quiet", "instance", json!(1000));
+    seed("sign-in", "old-flow", json!(1000));
+    seed("kept", "forever", Value::Null);
+
+    context.run("list-contacts").output().assert_code(4);
+
+    assert_eq!(
+        file_names(&records),
+        ["event-quiet", "events", "kept", "outbox"],
+        "a namespace left empty is removed"
+    );
+    assert_eq!(
+        file_names(&records.join("kept")),
+        [".forever.json.lock", "forever.json"]
+    );
+    // The new event's records (and the quiet marker, written again), not the old ones.
+    for namespace in ["events", "outbox", "event-quiet"] {
+        let names = file_names(&records.join(namespace));
+        assert_eq!(names.len(), 2, "{namespace}: {names:?}");
+        assert!(
+            names
+                .iter()
+                .all(|name| !name.contains("evt_0000000000000000")),
+            "{namespace}: {names:?}"
+        );
+        let record = names.iter().find(|name| !name.starts_with('.')).unwrap();
+        let stored: Value = serde_json::from_str(
+            &fs_err::read_to_string(records.join(namespace).join(record)).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            stored["expires_at_ms"].as_u64().unwrap() > 1000,
+            "{namespace}: {stored}"
+        );
+    }
+}

@@ -199,6 +199,13 @@ fn print_event(event: Event) {
             );
             printer::error(&Message::new(Level::Warning, &title));
         }
+        Event::PurgeFailed { message } => {
+            let title = format!(
+                "cannot remove the store's expired records: {message} (again in {})",
+                humantime::format_duration(engine_server::scheduler::PURGE_EVERY)
+            );
+            printer::error(&Message::new(Level::Warning, &title));
+        }
         _ => {}
     }
 }

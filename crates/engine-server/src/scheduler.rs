@@ -5,7 +5,8 @@
 //! each instance's schedule in the store. The scheduler keeps no state of its own: the store's
 //! schedule is the one record of what is due when. The loop ([`Scheduler::run`]) runs on an
 //! injected [`Clock`] (the runtime's: a [`engine_runtime::ManualClock`] moves instead of
-//! sleeping, so tests never sleep).
+//! sleeping, so tests never sleep). Once per [`PURGE_EVERY`], a pass also removes the store's
+//! expired records (events, outbox, sign-in flows past their time).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +21,14 @@ use crate::metrics::{Census, Metrics};
 /// The longest the scheduler sleeps without reading the schedule again: instances that other
 /// processes add or change are seen at least this often.
 pub const MAX_IDLE: Duration = Duration::from_mins(1);
+
+/// How often the scheduler removes the store's expired records (at its first pass, then at the
+/// first pass this long after the last purge).
+pub const PURGE_EVERY: Duration = Duration::from_mins(1);
+
+/// The most batches of [`engine_service::events::PURGE_BATCH`] expired records one purge
+/// removes; what is left waits for the next.
+const PURGE_BATCHES: usize = 10;
 
 /// When the scheduler next looks at `store`, at `now_ms`: the earliest `next_refresh_at` of its
 /// schedule (every page of its listing; instances that need re-authentication or have nothing
@@ -91,6 +100,12 @@ pub enum Event {
         /// When it reads the store again.
         retry_in: Duration,
     },
+    /// The store's expired records could not be removed; the scheduler tries again after
+    /// [`PURGE_EVERY`], and refreshes meanwhile as ever.
+    PurgeFailed {
+        /// Why.
+        message: String,
+    },
 }
 
 /// The scheduler's parts: what it refreshes with and how.
@@ -129,9 +144,14 @@ impl Scheduler {
     /// read again after the policy's first backoff, doubled per failure, at most [`MAX_IDLE`].
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut store_failures = 0_u32;
+        let mut purge_at_ms = 0;
         while !*shutdown.borrow() {
             let passed = match self.refresh().await {
                 Ok(()) => {
+                    if self.clock.now_ms() >= purge_at_ms {
+                        purge_at_ms = self.clock.now_ms().saturating_add(millis(PURGE_EVERY));
+                        self.purge().await;
+                    }
                     let mut census = Census::new(self.clock.now_ms());
                     let read = wake_at(
                         &**self.opened.plain(),
@@ -179,6 +199,28 @@ impl Scheduler {
                     if changed.is_err() {
                         return;
                     }
+                }
+            }
+        }
+    }
+
+    /// Removes the store's expired records ([`InstanceStore::purge_expired_records`]), batch
+    /// after batch while one is full, at most [`PURGE_BATCHES`]; tells of a failure.
+    async fn purge(&self) {
+        let store = self.opened.plain();
+        let batch = engine_service::events::PURGE_BATCH;
+        for _ in 0..PURGE_BATCHES {
+            match store
+                .purge_expired_records(None, self.clock.now_ms(), batch)
+                .await
+            {
+                Ok(removed) if removed == batch => {}
+                Ok(_) => return,
+                Err(error) => {
+                    (self.events)(Event::PurgeFailed {
+                        message: error.to_string(),
+                    });
+                    return;
                 }
             }
         }
@@ -335,8 +377,27 @@ mod tests {
             .next_refresh_at_ms
             .unwrap();
         assert!((start + 1..start + 50 * 60_000).contains(&due), "{due}");
+        // Records: one expired by the first pass, one that never expires.
+        for (space, expires) in [("flows", Some(start)), ("keys", None)] {
+            store
+                .put_record(space, "a", serde_json::json!({}), expires, 0, 0)
+                .await
+                .unwrap();
+        }
 
         let (events, metrics) = schedule(Arc::clone(&store), &clock, 1).await;
+        assert_eq!(
+            store.purge_expired_records(None, start, 10).await.unwrap(),
+            0,
+            "the scheduler removed the expired record"
+        );
+        assert!(
+            store
+                .get_record("keys", "a", start)
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert!(
             matches!(&events[..], [(Event::Refreshed { id }, _)] if id == "soon"),
             "{events:?}"

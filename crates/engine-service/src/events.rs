@@ -10,6 +10,9 @@
 //! - [`OUTBOX_NAMESPACE`]: the events still to be delivered as webhooks, each with its delivery
 //!   state ([`Pending`]), kept [`OUTBOX_RETENTION`] when no process delivers them.
 //!
+//! Expired records are removed by each publication ([`publish`]) and by the scheduler of
+//! `engine serve`, [`PURGE_BATCH`] at a time.
+//!
 //! An event never holds a secret: the instance's id and connector, the trigger, the statuses,
 //! counts and retry time of the change, the vendor's status, a code for the error, and the
 //! vendor's OAuth error code when it sent one; never a token, a value or a body.
@@ -39,6 +42,10 @@ pub const EVENT_RETENTION: Duration = Duration::from_hours(24 * 30);
 
 /// How long an event waits in the outbox for a process that delivers it.
 pub const OUTBOX_RETENTION: Duration = Duration::from_hours(24 * 7);
+
+/// The most expired records (of every namespace) removed at once: by each publication of an
+/// event, and by each of the scheduler's purges.
+pub const PURGE_BATCH: usize = 1000;
 
 /// A run's failed refreshes are not paced by the refresh policy (each call tries again): of
 /// those of one instance, one event per this time is published.
@@ -236,9 +243,10 @@ impl Pending {
 
 /// Publishes `event` at `now_ms`: its record in [`EVENTS_NAMESPACE`] (with the connector and
 /// the owner the instance records, if it still exists) and its delivery in
-/// [`OUTBOX_NAMESPACE`], due at once. Returns the event's id.
+/// [`OUTBOX_NAMESPACE`], due at once; then removes up to [`PURGE_BATCH`] expired records of
+/// the store ([`InstanceStore::purge_expired_records`]). Returns the event's id.
 ///
-/// Fails when the store cannot write either record.
+/// Fails when the store cannot write either record (not when the purge fails).
 pub async fn publish(
     store: &dyn InstanceStore,
     event: &NewEvent,
@@ -307,6 +315,10 @@ pub async fn publish(
             now_ms,
         )
         .await?;
+    // Publishing is rare (a failure, a recovery): the moment to remove expired records, so
+    // that a store no server purges (the file beside `engine run --config FILE`) does not grow
+    // for ever. The event is published whatever the purge does; what it left, the next takes.
+    let _ = store.purge_expired_records(None, now_ms, PURGE_BATCH).await;
     Ok(id)
 }
 
@@ -684,6 +696,46 @@ mod tests {
         assert!(
             made.starts_with("evt_") && made.len() == 4 + 16 + 1 + 8,
             "{made}"
+        );
+    }
+
+    /// A publication removes the records expired by then, and only those.
+    #[tokio::test]
+    async fn publishing_removes_expired_records() {
+        let store = MemoryStore::new();
+        for (space, expires) in [
+            ("flows", Some(NOW)),
+            ("keys", None),
+            ("later", Some(NOW + 1)),
+        ] {
+            store
+                .put_record(space, "a", json!({}), expires, 0, 0)
+                .await
+                .unwrap();
+        }
+        let event = NewEvent::new(EventType::Recovered, "gone", "call", None, &[], None);
+        publish(&store, &event, NOW).await.unwrap();
+        assert_eq!(
+            store.purge_expired_records(None, NOW, 10).await.unwrap(),
+            0,
+            "none left to remove at that time"
+        );
+        assert_eq!(
+            store
+                .purge_expired_records(None, NOW + 1, 10)
+                .await
+                .unwrap(),
+            1,
+            "`later` was kept"
+        );
+        assert!(store.get_record("keys", "a", NOW).await.unwrap().is_some());
+        assert_eq!(
+            store
+                .list_records(EVENTS_NAMESPACE, None, 10, NOW)
+                .await
+                .unwrap()
+                .len(),
+            1
         );
     }
 

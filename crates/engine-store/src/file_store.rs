@@ -13,6 +13,8 @@ use crate::{
     millis, record_conflict, valid_record,
 };
 
+mod purge;
+
 /// The first pause between two attempts at a held lock; it doubles up to [`LOCK_POLL_MAX`].
 const LOCK_POLL_FIRST: Duration = Duration::from_millis(2);
 /// The longest pause between two attempts at a held lock.
@@ -28,6 +30,11 @@ const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
 /// old inode would wake up holding a lock on a file that is no longer the instance. Deleting the
 /// sidecar would break the lock the same way, hence it stays. The lock is advisory and works across
 /// processes and across threads of one process.
+///
+/// Records (`DIR/.records/NAMESPACE/ID.json`, or `.x.json.records/NAMESPACE/ID.json` beside a
+/// one-file store's file) are locked the same way, but their sidecars go with them when they
+/// expire ([`InstanceStore::purge_expired_records`]): a purge removes a sidecar only while it
+/// holds it, and a writer's lock counts only while the sidecar at the path is the file it locked.
 ///
 /// # Writing
 ///
@@ -120,11 +127,14 @@ impl FileStore {
     /// The directory of the records of `namespace`: `DIR/.records/NAMESPACE` for a directory
     /// store, `.FILE.records/NAMESPACE` beside the file of a one-file store.
     fn records_dir(&self, namespace: &str) -> PathBuf {
+        self.records_root().join(namespace)
+    }
+
+    /// The directory of every namespace's records: `DIR/.records`, or `.FILE.records`.
+    fn records_root(&self) -> PathBuf {
         match &self.layout {
-            Layout::Directory(dir) => dir.join(".records").join(namespace),
-            Layout::File(path) => parent_of(path)
-                .join(hidden_name(path, ".records"))
-                .join(namespace),
+            Layout::Directory(dir) => dir.join(".records"),
+            Layout::File(path) => parent_of(path).join(hidden_name(path, ".records")),
         }
     }
 
@@ -467,10 +477,8 @@ impl InstanceStore for FileStore {
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
             valid_record(namespace, id)?;
-            let dir = self.records_dir(namespace);
-            fs_err::create_dir_all(&dir).map_err(|source| io_error(&dir, "write", source))?;
-            let path = dir.join(format!("{id}.json"));
-            let lock = lock_file(&lock_path_of(&path), None).await?;
+            let path = self.records_dir(namespace).join(format!("{id}.json"));
+            let lock = purge::lock_record(&path).await?;
             let (namespace, id) = (namespace.to_owned(), id.to_owned());
             let notices = Arc::clone(&self.notices);
             let version = blocking(&path.clone(), move || {
@@ -562,7 +570,7 @@ impl InstanceStore for FileStore {
             if !path.exists() {
                 return Ok(false);
             }
-            let lock = lock_file(&lock_path_of(&path), None).await?;
+            let lock = purge::lock_record(&path).await?;
             let id = id.to_owned();
             let deleted = blocking(&path.clone(), move || {
                 let Some(record) = read_record(&path, id)? else {
@@ -577,6 +585,50 @@ impl InstanceStore for FileStore {
             .await?;
             drop(lock);
             Ok(deleted)
+        })
+    }
+
+    fn purge_expired_records<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+        now_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move {
+            if let Some(namespace) = namespace {
+                crate::valid_id(namespace)?;
+            }
+            let root = self.records_root();
+            let namespace = namespace.map(str::to_owned);
+            blocking(&root.clone(), move || {
+                let namespaces = match namespace {
+                    Some(namespace) => vec![namespace],
+                    None => match fs_err::read_dir(&root) {
+                        Ok(entries) => {
+                            let mut names: Vec<String> = entries
+                                .filter_map(Result::ok)
+                                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                                .filter(|name| crate::valid_id(name).is_ok())
+                                .collect();
+                            names.sort();
+                            names
+                        }
+                        Err(source) if source.kind() == io::ErrorKind::NotFound => Vec::new(),
+                        Err(source) => return Err(io_error(&root, "read", source)),
+                    },
+                };
+                let mut removed = 0;
+                for namespace in namespaces {
+                    if removed >= limit {
+                        break;
+                    }
+                    removed +=
+                        purge::purge_namespace(&root.join(namespace), now_ms, limit - removed)?;
+                }
+                purge::remove_if_empty(&root);
+                Ok(removed)
+            })
+            .await
         })
     }
 }

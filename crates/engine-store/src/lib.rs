@@ -27,8 +27,9 @@
 //!
 //! Beside the instances, every store keeps **records** ([`Record`]): small JSON documents by
 //! namespace and id, each with a version for a conditional write ([`InstanceStore::put_record`])
-//! and an optional expiry after which it is absent. What a server shares between its processes
-//! goes there (the service's API keys first).
+//! and an optional expiry after which it is absent, and is removed by
+//! [`InstanceStore::purge_expired_records`]. What a server shares between its processes goes
+//! there (the service's API keys first).
 //!
 //! Each state carries its refresh [`Schedule`] (when the token expires, when it is next due,
 //! how its refreshes went) under [`SCHEDULE_KEY`]: the runtime computes it, the stores list and
@@ -464,6 +465,22 @@ pub trait InstanceStore: Send + Sync {
         id: &'a str,
         expected: Option<u64>,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Removes the records that expired at `now_ms` (their `expires_at_ms` at or before it) of
+    /// `namespace` (`None`: of every namespace), at most `limit` of them, and returns how many
+    /// it removed; `limit` removed means there may be more. Records that never expire, or
+    /// expire later, are left as they are, versions included. Reads and listings already skip
+    /// expired records: this only gives their room back (a file store: their files, and the
+    /// namespace's directory once empty).
+    ///
+    /// Fails with [`StoreErrorKind::InvalidInstanceId`] for a namespace that is not an id every
+    /// store can keep, and when the store cannot be read or written.
+    fn purge_expired_records<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+        now_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<usize, StoreError>>;
 
     /// Takes what the store did since the last call that the user should be told once, as
     /// sentences (a file store: an instance file's permissions tightened to owner-only).

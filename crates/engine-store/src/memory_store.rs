@@ -390,6 +390,33 @@ impl InstanceStore for MemoryStore {
         })
     }
 
+    fn purge_expired_records<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+        now_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move {
+            if let Some(namespace) = namespace {
+                crate::valid_id(namespace)?;
+            }
+            let mut records = self.inner.records();
+            let expired: Vec<(String, String)> = records
+                .iter()
+                .filter(|((space, _), record)| {
+                    namespace.is_none_or(|namespace| space == namespace)
+                        && record.is_expired(now_ms)
+                })
+                .map(|(key, _)| key.clone())
+                .take(limit)
+                .collect();
+            for key in &expired {
+                records.remove(key);
+            }
+            Ok(expired.len())
+        })
+    }
+
     fn delete_record<'a>(
         &'a self,
         namespace: &'a str,
@@ -532,6 +559,63 @@ mod tests {
             matches!(error.kind(), StoreErrorKind::LeaseLost { .. }),
             "{error:?}"
         );
+    }
+
+    /// The memory store's case of the conformance suite's `purge_expired`.
+    #[tokio::test]
+    async fn purges_remove_expired_records_only() {
+        let store = MemoryStore::new();
+        let now = 1_000;
+        for (space, id, expires) in [
+            ("events", "e1", Some(now - 1)),
+            ("events", "e2", Some(now)),
+            ("events", "e3", Some(now + 1)),
+            ("events", "e4", None),
+            ("flows", "f1", Some(now - 5)),
+        ] {
+            store
+                .put_record(space, id, json!(id), expires, 0, 0)
+                .await
+                .unwrap();
+        }
+        store
+            .put_record("events", "e4", json!("again"), None, 1, 0)
+            .await
+            .unwrap();
+        let kept = |space| {
+            let records = store.inner.records();
+            records
+                .iter()
+                .filter(|((namespace, _), _)| namespace == space)
+                .map(|((_, id), record)| (id.clone(), record.version))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            store
+                .purge_expired_records(Some("events"), now, 1)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .purge_expired_records(Some("events"), now, 10)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(kept("events"), [("e3".into(), 1), ("e4".into(), 2)]);
+        assert_eq!(kept("flows").len(), 1);
+        assert_eq!(store.purge_expired_records(None, now, 10).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .purge_expired_records(None, now + 1, 10)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(kept("events"), [("e4".into(), 2)]);
+        assert!(kept("flows").is_empty());
     }
 
     #[tokio::test]

@@ -946,6 +946,113 @@ async fn records(backend: &dyn Backend) {
     }
 }
 
+/// The ids and versions of the records of `space`, expired or not (as of time 0).
+async fn versions(store: &dyn InstanceStore, space: &str) -> Vec<(String, u64)> {
+    store
+        .list_records(space, None, 100, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| (record.id, record.version))
+        .collect()
+}
+
+/// Purging expired records: those expired at `now` go, bounded per call and by namespace or
+/// not; those that never expire or expire later stay, at their versions; a purged id is free
+/// for a new record at version 1.
+async fn purge_expired(backend: &dyn Backend) {
+    let (one, two) = (backend.open().await, backend.open().await);
+    let now = 1_000_000;
+    for (space, id, expires) in [
+        ("events", "e1", Some(now - 1)),
+        ("events", "e2", Some(now)),
+        ("events", "e3", Some(now + 1)),
+        ("events", "e4", None),
+        ("flows", "f1", Some(now - 5)),
+        ("flows", "f2", Some(now + 60_000)),
+        ("quiet", "q1", Some(now - 10)),
+    ] {
+        one.put_record(space, id, json!(id), expires, 0, now - 100)
+            .await
+            .unwrap();
+    }
+    // A later write: the version that must survive the purge untouched.
+    one.put_record("events", "e4", json!("e4 again"), None, 1, now - 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        versions(&*two, "events").await,
+        [
+            ("e1".into(), 1),
+            ("e2".into(), 1),
+            ("e3".into(), 1),
+            ("e4".into(), 2)
+        ],
+        "at time 0 every record is listed"
+    );
+
+    // One namespace, bounded: one of its two expired records, then the other; none of the rest.
+    assert_eq!(
+        two.purge_expired_records(Some("events"), now, 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        two.purge_expired_records(Some("events"), now, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        two.purge_expired_records(Some("events"), now, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        versions(&*one, "events").await,
+        [("e3".into(), 1), ("e4".into(), 2)],
+        "gone even from a listing as of before their expiry"
+    );
+    assert_eq!(
+        versions(&*one, "flows").await.len(),
+        2,
+        "other namespaces wait"
+    );
+
+    // Every namespace.
+    assert_eq!(two.purge_expired_records(None, now, 10).await.unwrap(), 2);
+    assert_eq!(versions(&*one, "flows").await, [("f2".into(), 1)]);
+    assert_eq!(versions(&*one, "quiet").await, []);
+    assert_eq!(two.purge_expired_records(None, now, 10).await.unwrap(), 0);
+    let e3 = one.get_record("events", "e3", now).await.unwrap().unwrap();
+    assert_eq!((e3.version, e3.expires_at_ms), (1, Some(now + 1)));
+
+    // A purged id takes a new record, from version 1; a later purge takes the rest.
+    assert_eq!(
+        one.put_record("flows", "f1", json!("new"), Some(now + 5), 0, now)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        one.purge_expired_records(None, now + 60_000, 10)
+            .await
+            .unwrap(),
+        3,
+        "e3, f1 and f2"
+    );
+    assert_eq!(versions(&*two, "events").await, [("e4".into(), 2)]);
+    assert_eq!(versions(&*two, "flows").await, []);
+
+    let invalid = one.purge_expired_records(Some("../x"), now, 10).await;
+    assert!(matches!(
+        invalid.unwrap_err().kind(),
+        StoreErrorKind::InvalidInstanceId { .. }
+    ));
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod file {
@@ -996,6 +1103,7 @@ conformance!(
     encryption_follows_the_rule,
     claims,
     records,
+    purge_expired,
 );
 
 /// PostgreSQL only: a lock holder that goes silent past the lock's lifetime loses the lock to

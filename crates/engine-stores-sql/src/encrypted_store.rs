@@ -473,6 +473,15 @@ impl InstanceStore for EncryptedStore {
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         self.inner.delete_record(namespace, id, expected)
     }
+
+    fn purge_expired_records<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+        now_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        self.inner.purge_expired_records(namespace, now_ms, limit)
+    }
 }
 
 struct EncryptedLock {

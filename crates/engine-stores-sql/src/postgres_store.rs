@@ -839,6 +839,39 @@ impl InstanceStore for PostgresStore {
             Ok(deleted.rows_affected() == 1)
         })
     }
+
+    /// One statement: a `DELETE` of the rows a bounded `SELECT ... FOR UPDATE SKIP LOCKED` on
+    /// the expiry index finds, so that processes purging at once skip each other's rows, and a
+    /// row a writer renewed meanwhile is checked again and kept.
+    fn purge_expired_records<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+        now_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move {
+            if let Some(namespace) = namespace {
+                crate::valid_id(namespace)?;
+            }
+            let subject = "purge";
+            let removed = sqlx::query(
+                "DELETE FROM records
+                 WHERE (namespace, id) IN (
+                   SELECT namespace, id FROM records
+                   WHERE expires_at <= $1 AND ($2::TEXT IS NULL OR namespace = $2)
+                   LIMIT $3
+                   FOR UPDATE SKIP LOCKED)
+                 AND expires_at <= $1",
+            )
+            .bind(to_i64(now_ms))
+            .bind(namespace)
+            .bind(to_i64(limit as u64))
+            .execute(&mut *self.connection(subject).await?)
+            .await
+            .map_err(|source| backend(subject, source))?;
+            Ok(usize::try_from(removed.rows_affected()).unwrap_or(usize::MAX))
+        })
+    }
 }
 
 /// The guard of [`PostgresStore`]: a connection in a transaction that holds the instance's

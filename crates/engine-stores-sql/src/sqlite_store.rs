@@ -1054,6 +1054,34 @@ impl InstanceStore for SqliteStore {
         })
     }
 
+    /// One statement: a `DELETE` of the rows a bounded `SELECT` on the expiry index finds.
+    fn purge_expired_records<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+        now_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move {
+            if let Some(namespace) = namespace {
+                valid_id(namespace)?;
+            }
+            let space = namespace.map(str::to_owned);
+            let limit = to_i64(limit as u64);
+            let removed = self
+                .writing("purge", move |connection| {
+                    connection.execute(
+                        "DELETE FROM records WHERE rowid IN (
+                           SELECT rowid FROM records
+                           WHERE expires_at <= ?1 AND (?2 IS NULL OR namespace = ?2)
+                           LIMIT ?3)",
+                        params![to_i64(now_ms), space, limit],
+                    )
+                })
+                .await?;
+            Ok(removed)
+        })
+    }
+
     fn take_notices(&self) -> Vec<String> {
         std::mem::take(
             &mut *self
