@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use engine_emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::instances::{Schema, engine_output, write_file};
-use crate::serve::{DEMO, Served, call, client_with, create_key, import};
-use crate::support::run::time_ago;
+use crate::serve::{DEMO, Served, call, client_with, create_key, import, revealed};
+use crate::support::run::{received_at, time_ago, token_response};
 
 /// How long a test waits for something that should happen, before it fails saying what did not.
 const PATIENCE: Duration = Duration::from_mins(2);
@@ -178,4 +180,141 @@ async fn two_schedulers_refresh_1000_due_instances_exactly_once() {
         servers[0].stderr(),
         servers[1].stderr()
     );
+}
+
+/// A vendor whose first token request is held until the test releases it (then answered with
+/// `FAKE-token-a`); every later one is answered at once with `FAKE-token-b`. The test knows a
+/// refresh is between its read and its write without guessing how long that lasts.
+struct HeldVendor {
+    server: MockServer,
+    arrived: tokio::sync::mpsc::UnboundedReceiver<()>,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+struct HoldFirst {
+    arrived: tokio::sync::mpsc::UnboundedSender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl wiremock::Respond for HoldFirst {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let _ = self.arrived.send(());
+        let _ = self.release.lock().unwrap().recv();
+        token_response("FAKE-token-a", None, json!(3600))
+    }
+}
+
+impl HeldVendor {
+    async fn start() -> Self {
+        let server = MockServer::start().await;
+        let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .respond_with(HoldFirst {
+                arrived: arrived_tx,
+                release: std::sync::Mutex::new(release_rx),
+            })
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .respond_with(token_response("FAKE-token-b", None, json!(3600)))
+            .mount(&server)
+            .await;
+        Self {
+            server,
+            arrived,
+            release,
+        }
+    }
+
+    /// Waits until the first token request is held.
+    async fn held(&mut self) {
+        tokio::time::timeout(PATIENCE, self.arrived.recv())
+            .await
+            .expect("no token request came")
+            .expect("the vendor is gone");
+    }
+
+    /// Lets the held token request answer.
+    fn release(&self) {
+        self.release.send(()).unwrap();
+    }
+
+    async fn token_requests(&self) -> usize {
+        received_at(&self.server, "/oauth/token").await.len()
+    }
+}
+
+/// Waits until `served` says it refreshed `id`.
+async fn wait_refreshed(served: &Served, id: &str) {
+    let started = Instant::now();
+    while !refreshed_by(served).iter().any(|refreshed| refreshed == id) {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "`{id}` not refreshed:\n{}",
+            served.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The stored instance as it was imported by [`import`], whole: every key there, the old token.
+#[track_caller]
+fn assert_untouched(store: &str, id: &str, base_url: &str) {
+    let state = revealed(store, id);
+    for (key, value) in [
+        ("base.url", base_url),
+        ("client.id", "demo-client"),
+        ("client.secret", "demo-secret"),
+        ("access.token", &format!("at_{id}_old")),
+        ("expires_in", "3600"),
+    ] {
+        assert_eq!(state[key], value, "{key} of {state}");
+    }
+}
+
+/// A server killed (SIGKILL) while its scheduled refresh waits for the vendor's token: the
+/// stored instance reads back whole and unchanged, nothing is recorded, and a restarted server
+/// refreshes it once (when the dead one's lease ends): the new token stored, one history entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_during_a_refresh_loses_nothing_and_its_successor_refreshes_once() {
+    let Some(schema) = Schema::create("serve_kill") else {
+        return;
+    };
+    let store = schema.store_url();
+    let mut vendor = HeldVendor::start().await;
+    let base_url = vendor.server.uri();
+    import(&store, &base_url, "victim", 7200);
+    let key = create_key(&store, "tests", &["instances:read"]);
+    let lease = ["--lease", "2s"];
+
+    let mut killed = start(&store, &lease);
+    vendor.held().await;
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    vendor.release();
+    assert_untouched(&store, "victim", &base_url);
+
+    let restarted = start(&store, &lease);
+    wait_refreshed(&restarted, "victim").await;
+    let state = revealed(&store, "victim");
+    assert_eq!(
+        (&state["access.token"], &state["client.secret"]),
+        (&json!("FAKE-token-b"), &json!("demo-secret")),
+        "{state}"
+    );
+    let entries = history(&client_with(&key), &restarted.url, "victim").await;
+    let outcomes: Vec<(&Value, &Value)> = entries
+        .iter()
+        .map(|entry| (&entry["trigger"], &entry["outcome"]))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [(&json!("schedule"), &json!("ok"))],
+        "{entries:?}"
+    );
+    assert_eq!(vendor.token_requests().await, 2);
 }
