@@ -318,3 +318,91 @@ async fn a_server_killed_during_a_refresh_loses_nothing_and_its_successor_refres
     );
     assert_eq!(vendor.token_requests().await, 2);
 }
+
+fn signal(served: &Served, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(served.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// A lease holder paused (SIGSTOP) while the vendor answers its token request: its lease and
+/// its lock end, the other server refreshes the instance meanwhile, and when the paused one
+/// resumes (SIGCONT) its write, naming the version it read, is refused: the stored token stays
+/// the other server's, the instance whole, and the history says the paused one's refresh was
+/// superseded (one refresh took effect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_lease_holder_is_fenced_when_it_resumes() {
+    let Some(schema) = Schema::create("serve_fence") else {
+        return;
+    };
+    let store = schema.store_url();
+    let mut vendor = HeldVendor::start().await;
+    let base_url = vendor.server.uri();
+    import(&store, &base_url, "fenced", 7200);
+    let key = create_key(&store, "tests", &["instances:read"]);
+    // Short leases and locks, so that the pause outlives them.
+    let start = |store: &str| {
+        Served::start_env(
+            store,
+            "connectors",
+            &["--lease", "2s"],
+            &[("ENGINE_STORE_LOCK_LIFETIME", "1s")],
+        )
+    };
+
+    let paused = start(&store);
+    vendor.held().await;
+    signal(&paused, "STOP");
+    // The vendor answers while the holder is paused: its answer waits in the socket.
+    vendor.release();
+    let other = start(&store);
+    wait_refreshed(&other, "fenced").await;
+    signal(&paused, "CONT");
+    let client = client_with(&key);
+    let started = Instant::now();
+    let entries = loop {
+        let entries = history(&client, &other.url, "fenced").await;
+        if entries.len() >= 2 {
+            break entries;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{entries:?}\n{}",
+            paused.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let state = revealed(&store, "fenced");
+    assert_eq!(
+        (&state["access.token"], &state["client.secret"]),
+        (&json!("FAKE-token-b"), &json!("demo-secret")),
+        "{state}"
+    );
+    let summary: Vec<(&Value, &Value, &Value)> = entries
+        .iter()
+        .map(|entry| (&entry["trigger"], &entry["outcome"], &entry["new_token"]))
+        .collect();
+    let (a, b) = (
+        json!(engine_runtime::fingerprint("FAKE-token-a")),
+        json!(engine_runtime::fingerprint("FAKE-token-b")),
+    );
+    assert_eq!(
+        summary,
+        [
+            (&json!("schedule"), &json!("ok"), &b),
+            (&json!("schedule"), &json!("superseded"), &a),
+        ],
+        "{entries:#?}"
+    );
+    assert_eq!(vendor.token_requests().await, 2);
+    // Only the refresh that took effect is said to have refreshed.
+    assert!(
+        !paused.stderr().contains("refreshed: fenced"),
+        "{}",
+        paused.stderr()
+    );
+}

@@ -31,6 +31,7 @@ pub enum Trigger {
 pub struct Recorder<'a> {
     inner: &'a dyn Observer,
     reports: Mutex<Vec<RefreshReport>>,
+    superseded: std::sync::atomic::AtomicBool,
 }
 
 /// The number of reports kept: the observer and the reports are not shown.
@@ -54,7 +55,15 @@ impl<'a> Recorder<'a> {
         Self {
             inner,
             reports: Mutex::new(Vec::new()),
+            superseded: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// True when a write of the run met newer tokens another process stored meanwhile
+    /// ([`Event::RefreshedElsewhere`]): the run went on with those, and the tokens of its own
+    /// refresh were discarded.
+    pub fn superseded(&self) -> bool {
+        self.superseded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The reports kept so far, emptied.
@@ -65,11 +74,16 @@ impl<'a> Recorder<'a> {
 
 impl Observer for Recorder<'_> {
     fn event(&self, event: &Event) {
-        if let Event::RefreshFinished(report) = event {
-            self.reports
+        match event {
+            Event::RefreshFinished(report) => self
+                .reports
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(report.clone());
+                .push(report.clone()),
+            Event::RefreshedElsewhere => self
+                .superseded
+                .store(true, std::sync::atomic::Ordering::Relaxed),
+            _ => {}
         }
         // Every event, whatever the verbosity (the inner observer decides): warnings are shown,
         // and a run keeps the skipped parameters for a refusal's error.
