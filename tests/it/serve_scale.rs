@@ -1,8 +1,8 @@
-//! `engine serve` in several processes on one PostgreSQL store: concurrent calls through two
-//! servers to an expired instance make one token request, two schedulers share 1,000 due
-//! instances and refresh each exactly once, a server killed during a refresh loses nothing, and a
-//! paused lease holder is fenced. Every test skips (one printed line) without
-//! `ENGINE_TEST_POSTGRES`.
+//! `engine serve` in several processes on one store (PostgreSQL, and SQLite where one machine
+//! shares a file): concurrent calls through two servers to an expired instance make one token
+//! request, two schedulers share 1,000 due instances and refresh each exactly once, a server
+//! killed during a refresh loses nothing, and a paused lease holder is fenced (PostgreSQL). The
+//! PostgreSQL tests skip (one printed line) without `ENGINE_TEST_POSTGRES`.
 
 use std::time::{Duration, Instant};
 
@@ -25,14 +25,11 @@ fn start(store: &str, more: &[&str]) -> Served {
     Served::start_with(store, "connectors", &args)
 }
 
-/// Two servers on one PostgreSQL store, 500 calls at once split across them to one instance
-/// whose token just expired: the vendor sees one token request, and every call answers 200.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_servers_share_one_refresh_among_500_concurrent_calls() {
-    let Some(schema) = Schema::create("serve_calls") else {
-        return;
-    };
-    let store = schema.store_url();
+/// Two servers on one store, 500 calls at once split across them to one instance whose token
+/// just expired: the vendor sees one token request, every call answers 200, and the history
+/// holds that one refresh, made by a call.
+async fn two_servers_share_one_refresh_among_500_concurrent_calls(store: &str) {
+    let store = store.to_owned();
     let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
     let key = create_key(&store, "tests", &["resources", "instances:read"]);
     let servers = [start(&store, &[]), start(&store, &[])];
@@ -69,6 +66,29 @@ async fn two_servers_share_one_refresh_among_500_concurrent_calls() {
         servers[0].stderr(),
         servers[1].stderr()
     );
+    let entries = history(&client, &servers[0].url, "shared").await;
+    let outcomes: Vec<(&Value, &Value)> = entries
+        .iter()
+        .map(|entry| (&entry["trigger"], &entry["outcome"]))
+        .collect();
+    assert_eq!(outcomes, [(&json!("expiry"), &json!("ok"))], "{entries:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_postgres_share_one_refresh_among_500_concurrent_calls() {
+    let Some(schema) = Schema::create("serve_calls") else {
+        return;
+    };
+    two_servers_share_one_refresh_among_500_concurrent_calls(&schema.store_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_sqlite_share_one_refresh_among_500_concurrent_calls() {
+    let temp = tempfile::tempdir().unwrap();
+    two_servers_share_one_refresh_among_500_concurrent_calls(&crate::support::sqlite_store(
+        temp.path(),
+    ))
+    .await;
 }
 
 /// Imports `count` demo instances `due-NNNN`, their tokens past the refresh point by 0 to 59
@@ -116,15 +136,11 @@ async fn history(client: &reqwest::Client, base: &str, id: &str) -> Vec<Value> {
     answer.json()["entries"].as_array().cloned().unwrap()
 }
 
-/// Two schedulers on one PostgreSQL store and 1,000 instances due within the same minute, no
-/// call: each instance is refreshed exactly once (one token request each at the vendor, one
-/// history entry each, one `refreshed` line across both processes), none missed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_schedulers_refresh_1000_due_instances_exactly_once() {
-    let Some(schema) = Schema::create("serve_due") else {
-        return;
-    };
-    let store = schema.store_url();
+/// Two schedulers on one store and 1,000 instances due within the same minute, no call: each
+/// instance is refreshed exactly once (one token request each at the vendor, one history entry
+/// each, one `refreshed` line across both processes), none missed.
+async fn two_schedulers_refresh_1000_due_instances_exactly_once(store: &str) {
+    let store = store.to_owned();
     let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
     let ids = import_due(&store, &emulator.url(), 1000);
     let key = create_key(&store, "tests", &["instances:read"]);
@@ -180,6 +196,23 @@ async fn two_schedulers_refresh_1000_due_instances_exactly_once() {
         servers[0].stderr(),
         servers[1].stderr()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_on_postgres_refresh_1000_due_instances_exactly_once() {
+    let Some(schema) = Schema::create("serve_due") else {
+        return;
+    };
+    two_schedulers_refresh_1000_due_instances_exactly_once(&schema.store_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_on_sqlite_refresh_1000_due_instances_exactly_once() {
+    let temp = tempfile::tempdir().unwrap();
+    two_schedulers_refresh_1000_due_instances_exactly_once(&crate::support::sqlite_store(
+        temp.path(),
+    ))
+    .await;
 }
 
 /// A vendor whose first token request is held until the test releases it (then answered with
@@ -279,12 +312,8 @@ fn assert_untouched(store: &str, id: &str, base_url: &str) {
 /// A server killed (SIGKILL) while its scheduled refresh waits for the vendor's token: the
 /// stored instance reads back whole and unchanged, nothing is recorded, and a restarted server
 /// refreshes it once (when the dead one's lease ends): the new token stored, one history entry.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_killed_during_a_refresh_loses_nothing_and_its_successor_refreshes_once() {
-    let Some(schema) = Schema::create("serve_kill") else {
-        return;
-    };
-    let store = schema.store_url();
+async fn a_server_killed_during_a_refresh_loses_nothing(store: &str) {
+    let store = store.to_owned();
     let mut vendor = HeldVendor::start().await;
     let base_url = vendor.server.uri();
     import(&store, &base_url, "victim", 7200);
@@ -317,6 +346,21 @@ async fn a_server_killed_during_a_refresh_loses_nothing_and_its_successor_refres
         "{entries:?}"
     );
     assert_eq!(vendor.token_requests().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_during_a_refresh_on_postgres_loses_nothing() {
+    let Some(schema) = Schema::create("serve_kill") else {
+        return;
+    };
+    a_server_killed_during_a_refresh_loses_nothing(&schema.store_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_during_a_refresh_on_sqlite_loses_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    a_server_killed_during_a_refresh_loses_nothing(&crate::support::sqlite_store(temp.path()))
+        .await;
 }
 
 fn signal(served: &Served, name: &str) {
