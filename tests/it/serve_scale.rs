@@ -450,3 +450,83 @@ async fn a_paused_lease_holder_is_fenced_when_it_resumes() {
         paused.stderr()
     );
 }
+
+/// The same through calls: a server paused (SIGSTOP) while the vendor answers the token
+/// request of a call, the other server's call refreshes meanwhile; once resumed, the paused
+/// call's write is refused and it goes on with the other's token: both calls answer 200, every
+/// vendor call carries the stored token, and the history says the paused refresh was superseded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_paused_past_its_lock_is_fenced_when_it_resumes() {
+    let Some(schema) = Schema::create("serve_call_fence") else {
+        return;
+    };
+    let store = schema.store_url();
+    let mut vendor = HeldVendor::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": {"contacts": []}})))
+        .mount(&vendor.server)
+        .await;
+    let key = create_key(&store, "tests", &["resources", "instances:read"]);
+    let start = |store: &str| {
+        Served::start_env(
+            store,
+            "connectors",
+            &["--rate", "1000000/s"],
+            &[("ENGINE_STORE_LOCK_LIFETIME", "1s")],
+        )
+    };
+    let (paused, other) = (start(&store), start(&store));
+    // Imported once both schedulers have read the (empty) schedule: the calls refresh it.
+    import(&store, &vendor.server.uri(), "called", 7200);
+    let client = client_with(&key);
+
+    let url = format!("{}/v1/instances/called/resources/list-contacts", paused.url);
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { call(&client, "GET", &url).await }
+    });
+    vendor.held().await;
+    signal(&paused, "STOP");
+    vendor.release();
+    let second = call(
+        &client,
+        "GET",
+        &format!("{}/v1/instances/called/resources/list-contacts", other.url),
+    )
+    .await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    signal(&paused, "CONT");
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 200, "{}\n{}", first.body, paused.stderr());
+
+    let state = revealed(&store, "called");
+    assert_eq!(
+        (&state["access.token"], &state["client.secret"]),
+        (&json!("FAKE-token-b"), &json!("demo-secret")),
+        "{state}"
+    );
+    let calls = received_at(&vendor.server, "/api/v1/contacts").await;
+    let tokens: Vec<_> = calls
+        .iter()
+        .map(|call| call.headers.get("authorization").unwrap().to_str().unwrap())
+        .collect();
+    assert_eq!(tokens, ["Bearer FAKE-token-b", "Bearer FAKE-token-b"]);
+    let entries = history(&client, &other.url, "called").await;
+    let summary: Vec<(&Value, &Value, &Value)> = entries
+        .iter()
+        .map(|entry| (&entry["trigger"], &entry["outcome"], &entry["new_token"]))
+        .collect();
+    let (a, b) = (
+        json!(engine_runtime::fingerprint("FAKE-token-a")),
+        json!(engine_runtime::fingerprint("FAKE-token-b")),
+    );
+    assert_eq!(
+        summary,
+        [
+            (&json!("expiry"), &json!("ok"), &b),
+            (&json!("expiry"), &json!("superseded"), &a),
+        ],
+        "{entries:#?}"
+    );
+}

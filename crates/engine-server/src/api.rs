@@ -494,7 +494,9 @@ async fn resource(
     let reports = recorder.take();
     app.metrics.call_refreshed(name, &reports);
     // A history not written is no reason to fail the call.
-    let _warnings = engine_service::after_run(&*store, &request, &reports, result.is_ok()).await;
+    let superseded = recorder.superseded();
+    let _warnings =
+        engine_service::after_run(&*store, &request, &reports, superseded, result.is_ok()).await;
     if !reports.is_empty() {
         // A refresh of the call's own may have published an event.
         app.deliver.notify_one();

@@ -132,21 +132,37 @@ pub fn entry_of(report: &RefreshReport, trigger: Trigger) -> Value {
     })
 }
 
-/// Appends the entries of `reports` to the history of `instance`, keeping the last `keep`.
-/// Returns a [`Warning`] for each entry not written: a history never fails its refresh.
+/// The history entries of `reports` ([`entry_of`]). When the run was `superseded`
+/// ([`Recorder::superseded`]: another process stored newer tokens before its write), the
+/// outcome of each successful step is `superseded`: the vendor answered, its tokens were
+/// discarded.
+pub fn entries_of(reports: &[RefreshReport], trigger: Trigger, superseded: bool) -> Vec<Value> {
+    reports
+        .iter()
+        .map(|report| {
+            let mut entry = entry_of(report, trigger);
+            if superseded && report.error.is_none() && !report.retry {
+                entry["outcome"] = "superseded".into();
+            }
+            entry
+        })
+        .collect()
+}
+
+/// Appends the entries of `reports` ([`entries_of`]) to the history of `instance`, keeping the
+/// last `keep`. Returns a [`Warning`] for each entry not written: a history never fails its
+/// refresh.
 pub async fn record(
     store: &dyn InstanceStore,
     instance: &str,
     reports: &[RefreshReport],
+    superseded: bool,
     trigger: Trigger,
     keep: usize,
 ) -> Vec<Warning> {
     let mut warnings = Vec::new();
-    for report in reports {
-        if let Err(error) = store
-            .append_history(instance, entry_of(report, trigger), keep)
-            .await
-        {
+    for entry in entries_of(reports, trigger, superseded) {
+        if let Err(error) = store.append_history(instance, entry, keep).await {
             warnings.push(Warning::HistoryNotRecorded {
                 instance: instance.to_owned(),
                 error,
@@ -161,16 +177,20 @@ pub async fn record(
 /// provisioning the engine decided on, or a `PROVISION AUTH VALIDATION` or `ON REFRESH` resource
 /// the caller ran. Publishes the events of the run's refreshes ([`crate::events`]): an instance
 /// that had failed recovered; a refresh of its own failed (at most one event per instance per
-/// [`crate::events::CALL_FAILURE_QUIET`]). Returns what could not be written, as warnings.
+/// [`crate::events::CALL_FAILURE_QUIET`]). A `superseded` run ([`Recorder::superseded`]) went
+/// on with another process's tokens: its own refresh is recorded as such and renewed nothing.
+/// Returns what could not be written, as warnings.
 pub async fn after_run(
     store: &dyn InstanceStore,
     request: &RunRequest<'_>,
     reports: &[RefreshReport],
+    superseded: bool,
     succeeded: bool,
 ) -> Vec<Warning> {
-    let refreshed = reports.iter().any(|report| {
-        report.error.is_none() && !report.retry && report.reason != RefreshReason::Requested
-    });
+    let refreshed = !superseded
+        && reports.iter().any(|report| {
+            report.error.is_none() && !report.retry && report.reason != RefreshReason::Requested
+        });
     let renewed = refreshed
         || request
             .connector
@@ -188,7 +208,15 @@ pub async fn after_run(
     } else {
         None
     };
-    let mut warnings = record(store, request.instance, reports, Trigger::Run, DEFAULT_KEEP).await;
+    let mut warnings = record(
+        store,
+        request.instance,
+        reports,
+        superseded,
+        Trigger::Run,
+        DEFAULT_KEEP,
+    )
+    .await;
     if succeeded && renewed {
         let cleared = match crate::store::clear_failures(store, request.instance).await {
             Ok(cleared) => cleared,

@@ -714,16 +714,7 @@ async fn refresh_one(
         }
         transition => transition,
     };
-    let mut entries: Vec<serde_json::Value> = reports
-        .iter()
-        .map(|report| {
-            let mut entry = history::entry_of(report, settings.trigger);
-            if superseded && report.error.is_none() && !report.retry {
-                entry["outcome"] = "superseded".into();
-            }
-            entry
-        })
-        .collect();
+    let mut entries = history::entries_of(&reports, settings.trigger, superseded);
     if let Some(transition) = &transition {
         match entries.last_mut() {
             Some(last) => last["transition"] = transition.to_value(),
