@@ -529,4 +529,20 @@ async fn a_call_paused_past_its_lock_is_fenced_when_it_resumes() {
         ],
         "{entries:#?}"
     );
+    // One refresh took effect: the paused server counts none.
+    let metrics = call(&client, "GET", &format!("{}/metrics", paused.url)).await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        !metrics.body.contains("engine_refreshes_total{"),
+        "{}",
+        metrics.body
+    );
+    let metrics = call(&client, "GET", &format!("{}/metrics", other.url)).await;
+    assert!(
+        metrics
+            .body
+            .contains("trigger=\"call\",outcome=\"ok\"} 1\n"),
+        "{}",
+        metrics.body
+    );
 }
