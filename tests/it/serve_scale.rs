@@ -443,6 +443,19 @@ async fn a_paused_lease_holder_is_fenced_when_it_resumes() {
         "{entries:#?}"
     );
     assert_eq!(vendor.token_requests().await, 2);
+    // The last refresh shown is the one that took effect.
+    let shown = call(
+        &client,
+        "GET",
+        &format!("{}/v1/instances/fenced", other.url),
+    )
+    .await;
+    let shown = shown.json();
+    assert_eq!(
+        (&shown["status"], &shown["last_refresh"]["outcome"]),
+        (&json!("fresh"), &json!("ok")),
+        "{shown}"
+    );
     // Only the refresh that took effect is said to have refreshed.
     assert!(
         !paused.stderr().contains("refreshed: fenced"),
