@@ -32,6 +32,7 @@ mod serve_connect;
 mod serve_events;
 mod serve_keys;
 mod serve_page;
+mod serve_scale;
 mod shared_instances;
 mod status;
 mod store;

@@ -252,8 +252,15 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         // The lifecycle steps go into the instance's history (an instance file's: a sidecar
         // next to it); a dry run sends nothing.
         if recording.is_none() {
-            let warnings =
-                engine_service::after_run(store, &request, &history.take(), result.is_ok()).await;
+            let superseded = history.superseded();
+            let warnings = engine_service::after_run(
+                store,
+                &request,
+                &history.take(),
+                superseded,
+                result.is_ok(),
+            )
+            .await;
             printer::warnings(&warnings);
         }
         result

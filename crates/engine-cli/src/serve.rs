@@ -43,6 +43,10 @@ pub(crate) struct ServeArgs {
     /// it, `429` with `Retry-After`.
     #[arg(long, value_name = "N/s", default_value = "100/s", value_parser = Rate::parse)]
     rate: Rate,
+    /// How long a claim on a due instance lasts, renewed while its refresh runs: a process that
+    /// dies or stops leaves its instances to the others after this.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = crate::duration::parse_timeout)]
+    lease: Duration,
     /// Deliver the store's events (refresh failed, needs re-auth, recovered) to this URL as
     /// signed webhooks (Standard Webhooks), with the secret `ENGINE_WEBHOOK_SECRET`
     /// (`whsec_...`).
@@ -128,6 +132,7 @@ async fn run(args: &ServeArgs) -> Result<Exit, Failure> {
         refresh: RefreshOptions {
             jobs: args.jobs as usize,
             max_failures: args.max_failures,
+            lease: args.lease,
             ..RefreshOptions::default()
         },
         rate: args.rate,

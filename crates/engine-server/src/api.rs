@@ -492,9 +492,11 @@ async fn resource(
     let recorder = engine_service::Recorder::new(&NoObserver);
     let result = app.engine.run(&request, &*store, &recorder).await;
     let reports = recorder.take();
-    app.metrics.call_refreshed(name, &reports);
+    let superseded = recorder.superseded();
+    app.metrics.call_refreshed(name, &reports, superseded);
     // A history not written is no reason to fail the call.
-    let _warnings = engine_service::after_run(&*store, &request, &reports, result.is_ok()).await;
+    let _warnings =
+        engine_service::after_run(&*store, &request, &reports, superseded, result.is_ok()).await;
     if !reports.is_empty() {
         // A refresh of the call's own may have published an event.
         app.deliver.notify_one();

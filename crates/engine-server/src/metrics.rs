@@ -202,15 +202,24 @@ impl Metrics {
 
     /// Counts the refresh a resource call made on its own (trigger `call`), from the steps the
     /// runtime reported (the retried call aside): one refresh, its outcome the last step's.
-    pub(crate) fn call_refreshed(&self, connector: &str, reports: &[RefreshReport]) {
+    pub(crate) fn call_refreshed(
+        &self,
+        connector: &str,
+        reports: &[RefreshReport],
+        superseded: bool,
+    ) {
         let steps: Vec<&RefreshReport> = reports.iter().filter(|report| !report.retry).collect();
         let Some(last) = steps.last() else { return };
         let mut inner = self.inner();
-        let count = inner
-            .refreshes
-            .entry((connector.to_owned(), "call", report_outcome(last)))
-            .or_default();
-        *count = count.saturating_add(1);
+        // A refresh another process's newer tokens superseded is not one more refresh; the
+        // vendor's time is measured all the same.
+        if !superseded {
+            let count = inner
+                .refreshes
+                .entry((connector.to_owned(), "call", report_outcome(last)))
+                .or_default();
+            *count = count.saturating_add(1);
+        }
         let histogram = inner
             .refresh_seconds
             .entry(connector.to_owned())
@@ -468,21 +477,23 @@ mod tests {
     }
 
     #[test]
-    fn a_call_counts_one_refresh_by_its_last_step_the_retried_call_aside() {
+    fn a_call_counts_one_refresh_by_its_last_step_the_retried_call_and_a_superseded_one_aside() {
         let metrics = Metrics::default();
-        metrics.call_refreshed("demo", &[report(200, false), report(500, true)]);
-        metrics.call_refreshed("demo", &[report(401, false)]);
-        metrics.call_refreshed("demo", &[report(429, false)]);
-        metrics.call_refreshed("demo", &[report(200, true)]);
-        metrics.call_refreshed("demo", &[]);
+        metrics.call_refreshed("demo", &[report(200, false), report(500, true)], false);
+        metrics.call_refreshed("demo", &[report(401, false)], false);
+        metrics.call_refreshed("demo", &[report(429, false)], false);
+        metrics.call_refreshed("demo", &[report(200, true)], false);
+        metrics.call_refreshed("demo", &[], false);
+        // Superseded: not counted, its vendor time measured.
+        metrics.call_refreshed("demo", &[report(200, false)], true);
         let text = metrics.render();
         for line in [
             "engine_refreshes_total{connector=\"demo\",trigger=\"call\",outcome=\"ok\"} 1\n",
             "engine_refreshes_total{connector=\"demo\",trigger=\"call\",outcome=\"rejected\"} 1\n",
             "engine_refreshes_total{connector=\"demo\",trigger=\"call\",outcome=\"failed\"} 1\n",
             "engine_refresh_step_seconds_bucket{connector=\"demo\",le=\"0.01\"} 0\n",
-            "engine_refresh_step_seconds_bucket{connector=\"demo\",le=\"0.025\"} 3\n",
-            "engine_refresh_step_seconds_count{connector=\"demo\"} 3\n",
+            "engine_refresh_step_seconds_bucket{connector=\"demo\",le=\"0.025\"} 4\n",
+            "engine_refresh_step_seconds_count{connector=\"demo\"} 4\n",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

@@ -33,7 +33,7 @@ const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse}th,td{padding:4px 10px;border-bottom:1px solid #ddd;\
 text-align:left;vertical-align:middle}th{background:#f4f4f4}.fresh{color:#2e7d32}\
 .expired,.needs-reauth{color:#c62828}.unknown{color:#777}small{color:#777}\
-rect.ok{fill:#2e7d32}rect.rejected{fill:#c62828}rect.failed{fill:#ef6c00}";
+rect.ok{fill:#2e7d32}rect.rejected{fill:#c62828}rect.failed{fill:#ef6c00}rect.superseded{fill:#9e9e9e}";
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct PageQuery {
@@ -151,7 +151,8 @@ async fn row(html: &mut String, store: &dyn InstanceStore, summary: &Summary, no
 }
 
 /// The last [`TIMELINE`] refreshes of `entries` as an inline SVG: a mark each, oldest first,
-/// its class the outcome (`ok`, `rejected`, `failed`), its tooltip when, why and how.
+/// its class the outcome (`ok`, `rejected`, `superseded`, `failed`), its tooltip when, why and
+/// how.
 fn timeline(html: &mut String, entries: &[Value]) {
     let shown = &entries[entries.len().saturating_sub(TIMELINE)..];
     if shown.is_empty() {
@@ -169,6 +170,7 @@ fn timeline(html: &mut String, entries: &[Value]) {
         let outcome = match entry["outcome"].as_str() {
             Some("ok") => "ok",
             Some("rejected") => "rejected",
+            Some("superseded") => "superseded",
             _ => "failed",
         };
         let mut tip = format!(
@@ -335,11 +337,16 @@ mod tests {
             serde_json::json!({"at": "T1", "trigger": "schedule", "outcome": "ok", "status": 200}),
             serde_json::json!({"at": "T2", "trigger": "<b>", "outcome": "rejected",
                 "status": 401, "transition": {"to": "retrying"}}),
+            serde_json::json!({"at": "T3", "trigger": "expiry", "outcome": "superseded"}),
         ];
         let mut html = String::new();
         timeline(&mut html, &entries);
         assert!(html.contains("<rect class=\"ok\" x=\"1\""), "{html}");
         assert!(html.contains("<rect class=\"rejected\" x=\"11\""), "{html}");
+        assert!(
+            html.contains("<rect class=\"superseded\" x=\"21\""),
+            "{html}"
+        );
         assert!(
             html.contains("<title>T2 · &lt;b&gt; · rejected · HTTP 401 · now retrying</title>"),
             "{html}"

@@ -99,6 +99,7 @@ pub async fn complete(
         store,
         instance,
         &recorder.take(),
+        recorder.superseded(),
         Trigger::SignIn,
         DEFAULT_KEEP,
     )

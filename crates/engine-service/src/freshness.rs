@@ -56,14 +56,15 @@ pub struct LastRefresh {
     pub at: String,
 }
 
-/// The last refresh step in the history of `id`; `None` when it has none, or the history cannot
-/// be read.
+/// The last refresh step in the history of `id` (a retried call, and a refresh another
+/// process's newer tokens superseded, aside); `None` when it has none, or the history cannot be
+/// read.
 pub async fn last_refresh(store: &dyn InstanceStore, id: &str) -> Option<LastRefresh> {
     let entries = store.history(id).await.ok()?;
     let last = entries
         .iter()
         .rev()
-        .find(|entry| entry["retry"] != Value::Bool(true))?;
+        .find(|entry| entry["retry"] != Value::Bool(true) && entry["outcome"] != "superseded")?;
     Some(LastRefresh {
         outcome: last["outcome"].as_str()?.to_owned(),
         at: last["at"].as_str()?.to_owned(),

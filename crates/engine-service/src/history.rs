@@ -31,6 +31,7 @@ pub enum Trigger {
 pub struct Recorder<'a> {
     inner: &'a dyn Observer,
     reports: Mutex<Vec<RefreshReport>>,
+    superseded: std::sync::atomic::AtomicBool,
 }
 
 /// The number of reports kept: the observer and the reports are not shown.
@@ -54,7 +55,15 @@ impl<'a> Recorder<'a> {
         Self {
             inner,
             reports: Mutex::new(Vec::new()),
+            superseded: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// True when a write of the run met newer tokens another process stored meanwhile
+    /// ([`Event::RefreshedElsewhere`]): the run went on with those, and the tokens of its own
+    /// refresh were discarded.
+    pub fn superseded(&self) -> bool {
+        self.superseded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The reports kept so far, emptied.
@@ -65,11 +74,16 @@ impl<'a> Recorder<'a> {
 
 impl Observer for Recorder<'_> {
     fn event(&self, event: &Event) {
-        if let Event::RefreshFinished(report) = event {
-            self.reports
+        match event {
+            Event::RefreshFinished(report) => self
+                .reports
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(report.clone());
+                .push(report.clone()),
+            Event::RefreshedElsewhere => self
+                .superseded
+                .store(true, std::sync::atomic::Ordering::Relaxed),
+            _ => {}
         }
         // Every event, whatever the verbosity (the inner observer decides): warnings are shown,
         // and a run keeps the skipped parameters for a refusal's error.
@@ -118,21 +132,37 @@ pub fn entry_of(report: &RefreshReport, trigger: Trigger) -> Value {
     })
 }
 
-/// Appends the entries of `reports` to the history of `instance`, keeping the last `keep`.
-/// Returns a [`Warning`] for each entry not written: a history never fails its refresh.
+/// The history entries of `reports` ([`entry_of`]). When the run was `superseded`
+/// ([`Recorder::superseded`]: another process stored newer tokens before its write), the
+/// outcome of each successful step is `superseded`: the vendor answered, its tokens were
+/// discarded.
+pub fn entries_of(reports: &[RefreshReport], trigger: Trigger, superseded: bool) -> Vec<Value> {
+    reports
+        .iter()
+        .map(|report| {
+            let mut entry = entry_of(report, trigger);
+            if superseded && report.error.is_none() && !report.retry {
+                entry["outcome"] = "superseded".into();
+            }
+            entry
+        })
+        .collect()
+}
+
+/// Appends the entries of `reports` ([`entries_of`]) to the history of `instance`, keeping the
+/// last `keep`. Returns a [`Warning`] for each entry not written: a history never fails its
+/// refresh.
 pub async fn record(
     store: &dyn InstanceStore,
     instance: &str,
     reports: &[RefreshReport],
+    superseded: bool,
     trigger: Trigger,
     keep: usize,
 ) -> Vec<Warning> {
     let mut warnings = Vec::new();
-    for report in reports {
-        if let Err(error) = store
-            .append_history(instance, entry_of(report, trigger), keep)
-            .await
-        {
+    for entry in entries_of(reports, trigger, superseded) {
+        if let Err(error) = store.append_history(instance, entry, keep).await {
             warnings.push(Warning::HistoryNotRecorded {
                 instance: instance.to_owned(),
                 error,
@@ -147,16 +177,20 @@ pub async fn record(
 /// provisioning the engine decided on, or a `PROVISION AUTH VALIDATION` or `ON REFRESH` resource
 /// the caller ran. Publishes the events of the run's refreshes ([`crate::events`]): an instance
 /// that had failed recovered; a refresh of its own failed (at most one event per instance per
-/// [`crate::events::CALL_FAILURE_QUIET`]). Returns what could not be written, as warnings.
+/// [`crate::events::CALL_FAILURE_QUIET`]). A `superseded` run ([`Recorder::superseded`]) went
+/// on with another process's tokens: its own refresh is recorded as such and renewed nothing.
+/// Returns what could not be written, as warnings.
 pub async fn after_run(
     store: &dyn InstanceStore,
     request: &RunRequest<'_>,
     reports: &[RefreshReport],
+    superseded: bool,
     succeeded: bool,
 ) -> Vec<Warning> {
-    let refreshed = reports.iter().any(|report| {
-        report.error.is_none() && !report.retry && report.reason != RefreshReason::Requested
-    });
+    let refreshed = !superseded
+        && reports.iter().any(|report| {
+            report.error.is_none() && !report.retry && report.reason != RefreshReason::Requested
+        });
     let renewed = refreshed
         || request
             .connector
@@ -174,7 +208,15 @@ pub async fn after_run(
     } else {
         None
     };
-    let mut warnings = record(store, request.instance, reports, Trigger::Run, DEFAULT_KEEP).await;
+    let mut warnings = record(
+        store,
+        request.instance,
+        reports,
+        superseded,
+        Trigger::Run,
+        DEFAULT_KEEP,
+    )
+    .await;
     if succeeded && renewed {
         let cleared = match crate::store::clear_failures(store, request.instance).await {
             Ok(cleared) => cleared,

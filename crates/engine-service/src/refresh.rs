@@ -653,6 +653,9 @@ async fn refresh_one(
         }
     };
     let reports = recorder.take();
+    // The vendor answered, but another process stored newer tokens first (this process's claim
+    // and lock had lapsed): the write was fenced, and the stored tokens kept.
+    let superseded = result.is_ok() && recorder.superseded();
     let measured = Measured {
         lease_lost,
         vendor_time: reports
@@ -694,6 +697,7 @@ async fn refresh_one(
     // refresh says whether it had failed.
     let transition = match transition {
         None if result.is_ok()
+            && !superseded
             && reports
                 .iter()
                 .any(|report| report.error.is_none() && !report.retry) =>
@@ -710,10 +714,7 @@ async fn refresh_one(
         }
         transition => transition,
     };
-    let mut entries: Vec<serde_json::Value> = reports
-        .iter()
-        .map(|report| history::entry_of(report, settings.trigger))
-        .collect();
+    let mut entries = history::entries_of(&reports, settings.trigger, superseded);
     if let Some(transition) = &transition {
         match entries.last_mut() {
             Some(last) => last["transition"] = transition.to_value(),
@@ -760,6 +761,7 @@ async fn refresh_one(
     }
     let outcome = match (result, stored) {
         (Ok(_), Err(error)) => Outcome::Failed(Failure::Store(error)),
+        (Ok(_), Ok(())) if superseded => Outcome::Fresh,
         (Ok(_), Ok(())) => match reports
             .into_iter()
             .rev()
