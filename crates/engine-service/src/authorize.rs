@@ -20,12 +20,13 @@ use engine_runtime::{
 use engine_spec::Connector;
 use engine_spec::kinds::Grant;
 use engine_store::InstanceStore;
-use hmac::{KeyInit as _, Mac as _};
+use hmac::Mac as _;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use crate::error::Warning;
 use crate::history::{self, Trigger};
+use crate::keys::KeyMac;
 use crate::status::DEFAULT_KEEP;
 use crate::{Error, ErrorKind, Recorder, SecretKeys};
 
@@ -37,8 +38,6 @@ pub const STATE_LIFETIME: Duration = Duration::from_mins(10);
 
 /// What [`SecretKeys`]' keys are told the verifier key is for.
 const VERIFIER_PURPOSE: &str = "oauth-pkce";
-
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// Checks that `connector` signs in through a browser: built-in OAuth2 with the
 /// `authorization_code` grant, or OAuth 1.0a. `name` names it in the error.
@@ -151,18 +150,17 @@ async fn cleared(
 }
 
 /// The keys PKCE verifiers are derived under: one per `ENGINE_SECRET_KEY` key (the current one
-/// and the old ones), each derived from it for this use only.
+/// and the old ones), each derived from it for this use only (as API keys' MACs are, under
+/// another purpose).
 #[derive(Clone)]
 pub struct FlowKeys {
-    /// `(key id, derived key)`, the current key first.
-    keys: Vec<(String, [u8; 32])>,
+    macs: KeyMac,
 }
 
 /// Names the keys by id, never their bytes.
 impl std::fmt::Debug for FlowKeys {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<&str> = self.keys.iter().map(|(id, _)| id.as_str()).collect();
-        formatter.debug_tuple("FlowKeys").field(&ids).finish()
+        formatter.debug_tuple("FlowKeys").field(&self.macs).finish()
     }
 }
 
@@ -171,27 +169,19 @@ impl FlowKeys {
     ///
     /// Fails with [`ErrorKind::NoKeySecret`] without a key.
     pub fn new(keys: Option<&SecretKeys>) -> Result<Self, Error> {
-        let keys = keys.ok_or(ErrorKind::NoKeySecret)?;
-        Ok(Self {
-            keys: std::iter::once(&keys.current)
-                .chain(&keys.old)
-                .map(|key| (key.id().to_owned(), key.derive(VERIFIER_PURPOSE)))
-                .collect(),
-        })
+        KeyMac::for_purpose(keys, VERIFIER_PURPOSE).map(|macs| Self { macs })
     }
 
     /// The verifier of `state` under the key `id` (64 hex digits, a valid PKCE verifier);
     /// `None` without that key.
     fn verifier(&self, id: &str, state: &str) -> Option<String> {
-        let (_, key) = self.keys.iter().find(|(key_id, _)| key_id == id)?;
-        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes a key of any length");
-        mac.update(state.as_bytes());
+        let mac = self.macs.mac_of(id, state)?;
         Some(to_hex(&mac.finalize().into_bytes()))
     }
 
     /// The id of the current key.
     fn current(&self) -> &str {
-        self.keys.first().map_or("", |(id, _)| id.as_str())
+        self.macs.current()
     }
 }
 

@@ -237,17 +237,23 @@ impl KeyMac {
     /// Fails with [`ErrorKind::NoKeySecret`] without a key: API keys are never stored under a
     /// weaker secret.
     pub fn new(keys: Option<&SecretKeys>) -> Result<Self, Error> {
+        Self::for_purpose(keys, MAC_PURPOSE)
+    }
+
+    /// The keys derived from `keys` for `purpose` alone (another use of the same derivation:
+    /// a MAC under one purpose's keys is worthless under another's).
+    pub(crate) fn for_purpose(keys: Option<&SecretKeys>, purpose: &str) -> Result<Self, Error> {
         let keys = keys.ok_or(ErrorKind::NoKeySecret)?;
         Ok(Self {
             keys: std::iter::once(&keys.current)
                 .chain(&keys.old)
-                .map(|key| (key.id().to_owned(), key.derive(MAC_PURPOSE)))
+                .map(|key| (key.id().to_owned(), key.derive(purpose)))
                 .collect(),
         })
     }
 
     /// The MAC of `presented` under the server key `id`, unfinished; `None` without that key.
-    fn mac_of(&self, id: &str, presented: &str) -> Option<HmacSha256> {
+    pub(crate) fn mac_of(&self, id: &str, presented: &str) -> Option<HmacSha256> {
         let (_, key) = self.keys.iter().find(|(key_id, _)| key_id == id)?;
         let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes a key of any length");
         mac.update(presented.as_bytes());
@@ -255,7 +261,7 @@ impl KeyMac {
     }
 
     /// The id of the current server key.
-    fn current(&self) -> &str {
+    pub(crate) fn current(&self) -> &str {
         self.keys.first().map_or("", |(id, _)| id.as_str())
     }
 }
