@@ -565,3 +565,70 @@ async fn a_post_is_sent_again_only_after_its_token_was_refused() {
     }
     assert_eq!(received_at(&vendor_server, "/oauth/token").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendors_error_answer_comes_back_with_its_headers_but_not_its_cookie_or_hop_by_hop_ones()
+{
+    let setup = setup();
+    let vendor_server = MockServer::start().await;
+    let problem = json!({"title": "slow down", "detail": format!("token {TOKEN} over its quota")});
+    Mock::given(method("GET"))
+        .and(path("/contacts"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "7")
+                .insert_header("x-ratelimit-remaining", "0")
+                .insert_header("set-cookie", "vendor-session=FAKE-vendor-cookie")
+                .insert_header("connection", "x-vendor-hop")
+                .insert_header("x-vendor-hop", "hop")
+                .insert_header("x-token-echo", format!("Bearer {TOKEN}"))
+                .set_body_raw(problem.to_string(), "application/problem+json"),
+        )
+        .mount(&vendor_server)
+        .await;
+    let served = Served::start_in(&setup.store, &setup.connectors);
+    let client = crate::serve::client(&setup.store);
+    let instances = format!("{}/v1/instances", served.url);
+    let body = json!({"id": "acme", "connector": "stored", "values": values(&vendor_server)});
+    let created = send(request(&client, "POST", &instances, Some(&body))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+
+    let call = send(request(
+        &client,
+        "GET",
+        &format!("{instances}/acme/resources/list-contacts"),
+        None,
+    ))
+    .await;
+    // The vendor's status, body (masked) and headers, its type included.
+    assert_eq!(call.status, 429, "{}", call.body);
+    assert_eq!(call.header("retry-after"), Some("7"));
+    assert_eq!(call.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(
+        call.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(call.json()["title"], "slow down");
+    assert!(call.body.contains("over its quota"), "{}", call.body);
+    // A token in a header's value is masked, as in the body.
+    let echoed = call.header("x-token-echo").unwrap();
+    assert!(
+        echoed.starts_with("Bearer ") && !echoed.contains(TOKEN),
+        "{echoed}"
+    );
+    for name in ["set-cookie", "x-vendor-hop", "connection"] {
+        assert!(
+            call.header(name).is_none(),
+            "`{name}` came back: {:?}",
+            call.headers
+        );
+    }
+    // Sent once: a `429` from a resource is never retried.
+    assert_eq!(received_at(&vendor_server, "/contacts").await.len(), 1);
+    assert_hides(&[&call]);
+    let all = format!("{:?}", call.headers);
+    assert!(
+        !all.contains(TOKEN) && !all.contains("FAKE-vendor-cookie"),
+        "{all}"
+    );
+}
