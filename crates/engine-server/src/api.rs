@@ -495,8 +495,17 @@ async fn resource(
     let superseded = recorder.superseded();
     app.metrics.call_refreshed(name, &reports, superseded);
     // A history not written is no reason to fail the call.
-    let _warnings =
-        engine_service::after_run(&*store, &request, &reports, superseded, result.is_ok()).await;
+    // A failed refresh of the call's own advances the scheduler's failure state machine.
+    let policy = app.options.policy();
+    let _warnings = engine_service::after_run(
+        &*store,
+        &request,
+        &reports,
+        superseded,
+        result.as_ref().err(),
+        Some((&policy, app.engine.now_ms())),
+    )
+    .await;
     if !reports.is_empty() {
         // A refresh of the call's own may have published an event.
         app.deliver.notify_one();
