@@ -100,9 +100,15 @@ impl Served {
         more: &[&str],
         variables: &[(&str, &str)],
     ) -> Self {
+        // Any free port on loopback, unless the test says where.
+        let listen: &[&str] = if more.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
             .args(["serve", "--store", store, "--connectors", connectors])
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(more)
             .current_dir(repo_root())
             .env("NO_COLOR", "1")

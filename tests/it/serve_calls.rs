@@ -565,3 +565,214 @@ async fn a_post_is_sent_again_only_after_its_token_was_refused() {
     }
     assert_eq!(received_at(&vendor_server, "/oauth/token").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendors_error_answer_comes_back_with_its_headers_but_not_its_cookie_or_hop_by_hop_ones()
+{
+    let setup = setup();
+    let vendor_server = MockServer::start().await;
+    let problem = json!({"title": "slow down", "detail": format!("token {TOKEN} over its quota")});
+    Mock::given(method("GET"))
+        .and(path("/contacts"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "7")
+                .insert_header("x-ratelimit-remaining", "0")
+                .insert_header("set-cookie", "vendor-session=FAKE-vendor-cookie")
+                .insert_header("connection", "x-vendor-hop")
+                .insert_header("x-vendor-hop", "hop")
+                .insert_header("x-token-echo", format!("Bearer {TOKEN}"))
+                .set_body_raw(problem.to_string(), "application/problem+json"),
+        )
+        .mount(&vendor_server)
+        .await;
+    let served = Served::start_in(&setup.store, &setup.connectors);
+    let client = crate::serve::client(&setup.store);
+    let instances = format!("{}/v1/instances", served.url);
+    let body = json!({"id": "acme", "connector": "stored", "values": values(&vendor_server)});
+    let created = send(request(&client, "POST", &instances, Some(&body))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+
+    let call = send(request(
+        &client,
+        "GET",
+        &format!("{instances}/acme/resources/list-contacts"),
+        None,
+    ))
+    .await;
+    // The vendor's status, body (masked) and headers, its type included.
+    assert_eq!(call.status, 429, "{}", call.body);
+    assert_eq!(call.header("retry-after"), Some("7"));
+    assert_eq!(call.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(
+        call.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(call.json()["title"], "slow down");
+    assert!(call.body.contains("over its quota"), "{}", call.body);
+    // A token in a header's value is masked, as in the body.
+    let echoed = call.header("x-token-echo").unwrap();
+    assert!(
+        echoed.starts_with("Bearer ") && !echoed.contains(TOKEN),
+        "{echoed}"
+    );
+    for name in ["set-cookie", "x-vendor-hop", "connection"] {
+        assert!(
+            call.header(name).is_none(),
+            "`{name}` came back: {:?}",
+            call.headers
+        );
+    }
+    // Sent once: a `429` from a resource is never retried.
+    assert_eq!(received_at(&vendor_server, "/contacts").await.len(), 1);
+    assert_hides(&[&call]);
+    let all = format!("{:?}", call.headers);
+    assert!(
+        !all.contains(TOKEN) && !all.contains("FAKE-vendor-cookie"),
+        "{all}"
+    );
+}
+
+/// A vendor that rejects every token at `/contacts` (`401`) and refuses to refresh (`400
+/// invalid_grant`).
+async fn rejecting_vendor() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_grant"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/contacts"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "revoked"})))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// The last entry of `id`'s history, and its events, through `client`.
+async fn last_entry_and_events(client: &reqwest::Client, base: &str, id: &str) -> (Value, Value) {
+    let history = send(request(
+        client,
+        "GET",
+        &format!("{base}/v1/instances/{id}/history"),
+        None,
+    ))
+    .await
+    .json();
+    let last = history["entries"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    let events = send(request(
+        client,
+        "GET",
+        &format!("{base}/v1/events?instance={id}"),
+        None,
+    ))
+    .await
+    .json();
+    (last, events["events"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_failed_refresh_starts_the_backoff_so_the_next_call_is_answered_at_once() {
+    let setup = setup();
+    let vendor_server = rejecting_vendor().await;
+    let served = Served::start_in(&setup.store, &setup.connectors);
+    let client = crate::serve::client(&setup.store);
+    let base = served.url.clone();
+    let instances = format!("{base}/v1/instances");
+    // Its token is fresh by its expiry: the scheduler leaves it alone; the vendor revoked it.
+    let body = json!({"id": "revoked", "connector": "stored", "values": values(&vendor_server)});
+    let created = send(request(&client, "POST", &instances, Some(&body))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let call_url = format!("{instances}/revoked/resources/list-contacts");
+
+    // The first call: `401`, one refresh, refused: the instance is retried after a backoff.
+    let first = send(request(&client, "GET", &call_url, None)).await;
+    assert_eq!(first.status, 409, "{}", first.body);
+    assert_eq!(
+        first.json()["type"],
+        "urn:engine:problem:reauthentication-needed"
+    );
+    assert_eq!(received_at(&vendor_server, "/oauth/token").await.len(), 1);
+    let (last, events) = last_entry_and_events(&client, &base, "revoked").await;
+    assert_eq!(last["trigger"], "401", "{last}");
+    assert_eq!(last["outcome"], "rejected", "{last}");
+    assert_eq!(
+        (&last["transition"]["from"], &last["transition"]["to"]),
+        (&json!("fresh"), &json!("retrying")),
+        "{last}"
+    );
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let data = &events[0]["data"];
+    assert_eq!(events[0]["type"], "refresh.failed");
+    assert_eq!(
+        (
+            &data["trigger"],
+            &data["from"],
+            &data["status"],
+            &data["rejections"]
+        ),
+        (
+            &json!("call"),
+            &json!("fresh"),
+            &json!("retrying"),
+            &json!(1)
+        ),
+        "{data}"
+    );
+    assert!(data["retry_at"].is_string(), "{data}");
+
+    // The next call is answered at once: the token is not asked for again before the retry.
+    let second = send(request(&client, "GET", &call_url, None)).await;
+    assert_eq!(second.status, 503, "{}", second.body);
+    assert_eq!(
+        second.json()["type"],
+        "urn:engine:problem:instance-cooling-down"
+    );
+    let wait: u64 = second.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&wait), "{wait}");
+    assert_eq!(received_at(&vendor_server, "/oauth/token").await.len(), 1);
+    crate::serve::stop(served);
+
+    // With one rejection allowed, a call's refused refresh marks the instance `needs-reauth`.
+    let served = Served::start_with(&setup.store, &setup.connectors, &["--max-failures", "1"]);
+    let base = served.url.clone();
+    let body = json!({"id": "strict", "connector": "stored", "values": values(&vendor_server)});
+    let created = send(request(
+        &client,
+        "POST",
+        &format!("{base}/v1/instances"),
+        Some(&body),
+    ))
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let call = send(request(
+        &client,
+        "GET",
+        &format!("{base}/v1/instances/strict/resources/list-contacts"),
+        None,
+    ))
+    .await;
+    assert_eq!(call.status, 409, "{}", call.body);
+    let (last, events) = last_entry_and_events(&client, &base, "strict").await;
+    assert_eq!(last["transition"]["to"], "needs-reauth", "{last}");
+    assert_eq!(events[0]["type"], "instance.needs_reauth", "{events}");
+    let shown = send(request(
+        &client,
+        "GET",
+        &format!("{base}/v1/instances/strict"),
+        None,
+    ))
+    .await;
+    assert_eq!(shown.json()["status"], "needs-reauth", "{}", shown.body);
+    let stderr = served.stderr();
+    for secret in [CLIENT_SECRET, TOKEN, REFRESH] {
+        assert!(!stderr.contains(secret), "{stderr}");
+    }
+}

@@ -3,7 +3,8 @@
 //! wrong client secret). The page, loaded in headless Chromium, shows the rejected refresh on
 //! that instance's row and not on the other's; `/metrics` counts the two refreshes, the
 //! scheduler's lag, resource calls by status class and the instances by status; neither shows
-//! a secret.
+//! a secret. The page answers loopback callers only (the browser loads it from 127.0.0.1),
+//! unless `--open-status-page`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -400,4 +401,71 @@ async fn the_status_page_shows_50_instances_a_page_with_a_link_to_the_next() {
     );
     assert!(!second.contains("next page"), "{second}");
     assert!(second.contains("<a href=\"/\">first page</a>"), "{second}");
+}
+
+/// This machine's address on its default route: a UDP socket's `connect` picks the route and
+/// sends nothing (203.0.113.1 is a documentation address).
+fn non_loopback_ip() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket.connect("203.0.113.1:9").expect(
+        "this test needs a network interface besides loopback (a route to 203.0.113.1; nothing \
+         is sent)",
+    );
+    let ip = socket.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback(), "{ip}");
+    ip
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_answers_loopback_callers_only_unless_opened() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = crate::support::sqlite_store(temp.path());
+    let outside = non_loopback_ip();
+    let client = crate::support::http().build().unwrap();
+    for (more, from_outside) in [(None, 403), (Some("--open-status-page"), 200)] {
+        // Every address: callers come from loopback and from the machine's other address.
+        let mut args = vec!["--listen", "0.0.0.0:0"];
+        args.extend(more);
+        let served = Served::start_with(&store, "connectors", &args);
+        let port = served.url.rsplit(':').next().unwrap().to_owned();
+        let get = |host: String| {
+            let client = client.clone();
+            let port = port.clone();
+            async move {
+                let response = client
+                    .get(format!("http://{host}:{port}/"))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let kind = response
+                    .headers()
+                    .get("content-type")
+                    .map(|value| value.to_str().unwrap().to_owned());
+                (status, kind, response.text().await.unwrap())
+            }
+        };
+        let (status, _, body) = get("127.0.0.1".to_owned()).await;
+        assert_eq!(status, 200, "{more:?}: {body}");
+        assert!(body.contains("<h1>Instances</h1>"), "{body}");
+        let (status, kind, body) = get(outside.to_string()).await;
+        assert_eq!(status, from_outside, "{more:?}: {body}");
+        if from_outside == 403 {
+            assert_eq!(kind.as_deref(), Some("application/problem+json"));
+            let problem: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                problem["type"],
+                "urn:engine:problem:status-page-loopback-only"
+            );
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(detail.contains("--open-status-page"), "{detail}");
+            // The other open endpoints stay open.
+            let health = client
+                .get(format!("http://{outside}:{port}/healthz"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(health.status(), 200);
+        }
+    }
 }

@@ -55,6 +55,12 @@ enum Command {
     /// Refresh every due instance of a store ahead of expiry (`engine refresh --store URL`).
     Refresh(refresh::RefreshArgs),
     /// Serve the instances of a store over HTTP (`/v1`) and keep them fresh with no traffic.
+    ///
+    /// Environment: `ENGINE_SECRET_KEY` (or `ENGINE_SECRET_KEY_FILE`; earlier keys in
+    /// `ENGINE_SECRET_KEYS_OLD`) checks the API keys and decrypts the instances' secrets, and is
+    /// required; `ENGINE_STORE` is the store when `--store` is not given; `ENGINE_WEBHOOK_SECRET`
+    /// signs the webhooks of `--webhook-url`; `ENGINE_STORE_LOCK_LIFETIME` bounds an instance
+    /// lock's life.
     Serve(serve::ServeArgs),
     /// Create, list and revoke the API keys callers of `engine serve` present.
     Keys(keys::KeysArgs),

@@ -242,6 +242,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "how long a store's instance lock lives before another process may take it over",
     ),
     (
+        "ENGINE_WEBHOOK_SECRET",
+        "whsec_ and the base64 of 24 to 64 random bytes: the secret engine serve --webhook-url signs its webhooks with (docs/serve.md)",
+    ),
+    (
         "SSL_CERT_FILE, SSL_CERT_DIR",
         "trust a private CA's certificates for the vendor's TLS",
     ),
@@ -451,6 +455,65 @@ mod tests {
         }
         let on_disk = fs_err::read_dir(&dir).unwrap().count();
         assert_eq!(on_disk, pages.len(), "docs/man/ holds pages no command has");
+    }
+
+    /// Every environment variable `engine serve` and the commands it shares code with read is in
+    /// the ENVIRONMENT section: found in their sources as `var("NAME")`, `var_os("NAME")`, a
+    /// clap `env = "NAME"` or a `_VARIABLE: &str = "NAME"` constant.
+    #[test]
+    fn every_variable_the_commands_read_is_documented() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let read = regex::Regex::new(
+            r#"(?:var|var_os)\("([A-Z_]+)"\)|env = "([A-Z_]+)"|_VARIABLE: &str = "([A-Z_]+)""#,
+        )
+        .unwrap();
+        let mut found = Vec::new();
+        for dir in ["engine-cli/src", "engine-server/src", "engine-service/src"] {
+            for entry in fs_err::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|extension| extension != "rs") {
+                    continue;
+                }
+                let text = fs_err::read_to_string(&path).unwrap();
+                // The tests' own variables are not the commands'.
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                for captures in read.captures_iter(code) {
+                    let name = captures
+                        .iter()
+                        .skip(1)
+                        .flatten()
+                        .next()
+                        .unwrap()
+                        .as_str()
+                        .to_owned();
+                    found.push((name, path.display().to_string()));
+                }
+            }
+        }
+        assert!(
+            found
+                .iter()
+                .any(|(name, _)| name == "ENGINE_WEBHOOK_SECRET"),
+            "{found:?}"
+        );
+        let page = &pages()
+            .into_iter()
+            .find(|(file, _)| file == "engine-serve.1")
+            .unwrap()
+            .1;
+        let environment = page.split(".SH ENVIRONMENT").nth(1).unwrap();
+        for (name, file) in found {
+            assert!(
+                ENVIRONMENT
+                    .iter()
+                    .any(|(variables, _)| variables.split(", ").any(|listed| listed == name)),
+                "{file} reads `{name}`: describe it in man.rs's ENVIRONMENT"
+            );
+            assert!(
+                environment.contains(&format!("\\fB{name}")) || environment.contains(&name),
+                "engine-serve.1 does not list `{name}`"
+            );
+        }
     }
 
     /// Every page it refers to exists, and every page has the sections a man page has.

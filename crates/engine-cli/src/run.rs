@@ -258,7 +258,8 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
                 &request,
                 &history.take(),
                 superseded,
-                result.is_ok(),
+                result.as_ref().err(),
+                None,
             )
             .await;
             printer::warnings(&warnings);

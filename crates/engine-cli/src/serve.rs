@@ -57,6 +57,11 @@ pub(crate) struct ServeArgs {
     /// listened on).
     #[arg(long, value_name = "URL", value_parser = parse_public_url)]
     public_url: Option<String>,
+    /// Serve the status page `/` to callers from any address. By default it answers loopback
+    /// callers only, since it lists every key's instances: open it only behind a proxy that
+    /// authenticates.
+    #[arg(long)]
+    open_status_page: bool,
 }
 
 /// An `http(s)` URL without a query or fragment.
@@ -138,6 +143,7 @@ async fn run(args: &ServeArgs) -> Result<Exit, Failure> {
         rate: args.rate,
         webhooks,
         public_url: args.public_url.clone(),
+        open_status_page: args.open_status_page,
         ..ServeOptions::new(args.listen)
     };
     let server = Server::bind(opened, registry, engine, options, Arc::new(print_event))

@@ -1274,6 +1274,10 @@ impl<'a> Run<'a> {
                     .problem()
                     .map(|problem| self.redactor.redact(&problem)),
                 body: self.redactor.redact(&response.body_text()),
+                headers: response
+                    .headers()
+                    .map(|(name, value)| (name.to_owned(), self.redactor.redact(value)))
+                    .collect(),
             })
             .at(&vendor_path_of(resource)));
         }

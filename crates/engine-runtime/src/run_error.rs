@@ -150,6 +150,9 @@ pub enum RunErrorKind {
         problem: Option<String>,
         /// The whole body, redacted.
         body: String,
+        /// The vendor's response headers, in the order received, values redacted (values that
+        /// are not text left out).
+        headers: Vec<(String, String)>,
     },
     /// No valid token could be obtained or refreshed.
     #[error("authentication failed: `{step}` answered {status}{}", problem.as_ref().map(|p| format!(": {p}")).unwrap_or_default())]

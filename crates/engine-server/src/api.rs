@@ -445,7 +445,7 @@ async fn history(
     ),
     request_body(content = Object, description = "The resource's JSON body, when it takes one", content_type = "application/json"),
     responses(
-        (status = 200, description = "The vendor's status and body after `rootKey`, secrets masked; a vendor's error status comes back as it was", body = Object),
+        (status = 200, description = "The vendor's status and body after `rootKey`, secrets masked; a vendor's error status comes back as it was, with its body and headers", body = Object),
         (status = 400, description = "An input the resource does not take, lacks or cannot convert", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such instance or resource", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No valid token: the instance needs re-authentication", body = Problem, content_type = "application/problem+json"),
@@ -495,8 +495,17 @@ async fn resource(
     let superseded = recorder.superseded();
     app.metrics.call_refreshed(name, &reports, superseded);
     // A history not written is no reason to fail the call.
-    let _warnings =
-        engine_service::after_run(&*store, &request, &reports, superseded, result.is_ok()).await;
+    // A failed refresh of the call's own advances the scheduler's failure state machine.
+    let policy = app.options.policy();
+    let _warnings = engine_service::after_run(
+        &*store,
+        &request,
+        &reports,
+        superseded,
+        result.as_ref().err(),
+        Some((&policy, app.engine.now_ms())),
+    )
+    .await;
     if !reports.is_empty() {
         // A refresh of the call's own may have published an event.
         app.deliver.notify_one();
@@ -506,15 +515,18 @@ async fn resource(
             let status = StatusCode::from_u16(output.status).unwrap_or(StatusCode::OK);
             let headers = output.headers();
             let mut response = (status, axum::Json(output.body)).into_response();
-            for (name, value) in returned(&headers) {
+            for (name, value) in returned(&headers, false) {
                 response.headers_mut().append(name, value);
             }
             Ok(response)
         }
         Err(error) => match error.kind() {
-            RunErrorKind::VendorStatus { status, body, .. } => {
-                Ok(vendor_answer(*status, body.clone()))
-            }
+            RunErrorKind::VendorStatus {
+                status,
+                body,
+                headers,
+                ..
+            } => Ok(vendor_answer(*status, body.clone(), headers)),
             _ => Err(Failure::Run(error)),
         },
     }
@@ -566,11 +578,13 @@ fn forwarded(headers: &HeaderMap) -> Vec<(String, String)> {
 
 /// The vendor's response headers that come back to the caller: all but the hop-by-hop ones
 /// (`Connection` and those it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
-/// `Transfer-Encoding`, `Upgrade`), those that describe the vendor's body rather than the
-/// answer's JSON (`Content-Type`, `Content-Length`, `Content-Encoding`), this server's own
-/// (`Date`, `Server`), and `Set-Cookie`: a vendor's cookie belongs to the engine's session with
-/// it, not to the caller's with this service.
-fn returned(headers: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
+/// `Transfer-Encoding`, `Upgrade`), those that describe the vendor's encoding of its body
+/// (`Content-Length`, `Content-Encoding`: the answer's body is decoded and masked), this
+/// server's own (`Date`, `Server`), and `Set-Cookie`: a vendor's cookie belongs to the engine's
+/// session with it, not to the caller's with this service. `Content-Type` too when `body_typed`
+/// is false: a successful answer's body is the engine's JSON after `rootKey`, whatever the
+/// vendor sent.
+fn returned(headers: &[(String, String)], body_typed: bool) -> Vec<(HeaderName, HeaderValue)> {
     let named: Vec<String> = headers
         .iter()
         .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
@@ -583,7 +597,6 @@ fn returned(headers: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
         header::TRAILER,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
-        header::CONTENT_TYPE,
         header::CONTENT_LENGTH,
         header::CONTENT_ENCODING,
         header::DATE,
@@ -596,6 +609,7 @@ fn returned(headers: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
             let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
             let text = name.as_str();
             let kept = !dropped.contains(&name)
+                && (body_typed || name != header::CONTENT_TYPE)
                 && text != "keep-alive"
                 && !text.starts_with("proxy-")
                 && !named.iter().any(|named| named == text);
@@ -605,18 +619,29 @@ fn returned(headers: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
         .collect()
 }
 
-/// The vendor's error answer, as it came (masked): JSON when it is.
-fn vendor_answer(status: u16, body: String) -> Response {
+/// The vendor's error answer, as it came (masked): its status, its headers ([`returned`], its
+/// `Content-Type` included) and its body; a body without a type is JSON when it parses as JSON.
+fn vendor_answer(status: u16, body: String, headers: &[(String, String)]) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let returned = returned(headers, true);
+    let typed = returned
+        .iter()
+        .any(|(name, _)| name == header::CONTENT_TYPE);
     let kind = if serde_json::from_str::<Value>(&body).is_ok() {
         "application/json"
     } else {
         "text/plain; charset=utf-8"
     };
     let mut response = (status, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    let answer = response.headers_mut();
+    if typed {
+        answer.remove(header::CONTENT_TYPE);
+    } else {
+        answer.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    }
+    for (name, value) in returned {
+        answer.append(name, value);
+    }
     response
 }
 

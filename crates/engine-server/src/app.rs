@@ -26,6 +26,8 @@ pub(crate) struct App {
     pub(crate) metrics: Arc<Metrics>,
     /// Wakes the webhook sender after a refresh: an event may be waiting.
     pub(crate) deliver: Arc<Notify>,
+    /// The status page answers callers from any address, not only loopback ones.
+    pub(crate) open_status_page: bool,
 }
 
 impl App {

@@ -65,6 +65,9 @@ pub struct ServeOptions {
     /// sign-in's redirect URI is it and `/v1/oauth/callback`. `None`: `http://` and the address
     /// listened on.
     pub public_url: Option<String>,
+    /// The status page at `/` answers callers from any address; `false` (the default): from a
+    /// loopback address only, since it lists every key's instances.
+    pub open_status_page: bool,
 }
 
 impl ServeOptions {
@@ -77,6 +80,7 @@ impl ServeOptions {
             rate: Rate::default(),
             webhooks: None,
             public_url: None,
+            open_status_page: false,
         }
     }
 }
@@ -90,6 +94,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("rate", &self.rate)
             .field("webhooks", &self.webhooks)
             .field("public_url", &self.public_url)
+            .field("open_status_page", &self.open_status_page)
             .finish_non_exhaustive()
     }
 }
@@ -191,6 +196,7 @@ impl Server {
             clock: options.clock,
             metrics,
             deliver: Arc::new(Notify::new()),
+            open_status_page: options.open_status_page,
         });
         let public_url = match options.public_url {
             Some(url) => url,
@@ -272,12 +278,16 @@ impl Server {
                 self.auth,
                 auth::authorize,
             ));
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop.send(true);
-            })
-            .await;
+        // The peer's address: the status page answers loopback callers only.
+        let served = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await;
         // The scheduler and the sender stop at their `stop` (or when it is dropped, on an
         // error), each after the refresh or delivery under way.
         let _ = scheduler.await;

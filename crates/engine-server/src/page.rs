@@ -2,13 +2,15 @@
 //! ([`PAGE_SIZE`], a link to the next), each with its connector, status, expiry (how far off,
 //! and when), last refresh, and a timeline of its recent refreshes as inline SVG: one mark per
 //! refresh, coloured by outcome, its details in a tooltip. Every value that comes from a user
-//! (instance ids, connector names, history fields) goes through [`escape`].
+//! (instance ids, connector names, history fields) goes through [`escape`]. It shows every
+//! key's instances: it answers loopback callers only, unless the server opens it.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use engine_service::InstanceState;
@@ -40,11 +42,17 @@ pub(crate) struct PageQuery {
     after: Option<String>,
 }
 
-/// `GET /?after=CURSOR`: a page of instances.
+/// `GET /?after=CURSOR`: a page of instances. It lists every key's instances, so it answers
+/// callers on a loopback address only ([`Failure::PageNotOpen`] otherwise), unless the server
+/// opens it to anyone (`--open-status-page`).
 pub(crate) async fn page(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, Failure> {
+    if !app.open_status_page && !peer.ip().to_canonical().is_loopback() {
+        return Err(Failure::PageNotOpen);
+    }
     let Query(query) = query.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
     let store = app.opened.plain();
     let listing = store

@@ -64,6 +64,9 @@ pub(crate) enum Failure {
     NoConnector(String),
     /// The service itself failed (no randomness for an id).
     Internal(String),
+    /// The status page was asked for from an address that is not loopback, and the server does
+    /// not open it to anyone.
+    PageNotOpen,
     /// The vendor's callback said the person declined a sign-in (or why else it failed).
     Declined {
         /// The instance.
@@ -153,6 +156,11 @@ impl Failure {
             Self::Declined { id, message } => format!(
                 "the sign-in of `{id}` failed: {message}; start it again with `POST /v1/instances/{id}/authorize`"
             ),
+            Self::PageNotOpen => "the status page lists every key's instances: it answers \
+                                  callers on the server's machine (a loopback address) only; \
+                                  open it on the machine, or start `engine serve` with \
+                                  `--open-status-page` behind a proxy that authenticates"
+                .to_owned(),
         };
         let (status, name, title) = match self {
             Self::Service(error) => match error.kind() {
@@ -219,6 +227,11 @@ impl Failure {
                 StatusCode::BAD_REQUEST,
                 "authorization-declined",
                 "the vendor did not authorize the sign-in",
+            ),
+            Self::PageNotOpen => (
+                StatusCode::FORBIDDEN,
+                "status-page-loopback-only",
+                "the status page answers loopback callers only",
             ),
         };
         Problem::new(status, name, title, detail)

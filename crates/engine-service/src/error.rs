@@ -239,6 +239,15 @@ pub enum Warning {
         /// The store's error.
         error: StoreError,
     },
+    /// A call's failed refresh did not advance the instance's failure state (its next call may
+    /// ask the vendor again at once).
+    #[error("the failed refresh of `{instance}` did not start its backoff: {error}")]
+    FailureNotRecorded {
+        /// The instance.
+        instance: String,
+        /// The store's error.
+        error: StoreError,
+    },
     /// The rejection count and `needs-reauth` mark were not cleared after a success.
     #[error("`{instance}` keeps its rejection count: {error}")]
     FailuresKept {

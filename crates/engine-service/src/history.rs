@@ -3,7 +3,9 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use engine_runtime::{Event, Observer, RefreshReason, RefreshReport, RunRequest};
+use engine_runtime::{
+    Event, Observer, RefreshPolicy, RefreshReason, RefreshReport, RunError, RunRequest,
+};
 use engine_spec::kinds::ResourceType;
 use engine_store::InstanceStore;
 use serde_json::{Value, json};
@@ -176,17 +178,28 @@ pub async fn record(
 /// rejection count and `needs-reauth` mark when the run obtained a token: a refresh or a
 /// provisioning the engine decided on, or a `PROVISION AUTH VALIDATION` or `ON REFRESH` resource
 /// the caller ran. Publishes the events of the run's refreshes ([`crate::events`]): an instance
-/// that had failed recovered; a refresh of its own failed (at most one event per instance per
-/// [`crate::events::CALL_FAILURE_QUIET`]). A `superseded` run ([`Recorder::superseded`]) went
-/// on with another process's tokens: its own refresh is recorded as such and renewed nothing.
+/// that had failed recovered; a refresh of its own failed. A `superseded` run
+/// ([`Recorder::superseded`]) went on with another process's tokens: its own refresh is
+/// recorded as such and renewed nothing. `failed` is the run's error, when it failed.
+///
+/// With `policy` (the scheduler's [`RefreshPolicy`] and the time, epoch ms), a refresh of the
+/// run's own that the vendor rejected or that failed transiently advances the instance's
+/// failure state exactly as a scheduled refresh does (`retrying` after a backoff, with a
+/// cooldown that answers the next callers at once; `needs-reauth` after the last rejection
+/// allowed): the change goes into the history entry of the failed step and is published as its
+/// event. Without it (a single `engine run`), the failure is recorded and published (at most one
+/// event per instance per [`crate::events::CALL_FAILURE_QUIET`]) and the schedule is left alone.
+///
 /// Returns what could not be written, as warnings.
 pub async fn after_run(
     store: &dyn InstanceStore,
     request: &RunRequest<'_>,
     reports: &[RefreshReport],
     superseded: bool,
-    succeeded: bool,
+    failed: Option<&RunError>,
+    policy: Option<(&RefreshPolicy, u64)>,
 ) -> Vec<Warning> {
+    let succeeded = failed.is_none();
     let refreshed = !superseded
         && reports.iter().any(|report| {
             report.error.is_none() && !report.retry && report.reason != RefreshReason::Requested
@@ -208,15 +221,55 @@ pub async fn after_run(
     } else {
         None
     };
-    let mut warnings = record(
-        store,
-        request.instance,
-        reports,
-        superseded,
-        Trigger::Run,
-        DEFAULT_KEEP,
-    )
-    .await;
+    let mut warnings = Vec::new();
+    let failed_refresh = reports
+        .iter()
+        .rev()
+        .find(|report| report.error.is_some() && !report.retry);
+    // A refresh of the run's own failed: the same state machine as the scheduler's.
+    let attempt = failed.and_then(crate::refresh::attempt_of);
+    let transition = match (policy, failed_refresh, attempt) {
+        (Some((policy, now_ms)), Some(_), Some(attempt)) => {
+            match crate::refresh::transition(
+                now_ms,
+                store,
+                request.connector,
+                request.instance,
+                attempt,
+                &engine_store::Schedule::default(),
+                policy,
+            )
+            .await
+            {
+                Ok(transition) => transition,
+                Err(error) => {
+                    warnings.push(Warning::FailureNotRecorded {
+                        instance: request.instance.to_owned(),
+                        error,
+                    });
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let mut entries = entries_of(reports, Trigger::Run, superseded);
+    if let Some(transition) = &transition
+        && let Some(last) = entries.last_mut()
+    {
+        last["transition"] = transition.to_value();
+    }
+    for entry in entries {
+        if let Err(error) = store
+            .append_history(request.instance, entry, DEFAULT_KEEP)
+            .await
+        {
+            warnings.push(Warning::HistoryNotRecorded {
+                instance: request.instance.to_owned(),
+                error,
+            });
+        }
+    }
     if succeeded && renewed {
         let cleared = match crate::store::clear_failures(store, request.instance).await {
             Ok(cleared) => cleared,
@@ -234,21 +287,39 @@ pub async fn after_run(
             warnings.push(warning);
         }
     }
-    if let Some(failed) = reports
-        .iter()
-        .rev()
-        .find(|report| report.error.is_some() && !report.retry)
-    {
-        let event = crate::events::NewEvent::new(
-            crate::events::EventType::RefreshFailed,
-            request.instance,
-            "call",
-            None,
-            std::slice::from_ref(failed),
-            None,
-        );
+    if let Some(failed_report) = failed_refresh {
         let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
-        if let Err(error) = crate::events::publish_quietly(store, &event, now_ms).await {
+        // A change of the policy is an event of its own kind, paced by the backoff.
+        let published = if let Some(transition) = transition {
+            if let Some(kind) = crate::events::EventType::of(&transition) {
+                let event = crate::events::NewEvent::new(
+                    kind,
+                    request.instance,
+                    "call",
+                    Some(transition),
+                    std::slice::from_ref(failed_report),
+                    failed,
+                );
+                crate::events::publish(store, &event, policy.map_or(now_ms, |(_, at)| at))
+                    .await
+                    .map(|_| ())
+            } else {
+                Ok(())
+            }
+        } else {
+            let event = crate::events::NewEvent::new(
+                crate::events::EventType::RefreshFailed,
+                request.instance,
+                "call",
+                None,
+                std::slice::from_ref(failed_report),
+                None,
+            );
+            crate::events::publish_quietly(store, &event, now_ms)
+                .await
+                .map(|_| ())
+        };
+        if let Err(error) = published {
             warnings.push(Warning::EventNotPublished {
                 instance: request.instance.to_owned(),
                 error,

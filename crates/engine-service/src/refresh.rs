@@ -666,16 +666,12 @@ async fn refresh_one(
     };
     let attempt = match &result {
         Ok(_) => Some(RefreshOutcome::Refreshed),
-        Err(error) => match classify(error) {
-            Class::Rejected => Some(RefreshOutcome::Rejected),
-            Class::Transient { retry_after } => Some(RefreshOutcome::Failed { retry_after }),
-            Class::CoolingDown | Class::Failed => None,
-        },
+        Err(error) => attempt_of(error),
     };
     let transition = match attempt {
         Some(attempt) => {
             transition(
-                engine,
+                engine.now_ms(),
                 store,
                 connector,
                 id,
@@ -795,6 +791,17 @@ enum Class {
     Failed,
 }
 
+/// What the failure state machine makes of a failed refresh: a rejection, a transient failure
+/// (with the vendor's `Retry-After`), or nothing (a cooldown another refresh started, a failure
+/// that is no attempt at the vendor).
+pub(crate) fn attempt_of(error: &RunError) -> Option<RefreshOutcome> {
+    match classify(error) {
+        Class::Rejected => Some(RefreshOutcome::Rejected),
+        Class::Transient { retry_after } => Some(RefreshOutcome::Failed { retry_after }),
+        Class::CoolingDown | Class::Failed => None,
+    }
+}
+
 /// Which kind a failed refresh is, with the vendor's `Retry-After` when it sent one.
 fn classify(error: &RunError) -> Class {
     match error.kind() {
@@ -825,8 +832,8 @@ fn classify(error: &RunError) -> Class {
 /// Applies `attempt` to the instance's schedule by `policy`, under its lock (so that it never
 /// lands between a refresh's read and its write), at the engine's time. After a success the
 /// next refresh is computed from the token. Returns the change of status, if any.
-async fn transition(
-    engine: &Engine,
+pub(crate) async fn transition(
+    now_ms: u64,
     store: &dyn InstanceStore,
     connector: &Connector,
     id: &str,
@@ -849,7 +856,6 @@ async fn transition(
             }));
         }
     }
-    let now_ms = engine.now_ms();
     let mut changed = None;
     // Quietly: a run or a refresh holding the lock is the normal case here.
     let quiet = || {};
