@@ -50,7 +50,7 @@ pub(crate) async fn page(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, Failure> {
-    if !app.open_status_page && !peer.ip().to_canonical().is_loopback() {
+    if !shown_to(peer.ip(), app.open_status_page) {
         return Err(Failure::PageNotOpen);
     }
     let Query(query) = query.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
@@ -114,6 +114,12 @@ pub(crate) async fn page(
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
     );
     Ok(response)
+}
+
+/// Whether the page answers a caller at `peer`: a loopback address (IPv4, IPv6, or IPv4 mapped
+/// into IPv6 as a dual-stack listener sees it), or anyone when the server opens the page.
+fn shown_to(peer: std::net::IpAddr, open: bool) -> bool {
+    open || peer.to_canonical().is_loopback()
 }
 
 /// One instance's row.
@@ -263,6 +269,44 @@ fn percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_is_shown_to_loopback_callers_unless_opened_to_all() {
+        for (peer, shown) in [
+            ("127.0.0.1", true),
+            ("127.8.9.10", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("192.0.2.2", false),
+            ("10.0.0.1", false),
+            ("::ffff:192.0.2.2", false),
+            ("2001:db8::1", false),
+        ] {
+            let peer: std::net::IpAddr = peer.parse().unwrap();
+            assert_eq!(shown_to(peer, false), shown, "{peer}");
+            assert!(shown_to(peer, true), "{peer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_it_is_not_shown_to_is_told_which_flag_opens_it() {
+        let response = Failure::PageNotOpen.into_response();
+        assert_eq!(response.status(), 403);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let problem: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            problem["type"],
+            "urn:engine:problem:status-page-loopback-only"
+        );
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("--open-status-page"), "{detail}");
+    }
 
     #[test]
     fn hostile_text_is_escaped_everywhere_it_goes() {
