@@ -807,9 +807,9 @@ pub(crate) fn hint(
             RunErrorKind::AuthFailed { status: 300..=399, .. } => Some(
                 "the token endpoint redirects: token requests carry credentials and are never redirected; point the connector at the address it redirects to".into(),
             ),
-            RunErrorKind::AuthFailed { .. } | RunErrorKind::TokenRejected { .. } => {
-                Some(reauthenticate(connector, target))
-            }
+            RunErrorKind::AuthFailed { .. }
+            | RunErrorKind::TokenRejected { .. }
+            | RunErrorKind::NeedsReauth { .. } => Some(reauthenticate(connector, target)),
             RunErrorKind::NoToken { field, .. } => Some(format!(
                 "the vendor answered without the token: if it is down, run again later; if it sends the token under another name, map that name instead of `{field}`"
             )),
@@ -983,6 +983,7 @@ pub(crate) fn exit_of(error: &RunError) -> Exit {
         | RunErrorKind::NoToken { .. }
         | RunErrorKind::TokenRejected { .. }
         | RunErrorKind::NotAuthorized { .. }
+        | RunErrorKind::NeedsReauth { .. }
         | RunErrorKind::Authorize { .. } => Exit::AuthFailed,
         RunErrorKind::Transport { .. }
         | RunErrorKind::TimedOut { .. }

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use engine_spec::kinds::ResourceType;
 use engine_spec::{AuthKind, Connector, Protocol, Resource};
-use engine_store::{InstanceLock, InstanceStore, SCHEDULE_KEY, Schedule, State, StoreErrorKind};
+use engine_store::{
+    InstanceLock, InstanceStore, SCHEDULE_KEY, Schedule, ScheduleStatus, State, StoreErrorKind,
+};
 use serde_json::Value;
 
 use crate::auth::custom::{PROVISIONED, provisioning, resource_step};
@@ -901,11 +903,20 @@ impl<'a> Run<'a> {
     /// state shows that another task or process already did (see [`Recheck`]).
     ///
     /// An instance cooling down after failed refreshes ([`Schedule::cooling_down`]) fails at
-    /// once with [`RunErrorKind::CoolingDown`]: nothing is sent, no lock is waited for.
+    /// once with [`RunErrorKind::CoolingDown`], and one whose refreshes the vendor rejected until
+    /// it was marked `needs-reauth` with [`RunErrorKind::NeedsReauth`]: nothing is sent, no lock
+    /// is waited for. (Signing in again, new credentials, or the caller running a lifecycle
+    /// resource itself is what clears the mark; none of them comes through here.)
     async fn refresh(&mut self, reason: RefreshReason, recheck: Recheck) -> Result<(), RunError> {
-        if let Some(retry_in_ms) =
-            Schedule::read(self.configuration.stored()).cooling_down(self.engine.now_ms())
-        {
+        let schedule = Schedule::read(self.configuration.stored());
+        if schedule.status == ScheduleStatus::NeedsReauth {
+            return Err(RunErrorKind::NeedsReauth {
+                instance: self.instance.to_owned(),
+                rejections: schedule.consecutive_failures,
+            }
+            .into());
+        }
+        if let Some(retry_in_ms) = schedule.cooling_down(self.engine.now_ms()) {
             return Err(RunErrorKind::CoolingDown {
                 instance: self.instance.to_owned(),
                 retry_in_ms,

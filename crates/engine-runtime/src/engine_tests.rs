@@ -576,6 +576,56 @@ async fn an_attempt_running_past_the_run_timeout_is_cut() {
     assert_eq!(silent.0.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+/// An instance the vendor's rejections marked `needs-reauth` answers at once, without a token
+/// request, however long ago that was; once the mark is cleared (new credentials, a sign-in)
+/// the refresh goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_marked_needs_reauth_fails_at_once_until_the_mark_is_cleared() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(token_response("t1", &json!({"expires_in": 3600})))
+        .mount(&server)
+        .await;
+    me_answers(&server, "t1").await;
+    let connector = oauth2_connector(r#"{"type": "oauth2ClientCredentials"}"#);
+    let store = MemoryStore::new();
+    let mut state = instance(&server, &json!({}));
+    let marked = engine_store::Schedule {
+        status: engine_store::ScheduleStatus::NeedsReauth,
+        consecutive_failures: 3,
+        ..engine_store::Schedule::default()
+    };
+    marked.put(&mut state);
+    store.insert("i", state.clone());
+    let clock = ManualClock::new(NOW);
+
+    for _ in 0..2 {
+        let error = run(&connector, &store, &clock).await.unwrap_err();
+        assert!(
+            matches!(
+                error.kind(),
+                RunErrorKind::NeedsReauth { rejections: 3, .. }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "instance `i` needs to be signed in again: the vendor rejected its last 3 token \
+             requests, and none is sent until its credentials change"
+        );
+        clock.advance(24 * 3_600_000);
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+
+    engine_store::Schedule::default().put(&mut state);
+    store.insert("i", state);
+    assert_eq!(
+        run(&connector, &store, &clock).await.unwrap(),
+        json!({"ok": "t1"})
+    );
+}
+
 /// An instance cooling down after failed refreshes answers at once, without a token request;
 /// once the cooldown ends the refresh goes through and clears the failure state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -197,6 +197,18 @@ pub enum RunErrorKind {
         /// How long until the next refresh may be tried, in milliseconds.
         retry_in_ms: u64,
     },
+    /// The vendor rejected the instance's refreshes until it was marked `needs-reauth`
+    /// (its schedule's status): no token is asked for until someone signs in again or changes its
+    /// credentials, so callers are answered at once.
+    #[error(
+        "instance `{instance}` needs to be signed in again: the vendor rejected its last {rejections} token requests, and none is sent until its credentials change"
+    )]
+    NeedsReauth {
+        /// The instance.
+        instance: String,
+        /// The consecutive rejections that marked it.
+        rejections: u32,
+    },
     /// The authorization code grant needs a person to sign in first.
     #[error("instance has no token yet for connector `{connector}`")]
     NotAuthorized {

@@ -323,7 +323,8 @@ fn run_status(error: &RunError) -> (StatusCode, &'static str, &'static str) {
         RunErrorKind::AuthFailed { .. }
         | RunErrorKind::NoToken { .. }
         | RunErrorKind::TokenRejected { .. }
-        | RunErrorKind::NotAuthorized { .. } => (
+        | RunErrorKind::NotAuthorized { .. }
+        | RunErrorKind::NeedsReauth { .. } => (
             StatusCode::CONFLICT,
             "reauthentication-needed",
             "no valid token: the instance needs re-authentication",

@@ -156,6 +156,7 @@ pub fn error_code(error: &RunError) -> &'static str {
         RunErrorKind::Transport { .. } => "unreachable",
         RunErrorKind::TimedOut { .. } => "timeout",
         RunErrorKind::CoolingDown { .. } => "cooling-down",
+        RunErrorKind::NeedsReauth { .. } => "needs-reauth",
         RunErrorKind::Store(_) => "store",
         _ => "failed",
     }
