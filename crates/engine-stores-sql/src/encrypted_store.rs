@@ -556,3 +556,28 @@ impl InstanceLock for EncryptedLock {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K2: &str = "k2:HwECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    /// A sealed text opens with its key and context only, and does not show the text.
+    #[test]
+    fn a_sealed_text_opens_with_its_key_and_context_only() {
+        let (k1, k2) = (SecretKey::parse(K1).unwrap(), SecretKey::parse(K2).unwrap());
+        let sealed = k1.seal("FAKE-request-secret", "record-a").unwrap();
+        assert!(!sealed.contains("FAKE-request-secret"), "{sealed}");
+        assert_eq!(sealed_with(&sealed), Some("k1"));
+        assert_eq!(
+            k1.open(&sealed, "record-a").as_deref(),
+            Ok("FAKE-request-secret")
+        );
+        assert_eq!(k1.open(&sealed, "record-b"), Err(Unsealing::NoDecrypt));
+        assert_eq!(k2.open(&sealed, "record-a"), Err(Unsealing::OtherKey));
+        assert_eq!(k1.open("plain", "record-a"), Err(Unsealing::Invalid));
+        assert_ne!(sealed, k1.seal("FAKE-request-secret", "record-a").unwrap());
+    }
+}
