@@ -605,6 +605,18 @@ async fn serve_signs_an_oauth1_instance_in_with_the_request_token_secret_encrypt
     let card_request = &received_at(&vendor, "/boards/b7/cards").await[0];
     let protocol = query_protocol(card_request);
     assert!(protocol.contains(&("oauth_token".to_owned(), ACCESS_TOKEN.to_owned())));
+    // A person who declines comes back with `denied`: the flow is over, nothing is exchanged.
+    begin(&client, &served, "trello").await;
+    let declined = browser(&format!("{callback}?denied=REQ-token-1")).await;
+    assert_eq!(declined.status, 400, "{}", declined.body);
+    assert_eq!(
+        declined.json()["type"],
+        "urn:engine:problem:authorization-declined"
+    );
+    let late = browser(&answer).await;
+    assert_eq!(late.json()["type"], "urn:engine:problem:invalid-state");
+    assert_eq!(received_at(&vendor, "/OAuthGetAccessToken").await.len(), 1);
+
     let stderr = served.stderr();
     for secret in [CONSUMER_SECRET, REQUEST_SECRET, ACCESS_SECRET, ACCESS_TOKEN] {
         assert!(!stderr.contains(secret), "{stderr}");

@@ -120,6 +120,7 @@ pub(crate) async fn authorize(
         ("code" = Option<String>, Query, description = "The authorization code (OAuth2)"),
         ("oauth_token" = Option<String>, Query, description = "The request token the person approved (OAuth 1.0a)"),
         ("oauth_verifier" = Option<String>, Query, description = "The verifier that goes with it (OAuth 1.0a)"),
+        ("denied" = Option<String>, Query, description = "The request token the person declined (OAuth 1.0a)"),
         ("error" = Option<String>, Query, description = "The vendor's error, when the person declined"),
         ("error_description" = Option<String>, Query, description = "The vendor's words for it"),
     ),
@@ -139,9 +140,12 @@ pub(crate) async fn callback(
     let app = &connect.app;
     let plain = &**app.opened.plain();
     let now_ms = app.clock.now_ms();
-    // OAuth 1.0a: the request token comes back instead of a state, with the verifier.
+    // OAuth 1.0a: the request token comes back instead of a state, with the verifier; a person
+    // who declines comes back with `denied=TOKEN` (Twitter's, Trello's) or `oauth_problem`.
+    let denied = parameters.get("denied");
     let oauth1 = parameters
         .get("oauth_token")
+        .or(denied)
         .filter(|_| !parameters.contains_key("state"));
     let (pending, code, what) = if let Some(token) = oauth1 {
         (
@@ -158,7 +162,12 @@ pub(crate) async fn callback(
         )
     };
     let id = pending.instance;
-    if let Some(error) = parameters.get("error") {
+    let error = parameters
+        .get("error")
+        .or_else(|| parameters.get("oauth_problem"))
+        .map(String::as_str)
+        .or(denied.map(|_| "denied"));
+    if let Some(error) = error {
         let message = engine_service::authorize::declined_message(
             error,
             parameters.get("error_description").map(String::as_str),
