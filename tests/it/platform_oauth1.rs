@@ -50,11 +50,22 @@ fn encode(text: &str) -> String {
 
 /// The signature the vendor at `server_uri` computes for `request`: over its method, URL, query
 /// and form parameters and the protocol parameters it received (`protocol`, without
-/// `oauth_signature`).
+/// `oauth_signature`), keyed by the consumer secret and the access token's secret.
 fn expected_signature(
     server_uri: &str,
     request: &wiremock::Request,
     protocol: &[(String, String)],
+) -> String {
+    signature_with(server_uri, request, protocol, TOKEN_SECRET)
+}
+
+/// [`expected_signature`] keyed by the consumer secret and `token_secret` (empty for the
+/// request token's request, the request token's secret for the access token's).
+pub(crate) fn signature_with(
+    server_uri: &str,
+    request: &wiremock::Request,
+    protocol: &[(String, String)],
+    token_secret: &str,
 ) -> String {
     let mut pairs: Vec<(String, String)> = request
         .url
@@ -96,14 +107,14 @@ fn expected_signature(
         encode(&url),
         encode(&parameters)
     );
-    let key = format!("{}&{}", encode(CONSUMER_SECRET), encode(TOKEN_SECRET));
+    let key = format!("{}&{}", encode(CONSUMER_SECRET), encode(token_secret));
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key.as_bytes()).unwrap();
     mac.update(base.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// The protocol parameters of a request signed in its query.
-fn query_protocol(request: &wiremock::Request) -> Vec<(String, String)> {
+pub(crate) fn query_protocol(request: &wiremock::Request) -> Vec<(String, String)> {
     request
         .url
         .query_pairs()
@@ -205,10 +216,67 @@ async fn a_form_body_is_signed_and_the_header_carries_the_signature() {
     "#);
 }
 
+/// `--dry-run` shows the signed request as it would go, in the query or the header: the token
+/// and the signature masked, the signature method, the version and the consumer key (no secret
+/// of this connector) readable.
 #[tokio::test]
-async fn a_dry_run_shows_the_signed_request_with_the_token_masked() {
+async fn a_dry_run_shows_the_signed_request_with_the_token_and_signature_masked() {
     let server = vendor().await;
-    let context = signed(&server, "query");
+    let mut shown = String::new();
+    for placement in ["query", "header"] {
+        let context = signed(&server, placement);
+        let outcome = context
+            .run("create-list")
+            .param("name", "To do")
+            .dry_run()
+            .output();
+        outcome
+            .assert_success()
+            .assert_hides(&[CONSUMER_SECRET, TOKEN, TOKEN_SECRET]);
+        shown.push_str("# ");
+        shown.push_str(placement);
+        shown.push('\n');
+        shown.push_str(&outcome.stdout);
+    }
+    assert!(received(&server).await.is_empty());
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"127\.0\.0\.1:\d+", "[SERVER]");
+    settings.add_filter(r#"oauth_nonce=("?)[0-9a-f]{32}"#, "oauth_nonce=$1[NONCE]");
+    settings.add_filter(r#"oauth_timestamp=("?)\d+"#, "oauth_timestamp=$1[TIME]");
+    settings.bind(|| {
+        insta::assert_snapshot!(shown, @r#"
+        # query
+        POST http://[SERVER]/lists?oauth_consumer_key=demo-consumer&oauth_nonce=[NONCE]&oauth_signature_method=HMAC-SHA1&oauth_timestamp=[TIME]&oauth_token=****&oauth_version=1.0&oauth_signature=****
+        Accept: application/json
+        Content-Type: application/x-www-form-urlencoded
+
+        name=To%20do
+        # header
+        POST http://[SERVER]/lists
+        Accept: application/json
+        Authorization: OAuth oauth_consumer_key="demo-consumer", oauth_nonce="[NONCE]", oauth_signature_method="HMAC-SHA1", oauth_timestamp="[TIME]", oauth_token="****", oauth_version="1.0", oauth_signature="****"
+        Content-Type: application/x-www-form-urlencoded
+
+        name=To%20do
+        "#);
+    });
+}
+
+/// A consumer key the connector keeps secret (a `PASSWORD` property) is masked as well.
+#[tokio::test]
+async fn a_dry_run_masks_a_secret_consumer_key() {
+    let server = vendor().await;
+    let context = TestContext::patched("oauth1", |connector| {
+        connector["configuration"][1]["type"] = json!("PASSWORD");
+    })
+    .with_instance(&json!({
+        "base.url": server.uri(),
+        "oauth.api.key": "demo-consumer",
+        "oauth.api.secret": CONSUMER_SECRET,
+        "oauth.user.token": TOKEN,
+        "oauth.user.token.secret": TOKEN_SECRET,
+        "oauth.request.authorization.type": "header",
+    }));
     let outcome = context
         .run("board-cards")
         .param("id", "b7")
@@ -216,11 +284,75 @@ async fn a_dry_run_shows_the_signed_request_with_the_token_masked() {
         .output();
     outcome
         .assert_success()
-        .assert_hides(&[CONSUMER_SECRET, TOKEN, TOKEN_SECRET]);
-    assert!(outcome.stdout.contains("oauth_consumer_key=demo-consumer"));
-    assert!(outcome.stdout.contains("&oauth_token=****&"));
-    assert!(outcome.stdout.contains("&oauth_signature=****"));
-    assert!(received(&server).await.is_empty());
+        .assert_hides(&["demo-consumer", CONSUMER_SECRET, TOKEN, TOKEN_SECRET]);
+    assert!(
+        outcome
+            .stdout
+            .contains("Authorization: OAuth oauth_consumer_key=\"****\", "),
+        "{}",
+        outcome.stdout
+    );
+}
+
+/// A run recorded against the vendor replays with `engine test`: the nonce, the time and the
+/// signature differ at every signing and are not compared; the other protocol parameters are
+/// (another consumer key fails the replay).
+#[tokio::test]
+async fn a_recorded_signed_run_replays() {
+    let server = vendor().await;
+    for placement in ["query", "header"] {
+        let context = signed(&server, placement);
+        let cassette = context.dir().join("signed.cassette.json");
+        context
+            .run("board-cards")
+            .param("id", "b7")
+            .arg("--record")
+            .arg(&cassette)
+            .output()
+            .assert_success();
+        let recorded = fs_err::read_to_string(&cassette).unwrap();
+        for secret in [CONSUMER_SECRET, TOKEN, TOKEN_SECRET] {
+            assert!(!recorded.contains(secret), "{recorded}");
+        }
+        let replay = |consumer_key: &str| {
+            let test = context.dir().join("replay.test.json");
+            let test_file = json!({
+                "connector": crate::support::repo_root().join(context.connector()),
+                "instance": {
+                    "base.url": "https://elsewhere.test",
+                    "oauth.api.key": consumer_key,
+                    "oauth.api.secret": CONSUMER_SECRET,
+                    "oauth.user.token": TOKEN,
+                    "oauth.user.token.secret": TOKEN_SECRET,
+                    "oauth.request.authorization.type": placement,
+                },
+                "steps": [{
+                    "name": "a signed call",
+                    "run": {"resource": "board-cards", "params": {"id": "b7"}},
+                    "exchanges": [{"cassette": "signed.cassette.json", "run": 0, "exchange": 0}]
+                }]
+            });
+            fs_err::write(&test, test_file.to_string()).unwrap();
+            let output = crate::support::engine()
+                .arg("test")
+                .arg(&test)
+                .output()
+                .unwrap();
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        };
+        let (code, stderr) = replay("demo-consumer");
+        assert_eq!(code, Some(0), "{placement}: {stderr}\n{recorded}");
+        let (code, stderr) = replay("another-consumer");
+        assert_eq!(code, Some(1), "{placement}: {stderr}");
+        assert!(
+            stderr.contains("oauth_consumer_key=another-consumer")
+                || stderr.contains("oauth_consumer_key=\"another-consumer\""),
+            "{placement}: {stderr}"
+        );
+    }
 }
 
 #[tokio::test]

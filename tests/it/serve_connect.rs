@@ -2,21 +2,23 @@
 //! answers the vendor's authorization URL (state, PKCE S256), the vendor sends the browser back
 //! to `GET /v1/oauth/callback` on any process of the store (SQLite, and PostgreSQL with
 //! `ENGINE_TEST_POSTGRES`), which exchanges the code once. Against a real authorization server
-//! (oidc-provider, PKCE required) and a recording vendor (wiremock), with the built binary. And
-//! the OpenAPI document the service serves is the checked-in one.
+//! (oidc-provider, PKCE required) and a recording vendor (wiremock), with the built binary. An
+//! OAuth 1.0a instance signs in the same way, against a loopback OAuth 1.0a vendor. And the
+//! OpenAPI document the service serves is the checked-in one.
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::instances::{engine_output, write_file};
+use crate::platform_oauth1::{query_protocol, signature_with};
 use crate::serve::{Answer, Served, call, client_with, create_key, revealed};
 use crate::support::oidc::{
     BASIC_CLIENT_ID, BASIC_CLIENT_SECRET, LOGIN, OidcOptions, OidcServer, drive_login,
 };
-use crate::support::run::{form_of, received, token_response};
+use crate::support::run::{form_of, received, received_at, token_response};
 
 const CONNECTOR: &str = "tests/fixtures/oauth2/authorization-code.json";
 const TOKEN: &str = "FAKE-signed-in-token-7777";
@@ -404,6 +406,222 @@ async fn refuses_bad_callbacks_and_exchanges_once(store: &str) {
         problem(&refused),
         (422, "urn:engine:problem:no-browser-sign-in".to_owned())
     );
+}
+
+/// An OAuth 1.0a instance signs in through the service (RFC 5849 2): a request token asked for
+/// with the service's callback (signed again, with a nonce of its own, when the vendor's first
+/// answer is a 503), the vendor's approval page, the callback's `oauth_token` and
+/// `oauth_verifier`, once, the access token's request signed with the request token's secret,
+/// which waited in the store encrypted; then the instance's calls are signed with the access
+/// token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_signs_an_oauth1_instance_in_with_the_request_token_secret_encrypted() {
+    const CONSUMER_SECRET: &str = "FAKE-consumer-secret-2718";
+    const REQUEST_SECRET: &str = "FAKE-request-secret-5";
+    const ACCESS_TOKEN: &str = "FAKE-access-token-8";
+    const ACCESS_SECRET: &str = "FAKE-access-secret-9";
+    let vendor = MockServer::start().await;
+    let form = |body: String| {
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "application/x-www-form-urlencoded")
+            .set_body_string(body)
+    };
+    Mock::given(method("POST"))
+        .and(path("/OAuthGetRequestToken"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&vendor)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/OAuthGetRequestToken"))
+        .respond_with(form(format!(
+            "oauth_token=REQ-token-1&oauth_token_secret={REQUEST_SECRET}&oauth_callback_confirmed=true"
+        )))
+        .mount(&vendor)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/OAuthGetAccessToken"))
+        .respond_with(form(format!(
+            "oauth_token={ACCESS_TOKEN}&oauth_token_secret={ACCESS_SECRET}"
+        )))
+        .mount(&vendor)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/boards/b7/cards"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&vendor)
+        .await;
+    let temp = tempfile::tempdir().unwrap();
+    let store = crate::support::sqlite_store(temp.path());
+    let file = write_file(
+        temp.path(),
+        "trello",
+        &json!({
+            "base.url": vendor.uri(),
+            "oauth.api.key": "demo-consumer",
+            "oauth.api.secret": CONSUMER_SECRET,
+            "oauth.request.url": format!("{}/OAuthGetRequestToken", vendor.uri()),
+            "oauth.token.url": format!("{}/OAuthGetAccessToken", vendor.uri()),
+            "oauth.authorization.url": format!("{}/OAuthAuthorizeToken?scope={{oauth.scope}}", vendor.uri()),
+            "oauth.scope": "read,write",
+        }),
+    );
+    crate::serve::keyed(&[
+        "instances",
+        "import",
+        file.to_str().unwrap(),
+        "--connector",
+        "tests/fixtures/run/oauth1/connector.json",
+        "--store",
+        &store,
+    ])
+    .assert_success();
+    let client = client_with(&create_key(
+        &store,
+        "app",
+        &["instances:read", "instances:write", "resources"],
+    ));
+    let served = Served::start_in(&store, "tests/fixtures/run/oauth1");
+    let callback = format!("{}/v1/oauth/callback", served.url);
+
+    let (started, _) = begin(&client, &served, "trello").await;
+    assert_eq!(started["redirect_uri"], callback.as_str());
+    assert_eq!(
+        started["authorization_url"],
+        format!(
+            "{}/OAuthAuthorizeToken?scope=read%2Cwrite&oauth_token=REQ-token-1",
+            vendor.uri()
+        )
+        .as_str()
+    );
+    // The 503 and its retry: each signed with its own nonce, both signatures right.
+    let asked = received_at(&vendor, "/OAuthGetRequestToken").await;
+    assert_eq!(asked.len(), 2);
+    let nonces: Vec<String> = asked
+        .iter()
+        .map(|request| {
+            let protocol = query_protocol(request);
+            let field = |name: &str| {
+                protocol
+                    .iter()
+                    .find(|(key, _)| key == name)
+                    .map(|(_, value)| value.clone())
+                    .unwrap_or_default()
+            };
+            assert_eq!(field("oauth_callback"), callback);
+            assert_eq!(
+                field("oauth_signature"),
+                signature_with(&vendor.uri(), request, &protocol, "")
+            );
+            field("oauth_nonce")
+        })
+        .collect();
+    assert_eq!(nonces[0].len(), 32);
+    assert_ne!(nonces[0], nonces[1]);
+
+    // While the flow waits, the store holds the request token's secret encrypted only.
+    let stored_bytes: Vec<u8> = fs_err::read_dir(temp.path())
+        .unwrap()
+        .flat_map(|entry| fs_err::read(entry.unwrap().path()).unwrap_or_default())
+        .collect();
+    let stored_text = String::from_utf8_lossy(&stored_bytes);
+    assert!(stored_text.contains("demo-consumer"));
+    assert!(!stored_text.contains(REQUEST_SECRET));
+
+    // Another request token is refused, with nothing sent to the vendor.
+    let forged = browser(&format!(
+        "{callback}?oauth_token=REQ-token-2&oauth_verifier=VER-42"
+    ))
+    .await;
+    assert_eq!(forged.status, 400, "{}", forged.body);
+    assert_eq!(forged.json()["type"], "urn:engine:problem:invalid-state");
+    let answer = format!("{callback}?oauth_token=REQ-token-1&oauth_verifier=VER-42");
+    let signed_in = browser(&answer).await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+    assert_eq!(signed_in.json()["id"], "trello");
+    let replayed = browser(&answer).await;
+    assert_eq!(replayed.status, 400, "{}", replayed.body);
+    assert_eq!(replayed.json()["type"], "urn:engine:problem:invalid-state");
+
+    // One exchange, signed with the request token and its secret.
+    let exchanged = received_at(&vendor, "/OAuthGetAccessToken").await;
+    assert_eq!(exchanged.len(), 1);
+    let protocol = query_protocol(&exchanged[0]);
+    let field = |name: &str| {
+        protocol
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (field("oauth_token"), field("oauth_verifier")),
+        ("REQ-token-1".to_owned(), "VER-42".to_owned())
+    );
+    assert_eq!(
+        field("oauth_signature"),
+        signature_with(&vendor.uri(), &exchanged[0], &protocol, REQUEST_SECRET)
+    );
+    let stored = revealed(&store, "trello");
+    assert_eq!(
+        (
+            &stored["oauth.user.token"],
+            &stored["oauth.user.token.secret"]
+        ),
+        (&json!(ACCESS_TOKEN), &json!(ACCESS_SECRET)),
+        "{stored}"
+    );
+
+    let history = call(
+        &client,
+        "GET",
+        &format!("{}/v1/instances/trello/history", served.url),
+    )
+    .await
+    .json();
+    let entry = &history["entries"][0];
+    assert_eq!(
+        (&entry["trigger"], &entry["outcome"], &entry["resource"]),
+        (
+            &json!("sign-in"),
+            &json!("ok"),
+            &json!("oauth1 access token")
+        ),
+        "{history}"
+    );
+
+    // The instance's calls are signed with the access token.
+    let cards = call(
+        &client,
+        "GET",
+        &format!(
+            "{}/v1/instances/trello/resources/board-cards?id=b7",
+            served.url
+        ),
+    )
+    .await;
+    assert_eq!(cards.status, 200, "{}", cards.body);
+    let card_request = &received_at(&vendor, "/boards/b7/cards").await[0];
+    let protocol = query_protocol(card_request);
+    assert!(protocol.contains(&("oauth_token".to_owned(), ACCESS_TOKEN.to_owned())));
+    // A person who declines comes back with `denied`: the flow is over, nothing is exchanged.
+    begin(&client, &served, "trello").await;
+    let declined = browser(&format!("{callback}?denied=REQ-token-1")).await;
+    assert_eq!(declined.status, 400, "{}", declined.body);
+    assert_eq!(
+        declined.json()["type"],
+        "urn:engine:problem:authorization-declined"
+    );
+    let late = browser(&answer).await;
+    assert_eq!(late.json()["type"], "urn:engine:problem:invalid-state");
+    assert_eq!(received_at(&vendor, "/OAuthGetAccessToken").await.len(), 1);
+
+    let stderr = served.stderr();
+    for secret in [CONSUMER_SECRET, REQUEST_SECRET, ACCESS_SECRET, ACCESS_TOKEN] {
+        assert!(!stderr.contains(secret), "{stderr}");
+        assert!(!signed_in.body.contains(secret), "{}", signed_in.body);
+    }
 }
 
 /// The OpenAPI document the service serves (with no key) is `schemas/openapi.json`, and every

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::auth::authorize::{
     AuthorizationFlow, AuthorizationRequest, answered_url, authorization_request,
-    authorize_url_step, callback, exchange_steps,
+    authorize_url_step, callback_of, exchange_steps,
 };
 use crate::auth::{Step, oauth1};
 use crate::engine::{Engine, Run};
@@ -43,8 +43,8 @@ impl Engine {
     /// URI the vendor sees (any `http(s)` URL: a service's callback), the `state` and the PKCE
     /// verifier ([`AuthorizationFlow`]).
     ///
-    /// OAuth 1.0a takes none of it: the vendor makes its request token, the `state`, and the
-    /// callback is `oauth.callback.url`.
+    /// OAuth 1.0a takes the redirect URI alone (its `oauth_callback`): the vendor makes its
+    /// request token, the flow's `state`, and PKCE is OAuth2's.
     ///
     /// Fails like [`Engine::begin_authorization`].
     pub async fn begin_authorization_with(
@@ -57,7 +57,7 @@ impl Engine {
     ) -> Result<AuthorizationRequest, RunError> {
         let mut run = Run::new(self, connector, store, instance, observer).await?;
         if connector.authentication().kind() == AuthKind::Oauth1 {
-            return begin_oauth1(&mut run, connector).await;
+            return begin_oauth1(&mut run, connector, flow).await;
         }
         let mut request = authorization_request(connector, &run.configuration, flow)?;
         let Some(step) = authorize_url_step(connector, &run.configuration, &request) else {
@@ -115,17 +115,13 @@ impl Engine {
 async fn begin_oauth1(
     run: &mut Run<'_>,
     connector: &Connector,
+    flow: &AuthorizationFlow,
 ) -> Result<AuthorizationRequest, RunError> {
-    let callback = callback(&run.configuration)?;
+    let callback = callback_of(&run.configuration, flow)?;
     let credentials = oauth1::Credentials::consumer(connector, &run.configuration)?;
-    let request = oauth1::request_token_request(
-        &run.configuration,
-        &credentials,
-        &callback.redirect_uri,
-        &oauth1::nonce(),
-        run.now_ms() / 1000,
-    )?;
-    let (token, secret) = run.oauth1_token(request, "request token").await?;
+    let (request, signer) =
+        oauth1::request_token_request(&run.configuration, credentials, &callback.redirect_uri)?;
+    let (_, token, secret) = run.oauth1_token(request, &signer, "request token").await?;
     Ok(AuthorizationRequest {
         url: oauth1::authorization_url(&run.configuration, &token)?,
         state: token,
@@ -140,7 +136,8 @@ async fn begin_oauth1(
 
 /// OAuth 1.0a: exchanges the approved request token and the callback's `verifier` for the
 /// access token and its secret, saves them (`oauth.user.token`, `oauth.user.token.secret`),
-/// then provisions the instance when it never was.
+/// reports the exchange as a requested lifecycle step (`oauth1 access token`), then provisions
+/// the instance when it never was.
 async fn complete_oauth1(
     run: &mut Run<'_>,
     connector: &Connector,
@@ -151,18 +148,24 @@ async fn complete_oauth1(
     run.redactor.learn(&secret);
     let credentials = oauth1::Credentials::consumer(connector, &run.configuration)?
         .with_token(request.state.clone(), secret);
-    let exchange = oauth1::access_token_request(
-        &run.configuration,
-        &credentials,
-        verifier,
-        &oauth1::nonce(),
-        run.now_ms() / 1000,
-    )?;
-    let (token, secret) = run.oauth1_token(exchange, "access token").await?;
-    let mut saved = engine_store::State::new();
-    saved.insert("oauth.user.token".to_owned(), Value::String(token));
-    saved.insert("oauth.user.token.secret".to_owned(), Value::String(secret));
-    run.save(&saved);
+    let (exchange, signer) =
+        oauth1::access_token_request(&run.configuration, credentials, verifier)?;
+    let started = std::time::Instant::now();
+    let old_token = run.current_token();
+    let exchanged = run.oauth1_token(exchange, &signer, "access token").await;
+    if let Ok((_, token, secret)) = &exchanged {
+        let mut saved = engine_store::State::new();
+        saved.insert("oauth.user.token".to_owned(), Value::String(token.clone()));
+        saved.insert(
+            "oauth.user.token.secret".to_owned(),
+            Value::String(secret.clone()),
+        );
+        run.save(&saved);
+    }
+    // The exchange is reported as OAuth2's is, for the instance's history.
+    let status = exchanged.as_ref().map(|(status, _, _)| *status);
+    run.report_requested("oauth1 access token".to_owned(), started, old_token, status);
+    exchanged?;
     run.persist_pending().await?;
     run.ensure_fresh().await?;
     run.persist_pending().await

@@ -556,11 +556,6 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// The time by the engine's clock, epoch milliseconds.
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.engine.now_ms()
-    }
-
     /// The time freshness is judged at: the clock's, plus [`Run::ahead_ms`].
     fn judged_at(&self) -> u64 {
         self.engine.now_ms().saturating_add(self.ahead_ms)
@@ -849,30 +844,44 @@ impl<'a> Run<'a> {
         step: &Step<'_>,
     ) -> Result<VendorResponse, RunError> {
         let started = Instant::now();
-        let old_token = self.token_fingerprint_in(&self.configuration.to_map());
+        let old_token = self.current_token();
         let result = self.execute(step).await;
-        let now = self.configuration.to_map();
+        let status = result.as_ref().map(|response| response.status);
+        self.report_requested(step.name(), started, old_token, status);
+        result
+    }
+
+    /// The fingerprint of the instance's token now, for a [`RefreshReport`].
+    pub(crate) fn current_token(&self) -> Option<String> {
+        self.token_fingerprint_in(&self.configuration.to_map())
+    }
+
+    /// Reports a lifecycle step run at the caller's request (an exchange of a sign-in) that
+    /// started at `started` with the token `old_token`: `result` is the status its request was
+    /// answered with, or its error ([`Event::RefreshFinished`]).
+    pub(crate) fn report_requested(
+        &self,
+        by: String,
+        started: Instant,
+        old_token: Option<String>,
+        result: Result<u16, &RunError>,
+    ) {
         self.observer.event(&Event::RefreshFinished(RefreshReport {
             reason: RefreshReason::Requested,
-            by: step.name(),
-            status: match &result {
-                Ok(response) => Some(response.status),
+            by,
+            status: match result {
+                Ok(status) => Some(status),
                 Err(error) => status_of(error),
             },
             elapsed: started.elapsed(),
             error: result
-                .as_ref()
                 .err()
                 .map(|error| self.redactor.redact(&error.to_string())),
-            response: result.as_ref().err().and_then(response_of),
+            response: result.err().and_then(response_of),
             retry: false,
             old_token,
-            new_token: result
-                .as_ref()
-                .ok()
-                .and_then(|_| self.token_fingerprint_in(&now)),
+            new_token: result.ok().and_then(|_| self.current_token()),
         }));
-        result
     }
 
     /// Step 2 of the cycle: makes sure the token is fresh before an API call. True when it took
@@ -1653,25 +1662,28 @@ impl<'a> Run<'a> {
     }
 
     /// Sends `request` through the engine's transport and retry policy; a request of an OAuth
-    /// 1.0a connector signed first (`auth/oauth1.rs`), as it is to go out.
+    /// 1.0a connector signed as each attempt goes out (`auth/oauth1.rs`).
     async fn send(
         &self,
         request: &PreparedRequest,
         lifecycle: bool,
     ) -> Result<VendorResponse, RunError> {
-        let signed;
-        let request = if self.connector.authentication().kind() == AuthKind::Oauth1
-            && !oauth1::is_signed(request)
-        {
+        let signer = if self.connector.authentication().kind() == AuthKind::Oauth1 {
             let credentials = oauth1::Credentials::of(self.connector, &self.configuration)?;
-            let mut copy = request.clone();
-            let timestamp = self.engine.now_ms() / 1000;
-            oauth1::sign(&mut copy, &credentials, &oauth1::nonce(), timestamp);
-            signed = copy;
-            &signed
+            Some(oauth1::Signer::new(credentials))
         } else {
-            request
+            None
         };
+        self.send_signed(request, lifecycle, signer.as_ref()).await
+    }
+
+    /// [`Run::send`], each attempt signed by `signer` when there is one.
+    async fn send_signed(
+        &self,
+        request: &PreparedRequest,
+        lifecycle: bool,
+        signer: Option<&oauth1::Signer>,
+    ) -> Result<VendorResponse, RunError> {
         let sending = Sending {
             transport: &*self.engine.transport,
             http: self.engine.http.as_deref(),
@@ -1680,24 +1692,26 @@ impl<'a> Run<'a> {
             redactor: &self.redactor,
             clock: &*self.engine.clock,
             deadline: self.deadline,
+            signer,
         };
         send_with_policy(&sending, request, lifecycle).await
     }
 
-    /// Sends one of the OAuth 1.0a sign-in's token requests (signed already) and gives the
-    /// token and its secret it answers, as [`Run::send`] sends, masked by the redactor from
-    /// then on.
+    /// Sends one of the OAuth 1.0a sign-in's token requests, signed by `signer`, and gives the
+    /// status, the token and its secret it answers, as [`Run::send`] sends, masked by the
+    /// redactor from then on.
     ///
     /// Fails when the vendor answers an error status or no token.
     pub(crate) async fn oauth1_token(
         &mut self,
         request: PreparedRequest,
+        signer: &oauth1::Signer,
         what: &str,
-    ) -> Result<(String, String), RunError> {
+    ) -> Result<(u16, String, String), RunError> {
         self.learn_sent(&request);
-        let response = self.send(&request, true).await?;
+        let response = self.send_signed(&request, true, Some(signer)).await?;
         if response.is_recorded() {
-            return Ok((String::new(), String::new()));
+            return Ok((response.status, String::new(), String::new()));
         }
         if !response.is_success() {
             return Err(RunErrorKind::AuthFailed {
@@ -1714,7 +1728,7 @@ impl<'a> Run<'a> {
         let (token, secret) = oauth1::token_answer(&response.body_text(), what)?;
         self.redactor.learn(&token);
         self.redactor.learn(&secret);
-        Ok((token, secret))
+        Ok((response.status, token, secret))
     }
 
     /// Sends a lifecycle request (token endpoints, lifecycle resources) with the lifecycle's

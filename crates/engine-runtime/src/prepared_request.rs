@@ -344,7 +344,8 @@ impl PreparedRequest {
                         .next()
                         .map(|(name, _)| name.into_owned())
                         .unwrap_or_default();
-                    let secret = crate::redact::is_secret_name(&decoded)
+                    let secret = (crate::redact::is_secret_name(&decoded)
+                        && !NAMED_LIKE_SECRETS.contains(&decoded.as_str()))
                         || self.secrets.iter().any(
                             |slot| matches!(slot, SecretSlot::Query(slot) if *slot == decoded),
                         );
@@ -365,6 +366,10 @@ impl PreparedRequest {
             .replace("%2A%2A%2A%2A", crate::redact::MASK)
     }
 }
+
+/// Query parameters named like secrets that are none: OAuth 1.0a's `oauth_signature_method`
+/// (`HMAC-SHA1`, RFC 5849 3.1).
+const NAMED_LIKE_SECRETS: &[&str] = &["oauth_signature_method"];
 
 /// Masks the field at the dotted `path` of a JSON body (the whole body for an empty path).
 fn mask_dotted(body: &mut Value, path: &str) {

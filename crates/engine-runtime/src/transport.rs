@@ -528,6 +528,9 @@ pub(crate) struct Sending<'a> {
     pub(crate) clock: &'a dyn crate::Clock,
     /// The bound on the whole run.
     pub(crate) deadline: Deadline,
+    /// Signs each attempt anew (OAuth 1.0a), with a nonce and a time of its own: a retry that
+    /// repeated a nonce would be refused as a replay.
+    pub(crate) signer: Option<&'a crate::auth::oauth1::Signer>,
 }
 
 /// The bound on a whole run: every attempt, retry pause and refresh must end by `at_ms`.
@@ -570,8 +573,13 @@ pub(crate) async fn send_with_policy(
     // (the engine's own headers too, a token with a line break from a vendor included).
     crate::request::check_headers(&request.headers, &[])?;
     let observer = sending.observer;
+    let unsigned = request;
     let mut attempt = 1;
     loop {
+        let signed = sending
+            .signer
+            .map(|signer| signer.sign(unsigned, sending.clock.now_ms() / 1000));
+        let request = signed.as_ref().unwrap_or(unsigned);
         if observer.enabled() {
             observer.event(&Event::Sending {
                 resource: request.resource.to_string(),

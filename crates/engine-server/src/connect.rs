@@ -57,8 +57,9 @@ pub(crate) struct Authorization {
 }
 
 /// Starts signing the instance in through a browser (OAuth2's authorization code grant, with
-/// PKCE S256 when the connector enables it): answers the vendor's authorization URL, to open in
-/// a browser. The flow waits 10 minutes for its callback, once.
+/// PKCE S256 when the connector enables it; OAuth 1.0a, with a request token the vendor gives):
+/// answers the vendor's authorization URL, to open in a browser. The flow waits 10 minutes for
+/// its callback, once.
 #[cfg_attr(test, utoipa::path(
     post,
     path = "/v1/instances/{id}/authorize",
@@ -67,7 +68,7 @@ pub(crate) struct Authorization {
     responses(
         (status = 200, description = "The authorization URL", body = Authorization),
         (status = 404, description = "No such instance", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The connector does not sign in through a browser, or an OAuth2 key is missing", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The connector does not sign in through a browser, or a key of its sign-in is missing", body = crate::problem::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["instances:write"]))
 ))]
@@ -104,18 +105,22 @@ pub(crate) async fn authorize(
     }))
 }
 
-/// The vendor's callback: the browser comes back with `code` and `state` (or `error`). The
-/// `state` is the credential (no API key): unknown, expired or used already, it is refused
-/// before anything is sent to the vendor. Otherwise the code is exchanged, the tokens stored,
-/// the instance provisioned when it never was, its `needs-reauth` mark cleared, the exchange
-/// recorded in its history.
+/// The vendor's callback: the browser comes back with `code` and `state` (or `error`); from an
+/// OAuth 1.0a vendor, with `oauth_token` and `oauth_verifier`. The `state` (the `oauth_token`)
+/// is the credential (no API key): unknown, expired or used already, it is refused before
+/// anything is sent to the vendor. Otherwise the code (the verifier) is exchanged, the tokens
+/// stored, the instance provisioned when it never was, its `needs-reauth` mark cleared, the
+/// exchange recorded in its history.
 #[cfg_attr(test, utoipa::path(
     get,
     path = "/v1/oauth/callback",
     tag = "sign-in",
     params(
-        ("state" = String, Query, description = "The flow's state, as the vendor sends it back"),
-        ("code" = Option<String>, Query, description = "The authorization code"),
+        ("state" = Option<String>, Query, description = "The flow's state, as the vendor sends it back (OAuth2)"),
+        ("code" = Option<String>, Query, description = "The authorization code (OAuth2)"),
+        ("oauth_token" = Option<String>, Query, description = "The request token the person approved (OAuth 1.0a)"),
+        ("oauth_verifier" = Option<String>, Query, description = "The verifier that goes with it (OAuth 1.0a)"),
+        ("denied" = Option<String>, Query, description = "The request token the person declined (OAuth 1.0a)"),
         ("error" = Option<String>, Query, description = "The vendor's error, when the person declined"),
         ("error_description" = Option<String>, Query, description = "The vendor's words for it"),
     ),
@@ -133,26 +138,46 @@ pub(crate) async fn callback(
     let Query(parameters) =
         query.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
     let app = &connect.app;
-    let state = parameters.get("state").map_or("", String::as_str);
-    let pending = engine_service::authorize::take(
-        &**app.opened.plain(),
-        &connect.keys,
-        state,
-        app.clock.now_ms(),
-    )
-    .await?;
+    let plain = &**app.opened.plain();
+    let now_ms = app.clock.now_ms();
+    // OAuth 1.0a: the request token comes back instead of a state, with the verifier; a person
+    // who declines comes back with `denied=TOKEN` (Twitter's, Trello's) or `oauth_problem`.
+    let denied = parameters.get("denied");
+    let oauth1 = parameters
+        .get("oauth_token")
+        .or(denied)
+        .filter(|_| !parameters.contains_key("state"));
+    let (pending, code, what) = if let Some(token) = oauth1 {
+        (
+            engine_service::authorize::take_oauth1(plain, &connect.keys, token, now_ms).await?,
+            parameters.get("oauth_verifier"),
+            "oauth_verifier",
+        )
+    } else {
+        let state = parameters.get("state").map_or("", String::as_str);
+        (
+            engine_service::authorize::take(plain, &connect.keys, state, now_ms).await?,
+            parameters.get("code"),
+            "code",
+        )
+    };
     let id = pending.instance;
-    if let Some(error) = parameters.get("error") {
+    let error = parameters
+        .get("error")
+        .or_else(|| parameters.get("oauth_problem"))
+        .map(String::as_str)
+        .or(denied.map(|_| "denied"));
+    if let Some(error) = error {
         let message = engine_service::authorize::declined_message(
             error,
             parameters.get("error_description").map(String::as_str),
         );
         return Err(Failure::Declined { id, message });
     }
-    let Some(code) = parameters.get("code") else {
-        return Err(Failure::BadRequest(
-            "the callback carries no `code`: start the sign-in again".to_owned(),
-        ));
+    let Some(code) = code else {
+        return Err(Failure::BadRequest(format!(
+            "the callback carries no `{what}`: start the sign-in again"
+        )));
     };
     let read = app.stored(&id).await?;
     let Some(name) = engine_store::connector_of(&read.state) else {

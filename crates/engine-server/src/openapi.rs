@@ -79,7 +79,7 @@ mod generate {
         modifiers(&ApiKey, &OneIdPerOperation),
         tags(
             (name = "instances", description = "Create, list, show, refresh and delete instances"),
-            (name = "sign-in", description = "Sign an instance in through a browser (OAuth2 authorization code, PKCE)"),
+            (name = "sign-in", description = "Sign an instance in through a browser (OAuth2 authorization code, PKCE; OAuth 1.0a)"),
             (name = "resources", description = "Call an instance's resources"),
             (name = "events", description = "The events of refreshes: failed, needs re-auth, recovered"),
             (name = "meta", description = "This document"),

@@ -177,7 +177,7 @@ impl Failure {
                     "invalid-state",
                     "the sign-in's state is not valid",
                 ),
-                ErrorKind::NoBrowserSignIn { .. } | ErrorKind::SignInNotServed { .. } => (
+                ErrorKind::NoBrowserSignIn { .. } => (
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "no-browser-sign-in",
                     "the connector does not sign in through a browser",

@@ -6,10 +6,15 @@
 //! For a service, whose callback may reach any of its processes, the flow waits in the store
 //! between the two halves: [`begin`] answers the vendor's authorization URL and keeps a record
 //! of the flow (10 minutes, [`STATE_LIFETIME`]); [`take`] consumes it when the callback
-//! arrives, once. The record keeps no secret: it is found by the SHA-256 of the `state` (the
-//! state itself is not stored), and the PKCE verifier is not stored either but derived from the
-//! state under a key derived from `ENGINE_SECRET_KEY` ([`FlowKeys`]), so that reading the store
-//! gives nothing to finish a sign-in with.
+//! arrives, once. The record keeps no secret in clear: it is found by the SHA-256 of the
+//! `state` (the state itself is not stored), and the PKCE verifier is not stored either but
+//! derived from the state under a key derived from `ENGINE_SECRET_KEY` ([`FlowKeys`]), so that
+//! reading the store gives nothing to finish a sign-in with.
+//!
+//! OAuth 1.0a has no `state`: the vendor's request token is the flow's, and the callback brings
+//! it back as `oauth_token` with the `oauth_verifier`. The record is found by the SHA-256 of the
+//! request token, and keeps the request token's secret (which signs the exchange) encrypted
+//! with `ENGINE_SECRET_KEY`, bound to the record.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -20,6 +25,7 @@ use engine_runtime::{
 use engine_spec::Connector;
 use engine_spec::kinds::Grant;
 use engine_store::InstanceStore;
+use engine_stores_sql::SecretKey;
 use hmac::Mac as _;
 use serde_json::{Value, json};
 use sha2::Digest as _;
@@ -151,10 +157,13 @@ async fn cleared(
 
 /// The keys PKCE verifiers are derived under: one per `ENGINE_SECRET_KEY` key (the current one
 /// and the old ones), each derived from it for this use only (as API keys' MACs are, under
-/// another purpose).
+/// another purpose); and the keys themselves, that encrypt an OAuth 1.0a request token's secret
+/// while its flow waits.
 #[derive(Clone)]
 pub struct FlowKeys {
     macs: KeyMac,
+    /// The current key first.
+    secrets: Vec<SecretKey>,
 }
 
 /// Names the keys by id, never their bytes.
@@ -169,7 +178,38 @@ impl FlowKeys {
     ///
     /// Fails with [`ErrorKind::NoKeySecret`] without a key.
     pub fn new(keys: Option<&SecretKeys>) -> Result<Self, Error> {
-        KeyMac::for_purpose(keys, VERIFIER_PURPOSE).map(|macs| Self { macs })
+        let macs = KeyMac::for_purpose(keys, VERIFIER_PURPOSE)?;
+        let secrets = keys
+            .map(|keys| {
+                std::iter::once(&keys.current)
+                    .chain(&keys.old)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Self { macs, secrets })
+    }
+
+    /// `secret` encrypted with the current key, bound to the record `id` of a flow of
+    /// `instance`.
+    fn seal(&self, secret: &str, id: &str, instance: &str) -> Result<String, Error> {
+        let current = self.secrets.first().ok_or(ErrorKind::NoKeySecret)?;
+        current
+            .seal(secret, &sealing_context(id))
+            .map_err(|message| {
+                engine_store::StoreError::from(engine_store::StoreErrorKind::Secret {
+                    instance: instance.to_owned(),
+                    message: format!("cannot encrypt the request token's secret: {message}"),
+                })
+                .into()
+            })
+    }
+
+    /// The secret `sealed` holds for the record `id`; `None` when no key given opens it.
+    fn open(&self, sealed: &str, id: &str) -> Option<String> {
+        let key_id = engine_stores_sql::sealed_with(sealed)?;
+        let key = self.secrets.iter().find(|key| key.id() == key_id)?;
+        key.open(sealed, &sealing_context(id)).ok()
     }
 
     /// The verifier of `state` under the key `id` (64 hex digits, a valid PKCE verifier);
@@ -231,19 +271,18 @@ pub struct Begun {
 
 /// Starts a sign-in of `start.instance` through a service: a random `state`, the PKCE verifier
 /// derived from it under `keys`' current key, the authorization URL (or the connector's
-/// `oauthOnAuthorizeUrl` resource's), and a record of the flow that [`take`] consumes.
+/// `oauthOnAuthorizeUrl` resource's), and a record of the flow that [`take`] consumes. For
+/// OAuth 1.0a, the vendor's request token (asked for with the service's callback) and the
+/// address where a person approves it; the record keeps the token's secret, encrypted.
 ///
 /// Fails with [`ErrorKind::NoBrowserSignIn`] for a connector that does not sign in through a
-/// browser, [`ErrorKind::SignInNotServed`] for OAuth 1.0a (its request token's secret would
-/// have to wait in the store), [`ErrorKind::Run`] when the instance cannot be read, an OAuth2 key is missing or
-/// the resource fails, and the store's error when the record cannot be written.
+/// browser, [`ErrorKind::Run`] when the instance cannot be read, a key of the connector's is
+/// missing, the resource fails or the vendor refuses a request token, and the store's error
+/// when the record cannot be written.
 pub async fn begin(start: &Start<'_>, keys: &FlowKeys) -> Result<Begun, Error> {
     check_code_flow(start.connector, start.connector_name)?;
     if start.connector.authentication().kind() == engine_spec::AuthKind::Oauth1 {
-        return Err(ErrorKind::SignInNotServed {
-            connector: start.connector_name.to_owned(),
-        }
-        .into());
+        return begin_oauth1(start, keys).await;
     }
     let state = to_hex(&random::<32>());
     let key = keys.current();
@@ -263,8 +302,7 @@ pub async fn begin(start: &Start<'_>, keys: &FlowKeys) -> Result<Begun, Error> {
         )
         .await
         .map_err(ErrorKind::Run)?;
-    let lifetime = u64::try_from(STATE_LIFETIME.as_millis()).unwrap_or(u64::MAX);
-    let expires_at_ms = start.now_ms.saturating_add(lifetime);
+    let expires_at_ms = start.now_ms.saturating_add(lifetime_ms());
     let record = json!({
         "instance": start.instance,
         "redirect_uri": request.redirect_uri,
@@ -287,6 +325,61 @@ pub async fn begin(start: &Start<'_>, keys: &FlowKeys) -> Result<Begun, Error> {
         redirect_uri: request.redirect_uri,
         expires_at_ms,
     })
+}
+
+/// [`begin`] for OAuth 1.0a: the request token is the flow's `state`, its secret kept in the
+/// record, encrypted.
+async fn begin_oauth1(start: &Start<'_>, keys: &FlowKeys) -> Result<Begun, Error> {
+    let flow = AuthorizationFlow {
+        redirect_uri: Some(start.redirect_uri.to_owned()),
+        ..AuthorizationFlow::default()
+    };
+    let request = start
+        .engine
+        .begin_authorization_with(
+            start.connector,
+            start.store,
+            start.instance,
+            start.observer,
+            &flow,
+        )
+        .await
+        .map_err(ErrorKind::Run)?;
+    let id = record_id(&request.state);
+    let secret = request.request_token_secret.as_deref().unwrap_or_default();
+    let record = json!({
+        "instance": start.instance,
+        "redirect_uri": request.redirect_uri,
+        "oauth1": true,
+        "secret": keys.seal(secret, &id, start.instance)?,
+    });
+    let expires_at_ms = start.now_ms.saturating_add(lifetime_ms());
+    start
+        .store
+        .put_record(
+            STATES_NAMESPACE,
+            &id,
+            record,
+            Some(expires_at_ms),
+            0,
+            start.now_ms,
+        )
+        .await?;
+    Ok(Begun {
+        url: request.url,
+        redirect_uri: request.redirect_uri,
+        expires_at_ms,
+    })
+}
+
+/// What encrypts a request token's secret is bound to: its record, so that a value copied to
+/// another record does not decrypt.
+fn sealing_context(id: &str) -> String {
+    format!("{STATES_NAMESPACE}\0{id}")
+}
+
+fn lifetime_ms() -> u64 {
+    u64::try_from(STATE_LIFETIME.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A flow whose callback arrived: the instance it signs in, and the request to finish it with
@@ -321,44 +414,98 @@ pub async fn take(
     state: &str,
     now_ms: u64,
 ) -> Result<Pending, Error> {
-    let unknown = || Error::from(ErrorKind::UnknownState);
     let is_state = state.len() == 64 && state.bytes().all(|byte| byte.is_ascii_hexdigit());
     if !is_state {
-        return Err(unknown());
+        return Err(ErrorKind::UnknownState.into());
     }
+    let (_, record) = taken(store, state, now_ms).await?;
+    if record.get("oauth1").is_some() {
+        return Err(ErrorKind::UnknownState.into());
+    }
+    let verifier = if record.get("pkce").and_then(Value::as_bool) == Some(true) {
+        let key = record
+            .get("key")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Some(keys.verifier(key, state).ok_or(ErrorKind::UnknownState)?)
+    } else {
+        None
+    };
+    pending(&record, state, verifier, None)
+}
+
+/// Consumes the OAuth 1.0a flow of the request token `token` (the callback's `oauth_token`),
+/// once, as [`take`] does; the request has the token's secret, decrypted.
+///
+/// Fails with [`ErrorKind::UnknownState`] when no OAuth 1.0a flow under way has this request
+/// token (never started, expired, used already, or its secret encrypted with a key no longer
+/// set), and the store's error.
+pub async fn take_oauth1(
+    store: &dyn InstanceStore,
+    keys: &FlowKeys,
+    token: &str,
+    now_ms: u64,
+) -> Result<Pending, Error> {
+    if token.is_empty() {
+        return Err(ErrorKind::UnknownState.into());
+    }
+    let (id, record) = taken(store, token, now_ms).await?;
+    let secret = record
+        .get("oauth1")
+        .and(record.get("secret"))
+        .and_then(Value::as_str)
+        .and_then(|sealed| keys.open(sealed, &id))
+        .ok_or(ErrorKind::UnknownState)?;
+    pending(&record, token, None, Some(secret))
+}
+
+/// Deletes the record of the flow whose `state` (or request token) is `state`, with the version
+/// read: its id and value.
+async fn taken(
+    store: &dyn InstanceStore,
+    state: &str,
+    now_ms: u64,
+) -> Result<(String, Value), Error> {
     let id = record_id(state);
     let record = store
         .get_record(STATES_NAMESPACE, &id, now_ms)
         .await?
-        .ok_or_else(unknown)?;
+        .ok_or(ErrorKind::UnknownState)?;
     if !store
         .delete_record(STATES_NAMESPACE, &id, Some(record.version))
         .await?
     {
-        return Err(unknown());
+        return Err(ErrorKind::UnknownState.into());
     }
-    let text = |name: &str| record.value.get(name).and_then(Value::as_str);
-    let instance = text("instance").ok_or_else(unknown)?.to_owned();
-    let redirect_uri = text("redirect_uri").ok_or_else(unknown)?.to_owned();
-    let verifier = if record.value.get("pkce").and_then(Value::as_bool) == Some(true) {
-        Some(
-            keys.verifier(text("key").unwrap_or_default(), state)
-                .ok_or_else(unknown)?,
-        )
-    } else {
-        None
+    Ok((id, record.value))
+}
+
+/// The flow a record holds, to finish with `state`, the PKCE `verifier` or the request token's
+/// `secret`.
+fn pending(
+    record: &Value,
+    state: &str,
+    verifier: Option<String>,
+    secret: Option<String>,
+) -> Result<Pending, Error> {
+    let text = |name: &str| {
+        record
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or(ErrorKind::UnknownState)
     };
     Ok(Pending {
-        instance,
+        instance: text("instance")?,
         request: AuthorizationRequest {
             url: String::new(),
             state: state.to_owned(),
             verifier,
-            redirect_uri,
+            redirect_uri: text("redirect_uri")?,
             host: String::new(),
             port: 0,
             path: String::new(),
-            request_token_secret: None,
+            request_token_secret: secret,
         },
     })
 }

@@ -187,16 +187,11 @@ pub enum ErrorKind {
         /// Its authentication, in words (`` `basic` ``, `` OAuth2 with the `client_credentials` grant ``).
         scheme: String,
     },
-    /// A connector that signs in with OAuth 1.0a, which a service does not do yet (its request
-    /// token's secret would wait in the store between the two halves).
-    #[error("connector `{connector}` signs in with OAuth 1.0a, which the service does not do yet")]
-    SignInNotServed {
-        /// The connector, as the caller named it.
-        connector: String,
-    },
-    /// A sign-in's callback whose `state` names no flow under way: never started, expired,
-    /// used already, or started under a secret key no longer set.
-    #[error("the sign-in's `state` is unknown, expired or used already: start the sign-in again")]
+    /// A sign-in's callback whose `state` (OAuth 1.0a: `oauth_token`) names no flow under way:
+    /// never started, expired, used already, or started under a secret key no longer set.
+    #[error(
+        "the sign-in's `state` (OAuth 1.0a: `oauth_token`) is unknown, expired or used already: start the sign-in again"
+    )]
     UnknownState,
     /// A run of the connector failed (starting a sign-in: the instance cannot be read, an
     /// OAuth2 key is missing, its `oauthOnAuthorizeUrl` resource failed).

@@ -81,6 +81,84 @@ impl SecretKey {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    /// Encrypts `text` as a secret value is stored (`enc:v1:<key id>:<base64>`), bound to
+    /// `context` (associated data): it decrypts only with the same context
+    /// ([`SecretKey::open`]).
+    ///
+    /// Fails, saying why, when the system gives no randomness for the nonce.
+    pub fn seal(&self, text: &str, context: &str) -> Result<String, String> {
+        let mut nonce = [0_u8; 24];
+        getrandom::fill(&mut nonce)
+            .map_err(|error| format!("no randomness for a nonce: {error}"))?;
+        let sealed = self
+            .cipher
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: text.as_bytes(),
+                    aad: context.as_bytes(),
+                },
+            )
+            .map_err(|_| "cannot encrypt".to_owned())?;
+        let mut bytes = nonce.to_vec();
+        bytes.extend(sealed);
+        Ok(format!(
+            "{PREFIX}{}:{}",
+            self.id,
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ))
+    }
+
+    /// The text of `sealed`, a value [`SecretKey::seal`] made with this key and `context`.
+    ///
+    /// Fails with what is wrong: not such a value, not this key's, or it does not decrypt.
+    pub fn open(&self, sealed: &str, context: &str) -> Result<String, Unsealing> {
+        let (id, encoded) = sealed
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split_once(':'))
+            .ok_or(Unsealing::Invalid)?;
+        if id != self.id {
+            return Err(Unsealing::OtherKey);
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .filter(|bytes| bytes.len() > 24)
+            .ok_or(Unsealing::Invalid)?;
+        let (nonce, sealed) = bytes.split_at(24);
+        let nonce: [u8; 24] = nonce.try_into().unwrap_or([0; 24]);
+        let opened = self
+            .cipher
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: context.as_bytes(),
+                },
+            )
+            .map_err(|_| Unsealing::NoDecrypt)?;
+        String::from_utf8(opened).map_err(|_| Unsealing::NotText)
+    }
+}
+
+/// Why [`SecretKey::open`] gave no text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsealing {
+    /// Not a value [`SecretKey::seal`] makes.
+    Invalid,
+    /// Sealed with another key.
+    OtherKey,
+    /// It does not decrypt: a wrong key under the same id, or another context.
+    NoDecrypt,
+    /// It decrypts to bytes that are not UTF-8.
+    NotText,
+}
+
+/// The id of the key `value` was sealed with, when it is a sealed value.
+pub fn sealed_with(value: &str) -> Option<&str> {
+    let rest = value.strip_prefix(PREFIX)?;
+    rest.split_once(':').map(|(id, _)| id)
 }
 
 /// Which keys of a state are encrypted: the caller's rule. The CLI passes the connector's rule
@@ -201,9 +279,7 @@ fn encrypted_keys(state: &State) -> Vec<String> {
 }
 
 fn is_encrypted_with(text: &str, id: &str) -> bool {
-    text.strip_prefix(PREFIX)
-        .and_then(|rest| rest.split_once(':'))
-        .is_some_and(|(key_id, _)| key_id == id)
+    sealed_with(text) == Some(id)
 }
 
 /// True when `value` is a string this store encrypted.
@@ -236,28 +312,11 @@ impl Keys {
             if !((self.is_secret)(key) || sealed.contains(key)) || text.starts_with(PREFIX) {
                 continue;
             }
-            let mut nonce = [0_u8; 24];
-            getrandom::fill(&mut nonce).map_err(|error| {
-                failure(instance, format!("no randomness for a nonce: {error}"))
-            })?;
             let aad = format!("{instance}\0{key}");
-            let sealed = current
-                .cipher
-                .encrypt(
-                    &XNonce::from(nonce),
-                    Payload {
-                        msg: text.as_bytes(),
-                        aad: aad.as_bytes(),
-                    },
-                )
-                .map_err(|_| failure(instance, format!("cannot encrypt `{key}`")))?;
-            let mut bytes = nonce.to_vec();
-            bytes.extend(sealed);
-            *value = Value::String(format!(
-                "{PREFIX}{}:{}",
-                current.id,
-                base64::engine::general_purpose::STANDARD.encode(bytes)
-            ));
+            let encrypted = current.seal(text, &aad).map_err(|message| {
+                failure(instance, format!("cannot encrypt `{key}`: {message}"))
+            })?;
+            *value = Value::String(encrypted);
         }
         Ok(state)
     }
@@ -268,7 +327,7 @@ impl Keys {
             let Some(rest) = value.as_str().and_then(|text| text.strip_prefix(PREFIX)) else {
                 continue;
             };
-            let Some((id, encoded)) = rest.split_once(':') else {
+            let Some((id, _)) = rest.split_once(':') else {
                 return Err(failure(
                     instance,
                     format!("`{key}` is not a valid encrypted value"),
@@ -295,33 +354,22 @@ impl Keys {
                     ),
                 ));
             };
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .ok()
-                .filter(|bytes| bytes.len() > 24)
-                .ok_or_else(|| {
-                    failure(instance, format!("`{key}` is not a valid encrypted value"))
-                })?;
-            let (nonce, sealed) = bytes.split_at(24);
-            let nonce: [u8; 24] = nonce.try_into().unwrap_or([0; 24]);
             let aad = format!("{instance}\0{key}");
-            let opened = secret
-                .cipher
-                .decrypt(
-                    &XNonce::from(nonce),
-                    Payload {
-                        msg: sealed,
-                        aad: aad.as_bytes(),
+            let sealed = value.as_str().unwrap_or_default();
+            let text = secret.open(sealed, &aad).map_err(|unsealing| {
+                failure(
+                    instance,
+                    match unsealing {
+                        Unsealing::Invalid | Unsealing::OtherKey => {
+                            format!("`{key}` is not a valid encrypted value")
+                        }
+                        Unsealing::NoDecrypt => format!(
+                            "`{key}` does not decrypt with key `{id}`: a wrong key under that id, or a value moved from another instance"
+                        ),
+                        Unsealing::NotText => format!("`{key}` decrypts to invalid text"),
                     },
                 )
-                .map_err(|_| {
-                    failure(
-                        instance,
-                        format!("`{key}` does not decrypt with key `{id}`: a wrong key under that id, or a value moved from another instance"),
-                    )
-                })?;
-            let text = String::from_utf8(opened)
-                .map_err(|_| failure(instance, format!("`{key}` decrypts to invalid text")))?;
+            })?;
             *value = Value::String(text);
         }
         Ok(plain)
@@ -506,5 +554,30 @@ impl InstanceLock for EncryptedLock {
             let encrypted = self.keys.encrypt(&self.instance, state, &self.sealed)?;
             self.inner.write(encrypted, expected).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K2: &str = "k2:HwECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    /// A sealed text opens with its key and context only, and does not show the text.
+    #[test]
+    fn a_sealed_text_opens_with_its_key_and_context_only() {
+        let (k1, k2) = (SecretKey::parse(K1).unwrap(), SecretKey::parse(K2).unwrap());
+        let sealed = k1.seal("FAKE-request-secret", "record-a").unwrap();
+        assert!(!sealed.contains("FAKE-request-secret"), "{sealed}");
+        assert_eq!(sealed_with(&sealed), Some("k1"));
+        assert_eq!(
+            k1.open(&sealed, "record-a").as_deref(),
+            Ok("FAKE-request-secret")
+        );
+        assert_eq!(k1.open(&sealed, "record-b"), Err(Unsealing::NoDecrypt));
+        assert_eq!(k2.open(&sealed, "record-a"), Err(Unsealing::OtherKey));
+        assert_eq!(k1.open("plain", "record-a"), Err(Unsealing::Invalid));
+        assert_ne!(sealed, k1.seal("FAKE-request-secret", "record-a").unwrap());
     }
 }

@@ -44,7 +44,9 @@ use std::sync::Arc;
 
 use engine_store::{FileStore, InstanceStore, StoreError, StoreErrorKind};
 
-pub use encrypted_store::{EncryptedStore, IsSecret, SecretKey, is_encrypted};
+pub use encrypted_store::{
+    EncryptedStore, IsSecret, SecretKey, Unsealing, is_encrypted, sealed_with,
+};
 #[cfg(feature = "postgres")]
 pub use postgres_store::{DEFAULT_LOCK_LIFETIME, PostgresStore};
 #[cfg(feature = "sqlite")]

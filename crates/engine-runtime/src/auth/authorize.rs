@@ -86,6 +86,32 @@ pub(crate) fn callback(configuration: &dyn Values) -> Result<Callback, RunError>
     })
 }
 
+/// The callback of a flow: the redirect URI `flow` sets (any `http(s)` URL: a service's
+/// callback), else `oauth.callback.url` ([`callback`]).
+///
+/// Fails like [`callback`], or when the redirect URI set is not an `http(s)` URL.
+pub(crate) fn callback_of(
+    configuration: &dyn Values,
+    flow: &AuthorizationFlow,
+) -> Result<Callback, RunError> {
+    let Some(redirect_uri) = &flow.redirect_uri else {
+        return callback(configuration);
+    };
+    let url = parse_url(redirect_uri)?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(RunErrorKind::Authorize {
+            message: format!("the redirect URI `{redirect_uri}` is not an `http(s)` URL"),
+        }
+        .into());
+    }
+    Ok(Callback {
+        redirect_uri: redirect_uri.clone(),
+        host: url.host_str().unwrap_or_default().to_owned(),
+        port: url.port_or_known_default().unwrap_or(0),
+        path: url.path().to_owned(),
+    })
+}
+
 /// The URL and where the callback comes back; never the `state`, the verifier nor a request
 /// token's secret.
 impl std::fmt::Debug for AuthorizationRequest {
@@ -164,24 +190,7 @@ pub(crate) fn authorization_request(
     };
     let client_id =
         value("oauth.api.key").ok_or_else(|| missing("oauth.api.key", "the OAuth2 client id"))?;
-    let callback = match &flow.redirect_uri {
-        Some(redirect_uri) => {
-            let url = parse_url(redirect_uri)?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(RunErrorKind::Authorize {
-                    message: format!("the redirect URI `{redirect_uri}` is not an `http(s)` URL"),
-                }
-                .into());
-            }
-            Callback {
-                redirect_uri: redirect_uri.clone(),
-                host: url.host_str().unwrap_or_default().to_owned(),
-                port: url.port_or_known_default().unwrap_or(0),
-                path: url.path().to_owned(),
-            }
-        }
-        None => callback(configuration)?,
-    };
+    let callback = callback_of(configuration, flow)?;
     let verifier = if connector.authentication().pkce() {
         Some(match &flow.verifier {
             Some(verifier) => verifier.clone(),

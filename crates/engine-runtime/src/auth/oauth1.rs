@@ -8,7 +8,9 @@
 //! anything else: in an `Authorization: OAuth ...` header).
 //!
 //! Pure: the nonce and the time are the caller's, so that a signature is unit-tested against a
-//! published example.
+//! published example. A request is signed as each attempt goes out ([`Signer`], by the
+//! transport's retry loop), so that a retry carries a nonce and a time of its own: a vendor
+//! refuses a nonce it saw (RFC 5849 3.3).
 
 use std::fmt::Write as _;
 
@@ -44,6 +46,9 @@ pub(crate) struct Credentials {
     token: String,
     token_secret: String,
     placement: Placement,
+    /// The consumer key is a secret of the connector (its property is `PASSWORD` or hidden):
+    /// masked where a request is shown, as the token is.
+    consumer_key_secret: bool,
 }
 
 /// Where the protocol parameters (`oauth_consumer_key`, `oauth_signature`...) go.
@@ -132,24 +137,57 @@ impl Credentials {
             token,
             token_secret,
             placement,
+            consumer_key_secret: connector.is_secret_key(KEYS[0]),
         })
     }
 }
 
-/// Signs `request` with `credentials`, `nonce` and `timestamp` (epoch seconds): adds the
-/// protocol parameters and their `oauth_signature` to the query or the `Authorization` header,
-/// and marks the token and the signature as secrets.
-pub(crate) fn sign(
-    request: &mut PreparedRequest,
-    credentials: &Credentials,
-    nonce: &str,
-    timestamp: u64,
-) {
-    sign_with(request, credentials, nonce, timestamp, Vec::new());
+/// How the requests of a run (or a sign-in's token request) are signed: the credentials, and the
+/// sign-in's own protocol parameters (`oauth_callback`, `oauth_verifier`). Each attempt is signed
+/// anew ([`Signer::sign`]), with a nonce and a time of its own.
+#[derive(Debug)]
+pub(crate) struct Signer {
+    credentials: Credentials,
+    extra: Vec<(&'static str, String)>,
 }
 
-/// [`sign`] with the sign-in's own protocol parameters (`oauth_callback`, `oauth_verifier`);
-/// without a token, no `oauth_token` (the request token's request).
+impl Signer {
+    /// Signs with `credentials`, with no protocol parameter of the sign-in's.
+    pub(crate) fn new(credentials: Credentials) -> Self {
+        Self {
+            credentials,
+            extra: Vec::new(),
+        }
+    }
+
+    /// `request` signed with a fresh nonce at `timestamp` (epoch seconds).
+    pub(crate) fn sign(&self, request: &PreparedRequest, timestamp: u64) -> PreparedRequest {
+        let mut signed = request.clone();
+        sign_with(
+            &mut signed,
+            &self.credentials,
+            &nonce(),
+            timestamp,
+            self.extra.clone(),
+        );
+        signed
+    }
+}
+
+/// The protocol parameters shown as `****` wherever a request is shown (`--dry-run`, `-v`): the
+/// token, the signature and the sign-in's verifier; the consumer key when it is a secret of
+/// the connector. The others (`oauth_signature_method`, `oauth_version`, the nonce, the time,
+/// the callback) are no secret and stay readable.
+fn is_masked(name: &str, credentials: &Credentials) -> bool {
+    matches!(name, "oauth_token" | "oauth_signature" | "oauth_verifier")
+        || (name == "oauth_consumer_key" && credentials.consumer_key_secret)
+}
+
+/// Signs `request` with `credentials`, `nonce`, `timestamp` (epoch seconds) and the sign-in's
+/// own protocol parameters `extra` (`oauth_callback`, `oauth_verifier`); without a token, no
+/// `oauth_token` (the request token's request). Adds the protocol parameters and their
+/// `oauth_signature` to the query or the `Authorization` header, and marks the token, the
+/// signature and the verifier as secrets ([`is_masked`]).
 fn sign_with(
     request: &mut PreparedRequest,
     credentials: &Credentials,
@@ -181,34 +219,37 @@ fn sign_with(
                 query.append_pair(name, value);
             }
             drop(query);
-            for name in ["oauth_token", "oauth_signature", "oauth_verifier"] {
-                request.secrets.push(SecretSlot::Query(name.to_owned()));
+            for (name, _) in &protocol {
+                if is_masked(name, credentials) {
+                    request.secrets.push(SecretSlot::Query((*name).to_owned()));
+                }
             }
         }
         Placement::Header => {
-            let value = protocol
-                .iter()
-                .map(|(name, value)| format!("{name}=\"{}\"", encode(value)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let value = format!("OAuth {value}");
+            let header = |mask: bool| {
+                let pairs = protocol
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = if mask && is_masked(name, credentials) {
+                            crate::redact::MASK.to_owned()
+                        } else {
+                            encode(value)
+                        };
+                        format!("{name}=\"{value}\"")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("OAuth {pairs}")
+            };
+            request.secrets.push(SecretSlot::Header {
+                name: "Authorization".to_owned(),
+                shown: header(true),
+            });
             request
-                .secrets
-                .push(SecretSlot::header("Authorization", &value, "OAuth "));
-            request.headers.push(("Authorization".to_owned(), value));
+                .headers
+                .push(("Authorization".to_owned(), header(false)));
         }
     }
-}
-
-/// True when `request` carries an `oauth_signature` already (the sign-in's token requests).
-pub(crate) fn is_signed(request: &PreparedRequest) -> bool {
-    request
-        .url
-        .query_pairs()
-        .any(|(name, _)| name == "oauth_signature")
-        || request.headers.iter().any(|(name, value)| {
-            name.eq_ignore_ascii_case("authorization") && value.starts_with("OAuth ")
-        })
 }
 
 /// `oauth_signature` (RFC 5849 3.4): base64 of `HMAC-SHA1` over the signature base string
@@ -271,38 +312,40 @@ fn encode(text: &str) -> String {
     utf8_percent_encode(text, UNRESERVED).to_string()
 }
 
-/// The sign-in's first request (RFC 5849 2.1): a `POST` to `oauth.request.url`, signed with
-/// the consumer's credentials alone, asking for a request token that comes back to `callback`.
+/// The sign-in's first request (RFC 5849 2.1): a `POST` to `oauth.request.url`, to be signed
+/// with the consumer's credentials alone (the signer given with it), asking for a request token
+/// that comes back to `callback`.
 ///
 /// Fails when `oauth.request.url` is missing or no URL.
 pub(crate) fn request_token_request(
     configuration: &dyn Values,
-    credentials: &Credentials,
+    credentials: Credentials,
     callback: &str,
-    nonce: &str,
-    timestamp: u64,
-) -> Result<PreparedRequest, RunError> {
-    let mut request = token_endpoint(configuration, "oauth.request.url", "request token")?;
-    let extra = vec![("oauth_callback", callback.to_owned())];
-    sign_with(&mut request, credentials, nonce, timestamp, extra);
-    Ok(request)
+) -> Result<(PreparedRequest, Signer), RunError> {
+    let request = token_endpoint(configuration, "oauth.request.url", "request token")?;
+    let signer = Signer {
+        credentials,
+        extra: vec![("oauth_callback", callback.to_owned())],
+    };
+    Ok((request, signer))
 }
 
-/// The sign-in's last request (RFC 5849 2.3): a `POST` to `oauth.token.url`, signed with the
-/// request token and its secret (`credentials`), carrying the `verifier` the callback brought.
+/// The sign-in's last request (RFC 5849 2.3): a `POST` to `oauth.token.url`, to be signed with
+/// the request token and its secret (`credentials`, the signer given with it), carrying the
+/// `verifier` the callback brought.
 ///
 /// Fails when `oauth.token.url` is missing or no URL.
 pub(crate) fn access_token_request(
     configuration: &dyn Values,
-    credentials: &Credentials,
+    credentials: Credentials,
     verifier: &str,
-    nonce: &str,
-    timestamp: u64,
-) -> Result<PreparedRequest, RunError> {
-    let mut request = token_endpoint(configuration, "oauth.token.url", "access token")?;
-    let extra = vec![("oauth_verifier", verifier.to_owned())];
-    sign_with(&mut request, credentials, nonce, timestamp, extra);
-    Ok(request)
+) -> Result<(PreparedRequest, Signer), RunError> {
+    let request = token_endpoint(configuration, "oauth.token.url", "access token")?;
+    let signer = Signer {
+        credentials,
+        extra: vec![("oauth_verifier", verifier.to_owned())],
+    };
+    Ok((request, signer))
 }
 
 /// An empty `POST` to the URL `key` holds, as a lifecycle request.
@@ -423,6 +466,7 @@ mod tests {
             token: "370773112-GmHxMAgYyLbNEtIKZeRNFsMKPR9EyMZeS9weJAEb".into(),
             token_secret: "LswwdoUaIvS8ltyTt5jkRh4J50vUPVVHtR2YPi5kE".into(),
             placement,
+            consumer_key_secret: false,
         }
     }
 
@@ -449,11 +493,12 @@ mod tests {
     #[test]
     fn the_published_example_signs_to_its_published_signature() {
         let mut request = request();
-        sign(
+        sign_with(
             &mut request,
             &credentials(Placement::Header),
             NONCE,
             1_318_622_958,
+            Vec::new(),
         );
         let (name, value) = &request.headers[0];
         assert_eq!(name, "Authorization");
@@ -465,14 +510,60 @@ mod tests {
         assert_eq!(request.url.query(), Some("include_entities=true"));
     }
 
+    /// Shown, the header keeps what is no secret and masks the token and the signature; the
+    /// consumer key too when the connector keeps it secret.
+    #[test]
+    fn the_shown_header_masks_the_token_and_the_signature_only() {
+        let shown = |consumer_key_secret: bool| {
+            let mut request = request();
+            let credentials = Credentials {
+                consumer_key_secret,
+                ..credentials(Placement::Header)
+            };
+            sign_with(&mut request, &credentials, NONCE, 1_318_622_958, Vec::new());
+            request.display(&crate::redact::Redactor::default())
+        };
+        assert!(
+            shown(false).contains(&format!(
+                "Authorization: OAuth oauth_consumer_key=\"xvz1evFS4wEEPTGEFPHBog\", oauth_nonce=\"{NONCE}\", oauth_signature_method=\"HMAC-SHA1\", oauth_timestamp=\"1318622958\", oauth_token=\"****\", oauth_version=\"1.0\", oauth_signature=\"****\"\n"
+            )),
+            "{}",
+            shown(false)
+        );
+        assert!(
+            shown(true).contains("OAuth oauth_consumer_key=\"****\", "),
+            "{}",
+            shown(true)
+        );
+    }
+
+    #[test]
+    fn each_signing_has_a_nonce_of_its_own() {
+        let signer = Signer::new(credentials(Placement::Query));
+        let nonces: Vec<String> = (0..2)
+            .map(|_| {
+                let request = signer.sign(&request(), 1_318_622_958);
+                request
+                    .url
+                    .query_pairs()
+                    .find(|(name, _)| name == "oauth_nonce")
+                    .map(|(_, value)| value.into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(nonces[0].len(), 32);
+        assert_ne!(nonces[0], nonces[1]);
+    }
+
     #[test]
     fn query_placement_puts_the_protocol_parameters_in_the_query() {
         let mut request = request();
-        sign(
+        sign_with(
             &mut request,
             &credentials(Placement::Query),
             NONCE,
             1_318_622_958,
+            Vec::new(),
         );
         assert!(request.headers.is_empty());
         let pairs: Vec<(String, String)> = request
