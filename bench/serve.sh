@@ -5,7 +5,8 @@
 # loopback with the load generator on the same machine:
 #
 #  (a) throughput, closed loop: CONNECTIONS (50) connections for DURATION (10) seconds each, the three
-#      targets interleaved, RUNS (3) times; wrk (2 threads) when installed, else oha;
+#      targets interleaved, RUNS (3) times; wrk (2 threads) when installed, else oha; with the
+#      CPU time each target's own process spent per request (from /proc/PID/stat);
 #  (b) latency at a fixed offered rate of RATE (2,000) requests a second, DURATION each (oha -q,
 #      with --latency-correction), the three targets interleaved, RUNS times: p50 and p99, and
 #      the p99 the proxy adds over the emulator hit directly.
@@ -101,13 +102,18 @@ done
 # The commands as run, with the secrets elided.
 shown() { printf '%q ' "$@" | sed -e "s/$token/TOKEN/g" -e "s/$key/KEY/g"; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# The CPU time a process has used, in clock ticks (user + system).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick_us=$((1000000 / $(getconf CLK_TCK)))
 
 echo
 echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 echo "== (a) throughput, closed loop: $connections connections, ${seconds} s, $runs interleaved runs"
 declare -A throughput
+declare -A cpu
 for run in $(seq "$runs"); do
   for i in "${!names[@]}"; do
+    used=$(ticks "${pids[$i]}")
     if command -v wrk >/dev/null; then
       command=(wrk -t2 "-c$connections" "-d${seconds}s" -H "${auths[$i]}" "${urls[$i]}")
       echo "load average $(loadavg); $(shown "${command[@]}")"
@@ -121,12 +127,17 @@ for run in $(seq "$runs"); do
       rps="$(python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["summary"]["requestsPerSec"]))' "$work/a.out")"
       errors="$(python3 -c 'import json, sys; codes = json.load(open(sys.argv[1]))["statusCodeDistribution"]; print("" if set(codes) <= {"200"} else f"statuses: {codes}")' "$work/a.out")"
     fi
+    # The target's own process (the emulator, the pass-through or the engine, not the
+    # emulator behind them): CPU microseconds per request, a figure the machine's load moves
+    # less than the throughput.
+    per_request=$(( ($(ticks "${pids[$i]}") - used) * tick_us / ${rps%.*} / seconds ))
     throughput[${names[$i]}]+="$rps "
-    echo "  run $run ${names[$i]}: $rps requests/s $errors"
+    cpu[${names[$i]}]+="$per_request "
+    echo "  run $run ${names[$i]}: $rps requests/s, ${per_request} us CPU per request in its process $errors"
   done
 done
 for name in "${names[@]}"; do
-  echo "${name}: ${throughput[$name]}"
+  echo "${name}: ${throughput[$name]}requests/s; ${cpu[$name]}us CPU per request"
 done
 python3 - "${throughput[passthrough]}" "${throughput[engine]}" "${throughput[before]:-}" <<'PY'
 import statistics, sys
