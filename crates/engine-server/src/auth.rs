@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use engine_runtime::Clock;
 use engine_service::keys::{self, ApiKey, KeyMac, Scope, StoredKey};
-use engine_store::InstanceStore;
+use engine_store::{InstanceStore, Versioned};
 
 use crate::problem::Problem;
 
@@ -31,6 +31,16 @@ const MAX_CACHED: usize = 10_000;
 /// handler that creates an instance records it as the owner ([`keys::set_owner`]).
 #[derive(Debug, Clone)]
 pub struct Caller(pub ApiKey);
+
+/// The instance the request's path names, as the middleware read it to check that the key sees
+/// it, in the request's extensions: a resource call runs on it instead of reading it again.
+#[derive(Debug, Clone)]
+pub(crate) struct Read {
+    /// The instance's id.
+    pub(crate) id: String,
+    /// Its state as stored (encrypted values stay so).
+    pub(crate) read: Versioned,
+}
 
 /// A rate of requests per key: `per_second` on average, bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -275,18 +285,20 @@ pub(crate) async fn authorize(
         )
         .into_response();
     }
-    if let Some(id) = instance_of(path)
-        && let Ok(read) = auth.store.load(id).await
-        && !keys::visible_to(&read.state, &key)
+    if let Some(id) = instance_of(path).map(str::to_owned)
+        && let Ok(read) = auth.store.load(&id).await
     {
-        // Another key's instance: as if it did not exist.
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "instance-not-found",
-            "no such instance",
-            format!("instance `{id}` does not exist"),
-        )
-        .into_response();
+        if !keys::visible_to(&read.state, &key) {
+            // Another key's instance: as if it did not exist.
+            return Problem::new(
+                StatusCode::NOT_FOUND,
+                "instance-not-found",
+                "no such instance",
+                format!("instance `{id}` does not exist"),
+            )
+            .into_response();
+        }
+        request.extensions_mut().insert(Read { id, read });
     }
     request.extensions_mut().insert(Caller(key));
     next.run(request).await
