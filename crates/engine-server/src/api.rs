@@ -237,7 +237,7 @@ async fn create(
         Some(id) => id,
         None => generated_id()?,
     };
-    let store = app.opened.sealed(Some(&connector));
+    let store = app.sealed(&body.connector, &connector);
     let mut values = body.values;
     // The caller's key owns the instance: it is written with it, in the same write.
     if let Some(axum::Extension(crate::Caller(key))) = &caller {
@@ -488,7 +488,7 @@ async fn resource(
         body_text: None,
         files: Vec::new(),
     };
-    let store = app.opened.sealed(Some(&connector));
+    let store = app.sealed(name, &connector);
     let request = RunRequest {
         connector: &connector,
         selector: &resource,

@@ -191,6 +191,7 @@ impl Server {
             clock: options.clock,
             metrics,
             deliver: Arc::new(Notify::new()),
+            sealed: Mutex::default(),
         });
         let public_url = match options.public_url {
             Some(url) => url,
