@@ -131,8 +131,20 @@ pub(crate) struct Auth {
     pub(crate) mac: KeyMac,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limiter: Limiter,
-    /// Key id → (when looked up, epoch ms; the key, `None` when there is none).
-    cache: Mutex<HashMap<String, (u64, Option<StoredKey>)>>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+/// A key id's entry in the cache.
+#[derive(Debug)]
+struct Cached {
+    /// When it was looked up in the store, epoch ms.
+    at_ms: u64,
+    /// The key, `None` when there is none.
+    key: Option<StoredKey>,
+    /// The key as presented once its MAC verified, until the entry is looked up again: the same
+    /// key presented again is compared with it (in constant time) instead of computing its
+    /// HMAC-SHA-256 on every call.
+    verified: Option<String>,
 }
 
 impl Auth {
@@ -155,26 +167,33 @@ impl Auth {
     /// ago.
     async fn lookup(&self, id: &str, now_ms: u64) -> Result<Option<StoredKey>, Problem> {
         let fresh_after = now_ms.saturating_sub(KEY_CACHE_SECONDS * 1000);
-        if let Some((at, key)) = self.cache().get(id)
-            && *at > fresh_after
+        if let Some(cached) = self.cache().get(id)
+            && cached.at_ms > fresh_after
         {
-            return Ok(key.clone());
+            return Ok(cached.key.clone());
         }
         let key = keys::find_key(&*self.store, id, now_ms)
             .await
             .map_err(|_| unavailable())?;
         let mut cache = self.cache();
         if cache.len() >= MAX_CACHED {
-            cache.retain(|_, (at, _)| *at > fresh_after);
+            cache.retain(|_, cached| cached.at_ms > fresh_after);
             if cache.len() >= MAX_CACHED {
                 cache.clear();
             }
         }
-        cache.insert(id.to_owned(), (now_ms, key.clone()));
+        cache.insert(
+            id.to_owned(),
+            Cached {
+                at_ms: now_ms,
+                key: key.clone(),
+                verified: None,
+            },
+        );
         Ok(key)
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Option<StoredKey>)>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -199,17 +218,38 @@ impl Auth {
         };
         let presented = presented.unwrap_or_default();
         match self.lookup(id, now_ms).await? {
-            Some(stored) if stored.verify(&self.mac, presented) => {
+            Some(stored)
+                if self.verified_before(id, presented) || stored.verify(&self.mac, presented) =>
+            {
                 if stored.key.revoked_at_ms.is_some() {
                     return Err(unauthorized(&format!(
                         "the key `{}` is revoked",
                         stored.key.prefix()
                     )));
                 }
+                if let Some(cached) = self.cache().get_mut(id) {
+                    cached.verified = Some(presented.to_owned());
+                }
                 Ok(stored.key)
             }
             _ => Err(unauthorized("the key is not valid")),
         }
+    }
+
+    /// True when `presented` is the key of `id` that verified since the cache's entry was looked
+    /// up, compared in constant time.
+    fn verified_before(&self, id: &str, presented: &str) -> bool {
+        self.cache()
+            .get(id)
+            .and_then(|cached| cached.verified.as_deref())
+            .is_some_and(|verified| {
+                verified.len() == presented.len()
+                    && verified
+                        .bytes()
+                        .zip(presented.bytes())
+                        .fold(0, |differ, (a, b)| differ | (a ^ b))
+                        == 0
+            })
     }
 }
 
