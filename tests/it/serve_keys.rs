@@ -133,6 +133,14 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    // Once a key has verified, the server compares it with what is presented (no MAC per
+    // call): a wrong secret with its id is still refused.
+    let answer = call(&client_with(&wrong), "GET", &url("/v1/instances")).await;
+    assert_eq!(
+        answer.status, 401,
+        "wrong after a verified key: {}",
+        answer.body
+    );
     let stored: Value =
         serde_json::from_str(&fs_err::read_to_string(dir.join("created.json")).unwrap()).unwrap();
     assert_eq!(stored["engine.owner"], id_of(&alice));

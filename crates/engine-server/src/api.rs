@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::App;
+use crate::auth::Read;
 use crate::problem::{Failure, Problem};
 
 /// How far ahead a forced refresh looks: any token that expires at all is refreshed.
@@ -236,7 +237,7 @@ async fn create(
         Some(id) => id,
         None => generated_id()?,
     };
-    let store = app.opened.sealed(Some(&connector));
+    let store = app.sealed(&body.connector, &connector);
     let mut values = body.values;
     // The caller's key owns the instance: it is written with it, in the same write.
     if let Some(axum::Extension(crate::Caller(key))) = &caller {
@@ -459,11 +460,16 @@ async fn resource(
     State(app): State<Arc<App>>,
     Path((id, resource)): Path<(String, String)>,
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    read: Option<Extension<Read>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Failure> {
     let Query(params) = params.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
-    let read = app.stored(&id).await?;
+    // The middleware's read, when it had one: a call reads the store once before its run.
+    let read = match read {
+        Some(Extension(Read { id: read_id, read })) if read_id == id => read,
+        _ => app.stored(&id).await?,
+    };
     let Some(name) = engine_store::connector_of(&read.state) else {
         return Err(Failure::NoConnector(id));
     };
@@ -482,7 +488,7 @@ async fn resource(
         body_text: None,
         files: Vec::new(),
     };
-    let store = app.opened.sealed(Some(&connector));
+    let store = app.sealed(name, &connector);
     let request = RunRequest {
         connector: &connector,
         selector: &resource,

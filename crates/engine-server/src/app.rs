@@ -1,12 +1,13 @@
 //! What every handler shares: the store, the connectors, the engine, the scheduler's wake-up and
 //! clock, the metrics and the webhook sender's wake-up.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use engine_runtime::Engine;
 use engine_service::{Opened, RefreshOptions, Registry};
 use engine_spec::Connector;
-use engine_store::Versioned;
+use engine_store::{InstanceStore, Versioned};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
@@ -28,16 +29,34 @@ pub(crate) struct App {
     pub(crate) deliver: Arc<Notify>,
     /// The status page answers callers from any address, not only loopback ones.
     pub(crate) open_status_page: bool,
+    /// The store that encrypts and decrypts by a connector's rule ([`App::sealed`]), by the
+    /// connector's name, with the connector it was made for.
+    pub(crate) sealed: Mutex<HashMap<String, Sealed>>,
 }
+
+/// A connector and the store that seals its instances' secrets.
+type Sealed = (Arc<Connector>, Arc<dyn InstanceStore>);
 
 impl App {
     /// The connector `name` names.
     pub(crate) fn connector(&self, name: &str) -> Result<Arc<Connector>, Failure> {
-        let mut registry = self
-            .registry
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(registry.get(name)?)
+    }
+
+    /// The store of the instances of `connector`, which `name` names: their secrets encrypted
+    /// and decrypted by its rule. Made once per connector (and again when its file is
+    /// reloaded), not on every call: the rule asks the connector about each of its keys.
+    pub(crate) fn sealed(&self, name: &str, connector: &Arc<Connector>) -> Arc<dyn InstanceStore> {
+        let mut sealed = self.sealed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((made_for, store)) = sealed.get(name)
+            && Arc::ptr_eq(made_for, connector)
+        {
+            return Arc::clone(store);
+        }
+        let store = self.opened.sealed(Some(connector));
+        sealed.insert(name.to_owned(), (Arc::clone(connector), Arc::clone(&store)));
+        store
     }
 
     /// The instance `id` as stored (encrypted values stay so).

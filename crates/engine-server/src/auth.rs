@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use engine_runtime::Clock;
 use engine_service::keys::{self, ApiKey, KeyMac, Scope, StoredKey};
-use engine_store::InstanceStore;
+use engine_store::{InstanceStore, Versioned};
 
 use crate::problem::Problem;
 
@@ -31,6 +31,16 @@ const MAX_CACHED: usize = 10_000;
 /// handler that creates an instance records it as the owner ([`keys::set_owner`]).
 #[derive(Debug, Clone)]
 pub struct Caller(pub ApiKey);
+
+/// The instance the request's path names, as the middleware read it to check that the key sees
+/// it, in the request's extensions: a resource call runs on it instead of reading it again.
+#[derive(Debug, Clone)]
+pub(crate) struct Read {
+    /// The instance's id.
+    pub(crate) id: String,
+    /// Its state as stored (encrypted values stay so).
+    pub(crate) read: Versioned,
+}
 
 /// A rate of requests per key: `per_second` on average, bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -121,8 +131,20 @@ pub(crate) struct Auth {
     pub(crate) mac: KeyMac,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limiter: Limiter,
-    /// Key id → (when looked up, epoch ms; the key, `None` when there is none).
-    cache: Mutex<HashMap<String, (u64, Option<StoredKey>)>>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+/// A key id's entry in the cache.
+#[derive(Debug)]
+struct Cached {
+    /// When it was looked up in the store, epoch ms.
+    at_ms: u64,
+    /// The key, `None` when there is none.
+    key: Option<StoredKey>,
+    /// The key as presented once its MAC verified, until the entry is looked up again: the same
+    /// key presented again is compared with it (in constant time) instead of computing its
+    /// HMAC-SHA-256 on every call.
+    verified: Option<String>,
 }
 
 impl Auth {
@@ -145,26 +167,33 @@ impl Auth {
     /// ago.
     async fn lookup(&self, id: &str, now_ms: u64) -> Result<Option<StoredKey>, Problem> {
         let fresh_after = now_ms.saturating_sub(KEY_CACHE_SECONDS * 1000);
-        if let Some((at, key)) = self.cache().get(id)
-            && *at > fresh_after
+        if let Some(cached) = self.cache().get(id)
+            && cached.at_ms > fresh_after
         {
-            return Ok(key.clone());
+            return Ok(cached.key.clone());
         }
         let key = keys::find_key(&*self.store, id, now_ms)
             .await
             .map_err(|_| unavailable())?;
         let mut cache = self.cache();
         if cache.len() >= MAX_CACHED {
-            cache.retain(|_, (at, _)| *at > fresh_after);
+            cache.retain(|_, cached| cached.at_ms > fresh_after);
             if cache.len() >= MAX_CACHED {
                 cache.clear();
             }
         }
-        cache.insert(id.to_owned(), (now_ms, key.clone()));
+        cache.insert(
+            id.to_owned(),
+            Cached {
+                at_ms: now_ms,
+                key: key.clone(),
+                verified: None,
+            },
+        );
         Ok(key)
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Option<StoredKey>)>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -189,17 +218,38 @@ impl Auth {
         };
         let presented = presented.unwrap_or_default();
         match self.lookup(id, now_ms).await? {
-            Some(stored) if stored.verify(&self.mac, presented) => {
+            Some(stored)
+                if self.verified_before(id, presented) || stored.verify(&self.mac, presented) =>
+            {
                 if stored.key.revoked_at_ms.is_some() {
                     return Err(unauthorized(&format!(
                         "the key `{}` is revoked",
                         stored.key.prefix()
                     )));
                 }
+                if let Some(cached) = self.cache().get_mut(id) {
+                    cached.verified = Some(presented.to_owned());
+                }
                 Ok(stored.key)
             }
             _ => Err(unauthorized("the key is not valid")),
         }
+    }
+
+    /// True when `presented` is the key of `id` that verified since the cache's entry was looked
+    /// up, compared in constant time.
+    fn verified_before(&self, id: &str, presented: &str) -> bool {
+        self.cache()
+            .get(id)
+            .and_then(|cached| cached.verified.as_deref())
+            .is_some_and(|verified| {
+                verified.len() == presented.len()
+                    && verified
+                        .bytes()
+                        .zip(presented.bytes())
+                        .fold(0, |differ, (a, b)| differ | (a ^ b))
+                        == 0
+            })
     }
 }
 
@@ -275,18 +325,20 @@ pub(crate) async fn authorize(
         )
         .into_response();
     }
-    if let Some(id) = instance_of(path)
-        && let Ok(read) = auth.store.load(id).await
-        && !keys::visible_to(&read.state, &key)
+    if let Some(id) = instance_of(path).map(str::to_owned)
+        && let Ok(read) = auth.store.load(&id).await
     {
-        // Another key's instance: as if it did not exist.
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "instance-not-found",
-            "no such instance",
-            format!("instance `{id}` does not exist"),
-        )
-        .into_response();
+        if !keys::visible_to(&read.state, &key) {
+            // Another key's instance: as if it did not exist.
+            return Problem::new(
+                StatusCode::NOT_FOUND,
+                "instance-not-found",
+                "no such instance",
+                format!("instance `{id}` does not exist"),
+            )
+            .into_response();
+        }
+        request.extensions_mut().insert(Read { id, read });
     }
     request.extensions_mut().insert(Caller(key));
     next.run(request).await

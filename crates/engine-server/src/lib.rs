@@ -197,6 +197,7 @@ impl Server {
             metrics,
             deliver: Arc::new(Notify::new()),
             open_status_page: options.open_status_page,
+            sealed: Mutex::default(),
         });
         let public_url = match options.public_url {
             Some(url) => url,

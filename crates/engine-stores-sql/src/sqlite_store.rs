@@ -262,12 +262,13 @@ impl SqliteStore {
         let id = instance.to_owned();
         let row = self
             .with(instance, move |connection| {
+                // Every call through `engine serve` reads its instance: the statement is
+                // compiled once per connection, not on every read.
                 connection
-                    .query_row(
-                        "SELECT version, state FROM instances WHERE id = ?1",
-                        [&id],
-                        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
-                    )
+                    .prepare_cached("SELECT version, state FROM instances WHERE id = ?1")?
+                    .query_row([&id], |row| {
+                        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                    })
                     .optional()
             })
             .await?;

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Instructions per call proxied by `engine serve` (issue 20, docs/BENCHMARKS.md "engine serve: a
+# proxied call"): the server runs under callgrind on a SQLite store with one instance of
+# connectors/demo.json (the vendor emulator behind it, the token fresh); after WARMUP (50) calls
+# its counters are zeroed, COUNT (1,000) calls of `GET /v1/instances/acme/resources/get-contact`
+# are made (oha, 4 connections) and the counters dumped: the total over COUNT is the server's
+# instructions per call, every thread included (the store's blocking pool too), a figure the
+# machine's load does not move. The top functions, inclusive, go to target/bench/serve-cg/.
+#
+# Usage: bench/serve_instructions.sh   [COUNT=1000] [ENGINE=target/release/engine]
+# Needs valgrind (`apt-get install -y valgrind`) and oha. Builds nothing: `cargo build --release
+# -p engine-cli -p engine-emulator` first.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+count="${COUNT:-1000}"
+engine="${ENGINE:-target/release/engine}"
+work="$root/target/bench/serve-cg"
+rm -rf "$work" && mkdir -p "$work"
+
+pids=()
+trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done' EXIT
+listening() {
+  for _ in $(seq 600); do
+    grep -q 'listening on ' "$1" 2>/dev/null && break
+    sleep 0.1
+  done
+  sed -n 's/.*listening on //p' "$1" | head -1
+}
+
+target/release/vendor-emulator --port 0 >"$work/emulator.out" &
+pids+=($!)
+emulator="$(listening "$work/emulator.out")"
+export ENGINE_SECRET_KEY="k1:$(head -c 32 /dev/urandom | base64)"
+store="sqlite:$work/instances.db"
+printf '{"base.url": "%s", "client.id": "demo-client", "client.secret": "demo-secret"}\n' \
+  "$emulator" >"$work/acme.json"
+"$engine" instances import "$work/acme.json" --connector demo --store "$store" 2>/dev/null
+key="$("$engine" keys create bench --scope resources --store "$store" 2>/dev/null)"
+valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
+  "$engine" serve --store "$store" --connectors connectors --listen 127.0.0.1:0 --rate 1000000/s \
+  2>"$work/serve.err" &
+server=$!
+pids+=("$server")
+serve="$(listening "$work/serve.err")"
+[[ -n "$serve" ]] || { echo "error: engine serve did not start" >&2; cat "$work/serve.err" >&2; exit 1; }
+url="$serve/v1/instances/acme/resources/get-contact?id=c1"
+calls() { oha --no-tui --output-format json -n "$1" -c 4 -H "Authorization: Bearer $key" "$url" >"$work/oha.json"; }
+calls "${WARMUP:-50}"
+callgrind_control -z "$server" >/dev/null 2>&1
+calls "$count"
+callgrind_control -d "$server" >/dev/null 2>&1
+python3 -c 'import json, sys; codes = json.load(open(sys.argv[1]))["statusCodeDistribution"]; assert set(codes) == {"200"}, codes' "$work/oha.json"
+kill -INT "$server"
+wait "$server" 2>/dev/null || true
+dump="$(ls "$work"/callgrind.out.* | head -1)"
+callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | cut -c1-220 >"$work/inclusive.txt"
+total="$(sed -n 's/^\([0-9,]*\).*PROGRAM TOTALS.*/\1/p' "$work/inclusive.txt" | tr -d ,)"
+echo "$engine: $((total / count)) instructions per call ($count calls; functions: $work/inclusive.txt)"
