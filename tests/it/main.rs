@@ -12,6 +12,7 @@ mod auth;
 mod cli;
 mod compat_run;
 mod docs;
+mod egress;
 mod engine_test;
 mod fidelity;
 mod fidelity_bodies;

@@ -938,6 +938,7 @@ fn run_help() {
           --timeout <DURATION>      The bound on the whole command (`30s`, `5m`, or seconds; at most a day): every request, retry, pause and token refresh it makes ends within it (waiting for the instance's lock is bounded by `--lock-timeout`) [default: 30]
           --record <FILE>           Record every exchange of the run into this cassette (appended as a new run; secrets replaced by placeholders), for `engine test`
           --lock-timeout <SECONDS>  How long to wait for the instance's lock when another process holds it, in seconds [default: 30]
+          --egress <POLICY>         Which addresses requests may connect to: `public` (public and loopback), `private` (also private networks), `any` (also link-local, such as the cloud metadata address) [default: any] [possible values: public, private, any]
       -h, --help                    Print help
       -V, --version                 Print version
     ");

@@ -71,6 +71,10 @@ pub(crate) struct RunArgs {
     /// How long to wait for the instance's lock when another process holds it, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     lock_timeout: u64,
+    /// Which addresses requests may connect to: `public` (public and loopback), `private`
+    /// (also private networks), `any` (also link-local, such as the cloud metadata address).
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = EgressArg::Any)]
+    egress: EgressArg,
 }
 
 /// How many pages `engine run` follows.
@@ -181,13 +185,19 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let mut builder = EngineBuilder::new()
         .strict(args.strict)
         .timeout(args.timeout)
-        .lock_timeout(Some(Duration::from_secs(args.lock_timeout)));
+        .lock_timeout(Some(Duration::from_secs(args.lock_timeout)))
+        .egress(args.egress.into());
     if let Some(recording) = &recording {
         builder = builder.transport(Arc::new(recording.clone()));
     }
     let recorder = match (&args.record, args.dry_run) {
         (Some(_), false) => {
-            match HttpTransport::new(None, Duration::from_secs(10), DEFAULT_MAX_BODY) {
+            match HttpTransport::with_egress(
+                None,
+                Duration::from_secs(10),
+                DEFAULT_MAX_BODY,
+                args.egress.into(),
+            ) {
                 Ok(http) => Some(crate::test::record::RecordingHttp::new(http)),
                 Err(error) => {
                     printer::error(&Message::new(Level::Error, &error.message));
@@ -863,6 +873,12 @@ pub(crate) fn hint(
             RunErrorKind::BadPathValue { name, .. } => Some(format!(
                 "pass the value the vendor names the item by with `--param {name}=VALUE`; other characters (`/` included) are percent-encoded and stay in the segment"
             )),
+            RunErrorKind::CredentialsElsewhere { .. } => Some(
+                "credentials go only to the origin of `base.url`, the token and authorization URLs, and the absolute `vendorPath`s of the connector; a hook's `request_vendor_path` or a next-page link that points elsewhere is refused: if the vendor moved, set `base.url` to its new address".into(),
+            ),
+            RunErrorKind::AddressRefused { .. } => Some(
+                "the vendor's address is on a private or link-local network: if the engine is meant to reach it, pass `--egress private` (private networks) or `--egress any` (also link-local addresses)".into(),
+            ),
             RunErrorKind::InvalidUrl { message, .. } if message.contains("the engine sends only") => Some(
                 "set it to the vendor's `http://` or `https://` address in the instance file (or the connector's `defaultValue`)".into(),
             ),
@@ -1081,6 +1097,28 @@ fn truncate(text: &str, limit: usize) -> String {
         let mut cut: String = text.chars().take(limit).collect();
         cut.push('…');
         cut
+    }
+}
+
+/// `--egress`: which addresses requests may connect to ([`engine_runtime::Egress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum EgressArg {
+    // Plain comments, not docs: clap would list documented values one per line in `--help`.
+    // Public addresses and loopback.
+    Public,
+    // Also private networks.
+    Private,
+    // Every address.
+    Any,
+}
+
+impl From<EgressArg> for engine_runtime::Egress {
+    fn from(arg: EgressArg) -> Self {
+        match arg {
+            EgressArg::Public => Self::Public,
+            EgressArg::Private => Self::Private,
+            EgressArg::Any => Self::Any,
+        }
     }
 }
 

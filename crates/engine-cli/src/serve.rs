@@ -15,6 +15,7 @@ use crate::Exit;
 use crate::instances::StoreArgs;
 use crate::printer;
 use crate::render::{Level, Message};
+use crate::run::EgressArg;
 use crate::store::{Failure, open_store, runtime};
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +63,11 @@ pub(crate) struct ServeArgs {
     /// authenticates.
     #[arg(long)]
     open_status_page: bool,
+    /// Which addresses vendor requests may connect to: `public` (public and loopback),
+    /// `private` (also private networks), `any` (also link-local, such as the cloud metadata
+    /// address).
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = EgressArg::Public)]
+    egress: EgressArg,
 }
 
 /// An `http(s)` URL without a query or fragment.
@@ -131,6 +137,7 @@ async fn run(args: &ServeArgs) -> Result<Exit, Failure> {
     }
     let engine = EngineBuilder::new()
         .timeout(args.timeout)
+        .egress(args.egress.into())
         .build()
         .map_err(|error| Failure::new(error.to_string(), Exit::Transport))?;
     let options = ServeOptions {

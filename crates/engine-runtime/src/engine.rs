@@ -27,9 +27,11 @@ use crate::auth::{Expiry, Freshness, Scheme, Step, oauth1, oauth2};
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Configuration;
 use crate::differences::{changes_the_request, differences, of_resource, plan};
+use crate::egress::Egress;
 use crate::extract::{Extracted, extract};
 use crate::hooks::exchange;
 use crate::observer::{Event, Observer, RefreshReason, RefreshReport};
+use crate::origins::Origins;
 use crate::prepared_request::{PreparedRequest, SecretSlot};
 use crate::redact::Redactor;
 use crate::request::{BuildContext, Inputs, build, request_parameters};
@@ -69,6 +71,7 @@ pub struct EngineBuilder {
     hook_budget: Duration,
     transport: Option<Arc<dyn Transport>>,
     strict: bool,
+    egress: Egress,
 }
 
 impl Default for EngineBuilder {
@@ -80,7 +83,7 @@ impl Default for EngineBuilder {
 impl EngineBuilder {
     /// Defaults: 30 s for a whole run, 10 s connect timeout per request, response bodies up to
     /// 16 MiB, the system clock, the default [`RetryPolicy`], instance locks waited for at most
-    /// 30 s, and HTTP.
+    /// 30 s, and HTTP to any address ([`Egress::Any`]).
     pub fn new() -> Self {
         Self {
             timeout: Duration::from_secs(30),
@@ -92,6 +95,7 @@ impl EngineBuilder {
             hook_budget: crate::hooks::DEFAULT_BUDGET,
             transport: None,
             strict: false,
+            egress: Egress::Any,
         }
     }
 
@@ -163,6 +167,15 @@ impl EngineBuilder {
         self
     }
 
+    /// Which addresses HTTP requests may connect to ([`Egress`]): a name is resolved to the
+    /// addresses it allows only, and a URL whose host is a refused address fails the run with
+    /// [`RunErrorKind::AddressRefused`] before anything is sent. Not for a
+    /// [`EngineBuilder::transport`] of the caller's.
+    pub fn egress(mut self, egress: Egress) -> Self {
+        self.egress = egress;
+        self
+    }
+
     /// Sends through `transport` instead of HTTP: a [`crate::RecordingTransport`] for a dry
     /// run, a replaying one for tests. The connect timeout and body limit then do not apply;
     /// the run's timeout does.
@@ -179,12 +192,11 @@ impl EngineBuilder {
             (transport, None)
         } else {
             let http = Arc::new(
-                HttpTransport::new(None, self.connect_timeout, self.max_body).map_err(|error| {
-                    RunErrorKind::Transport {
+                HttpTransport::with_egress(None, self.connect_timeout, self.max_body, self.egress)
+                    .map_err(|error| RunErrorKind::Transport {
                         url: String::new(),
                         message: error.message,
-                    }
-                })?,
+                    })?,
             );
             (Arc::clone(&http) as Arc<dyn Transport>, Some(http))
         };
@@ -483,6 +495,9 @@ pub(crate) struct Run<'a> {
     /// Save with [`Run::save`].
     pub(crate) configuration: Configuration<'a>,
     pub(crate) redactor: Redactor,
+    /// Where the instance's credentials may go ([`Origins`]): decided with the snapshot, and
+    /// again when the run saves or reads a value they were decided from.
+    origins: Arc<Origins>,
     /// The stored state the run started from, and what it says ([`Snapshot::of`]): while the
     /// configuration is that state with nothing saved over it, its freshness is judged from the
     /// expiry read once per snapshot.
@@ -532,6 +547,7 @@ impl<'a> Run<'a> {
             redactor,
             missing,
             expiry,
+            origins,
         } = Snapshot::of(connector, &stored.state);
         Ok(Self {
             engine,
@@ -543,6 +559,7 @@ impl<'a> Run<'a> {
             started_from: Arc::clone(&stored.state),
             configuration: Configuration::new(connector, stored.state),
             redactor,
+            origins,
             expiry,
             missing,
             ahead_ms: 0,
@@ -939,7 +956,7 @@ impl<'a> Run<'a> {
         self.not_counting_since(waiting_since);
         let read = lock.load().await?;
         self.redactor.learn_state(self.connector, &read.state);
-        self.configuration.rebase(Arc::clone(&read.state));
+        self.rebase(Arc::clone(&read.state));
         let done_elsewhere = match &recheck {
             Recheck::Marker(marker) => self.scheme.marker(&self.configuration) != *marker,
             Recheck::Freshness => matches!(
@@ -1134,7 +1151,7 @@ impl<'a> Run<'a> {
             self.schedule(&mut state);
             let Err(error) = lock.write(state.clone(), version).await else {
                 self.redactor.learn_state(self.connector, &state);
-                self.configuration.rebase(Arc::new(state));
+                self.rebase(Arc::new(state));
                 self.observer.event(&Event::Saved { keys });
                 return Ok(());
             };
@@ -1148,7 +1165,7 @@ impl<'a> Run<'a> {
                 .any(|key| newer.state.get(key) != stored.get(key))
             {
                 self.redactor.learn_state(self.connector, &newer.state);
-                self.configuration.rebase(newer.state);
+                self.rebase(newer.state);
                 self.observer.event(&Event::RefreshedElsewhere);
                 return Ok(());
             }
@@ -1184,7 +1201,7 @@ impl<'a> Run<'a> {
         }
         match lock.write(state.clone(), read.version).await {
             Ok(_) => {
-                self.configuration.rebase(Arc::new(state));
+                self.rebase(Arc::new(state));
                 Ok(())
             }
             Err(error) if matches!(error.kind(), StoreErrorKind::Conflict { .. }) => Ok(()),
@@ -1366,6 +1383,21 @@ impl<'a> Run<'a> {
     pub(crate) fn save(&mut self, saved: &State) {
         self.configuration.save(saved);
         self.redactor.learn_state(self.connector, saved);
+        if self.origins.depends_on(saved.keys()) {
+            self.decide_origins();
+        }
+    }
+
+    /// Bases the configuration on a state just read from or written to the store, and decides
+    /// the origins again: another writer may have changed `base.url`.
+    fn rebase(&mut self, stored: Arc<State>) {
+        self.configuration.rebase(stored);
+        self.decide_origins();
+    }
+
+    /// Decides where the credentials may go from the configuration as it is now.
+    fn decide_origins(&mut self) {
+        self.origins = Origins::of(self.connector, &self.configuration);
     }
 
     /// Runs one step of obtaining a token (see [`Run::execute_one`]), then the `nextResource`
@@ -1684,6 +1716,10 @@ impl<'a> Run<'a> {
         lifecycle: bool,
         signer: Option<&oauth1::Signer>,
     ) -> Result<VendorResponse, RunError> {
+        // After the hooks: the URL and credentials as they are to go out (a request an OAuth
+        // 1.0a signer signs at each attempt carries its signature).
+        self.origins
+            .check(request, signer.is_some(), &self.redactor)?;
         let sending = Sending {
             transport: &*self.engine.transport,
             http: self.engine.http.as_deref(),

@@ -14,6 +14,8 @@
 //!   goes onto a request;
 //! - one [`Transport`]: [`HttpTransport`] (reqwest, a body limit), [`RecordingTransport`]
 //!   (`--dry-run`: records, sends nothing); the [`RetryPolicy`] in one place;
+//! - where requests go: an instance's credentials only to its own origins (`origins.rs`,
+//!   checked before each request), and only to the addresses an [`Egress`] policy allows;
 //! - the store: any [`engine_store::InstanceStore`], with versioned, compare-and-swap writes.
 //!
 //! ```no_run
@@ -48,10 +50,12 @@ pub mod ceql;
 mod clock;
 mod configuration;
 mod differences;
+mod egress;
 mod engine;
 mod extract;
 mod hooks;
 mod observer;
+mod origins;
 mod pages;
 mod pagination;
 mod prepared_request;
@@ -74,6 +78,7 @@ pub use auth::oauth2::{self, Grant};
 pub use auth::{Absorbed, Freshness, Scheme, Step, check_fresh};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use differences::{changes_the_request, differences, executed, plan};
+pub use egress::{AddressClass, AddressRefused, Egress};
 pub use engine::{Engine, EngineBuilder, RefreshRequest, RunOutput, RunRequest};
 pub use hooks::leave_sandbox_to_exit;
 pub use observer::{Event, NoObserver, Observer, RefreshReason, RefreshReport, fingerprint};

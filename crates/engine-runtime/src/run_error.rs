@@ -364,6 +364,40 @@ pub enum RunErrorKind {
         /// What failed, redacted.
         message: String,
     },
+    /// A request carrying the instance's credentials would go to an origin they do not belong
+    /// to (a hook's `request_vendor_path`, a next-page link): nothing was sent. See
+    /// `docs/security.md`, "Where credentials go".
+    #[error(
+        "`{resource}` would carry the instance's credentials to `{origin}`, which is none of the origins they may go to ({}); nothing was sent",
+        list_origins(allowed)
+    )]
+    CredentialsElsewhere {
+        /// The resource (or token step) whose request it is.
+        resource: String,
+        /// Where the request would go: `scheme://host:port`.
+        origin: String,
+        /// Where the credentials may go (`https://*.example.com` for a host with a placeholder).
+        allowed: Vec<String>,
+    },
+    /// The egress policy refused the address a request would connect to: nothing was sent.
+    #[error("nothing was sent to `{url}`: {message}")]
+    AddressRefused {
+        /// The URL (redacted).
+        url: String,
+        /// What was refused: the host, its address and the policy.
+        message: String,
+    },
+}
+
+fn list_origins(allowed: &[String]) -> String {
+    if allowed.is_empty() {
+        return "none: no `base.url` or endpoint of the instance is an `http(s)` URL".to_owned();
+    }
+    allowed
+        .iter()
+        .map(|origin| format!("`{origin}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn list_keys(missing: &[MissingKey]) -> String {

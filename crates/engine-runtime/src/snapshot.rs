@@ -1,9 +1,9 @@
 //! What a run decides from its instance's stored state alone, before it sends anything: the
-//! secrets it masks, the required keys the instance lacks, and when its token expires. A
-//! [`Snapshot`] is decided once per thread for each loaded connector and stored snapshot, so that
-//! a store that hands out the state it holds (a `MemoryStore`) costs a run one lookup, not the
-//! reading of every key again (issue 22). A store that reads the instance again for each run
-//! (files, SQL) gives a new snapshot each time, decided as before.
+//! secrets it masks, the required keys the instance lacks, when its token expires, and where its
+//! credentials may go. A [`Snapshot`] is decided once per thread for each loaded connector and
+//! stored snapshot, so that a store that hands out the state it holds (a `MemoryStore`) costs a
+//! run one lookup, not the reading of every key again (issue 22). A store that reads the
+//! instance again for each run (files, SQL) gives a new snapshot each time, decided as before.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
@@ -13,6 +13,7 @@ use engine_store::State;
 
 use crate::auth::{Expiry, Scheme};
 use crate::configuration::Configuration;
+use crate::origins::Origins;
 use crate::redact::Redactor;
 use crate::request::missing_required;
 use crate::run_error::MissingKey;
@@ -27,6 +28,8 @@ pub(crate) struct Snapshot {
     pub(crate) missing: Vec<MissingKey>,
     /// The token's expiry and provisioning, to be judged at a time ([`Scheme::expiry`]).
     pub(crate) expiry: Expiry,
+    /// Where the instance's credentials may go ([`Origins::of`]).
+    pub(crate) origins: Arc<Origins>,
 }
 
 impl Snapshot {
@@ -68,6 +71,7 @@ impl Snapshot {
             redactor: Redactor::for_state(connector, state),
             missing: missing_required(connector, &configuration),
             expiry: Scheme::of(connector).expiry(connector, &configuration),
+            origins: Origins::of(connector, &configuration),
         }
     }
 }

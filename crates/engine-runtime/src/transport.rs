@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use engine_store::BoxFuture;
 use serde_json::Value;
 
+use crate::egress::{AddressRefused, Egress, EgressResolver};
 use crate::observer::{Event, Observer};
 use crate::prepared_request::{PartContent, PreparedRequest, RequestBody};
 use crate::redact::Redactor;
@@ -163,6 +164,8 @@ pub enum TransportErrorKind {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// The [`Egress`] policy refused the address: nothing was sent.
+    Refused,
     /// Anything else (a reset connection, an unreadable body).
     Other,
 }
@@ -182,7 +185,9 @@ impl TransportError {
         match self.kind {
             TransportErrorKind::Connect => true,
             TransportErrorKind::Timeout => lifecycle,
-            TransportErrorKind::BodyTooLarge { .. } | TransportErrorKind::Other => false,
+            TransportErrorKind::BodyTooLarge { .. }
+            | TransportErrorKind::Refused
+            | TransportErrorKind::Other => false,
         }
     }
 }
@@ -206,11 +211,16 @@ pub trait Transport: Send + Sync {
 /// followed, and the `3xx` answer is the response (the request's credentials never reach
 /// another origin). A [`PreparedRequest::lifecycle`] request (it carries client secrets,
 /// passwords or refresh tokens) follows none.
+///
+/// Addresses: under an [`Egress`] policy other than [`Egress::Any`], names are resolved to the
+/// addresses it allows only (`egress.rs`), and a URL whose host is a refused address is refused
+/// before connecting ([`TransportErrorKind::Refused`]).
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
     lifecycle_client: reqwest::Client,
     max_body: usize,
+    egress: Egress,
 }
 
 /// The most redirects an API call follows.
@@ -234,12 +244,43 @@ fn same_origin_redirects(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::re
 impl HttpTransport {
     /// A transport with these timeouts and body limit: `timeout` bounds each request (`None`:
     /// no bound here; an [`crate::Engine`] bounds its whole run itself, every attempt included).
+    /// It connects to any address ([`Egress::Any`]).
     ///
     /// Fails when the TLS backend cannot be initialised.
     pub fn new(
         timeout: Option<Duration>,
         connect_timeout: Duration,
         max_body: usize,
+    ) -> Result<Self, TransportError> {
+        Self::with_egress(timeout, connect_timeout, max_body, Egress::Any)
+    }
+
+    /// [`HttpTransport::new`], connecting only to the addresses `egress` allows.
+    ///
+    /// Fails when the TLS backend cannot be initialised.
+    pub fn with_egress(
+        timeout: Option<Duration>,
+        connect_timeout: Duration,
+        max_body: usize,
+        egress: Egress,
+    ) -> Result<Self, TransportError> {
+        let resolver = (egress != Egress::Any).then(|| EgressResolver::new(egress));
+        Self::build(
+            timeout,
+            connect_timeout,
+            max_body,
+            egress,
+            resolver.as_ref(),
+        )
+    }
+
+    /// The transport, resolving names with `resolver` when there is one.
+    fn build(
+        timeout: Option<Duration>,
+        connect_timeout: Duration,
+        max_body: usize,
+        egress: Egress,
+        resolver: Option<&EgressResolver>,
     ) -> Result<Self, TransportError> {
         // One TLS configuration (and so one set of roots, loaded once) for both clients.
         let tls = crate::tls::client_config().map_err(|error| TransportError {
@@ -250,6 +291,10 @@ impl HttpTransport {
             let builder = reqwest::Client::builder();
             let builder = match timeout {
                 Some(timeout) => builder.timeout(timeout),
+                None => builder,
+            };
+            let builder = match resolver {
+                Some(resolver) => builder.dns_resolver(resolver.clone()),
                 None => builder,
             };
             builder
@@ -264,6 +309,7 @@ impl HttpTransport {
             client: client(reqwest::redirect::Policy::custom(same_origin_redirects))?,
             lifecycle_client: client(reqwest::redirect::Policy::none())?,
             max_body,
+            egress,
         })
     }
 
@@ -341,6 +387,14 @@ impl HttpTransport {
     }
 
     async fn exchange(&self, request: &PreparedRequest) -> Result<VendorResponse, TransportError> {
+        if self.egress != Egress::Any {
+            self.egress
+                .check_url(&request.url)
+                .map_err(|refused| TransportError {
+                    kind: TransportErrorKind::Refused,
+                    message: refused.to_string(),
+                })?;
+        }
         let pending = {
             let (client, sent) = self.request_of(request)?;
             client.execute(sent)
@@ -642,6 +696,9 @@ pub(crate) async fn send_with_policy(
                         TransportErrorKind::BodyTooLarge { limit } => {
                             RunErrorKind::BodyTooLarge { url, limit }
                         }
+                        TransportErrorKind::Refused => {
+                            RunErrorKind::AddressRefused { url, message }
+                        }
                         _ => RunErrorKind::Transport { url, message },
                     }
                     .into());
@@ -673,6 +730,17 @@ fn refused(error: &dyn std::fmt::Display) -> TransportError {
 }
 
 fn describe(error: &reqwest::Error) -> TransportError {
+    // A name the egress policy refused: said as such, and never retried.
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<AddressRefused>() {
+            return TransportError {
+                kind: TransportErrorKind::Refused,
+                message: refused.to_string(),
+            };
+        }
+        source = cause.source();
+    }
     // Never `error.to_string()`: reqwest puts the whole URL in it, query string included.
     let (kind, summary) = if error.is_timeout() {
         (TransportErrorKind::Timeout, "timed out")
@@ -767,6 +835,72 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[tokio::test]
+    async fn names_and_addresses_the_egress_policy_refuses_get_no_connection() {
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
+
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&server)
+            .await;
+        let port = server.address().port();
+        // Names as a resolver would answer them: one on loopback, one on a private network,
+        // one on the cloud metadata address.
+        let resolver = EgressResolver::answering(
+            Egress::Public,
+            vec![
+                ("vendor.test".into(), "127.0.0.1".parse().unwrap()),
+                ("internal.test".into(), "10.0.0.7".parse().unwrap()),
+                ("metadata.test".into(), "169.254.169.254".parse().unwrap()),
+            ],
+        );
+        let transport = HttpTransport::build(
+            None,
+            Duration::from_secs(5),
+            DEFAULT_MAX_BODY,
+            Egress::Public,
+            Some(&resolver),
+        )
+        .unwrap();
+        let send = |host: &str| {
+            let request = PreparedRequest {
+                resource: "me".into(),
+                method: "GET".into(),
+                url: url::Url::parse(&format!("http://{host}:{port}/me")).unwrap(),
+                headers: Vec::new(),
+                body: RequestBody::Empty,
+                lifecycle: false,
+                secrets: Vec::new(),
+            };
+            let transport = transport.clone();
+            async move { transport.exchange(&request).await }
+        };
+        assert_eq!(send("vendor.test").await.unwrap().status, 200);
+        for (host, message) in [
+            (
+                "internal.test",
+                "`internal.test` resolves to 10.0.0.7, a private address, which the egress policy `public` refuses",
+            ),
+            (
+                "metadata.test",
+                "`metadata.test` resolves to 169.254.169.254, a link-local address, which the egress policy `public` refuses",
+            ),
+            (
+                "169.254.169.254",
+                "`169.254.169.254` is a link-local address, which the egress policy `public` refuses",
+            ),
+        ] {
+            let error = send(host).await.unwrap_err();
+            assert!(!error.retryable(true));
+            assert_eq!(
+                (error.kind, error.message.as_str()),
+                (TransportErrorKind::Refused, message)
+            );
+        }
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
     }
 
     #[tokio::test]

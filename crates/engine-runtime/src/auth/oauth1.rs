@@ -252,6 +252,17 @@ fn sign_with(
     }
 }
 
+/// True when `request` carries an `oauth_signature` already.
+pub(crate) fn is_signed(request: &PreparedRequest) -> bool {
+    request
+        .url
+        .query_pairs()
+        .any(|(name, _)| name == "oauth_signature")
+        || request.headers.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case("authorization") && value.starts_with("OAuth ")
+        })
+}
+
 /// `oauth_signature` (RFC 5849 3.4): base64 of `HMAC-SHA1` over the signature base string
 /// (the method, the URL without its query, and every query, form and protocol parameter,
 /// encoded and sorted), keyed by the consumer secret and the token secret.
