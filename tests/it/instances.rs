@@ -230,9 +230,10 @@ fn instances_commands_on_sqlite() {
         exported["engine.schedule"]["expires_at"],
         json!(obtained + 3_600_000)
     );
+    // A fifth of the hour before the expiry, less the instance's jitter.
     assert_eq!(
         exported["engine.schedule"]["next_refresh_at"],
-        json!(obtained + 2_880_000)
+        json!(obtained + 2_880_000 - engine_runtime::jitter_ms("cust1", 3_600_000))
     );
     original["engine.schedule"] = exported["engine.schedule"].clone();
     assert_eq!(exported, original);
@@ -1695,7 +1696,8 @@ async fn refresh_writes_the_schedule_of_instances_written_before_schedules() {
     assert_eq!(
         written["engine.schedule"],
         json!({
-            "next_refresh_at": obtained + 2_880_000, "expires_at": obtained + 3_600_000,
+            "next_refresh_at": obtained + 2_880_000 - engine_runtime::jitter_ms("legacy", 3_600_000),
+            "expires_at": obtained + 3_600_000,
             "status": "fresh", "failures": 0, "rejections": 0, "cooldown_until": null,
         })
     );

@@ -1178,7 +1178,7 @@ impl<'a> Run<'a> {
     /// engine carries the schedule of what it writes, the failure state kept as stored.
     fn schedule(&self, state: &mut State) {
         let previous = Schedule::read(state);
-        crate::schedule_of(self.connector, state, &previous).put(state);
+        crate::schedule_of(self.connector, self.instance, state, &previous).put(state);
     }
 
     /// Writes the stored state's schedule when it is missing (an instance imported, or written

@@ -677,7 +677,7 @@ async fn a_cooling_down_instance_fails_at_once_and_refreshes_after() {
     assert_eq!(
         schedule,
         engine_store::Schedule {
-            next_refresh_at_ms: Some(NOW + 30_000 + 2_880_000),
+            next_refresh_at_ms: Some(NOW + 30_000 + 2_880_000 - crate::jitter_ms("i", 3_600_000)),
             expires_at_ms: Some(NOW + 30_000 + 3_600_000),
             ..engine_store::Schedule::default()
         }

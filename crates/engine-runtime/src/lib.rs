@@ -89,7 +89,7 @@ pub use redact::{MASK, Redactor, Secret, is_secret_name};
 pub use refresh_policy::{Jitter, RefreshOutcome, RefreshPolicy, SeededJitter};
 pub use request::{InputFile, Inputs};
 pub use run_error::{InputKind, MissingKey, RunError, RunErrorKind};
-pub use schedule::{AHEAD_DIVISOR, estimated_schedule, schedule_of};
+pub use schedule::{AHEAD_DIVISOR, JITTER_DIVISOR, estimated_schedule, jitter_ms, schedule_of};
 pub use transport::{
     DEFAULT_MAX_BODY, HttpTransport, RecordingTransport, RetryPolicy, Transport, TransportError,
     TransportErrorKind, VendorResponse, parse_retry_after,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use engine_runtime::{Clock, Engine};
 use engine_service::{Opened, Outcome, Refresh, RefreshOptions, Registry};
-use engine_store::{InstanceStore, Page, ScheduleStatus};
+use engine_store::{InstanceStore, Page};
 use tokio::sync::{Notify, watch};
 
 use crate::metrics::{Census, Metrics};
@@ -26,47 +26,59 @@ pub const MAX_IDLE: Duration = Duration::from_mins(1);
 /// first pass this long after the last purge).
 pub const PURGE_EVERY: Duration = Duration::from_mins(1);
 
+/// How often the scheduler counts the instances by status for the metrics
+/// (`engine_instances`): at its first pass, then at the first pass this long after the last
+/// count. Counting reads every instance's summary; the due times are read from the store's
+/// index at every pass instead.
+pub const CENSUS_EVERY: Duration = Duration::from_mins(1);
+
 /// The most batches of [`engine_service::events::PURGE_BATCH`] expired records one purge
 /// removes; what is left waits for the next.
 const PURGE_BATCHES: usize = 10;
 
-/// When the scheduler next looks at `store`, at `now_ms`: the earliest `next_refresh_at` of its
-/// schedule (every page of its listing; instances that need re-authentication or have nothing
-/// scheduled aside), at most [`MAX_IDLE`] from now. An instance still due now (another
-/// process's claim holds it, or its refresh failed without a new schedule) is looked at again
-/// after `lease`, when a claim on it has ended.
-/// Each summary read is shown to `seen` (the metrics' count of instances by status).
+/// When the scheduler next looks at `store`, at `now_ms`: the earliest due time of its
+/// schedule ([`InstanceStore::next_due_ms`], an index lookup in the SQL stores), at most
+/// [`MAX_IDLE`] from now. An instance still due now (another process's claim holds it, or its
+/// refresh failed without a new schedule) is looked at again after `lease`, when a claim on it
+/// has ended.
 pub async fn wake_at(
     store: &dyn InstanceStore,
     now_ms: u64,
     lease: Duration,
-    mut seen: impl FnMut(&engine_store::Summary),
 ) -> Result<u64, engine_store::StoreError> {
     let mut wake_at_ms = now_ms.saturating_add(millis(MAX_IDLE));
+    let Some(earliest) = store.next_due_ms(0).await? else {
+        return Ok(wake_at_ms);
+    };
+    if earliest > now_ms {
+        return Ok(wake_at_ms.min(earliest));
+    }
+    wake_at_ms = wake_at_ms.min(now_ms.saturating_add(millis(lease)));
+    if let Some(next) = store.next_due_ms(now_ms.saturating_add(1)).await? {
+        wake_at_ms = wake_at_ms.min(next);
+    }
+    Ok(wake_at_ms)
+}
+
+/// Counts the instances of `store` by status at `now_ms` (every page of its listing) for the
+/// metrics: once per [`CENSUS_EVERY`], not at each pass.
+async fn census(
+    store: &dyn InstanceStore,
+    now_ms: u64,
+) -> Result<Census, engine_store::StoreError> {
+    let mut census = Census::new(now_ms);
     let mut page = Page {
         limit: 1000,
         ..Page::default()
     };
     loop {
         let listing = store.list(page.clone()).await?;
-        for summary in listing.instances {
-            seen(&summary);
-            if summary.status.as_deref() == Some(ScheduleStatus::NeedsReauth.as_str()) {
-                continue;
-            }
-            let Some(at_ms) = summary.next_refresh_at_ms else {
-                continue;
-            };
-            let at_ms = if at_ms > now_ms {
-                at_ms
-            } else {
-                now_ms.saturating_add(millis(lease))
-            };
-            wake_at_ms = wake_at_ms.min(at_ms);
+        for summary in &listing.instances {
+            census.count(summary);
         }
         match listing.next {
             Some(next) => page.after = Some(next),
-            None => return Ok(wake_at_ms),
+            None => return Ok(census),
         }
     }
 }
@@ -145,6 +157,7 @@ impl Scheduler {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut store_failures = 0_u32;
         let mut purge_at_ms = 0;
+        let mut census_at_ms = 0;
         while !*shutdown.borrow() {
             let passed = match self.refresh().await {
                 Ok(()) => {
@@ -152,19 +165,23 @@ impl Scheduler {
                         purge_at_ms = self.clock.now_ms().saturating_add(millis(PURGE_EVERY));
                         self.purge().await;
                     }
-                    let mut census = Census::new(self.clock.now_ms());
-                    let read = wake_at(
-                        &**self.opened.plain(),
-                        self.clock.now_ms(),
-                        self.options.lease,
-                        |summary| census.count(summary),
-                    )
-                    .await
-                    .map_err(engine_service::Error::from);
-                    if read.is_ok() {
-                        self.metrics.counted(census);
+                    let store = &**self.opened.plain();
+                    let counted = if self.clock.now_ms() >= census_at_ms {
+                        census_at_ms = self.clock.now_ms().saturating_add(millis(CENSUS_EVERY));
+                        census(store, self.clock.now_ms()).await.map(Some)
+                    } else {
+                        Ok(None)
+                    };
+                    match counted {
+                        Ok(counted) => {
+                            if let Some(counted) = counted {
+                                self.metrics.counted(counted);
+                            }
+                            wake_at(store, self.clock.now_ms(), self.options.lease).await
+                        }
+                        Err(error) => Err(error),
                     }
-                    read
+                    .map_err(engine_service::Error::from)
                 }
                 Err(error) => Err(error),
             };
@@ -293,8 +310,8 @@ mod tests {
             .to_string()
     }
 
-    /// A demo instance at `url`, authenticated at `at_ms` with a token of an hour.
-    fn demo_instance(url: &str, at_ms: u64, secret: &str) -> engine_store::State {
+    /// Demo instance `id` at `url`, authenticated at `at_ms` with a token of an hour.
+    fn demo_instance(id: &str, url: &str, at_ms: u64, secret: &str) -> engine_store::State {
         let serde_json::Value::Object(mut state) = serde_json::json!({
             "base.url": url,
             "client.id": "demo-client",
@@ -307,7 +324,7 @@ mod tests {
             unreachable!()
         };
         // As `engine instances import` stores it: with the schedule of its keys.
-        engine_runtime::estimated_schedule(&state, &engine_store::Schedule::default())
+        engine_runtime::estimated_schedule(id, &state, &engine_store::Schedule::default())
             .put(&mut state);
         state
     }
@@ -358,6 +375,34 @@ mod tests {
         engine_store::Schedule::read(&store.load(id).await.unwrap().state)
     }
 
+    /// The wake-up is the store's next due time; an instance due now that a claim holds is
+    /// looked at again after the lease, or at the next due time when sooner.
+    #[tokio::test]
+    async fn the_wake_up_is_the_next_due_time_or_the_end_of_a_claim() {
+        const NOW: u64 = 1_800_000_000_000;
+        let lease = Duration::from_secs(30);
+        let store = engine_store::MemoryStore::new();
+        let due_at = |at: Option<u64>| {
+            let mut state = engine_store::State::new();
+            engine_store::Schedule {
+                next_refresh_at_ms: at,
+                ..engine_store::Schedule::default()
+            }
+            .put(&mut state);
+            state
+        };
+        assert_eq!(wake_at(&store, NOW, lease).await.unwrap(), NOW + 60_000);
+        store.insert("never", due_at(None));
+        store.insert("later", due_at(Some(NOW + 45_000)));
+        assert_eq!(wake_at(&store, NOW, lease).await.unwrap(), NOW + 45_000);
+        store.insert("held", due_at(Some(NOW - 1000)));
+        let claimed = store.claim_due(NOW, 10, lease).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(wake_at(&store, NOW, lease).await.unwrap(), NOW + 30_000);
+        store.insert("soon", due_at(Some(NOW + 10_000)));
+        assert_eq!(wake_at(&store, NOW, lease).await.unwrap(), NOW + 10_000);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_loop_sleeps_until_the_stored_due_time_then_refreshes() {
         let emulator =
@@ -370,7 +415,7 @@ mod tests {
         // Obtained 10 minutes ago: expires in 50, due when its schedule says (before then).
         store.insert(
             "soon",
-            demo_instance(&emulator.url(), start - 600_000, "demo-secret"),
+            demo_instance("soon", &emulator.url(), start - 600_000, "demo-secret"),
         );
         let due = schedule_of(&store, "soon")
             .await
@@ -438,7 +483,7 @@ mod tests {
         let store = Arc::new(engine_store::MemoryStore::new());
         store.insert(
             "revoked",
-            demo_instance(&emulator.url(), start - 7_200_000, "FAKE-wrong"),
+            demo_instance("revoked", &emulator.url(), start - 7_200_000, "FAKE-wrong"),
         );
 
         let (events, metrics) = schedule(Arc::clone(&store), &clock, 3).await;
@@ -480,12 +525,22 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains(&rejected), "{text}");
         // The first attempt started 72 minutes after its due time (a fifth of the hour before
-        // an expiry an hour ago); each retry at the time the policy stored: no lag.
+        // an expiry an hour ago, and the instance's jitter before that); each retry at the time
+        // the policy stored: no lag.
+        let lag_ms = 4_320_000 + engine_runtime::jitter_ms("revoked", 3_600_000);
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a lag of minutes, in milliseconds"
+        )]
+        let sum = format!(
+            "engine_scheduler_lag_seconds_sum {}\n",
+            lag_ms as f64 / 1000.0
+        );
         for line in [
             "engine_scheduler_lag_seconds_bucket{le=\"0.1\"} 2\n",
             "engine_scheduler_lag_seconds_bucket{le=\"3600\"} 2\n",
             "engine_scheduler_lag_seconds_bucket{le=\"+Inf\"} 3\n",
-            "engine_scheduler_lag_seconds_sum 4320\n",
+            &sum,
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

@@ -148,7 +148,7 @@ async fn cleared(
             return Ok(false);
         }
         before = Some(schedule.status);
-        engine_runtime::schedule_of(connector, state, &schedule.cleared()).put(state);
+        engine_runtime::schedule_of(connector, instance, state, &schedule.cleared()).put(state);
         Ok(true)
     })
     .await?;
@@ -721,7 +721,10 @@ mod tests {
         let read = store.load("acme").await.unwrap();
         let schedule = engine_store::Schedule::read(&read.state);
         assert!(!schedule.has_failures(), "{schedule:?}");
-        assert_eq!(schedule.next_refresh_at_ms, Some(NOW + 3_600_000 - 720_000));
+        assert_eq!(
+            schedule.next_refresh_at_ms,
+            Some(NOW + 3_600_000 - 720_000 - engine_runtime::jitter_ms("acme", 3_600_000))
+        );
     }
 
     #[test]

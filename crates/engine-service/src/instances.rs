@@ -40,8 +40,8 @@ pub async fn import(store: &dyn InstanceStore, new: NewInstance<'_>) -> Result<u
     }
     let previous = Schedule::read(&state);
     match new.connector {
-        Some(connector) => engine_runtime::schedule_of(connector, &state, &previous),
-        None => engine_runtime::estimated_schedule(&state, &previous),
+        Some(connector) => engine_runtime::schedule_of(connector, new.id, &state, &previous),
+        None => engine_runtime::estimated_schedule(new.id, &state, &previous),
     }
     .put(&mut state);
     match store.write(new.id, state, 0).await {

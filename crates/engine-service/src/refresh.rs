@@ -865,7 +865,7 @@ pub(crate) async fn transition(
             RefreshOutcome::Refreshed if !before.has_failures() => return Ok(false),
             // Cleared, and due when the new token says.
             RefreshOutcome::Refreshed => {
-                engine_runtime::schedule_of(connector, state, &before.cleared())
+                engine_runtime::schedule_of(connector, id, state, &before.cleared())
             }
             _ => policy.next(&before, attempt, now_ms, &mut SeededJitter::from_entropy()),
         };
@@ -908,9 +908,9 @@ mod tests {
             .to_string()
     }
 
-    /// An instance of the demo connector at `url`, authenticated `ago` seconds before now with
-    /// a token of an hour, with `secret` and recorded as of `connector`.
-    fn instance(url: &str, ago: u64, secret: &str, connector: Option<&str>) -> State {
+    /// Instance `id` of the demo connector at `url`, authenticated `ago` seconds before now
+    /// with a token of an hour, with `secret` and recorded as of `connector`.
+    fn instance(id: &str, url: &str, ago: u64, secret: &str, connector: Option<&str>) -> State {
         let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap();
         let mut state = json!({
             "base.url": url,
@@ -927,7 +927,7 @@ mod tests {
             unreachable!()
         };
         // As `engine instances import` stores it: with the schedule of its keys.
-        engine_runtime::estimated_schedule(&state, &Schedule::default()).put(&mut state);
+        engine_runtime::estimated_schedule(id, &state, &Schedule::default()).put(&mut state);
         state
     }
 
@@ -958,13 +958,25 @@ mod tests {
         let url = emulator.url();
         let demo = demo();
         let store = Arc::new(MemoryStore::new());
-        store.insert("expired", instance(&url, 7200, "demo-secret", Some(&demo)));
-        store.insert("fresh", instance(&url, 60, "demo-secret", Some(&demo)));
-        store.insert("revoked", instance(&url, 7200, "FAKE-wrong", Some(&demo)));
-        store.insert("orphan", instance(&url, 7200, "demo-secret", None));
+        store.insert(
+            "expired",
+            instance("expired", &url, 7200, "demo-secret", Some(&demo)),
+        );
+        store.insert(
+            "fresh",
+            instance("fresh", &url, 60, "demo-secret", Some(&demo)),
+        );
+        store.insert(
+            "revoked",
+            instance("revoked", &url, 7200, "FAKE-wrong", Some(&demo)),
+        );
+        store.insert(
+            "orphan",
+            instance("orphan", &url, 7200, "demo-secret", None),
+        );
         store.insert(
             "lost",
-            instance(&url, 7200, "demo-secret", Some("missing.json")),
+            instance("lost", &url, 7200, "demo-secret", Some("missing.json")),
         );
         let options = RefreshOptions {
             max_failures: 2,
@@ -982,11 +994,13 @@ mod tests {
             "{outcomes:?}"
         );
         assert_eq!(outcomes[0].transition, None);
-        // Due a fifth of the hour before its expiry an hour ago: started 72 minutes late; one
-        // step, its lease kept.
+        // Due a fifth of the hour (and its jitter) before its expiry an hour ago: started 72
+        // minutes late and the jitter; one step, its lease kept.
         let lag = outcomes[0].lag.unwrap();
+        let late = Duration::from_mins(72)
+            + Duration::from_millis(engine_runtime::jitter_ms("expired", 3_600_000));
         assert!(
-            (Duration::from_mins(72)..Duration::from_mins(73)).contains(&lag),
+            (late..late + Duration::from_mins(1)).contains(&lag),
             "{lag:?}"
         );
         assert_eq!(outcomes[0].vendor_time.len(), 1);
@@ -1140,7 +1154,13 @@ mod tests {
         // Nothing listens on port 1: the connection is refused.
         store.insert(
             "down",
-            instance("http://127.0.0.1:1", 7200, "demo-secret", Some(&demo())),
+            instance(
+                "down",
+                "http://127.0.0.1:1",
+                7200,
+                "demo-secret",
+                Some(&demo()),
+            ),
         );
         let (outcomes, _) = refresh_all(&store, &RefreshOptions::default()).await;
         assert!(
@@ -1212,7 +1232,10 @@ mod tests {
             }
         });
         let store = Arc::new(MemoryStore::new());
-        store.insert("slow", instance(&url, 7200, "demo-secret", Some(&demo())));
+        store.insert(
+            "slow",
+            instance("slow", &url, 7200, "demo-secret", Some(&demo())),
+        );
         let plain: Arc<dyn InstanceStore> = Arc::clone(&store) as Arc<dyn InstanceStore>;
         let opened = Opened::new(plain, None);
         let engine = EngineBuilder::new()
@@ -1265,7 +1288,13 @@ mod tests {
         for index in 0..40 {
             store.insert(
                 &format!("due-{index:02}"),
-                instance(&url, 7200, "demo-secret", Some(&demo())),
+                instance(
+                    &format!("due-{index:02}"),
+                    &url,
+                    7200,
+                    "demo-secret",
+                    Some(&demo()),
+                ),
             );
         }
         let options = RefreshOptions::default();
@@ -1288,7 +1317,7 @@ mod tests {
     async fn listed_instances_are_refreshed_without_claims() {
         let emulator = Emulator::start(EmulatorConfig::default(), 0).await.unwrap();
         let store = Arc::new(MemoryStore::new());
-        let state = instance(&emulator.url(), 60, "demo-secret", Some(&demo()));
+        let state = instance("fresh", &emulator.url(), 60, "demo-secret", Some(&demo()));
         let summary = Summary::of("fresh".to_owned(), 0, &state);
         store.insert("fresh", state);
         let plain: Arc<dyn InstanceStore> = Arc::clone(&store) as Arc<dyn InstanceStore>;
@@ -1320,11 +1349,11 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         store.insert(
             "fresh",
-            instance("http://127.0.0.1:1", 60, "s", Some("a.json")),
+            instance("fresh", "http://127.0.0.1:1", 60, "s", Some("a.json")),
         );
         store.insert(
             "other",
-            instance("http://127.0.0.1:1", 60, "s", Some("b.json")),
+            instance("other", "http://127.0.0.1:1", 60, "s", Some("b.json")),
         );
         let ids = |outcomes: Vec<Refreshed>| -> Vec<String> {
             outcomes.into_iter().map(|refreshed| refreshed.id).collect()

@@ -394,6 +394,34 @@ pub trait InstanceStore: Send + Sync {
         lease: Duration,
     ) -> BoxFuture<'_, Result<Vec<Claim>, StoreError>>;
 
+    /// The earliest due time ([`Schedule::next_refresh_at_ms`]) at or after `from_ms` of the
+    /// instances that have one (a schedule never computed is due at 0); `None` when none has.
+    /// The scheduler sleeps until it, so the SQL stores answer from their index on the due
+    /// time; this default walks the listing (the file and memory stores).
+    ///
+    /// Fails when the store cannot be read.
+    fn next_due_ms(&self, from_ms: u64) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(async move {
+            let mut page = Page {
+                limit: 1000,
+                ..Page::default()
+            };
+            let mut earliest: Option<u64> = None;
+            loop {
+                let listing = self.list(page.clone()).await?;
+                for summary in listing.instances {
+                    if let Some(at) = summary.next_refresh_at_ms.filter(|at| *at >= from_ms) {
+                        earliest = Some(earliest.map_or(at, |earliest| earliest.min(at)));
+                    }
+                }
+                match listing.next {
+                    Some(next) => page.after = Some(next),
+                    None => return Ok(earliest),
+                }
+            }
+        })
+    }
+
     /// Extends `claim`'s lease to `lease` from `now_ms`, and returns the claim with its new end.
     ///
     /// Fails with [`StoreErrorKind::LeaseLost`] when the lease ended before `now_ms` or is no

@@ -670,6 +670,70 @@ async fn claims(backend: &dyn Backend) {
     );
 }
 
+/// The earliest due time at or after a time: nothing scheduled, nothing due; an instance
+/// without a schedule counts as due at 0, one with nothing scheduled (or needing
+/// re-authentication) never; a write that moves a due time moves the answer, and so does a
+/// deletion.
+async fn next_due(backend: &dyn Backend) {
+    const NOW: u64 = 1_700_000_000_000;
+    let store = backend.open().await;
+    assert_eq!(store.next_due_ms(0).await.unwrap(), None, "an empty store");
+    store
+        .write("never", scheduled(json!({}), None, None), 0)
+        .await
+        .unwrap();
+    let mut stuck = scheduled(json!({}), Some(NOW), None);
+    let mut schedule = Schedule::read(&stuck);
+    schedule.status = ScheduleStatus::NeedsReauth;
+    schedule.put(&mut stuck);
+    store.write("stuck", stuck, 0).await.unwrap();
+    assert_eq!(
+        store.next_due_ms(0).await.unwrap(),
+        None,
+        "nothing scheduled"
+    );
+
+    for (id, at) in [
+        ("late", NOW + 90_000),
+        ("soon", NOW + 30_000),
+        ("past", NOW - 5000),
+    ] {
+        store
+            .write(id, scheduled(json!({}), Some(at + 60_000), Some(at)), 0)
+            .await
+            .unwrap();
+    }
+    let other = backend.open().await;
+    assert_eq!(other.next_due_ms(0).await.unwrap(), Some(NOW - 5000));
+    assert_eq!(other.next_due_ms(NOW).await.unwrap(), Some(NOW + 30_000));
+    assert_eq!(
+        other.next_due_ms(NOW + 30_000).await.unwrap(),
+        Some(NOW + 30_000),
+        "at or after"
+    );
+    assert_eq!(
+        other.next_due_ms(NOW + 30_001).await.unwrap(),
+        Some(NOW + 90_000)
+    );
+    assert_eq!(other.next_due_ms(NOW + 90_001).await.unwrap(), None);
+
+    // Refreshed: due later; imported without a schedule: due at once.
+    store
+        .write(
+            "soon",
+            scheduled(json!({}), Some(NOW + 200_000), Some(NOW + 120_000)),
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(other.next_due_ms(NOW).await.unwrap(), Some(NOW + 90_000));
+    store.delete("past", 1).await.unwrap();
+    store.write("bare", state(json!({})), 0).await.unwrap();
+    assert_eq!(other.next_due_ms(0).await.unwrap(), Some(0));
+    store.delete("bare", 1).await.unwrap();
+    assert_eq!(other.next_due_ms(0).await.unwrap(), Some(NOW + 90_000));
+}
+
 fn key(text: &str) -> crate::SecretKey {
     crate::SecretKey::parse(text).unwrap()
 }
@@ -1102,6 +1166,7 @@ conformance!(
     encryption,
     encryption_follows_the_rule,
     claims,
+    next_due,
     records,
     purge_expired,
 );

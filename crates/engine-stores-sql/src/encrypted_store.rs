@@ -462,6 +462,10 @@ impl InstanceStore for EncryptedStore {
         self.inner.claim_due(now_ms, limit, lease)
     }
 
+    fn next_due_ms(&self, from_ms: u64) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        self.inner.next_due_ms(from_ms)
+    }
+
     fn renew<'a>(
         &'a self,
         claim: &'a Claim,

@@ -551,6 +551,21 @@ impl InstanceStore for PostgresStore {
         })
     }
 
+    /// The first entry at or after `from_ms` of the index on `next_refresh_at`: one lookup.
+    fn next_due_ms(&self, from_ms: u64) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(async move {
+            let at: Option<i64> = sqlx::query_scalar(
+                "SELECT next_refresh_at FROM instances
+                 WHERE next_refresh_at >= $1 ORDER BY next_refresh_at LIMIT 1",
+            )
+            .bind(to_i64(from_ms))
+            .fetch_optional(&mut *self.connection("next due").await?)
+            .await
+            .map_err(|source| backend("next due", source))?;
+            Ok(at.and_then(|at| u64::try_from(at).ok()))
+        })
+    }
+
     /// One statement, its own short transaction: the due rows are chosen `FOR UPDATE SKIP
     /// LOCKED` (rows another claim is taking this moment are skipped, not waited for) and leased
     /// in the same `UPDATE`. No connection or transaction stays open after it.

@@ -726,6 +726,28 @@ impl InstanceStore for SqliteStore {
         })
     }
 
+    /// The first entry at or after `from_ms` of the index on `next_refresh_at`: one lookup.
+    fn next_due_ms(&self, from_ms: u64) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(async move {
+            self.with("next due", move |connection| {
+                let mut statement = connection.prepare_cached(
+                    "SELECT next_refresh_at FROM instances INDEXED BY instances_next_refresh_at
+                     WHERE next_refresh_at >= ?1 ORDER BY next_refresh_at LIMIT 1",
+                )?;
+                let mut rows = statement.query(params![to_i64(from_ms)])?;
+                // Text sorts after every number: a value written by hand is never taken.
+                Ok(match rows.next()? {
+                    Some(row) => match row.get_ref(0)? {
+                        rusqlite::types::ValueRef::Integer(at) => u64::try_from(at).ok(),
+                        _ => None,
+                    },
+                    None => None,
+                })
+            })
+            .await
+        })
+    }
+
     /// One statement on the writer connection: an `UPDATE ... WHERE id IN (SELECT ... LIMIT)
     /// RETURNING`, which SQLite runs under its write lock, so no other claim (of any process)
     /// sees the rows between the choice and the lease.
