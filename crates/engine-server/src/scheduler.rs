@@ -36,6 +36,10 @@ pub const CENSUS_EVERY: Duration = Duration::from_mins(1);
 /// removes; what is left waits for the next.
 const PURGE_BATCHES: usize = 10;
 
+/// How many due instances a pass of the scheduler claims per refresh it runs at once
+/// (`--jobs`): the next pass claims more as soon as this one ends.
+pub const CLAIMS_PER_JOB: usize = 4;
+
 /// When the scheduler next looks at `store`, at `now_ms`: the earliest due time of its
 /// schedule ([`InstanceStore::next_due_ms`], an index lookup in the SQL stores), at most
 /// [`MAX_IDLE`] from now. An instance still due now (another process's claim holds it, or its
@@ -160,7 +164,9 @@ impl Scheduler {
         let mut census_at_ms = 0;
         while !*shutdown.borrow() {
             let passed = match self.refresh().await {
-                Ok(()) => {
+                // A full pass: more are due now, claimed by the next pass at once.
+                Ok(true) => continue,
+                Ok(false) => {
                     if self.clock.now_ms() >= purge_at_ms {
                         purge_at_ms = self.clock.now_ms().saturating_add(millis(PURGE_EVERY));
                         self.purge().await;
@@ -243,19 +249,31 @@ impl Scheduler {
         }
     }
 
-    /// Claims and refreshes the due instances through engine-service, `options.jobs` at a
-    /// time, and tells of each outcome.
-    async fn refresh(&self) -> Result<(), engine_service::Error> {
-        let claimed = Refresh::claim(&self.opened, Arc::clone(&self.engine), &self.options).await?;
+    /// Claims and refreshes due instances through engine-service, `options.jobs` at a time, and
+    /// tells of each outcome. Claims at most [`CLAIMS_PER_JOB`] per job, so that no claim waits
+    /// behind a long batch while its lease runs down; returns true when that stopped the
+    /// claiming (more may be due now).
+    async fn refresh(&self) -> Result<bool, engine_service::Error> {
+        let options = RefreshOptions {
+            max_claims: Some(self.options.jobs.max(1).saturating_mul(CLAIMS_PER_JOB)),
+            ..self.options.clone()
+        };
+        let claimed = Refresh::claim(&self.opened, Arc::clone(&self.engine), &options).await?;
+        let full = claimed.is_full();
         let mut refresh = {
             let mut registry = self
                 .registry
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            claimed.spawn(&self.opened, &mut registry, &self.options)
+            claimed.spawn(&self.opened, &mut registry, &options)
         };
+        // Whether a refresh of this pass took effect or was rescheduled: a pass whose every
+        // refresh failed without a new schedule (a connector that does not load) is not
+        // repeated at once, or it would claim the same instances again and again.
+        let mut progressed = false;
         while let Some(refreshed) = refresh.next().await {
             let Ok(refreshed) = refreshed else { continue };
+            progressed |= !matches!(refreshed.outcome, Outcome::Failed(_));
             self.metrics.refreshed(&refreshed, "schedule");
             let id = refreshed.id;
             let retry_at_ms = refreshed
@@ -276,7 +294,7 @@ impl Scheduler {
             };
             (self.events)(event);
         }
-        Ok(())
+        Ok(full && progressed)
     }
 }
 
@@ -401,6 +419,42 @@ mod tests {
         assert_eq!(wake_at(&store, NOW, lease).await.unwrap(), NOW + 30_000);
         store.insert("soon", due_at(Some(NOW + 10_000)));
         assert_eq!(wake_at(&store, NOW, lease).await.unwrap(), NOW + 10_000);
+    }
+
+    /// More instances due at once than a pass claims: the passes follow each other at once, so
+    /// that every one is refreshed at its due time, none waiting for a lease to run out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_follow_each_other_while_more_are_due_than_a_pass_claims() {
+        let emulator =
+            engine_emulator::Emulator::start(engine_emulator::EmulatorConfig::default(), 0)
+                .await
+                .unwrap();
+        let start = 1_800_000_000_000;
+        let clock = engine_runtime::ManualClock::new(start);
+        let store = Arc::new(engine_store::MemoryStore::new());
+        let per_pass = RefreshOptions::default().jobs * CLAIMS_PER_JOB;
+        let count = per_pass * 2 + 3;
+        for n in 0..count {
+            let id = format!("i{n:03}");
+            // Obtained two hours ago: expired, due.
+            let state = demo_instance(&id, &emulator.url(), start - 7_200_000, "demo-secret");
+            store.insert(&id, state);
+        }
+
+        let (events, _) = schedule(Arc::clone(&store), &clock, count).await;
+        let mut refreshed: Vec<&str> = events
+            .iter()
+            .filter_map(|(event, at_ms)| match event {
+                Event::Refreshed { id } => {
+                    assert_eq!(*at_ms, start, "{id} waited");
+                    Some(id.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        refreshed.sort_unstable();
+        refreshed.dedup();
+        assert_eq!(refreshed.len(), count, "{events:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

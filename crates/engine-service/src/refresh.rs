@@ -58,11 +58,16 @@ pub struct RefreshOptions {
     pub lease: Duration,
     /// Why the refreshes run, as their history entries say.
     pub trigger: Trigger,
+    /// Claim at most this many due instances ([`Refresh::claim`]); `None`: every one due. A
+    /// scheduler that runs pass after pass claims a few at a time, so that a claim is not held
+    /// (and its lease not run down) while the refreshes before it wait for their turn.
+    pub max_claims: Option<usize>,
 }
 
 impl Default for RefreshOptions {
     /// Returns: due by each schedule, every connector, 8 at once, 3 rejections,
-    /// [`DEFAULT_KEEP`] entries, a lease of a minute, [`Trigger::Schedule`].
+    /// [`DEFAULT_KEEP`] entries, a lease of a minute, [`Trigger::Schedule`], every due instance
+    /// claimed.
     fn default() -> Self {
         Self {
             ahead: None,
@@ -72,6 +77,7 @@ impl Default for RefreshOptions {
             keep_history: DEFAULT_KEEP,
             lease: Duration::from_mins(1),
             trigger: Trigger::Schedule,
+            max_claims: None,
         }
     }
 }
@@ -244,9 +250,18 @@ impl Refresh {
         let mut due = Vec::new();
         let mut held = Vec::new();
         let mut claimed = HashSet::new();
+        let most = options.max_claims.unwrap_or(usize::MAX);
         loop {
+            let room = most.saturating_sub(claimed.len());
+            if room == 0 {
+                break;
+            }
             let claims = store
-                .claim_due(now_ms.saturating_add(ahead_ms), CLAIM_BATCH, options.lease)
+                .claim_due(
+                    now_ms.saturating_add(ahead_ms),
+                    CLAIM_BATCH.min(room),
+                    options.lease,
+                )
                 .await?;
             if claims.is_empty() {
                 break;
@@ -303,7 +318,13 @@ impl Refresh {
                 None => break,
             }
         }
-        Ok(Claimed { due, held, engine })
+        let full = claimed.len() >= most;
+        Ok(Claimed {
+            due,
+            held,
+            engine,
+            full,
+        })
     }
 
     /// Starts the refreshes of `due` (instances a caller listed and claimed, if it shares the
@@ -441,6 +462,14 @@ pub struct Claimed {
     due: Vec<(Due, Take)>,
     held: Vec<Claim>,
     engine: Arc<Engine>,
+    full: bool,
+}
+
+impl Claimed {
+    /// True when [`RefreshOptions::max_claims`] stopped the claiming: more may be due now.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
 }
 
 /// Counts, the claims aside.
@@ -450,6 +479,7 @@ impl std::fmt::Debug for Claimed {
             .debug_struct("Claimed")
             .field("due", &self.due.len())
             .field("held", &self.held.len())
+            .field("full", &self.full)
             .finish_non_exhaustive()
     }
 }
