@@ -383,6 +383,23 @@ impl Template {
         &self.inner.placeholders
     }
 
+    /// A URL template that is a literal directory followed by one `{placeholder}`
+    /// (`/api/v1/contacts/{id}`): the directory, as rendered (ending in `/`), and the
+    /// placeholder's name. It renders as the directory followed by the placeholder's value
+    /// percent-encoded, so that a runtime may join the directory once and add only the value.
+    /// `None` for any other template.
+    pub fn directory_and_placeholder(&self) -> Option<(&str, &str)> {
+        if self.inner.compiled.is_some() {
+            return None;
+        }
+        match self.inner.segments.as_slice() {
+            [Segment::Text(directory), Segment::Placeholder(name)] if directory.ends_with('/') => {
+                Some((directory, name))
+            }
+            _ => None,
+        }
+    }
+
     /// Renders the template.
     ///
     /// Fails when a referenced value is missing from `context`, a helper gets a wrong argument,
@@ -1046,6 +1063,32 @@ mod tests {
                 .unwrap(),
             "/x/a%20b%2Fc?k=id&b=aWQ6cyZjcmV0&n=3"
         );
+    }
+
+    #[test]
+    fn a_directory_and_one_placeholder_are_told_apart_from_other_paths() {
+        let shape = |text: &str| {
+            let template = Template::compile(text, TemplateKind::Url).unwrap();
+            template
+                .directory_and_placeholder()
+                .map(|(directory, name)| (directory.to_owned(), name.to_owned()))
+        };
+        assert_eq!(
+            shape("/api/v1/contacts/{id}"),
+            Some(("/api/v1/contacts/".to_owned(), "id".to_owned()))
+        );
+        for other in [
+            "/contacts/{id}/notes",
+            "/contacts/{id}.json",
+            "/{a}/{b}",
+            "{id}",
+            "/x/${configuration.k}/{id}",
+            "/x/{id}?q=1",
+            "/x/{{id}}",
+            "/contacts",
+        ] {
+            assert_eq!(shape(other), None, "{other}");
+        }
     }
 
     #[test]
