@@ -135,10 +135,15 @@ impl SecretSlot {
     /// (the connector's own text before the secret, as in `Bearer ${configuration.token}`)
     /// starts with the same short word and a space as `value`, else `****`.
     pub(crate) fn header(name: &str, value: &str, literal: &str) -> Self {
-        let shown = match value.split_once(' ') {
-            Some((word, _))
+        // The word is at most 10 bytes: the space is looked for in the first 11 only (a value
+        // is a token of tens or hundreds of bytes, the search's set-up more than the word).
+        let space = value
+            .bytes()
+            .take(WORD_LIMIT + 1)
+            .position(|byte| byte == b' ');
+        let shown = match space.map(|space| &value[..space]) {
+            Some(word)
                 if !word.is_empty()
-                    && word.len() <= 10
                     && word.bytes().all(|byte| byte.is_ascii_alphanumeric())
                     && literal
                         .strip_prefix(word)
@@ -168,6 +173,9 @@ impl SecretSlot {
         Self::Header { name, shown }
     }
 }
+
+/// The longest word before a secret a [`SecretSlot::Header`] shows (`Bearer`, `Digest`).
+const WORD_LIMIT: usize = 10;
 
 /// What follows the kept word of a [`SecretSlot::Header`]: a space and the mask.
 const SHOWN_MASK: &str = " ****";

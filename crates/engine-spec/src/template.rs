@@ -383,6 +383,19 @@ impl Template {
         &self.inner.placeholders
     }
 
+    /// The text the template renders as when it has nothing to fill in, a single literal
+    /// (`application/json`): a runtime copies it instead of rendering it. `None` for any other
+    /// template.
+    pub fn literal_text(&self) -> Option<&str> {
+        if self.inner.compiled.is_some() {
+            return None;
+        }
+        match self.inner.segments.as_slice() {
+            [Segment::Text(text)] => Some(text),
+            _ => None,
+        }
+    }
+
     /// A URL template that is a literal directory followed by one `{placeholder}`
     /// (`/api/v1/contacts/{id}`): the directory, as rendered (ending in `/`), and the
     /// placeholder's name. It renders as the directory followed by the placeholder's value
@@ -1104,6 +1117,7 @@ mod tests {
         let text = r#"{"grant_type": "client_credentials"}"#;
         let template = Template::compile(text, TemplateKind::Text).unwrap();
         assert!(template.is_literal());
+        assert_eq!(template.literal_text(), Some(text));
         let configuration = configuration();
         assert_eq!(
             template
