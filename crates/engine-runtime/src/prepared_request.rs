@@ -2,6 +2,7 @@
 //! (`--dry-run`, `-v`, errors): masked by place where it carries a value made from a secret
 //! ([`SecretSlot`]), and by text ([`Redactor`]) everywhere else.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -107,12 +108,14 @@ pub struct PreparedRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSlot {
     /// The header `name` (compared case-insensitively), shown as `shown`: `****`, or
-    /// `Bearer ****` when the word before the secret is the connector's own text.
+    /// `Bearer ****` when the word before the secret is the connector's own text. Both are
+    /// borrowed for the usual names and words ([`SecretSlot::header`]): most requests carry one
+    /// such slot, and it is made and dropped for each.
     Header {
         /// The header's name.
-        name: String,
+        name: Cow<'static, str>,
         /// What is shown as its value.
-        shown: String,
+        shown: Cow<'static, str>,
     },
     /// The query parameter of this name.
     Query(String),
@@ -132,29 +135,64 @@ impl SecretSlot {
     /// (the connector's own text before the secret, as in `Bearer ${configuration.token}`)
     /// starts with the same short word and a space as `value`, else `****`.
     pub(crate) fn header(name: &str, value: &str, literal: &str) -> Self {
-        let shown = match value.split_once(' ') {
-            Some((word, _))
+        // The word is at most 10 bytes: the space is looked for in the first 11 only (a value
+        // is a token of tens or hundreds of bytes, the search's set-up more than the word).
+        let space = value
+            .bytes()
+            .take(WORD_LIMIT + 1)
+            .position(|byte| byte == b' ');
+        let shown = match space.map(|space| &value[..space]) {
+            Some(word)
                 if !word.is_empty()
-                    && word.len() <= 10
                     && word.bytes().all(|byte| byte.is_ascii_alphanumeric())
                     && literal
                         .strip_prefix(word)
                         .is_some_and(|rest| rest.starts_with(' ')) =>
             {
-                let mut shown = String::with_capacity(word.len() + 1 + crate::redact::MASK.len());
-                shown.push_str(word);
-                shown.push(' ');
-                shown.push_str(crate::redact::MASK);
-                shown
+                if let Some(shown) = SHOWN_WORDS
+                    .iter()
+                    .find(|shown| shown.strip_suffix(SHOWN_MASK) == Some(word))
+                {
+                    Cow::Borrowed(*shown)
+                } else {
+                    let mut shown = String::with_capacity(word.len() + SHOWN_MASK.len());
+                    shown.push_str(word);
+                    shown.push_str(SHOWN_MASK);
+                    Cow::Owned(shown)
+                }
             }
-            _ => crate::redact::MASK.to_owned(),
+            _ => Cow::Borrowed(crate::redact::MASK),
         };
-        Self::Header {
-            name: name.to_owned(),
-            shown,
-        }
+        let name = HEADER_NAMES
+            .iter()
+            .find(|known| **known == name)
+            .map_or_else(
+                || Cow::Owned(name.to_owned()),
+                |known| Cow::Borrowed(*known),
+            );
+        Self::Header { name, shown }
     }
 }
+
+/// The longest word before a secret a [`SecretSlot::Header`] shows (`Bearer`, `Digest`).
+const WORD_LIMIT: usize = 10;
+
+/// What follows the kept word of a [`SecretSlot::Header`]: a space and the mask.
+const SHOWN_MASK: &str = " ****";
+
+/// The [`SecretSlot::Header`] texts shown for the schemes' usual words, not made per request.
+const SHOWN_WORDS: [&str; 6] = [
+    "Bearer ****",
+    "Basic ****",
+    "Token ****",
+    "OAuth ****",
+    "Bot ****",
+    "Digest ****",
+];
+
+/// The names of the headers that usually carry a secret, as written (a [`SecretSlot::Header`]
+/// of another name or spelling keeps its own copy).
+const HEADER_NAMES: [&str; 4] = ["Authorization", "authorization", "X-API-Key", "x-api-key"];
 
 impl PreparedRequest {
     /// A human-readable rendering with every secret masked: what `--dry-run` prints. Values in
@@ -169,7 +207,7 @@ impl PreparedRequest {
                 .iter()
                 .find_map(|slot| match slot {
                     SecretSlot::Header { name: slot, shown } if slot.eq_ignore_ascii_case(name) => {
-                        Some(shown.clone())
+                        Some(shown.clone().into_owned())
                     }
                     _ => None,
                 })
@@ -447,6 +485,14 @@ mod tests {
         assert_eq!(
             request.secret_values(),
             ["YWRhOjciXA==", "abc", "7\"\\", "pa\"ss"]
+        );
+        // A word other than the usual schemes' is kept too, and any header name.
+        assert_eq!(
+            SecretSlot::header("X-Okta", "SSWS 00abc", "SSWS ${configuration.k}"),
+            SecretSlot::Header {
+                name: "X-Okta".into(),
+                shown: "SSWS ****".into()
+            }
         );
         // A word the secret itself starts with is not kept.
         assert_eq!(

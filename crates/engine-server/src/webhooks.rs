@@ -384,8 +384,8 @@ impl Sender {
             // No redirect is followed: the event goes to the URL given, or fails.
             lifecycle: true,
             secrets: vec![SecretSlot::Header {
-                name: "webhook-signature".to_owned(),
-                shown: "****".to_owned(),
+                name: "webhook-signature".into(),
+                shown: "****".into(),
             }],
         };
         let sent = tokio::time::timeout(self.webhooks.timeout, self.transport.send(&request));

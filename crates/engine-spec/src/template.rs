@@ -383,6 +383,36 @@ impl Template {
         &self.inner.placeholders
     }
 
+    /// The text the template renders as when it has nothing to fill in, a single literal
+    /// (`application/json`): a runtime copies it instead of rendering it. `None` for any other
+    /// template.
+    pub fn literal_text(&self) -> Option<&str> {
+        if self.inner.compiled.is_some() {
+            return None;
+        }
+        match self.inner.segments.as_slice() {
+            [Segment::Text(text)] => Some(text),
+            _ => None,
+        }
+    }
+
+    /// A URL template that is a literal directory followed by one `{placeholder}`
+    /// (`/api/v1/contacts/{id}`): the directory, as rendered (ending in `/`), and the
+    /// placeholder's name. It renders as the directory followed by the placeholder's value
+    /// percent-encoded, so that a runtime may join the directory once and add only the value.
+    /// `None` for any other template.
+    pub fn directory_and_placeholder(&self) -> Option<(&str, &str)> {
+        if self.inner.compiled.is_some() {
+            return None;
+        }
+        match self.inner.segments.as_slice() {
+            [Segment::Text(directory), Segment::Placeholder(name)] if directory.ends_with('/') => {
+                Some((directory, name))
+            }
+            _ => None,
+        }
+    }
+
     /// Renders the template.
     ///
     /// Fails when a referenced value is missing from `context`, a helper gets a wrong argument,
@@ -1049,6 +1079,32 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_and_one_placeholder_are_told_apart_from_other_paths() {
+        let shape = |text: &str| {
+            let template = Template::compile(text, TemplateKind::Url).unwrap();
+            template
+                .directory_and_placeholder()
+                .map(|(directory, name)| (directory.to_owned(), name.to_owned()))
+        };
+        assert_eq!(
+            shape("/api/v1/contacts/{id}"),
+            Some(("/api/v1/contacts/".to_owned(), "id".to_owned()))
+        );
+        for other in [
+            "/contacts/{id}/notes",
+            "/contacts/{id}.json",
+            "/{a}/{b}",
+            "{id}",
+            "/x/${configuration.k}/{id}",
+            "/x/{id}?q=1",
+            "/x/{{id}}",
+            "/contacts",
+        ] {
+            assert_eq!(shape(other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn reference_ranges_point_at_the_key() {
         let text = "Bearer ${configuration.authenticaton.time}";
         let template = Template::compile(text, TemplateKind::Text).unwrap();
@@ -1061,6 +1117,7 @@ mod tests {
         let text = r#"{"grant_type": "client_credentials"}"#;
         let template = Template::compile(text, TemplateKind::Text).unwrap();
         assert!(template.is_literal());
+        assert_eq!(template.literal_text(), Some(text));
         let configuration = configuration();
         assert_eq!(
             template

@@ -97,7 +97,11 @@ pub(super) fn place<'a>(
             }
             continue;
         }
-        let value = convert(context, parameter, value)?;
+        // Text stays text: `convert` only for the types it changes.
+        let value = match parameter.data_type() {
+            DataType::String | DataType::Date => value,
+            _ => convert(context, parameter, value)?,
+        };
         let textual = matches!(
             parameter.vendor_kind(),
             VendorKind::Header | VendorKind::Query | VendorKind::Path | VendorKind::Form
@@ -116,7 +120,7 @@ pub(super) fn place<'a>(
             });
         }
         if secret {
-            placed.secrets.extend(match parameter.vendor_kind() {
+            let slot = match parameter.vendor_kind() {
                 VendorKind::Header => Some(SecretSlot::header(
                     vendor_name,
                     &text_view(&value),
@@ -134,7 +138,10 @@ pub(super) fn place<'a>(
                     Some(SecretSlot::BodyField(vendor_name.to_owned()))
                 }
                 VendorKind::Multipart | VendorKind::NoOp | VendorKind::Value => None,
-            });
+            };
+            if let Some(slot) = slot {
+                placed.secrets.push(slot);
+            }
         }
         match parameter.vendor_kind() {
             VendorKind::Header => placed
@@ -300,6 +307,9 @@ fn value_of(
             let template = parameter
                 .template()
                 .expect("a validated `value` parameter has a compiled template");
+            if let Some(text) = template.literal_text() {
+                return Ok(Some(Value::String(text.to_owned())));
+            }
             if let Some(missing) = template
                 .keys()
                 .find(|key| !context.configuration.get(key).is_some_and(has_text))

@@ -94,6 +94,11 @@ fn join(
         .at(resource.location()));
     }
     check_segments(resource, path_values)?;
+    if let Some(url) = in_known_directory(context, template, path_values) {
+        check_scheme(&url, "`base.url`", context.redactor)
+            .map_err(|error| error.at(resource.location()))?;
+        return Ok(with_query(url, None, query));
+    }
     let path_context = TemplateContext::new(context.configuration, Some(path_values));
     let path = template.render(&path_context).map_err(|error| {
         RunError::from(RunErrorKind::Render {
@@ -156,7 +161,7 @@ fn join(
         let parsed = parse_joined(&base, &full);
         (full, parsed)
     };
-    let mut url = parsed.map_err(|error| {
+    let url = parsed.map_err(|error| {
         RunError::from(RunErrorKind::InvalidUrl {
             url: context.redactor.redact(&full),
             message: error.to_string(),
@@ -169,14 +174,52 @@ fn join(
         "`base.url`"
     };
     check_scheme(&url, source, context.redactor).map_err(|error| error.at(resource.location()))?;
-    match literal_query {
-        Some(literal) => url.set_query(Some(&merge_query(&literal, query))),
+    Ok(with_query(url, literal_query.as_deref(), query))
+}
+
+/// `url` with the query written in the `vendorPath` (`literal`) merged with the `query`
+/// parameters.
+fn with_query(mut url: url::Url, literal: Option<&str>, query: &[(String, String)]) -> url::Url {
+    match literal {
+        Some(literal) => url.set_query(Some(&merge_query(literal, query))),
         None if !query.is_empty() => {
             url.query_pairs_mut().extend_pairs(query);
         }
         None => {}
     }
-    Ok(url)
+    url
+}
+
+/// The URL of the usual `vendorPath`, a literal directory and one `{placeholder}` holding an id
+/// (`/api/v1/contacts/{id}`, [`engine_spec::template::Template::directory_and_placeholder`]),
+/// without rendering the path or joining its text to `base.url`: the directory's URL remembered
+/// for the base ([`ParsedBase`]) with the id pushed onto it, the URL [`join`] would make by
+/// parsing. `None` when the path, the value or the base is of another kind, or the base was
+/// not parsed yet: the caller joins it the long way.
+fn in_known_directory(
+    context: &BuildContext<'_>,
+    template: &engine_spec::template::Template,
+    path_values: &PathValues<'_>,
+) -> Option<url::Url> {
+    let (directory, name) = template.directory_and_placeholder()?;
+    let Some(Value::String(last)) = path_values.value(name) else {
+        return None;
+    };
+    let base = context
+        .configuration
+        .get("base.url")
+        .and_then(Value::as_str)?;
+    // `{key}`s in the base are filled first (`with_configuration`): the long way.
+    if base.as_bytes().contains(&b'{') {
+        return None;
+    }
+    parse_in_directory(base, directory, last)?.ok()
+}
+
+thread_local! {
+    /// The bases parsed on this thread ([`parse_joined`]), by their text.
+    static BASES: RefCell<HashMap<Box<str>, ParsedBase, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
 }
 
 /// `full`, the text of a URL made by joining a path to `base` (a `base.url`, placeholders
@@ -187,10 +230,6 @@ fn join(
 fn parse_joined(base: &str, full: &str) -> Result<url::Url, url::ParseError> {
     /// Distinct bases remembered per thread before the cache starts again.
     const CAPACITY: usize = 1024;
-    thread_local! {
-        static BASES: RefCell<HashMap<Box<str>, ParsedBase, foldhash::fast::RandomState>> =
-            RefCell::new(HashMap::default());
-    }
     BASES.with_borrow_mut(|bases| {
         if let Some(parsed) = bases.get_mut(base) {
             return parsed.parse(base, full);
@@ -198,8 +237,14 @@ fn parse_joined(base: &str, full: &str) -> Result<url::Url, url::ParseError> {
         if bases.len() >= CAPACITY {
             bases.clear();
         }
+        let url = url::Url::parse(base).ok();
+        let authority_only = url.as_ref().is_some_and(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && base.trim_end_matches('/') == &url[..url::Position::BeforePath]
+        });
         let mut parsed = ParsedBase {
-            url: url::Url::parse(base).ok(),
+            url,
+            bare: authority_only,
             directories: Vec::new(),
         };
         let answer = parsed.parse(base, full);
@@ -208,11 +253,49 @@ fn parse_joined(base: &str, full: &str) -> Result<url::Url, url::ParseError> {
     })
 }
 
+/// [`parse_joined`] of `base` (its `/`s at the end left out) followed by `directory` and `last`,
+/// for a `base` already parsed on this thread that is only a scheme and an authority, as its
+/// URL serialises them (`http://127.0.0.1:8080`), and a `directory` and `last` that
+/// [`ParsedBase::parse`] would split the path into: the directory's URL with `last` pushed,
+/// without making or reading the joined text. `None` for anything else.
+fn parse_in_directory(
+    base: &str,
+    directory: &str,
+    last: &str,
+) -> Option<Result<url::Url, url::ParseError>> {
+    // What `ParsedBase::parse` asks of the path after the authority and `split_last_segment`
+    // of its last segment, stricter (no tab or line break after the first `/`).
+    let after_slash = directory.strip_prefix('/')?;
+    if after_slash.starts_with(['/', '\\', '\t', '\n', '\r'])
+        || directory.bytes().any(|byte| matches!(byte, b'?' | b'#'))
+        || !is_plain_segment(last)
+    {
+        return None;
+    }
+    BASES.with_borrow_mut(|bases| {
+        let parsed = bases.get_mut(base)?;
+        let url = parsed.url.as_ref().filter(|_| parsed.bare)?;
+        Some(in_directory(url, &mut parsed.directories, directory, last))
+    })
+}
+
+/// True when the parser takes `segment` as it is after any directory: one or more RFC 3986
+/// unreserved characters (letters, digits, `-._~`), not a dot segment (`.`, `..`). Percent-
+/// encoding leaves it as it is too.
+fn is_plain_segment(segment: &str) -> bool {
+    let unreserved =
+        |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~');
+    !segment.is_empty() && segment.bytes().all(unreserved) && !matches!(segment, "." | "..")
+}
+
 /// A `base.url` parsed once per thread ([`parse_joined`]), with the directories of the paths
 /// joined to it.
 struct ParsedBase {
     /// The base parsed; `None` when it is not a URL by itself.
     url: Option<url::Url>,
+    /// True when the base, but for `/`s at its end, is its URL's scheme and authority as the
+    /// URL serialises them, for `http` or `https` ([`parse_in_directory`]).
+    bare: bool,
     /// The base joined with the directory of a path (`/api/v1/contacts/`), by the directory's
     /// text: a path in one of them, but for a last segment of unreserved characters (an id),
     /// is its URL with that segment pushed, which spares parsing the directory again (most of
@@ -308,13 +391,7 @@ fn in_directory(
 fn split_last_segment(path: &str) -> Option<(&str, &str)> {
     let slash = path.rfind('/')?;
     let (directory, last) = path.split_at(slash + 1);
-    let unreserved =
-        |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~');
-    (!last.is_empty()
-        && last.bytes().all(unreserved)
-        && !matches!(last, "." | "..")
-        && !directory.contains(['?', '#']))
-    .then_some((directory, last))
+    (is_plain_segment(last) && !directory.contains(['?', '#'])).then_some((directory, last))
 }
 
 /// `base.url` with its `{key}` placeholders that name a configuration key (`{store.url}`,
@@ -493,10 +570,37 @@ mod tests {
         assert_eq!(merge_query("a=1&&b", &[]), "a=1&b");
     }
 
+    #[test]
+    fn an_id_is_pushed_onto_the_directory_of_a_bare_base_once_it_is_parsed() {
+        let base = "http://127.0.0.1:8080/";
+        assert!(parse_in_directory(base, "/api/v1/contacts/", "42").is_none());
+        let full = "http://127.0.0.1:8080/api/v1/contacts/41";
+        assert_eq!(parse_joined(base, full).unwrap().as_str(), full);
+        let joined = parse_in_directory(base, "/api/v1/contacts/", "42").unwrap();
+        assert_eq!(
+            joined.unwrap().as_str(),
+            "http://127.0.0.1:8080/api/v1/contacts/42"
+        );
+        // Not a plain id, a directory the parser would read otherwise, a base with a path.
+        for (base, directory, last) in [
+            (base, "/api/v1/contacts/", ".."),
+            (base, "/api/v1/contacts/", "a b"),
+            (base, "//host/", "42"),
+            (base, "/api?x/", "42"),
+            ("http://127.0.0.1:8080/v2", "/contacts/", "42"),
+        ] {
+            let _ = parse_joined(base, &format!("{base}/x"));
+            assert!(
+                parse_in_directory(base, directory, last).is_none(),
+                "{base} {directory} {last}"
+            );
+        }
+    }
+
     mod properties {
         use proptest::prelude::*;
 
-        use super::super::parse_joined;
+        use super::super::{parse_in_directory, parse_joined};
 
         /// Bases as `base.url` holds them, with the forms the parser normalises (case, default
         /// ports, dot segments, encodings), userinfo, queries and fragments.
@@ -530,6 +634,16 @@ mod tests {
                     // Parsing the base, then from it.
                     prop_assert_eq!(&parse_joined(&base, &full), &whole, "{} + {}", base, path);
                     prop_assert_eq!(&parse_joined(&base, &full), &whole, "{} + {}", base, path);
+                }
+                // The usual `vendorPath`, a directory and an id, joined without its text (the
+                // base is parsed by now): the URL of the base, `/`s at its end left out, and
+                // the path, parsed whole.
+                let directory = path.rfind('/').map_or("/", |slash| &path[..=slash]);
+                if let Some(joined) = parse_in_directory(&base, directory, &last) {
+                    let whole = url::Url::parse(
+                        &format!("{}{directory}{last}", base.trim_end_matches('/')),
+                    );
+                    prop_assert_eq!(&joined, &whole, "{} + {} + {}", base, directory, last);
                 }
             }
         }
