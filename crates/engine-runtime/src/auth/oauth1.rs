@@ -242,8 +242,8 @@ fn sign_with(
                 format!("OAuth {pairs}")
             };
             request.secrets.push(SecretSlot::Header {
-                name: "Authorization".to_owned(),
-                shown: header(true),
+                name: "Authorization".into(),
+                shown: header(true).into(),
             });
             request
                 .headers
