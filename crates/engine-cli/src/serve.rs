@@ -62,6 +62,30 @@ pub(crate) struct ServeArgs {
     /// authenticates.
     #[arg(long)]
     open_status_page: bool,
+    /// How long a resource call may run on an instance's state this process read or wrote less
+    /// than this long ago, kept in memory (decrypted) instead of reading the store again; `0`
+    /// turns it off. A change made by another process is seen at the latest this long after it
+    /// (a token it rotated at once, on the vendor's 401); at most a minute.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_state_cache)]
+    state_cache: Duration,
+}
+
+/// `0`, or a duration of at most a minute.
+fn parse_state_cache(text: &str) -> Result<Duration, String> {
+    if text
+        .trim()
+        .parse::<f64>()
+        .is_ok_and(|seconds| seconds == 0.0)
+    {
+        return Ok(Duration::ZERO);
+    }
+    match crate::duration::parse_timeout(text) {
+        Ok(duration) if duration <= Duration::from_mins(1) => Ok(duration),
+        _ => Err(
+            "expected `0` (off) or a duration such as `1s` or `500ms`, at most a minute (`1m`)"
+                .to_owned(),
+        ),
+    }
 }
 
 /// An `http(s)` URL without a query or fragment.
@@ -144,6 +168,7 @@ async fn run(args: &ServeArgs) -> Result<Exit, Failure> {
         webhooks,
         public_url: args.public_url.clone(),
         open_status_page: args.open_status_page,
+        state_cache: args.state_cache,
         ..ServeOptions::new(args.listen)
     };
     let server = Server::bind(opened, registry, engine, options, Arc::new(print_event))
