@@ -72,10 +72,9 @@ pub(crate) struct ServeArgs {
 
 /// `0`, or a duration of at most a minute.
 fn parse_state_cache(text: &str) -> Result<Duration, String> {
-    if text
-        .trim()
-        .parse::<f64>()
-        .is_ok_and(|seconds| seconds == 0.0)
+    let text = text.trim();
+    if text.parse::<f64>().is_ok_and(|seconds| seconds == 0.0)
+        || humantime::parse_duration(text).is_ok_and(|duration| duration.is_zero())
     {
         return Ok(Duration::ZERO);
     }
@@ -243,5 +242,29 @@ fn print_event(event: Event) {
             printer::error(&Message::new(Level::Warning, &title));
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_state_cache;
+
+    #[test]
+    fn the_state_cache_is_zero_or_up_to_a_minute() {
+        for (text, expected) in [
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            ("1s", Duration::from_secs(1)),
+            ("250ms", Duration::from_millis(250)),
+            ("1m", Duration::from_mins(1)),
+        ] {
+            assert_eq!(parse_state_cache(text), Ok(expected), "{text}");
+        }
+        for text in ["61s", "1h", "-1", "soon"] {
+            let error = parse_state_cache(text).unwrap_err();
+            assert!(error.contains("at most a minute"), "{text}: {error}");
+        }
     }
 }
