@@ -18,9 +18,11 @@
 # of the pass-through's throughput; its p99 added under 1 ms at 2,000 requests a second.
 #
 # Usage: bench/serve.sh   [RUNS=3] [DURATION=10, seconds] [RATE=2000] [CONNECTIONS=50]
-#                         [BEFORE=path/to/another/engine]
+#                         [BEFORE=path/to/another/engine] [BEFORE_ARGS="more serve arguments"]
 # BEFORE adds a fourth target, `before`: that build's `engine serve` on the same store (a copy of
-# an earlier `target/release/engine`), measured in the same rounds, to compare a change.
+# an earlier `target/release/engine`), measured in the same rounds, to compare a change;
+# BEFORE_ARGS are added to its command line (`BEFORE=target/release/engine BEFORE_ARGS="--state-cache
+# 0"`: this build with the state cache off).
 # Needs oha (`cargo install oha --locked`, installed here when missing) and curl; wrk is used
 # for (a) when installed (`apt-get install -y wrk`). Builds release.
 set -euo pipefail
@@ -83,8 +85,9 @@ urls=("$emulator/api/v1/contacts/c1" "$passthrough/api/v1/contacts/c1"
   "$serve/v1/instances/acme/resources/get-contact?id=c1")
 auths=("Authorization: Bearer $token" "X-Bench: passthrough" "Authorization: Bearer $key")
 if [[ -n "${BEFORE:-}" ]]; then
+  # shellcheck disable=SC2086 # BEFORE_ARGS: words
   "$BEFORE" serve --store "$store" --connectors connectors --listen 127.0.0.1:0 --rate 1000000/s \
-    2>"$work/before.err" &
+    ${BEFORE_ARGS:-} 2>"$work/before.err" &
   pids+=($!)
   before="$(listening "$work/before.err")"
   [[ -n "$before" ]] || { echo "error: $BEFORE serve did not start" >&2; cat "$work/before.err" >&2; exit 1; }

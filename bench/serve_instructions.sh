@@ -8,6 +8,7 @@
 # machine's load does not move. The top functions, inclusive, go to target/bench/serve-cg/.
 #
 # Usage: bench/serve_instructions.sh   [COUNT=1000] [ENGINE=target/release/engine]
+#                                      [SERVE_ARGS="more serve arguments", e.g. "--state-cache 0"]
 # Needs valgrind (`apt-get install -y valgrind`) and oha. Builds nothing: `cargo build --release
 # -p engine-cli -p engine-emulator` first.
 set -euo pipefail
@@ -38,9 +39,10 @@ printf '{"base.url": "%s", "client.id": "demo-client", "client.secret": "demo-se
   "$emulator" >"$work/acme.json"
 "$engine" instances import "$work/acme.json" --connector demo --store "$store" 2>/dev/null
 key="$("$engine" keys create bench --scope resources --store "$store" 2>/dev/null)"
+# shellcheck disable=SC2086 # SERVE_ARGS: words
 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
   "$engine" serve --store "$store" --connectors connectors --listen 127.0.0.1:0 --rate 1000000/s \
-  2>"$work/serve.err" &
+  ${SERVE_ARGS:-} 2>"$work/serve.err" &
 server=$!
 pids+=("$server")
 serve="$(listening "$work/serve.err")"
@@ -57,4 +59,4 @@ wait "$server" 2>/dev/null || true
 dump="$(ls "$work"/callgrind.out.* | head -1)"
 callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | cut -c1-220 >"$work/inclusive.txt"
 total="$(sed -n 's/^\([0-9,]*\).*PROGRAM TOTALS.*/\1/p' "$work/inclusive.txt" | tr -d ,)"
-echo "$engine: $((total / count)) instructions per call ($count calls; functions: $work/inclusive.txt)"
+echo "$engine ${SERVE_ARGS:-}: $((total / count)) instructions per call ($count calls; functions: $work/inclusive.txt)"

@@ -28,6 +28,7 @@ mod platform_oauth1;
 mod platform_oauth1_signin;
 mod run;
 mod serve;
+mod serve_cache;
 mod serve_calls;
 mod serve_connect;
 mod serve_events;

@@ -68,6 +68,29 @@ pub(crate) struct ServeArgs {
     /// address).
     #[arg(long, value_name = "POLICY", value_enum, default_value_t = EgressArg::Public)]
     egress: EgressArg,
+    /// How long a resource call may run on an instance's state this process read or wrote less
+    /// than this long ago, kept in memory (decrypted) instead of reading the store again; `0`
+    /// turns it off. A change made by another process is seen at the latest this long after it
+    /// (a token it rotated at once, on the vendor's 401); at most a minute.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_state_cache)]
+    state_cache: Duration,
+}
+
+/// `0`, or a duration of at most a minute.
+fn parse_state_cache(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.parse::<f64>().is_ok_and(|seconds| seconds == 0.0)
+        || humantime::parse_duration(text).is_ok_and(|duration| duration.is_zero())
+    {
+        return Ok(Duration::ZERO);
+    }
+    match crate::duration::parse_timeout(text) {
+        Ok(duration) if duration <= Duration::from_mins(1) => Ok(duration),
+        _ => Err(
+            "expected `0` (off) or a duration such as `1s` or `500ms`, at most a minute (`1m`)"
+                .to_owned(),
+        ),
+    }
 }
 
 /// An `http(s)` URL without a query or fragment.
@@ -151,6 +174,7 @@ async fn run(args: &ServeArgs) -> Result<Exit, Failure> {
         webhooks,
         public_url: args.public_url.clone(),
         open_status_page: args.open_status_page,
+        state_cache: args.state_cache,
         ..ServeOptions::new(args.listen)
     };
     let server = Server::bind(opened, registry, engine, options, Arc::new(print_event))
@@ -225,5 +249,29 @@ fn print_event(event: Event) {
             printer::error(&Message::new(Level::Warning, &title));
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_state_cache;
+
+    #[test]
+    fn the_state_cache_is_zero_or_up_to_a_minute() {
+        for (text, expected) in [
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            ("1s", Duration::from_secs(1)),
+            ("250ms", Duration::from_millis(250)),
+            ("1m", Duration::from_mins(1)),
+        ] {
+            assert_eq!(parse_state_cache(text), Ok(expected), "{text}");
+        }
+        for text in ["61s", "1h", "-1", "soon"] {
+            let error = parse_state_cache(text).unwrap_err();
+            assert!(error.contains("at most a minute"), "{text}: {error}");
+        }
     }
 }

@@ -488,7 +488,7 @@ async fn resource(
         body_text: None,
         files: Vec::new(),
     };
-    let store = app.sealed(name, &connector);
+    let store = app.calling(name, &connector);
     let request = RunRequest {
         connector: &connector,
         selector: &resource,

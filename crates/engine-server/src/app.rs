@@ -10,6 +10,7 @@ use engine_spec::Connector;
 use engine_store::{InstanceStore, Versioned};
 use tokio::sync::Notify;
 
+use crate::cache::{CachedStore, StateCache};
 use crate::metrics::Metrics;
 use crate::problem::Failure;
 
@@ -32,10 +33,18 @@ pub(crate) struct App {
     /// The store that encrypts and decrypts by a connector's rule ([`App::sealed`]), by the
     /// connector's name, with the connector it was made for.
     pub(crate) sealed: Mutex<HashMap<String, Sealed>>,
+    /// The states resource calls run on, read less than its time to live ago; `None`: off
+    /// (`--state-cache 0`).
+    pub(crate) state_cache: Option<Arc<StateCache>>,
 }
 
-/// A connector and the store that seals its instances' secrets.
-type Sealed = (Arc<Connector>, Arc<dyn InstanceStore>);
+/// A connector, the store that seals its instances' secrets, and the same store whose reads
+/// a resource call makes come from the state cache.
+type Sealed = (
+    Arc<Connector>,
+    Arc<dyn InstanceStore>,
+    Arc<dyn InstanceStore>,
+);
 
 impl App {
     /// The connector `name` names.
@@ -48,15 +57,41 @@ impl App {
     /// and decrypted by its rule. Made once per connector (and again when its file is
     /// reloaded), not on every call: the rule asks the connector about each of its keys.
     pub(crate) fn sealed(&self, name: &str, connector: &Arc<Connector>) -> Arc<dyn InstanceStore> {
+        self.sealed_pair(name, connector).0
+    }
+
+    /// [`App::sealed`], its reads answered from the state cache when it is on: the store a
+    /// resource call runs on. Its writes, and every read under the instance's lock (a
+    /// refresh), go to the store.
+    pub(crate) fn calling(&self, name: &str, connector: &Arc<Connector>) -> Arc<dyn InstanceStore> {
+        self.sealed_pair(name, connector).1
+    }
+
+    fn sealed_pair(
+        &self,
+        name: &str,
+        connector: &Arc<Connector>,
+    ) -> (Arc<dyn InstanceStore>, Arc<dyn InstanceStore>) {
         let mut sealed = self.sealed.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((made_for, store)) = sealed.get(name)
+        if let Some((made_for, store, calling)) = sealed.get(name)
             && Arc::ptr_eq(made_for, connector)
         {
-            return Arc::clone(store);
+            return (Arc::clone(store), Arc::clone(calling));
         }
         let store = self.opened.sealed(Some(connector));
-        sealed.insert(name.to_owned(), (Arc::clone(connector), Arc::clone(&store)));
-        store
+        let calling: Arc<dyn InstanceStore> = match &self.state_cache {
+            Some(cache) => Arc::new(CachedStore::reading(Arc::clone(&store), cache)),
+            None => Arc::clone(&store),
+        };
+        sealed.insert(
+            name.to_owned(),
+            (
+                Arc::clone(connector),
+                Arc::clone(&store),
+                Arc::clone(&calling),
+            ),
+        );
+        (store, calling)
     }
 
     /// The instance `id` as stored (encrypted values stay so).

@@ -23,6 +23,7 @@
 mod api;
 mod app;
 mod auth;
+mod cache;
 mod connect;
 mod events;
 pub mod metrics;
@@ -34,6 +35,7 @@ pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use engine_runtime::{Clock, Engine, SystemClock};
 use engine_service::{Opened, RefreshOptions, Registry};
@@ -44,6 +46,10 @@ pub use auth::{Caller, KEY_CACHE_SECONDS, Rate};
 pub use problem::Problem;
 pub use scheduler::Event;
 pub use webhooks::{WebhookSecret, Webhooks};
+
+/// How long a resource call's instance state is kept in memory by default
+/// ([`ServeOptions::state_cache`]).
+pub const DEFAULT_STATE_CACHE: Duration = Duration::from_secs(1);
 
 /// How the server listens and refreshes.
 #[derive(Clone)]
@@ -68,6 +74,11 @@ pub struct ServeOptions {
     /// The status page at `/` answers callers from any address; `false` (the default): from a
     /// loopback address only, since it lists every key's instances.
     pub open_status_page: bool,
+    /// How long a resource call may run on an instance's state this process read or wrote
+    /// less than this long ago, from memory (1 s by default; zero: every call reads the
+    /// store). Another process's change is seen at the latest this long after it, a token it
+    /// rotated at once on the vendor's 401 (docs/serve.md, "The state cache").
+    pub state_cache: Duration,
 }
 
 impl ServeOptions {
@@ -81,6 +92,7 @@ impl ServeOptions {
             webhooks: None,
             public_url: None,
             open_status_page: false,
+            state_cache: DEFAULT_STATE_CACHE,
         }
     }
 }
@@ -95,6 +107,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("webhooks", &self.webhooks)
             .field("public_url", &self.public_url)
             .field("open_status_page", &self.open_status_page)
+            .field("state_cache", &self.state_cache)
             .finish_non_exhaustive()
     }
 }
@@ -154,10 +167,36 @@ impl Server {
         events: Arc<dyn Fn(Event) + Send + Sync>,
     ) -> Result<Self, Error> {
         let mac = engine_service::keys::KeyMac::new(opened.keys()).map_err(Error::Keys)?;
+        // Every store the server makes wraps the plain one: with the cache on, each write of
+        // this process drops what the cache holds of its instance.
+        let state_cache = (!options.state_cache.is_zero()).then(|| {
+            Arc::new(cache::StateCache::new(
+                options.state_cache,
+                cache::MAX_CACHED,
+            ))
+        });
+        let opened = match &state_cache {
+            Some(state_cache) => Opened::new(
+                Arc::new(cache::CachedStore::invalidating(
+                    Arc::clone(opened.plain()),
+                    state_cache,
+                )),
+                opened.keys().cloned(),
+            ),
+            None => opened,
+        };
+        // The key check's read of the instance a call names: from the cache.
+        let instances: Arc<dyn engine_store::InstanceStore> = match &state_cache {
+            Some(state_cache) => Arc::new(cache::CachedStore::reading(
+                Arc::clone(opened.plain()),
+                state_cache,
+            )),
+            None => Arc::clone(opened.plain()),
+        };
         let flow_keys =
             engine_service::authorize::FlowKeys::new(opened.keys()).map_err(Error::Keys)?;
         let auth = Arc::new(auth::Auth::new(
-            Arc::clone(opened.plain()),
+            instances,
             mac,
             Arc::clone(&options.clock),
             options.rate,
@@ -198,6 +237,7 @@ impl Server {
             deliver: Arc::new(Notify::new()),
             open_status_page: options.open_status_page,
             sealed: Mutex::default(),
+            state_cache,
         });
         let public_url = match options.public_url {
             Some(url) => url,
