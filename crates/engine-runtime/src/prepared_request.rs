@@ -109,7 +109,7 @@ pub struct PreparedRequest {
 pub enum SecretSlot {
     /// The header `name` (compared case-insensitively), shown as `shown`: `****`, or
     /// `Bearer ****` when the word before the secret is the connector's own text. Both are
-    /// borrowed for the usual names and words ([`SecretSlot::header`]): most requests carry one
+    /// borrowed for the usual names and words (`SecretSlot::header`): most requests carry one
     /// such slot, and it is made and dropped for each.
     Header {
         /// The header's name.
