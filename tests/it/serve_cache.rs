@@ -37,12 +37,12 @@ async fn a_token_another_server_rotated_is_picked_up_on_the_vendors_401() {
     let store = crate::support::sqlite_store(temp.path());
     let client = client(&store);
     // Its token unknown to the emulator: the first call's 401 refreshes it.
-    import(&store, &emulator.url(), "shared", 0);
+    import(&store, &emulator.url(), "acme", 0);
     // A keeps states a minute: only a write or a read under the lock makes it read again.
     let (a, b) = (start(&store, "1m"), start(&store, "0"));
     let url = |served: &Served| {
         format!(
-            "{}/v1/instances/shared/resources/get-contact?id=c1",
+            "{}/v1/instances/acme/resources/get-contact?id=c1",
             served.url
         )
     };
@@ -57,7 +57,7 @@ async fn a_token_another_server_rotated_is_picked_up_on_the_vendors_401() {
     let refreshed = call(
         &client,
         "POST",
-        &format!("{}/v1/instances/shared/refresh", b.url),
+        &format!("{}/v1/instances/acme/refresh", b.url),
     )
     .await;
     assert_eq!(refreshed.status, 200, "{}", refreshed.body);

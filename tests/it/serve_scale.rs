@@ -35,14 +35,14 @@ async fn two_servers_share_one_refresh_among_500_concurrent_calls(store: &str) {
     let servers = [start(&store, &[]), start(&store, &[])];
     // Imported once both schedulers have read the (empty) schedule: the calls, not a
     // scheduler, find the token expired.
-    import(&store, &emulator.url(), "shared", 3601);
+    import(&store, &emulator.url(), "hot", 3601);
 
     let client = client_with(&key);
     let mut calls = tokio::task::JoinSet::new();
     for index in 0..500 {
         let client = client.clone();
         let url = format!(
-            "{}/v1/instances/shared/resources/list-contacts",
+            "{}/v1/instances/hot/resources/list-contacts",
             servers[index % 2].url
         );
         calls.spawn(async move { call(&client, "GET", &url).await });
@@ -66,7 +66,7 @@ async fn two_servers_share_one_refresh_among_500_concurrent_calls(store: &str) {
         servers[0].stderr(),
         servers[1].stderr()
     );
-    let entries = history(&client, &servers[0].url, "shared").await;
+    let entries = history(&client, &servers[0].url, "hot").await;
     let outcomes: Vec<(&Value, &Value)> = entries
         .iter()
         .map(|entry| (&entry["trigger"], &entry["outcome"]))
