@@ -15,10 +15,11 @@
 //!   values are in (`${configuration.login.url}/oauth2/token`): the platform sent those
 //!   requests there, with the credentials the resource carries.
 //!
-//! A placeholder that no configuration value fills stands for one DNS label
-//! (`https://{account}.visualstudio.com` allows `https://acme.visualstudio.com`, never
-//! `https://evil.example/.visualstudio.com`). Checking a request is a comparison with each
-//! origin: a few dozen instructions.
+//! A placeholder that no configuration value fills stands for one DNS label, or several when
+//! the host's literal domain follows it (`https://{account}.visualstudio.com` allows
+//! `https://acme.visualstudio.com` and `https://eu.acme.visualstudio.com`, never
+//! `https://evil.example/.visualstudio.com` or `https://visualstudio.com.evil.example`).
+//! Checking a request is a comparison with each origin: a few dozen instructions.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -256,7 +257,8 @@ impl Host {
 }
 
 /// True when `host` is `parts` joined by placeholders, each one or more letters, digits, `-`
-/// or `_`.
+/// or `_`; the placeholder before the last part may also hold dots between labels when that
+/// part starts with `.` (a domain).
 fn matches_pattern(parts: &[Box<str>], host: &str) -> bool {
     let Some((first, rest)) = parts.split_first() else {
         return false;
@@ -269,7 +271,13 @@ fn matches_pattern(parts: &[Box<str>], host: &str) -> bool {
         let last = index + 1 == rest.len();
         // The placeholder takes the label characters up to where `part` follows (the last one,
         // up to the end of the host minus `part`).
-        let taken = host.bytes().take_while(|byte| label(*byte)).count();
+        // Followed by the last literal, a domain (`{account}.visualstudio.com`), it may take
+        // several labels: the host still ends in that domain.
+        let dotted = last && part.starts_with('.');
+        let taken = host
+            .bytes()
+            .take_while(|byte| label(*byte) || (dotted && *byte == b'.'))
+            .count();
         let found = (1..=taken).rev().find(|&length| {
             let after = &host[length..];
             if last {
@@ -281,6 +289,9 @@ fn matches_pattern(parts: &[Box<str>], host: &str) -> bool {
         let Some(length) = found else {
             return false;
         };
+        if host[..length].split('.').any(str::is_empty) {
+            return false;
+        }
         host = &host[length + part.len()..];
     }
     host.is_empty()
@@ -401,7 +412,13 @@ mod tests {
             ("https://login.acme.example/token", true),
             ("https://team-1.files.example:8443/list", true),
             ("https://files.example:8443/list", false),
-            ("https://a.b.files.example:8443/list", false),
+            // The placeholder before the domain takes labels, as the request's URL fills it.
+            ("https://a.b.files.example:8443/list", true),
+            ("https://files.example.evil.example:8443/list", false),
+            (
+                "https://files.example.files.example.evil.example:8443/list",
+                false,
+            ),
             ("https://team.files.example/list", false),
             ("https://evil.example/.files.example:8443/list", false),
         ] {
