@@ -162,3 +162,24 @@ async fn engine_serve_refuses_a_vendor_on_the_cloud_metadata_address_by_default(
     "#);
     crate::serve::stop(served);
 }
+
+#[test]
+fn engine_refresh_takes_the_egress_policy() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = crate::support::sqlite_store(temp.path());
+    // Expired an hour ago: due; its token URL is on the cloud metadata address.
+    import(&store, "http://169.254.169.254:9", "metadata", 7200);
+
+    let outcome =
+        crate::instances::engine_output(&["refresh", "--store", &store, "--egress", "public"]);
+    let printed = format!("{}{}", outcome.stdout, outcome.stderr);
+    assert_ne!(outcome.code, 0, "{}", outcome.render());
+    assert!(
+        printed.contains(
+            "`169.254.169.254` is a link-local address, which the egress policy `public` refuses"
+        ),
+        "{}",
+        outcome.render()
+    );
+    outcome.assert_hides(&["demo-secret", "at_metadata_old"]);
+}

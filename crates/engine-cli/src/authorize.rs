@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::Exit;
 use crate::printer;
-use crate::run::{InstanceArgs, Target, load_connector, prepare};
+use crate::run::{EgressArg, InstanceArgs, Target, load_connector, prepare};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct AuthorizeArgs {
@@ -43,6 +43,11 @@ pub(crate) struct AuthorizeArgs {
     /// How long to wait for the browser's callback (`5m`, `90s`, or seconds).
     #[arg(long, value_name = "DURATION", default_value = "300", value_parser = crate::duration::parse_timeout)]
     timeout: Duration,
+    /// Which addresses the token requests may connect to: `public` (public and loopback),
+    /// `private` (also private networks), `any` (also link-local, such as the cloud metadata
+    /// address).
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = EgressArg::Any)]
+    egress: EgressArg,
 }
 
 pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
@@ -90,7 +95,7 @@ pub(crate) fn authorize(args: &AuthorizeArgs) -> Exit {
             }
         };
     let result = runtime.block_on(async {
-        let engine: Engine = EngineBuilder::new().build()?;
+        let engine: Engine = EngineBuilder::new().egress(args.egress.into()).build()?;
         // Warnings (a lifecycle resource not sent) whatever the verbosity.
         let observer = crate::run::Verbose::new(false, &connector);
         let request = engine

@@ -16,7 +16,7 @@ use engine_store::ScheduleStatus;
 use crate::Exit;
 use crate::instances::StoreArgs;
 use crate::printer;
-use crate::run::LogFormat;
+use crate::run::{EgressArg, LogFormat};
 use crate::store::{Failure, open_store, runtime};
 
 #[derive(Debug, clap::Args)]
@@ -47,6 +47,11 @@ pub(crate) struct RefreshArgs {
     /// How long to wait for an instance's lock when another process holds it, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     lock_timeout: u64,
+    /// Which addresses the token requests may connect to: `public` (public and loopback),
+    /// `private` (also private networks), `any` (also link-local, such as the cloud metadata
+    /// address).
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = EgressArg::Any)]
+    egress: EgressArg,
     /// How the lines are printed: `human`, or `json`, one JSON object per instance and one for
     /// the summary, for scripts (no progress bar).
     #[arg(long, value_enum, value_name = "FORMAT", default_value = "human")]
@@ -72,6 +77,7 @@ async fn refresh_all(args: &RefreshArgs) -> Result<Exit, Failure> {
     let engine = EngineBuilder::new()
         .timeout(args.timeout)
         .lock_timeout(Some(Duration::from_secs(args.lock_timeout)))
+        .egress(args.egress.into())
         .build()
         .map_err(|error| Failure::new(error.to_string(), Exit::Transport))?;
     let options = RefreshOptions {
