@@ -281,17 +281,24 @@ pub struct RunOutput {
 }
 
 impl RunOutput {
-    /// The last response's headers, in the order received, values masked (values that are not
-    /// text left out).
-    pub fn headers(&self) -> Vec<(String, String)> {
-        self.response_headers
-            .0
-            .iter()
-            .filter_map(|(name, value)| {
-                let value = value.to_str().ok()?;
-                Some((name.as_str().to_owned(), self.redactor.redact(value)))
-            })
-            .collect()
+    /// The last response's headers, in the order received, a value that holds a secret masked
+    /// (values that are not text left out).
+    pub fn headers(&self) -> reqwest::header::HeaderMap {
+        let received = &self.response_headers.0;
+        let mut masked = reqwest::header::HeaderMap::with_capacity(received.len());
+        for (name, value) in received {
+            let Ok(text) = value.to_str() else {
+                continue;
+            };
+            if !self.redactor.finds_secret(text) {
+                masked.append(name, value.clone());
+            } else if let Ok(value) =
+                reqwest::header::HeaderValue::from_str(&self.redactor.redact(text))
+            {
+                masked.append(name, value);
+            }
+        }
+        masked
     }
 }
 

@@ -190,8 +190,9 @@ pub trait Observer: Send + Sync {
     /// Called for each event, in order.
     fn event(&self, event: &Event);
 
-    /// False when the observer ignores every event: the runtime then skips building events
-    /// that cost something (a redacted URL, the timing of a response).
+    /// False when the observer ignores the events that cost something to build, each request's
+    /// [`Event::Sending`] (a redacted URL) and [`Event::Received`] (its timing): the runtime
+    /// then skips them. Every other event is told either way.
     fn enabled(&self) -> bool {
         true
     }

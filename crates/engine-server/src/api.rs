@@ -590,11 +590,12 @@ fn forwarded(headers: &HeaderMap) -> Vec<(String, String)> {
 /// session with it, not to the caller's with this service. `Content-Type` too when `body_typed`
 /// is false: a successful answer's body is the engine's JSON after `rootKey`, whatever the
 /// vendor sent.
-fn returned(headers: &[(String, String)], body_typed: bool) -> Vec<(HeaderName, HeaderValue)> {
+fn returned(headers: &HeaderMap, body_typed: bool) -> Vec<(HeaderName, HeaderValue)> {
     let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
         .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, value)| value.split(','))
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
         .map(|name| name.trim().to_ascii_lowercase())
         .collect();
     let dropped = [
@@ -611,17 +612,15 @@ fn returned(headers: &[(String, String)], body_typed: bool) -> Vec<(HeaderName, 
     ];
     headers
         .iter()
-        .filter_map(|(name, value)| {
-            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        .filter(|(name, _)| {
             let text = name.as_str();
-            let kept = !dropped.contains(&name)
-                && (body_typed || name != header::CONTENT_TYPE)
+            !dropped.contains(name)
+                && (body_typed || *name != header::CONTENT_TYPE)
                 && text != "keep-alive"
                 && !text.starts_with("proxy-")
-                && !named.iter().any(|named| named == text);
-            kept.then_some(())?;
-            Some((name, HeaderValue::from_str(value).ok()?))
+                && !named.iter().any(|named| named == text)
         })
+        .map(|(name, value)| (name.clone(), value.clone()))
         .collect()
 }
 
@@ -629,7 +628,16 @@ fn returned(headers: &[(String, String)], body_typed: bool) -> Vec<(HeaderName, 
 /// `Content-Type` included) and its body; a body without a type is JSON when it parses as JSON.
 fn vendor_answer(status: u16, body: String, headers: &[(String, String)]) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let returned = returned(headers, true);
+    let received: HeaderMap = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((
+                HeaderName::from_bytes(name.as_bytes()).ok()?,
+                HeaderValue::from_str(value).ok()?,
+            ))
+        })
+        .collect();
+    let returned = returned(&received, true);
     let typed = returned
         .iter()
         .any(|(name, _)| name == header::CONTENT_TYPE);

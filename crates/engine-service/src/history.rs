@@ -91,6 +91,12 @@ impl Observer for Recorder<'_> {
         // and a run keeps the skipped parameters for a refusal's error.
         self.inner.event(event);
     }
+
+    /// As `inner`: the reports come whatever this says, and the events it gates (each request's
+    /// redacted URL and timing) are only passed on.
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
 }
 
 /// One history entry: when, why (`schedule`, `expiry`, `401`, `manual`, `sign-in`), which step or retried
@@ -327,4 +333,25 @@ pub async fn after_run(
         }
     }
     warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use engine_runtime::{Event, NoObserver, Observer};
+
+    use super::Recorder;
+
+    /// Listens to everything.
+    struct Listening;
+
+    impl Observer for Listening {
+        fn event(&self, _: &Event) {}
+    }
+
+    #[test]
+    fn a_recorder_asks_for_the_costly_events_only_when_its_inner_observer_does() {
+        // A server's call (nothing printed) builds no redacted URL per request.
+        assert!(!Recorder::new(&NoObserver).enabled());
+        assert!(Recorder::new(&Listening).enabled());
+    }
 }
