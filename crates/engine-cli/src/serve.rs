@@ -154,6 +154,8 @@ async fn run(args: &ServeArgs) -> Result<Exit, Failure> {
     let opened = open_store(store).await?;
     let (registry, unloadable) = engine_service::Registry::load(&args.connectors)
         .map_err(|error| Failure::of_service(&error, store))?;
+    // A changed file is picked up within a second: a call does not read its time each time.
+    let registry = registry.recheck_every(Duration::from_secs(1));
     // A connector that does not load is said once; its instances fail until it is fixed.
     for error in &unloadable {
         crate::run::print_load_error(error);

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use engine_spec::Connector;
 
@@ -34,6 +34,8 @@ pub fn load_connector(path: &Path) -> Result<Connector, Error> {
 struct Entry {
     path: PathBuf,
     modified: Option<SystemTime>,
+    /// When the file's modification time was last compared with `modified`.
+    checked: Instant,
     connector: Arc<Connector>,
 }
 
@@ -41,7 +43,8 @@ struct Entry {
 /// [`Registry::load`] knows every connector file of a directory under its path
 /// (`DIR/acme.json`), its file stem (`acme`) and its key; any registry also takes a name that
 /// is the path of a connector file, and loads it on first use. [`Registry::get`] reloads a
-/// file whose modification time changed.
+/// file whose modification time changed (looked at on every lookup, or at most once per
+/// [`Registry::recheck_every`]).
 #[derive(Debug, Default)]
 pub struct Registry {
     /// Entries by path, as loaded.
@@ -50,12 +53,23 @@ pub struct Registry {
     aliases: HashMap<String, PathBuf>,
     /// The directory [`Registry::load`] loaded; `None`: every name is a path.
     directory: Option<PathBuf>,
+    /// How long a file's modification time is trusted before it is read again.
+    recheck: Duration,
 }
 
 impl Registry {
     /// An empty registry: names are the paths of connector files.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reads a loaded file's modification time at most once per `interval` (a system call a
+    /// lookup would make otherwise: a server looks its connector up on every call); a change
+    /// is then seen within `interval`. Zero, the default, reads it on every lookup.
+    #[must_use]
+    pub fn recheck_every(mut self, interval: Duration) -> Self {
+        self.recheck = interval;
+        self
     }
 
     /// Loads every connector file of `directory` (`*.json`, test files `*.test.json`,
@@ -120,10 +134,14 @@ impl Registry {
             Some(path) => path.clone(),
             None => PathBuf::from(name),
         };
-        if let Some(entry) = self.entries.get(&path)
-            && modified(&entry.path) == entry.modified
-        {
-            return Ok(Arc::clone(&entry.connector));
+        if let Some(entry) = self.entries.get_mut(&path) {
+            if entry.checked.elapsed() < self.recheck {
+                return Ok(Arc::clone(&entry.connector));
+            }
+            if modified(&entry.path) == entry.modified {
+                entry.checked = Instant::now();
+                return Ok(Arc::clone(&entry.connector));
+            }
         }
         if self.directory.is_some() && !self.entries.contains_key(&path) && !path.is_file() {
             let mut known: Vec<String> = self
@@ -146,12 +164,14 @@ impl Registry {
     fn insert(&mut self, path: &Path) -> Result<Arc<Connector>, Error> {
         // The time before the load: a change during it is seen at the next lookup.
         let before = modified(path);
+        let checked = Instant::now();
         let connector = Arc::new(load_connector(path)?);
         self.entries.insert(
             path.to_owned(),
             Entry {
                 path: path.to_owned(),
                 modified: before,
+                checked,
                 connector: Arc::clone(&connector),
             },
         );
@@ -227,6 +247,23 @@ mod tests {
             matches!(error.kind(), ErrorKind::InvalidConnector { report, .. } if report.has_errors()),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn a_registry_that_rechecks_at_intervals_keeps_a_changed_file_until_then() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("acme.json");
+        write(&path, &demo_named("Acme"), 1_000);
+        let (registry, _) = Registry::load(temp.path()).unwrap();
+        let mut registry = registry.recheck_every(Duration::from_hours(1));
+        let first = registry.get("acme").unwrap();
+
+        write(&path, &demo_named("Acme v2"), 2_000);
+        // Within the hour the file is not looked at again.
+        assert!(Arc::ptr_eq(&first, &registry.get("acme").unwrap()));
+        // Past it, it is: the change is picked up.
+        let mut registry = registry.recheck_every(Duration::ZERO);
+        assert_eq!(registry.get("acme").unwrap().name(), "Acme v2");
     }
 
     #[test]
