@@ -312,6 +312,7 @@ impl Server {
             metrics: Arc::clone(&app.metrics),
         };
         let scheduler = tokio::spawn(scheduler.run(stopped));
+        let pacer = tokio::spawn(keep_a_timer_pending());
         let router = api::router(Arc::clone(&self.app))
             .merge(connect::router(self.connect))
             .merge(openapi::router())
@@ -331,10 +332,24 @@ impl Server {
         .await;
         // The scheduler and the sender stop at their `stop` (or when it is dropped, on an
         // error), each after the refresh or delivery under way.
+        pacer.abort();
         let _ = scheduler.await;
         if let Some(sender) = sender {
             let _ = sender.await;
         }
         served.map_err(Error::Serve)
+    }
+}
+
+/// Keeps a timer of the runtime due within half a second, forever. Each call's run is bounded
+/// by a deadline (a timer due in `--timeout`); a timer due earlier than every other one wakes
+/// the runtime's thread parked on the network to tell it so (a system call and a thread
+/// switch), which happened on one call in eight under load when no other timer was pending
+/// (docs/BENCHMARKS.md, "engine serve: a proxied call"). With this one pending, a call's
+/// deadline is never the earliest. It costs two wake-ups a second.
+async fn keep_a_timer_pending() {
+    let mut ticks = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        ticks.tick().await;
     }
 }
