@@ -105,8 +105,10 @@ done
 # The commands as run, with the secrets elided.
 shown() { printf '%q ' "$@" | sed -e "s/$token/TOKEN/g" -e "s/$key/KEY/g"; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-# The CPU time a process has used, in clock ticks (user + system).
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The CPU time a process has used, in clock ticks: user and system.
+ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# The context switches of all its threads, voluntary and not.
+switches() { cat "/proc/$1/task/"*/status | awk '/ctxt_switches/ { sum += $2 } END { print sum }'; }
 tick_us=$((1000000 / $(getconf CLK_TCK)))
 
 echo
@@ -116,7 +118,8 @@ declare -A throughput
 declare -A cpu
 for run in $(seq "$runs"); do
   for i in "${!names[@]}"; do
-    used=$(ticks "${pids[$i]}")
+    read -r user system < <(ticks "${pids[$i]}")
+    switched=$(switches "${pids[$i]}")
     if command -v wrk >/dev/null; then
       command=(wrk -t2 "-c$connections" "-d${seconds}s" -H "${auths[$i]}" "${urls[$i]}")
       echo "load average $(loadavg); $(shown "${command[@]}")"
@@ -133,10 +136,17 @@ for run in $(seq "$runs"); do
     # The target's own process (the emulator, the pass-through or the engine, not the
     # emulator behind them): CPU microseconds per request, a figure the machine's load moves
     # less than the throughput.
-    per_request=$(( ($(ticks "${pids[$i]}") - used) * tick_us / ${rps%.*} / seconds ))
+    # Split into user and system time, with the context switches: a thread woken per request
+    # shows there.
+    read -r user_after system_after < <(ticks "${pids[$i]}")
+    requests=$(( ${rps%.*} * seconds ))
+    user_us=$(( (user_after - user) * tick_us / requests ))
+    system_us=$(( (system_after - system) * tick_us / requests ))
+    per_request=$(( user_us + system_us ))
+    switches_per_100=$(( ($(switches "${pids[$i]}") - switched) * 100 / requests ))
     throughput[${names[$i]}]+="$rps "
     cpu[${names[$i]}]+="$per_request "
-    echo "  run $run ${names[$i]}: $rps requests/s, ${per_request} us CPU per request in its process $errors"
+    echo "  run $run ${names[$i]}: $rps requests/s, ${per_request} us CPU per request in its process (user ${user_us}, system ${system_us}; ${switches_per_100} context switches per 100 requests) $errors"
   done
 done
 for name in "${names[@]}"; do
