@@ -24,10 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use engine_store::{
-    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, Page, Record, State, StoreError,
-    Versioned,
-};
+use engine_store::{BoxFuture, InstanceLock, InstanceStore, State, StoreError, Versioned};
 
 /// At most this many instances are kept in a [`StateCache`].
 pub(crate) const MAX_CACHED: usize = 10_000;
@@ -230,10 +227,6 @@ impl InstanceStore for CachedStore {
         })
     }
 
-    fn list(&self, page: Page) -> BoxFuture<'_, Result<Listing, StoreError>> {
-        self.inner.list(page)
-    }
-
     fn delete<'a>(
         &'a self,
         instance: &'a str,
@@ -246,105 +239,9 @@ impl InstanceStore for CachedStore {
         })
     }
 
-    fn append_history<'a>(
-        &'a self,
-        instance: &'a str,
-        entry: serde_json::Value,
-        keep: usize,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.append_history(instance, entry, keep)
-    }
-
-    fn history<'a>(
-        &'a self,
-        instance: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, StoreError>> {
-        self.inner.history(instance)
-    }
-
-    fn claim_due(
-        &self,
-        now_ms: u64,
-        limit: usize,
-        lease: Duration,
-    ) -> BoxFuture<'_, Result<Vec<Claim>, StoreError>> {
-        self.inner.claim_due(now_ms, limit, lease)
-    }
-
-    fn renew<'a>(
-        &'a self,
-        claim: &'a Claim,
-        now_ms: u64,
-        lease: Duration,
-    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
-        self.inner.renew(claim, now_ms, lease)
-    }
-
-    fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.release(claim)
-    }
-
-    fn identity(&self, instance: &str) -> String {
-        self.inner.identity(instance)
-    }
-
-    fn get_record<'a>(
-        &'a self,
-        namespace: &'a str,
-        id: &'a str,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
-        self.inner.get_record(namespace, id, now_ms)
-    }
-
-    fn put_record<'a>(
-        &'a self,
-        namespace: &'a str,
-        id: &'a str,
-        value: serde_json::Value,
-        expires_at_ms: Option<u64>,
-        expected: u64,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.inner
-            .put_record(namespace, id, value, expires_at_ms, expected, now_ms)
-    }
-
-    fn list_records<'a>(
-        &'a self,
-        namespace: &'a str,
-        after: Option<&'a str>,
-        limit: usize,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
-        self.inner.list_records(namespace, after, limit, now_ms)
-    }
-
-    fn delete_record<'a>(
-        &'a self,
-        namespace: &'a str,
-        id: &'a str,
-        expected: Option<u64>,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.inner.delete_record(namespace, id, expected)
-    }
-
-    fn purge_expired_records<'a>(
-        &'a self,
-        namespace: Option<&'a str>,
-        now_ms: u64,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<usize, StoreError>> {
-        self.inner.purge_expired_records(namespace, now_ms, limit)
-    }
-
-    fn take_notices(&self) -> Vec<String> {
-        self.inner.take_notices()
-    }
-
-    fn scrub(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.scrub()
-    }
+    engine_store::forward_instance_store!(inner =>
+        list, append_history, history, claim_due, renew, release, identity, get_record,
+        put_record, list_records, delete_record, purge_expired_records, take_notices, scrub);
 }
 
 /// The lock of a [`CachedStore`]: reads and writes go to the store, and drop the instance's

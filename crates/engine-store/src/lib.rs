@@ -12,6 +12,9 @@
 //!   blocking pool, never on a runtime worker.
 //! - [`MemoryStore`] keeps state in memory, for tests and dry runs.
 //!
+//! A store that wraps another (to encrypt, to cache) writes what it changes and hands the rest to
+//! the inner store with [`forward_instance_store!`].
+//!
 //! Every stored instance has a **version** ([`Versioned::version`]): 0 for an instance that does
 //! not exist or was never written by the engine, one more after each write. Every write is a
 //! compare-and-swap: it names the version it read and fails with [`StoreErrorKind::Conflict`]
@@ -69,7 +72,12 @@ pub use record::{MAX_RECORDS_PAGE, Record, record_conflict, valid_record};
 pub use schedule::{SCHEDULE_KEY, Schedule, ScheduleStatus};
 pub use store_error::{StoreError, StoreErrorKind};
 
+/// For [`forward_instance_store!`]'s expansion in crates that may not name `serde_json`.
+#[doc(hidden)]
+pub use serde_json as __serde_json;
+
 mod file_store;
+mod forward;
 mod memory_store;
 mod record;
 mod schedule;

@@ -5,8 +5,7 @@ use base64::Engine as _;
 use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use engine_store::{
-    BoxFuture, Claim, InstanceLock, InstanceStore, Listing, Page, Record, State, StoreError,
-    StoreErrorKind, Versioned,
+    BoxFuture, InstanceLock, InstanceStore, State, StoreError, StoreErrorKind, Versioned,
 };
 use serde_json::Value;
 
@@ -420,120 +419,12 @@ impl InstanceStore for EncryptedStore {
         })
     }
 
-    fn list(&self, page: Page) -> BoxFuture<'_, Result<Listing, StoreError>> {
-        self.inner.list(page)
-    }
-
-    fn delete<'a>(
-        &'a self,
-        instance: &'a str,
-        expected: u64,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.delete(instance, expected)
-    }
-
-    fn scrub(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.scrub()
-    }
-
-    fn take_notices(&self) -> Vec<String> {
-        self.inner.take_notices()
-    }
-
-    fn append_history<'a>(
-        &'a self,
-        instance: &'a str,
-        entry: Value,
-        keep: usize,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.append_history(instance, entry, keep)
-    }
-
-    fn history<'a>(&'a self, instance: &'a str) -> BoxFuture<'a, Result<Vec<Value>, StoreError>> {
-        self.inner.history(instance)
-    }
-
-    fn claim_due(
-        &self,
-        now_ms: u64,
-        limit: usize,
-        lease: Duration,
-    ) -> BoxFuture<'_, Result<Vec<Claim>, StoreError>> {
-        self.inner.claim_due(now_ms, limit, lease)
-    }
-
-    fn next_due_ms(&self, from_ms: u64) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
-        self.inner.next_due_ms(from_ms)
-    }
-
-    fn renew<'a>(
-        &'a self,
-        claim: &'a Claim,
-        now_ms: u64,
-        lease: Duration,
-    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
-        self.inner.renew(claim, now_ms, lease)
-    }
-
-    fn release<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.release(claim)
-    }
-
-    fn identity(&self, instance: &str) -> String {
-        self.inner.identity(instance)
-    }
-
     // Records are passed through as they are: what they hold is their writer's to protect
     // (the API keys keep a MAC of each key, never the key).
-    fn get_record<'a>(
-        &'a self,
-        namespace: &'a str,
-        id: &'a str,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
-        self.inner.get_record(namespace, id, now_ms)
-    }
-
-    fn put_record<'a>(
-        &'a self,
-        namespace: &'a str,
-        id: &'a str,
-        value: Value,
-        expires_at_ms: Option<u64>,
-        expected: u64,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.inner
-            .put_record(namespace, id, value, expires_at_ms, expected, now_ms)
-    }
-
-    fn list_records<'a>(
-        &'a self,
-        namespace: &'a str,
-        after: Option<&'a str>,
-        limit: usize,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Vec<Record>, StoreError>> {
-        self.inner.list_records(namespace, after, limit, now_ms)
-    }
-
-    fn delete_record<'a>(
-        &'a self,
-        namespace: &'a str,
-        id: &'a str,
-        expected: Option<u64>,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.inner.delete_record(namespace, id, expected)
-    }
-
-    fn purge_expired_records<'a>(
-        &'a self,
-        namespace: Option<&'a str>,
-        now_ms: u64,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<usize, StoreError>> {
-        self.inner.purge_expired_records(namespace, now_ms, limit)
-    }
+    engine_store::forward_instance_store!(inner =>
+        list, delete, scrub, take_notices, append_history, history, claim_due, next_due_ms,
+        renew, release, identity, get_record, put_record, list_records, delete_record,
+        purge_expired_records);
 }
 
 struct EncryptedLock {
