@@ -240,8 +240,9 @@ impl InstanceStore for CachedStore {
     }
 
     engine_store::forward_instance_store!(inner =>
-        list, append_history, history, claim_due, renew, release, identity, get_record,
-        put_record, list_records, delete_record, purge_expired_records, take_notices, scrub);
+        list, append_history, history, claim_due, next_due_ms, renew, release, identity,
+        get_record, put_record, list_records, delete_record, purge_expired_records,
+        take_notices, scrub);
 }
 
 /// The lock of a [`CachedStore`]: reads and writes go to the store, and drop the instance's
@@ -373,6 +374,39 @@ mod tests {
             reading.load("b").await.unwrap();
         }
         assert!(reading.cache.entries().order.len() <= 6);
+    }
+
+    /// A store that knows its earliest due time without a listing (as the SQL stores do from
+    /// their index): 42, whatever it holds.
+    struct Indexed {
+        inner: MemoryStore,
+    }
+
+    impl InstanceStore for Indexed {
+        fn next_due_ms(&self, _: u64) -> BoxFuture<'_, Result<Option<u64>, StoreError>> {
+            Box::pin(async { Ok(Some(42)) })
+        }
+
+        engine_store::forward_instance_store!(inner =>
+            load, write, lock, list, delete, append_history, history, claim_due, renew,
+            release, identity, get_record, put_record, list_records, delete_record,
+            purge_expired_records, take_notices, scrub);
+    }
+
+    #[tokio::test]
+    async fn the_scheduler_asks_the_store_for_its_earliest_due_time_through_the_cache() {
+        // The trait's default walks the listing (empty here: `None`); the store's own answer
+        // comes from its index.
+        let inner: Arc<dyn InstanceStore> = Arc::new(Indexed {
+            inner: MemoryStore::new(),
+        });
+        let cache = Arc::new(StateCache::new(Duration::from_secs(1), 10));
+        for store in [
+            CachedStore::invalidating(Arc::clone(&inner), &cache),
+            CachedStore::reading(Arc::clone(&inner), &cache),
+        ] {
+            assert_eq!(store.next_due_ms(0).await.unwrap(), Some(42));
+        }
     }
 
     #[tokio::test]
