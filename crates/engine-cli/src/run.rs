@@ -1209,8 +1209,10 @@ impl Verbose<'_> {
 }
 
 impl Observer for Verbose<'_> {
+    /// Always, whatever the verbosity: each `Sending` marks the parameters its request went
+    /// without, kept for the error when the vendor refuses the credentials.
     fn enabled(&self) -> bool {
-        self.enabled
+        true
     }
 
     fn event(&self, event: &Event) {
