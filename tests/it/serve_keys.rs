@@ -405,3 +405,43 @@ fn keys_create_prints_the_key_once_and_needs_a_secret_key() {
         );
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_presenting_keys_that_are_not_valid_is_answered_429_before_any_lookup() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("store");
+    fs_err::create_dir(&dir).unwrap();
+    let store = format!("file:{}", dir.display());
+    let key = create_key(&store, "alice", &["instances:read"]);
+    let served = Served::start(&store);
+    let url = format!("{}/v1/instances", served.url);
+    // Made-up keys, each a different id: each would be a store read.
+    let made_up = |n: usize| client_with(&format!("ek_{n:012x}_{}", secret_of(&key)));
+
+    // The first twenty (the burst) are looked up and refused; past them the address waits.
+    for n in 0..20 {
+        let answer = call(&made_up(n), "GET", &url).await;
+        assert_eq!(answer.status, 401, "call {n}: {}", answer.body);
+    }
+    let mut limited = None;
+    for n in 20..200 {
+        let answer = call(&made_up(n), "GET", &url).await;
+        if answer.status == 429 {
+            limited = Some(answer);
+            break;
+        }
+        assert_eq!(answer.status, 401, "call {n}: {}", answer.body);
+    }
+    let answer = limited.expect("a 429 within 180 more calls (one refused call a second refills)");
+    assert_eq!(answer.retry_after.as_deref(), Some("1"));
+    assert!(!answer.body.contains(secret_of(&key)), "{}", answer.body);
+    insta::assert_json_snapshot!(answer.json(), @r#"
+    {
+      "type": "urn:engine:problem:rate-limited",
+      "title": "too many requests",
+      "status": 429,
+      "detail": "too many requests from 127.0.0.1 without a valid key; try again in 1 s with a valid one (`engine keys create`)"
+    }
+    "#);
+    crate::serve::stop(served);
+}

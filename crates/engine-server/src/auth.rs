@@ -6,10 +6,11 @@
 //! time.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -86,7 +87,19 @@ impl Rate {
     }
 }
 
-/// A token bucket per key id, on the server's clock.
+/// Requests whose key is missing or not valid, per caller address: a burst of 20, then one a
+/// second. Past it, the address is answered 429 before its key is looked up, so that made-up
+/// keys cannot turn into a store read each.
+const FAILED_AUTHENTICATIONS: Rate = Rate {
+    per_second: 1.0,
+    burst: 20,
+};
+
+/// At most this many buckets are kept; past it they all start again full (a limit is then lost
+/// for the addresses and keys that had spent theirs, which takes this many addresses to cause).
+const MAX_BUCKETS: usize = 10_000;
+
+/// A token bucket per key id (or caller address), on the server's clock.
 #[derive(Debug)]
 pub(crate) struct Limiter {
     rate: Rate,
@@ -104,8 +117,21 @@ impl Limiter {
 
     /// Takes a token of `key` at `now_ms`; when there is none, how long until there is.
     pub(crate) fn take(&self, key: &str, now_ms: u64) -> Result<(), Duration> {
+        self.count(key, now_ms, true)
+    }
+
+    /// How long until `key` has a token at `now_ms`, taking none: `Ok` when it has one.
+    pub(crate) fn check(&self, key: &str, now_ms: u64) -> Result<(), Duration> {
+        self.count(key, now_ms, false)
+    }
+
+    /// The bucket of `key` refilled to `now_ms`; a token taken when `take` and there is one.
+    fn count(&self, key: &str, now_ms: u64, take: bool) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let burst = f64::from(self.rate.burst);
+        if !buckets.contains_key(key) && buckets.len() >= MAX_BUCKETS {
+            buckets.clear();
+        }
         let (tokens, at) = buckets.entry(key.to_owned()).or_insert((burst, now_ms));
         // A day refills any bucket: longer pauses need not be counted exactly.
         let elapsed_ms =
@@ -114,7 +140,9 @@ impl Limiter {
         *tokens = (*tokens + elapsed * self.rate.per_second).min(burst);
         *at = now_ms.max(*at);
         if *tokens >= 1.0 {
-            *tokens -= 1.0;
+            if take {
+                *tokens -= 1.0;
+            }
             Ok(())
         } else {
             Err(Duration::from_secs_f64(
@@ -131,6 +159,8 @@ pub(crate) struct Auth {
     pub(crate) mac: KeyMac,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limiter: Limiter,
+    /// Requests that presented no valid key, per caller address ([`FAILED_AUTHENTICATIONS`]).
+    failures: Limiter,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
@@ -159,6 +189,7 @@ impl Auth {
             mac,
             clock,
             limiter: Limiter::new(rate),
+            failures: Limiter::new(FAILED_AUTHENTICATIONS),
             cache: Mutex::default(),
         }
     }
@@ -303,9 +334,26 @@ pub(crate) async fn authorize(
         return next.run(request).await;
     }
     let now_ms = auth.clock.now_ms();
+    // The caller's address (absent when the router is served without it: the unit tests).
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip().to_string());
+    if let Some(peer) = &peer
+        && let Err(wait) = auth.failures.check(peer, now_ms)
+    {
+        return failing(peer, wait);
+    }
     let key = match auth.authenticate(request.headers(), now_ms).await {
         Ok(key) => key,
-        Err(problem) => return with_challenge(problem),
+        Err(problem) => {
+            if let Some(peer) = &peer
+                && problem.status == StatusCode::UNAUTHORIZED.as_u16()
+            {
+                let _ = auth.failures.take(peer, now_ms);
+            }
+            return with_challenge(problem);
+        }
     };
     if let Err(wait) = auth.limiter.take(&key.id, now_ms) {
         return rate_limited(&key, wait);
@@ -374,17 +422,39 @@ fn unavailable() -> Problem {
 }
 
 fn rate_limited(key: &ApiKey, wait: Duration) -> Response {
-    // Whole seconds, rounded up: never `0`, which would invite an immediate retry.
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let seconds = seconds.max(1);
-    let mut response = Problem::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate-limited",
-        "too many requests",
+    let seconds = whole_seconds(wait);
+    too_many(
         format!(
             "the key `{}` is over its rate; try again in {seconds} s",
             key.prefix()
         ),
+        seconds,
+    )
+}
+
+/// The answer to an address that presented too many keys that are not valid.
+fn failing(peer: &str, wait: Duration) -> Response {
+    let seconds = whole_seconds(wait);
+    too_many(
+        format!(
+            "too many requests from {peer} without a valid key; try again in {seconds} s with a valid one (`engine keys create`)"
+        ),
+        seconds,
+    )
+}
+
+/// Whole seconds, rounded up: never `0`, which would invite an immediate retry.
+fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// 429 with `detail` and `Retry-After: seconds`.
+fn too_many(detail: String, seconds: u64) -> Response {
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "too many requests",
+        detail,
     )
     .into_response();
     response
@@ -396,6 +466,20 @@ fn rate_limited(key: &ApiKey, wait: Duration) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_takes_no_token() {
+        let limiter = Limiter::new(Rate {
+            per_second: 1.0,
+            burst: 1,
+        });
+        let now = 1_000_000;
+        assert_eq!(limiter.check("a", now), Ok(()));
+        assert_eq!(limiter.check("a", now), Ok(()));
+        assert_eq!(limiter.take("a", now), Ok(()));
+        assert_eq!(limiter.check("a", now), Err(Duration::from_secs(1)));
+        assert_eq!(limiter.check("a", now + 1000), Ok(()));
+    }
 
     #[test]
     fn a_bucket_lets_its_burst_through_then_refills_at_its_rate() {
