@@ -670,3 +670,29 @@ async fn serve_publishes_the_checked_in_openapi_document() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_with_states_no_flow_has_are_answered_429_before_any_lookup() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = crate::support::sqlite_store(temp.path());
+    let served = Served::start(&store);
+    let callback = |n: usize| format!("{}/v1/oauth/callback?state=made-up-{n}&code=c", served.url);
+    // The first twenty are looked up and refused; past them the address waits.
+    for n in 0..20 {
+        let answer = browser(&callback(n)).await;
+        assert_eq!(answer.status, 400, "callback {n}: {}", answer.body);
+    }
+    let mut limited = None;
+    for n in 20..200 {
+        let answer = browser(&callback(n)).await;
+        if answer.status == 429 {
+            limited = Some(answer);
+            break;
+        }
+        assert_eq!(answer.status, 400, "callback {n}: {}", answer.body);
+    }
+    let answer = limited.expect("a 429 within 180 more callbacks (one a second refills)");
+    assert_eq!(answer.retry_after.as_deref(), Some("1"));
+    assert_eq!(answer.json()["type"], "urn:engine:problem:rate-limited");
+    crate::serve::stop(served);
+}

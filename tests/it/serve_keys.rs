@@ -440,7 +440,7 @@ async fn an_address_presenting_keys_that_are_not_valid_is_answered_429_before_an
       "type": "urn:engine:problem:rate-limited",
       "title": "too many requests",
       "status": 429,
-      "detail": "too many requests from 127.0.0.1 without a valid key; try again in 1 s with a valid one (`engine keys create`)"
+      "detail": "too many requests from 127.0.0.1 without a valid key or sign-in state; try again in 1 s"
     }
     "#);
     crate::serve::stop(served);

@@ -318,19 +318,24 @@ pub(crate) async fn sees(store: &dyn InstanceStore, caller: Option<&Caller>, id:
         .is_ok_and(|read| keys::visible_to(&read.state, key))
 }
 
-/// The paths under `/v1` that need no key: a sign-in's callback (its `state` is the credential)
-/// and the API's description.
-const OPEN: [&str; 2] = ["/v1/oauth/callback", "/v1/openapi.json"];
+/// A sign-in's callback: it needs no key, its `state` is the credential.
+const CALLBACK: &str = "/v1/oauth/callback";
+
+/// The paths under `/v1` that need no key: a sign-in's callback and the API's description.
+const OPEN: [&str; 2] = [CALLBACK, "/v1/openapi.json"];
 
 /// The middleware of every route: `/v1` and below need a valid key (401), within its rate
-/// (429), with the scope (403), and see only the instances they may (404).
+/// (429), with the scope (403), and see only the instances they may (404). An address that
+/// presented too many keys that are not valid, or callbacks with a `state` no flow has, waits
+/// (429) before anything is looked up.
 pub(crate) async fn authorize(
     State(auth): State<Arc<Auth>>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    if (path != "/v1" && !path.starts_with("/v1/")) || OPEN.contains(&path) {
+    let open = (path != "/v1" && !path.starts_with("/v1/")) || OPEN.contains(&path);
+    if open && path != CALLBACK {
         return next.run(request).await;
     }
     let now_ms = auth.clock.now_ms();
@@ -339,6 +344,22 @@ pub(crate) async fn authorize(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| peer.ip().to_string());
+    if open {
+        // A callback whose flow is unknown, expired or used (400) counts as a key that is not
+        // valid: each costs a store read.
+        if let Some(peer) = &peer
+            && let Err(wait) = auth.failures.check(peer, now_ms)
+        {
+            return failing(peer, wait);
+        }
+        let response = next.run(request).await;
+        if let Some(peer) = &peer
+            && response.status() == StatusCode::BAD_REQUEST
+        {
+            let _ = auth.failures.take(peer, now_ms);
+        }
+        return response;
+    }
     if let Some(peer) = &peer
         && let Err(wait) = auth.failures.check(peer, now_ms)
     {
@@ -432,12 +453,13 @@ fn rate_limited(key: &ApiKey, wait: Duration) -> Response {
     )
 }
 
-/// The answer to an address that presented too many keys that are not valid.
+/// The answer to an address that presented too many keys (or sign-in states) that are not
+/// valid.
 fn failing(peer: &str, wait: Duration) -> Response {
     let seconds = whole_seconds(wait);
     too_many(
         format!(
-            "too many requests from {peer} without a valid key; try again in {seconds} s with a valid one (`engine keys create`)"
+            "too many requests from {peer} without a valid key or sign-in state; try again in {seconds} s"
         ),
         seconds,
     )
