@@ -6,7 +6,7 @@
 //! time.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -99,15 +99,16 @@ const FAILED_AUTHENTICATIONS: Rate = Rate {
 /// for the addresses and keys that had spent theirs, which takes this many addresses to cause).
 const MAX_BUCKETS: usize = 10_000;
 
-/// A token bucket per key id (or caller address), on the server's clock.
+/// A token bucket per key id (or caller address: `K`), on the server's clock.
 #[derive(Debug)]
-pub(crate) struct Limiter {
+pub(crate) struct Limiter<K = String> {
     rate: Rate,
-    /// Key id → (tokens left, when they were counted, epoch ms).
-    buckets: Mutex<HashMap<String, (f64, u64)>>,
+    /// Key → (tokens left, when they were counted, epoch ms). A key without a bucket has a
+    /// full one.
+    buckets: Mutex<HashMap<K, (f64, u64)>>,
 }
 
-impl Limiter {
+impl<K: Eq + std::hash::Hash> Limiter<K> {
     pub(crate) fn new(rate: Rate) -> Self {
         Self {
             rate,
@@ -116,23 +117,44 @@ impl Limiter {
     }
 
     /// Takes a token of `key` at `now_ms`; when there is none, how long until there is.
-    pub(crate) fn take(&self, key: &str, now_ms: u64) -> Result<(), Duration> {
+    pub(crate) fn take<Q>(&self, key: &Q, now_ms: u64) -> Result<(), Duration>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ToOwned<Owned = K> + ?Sized,
+    {
         self.count(key, now_ms, true)
     }
 
     /// How long until `key` has a token at `now_ms`, taking none: `Ok` when it has one.
-    pub(crate) fn check(&self, key: &str, now_ms: u64) -> Result<(), Duration> {
+    pub(crate) fn check<Q>(&self, key: &Q, now_ms: u64) -> Result<(), Duration>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ToOwned<Owned = K> + ?Sized,
+    {
         self.count(key, now_ms, false)
     }
 
     /// The bucket of `key` refilled to `now_ms`; a token taken when `take` and there is one.
-    fn count(&self, key: &str, now_ms: u64, take: bool) -> Result<(), Duration> {
+    /// A key is copied only when its bucket is made, which a check does not do.
+    fn count<Q>(&self, key: &Q, now_ms: u64, take: bool) -> Result<(), Duration>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ToOwned<Owned = K> + ?Sized,
+    {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let burst = f64::from(self.rate.burst);
-        if !buckets.contains_key(key) && buckets.len() >= MAX_BUCKETS {
-            buckets.clear();
+        if !buckets.contains_key(key) {
+            if !take {
+                return Ok(());
+            }
+            if buckets.len() >= MAX_BUCKETS {
+                buckets.clear();
+            }
+            buckets.insert(key.to_owned(), (burst, now_ms));
         }
-        let (tokens, at) = buckets.entry(key.to_owned()).or_insert((burst, now_ms));
+        let Some((tokens, at)) = buckets.get_mut(key) else {
+            return Ok(());
+        };
         // A day refills any bucket: longer pauses need not be counted exactly.
         let elapsed_ms =
             u32::try_from(now_ms.saturating_sub(*at)).map_or(86_400_000, |ms| ms.min(86_400_000));
@@ -160,7 +182,7 @@ pub(crate) struct Auth {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limiter: Limiter,
     /// Requests that presented no valid key, per caller address ([`FAILED_AUTHENTICATIONS`]).
-    failures: Limiter,
+    failures: Limiter<IpAddr>,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
@@ -343,7 +365,7 @@ pub(crate) async fn authorize(
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip().to_string());
+        .map(|ConnectInfo(peer)| peer.ip());
     if open {
         // A callback whose flow is unknown, expired or used (400) counts as a key that is not
         // valid: each costs a store read.
@@ -455,7 +477,7 @@ fn rate_limited(key: &ApiKey, wait: Duration) -> Response {
 
 /// The answer to an address that presented too many keys (or sign-in states) that are not
 /// valid.
-fn failing(peer: &str, wait: Duration) -> Response {
+fn failing(peer: &IpAddr, wait: Duration) -> Response {
     let seconds = whole_seconds(wait);
     too_many(
         format!(
