@@ -63,7 +63,7 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
     let dir = temp.path().join("store");
     fs_err::create_dir(&dir).unwrap();
     let store = format!("file:{}", dir.display());
-    import(&store, &emulator.url(), "shared", 60);
+    import(&store, &emulator.url(), "unowned", 60);
     import(&store, &emulator.url(), "owned", 60);
 
     let all = ["resources", "instances:read", "instances:write"];
@@ -145,14 +145,14 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
         serde_json::from_str(&fs_err::read_to_string(dir.join("created.json")).unwrap()).unwrap();
     assert_eq!(stored["engine.owner"], id_of(&alice));
     let listing = call(&alice_client, "GET", &url("/v1/instances")).await;
-    assert_eq!(ids(&listing), ["created", "owned", "shared"]);
+    assert_eq!(ids(&listing), ["created", "owned", "unowned"]);
     answers.push(listing);
     let listing = call(&bob_client, "GET", &url("/v1/instances")).await;
-    assert_eq!(ids(&listing), ["shared"]);
+    assert_eq!(ids(&listing), ["unowned"]);
     answers.push(listing);
     // The scheme is case-insensitive.
     let lowercase = anonymous
-        .get(url("/v1/instances/shared"))
+        .get(url("/v1/instances/unowned"))
         .header("authorization", format!("bearer {bob}"))
         .send()
         .await
@@ -184,7 +184,7 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
     let called = call(
         &bob_client,
         "GET",
-        &url("/v1/instances/shared/resources/list-contacts?limit=1"),
+        &url("/v1/instances/unowned/resources/list-contacts?limit=1"),
     )
     .await;
     assert_eq!(called.status, 200, "{}", called.body);
@@ -192,20 +192,20 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
 
     // A scope missing: 403, whatever the instance.
     let reader_client = client_with(&reader);
-    let read = call(&reader_client, "GET", &url("/v1/instances/shared")).await;
+    let read = call(&reader_client, "GET", &url("/v1/instances/unowned")).await;
     assert_eq!(read.status, 200, "{}", read.body);
     answers.push(read);
     for (client, method, path, snapshot) in [
         (
             &reader_client,
             "POST",
-            "/v1/instances/shared/refresh",
+            "/v1/instances/unowned/refresh",
             "write",
         ),
         (
             &reader_client,
             "GET",
-            "/v1/instances/shared/resources/list-contacts",
+            "/v1/instances/unowned/resources/list-contacts",
             "resources",
         ),
         (&client_with(&raw), "GET", "/v1/instances", "read"),
@@ -296,7 +296,7 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
         .map(|key| secret_of(key).to_owned())
         .collect();
     secrets.push("demo-secret".to_owned());
-    for id in ["shared", "owned", "created"] {
+    for id in ["unowned", "owned", "created"] {
         secrets.push(format!("at_{id}_old"));
         let held = crate::serve::revealed(&store, id)["access.token"]
             .as_str()
