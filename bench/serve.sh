@@ -44,21 +44,9 @@ engine="$root/target/release/engine"
 work="$root/target/bench/serve"
 rm -rf "$work" && mkdir -p "$work"
 
-pids=()
-trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done' EXIT
-# Waits for FILE's `listening on URL` line and prints URL.
-listening() {
-  for _ in $(seq 100); do
-    grep -q 'listening on ' "$1" 2>/dev/null && break
-    sleep 0.1
-  done
-  sed -n 's/.*listening on //p' "$1" | head -1
-}
-
-target/release/vendor-emulator --port 0 >"$work/emulator.out" &
-pids+=($!)
-emulator="$(listening "$work/emulator.out")"
-[[ -n "$emulator" ]] || { echo "error: the vendor emulator did not start" >&2; exit 1; }
+# shellcheck source=bench/serve_common.sh
+source "$root/bench/serve_common.sh"
+start_emulator
 
 token="$(curl -sf -u demo-client:demo-secret -d grant_type=client_credentials "$emulator/oauth/token" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')"
@@ -67,11 +55,7 @@ pids+=($!)
 passthrough="$(listening "$work/passthrough.out")"
 [[ -n "$passthrough" ]] || { echo "error: passthrough did not start" >&2; exit 1; }
 
-export ENGINE_SECRET_KEY="k1:$(head -c 32 /dev/urandom | base64)"
-store="sqlite:$work/instances.db"
-printf '{"base.url": "%s", "client.id": "demo-client", "client.secret": "demo-secret"}\n' \
-  "$emulator" >"$work/acme.json"
-"$engine" instances import "$work/acme.json" --connector demo --store "$store" 2>/dev/null
+import_acme
 key="$("$engine" keys create bench --scope resources --store "$store")"
 # The rate limit per key far above what is offered: the limiter is measured, never hit.
 "$engine" serve --store "$store" --connectors connectors --listen 127.0.0.1:0 --rate 1000000/s \

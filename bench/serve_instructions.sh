@@ -20,24 +20,10 @@ engine="${ENGINE:-target/release/engine}"
 work="$root/target/bench/serve-cg"
 rm -rf "$work" && mkdir -p "$work"
 
-pids=()
-trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done' EXIT
-listening() {
-  for _ in $(seq 600); do
-    grep -q 'listening on ' "$1" 2>/dev/null && break
-    sleep 0.1
-  done
-  sed -n 's/.*listening on //p' "$1" | head -1
-}
-
-target/release/vendor-emulator --port 0 >"$work/emulator.out" &
-pids+=($!)
-emulator="$(listening "$work/emulator.out")"
-export ENGINE_SECRET_KEY="k1:$(head -c 32 /dev/urandom | base64)"
-store="sqlite:$work/instances.db"
-printf '{"base.url": "%s", "client.id": "demo-client", "client.secret": "demo-secret"}\n' \
-  "$emulator" >"$work/acme.json"
-"$engine" instances import "$work/acme.json" --connector demo --store "$store" 2>/dev/null
+# shellcheck source=bench/serve_common.sh
+source "$root/bench/serve_common.sh"
+start_emulator
+import_acme
 key="$("$engine" keys create bench --scope resources --store "$store" 2>/dev/null)"
 # shellcheck disable=SC2086 # SERVE_ARGS: words
 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
