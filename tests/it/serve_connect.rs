@@ -71,6 +71,14 @@ fn parameter<'a>(query: &'a [(String, String)], name: &str) -> &'a str {
 }
 
 /// A GET without an API key: the browser coming back.
+/// The first entry of the history of `id`, as the service answers it.
+async fn first_history_entry(client: &reqwest::Client, base: &str, id: &str) -> Value {
+    let history = call(client, "GET", &format!("{base}/v1/instances/{id}/history"))
+        .await
+        .json();
+    history["entries"][0].clone()
+}
+
 async fn browser(url: &str) -> Answer {
     call(&crate::support::http().build().unwrap(), "GET", url).await
 }
@@ -151,14 +159,7 @@ async fn serve_signs_an_instance_in_through_the_browser_with_pkce() {
     .await;
     assert_eq!(me.status, 200, "{}", me.body);
     assert_eq!(me.json()["sub"], LOGIN);
-    let history = call(
-        &client,
-        "GET",
-        &format!("{}/v1/instances/signin/history", served.url),
-    )
-    .await
-    .json();
-    let entry = &history["entries"][0];
+    let entry = &first_history_entry(&client, &served.url, "signin").await;
     assert_eq!(
         (&entry["trigger"], &entry["outcome"], &entry["resource"]),
         (
@@ -166,7 +167,7 @@ async fn serve_signs_an_instance_in_through_the_browser_with_pkce() {
             &json!("ok"),
             &json!("oauth2 authorization_code")
         ),
-        "{history}"
+        "{entry}"
     );
 
     // A new instance created over HTTP signs in the same way; it belongs to the key.
@@ -573,14 +574,7 @@ async fn serve_signs_an_oauth1_instance_in_with_the_request_token_secret_encrypt
         "{stored}"
     );
 
-    let history = call(
-        &client,
-        "GET",
-        &format!("{}/v1/instances/trello/history", served.url),
-    )
-    .await
-    .json();
-    let entry = &history["entries"][0];
+    let entry = &first_history_entry(&client, &served.url, "trello").await;
     assert_eq!(
         (&entry["trigger"], &entry["outcome"], &entry["resource"]),
         (
@@ -588,7 +582,7 @@ async fn serve_signs_an_oauth1_instance_in_with_the_request_token_secret_encrypt
             &json!("ok"),
             &json!("oauth1 access token")
         ),
-        "{history}"
+        "{entry}"
     );
 
     // The instance's calls are signed with the access token.
