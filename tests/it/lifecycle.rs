@@ -763,7 +763,7 @@ fn five_hundred_tasks_and_ten_processes_refresh_once() {
                         engine
                             .run(&request, &*store, &engine_runtime::NoObserver)
                             .await
-                            .map(|output| output.body)
+                            .map(|output| output.body.into_value())
                     })
                 })
                 .collect();

@@ -567,6 +567,59 @@ async fn a_post_is_sent_again_only_after_its_token_was_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendors_json_comes_back_as_it_came_unless_a_secret_could_be_read_from_it() {
+    use wiremock::matchers::body_partial_json;
+    let setup = setup();
+    let vendor_server = vendor(200).await;
+    // The vendor's own spacing and order of fields; the token echoed plainly; the token echoed
+    // with `e` written as `\u0065`, which only a JSON reading turns back into the token.
+    let plain = "{ \"name\" : \"Ada\",\n  \"id\": \"c9\" }";
+    let echoed = format!("{{ \"id\": \"c9\", \"echo\": \"{TOKEN}\" }}");
+    let escaped = format!(
+        "{{ \"id\": \"c9\", \"echo\": \"{}\" }}",
+        TOKEN.replace('e', "\\u0065")
+    );
+    for (name, answer) in [
+        ("plain", plain.to_owned()),
+        ("echoed", echoed),
+        ("escaped", escaped),
+    ] {
+        Mock::given(method("POST"))
+            .and(path("/contacts"))
+            .and(body_partial_json(json!({"name": name})))
+            .respond_with(ResponseTemplate::new(201).set_body_raw(answer, "application/json"))
+            .mount(&vendor_server)
+            .await;
+    }
+    let served = Served::start_in(&setup.store, &setup.connectors);
+    let client = crate::serve::client(&setup.store);
+    let instances = format!("{}/v1/instances", served.url);
+    let body = json!({"id": "acme", "connector": "stored", "values": values(&vendor_server)});
+    let created = send(request(&client, "POST", &instances, Some(&body))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let call = |name: &str| {
+        send(request(
+            &client,
+            "POST",
+            &format!("{instances}/acme/resources/create-contact"),
+            Some(&json!({"name": name})),
+        ))
+    };
+
+    let answer = call("plain").await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    assert_eq!(answer.body, plain, "the vendor's bytes, not written anew");
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    for name in ["echoed", "escaped"] {
+        let answer = call(name).await;
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        assert_eq!(answer.json(), json!({"id": "c9", "echo": "****"}), "{name}");
+        assert_eq!(answer.header("content-type"), Some("application/json"));
+        assert_hides(&[&answer]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vendors_error_answer_comes_back_with_its_headers_but_not_its_cookie_or_hop_by_hop_ones()
 {
     let setup = setup();

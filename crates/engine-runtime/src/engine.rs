@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::auth::custom::{PROVISIONED, provisioning, resource_step};
 use crate::auth::{Expiry, Freshness, Scheme, Step, oauth1, oauth2};
+use crate::body::{Body, redact_json};
 use crate::clock::{Clock, SystemClock};
 use crate::configuration::Configuration;
 use crate::differences::{changes_the_request, differences, of_resource, plan};
@@ -263,8 +264,9 @@ pub struct RefreshRequest<'a> {
 pub struct RunOutput {
     /// The last response's status.
     pub status: u16,
-    /// The last response's body after `rootKey`, secrets masked.
-    pub body: Value,
+    /// The last response's body after `rootKey`, secrets masked; the bytes as received when
+    /// nothing changed them ([`Body::json_bytes`]).
+    pub body: Body,
     /// Masks every secret the run knows of; use it on anything shown to a person.
     pub redactor: Redactor,
     /// How to ask for the next page, when the vendor's answer says there is one
@@ -348,7 +350,7 @@ impl Engine {
         let response_headers = ResponseHeaders(std::mem::take(&mut run.last_headers));
         Ok(RunOutput {
             status,
-            body: redact_json(body, &run.redactor),
+            body: body.masked(&run.redactor),
             response_headers,
             redactor: run.redactor,
             next_page: run.next_page,
@@ -434,21 +436,6 @@ fn refuse_unexecutable(connector: &Connector) -> Result<(), RunError> {
         .into());
     }
     Ok(())
-}
-
-/// `value` with known secrets masked in every string, in place: only a string that holds one is
-/// rewritten.
-fn redact_json(mut value: Value, redactor: &Redactor) -> Value {
-    fn walk(value: &mut Value, redactor: &Redactor) {
-        match value {
-            Value::String(text) if redactor.finds_secret(text) => *text = redactor.redact(text),
-            Value::Array(items) => items.iter_mut().for_each(|item| walk(item, redactor)),
-            Value::Object(map) => map.values_mut().for_each(|item| walk(item, redactor)),
-            _ => {}
-        }
-    }
-    walk(&mut value, redactor);
-    value
 }
 
 /// How a refresh decides, after taking the lock, that another task or process already
@@ -585,7 +572,7 @@ impl<'a> Run<'a> {
         self.engine.now_ms().saturating_add(self.ahead_ms)
     }
 
-    async fn go(&mut self, request: &RunRequest<'_>) -> Result<(u16, Value), RunError> {
+    async fn go(&mut self, request: &RunRequest<'_>) -> Result<(u16, Body), RunError> {
         let connector = self.connector;
         refuse_unexecutable(connector)?;
         if connector.authentication().kind() == AuthKind::Oauth1 {
@@ -688,7 +675,7 @@ impl<'a> Run<'a> {
                 return Ok((response.status, output));
             };
             self.previous_headers = exchange::header_pairs(&response);
-            previous = Some(response.body);
+            previous = Some(response.body.into_value());
             current = next;
         }
         Err(RunErrorKind::ChainTooLong {
@@ -705,7 +692,7 @@ impl<'a> Run<'a> {
         &mut self,
         resource: &'a Resource,
         inputs: &Inputs,
-    ) -> Result<(u16, Value), RunError> {
+    ) -> Result<(u16, Body), RunError> {
         self.ran.clear();
         let resources = if resource.kind() == ResourceType::ProvisionAuthValidation {
             provisioning(self.connector)
@@ -731,7 +718,7 @@ impl<'a> Run<'a> {
             }
         }
         let Some(response) = answer else {
-            return Ok((0, Value::Null));
+            return Ok((0, Body::default()));
         };
         let extracted = extract(self.connector, resource, &response)?;
         let (output, outputs) = extracted.into_output(resource, response.body)?;
@@ -1415,7 +1402,7 @@ impl<'a> Run<'a> {
         let Step::Resource { resource, .. } = step else {
             return Ok(response);
         };
-        let mut previous = response.body.clone();
+        let mut previous = response.body.value().clone();
         self.previous_headers = exchange::header_pairs(&response);
         let mut current: &Resource = resource;
         for _ in 0..engine_spec::MAX_CHAIN {
@@ -1428,7 +1415,7 @@ impl<'a> Run<'a> {
             }
             let answer = self.execute_one(&link, Some(&previous)).await?;
             self.previous_headers = exchange::header_pairs(&answer);
-            previous = answer.body;
+            previous = answer.body.into_value();
             current = next;
         }
         Err(RunErrorKind::ChainTooLong {

@@ -58,7 +58,7 @@ async fn run(
     engine
         .run(&request, store, &NoObserver)
         .await
-        .map(|output| output.body)
+        .map(|output| output.body.into_value())
 }
 
 async fn me_answers(server: &MockServer, token: &str) {
@@ -380,7 +380,7 @@ async fn run_with(
     engine
         .run(&request, store, &NoObserver)
         .await
-        .map(|output| output.body)
+        .map(|output| output.body.into_value())
 }
 
 /// Many tasks of one process on one expired instance share one refresh: the first takes the

@@ -7,6 +7,7 @@ use engine_spec::{Connector, Resource};
 use engine_store::State;
 use serde_json::Value;
 
+use crate::body::Body;
 use crate::run_error::{RunError, RunErrorKind};
 use crate::transport::VendorResponse;
 
@@ -37,12 +38,18 @@ impl Extracted {
     /// list), they are given back beside it, by name, but for `elements-next-page-token` (the
     /// next page's cursor, [`crate::pagination`]).
     ///
+    /// Without `rootKey` or output parameters, the body is handed on as received (not read).
+    ///
     /// Fails when `rootKey` would visit more of the body than the JSONPath budget allows.
     pub(crate) fn into_output(
         self,
         resource: &Resource,
-        body: Value,
-    ) -> Result<(Value, Vec<(String, Value)>), RunError> {
+        body: Body,
+    ) -> Result<(Body, Vec<(String, Value)>), RunError> {
+        if resource.root_key().is_none() && self.outputs.is_empty() {
+            return Ok((body, Vec::new()));
+        }
+        let body = body.into_value();
         let mut output = match resource.root_key() {
             Some(root) => root
                 .try_select(&body)
@@ -52,14 +59,14 @@ impl Extracted {
         };
         if let Value::Object(object) = &mut output {
             object.extend(self.outputs);
-            return Ok((output, Vec::new()));
+            return Ok((Body::from(output), Vec::new()));
         }
         let beside = self
             .outputs
             .into_iter()
             .filter(|(name, _)| !name.eq_ignore_ascii_case(crate::pagination::NEXT_PAGE_HEADER))
             .collect();
-        Ok((output, beside))
+        Ok((Body::from(output), beside))
     }
 }
 

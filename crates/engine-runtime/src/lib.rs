@@ -46,6 +46,7 @@
 
 mod auth;
 mod authorization;
+mod body;
 pub mod ceql;
 mod clock;
 mod configuration;
@@ -76,6 +77,7 @@ pub use auth::authorize::{AuthorizationFlow, AuthorizationRequest};
 pub use auth::lifetime::{LifetimeAdjusted, LifetimeProblem, MAX_LIFETIME_SECONDS};
 pub use auth::oauth2::{self, Grant};
 pub use auth::{Absorbed, Freshness, Scheme, Step, check_fresh};
+pub use body::Body;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use differences::{changes_the_request, differences, executed, plan};
 pub use egress::{AddressClass, AddressRefused, Egress};

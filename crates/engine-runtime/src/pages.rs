@@ -79,7 +79,7 @@ pub async fn run_pages(
             ..*request
         };
         let output = engine.run(&page, store, observer).await?;
-        bodies.push(output.body);
+        bodies.push(output.body.into_value());
         outputs.extend(output.outputs);
         let stopped = match &output.next_page {
             None => None,

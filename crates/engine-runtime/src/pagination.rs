@@ -29,6 +29,7 @@ use engine_spec::kinds::Source;
 use engine_spec::{Code, Connector, Diagnostic, Paging, Resource};
 use serde_json::Value;
 
+use crate::body::Body;
 use crate::configuration::Configuration;
 use crate::request::Inputs;
 use crate::transport::VendorResponse;
@@ -239,9 +240,9 @@ pub(crate) fn paged(
     resource: &Resource,
     configuration: &Configuration<'_>,
     cursor: Option<String>,
-    output: Value,
+    output: Body,
     asked: &Asked,
-) -> (Value, Option<NextPage>) {
+) -> (Body, Option<NextPage>) {
     let takes = |input: &str| takes(connector, resource, input);
     let by_number = |page: i64, size: Option<i64>, input: &str| {
         if asked.token {
@@ -264,9 +265,12 @@ pub(crate) fn paged(
             let size = asked
                 .size
                 .or_else(|| setting(configuration, "pagination.max"));
-            let (page, more) = platform_page(output, asked.page, size);
+            let (page, more) = platform_page(output.into_value(), asked.page, size);
             let input = if takes("page") { "page" } else { "nextPage" };
-            return (page, more.map(|value| by_number(value, size, input)));
+            return (
+                Body::from(page),
+                more.map(|value| by_number(value, size, input)),
+            );
         }
         Paging::Vendor => {}
     }
@@ -278,10 +282,14 @@ pub(crate) fn paged(
         };
         return (output, Some(next));
     }
+    // Asked before counting: the count reads the body.
+    if asked.as_written || !takes("page") {
+        return (output, None);
+    }
     let count = output.as_array().map_or(0, Vec::len);
     let count = i64::try_from(count).unwrap_or(i64::MAX);
     let short = asked.size.is_some_and(|size| count < size);
-    if count == 0 || short || asked.as_written || !takes("page") {
+    if count == 0 || short {
         return (output, None);
     }
     let next = match Numbering::of(configuration) {
@@ -380,7 +388,7 @@ fn cursor_at(key: &str, response: &VendorResponse) -> Option<String> {
     let found = path
         .split('.')
         .filter(|segment| !segment.is_empty())
-        .try_fold(&response.body, |node, segment| match node {
+        .try_fold(response.body.value(), |node, segment| match node {
             Value::Array(items) => segment.parse::<usize>().ok().and_then(|at| items.get(at)),
             _ => node.get(segment),
         })

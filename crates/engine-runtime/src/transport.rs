@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use engine_store::BoxFuture;
 use serde_json::Value;
 
+use crate::body::Body;
 use crate::egress::{AddressRefused, Egress, EgressResolver};
 use crate::observer::{Event, Observer};
 use crate::prepared_request::{PartContent, PreparedRequest, RequestBody};
@@ -33,8 +34,8 @@ pub struct VendorResponse {
     pub status: u16,
     /// Response headers.
     headers: reqwest::header::HeaderMap,
-    /// The body: parsed JSON when it is JSON, a string otherwise, `null` when empty.
-    pub body: Value,
+    /// The body: read as JSON on first use ([`Body::value`]).
+    pub body: Body,
     /// True when no vendor answered: a [`RecordingTransport`] made it up.
     recorded: bool,
 }
@@ -55,30 +56,9 @@ impl VendorResponse {
         Self {
             status,
             headers,
-            body,
+            body: Body::from(body),
             recorded: false,
         }
-    }
-
-    /// The body of raw bytes: JSON when it parses, an XML document as JSON (`xml.rs`) when the
-    /// content type is XML (`text/xml`, `application/soap+xml`...; an HTML page stays text),
-    /// else text, `null` when empty.
-    pub fn body_of(bytes: &[u8], content_type: Option<&str>) -> Value {
-        if bytes.is_empty() {
-            return Value::Null;
-        }
-        serde_json::from_slice(bytes).unwrap_or_else(|_| {
-            let text = String::from_utf8_lossy(bytes);
-            let xml = content_type.is_some_and(|content_type| {
-                let essence = content_type.split(';').next().unwrap_or_default().trim();
-                essence.eq_ignore_ascii_case("text/xml")
-                    || essence.eq_ignore_ascii_case("application/xml")
-                    || essence.to_ascii_lowercase().ends_with("+xml")
-            });
-            xml.then(|| crate::xml::to_json(&text))
-                .flatten()
-                .unwrap_or_else(|| Value::String(text.into_owned()))
-        })
     }
 
     /// True for 2xx.
@@ -144,7 +124,7 @@ impl VendorResponse {
 
     /// The body as text, for messages.
     pub fn body_text(&self) -> String {
-        match &self.body {
+        match self.body.value() {
             Value::String(text) => text.clone(),
             Value::Null => String::new(),
             other => other.to_string(),
@@ -419,7 +399,7 @@ impl HttpTransport {
             // A declared length within the limit (hyper enforces it): read at once.
             Some(_) => {
                 let bytes = response.bytes().await.map_err(|error| describe(&error))?;
-                VendorResponse::body_of(&bytes, content_type)
+                Body::received(bytes, content_type)
             }
             // Chunked: read chunk by chunk, stopping at the limit.
             None => {
@@ -430,7 +410,7 @@ impl HttpTransport {
                     }
                     bytes.extend_from_slice(&chunk);
                 }
-                VendorResponse::body_of(&bytes, content_type)
+                Body::received(bytes.into(), content_type)
             }
         };
         Ok(VendorResponse {
@@ -486,7 +466,7 @@ impl Transport for RecordingTransport {
             Ok(VendorResponse {
                 status: 200,
                 headers: reqwest::header::HeaderMap::new(),
-                body: Value::Null,
+                body: Body::default(),
                 recorded: true,
             })
         })

@@ -31,6 +31,9 @@ const FORCE_AHEAD: Duration = Duration::from_hours(24 * 365 * 100);
 /// The largest page of `GET /v1/instances`.
 const MAX_LIMIT: usize = 1000;
 
+/// The content type of the vendor's JSON handed on as it came.
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
 /// The routes.
 pub(crate) fn router(app: Arc<App>) -> Router {
     let count_calls =
@@ -520,7 +523,17 @@ async fn resource(
         Ok(output) => {
             let status = StatusCode::from_u16(output.status).unwrap_or(StatusCode::OK);
             let headers = output.headers();
-            let mut response = (status, axum::Json(output.body)).into_response();
+            let mut response = match output.body.json_bytes() {
+                // The vendor's JSON as it came: nothing changed it, and it holds no secret
+                // (`Body::masked`). Not read into values and written out again.
+                Some(raw) => (
+                    status,
+                    [(header::CONTENT_TYPE, APPLICATION_JSON)],
+                    raw.clone(),
+                )
+                    .into_response(),
+                None => (status, axum::Json(output.body)).into_response(),
+            };
             for (name, value) in returned(&headers, false) {
                 response.headers_mut().append(name, value);
             }

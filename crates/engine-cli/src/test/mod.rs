@@ -450,7 +450,7 @@ async fn run_step(
     let now_before = engine_runtime::Clock::now_ms(clock);
     let result = engine.run(&request, store, &NoObserver).await;
     let (exit, output, error) = match result {
-        Ok(output) => (ExitClass::Ok, output.body, None),
+        Ok(output) => (ExitClass::Ok, output.body.into_value(), None),
         Err(error) => (class_of(&error), Value::Null, Some(error.to_string())),
     };
     let (transport_failures, unsent) = transport.finish();

@@ -137,7 +137,7 @@ pub(crate) struct Fixture {
 }
 
 impl Fixture {
-    pub(crate) async fn run_once(&self, engine: &Engine) -> Value {
+    pub(crate) async fn run_once(&self, engine: &Engine) -> engine_runtime::Body {
         let output = engine
             .run(
                 &RunRequest {

@@ -121,7 +121,7 @@ pub(crate) fn after(
             .headers()
             .map(|(name, value)| (name.to_owned(), Value::String(value.to_owned())))
             .collect();
-        inputs.insert("response_body".to_owned(), response.body.clone());
+        inputs.insert("response_body".to_owned(), response.body.value().clone());
         inputs.insert(
             "response_body_map".to_owned(),
             object_or_null(&response.body),
@@ -580,7 +580,7 @@ fn response_from(output: &Map<String, Value>, previous: Option<&VendorResponse>)
         .get("response_body")
         .cloned()
         .or_else(|| output.get("response_error").cloned())
-        .or_else(|| previous.map(|response| response.body.clone()))
+        .or_else(|| previous.map(|response| response.body.value().clone()))
         .unwrap_or(Value::Null);
     VendorResponse::new(status, headers, body)
 }
