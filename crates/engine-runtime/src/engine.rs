@@ -438,6 +438,15 @@ fn refuse_unexecutable(connector: &Connector) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The inputs of a chain's later links, which take none from the caller.
+static NO_INPUTS: Inputs = Inputs {
+    params: Vec::new(),
+    headers: Vec::new(),
+    body: None,
+    body_text: None,
+    files: Vec::new(),
+};
+
 /// How a refresh decides, after taking the lock, that another task or process already
 /// refreshed.
 enum Recheck {
@@ -602,7 +611,7 @@ impl<'a> Run<'a> {
         // `ON DELETE` (run by `engine instances delete`) is called as an API resource is: with
         // the instance's authentication, refreshed first when stale.
         if !resource.kind().is_api() && resource.kind() != ResourceType::OnDelete {
-            return self.run_lifecycle_directly(resource, request.inputs).await;
+            return Box::pin(self.run_lifecycle_directly(resource, request.inputs)).await;
         }
         let bound = request
             .selector
@@ -610,42 +619,49 @@ impl<'a> Run<'a> {
             .filter(|_| resource.name() != Some(request.selector))
             .map(|(_, path)| resource.bind_path(path))
             .unwrap_or_default();
-        // Bad caller inputs are found before anything is sent, the refresh included.
-        let (sent, asked, unconverted) =
-            crate::pagination::read_page(connector, resource, &self.configuration, request.inputs);
-        if let Some(warning) = unconverted {
-            self.observer.event(&Event::NotExecuted(warning.clone()));
-            if self.engine.strict {
-                return Err(RunError::from(RunErrorKind::NotFaithful {
-                    resource: resource.display_name(),
-                    count: 1,
-                })
-                .at(&warning.location));
+        // Bad caller inputs are found before anything is sent, the refresh included. (In a block:
+        // what is not kept across the awaits below stays out of this future.)
+        let (sent, asked) = {
+            let (sent, asked, unconverted) = crate::pagination::read_page(
+                connector,
+                resource,
+                &self.configuration,
+                request.inputs,
+            );
+            if let Some(warning) = unconverted {
+                self.observer.event(&Event::NotExecuted(warning.clone()));
+                if self.engine.strict {
+                    return Err(RunError::from(RunErrorKind::NotFaithful {
+                        resource: resource.display_name(),
+                        count: 1,
+                    })
+                    .at(&warning.location));
+                }
             }
-        }
-        let built = self.check_inputs(resource, &sent, &bound)?;
-        // Without a refresh the configuration is unchanged: that request is the one to send.
-        let mut checked = if self.ensure_fresh().await? {
-            None
-        } else {
-            Some(built)
+            (sent, asked)
         };
+        let mut checked = Some(self.check_inputs(resource, &sent, &bound)?);
+        // Without a refresh the configuration is unchanged: that request is the one to send.
+        if self.ensure_fresh().await? {
+            checked = None;
+        }
         let mut current = resource;
         let mut previous: Option<Value> = None;
         for _ in 0..=engine_spec::MAX_CHAIN {
             let (inputs, bound_now) = if previous.is_none() {
                 (&*sent, bound.as_slice())
             } else {
-                (&Inputs::default(), &[][..])
+                (&NO_INPUTS, &[][..])
             };
+            let prepared = self.prepared(
+                current,
+                inputs,
+                bound_now,
+                previous.as_ref(),
+                checked.take(),
+            )?;
             let (mut response, extracted) = self
-                .call(
-                    current,
-                    inputs,
-                    bound_now,
-                    previous.as_ref(),
-                    checked.take(),
-                )
+                .call(current, inputs, bound_now, previous.as_ref(), prepared)
                 .await?;
             let Some(next) = connector.next_of(current) else {
                 let asked = if previous.is_none() {
@@ -912,8 +928,9 @@ impl<'a> Run<'a> {
                 self.observer.event(&Event::Fresh { until_ms });
                 Ok(false)
             }
-            Freshness::Stale(reason) => self
-                .refresh(reason, Recheck::Freshness)
+            // Boxed, as the refresh after a rejection: the futures of the usual path (a fresh
+            // token) do not carry a refresh's state, which `engine serve` copies with them.
+            Freshness::Stale(reason) => Box::pin(self.refresh(reason, Recheck::Freshness))
                 .await
                 .map(|()| true),
         }
@@ -1243,21 +1260,33 @@ impl<'a> Run<'a> {
             .await?)
     }
 
-    /// Builds (or takes the `checked` request built from the same state), sends (retrying
-    /// transient failures) and handles a token rejection by refreshing once and retrying once.
-    async fn call(
+    /// The request [`Run::call`] sends first: the `checked` one built from the same state, or
+    /// one built now.
+    fn prepared(
         &mut self,
         resource: &Resource,
         inputs: &Inputs,
         bound: &[(String, String)],
         previous: Option<&Value>,
         checked: Option<Checked>,
-    ) -> Result<(VendorResponse, Extracted), RunError> {
+    ) -> Result<PreparedRequest, RunError> {
         self.tell_differences(Some(resource));
-        let prepared = match checked {
+        Ok(match checked {
             Some(checked) => checked.replay(self.observer),
             None => self.prepare(resource, inputs, bound, previous, true)?,
-        };
+        })
+    }
+
+    /// Sends `prepared` (retrying transient failures) and handles a token rejection by
+    /// refreshing once and building and sending it once more.
+    async fn call(
+        &mut self,
+        resource: &Resource,
+        inputs: &Inputs,
+        bound: &[(String, String)],
+        previous: Option<&Value>,
+        prepared: PreparedRequest,
+    ) -> Result<(VendorResponse, Extracted), RunError> {
         self.learn_sent(&prepared);
         let (prepared, mut response) = self
             .send_hooked(resource, inputs, bound, previous, prepared, false)
@@ -1272,12 +1301,12 @@ impl<'a> Run<'a> {
             // The configuration has not changed since the request was built: its marker is the
             // one of the token the vendor rejected.
             let marker = self.scheme.marker(&self.configuration);
-            self.refresh(
+            Box::pin(self.refresh(
                 RefreshReason::Rejected {
                     status: response.status,
                 },
                 Recheck::Marker(marker),
-            )
+            ))
             .await?;
             let started = Instant::now();
             let prepared = self.prepare(resource, inputs, bound, previous, true)?;
@@ -1611,6 +1640,21 @@ impl<'a> Run<'a> {
             let response = self.send(&request, lifecycle).await?;
             return Ok((request, response));
         }
+        // Boxed: the futures of a connector without hooks do not carry the hooks' state.
+        Box::pin(self.send_through_hooks(resource, inputs, bound, previous, request, lifecycle))
+            .await
+    }
+
+    /// [`Run::send_hooked`] for a connector or resource with hooks.
+    async fn send_through_hooks(
+        &mut self,
+        resource: &Resource,
+        inputs: &Inputs,
+        bound: &[(String, String)],
+        previous: Option<&Value>,
+        request: PreparedRequest,
+        lifecycle: bool,
+    ) -> Result<(PreparedRequest, VendorResponse), RunError> {
         let previous_headers = previous.map(|_| self.previous_headers.clone());
         let mut site = exchange::Site {
             connector: self.connector,
