@@ -270,23 +270,24 @@ impl Auth {
             ));
         };
         let presented = presented.unwrap_or_default();
-        match self.lookup(id, now_ms).await? {
-            Some(stored)
-                if self.verified_before(id, presented) || stored.verify(&self.mac, presented) =>
-            {
-                if stored.key.revoked_at_ms.is_some() {
-                    return Err(unauthorized(&format!(
-                        "the key `{}` is revoked",
-                        stored.key.prefix()
-                    )));
-                }
-                if let Some(cached) = self.cache().get_mut(id) {
-                    cached.verified = Some(presented.to_owned());
-                }
-                Ok(stored.key)
-            }
-            _ => Err(unauthorized("the key is not valid")),
+        let Some(stored) = self.lookup(id, now_ms).await? else {
+            return Err(unauthorized("the key is not valid"));
+        };
+        let known = self.verified_before(id, presented);
+        if !known && !stored.verify(&self.mac, presented) {
+            return Err(unauthorized("the key is not valid"));
         }
+        if stored.key.revoked_at_ms.is_some() {
+            return Err(unauthorized(&format!(
+                "the key `{}` is revoked",
+                stored.key.prefix()
+            )));
+        }
+        // Kept once, not copied again on every call that presents it.
+        if !known && let Some(cached) = self.cache().get_mut(id) {
+            cached.verified = Some(presented.to_owned());
+        }
+        Ok(stored.key)
     }
 
     /// True when `presented` is the key of `id` that verified since the cache's entry was looked
@@ -309,8 +310,11 @@ impl Auth {
 /// The scope a request needs: `resources` for a resource call; `instances:read` to read
 /// (`GET`, `HEAD`); `instances:write` for anything else.
 pub(crate) fn scope_for(method: &Method, path: &str) -> Scope {
-    let mut segments = path.trim_start_matches('/').split('/');
-    let resource = segments.nth(3) == Some("resources") && path.starts_with("/v1/instances/");
+    // `/v1/instances/{id}/resources` and below.
+    let resource = path
+        .strip_prefix("/v1/instances/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(_, rest)| rest == "resources" || rest.starts_with("resources/"));
     if resource {
         Scope::Resources
     } else if *method == Method::GET || *method == Method::HEAD {
@@ -593,6 +597,22 @@ mod tests {
                 Method::POST,
                 "/v1/instances/a/resources/x",
                 Scope::Resources,
+            ),
+            (Method::GET, "/v1/instances/a/resources", Scope::Resources),
+            (
+                Method::GET,
+                "/v1/instances/a/resourcesx",
+                Scope::InstancesRead,
+            ),
+            (
+                Method::PUT,
+                "/v1/instances/a/b/resources",
+                Scope::InstancesWrite,
+            ),
+            (
+                Method::GET,
+                "/v2/instances/a/resources",
+                Scope::InstancesRead,
             ),
         ];
         for (method, path, scope) in cases {
