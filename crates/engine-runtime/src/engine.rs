@@ -1641,48 +1641,38 @@ impl<'a> Run<'a> {
             return Ok((request, response));
         }
         // Boxed: the futures of a connector without hooks do not carry the hooks' state.
-        Box::pin(self.send_through_hooks(resource, inputs, bound, previous, request, lifecycle))
-            .await
-    }
-
-    /// [`Run::send_hooked`] for a connector or resource with hooks.
-    async fn send_through_hooks(
-        &mut self,
-        resource: &Resource,
-        inputs: &Inputs,
-        bound: &[(String, String)],
-        previous: Option<&Value>,
-        request: PreparedRequest,
-        lifecycle: bool,
-    ) -> Result<(PreparedRequest, VendorResponse), RunError> {
-        let previous_headers = previous.map(|_| self.previous_headers.clone());
-        let mut site = exchange::Site {
-            connector: self.connector,
-            tenant: self.store.identity(self.instance),
-            resource,
-            inputs,
-            bound,
-            previous,
-            previous_headers: previous_headers.as_deref(),
-            configuration: self.hook_configuration(),
-            now_ms: self.engine.now_ms(),
-            budget: self.engine.hook_budget,
-        };
-        let before = exchange::before(&mut site, request, &self.redactor)?;
-        self.absorb_hooks(resource, before.effects);
-        let request = before.request;
-        self.learn_sent(&request);
-        let response = match before.skipped {
-            Some(answer) => answer,
-            None => self.send(&request, lifecycle).await?,
-        };
-        if response.is_recorded() {
-            return Ok((request, response));
-        }
-        site.now_ms = self.engine.now_ms();
-        let (response, effects) = exchange::after(&mut site, &request, response, &self.redactor)?;
-        self.absorb_hooks(resource, effects);
-        Ok((request, response))
+        Box::pin(async move {
+            let previous_headers = previous.map(|_| self.previous_headers.clone());
+            let mut site = exchange::Site {
+                connector: self.connector,
+                tenant: self.store.identity(self.instance),
+                resource,
+                inputs,
+                bound,
+                previous,
+                previous_headers: previous_headers.as_deref(),
+                configuration: self.hook_configuration(),
+                now_ms: self.engine.now_ms(),
+                budget: self.engine.hook_budget,
+            };
+            let before = exchange::before(&mut site, request, &self.redactor)?;
+            self.absorb_hooks(resource, before.effects);
+            let request = before.request;
+            self.learn_sent(&request);
+            let response = match before.skipped {
+                Some(answer) => answer,
+                None => self.send(&request, lifecycle).await?,
+            };
+            if response.is_recorded() {
+                return Ok((request, response));
+            }
+            site.now_ms = self.engine.now_ms();
+            let (response, effects) =
+                exchange::after(&mut site, &request, response, &self.redactor)?;
+            self.absorb_hooks(resource, effects);
+            Ok((request, response))
+        })
+        .await
     }
 
     /// The configuration hooks see: the instance's values, and `null` for every declared key

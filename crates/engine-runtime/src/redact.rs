@@ -258,7 +258,7 @@ impl Redactor {
     /// True when `text` holds a known secret, that is when [`Redactor::redact`] may change it.
     ///
     /// One pass over the places a form could start: where the pair of bytes there is one a form
-    /// starts with ([`Redactor::starts`]), the forms are compared with the text at that place.
+    /// starts with ([`Known::starts`]), the forms are compared with the text at that place.
     /// Most places of an answer have no such pair, and a text is read once however many forms
     /// there are (a search per form read a long text once per form).
     pub(crate) fn finds_secret(&self, text: &str) -> bool {

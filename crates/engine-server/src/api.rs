@@ -31,9 +31,6 @@ const FORCE_AHEAD: Duration = Duration::from_hours(24 * 365 * 100);
 /// The largest page of `GET /v1/instances`.
 const MAX_LIMIT: usize = 1000;
 
-/// The content type of the vendor's JSON handed on as it came.
-const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
-
 /// The routes.
 pub(crate) fn router(app: Arc<App>) -> Router {
     let count_calls =
@@ -528,7 +525,10 @@ async fn resource(
                 // (`Body::masked`). Not read into values and written out again.
                 Some(raw) => (
                     status,
-                    [(header::CONTENT_TYPE, APPLICATION_JSON)],
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
                     raw.clone(),
                 )
                     .into_response(),
