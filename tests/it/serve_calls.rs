@@ -115,6 +115,14 @@ fn values(vendor: &MockServer) -> Value {
     })
 }
 
+/// Creates the instance `acme` of the fixture connector on `vendor` through the service's
+/// `instances` URL.
+async fn create_acme(client: &reqwest::Client, instances: &str, vendor: &MockServer) {
+    let body = json!({"id": "acme", "connector": "stored", "values": values(vendor)});
+    let created = send(request(client, "POST", instances, Some(&body))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+}
+
 /// A temporary directory with the fixture connector as `stored.json` (the name `stored`), and
 /// a SQLite store.
 struct Setup {
@@ -372,9 +380,7 @@ async fn a_call_forwards_the_callers_headers_but_not_hop_by_hop_ones_or_its_cred
     );
     let client = crate::serve::client_with(&key);
     let instances = format!("{}/v1/instances", served.url);
-    let body = json!({"id": "acme", "connector": "stored", "values": values(&vendor_server)});
-    let created = send(request(&client, "POST", &instances, Some(&body))).await;
-    assert_eq!(created.status, 201, "{}", created.body);
+    create_acme(&client, &instances, &vendor_server).await;
 
     // Written by hand: a client library would drop or rewrite `Connection` and the headers it
     // names.
@@ -525,9 +531,7 @@ async fn a_post_is_sent_again_only_after_its_token_was_refused() {
     let served = Served::start_in(&setup.store, &setup.connectors);
     let client = crate::serve::client(&setup.store);
     let instances = format!("{}/v1/instances", served.url);
-    let body = json!({"id": "acme", "connector": "stored", "values": values(&vendor_server)});
-    let created = send(request(&client, "POST", &instances, Some(&body))).await;
-    assert_eq!(created.status, 201, "{}", created.body);
+    create_acme(&client, &instances, &vendor_server).await;
 
     let contact = json!({"name": "Ada"});
     let call = send(request(
@@ -594,9 +598,7 @@ async fn a_vendors_json_comes_back_as_it_came_unless_a_secret_could_be_read_from
     let served = Served::start_in(&setup.store, &setup.connectors);
     let client = crate::serve::client(&setup.store);
     let instances = format!("{}/v1/instances", served.url);
-    let body = json!({"id": "acme", "connector": "stored", "values": values(&vendor_server)});
-    let created = send(request(&client, "POST", &instances, Some(&body))).await;
-    assert_eq!(created.status, 201, "{}", created.body);
+    create_acme(&client, &instances, &vendor_server).await;
     let call = |name: &str| {
         send(request(
             &client,
@@ -642,9 +644,7 @@ async fn a_vendors_error_answer_comes_back_with_its_headers_but_not_its_cookie_o
     let served = Served::start_in(&setup.store, &setup.connectors);
     let client = crate::serve::client(&setup.store);
     let instances = format!("{}/v1/instances", served.url);
-    let body = json!({"id": "acme", "connector": "stored", "values": values(&vendor_server)});
-    let created = send(request(&client, "POST", &instances, Some(&body))).await;
-    assert_eq!(created.status, 201, "{}", created.body);
+    create_acme(&client, &instances, &vendor_server).await;
 
     let call = send(request(
         &client,
