@@ -5,7 +5,8 @@
 # its counters are zeroed, COUNT (1,000) calls of `GET /v1/instances/acme/resources/get-contact`
 # are made (oha, 4 connections) and the counters dumped: the total over COUNT is the server's
 # instructions per call, every thread included (the store's blocking pool too), a figure the
-# machine's load does not move. The top functions, inclusive, go to target/bench/serve-cg/.
+# machine's load does not move; and the allocations per call (calls into mimalloc, reallocations
+# included). The top functions, inclusive, go to target/bench/serve-cg/.
 #
 # Usage: bench/serve_instructions.sh   [COUNT=1000] [ENGINE=target/release/engine]
 #                                      [SERVE_ARGS="more serve arguments", e.g. "--state-cache 0"]
@@ -45,4 +46,24 @@ wait "$server" 2>/dev/null || true
 dump="$(ls "$work"/callgrind.out.* | head -1)"
 callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | cut -c1-220 >"$work/inclusive.txt"
 total="$(sed -n 's/^\([0-9,]*\).*PROGRAM TOTALS.*/\1/p' "$work/inclusive.txt" | tr -d ,)"
-echo "$engine ${SERVE_ARGS:-}: $((total / count)) instructions per call ($count calls; functions: $work/inclusive.txt)"
+# Allocations: the calls into mimalloc (the binary's allocator) that callgrind counted.
+allocations="$(python3 - "$dump" <<'PY'
+import re, sys
+# Function names are compressed: `(id) name` the first time, in a `fn=` or `cfn=` line, then
+# `(id)` alone; a `calls=` line counts the calls of the `cfn=` before it.
+names, current, total = {}, None, 0
+for line in open(sys.argv[1]):
+    named = re.match(r"(c?)fn=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+    if named:
+        callee, number, name = named.groups()
+        if name:
+            names[number] = name
+        if callee:
+            current = names.get(number)
+    elif current in ("mi_malloc_aligned", "mi_zalloc_aligned", "mi_realloc_aligned"):
+        calls = re.match(r"calls=(\d+) ", line)
+        total += int(calls.group(1)) if calls else 0
+print(total)
+PY
+)"
+echo "$engine ${SERVE_ARGS:-}: $((total / count)) instructions and $((allocations / count)) allocations per call ($count calls; functions: $work/inclusive.txt)"

@@ -5,12 +5,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -33,8 +33,6 @@ const MAX_LIMIT: usize = 1000;
 
 /// The routes.
 pub(crate) fn router(app: Arc<App>) -> Router {
-    let count_calls =
-        axum::middleware::from_fn_with_state(Arc::clone(&app.metrics), crate::metrics::count_calls);
     Router::new()
         .route("/", get(crate::page::page))
         .route("/healthz", get(healthz))
@@ -48,10 +46,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/instances/{id}/refresh", post(refresh))
         .route("/v1/instances/{id}/history", get(history))
         .route("/v1/events", get(crate::events::list))
-        .route(
-            "/v1/instances/{id}/resources/{resource}",
-            any(resource).layer(count_calls),
-        )
+        .route("/v1/instances/{id}/resources/{resource}", any(resource))
         .fallback(not_found)
         .with_state(app)
 }
@@ -240,8 +235,8 @@ async fn create(
     let store = app.sealed(&body.connector, &connector);
     let mut values = body.values;
     // The caller's key owns the instance: it is written with it, in the same write.
-    if let Some(axum::Extension(crate::Caller(key))) = &caller {
-        engine_service::keys::set_owner(&mut values, key);
+    if let Some(axum::Extension(caller)) = &caller {
+        engine_service::keys::set_owner(&mut values, caller.key());
     }
     let new = NewInstance {
         id: &id,
@@ -456,19 +451,37 @@ async fn history(
     ),
     security(("api_key" = ["resources"]))
 ))]
-async fn resource(
-    State(app): State<Arc<App>>,
-    Path((id, resource)): Path<(String, String)>,
-    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
-    read: Option<Extension<Read>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Failure> {
-    let Query(params) = params.map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
-    // The middleware's read, when it had one: a call reads the store once before its run.
-    let read = match read {
-        Some(Extension(Read { id: read_id, read })) if read_id == id => read,
+async fn resource(State(app): State<Arc<App>>, request: Request) -> Response {
+    let started = Instant::now();
+    let response = match call(&app, request).await {
+        Ok(response) => response,
+        Err(failure) => failure.into_response(),
+    };
+    app.metrics
+        .called(response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// A resource call: the instance's resource run with the request's query, headers and body as
+/// its inputs.
+async fn call(app: &Arc<App>, request: Request) -> Result<Response, Failure> {
+    let (mut parts, body) = request.into_parts();
+    let (id, resource) = match Path::<(String, String)>::from_request_parts(&mut parts, app).await {
+        Ok(Path(names)) => names,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
+    let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+        .map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
+    // The request's own headers, taken rather than copied; its body within the server's limit.
+    let headers = std::mem::take(&mut parts.headers);
+    // The key check's read, when it had one: a call reads the store once before its run.
+    let read = match parts.extensions.remove::<Read>() {
+        Some(Read { id: read_id, read }) if read_id == id => read,
         _ => app.stored(&id).await?,
+    };
+    let body = match Bytes::from_request(Request::from_parts(parts, body), app).await {
+        Ok(body) => body,
+        Err(rejection) => return Ok(rejection.into_response()),
     };
     let Some(name) = engine_store::connector_of(&read.state) else {
         return Err(Failure::NoConnector(id));

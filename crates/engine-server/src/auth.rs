@@ -10,13 +10,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
 use engine_runtime::Clock;
 use engine_service::keys::{self, ApiKey, KeyMac, Scope, StoredKey};
 use engine_store::{InstanceStore, Versioned};
+use tokio::net::TcpListener;
+use tower_service::Service;
 
 use crate::problem::Problem;
 
@@ -29,11 +36,19 @@ pub const KEY_CACHE_SECONDS: u64 = 5;
 const MAX_CACHED: usize = 10_000;
 
 /// The key a request was made with, in the request's extensions once it is authenticated: a
-/// handler that creates an instance records it as the owner ([`keys::set_owner`]).
+/// handler that creates an instance records it as the owner ([`keys::set_owner`]). Shared with
+/// the key cache, not copied per request.
 #[derive(Debug, Clone)]
-pub struct Caller(pub ApiKey);
+pub struct Caller(Arc<StoredKey>);
 
-/// The instance the request's path names, as the middleware read it to check that the key sees
+impl Caller {
+    /// The key.
+    pub fn key(&self) -> &ApiKey {
+        &self.0.key
+    }
+}
+
+/// The instance the request's path names, as the key check read it to see that the key sees
 /// it, in the request's extensions: a resource call runs on it instead of reading it again.
 #[derive(Debug, Clone)]
 pub(crate) struct Read {
@@ -174,7 +189,7 @@ impl<K: Eq + std::hash::Hash> Limiter<K> {
     }
 }
 
-/// What the middleware needs: the store keys and instances are read from, the server keys,
+/// What the key check needs: the store keys and instances are read from, the server keys,
 /// the cache and the limiter.
 pub(crate) struct Auth {
     pub(crate) store: Arc<dyn InstanceStore>,
@@ -192,7 +207,7 @@ struct Cached {
     /// When it was looked up in the store, epoch ms.
     at_ms: u64,
     /// The key, `None` when there is none.
-    key: Option<StoredKey>,
+    key: Option<Arc<StoredKey>>,
     /// The key as presented once its MAC verified, until the entry is looked up again: the same
     /// key presented again is compared with it (in constant time) instead of computing its
     /// HMAC-SHA-256 on every call.
@@ -218,7 +233,7 @@ impl Auth {
 
     /// The key `id` as stored, from the cache when looked up less than [`KEY_CACHE_SECONDS`]
     /// ago.
-    async fn lookup(&self, id: &str, now_ms: u64) -> Result<Option<StoredKey>, Problem> {
+    async fn lookup(&self, id: &str, now_ms: u64) -> Result<Option<Arc<StoredKey>>, Problem> {
         let fresh_after = now_ms.saturating_sub(KEY_CACHE_SECONDS * 1000);
         if let Some(cached) = self.cache().get(id)
             && cached.at_ms > fresh_after
@@ -227,7 +242,8 @@ impl Auth {
         }
         let key = keys::find_key(&*self.store, id, now_ms)
             .await
-            .map_err(|_| unavailable())?;
+            .map_err(|_| unavailable())?
+            .map(Arc::new);
         let mut cache = self.cache();
         if cache.len() >= MAX_CACHED {
             cache.retain(|_, cached| cached.at_ms > fresh_after);
@@ -251,7 +267,11 @@ impl Auth {
     }
 
     /// The key the request presents, when it is valid.
-    async fn authenticate(&self, headers: &HeaderMap, now_ms: u64) -> Result<ApiKey, Problem> {
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        now_ms: u64,
+    ) -> Result<Arc<StoredKey>, Problem> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(unauthorized(
                 "send the key as `Authorization: Bearer KEY` (create one with `engine keys create`)",
@@ -287,7 +307,7 @@ impl Auth {
         if !known && let Some(cached) = self.cache().get_mut(id) {
             cached.verified = Some(presented.to_owned());
         }
-        Ok(stored.key)
+        Ok(stored)
     }
 
     /// True when `presented` is the key of `id` that verified since the cache's entry was looked
@@ -335,13 +355,13 @@ fn instance_of(path: &str) -> Option<&str> {
 /// request that is not authenticated (`None`) sees every instance, and an instance that cannot
 /// be read none.
 pub(crate) async fn sees(store: &dyn InstanceStore, caller: Option<&Caller>, id: &str) -> bool {
-    let Some(Caller(key)) = caller else {
+    let Some(caller) = caller else {
         return true;
     };
     store
         .load(id)
         .await
-        .is_ok_and(|read| keys::visible_to(&read.state, key))
+        .is_ok_and(|read| keys::visible_to(&read.state, caller.key()))
 }
 
 /// A sign-in's callback: it needs no key, its `state` is the credential.
@@ -350,70 +370,61 @@ const CALLBACK: &str = "/v1/oauth/callback";
 /// The paths under `/v1` that need no key: a sign-in's callback and the API's description.
 const OPEN: [&str; 2] = [CALLBACK, "/v1/openapi.json"];
 
-/// The middleware of every route: `/v1` and below need a valid key (401), within its rate
+/// The check of every request: `/v1` and below need a valid key (401), within its rate
 /// (429), with the scope (403), and see only the instances they may (404). An address that
 /// presented too many keys that are not valid, or callbacks with a `state` no flow has, waits
 /// (429) before anything is looked up.
-pub(crate) async fn authorize(
-    State(auth): State<Arc<Auth>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+async fn authorize(auth: &Auth, peer: SocketAddr, mut request: Request, next: Router) -> Response {
     let path = request.uri().path();
     let open = (path != "/v1" && !path.starts_with("/v1/")) || OPEN.contains(&path);
-    if open && path != CALLBACK {
-        return next.run(request).await;
-    }
-    let now_ms = auth.clock.now_ms();
-    // The caller's address (absent when the router is served without it: the unit tests).
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip());
     if open {
+        let callback = path == CALLBACK;
+        // The caller's address, for what answers without a key (the status page answers
+        // loopback callers only).
+        request.extensions_mut().insert(ConnectInfo(peer));
+        if !callback {
+            return run(next, request).await;
+        }
         // A callback whose flow is unknown, expired or used (400) counts as a key that is not
         // valid: each costs a store read.
-        if let Some(peer) = &peer
-            && let Err(wait) = auth.failures.check(peer, now_ms)
-        {
-            return failing(peer, wait);
+        let now_ms = auth.clock.now_ms();
+        let peer = peer.ip();
+        if let Err(wait) = auth.failures.check(&peer, now_ms) {
+            return failing(&peer, wait);
         }
-        let response = next.run(request).await;
-        if let Some(peer) = &peer
-            && response.status() == StatusCode::BAD_REQUEST
-        {
-            let _ = auth.failures.take(peer, now_ms);
+        let response = run(next, request).await;
+        if response.status() == StatusCode::BAD_REQUEST {
+            let _ = auth.failures.take(&peer, now_ms);
         }
         return response;
     }
-    if let Some(peer) = &peer
-        && let Err(wait) = auth.failures.check(peer, now_ms)
-    {
-        return failing(peer, wait);
+    let now_ms = auth.clock.now_ms();
+    let peer = peer.ip();
+    if let Err(wait) = auth.failures.check(&peer, now_ms) {
+        return failing(&peer, wait);
     }
     let key = match auth.authenticate(request.headers(), now_ms).await {
         Ok(key) => key,
         Err(problem) => {
-            if let Some(peer) = &peer
-                && problem.status == StatusCode::UNAUTHORIZED.as_u16()
-            {
-                let _ = auth.failures.take(peer, now_ms);
+            if problem.status == StatusCode::UNAUTHORIZED.as_u16() {
+                let _ = auth.failures.take(&peer, now_ms);
             }
             return with_challenge(problem);
         }
     };
-    if let Err(wait) = auth.limiter.take(&key.id, now_ms) {
-        return rate_limited(&key, wait);
+    if let Err(wait) = auth.limiter.take(&key.key.id, now_ms) {
+        return rate_limited(&key.key, wait);
     }
+    let path = request.uri().path();
     let scope = scope_for(request.method(), path);
-    if !key.allows(scope) {
+    if !key.key.allows(scope) {
         return Problem::new(
             StatusCode::FORBIDDEN,
             "insufficient-scope",
             "the key lacks a scope",
             format!(
                 "the key `{}` lacks the scope `{}`: create a key with `--scope {}`",
-                key.prefix(),
+                key.key.prefix(),
                 scope.label(),
                 scope.label()
             ),
@@ -423,7 +434,7 @@ pub(crate) async fn authorize(
     if let Some(id) = instance_of(path).map(str::to_owned)
         && let Ok(read) = auth.store.load(&id).await
     {
-        if !keys::visible_to(&read.state, &key) {
+        if !keys::visible_to(&read.state, &key.key) {
             // Another key's instance: as if it did not exist.
             return Problem::new(
                 StatusCode::NOT_FOUND,
@@ -436,7 +447,87 @@ pub(crate) async fn authorize(
         request.extensions_mut().insert(Read { id, read });
     }
     request.extensions_mut().insert(Caller(key));
-    next.run(request).await
+    run(next, request).await
+}
+
+/// The router's answer to `request`.
+async fn run(mut router: Router, request: Request) -> Response {
+    match router.call(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// What every connection's [`Gate`] shares: the key check's state and the routes.
+struct Gated {
+    auth: Arc<Auth>,
+    router: Router,
+}
+
+/// The service each connection is answered by: every request goes through [`authorize`] to the
+/// router. One boxed future per request; no layer of the router's, which would clone its inner
+/// service and box another future per request and per layer.
+#[derive(Clone)]
+pub(crate) struct Gate {
+    gated: Arc<Gated>,
+    /// The caller's address.
+    peer: SocketAddr,
+}
+
+impl Gate {
+    /// The services of `router`'s connections, each request checked against `auth`; the
+    /// connection's address comes from `axum::serve`'s accepted stream.
+    pub(crate) fn per_connection(
+        auth: Arc<Auth>,
+        router: Router,
+    ) -> impl for<'a> Service<
+        IncomingStream<'a, TcpListener>,
+        Response = Self,
+        Error = Infallible,
+        Future = std::future::Ready<Result<Self, Infallible>>,
+    > + Clone {
+        let gated = Arc::new(Gated { auth, router });
+        PerConnection(gated)
+    }
+}
+
+impl Service<Request> for Gate {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let gate = self.clone();
+        Box::pin(async move {
+            let Gated { auth, router } = &*gate.gated;
+            Ok(authorize(auth, gate.peer, request, router.clone()).await)
+        })
+    }
+}
+
+/// Makes each accepted connection's [`Gate`].
+#[derive(Clone)]
+struct PerConnection(Arc<Gated>);
+
+impl Service<IncomingStream<'_, TcpListener>> for PerConnection {
+    type Response = Gate;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Gate, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: IncomingStream<'_, TcpListener>) -> Self::Future {
+        std::future::ready(Ok(Gate {
+            gated: Arc::clone(&self.0),
+            peer: *stream.remote_addr(),
+        }))
+    }
 }
 
 fn unauthorized(detail: &str) -> Problem {

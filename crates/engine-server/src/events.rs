@@ -91,7 +91,7 @@ pub(crate) async fn list(
     let next = (records.len() == limit)
         .then(|| records.last().map(|record| record.id.clone()))
         .flatten();
-    let key = caller.as_deref().map(|crate::Caller(key)| key);
+    let key = caller.as_deref().map(crate::Caller::key);
     let events: Vec<Value> = records
         .into_iter()
         .filter(|record| {

@@ -315,21 +315,15 @@ impl Server {
         let pacer = tokio::spawn(keep_a_timer_pending());
         let router = api::router(Arc::clone(&self.app))
             .merge(connect::router(self.connect))
-            .merge(openapi::router())
-            .layer(axum::middleware::from_fn_with_state(
-                self.auth,
-                auth::authorize,
-            ));
-        // The peer's address: the status page answers loopback callers only.
-        let served = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        })
-        .await;
+            .merge(openapi::router());
+        // Every request goes through the key check, which knows the peer's address (the status
+        // page answers loopback callers only).
+        let served = axum::serve(self.listener, auth::Gate::per_connection(self.auth, router))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
+            .await;
         // The scheduler and the sender stop at their `stop` (or when it is dropped, on an
         // error), each after the refresh or delivery under way.
         pacer.abort();

@@ -12,11 +12,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use engine_runtime::RefreshReport;
 use engine_service::{InstanceState, Outcome, Refreshed};
@@ -248,7 +246,7 @@ impl Metrics {
     }
 
     /// Counts a resource call's answer and how long it took to serve.
-    fn called(&self, status: u16, elapsed: Duration) {
+    pub(crate) fn called(&self, status: u16, elapsed: Duration) {
         let class = CLASSES
             .get(usize::from(status / 100).wrapping_sub(1))
             .copied()
@@ -420,18 +418,6 @@ pub(crate) fn metrics(metrics: &Metrics) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    response
-}
-
-/// A layer on resource calls: counts each answer by its status class, with its time.
-pub(crate) async fn count_calls(
-    State(metrics): State<std::sync::Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let response = next.run(request).await;
-    metrics.called(response.status().as_u16(), started.elapsed());
     response
 }
 
