@@ -477,17 +477,8 @@ pub(crate) struct Gate {
 impl Gate {
     /// The services of `router`'s connections, each request checked against `auth`; the
     /// connection's address comes from `axum::serve`'s accepted stream.
-    pub(crate) fn per_connection(
-        auth: Arc<Auth>,
-        router: Router,
-    ) -> impl for<'a> Service<
-        IncomingStream<'a, TcpListener>,
-        Response = Self,
-        Error = Infallible,
-        Future = std::future::Ready<Result<Self, Infallible>>,
-    > + Clone {
-        let gated = Arc::new(Gated { auth, router });
-        PerConnection(gated)
+    pub(crate) fn per_connection(auth: Arc<Auth>, router: Router) -> PerConnection {
+        PerConnection(Arc::new(Gated { auth, router }))
     }
 }
 
@@ -511,7 +502,7 @@ impl Service<Request> for Gate {
 
 /// Makes each accepted connection's [`Gate`].
 #[derive(Clone)]
-struct PerConnection(Arc<Gated>);
+pub(crate) struct PerConnection(Arc<Gated>);
 
 impl Service<IncomingStream<'_, TcpListener>> for PerConnection {
     type Response = Gate;
