@@ -377,34 +377,29 @@ const OPEN: [&str; 2] = [CALLBACK, "/v1/openapi.json"];
 async fn authorize(auth: &Auth, peer: SocketAddr, mut request: Request, next: Router) -> Response {
     let path = request.uri().path();
     let open = (path != "/v1" && !path.starts_with("/v1/")) || OPEN.contains(&path);
-    if open {
-        let callback = path == CALLBACK;
+    let callback = path == CALLBACK;
+    if open && !callback {
         // The caller's address, for what answers without a key (the status page answers
         // loopback callers only).
         request.extensions_mut().insert(ConnectInfo(peer));
-        if !callback {
-            return run(next, request).await;
-        }
-        // A callback whose flow is unknown, expired or used (400) counts as a key that is not
-        // valid: each costs a store read.
-        let now_ms = auth.clock.now_ms();
-        let peer = peer.ip();
-        if let Err(wait) = auth.failures.check(&peer, now_ms) {
-            return failing(&peer, wait);
-        }
-        let response = run(next, request).await;
-        if response.status() == StatusCode::BAD_REQUEST {
-            let _ = auth.failures.take(&peer, now_ms);
-        }
-        return response;
+        return run(next, request).await;
     }
     let now_ms = auth.clock.now_ms();
     let peer = peer.ip();
     if let Err(wait) = auth.failures.check(&peer, now_ms) {
         return failing(&peer, wait);
     }
-    let key = match auth.authenticate(request.headers(), now_ms).await {
-        Ok(key) => key,
+    if callback {
+        // A callback whose flow is unknown, expired or used (400) counts as a key that is not
+        // valid: each costs a store read.
+        let response = run(next, request).await;
+        if response.status() == StatusCode::BAD_REQUEST {
+            let _ = auth.failures.take(&peer, now_ms);
+        }
+        return response;
+    }
+    let stored = match auth.authenticate(request.headers(), now_ms).await {
+        Ok(stored) => stored,
         Err(problem) => {
             if problem.status == StatusCode::UNAUTHORIZED.as_u16() {
                 let _ = auth.failures.take(&peer, now_ms);
@@ -412,19 +407,19 @@ async fn authorize(auth: &Auth, peer: SocketAddr, mut request: Request, next: Ro
             return with_challenge(problem);
         }
     };
-    if let Err(wait) = auth.limiter.take(&key.key.id, now_ms) {
-        return rate_limited(&key.key, wait);
+    if let Err(wait) = auth.limiter.take(&stored.key.id, now_ms) {
+        return rate_limited(&stored.key, wait);
     }
     let path = request.uri().path();
     let scope = scope_for(request.method(), path);
-    if !key.key.allows(scope) {
+    if !stored.key.allows(scope) {
         return Problem::new(
             StatusCode::FORBIDDEN,
             "insufficient-scope",
             "the key lacks a scope",
             format!(
                 "the key `{}` lacks the scope `{}`: create a key with `--scope {}`",
-                key.key.prefix(),
+                stored.key.prefix(),
                 scope.label(),
                 scope.label()
             ),
@@ -434,7 +429,7 @@ async fn authorize(auth: &Auth, peer: SocketAddr, mut request: Request, next: Ro
     if let Some(id) = instance_of(path).map(str::to_owned)
         && let Ok(read) = auth.store.load(&id).await
     {
-        if !keys::visible_to(&read.state, &key.key) {
+        if !keys::visible_to(&read.state, &stored.key) {
             // Another key's instance: as if it did not exist.
             return Problem::new(
                 StatusCode::NOT_FOUND,
@@ -446,7 +441,7 @@ async fn authorize(auth: &Auth, peer: SocketAddr, mut request: Request, next: Ro
         }
         request.extensions_mut().insert(Read { id, read });
     }
-    request.extensions_mut().insert(Caller(key));
+    request.extensions_mut().insert(Caller(stored));
     run(next, request).await
 }
 
