@@ -21,10 +21,12 @@
 #                         [BEFORE=path/to/another/engine] [BEFORE_ARGS="more serve arguments"]
 # BEFORE adds a fourth target, `before`: that build's `engine serve` on the same store (a copy of
 # an earlier `target/release/engine`), measured in the same rounds, to compare a change;
-# BEFORE_ARGS are added to its command line (`BEFORE=target/release/engine BEFORE_ARGS="--state-cache
+# BEFORE_ARGS are added to its command line (`BEFORE=target/production/engine BEFORE_ARGS="--state-cache
 # 0"`: this build with the state cache off).
+# PROFILE (production) is the cargo profile every target is built with: `production`, the build
+# docs/serve.md deploys `engine serve` with (optimised at link time), or `release`.
 # Needs oha (`cargo install oha --locked`, installed here when missing) and curl; wrk is used
-# for (a) when installed (`apt-get install -y wrk`). Builds release.
+# for (a) when installed (`apt-get install -y wrk`). Builds PROFILE.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,8 +41,10 @@ if ! command -v oha >/dev/null; then
   cargo install oha --locked || { echo "skipped: oha could not be installed"; exit 0; }
 fi
 
-cargo build --release --locked -p engine-cli -p engine-emulator -p engine-bench
-engine="$root/target/release/engine"
+profile="${PROFILE:-production}"
+cargo build --profile "$profile" --locked -p engine-cli -p engine-emulator -p engine-bench
+binaries="target/$profile"
+engine="$root/$binaries/engine"
 work="$root/target/bench/serve"
 rm -rf "$work" && mkdir -p "$work"
 
@@ -50,7 +54,7 @@ start_emulator
 
 token="$(curl -sf -u demo-client:demo-secret -d grant_type=client_credentials "$emulator/oauth/token" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')"
-target/release/passthrough "$emulator" "$token" >"$work/passthrough.out" &
+"$binaries/passthrough" "$emulator" "$token" >"$work/passthrough.out" &
 pids+=($!)
 passthrough="$(listening "$work/passthrough.out")"
 [[ -n "$passthrough" ]] || { echo "error: passthrough did not start" >&2; exit 1; }
@@ -91,12 +95,15 @@ shown() { printf '%q ' "$@" | sed -e "s/$token/TOKEN/g" -e "s/$key/KEY/g"; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # The CPU time a process has used, in clock ticks: user and system.
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
-# The context switches of all its threads, voluntary and not.
-switches() { cat "/proc/$1/task/"*/status | awk '/ctxt_switches/ { sum += $2 } END { print sum }'; }
+# The context switches of all its threads, voluntary and not (a thread that ends while they are
+# read, one of the runtime's blocking pool, is left out).
+switches() {
+  { cat "/proc/$1/task/"*/status 2>/dev/null || true; } | awk '/ctxt_switches/ { sum += $2 } END { print sum }'
+}
 tick_us=$((1000000 / $(getconf CLK_TCK)))
 
 echo
-echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+echo "machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1); profile $profile"
 echo "== (a) throughput, closed loop: $connections connections, ${seconds} s, $runs interleaved runs"
 declare -A throughput
 declare -A cpu

@@ -1,6 +1,7 @@
 # Shared by bench/serve.sh and bench/serve_instructions.sh (sourced, not run): the processes
 # they start, ended on exit; the vendor emulator; a SQLite store with the instance `acme` of
-# connectors/demo.json. Expects `work` (a fresh directory) and `engine` to be set.
+# connectors/demo.json. Expects `work` (a fresh directory) and `engine` to be set; `binaries`
+# (target/release when unset) is where the emulator is.
 
 pids=()
 trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done' EXIT
@@ -16,7 +17,7 @@ listening() {
 
 # Starts the vendor emulator: sets `emulator` to its URL.
 start_emulator() {
-  target/release/vendor-emulator --port 0 >"$work/emulator.out" &
+  "${binaries:-target/release}/vendor-emulator" --port 0 >"$work/emulator.out" &
   pids+=($!)
   emulator="$(listening "$work/emulator.out")"
   [[ -n "$emulator" ]] || { echo "error: the vendor emulator did not start" >&2; exit 1; }
