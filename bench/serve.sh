@@ -60,7 +60,6 @@ passthrough="$(listening "$work/passthrough.out")"
 [[ -n "$passthrough" ]] || { echo "error: passthrough did not start" >&2; exit 1; }
 
 import_acme
-key="$("$engine" keys create bench --scope resources --store "$store")"
 # The rate limit per key far above what is offered: the limiter is measured, never hit.
 "$engine" serve --store "$store" --connectors connectors --listen 127.0.0.1:0 --rate 1000000/s \
   2>"$work/serve.err" &

@@ -24,11 +24,13 @@ start_emulator() {
 }
 
 # Imports `acme` (the emulator's client credentials, no token yet) into a new SQLite store
-# under `work`, encrypted with a new key: sets `store` and exports ENGINE_SECRET_KEY.
+# under `work`, encrypted with a new key, and creates the API key `bench` (scope `resources`):
+# sets `store` and `key`, and exports ENGINE_SECRET_KEY.
 import_acme() {
   export ENGINE_SECRET_KEY="k1:$(head -c 32 /dev/urandom | base64)"
   store="sqlite:$work/instances.db"
   printf '{"base.url": "%s", "client.id": "demo-client", "client.secret": "demo-secret"}\n' \
     "$emulator" >"$work/acme.json"
   "$engine" instances import "$work/acme.json" --connector demo --store "$store" 2>/dev/null
+  key="$("$engine" keys create bench --scope resources --store "$store" 2>/dev/null)"
 }

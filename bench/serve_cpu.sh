@@ -30,7 +30,6 @@ rm -rf "$work" && mkdir -p "$work"
 source "$root/bench/serve_common.sh"
 start_emulator
 import_acme
-key="$("$engine" keys create bench --scope resources --store "$store" 2>/dev/null)"
 urls=()
 servers=()
 for i in 0 1; do

@@ -25,7 +25,6 @@ rm -rf "$work" && mkdir -p "$work"
 source "$root/bench/serve_common.sh"
 start_emulator
 import_acme
-key="$("$engine" keys create bench --scope resources --store "$store" 2>/dev/null)"
 # shellcheck disable=SC2086 # SERVE_ARGS: words
 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
   "$engine" serve --store "$store" --connectors connectors --listen 127.0.0.1:0 --rate 1000000/s \
