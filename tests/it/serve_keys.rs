@@ -168,6 +168,12 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
         ("GET", "/v1/instances/owned/history"),
         ("POST", "/v1/instances/owned/refresh"),
         ("GET", "/v1/instances/owned/resources/list-contacts"),
+        // The id percent-encoded names the same instance, and is refused the same way.
+        ("GET", "/v1/instances/own%65d"),
+        ("GET", "/v1/instances/own%65d/history"),
+        ("POST", "/v1/instances/%6Fwned/refresh"),
+        ("GET", "/v1/instances/own%65d/resources/list-contacts"),
+        ("DELETE", "/v1/instances/cr%65ated"),
     ] {
         let answer = call(&bob_client, method, &url(path)).await;
         assert_eq!(answer.status, 404, "{method} {path}: {}", answer.body);
@@ -177,6 +183,10 @@ async fn keys_authenticate_scope_own_and_rate_limit_every_call() {
         );
         answers.push(answer);
     }
+    // An id that is not UTF-8 once decoded: refused before any handler.
+    let answer = call(&bob_client, "GET", &url("/v1/instances/%FF/history")).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(answer.content_type, "application/problem+json");
     // Another key's delete left it alone.
     let kept = call(&alice_client, "GET", &url("/v1/instances/created")).await;
     assert_eq!(kept.status, 200, "{}", kept.body);

@@ -5,6 +5,7 @@
 //! a call costs no store read for its key; a revocation is refused by every server within that
 //! time.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::str::Utf8Error;
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -21,11 +23,11 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use engine_runtime::Clock;
 use engine_service::keys::{self, ApiKey, KeyMac, Scope, StoredKey};
-use engine_store::{InstanceStore, Versioned};
+use engine_store::{InstanceStore, StoreErrorKind, Versioned};
 use tokio::net::TcpListener;
 use tower_service::Service;
 
-use crate::problem::Problem;
+use crate::problem::{Failure, Problem};
 
 /// How long a key looked up in the store is trusted, in seconds: a revoked key is refused by
 /// every server at most this long after its revocation.
@@ -344,11 +346,13 @@ pub(crate) fn scope_for(method: &Method, path: &str) -> Scope {
     }
 }
 
-/// The instance id a path names: `/v1/instances/{id}` and below.
-fn instance_of(path: &str) -> Option<&str> {
+/// The instance id a path names (`/v1/instances/{id}` and below), percent-decoded as the
+/// router decodes it for the handlers (`acm%65` is `acme`): the instance the handler reads is
+/// the one the key check read. `Err` when the segment is not UTF-8 once decoded.
+fn instance_of(path: &str) -> Option<Result<Cow<'_, str>, Utf8Error>> {
     let rest = path.strip_prefix("/v1/instances/")?;
     let id = rest.split('/').next()?;
-    (!id.is_empty()).then_some(id)
+    (!id.is_empty()).then(|| percent_encoding::percent_decode_str(id).decode_utf8())
 }
 
 /// True when `caller` may see the instance `id` of `store` (it owns it, or no key does); a
@@ -426,20 +430,32 @@ async fn authorize(auth: &Auth, peer: SocketAddr, mut request: Request, next: Ro
         )
         .into_response();
     }
-    if let Some(id) = instance_of(path).map(str::to_owned)
-        && let Ok(read) = auth.store.load(&id).await
-    {
-        if !keys::visible_to(&read.state, &stored.key) {
-            // Another key's instance: as if it did not exist.
-            return Problem::new(
-                StatusCode::NOT_FOUND,
-                "instance-not-found",
-                "no such instance",
-                format!("instance `{id}` does not exist"),
+    if let Some(id) = instance_of(path) {
+        let Ok(id) = id.map(Cow::into_owned) else {
+            return Failure::BadRequest(
+                "the instance id in the path is not UTF-8 once percent-decoded".to_owned(),
             )
             .into_response();
+        };
+        match auth.store.load(&id).await {
+            Ok(read) => {
+                if !keys::visible_to(&read.state, &stored.key) {
+                    // Another key's instance: as if it did not exist.
+                    return Problem::new(
+                        StatusCode::NOT_FOUND,
+                        "instance-not-found",
+                        "no such instance",
+                        format!("instance `{id}` does not exist"),
+                    )
+                    .into_response();
+                }
+                request.extensions_mut().insert(Read { id, read });
+            }
+            // No such instance: the handler says so, or makes it.
+            Err(error) if matches!(error.kind(), StoreErrorKind::NotFound { .. }) => {}
+            // Whose it is cannot be told: nothing is done with it.
+            Err(error) => return Failure::from(error).into_response(),
         }
-        request.extensions_mut().insert(Read { id, read });
     }
     request.extensions_mut().insert(Caller(stored));
     run(next, request).await
@@ -695,8 +711,16 @@ mod tests {
         for (method, path, scope) in cases {
             assert_eq!(scope_for(&method, path), scope, "{method} {path}");
         }
-        assert_eq!(instance_of("/v1/instances/a/history"), Some("a"));
-        assert_eq!(instance_of("/v1/instances"), None);
-        assert_eq!(instance_of("/v1/instances/"), None);
+        let id = |path| instance_of(path).map(|id| id.map(Cow::into_owned));
+        assert_eq!(id("/v1/instances/a/history"), Some(Ok("a".to_owned())));
+        // Decoded as the router decodes it for the handlers.
+        assert_eq!(
+            id("/v1/instances/acm%65/history"),
+            Some(Ok("acme".to_owned()))
+        );
+        assert_eq!(id("/v1/instances/a%2Fb"), Some(Ok("a/b".to_owned())));
+        assert!(id("/v1/instances/%FF").is_some_and(|id| id.is_err()));
+        assert_eq!(id("/v1/instances"), None);
+        assert_eq!(id("/v1/instances/"), None);
     }
 }
