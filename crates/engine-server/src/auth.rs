@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use engine_runtime::Clock;
 use engine_service::keys::{self, ApiKey, KeyMac, Scope, StoredKey};
-use engine_store::{InstanceStore, StoreErrorKind, Versioned};
+use engine_store::{InstanceStore, Versioned};
 use tokio::net::TcpListener;
 use tower_service::Service;
 
@@ -452,7 +452,7 @@ async fn authorize(auth: &Auth, peer: SocketAddr, mut request: Request, next: Ro
                 request.extensions_mut().insert(Read { id, read });
             }
             // No such instance: the handler says so, or makes it.
-            Err(error) if matches!(error.kind(), StoreErrorKind::NotFound { .. }) => {}
+            Err(error) if error.kind().is_absent() => {}
             // Whose it is cannot be told: nothing is done with it.
             Err(error) => return Failure::from(error).into_response(),
         }

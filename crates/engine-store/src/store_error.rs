@@ -28,6 +28,14 @@ impl From<StoreErrorKind> for StoreError {
     }
 }
 
+impl StoreErrorKind {
+    /// True when the store holds no such instance: [`StoreErrorKind::NotFound`] (a file store)
+    /// or [`StoreErrorKind::UnknownInstance`] (a database store).
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Self::NotFound { .. } | Self::UnknownInstance { .. })
+    }
+}
+
 /// The cause of a [`StoreError`].
 ///
 /// `path` is the instance file, except where a variant says otherwise. A

@@ -146,13 +146,6 @@ fn scheduled(
     state
 }
 
-fn is_absent(kind: &StoreErrorKind) -> bool {
-    matches!(
-        kind,
-        StoreErrorKind::NotFound { .. } | StoreErrorKind::UnknownInstance { .. }
-    )
-}
-
 /// A stale writer (one that read an older version) fails with `Conflict` and, re-reading, sees
 /// the newer state; the newer state is never overwritten.
 async fn cas_conflict(backend: &dyn Backend) {
@@ -332,8 +325,15 @@ async fn delete_fenced(backend: &dyn Backend) {
         }
     ));
     store.delete("gone", 2).await.unwrap();
-    assert!(is_absent(store.load("gone").await.unwrap_err().kind()));
-    assert!(is_absent(store.delete("gone", 2).await.unwrap_err().kind()));
+    assert!(store.load("gone").await.unwrap_err().kind().is_absent());
+    assert!(
+        store
+            .delete("gone", 2)
+            .await
+            .unwrap_err()
+            .kind()
+            .is_absent()
+    );
     assert!(
         store
             .list(Page::default())
