@@ -200,6 +200,47 @@ async fn instances_are_created_with_their_tokens_checked_and_deleted_through_on_
         &format!("Bearer {TOKEN}")
     );
     assert!(received_at(&vendor_server, "/oauth/token").await.is_empty());
+    // The resource as `METHOD:/path`, percent-encoded in one path segment: the same call.
+    let by_path = send(request(
+        &client,
+        "GET",
+        &format!("{instances}/acme/resources/GET%3A%2Fcontacts"),
+        None,
+    ))
+    .await;
+    assert_eq!(by_path.status, 200, "{}", by_path.body);
+    assert_eq!(by_path.body, call.body);
+    assert_eq!(received_at(&vendor_server, "/contacts").await.len(), 2);
+    // A path that names no resource call: `404` without asking the vendor; a resource that is
+    // not UTF-8 once decoded: `400`.
+    for (path, status, kind) in [
+        ("acme/resources/list-contacts/more", 404, "not-found"),
+        ("acme/resources/", 404, "not-found"),
+        ("acme/resources", 404, "not-found"),
+        ("acme/resources/no-such-resource", 404, "resource-not-found"),
+        ("nobody/resources/list-contacts", 404, "instance-not-found"),
+        ("acme/resources/%FF", 400, "bad-request"),
+    ] {
+        let answer = send(request(
+            &client,
+            "GET",
+            &format!("{instances}/{path}"),
+            None,
+        ))
+        .await;
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        assert_eq!(
+            answer.header("content-type"),
+            Some("application/problem+json"),
+            "{path}"
+        );
+        assert_eq!(
+            answer.json()["type"],
+            format!("urn:engine:problem:{kind}"),
+            "{path}"
+        );
+    }
+    assert_eq!(received_at(&vendor_server, "/contacts").await.len(), 2);
 
     // The same id again: `409`.
     let duplicate = send(request(&client, "POST", &instances, Some(&body))).await;

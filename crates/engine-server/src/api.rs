@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use engine_runtime::{Inputs, NoObserver, RunErrorKind, RunRequest};
 use engine_service::{DeleteConnector, NewInstance};
 use engine_service::{Due, InstanceState, Outcome, Refresh, RefreshOptions, Trigger};
@@ -22,7 +22,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::auth::Read;
 use crate::problem::{Failure, Problem};
 
 /// How far ahead a forced refresh looks: any token that expires at all is refreshed.
@@ -46,7 +45,6 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/instances/{id}/refresh", post(refresh))
         .route("/v1/instances/{id}/history", get(history))
         .route("/v1/events", get(crate::events::list))
-        .route("/v1/instances/{id}/resources/{resource}", any(resource))
         .fallback(not_found)
         .with_state(app)
 }
@@ -451,9 +449,15 @@ async fn history(
     ),
     security(("api_key" = ["resources"]))
 ))]
-async fn resource(State(app): State<Arc<App>>, request: Request) -> Response {
+pub(crate) async fn resource(
+    app: &Arc<App>,
+    id: &str,
+    resource: &str,
+    read: Option<Versioned>,
+    request: Request,
+) -> Response {
     let started = Instant::now();
-    let response = match call(&app, request).await {
+    let response = match call(app, id, resource, read, request).await {
         Ok(response) => response,
         Err(failure) => failure.into_response(),
     };
@@ -463,28 +467,30 @@ async fn resource(State(app): State<Arc<App>>, request: Request) -> Response {
 }
 
 /// A resource call: the instance's resource run with the request's query, headers and body as
-/// its inputs.
-async fn call(app: &Arc<App>, request: Request) -> Result<Response, Failure> {
+/// its inputs. `read` is the instance as the key check read it, when it exists.
+async fn call(
+    app: &Arc<App>,
+    id: &str,
+    resource: &str,
+    read: Option<Versioned>,
+    request: Request,
+) -> Result<Response, Failure> {
     let (mut parts, body) = request.into_parts();
-    let (id, resource) = match Path::<(String, String)>::from_request_parts(&mut parts, app).await {
-        Ok(Path(names)) => names,
-        Err(rejection) => return Ok(rejection.into_response()),
-    };
     let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
         .map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
     // The request's own headers, taken rather than copied; its body within the server's limit.
     let headers = std::mem::take(&mut parts.headers);
     // The key check's read, when it had one: a call reads the store once before its run.
-    let read = match parts.extensions.remove::<Read>() {
-        Some(Read { id: read_id, read }) if read_id == id => read,
-        _ => app.stored(&id).await?,
+    let read = match read {
+        Some(read) => read,
+        None => app.stored(id).await?,
     };
     let body = match Bytes::from_request(Request::from_parts(parts, body), app).await {
         Ok(body) => body,
         Err(rejection) => return Ok(rejection.into_response()),
     };
     let Some(name) = engine_store::connector_of(&read.state) else {
-        return Err(Failure::NoConnector(id));
+        return Err(Failure::NoConnector(id.to_owned()));
     };
     let connector = app.connector(name)?;
     let body = if body.iter().all(u8::is_ascii_whitespace) {
@@ -504,9 +510,9 @@ async fn call(app: &Arc<App>, request: Request) -> Result<Response, Failure> {
     let store = app.calling(name, &connector);
     let request = RunRequest {
         connector: &connector,
-        selector: &resource,
+        selector: resource,
         inputs: &inputs,
-        instance: &id,
+        instance: id,
     };
     let recorder = engine_service::Recorder::new(&NoObserver);
     let result = app.engine.run(&request, &*store, &recorder).await;

@@ -23,10 +23,11 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use engine_runtime::Clock;
 use engine_service::keys::{self, ApiKey, KeyMac, Scope, StoredKey};
-use engine_store::{InstanceStore, Versioned};
+use engine_store::InstanceStore;
 use tokio::net::TcpListener;
 use tower_service::Service;
 
+use crate::app::App;
 use crate::problem::{Failure, Problem};
 
 /// How long a key looked up in the store is trusted, in seconds: a revoked key is refused by
@@ -48,16 +49,6 @@ impl Caller {
     pub fn key(&self) -> &ApiKey {
         &self.0.key
     }
-}
-
-/// The instance the request's path names, as the key check read it to see that the key sees
-/// it, in the request's extensions: a resource call runs on it instead of reading it again.
-#[derive(Debug, Clone)]
-pub(crate) struct Read {
-    /// The instance's id.
-    pub(crate) id: String,
-    /// Its state as stored (encrypted values stay so).
-    pub(crate) read: Versioned,
 }
 
 /// A rate of requests per key: `per_second` on average, bursts of up to `burst`.
@@ -346,6 +337,16 @@ pub(crate) fn scope_for(method: &Method, path: &str) -> Scope {
     }
 }
 
+/// The resource a resource call's path names: `{resource}` of
+/// `/v1/instances/{id}/resources/{resource}`, one segment, still percent-encoded. `None` for any
+/// other path (`.../resources`, `.../resources/a/b`: the router's `404`).
+fn resource_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/instances/")?;
+    let (id, rest) = rest.split_once('/')?;
+    let resource = rest.strip_prefix("resources/")?;
+    (!id.is_empty() && !resource.is_empty() && !resource.contains('/')).then_some(resource)
+}
+
 /// The instance id a path names (`/v1/instances/{id}` and below), percent-decoded as the
 /// router decodes it for the handlers (`acm%65` is `acme`): the instance the handler reads is
 /// the one the key check read. `Err` when the segment is not UTF-8 once decoded.
@@ -377,8 +378,14 @@ const OPEN: [&str; 2] = [CALLBACK, "/v1/openapi.json"];
 /// The check of every request: `/v1` and below need a valid key (401), within its rate
 /// (429), with the scope (403), and see only the instances they may (404). An address that
 /// presented too many keys that are not valid, or callbacks with a `state` no flow has, waits
-/// (429) before anything is looked up.
-async fn authorize(auth: &Auth, peer: SocketAddr, mut request: Request, next: Router) -> Response {
+/// (429) before anything is looked up. Then the request goes to the router, but for a resource
+/// call, which is run here on the instance the check read ([`crate::api::resource`]).
+async fn authorize(
+    Gated { auth, app, router }: &Gated,
+    peer: SocketAddr,
+    mut request: Request,
+) -> Response {
+    let next = router.clone();
     let path = request.uri().path();
     let open = (path != "/v1" && !path.starts_with("/v1/")) || OPEN.contains(&path);
     let callback = path == CALLBACK;
@@ -430,6 +437,7 @@ async fn authorize(auth: &Auth, peer: SocketAddr, mut request: Request, next: Ro
         )
         .into_response();
     }
+    let mut named = None;
     if let Some(id) = instance_of(path) {
         let Ok(id) = id.map(Cow::into_owned) else {
             return Failure::BadRequest(
@@ -449,13 +457,31 @@ async fn authorize(auth: &Auth, peer: SocketAddr, mut request: Request, next: Ro
                     )
                     .into_response();
                 }
-                request.extensions_mut().insert(Read { id, read });
+                named = Some((id, Some(read)));
             }
             // No such instance: the handler says so, or makes it.
-            Err(error) if error.kind().is_absent() => {}
+            Err(error) if error.kind().is_absent() => {
+                named = Some((id, None));
+            }
             // Whose it is cannot be told: nothing is done with it.
             Err(error) => return Failure::from(error).into_response(),
         }
+    }
+    // A resource call runs on the instance just read, its path taken apart here: the router
+    // has no route for it (its matching, its path parameters and its boxed futures cost more
+    // per call than the check).
+    if scope == Scope::Resources
+        && let Some((id, read)) = named
+        && let Some(resource) = resource_of(path)
+    {
+        let Ok(resource) = percent_encoding::percent_decode_str(resource).decode_utf8() else {
+            return Failure::BadRequest(
+                "the resource in the path is not UTF-8 once percent-decoded".to_owned(),
+            )
+            .into_response();
+        };
+        let resource = resource.into_owned();
+        return crate::api::resource(app, &id, &resource, read, request).await;
     }
     request.extensions_mut().insert(Caller(stored));
     run(next, request).await
@@ -469,9 +495,11 @@ async fn run(mut router: Router, request: Request) -> Response {
     }
 }
 
-/// What every connection's [`Gate`] shares: the key check's state and the routes.
+/// What every connection's [`Gate`] shares: the key check's state, the service's (for the
+/// resource calls the check answers itself) and the routes.
 struct Gated {
     auth: Arc<Auth>,
+    app: Arc<App>,
     router: Router,
 }
 
@@ -488,8 +516,8 @@ pub(crate) struct Gate {
 impl Gate {
     /// The services of `router`'s connections, each request checked against `auth`; the
     /// connection's address comes from `axum::serve`'s accepted stream.
-    pub(crate) fn per_connection(auth: Arc<Auth>, router: Router) -> PerConnection {
-        PerConnection(Arc::new(Gated { auth, router }))
+    pub(crate) fn per_connection(auth: Arc<Auth>, app: Arc<App>, router: Router) -> PerConnection {
+        PerConnection(Arc::new(Gated { auth, app, router }))
     }
 }
 
@@ -504,10 +532,7 @@ impl Service<Request> for Gate {
 
     fn call(&mut self, request: Request) -> Self::Future {
         let gate = self.clone();
-        Box::pin(async move {
-            let Gated { auth, router } = &*gate.gated;
-            Ok(authorize(auth, gate.peer, request, router.clone()).await)
-        })
+        Box::pin(async move { Ok(authorize(&gate.gated, gate.peer, request).await) })
     }
 }
 

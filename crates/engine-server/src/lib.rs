@@ -318,12 +318,15 @@ impl Server {
             .merge(openapi::router());
         // Every request goes through the key check, which knows the peer's address (the status
         // page answers loopback callers only).
-        let served = axum::serve(self.listener, auth::Gate::per_connection(self.auth, router))
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop.send(true);
-            })
-            .await;
+        let served = axum::serve(
+            self.listener,
+            auth::Gate::per_connection(self.auth, Arc::clone(&self.app), router),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await;
         // The scheduler and the sender stop at their `stop` (or when it is dropped, on an
         // error), each after the refresh or delivery under way.
         pacer.abort();
