@@ -283,12 +283,19 @@ pub struct RunOutput {
 }
 
 impl RunOutput {
-    /// The last response's headers, in the order received, a value that holds a secret masked
-    /// (values that are not text left out).
-    pub fn headers(&self) -> reqwest::header::HeaderMap {
+    /// The last response's headers that `keep` keeps, in the order received, a value that
+    /// holds a secret masked (values that are not text left out). Only those kept are looked
+    /// at for secrets.
+    pub fn headers(
+        &self,
+        keep: impl Fn(&reqwest::header::HeaderName) -> bool,
+    ) -> reqwest::header::HeaderMap {
         let received = &self.response_headers.0;
-        let mut masked = reqwest::header::HeaderMap::with_capacity(received.len());
+        let mut masked = reqwest::header::HeaderMap::new();
         for (name, value) in received {
+            if !keep(name) {
+                continue;
+            }
             let Ok(text) = value.to_str() else {
                 continue;
             };

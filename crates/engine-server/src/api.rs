@@ -538,7 +538,10 @@ async fn call(
     match result {
         Ok(output) => {
             let status = StatusCode::from_u16(output.status).unwrap_or(StatusCode::OK);
-            let headers = output.headers();
+            // Only the headers that come back are looked at for secrets.
+            let connection = output.headers(|name| name == header::CONNECTION);
+            let returning = Returned::new(connection.get_all(header::CONNECTION).iter(), false);
+            let headers = output.headers(|name| returning.keeps(name));
             let mut response = match output.body.json_bytes() {
                 // The vendor's JSON as it came: nothing changed it, and it holds no secret
                 // (`Body::masked`). Not read into values and written out again.
@@ -553,8 +556,8 @@ async fn call(
                     .into_response(),
                 None => (status, axum::Json(output.body)).into_response(),
             };
-            for (name, value) in returned(&headers, false) {
-                response.headers_mut().append(name, value);
+            for (name, value) in &headers {
+                response.headers_mut().append(name, value.clone());
             }
             Ok(response)
         }
@@ -592,13 +595,7 @@ const NOT_FORWARDED: &[HeaderName] = &[
 /// The caller's headers that become the call's header inputs: all but [`NOT_FORWARDED`],
 /// `Keep-Alive`, `Proxy-*` and those `Connection` names; values that are not text are dropped.
 fn forwarded(headers: &HeaderMap) -> Vec<(String, String)> {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .collect();
+    let named = connection_names(headers.get_all(header::CONNECTION).iter());
     headers
         .iter()
         .filter(|(name, _)| {
@@ -614,7 +611,7 @@ fn forwarded(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The vendor's response headers that come back to the caller: all but the hop-by-hop ones
+/// Which of the vendor's response headers come back to the caller: all but the hop-by-hop ones
 /// (`Connection` and those it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
 /// `Transfer-Encoding`, `Upgrade`), those that describe the vendor's encoding of its body
 /// (`Content-Length`, `Content-Encoding`: the answer's body is decoded and masked), this
@@ -622,37 +619,51 @@ fn forwarded(headers: &HeaderMap) -> Vec<(String, String)> {
 /// session with it, not to the caller's with this service. `Content-Type` too when `body_typed`
 /// is false: a successful answer's body is the engine's JSON after `rootKey`, whatever the
 /// vendor sent.
-fn returned(headers: &HeaderMap, body_typed: bool) -> Vec<(HeaderName, HeaderValue)> {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
+struct Returned {
+    /// The names the vendor's `Connection` header lists.
+    named: Vec<String>,
+    body_typed: bool,
+}
+
+impl Returned {
+    /// For an answer whose `Connection` header has the values `connection`.
+    fn new<'a>(connection: impl Iterator<Item = &'a HeaderValue>, body_typed: bool) -> Self {
+        Self {
+            named: connection_names(connection),
+            body_typed,
+        }
+    }
+
+    /// True when the header `name` comes back.
+    fn keeps(&self, name: &HeaderName) -> bool {
+        const DROPPED: [HeaderName; 10] = [
+            header::CONNECTION,
+            header::TE,
+            header::TRAILER,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+            header::CONTENT_LENGTH,
+            header::CONTENT_ENCODING,
+            header::DATE,
+            header::SERVER,
+            header::SET_COOKIE,
+        ];
+        let text = name.as_str();
+        !DROPPED.contains(name)
+            && (self.body_typed || *name != header::CONTENT_TYPE)
+            && text != "keep-alive"
+            && !text.starts_with("proxy-")
+            && !self.named.iter().any(|named| named == text)
+    }
+}
+
+/// The header names a `Connection` header's values list (hop-by-hop for this connection),
+/// lowercase.
+fn connection_names<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Vec<String> {
+    values
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(|name| name.trim().to_ascii_lowercase())
-        .collect();
-    let dropped = [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::CONTENT_LENGTH,
-        header::CONTENT_ENCODING,
-        header::DATE,
-        header::SERVER,
-        header::SET_COOKIE,
-    ];
-    headers
-        .iter()
-        .filter(|(name, _)| {
-            let text = name.as_str();
-            !dropped.contains(name)
-                && (body_typed || *name != header::CONTENT_TYPE)
-                && text != "keep-alive"
-                && !text.starts_with("proxy-")
-                && !named.iter().any(|named| named == text)
-        })
-        .map(|(name, value)| (name.clone(), value.clone()))
         .collect()
 }
 
@@ -669,10 +680,14 @@ fn vendor_answer(status: u16, body: String, headers: &[(String, String)]) -> Res
             ))
         })
         .collect();
-    let returned = returned(&received, true);
+    let returning = Returned::new(received.get_all(header::CONNECTION).iter(), true);
+    let returned: Vec<(&HeaderName, &HeaderValue)> = received
+        .iter()
+        .filter(|(name, _)| returning.keeps(name))
+        .collect();
     let typed = returned
         .iter()
-        .any(|(name, _)| name == header::CONTENT_TYPE);
+        .any(|(name, _)| *name == header::CONTENT_TYPE);
     let kind = if serde_json::from_str::<Value>(&body).is_ok() {
         "application/json"
     } else {
@@ -686,7 +701,7 @@ fn vendor_answer(status: u16, body: String, headers: &[(String, String)]) -> Res
         answer.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     }
     for (name, value) in returned {
-        answer.append(name, value);
+        answer.append(name, value.clone());
     }
     response
 }
