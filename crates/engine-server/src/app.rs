@@ -1,7 +1,6 @@
 //! What every handler shares: the store, the connectors, the engine, the scheduler's wake-up and
 //! clock, the metrics and the webhook sender's wake-up.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use engine_runtime::Engine;
@@ -32,7 +31,7 @@ pub(crate) struct App {
     pub(crate) open_status_page: bool,
     /// The store that encrypts and decrypts by a connector's rule ([`App::sealed`]), by the
     /// connector's name, with the connector it was made for.
-    pub(crate) sealed: Mutex<HashMap<String, Sealed>>,
+    pub(crate) sealed: Mutex<foldhash::HashMap<String, Sealed>>,
     /// The states resource calls run on, read less than its time to live ago; `None`: off
     /// (`--state-cache 0`).
     pub(crate) state_cache: Option<Arc<StateCache>>,

@@ -6,7 +6,6 @@
 //! time.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -103,6 +102,11 @@ const FAILED_AUTHENTICATIONS: Rate = Rate {
     burst: 20,
 };
 
+/// A map keyed by what callers send (key ids, addresses): foldhash's `quality` hasher, seeded at
+/// random per process, which callers cannot predict; the maps are bounded besides
+/// ([`MAX_BUCKETS`], [`MAX_CACHED`]). Faster than the standard library's `SipHash` on every call.
+type CallerMap<K, V> = std::collections::HashMap<K, V, foldhash::quality::RandomState>;
+
 /// At most this many buckets are kept; past it they all start again full (a limit is then lost
 /// for the addresses and keys that had spent theirs, which takes this many addresses to cause).
 const MAX_BUCKETS: usize = 10_000;
@@ -113,7 +117,7 @@ pub(crate) struct Limiter<K = String> {
     rate: Rate,
     /// Key → (tokens left, when they were counted, epoch ms). A key without a bucket has a
     /// full one.
-    buckets: Mutex<HashMap<K, (f64, u64)>>,
+    buckets: Mutex<CallerMap<K, (f64, u64)>>,
 }
 
 impl<K: Eq + std::hash::Hash> Limiter<K> {
@@ -191,7 +195,7 @@ pub(crate) struct Auth {
     pub(crate) limiter: Limiter,
     /// Requests that presented no valid key, per caller address ([`FAILED_AUTHENTICATIONS`]).
     failures: Limiter<IpAddr>,
-    cache: Mutex<HashMap<String, Cached>>,
+    cache: Mutex<CallerMap<String, Cached>>,
 }
 
 /// A key id's entry in the cache.
@@ -255,7 +259,7 @@ impl Auth {
         Ok(key)
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, CallerMap<String, Cached>> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

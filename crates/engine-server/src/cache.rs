@@ -19,7 +19,7 @@
 //! The states kept are those the wrapped store hands out: the sealed stores' are decrypted, as
 //! they are in memory during a call anyway. They are never logged (`Debug` shows no state).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -54,7 +54,7 @@ impl std::fmt::Debug for StateCache {
 
 #[derive(Default)]
 struct Entries {
-    by_id: HashMap<String, Entry>,
+    by_id: foldhash::HashMap<String, Entry>,
     /// Ids in the order they were filled, with the fill's stamp: a stamp that is no longer the
     /// entry's is skipped.
     order: VecDeque<(String, u64)>,

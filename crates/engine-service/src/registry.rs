@@ -1,7 +1,6 @@
 //! Connector loading, and the [`Registry`]: connectors loaded once, found by the name an
 //! instance records (`engine_store::connector_of`), reloaded when their file changes.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -47,10 +46,10 @@ struct Entry {
 /// [`Registry::recheck_every`]).
 #[derive(Debug, Default)]
 pub struct Registry {
-    /// Entries by path, as loaded.
-    entries: HashMap<PathBuf, Entry>,
+    /// Entries by path, as loaded. (The maps of a process's own connectors: hashed fast.)
+    entries: foldhash::HashMap<PathBuf, Entry>,
     /// Other names (stems, keys) of the entries, to their path.
-    aliases: HashMap<String, PathBuf>,
+    aliases: foldhash::HashMap<String, PathBuf>,
     /// The directory [`Registry::load`] loaded; `None`: every name is a path.
     directory: Option<PathBuf>,
     /// How long a file's modification time is trusted before it is read again.
@@ -130,11 +129,11 @@ impl Registry {
     /// file has it as its path, and with the load's error when the file cannot be read (a
     /// registry without a directory) or is invalid now.
     pub fn get(&mut self, name: &str) -> Result<Arc<Connector>, Error> {
-        let path = match self.aliases.get(name) {
-            Some(path) => path.clone(),
-            None => PathBuf::from(name),
-        };
-        if let Some(entry) = self.entries.get_mut(&path) {
+        let path = self
+            .aliases
+            .get(name)
+            .map_or_else(|| Path::new(name), PathBuf::as_path);
+        if let Some(entry) = self.entries.get_mut(path) {
             if entry.checked.elapsed() < self.recheck {
                 return Ok(Arc::clone(&entry.connector));
             }
@@ -143,7 +142,7 @@ impl Registry {
                 return Ok(Arc::clone(&entry.connector));
             }
         }
-        if self.directory.is_some() && !self.entries.contains_key(&path) && !path.is_file() {
+        if self.directory.is_some() && !self.entries.contains_key(path) && !path.is_file() {
             let mut known: Vec<String> = self
                 .aliases
                 .keys()
@@ -157,6 +156,7 @@ impl Registry {
             }
             .into());
         }
+        let path = path.to_owned();
         self.insert(&path)
     }
 
