@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Bytes, HttpBody};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -476,8 +476,11 @@ async fn call(
     request: Request,
 ) -> Result<Response, Failure> {
     let (mut parts, body) = request.into_parts();
-    let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-        .map_err(|rejection| Failure::BadRequest(rejection.body_text()))?;
+    // As `Query` reads them (`+` a space, percent-decoded), without its deserializer.
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     // The request's own headers, taken rather than copied; its body within the server's limit.
     let headers = std::mem::take(&mut parts.headers);
     // The key check's read, when it had one: a call reads the store once before its run.
@@ -485,9 +488,14 @@ async fn call(
         Some(read) => read,
         None => app.stored(id).await?,
     };
-    let body = match Bytes::from_request(Request::from_parts(parts, body), app).await {
-        Ok(body) => body,
-        Err(rejection) => return Ok(rejection.into_response()),
+    let body = if body.size_hint().exact() == Some(0) {
+        // Nothing to read (a `GET`, say).
+        Bytes::new()
+    } else {
+        match Bytes::from_request(Request::from_parts(parts, body), app).await {
+            Ok(body) => body,
+            Err(rejection) => return Ok(rejection.into_response()),
+        }
     };
     let Some(name) = engine_store::connector_of(&read.state) else {
         return Err(Failure::NoConnector(id.to_owned()));

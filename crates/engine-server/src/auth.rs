@@ -316,8 +316,9 @@ impl Auth {
             .is_some_and(|verified| {
                 verified.len() == presented.len()
                     && verified
-                        .bytes()
-                        .zip(presented.bytes())
+                        .as_bytes()
+                        .iter()
+                        .zip(presented.as_bytes())
                         .fold(0, |differ, (a, b)| differ | (a ^ b))
                         == 0
             })

@@ -272,11 +272,12 @@ pub fn key_id_of(presented: &str) -> Option<&str> {
     let rest = presented.strip_prefix(KEY_START)?;
     let (id, secret) = rest.split_at_checked(ID_LEN)?;
     let secret = secret.strip_prefix('_')?;
+    // Every byte looked at, without a branch per byte: the compiler does 16 or 32 at once.
     let hex = |text: &str, len: usize| {
         text.len() == len
-            && text
-                .bytes()
-                .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+            && text.as_bytes().iter().fold(true, |hex, byte| {
+                hex & (byte.is_ascii_digit() | (b'a'..=b'f').contains(byte))
+            })
     };
     (hex(id, ID_LEN) && hex(secret, SECRET_LEN)).then_some(id)
 }
