@@ -390,7 +390,6 @@ async fn authorize(
     peer: SocketAddr,
     mut request: Request,
 ) -> Response {
-    let next = router.clone();
     let path = request.uri().path();
     let open = (path != "/v1" && !path.starts_with("/v1/")) || OPEN.contains(&path);
     let callback = path == CALLBACK;
@@ -398,7 +397,7 @@ async fn authorize(
         // The caller's address, for what answers without a key (the status page answers
         // loopback callers only).
         request.extensions_mut().insert(ConnectInfo(peer));
-        return run(next, request).await;
+        return run(router.clone(), request).await;
     }
     let now_ms = auth.clock.now_ms();
     let peer = peer.ip();
@@ -408,7 +407,7 @@ async fn authorize(
     if callback {
         // A callback whose flow is unknown, expired or used (400) counts as a key that is not
         // valid: each costs a store read.
-        let response = run(next, request).await;
+        let response = run(router.clone(), request).await;
         if response.status() == StatusCode::BAD_REQUEST {
             let _ = auth.failures.take(&peer, now_ms);
         }
@@ -489,7 +488,7 @@ async fn authorize(
         return crate::api::resource(app, &id, &resource, read, request).await;
     }
     request.extensions_mut().insert(Caller(stored));
-    run(next, request).await
+    run(router.clone(), request).await
 }
 
 /// The router's answer to `request`.
@@ -752,5 +751,20 @@ mod tests {
         assert!(id("/v1/instances/%FF").is_some_and(|id| id.is_err()));
         assert_eq!(id("/v1/instances"), None);
         assert_eq!(id("/v1/instances/"), None);
+        // A resource call's path: one segment after `resources/`, still encoded.
+        assert_eq!(
+            resource_of("/v1/instances/a/resources/GET%3A%2Fx"),
+            Some("GET%3A%2Fx")
+        );
+        for path in [
+            "/v1/instances/a/resources",
+            "/v1/instances/a/resources/",
+            "/v1/instances/a/resources/x/y",
+            "/v1/instances//resources/x",
+            "/v1/instances/a/history",
+            "/v2/instances/a/resources/x",
+        ] {
+            assert_eq!(resource_of(path), None, "{path}");
+        }
     }
 }
