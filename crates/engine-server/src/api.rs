@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use engine_runtime::{Inputs, NoObserver, RunErrorKind, RunRequest};
 use engine_service::{DeleteConnector, NewInstance};
 use engine_service::{Due, InstanceState, Outcome, Refresh, RefreshOptions, Trigger};
-use engine_store::{InstanceStore, Page, Summary, Versioned};
+use engine_store::{InstanceStore, Page, StoreError, Summary, Versioned};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -453,7 +453,7 @@ pub(crate) async fn resource(
     app: &Arc<App>,
     id: &str,
     resource: &str,
-    read: Option<Versioned>,
+    read: Result<Versioned, StoreError>,
     request: Request,
 ) -> Response {
     let started = Instant::now();
@@ -467,12 +467,13 @@ pub(crate) async fn resource(
 }
 
 /// A resource call: the instance's resource run with the request's query, headers and body as
-/// its inputs. `read` is the instance as the key check read it, when it exists.
+/// its inputs. `read` is the instance as the key check read it, or the store's word that there
+/// is none (answered `404`).
 async fn call(
     app: &Arc<App>,
     id: &str,
     resource: &str,
-    read: Option<Versioned>,
+    read: Result<Versioned, StoreError>,
     request: Request,
 ) -> Result<Response, Failure> {
     let (mut parts, body) = request.into_parts();
@@ -483,11 +484,8 @@ async fn call(
             .collect();
     // The request's own headers, taken rather than copied; its body within the server's limit.
     let headers = std::mem::take(&mut parts.headers);
-    // The key check's read, when it had one: a call reads the store once before its run.
-    let read = match read {
-        Some(read) => read,
-        None => app.stored(id).await?,
-    };
+    // The key check's read: a call reads the store once before its run.
+    let read = read?;
     let body = if body.size_hint().exact() == Some(0) {
         // Nothing to read (a `GET`, say).
         Bytes::new()

@@ -329,10 +329,9 @@ impl Auth {
 /// (`GET`, `HEAD`); `instances:write` for anything else.
 pub(crate) fn scope_for(method: &Method, path: &str) -> Scope {
     // `/v1/instances/{id}/resources` and below.
-    let resource = path
-        .strip_prefix("/v1/instances/")
-        .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(_, rest)| rest == "resources" || rest.starts_with("resources/"));
+    let resource = under_instance(path)
+        .and_then(|(_, rest)| rest)
+        .is_some_and(|rest| rest == "resources" || rest.starts_with("resources/"));
     if resource {
         Scope::Resources
     } else if *method == Method::GET || *method == Method::HEAD {
@@ -342,13 +341,23 @@ pub(crate) fn scope_for(method: &Method, path: &str) -> Scope {
     }
 }
 
+/// A path under `/v1/instances/`, taken apart: its first segment (an instance id, still
+/// percent-encoded, maybe empty) and what follows the slash after it, if one does. The one
+/// reading of such paths that the scope, the instance and the resource are told by.
+fn under_instance(path: &str) -> Option<(&str, Option<&str>)> {
+    let rest = path.strip_prefix("/v1/instances/")?;
+    Some(match rest.split_once('/') {
+        Some((id, rest)) => (id, Some(rest)),
+        None => (rest, None),
+    })
+}
+
 /// The resource a resource call's path names: `{resource}` of
 /// `/v1/instances/{id}/resources/{resource}`, one segment, still percent-encoded. `None` for any
 /// other path (`.../resources`, `.../resources/a/b`: the router's `404`).
 fn resource_of(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/v1/instances/")?;
-    let (id, rest) = rest.split_once('/')?;
-    let resource = rest.strip_prefix("resources/")?;
+    let (id, rest) = under_instance(path)?;
+    let resource = rest?.strip_prefix("resources/")?;
     (!id.is_empty() && !resource.is_empty() && !resource.contains('/')).then_some(resource)
 }
 
@@ -356,8 +365,7 @@ fn resource_of(path: &str) -> Option<&str> {
 /// router decodes it for the handlers (`acm%65` is `acme`): the instance the handler reads is
 /// the one the key check read. `Err` when the segment is not UTF-8 once decoded.
 fn instance_of(path: &str) -> Option<Result<Cow<'_, str>, Utf8Error>> {
-    let rest = path.strip_prefix("/v1/instances/")?;
-    let id = rest.split('/').next()?;
+    let (id, _) = under_instance(path)?;
     (!id.is_empty()).then(|| percent_encoding::percent_decode_str(id).decode_utf8())
 }
 
@@ -445,7 +453,7 @@ async fn authorize(
     if let Some(id) = instance_of(path) {
         let Ok(id) = id.map(Cow::into_owned) else {
             return Failure::BadRequest(
-                "the instance id in the path is not UTF-8 once percent-decoded".to_owned(),
+                "the instance id in the path is not UTF-8 once percent-decoded: percent-encode its UTF-8 bytes (`%C3%A9` for `é`)".to_owned(),
             )
             .into_response();
         };
@@ -461,11 +469,11 @@ async fn authorize(
                     )
                     .into_response();
                 }
-                named = Some((id, Some(read)));
+                named = Some((id, Ok(read)));
             }
             // No such instance: the handler says so, or makes it.
             Err(error) if error.kind().is_absent() => {
-                named = Some((id, None));
+                named = Some((id, Err(error)));
             }
             // Whose it is cannot be told: nothing is done with it.
             Err(error) => return Failure::from(error).into_response(),
@@ -480,7 +488,7 @@ async fn authorize(
     {
         let Ok(resource) = percent_encoding::percent_decode_str(resource).decode_utf8() else {
             return Failure::BadRequest(
-                "the resource in the path is not UTF-8 once percent-decoded".to_owned(),
+                "the resource in the path is not UTF-8 once percent-decoded: percent-encode its UTF-8 bytes (`%C3%A9` for `é`)".to_owned(),
             )
             .into_response();
         };
